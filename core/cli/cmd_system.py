@@ -1,0 +1,161 @@
+"""``core version`` and ``core info``."""
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+from core import API_VERSION, __version__
+from core.cli.client import APIError, CLIError
+from core.cli.util import add_format, parser, render_each
+
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
+def _client_info() -> dict[str, Any]:
+    return {
+        "Platform": {"Name": ""},
+        "Version": __version__,
+        "ApiVersion": API_VERSION,
+        "DefaultAPIVersion": API_VERSION,
+        "GitCommit": "",
+        "GoVersion": f"python{platform.python_version()}",
+        "Os": "linux",
+        "Arch": GO_ARCH.get(platform.machine(), platform.machine()),
+        "BuildTime": "",
+        "Context": "default",
+    }
+
+
+def version(ctx, argv: list[str], prog: str) -> int:
+    p = parser(prog, "[OPTIONS]", "Show the core version information")
+    add_format(p, table=False)
+    args = p.parse_args(argv)
+    client = _client_info()
+    server = None
+    error = None
+    try:
+        server = ctx.client.get_json("/version")
+    except CLIError as exc:
+        error = exc
+    if args.format:
+        render_each(args.format, [{"Client": client, "Server": server}])
+    else:
+        out = ["Client:"]
+        out += [
+            f" Version:           {client['Version']}",
+            f" API version:       {client['ApiVersion']}",
+            f" Python version:    {client['GoVersion'][len('python'):]}",
+            f" OS/Arch:           {client['Os']}/{client['Arch']}",
+            f" Context:           {client['Context']}",
+        ]
+        if server:
+            out += ["", f"Server: {server.get('Platform', {}).get('Name', '')}"]
+            for comp in server.get("Components") or []:
+                d = comp.get("Details") or {}
+                out.append(f" {comp.get('Name')}:")
+                out.append(f"  Version:          {comp.get('Version')}")
+                if comp.get("Name") == "Engine":
+                    out.append(f"  API version:      {d.get('ApiVersion')} (minimum version {d.get('MinAPIVersion')})")
+                    out.append(f"  Python version:   {d.get('GoVersion', '')[len('python'):]}")
+                    out.append(f"  Built:            {d.get('BuildTime', '')}")
+                    out.append(f"  OS/Arch:          {d.get('Os')}/{d.get('Arch')}")
+                    out.append(f"  Experimental:     {d.get('Experimental')}")
+        sys.stdout.write("\n".join(out) + "\n")
+    if error is not None:
+        raise error
+    return 0
+
+
+def _yesno(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def info(ctx, argv: list[str], prog: str) -> int:
+    p = parser(prog, "[OPTIONS]", "Display system-wide information")
+    add_format(p, table=False)
+    args = p.parse_args(argv)
+    try:
+        server = ctx.client.get_json("/info")
+    except APIError:
+        raise
+    if args.format:
+        render_each(args.format, [{**server, "ClientInfo": {"Debug": ctx.debug, "Context": "default"}}]
+                    if args.format != "json" else [server])
+        return 0
+    s = server
+    out = [
+        "Client:",
+        f" Version:    {__version__}",
+        " Context:    default",
+        f" Debug Mode: {_yesno(ctx.debug)}",
+        "",
+        "Server:",
+        f" Containers: {s.get('Containers', 0)}",
+        f"  Running: {s.get('ContainersRunning', 0)}",
+        f"  Paused: {s.get('ContainersPaused', 0)}",
+        f"  Stopped: {s.get('ContainersStopped', 0)}",
+        f" Images: {s.get('Images', 0)}",
+        f" Server Version: {s.get('ServerVersion', '')}",
+        f" Storage Driver: {s.get('Driver', '')}",
+    ]
+    out += [f"  {k}: {v}" for k, v in s.get("DriverStatus") or []]
+    out += [
+        f" Logging Driver: {s.get('LoggingDriver', '')}",
+        f" Cgroup Driver: {s.get('CgroupDriver', '')}",
+        f" Cgroup Version: {s.get('CgroupVersion', '')}",
+        " Plugins:",
+        f"  Volume: {' '.join(s.get('Plugins', {}).get('Volume') or [])}",
+        f"  Network: {' '.join(s.get('Plugins', {}).get('Network') or [])}",
+        f"  Log: {' '.join(s.get('Plugins', {}).get('Log') or [])}",
+        f" Swarm: {s.get('Swarm', {}).get('LocalNodeState', 'inactive')}",
+        " Drivers:",
+    ]
+    drivers = s.get("Drivers") or []
+    if drivers:
+        wk = max(len(d["Kind"]) for d in drivers)
+        wn = max(len(d["Name"]) for d in drivers)
+        for d in drivers:
+            marks = [d["Status"]]
+            if d.get("Default"):
+                marks.append("default")
+            if d.get("Selected") and not d.get("Default"):
+                marks.append("selected")
+            detail = d.get("Reason") if d["Status"] != "ok" else d.get("Description")
+            dist = f" [{d['Distribution']}]" if d.get("Distribution") and not d["Distribution"].startswith("core-engine ") else ""
+            out.append(f"  {d['Kind']:<{wk}}  {d['Name']:<{wn}}  {', '.join(marks):<17} {detail or ''}{dist}".rstrip())
+    out += [
+        f" Security Options: {' '.join(o.split(',')[0].split('=')[-1] for o in s.get('SecurityOptions') or [])}",
+        f" Kernel Version: {s.get('KernelVersion', '')}",
+        f" Operating System: {s.get('OperatingSystem', '')}",
+        f" OSType: {s.get('OSType', '')}",
+        f" Architecture: {s.get('Architecture', '')}",
+        f" CPUs: {s.get('NCPU', 0)}",
+        f" Total Memory: {_size(s.get('MemTotal', 0))}",
+        f" Name: {s.get('Name', '')}",
+        f" ID: {s.get('ID', '')}",
+        f" Core Root Dir: {s.get('DockerRootDir', '')}",
+        f" Debug Mode: {_yesno(s.get('Debug'))}",
+        f" Experimental: {_yesno(s.get('ExperimentalBuild'))}",
+        " Insecure Registries:",
+    ]
+    reg = s.get("RegistryConfig") or {}
+    out += [f"  {c}" for c in reg.get("InsecureRegistryCIDRs") or []]
+    if reg.get("Mirrors"):
+        out.append(" Registry Mirrors:")
+        out += [f"  {m}" for m in reg["Mirrors"]]
+    out.append(f" Live Restore Enabled: {_yesno(s.get('LiveRestoreEnabled'))}")
+    sys.stdout.write("\n".join(out) + "\n")
+    for w in s.get("Warnings") or []:
+        sys.stderr.write(w + "\n")
+    return 0
+
+
+def _size(n: float) -> str:
+    """docker's units.BytesSize: binary units with 4 significant digits ("23.47GiB")."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.4g}{units[i]}"

@@ -1,0 +1,156 @@
+"""``core``: the command line, a thin client of the daemon's Engine API.
+
+Start-up must stay light: only this module and ``core.cli.client`` load for every command; each
+command's module is imported when that command runs.  Commands and flags follow docker's.
+
+A command is a function ``run(ctx, argv) -> int`` in a module named by :data:`COMMANDS`; it
+builds its own parser with :func:`core.cli.util.parser`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# name -> (module, function, summary).  Group commands ("image ls") are "group name" keys.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "version": ("core.cli.cmd_system", "version", "Show the core version information"),
+    "info": ("core.cli.cmd_system", "info", "Display system-wide information"),
+    "system info": ("core.cli.cmd_system", "info", "Display system-wide information"),
+    "daemon": ("core.cli.cmd_daemon", "daemon", "Run the core daemon in the foreground"),
+}
+GROUPS = {
+    "system": "Manage core",
+}
+# docker's aliases: the same command reached by another path
+ALIASES: dict[str, str] = {}
+
+USAGE = """Usage:  core [OPTIONS] COMMAND
+
+A container engine: pull images, run containers, wire their networks.
+
+Global Options:
+  -H, --host string       Daemon socket to connect to (default unix:///run/core/core.sock,
+                          or $CORE_HOST)
+      --driver KIND=NAME  Use driver NAME of KIND (storage, network, executor, registry) for this
+                          operation; repeatable
+  -D, --debug             Enable debug mode
+  -v, --version           Print version information and quit
+  -h, --help              Print usage
+
+Commands:
+{commands}
+
+Management Commands:
+{groups}
+
+Run 'core COMMAND --help' for more information on a command.
+"""
+
+
+class Context:
+    """What every command gets: where the daemon is, the per-operation drivers, the client."""
+
+    def __init__(self, host: str, drivers: list[str], debug: bool) -> None:
+        self.host = host
+        self.drivers = drivers
+        self.debug = debug
+        self._client = None
+
+    @property
+    def client(self):  # noqa: ANN201 - keeps the import lazy
+        if self._client is None:
+            from core.cli.client import Client
+
+            self._client = Client(self.host, self.drivers)
+        return self._client
+
+
+def _usage() -> str:
+    top = sorted((k, v[2]) for k, v in COMMANDS.items() if " " not in k)
+    width = max(len(k) for k, _ in top + list(GROUPS.items())) + 2
+    commands = "\n".join(f"  {k:<{width}}{summary}" for k, summary in top)
+    groups = "\n".join(f"  {k:<{width}}{summary}" for k, summary in sorted(GROUPS.items()))
+    return USAGE.format(commands=commands, groups=groups)
+
+
+def _group_usage(group: str) -> str:
+    subs = sorted((k.split(" ", 1)[1], v[2]) for k, v in COMMANDS.items() if k.startswith(group + " "))
+    width = max(len(k) for k, _ in subs) + 2
+    lines = "\n".join(f"  {k:<{width}}{s}" for k, s in subs)
+    return (f"Usage:  core {group} COMMAND\n\n{GROUPS[group]}\n\nCommands:\n{lines}\n\n"
+            f"Run 'core {group} COMMAND --help' for more information on a command.\n")
+
+
+def _fail(message: str, code: int = 125) -> int:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    host = os.environ.get("CORE_HOST") or "unix:///run/core/core.sock"
+    drivers: list[str] = []
+    debug = False
+    # global options come before the command, as in docker
+    while argv and argv[0].startswith("-"):
+        opt = argv.pop(0)
+        name, eq, value = opt.partition("=")
+        if name in ("-H", "--host", "--driver"):
+            if not eq:
+                if not argv:
+                    return _fail(f"flag needs an argument: {name}\nSee 'core --help'.")
+                value = argv.pop(0)
+            if name == "--driver":
+                kind, sep, dname = value.partition("=")
+                if not sep or not kind or not dname:
+                    return _fail(f'invalid --driver "{value}": expected KIND=NAME '
+                                 "(kinds: storage, network, executor, registry)")
+                drivers.append(value)
+            else:
+                host = value
+        elif opt in ("-D", "--debug"):
+            debug = True
+        elif opt in ("-h", "--help"):
+            sys.stdout.write(_usage())
+            return 0
+        elif opt in ("-v", "--version"):
+            from core import __version__
+
+            sys.stdout.write(f"core version {__version__}\n")
+            return 0
+        else:
+            return _fail(f"unknown flag: {opt}\nSee 'core --help'.")
+    if not argv:
+        sys.stdout.write(_usage())
+        return 0
+    name = argv.pop(0)
+    if name in GROUPS:
+        if not argv or argv[0] in ("-h", "--help"):
+            sys.stdout.write(_group_usage(name))
+            return 0
+        sub = argv.pop(0)
+        key = f"{name} {sub}"
+        if key not in COMMANDS:
+            return _fail(f"core: '{name} {sub}' is not a core command.\nSee 'core {name} --help'")
+        name = key
+    name = ALIASES.get(name, name)
+    if name not in COMMANDS:
+        return _fail(f"core: '{name}' is not a core command.\nSee 'core --help'")
+    module_name, func, _summary = COMMANDS[name]
+    ctx = Context(host, drivers, debug)
+
+    from core.cli.client import CLIError
+
+    try:
+        module = __import__(module_name, fromlist=[func])
+        return getattr(module, func)(ctx, argv, prog=f"core {name}") or 0
+    except CLIError as exc:
+        return _fail(exc.message, exc.code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

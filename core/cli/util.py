@@ -1,0 +1,63 @@
+"""Helpers shared by the CLI's commands: argument parsing, --format, tables."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Iterable
+
+from core.cli.client import CLIError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with docker's behaviour on bad flags: a short message, exit 125."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{self.prog}: {message}\nSee '{self.prog} --help'.", 125)
+
+
+def parser(prog: str, usage: str, description: str) -> Parser:
+    return Parser(prog=prog, usage=f"{prog} {usage}".rstrip(), description=description,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_format(p: argparse.ArgumentParser, table: bool = True) -> None:
+    extra = "'table':            Print output in table format with column headers (default)\n" if table else ""
+    p.add_argument("-f", "--format", default="",
+                   help="Format output using a custom template:\n"
+                        f"{extra}'json':             Print in JSON format\n"
+                        "'TEMPLATE':         Print output using the given Go template")
+
+
+def compile_format(text: str) -> Any:
+    from core.cli.template import TemplateError, compile_template
+
+    try:
+        return compile_template(text)
+    except TemplateError as exc:
+        raise CLIError(f"template parsing error: {exc}", 125) from None
+
+
+def render_each(fmt: str, items: Iterable[Any], out: Callable[[str], Any] = sys.stdout.write) -> None:
+    """``--format`` over objects: ``json`` prints each as a JSON line; else the Go template."""
+    if fmt == "json":
+        for item in items:
+            out(json.dumps(item, separators=(",", ":")) + "\n")
+        return
+    from core.cli.template import TemplateError
+
+    tmpl = compile_format(fmt)
+    for item in items:
+        try:
+            text = tmpl.render(item)
+        except TemplateError as exc:
+            raise CLIError(f"template: {exc}", 1) from None
+        out(text + "\n")
+
+
+def print_table(headers: list[str], rows: list[list[str]], out: Callable[[str], Any] = sys.stdout.write) -> None:
+    """Columns as docker's tabwriter sets them: padding 3, minimum width 10 (last column free)."""
+    from core.cli.template import tabwrite
+
+    lines = ["\t".join(headers)] + ["\t".join(r) for r in rows]
+    out(tabwrite("\n".join(lines) + "\n"))

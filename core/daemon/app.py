@@ -1,0 +1,234 @@
+"""``core daemon``: owns the state, the drivers, and serves the Engine API on a unix socket.
+
+Start-up order: lock the data root (a second daemon on it refuses to start), open the state
+database, resolve the drivers (an explicitly chosen driver that cannot load stops the daemon with
+exit code 125), bind the socket (mode 0660, group ``core`` if it exists), write the pid file,
+serve.  SIGTERM or SIGINT shuts down gracefully: the listener closes, in-flight requests are
+cancelled, drivers closed, socket and pid file removed.  Containers are not stopped by any of it.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import logging
+import os
+import re
+import signal
+import socket as pysocket
+import sys
+from typing import Any, Callable
+
+import trio
+
+from core import API_VERSION, MIN_API_VERSION, __version__
+from core.daemon.config import DaemonConfig
+from core.daemon.drivers import HEADER, DriverSet
+from core.daemon.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
+from core.errors import CoreError
+from core.state import State
+
+log = logging.getLogger("core.daemon")
+VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
+SERVER_HEADER = f"core/{__version__} (linux)"
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+class StartupError(CoreError):
+    """The daemon cannot start (lock taken, socket in use)."""
+
+
+class Daemon:
+    """The daemon's state and its API.  Route modules register with :meth:`routes`."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.router = Router()
+        self.services: dict[str, Any] = {}
+        self.drivers = DriverSet(config, self.services)
+        self.state: State | None = None
+        self.engine_id = ""
+        self._lock_fd: int | None = None
+        self._closers: list[Callable[[], Any]] = []
+        from core.daemon import system
+
+        system.register(self)
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        root = self.config.data_root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o711)
+        fd = os.open(root / "core.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StartupError(
+                f"another core daemon (pid {holder}) is already running with data root {root}; "
+                "refusing to start a second one"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def open(self) -> None:
+        """Everything before serving: lock, directories, state, drivers."""
+        self.lock()
+        self.config.exec_root.mkdir(parents=True, exist_ok=True)
+        self.state = State(self.config.data_root / "state.db")
+        self.engine_id = self.state.get_meta("engine-id") or ""
+        if not self.engine_id:
+            import uuid
+
+            self.engine_id = str(uuid.uuid4())
+            self.state.set_meta("engine-id", self.engine_id)
+        self.drivers.resolve_defaults()
+
+    def bind(self) -> trio.socket.SocketType:
+        path = self.config.socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # stale: nobody answers
+            else:
+                raise StartupError(f"another daemon is already listening on {path}; refusing to start")
+            finally:
+                probe.close()
+        sock = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o660)
+        try:
+            os.chown(path, 0, grp.getgrnam(self.config.group).gr_gid)
+        except KeyError:
+            pass
+        except PermissionError:
+            pass
+        sock.listen(128)
+        return trio.socket.from_stdlib_socket(sock)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def dispatch(self, request: Request) -> Response:
+        match = VERSIONED.match(request.path)
+        if match:
+            version = f"{int(match.group(1))}.{int(match.group(2))}"
+            request.path = match.group(3)
+            v = _version_tuple(version)
+            if v < _version_tuple(MIN_API_VERSION):
+                return error_response(
+                    400,
+                    f"client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, "
+                    "please upgrade your client to a newer version",
+                )
+            if v > _version_tuple(API_VERSION):
+                return error_response(
+                    400, f"client version {version} is too new. Maximum supported API version is {API_VERSION}"
+                )
+            request.api_version = version
+        else:
+            request.api_version = API_VERSION
+        handler, params = self.router.resolve(request.method, request.path)
+        if handler is None:
+            return error_response(404, "page not found")
+        request.params = params
+
+        async def run(req: Request) -> Response:
+            req.drivers = self.drivers.selection(req.headers.get(HEADER))
+            return await handler(req)
+
+        return await dispatch_errors(run, request)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until SIGTERM/SIGINT or cancellation; reports readiness through ``task_status``."""
+        pidfile = self.config.exec_root / "core.pid"
+        # signals are caught before the socket exists: a client that sees the socket may stop us
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            sock = self.bind()
+            pidfile.write_text(f"{os.getpid()}\n")
+            server = HTTPServer(self.dispatch, SERVER_HEADER)
+            listener = trio.SocketListener(sock)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._on_signal, signals, nursery.cancel_scope)
+                    await nursery.start(trio.serve_listeners, server.handle, [listener])
+                    log.info("core daemon %s serving on unix://%s (data root %s)", __version__,
+                             self.config.socket, self.config.data_root)
+                    task_status.started()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.aclose()
+                    for path in (self.config.socket, pidfile):
+                        try:
+                            path.unlink()
+                        except FileNotFoundError:
+                            pass
+
+    async def _on_signal(self, signals: Any, scope: trio.CancelScope) -> None:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+    def on_close(self, closer: Callable[[], Any]) -> None:
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                result = closer()
+                if hasattr(result, "__await__"):
+                    await result
+            except Exception:
+                log.exception("error while shutting down")
+        await self.drivers.aclose()
+        if self.state is not None:
+            self.state.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def run(config: DaemonConfig) -> int:
+    """Run the daemon in the foreground; return the process exit code."""
+    logging.basicConfig(
+        level=logging.DEBUG if config.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    daemon = Daemon(config)
+    try:
+        daemon.open()
+    except CoreError as exc:
+        from core.errors import DriverError
+
+        log.error("%s", exc)
+        print(f"core daemon: {exc}", file=sys.stderr)
+        trio.run(daemon.aclose)
+        return 125 if isinstance(exc, DriverError) else 1
+    try:
+        trio.run(daemon.serve)
+    except StartupError as exc:
+        print(f"core daemon: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+

@@ -1,0 +1,313 @@
+"""A small HTTP/1.1 server for the Engine API: h11 over trio streams.
+
+Handlers are ``async def handler(request) -> Response``.  A response body is bytes or an async
+iterator of bytes (sent chunked: pull progress, ``logs -f``, events).  A response with
+``hijack`` set answers ``101 UPGRADED`` and hands the raw stream to that callable (attach, exec).
+
+Errors raised by handlers become docker's JSON errors, ``{"message": "..."}``, with the status of
+the :class:`core.errors.CoreError` subclass; anything else is logged with its traceback and
+answered 500 — a client never sees a Python traceback.  Malformed HTTP gets 400, oversized
+headers 431, oversized bodies 413.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import urllib.parse
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import attrs
+import h11
+import trio
+
+from core.errors import CoreError, InvalidArgument
+
+log = logging.getLogger("core.http")
+
+MAX_HEADER_BYTES = 1024 * 1024  # as Go's net/http
+MAX_BODY_BYTES = 16 * 1024 * 1024
+RECEIVE_SIZE = 64 * 1024
+JSON = "application/json"
+
+
+def parse_bool(value: str | None, default: bool = False) -> bool:
+    """Docker's boolean query values: ``1``/``true``/``True`` are true, ``0``/``false``/empty false."""
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in ("1", "true", "yes"):
+        return True
+    if v in ("", "0", "false", "no"):
+        return False
+    raise InvalidArgument(f'invalid boolean value "{value}"')
+
+
+@attrs.define
+class Request:
+    method: str
+    path: str  # without the /vX.Y prefix, percent-decoded
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes = b""
+    api_version: str = ""
+    params: dict[str, str] = attrs.field(factory=dict)
+    stream: Any = None  # the connection's trio stream, for hijacking handlers
+    drivers: dict[str, str] = attrs.field(factory=dict)  # the driver of each kind for this request
+
+    def q(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def qbool(self, name: str, default: bool = False) -> bool:
+        try:
+            return parse_bool(self.q(name), default)
+        except InvalidArgument:
+            raise InvalidArgument(f'invalid value for "{name}": {self.q(name)!r} is not a boolean') from None
+
+    def qint(self, name: str, default: int | None = None) -> int | None:
+        value = self.q(name)
+        if value is None or value == "":
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidArgument(f'invalid value for "{name}": {value!r} is not an integer') from None
+
+    def qjson(self, name: str, default: Any = None) -> Any:
+        """A query parameter holding JSON (docker's ``filters``)."""
+        value = self.q(name)
+        if not value:
+            return default
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise InvalidArgument(f'invalid value for "{name}": not valid JSON') from None
+
+    def json(self, default: Any = None) -> Any:
+        if not self.body.strip():
+            return default
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"invalid JSON in request body: {exc}") from None
+
+
+Body = bytes | AsyncIterator[bytes]
+
+
+@attrs.define
+class Response:
+    status: int = 200
+    body: Body = b""
+    content_type: str | None = JSON
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    hijack: Callable[[Any, bytes], Awaitable[None]] | None = None
+
+
+def json_response(obj: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status=status, body=json.dumps(obj).encode() + b"\n", headers=headers or [])
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"message": message}, status=status)
+
+
+def no_content() -> Response:
+    return Response(status=204, body=b"", content_type=None)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+_PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+class Router:
+    """Routes by method and path pattern: ``/containers/{id}/json``, ``/images/{name:path}/json``."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})", pattern)
+        self._routes.append((method, re.compile(f"^{regex}$"), handler))
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def deco(handler: Handler) -> Handler:
+            self.add(method, pattern, handler)
+            return handler
+
+        return deco
+
+    def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str]]:
+        lookup = "GET" if method == "HEAD" else method
+        for m, regex, handler in self._routes:
+            if m == lookup or (m == "HEAD" and method == "HEAD"):
+                match = regex.match(path)
+                if match:
+                    return handler, match.groupdict()
+        return None, {}
+
+
+async def _receive_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await stream.receive_some(RECEIVE_SIZE)
+        conn.receive_data(data)  # b"" means EOF, which h11 turns into ConnectionClosed or an error
+
+
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, event: Any) -> None:
+    data = conn.send(event)
+    if data:
+        await stream.send_all(data)
+
+
+class HTTPServer:
+    """Serves ``dispatch(request) -> Response`` over any trio listener."""
+
+    def __init__(self, dispatch: Callable[[Request], Awaitable[Response]], server_header: str) -> None:
+        self.dispatch = dispatch
+        self.server_header = server_header
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        try:
+            while True:
+                try:
+                    request = await self._read_request(conn, stream)
+                except h11.RemoteProtocolError as exc:
+                    status = exc.error_status_hint or 400
+                    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        await self._send_response(conn, stream, error_response(status, f"bad request: {exc}"), False)
+                        await _linger(stream)
+                    return
+                except _BodyTooLarge:
+                    await self._send_response(conn, stream, error_response(
+                        413, f"request body too large (more than {MAX_BODY_BYTES} bytes)"), False)
+                    await _linger(stream)
+                    return
+                if request is None:
+                    return
+                response = await self.dispatch(request)
+                await self._send_response(conn, stream, response, request.method == "HEAD")
+                if response.hijack is not None:
+                    leftover, _closed = conn.trailing_data
+                    await response.hijack(stream, leftover)
+                    return
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:  # a bug of ours: log it, drop the connection, keep serving others
+            log.exception("error while serving a connection")
+        finally:
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await stream.aclose()
+
+    async def _read_request(self, conn: h11.Connection, stream: trio.abc.Stream) -> Request | None:
+        event = await _receive_event(conn, stream)
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)
+        for name, value in event.headers:
+            if name == b"content-length" and int(value) > MAX_BODY_BYTES:
+                raise _BodyTooLarge()
+        body = bytearray()
+        while True:
+            ev = await _receive_event(conn, stream)
+            if isinstance(ev, h11.Data):
+                body += ev.data
+                if len(body) > MAX_BODY_BYTES:
+                    raise _BodyTooLarge()
+            elif isinstance(ev, h11.EndOfMessage):
+                break
+            elif isinstance(ev, h11.ConnectionClosed):
+                return None
+        target = event.target.decode("latin-1")
+        raw_path, _, raw_query = target.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        return Request(
+            method=event.method.decode("ascii", "replace").upper(),
+            path=urllib.parse.unquote(raw_path),
+            query=urllib.parse.parse_qs(raw_query, keep_blank_values=True),
+            headers=headers,
+            body=bytes(body),
+            stream=stream,
+        )
+
+    async def _send_response(self, conn: h11.Connection, stream: trio.abc.Stream, response: Response,
+                             head_only: bool) -> None:
+        headers = [("Server", self.server_header)]
+        if response.content_type:
+            headers.append(("Content-Type", response.content_type))
+        headers += response.headers
+        if response.hijack is not None:
+            headers += [("Connection", "Upgrade"), ("Upgrade", "tcp")]
+            await _send(conn, stream, h11.InformationalResponse(status_code=101, headers=headers))
+            return
+        body = response.body
+        if isinstance(body, (bytes, bytearray)):
+            headers.append(("Content-Length", str(len(body))))
+            await _send(conn, stream, h11.Response(status_code=response.status, headers=headers))
+            if body and not head_only and response.status not in (204, 304):
+                await _send(conn, stream, h11.Data(data=body))
+            await _send(conn, stream, h11.EndOfMessage())
+            return
+        # a streamed body: chunked; the iterator is closed whatever happens to the client
+        await _send(conn, stream, h11.Response(status_code=response.status, headers=headers))
+        try:
+            if not head_only:
+                async for chunk in body:
+                    if chunk:
+                        await _send(conn, stream, h11.Data(data=chunk))
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
+        await _send(conn, stream, h11.EndOfMessage())
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _linger(stream: trio.abc.Stream, limit: int = 64 * 1024 * 1024, seconds: float = 2.0) -> None:
+    """After an early error answer, read and drop what the client is still sending for a moment.
+
+    Closing a socket with unread input makes the kernel send RST, and the client may then lose
+    the answer it has not read yet.
+    """
+    with trio.move_on_after(seconds):
+        try:
+            send_eof = getattr(stream, "send_eof", None)
+            if send_eof is not None:
+                await send_eof()
+            while limit > 0:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    return
+                limit -= len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+async def dispatch_errors(handler: Handler, request: Request) -> Response:
+    """Run ``handler``, turning errors into docker's JSON error responses."""
+    try:
+        return await handler(request)
+    except CoreError as exc:
+        response = error_response(exc.status, exc.message or type(exc).__name__)
+        response.headers.append(("X-Core-Error", type(exc).__name__))
+        return response
+    except Exception as exc:
+        log.exception("internal error handling %s %s", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,211 @@
+"""System endpoints: ``/_ping``, ``/version``, ``/info``."""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core import API_VERSION, MIN_API_VERSION, __version__
+from core.daemon.http import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from core.daemon.app import Daemon
+
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
+           "s390x": "s390x", "riscv64": "riscv64"}
+BUILD_TIME = "2026-11-27T00:00:00.000000000+00:00"
+
+
+def ping_headers() -> list[tuple[str, str]]:
+    return [
+        ("Api-Version", API_VERSION),
+        ("Ostype", "linux"),
+        ("Docker-Experimental", "false"),
+        ("Swarm", "inactive"),
+        ("Cache-Control", "no-cache, no-store, must-revalidate"),
+        ("Pragma", "no-cache"),
+    ]
+
+
+def os_release() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def mem_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cgroup_version() -> str:
+    return "2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "1"
+
+
+def version_info() -> dict[str, Any]:
+    details = {
+        "ApiVersion": API_VERSION,
+        "Arch": GO_ARCH.get(platform.machine(), platform.machine()),
+        "BuildTime": BUILD_TIME,
+        "Experimental": "false",
+        "GitCommit": "",
+        "GoVersion": f"python{platform.python_version()}",
+        "KernelVersion": os.uname().release,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+    }
+    return {
+        "Platform": {"Name": f"core {__version__}"},
+        "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
+        "Version": __version__,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": details["GoVersion"],
+        "Os": "linux",
+        "Arch": details["Arch"],
+        "KernelVersion": details["KernelVersion"],
+        "BuildTime": BUILD_TIME,
+    }
+
+
+def register(daemon: Daemon) -> None:
+    r = daemon.router
+    # counters other parts of the daemon fill in (containers, images): name -> callable
+    counters: dict[str, Any] = daemon.services.setdefault("info-counters", {})
+
+    async def ping(req: Request) -> Response:
+        return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8", headers=ping_headers())
+
+    r.add("GET", "/_ping", ping)
+    r.add("HEAD", "/_ping", ping)
+
+    async def version(req: Request) -> Response:
+        return json_response(version_info())
+
+    r.add("GET", "/version", version)
+
+    async def info(req: Request) -> Response:
+        cfg = daemon.config
+        count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
+        reports = daemon.drivers.reports()
+        mirrors = list(cfg.registry_mirrors)
+        insecure_cidrs = ["127.0.0.0/8"] + [r for r in cfg.insecure_registries if "/" in r]
+        body = {
+            "ID": daemon.engine_id,
+            "Containers": count.get("Containers", 0),
+            "ContainersRunning": count.get("ContainersRunning", 0),
+            "ContainersPaused": count.get("ContainersPaused", 0),
+            "ContainersStopped": count.get("ContainersStopped", 0),
+            "Images": count.get("Images", 0),
+            "Driver": req.drivers.get("storage", ""),
+            "DriverStatus": [["Backing Filesystem", _backing_fs(cfg.data_root)]],
+            "Plugins": {
+                "Volume": ["local"],
+                "Network": sorted({"host", "null"} | {r.name for r in reports if r.kind == "network"}),
+                "Authorization": None,
+                "Log": ["json-file"],
+            },
+            "MemoryLimit": True,
+            "SwapLimit": False,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": True,
+            "PidsLimit": True,
+            "IPv4Forwarding": _read("/proc/sys/net/ipv4/ip_forward") == "1",
+            "BridgeNfIptables": False,
+            "BridgeNfIp6tables": False,
+            "Debug": cfg.debug,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "OomKillDisable": False,
+            "NGoroutines": 0,
+            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": cgroup_version(),
+            "NEventsListener": 0,
+            "KernelVersion": os.uname().release,
+            "OperatingSystem": os_release(),
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": platform.machine(),
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {
+                "AllowNondistributableArtifactsCIDRs": None,
+                "AllowNondistributableArtifactsHostnames": None,
+                "InsecureRegistryCIDRs": insecure_cidrs,
+                "IndexConfigs": {
+                    "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True},
+                },
+                "Mirrors": mirrors,
+            },
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": mem_total(),
+            "GenericResources": None,
+            "DockerRootDir": str(cfg.data_root),
+            "HttpProxy": os.environ.get("HTTP_PROXY", ""),
+            "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+            "NoProxy": os.environ.get("NO_PROXY", ""),
+            "Name": socket.gethostname(),
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": __version__,
+            "Runtimes": {"core": {"path": req.drivers.get("executor", "")}},
+            "DefaultRuntime": "core",
+            "Swarm": {
+                "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                "Error": "", "RemoteManagers": None,
+            },
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "",
+            "ContainerdCommit": {"ID": ""},
+            "RuncCommit": {"ID": ""},
+            "InitCommit": {"ID": ""},
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": [],
+            # core's own section: every driver found, how it fares, and which is in use
+            "Drivers": [
+                {**rep.to_json(), "Default": daemon.drivers.defaults.get(rep.kind) == rep.name,
+                 "Selected": req.drivers.get(rep.kind) == rep.name}
+                for rep in reports
+            ],
+        }
+        return json_response(body)
+
+    r.add("GET", "/info", info)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _backing_fs(path: Path) -> str:
+    """The filesystem type under ``path``, from /proc/self/mountinfo (longest mount prefix)."""
+    best, fstype = "", "unknown"
+    target = str(path)
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            mount_point = left.split()[4]
+            if (target == mount_point or target.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(best):
+                best, fstype = mount_point, right.split()[0]
+    except (OSError, IndexError):
+        pass
+    return {"ext4": "extfs", "ext3": "extfs"}.get(fstype, fstype)

@@ -1,0 +1,164 @@
+"""Shared fixtures: an isolated core (own data root, exec root, socket) per test or module.
+
+Every daemon a test starts is stopped by its PID (from the pid file it writes, or the process the
+test spawned) and every directory removed — even when the test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+CORE = [sys.executable, "-m", "core"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _answers(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.02)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+class CoreEnv:
+    """One isolated core installation: roots, socket, environment, and the daemons it started."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="core-t-", dir="/tmp"))
+        self.data_root = self.root / "data"
+        self.exec_root = self.root / "run"
+        self.socket = self.exec_root / "core.sock"
+        self.host = f"unix://{self.socket}"
+        self.env = {
+            **os.environ,
+            "CORE_DATA_ROOT": str(self.data_root),
+            "CORE_EXEC_ROOT": str(self.exec_root),
+            "CORE_HOST": self.host,
+            "CORE_CONFIG_FILE": str(self.root / "daemon.json"),
+            "DOCKER_HOST": self.host,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.procs: list[subprocess.Popen] = []
+        self.pids: set[int] = set()
+
+    def write_config(self, config: dict | str) -> Path:
+        path = self.root / "daemon.json"
+        path.write_text(config if isinstance(config, str) else json.dumps(config))
+        return path
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 60, env: dict | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+        """``core ARGS`` as a user types it; records the daemon it may auto-start."""
+        proc = subprocess.run(CORE + list(args), input=input, capture_output=True, text=True, timeout=timeout,
+                              env={**self.env, **(env or {})})
+        self._note_daemon()
+        if check and proc.returncode != 0:
+            raise AssertionError(f"core {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def _note_daemon(self) -> None:
+        try:
+            self.pids.add(int((self.exec_root / "core.pid").read_text()))
+        except (OSError, ValueError):
+            pass
+
+    def start_daemon(self, *args: str, wait: bool = True) -> subprocess.Popen:
+        """``core daemon ARGS`` in the foreground, as a service manager runs it."""
+        log = open(self.root / f"daemon-{len(self.procs)}.log", "ab")
+        proc = subprocess.Popen(CORE + ["daemon", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs.append(proc)
+        if wait:
+            wait_for(lambda: _answers(self.socket) or proc.poll() is not None, what="the daemon's socket")
+            if proc.poll() is not None:
+                raise AssertionError(f"daemon exited {proc.returncode}: {self.daemon_log()}")
+        return proc
+
+    def daemon_log(self) -> str:
+        parts = []
+        for p in sorted(self.root.glob("daemon-*.log")) + [self.exec_root / "daemon.log"]:
+            if p.exists():
+                parts.append(p.read_text(errors="replace"))
+        return "\n".join(parts)
+
+    def docker_client(self):
+        import docker
+
+        return docker.DockerClient(base_url=self.host, version="1.47", timeout=60)
+
+    def cleanup(self) -> None:
+        self._note_daemon()
+        for proc in self.procs:
+            if proc.poll() is None:
+                stop_pid(proc.pid)
+            proc.wait(timeout=10)
+        for pid in self.pids:
+            stop_pid(pid)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def core_env():
+    env = CoreEnv()
+    try:
+        yield env
+    finally:
+        env.cleanup()
+
+
+@pytest.fixture(scope="module")
+def shared_core():
+    """One auto-started daemon for a whole test module (cheaper; tests must not disturb it)."""
+    env = CoreEnv()
+    try:
+        env.run("version", check=True)
+        yield env
+    finally:
+        env.cleanup()

@@ -1,0 +1,349 @@
+"""The kernel: driver loading, daemon, CLI, API basics — with a real daemon on a real socket."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from core.cli.main import COMMANDS, GROUPS
+
+BUILTIN = [
+    ("storage", "overlay"), ("storage", "vfs"), ("network", "bridge"), ("network", "overlay"),
+    ("executor", "container"), ("registry", "hub"),
+]
+
+
+def raw_http(sock_path, data: bytes, timeout=10) -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(sock_path))
+    try:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+    finally:
+        s.close()
+
+
+def split_response(raw: bytes) -> tuple[int, dict, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+# -- start-up and drivers ----------------------------------------------------------------------------
+
+
+def test_info_starts_the_daemon_and_lists_every_driver(core_env):
+    assert not core_env.socket.exists()
+    proc = core_env.run("info")
+    assert proc.returncode == 0, proc.stderr
+    assert core_env.socket.exists(), "core info should have started the daemon"
+    assert (core_env.exec_root / "daemon.log").exists()
+    lines = proc.stdout.splitlines()
+    drivers = {}
+    for line in lines[lines.index(" Drivers:") + 1:]:
+        if not line.startswith("  "):
+            break
+        kind, name, status = line.split()[:3]
+        drivers[(kind, name)] = status.rstrip(",")
+    for kind, name in BUILTIN:
+        assert drivers[(kind, name)] in ("ok", "skipped"), (kind, name, drivers)
+    # the out-of-tree distribution, installed with pip like a third party's
+    assert drivers[("storage", "dummy")] == "ok"
+    assert drivers[("network", "dummy-skipped")] == "skipped"
+    for broken in [("executor", "dummy-broken"), ("registry", "dummy-bad-hooks"), ("storage", "dummy-twin"),
+                   ("storage", "dummy-unknown-hook"), ("registry", "dummy-no-factory")]:
+        assert drivers[broken] == "error"
+    assert "needs the frobnicator kernel module" in proc.stdout
+    assert " Storage Driver: overlay" in proc.stdout
+    # the daemon keeps running after the CLI exits, and answers the next command at once
+    assert core_env.run("version").returncode == 0
+
+
+def test_info_json_drivers_section(shared_core):
+    info = json.loads(shared_core.run("info", "--format", "json", check=True).stdout)
+    by_name = {(d["Kind"], d["Name"]): d for d in info["Drivers"]}
+    assert by_name[("storage", "overlay")]["Default"] is True
+    assert by_name[("storage", "dummy")]["Distribution"].startswith("core-dummy-driver")
+    assert by_name[("network", "dummy-skipped")]["Reason"] == "needs the frobnicator kernel module"
+    assert info["DockerRootDir"] == str(shared_core.data_root)
+
+
+LOAD_ERRORS = [
+    ("storage=nope", 'storage driver "nope" not found (available: dummy, dummy-twin, dummy-unknown-hook, overlay, vfs)'),
+    ("bogus=x", 'unknown driver kind "bogus" (kinds: storage, network, executor, registry)'),
+    ("executor=dummy-broken", "failed to load: ModuleNotFoundError: No module named 'core_dummy_driver_missing_dependency'"),
+    ("registry=dummy-bad-hooks", "core_registry_driver(ctx) whose argument(s) 'ctx' the specification does not have"),
+    ("storage=dummy-unknown-hook", "implements the hook core_storage_drivr, which no core hook specification has"),
+    ("registry=dummy-no-factory", "does not implement the hook core_registry_driver"),
+    ("storage=dummy-twin", "is claimed by several distributions: core-dummy-driver 0.1.0, core-dummy-twin 0.1.0"),
+    ("network=dummy-skipped", 'network driver "dummy-skipped" cannot run here: needs the frobnicator kernel module'),
+]
+
+
+@pytest.mark.parametrize("selection,message", LOAD_ERRORS, ids=[s for s, _ in LOAD_ERRORS])
+def test_cli_driver_errors_exit_125(shared_core, selection, message):
+    proc = shared_core.run("--driver", selection, "info")
+    assert proc.returncode == 125, (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    kind, _, name = selection.partition("=")
+    if kind != "bogus":
+        assert "available: " in proc.stderr or "cannot run here" in proc.stderr
+
+
+@pytest.mark.parametrize("selection,message", LOAD_ERRORS, ids=[s for s, _ in LOAD_ERRORS])
+def test_daemon_refuses_to_start_with_a_broken_driver(core_env, selection, message):
+    proc = subprocess.run([sys.executable, "-m", "core", "daemon", "--driver", selection], env=core_env.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 125, (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not core_env.socket.exists()
+
+
+def test_daemon_config_file_names_a_broken_driver(core_env):
+    core_env.write_config({"drivers": {"executor": "dummy-broken"}})
+    proc = core_env.run("info")
+    assert proc.returncode == 125, proc.stderr
+    assert 'executor driver "dummy-broken"' in proc.stderr and "failed to load" in proc.stderr
+
+
+def test_driver_selected_per_operation(shared_core):
+    assert " Storage Driver: dummy" in shared_core.run("--driver", "storage=dummy", "info", check=True).stdout
+    assert " Storage Driver: overlay" in shared_core.run("info", check=True).stdout
+    # the dummy driver was built under its own root, <data-root>/storage/dummy
+    assert (shared_core.data_root / "storage" / "dummy" / "created-by-dummy").read_text() == "dummy"
+
+
+def test_daemon_config_file(core_env):
+    core_env.write_config({"storage-driver": "vfs", "registry-mirrors": ["http://127.0.0.1:1"],
+                           "insecure-registries": ["10.9.0.0/16"]})
+    info = json.loads(core_env.run("info", "--format", "json", check=True).stdout)
+    assert info["Driver"] == "vfs"
+    assert info["RegistryConfig"]["Mirrors"] == ["http://127.0.0.1:1"]
+    assert "10.9.0.0/16" in info["RegistryConfig"]["InsecureRegistryCIDRs"]
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "invalid JSON"),
+    ('{"storage-driverz": "vfs"}', "unknown keys: storage-driverz"),
+    ('{"registry-mirrors": "x"}', '"registry-mirrors" must be a list of strings'),
+    ("[]", "must be a JSON object"),
+])
+def test_daemon_config_file_errors(core_env, content, message):
+    path = core_env.write_config(content)
+    proc = subprocess.run([sys.executable, "-m", "core", "daemon", "--config-file", str(path)], env=core_env.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_second_daemon_on_the_same_data_root_refuses(core_env):
+    first = core_env.start_daemon()
+    second = subprocess.run([sys.executable, "-m", "core", "daemon", "-H", f"unix://{core_env.root}/other.sock"],
+                            env=core_env.env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"another core daemon (pid {first.pid}) is already running with data root {core_env.data_root}" \
+        in second.stderr
+    assert core_env.run("version").returncode == 0  # the first one is undisturbed
+
+
+def test_second_daemon_on_the_same_socket_refuses(core_env):
+    core_env.start_daemon()
+    env = dict(core_env.env, CORE_DATA_ROOT=str(core_env.root / "data2"))
+    second = subprocess.run([sys.executable, "-m", "core", "daemon"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 1
+    assert "already listening on" in second.stderr
+
+
+def test_sigterm_shuts_down_gracefully(core_env):
+    proc = core_env.start_daemon()
+    assert (core_env.exec_root / "core.pid").read_text().strip() == str(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    assert not core_env.socket.exists()
+    assert not (core_env.exec_root / "core.pid").exists()
+    # a stale socket file left by a killed daemon does not stop the next one
+    proc = core_env.start_daemon()
+    proc.kill()
+    proc.wait()
+    assert core_env.socket.exists()
+    core_env.start_daemon()
+    assert core_env.run("version").returncode == 0
+
+
+def test_socket_mode(shared_core):
+    assert oct(shared_core.socket.stat().st_mode & 0o777) == "0o660"
+
+
+def test_no_daemon_and_no_autostart(core_env):
+    proc = core_env.run("version", env={"CORE_NO_AUTOSTART": "1"})
+    assert proc.returncode == 1
+    assert f"Cannot connect to the core daemon at {core_env.host}. Is the core daemon running?" in proc.stderr
+    assert "Client:" in proc.stdout  # the client half is still printed, as docker does
+
+
+def test_permission_denied_says_what_to_do(shared_core):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv not installed")
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *
+                           [sys.executable, "-m", "core", "version"]], env=shared_core.env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "permission denied" in proc.stderr and 'join the "core" group' in proc.stderr
+
+
+# -- CLI -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command):
+    proc = subprocess.run([sys.executable, "-m", "core", *command.split(), "--help"], capture_output=True,
+                          text=True, timeout=60, env={"CORE_NO_AUTOSTART": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout.lower()
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_every_group_has_help(group):
+    proc = subprocess.run([sys.executable, "-m", "core", group, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Commands:" in proc.stdout
+
+
+def test_top_level_help_and_unknown_command():
+    top = subprocess.run([sys.executable, "-m", "core", "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and "Commands:" in top.stdout and "--driver KIND=NAME" in top.stdout
+    bad = subprocess.run([sys.executable, "-m", "core", "frobnicate"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 125 and "'frobnicate' is not a core command" in bad.stderr
+    flag = subprocess.run([sys.executable, "-m", "core", "version", "--bogus"], capture_output=True, text=True,
+                          timeout=60)
+    assert flag.returncode == 125 and "unrecognized arguments: --bogus" in flag.stderr
+
+
+def test_version_output(shared_core):
+    out = shared_core.run("version", check=True).stdout
+    assert out.startswith("Client:\n Version:")
+    assert "Server: core" in out and "API version:      1.47 (minimum version 1.24)" in out
+    fmt = shared_core.run("version", "--format", "{{.Server.ApiVersion}} {{.Client.ApiVersion}}", check=True)
+    assert fmt.stdout == "1.47 1.47\n"
+
+
+def test_format_errors_are_clear(shared_core):
+    proc = shared_core.run("info", "--format", "{{.Foo | nosuchfunc}}")
+    assert proc.returncode != 0 and "nosuchfunc" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- API ------------------------------------------------------------------------------------------------
+
+
+def test_docker_sdk_version_and_info(shared_core):
+    client = shared_core.docker_client()
+    try:
+        assert client.ping() is True
+        version = client.version()
+        assert version["ApiVersion"] == "1.47" and version["MinAPIVersion"] == "1.24"
+        info = client.info()
+        assert info["OSType"] == "linux" and info["Driver"] == "overlay"
+        assert info["Swarm"]["LocalNodeState"] == "inactive"
+    finally:
+        client.close()
+
+
+def test_docker_sdk_auto_negotiates_version(shared_core):
+    import docker
+
+    client = docker.DockerClient(base_url=shared_core.host, version="auto")
+    try:
+        assert client.api.api_version == "1.47"
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_version_and_info(shared_core):
+    version = subprocess.run(["docker", "version"], env=shared_core.env, capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0, version.stderr
+    assert "API version:      1.47 (minimum version 1.24)" in version.stdout
+    info = subprocess.run(["docker", "info"], env=shared_core.env, capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    assert "Storage Driver: overlay" in info.stdout
+
+
+def test_ping_headers(shared_core):
+    for method in (b"GET", b"HEAD"):
+        status, headers, body = split_response(raw_http(
+            shared_core.socket, method + b" /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        assert status == 200
+        assert headers["api-version"] == "1.47" and headers["ostype"] == "linux"
+        assert headers["swarm"] == "inactive" and "no-cache" in headers["cache-control"]
+        assert headers["server"].startswith("core/")
+        assert body == (b"OK" if method == b"GET" else b"")
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1.24", "/v1.41", "/v1.47"])
+def test_versioned_paths(shared_core, prefix):
+    status, _, body = split_response(raw_http(
+        shared_core.socket, f"GET {prefix}/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()))
+    assert status == 200 and json.loads(body)["ApiVersion"] == "1.47"
+
+
+@pytest.mark.parametrize("request_bytes,status,fragment", [
+    (b"GET /v1.12/version HTTP/1.1\r\nHost: x\r\n\r\n", 400, "client version 1.12 is too old"),
+    (b"GET /v1.99/version HTTP/1.1\r\nHost: x\r\n\r\n", 400, "client version 1.99 is too new"),
+    (b"GET /nothing/here HTTP/1.1\r\nHost: x\r\n\r\n", 404, "page not found"),
+    (b"DELETE /version HTTP/1.1\r\nHost: x\r\n\r\n", 404, "page not found"),
+    (b"THIS IS NOT HTTP\r\n\r\n", 400, "bad request"),
+    (b"GET /version HTTP/1.1\r\n\r\n", 400, "bad request"),  # no Host header
+    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_100_000 + b"\r\n\r\n", 431, "bad request"),
+    (b"POST /version HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n" + b"x" * 17_000_000, 413, "too large"),
+    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Core-Driver: storage\r\n\r\n", 500, "expected KIND=NAME"),
+    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Core-Driver: storage=nope\r\n\r\n", 500, 'storage driver "nope" not found'),
+])
+def test_malformed_requests_get_json_errors(shared_core, request_bytes, status, fragment):
+    try:
+        raw = raw_http(shared_core.socket, request_bytes)
+    except (BrokenPipeError, ConnectionResetError):
+        pytest.fail("the daemon dropped the connection instead of answering")
+    got, headers, body = split_response(raw)
+    assert got == status, raw[:300]
+    assert headers["content-type"] == "application/json"
+    message = json.loads(body)["message"]
+    assert fragment in message and "Traceback" not in message
+    # and the daemon goes on serving
+    assert shared_core.run("version").returncode == 0
+
+
+def test_keep_alive_serves_several_requests(shared_core):
+    raw = raw_http(shared_core.socket, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+    assert raw.count(b"HTTP/1.1 200") == 3
+
+
+def test_loading_conformance_suite_as_a_third_party_runs_it(tmp_path):
+    drivers = [f"--driver={k}={n}" for k, n in BUILTIN] + ["--driver=storage=dummy"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+                           "core.testing.loading", *drivers], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    broken = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+                             "core.testing.loading", "--driver=executor=dummy-broken"], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert broken.returncode == 1
+    assert "core_dummy_driver_missing_dependency" in broken.stdout
