@@ -162,3 +162,7 @@ def shared_core():
         yield env
     finally:
         env.cleanup()
+
+
+# the real registry on loopback, its token server, the fault proxy and the standard test images
+from tests.support.fixtures import *  # noqa: E402,F401,F403

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Sets up core on a fresh Debian machine, as root.  Idempotent: running it again only updates.
+#
+#   ./install.sh           Debian packages core needs, a virtualenv in /opt/core with core in it,
+#                          /usr/local/bin/core, the "core" group and a systemd unit (not enabled).
+#   ./install.sh --test    what the test suite needs, into ./.venv next to this file: core itself
+#                          (editable), the test dependencies, the Debian packages the tests drive
+#                          (registry, skopeo, busybox, runc, ...) and the out-of-tree test drivers.
+set -euo pipefail
+cd "$(dirname "$0")"
+mode=${1:-install}
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if [[ $(id -u) != 0 ]]; then
+  echo "install.sh: run as root (core manages namespaces, mounts and networks)" >&2
+  exit 1
+fi
+
+packages() {  # the lines of the package lists given, without comments
+  sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$@" | tr '\n' ' '
+}
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  # refresh the package lists when they are missing or older than a day
+  if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -n1) ]]; then
+    apt-get update -qq
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
+  echo "install.sh: core needs Python 3.11 or newer as python3" >&2; exit 1; }
+
+case $mode in
+  install)
+    apt_install $(packages ci/apt-runtime.txt)
+    python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+    [[ -x /opt/core/venv/bin/python ]] || python3 -m venv /opt/core/venv
+    /opt/core/venv/bin/pip install -q --upgrade pip
+    /opt/core/venv/bin/pip install -q --upgrade .
+    ln -sf /opt/core/venv/bin/core /usr/local/bin/core
+    getent group core >/dev/null || groupadd --system core
+    install -D -m 0644 contrib/core.service /etc/systemd/system/core.service
+    echo "core installed: $(/usr/local/bin/core --version)"
+    ;;
+  --test)
+    apt_install $(packages ci/apt-runtime.txt ci/apt-packages.txt)
+    python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    # compat mode: a plain path entry, no import hook on the CLI's start-up path
+    .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+    # the out-of-tree test drivers, installed the way a third party's driver would be
+    .venv/bin/pip install -q --no-deps ./tests/plugins/core-dummy-driver ./tests/plugins/core-dummy-twin
+    ;;
+  *)
+    echo "usage: ./install.sh [--test]" >&2
+    exit 2
+    ;;
+esac
