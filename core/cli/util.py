@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, Callable, Iterable
 
@@ -21,38 +20,49 @@ def parser(prog: str, usage: str, description: str) -> Parser:
                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_format(p: argparse.ArgumentParser, table: bool = True) -> None:
+def add_format(p: argparse.ArgumentParser, table: bool = True, short: bool = False) -> None:
+    """``--format`` (``-f`` too where docker has it: version, info, inspect)."""
     extra = "'table':            Print output in table format with column headers (default)\n" if table else ""
-    p.add_argument("-f", "--format", default="",
+    p.add_argument(*(["-f"] if short else []), "--format", default="",
                    help="Format output using a custom template:\n"
                         f"{extra}'json':             Print in JSON format\n"
                         "'TEMPLATE':         Print output using the given Go template")
 
 
-def compile_format(text: str) -> Any:
+def compile_format(text: str, formatter: bool = True) -> Any:
+    """Compile ``--format``.  ``formatter``: the list commands' dialect (``table``, ``json``,
+    typed ``\\t``); inspect, info and version take a plain Go template (``formatter=False``)."""
     from core.cli.template import TemplateError, compile_template
 
     try:
-        return compile_template(text)
+        return compile_template(text, formatter=formatter)
     except TemplateError as exc:
         raise CLIError(f"template parsing error: {exc}", 125) from None
 
 
-def render_each(fmt: str, items: Iterable[Any], out: Callable[[str], Any] = sys.stdout.write) -> None:
-    """``--format`` over objects: ``json`` prints each as a JSON line; else the Go template."""
-    if fmt == "json":
-        for item in items:
-            out(json.dumps(item, separators=(",", ":")) + "\n")
-        return
+def render_each(fmt: str, items: Iterable[Any], out: Callable[[str], Any] = sys.stdout.write,
+                formatter: bool = True) -> None:
+    """``--format`` over objects, one output line each; ``json`` prints each as compact JSON."""
     from core.cli.template import TemplateError
 
-    tmpl = compile_format(fmt)
+    tmpl = compile_format("{{json .}}" if fmt == "json" else fmt, formatter)
     for item in items:
         try:
             text = tmpl.render(item)
         except TemplateError as exc:
-            raise CLIError(f"template: {exc}", 1) from None
+            raise CLIError(f"template parsing error: {exc}", 1) from None
         out(text + "\n")
+
+
+def render_format(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str]) -> None:
+    """``--format`` of a list command: ``table ...`` with docker's headers, else one line per row."""
+    from core.cli.template import TemplateError
+
+    tmpl = compile_format(fmt)
+    try:
+        sys.stdout.write(tmpl.render_all(rows, headers))
+    except TemplateError as exc:
+        raise CLIError(f"template parsing error: {exc}", 1) from None
 
 
 def print_table(headers: list[str], rows: list[list[str]], out: Callable[[str], Any] = sys.stdout.write) -> None:
