@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
-from core.errors import CoreError
+from core.errors import CoreError, Unavailable
 
 MIGRATIONS: list[str] = [
     # 1: the engine's own facts
@@ -46,14 +46,22 @@ class State:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One transaction; a full disk becomes ``Unavailable`` and nothing of it is kept."""
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc) or "disk I/O" in str(exc):
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise Unavailable(f"no space left on device: {self.path}: {exc}") from exc
             raise
-        else:
-            self.db.execute("COMMIT")
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

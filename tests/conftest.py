@@ -66,6 +66,19 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def unmount_under(root: Path) -> None:
+    """Detach every mount below ``root``, deepest first, so removing it never crosses into one."""
+    prefix = str(root).rstrip("/") + "/"
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix) or point == str(root):
+                points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 class CoreEnv:
     """One isolated core installation: roots, socket, environment, and the daemons it started."""
 
@@ -133,7 +146,7 @@ class CoreEnv:
 
         return docker.DockerClient(base_url=self.host, version="1.47", timeout=60)
 
-    def cleanup(self) -> None:
+    def stop_daemons(self) -> None:
         self._note_daemon()
         for proc in self.procs:
             if proc.poll() is None:
@@ -141,6 +154,11 @@ class CoreEnv:
             proc.wait(timeout=10)
         for pid in self.pids:
             stop_pid(pid)
+        self.pids.clear()
+
+    def cleanup(self) -> None:
+        self.stop_daemons()
+        unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -29,7 +29,7 @@ def _client_info() -> dict[str, Any]:
 
 def version(ctx, argv: list[str], prog: str) -> int:
     p = parser(prog, "[OPTIONS]", "Show the core version information")
-    add_format(p, table=False)
+    add_format(p, table=False, short=True)
     args = p.parse_args(argv)
     client = _client_info()
     server = None
@@ -39,7 +39,7 @@ def version(ctx, argv: list[str], prog: str) -> int:
     except CLIError as exc:
         error = exc
     if args.format:
-        render_each(args.format, [{"Client": client, "Server": server}])
+        render_each(args.format, [{"Client": client, "Server": server}], formatter=False)
     else:
         out = ["Client:"]
         out += [
@@ -73,7 +73,7 @@ def _yesno(value: Any) -> str:
 
 def info(ctx, argv: list[str], prog: str) -> int:
     p = parser(prog, "[OPTIONS]", "Display system-wide information")
-    add_format(p, table=False)
+    add_format(p, table=False, short=True)
     args = p.parse_args(argv)
     try:
         server = ctx.client.get_json("/info")
@@ -81,7 +81,7 @@ def info(ctx, argv: list[str], prog: str) -> int:
         raise
     if args.format:
         render_each(args.format, [{**server, "ClientInfo": {"Debug": ctx.debug, "Context": "default"}}]
-                    if args.format != "json" else [server])
+                    if args.format != "json" else [server], formatter=False)
         return 0
     s = server
     out = [
@@ -159,3 +159,51 @@ def _size(n: float) -> str:
         n /= 1024
         i += 1
     return f"{n:.4g}{units[i]}"
+
+
+def events(ctx, argv: list[str], prog: str) -> int:
+    p = parser(prog, "[OPTIONS]", "Get real time events from the server")
+    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
+    add_format(p, table=False)
+    p.add_argument("--since", default=None, help="Show all events created since timestamp")
+    p.add_argument("--until", default=None, help="Stream events until this timestamp")
+    args = p.parse_args(argv)
+    import json
+    import time as _time
+
+    filters: dict[str, list[str]] = {}
+    for f in args.filter:
+        key, _, value = f.partition("=")
+        filters.setdefault(key, []).append(value)
+
+    def stamp(value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(float(value))
+        except ValueError:
+            pass
+        # relative durations as docker takes them: 10m, 1h, 30s
+        units = {"s": 1, "m": 60, "h": 3600}
+        if value[:-1].isdigit() and value[-1] in units:
+            return str(_time.time() - int(value[:-1]) * units[value[-1]])
+        raise CLIError(f"invalid timestamp {value!r}", 125)
+
+    params = {"since": stamp(args.since), "until": stamp(args.until),
+              "filters": json.dumps(filters) if filters else None}
+    resp = ctx.client.request("GET", "/events", params)
+    try:
+        for event in resp.iter_json_lines():
+            if args.format:
+                render_each(args.format, [event])
+            else:
+                when = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.localtime(event["time"]))
+                nanos = event["timeNano"] % 1_000_000_000
+                attrs = event["Actor"].get("Attributes") or {}
+                inner = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+                sys.stdout.write(f"{when}.{nanos:09d}{_time.strftime('%z')} {event['Type']} {event['Action']} "
+                                 f"{event['Actor']['ID']}" + (f" ({inner})" if inner else "") + "\n")
+            sys.stdout.flush()
+    finally:
+        resp.sock.close()
+    return 0

@@ -17,12 +17,32 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("core.cli.cmd_system", "info", "Display system-wide information"),
     "system info": ("core.cli.cmd_system", "info", "Display system-wide information"),
     "daemon": ("core.cli.cmd_daemon", "daemon", "Run the core daemon in the foreground"),
+    "pull": ("core.cli.cmd_image", "pull", "Download an image from a registry"),
+    "push": ("core.cli.cmd_image", "push", "Upload an image to a registry"),
+    "images": ("core.cli.cmd_image", "images", "List images"),
+    "rmi": ("core.cli.cmd_image", "rmi", "Remove one or more images"),
+    "tag": ("core.cli.cmd_image", "tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "history": ("core.cli.cmd_image", "history", "Show the history of an image"),
+    "inspect": ("core.cli.cmd_image", "inspect", "Return low-level information on core objects"),
+    "login": ("core.cli.cmd_image", "login", "Authenticate to a registry"),
+    "logout": ("core.cli.cmd_image", "logout", "Log out from a registry"),
+    "image pull": ("core.cli.cmd_image", "pull", "Download an image from a registry"),
+    "image push": ("core.cli.cmd_image", "push", "Upload an image to a registry"),
+    "image ls": ("core.cli.cmd_image", "images", "List images"),
+    "image rm": ("core.cli.cmd_image", "rmi", "Remove one or more images"),
+    "image tag": ("core.cli.cmd_image", "tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "image inspect": ("core.cli.cmd_image", "inspect", "Display detailed information on one or more images"),
+    "image history": ("core.cli.cmd_image", "history", "Show the history of an image"),
+    "image prune": ("core.cli.cmd_image", "prune", "Remove unused images"),
+    "system events": ("core.cli.cmd_system", "events", "Get real time events from the server"),
+    "events": ("core.cli.cmd_system", "events", "Get real time events from the server"),
 }
 GROUPS = {
     "system": "Manage core",
+    "image": "Manage images",
 }
 # docker's aliases: the same command reached by another path
-ALIASES: dict[str, str] = {}
+ALIASES: dict[str, str] = {"image list": "image ls", "image remove": "image rm"}
 
 USAGE = """Usage:  core [OPTIONS] COMMAND
 
@@ -129,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(_group_usage(name))
             return 0
         sub = argv.pop(0)
-        key = f"{name} {sub}"
+        key = ALIASES.get(f"{name} {sub}", f"{name} {sub}")
         if key not in COMMANDS:
             return _fail(f"core: '{name} {sub}' is not a core command.\nSee 'core {name} --help'")
         name = key

@@ -24,6 +24,7 @@ import trio
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.daemon.config import DaemonConfig
 from core.daemon.drivers import HEADER, DriverSet
+from core.daemon.events import Events
 from core.daemon.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
 from core.errors import CoreError
 from core.state import State
@@ -54,9 +55,15 @@ class Daemon:
         self.engine_id = ""
         self._lock_fd: int | None = None
         self._closers: list[Callable[[], Any]] = []
-        from core.daemon import system
+        self.events = Events()
+        self.nursery: trio.Nursery | None = None  # for work that outlives one request (pulls)
+        self.content: Any = None
+        self.images: Any = None
+        from core.daemon import events, images_api, system
 
         system.register(self)
+        events.register(self)
+        images_api.register(self)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -92,6 +99,17 @@ class Daemon:
 
             self.engine_id = str(uuid.uuid4())
             self.state.set_meta("engine-id", self.engine_id)
+        from core.content import ContentStore
+        from core.images import ImageStore
+
+        self.content = ContentStore(self.config.data_root / "content")
+        self.images = ImageStore(self.state)
+        self.services["content"] = self.content
+        self.services["registry_config"] = {
+            "mirrors": {"docker.io": list(self.config.registry_mirrors), **self.config.mirrors},
+            "insecure": list(self.config.insecure_registries),
+        }
+        self.services.setdefault("info-counters", {})["Images"] = self.images.count
         self.drivers.resolve_defaults()
 
     def bind(self) -> trio.socket.SocketType:
@@ -168,6 +186,7 @@ class Daemon:
             listener = trio.SocketListener(sock)
             try:
                 async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
                     nursery.start_soon(self._on_signal, signals, nursery.cancel_scope)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])
                     log.info("core daemon %s serving on unix://%s (data root %s)", __version__,
@@ -187,6 +206,41 @@ class Daemon:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             scope.cancel()
             return
+
+    async def collect_image(self, image: Any) -> list[dict[str, str]]:
+        """After an image record went: remove its snapshots and blobs that nothing else uses.
+
+        Snapshots are removed top-down in every storage driver that has them, stopping at the
+        first layer another image (or a container, which makes the driver answer Conflict) uses.
+        Returns docker's ``Deleted`` records for the layers removed.
+        """
+        from core import plugins
+        from core.errors import Conflict, CoreError, NotFound
+
+        in_use = self.images.chains_in_use()
+        deleted: list[str] = []
+        for name in plugins.available("storage"):
+            try:
+                snapshotter = self.drivers.get("storage", name)
+            except CoreError:
+                continue  # cannot run here or broken: it cannot hold layers either
+            for chain in reversed(image.chain_ids):
+                if str(chain) in in_use:
+                    break
+                try:
+                    await snapshotter.remove(str(chain))
+                except NotFound:
+                    continue
+                except (Conflict, CoreError):
+                    break
+                if str(chain) not in deleted:
+                    deleted.append(str(chain))
+        for digest in self.images.unused_blobs(image.blobs):
+            try:
+                self.content.delete(digest)
+            except NotFound:
+                pass
+        return [{"Deleted": d} for d in deleted]
 
     def on_close(self, closer: Callable[[], Any]) -> None:
         self._closers.append(closer)

@@ -1,0 +1,370 @@
+"""Pulling an image: resolve, fetch, verify, unpack through a storage driver, record.
+
+The pipeline for one image::
+
+    resolve ref -> manifest or index (verified)    -> index: select the platform's manifest
+    fetch config (verified, bounded)               -> diff IDs -> ChainIDs (the snapshot names)
+    per layer, in parallel (bounded):
+        a snapshot with that ChainID exists        -> "Already exists", nothing downloaded
+        else download into the content store; the layer whose parent is already committed is
+        decompressed and unpacked *while it streams in*; the others finish downloading and
+        are unpacked from the content store as soon as their parent is committed
+        the uncompressed stream's digest must equal the config's diff ID
+    record the image, its tag and repo digest       -> "Digest: ...", "Status: ..."
+
+Progress goes out as docker's JSON-lines messages, so the docker CLI draws its usual bars.
+A failure anywhere cancels the rest and leaves no half-made snapshot and no unverified blob.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import secrets
+import zlib
+from typing import Any, AsyncIterator, Callable
+
+import trio
+
+from core.errors import AlreadyExists, CoreError, InvalidArgument, NotFound
+from core.images import Image, ImageStore
+from core.manifest import (
+    MAX_CONFIG_BYTES,
+    check_media_type,
+    chain_ids,
+    parse_config,
+    parse_index,
+    parse_manifest,
+    select_platform,
+)
+from core.reference import Reference
+from core.types import Descriptor, Digest, Platform, layer_compression
+
+log = logging.getLogger("core.pull")
+PARALLEL_DOWNLOADS = 3
+DECOMPRESS_PIECE = 1 << 20  # bytes of output per decompress call: bounds memory on hostile input
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def human_size(n: float) -> str:
+    """docker's units.HumanSize: decimal units, 4 significant digits ("3.42MB")."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def progress_bar(current: int, total: int) -> str:
+    """docker's JSONProgress.String(): a 50-column bar and the sizes."""
+    if total <= 0:
+        return f"{human_size(current):>8}"
+    filled = min(50, int(50 * current / total))
+    bar = "=" * filled + (">" if filled < 50 else "") + " " * max(0, 50 - filled - 1)
+    return f"[{bar}] {human_size(current):>8}/{human_size(total)}"
+
+
+class Progress:
+    """Docker's pull progress messages, sent to ``emit`` (which must not block)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+
+    def status(self, status: str, id: str | None = None, current: int | None = None,
+               total: int | None = None) -> None:
+        msg: dict[str, Any] = {"status": status}
+        if id is not None:
+            msg["progressDetail"] = {}
+            if current is not None:
+                msg["progressDetail"] = {"current": current, **({"total": total} if total else {})}
+                msg["progress"] = progress_bar(current, total or 0)
+            msg["id"] = id
+        self.emit(msg)
+
+
+async def decompress(stream: AsyncIterator[bytes], compression: str | None) -> AsyncIterator[bytes]:
+    """Uncompressed bytes of a gzip, zstd or plain layer stream, in bounded pieces.
+
+    Concatenated gzip members and zstd frames are followed, as ``gunzip`` and ``zstd -d`` do.
+    Decompression runs in a worker thread so the event loop stays responsive.
+    """
+    if compression is None:
+        async for chunk in stream:
+            yield chunk
+        return
+    if compression == "gzip":
+        def new() -> Any:
+            return zlib.decompressobj(wbits=31)
+    elif compression == "zstd":
+        import zstandard
+
+        def new() -> Any:
+            return zstandard.ZstdDecompressor().decompressobj()
+    else:
+        raise InvalidArgument(f"unsupported layer compression {compression!r}")
+    d = new()
+    pending = False  # a member or frame has started and not ended
+
+    def feed(data: bytes) -> list[bytes]:
+        nonlocal d, pending
+        out = []
+        try:
+            while data:
+                pending = True
+                if compression == "gzip":
+                    piece = d.decompress(data, DECOMPRESS_PIECE)
+                    data = d.unconsumed_tail
+                else:
+                    piece = d.decompress(data)
+                    data = b""
+                if piece:
+                    out.append(piece)
+                if d.eof:
+                    rest = d.unused_data
+                    d = new()
+                    pending = False
+                    data = rest + data
+        except (zlib.error, Exception) as exc:  # zstandard.ZstdError has no common base to name here
+            raise InvalidArgument(f"layer is not valid {compression}: {exc}") from None
+        return out
+
+    async for chunk in stream:
+        for piece in await trio.to_thread.run_sync(feed, chunk):
+            yield piece
+    if pending:
+        raise InvalidArgument(f"layer is truncated: the {compression} stream ends in the middle")
+
+
+async def _hashed(stream: AsyncIterator[bytes], hasher: Any, counter: list[int]) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        hasher.update(chunk)
+        counter[0] += len(chunk)
+        yield chunk
+
+
+async def exists_committed(snapshotter: Any, name: str) -> bool:
+    try:
+        info = await snapshotter.stat(name)
+    except NotFound:
+        return False
+    return getattr(info.kind, "value", info.kind) == "committed"
+
+
+async def unpack_layer(snapshotter: Any, images: ImageStore, parent: str, chain: Digest, diff_id: Digest,
+                       stream: AsyncIterator[bytes], compression: str | None, blob: Digest) -> int:
+    """Unpack one layer blob stream as the committed snapshot ``chain`` on ``parent``.
+
+    Verifies the uncompressed digest against ``diff_id``.  On any failure the active snapshot is
+    removed; if another pull committed the same ChainID first, that one is kept.
+    """
+    key = f"extract-{secrets.token_hex(6)}-{chain.hex[:12]}"
+    await snapshotter.prepare(key, parent=parent)
+    hasher = hashlib.sha256()
+    count = [0]
+    try:
+        await snapshotter.apply_layer(key, _hashed(decompress(stream, compression), hasher, count))
+        got = Digest("sha256", hasher.hexdigest())
+        if got != diff_id:
+            raise InvalidArgument(f"layer {blob}: its content does not match its diff ID: "
+                                  f"expected {diff_id}, got {got}")
+        try:
+            await snapshotter.commit(str(chain), key)
+        except AlreadyExists:
+            await snapshotter.remove(key)
+    except BaseException as exc:
+        with trio.CancelScope(shield=True):
+            try:
+                await snapshotter.remove(key)
+            except CoreError:
+                pass
+        if isinstance(exc, InvalidArgument) and str(blob) not in exc.message:
+            raise InvalidArgument(f"failed to register layer {blob}: {exc.message}") from exc
+        raise
+    images.record_layer(diff_id, count[0])
+    return count[0]
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a nursery's group: the first CoreError, else the first error.
+
+    Cancellations caused by that first failure are noise; KeyboardInterrupt and the like win.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, (Exception, trio.Cancelled)):
+            return exc
+    for exc in leaves:
+        if isinstance(exc, CoreError):
+            return exc
+    return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
+
+
+class Puller:
+    """One ``docker pull``: everything it needs, and :meth:`resolve` / :meth:`run`."""
+
+    def __init__(self, *, images: ImageStore, content: Any, registry: Any, snapshotter: Any, ref: Reference,
+                 platform: Platform | None, auth: Any, emit: Emit) -> None:
+        self.images = images
+        self.content = content
+        self.registry = registry
+        self.snapshotter = snapshotter
+        self.ref = ref
+        self.platform = platform or Platform.host()
+        self.auth = auth
+        self.progress = Progress(emit)
+        self.target: Descriptor | None = None
+        self.target_bytes = b""
+
+    async def resolve(self) -> Descriptor:
+        """Find the manifest (or index); errors here come before any progress is sent."""
+        desc, data = await self.registry.resolve(self.ref, self.auth)
+        check_media_type(desc.media_type)
+        self.target, self.target_bytes = desc, data
+        return desc
+
+    async def _store(self, desc: Descriptor, data: bytes) -> None:
+        if not self.content.exists(desc.digest):
+            await self.content.write_blob(data, desc)
+
+    async def run(self, final_status: bool = True) -> tuple[Image, bool]:
+        """Pull; return the image and whether anything changed.  ``final_status``: say "Status: ...".
+
+        ``pull -a`` pulls each tag with ``final_status=False`` and says one status at the end.
+        """
+        if self.target is None:
+            await self.resolve()
+        assert self.target is not None
+        ref, target = self.ref, self.target
+        self.progress.status(f"Pulling from {ref.path}", id=ref.tag or str(ref.digest))
+        blobs = [target]
+        await self._store(target, self.target_bytes)
+        manifest_desc, manifest_bytes = target, self.target_bytes
+        if check_media_type(target.media_type) == "index":
+            index = parse_index(self.target_bytes, target.media_type)
+            manifest_desc = select_platform(index, self.platform)
+            manifest_bytes = await self.registry.fetch_manifest(ref, manifest_desc, self.auth)
+            check_media_type(manifest_desc.media_type)
+            blobs.append(manifest_desc)
+            await self._store(manifest_desc, manifest_bytes)
+        manifest = parse_manifest(manifest_bytes, manifest_desc.media_type)
+        if manifest.config.size > MAX_CONFIG_BYTES:
+            raise InvalidArgument(f"image config is too large ({manifest.config.size} bytes)")
+        if self.content.exists(manifest.config.digest):
+            config_bytes = self.content.read_bytes(manifest.config.digest, MAX_CONFIG_BYTES)
+        else:
+            async with contextlib.aclosing(self.registry.fetch_blob(ref, manifest.config, self.auth)) as stream:
+                config_bytes = b"".join([c async for c in stream])
+        config = parse_config(config_bytes)
+        if len(config.diff_ids) != len(manifest.layers):
+            raise InvalidArgument(f"image config has {len(config.diff_ids)} diff IDs for "
+                                  f"{len(manifest.layers)} layers")
+        blobs.append(manifest.config)
+        blobs.extend(manifest.layers)
+        await self._layers(manifest.layers, config.diff_ids)
+        image_id = str(manifest.config.digest)
+        tag = ref if ref.tag and ref.digest is None else None
+        digest_ref = Reference(ref.domain, ref.path, None, target.digest)
+        image, changed = self.images.add(image_id, config_bytes, str(manifest_desc.digest),
+                                         [str(b.digest) for b in blobs], tag, digest_ref)
+        self.progress.status(f"Digest: {target.digest}")
+        if final_status:
+            self.status(ref.familiar(), changed)
+        return image, changed
+
+    def status(self, shown: str, changed: bool) -> None:
+        if changed:
+            self.progress.status(f"Status: Downloaded newer image for {shown}")
+        else:
+            self.progress.status(f"Status: Image is up to date for {shown}")
+
+    async def _layers(self, layers: tuple[Descriptor, ...], diff_ids: tuple[Digest, ...]) -> None:
+        chains = chain_ids(diff_ids)
+        committed = [trio.Event() for _ in layers]
+        limiter = trio.CapacityLimiter(PARALLEL_DOWNLOADS)
+        ids = [layer.digest.hex[:12] for layer in layers]
+        present = [await exists_committed(self.snapshotter, str(c)) for c in chains]
+        for i, layer_id in enumerate(ids):
+            if present[i]:
+                self.progress.status("Already exists", id=layer_id)
+            else:
+                self.progress.status("Pulling fs layer", id=layer_id)
+
+        async def one(i: int) -> None:
+            layer, layer_id = layers[i], ids[i]
+            parent = str(chains[i - 1]) if i else ""
+            compression = layer_compression(layer.media_type)
+            total = layer.size
+
+            def downloading(n: int) -> None:
+                self.progress.status("Downloading", id=layer_id, current=n, total=total)
+
+            async with limiter:
+                if not self.content.exists(layer.digest):
+                    stream = self.registry.fetch_blob(self.ref, layer, self.auth, progress=downloading)
+                    async with contextlib.aclosing(stream):
+                        if i == 0 or committed[i - 1].is_set():
+                            # its parent is in place: unpack while it downloads
+                            await unpack_layer(self.snapshotter, self.images, parent, chains[i], diff_ids[i],
+                                               stream, compression, layer.digest)
+                            self.progress.status("Download complete", id=layer_id)
+                            self.progress.status("Pull complete", id=layer_id)
+                            committed[i].set()
+                            return
+                        async for _ in stream:
+                            pass
+                    self.progress.status("Verifying Checksum", id=layer_id)
+                    self.progress.status("Download complete", id=layer_id)
+            if i:
+                await committed[i - 1].wait()
+            self.progress.status("Extracting", id=layer_id, current=0, total=total)
+            await unpack_layer(self.snapshotter, self.images, parent, chains[i], diff_ids[i],
+                               self.content.open(layer.digest), compression, layer.digest)
+            self.progress.status("Pull complete", id=layer_id)
+            committed[i].set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(len(layers)):
+                    if present[i]:
+                        committed[i].set()
+                    else:
+                        nursery.start_soon(one, i)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+
+async def ensure_unpacked(image: Image, images: ImageStore, content: Any, snapshotter: Any) -> str:
+    """Unpack ``image``'s layers into ``snapshotter`` from the content store where missing.
+
+    Layers are unpacked per storage driver, blobs shared: an image pulled with one driver runs
+    with another.  Returns the top ChainID (the parent for a container's snapshot).
+    """
+    from core.manifest import parse_manifest as _pm
+
+    manifest_bytes = content.read_bytes(Digest.parse(image.target), 4 * 1024 * 1024)
+    # the target's media type is in the manifest itself
+    import json
+
+    media_type = json.loads(manifest_bytes).get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
+    manifest = _pm(manifest_bytes, media_type)
+    chains = chain_ids(image.config.diff_ids)
+    for i, layer in enumerate(manifest.layers):
+        if await exists_committed(snapshotter, str(chains[i])):
+            continue
+        if not content.exists(layer.digest):
+            raise NotFound(f"layer {layer.digest} of image {image.short_id} is missing from the content store; "
+                           "pull the image again")
+        await unpack_layer(snapshotter, images, str(chains[i - 1]) if i else "", chains[i], image.config.diff_ids[i],
+                           content.open(layer.digest), layer_compression(layer.media_type), layer.digest)
+    return str(chains[-1]) if chains else ""

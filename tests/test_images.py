@@ -1,0 +1,404 @@
+"""Images end to end: core's CLI, the docker SDK and CLI against a real registry on loopback.
+
+The images are built by the suite from busybox-static and pushed with skopeo
+(tests/support), so a pull bug cannot hide behind a push bug of ours.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import trio
+
+from core import plugins
+
+
+def pull(env, ref, *args, check=True):
+    proc = env.run("pull", *args, ref, timeout=300)
+    if check:
+        assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
+    return proc
+
+
+def inspect(env, name):
+    proc = env.run("image", "inspect", name)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[0]
+
+
+@contextlib.contextmanager
+def mounted(env, image_id: str, storage: str = "overlay"):
+    """The image's root filesystem, mounted read-only through the storage driver's own API."""
+    from core.storage.mount import mount_all, unmount
+
+    info = inspect(env, image_id)
+    from core.manifest import chain_ids
+    from core.types import Digest
+
+    top = str(chain_ids([Digest.parse(d) for d in info["RootFS"]["Layers"]])[-1])
+    loaded = plugins.load("storage", storage)
+    context = plugins.context_for("storage", storage, env.data_root, env.exec_root)
+    sn = loaded.create(context)
+    key = f"test-view-{os.getpid()}"
+    target = Path(tempfile.mkdtemp(prefix="core-mnt-", dir="/tmp"))
+    mounts = trio.run(sn.view, key, top)
+    try:
+        mount_all(mounts, str(target))
+        try:
+            yield target
+        finally:
+            unmount(str(target))
+    finally:
+        trio.run(sn.remove, key)
+        trio.run(sn.close)
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def assert_tree_matches(root: Path, files) -> None:
+    """The mounted tree holds exactly the files the test image builder says the image has."""
+    import hashlib
+    import stat
+
+    for path, entry in files.items():
+        p = root / path.lstrip("/")
+        st = os.lstat(p)
+        kind = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
+                stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}[stat.S_IFMT(st.st_mode)]
+        want = "file" if entry.type == "hardlink" else entry.type
+        assert kind == want, (path, kind, entry)
+        if kind != "symlink":
+            assert stat.S_IMODE(st.st_mode) == entry.mode, (path, oct(st.st_mode), oct(entry.mode))
+        assert (st.st_uid, st.st_gid) == (entry.uid, entry.gid), path
+        if kind == "symlink":
+            assert os.readlink(p) == entry.target, path
+        if kind == "file" and entry.sha256:
+            assert hashlib.sha256(p.read_bytes()).hexdigest() == entry.sha256, path
+    present = {"/" + str(p.relative_to(root)) for p in root.rglob("*")}
+    expected = {("/" + f.lstrip("/")).rstrip("/") for f in files}
+    assert present == expected, (present ^ expected)
+
+
+@pytest.fixture(scope="module")
+def env(test_images):
+    from tests.conftest import CoreEnv
+
+    e = CoreEnv()
+    try:
+        e.run("version", check=True)
+        yield e
+    finally:
+        e.cleanup()
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def test_pull_by_tag_prints_what_docker_prints(env, test_images):
+    img = test_images["busybox:latest"]
+    proc = pull(env, img.reference)
+    out = proc.stdout.splitlines()
+    layer = img.layer_digests[0].split(":")[1][:12]
+    assert out[0] == "latest: Pulling from busybox"
+    assert f"{layer}: Pull complete" in out
+    assert f"Digest: {img.digest}" in out
+    assert f"Status: Downloaded newer image for {img.reference}" in out
+    assert out[-1] == img.reference
+    again = pull(env, img.reference).stdout
+    assert f"Status: Image is up to date for {img.reference}" in again
+    info = inspect(env, img.reference)
+    assert info["Id"] == img.config_digest
+    assert info["RootFS"] == {"Type": "layers", "Layers": img.diff_ids}
+    assert info["RepoTags"] == [img.reference]
+    assert info["RepoDigests"] == [f"{img.reference.rsplit(':', 1)[0]}@{img.digest}"]
+    assert info["Os"] == "linux"
+
+
+def test_images_lists_with_digests_and_quiet(env, test_images):
+    img = test_images["busybox:latest"]
+    pull(env, img.reference)
+    table = env.run("images", check=True).stdout.splitlines()
+    assert re.split(r"\s{2,}", table[0]) == ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    repo = img.reference.rsplit(":", 1)[0]
+    row = next(r for r in table[1:] if r.startswith(repo + " "))
+    assert img.config_digest.split(":")[1][:12] in row and " latest " in row
+    digests = env.run("images", "--digests", repo, check=True).stdout.splitlines()
+    assert "DIGEST" in digests[0] and img.digest in digests[1]
+    quiet = env.run("images", "-q", repo, check=True).stdout.split()
+    assert quiet == [img.config_digest.split(":")[1][:12]]
+    assert img.config_digest in env.run("images", "-q", "--no-trunc", check=True).stdout
+
+
+def test_pull_by_digest(env, test_images):
+    img = test_images["layered:latest"]
+    ref = img.ref(by_digest=True)
+    out = pull(env, ref).stdout.splitlines()
+    assert out[0] == f"{img.digest}: Pulling from layered"
+    assert f"Status: Downloaded newer image for {ref}" in out
+    info = inspect(env, ref)
+    assert info["RepoTags"] == [] and info["Id"] == img.config_digest
+    rows = env.run("images", "--digests", img.reference.rsplit(":", 1)[0], check=True).stdout.splitlines()
+    assert "<none>" in rows[1] and img.digest in rows[1]
+
+
+def test_layered_image_unpacks_whiteouts_exactly(env, test_images):
+    img = test_images["layered:latest"]
+    pull(env, img.reference)
+    with mounted(env, img.config_digest) as root:
+        assert_tree_matches(root, img.files)
+
+
+def test_pull_all_tags_shares_layers(env, test_images):
+    out = pull(env, test_images["busybox:1.0"].reference.rsplit(":", 1)[0], "-a").stdout
+    shared = test_images["busybox:1.0"].layer_digests[0].split(":")[1][:12]
+    assert f"{shared}: Already exists" in out  # pulled earlier as busybox:latest's only layer
+    for tag in test_images.tags("busybox"):
+        assert f"{tag}: Pulling from busybox" in out
+    assert out.rstrip().endswith(f"Status: Downloaded newer image for {test_images.host}/busybox") or \
+        "Status: Image is up to date" in out
+    listed = env.run("images", f"{test_images.host}/busybox", check=True).stdout
+    for tag in test_images.tags("busybox"):
+        assert f" {tag} " in listed
+
+
+def test_multi_platform_index_selects_host_and_skips_attestations(env, test_images):
+    img = test_images["multi:latest"]
+    pull(env, img.reference)
+    info = inspect(env, img.reference)
+    assert info["Id"] == img.config_digest  # the host platform's manifest
+    assert info["Architecture"] == "amd64"
+    # another platform on request
+    arm = img.platforms["linux/arm64/v8"]
+    pull(env, img.reference, "--platform", "linux/arm64")
+    assert inspect(env, img.reference)["Id"] == arm.config_digest
+    bad = pull(env, img.reference, "--platform", "linux/s390x", check=False)
+    assert bad.returncode == 1 and "no matching manifest for linux/s390x" in bad.stderr
+
+
+def test_zstd_layers(env, test_images):
+    img = test_images["zstd:latest"]
+    pull(env, img.reference)
+    with mounted(env, img.config_digest) as root:
+        assert_tree_matches(root, img.files)
+
+
+def test_130_layers_pull_and_mount(env, test_images):
+    img = test_images["many:latest"]
+    pull(env, img.reference)
+    with mounted(env, img.config_digest) as root:
+        assert_tree_matches(root, img.files)
+
+
+def test_vfs_driver_side_by_side(env, test_images):
+    img = test_images["layered:latest"]
+    proc = env.run("--driver", "storage=vfs", "pull", img.reference, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (env.data_root / "storage" / "vfs").is_dir()
+    with mounted(env, img.config_digest, storage="vfs") as root:
+        assert_tree_matches(root, img.files)
+    with mounted(env, img.config_digest, storage="overlay") as root:
+        assert_tree_matches(root, img.files)
+
+
+# -- rmi, tag, history, prune ------------------------------------------------------------------------
+
+
+def test_rmi_untags_then_deletes_and_collects(core_env, test_images):
+    img = test_images["busybox:1.1"]
+    pull(core_env, img.reference)
+    core_env.run("tag", img.reference, "mine/copy:v1", check=True)
+    first = core_env.run("rmi", "mine/copy:v1", check=True).stdout
+    assert first == "Untagged: mine/copy:v1\n"
+    second = core_env.run("rmi", img.reference, check=True).stdout.splitlines()
+    repo = img.reference.rsplit(":", 1)[0]
+    assert second[0] == f"Untagged: {img.reference}"
+    assert second[1] == f"Untagged: {repo}@{img.digest}"
+    assert second[2] == f"Deleted: {img.config_digest}"
+    assert len([line for line in second if line.startswith("Deleted: ")]) == 1 + len(img.layer_digests)
+    assert core_env.run("images", "-q").stdout == ""
+    blobs = core_env.data_root / "content" / "blobs" / "sha256"
+    assert not any(blobs.iterdir()), list(blobs.iterdir())
+    snapshots = core_env.data_root / "storage" / "overlay"
+    assert not any(p for p in (snapshots / "snapshots").iterdir()) if (snapshots / "snapshots").exists() else True
+    missing = core_env.run("rmi", "nosuch:image")
+    assert missing.returncode == 1 and "No such image: nosuch:image" in missing.stderr
+
+
+def test_rmi_by_id_with_force(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    core_env.run("tag", img.reference, "other/name:x", check=True)
+    short = img.config_digest.split(":")[1][:12]
+    refused = core_env.run("rmi", short)
+    assert refused.returncode == 1 and "image is referenced in multiple repositories" in refused.stderr
+    out = core_env.run("rmi", "-f", short, check=True).stdout
+    assert f"Deleted: {img.config_digest}" in out and "Untagged: other/name:x" in out
+
+
+def test_history_and_prune(core_env, test_images):
+    img = test_images["layered:latest"]
+    pull(core_env, img.reference)
+    hist = core_env.run("history", img.reference, check=True).stdout.splitlines()
+    assert re.split(r"\s{2,}", hist[0].strip()) == ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+    assert hist[1].startswith(img.config_digest.split(":")[1][:12])
+    pruned = core_env.run("image", "prune", "-f", check=True).stdout
+    assert "Total reclaimed space: 0B" in pruned  # nothing dangling
+    pruned = core_env.run("image", "prune", "-a", "-f", check=True).stdout
+    assert f"deleted: {img.config_digest}" in pruned
+    assert core_env.run("images", "-q").stdout == ""
+
+
+# -- auth, faults, mirrors ------------------------------------------------------------------------------
+
+
+def test_token_auth_login_and_token_reuse(core_env, test_images, token_registry):
+    public = test_images["busybox:latest"].ref(token_registry)
+    token_registry.token_server.reset_counters()
+    pull(core_env, public)
+    issued = token_registry.token_server.issued
+    assert 1 <= issued <= 2, issued  # one token for the repository scope, reused for every blob
+    private = f"{token_registry.host}/private/busybox:latest"
+    denied = pull(core_env, private, check=False)
+    assert denied.returncode == 1
+    assert "pull access denied" in denied.stderr or "unauthorized" in denied.stderr.lower()
+    home = core_env.root / "home"
+    env = {"DOCKER_CONFIG": str(home / ".docker")}
+    bad = core_env.run("login", "-u", "alice", "--password-stdin", token_registry.host, input="wrong\n", env=env)
+    assert bad.returncode == 1 and "unauthorized" in bad.stderr.lower()
+    ok = core_env.run("login", "-u", "alice", "--password-stdin", token_registry.host, input="alice-password\n",
+                      env=env)
+    assert ok.returncode == 0 and "Login Succeeded" in ok.stdout, ok.stderr
+    saved = json.loads((home / ".docker" / "config.json").read_text())
+    assert token_registry.host in saved["auths"]
+    proc = core_env.run("pull", private, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = core_env.run("logout", token_registry.host, env=env, check=True).stdout
+    assert out == f"Removing login credentials for {token_registry.host}\n"
+
+
+def test_interrupted_blob_download_resumes_with_range(core_env, test_images, fault_proxy):
+    img = test_images["busybox:latest"]
+    layer = img.layer_digests[0]
+    fault_proxy.cut_after(200_000, f"/blobs/{layer}")
+    proc = pull(core_env, img.ref(fault_proxy))
+    assert "Pull complete" in proc.stdout
+    ranged = [r for r in fault_proxy.requests if layer in r.path and "range" in {k.lower() for k, _ in r.headers}]
+    assert ranged, "the resumed download should have sent a Range header"
+
+
+def test_corrupted_blob_fails_and_stores_nothing(core_env, test_images, fault_proxy):
+    img = test_images["busybox:latest"]
+    fault_proxy.flip_byte(f"/blobs/{img.layer_digests[0]}", times=None)
+    proc = pull(core_env, img.ref(fault_proxy), check=False)
+    assert proc.returncode == 1
+    assert f"layer {img.layer_digests[0]}" in proc.stderr, proc.stderr
+    assert core_env.run("images", "-q").stdout == ""
+    blob = core_env.data_root / "content" / "blobs" / "sha256" / img.layer_digests[0].split(":")[1]
+    assert not blob.exists()
+
+
+def test_registry_errors_are_clear(core_env, test_images, fault_proxy):
+    img = test_images["busybox:latest"]
+    unknown_tag = pull(core_env, f"{test_images.host}/busybox:nope", check=False)
+    assert unknown_tag.returncode == 1
+    assert f"manifest for {test_images.host}/busybox:nope not found" in unknown_tag.stderr
+    unknown_repo = pull(core_env, f"{test_images.host}/nosuchrepo:latest", check=False)
+    assert unknown_repo.returncode == 1 and "not found" in unknown_repo.stderr.lower() or \
+        "does not exist" in unknown_repo.stderr
+    bad_ref = pull(core_env, "Busybox", check=False)
+    assert bad_ref.returncode == 1 and "invalid reference format" in bad_ref.stderr
+    fault_proxy.fail_with(500, "/manifests/", times=None)
+    err = pull(core_env, img.ref(fault_proxy), check=False)
+    assert err.returncode == 1 and "500" in err.stderr or "unavailable" in err.stderr.lower()
+    for proc in (unknown_tag, unknown_repo, bad_ref, err):
+        assert "Traceback" not in proc.stderr
+
+
+def test_mirror_serves_docker_hub_names(core_env, test_images):
+    """``docker.io/library/...`` reaches the local registry through a configured mirror."""
+    img = test_images["busybox:latest"]
+    src = f"docker://{img.reference}"
+    dst = f"docker://{test_images.host}/library/busybox:latest"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
+                    src, dst], check=True, capture_output=True, timeout=120)
+    core_env.write_config({"registry-mirrors": [test_images.url]})
+    proc = pull(core_env, "busybox")
+    assert "latest: Pulling from library/busybox" in proc.stdout
+    assert "Status: Downloaded newer image for busybox:latest" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "docker.io/library/busybox:latest"
+    assert inspect(core_env, "busybox")["RepoTags"] == ["busybox:latest"]
+
+
+def test_push_round_trip(core_env, test_images, fresh_registry):
+    img = test_images["layered:latest"]
+    pull(core_env, img.reference)
+    target = f"{fresh_registry.host}/pushed/layered:v1"
+    core_env.run("tag", img.reference, target, check=True)
+    out = core_env.run("push", target, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"v1: digest: {img.digest}" in out.stdout
+    core_env.run("rmi", target, check=True)
+    core_env.run("rmi", img.reference, check=True)
+    again = pull(core_env, target)
+    assert f"Digest: {img.digest}" in again.stdout
+    assert inspect(core_env, target)["Id"] == img.config_digest
+
+
+def test_full_disk_fails_cleanly(test_images):
+    from tests.conftest import CoreEnv
+
+    env = CoreEnv()
+    try:
+        env.data_root.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(env.data_root)], check=True)
+        try:
+            proc = pull(env, test_images["busybox:latest"].reference, check=False)
+            assert proc.returncode == 1
+            assert "no space left on device" in proc.stderr.lower(), proc.stderr
+            assert env.run("images", "-q").stdout == ""
+        finally:
+            env.stop_daemons()
+            subprocess.run(["umount", "-l", str(env.data_root)], check=False)
+    finally:
+        env.cleanup()
+
+
+# -- clients ------------------------------------------------------------------------------------------
+
+
+def test_docker_sdk_images(core_env, test_images):
+    img = test_images["busybox:latest"]
+    core_env.run("version", check=True)  # the SDK does not start a daemon: the CLI does
+    client = core_env.docker_client()
+    try:
+        repo = img.reference.rsplit(":", 1)[0]
+        pulled = client.images.pull(repo, tag="latest")
+        assert pulled.id == img.config_digest
+        assert img.reference in pulled.tags
+        assert [i.id for i in client.images.list()] == [img.config_digest]
+        got = client.images.get(img.reference)
+        assert got.attrs["RootFS"]["Layers"] == img.diff_ids
+        client.images.remove(img.reference)
+        assert client.images.list() == []
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_pull_images_rmi(core_env, test_images):
+    img = test_images["busybox:latest"]
+    run = lambda *a: subprocess.run(["docker", *a], env=core_env.env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    core_env.run("version", check=True)
+    p = run("pull", img.reference)
+    assert p.returncode == 0, p.stderr
+    assert f"Digest: {img.digest}" in p.stdout
+    listed = run("images", "--digests")
+    assert img.digest in listed.stdout
+    removed = run("rmi", img.reference)
+    assert removed.returncode == 0 and f"Deleted: {img.config_digest}" in removed.stdout
