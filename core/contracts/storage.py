@@ -39,6 +39,11 @@ values, and the caller mounts them (one overlay mount, or one bind mount).  That
 testable without root and lets the caller choose where and when.  Layer application
 (:meth:`Snapshotter.apply_layer`) is the exception: the driver writes into its own directories.
 
+Perform mounts with :func:`core.storage.mount.mount_all` (and undo them with
+:func:`core.storage.mount.unmount`): an overlay of many layers has more ``lowerdir`` text than
+mount(2) accepts in one page, and ``mount_all`` shortens it as containerd does, so drivers
+return plain absolute paths and images of hundreds of layers mount.
+
 Rules every driver keeps (the conformance suite ``core.testing.storage`` checks them):
 
 - ``prepare``/``view`` of a key that exists raises ``AlreadyExists``; of a parent that does not
@@ -46,10 +51,15 @@ Rules every driver keeps (the conformance suite ``core.testing.storage`` checks 
 - ``commit`` of a view raises ``InvalidArgument``; of an unknown key ``NotFound``; to a name that
   exists ``AlreadyExists``.
 - ``remove`` of a snapshot that has children raises ``Conflict``; of an unknown one ``NotFound``.
+- Any method given an unknown key raises ``NotFound``; an empty key, one with NUL or longer
+  than 4096 bytes, or labels that are not strings, ``InvalidArgument``.
 - A view's mounts are read-only (the ``ro`` option on a bind, or an overlay with no upper).
-- ``apply_layer`` never writes outside the snapshot, whatever the tar says: entries that escape
-  (``..``, absolute paths, links pointing out, symlinks planted by an earlier layer) are
-  rejected with ``InvalidArgument`` and the snapshot is left for the caller to remove.
+  Committed snapshots have no mounts of their own: a view of them is mounted instead.
+- ``apply_layer`` applies only to active snapshots, and never writes outside the snapshot,
+  whatever the tar says: entries that escape (``..``, absolute paths, hardlinks pointing out,
+  anything below a symlink — planted earlier in the tar or by a parent layer) are rejected
+  with ``InvalidArgument`` and the snapshot is left for the caller to remove.  The precise
+  semantics (whiteouts, replacements, what is kept) are those of :mod:`core.storage.layer`.
 
 The parent-chain bookkeeping is written once, in ``core.storage.metastore``; drivers use it so
 the rules cannot drift between them.
@@ -101,13 +111,18 @@ class Snapshotter(Protocol):
         """Create the active, read-only snapshot ``key`` on ``parent``; return its mounts."""
 
     async def mounts(self, key: str) -> list[Mount]:
-        """Return the mounts of the active snapshot ``key`` again.  ``NotFound`` if none."""
+        """Return the mounts of the active snapshot or view ``key`` again.
+
+        Raises ``NotFound`` (no such key), ``InvalidArgument`` (``key`` is committed).
+        """
 
     async def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
         """Turn the active snapshot ``key`` into the committed snapshot ``name``.
 
-        ``key`` ceases to exist.  Raises ``NotFound`` (no such key), ``InvalidArgument`` (``key``
-        is a view or is committed), ``AlreadyExists`` (``name`` is taken).
+        ``key`` ceases to exist; its files become ``name``'s, and so does its usage, measured
+        now.  ``labels`` are merged over those ``key`` had.  Raises ``NotFound`` (no such key),
+        ``InvalidArgument`` (``key`` is a view or is committed), ``AlreadyExists`` (``name`` is
+        taken).  Nothing may write to ``key``'s mounts from then on.
         """
 
     async def remove(self, key: str) -> None:
@@ -123,7 +138,11 @@ class Snapshotter(Protocol):
         """Yield every snapshot, in no particular order."""
 
     async def usage(self, key: str) -> Usage:
-        """Return the disk use of ``key`` alone (its own layer, not its parents)."""
+        """Return the disk use of ``key`` alone (its own layer, not its parents).
+
+        What "alone" holds depends on the driver: an overlay snapshot holds its own changes, a
+        vfs snapshot a full copy.  ``NotFound`` if ``key`` does not exist.
+        """
 
     async def apply_layer(self, key: str, stream: AsyncIterator[bytes]) -> int:
         """Unpack an uncompressed layer tar, read from ``stream``, into the active snapshot ``key``.
@@ -131,7 +150,9 @@ class Snapshotter(Protocol):
         OCI whiteouts (``.wh.<name>`` deletes ``<name>`` of the parents; ``.wh..wh..opq`` hides
         every entry the parents have in that directory) are converted into the driver's own
         form.  Ownership, modes, setuid bits, xattrs, hardlinks, symlinks and mtimes are kept.
-        Returns the number of bytes read.  Hostile entries raise ``InvalidArgument``.
+        Returns the number of bytes read — the whole stream, so a caller hashing it sees all of
+        it.  Raises ``NotFound`` (no such key), ``InvalidArgument`` (``key`` is not active, or
+        the tar is hostile or corrupt) and whatever ``stream`` raises.
         """
 
     async def close(self) -> None:

@@ -1,0 +1,460 @@
+"""Storage: the built-in drivers through the conformance suite (via their entry points), what
+only one driver does (on-disk forms, sharing, filesystems), and ``core.storage`` itself.
+
+Every test unmounts what it mounts and removes its directories, even when it fails.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from core import plugins
+from core.contracts.storage import SnapshotKind, Usage
+from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
+from core.storage import fs
+from core.storage.layer import WhiteoutMode, apply_layer, apply_tar
+from core.storage.metastore import MetaStore
+from core.storage.mount import mount, mount_all, parse_options, unmount
+from core.testing.storage import (Harness, Layer, Node, SnapshotterSuite, chunks, read_tree,
+                                  unmount_below)
+from core.types import Mount
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="storage tests mount: run as root")
+
+
+class TestOverlayConformance(SnapshotterSuite):
+    name = "overlay"
+
+
+class TestVfsConformance(SnapshotterSuite):
+    name = "vfs"
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture
+def tmp() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="core-st-", dir="/tmp"))
+    try:
+        yield root
+    finally:
+        unmount_below(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def overlay() -> Harness:
+    h = Harness("storage", "overlay")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def vfs() -> Harness:
+    h = Harness("storage", "vfs")
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@contextlib.contextmanager
+def mounted(m: Mount | list[Mount], target: Path):
+    target.mkdir(exist_ok=True)
+    mount_all(m if isinstance(m, list) else [m], target)
+    try:
+        yield target
+    finally:
+        unmount(target)
+
+
+def _is_whiteout(path: Path) -> bool:
+    st = os.lstat(path)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+# --------------------------------------------------------------------------- overlay
+def test_overlay_writes_whiteouts_in_overlayfs_form(overlay: Harness) -> None:
+    overlay.chain(Layer().file("f").dir("d").file("d/x").dir("o").file("o/old").file("r"),
+                  Layer().whiteout("f").whiteout("d").opaque("o").file("o/new").whiteout("nothing"))
+    layer = overlay.driver.fs_path("L1")
+    assert _is_whiteout(layer / "f") and _is_whiteout(layer / "d")
+    assert os.getxattr(layer / "o", "trusted.overlay.opaque") == b"y"
+    assert sorted(os.listdir(layer / "o")) == ["new"]
+    assert not (layer / "r").exists()  # untouched lower files are not in the layer
+
+
+def test_overlay_bottom_layer_records_no_whiteouts(overlay: Harness) -> None:
+    """A layer with nothing below is bind-mounted: whiteouts there would show as devices."""
+    overlay.layer("L0", "", Layer().dir("d").whiteout("gone").opaque("d").file("d/f"))
+    assert read_tree(overlay.driver.fs_path("L0")) == {"d": Node("dir", None, 0o755),
+                                                       "d/f": Node("file", b"")}
+    assert not os.listxattr(overlay.driver.fs_path("L0") / "d")
+
+
+def test_overlay_opaque_root_whites_out_each_lower_entry(overlay: Harness) -> None:
+    overlay.chain(Layer().file("a").dir("b").file("b/x"), Layer().dir("b").opaque("").file("c"))
+    layer = overlay.driver.fs_path("L1")
+    assert _is_whiteout(layer / "a")
+    assert os.getxattr(layer / "b", "trusted.overlay.opaque") == b"y"  # kept, but not merged
+    assert (layer / "c").is_file()
+
+
+def test_overlay_hardlink_to_a_lower_file_copies_it_up(overlay: Harness) -> None:
+    overlay.chain(Layer().dir("d", 0o750, 7, 7).file("d/f", b"data", 0o640, 7, 7),
+                  Layer().hardlink("l", "d/f"))
+    layer = overlay.driver.fs_path("L1")
+    assert os.stat(layer / "l").st_ino == os.stat(layer / "d/f").st_ino
+    assert read_tree(layer)["d"] == Node("dir", None, 0o750, 7, 7)  # the parent, copied up
+
+
+def test_overlay_layers_are_unpacked_once_and_shared(overlay: Harness) -> None:
+    image = overlay.chain(Layer().file("base", b"b"), Layer().file("top", b"t"))
+    one, two = overlay.prepare("one", image), overlay.prepare("two", image)
+    lowers = {o for m in one + two for o in m.options if o.startswith("lowerdir=")}
+    assert lowers == {f"lowerdir={overlay.driver.fs_path(image)}:{overlay.driver.fs_path('L0')}"}
+    snapshots = overlay.driver.fs_path("L0").parent.parent
+    assert len(os.listdir(snapshots)) == 4  # two layers, two containers: nothing copied
+    with overlay.mounted(one) as a, overlay.mounted(two) as b:
+        (a / "mine").write_bytes(b"one")
+        assert not (b / "mine").exists() and (b / "base").read_bytes() == b"b"
+
+
+def test_overlay_mount_shapes(overlay: Harness) -> None:
+    overlay.chain(Layer().file("a"), Layer().file("b"))
+    fs0, fs1 = overlay.driver.fs_path("L0"), overlay.driver.fs_path("L1")
+    assert overlay.prepare("bare") == [Mount("bind", str(overlay.driver.fs_path("bare")),
+                                             options=("rbind", "rw"))]
+    assert overlay.view("v1", "L0") == [Mount("bind", str(fs0), options=("rbind", "ro"))]
+    (view,) = overlay.view("v2", "L1")
+    assert view.type == "overlay" and view.readonly
+    assert f"lowerdir={fs1}:{fs0}" in view.options
+    assert not any(o.startswith(("upperdir=", "workdir=")) for o in view.options)
+    (active,) = overlay.prepare("ctr", "L1")
+    upper = overlay.driver.fs_path("ctr")
+    assert {f"upperdir={upper}", f"workdir={upper.parent / 'work'}", f"lowerdir={fs1}:{fs0}"} \
+        <= set(active.options) and not active.readonly
+
+
+def test_overlay_container_root_keeps_the_image_root_attributes(overlay: Harness) -> None:
+    overlay.layer("L0", "", Layer().dir(".", 0o700, 5, 6).file("f"))
+    with overlay.mounted(overlay.prepare("ctr", "L0")) as root:
+        st = os.stat(root)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 5, 6)
+
+
+def test_overlay_probe_reports_an_unusable_filesystem(tmp: Path) -> None:
+    from drivers.storage_overlay.snapshotter import check_support
+
+    assert check_support(tmp / "not" / "yet" / "created") is None
+    for name in ("l", "u", "w", "m"):
+        (tmp / name).mkdir()
+    options = (f"lowerdir={tmp / 'l'}", f"upperdir={tmp / 'u'}", f"workdir={tmp / 'w'}")
+    with mounted(Mount("overlay", "overlay", options=options), tmp / "m") as merged:
+        reason = check_support(merged / "storage")  # an overlay cannot be an upper layer
+        assert reason and "overlay" in reason
+    assert not list(tmp.glob("*/.core-overlay-probe-*")) and not list(tmp.glob(".core-overlay-probe-*"))
+
+
+def test_overlay_probe_through_the_entry_point(tmp: Path) -> None:
+    loaded = plugins.load("storage", "overlay")
+    assert loaded.probe(plugins.context_for("storage", "overlay", tmp / "data", tmp / "run")) is None
+    assert os.listdir(tmp) == []  # the probe cleaned up after itself
+
+
+# --------------------------------------------------------------------------- vfs
+def test_vfs_copies_the_parent_faithfully(vfs: Harness) -> None:
+    capability = b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\x00" * 12
+    vfs.layer("L0", "", Layer()
+              .dir("d", 0o2775, 1, 2, mtime=1_500_000_000)
+              .file("d/f", b"content", 0o4755, 3, 4, mtime=1_500_000_001,
+                    xattrs={"user.k": b"v", "security.capability": capability})
+              .hardlink("d/h", "d/f").symlink("d/s", "f", 5, 6).device("c", "c", 1, 3)
+              .device("p", "p"))
+    vfs.prepare("child", "L0")
+    parent, child = vfs.driver.fs_path("L0"), vfs.driver.fs_path("child")
+    assert read_tree(child) == read_tree(parent)
+    assert os.stat(child / "d/h").st_ino == os.stat(child / "d/f").st_ino
+    assert os.stat(child / "d/f").st_ino != os.stat(parent / "d/f").st_ino
+    assert os.getxattr(child / "d/f", "security.capability") == capability
+    for path in ("d", "d/f", "d/s"):
+        assert os.lstat(child / path).st_mtime_ns == os.lstat(parent / path).st_mtime_ns
+
+
+def test_vfs_views_share_the_parents_copy(vfs: Harness) -> None:
+    vfs.layer("L0", "", Layer().file("f", b"x"))
+    assert vfs.view("v", "L0") == [Mount("bind", str(vfs.driver.fs_path("L0")), options=("rbind", "ro"))]
+
+
+def test_vfs_works_on_tmpfs(tmp: Path) -> None:
+    (tmp / "tmpfs").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp / "tmpfs")], check=True)
+    try:
+        from drivers.storage_vfs.snapshotter import VfsSnapshotter
+
+        async def main() -> None:
+            sn = VfsSnapshotter(tmp / "tmpfs" / "vfs")
+            await sn.prepare("a")
+            layer = (Layer().dir("d", 0o1777).file("d/f", b"x", xattrs={"user.k": b"v"})
+                     .hardlink("h", "d/f").device("null"))
+            await sn.apply_layer("a", chunks(layer.data()))
+            await sn.commit("L0", "a")
+            await sn.prepare("b", "L0")
+            await sn.apply_layer("b", chunks(Layer().whiteout("h").file("g", b"y").data()))
+            tree = read_tree(sn.fs_path("b"))
+            assert tree["d/f"] == Node("file", b"x", xattrs=(("user.k", b"v"),))
+            assert tree["null"] == Node("char", (1, 3), 0o666) and "h" not in tree
+            await sn.close()
+
+        trio.run(main)
+    finally:
+        unmount(tmp / "tmpfs")
+
+
+# --------------------------------------------------------------------------- recovery
+@pytest.mark.parametrize("name", ["overlay", "vfs"])
+def test_reopening_collects_what_a_crash_left(name: str) -> None:
+    h = Harness("storage", name)
+    try:
+        h.layer("L0", "", Layer().file("f"))
+        root = h.context.root
+        (root / "tmp" / "new-crashed" / "fs").mkdir(parents=True)
+        (root / "tmp" / "rm-crashed").mkdir()
+        (root / "snapshots" / "999" / "fs").mkdir(parents=True)
+        h.reopen()
+        assert os.listdir(root / "tmp") == []
+        assert os.listdir(root / "snapshots") == [h.driver.fs_path("L0").parent.name]
+        with h.viewed("L0") as view:
+            assert read_tree(view) == {"f": Node("file", b"")}
+    finally:
+        h.close()
+
+
+# --------------------------------------------------------------------------- metastore
+def test_metastore_rules_and_ids(tmp: Path) -> None:
+    ms = MetaStore(tmp / "m.db")
+    a = ms.create(SnapshotKind.ACTIVE, "a", labels={"x": "1"})
+    ms.commit("a", "A", Usage(10, 2), {"y": "2"})
+    b = ms.create(SnapshotKind.ACTIVE, "b", "A")
+    assert b.parent_ids == (a.id,) and ms.get("A") == type(a)(a.id, SnapshotKind.COMMITTED, ())
+    assert ms.info("A").labels == {"x": "1", "y": "2"} and ms.usage("A") == Usage(10, 2)
+    assert ms.usage("b") is None
+    with pytest.raises(Conflict):
+        ms.remove("A")
+    with pytest.raises(AlreadyExists):
+        ms.create(SnapshotKind.VIEW, "A")
+    with pytest.raises(InvalidArgument):
+        ms.create(SnapshotKind.COMMITTED, "c")
+    ms.remove("b")
+    c = ms.create(SnapshotKind.ACTIVE, "c", "A")
+    assert c.id > b.id  # ids are never reused: a leftover directory can never be mistaken
+    ms.close()
+    reopened = MetaStore(tmp / "m.db")
+    assert [i.name for i in reopened.walk()] == ["A", "c"]
+    reopened.close()
+
+
+def test_metastore_transactions_roll_back(tmp: Path) -> None:
+    ms = MetaStore(tmp / "m.db")
+    with pytest.raises(OSError):
+        with ms.transaction():
+            ms.create(SnapshotKind.ACTIVE, "a")
+            os.rename(tmp / "missing", tmp / "elsewhere")  # the filesystem step fails
+    with pytest.raises(NotFound):
+        ms.get("a")
+    with ms.transaction():
+        ms.create(SnapshotKind.ACTIVE, "kept")
+        with pytest.raises(AlreadyExists):
+            with ms.transaction():  # a savepoint: only the inner part is undone
+                ms.create(SnapshotKind.ACTIVE, "undone")
+                ms.create(SnapshotKind.ACTIVE, "kept")
+    assert [i.name for i in ms.walk()] == ["kept"]
+    ms.close()
+
+
+def test_metastore_refuses_a_newer_schema(tmp: Path) -> None:
+    MetaStore(tmp / "m.db").close()
+    with sqlite3.connect(tmp / "m.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(CoreError, match="newer"):
+        MetaStore(tmp / "m.db")
+
+
+# --------------------------------------------------------------------------- layers
+def _apply(data: bytes, target: Path, mode: WhiteoutMode = WhiteoutMode.DELETE,
+           lowers: tuple[Path, ...] = (), chunk: int = 65536) -> int:
+    return trio.run(lambda: apply_layer(chunks(data, chunk), target, whiteouts=mode, lowers=lowers))
+
+
+def test_apply_tar_reads_a_plain_file_object(tmp: Path) -> None:
+    apply_tar(io.BytesIO(Layer().file("a/b", b"x").data()), tmp, whiteouts=WhiteoutMode.DELETE)
+    assert read_tree(tmp) == {"a": Node("dir", None, 0o755), "a/b": Node("file", b"x")}
+
+
+def test_large_files_stream_through(tmp: Path) -> None:
+    big = os.urandom(9 << 20) + b"tail"
+    data = Layer().file("big", big).file("after", b"a").data()
+    assert _apply(data, tmp, chunk=100_003) == len(data)
+    assert hashlib.sha256((tmp / "big").read_bytes()).digest() == hashlib.sha256(big).digest()
+    assert (tmp / "after").read_bytes() == b"a"
+
+
+def test_sparse_files_from_gnu_tar(tmp: Path) -> None:
+    src = tmp / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(32 << 20)
+        f.write(b"middle")
+    for fmt in ("gnu", "posix"):
+        archive = subprocess.run(["tar", "-C", str(src), f"--format={fmt}", "--sparse", "-cf", "-",
+                                  "sparse"], check=True, capture_output=True).stdout
+        out = tmp / fmt
+        out.mkdir()
+        _apply(archive, out)
+        with open(out / "sparse", "rb") as f:
+            assert os.fstat(f.fileno()).st_size == 64 << 20
+            f.seek(32 << 20)
+            assert f.read(6) == b"middle"
+        assert os.stat(out / "sparse").st_blocks * 512 < 1 << 20  # the holes stay holes
+
+
+def test_names_that_are_not_utf8_round_trip(tmp: Path) -> None:
+    name = os.fsdecode(b"caf\xe9")
+    _apply(Layer().file(name, b"x").symlink("l", name).data(), tmp)
+    assert sorted(os.listdir(os.fsencode(tmp))) == [b"caf\xe9", b"l"]
+    assert os.readlink(os.fsencode(tmp / "l")) == b"caf\xe9"
+
+
+def test_subsecond_times_are_kept(tmp: Path) -> None:
+    info = Layer.info("f")
+    info.pax_headers = {"mtime": "1700000000.123456789"}
+    _apply(Layer().entry(info, b"").data(), tmp)
+    assert os.lstat(tmp / "f").st_mtime_ns == 1_700_000_000_123_456_789
+
+
+@pytest.mark.parametrize("mode", list(WhiteoutMode))
+def test_overlay_style_whiteout_devices_are_whiteouts(tmp: Path, mode: WhiteoutMode) -> None:
+    lower, upper = tmp / "lower", tmp / "upper"
+    lower.mkdir()
+    upper.mkdir()
+    (lower / "gone").write_bytes(b"x")
+    target = upper if mode is WhiteoutMode.OVERLAY else lower
+    _apply(Layer().device("gone", "c", 0, 0).data(), target, mode,
+           (lower,) if mode is WhiteoutMode.OVERLAY else ())
+    if mode is WhiteoutMode.OVERLAY:
+        assert _is_whiteout(upper / "gone")
+    else:
+        assert not (lower / "gone").exists()
+
+
+def test_aufs_bookkeeping_is_skipped(tmp: Path) -> None:
+    _apply(Layer().dir(".wh..wh.plnk").file(".wh..wh.plnk/123.456", b"x").file(".wh..wh.aufs")
+           .file("real").data(), tmp)
+    assert os.listdir(tmp) == ["real"]
+
+
+def test_implicit_parents_copy_the_lower_directory(tmp: Path) -> None:
+    lower, upper = tmp / "lower", tmp / "upper"
+    (lower / "d").mkdir(parents=True)
+    upper.mkdir()
+    os.chmod(lower / "d", 0o710)
+    os.chown(lower / "d", 3, 4)
+    os.setxattr(lower / "d", "user.k", b"v")
+    _apply(Layer().file("d/f").data(), upper, WhiteoutMode.OVERLAY, (lower,))
+    assert read_tree(upper)["d"] == Node("dir", None, 0o710, 3, 4, (("user.k", b"v"),))
+
+
+def test_cancelling_apply_layer_stops_reading_and_the_worker(tmp: Path) -> None:
+    released = threading.Event()
+
+    async def stalled():
+        yield Layer().file("f", b"x" * 100_000).data()[:50_000]
+        try:
+            await trio.sleep_forever()
+        finally:
+            released.set()
+
+    async def main() -> None:
+        with trio.move_on_after(0.5) as scope:
+            await apply_layer(stalled(), tmp, whiteouts=WhiteoutMode.DELETE)
+        assert scope.cancelled_caught
+
+    threads = threading.active_count()
+    started = time.monotonic()
+    trio.run(main)
+    assert time.monotonic() - started < 5 and released.is_set()
+    assert threading.active_count() <= threads + 1  # trio's idle cached worker at most
+
+
+def test_fs_copy_tree_keeps_hardlinks_across_directories(tmp: Path) -> None:
+    (tmp / "src" / "a").mkdir(parents=True)
+    (tmp / "src" / "b").mkdir()
+    (tmp / "src" / "a" / "f").write_bytes(b"x")
+    os.link(tmp / "src" / "a" / "f", tmp / "src" / "b" / "g")
+    fs.copy_tree(tmp / "src", tmp / "dst")
+    assert os.stat(tmp / "dst/a/f").st_ino == os.stat(tmp / "dst/b/g").st_ino
+    assert fs.disk_usage(tmp / "dst").inodes == 4  # dst, a, b and one file
+
+
+# --------------------------------------------------------------------------- mounting
+def test_parse_options() -> None:
+    flags, propagation, data = parse_options(["ro", "nosuid", "rw", "rbind", "rprivate", "lowerdir=/x"])
+    assert data == ["lowerdir=/x"] and propagation and flags & 0x4000 and not flags & 0x1
+
+
+def test_read_only_bind_and_stacked_unmount(tmp: Path) -> None:
+    (tmp / "src").mkdir()
+    (tmp / "src" / "f").write_bytes(b"x")
+    target = tmp / "target"
+    target.mkdir()
+    mount(Mount("bind", str(tmp / "src"), options=("rbind", "ro")), target)
+    mount(Mount("bind", str(tmp / "src"), options=("rbind", "rw")), target)  # stacked on top
+    try:
+        (target / "g").write_bytes(b"rw on top")
+    finally:
+        unmount(target)  # both
+    assert not os.path.ismount(target) and (tmp / "src" / "g").exists()
+    unmount(target)  # not mounted: fine
+
+
+def test_overlay_of_many_long_lowerdirs_mounts_without_moving_the_cwd(tmp: Path) -> None:
+    base = tmp / ("a-long-data-root-" * 6) / "storage" / "overlay" / "snapshots"  # as a driver lays out
+    lowers = []
+    for i in range(1000, 1400):
+        lower = base / str(i) / "fs"
+        lower.mkdir(parents=True)
+        (lower / f"f{i}").write_bytes(b"")
+        lowers.append(str(lower))
+    options = (f"lowerdir={':'.join(reversed(lowers))}", "ro")
+    assert len(",".join(options)) > 10 * os.sysconf("SC_PAGESIZE")
+    cwd = os.getcwd()
+    with mounted(Mount("overlay", "overlay", options=options), tmp / "merged") as merged:
+        assert len(os.listdir(merged)) == 400
+    assert os.getcwd() == cwd
+
+
+def test_mount_all_is_all_or_nothing(tmp: Path) -> None:
+    (tmp / "src").mkdir()
+    (tmp / "target" / "sub").mkdir(parents=True)
+    good = Mount("bind", str(tmp / "src"), options=("rbind",))
+    bad = Mount("bind", str(tmp / "missing"), target="sub", options=("rbind",))
+    with pytest.raises(NotFound):
+        mount_all([good, bad], tmp / "target")
+    assert not os.path.ismount(tmp / "target")
+    with pytest.raises(InvalidArgument):
+        mount_all([Mount("bind", str(tmp / "src"), target="../escape")], tmp / "target")
