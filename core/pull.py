@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import logging
 import secrets
-import zlib
 from typing import Any, AsyncIterator, Callable
 
 import trio
@@ -84,19 +83,25 @@ class Progress:
         self.emit(msg)
 
 
-async def decompress(stream: AsyncIterator[bytes], compression: str | None) -> AsyncIterator[bytes]:
+async def decompress(stream: AsyncIterator[bytes], compression: str | None,
+                     hasher: Any = None) -> AsyncIterator[bytes]:
     """Uncompressed bytes of a gzip, zstd or plain layer stream, in bounded pieces.
 
     Concatenated gzip members and zstd frames are followed, as ``gunzip`` and ``zstd -d`` do.
-    Decompression runs in a worker thread so the event loop stays responsive.
+    Decompression (ISA-L's inflate for gzip: three times zlib's speed) and ``hasher.update`` of
+    the output run in a worker thread, so the event loop stays free.
     """
     if compression is None:
         async for chunk in stream:
+            if hasher is not None:
+                await trio.to_thread.run_sync(hasher.update, chunk)
             yield chunk
         return
     if compression == "gzip":
+        from isal import isal_zlib
+
         def new() -> Any:
-            return zlib.decompressobj(wbits=31)
+            return isal_zlib.decompressobj(wbits=31)
     elif compression == "zstd":
         import zstandard
 
@@ -121,12 +126,14 @@ async def decompress(stream: AsyncIterator[bytes], compression: str | None) -> A
                     data = b""
                 if piece:
                     out.append(piece)
+                    if hasher is not None:
+                        hasher.update(piece)
                 if d.eof:
                     rest = d.unused_data
                     d = new()
                     pending = False
                     data = rest + data
-        except (zlib.error, Exception) as exc:  # zstandard.ZstdError has no common base to name here
+        except Exception as exc:  # zlib.error, isal_zlib.error, zstandard.ZstdError
             raise InvalidArgument(f"layer is not valid {compression}: {exc}") from None
         return out
 
@@ -137,9 +144,8 @@ async def decompress(stream: AsyncIterator[bytes], compression: str | None) -> A
         raise InvalidArgument(f"layer is truncated: the {compression} stream ends in the middle")
 
 
-async def _hashed(stream: AsyncIterator[bytes], hasher: Any, counter: list[int]) -> AsyncIterator[bytes]:
+async def _counted(stream: AsyncIterator[bytes], counter: list[int]) -> AsyncIterator[bytes]:
     async for chunk in stream:
-        hasher.update(chunk)
         counter[0] += len(chunk)
         yield chunk
 
@@ -164,7 +170,7 @@ async def unpack_layer(snapshotter: Any, images: ImageStore, parent: str, chain:
     hasher = hashlib.sha256()
     count = [0]
     try:
-        await snapshotter.apply_layer(key, _hashed(decompress(stream, compression), hasher, count))
+        await snapshotter.apply_layer(key, _counted(decompress(stream, compression, hasher), count))
         got = Digest("sha256", hasher.hexdigest())
         if got != diff_id:
             raise InvalidArgument(f"layer {blob}: its content does not match its diff ID: "
