@@ -390,6 +390,21 @@ def test_docker_sdk_images(core_env, test_images):
         client.close()
 
 
+def test_distribution_endpoint(core_env, test_images):
+    """``GET /distribution/{name}/json``: the registry's descriptor and platforms, nothing pulled."""
+    core_env.run("version", check=True)
+    client = core_env.docker_client()
+    try:
+        multi = client.images.get_registry_data(test_images["multi:latest"].reference)
+        assert multi.id == test_images["multi:latest"].digest
+        assert {f"{p['os']}/{p['architecture']}" for p in multi.attrs["Platforms"]} == {"linux/amd64", "linux/arm64"}
+        single = client.images.get_registry_data(test_images["busybox:latest"].reference)
+        assert single.attrs["Platforms"] == [{"architecture": "amd64", "os": "linux"}]
+    finally:
+        client.close()
+    assert core_env.run("images", "-q").stdout == ""
+
+
 @pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
 def test_docker_cli_pull_images_rmi(core_env, test_images):
     img = test_images["busybox:latest"]

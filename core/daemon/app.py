@@ -103,6 +103,8 @@ class Daemon:
         from core.images import ImageStore
 
         self.content = ContentStore(self.config.data_root / "content")
+        # downloads cut by a crash stay resumable for a day, then go
+        self.content.cleanup_ingests(max_age=24 * 3600)
         self.images = ImageStore(self.state)
         self.services["content"] = self.content
         self.services["registry_config"] = {
