@@ -38,22 +38,13 @@ from core.manifest import (
 )
 from core.reference import Reference
 from core.types import Descriptor, Digest, Platform, layer_compression
+from core.units import human_size
 
 log = logging.getLogger("core.pull")
 PARALLEL_DOWNLOADS = 3
 DECOMPRESS_PIECE = 1 << 20  # bytes of output per decompress call: bounds memory on hostile input
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-def human_size(n: float) -> str:
-    """docker's units.HumanSize: decimal units, 4 significant digits ("3.42MB")."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 def progress_bar(current: int, total: int) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 from core.cli import dockerconfig
 from core.cli.client import APIError, CLIError
-from core.cli.render import ago, display_stream, human_size
+from core.cli.render import ago, display_stream
+from core.units import human_size
 from core.cli.util import add_format, parser, print_table, render_format
 
 

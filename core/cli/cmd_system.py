@@ -8,6 +8,7 @@ from typing import Any
 from core import API_VERSION, __version__
 from core.cli.client import APIError, CLIError
 from core.cli.util import add_format, parser, render_each
+from core.units import bytes_size
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
@@ -131,7 +132,7 @@ def info(ctx, argv: list[str], prog: str) -> int:
         f" OSType: {s.get('OSType', '')}",
         f" Architecture: {s.get('Architecture', '')}",
         f" CPUs: {s.get('NCPU', 0)}",
-        f" Total Memory: {_size(s.get('MemTotal', 0))}",
+        f" Total Memory: {bytes_size(s.get('MemTotal', 0))}",
         f" Name: {s.get('Name', '')}",
         f" ID: {s.get('ID', '')}",
         f" Core Root Dir: {s.get('DockerRootDir', '')}",
@@ -149,16 +150,6 @@ def info(ctx, argv: list[str], prog: str) -> int:
     for w in s.get("Warnings") or []:
         sys.stderr.write(w + "\n")
     return 0
-
-
-def _size(n: float) -> str:
-    """docker's units.BytesSize: binary units with 4 significant digits ("23.47GiB")."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 def events(ctx, argv: list[str], prog: str) -> int:

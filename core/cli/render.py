@@ -6,16 +6,7 @@ import time
 from typing import Any, Iterable, TextIO
 
 from core.cli.client import CLIError
-
-
-def human_size(n: float, precision: int = 4) -> str:
-    """docker's units.HumanSizeWithPrecision: decimal units ("4.26MB", "0B")."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.{precision}g}{units[i]}"
+from core.units import human_size
 
 
 def human_duration(seconds: float) -> str:

@@ -6,7 +6,7 @@ import contextlib
 import binascii
 import json
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -79,6 +79,26 @@ class JSONLines:
             async for chunk in self.receive:
                 yield chunk
 
+    def respond(self, nursery: trio.Nursery, work: Callable[[], Awaitable[None]], what: str) -> Response:
+        """Run ``work`` in ``nursery`` (it outlives the request) and stream its messages.
+
+        Errors become docker's in-stream ``{"error": ...}`` message; the stream ends either way.
+        """
+
+        async def run() -> None:
+            try:
+                await work()
+            except CoreError as exc:
+                self.error(exc)
+            except Exception as exc:  # a bug: tell the client, log the traceback
+                log.exception("%s failed", what)
+                self.error(CoreError(f"internal error: {type(exc).__name__}: {exc}"))
+            finally:
+                self.send.close()
+
+        nursery.start_soon(run)
+        return Response(status=200, body=self.body())
+
 
 def register(daemon: Daemon) -> None:
     r = daemon.router
@@ -119,24 +139,15 @@ def register(daemon: Daemon) -> None:
         await pullers[0].resolve()
 
         async def run() -> None:
-            try:
-                changed = False
-                for p in pullers:
-                    _image, changed_one = await p.run(final_status=not all_tags)
-                    changed = changed or changed_one
-                    daemon.events.emit("image", "pull", str(p.ref), {"name": p.ref.familiar()})
-                if all_tags:
-                    pullers[-1].status(ref.familiar_name, changed)
-            except CoreError as exc:
-                lines.error(exc)
-            except Exception as exc:  # a bug: tell the client, log the traceback
-                log.exception("pull of %s failed", ref)
-                lines.error(CoreError(f"internal error: {type(exc).__name__}: {exc}"))
-            finally:
-                lines.send.close()
+            changed = False
+            for p in pullers:
+                _image, changed_one = await p.run(final_status=not all_tags)
+                changed = changed or changed_one
+                daemon.events.emit("image", "pull", str(p.ref), {"name": p.ref.familiar()})
+            if all_tags:
+                pullers[-1].status(ref.familiar_name, changed)
 
-        daemon.nursery.start_soon(run)
-        return Response(status=200, body=lines.body())
+        return lines.respond(daemon.nursery, run, f"pull of {ref}")
 
     r.add("POST", "/images/create", pull)
 
@@ -267,21 +278,12 @@ def register(daemon: Daemon) -> None:
         lines = JSONLines()
 
         async def run() -> None:
-            try:
-                from core.push import push_image
+            from core.push import push_image
 
-                await push_image(registry, daemon.content, image, ref, auth_cfg, lines.emit)
-                daemon.events.emit("image", "push", str(ref), {"name": ref.familiar()})
-            except CoreError as exc:
-                lines.error(exc)
-            except Exception as exc:
-                log.exception("push of %s failed", ref)
-                lines.error(CoreError(f"internal error: {type(exc).__name__}: {exc}"))
-            finally:
-                lines.send.close()
+            await push_image(registry, daemon.content, image, ref, auth_cfg, lines.emit)
+            daemon.events.emit("image", "push", str(ref), {"name": ref.familiar()})
 
-        daemon.nursery.start_soon(run)
-        return Response(status=200, body=lines.body())
+        return lines.respond(daemon.nursery, run, f"push of {ref}")
 
     r.add("POST", "/images/{name:path}/push", push)
 
