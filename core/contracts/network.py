@@ -1,47 +1,456 @@
 """The network contract: networks, endpoints and published ports.
 
-A *network* is a broadcast domain with an address pool (IPAM); an *endpoint* is one container's
-attachment to it: an interface inside the container's network namespace, an address from the
-pool, and the routes and name entries that go with it.  *Published ports* forward traffic that
-reaches the host to an endpoint.
+A network driver keeps *networks*, attaches containers to them as *endpoints*, and *publishes*
+endpoint ports on the host.  It owns its address management (IPAM) and keeps it under
+``DriverContext.root``; the kernel keeps names, aliases and which container is where.
+
+Vocabulary
+----------
+``network_id``   the kernel's id of a network (docker's 64 hex digits).  A network is a
+                 broadcast domain with one IPv4 subnet, a gateway on the host and an address
+                 pool; the driver's host-side device (a bridge, a VXLAN...) is its
+                 ``Network.interface``.
+``endpoint_id``  the kernel's id of one attachment, unique within its network (the container's
+                 id serves).  An endpoint is an interface inside a network namespace, an
+                 address of the network's pool, a MAC, a default route (unless the network is
+                 internal) — and the ports published to it.
+``netns_path``   the network namespace an endpoint lives in, as a path the driver can open:
+                 ``/proc/<pid>/ns/net`` or a bind mount such as ``/var/run/netns/<name>``.  The
+                 kernel creates and removes namespaces; the driver only puts interfaces in them.
+``binding``      a :class:`PortBinding`: traffic reaching ``host_ip:host_port`` on the host is
+                 forwarded to ``container_port`` of the endpoint (docker's ``-p``).
 
 Lifecycle
 ---------
-::
+``docker network create --subnet 172.30.0.0/24 n1`` followed by ``docker run --network n1 -p
+8080:80 ...`` and the container's removal::
 
-    await net.create_network("n1", NetworkSpec(subnet="172.30.0.0/24", ...))
-    ep = await net.join("n1", "ctr-id", netns_path="/proc/<pid>/ns/net", request=EndpointRequest(...))
-    #   ep.address, ep.gateway, ep.mac are what ``docker inspect`` shows
-    await net.publish("n1", "ctr-id", [PortBinding(...), ...])
-    await net.leave("n1", "ctr-id")          # address freed, interface gone, ports unpublished
-    await net.delete_network("n1")           # Conflict while endpoints remain
+    net = await n.create_network(nid, NetworkSpec(name="n1", subnet="172.30.0.0/24"))
+    #   net.subnet, net.gateway, net.interface, net.mtu: what ``docker network inspect`` shows
+    ep = await n.join(nid, cid, "/proc/<pid>/ns/net", EndpointRequest(interface_name="eth0"))
+    #   ep.address (172.30.0.2/24), ep.gateway, ep.mac: what ``docker inspect`` shows
+    ports = await n.publish(nid, cid, PortBinding.parse("8080:80"))
+    #   ports[0].host_port == 8080; ``PortBinding.parse("80")`` picks an ephemeral host port
+    await n.leave(nid, cid)       # ports unpublished, interface gone, address free again
+    await n.delete_network(nid)   # nothing of n1 is left on the host
 
-Rules: an address is never handed out twice and survives daemon restarts (the driver keeps its
-IPAM state under its root); joining twice raises ``AlreadyExists``; leaving a network the
-container is not on raises ``NotFound``; deleting a network leaves nothing of it on the host
-(links, routes, rules).  The conformance suite ``core.testing.network`` checks these.
+A daemon that starts again builds the driver on the same root and carries on: networks,
+endpoints, addresses and publications are all still there (:meth:`NetworkDriver.networks`,
+:meth:`NetworkDriver.endpoints`), and traffic to published ports never stopped flowing — the
+kernel state outlives the daemon.  Containers that died meanwhile are the kernel's to
+``leave``; ``leave`` works whether or not their namespace still exists.
+
+Rules every driver keeps (the conformance suite ``core.testing.network`` checks them):
+
+- An address is never handed out to two live endpoints of a network; ``leave`` frees it.  The
+  assignment survives daemon restarts.  Dynamic addresses come from ``ip_range`` if given
+  (else the subnet), never the network or broadcast address, the gateway or an
+  ``aux_addresses`` entry.  A requested address (``--ip``) must lie in the subnet (it may lie
+  outside ``ip_range``, as docker allows) and be free.
+- Endpoints of one network reach each other; endpoints of different networks do not; an
+  ``internal`` network has no route out of the host and no traffic in from outside it.
+- ``delete_network`` leaves nothing of the network on the host: devices, routes, firewall
+  rules, sysctls of its own devices.  ``leave`` leaves nothing of the endpoint: its
+  publications and its address go at once; its interface is cut off at once (no traffic) and
+  may be deleted in the background shortly after — the kernel takes tens of milliseconds to
+  unregister a veth, more than a whole join may cost — but ``delete_network`` and ``close``
+  wait until it is gone.
+- The host's own networking, and the ``host`` and ``none`` modes (which need no driver), are
+  not disturbed: a driver changes only what it created, plus what it documents (the bridge
+  driver, for instance, turns on ``net.ipv4.ip_forward``).
+
+Errors (``core.errors``):
+
+- ``NotFound``: an unknown network or endpoint; a ``netns_path`` that does not exist.
+- ``AlreadyExists``: ``create_network`` of an id the driver has; ``join`` of an endpoint id
+  the network has; a device name that is taken.
+- ``Conflict``: ``delete_network`` while endpoints remain; a requested address in use
+  (``Address already in use``); a host port in use (``Bind for 0.0.0.0:8080 failed: port is
+  already allocated``); a subnet overlapping another network or a route of the host.
+- ``InvalidArgument``: malformed input — a gateway or address outside the subnet, an
+  ``ip_range`` outside it, an option the driver does not know or an unusable value, a
+  publication on an internal network.
+- ``Unavailable``: a pool with no free address or subnet left; no free host port; the host
+  lacks something the driver needs (a kernel feature, the ``nft`` program).
+
+A failed call changes nothing: a ``join`` that fails half-way removes what it made and frees
+the address; a ``publish`` publishes all of its bindings or none.
 """
 from __future__ import annotations
 
+import enum
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import attrs
 
+from core.errors import InvalidArgument
+from core.types import FrozenMap
+
+__all__ = [
+    "Endpoint",
+    "EndpointRequest",
+    "IPProtocol",
+    "Network",
+    "NetworkDriver",
+    "NetworkSpec",
+    "PortBinding",
+    "ANY_IPV4",
+    "mac_for_address",
+]
+
+ANY_IPV4 = ipaddress.IPv4Address("0.0.0.0")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+# --------------------------------------------------------------------------- converters
+def _ipv4_address(value: Any) -> ipaddress.IPv4Address:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid IPv4 address: {value!r}") from None
+    if not isinstance(address, ipaddress.IPv4Address):
+        raise InvalidArgument(f"IPv6 is not supported: {value}")
+    return address
+
+
+def _optional_address(value: Any) -> ipaddress.IPv4Address | None:
+    return None if value is None or value == "" else _ipv4_address(value)
+
+
+def _ipv4_network(value: Any) -> ipaddress.IPv4Network:
+    if isinstance(value, ipaddress.IPv4Network):
+        return value
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid subnet: {value!r}") from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise InvalidArgument(f"IPv6 is not supported: {value}")
+    if str(network) != str(value) and isinstance(value, str) and "/" in value:
+        # docker: "invalid subnet 172.30.0.1/24: it should be 172.30.0.0/24"
+        raise InvalidArgument(f"invalid subnet {value}: it should be {network}")
+    return network
+
+
+def _optional_network(value: Any) -> ipaddress.IPv4Network | None:
+    return None if value is None or value == "" else _ipv4_network(value)
+
+
+def _aux(value: Any) -> FrozenMap:
+    if value is None:
+        return FrozenMap()
+    if not isinstance(value, Mapping):
+        raise InvalidArgument("aux_addresses must map names to IPv4 addresses")
+    return FrozenMap({str(k): str(_ipv4_address(v)) for k, v in value.items()})
+
+
+def _options(value: Any) -> FrozenMap:
+    if value is None:
+        return FrozenMap()
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidArgument("network options must map strings to strings")
+    return FrozenMap(value)
+
+
+def _check_mtu(_inst: Any, _attr: Any, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 68 <= value <= 65535):
+        raise InvalidArgument(f"invalid MTU {value!r}: it must be between 68 and 65535")
+
+
+def _check_ifname(_inst: Any, attr: Any, value: str) -> None:
+    if not isinstance(value, str) or not _IFNAME.match(value) or value in (".", ".."):
+        raise InvalidArgument(f"invalid interface name {value!r} for {attr.name}: "
+                              "1 to 15 characters of letters, digits, '_', '.' and '-'")
+
+
+def _mac(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value).lower()
+    if not _MAC.match(text):
+        raise InvalidArgument(f"invalid MAC address: {value!r}")
+    if int(text[:2], 16) & 1:
+        raise InvalidArgument(f"invalid MAC address {value}: it is a multicast address")
+    return text
+
+
+def mac_for_address(address: ipaddress.IPv4Address) -> str:
+    """Docker's MAC for an IPv4 address: ``02:42`` and the address's four bytes.
+
+    ``172.17.0.2`` → ``02:42:ac:11:00:02``; locally administered, unicast, and the same for the
+    same address, so ARP caches of peers stay right when an address is reused.
+    """
+    return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+# --------------------------------------------------------------------------- networks
+@attrs.frozen
+class NetworkSpec:
+    """What ``docker network create`` asks for.
+
+    ``name``           the user's name of the network (for messages; the driver keys by id).
+    ``subnet``         ``--subnet``; ``None``: the driver chooses one that overlaps no route
+                       or address of the host and no network of its own.
+    ``gateway``        ``--gateway``; ``None``: the subnet's first host address (``.1``).
+    ``ip_range``       ``--ip-range``: dynamic addresses come only from here (within subnet).
+    ``aux_addresses``  ``--aux-address name=ip``: addresses in the subnet never handed out.
+    ``internal``       ``--internal``: no default route in endpoints, no NAT, no forwarding
+                       between the network and anything outside it.
+    ``mtu``            the endpoints' MTU; ``None``: the driver's default (the bridge driver
+                       takes the MTU of the host's default-route interface).
+    ``enable_ipv6``    ``--ipv6`` (drivers without IPv6 raise ``InvalidArgument``).
+    ``options``        ``-o key=value``, driver-specific (``com.docker.network.bridge.name``,
+                       ``com.docker.network.driver.mtu``, ...); each driver documents the keys
+                       it knows, and rejects others with ``InvalidArgument``.
+
+    Addresses and subnets are ``ipaddress`` objects (strings are converted); malformed values
+    raise ``InvalidArgument``.
+    """
+
+    name: str = ""
+    subnet: ipaddress.IPv4Network | None = attrs.field(default=None, converter=_optional_network)
+    gateway: ipaddress.IPv4Address | None = attrs.field(default=None, converter=_optional_address)
+    ip_range: ipaddress.IPv4Network | None = attrs.field(default=None, converter=_optional_network)
+    aux_addresses: FrozenMap = attrs.field(factory=FrozenMap, converter=_aux)
+    internal: bool = False
+    mtu: int | None = attrs.field(default=None, validator=_check_mtu)
+    enable_ipv6: bool = False
+    options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
+
+    def __attrs_post_init__(self) -> None:
+        if self.subnet is None and (self.gateway is not None or self.ip_range is not None
+                                    or self.aux_addresses):
+            raise InvalidArgument("a gateway, ip range or aux address needs a subnet (--subnet)")
+
+
+@attrs.frozen
+class Network:
+    """A network as the driver has it (``docker network inspect``'s IPAM and options).
+
+    ``interface`` is the host-side device (the bridge driver's ``br-<12 hex>``); ``gateway``
+    is the host's address on it; ``subnet_given`` says whether the user chose the subnet (a
+    requested endpoint address needs one, as in docker); ``options`` are the ``-o`` options as
+    given (what ``docker network inspect`` shows as ``Options``).
+    """
+
+    id: str
+    name: str
+    interface: str
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    ip_range: ipaddress.IPv4Network | None = None
+    aux_addresses: FrozenMap = attrs.field(factory=FrozenMap, converter=_aux)
+    internal: bool = False
+    mtu: int = 1500
+    subnet_given: bool = False
+    options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
+
+
+# --------------------------------------------------------------------------- endpoints
+@attrs.frozen
+class EndpointRequest:
+    """What the kernel asks of one attachment.
+
+    ``address``         ``--ip``: this address, or ``Conflict`` if taken (``None``: the next free).
+    ``mac``             ``--mac-address`` (``None``: :func:`mac_for_address` of the address).
+    ``interface_name``  the interface's name inside the namespace (``eth0``, ``eth1`` for a
+                        second network): ``AlreadyExists`` if the namespace has one of that name.
+    """
+
+    address: ipaddress.IPv4Address | None = attrs.field(default=None, converter=_optional_address)
+    mac: str | None = attrs.field(default=None, converter=_mac)
+    interface_name: str = attrs.field(default="eth0", validator=_check_ifname)
+
+
+class IPProtocol(enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+def _protocol(value: Any) -> IPProtocol:
+    if isinstance(value, IPProtocol):
+        return value
+    try:
+        return IPProtocol(str(value).lower())
+    except ValueError:
+        raise InvalidArgument(f"invalid protocol {value!r}: tcp or udp") from None
+
+
+def _check_port(_inst: Any, attr: Any, value: int) -> None:
+    low = 1 if attr.name == "container_port" else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        raise InvalidArgument(f"invalid {attr.name.replace('_', ' ')} {value!r}")
+
+
+@attrs.frozen
+class PortBinding:
+    """One published port: ``host_ip:host_port`` on the host → ``container_port`` of an endpoint.
+
+    ``host_port`` 0 asks for an ephemeral port (from the host's ``ip_local_port_range``);
+    ``host_port_end`` above ``host_port`` asks for any free port of ``host_port..host_port_end``
+    (docker's ``-p 8000-8010:80``).  ``host_ip`` ``0.0.0.0`` is every address of the host,
+    loopback included.  Bindings returned by :meth:`NetworkDriver.publish` have a concrete
+    ``host_port`` and ``host_port_end`` 0.  ``str()`` gives docker's ``0.0.0.0:8080->80/tcp``.
+    """
+
+    container_port: int = attrs.field(validator=_check_port)
+    protocol: IPProtocol = attrs.field(default=IPProtocol.TCP, converter=_protocol)
+    host_ip: ipaddress.IPv4Address = attrs.field(default=ANY_IPV4, converter=_ipv4_address)
+    host_port: int = attrs.field(default=0, validator=_check_port)
+    host_port_end: int = attrs.field(default=0, validator=_check_port)
+
+    def __attrs_post_init__(self) -> None:
+        if self.host_port_end and (not self.host_port or self.host_port_end < self.host_port):
+            raise InvalidArgument(f"invalid host port range {self.host_port}-{self.host_port_end}")
+
+    def __str__(self) -> str:
+        host = f"{self.host_port}-{self.host_port_end}" if self.host_port_end else str(self.host_port)
+        return f"{self.host_ip}:{host}->{self.container_port}/{self.protocol.value}"
+
+    @classmethod
+    def parse(cls, spec: str) -> list[PortBinding]:
+        """Docker's ``-p`` syntax: ``[ip:][hostPort:]containerPort[/tcp|udp]``, with ranges.
+
+        ``80`` and ``80-82`` get ephemeral host ports; ``8080:80``; ``127.0.0.1:8080:80``;
+        ``127.0.0.1::80`` (ephemeral on loopback); ``8000-8002:80-82`` (one to one);
+        ``8000-8010:80`` (one port of the range).  ``InvalidArgument`` otherwise (IPv6 host
+        addresses and ``sctp`` included).
+        """
+        if not isinstance(spec, str) or not spec:
+            raise InvalidArgument(f"invalid port specification: {spec!r}")
+        rest, _, proto = spec.partition("/")
+        protocol = _protocol(proto or "tcp")
+        if rest.startswith("["):
+            raise InvalidArgument(f"invalid port specification {spec!r}: IPv6 is not supported")
+        parts = rest.split(":")
+        if len(parts) == 1:
+            host_ip, host, container = "0.0.0.0", "", parts[0]
+        elif len(parts) == 2:
+            host_ip, (host, container) = "0.0.0.0", parts
+        elif len(parts) == 3:
+            host_ip, host, container = parts
+        else:
+            raise InvalidArgument(f"invalid port specification: {spec!r}")
+        ip = _ipv4_address(host_ip or "0.0.0.0")
+
+        def span(text: str, what: str) -> tuple[int, int]:
+            low, sep, high = text.partition("-")
+            try:
+                a, b = int(low), int(high) if sep else int(low)
+            except ValueError:
+                raise InvalidArgument(f"invalid {what} port {text!r} in {spec!r}") from None
+            if not (0 < a <= b <= 65535):
+                raise InvalidArgument(f"invalid {what} port {text!r} in {spec!r}")
+            return a, b
+
+        c_low, c_high = span(container, "container")
+        if not host:
+            return [cls(p, protocol, ip) for p in range(c_low, c_high + 1)]
+        h_low, h_high = span(host, "host")
+        if c_low == c_high and h_high > h_low:
+            return [cls(c_low, protocol, ip, h_low, h_high)]
+        if h_high - h_low != c_high - c_low:
+            raise InvalidArgument(f"invalid ranges specified for container and host ports: {spec!r}")
+        return [cls(c, protocol, ip, h) for c, h in zip(range(c_low, c_high + 1),
+                                                         range(h_low, h_high + 1))]
+
+
+@attrs.frozen
+class Endpoint:
+    """One attachment as the driver made it (``docker inspect``'s ``NetworkSettings.Networks``).
+
+    ``address`` is the endpoint's address with the subnet's prefix (``172.30.0.2/24``);
+    ``gateway`` is ``None`` on an internal network (no default route); ``host_interface`` is
+    the host-side device of the endpoint (the bridge driver's ``veth<7 hex>``); ``ports`` are
+    its publications, with concrete host ports.
+    """
+
+    network_id: str
+    endpoint_id: str
+    netns_path: str
+    interface_name: str
+    host_interface: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None
+    mac: str
+    mtu: int
+    ports: tuple[PortBinding, ...] = ()
+
+
+# --------------------------------------------------------------------------- the driver
 @runtime_checkable
 class NetworkDriver(Protocol):
-    async def create_network(self, network_id: str, spec: Any) -> dict[str, Any]:
-        """Create the network; return its IPAM configuration (subnet, gateway)."""
+    """A network driver.  See the module docstring for the model, the rules and the errors."""
+
+    async def create_network(self, network_id: str, spec: NetworkSpec) -> Network:
+        """Create the network: its device, address, firewall and NAT rules; return it.
+
+        ``AlreadyExists`` (the id, or a device name in ``options``, is taken), ``Conflict``
+        (the subnet overlaps another network or a route of the host), ``InvalidArgument``
+        (see :class:`NetworkSpec`), ``Unavailable`` (no free subnet in the driver's pools).
+        """
 
     async def delete_network(self, network_id: str) -> None:
-        """Delete the network.  ``Conflict`` while endpoints remain, ``NotFound`` if unknown."""
+        """Delete the network and everything it put on the host.
 
-    async def join(self, network_id: str, endpoint_id: str, netns_path: str, request: Any) -> dict[str, Any]:
-        """Attach the network namespace at ``netns_path``; return the endpoint's settings."""
+        ``NotFound`` if unknown; ``Conflict`` while it has endpoints (leave them first).
+        """
+
+    async def network(self, network_id: str) -> Network:
+        """Return the network.  ``NotFound`` if unknown."""
+
+    async def networks(self) -> list[Network]:
+        """Every network the driver has, in no particular order."""
+
+    async def join(self, network_id: str, endpoint_id: str, netns_path: str,
+                   request: EndpointRequest | None = None) -> Endpoint:
+        """Attach the namespace at ``netns_path`` to the network; return the endpoint.
+
+        The namespace gets ``request.interface_name`` (up, with the endpoint's address, MAC and
+        the network's MTU), its loopback up, and a default route via the gateway unless the
+        network is internal.  ``NotFound`` (network, or ``netns_path``), ``AlreadyExists``
+        (the endpoint id, or the interface name in the namespace), ``Conflict`` (the requested
+        address is taken), ``InvalidArgument`` (it lies outside the subnet, or is the gateway,
+        the network or broadcast address; or the network's subnet was not user-chosen),
+        ``Unavailable`` (no free address).
+        """
 
     async def leave(self, network_id: str, endpoint_id: str) -> None:
-        """Detach the endpoint, free its address and unpublish its ports."""
+        """Detach the endpoint: unpublish its ports, remove its interface (cut off at once,
+        deleted at once or shortly after: see the rules), free its address.
 
-    async def publish(self, network_id: str, endpoint_id: str, bindings: list[Any]) -> list[Any]:
-        """Forward host ports to the endpoint; return the bindings with host ports chosen."""
+        Works whether the namespace still exists or not.  ``NotFound`` if the network or the
+        endpoint is unknown.
+        """
+
+    async def endpoint(self, network_id: str, endpoint_id: str) -> Endpoint:
+        """Return one endpoint.  ``NotFound`` if the network or the endpoint is unknown."""
+
+    async def endpoints(self, network_id: str) -> list[Endpoint]:
+        """Every endpoint of the network.  ``NotFound`` if the network is unknown."""
+
+    async def publish(self, network_id: str, endpoint_id: str,
+                      bindings: Sequence[PortBinding]) -> list[PortBinding]:
+        """Forward host ports to the endpoint; return the bindings with their host ports.
+
+        Published ports answer on the host's addresses (loopback too, for ``0.0.0.0`` and
+        ``127.0.0.1``) from the host itself, from other hosts and from containers (hairpin);
+        a port published on a loopback address is not reachable from other hosts.  Calls add
+        to the endpoint's publications; ``leave`` removes them all.  ``Conflict`` (a host port
+        is published already or bound by a socket of the host: ``Bind for 0.0.0.0:8080 failed:
+        port is already allocated``), ``InvalidArgument`` (an internal network, a host address
+        that is not the host's), ``Unavailable`` (no free port in the range), ``NotFound``.
+        All bindings are published, or none.
+        """
 
     async def close(self) -> None:
-        """Release what the driver holds; networks and endpoints stay."""
+        """Release what the driver holds in the daemon.  Networks, endpoints and publications
+        stay on the host and in the driver's state, for the next daemon to carry on."""
