@@ -1,18 +1,39 @@
-"""Entry point of the built-in executor driver "container": registers it with the kernel."""
+"""Entry point of the built-in executor driver "container": registers it with the kernel.
+
+The driver runs OCI runtime-spec bundles in Linux namespaces, as runc does, with one shim per
+container (``shim.py``); the runtime itself (namespaces, mounts, pivot_root, capabilities,
+seccomp, cgroups) is ``runtime.py``, run by the shim.  See ``client.py`` for the state it keeps.
+"""
 from __future__ import annotations
+
+import os
 
 from core.hookspecs import hookimpl
 
 NAME = "container"
+_NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
 
 
 @hookimpl
 def core_driver_describe() -> str:
-    return "Linux namespaces executor with a shim per container (not implemented yet)"
+    return ("Linux namespaces executor (pid, mount, uts, ipc, net, cgroup), cgroups v1/v2, "
+            "seccomp, with a shim per container")
+
+
+@hookimpl
+def core_driver_probe(context) -> str | None:
+    if os.geteuid() != 0:
+        return "the container executor needs root"
+    missing = [ns for ns in _NAMESPACES if not os.path.exists(f"/proc/self/ns/{ns}")]
+    if missing:
+        return f"the kernel has no {', '.join(missing)} namespace support"
+    from drivers.executor_container import cgroups
+
+    return cgroups.available()
 
 
 @hookimpl
 def core_executor_driver(context):
-    from core.unimplemented import Unimplemented
+    from drivers.executor_container.client import ContainerExecutor
 
-    return Unimplemented("executor", NAME)
+    return ContainerExecutor(context)

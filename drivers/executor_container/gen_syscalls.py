@@ -1,0 +1,130 @@
+"""Generate ``syscall_table.py``: system call name -> number, per seccomp architecture.
+
+Run on a Debian host with ``linux-libc-dev`` and ``cpp`` installed, and commit the output::
+
+    python3 drivers/executor_container/gen_syscalls.py > drivers/executor_container/syscall_table.py
+
+Sources (the kernel's own UAPI headers, as libseccomp's tables derive from them):
+
+- ``SCMP_ARCH_X86_64``  ``<asm/unistd_64.h>``
+- ``SCMP_ARCH_X86``     ``<asm/unistd_32.h>``
+- ``SCMP_ARCH_X32``     ``<asm/unistd_x32.h>`` (numbers carry ``__X32_SYSCALL_BIT``)
+- ``SCMP_ARCH_AARCH64`` ``<asm-generic/unistd.h>`` with the ``__ARCH_WANT_*`` switches of
+  ``arch/arm64/include/uapi/asm/unistd.h``, run through ``cpp`` for a 64-bit target.
+
+System calls added after the headers' kernel (>= 424 are numbered alike on every architecture
+except the 440-based offset on alpha, which we do not ship) come from :data:`LATER`.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+X32_SYSCALL_BIT = 0x40000000
+ASM = Path("/usr/include/x86_64-linux-gnu/asm")
+ARM64_WANTS = ("__ARCH_WANT_RENAMEAT", "__ARCH_WANT_NEW_STAT", "__ARCH_WANT_SET_GET_RLIMIT",
+               "__ARCH_WANT_TIME32_SYSCALLS", "__ARCH_WANT_SYS_CLONE3", "__ARCH_WANT_MEMFD_SECRET")
+
+# Unified numbers of system calls newer than linux 6.1 (include/uapi/asm-generic/unistd.h and
+# arch/x86/entry/syscalls/syscall_64.tbl of later kernels).  x32 adds X32_SYSCALL_BIT.
+LATER = {
+    "cachestat": 451, "fchmodat2": 452, "map_shadow_stack": 453, "futex_wake": 454,
+    "futex_wait": 455, "futex_requeue": 456, "statmount": 457, "listmount": 458,
+    "lsm_get_self_attr": 459, "lsm_set_self_attr": 460, "lsm_list_modules": 461, "mseal": 462,
+    "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
+    "open_tree_attr": 467,
+}
+ONLY_ON = {"SCMP_ARCH_X86_64": {"uretprobe": 335}}  # linux 6.11, x86_64 only
+NOT_ON = {"SCMP_ARCH_AARCH64": {"map_shadow_stack"}, "SCMP_ARCH_X86": {"map_shadow_stack"},
+          "SCMP_ARCH_X32": set()}
+
+
+def _resolve(defines: dict[str, str]) -> dict[str, int]:
+    """Evaluate the ``__NR_*`` macros (integers, other macros, ``(A + n)`` sums)."""
+    def value(expr: str, depth: int = 0) -> int | None:
+        expr = expr.strip()
+        while expr.startswith("(") and expr.endswith(")"):
+            expr = expr[1:-1].strip()
+        if re.fullmatch(r"\d+", expr):
+            return int(expr)
+        if re.fullmatch(r"0x[0-9a-fA-F]+", expr):
+            return int(expr, 16)
+        if "+" in expr:
+            parts = [value(p, depth + 1) for p in expr.split("+")]
+            return None if None in parts else sum(parts)  # type: ignore[arg-type]
+        if expr == "__X32_SYSCALL_BIT":
+            return X32_SYSCALL_BIT
+        if depth < 8 and expr in defines:
+            return value(defines[expr], depth + 1)
+        return None
+
+    table = {}
+    for name, expr in defines.items():
+        if not name.startswith("__NR_") or name in ("__NR_syscalls", "__NR_arch_specific_syscall"):
+            continue
+        number = value(expr)
+        if number is not None:
+            table[name[len("__NR_"):]] = number
+    return table
+
+
+def _parse_header(path: Path) -> dict[str, int]:
+    defines = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"#define\s+(\w+)\s+(.+?)\s*$", line)
+        if m:
+            defines[m.group(1)] = m.group(2)
+    return _resolve(defines)
+
+
+def _generic_64() -> dict[str, int]:
+    source = "".join(f"#define {w}\n" for w in ARM64_WANTS) + "#include <asm-generic/unistd.h>\n"
+    out = subprocess.run(["cpp", "-dM", "-P", "-D__BITS_PER_LONG=64", "-"], input=source,
+                         capture_output=True, text=True, check=True).stdout
+    defines = {}
+    for line in out.splitlines():
+        m = re.match(r"#define\s+(\w+)\s+(.+?)\s*$", line)
+        if m:
+            defines[m.group(1)] = m.group(2)
+    return _resolve(defines)
+
+
+def tables() -> dict[str, dict[str, int]]:
+    out = {
+        "SCMP_ARCH_X86_64": _parse_header(ASM / "unistd_64.h"),
+        "SCMP_ARCH_X86": _parse_header(ASM / "unistd_32.h"),
+        "SCMP_ARCH_X32": _parse_header(ASM / "unistd_x32.h"),
+        "SCMP_ARCH_AARCH64": _generic_64(),
+    }
+    for arch, table in out.items():
+        bit = X32_SYSCALL_BIT if arch == "SCMP_ARCH_X32" else 0
+        for name, number in LATER.items():
+            if name not in table and name not in NOT_ON.get(arch, ()):
+                table[name] = number + bit
+        for name, number in ONLY_ON.get(arch, {}).items():
+            table.setdefault(name, number)
+    return out
+
+
+def main() -> None:
+    kernel = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "linux-libc-dev"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    lines = [
+        '"""System call numbers by seccomp architecture.  GENERATED by gen_syscalls.py from',
+        f'linux-libc-dev {kernel} (plus later system calls listed there): do not edit."""',
+        "",
+        "TABLES: dict[str, dict[str, int]] = {",
+    ]
+    for arch, table in tables().items():
+        lines.append(f"    {arch!r}: {{")
+        for name, number in sorted(table.items(), key=lambda kv: (kv[1], kv[0])):
+            lines.append(f"        {name!r}: {number},")
+        lines.append("    },")
+    lines.append("}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
