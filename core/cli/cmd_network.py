@@ -1,0 +1,356 @@
+"""Network commands: ``network ls``, ``create``, ``inspect``, ``rm``, ``connect``,
+``disconnect``, ``prune`` — and ``port`` — with docker 28's flags, output and exit codes."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from typing import Any
+
+from core.cli.client import APIError, CLIError
+from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, _natural_key, command, confirm,
+                                    fail_joined, parse_filters, post, print_inspect)
+
+# Entries for core.cli.main's tables (the lead merges them): name -> (module, function, summary)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "network ls": ("core.cli.cmd_network", "ls", "List networks"),
+    "network create": ("core.cli.cmd_network", "create", "Create a network"),
+    "network inspect": ("core.cli.cmd_network", "inspect",
+                        "Display detailed information on one or more networks"),
+    "network rm": ("core.cli.cmd_network", "rm", "Remove one or more networks"),
+    "network connect": ("core.cli.cmd_network", "connect", "Connect a container to a network"),
+    "network disconnect": ("core.cli.cmd_network", "disconnect",
+                           "Disconnect a container from a network"),
+    "network prune": ("core.cli.cmd_network", "prune", "Remove all unused networks"),
+    "port": ("core.cli.cmd_network", "port",
+             "List port mappings or a specific mapping for the container"),
+    "container port": ("core.cli.cmd_network", "port",
+                       "List port mappings or a specific mapping for the container"),
+}
+GROUPS = {"network": "Manage networks"}
+ALIASES = {"network list": "network ls", "network remove": "network rm"}
+
+NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+                   "IPv4": "IPV4", "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS",
+                   "CreatedAt": "CREATED AT"}
+DEFAULT_FORMAT = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
+
+
+def _bool(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def go_time(rfc3339: str) -> str:
+    """``2024-05-01T10:00:00.5Z`` → Go's ``time.String()``: ``2024-05-01 10:00:00.5 +0000 UTC``."""
+    if not rfc3339 or "T" not in rfc3339:
+        return rfc3339 or ""
+    date, _, clock = rfc3339.partition("T")
+    if clock.endswith("Z"):
+        return f"{date} {clock[:-1]} +0000 UTC"
+    for sign in ("+", "-"):
+        if sign in clock:
+            hms, _, zone = clock.partition(sign)
+            return f"{date} {hms} {sign}{zone.replace(':', '')} {sign}{zone.replace(':', '')}"
+    return f"{date} {clock}"
+
+
+def network_row(n: dict[str, Any], trunc: bool = True) -> dict[str, Any]:
+    """A network as docker's network formatter shows it (keys in its JSON order)."""
+    labels = n.get("Labels") or {}
+    return {
+        "CreatedAt": go_time(n.get("Created", "")),
+        "Driver": n.get("Driver", ""),
+        "ID": n.get("Id", "")[:12] if trunc else n.get("Id", ""),
+        "IPv4": _bool(n.get("EnableIPv4", True)),
+        "IPv6": _bool(n.get("EnableIPv6")),
+        "Internal": _bool(n.get("Internal")),
+        "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)),
+        "Name": n.get("Name", ""),
+        "Scope": n.get("Scope", ""),
+    }
+
+
+def _kv(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, _, value = item.partition("=")
+        out[key] = value
+    return out
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """pflag's string slices: repeated, each comma-separated."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@command
+def ls(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS]", "List networks", aliases="core network ls, core network list")
+    f.add("filter", "f", "list", typename="filter", help='Provide filter values (e.g. "driver=bridge")')
+    f.format_flag()
+    f.add("no-trunc", None, help="Do not truncate the output")
+    f.add("quiet", "q", help="Only display network IDs")
+    opts, args = f.parse(argv)
+    f.require(args, exact=0)
+    filters = parse_filters(opts.filter)
+    data = ctx.client.get_json("/networks", {"filters": json.dumps(filters) if filters else None})
+    nets = sorted(data or [], key=lambda n: _natural_key(n.get("Name", "")))
+    rows = [network_row(n, trunc=not opts.no_trunc) for n in nets]
+    fmt = opts.format
+    if opts.quiet and (not fmt or fmt == "table"):
+        sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
+        return 0
+    if not fmt or fmt == "table":
+        fmt = DEFAULT_FORMAT
+    from core.cli.util import render_format
+
+    render_format(fmt, rows, NETWORK_HEADERS)
+    return 0
+
+
+@command
+def inspect(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] NETWORK [NETWORK...]",
+              "Display detailed information on one or more networks")
+    f.add("format", "f", "string", help=INSPECT_FORMAT_HELP)
+    f.add("verbose", "v", help="Verbose output for diagnostics")
+    opts, args = f.parse(argv)
+    f.require(args, least=1)
+    found, errors = [], []
+    for name in args:
+        try:
+            found.append(ctx.client.get_json(f"/networks/{name}",
+                                             {"verbose": "true" if opts.verbose else None}))
+        except APIError as exc:
+            errors.append(exc.message)
+    return print_inspect(opts.format, found, errors)
+
+
+def ipam_config(subnets: list[str], ranges: list[str], gateways: list[str],
+                aux: dict[str, str]) -> list[dict[str, Any]]:
+    """docker's createIPAMConfig: each range, gateway and aux address goes to its subnet."""
+    if len(subnets) < len(ranges) or len(subnets) < len(gateways):
+        raise CLIError("every ip-range or gateway must have a corresponding subnet", 1)
+
+    def net(text: str) -> Any:
+        try:
+            return ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise CLIError(f"invalid CIDR address: {text}", 1) from None
+
+    def contains(subnet: str, data: str) -> bool:
+        try:
+            return ipaddress.ip_address(data.split("/")[0]) in net(subnet)
+        except ValueError:
+            raise CLIError(f"invalid CIDR address: {data}", 1) from None
+
+    configs: dict[str, dict[str, Any]] = {}
+    for s in subnets:
+        for other in configs:
+            if net(s).overlaps(net(other)):
+                raise CLIError("multiple overlapping subnet configuration is not supported", 1)
+        configs[s] = {"Subnet": s}
+    for r in ranges:
+        match = False
+        for s in subnets:
+            if not contains(s, r):
+                continue
+            if configs[s].get("IPRange"):
+                raise CLIError(f"cannot configure multiple ranges ({r}, {configs[s]['IPRange']}) "
+                               f"on the same subnet ({s})", 1)
+            configs[s]["IPRange"] = r
+            match = True
+        if not match:
+            raise CLIError(f"no matching subnet for range {r}", 1)
+    for g in gateways:
+        match = False
+        for s in subnets:
+            if not contains(s, g):
+                continue
+            if configs[s].get("Gateway"):
+                raise CLIError(f"cannot configure multiple gateways ({g}, {configs[s]['Gateway']}) "
+                               f"for the same subnet ({s})", 1)
+            configs[s]["Gateway"] = g
+            match = True
+        if not match:
+            raise CLIError(f"no matching subnet for gateway {g}", 1)
+    for key, address in aux.items():
+        match = False
+        for s in subnets:
+            if contains(s, address):
+                configs[s].setdefault("AuxiliaryAddresses", {})[key] = address
+                match = True
+        if not match:
+            raise CLIError(f"no matching subnet for aux-address {address}", 1)
+    return list(configs.values())
+
+
+@command
+def create(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] NETWORK", "Create a network")
+    f.add("attachable", None, help="Enable manual container attachment")
+    f.add("aux-address", None, "list", typename="map",
+          help="Auxiliary IPv4 or IPv6 addresses used by Network driver")
+    f.add("config-from", None, "string", help="The network from which to copy the configuration")
+    f.add("config-only", None, help="Create a configuration only network")
+    f.add("driver", "d", "string", default="bridge", help="Driver to manage the Network")
+    f.add("gateway", None, "list", typename="strings",
+          help="IPv4 or IPv6 Gateway for the master subnet")
+    f.add("ingress", None, help="Create swarm routing-mesh network")
+    f.add("internal", None, help="Restrict external access to the network")
+    f.add("ip-range", None, "list", typename="strings", help="Allocate container ip from a sub-range")
+    f.add("ipam-driver", None, "string", default="default", help="IP Address Management Driver")
+    f.add("ipam-opt", None, "list", typename="map", help="Set IPAM driver specific options")
+    f.add("ipv4", None, default=True, help="Enable or disable IPv4 address assignment")
+    f.add("ipv6", None, help="Enable or disable IPv6 address assignment")
+    f.add("label", None, "list", help="Set metadata on a network")
+    f.add("opt", "o", "list", typename="map", help="Set driver specific options")
+    f.add("scope", None, "string", help="Control the network's scope")
+    f.add("subnet", None, "list", typename="strings",
+          help="Subnet in CIDR format that represents a network segment")
+    opts, args = f.parse(argv)
+    f.require(args, exact=1)
+    config = ipam_config(_split(opts.subnet), _split(opts.ip_range), _split(opts.gateway),
+                         _kv(opts.aux_address))
+    body: dict[str, Any] = {
+        "Name": args[0],
+        "Driver": opts.driver,
+        "Scope": opts.scope,
+        "EnableIPv6": opts.ipv6 if "ipv6" in opts.changed else None,
+        "IPAM": {"Driver": opts.ipam_driver, "Config": config, "Options": _kv(opts.ipam_opt)},
+        "Internal": opts.internal,
+        "Attachable": opts.attachable,
+        "Ingress": opts.ingress,
+        "ConfigOnly": opts.config_only,
+        "Options": _kv(opts.opt),
+        "Labels": _kv(opts.label),
+    }
+    if "ipv4" in opts.changed:
+        body["EnableIPv4"] = opts.ipv4
+    if opts.config_from:
+        body["ConfigFrom"] = {"Network": opts.config_from}
+    result = post(ctx, "/networks/create", body=body) or {}
+    if result.get("Warning"):
+        sys.stderr.write(result["Warning"] + "\n")
+    sys.stdout.write(result.get("Id", "") + "\n")
+    return 0
+
+
+@command
+def rm(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "NETWORK [NETWORK...]", "Remove one or more networks",
+              aliases="core network rm, core network remove")
+    f.add("force", "f", help="Do not error if the network does not exist")
+    opts, args = f.parse(argv)
+    f.require(args, least=1)
+    errors = []
+    for name in args:
+        try:
+            resp = ctx.client.request("DELETE", f"/networks/{name}")
+            resp.sock.close()
+        except APIError as exc:
+            if opts.force and exc.status == 404:
+                continue
+            errors.append(exc.message)
+            continue
+        sys.stdout.write(name + "\n")
+    return fail_joined(errors)
+
+
+@command
+def connect(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] NETWORK CONTAINER", "Connect a container to a network")
+    f.add("alias", None, "list", typename="strings", help="Add network-scoped alias for the container")
+    f.add("driver-opt", None, "list", typename="strings", help="driver options for the network")
+    f.add("gw-priority", None, "int", help="Highest gw-priority provides the default gateway. "
+          "Accepts positive and negative values.")
+    f.add("ip", None, "string", help="IPv4 address (e.g., \"172.30.100.104\")")
+    f.add("ip6", None, "string", help="IPv6 address (e.g., \"2001:db8::33\")")
+    f.add("link", None, "list", help="Add link to another container")
+    f.add("link-local-ip", None, "list", typename="strings", help="Add a link-local address for the container")
+    opts, args = f.parse(argv)
+    f.require(args, exact=2)
+    endpoint: dict[str, Any] = {}
+    ipam: dict[str, Any] = {}
+    if opts.ip:
+        ipam["IPv4Address"] = opts.ip
+    if opts.ip6:
+        ipam["IPv6Address"] = opts.ip6
+    if opts.link_local_ip:
+        ipam["LinkLocalIPs"] = _split(opts.link_local_ip)
+    if ipam:
+        endpoint["IPAMConfig"] = ipam
+    if opts.alias:
+        endpoint["Aliases"] = _split(opts.alias)
+    if opts.link:
+        endpoint["Links"] = list(opts.link)
+    if opts.driver_opt:
+        endpoint["DriverOpts"] = _kv(_split(opts.driver_opt))
+    if opts.gw_priority:
+        endpoint["GwPriority"] = opts.gw_priority
+    post(ctx, f"/networks/{args[0]}/connect", body={"Container": args[1], "EndpointConfig": endpoint})
+    return 0
+
+
+@command
+def disconnect(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] NETWORK CONTAINER", "Disconnect a container from a network")
+    f.add("force", "f", help="Force the container to disconnect from a network")
+    opts, args = f.parse(argv)
+    f.require(args, exact=2)
+    post(ctx, f"/networks/{args[0]}/disconnect", body={"Container": args[1], "Force": opts.force})
+    return 0
+
+
+@command
+def prune(ctx: Any, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS]", "Remove all unused networks")
+    f.add("filter", None, "list", typename="filter", help='Provide filter values (e.g. "until=<timestamp>")')
+    f.add("force", "f", help="Do not prompt for confirmation")
+    opts, args = f.parse(argv)
+    f.require(args, exact=0)
+    if not opts.force and not confirm("WARNING! This will remove all custom networks not used by "
+                                      "at least one container.\nAre you sure you want to continue?"):
+        return 0
+    filters = parse_filters(opts.filter)
+    report = post(ctx, "/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
+    deleted = report.get("NetworksDeleted") or []
+    if deleted:
+        sys.stdout.write("Deleted Networks:\n" + "".join(d + "\n" for d in deleted) + "\n")
+    return 0
+
+
+@command
+def port(ctx: Any, argv: list[str], prog: str) -> int:
+    """``core port CONTAINER [PRIVATE_PORT[/PROTO]]``, from inspect's ``NetworkSettings.Ports``."""
+    f = Flags(prog, "CONTAINER [PRIVATE_PORT[/PROTO]]",
+              "List port mappings or a specific mapping for the container",
+              aliases="core container port, core port")
+    _opts, args = f.parse(argv)
+    f.require(args, least=1, most=2)
+    info = ctx.client.get_json(f"/containers/{args[0]}/json")
+    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+
+    def join(b: dict[str, Any]) -> str:
+        ip = b.get("HostIp") or ""
+        return f"[{ip}]:{b.get('HostPort', '')}" if ":" in ip else f"{ip}:{b.get('HostPort', '')}"
+
+    out: list[str] = []
+    if len(args) == 2:
+        number, _, proto = args[1].partition("/")
+        proto = proto or "tcp"
+        if not number.isdigit() or not 0 <= int(number) <= 65535:
+            raise CLIError(f'Error: invalid port ({number}): strconv.ParseUint: parsing "{number}": '
+                           "invalid syntax", 1)
+        frontends = ports.get(f"{int(number)}/{proto}")
+        if not frontends:
+            raise CLIError(f"Error: No public port '{int(number)}/{proto}' published for {args[0]}", 1)
+        out = [join(b) for b in frontends]
+    else:
+        for key, frontends in ports.items():
+            for b in frontends or []:
+                out.append(f"{key} -> {join(b)}")
+        out.sort(key=_natural_key)
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+    return 0

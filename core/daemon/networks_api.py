@@ -1,0 +1,103 @@
+"""Network endpoints: ``/networks`` (list), ``/networks/{id}`` (inspect, remove),
+``/networks/create``, ``/networks/{id}/connect``, ``/networks/{id}/disconnect`` and
+``/networks/prune``.  The logic is :class:`core.networks.NetworkManager` (``daemon.networks``,
+made here if the daemon has none yet)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from core.daemon.http import Request, Response, json_response, no_content
+from core.errors import InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from core.daemon.app import Daemon
+
+
+def _filters(req: Request) -> dict[str, list[str]]:
+    """docker's ``filters``: ``{"name": ["x"]}`` or the old ``{"name": {"x": true}}``."""
+    raw = req.qjson("filters", {}) or {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument("invalid filters: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out[key] = [k for k, v in value.items() if v]
+        elif isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        elif isinstance(value, str):
+            out[key] = [value]
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    return out
+
+
+def _body(req: Request) -> dict[str, Any]:
+    body = req.json({}) or {}
+    if not isinstance(body, dict):
+        raise InvalidArgument("expected a JSON object")
+    return body
+
+
+def register(daemon: Daemon) -> None:
+    if getattr(daemon, "networks", None) is None:
+        from core.networks import NetworkManager
+
+        daemon.networks = NetworkManager(daemon)  # type: ignore[attr-defined]
+    networks = daemon.networks  # type: ignore[attr-defined]
+    r = daemon.router
+
+    async def list_(req: Request) -> Response:
+        await networks.start()
+        return json_response(networks.list_networks(_filters(req)))
+
+    r.add("GET", "/networks", list_)
+
+    async def inspect(req: Request) -> Response:
+        await networks.start()
+        scope = req.q("scope")
+        if scope and scope != "local":
+            raise NotFound(f"network {req.params['id']} not found")
+        return json_response(networks.inspect_network(req.params["id"]))
+
+    r.add("GET", "/networks/{id}", inspect)
+
+    async def create(req: Request) -> Response:
+        result = await networks.create_network(_body(req), req.drivers.get("network") or "bridge")
+        return json_response(result, status=201)
+
+    r.add("POST", "/networks/create", create)
+
+    async def remove(req: Request) -> Response:
+        await networks.remove_network(req.params["id"])
+        return no_content()
+
+    r.add("DELETE", "/networks/{id}", remove)
+
+    async def connect(req: Request) -> Response:
+        body = _body(req)
+        container = body.get("Container")
+        if not isinstance(container, str) or not container:
+            raise InvalidArgument("no container specified: Container is required")
+        config = body.get("EndpointConfig")
+        if config is not None and not isinstance(config, dict):
+            raise InvalidArgument("invalid EndpointConfig: expected an object")
+        await networks.connect(req.params["id"], container, config)
+        return Response(status=200, body=b"", content_type=None)
+
+    r.add("POST", "/networks/{id}/connect", connect)
+
+    async def disconnect(req: Request) -> Response:
+        body = _body(req)
+        container = body.get("Container")
+        if not isinstance(container, str) or not container:
+            raise InvalidArgument("no container specified: Container is required")
+        await networks.disconnect(req.params["id"], container, bool(body.get("Force")))
+        return Response(status=200, body=b"", content_type=None)
+
+    r.add("POST", "/networks/{id}/disconnect", disconnect)
+
+    async def prune(req: Request) -> Response:
+        deleted = await networks.prune(_filters(req))
+        return json_response({"NetworksDeleted": deleted or None})
+
+    r.add("POST", "/networks/prune", prune)
