@@ -59,11 +59,15 @@ class Daemon:
         self.nursery: trio.Nursery | None = None  # for work that outlives one request (pulls)
         self.content: Any = None
         self.images: Any = None
-        from core.daemon import events, images_api, system
+        self.volumes: Any = None
+        self.containers: Any = None
+        from core.daemon import containers_api, events, images_api, system, volumes_api
 
         system.register(self)
         events.register(self)
         images_api.register(self)
+        containers_api.register(self)
+        volumes_api.register(self)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -113,6 +117,14 @@ class Daemon:
         }
         self.services.setdefault("info-counters", {})["Images"] = self.images.count
         self.drivers.resolve_defaults()
+        from core.containers import Containers
+        from core.volumes import VolumeStore
+
+        self.volumes = VolumeStore(self.state, self.config.data_root / "volumes")
+        self.containers = Containers(state=self.state, data_root=self.config.data_root, images=self.images,
+                                     content=self.content, volumes=self.volumes, drivers=self.drivers,
+                                     emit=self.events.emit)
+        self.services["info-counters"].update(self.containers.counters())
 
     def bind(self) -> trio.socket.SocketType:
         path = self.config.socket
@@ -190,6 +202,8 @@ class Daemon:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     nursery.start_soon(self._on_signal, signals, nursery.cancel_scope)
+                    if self.containers is not None:  # re-adopt running containers before answering
+                        await self.containers.restore(nursery)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])
                     log.info("core daemon %s serving on unix://%s (data root %s)", __version__,
                              self.config.socket, self.config.data_root)

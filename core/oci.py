@@ -1,0 +1,1015 @@
+"""The OCI runtime spec of a container: from its image config and its create options.
+
+Everything here is a pure function of its arguments, except :func:`read_user_db`, which reads
+``/etc/passwd`` and ``/etc/group`` from a container's root filesystem (safely: see
+:mod:`core.archive`).  The rules are docker's:
+
+- **config merge** (:func:`merge_config`): the request's ``Env`` first, then the image's
+  variables it does not set; image ``Labels`` under the request's; ``Cmd`` from the image only
+  when the request gives neither ``Entrypoint`` nor ``Cmd``; ``Entrypoint`` from the image when
+  the request gives none (``[""]`` — ``--entrypoint ""`` — means none at all); ``User``,
+  ``WorkingDir``, ``StopSignal``, ``Volumes``, ``ExposedPorts`` from the image unless set.
+- **process** (:func:`process_args`, :func:`process_env`): ``Entrypoint + Cmd``; environment
+  ``PATH`` (default), ``HOSTNAME``, ``TERM=xterm`` with a tty, then the container's variables
+  replacing or adding (a bare ``NAME`` removes one), ``HOME`` from the user's passwd entry when
+  nothing set it.
+- **user** (:func:`resolve_user`): ``name``, ``uid``, ``name:group``, ``uid:gid``...; names
+  looked up in the container's own files, numbers taken as they are; supplementary groups are
+  the ``/etc/group`` entries listing the user, plus ``--group-add``.
+- **capabilities** (:func:`capabilities`): docker's default set of 14, ``--cap-add`` /
+  ``--cap-drop`` with or without the ``CAP_`` prefix and ``ALL``; ``--privileged`` gets every
+  capability the kernel knows.
+- **seccomp** (:func:`seccomp`): the project's default profile (``core/data/seccomp.json``),
+  its rules chosen for this architecture, kernel and capability set; ``seccomp=unconfined``
+  and ``--privileged`` run without; a custom profile in docker's JSON format is accepted.
+- **mounts** (:func:`default_mounts`): ``/proc``, ``/dev`` (tmpfs), ``/dev/pts``,
+  ``/dev/shm`` (64 MiB), ``/dev/mqueue``, ``/sys`` (ro), ``/sys/fs/cgroup`` (ro), then the
+  container's ``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf`` and its volumes; a user
+  mount replaces a default one at the same place (and ``/dev`` every default below it).
+- **namespaces**, **cgroup resources**, **rlimits**, masked and read-only paths, devices: see
+  :func:`build_spec`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import re
+import signal as _signal
+import stat
+from pathlib import Path
+from typing import Any, Iterable
+
+import attrs
+
+from core.errors import InvalidArgument
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OCI_VERSION = "1.1.0"
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+CPU_PERIOD = 100_000  # microseconds: the CFS period --cpus uses
+
+# docker's default capability set
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+# every capability, by number (linux/capability.h)
+KNOWN_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+# what an unprivileged container may do with devices: mknod anything, use the usual few
+DEFAULT_DEVICE_RULES: tuple[dict[str, Any], ...] = (
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},    # null
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},    # zero
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},    # full
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},    # random
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},    # urandom
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},    # tty
+    {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},    # console
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},    # ptmx
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},              # pts/*
+    {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},  # net/tun
+)
+
+RLIMITS = {"as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+           "rss", "rtprio", "rttime", "sigpending", "stack"}
+
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
+           "s390x": "s390x", "riscv64": "riscv64", "mips64": "mips64", "loongarch64": "loong64"}
+
+MAX_ID = 2**31 - 1
+
+
+# --------------------------------------------------------------------------- config
+def _str_list(value: Any, what: str) -> list[str] | None:
+    """A docker StrSlice: null, a string (one element) or a list of strings."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise InvalidArgument(f"invalid {what}: expected a string or a list of strings")
+
+
+def merge_config(image: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """The container's effective config: the request's ``Config`` over the image's (docker's
+    ``merge``).  Returns a new dict; neither argument is changed."""
+    out = dict(user)
+    image = image or {}
+    out["Cmd"] = _str_list(user.get("Cmd"), "Cmd")
+    out["Entrypoint"] = _str_list(user.get("Entrypoint"), "Entrypoint")
+    env = user.get("Env") or []
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise InvalidArgument("invalid Env: expected a list of strings")
+    for e in env:
+        if e.split("=", 1)[0] == "":
+            raise InvalidArgument(f"invalid environment variable: {e}")
+    if not out.get("User"):
+        out["User"] = image.get("User") or ""
+    image_env = [e for e in (image.get("Env") or []) if isinstance(e, str)]
+    if not env:
+        out["Env"] = list(image_env)
+    else:
+        keys = {e.split("=", 1)[0] for e in env}
+        out["Env"] = list(env) + [e for e in image_env if e.split("=", 1)[0] not in keys]
+    for key in ("Labels", "Volumes", "ExposedPorts"):
+        if user.get(key) is not None and not isinstance(user[key], dict):
+            raise InvalidArgument(f"invalid {key}: expected a JSON object")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in (user.get("Labels") or {}).items()):
+        raise InvalidArgument("invalid Labels: expected an object of strings")
+    labels = dict(user.get("Labels") or {})
+    for k, v in (image.get("Labels") or {}).items():
+        labels.setdefault(k, v)
+    out["Labels"] = labels
+    if not out["Entrypoint"]:
+        if not out["Cmd"]:
+            out["Cmd"] = _str_list(image.get("Cmd"), "image Cmd")
+            if image.get("ArgsEscaped"):
+                out["ArgsEscaped"] = True
+        if out["Entrypoint"] is None:
+            out["Entrypoint"] = _str_list(image.get("Entrypoint"), "image Entrypoint")
+    if not out.get("WorkingDir"):
+        out["WorkingDir"] = image.get("WorkingDir") or ""
+    volumes = dict(image.get("Volumes") or {})
+    volumes.update(user.get("Volumes") or {})
+    out["Volumes"] = volumes or None
+    ports = dict(image.get("ExposedPorts") or {})
+    ports.update(user.get("ExposedPorts") or {})
+    out["ExposedPorts"] = ports or None
+    if not out.get("StopSignal") and image.get("StopSignal"):
+        out["StopSignal"] = image["StopSignal"]
+    if out.get("Healthcheck") is None and image.get("Healthcheck") is not None:
+        out["Healthcheck"] = image["Healthcheck"]
+    if out.get("OnBuild") is None and image.get("OnBuild") is not None:
+        out["OnBuild"] = image["OnBuild"]
+    if out.get("Shell") is None and image.get("Shell") is not None:
+        out["Shell"] = image["Shell"]
+    wd = out.get("WorkingDir") or ""
+    if wd and not wd.startswith("/"):
+        raise InvalidArgument(f"the working directory '{wd}' is invalid, it needs to be an absolute path")
+    return out
+
+
+def process_args(config: dict[str, Any]) -> list[str]:
+    """``Entrypoint + Cmd``; ``InvalidArgument("no command specified")`` when empty."""
+    entrypoint = [a for a in (config.get("Entrypoint") or [])]
+    if entrypoint == [""]:
+        entrypoint = []
+    args = entrypoint + list(config.get("Cmd") or [])
+    if not args or not args[0]:
+        raise InvalidArgument("no command specified")
+    return args
+
+
+def replace_or_append_env(defaults: list[str], overrides: Iterable[str]) -> list[str]:
+    """docker's ReplaceOrAppendEnvValues: ``NAME=v`` replaces or adds, a bare ``NAME`` removes."""
+    out = list(defaults)
+    index = {e.split("=", 1)[0]: i for i, e in enumerate(out)}
+    removed: set[str] = set()
+    for e in overrides:
+        key = e.split("=", 1)[0]
+        if "=" not in e:
+            removed.add(key)
+            continue
+        removed.discard(key)
+        if key in index:
+            out[index[key]] = e
+        else:
+            index[key] = len(out)
+            out.append(e)
+    return [e for e in out if e.split("=", 1)[0] not in removed]
+
+
+def process_env(env: Iterable[str], hostname: str, tty: bool, home: str | None = None) -> list[str]:
+    """The process environment: docker's defaults (PATH, HOSTNAME, TERM with a tty), then
+    ``env``; ``HOME`` from the user's entry when nobody set it."""
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    if tty:
+        base.append("TERM=xterm")
+    out = replace_or_append_env(base, env)
+    if home is not None and not any(e.startswith("HOME=") for e in out):
+        out.append(f"HOME={home}")
+    return out
+
+
+# --------------------------------------------------------------------------- users
+@attrs.frozen
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@attrs.frozen
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+@attrs.frozen
+class ExecUser:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/"
+    name: str = ""
+
+
+def _int(text: str) -> int | None:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        return None
+    return value if text.strip() == text and not text.startswith("+") else None
+
+
+def parse_passwd(data: bytes | None) -> list[PasswdEntry]:
+    out = []
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        parts = line.strip().split(":")
+        if len(parts) < 4 or not parts[0] or parts[0].startswith("#"):
+            continue
+        uid, gid = _int(parts[2]), _int(parts[3])
+        if uid is None or gid is None:
+            continue
+        out.append(PasswdEntry(parts[0], uid, gid, parts[5] if len(parts) > 5 else ""))
+    return out
+
+
+def parse_group(data: bytes | None) -> list[GroupEntry]:
+    out = []
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        parts = line.strip().split(":")
+        if len(parts) < 3 or not parts[0] or parts[0].startswith("#"):
+            continue
+        gid = _int(parts[2])
+        if gid is None:
+            continue
+        members = tuple(m for m in (parts[3].split(",") if len(parts) > 3 else []) if m)
+        out.append(GroupEntry(parts[0], gid, members))
+    return out
+
+
+def _check_id(value: int) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise InvalidArgument("uids and gids must be in range 0-2147483647")
+    return value
+
+
+def resolve_user(spec: str, passwd: bytes | None, group: bytes | None, group_add: Iterable[str] = ()) -> ExecUser:
+    """``--user`` (``name``, ``uid``, ``name:group``, ``uid:gid``...) against the container's
+    passwd and group files (either may be ``None``: absent), as docker resolves it."""
+    spec = spec or ""
+    user_part, _, group_part = spec.partition(":")
+    users = parse_passwd(passwd)
+    groups = parse_group(group)
+    uid, gid, home, name = 0, 0, "/", ""
+    if user_part == "":
+        entry = next((u for u in users if u.uid == 0), None)
+        if entry:
+            gid, home, name = entry.gid, entry.home or "/", entry.name
+    else:
+        number = _int(user_part)
+        entry = next((u for u in users if u.name == user_part), None)
+        if entry is None and number is not None:
+            entry = next((u for u in users if u.uid == number), None)
+        if entry is not None:
+            uid, gid, home, name = entry.uid, entry.gid, entry.home or "/", entry.name
+        elif number is not None:
+            uid = _check_id(number)
+        else:
+            raise InvalidArgument(f"unable to find user {user_part}: no matching entries in passwd file")
+    extra: list[int] = []
+    if group_part:
+        number = _int(group_part)
+        g = next((g for g in groups if g.name == group_part), None)
+        if g is None and number is not None:
+            gid = _check_id(number)
+        elif g is not None:
+            gid = g.gid
+        else:
+            raise InvalidArgument(f"unable to find group {group_part}: no matching entries in group file")
+    elif name:
+        extra = [g.gid for g in groups if name in g.members]
+    for wanted in group_add:
+        number = _int(wanted)
+        g = next((g for g in groups if g.name == wanted), None)
+        if g is not None:
+            extra.append(g.gid)
+        elif number is not None:
+            extra.append(_check_id(number))
+        else:
+            raise InvalidArgument(f"Unable to find group {wanted}: no matching entries in group file")
+    seen: list[int] = []
+    for g_ in extra:
+        if g_ not in seen:
+            seen.append(g_)
+    return ExecUser(uid=uid, gid=gid, additional_gids=tuple(seen), home=home, name=name)
+
+
+def read_user_db(rootfs: Path | int) -> tuple[bytes | None, bytes | None]:
+    """``/etc/passwd`` and ``/etc/group`` of a container root (a path or an open descriptor),
+    resolved inside it; ``None`` for a file that is absent or not a regular file."""
+    from core.archive import read_file_in_root
+
+    fd = rootfs if isinstance(rootfs, int) else os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return read_file_in_root(fd, "/etc/passwd"), read_file_in_root(fd, "/etc/group")
+    finally:
+        if not isinstance(rootfs, int):
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------- capabilities
+@functools.lru_cache(maxsize=1)
+def all_capabilities() -> tuple[str, ...]:
+    """Every capability a container can be given here: those this kernel knows (up to
+    ``/proc/sys/kernel/cap_last_cap``) that the engine itself holds in its bounding set — an
+    engine running inside a restricted container cannot hand out what it lacks (``capset``
+    would fail with EPERM)."""
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text().strip())
+    except (OSError, ValueError):
+        last = len(KNOWN_CAPABILITIES) - 1
+    known = KNOWN_CAPABILITIES[: last + 1]
+    try:
+        status = Path("/proc/self/status").read_text()
+        bounding = int(status.split("CapBnd:", 1)[1].split()[0], 16)
+    except (OSError, ValueError, IndexError):
+        return known
+    return tuple(c for i, c in enumerate(known) if bounding >> i & 1)
+
+
+def normalize_capabilities(caps: Iterable[str] | None) -> list[str]:
+    """Upper-case, ``CAP_``-prefixed, checked, sorted and unique; ``ALL`` stays ``ALL``."""
+    out: set[str] = set()
+    for cap in caps or []:
+        if not isinstance(cap, str):
+            raise InvalidArgument(f"unknown capability: {cap!r}")
+        c = cap.strip().upper()
+        if c != "ALL" and not c.startswith("CAP_"):
+            c = "CAP_" + c
+        if c != "ALL" and c not in KNOWN_CAPABILITIES:
+            raise InvalidArgument(f'unknown capability: "{c}"')
+        out.add(c)
+    return sorted(out)
+
+
+def capabilities(cap_add: Iterable[str] | None = None, cap_drop: Iterable[str] | None = None,
+                 privileged: bool = False, base: Iterable[str] = DEFAULT_CAPABILITIES) -> list[str]:
+    """docker's TweakCapabilities: privileged gets all; ``--cap-add ALL`` all but the drops;
+    ``--cap-drop ALL`` only the adds; else the base minus the drops plus the adds."""
+    known = all_capabilities()
+    if privileged:
+        return list(known)
+    adds = normalize_capabilities(cap_add)
+    drops = normalize_capabilities(cap_drop)
+    if not adds and not drops:
+        return list(base)
+    missing = [c for c in adds if c != "ALL" and c not in known]
+    if missing:
+        raise InvalidArgument(f"cannot add capability {missing[0]}: this engine does not hold it itself")
+    if "ALL" in adds:
+        caps = [c for c in known if c not in drops]
+    elif "ALL" in drops:
+        caps = [c for c in adds if c != "ALL"]
+    else:
+        caps = [c for c in base if c not in drops] + [c for c in adds if c not in base]
+    out: list[str] = []
+    for c in caps:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------- seccomp
+DATA = Path(__file__).parent / "data"
+
+
+@functools.lru_cache(maxsize=1)
+def default_seccomp_profile() -> dict[str, Any]:
+    return json.loads((DATA / "seccomp.json").read_text())
+
+
+def host_arch() -> str:
+    m = platform.machine()
+    return GO_ARCH.get(m, m)
+
+
+def kernel_version() -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+_OPS = {"eq": "SCMP_CMP_EQ", "ne": "SCMP_CMP_NE", "lt": "SCMP_CMP_LT", "le": "SCMP_CMP_LE", "gt": "SCMP_CMP_GT",
+        "ge": "SCMP_CMP_GE", "masked_eq": "SCMP_CMP_MASKED_EQ"}
+
+
+def _from_docker_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile in docker's JSON format, turned into the project's schema."""
+    if not isinstance(profile.get("syscalls", []), list):
+        raise InvalidArgument("invalid seccomp profile: syscalls must be a list")
+    arches: dict[str, list[str]] = {}
+    seccomp_arch = {"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64", "s390x": "SCMP_ARCH_S390X",
+                    "riscv64": "SCMP_ARCH_RISCV64", "ppc64le": "SCMP_ARCH_PPC64LE", "386": "SCMP_ARCH_X86",
+                    "arm": "SCMP_ARCH_ARM", "mips64": "SCMP_ARCH_MIPS64", "loong64": "SCMP_ARCH_LOONGARCH64"}
+    native = seccomp_arch.get(host_arch(), "")
+    for entry in profile.get("archMap") or []:
+        if isinstance(entry, dict) and entry.get("architecture") == native:
+            arches[host_arch()] = [native] + list(entry.get("subArchitectures") or [])
+    if not arches and profile.get("architectures"):
+        arches[host_arch()] = list(profile["architectures"])
+    rules = []
+    for call in profile.get("syscalls") or []:
+        if not isinstance(call, dict):
+            raise InvalidArgument("invalid seccomp profile: a syscall rule is not an object")
+        names = call.get("names") or ([call["name"]] if call.get("name") else [])
+        inc, exc = call.get("includes") or {}, call.get("excludes") or {}
+        rule: dict[str, Any] = {}
+        action = call.get("action", "")
+        if action == "SCMP_ACT_ALLOW":
+            rule["allow"] = names
+        else:
+            rule["deny"], rule["action"] = names, action
+            if call.get("errnoRet") is not None:
+                rule["errno"] = call["errnoRet"]
+        for src, key in ((inc, "arches"), (inc, "caps"), (inc, "minKernel")):
+            if src.get(key):
+                rule[key] = src[key]
+        if exc.get("arches"):
+            rule["unlessArches"] = exc["arches"]
+        if exc.get("caps"):
+            rule["unlessCaps"] = exc["caps"]
+        if call.get("args"):
+            rule["args"] = [{"index": a.get("index", 0), "op": str(a.get("op", "")).replace("SCMP_CMP_", "").lower(),
+                             "value": a.get("value", 0), **({"valueTwo": a["valueTwo"]} if a.get("valueTwo") else {})}
+                            for a in call["args"]]
+        rules.append(rule)
+    return {"defaultAction": profile.get("defaultAction", "SCMP_ACT_ERRNO"),
+            "defaultErrnoRet": profile.get("defaultErrnoRet"), "architectures": arches, "rules": rules}
+
+
+def seccomp(caps: Iterable[str], profile: dict[str, Any] | None = None, *, arch: str | None = None,
+            kernel: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The OCI ``linux.seccomp`` object for a container holding ``caps``.
+
+    ``profile`` is the project's default (``None``), one in the project's schema, or one in
+    docker's format (``syscalls``/``archMap``).  Rules whose conditions do not hold here (the
+    architecture, the kernel version, the capabilities) are left out, as docker does.
+    """
+    if profile is None:
+        profile = default_seccomp_profile()
+    elif "rules" not in profile:
+        profile = _from_docker_profile(profile)
+    arch = arch or host_arch()
+    kernel = kernel or kernel_version()
+    held = set(caps)
+    syscalls = []
+    for rule in profile.get("rules", []):
+        if rule.get("arches") and arch not in rule["arches"]:
+            continue
+        if rule.get("unlessArches") and arch in rule["unlessArches"]:
+            continue
+        if rule.get("caps") and not all(c in held for c in rule["caps"]):
+            continue
+        if rule.get("unlessCaps") and any(c in held for c in rule["unlessCaps"]):
+            continue
+        if rule.get("minKernel"):
+            m = re.match(r"(\d+)\.(\d+)", str(rule["minKernel"]))
+            if m and kernel < (int(m.group(1)), int(m.group(2))):
+                continue
+        names = rule.get("allow") if "allow" in rule else rule.get("deny")
+        if not names:
+            continue
+        entry: dict[str, Any] = {"names": list(names)}
+        if "allow" in rule:
+            entry["action"] = "SCMP_ACT_ALLOW"
+        else:
+            entry["action"] = rule.get("action") or "SCMP_ACT_ERRNO"
+            if rule.get("errno") is not None:
+                entry["errnoRet"] = rule["errno"]
+        if rule.get("args"):
+            entry["args"] = []
+            for a in rule["args"]:
+                op = _OPS.get(a.get("op", ""))
+                if op is None:
+                    raise InvalidArgument(f"invalid seccomp profile: unknown comparison {a.get('op')!r}")
+                arg = {"index": a["index"], "value": a["value"], "op": op}
+                if a.get("valueTwo"):
+                    arg["valueTwo"] = a["valueTwo"]
+                entry["args"].append(arg)
+        syscalls.append(entry)
+    out: dict[str, Any] = {"defaultAction": profile.get("defaultAction", "SCMP_ACT_ERRNO"),
+                           "architectures": list(profile.get("architectures", {}).get(arch, [])),
+                           "syscalls": syscalls}
+    if profile.get("defaultErrnoRet") is not None:
+        out["defaultErrnoRet"] = profile["defaultErrnoRet"]
+    return out
+
+
+# --------------------------------------------------------------------------- security options
+@attrs.frozen
+class SecurityOptions:
+    no_new_privileges: bool = False
+    seccomp: str = "default"          # "default" | "unconfined" | "custom"
+    seccomp_profile: dict[str, Any] | None = None
+    apparmor: str = ""
+    label: tuple[str, ...] = ()
+
+
+def parse_security_opts(opts: Iterable[str] | None) -> SecurityOptions:
+    """``--security-opt`` values: ``no-new-privileges[:true|false]``, ``seccomp=unconfined``
+    or a profile's JSON (the CLI sends the file's content), ``apparmor=...`` and ``label=...``
+    (accepted and kept, this engine applies no LSM profile)."""
+    nnp, mode, profile, apparmor, label = False, "default", None, "", []
+    for i, opt in enumerate(opts or []):
+        if not isinstance(opt, str):
+            raise InvalidArgument(f"invalid --security-opt: {opt!r}")
+        if opt in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
+            nnp = True
+            continue
+        if opt in ("no-new-privileges:false", "no-new-privileges=false"):
+            nnp = False
+            continue
+        key, sep, value = opt.partition("=")
+        if not sep:
+            key, sep, value = opt.partition(":")
+        if not sep:
+            raise InvalidArgument(f'invalid --security-opt 1: "{opt}"')
+        if key == "seccomp":
+            if value == "unconfined":
+                mode, profile = "unconfined", None
+            elif value == "builtin":
+                mode, profile = "default", None
+            else:
+                try:
+                    profile = json.loads(value)
+                except ValueError as exc:
+                    raise InvalidArgument(f"decoding seccomp profile failed: {exc}") from None
+                if not isinstance(profile, dict):
+                    raise InvalidArgument("decoding seccomp profile failed: not a JSON object")
+                mode = "custom"
+        elif key == "apparmor":
+            apparmor = value
+        elif key == "label":
+            label.append(value)
+        elif key == "systempaths" and value == "unconfined":
+            label.append("systempaths=unconfined")
+        else:
+            raise InvalidArgument(f'invalid --security-opt 2: "{opt}"')
+    return SecurityOptions(nnp, mode, profile, apparmor, tuple(label))
+
+
+# --------------------------------------------------------------------------- signals
+def parse_signal(value: Any, default: int = _signal.SIGTERM) -> int:
+    """A signal as docker takes it: a number, ``SIGTERM``, ``TERM``, ``sigterm``."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = str(value).strip().upper()
+        if text.isdigit():
+            number = int(text)
+        else:
+            name = text if text.startswith("SIG") else "SIG" + text
+            rt = re.fullmatch(r"SIGRTMIN(?:\+(\d+))?", name) or re.fullmatch(r"SIGRTMAX(?:-(\d+))?", name)
+            try:
+                if rt:
+                    base = _signal.SIGRTMIN if "MIN" in name else _signal.SIGRTMAX
+                    off = int(rt.group(1) or 0)
+                    number = base + off if "MIN" in name else base - off
+                else:
+                    number = int(getattr(_signal.Signals, name))
+            except AttributeError:
+                raise InvalidArgument(f"Invalid signal: {value}") from None
+    if not 0 < number <= 64:
+        raise InvalidArgument(f"Invalid signal: {value}")
+    return number
+
+
+# --------------------------------------------------------------------------- mounts
+def default_mounts(*, privileged: bool = False, shm_size: int = 0, ipc_none: bool = False,
+                   readonly_rootfs: bool = False) -> list[dict[str, Any]]:
+    """The file systems every container gets (docker's defaults)."""
+    ro = [] if privileged else ["ro"]
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", *ro]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", *ro]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    ]
+    if not ipc_none:
+        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                       "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size or DEFAULT_SHM_SIZE}"]})
+    return mounts
+
+
+def merge_mounts(defaults: list[dict[str, Any]], user: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Defaults, minus those a user mount replaces (same destination; a user ``/dev`` replaces
+    every default below ``/dev``), then the user mounts, parents before children."""
+    taken = {m["destination"] for m in user}
+    out = []
+    for m in defaults:
+        dest = m["destination"]
+        if dest in taken:
+            continue
+        if "/dev" in taken and dest.startswith("/dev/"):
+            continue
+        out.append(m)
+    users = sorted(user, key=lambda m: len([p for p in m["destination"].split("/") if p]))
+    return out + users
+
+
+# --------------------------------------------------------------------------- resources
+def _int_field(hc: dict[str, Any], key: str) -> int:
+    value = hc.get(key) or 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"invalid {key}: expected an integer")
+    return value
+
+
+def check_resources(hc: dict[str, Any], ncpu: int | None = None) -> list[str]:
+    """Validate the resource options of a HostConfig as docker does; returns warnings."""
+    warnings: list[str] = []
+    memory = _int_field(hc, "Memory")
+    if 0 < memory < 6 * 1024 * 1024:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    swap = _int_field(hc, "MemorySwap")
+    if memory > 0 and swap > 0 and swap < memory:
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if swap > 0 and memory == 0:
+        raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit, see usage")
+    reservation = _int_field(hc, "MemoryReservation")
+    if memory > 0 and reservation > memory:
+        raise InvalidArgument("Minimum memory limit can not be less than memory reservation limit, see usage")
+    swappiness = hc.get("MemorySwappiness")
+    if swappiness is not None and swappiness != -1 and not 0 <= swappiness <= 100:
+        raise InvalidArgument(f"Invalid value: {swappiness}, valid memory swappiness range is 0-100")
+    nano = _int_field(hc, "NanoCpus")
+    if nano and (_int_field(hc, "CpuQuota") or _int_field(hc, "CpuPeriod")):
+        raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set"
+                              if _int_field(hc, "CpuPeriod") else
+                              "Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    ncpu = ncpu or os.cpu_count() or 1
+    if nano < 0 or nano > ncpu * 1_000_000_000:
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    period = _int_field(hc, "CpuPeriod")
+    if period and not 1000 <= period <= 1_000_000:
+        raise InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    quota = _int_field(hc, "CpuQuota")
+    if quota and quota > 0 and quota < 1000:
+        raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    pids = hc.get("PidsLimit")
+    if pids is not None and not isinstance(pids, int):
+        raise InvalidArgument("invalid PidsLimit: expected an integer")
+    oom = hc.get("OomScoreAdj") or 0
+    if not isinstance(oom, int) or not -1000 <= oom <= 1000:
+        raise InvalidArgument(f"Invalid value {oom}, range for oom score adj is [-1000, 1000]")
+    blkio = _int_field(hc, "BlkioWeight")
+    if blkio and not 10 <= blkio <= 1000:
+        raise InvalidArgument("Range of blkio weight is from 10 to 1000")
+    shm = hc.get("ShmSize") or 0
+    if not isinstance(shm, int) or shm < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    rlimits(hc.get("Ulimits"))  # validates
+    return warnings
+
+
+def resources(hc: dict[str, Any], *, privileged: bool = False,
+              device_rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``linux.resources`` from a HostConfig: memory, cpu, pids, blkio, device cgroup rules."""
+    res: dict[str, Any] = {}
+    if privileged:
+        res["devices"] = [{"allow": True, "access": "rwm"}]
+    else:
+        res["devices"] = [dict(r) for r in DEFAULT_DEVICE_RULES] + list(device_rules or [])
+    memory: dict[str, Any] = {}
+    if hc.get("Memory"):
+        memory["limit"] = hc["Memory"]
+    if hc.get("MemoryReservation"):
+        memory["reservation"] = hc["MemoryReservation"]
+    if hc.get("MemorySwap"):
+        memory["swap"] = hc["MemorySwap"]
+    if hc.get("MemorySwappiness") not in (None, -1):
+        memory["swappiness"] = hc["MemorySwappiness"]
+    if hc.get("OomKillDisable"):
+        memory["disableOOMKiller"] = True
+    if memory:
+        res["memory"] = memory
+    cpu: dict[str, Any] = {}
+    if hc.get("CpuShares"):
+        cpu["shares"] = hc["CpuShares"]
+    if hc.get("NanoCpus"):
+        cpu["period"] = CPU_PERIOD
+        cpu["quota"] = hc["NanoCpus"] * CPU_PERIOD // 1_000_000_000
+    else:
+        if hc.get("CpuPeriod"):
+            cpu["period"] = hc["CpuPeriod"]
+        if hc.get("CpuQuota"):
+            cpu["quota"] = hc["CpuQuota"]
+    if hc.get("CpuRealtimePeriod"):
+        cpu["realtimePeriod"] = hc["CpuRealtimePeriod"]
+    if hc.get("CpuRealtimeRuntime"):
+        cpu["realtimeRuntime"] = hc["CpuRealtimeRuntime"]
+    if hc.get("CpusetCpus"):
+        cpu["cpus"] = hc["CpusetCpus"]
+    if hc.get("CpusetMems"):
+        cpu["mems"] = hc["CpusetMems"]
+    if cpu:
+        res["cpu"] = cpu
+    pids = hc.get("PidsLimit")
+    if pids and pids > 0:
+        res["pids"] = {"limit": pids}
+    if hc.get("BlkioWeight"):
+        res["blockIO"] = {"weight": hc["BlkioWeight"]}
+    return res
+
+
+def rlimits(ulimits: Any) -> list[dict[str, Any]]:
+    """``--ulimit`` entries (``{"Name": "nofile", "Soft": 1024, "Hard": 2048}``) as OCI
+    rlimits.  Without any, the container inherits the limits of its shim (as docker's inherit
+    containerd's)."""
+    out: dict[str, dict[str, Any]] = {}
+    for u in ulimits or []:
+        if not isinstance(u, dict) or not isinstance(u.get("Name"), str):
+            raise InvalidArgument("invalid ulimit: expected {Name, Soft, Hard}")
+        name = u["Name"].lower()
+        if name not in RLIMITS:
+            raise InvalidArgument(f"invalid ulimit type: {u['Name']}")
+        soft, hard = u.get("Soft", 0), u.get("Hard", 0)
+        if not isinstance(soft, int) or not isinstance(hard, int):
+            raise InvalidArgument(f"invalid ulimit argument: {u['Name']}")
+        if soft > hard:
+            raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
+        out[name] = {"type": f"RLIMIT_{name.upper()}", "hard": hard if hard >= 0 else 2**64 - 1,
+                     "soft": soft if soft >= 0 else 2**64 - 1}
+    return list(out.values())
+
+
+_NAMESPACED_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                       "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def check_sysctls(sysctls: Any, *, host_network: bool, host_ipc: bool, host_uts: bool) -> dict[str, str]:
+    """Only namespaced sysctls, and only for namespaces the container has of its own."""
+    if not sysctls:
+        return {}
+    if not isinstance(sysctls, dict):
+        raise InvalidArgument("Sysctls must be an object of strings")
+    out = {}
+    for key, value in sysctls.items():
+        if not isinstance(value, str):
+            raise InvalidArgument(f"sysctl '{key}': the value must be a string")
+        if key in _NAMESPACED_SYSCTLS or key.startswith("fs.mqueue."):
+            if host_ipc:
+                raise InvalidArgument(f"sysctl '{key}' not allowed with host ipc namespace")
+        elif key.startswith("net."):
+            if host_network:
+                raise InvalidArgument(f"sysctl '{key}' not allowed with host net namespace")
+        elif key in ("kernel.domainname", "kernel.hostname"):
+            if host_uts:
+                raise InvalidArgument(f"sysctl '{key}' not allowed with host uts namespace")
+            raise InvalidArgument(f"sysctl '{key}' is not allowed as it conflicts with the hostname/domainname options")
+        else:
+            raise InvalidArgument(f"sysctl '{key}' is not whitelisted")
+        out[key] = value
+    return out
+
+
+def device(path_on_host: str, path_in_container: str = "", permissions: str = "rwm") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A host device for ``linux.devices`` and the cgroup rule that allows it (``--device``)."""
+    try:
+        st = os.stat(path_on_host)
+    except OSError:
+        raise InvalidArgument(f"error gathering device information while adding custom device "
+                              f'"{path_on_host}": no such file or directory') from None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise InvalidArgument(f'error gathering device information while adding custom device "{path_on_host}": '
+                              "not a device node")
+    if not permissions or any(c not in "rwm" for c in permissions):
+        raise InvalidArgument(f"invalid device cgroup permissions {permissions!r}")
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    dev = {"path": path_in_container or path_on_host, "type": kind, "major": major, "minor": minor,
+           "fileMode": stat.S_IMODE(st.st_mode), "uid": 0, "gid": 0}
+    rule = {"allow": True, "type": kind, "major": major, "minor": minor, "access": permissions}
+    return dev, rule
+
+
+def host_devices() -> list[dict[str, Any]]:
+    """Every device node under the host's /dev (``--privileged``), but those of a pts or shm."""
+    out: list[dict[str, Any]] = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in ("/dev/pts", "/dev/shm", "/dev/mqueue")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if path in ("/dev/console", "/dev/ptmx", "/dev/tty"):
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                out.append({"path": path, "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                            "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                            "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid})
+    return out
+
+
+def cgroup_v2() -> bool:
+    return Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+# --------------------------------------------------------------------------- the spec
+@attrs.frozen
+class Namespaces:
+    """How the container's namespaces are made: ``"new"``, ``"host"`` or a path to join."""
+
+    pid: str = "new"
+    ipc: str = "new"
+    uts: str = "new"
+    network: str = "new"
+    cgroup: str = "new"
+
+
+def namespaces_for(hc: dict[str, Any], joined: dict[str, str] | None = None) -> Namespaces:
+    """The namespaces of a HostConfig (``NetworkMode``, ``PidMode``, ``IpcMode``, ``UTSMode``,
+    ``CgroupnsMode``).  ``joined`` maps ``"network"``/``"pid"``/``"ipc"`` to the namespace path
+    of a ``container:<name>`` mode, which the caller resolved."""
+    joined = joined or {}
+
+    def mode(key: str, kind: str) -> str:
+        value = hc.get(key) or ""
+        if value == "host":
+            return "host"
+        if value.startswith("container:"):
+            if kind not in joined:
+                raise InvalidArgument(f"{key} {value}: the container is not running")
+            return joined[kind]
+        return "new"
+
+    cgroupns = hc.get("CgroupnsMode") or ("private" if cgroup_v2() else "host")
+    if cgroupns not in ("private", "host"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {cgroupns}")
+    return Namespaces(pid=mode("PidMode", "pid"), ipc=mode("IpcMode", "ipc"), uts=mode("UTSMode", "uts"),
+                      network=mode("NetworkMode", "network"), cgroup="new" if cgroupns == "private" else "host")
+
+
+def build_spec(*, config: dict[str, Any], host_config: dict[str, Any], rootfs: Path, user: ExecUser,
+               hostname: str, mounts: list[dict[str, Any]], namespaces: Namespaces, cgroups_path: str,
+               etc_files: dict[str, str] | None = None, terminal_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The whole ``config.json`` of a container.
+
+    ``config``/``host_config`` are the container's (merged) docker objects; ``user`` the
+    resolved user; ``mounts`` the OCI mounts of its volumes, binds and tmpfs; ``etc_files``
+    maps ``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf`` to the files the caller wrote
+    for it; ``cgroups_path`` where its cgroup goes.
+    """
+    hc = host_config
+    privileged = bool(hc.get("Privileged"))
+    security = parse_security_opts(hc.get("SecurityOpt"))
+    caps = capabilities(hc.get("CapAdd"), hc.get("CapDrop"), privileged)
+    base = set(all_capabilities())
+    caps = [c for c in caps if c in base]  # a default the engine lacks cannot be given
+    tty = bool(config.get("Tty"))
+    readonly = bool(hc.get("ReadonlyRootfs"))
+    args = process_args(config)
+    process: dict[str, Any] = {
+        "terminal": tty,
+        "user": {"uid": user.uid, "gid": user.gid,
+                 **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})},
+        "args": args,
+        "env": process_env(config.get("Env") or [], hostname, tty, user.home),
+        "cwd": config.get("WorkingDir") or "/",
+        "capabilities": {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)},
+        "rlimits": rlimits(hc.get("Ulimits")),
+        "noNewPrivileges": security.no_new_privileges,
+    }
+    if terminal_size and tty:
+        process["consoleSize"] = {"height": terminal_size[0], "width": terminal_size[1]}
+    if hc.get("OomScoreAdj"):
+        process["oomScoreAdj"] = hc["OomScoreAdj"]
+    ipc_none = (hc.get("IpcMode") or "") == "none"
+    ro_opt = ["ro"] if readonly else []
+    etc = [{"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate", *ro_opt]}
+           for dest, src in sorted((etc_files or {}).items())]
+    user_dests = {m["destination"] for m in mounts}
+    etc = [m for m in etc if m["destination"] not in user_dests]
+    all_mounts = merge_mounts(default_mounts(privileged=privileged, shm_size=hc.get("ShmSize") or 0,
+                                             ipc_none=ipc_none or namespaces.ipc not in ("new",)),
+                              etc + mounts)
+    ns_list: list[dict[str, Any]] = [{"type": "mount"}]
+    for kind, value in (("pid", namespaces.pid), ("ipc", namespaces.ipc), ("uts", namespaces.uts),
+                        ("network", namespaces.network), ("cgroup", namespaces.cgroup)):
+        if value == "host":
+            continue
+        ns_list.append({"type": kind} if value == "new" else {"type": kind, "path": value})
+    devices: list[dict[str, Any]] = []
+    rules: list[dict[str, Any]] = []
+    for d in hc.get("Devices") or []:
+        if not isinstance(d, dict) or not d.get("PathOnHost"):
+            raise InvalidArgument("invalid device mapping: PathOnHost is required")
+        dev, rule = device(d["PathOnHost"], d.get("PathInContainer") or "", d.get("CgroupPermissions") or "rwm")
+        devices.append(dev)
+        rules.append(rule)
+    linux: dict[str, Any] = {
+        "resources": resources(hc, privileged=privileged, device_rules=rules),
+        "cgroupsPath": cgroups_path,
+        "namespaces": ns_list,
+    }
+    sysctls = check_sysctls(hc.get("Sysctls"), host_network=namespaces.network == "host",
+                            host_ipc=namespaces.ipc == "host", host_uts=namespaces.uts == "host")
+    if sysctls:
+        linux["sysctl"] = sysctls
+    if privileged:
+        devices = host_devices() + devices
+    else:
+        linux["maskedPaths"] = list(hc.get("MaskedPaths") if hc.get("MaskedPaths") is not None else MASKED_PATHS)
+        linux["readonlyPaths"] = list(hc.get("ReadonlyPaths") if hc.get("ReadonlyPaths") is not None
+                                      else READONLY_PATHS)
+        if security.seccomp != "unconfined":
+            linux["seccomp"] = seccomp(caps, security.seccomp_profile)
+    if devices:
+        linux["devices"] = devices
+    spec: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": str(rootfs), "readonly": readonly},
+        "mounts": all_mounts,
+        "linux": linux,
+    }
+    if namespaces.uts != "host":
+        spec["hostname"] = hostname
+        if config.get("Domainname"):
+            spec["domainname"] = config["Domainname"]
+    return spec
+
+
+def exec_process(*, container_spec: dict[str, Any], config: dict[str, Any], hostname: str, cmd: list[str],
+                 env: Iterable[str], user: ExecUser, working_dir: str, tty: bool, privileged: bool,
+                 terminal_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The OCI ``process`` of ``docker exec``: the container's process with the exec's command,
+    tty, user and working directory; its environment is docker's defaults for the exec's tty,
+    the container's ``Env`` over them, then the exec's ``Env``."""
+    if not cmd or not cmd[0]:
+        raise InvalidArgument("No exec command specified")
+    base = container_spec.get("process", {})
+    proc = {k: v for k, v in base.items() if k not in ("consoleSize", "args", "env", "user", "terminal", "cwd")}
+    proc["terminal"] = tty
+    proc["args"] = list(cmd)
+    proc["env"] = process_env(replace_or_append_env(list(config.get("Env") or []), env), hostname, tty, user.home)
+    proc["user"] = {"uid": user.uid, "gid": user.gid,
+                    **({"additionalGids": list(user.additional_gids)} if user.additional_gids else {})}
+    proc["cwd"] = working_dir or base.get("cwd") or "/"
+    if privileged:
+        caps = list(all_capabilities())
+        proc["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+    if terminal_size and tty:
+        proc["consoleSize"] = {"height": terminal_size[0], "width": terminal_size[1]}
+    return proc
+
+
+__all__ = [
+    "DEFAULT_CAPABILITIES", "DEFAULT_PATH", "ExecUser", "MASKED_PATHS", "Namespaces", "READONLY_PATHS",
+    "SecurityOptions", "all_capabilities", "build_spec", "capabilities", "check_resources", "check_sysctls",
+    "default_mounts", "default_seccomp_profile", "exec_process", "merge_config", "merge_mounts", "namespaces_for",
+    "normalize_capabilities", "parse_group", "parse_passwd", "parse_security_opts", "parse_signal",
+    "process_args", "process_env", "read_user_db", "replace_or_append_env", "resolve_user", "resources",
+    "rlimits", "seccomp",
+]
