@@ -10,7 +10,7 @@ from core.cli import dockerconfig
 from core.cli.client import APIError, CLIError
 from core.cli.render import ago, display_stream
 from core.units import human_size
-from core.cli.util import add_format, parser, print_table, render_format
+from core.cli.util import add_format, parser, print_table, render_each, render_format
 
 
 def _split_tag(name: str) -> tuple[str, str]:
