@@ -966,9 +966,10 @@ class NetworkManager:
         other networks of EndpointsConfig, in order."""
         primary = self.lookup(mode)
         nets = [(primary, endpoints_config.get(mode) or endpoints_config.get(primary.name)
-                 or endpoints_config.get(primary.id), mode)]
+                 or endpoints_config.get(primary.id) or endpoints_config.get("default"), mode)]
         for key, cfg in endpoints_config.items():
-            net = self.lookup(key)
+            # the docker CLI names the default network "default" (the bridge, on Linux)
+            net = self.lookup("bridge" if key == "default" else key)
             if net.id == primary.id:
                 continue
             if any(n.id == net.id for n, _c, _k in nets):

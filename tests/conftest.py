@@ -79,11 +79,71 @@ def unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True)
 
 
+def _kill_if_cmdline_has(pid: int, needle: str) -> None:
+    """SIGKILL ``pid`` only if it is still the process we mean (its command line names ``needle``)."""
+    try:
+        if needle.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, str]) -> None:
+    """Remove every endpoint and network the bridge driver of a data root has (bridges, nft
+    tables, ports): what a daemon leaves on the host by design, gone when its test ends."""
+    import trio
+
+    from core import plugins
+
+    context = plugins.context_for("network", "bridge", Path(data_root), Path(exec_root), options)
+    if not (context.root / "bridge.db").exists():
+        return
+
+    async def clear() -> None:
+        driver = plugins.load("network", "bridge").create(context)
+        try:
+            for net in await driver.networks():
+                for ep in await driver.endpoints(net.id):
+                    await driver.leave(net.id, ep.endpoint_id)
+                await driver.delete_network(net.id)
+        finally:
+            await driver.close()
+
+    trio.run(clear)
+
+
+def remove_containers_under(root: Path) -> None:
+    """Kill the shims and containers an engine under ``root`` left running, and their cgroups."""
+    from drivers.executor_container import cgroups
+
+    for state in root.glob("run/executor/container/*"):
+        try:
+            _kill_if_cmdline_has(int((state / "shim.pid").read_text()), str(state))
+        except (OSError, ValueError):
+            pass
+        cg = cgroups.Cgroup.load(str(state / "cgroup"))  # removing it kills what runs in it
+        if cg is not None:
+            try:
+                cg.remove()
+            except OSError:
+                pass
+
+
+def _nft_table(root: Path) -> str:
+    return "ct" + root.name.removeprefix("core-t-").replace("_", "")[:12]
+
+
 class CoreEnv:
-    """One isolated core installation: roots, socket, environment, and the daemons it started."""
+    """One isolated core installation: roots, socket, environment, and the daemons it started.
+
+    Each has its own nft tables (and so its own default bridge) through the network driver's
+    ``nft-table`` option; :meth:`cleanup` removes its containers, shims, cgroups, bridges and
+    tables, mounts and files, whatever state the test left them in.
+    """
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="core-t-", dir="/tmp"))
+        self.nft_table = _nft_table(self.root)
         self.data_root = self.root / "data"
         self.exec_root = self.root / "run"
         self.socket = self.exec_root / "core.sock"
@@ -99,10 +159,17 @@ class CoreEnv:
         }
         self.procs: list[subprocess.Popen] = []
         self.pids: set[int] = set()
+        (self.root / "owner").write_text(f"{os.getpid()}\n")  # the test process: see sweep_stale_engines
+        self.write_config({})
 
     def write_config(self, config: dict | str) -> Path:
+        """The daemon's config file; this engine's own nft table is added unless given."""
         path = self.root / "daemon.json"
-        path.write_text(config if isinstance(config, str) else json.dumps(config))
+        if isinstance(config, dict):
+            config = json.loads(json.dumps(config))
+            config.setdefault("driver-opts", {}).setdefault("network", {}).setdefault("nft-table", self.nft_table)
+            config = json.dumps(config)
+        path.write_text(config)
         return path
 
     def run(self, *args: str, input: str | None = None, timeout: float = 60, env: dict | None = None,
@@ -157,9 +224,45 @@ class CoreEnv:
         self.pids.clear()
 
     def cleanup(self) -> None:
+        if _answers(self.socket):
+            ids = self.run("ps", "-aq", env={"CORE_NO_AUTOSTART": "1"}, timeout=60).stdout.split()
+            if ids:
+                self.run("rm", "-f", "-v", *ids, env={"CORE_NO_AUTOSTART": "1"}, timeout=120)
         self.stop_daemons()
+        remove_containers_under(self.root)
+        try:
+            purge_network_driver(self.data_root, self.exec_root, {"nft-table": self.nft_table})
+        except Exception:  # noqa: BLE001 - best effort; the session sweep retries
+            pass
         unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def sweep_stale_engines() -> None:
+    """What runs killed halfway left: engines under /tmp/core-t-* whose daemon is gone."""
+    for root in Path("/tmp").glob("core-t-*"):
+        try:
+            if _pid_alive(int((root / "owner").read_text())):
+                continue  # its test process still runs: another session's engine
+        except (OSError, ValueError):
+            pass
+        try:
+            _kill_if_cmdline_has(int((root / "run" / "core.pid").read_text()), str(root))
+        except (OSError, ValueError):
+            pass
+        remove_containers_under(root)
+        try:
+            purge_network_driver(root / "data", root / "run", {"nft-table": _nft_table(root)})
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+        unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_stale_engines():
+    sweep_stale_engines()
+    yield
 
 
 @pytest.fixture

@@ -647,7 +647,7 @@ def test_hosts_and_resolv_conf_formats() -> None:
 
 
 def test_port_command_output(capsys: Any) -> None:
-    from core.cli import cmd_network
+    from core.cli import cmd_container as cmd_network  # `core port` lives with the container commands
     from core.cli.client import CLIError
 
     ports = {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}],
@@ -999,50 +999,14 @@ def test_host_none_and_shared_namespaces(h: Harness) -> None:
 
 
 # =========================================================================== through the daemon
-LAUNCHER = textwrap.dedent('''
-    """core with the network API and commands wired in (as the lead will wire them)."""
-    import sys
-
-    from core.cli import cmd_network, main as cli
-    from core.daemon import app
-
-    _init = app.Daemon.__init__
-
-    def __init__(self, config):
-        _init(self, config)
-        if getattr(self, "networks", None) is None:
-            from core.daemon import networks_api
-            from core.errors import NotFound
-
-            networks_api.register(self)
-
-            def lookup(ref):
-                raise NotFound(f"No such container: {ref}")
-
-            self.networks.container_lookup = lookup
-
-    app.Daemon.__init__ = __init__
-    for key, value in cmd_network.COMMANDS.items():
-        cli.COMMANDS.setdefault(key, value)
-    for key, value in cmd_network.GROUPS.items():
-        cli.GROUPS.setdefault(key, value)
-    for key, value in cmd_network.ALIASES.items():
-        cli.ALIASES.setdefault(key, value)
-    sys.exit(cli.main(sys.argv[1:]))
-''')
-
-
 class NetEnv:
-    """A CoreEnv whose daemon has its own nft tables, run through the launcher."""
+    """A CoreEnv whose daemon has its own nft tables."""
 
     def __init__(self, env: CoreEnv) -> None:
         self.env = env
         self.table = next_table()
         env.write_config({"driver-opts": {"network": {"nft-table": self.table}}})
-        self.launcher = env.root / "core_launcher.py"
-        self.launcher.write_text(LAUNCHER)
-        self.cmd = [sys.executable, str(self.launcher)]
-        env.env["PYTHONPATH"] = str(REPO) + os.pathsep + env.env.get("PYTHONPATH", "")
+        self.cmd = [sys.executable, "-m", "core"]
 
     def start(self) -> None:
         log = open(self.env.root / "daemon-net.log", "ab")

@@ -12,23 +12,6 @@ from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, _natural_key, co
                                     fail_joined, parse_filters, post, print_inspect)
 
 # Entries for core.cli.main's tables (the lead merges them): name -> (module, function, summary)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "network ls": ("core.cli.cmd_network", "ls", "List networks"),
-    "network create": ("core.cli.cmd_network", "create", "Create a network"),
-    "network inspect": ("core.cli.cmd_network", "inspect",
-                        "Display detailed information on one or more networks"),
-    "network rm": ("core.cli.cmd_network", "rm", "Remove one or more networks"),
-    "network connect": ("core.cli.cmd_network", "connect", "Connect a container to a network"),
-    "network disconnect": ("core.cli.cmd_network", "disconnect",
-                           "Disconnect a container from a network"),
-    "network prune": ("core.cli.cmd_network", "prune", "Remove all unused networks"),
-    "port": ("core.cli.cmd_network", "port",
-             "List port mappings or a specific mapping for the container"),
-    "container port": ("core.cli.cmd_network", "port",
-                       "List port mappings or a specific mapping for the container"),
-}
-GROUPS = {"network": "Manage networks"}
-ALIASES = {"network list": "network ls", "network remove": "network rm"}
 
 NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
                    "IPv4": "IPV4", "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS",
@@ -317,40 +300,4 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
     deleted = report.get("NetworksDeleted") or []
     if deleted:
         sys.stdout.write("Deleted Networks:\n" + "".join(d + "\n" for d in deleted) + "\n")
-    return 0
-
-
-@command
-def port(ctx: Any, argv: list[str], prog: str) -> int:
-    """``core port CONTAINER [PRIVATE_PORT[/PROTO]]``, from inspect's ``NetworkSettings.Ports``."""
-    f = Flags(prog, "CONTAINER [PRIVATE_PORT[/PROTO]]",
-              "List port mappings or a specific mapping for the container",
-              aliases="core container port, core port")
-    _opts, args = f.parse(argv)
-    f.require(args, least=1, most=2)
-    info = ctx.client.get_json(f"/containers/{args[0]}/json")
-    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
-
-    def join(b: dict[str, Any]) -> str:
-        ip = b.get("HostIp") or ""
-        return f"[{ip}]:{b.get('HostPort', '')}" if ":" in ip else f"{ip}:{b.get('HostPort', '')}"
-
-    out: list[str] = []
-    if len(args) == 2:
-        number, _, proto = args[1].partition("/")
-        proto = proto or "tcp"
-        if not number.isdigit() or not 0 <= int(number) <= 65535:
-            raise CLIError(f'Error: invalid port ({number}): strconv.ParseUint: parsing "{number}": '
-                           "invalid syntax", 1)
-        frontends = ports.get(f"{int(number)}/{proto}")
-        if not frontends:
-            raise CLIError(f"Error: No public port '{int(number)}/{proto}' published for {args[0]}", 1)
-        out = [join(b) for b in frontends]
-    else:
-        for key, frontends in ports.items():
-            for b in frontends or []:
-                out.append(f"{key} -> {join(b)}")
-        out.sort(key=_natural_key)
-    if out:
-        sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -83,8 +83,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "volume inspect": ("core.cli.cmd_volume", "inspect", "Display detailed information on one or more volumes"),
     "volume rm": ("core.cli.cmd_volume", "rm", "Remove one or more volumes"),
     "volume prune": ("core.cli.cmd_volume", "prune", "Remove unused local volumes"),
+    "network ls": ("core.cli.cmd_network", "ls", "List networks"),
+    "network create": ("core.cli.cmd_network", "create", "Create a network"),
+    "network inspect": ("core.cli.cmd_network", "inspect", "Display detailed information on one or more networks"),
+    "network rm": ("core.cli.cmd_network", "rm", "Remove one or more networks"),
+    "network connect": ("core.cli.cmd_network", "connect", "Connect a container to a network"),
+    "network disconnect": ("core.cli.cmd_network", "disconnect", "Disconnect a container from a network"),
+    "network prune": ("core.cli.cmd_network", "prune", "Remove all unused networks"),
 }
 GROUPS = {
+    "network": "Manage networks",
     "system": "Manage core",
     "image": "Manage images",
     "container": "Manage containers",
@@ -92,6 +100,7 @@ GROUPS = {
 }
 # docker's aliases: the same command reached by another path
 ALIASES: dict[str, str] = {
+    "network list": "network ls", "network remove": "network rm",
     "image list": "image ls", "image remove": "image rm",
     "container ps": "container ls", "container list": "container ls", "container remove": "container rm",
     "volume list": "volume ls", "volume remove": "volume rm",

@@ -61,13 +61,14 @@ class Daemon:
         self.images: Any = None
         self.volumes: Any = None
         self.containers: Any = None
-        from core.daemon import containers_api, events, images_api, system, volumes_api
+        from core.daemon import containers_api, events, images_api, networks_api, system, volumes_api
 
         system.register(self)
         events.register(self)
         images_api.register(self)
         containers_api.register(self)
         volumes_api.register(self)
+        networks_api.register(self)  # before the state opens: it adds the networks' migration
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -125,6 +126,8 @@ class Daemon:
                                      content=self.content, volumes=self.volumes, drivers=self.drivers,
                                      emit=self.events.emit)
         self.services["info-counters"].update(self.containers.counters())
+        self.containers.wire_networks(self.networks)
+        self.on_close(self.networks.close)
 
     def bind(self) -> trio.socket.SocketType:
         path = self.config.socket

@@ -481,7 +481,8 @@ def summary_json(daemon: Daemon, c: Container, sizes: tuple[int, int] | None = N
         "Names": ["/" + c.name],
         "Image": image,
         "ImageID": c.image_id,
-        "Command": " ".join(c.args),
+        # moby's summary: arguments holding a space are single-quoted
+        "Command": " ".join(f"'{a}'" if " " in a and i else a for i, a in enumerate(c.args)),
         "Created": c.created // 1_000_000_000,
         "Ports": daemon.containers.networks.ps_ports(c.id) if daemon.containers.networks is not None else [],
         "Labels": c.config.get("Labels") or {},
@@ -519,6 +520,13 @@ def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
         if key not in labels or (eq and labels.get(key) != value):
             return False
     return True
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error as exc:
+        raise InvalidArgument(f"invalid filter name={pattern}: {exc}") from None
 
 
 PS_FILTERS = {"ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task", "label", "name",
@@ -663,7 +671,8 @@ def register(daemon: Daemon) -> None:
                 continue
             if "status" in filters and c.status not in filters["status"]:
                 continue
-            if "name" in filters and not any(re.search(p, "/" + c.name) for p in filters["name"]):
+            # a regular expression, matched with and without the leading "/" (as moby does)
+            if "name" in filters and not any(_search(p, "/" + c.name) or _search(p, c.name) for p in filters["name"]):
                 continue
             if "id" in filters and not any(c.id.startswith(p) or re.search(p, c.id) for p in filters["id"]):
                 continue
