@@ -44,7 +44,7 @@ import trio
 
 from core import dns, netns
 from core.errors import Conflict, Forbidden, InvalidArgument, NotFound
-from tests.conftest import CoreEnv, _answers, unmount_under, wait_for
+from tests.conftest import CoreEnv, _answers, purge_network_driver, unmount_under, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network tests make namespaces: run as root"),
@@ -73,28 +73,6 @@ def _alive(pid: int) -> bool:
 
 
 # =========================================================================== cleanup
-def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, str]) -> None:
-    """Remove every endpoint and network the bridge driver of a data root has (bridges, nft
-    tables, ports): what a daemon leaves on the host by design, gone when its test ends."""
-    from core import plugins
-
-    context = plugins.context_for("network", "bridge", Path(data_root), Path(exec_root), options)
-    if not (context.root / "bridge.db").exists():
-        return
-
-    async def clear() -> None:
-        driver = plugins.load("network", "bridge").create(context)
-        try:
-            for net in await driver.networks():
-                for ep in await driver.endpoints(net.id):
-                    await driver.leave(net.id, ep.endpoint_id)
-                await driver.delete_network(net.id)
-        finally:
-            await driver.close()
-
-    trio.run(clear)
-
-
 def _reap_stale() -> None:
     """What killed runs of this module left: their roots (drivers cleared) and nft tables."""
     pattern = re.compile(r"^core-nmt-(\d+)-")
