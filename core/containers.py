@@ -432,8 +432,10 @@ def normalize_host_config(hc: dict[str, Any]) -> dict[str, Any]:
 
 def unsupported(hc: dict[str, Any]) -> None:
     """Options docker has and this engine cannot honour: refused, never silently ignored."""
+    if hc.get("Init") is not None and not isinstance(hc.get("Init"), bool):
+        raise InvalidArgument("invalid HostConfig.Init: expected a boolean")
     if hc.get("Init"):
-        raise InvalidArgument("--init is not supported by this engine: no init binary is configured")
+        oci.init_binary()  # the package to install when the host lacks it
     if hc.get("DeviceRequests"):
         raise InvalidArgument('could not select device driver "" with capabilities: device requests (--gpus) '
                               "are not supported by this engine")

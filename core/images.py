@@ -279,7 +279,7 @@ class ImageStore:
         out: list[dict[str, str]] = []
         if by_reference:
             ref = parse_reference(name)
-            if users and not force and len(image.tags) + len(image.digests) <= 1:
+            if users and not force and _single_reference(image):
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{name}" (must force) - container '
                     f"{users[0][0][:12]} is using its referenced image {image.short_id}"
@@ -348,3 +348,16 @@ class ImageStore:
 
 def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _single_reference(image: Image) -> bool:
+    """docker's isSingleReference: the image has one reference, or one tag and digests of that
+    tag's repository only (``busybox:latest`` and ``busybox@sha256:...`` as a pull leaves them)."""
+    refs = len(image.tags) + len(image.digests)
+    if refs <= 1:
+        return refs == 1
+    if len(image.tags) > 1:
+        return False
+    canonical = {d.name for d in image.digests}
+    single = image.tags[0] if image.tags else image.digests[0]
+    return len(canonical) == 1 and single.name in canonical

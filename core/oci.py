@@ -49,6 +49,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OCI_VERSION = "1.1.0"
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 CPU_PERIOD = 100_000  # microseconds: the CFS period --cpus uses
+INIT_BINARY = "/usr/bin/tini-static"  # Debian's tini: a static init docker's --init bind-mounts
+INIT_PATH = "/sbin/docker-init"  # where docker puts it in the container
+INIT_PACKAGE = "tini"
 
 # docker's default capability set
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -615,6 +618,23 @@ def parse_signal(value: Any, default: int = _signal.SIGTERM) -> int:
     return number
 
 
+# --------------------------------------------------------------------------- init
+def init_binary(path: str | None = None) -> str:
+    """The host's init binary for ``--init`` (``HostConfig.Init``); ``InvalidArgument`` naming
+    the package to install when it is missing."""
+    path = path or INIT_BINARY
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise InvalidArgument(f"--init: the init binary {path} is missing: install the Debian package "
+                              f"'{INIT_PACKAGE}' (apt-get install {INIT_PACKAGE}) on the host")
+    return path
+
+
+def init_mount(binary: str) -> dict[str, Any]:
+    """The read-only bind mount of ``binary`` at :data:`INIT_PATH`."""
+    return {"destination": INIT_PATH, "type": "bind", "source": binary,
+            "options": ["bind", "ro", "nosuid", "nodev", "rprivate"]}
+
+
 # --------------------------------------------------------------------------- mounts
 def default_mounts(*, privileged: bool = False, shm_size: int = 0, ipc_none: bool = False,
                    readonly_rootfs: bool = False) -> list[dict[str, Any]]:
@@ -893,13 +913,16 @@ def namespaces_for(hc: dict[str, Any], joined: dict[str, str] | None = None) -> 
 
 def build_spec(*, config: dict[str, Any], host_config: dict[str, Any], rootfs: Path, user: ExecUser,
                hostname: str, mounts: list[dict[str, Any]], namespaces: Namespaces, cgroups_path: str,
-               etc_files: dict[str, str] | None = None, terminal_size: tuple[int, int] | None = None) -> dict[str, Any]:
+               etc_files: dict[str, str] | None = None, terminal_size: tuple[int, int] | None = None,
+               init: str | None = None) -> dict[str, Any]:
     """The whole ``config.json`` of a container.
 
     ``config``/``host_config`` are the container's (merged) docker objects; ``user`` the
     resolved user; ``mounts`` the OCI mounts of its volumes, binds and tmpfs; ``etc_files``
     maps ``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf`` to the files the caller wrote
-    for it; ``cgroups_path`` where its cgroup goes.
+    for it; ``cgroups_path`` where its cgroup goes; with ``HostConfig.Init`` the init binary
+    ``init`` (default :func:`init_binary`) is bind-mounted read-only at :data:`INIT_PATH` and
+    runs the process as ``docker-init -- ARGS``, as docker's ``--init`` does.
     """
     hc = host_config
     privileged = bool(hc.get("Privileged"))
@@ -910,6 +933,10 @@ def build_spec(*, config: dict[str, Any], host_config: dict[str, Any], rootfs: P
     tty = bool(config.get("Tty"))
     readonly = bool(hc.get("ReadonlyRootfs"))
     args = process_args(config)
+    init_mounts: list[dict[str, Any]] = []
+    if hc.get("Init"):
+        init_mounts = [init_mount(init_binary(init))]
+        args = [INIT_PATH, "--", *args]
     process: dict[str, Any] = {
         "terminal": tty,
         "user": {"uid": user.uid, "gid": user.gid,
@@ -931,9 +958,10 @@ def build_spec(*, config: dict[str, Any], host_config: dict[str, Any], rootfs: P
            for dest, src in sorted((etc_files or {}).items())]
     user_dests = {m["destination"] for m in mounts}
     etc = [m for m in etc if m["destination"] not in user_dests]
+    init_mounts = [m for m in init_mounts if m["destination"] not in user_dests]
     all_mounts = merge_mounts(default_mounts(privileged=privileged, shm_size=hc.get("ShmSize") or 0,
                                              ipc_none=ipc_none or namespaces.ipc not in ("new",)),
-                              etc + mounts)
+                              etc + init_mounts + mounts)
     ns_list: list[dict[str, Any]] = [{"type": "mount"}]
     for kind, value in (("pid", namespaces.pid), ("ipc", namespaces.ipc), ("uts", namespaces.uts),
                         ("network", namespaces.network), ("cgroup", namespaces.cgroup)):
@@ -1008,8 +1036,8 @@ def exec_process(*, container_spec: dict[str, Any], config: dict[str, Any], host
 __all__ = [
     "DEFAULT_CAPABILITIES", "DEFAULT_PATH", "ExecUser", "MASKED_PATHS", "Namespaces", "READONLY_PATHS",
     "SecurityOptions", "all_capabilities", "build_spec", "capabilities", "check_resources", "check_sysctls",
-    "default_mounts", "default_seccomp_profile", "exec_process", "merge_config", "merge_mounts", "namespaces_for",
-    "normalize_capabilities", "parse_group", "parse_passwd", "parse_security_opts", "parse_signal",
+    "default_mounts", "default_seccomp_profile", "exec_process", "init_binary", "init_mount", "merge_config",
+    "merge_mounts", "namespaces_for", "normalize_capabilities", "parse_group", "parse_passwd", "parse_security_opts", "parse_signal",
     "process_args", "process_env", "read_user_db", "replace_or_append_env", "resolve_user", "resources",
     "rlimits", "seccomp",
 ]

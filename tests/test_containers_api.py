@@ -1351,3 +1351,141 @@ def test_containers_on_networks_when_wired(test_images):
         for family in ("inet", "ip", "ip6"):
             subprocess.run(["nft", "delete", "table", family, table], capture_output=True)
         env.cleanup()
+
+
+
+# --------------------------------------------------------------------------------------- --init
+def _init_available() -> bool:
+    from core import oci
+
+    return os.access(oci.INIT_BINARY, os.X_OK)
+
+
+@pytest.mark.skipif(not _init_available(), reason="tini (tini-static) is not installed")
+def test_run_init_is_a_reaping_pid_1(env, client, image, cleanup):
+    p = env.run("run", "--rm", "--init", image, "sh", "-c", "echo $$; ps")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    lines = p.stdout.splitlines()
+    assert lines[0].strip() != "1"  # the shell is not PID 1 ...
+    pid1 = [line for line in lines[1:] if line.split()[:1] == ["1"]]
+    assert pid1 and "/sbin/docker-init -- sh -c" in pid1[0], p.stdout  # ... docker-init is
+    # an orphan reparented to PID 1 is reaped: no zombie left behind
+    script = ("(sleep 0.1 &); sleep 1; for f in /proc/[0-9]*/stat; do read l < $f && echo \"$l\"; done "
+              "2>/dev/null | grep -c ') Z ' || true")
+    p = env.run("run", "--rm", "--init", image, "sh", "-c", script)
+    assert p.returncode == 0 and p.stdout.strip() == "0", (p.stdout, p.stderr)
+    # the API: HostConfig.Init as docker's SDK sends it; the binary is read-only in the container
+    out = client.containers.run(image, ["sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; "
+                                        "echo x > /sbin/docker-init || echo read-only"], init=True, remove=True)
+    assert out.decode().splitlines() == ["/sbin/docker-init -- sh -c " + "cat /proc/1/cmdline | tr '\\0' ' '; "
+                                         "echo; echo x > /sbin/docker-init || echo read-only ", "read-only"]
+    c = client.containers.create(image, ["true"], init=True)
+    cleanup.append(c)
+    assert c.attrs["HostConfig"]["Init"] is True
+    # the exit status and signals go through the init
+    p = env.run("run", "--rm", "--init", image, "sh", "-c", "exit 7")
+    assert p.returncode == 7
+
+
+def test_init_binary_missing_names_the_package():
+    from core import oci
+    from core.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="install the Debian package 'tini'"):
+        oci.init_binary("/nonexistent/tini-static")
+    hc = {"Init": True}
+    kw = dict(config={"Cmd": ["sh"], "Hostname": "h"}, host_config=hc, rootfs=Path("/r"),
+              user=oci.ExecUser(0, 0, (), "/root"), hostname="h", mounts=[], namespaces=oci.namespaces_for(hc),
+              cgroups_path="/core/x")
+    with pytest.raises(InvalidArgument, match="tini"):
+        oci.build_spec(**kw, init="/nonexistent/tini-static")
+    spec = oci.build_spec(**kw, init=sys.executable)  # any executable file stands in for tini here
+    assert spec["process"]["args"] == ["/sbin/docker-init", "--", "sh"]
+    assert {"destination": "/sbin/docker-init", "type": "bind", "source": sys.executable,
+            "options": ["bind", "ro", "nosuid", "nodev", "rprivate"]} in spec["mounts"]
+    assert oci.build_spec(**{**kw, "host_config": {}})["process"]["args"] == ["sh"]
+
+
+# --------------------------------------------------------------------------------------- stats
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal")
+
+
+def test_stats_memory_limit_is_host_memory_without_a_limit(env, client, image, cleanup):
+    free = run_bg(client, image, cleanup, ["sleep", "60"])
+    limited = run_bg(client, image, cleanup, ["sleep", "60"], mem_limit="64m")
+    wait_status(free, "running")
+    wait_status(limited, "running")
+    assert free.stats(stream=False)["memory_stats"]["limit"] == _mem_total()
+    assert limited.stats(stream=False)["memory_stats"]["limit"] == 64 << 20
+    p = env.run("stats", "--no-stream", "--format", "{{.MemUsage}}", free.id)
+    assert p.returncode == 0, p.stderr
+    assert "EiB" not in p.stdout and "PiB" not in p.stdout, p.stdout
+
+
+# --------------------------------------------------------------------------------------- rmi conflicts (CLI)
+def test_rmi_of_an_image_in_use_cli(core_env, test_images):
+    env = core_env
+    env.start_daemon()
+    ref = test_images["busybox:latest"].reference
+    pull(env, ref)
+    img12 = test_images["busybox:latest"].config_digest.split(":")[1][:12]
+    stopped = env.run("create", ref, "true", check=True).stdout.strip()
+    p = env.run("rmi", ref)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert (f'conflict: unable to remove repository reference "{ref}" (must force) - container {stopped[:12]} '
+            f"is using its referenced image {img12}") in p.stderr
+    running = env.run("run", "-d", ref, "sleep", "60", check=True).stdout.strip()
+    p = env.run("rmi", img12)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert (f"conflict: unable to delete {img12} (cannot be forced) - image is being used by running container "
+            f"{running[:12]}") in p.stderr
+    p = env.run("rmi", "-f", img12)
+    assert p.returncode == 1 and "(cannot be forced)" in p.stderr, (p.stdout, p.stderr)
+    p = env.run("rmi", "-f", ref)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert f"Untagged: {ref}" in p.stdout.splitlines()
+    assert env.run("image", "inspect", img12).returncode == 0  # still used: kept, untagged
+    assert env.run("image", "inspect", ref).returncode == 1
+    env.run("rm", "-f", running, stopped, check=True)
+
+
+# --------------------------------------------------------------------------------------- exec exit codes
+def test_exec_exit_code_is_recorded_before_the_stream_closes(client, image, cleanup):
+    c = run_bg(client, image, cleanup, ["sleep", "120"])
+    wait_status(c, "running")
+    for i in range(20):
+        exec_id = client.api.exec_create(c.id, ["sh", "-c", "exit 3"])["Id"]
+        client.api.exec_start(exec_id)
+        info = client.api.exec_inspect(exec_id)
+        assert (info["Running"], info["ExitCode"]) == (False, 3), (i, info)
+
+
+# --------------------------------------------------------------------------------------- create exit codes
+@pytest.mark.skipif(not os.access(DOCKER, os.X_OK), reason="the docker CLI is not installed")
+def test_create_daemon_errors_exit_as_docker_cli(env, image):
+    """docker 28's CLI: ``create`` of an image it cannot pull and a name conflict exit 1 with
+    "Error response from daemon: ..." (no usage hint, unlike ``run``'s 125)."""
+    def docker_cli(*args):
+        return subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=60,
+                              env={**env.env, "DOCKER_CONFIG": str(env.root / "docker-cli")})
+
+    def both(*args):
+        return docker_cli(*args), env.run(*args)
+
+    try:
+        want, got = both("create", "127.0.0.1:1/nope:latest")  # not here, and cannot be pulled
+        assert (want.returncode, got.returncode) == (1, 1), (want.stderr, got.stderr)
+        assert got.stderr == want.stderr and got.stdout == want.stdout == ""
+        assert env.run("create", "--name", "dup-create", image, "true").returncode == 0
+        want, got = both("create", "--name", "dup-create", image, "true")  # a name conflict
+        assert (want.returncode, got.returncode) == (1, 1), (want.stderr, got.stderr)
+        assert got.stderr == want.stderr
+        assert got.stderr.startswith('Error response from daemon: Conflict. The container name "/dup-create" is '
+                                     "already in use")
+    finally:
+        env.run("rm", "-f", "dup-create")

@@ -169,6 +169,8 @@ async def pump(client: Any, leftover: bytes, att: Any, *, tty: bool, stdin: bool
                     await client.send_all(frame(2, data))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        except CoreError as exc:  # the attach stream broke: its output has ended all the same
+            log.debug("output of an attach: %s", exc)
         scope.cancel()
 
     async def input_(scope: trio.CancelScope) -> None:
@@ -1034,6 +1036,17 @@ def register(daemon: Daemon) -> None:
 
     r.add("GET", "/containers/{id}/top", top)
 
+    def host_memory_total() -> int:
+        """``MemTotal`` of ``/proc/meminfo`` in bytes (0 when unreadable)."""
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemTotal:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
     def empty_stats(c: Container) -> dict[str, Any]:
         return {"read": "0001-01-01T00:00:00Z", "preread": "0001-01-01T00:00:00Z", "pids_stats": {},
                 "blkio_stats": {"io_service_bytes_recursive": None, "io_serviced_recursive": None,
@@ -1051,6 +1064,12 @@ def register(daemon: Daemon) -> None:
         raw = await daemon.containers.executor(c).stats(c.id)
         out = empty_stats(c)
         out.update(raw)
+        memory = out.get("memory_stats")
+        if isinstance(memory, dict) and memory:
+            total = host_memory_total()
+            limit = memory.get("limit")
+            if total and (not isinstance(limit, int) or limit <= 0 or limit >= total):
+                out["memory_stats"] = {**memory, "limit": total}  # no limit: docker shows the host's memory
         out["read"] = archive.rfc3339(time.time_ns())
         out["name"], out["id"] = "/" + c.name, c.id
         if previous is not None:
@@ -1287,6 +1306,12 @@ def register(daemon: Daemon) -> None:
         tty_on = bool(tty) if isinstance(tty, bool) else bool(e.config.get("Tty"))
         keys = parse_detach_keys(e.config.get("DetachKeys"))
 
+        async def exited() -> None:
+            """The exec's exit code recorded (``e.done``): what must hold before the client's
+            connection closes, since clients inspect the exec as soon as its stream ends."""
+            with trio.move_on_after(10):
+                await e.done.wait()
+
         async def run(stream: Any, leftover: bytes) -> None:
             try:
                 await daemon.containers.exec_start(e, tty=tty_on, console=console_t)
@@ -1300,13 +1325,11 @@ def register(daemon: Daemon) -> None:
                 return
             try:
                 att = await daemon.containers.executor(c).attach(c.id, e.id)
-            except CoreError as exc:
+            except CoreError as exc:  # e.g. the exec ended before we attached: wait for its exit all the same
                 log.info("attach to exec %s: %s", e.id[:12], exc)
+                await exited()
                 await _close_client(stream)
                 return
-            async def exited() -> None:
-                with trio.move_on_after(10):
-                    await e.done.wait()
 
             await pump(stream, leftover, att, tty=tty_on, stdin=bool(e.config.get("AttachStdin")),
                        stdout=bool(e.config.get("AttachStdout")), stderr=bool(e.config.get("AttachStderr")),
