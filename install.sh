@@ -57,6 +57,8 @@ case $mode in
     .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
     # the out-of-tree test drivers, installed the way a third party's driver would be
     .venv/bin/pip install -q --no-deps ./tests/plugins/core-dummy-driver ./tests/plugins/core-dummy-twin
+    # the out-of-tree executor=runc example (examples/), proven by the same conformance suite
+    .venv/bin/pip install -q --no-deps ./examples/core-runc-executor
     ;;
   *)
     echo "usage: ./install.sh [--test]" >&2
