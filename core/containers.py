@@ -57,6 +57,7 @@ from core.state import MIGRATIONS, State
 
 # core.images' migration is numbered before ours: import it first, the order must never change
 import core.images  # noqa: E402,F401
+from core.units import human_duration
 from core.volumes import MountPoint, VolumeStore, oci_mount, parse_mounts, prepare_sources, volume_names
 
 log = logging.getLogger("core.containers")
@@ -248,34 +249,6 @@ def new_id() -> str:
         value = secrets.token_hex(32)
         if not value[:12].isdigit():
             return value
-
-
-def human_duration(seconds: float) -> str:
-    """go-units' HumanDuration, as in ``Up 5 minutes``."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(round(seconds / 3600))
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def status_text(st: ContainerStateRecord, now_ns: int | None = None) -> str:
