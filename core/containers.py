@@ -588,6 +588,8 @@ class Containers:
         if c is not None and self.networks is not None:
             _write_in_place(self.dir(c) / "hosts",
                             self.networks.hosts_file(c.id, domainname=c.config.get("Domainname") or ""))
+            # on a user-defined network names come from the embedded DNS: point resolv.conf at it
+            _write_in_place(self.dir(c) / "resolv.conf", self.networks.resolv_conf(c.id))
 
     async def _network_prepare(self, c_id: str, hc: dict[str, Any], networking: dict[str, Any],
                                config: dict[str, Any]) -> str | None:

@@ -498,7 +498,10 @@ class NetworkManager:
                           connect``/``disconnect`` and ``--network container:<name>``.
     ``on_change``         optional ``(container_id) -> None`` (may be async), called after
                           ``network connect``/``disconnect`` changed a *running* container:
-                          rewrite its hosts file from :meth:`hosts_file`.
+                          rewrite its hosts file from :meth:`hosts_file` and its resolv.conf
+                          from :meth:`resolv_conf` (a container of the default bridge
+                          connected to a user network gets ``nameserver 127.0.0.11``, as
+                          docker's sandbox rebuilds its DNS when its resolver starts).
     ``nursery``           where DNS servers run (default: ``daemon.nursery``).
 
     Knobs for tests: ``dns_upstreams`` (``[(ip, port)]`` replacing the host's resolvers for

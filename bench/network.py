@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""What the bridge network adds to a container's start: ``core run --rm busybox true`` on the
+default bridge against the same with ``--network none``, median of N runs each, interleaved
+(none, bridge, none, bridge, ...) so that drift hits both alike, in one invocation.  Target: the
+bridge adds <= 15 ms.  Podman's / docker's figures the same way where an engine answers.
+
+The busybox image is built by the test suite's image builder and served by a real registry
+(Debian's docker-registry) on 127.0.0.1.  The daemon has nft tables of its own (so its own
+default bridge), removed at the end with everything else.  A benchmark, not a test: it never
+fails on timing.
+
+    .venv/bin/python bench/network.py [-n 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import purge_network_driver, remove_containers_under, stop_pid, unmount_under  # noqa: E402
+from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
+from tests.support.registry import Registry  # noqa: E402
+
+
+class Core:
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="core-bench-net-", dir="/tmp"))
+        self.nft_table = f"cbench{os.getpid()}"
+        (self.root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": self.nft_table}}}))
+        self.bin = shutil.which("core", path=str(Path(sys.executable).parent)) or "core"
+        self.env = {**os.environ, "CORE_DATA_ROOT": str(self.root / "data"), "CORE_EXEC_ROOT": str(self.root / "run"),
+                    "CORE_HOST": f"unix://{self.root}/run/core.sock",
+                    "CORE_CONFIG_FILE": str(self.root / "daemon.json")}
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([self.bin, *args], env=self.env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise SystemExit(f"core {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return proc
+
+    def close(self) -> None:
+        ids = self.run("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.run("rm", "-f", *ids, check=False)
+        try:
+            stop_pid(int((self.root / "run" / "core.pid").read_text()))
+        except (OSError, ValueError):
+            pass
+        remove_containers_under(self.root)
+        try:
+            purge_network_driver(self.root / "data", self.root / "run", {"nft-table": self.nft_table})
+        except Exception as exc:  # noqa: BLE001 - say so, go on cleaning
+            print(f"warning: removing the bench's bridge/nft tables: {exc}", file=sys.stderr)
+        unmount_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def engine(name: str) -> bool:
+    return bool(shutil.which(name)) and subprocess.run([name, "info"], capture_output=True).returncode == 0
+
+
+def timed(cmd: list[str], **kw) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def interleaved(n: int, none_cmd: list[str], bridge_cmd: list[str], **kw) -> tuple[list[float], list[float]]:
+    timed(none_cmd, **kw)  # warm-up: caches, the default bridge's creation, lazy imports
+    timed(bridge_cmd, **kw)
+    none, bridge = [], []
+    for _ in range(n):
+        none.append(timed(none_cmd, **kw))
+        bridge.append(timed(bridge_cmd, **kw))
+    return none, bridge
+
+
+def report(who: str, n: int, none: list[float], bridge: list[float], target: bool) -> None:
+    mn, mb = statistics.median(none) * 1000, statistics.median(bridge) * 1000
+    print(f"{who} run --rm --network none busybox true: median {mn:7.1f} ms over {n}")
+    print(f"{who} run --rm (default bridge) busybox true: median {mb:7.1f} ms over {n}")
+    print(f"{who}: the bridge network adds {mb - mn:+.1f} ms" + ("  (target <= 15 ms)" if target else ""))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=20, help="runs of each (default 20, at least 20 recommended)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="core-bench-netimg-", dir="/tmp"))
+    core = Core()
+    try:
+        build_image(work / "layout", [busybox_rootfs_layer()], config={"Cmd": ["/bin/sh"]})
+        with Registry() as registry:
+            push(work / "layout", "busybox:latest", registry)
+            image = f"{registry.host}/busybox:latest"
+            core.run("pull", "-q", image)
+            base = [core.bin, "run", "--rm"]
+            none, bridge = interleaved(args.n, base + ["--network", "none", image, "true"],
+                                       base + [image, "true"], env=core.env)
+            report("core", args.n, none, bridge, target=True)
+        for other in ("podman", "docker"):
+            if engine(other):
+                none, bridge = interleaved(args.n, [other, "run", "--rm", "--network", "none", "busybox", "true"],
+                                           [other, "run", "--rm", "busybox", "true"])
+                report(other, args.n, none, bridge, target=False)
+            else:
+                print(f"{other}: no engine answers here (`{other} info` fails or it is not installed), not measured")
+    finally:
+        core.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
