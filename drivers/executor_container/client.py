@@ -36,6 +36,7 @@ from core import errors
 from drivers.executor_container import cgroups
 
 SHIM = str(Path(__file__).with_name("shim.py"))
+ZYGOTE = str(Path(__file__).with_name("zygote.py"))
 REQUEST_TIMEOUT = 30.0
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ERRORS = {
@@ -180,6 +181,94 @@ class ContainerExecutor:
         self.run = Path(context.exec_root)
         self.run.mkdir(parents=True, exist_ok=True)
         _compile_shim()
+        self._zygote: Any = None          # the warm spawner's trio Process (zygote.py)
+        self._zygote_lock = trio.Lock()
+        self._zygote_broken = False       # it could not start: the launcher it is
+
+    # ------------------------------------------------------------------ the zygote
+    async def _start_zygote(self) -> bool:
+        """Start the warm spawner (or find it running); False when it cannot start."""
+        async with self._zygote_lock:
+            z = self._zygote
+            if z is not None and z.returncode is None and z.poll() is None:
+                return True
+            if z is not None:
+                with contextlib.suppress(Exception):
+                    await z.stdin.aclose()
+                with contextlib.suppress(Exception):
+                    await z.stdout.aclose()
+                with trio.move_on_after(1):
+                    await z.wait()
+                self._zygote = None
+            if self._zygote_broken:
+                return False
+            import subprocess
+            from drivers.executor_container import shim as shim_module
+            env = dict(os.environ)
+            env["GLIBC_TUNABLES"] = shim_module.MALLOC_TUNABLES
+            try:
+                z = await trio.lowlevel.open_process(
+                    [sys.executable, "-I", "-S", ZYGOTE, str(self.run / "zygote.sock")],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    start_new_session=True, env=env, cwd="/")
+            except OSError:
+                self._zygote_broken = True
+                return False
+            got = b""
+            with trio.move_on_after(10):
+                while b"\n" not in got:
+                    chunk = await z.stdout.receive_some(64)
+                    if not chunk:
+                        break
+                    got += chunk
+            if not got.startswith(b"ready"):
+                with contextlib.suppress(OSError):
+                    z.kill()
+                with trio.move_on_after(1):
+                    await z.wait()
+                self._zygote_broken = True
+                return False
+            self._zygote = z
+            return True
+
+    async def _kill_zygote(self) -> None:
+        z = self._zygote
+        if z is not None:
+            with contextlib.suppress(OSError):
+                z.kill()
+            with trio.move_on_after(1):
+                await z.wait()
+
+    async def _zygote_create(self, argv: list[str]) -> str | None:
+        """Have the zygote fork the shim: its verdict, or None when the zygote cannot."""
+        for _attempt in range(2):
+            if not await self._start_zygote():
+                return None
+            try:
+                conn = await _connect(self.run / "zygote.sock")
+            except _ShimGone:
+                await self._kill_zygote()
+                continue
+            try:
+                await conn.stream.send_all((json.dumps(argv) + "\n").encode())
+                out = b""
+                while True:
+                    data = await conn.stream.receive_some(65536)
+                    if not data:
+                        break
+                    out += data
+            except (trio.BrokenResourceError, OSError):
+                out = b""
+            finally:
+                with trio.CancelScope(shield=True):
+                    await conn.stream.aclose()
+            if out:
+                return out.decode("utf-8", "replace")
+            if Path(argv[0], "shim.pid").exists():
+                return "error CoreError the shim died"
+            # the zygote went before forking: start it again
+            await self._kill_zygote()
+        return None
 
     # ------------------------------------------------------------------ helpers
     def _dir(self, container_id: str, creating: bool = False) -> Path:
@@ -303,18 +392,24 @@ class ContainerExecutor:
             raise errors.AlreadyExists(f"container {container_id} already exists") from None
         try:
             (d / "bundle").write_text(str(bundle))
-            argv = [sys.executable, "-I", "-S", SHIM, str(d), container_id, str(bundle),
+            args = [str(d), container_id, str(bundle),
                     "1" if io.terminal else "0", "1" if io.stdin else "0",
                     "1" if io.stdin_once else "0", str(int(io.width)), str(int(io.height)),
                     str(io.log_path) if io.log_path else "-", str(d / "sock")]
-            result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                            check=False, stdin=b"")
-            out = result.stdout.decode("utf-8", "replace").strip()
+            verdict = await self._zygote_create(args)
+            if verdict is None:    # no zygote: the launcher (a fresh interpreter)
+                result = await trio.run_process([sys.executable, "-I", "-S", SHIM, *args],
+                                                capture_stdout=True, capture_stderr=True,
+                                                check=False, stdin=b"")
+                out = result.stdout.decode("utf-8", "replace").strip()
+                err = result.stderr.decode("utf-8", "replace")
+            else:
+                out, err = verdict.strip(), ""
             if not out.startswith("ok"):
                 word, _, rest = out.partition(" ")
                 if word == "error":
                     raise _error(rest.encode())
-                raise errors.CoreError(f"the shim failed: {out or result.stderr.decode()}")
+                raise errors.CoreError(f"the shim failed: {out or err}")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._remove(container_id, d, force=True)
@@ -560,7 +655,9 @@ class ContainerExecutor:
         """Wait for the shim ``pid`` to go (SIGKILL after 5 s), if it is ours."""
         def ours() -> bool:
             try:
-                return str(d).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+                if str(d).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+                return os.readlink(f"/proc/{pid}/cwd") == str(d)   # forked by the zygote
             except OSError:
                 return False
         with trio.move_on_after(5):
@@ -581,4 +678,15 @@ class ContainerExecutor:
         return out
 
     async def close(self) -> None:
-        """Nothing to release: every request has its own connection."""
+        """Stop the zygote (its shims live on); every request has its own connection."""
+        z, self._zygote = self._zygote, None
+        if z is not None:
+            with contextlib.suppress(Exception):
+                await z.stdin.aclose()
+            with contextlib.suppress(Exception):
+                await z.stdout.aclose()
+            with trio.move_on_after(2):
+                await z.wait()
+            if z.returncode is None:
+                with contextlib.suppress(OSError):
+                    z.kill()

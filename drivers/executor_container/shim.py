@@ -203,6 +203,13 @@ class Proc:
                 high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in fds]  # above 0-4
                 for i, fd in enumerate(high):
                     os.dup2(fd, i)
+                rt = sys.modules.get("drivers.executor_container.runtime")
+                if rt is not None:
+                    # forked by the zygote: the runtime is imported already, run it here
+                    _signal.set_wakeup_fd(-1)
+                    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                    os.closerange(len(fds), 1 << 16)
+                    os._exit(rt.main(["runtime.py"] + argv))
                 os.closerange(len(fds), 1 << 16)
                 os.execv(PY, [PY, "-I", "-S", "-c", HELPER_CODE] + argv)
             finally:
