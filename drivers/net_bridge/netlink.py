@@ -85,6 +85,8 @@ class HostNet:
     def __init__(self) -> None:
         self.ipr = IPRoute()
         self._nft: Any = None
+        self._chains: list[tuple[int, str, str, int | None, int | None]] | None = None
+        self._chains_gen: int | None = None  # the ruleset generation _chains was read at
         self._bridges: dict[str, int] = {}  # name -> ifindex
 
     def close(self) -> None:
@@ -278,11 +280,22 @@ class HostNet:
     # ----------------------------------------------------------------------- nftables
     def forward_chains(self) -> list[tuple[int, str, str, int | None, int | None]]:
         """``(family, table, chain, hooknum, policy)`` of every nftables base chain, from one
-        netlink dump (no subprocess): what :func:`nft.drop_chain_fingerprint` needs."""
+        netlink dump (no subprocess): what :func:`nft.drop_chain_fingerprint` needs.
+
+        The ruleset's generation id (``NFT_MSG_GETGEN``, one short message) tells whether
+        anything changed since the last dump; if nothing did, the last answer is returned.
+        """
         if self._nft is None:
             from pyroute2.nftables.main import NFTables
 
             self._nft = NFTables(nfgen_family=0)
+        from pyroute2.netlink import NLM_F_REQUEST
+        from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, nft_gen_msg
+
+        gen = [m.get_attr("NFTA_GEN_ID")
+               for m in self._nft.request_get(nft_gen_msg(), NFT_MSG_GETGEN, msg_flags=NLM_F_REQUEST)]
+        if gen and self._chains_gen == gen[0] and self._chains is not None:
+            return list(self._chains)
         out = []
         for c in self._nft.get_chains():
             hook = c.get_attr("NFTA_CHAIN_HOOK")
@@ -291,7 +304,8 @@ class HostNet:
             out.append((c["nfgen_family"], c.get_attr("NFTA_CHAIN_TABLE"),
                         c.get_attr("NFTA_CHAIN_NAME"), hook.get_attr("NFTA_HOOK_HOOKNUM"),
                         c.get_attr("NFTA_CHAIN_POLICY")))
-        return out
+        self._chains, self._chains_gen = out, (gen[0] if gen else None)
+        return list(out)
 
 
 def _has_link(ipr: IPRoute, name: str) -> bool:
