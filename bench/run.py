@@ -63,13 +63,17 @@ class Core:
         return proc
 
     def processes(self) -> list[int]:
-        """The daemon and every shim (not the containers' own processes)."""
+        """The daemon, its children (the executor's zygote) and every shim — not the containers'
+        own processes."""
         pids = []
         for pidfile in [self.root / "run" / "core.pid", *self.root.glob("run/executor/*/*/shim.pid")]:
             try:
                 pids.append(int(pidfile.read_text()))
             except (OSError, ValueError):
                 pass
+        if pids:
+            for children in Path(f"/proc/{pids[0]}/task").glob("*/children"):
+                pids += [int(c) for c in children.read_text().split()]
         return pids
 
     def close(self) -> None:
@@ -167,7 +171,7 @@ def main() -> int:
             running = len(core.run("ps", "-q").stdout.split())
             pids = core.processes()
             total = sum(pss_kib(p) for p in pids)
-            print(f"core processes (daemon + {len(pids) - 1} shims) with {running} idle containers: "
+            print(f"core processes (daemon, zygote, shims: {len(pids)}) with {running} idle containers: "
                   f"PSS {total / 1024:.1f} MiB, {total / 1024 / max(running, 1):.2f} MiB per container "
                   "(target <= 10 MiB)")
     finally:
