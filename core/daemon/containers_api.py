@@ -499,23 +499,6 @@ def summary_json(daemon: Daemon, c: Container, sizes: tuple[int, int] | None = N
     return out
 
 
-def _filters(req: Request, known: set[str]) -> dict[str, list[str]]:
-    raw = req.qjson("filters", {}) or {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if key not in known:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return out
-
-
 def _label_match(labels: dict[str, str], wanted: list[str]) -> bool:
     for want in wanted:
         key, eq, value = want.partition("=")
@@ -645,7 +628,7 @@ def register(daemon: Daemon) -> None:
     r.add("POST", "/containers/create", create)
 
     async def list_(req: Request) -> Response:
-        filters = _filters(req, PS_FILTERS)
+        filters = req.filters(PS_FILTERS)
         all_ = req.qbool("all")
         limit = req.qint("limit", 0) or 0
         if limit > 0 or "status" in filters or "before" in filters or "since" in filters or "exited" in filters:
@@ -832,7 +815,7 @@ def register(daemon: Daemon) -> None:
     r.add("POST", "/containers/{id}/update", update)
 
     async def prune(req: Request) -> Response:
-        filters = _filters(req, {"until", "label", "label!"})
+        filters = req.filters({"until", "label", "label!"})
         until = parse_since(filters["until"][0], "until") if filters.get("until") else 0
         deleted, reclaimed = [], 0
         for c in daemon.containers.list():

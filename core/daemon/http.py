@@ -84,6 +84,27 @@ class Request:
         except ValueError:
             raise InvalidArgument(f'invalid value for "{name}": not valid JSON') from None
 
+    def filters(self, known: set[str] | frozenset[str] | None = None) -> dict[str, list[str]]:
+        """docker's ``filters`` parameter: ``{"name": ["x"]}`` (or the old ``{"name": {"x": true}}``,
+        or a bare string) as ``{"name": ["x"]}``.  Keys outside ``known`` are docker's
+        ``invalid filter 'key'`` error."""
+        raw = self.qjson("filters", {}) or {}
+        if not isinstance(raw, dict):
+            raise InvalidArgument("invalid filters: expected a JSON object")
+        out: dict[str, list[str]] = {}
+        for key, value in raw.items():
+            if known is not None and key not in known:
+                raise InvalidArgument(f"invalid filter '{key}'")
+            if isinstance(value, dict):
+                out[key] = [k for k, v in value.items() if v]
+            elif isinstance(value, list):
+                out[key] = [str(v) for v in value]
+            elif isinstance(value, str):
+                out[key] = [value]
+            else:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        return out
+
     def json(self, default: Any = None) -> Any:
         if not self.body.strip():
             return default

@@ -52,6 +52,9 @@ def parse_pull_reference(from_image: str, tag: str | None) -> tuple[Reference, b
     return ref, all_tags
 
 
+IMAGE_FILTERS = frozenset({"dangling", "reference", "label", "before", "since", "until"})
+
+
 class JSONLines:
     """A streamed response body of docker's JSON messages, fed without blocking the producer."""
 
@@ -152,7 +155,7 @@ def register(daemon: Daemon) -> None:
     r.add("POST", "/images/create", pull)
 
     async def list_images(req: Request) -> Response:
-        filters = _filters(req)
+        filters = req.filters(IMAGE_FILTERS)
         return json_response([image.summary() for image in daemon.images.list() if _match_filters(image, filters)])
 
     r.add("GET", "/images/json", list_images)
@@ -215,7 +218,7 @@ def register(daemon: Daemon) -> None:
     r.add("DELETE", "/images/{name:path}", remove)
 
     async def prune(req: Request) -> Response:
-        filters = _filters(req)
+        filters = req.filters(IMAGE_FILTERS)
         dangling_only = True
         if "dangling" in filters:
             dangling_only = any(v in ("true", "1") for v in filters["dangling"])
@@ -286,26 +289,6 @@ def register(daemon: Daemon) -> None:
         return lines.respond(daemon.nursery, run, f"push of {ref}")
 
     r.add("POST", "/images/{name:path}/push", push)
-
-
-def _filters(req: Request) -> dict[str, list[str]]:
-    """docker's ``filters`` query parameter: ``{"name": ["v1", ...]}`` or the old ``{"name": {"v1": true}}``."""
-    raw = req.qjson("filters", {}) or {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            raise InvalidArgument(f"invalid filter {key!r}")
-    known = {"dangling", "reference", "label", "before", "since", "until"}
-    for key in out:
-        if key not in known:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return out
 
 
 def _match_filters(image: Image, filters: dict[str, list[str]]) -> bool:

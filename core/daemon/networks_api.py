@@ -13,24 +13,6 @@ if TYPE_CHECKING:
     from core.daemon.app import Daemon
 
 
-def _filters(req: Request) -> dict[str, list[str]]:
-    """docker's ``filters``: ``{"name": ["x"]}`` or the old ``{"name": {"x": true}}``."""
-    raw = req.qjson("filters", {}) or {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        elif isinstance(value, str):
-            out[key] = [value]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return out
-
-
 def _body(req: Request) -> dict[str, Any]:
     body = req.json({}) or {}
     if not isinstance(body, dict):
@@ -48,7 +30,7 @@ def register(daemon: Daemon) -> None:
 
     async def list_(req: Request) -> Response:
         await networks.start()
-        return json_response(networks.list_networks(_filters(req)))
+        return json_response(networks.list_networks(req.filters()))
 
     r.add("GET", "/networks", list_)
 
@@ -97,7 +79,7 @@ def register(daemon: Daemon) -> None:
     r.add("POST", "/networks/{id}/disconnect", disconnect)
 
     async def prune(req: Request) -> Response:
-        deleted = await networks.prune(_filters(req))
+        deleted = await networks.prune(req.filters())
         return json_response({"NetworksDeleted": deleted or None})
 
     r.add("POST", "/networks/prune", prune)

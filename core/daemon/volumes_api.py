@@ -12,23 +12,6 @@ if TYPE_CHECKING:
     from core.daemon.app import Daemon
 
 
-def _filters(req: Request, known: set[str]) -> dict[str, list[str]]:
-    raw = req.qjson("filters", {}) or {}
-    if not isinstance(raw, dict):
-        raise InvalidArgument("invalid filters: expected a JSON object")
-    out: dict[str, list[str]] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(value, dict):
-            out[key] = [k for k, v in value.items() if v]
-        elif isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    return out
-
-
 def _bool_filter(values: list[str], name: str) -> bool:
     v = values[-1].lower()
     if v in ("1", "true"):
@@ -52,7 +35,7 @@ def register(daemon: Daemon) -> None:
         return bool(daemon.volumes.users(vol.name))
 
     async def list_(req: Request) -> Response:
-        filters = _filters(req, {"dangling", "driver", "label", "name"})
+        filters = req.filters({"dangling", "driver", "label", "name"})
         out = []
         for vol in daemon.volumes.list():
             if "dangling" in filters and _bool_filter(filters["dangling"], "dangling") == in_use(vol):
@@ -97,7 +80,7 @@ def register(daemon: Daemon) -> None:
     r.add("DELETE", "/volumes/{name}", remove)
 
     async def prune(req: Request) -> Response:
-        filters = _filters(req, {"label", "label!", "all"})
+        filters = req.filters({"label", "label!", "all"})
         everything = _bool_filter(filters["all"], "all") if "all" in filters else False
         deleted: list[str] = []
         reclaimed = 0
