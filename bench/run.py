@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
+from tests.conftest import purge_network_driver, remove_containers_under  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 
@@ -52,6 +53,8 @@ class Core:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="core-bench-", dir="/tmp"))
         self.bin = shutil.which("core", path=str(Path(sys.executable).parent)) or "core"
+        self.nft_table = f"cbench{os.getpid()}"  # its own nft tables and bridge, removed at close
+        (self.root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": self.nft_table}}}))
         self.env = {**os.environ, "CORE_DATA_ROOT": str(self.root / "data"), "CORE_EXEC_ROOT": str(self.root / "run"),
                     "CORE_HOST": f"unix://{self.root}/run/core.sock",
                     "CORE_CONFIG_FILE": str(self.root / "daemon.json")}
@@ -85,6 +88,8 @@ class Core:
             time.sleep(0.5)
         except (OSError, ValueError):
             pass
+        remove_containers_under(self.root)
+        purge_network_driver(self.root / "data", self.root / "run", {"nft-table": self.nft_table})
         subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 

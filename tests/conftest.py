@@ -90,26 +90,36 @@ def _kill_if_cmdline_has(pid: int, needle: str) -> None:
 
 def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, str]) -> None:
     """Remove every endpoint and network the bridge driver of a data root has (bridges, nft
-    tables, ports): what a daemon leaves on the host by design, gone when its test ends."""
+    tables, ports): what a daemon leaves on the host by design, gone when its test ends.
+
+    When the driver's state is gone (a data root on a tmpfs already unmounted, say), the engine's
+    nft tables and its default bridge are removed by name.
+    """
+    import hashlib
+
     import trio
 
     from core import plugins
 
     context = plugins.context_for("network", "bridge", Path(data_root), Path(exec_root), options)
-    if not (context.root / "bridge.db").exists():
-        return
+    if (context.root / "bridge.db").exists():
+        async def clear() -> None:
+            driver = plugins.load("network", "bridge").create(context)
+            try:
+                for net in await driver.networks():
+                    for ep in await driver.endpoints(net.id):
+                        await driver.leave(net.id, ep.endpoint_id)
+                    await driver.delete_network(net.id)
+            finally:
+                await driver.close()
 
-    async def clear() -> None:
-        driver = plugins.load("network", "bridge").create(context)
-        try:
-            for net in await driver.networks():
-                for ep in await driver.endpoints(net.id):
-                    await driver.leave(net.id, ep.endpoint_id)
-                await driver.delete_network(net.id)
-        finally:
-            await driver.close()
-
-    trio.run(clear)
+        trio.run(clear)
+    table = options.get("nft-table")
+    if table and table != "core":
+        for family, name in (("inet", table), ("ip", f"{table}-nat")):
+            subprocess.run(["nft", "delete", "table", family, name], capture_output=True)
+        bridge = "core" + hashlib.sha256(table.encode()).hexdigest()[:8]
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
 
 
 def remove_containers_under(root: Path) -> None:
