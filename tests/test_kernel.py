@@ -347,3 +347,17 @@ def test_loading_conformance_suite_as_a_third_party_runs_it(tmp_path):
                             text=True, timeout=120, cwd=tmp_path)
     assert broken.returncode == 1
     assert "core_dummy_driver_missing_dependency" in broken.stdout
+
+
+def test_a_cli_bug_is_one_line_not_a_traceback(monkeypatch, capsys):
+    from core.cli import cmd_system, main
+
+    def broken(ctx, argv, prog):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cmd_system, "version", broken)
+    assert main.main(["version"]) == 1
+    err = capsys.readouterr().err
+    assert err == "core: internal error: ZeroDivisionError: division by zero (run with -D for the traceback)\n"
+    with pytest.raises(ZeroDivisionError):
+        main.main(["-D", "version"])

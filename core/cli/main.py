@@ -232,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the socket went away mid-answer, a file could not be read...
+        return _fail(f"error during connect: {exc}" if isinstance(exc, ConnectionError) else f"core: {exc}", 1)
+    except Exception as exc:  # a bug of ours: say so in one line; -D shows the traceback
+        if debug:
+            raise
+        return _fail(f"core: internal error: {type(exc).__name__}: {exc} (run with -D for the traceback)", 1)
 
 
 if __name__ == "__main__":
