@@ -9,6 +9,7 @@ Target (issue: the kernel): <= 2.  A benchmark, not a test: it prints, it never 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -35,6 +36,8 @@ def main() -> int:
         print("core is not installed next to this interpreter", file=sys.stderr)
         return 1
     root = Path(tempfile.mkdtemp(prefix="core-bench-", dir="/tmp"))
+    table = f"cbench{os.getpid()}"  # its own nft tables and bridge, removed at the end
+    (root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": table}}}))
     env = {**os.environ, "CORE_DATA_ROOT": str(root / "data"), "CORE_EXEC_ROOT": str(root / "run"),
            "CORE_HOST": f"unix://{root}/run/core.sock", "CORE_CONFIG_FILE": str(root / "daemon.json")}
     try:
@@ -56,6 +59,10 @@ def main() -> int:
             time.sleep(0.5)
         except (OSError, ValueError):
             pass
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.conftest import purge_network_driver
+
+        purge_network_driver(root / "data", root / "run", {"nft-table": table})
         shutil.rmtree(root, ignore_errors=True)
     return 0
 
