@@ -669,10 +669,10 @@ def _each(ctx: Any, names: Iterable[str], op: Callable[[str], Any]) -> int:
     return fail_joined(errors)
 
 
-@command
-def stop(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "[OPTIONS] CONTAINER [CONTAINER...]", "Stop one or more running containers",
-              aliases="core container stop, core stop")
+def _stop_or_restart(ctx: Any, argv: list[str], prog: str, action: str, summary: str) -> int:
+    """``stop`` and ``restart``: the same flags, one endpoint each."""
+    f = Flags(prog, "[OPTIONS] CONTAINER [CONTAINER...]", summary,
+              aliases=f"core container {action}, core {action}")
     f.add("signal", "s", "string", help="Signal to send to the container")
     f.add("timeout", "t", "int", help="Seconds to wait before killing the container")
     f.add("time", None, "int", dest="time", hidden=True,
@@ -683,24 +683,17 @@ def stop(ctx: Any, argv: list[str], prog: str) -> int:
         raise CLIError("conflicting options: cannot specify both --timeout and --time", 1)
     timeout = opts.timeout if "timeout" in opts.changed else opts.time if "time" in opts.changed else None
     params = {"t": timeout, "signal": opts.signal or None}
-    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/stop", params))
+    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/{action}", params))
+
+
+@command
+def stop(ctx: Any, argv: list[str], prog: str) -> int:
+    return _stop_or_restart(ctx, argv, prog, "stop", "Stop one or more running containers")
 
 
 @command
 def restart(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "[OPTIONS] CONTAINER [CONTAINER...]", "Restart one or more containers",
-              aliases="core container restart, core restart")
-    f.add("signal", "s", "string", help="Signal to send to the container")
-    f.add("timeout", "t", "int", help="Seconds to wait before killing the container")
-    f.add("time", None, "int", dest="time", hidden=True,
-          help="Seconds to wait before killing the container (deprecated: use --timeout)")
-    opts, args = f.parse(argv)
-    f.require(args, least=1)
-    if "time" in opts.changed and "timeout" in opts.changed:
-        raise CLIError("conflicting options: cannot specify both --timeout and --time", 1)
-    timeout = opts.timeout if "timeout" in opts.changed else opts.time if "time" in opts.changed else None
-    params = {"t": timeout, "signal": opts.signal or None}
-    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/restart", params))
+    return _stop_or_restart(ctx, argv, prog, "restart", "Restart one or more containers")
 
 
 @command
