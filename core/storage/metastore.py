@@ -29,18 +29,16 @@ join it.  Calls are short (tens of microseconds), so drivers call the store inli
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
+
 from pathlib import Path
 
 import attrs
 
 from core.contracts.storage import SnapshotInfo, SnapshotKind, Usage
-from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
+from core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from core.sqlite import Database
 
 __all__ = ["MetaStore", "Snapshot"]
 
@@ -89,7 +87,7 @@ def _check_labels(labels: object) -> dict[str, str]:
     return dict(labels)
 
 
-class MetaStore:
+class MetaStore(Database):
     """The snapshots of one driver, in the SQLite database ``path`` (created if absent).
 
     Thread-safe; see the module docstring for transactions.  Raises ``CoreError`` if the
@@ -97,64 +95,7 @@ class MetaStore:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._depth = 0
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            with self.transaction():
-                version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version > _VERSION:
-                    raise CoreError(f"{self.path}: snapshot database version {version} is newer "
-                                    f"than this engine's ({_VERSION})")
-                if version == 0:
-                    for statement in _SCHEMA:
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {_VERSION}")
-        except sqlite3.Error as exc:
-            raise CoreError(f"{self.path}: cannot open the snapshot database: {exc}") from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # ----------------------------------------------------------------------- transactions
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[MetaStore]:
-        """Group calls into one atomic transaction; nested blocks are savepoints.
-
-        If the block raises, its changes are rolled back and the exception propagates; errors
-        of SQLite itself become ``CoreError``.
-        """
-        with self._lock:
-            outer = self._depth == 0
-            savepoint = f"sp{self._depth}"
-            try:
-                self._db.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
-                self._depth += 1
-                try:
-                    yield self
-                except BaseException:
-                    self._depth -= 1
-                    if outer:
-                        self._db.execute("ROLLBACK")
-                    else:
-                        self._db.execute(f"ROLLBACK TO {savepoint}")
-                        self._db.execute(f"RELEASE {savepoint}")
-                    raise
-                self._depth -= 1
-                try:
-                    self._db.execute("COMMIT" if outer else f"RELEASE {savepoint}")
-                except sqlite3.Error:
-                    if outer and self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise CoreError(f"snapshot database {self.path}: {exc}") from exc
+        super().__init__(path, "snapshot database", _VERSION, _SCHEMA)
 
     # ----------------------------------------------------------------------- queries
     def _row(self, key: str) -> tuple[int, str, int | None]:

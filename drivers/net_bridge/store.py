@@ -11,17 +11,13 @@ and ``leave``/``delete_network`` (which tolerate missing devices and rules) clea
 """
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
-from core.errors import CoreError, Unavailable
+from core.sqlite import Database
 
 _VERSION = 1
 _SCHEMA = (
@@ -88,64 +84,11 @@ class PortRecord:
     seq: int = 0
 
 
-class Store:
+class Store(Database):
     """Thread-safe; every method is one transaction unless called inside :meth:`transaction`."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._depth = 0
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            with self.transaction():
-                version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version > _VERSION:
-                    raise CoreError(f"{self.path}: network database version {version} is newer "
-                                    f"than this engine's ({_VERSION})")
-                if version == 0:
-                    for statement in _SCHEMA:
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {_VERSION}")
-        except sqlite3.Error as exc:
-            raise CoreError(f"{self.path}: cannot open the network database: {exc}") from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """One atomic transaction (nested blocks join the outer one)."""
-        with self._lock:
-            outer = self._depth == 0
-            try:
-                if outer:
-                    self._db.execute("BEGIN IMMEDIATE")
-                self._depth += 1
-                try:
-                    yield self
-                except BaseException:
-                    self._depth -= 1
-                    if outer:
-                        self._db.execute("ROLLBACK")
-                    raise
-                self._depth -= 1
-                if outer:
-                    self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if outer and self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if "full" in str(exc) or "disk I/O" in str(exc):
-                    raise Unavailable(f"no space left for {self.path}: {exc}") from exc
-                raise CoreError(f"network database {self.path}: {exc}") from exc
-            except sqlite3.Error as exc:
-                if outer and self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise CoreError(f"network database {self.path}: {exc}") from exc
+        super().__init__(path, "network database", _VERSION, _SCHEMA)
 
     def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.transaction():
