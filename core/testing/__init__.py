@@ -26,8 +26,11 @@ builds an object implementing its kind's Protocol).
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import trio
 
 from core import plugins
 
@@ -54,3 +57,35 @@ def make_driver(kind: str, name: str, root: Path) -> tuple[plugins.LoadedDriver,
 def temp_root() -> Path:
     """A short temporary directory (unix socket paths are limited to 107 bytes)."""
     return Path(tempfile.mkdtemp(prefix="core-ct-", dir="/tmp"))
+
+
+class TrioThread:
+    """A trio loop in a thread of its own: the driver lives in one trio run, as in the daemon,
+    while tests and the hypothesis state machine stay synchronous."""
+
+    def __init__(self) -> None:
+        ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+
+        async def serve() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            ready.set()
+            await self._stop.wait()
+
+        self._thread = threading.Thread(target=trio.run, args=(serve,), name="core-testing-trio",
+                                        daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def run(self, afn: Callable[..., Any], *args: Any) -> Any:
+        return trio.from_thread.run(afn, *args, trio_token=self._token)
+
+    def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)  # type: ignore[union-attr]
+            self._thread.join()

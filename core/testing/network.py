@@ -72,6 +72,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
     run_state_machine_as_test
 
 from core import plugins
+from core.testing import TrioThread
 from core.contracts.network import (Endpoint, EndpointRequest, Network, NetworkSpec, PortBinding,
                                     mac_for_address)
 from core.errors import AlreadyExists, Conflict, CoreError, DriverError, InvalidArgument, NotFound
@@ -396,38 +397,6 @@ class HostSnapshot:
 
 
 # =========================================================================== harness
-class _TrioThread:
-    """A trio loop in a thread of its own: the driver lives in one trio run, as in the daemon,
-    while tests and the hypothesis state machine stay synchronous."""
-
-    def __init__(self) -> None:
-        ready = threading.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-
-        async def serve() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            ready.set()
-            await self._stop.wait()
-
-        self._thread = threading.Thread(target=trio.run, args=(serve,), name="core-testing-trio",
-                                        daemon=True)
-        self._thread.start()
-        ready.wait()
-
-    def run(self, afn: Callable[..., Any], *args: Any) -> Any:
-        return trio.from_thread.run(afn, *args, trio_token=self._token)
-
-    def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)  # type: ignore[union-attr]
-            self._thread.join()
-
-
 def _build(kind: str, name: str, root: Path, options: dict[str, str]) -> tuple[Any, Any, Any]:
     loaded = plugins.load(kind, name)
     context = plugins.context_for(kind, name, root / "data", root / "run", options)
@@ -454,7 +423,7 @@ class NetworkHarness:
             {"kind": kind, "name": name, "options": self.options}))
         self.ns = Namespaces()
         self.subnets: list[ipaddress.IPv4Network] = []  # of every network made
-        self._loop = _TrioThread()
+        self._loop = TrioThread()
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(

@@ -47,7 +47,6 @@ import stat
 import struct
 import tarfile
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -61,7 +60,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from core.contracts.storage import SnapshotKind, Usage
 from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
 from core.storage.mount import mount_all, unmount
-from core.testing import make_driver, temp_root
+from core.testing import TrioThread, make_driver, temp_root
 
 __all__ = ["SnapshotterSuite", "LayerStackMachine", "Harness", "Layer", "Node", "read_tree",
            "assert_tree", "chunks", "unmount_below"]
@@ -227,38 +226,6 @@ def unmount_below(root: Path) -> None:
         unmount(point, detach=True)
 
 
-class _TrioThread:
-    """A trio loop in a thread of its own: the driver lives in one trio run, as in the daemon,
-    while tests and the hypothesis state machine stay synchronous."""
-
-    def __init__(self) -> None:
-        ready = threading.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-
-        async def serve() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            ready.set()
-            await self._stop.wait()
-
-        self._thread = threading.Thread(target=trio.run, args=(serve,), name="core-testing-trio",
-                                        daemon=True)
-        self._thread.start()
-        ready.wait()
-
-    def run(self, afn: Callable[..., Any], *args: Any) -> Any:
-        return trio.from_thread.run(afn, *args, trio_token=self._token)
-
-    def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)  # type: ignore[union-attr]
-            self._thread.join()
-
-
 class Harness:
     """The driver under test in a fresh root, with synchronous helpers.
 
@@ -273,7 +240,7 @@ class Harness:
         self.kind, self.name = kind, name
         self.root = temp_root()
         self._mounted: list[Path] = []
-        self._loop = _TrioThread()
+        self._loop = TrioThread()
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(
