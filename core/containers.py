@@ -745,7 +745,17 @@ class Containers:
                 shutil.rmtree(cdir, ignore_errors=True)
             raise
         self.emit("container", "create", c.id, c.event_attributes())
+        await self._prepare_executor(c)   # docker run starts it next
         return c, warnings
+
+    async def _prepare_executor(self, c: Container) -> None:
+        """The executor's optional ``prepare`` hint (see core.contracts.executor)."""
+        prepare = getattr(self.executor(c), "prepare", None)
+        if prepare is not None:
+            try:
+                await prepare(c.id)
+            except CoreError as exc:
+                log.debug("container %s: executor prepare: %s", c.short_id, exc)
 
     def _volumes_from(self, ref: str) -> list[MountPoint]:
         other = self.store.lookup(ref)
@@ -888,6 +898,7 @@ class Containers:
 
     async def _start_locked(self, c: Container) -> None:
         ex = self.executor(c)
+        await self._prepare_executor(c)
         for mp in c.mounts:
             if mp.type == "bind" and not os.path.exists(mp.source):
                 raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: '

@@ -30,6 +30,11 @@ Lifecycle
     status = await ex.wait("<id>")            # ExitStatus(code=0, oom_killed=False, finished_at=...)
     await ex.delete("<id>")                   # the shim is gone, its state removed
 
+Optional: ``async def prepare(container_id) -> None``, a hint that ``create`` for this container
+is coming (the kernel calls it when a container is created and when a start begins, before the
+bundle exists).  An executor may get ready there — warm caches, prime the kernel — and must
+return at once and never fail; executors without it are simply not told.
+
 After ``wait`` returns, ``create`` + ``start`` with the same id and bundle runs the container
 again (``docker start`` of a stopped container): the kernel keeps the root filesystem, so the
 files it wrote are still there.

@@ -109,6 +109,39 @@ def _kv(path: str) -> dict[str, int]:
     return out
 
 
+def own_procs_file() -> str | None:
+    """The ``cgroup.procs`` of the cgroup this process is in (one hierarchy), if any."""
+    version, mounts = hierarchies()
+    try:
+        lines = _read("/proc/self/cgroup").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _num, _, rest = line.partition(":")
+        names, _, path = rest.partition(":")
+        point = mounts.get(names) if version == 1 else mounts.get("") if not names else None
+        if point and path.startswith("/"):
+            procs = os.path.join(point, path.lstrip("/"), "cgroup.procs")
+            if os.path.exists(procs):
+                return procs
+    return None
+
+
+def prime(procs_file: str) -> None:
+    """Start the kernel's wait for a cgroup move early (blocks for it: call it in a thread).
+
+    Moving a process into a cgroup (what every container start does) takes the kernel's global
+    ``cgroup_threadgroup_rwsem`` for writing, and the first writer after a quiet spell waits for
+    an RCU grace period (~10 ms on this kind of host: the longest single step of a start);
+    writers that come within about a grace period of the last one pass at once.  Writing our
+    own pid into the cgroup it is already in moves nothing and pays that wait now, while the
+    container's bundle is being prepared.  Errors are ignored: it is only a head start."""
+    try:
+        _write(procs_file, str(os.getpid()))
+    except OSError:
+        pass
+
+
 def cgroup_path(spec: dict[str, Any], container_id: str) -> str:
     path = (spec.get("linux") or {}).get("cgroupsPath") or ""
     if not path.startswith("/"):

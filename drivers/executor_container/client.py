@@ -25,6 +25,7 @@ import re
 import shutil
 import signal as signals
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,8 @@ class ContainerExecutor:
         self._zygote: Any = None          # the warm spawner's trio Process (zygote.py)
         self._zygote_lock = trio.Lock()
         self._zygote_broken = False       # it could not start: the launcher it is
+        self._procs_file: str | None = cgroups.own_procs_file()   # for prepare()
+        self._priming = False
 
     # ------------------------------------------------------------------ the zygote
     async def _start_zygote(self) -> bool:
@@ -377,6 +380,21 @@ class ContainerExecutor:
         return d, await self._state(container_id, d)
 
     # ------------------------------------------------------------------ lifecycle
+    async def prepare(self, container_id: str) -> None:
+        """A create is coming: start the kernel's cgroup-move wait now (:func:`cgroups.prime`),
+        in a thread of its own, at most one at a time; returns at once."""
+        if self._procs_file is None or self._priming:
+            return
+        self._priming = True
+
+        def prime(procs_file: str = self._procs_file) -> None:
+            try:
+                cgroups.prime(procs_file)
+            finally:
+                self._priming = False
+
+        threading.Thread(target=prime, name="core-cgroup-prime", daemon=True).start()
+
     async def create(self, container_id: str, bundle: Path, io: IOConfig) -> None:
         d = self._dir(container_id, creating=True)
         if d.exists():

@@ -11,8 +11,9 @@ sync socket, one line per message::
     error <Kind> <message>    a failure (Kind: NotFound, Forbidden, InvalidArgument, CoreError)
 
 ``init``
-    reads ``config.json``, compiles the seccomp filter, creates the cgroup, applies
-    ``linux.resources`` and moves itself in (so the cgroup namespace is rooted there), joins
+    reads ``config.json``, compiles the seccomp filter while a thread creates the cgroup,
+    applies ``linux.resources`` and moves the helper in (so the cgroup namespace is rooted
+    there; the move waits for an RCU grace period, the slowest step of a start), joins
     the namespaces that have a ``path`` and unshares the others (a user namespace is refused),
     then forks: the child is PID 1 of the new PID namespace.  The helper writes ``pid`` and
     exits at once — the init is re-parented to the shim, a child subreaper.  The init makes
@@ -50,6 +51,7 @@ import sys
 if __name__ == "__main__":   # run as a script with -I -S: make the package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import _thread  # noqa: E402
 import errno  # noqa: E402
 import fcntl  # noqa: E402
 import gc  # noqa: E402
@@ -656,20 +658,21 @@ def init_main(state_dir: str, bundle: str, container_id: str) -> int:
     os.umask(0o022)
     try:
         spec = load_spec(bundle)
-        ctr = Container(spec, bundle, container_id)
         try:
             cg = cgroups.Cgroup.for_path(cgroups.cgroup_path(spec, container_id))
         except ValueError as exc:
             raise Fail("InvalidArgument", str(exc)) from None
-        cg.create()
-        cg.save(os.path.join(state_dir, "cgroup"))
-        try:
-            cg.apply(ctr.linux.get("resources"))
-        except OSError as exc:
-            raise Fail("InvalidArgument", f"applying linux.resources: {exc}") from None
         gc.disable()   # no collection touching every object: fewer pages copied on write and
         gc.freeze()    # charged to the (perhaps small) memory cgroup the init now lives in
-        cg.join(os.getpid())
+        # Moving a process between cgroups waits for an RCU grace period (~10 ms on cgroup v1):
+        # the longest step of a start.  It runs in a thread while this one validates the spec
+        # and compiles the seccomp filter.  Joining a mount namespace needs a single thread.
+        placing = Background(place_in_cgroup, cg, spec, state_dir,
+                             inline=any(kind == "mount" and path for kind, path in spec_namespaces(spec)))
+        try:
+            ctr = Container(spec, bundle, container_id)
+        finally:
+            placing.result()
         ctr.enter_namespaces()
         pid = os.fork()
     except BaseException as exc:
@@ -693,6 +696,51 @@ def init_main(state_dir: str, bundle: str, container_id: str) -> int:
         os._exit(1)
     send(f"pid {pid}")
     return 0
+
+
+def place_in_cgroup(cg: cgroups.Cgroup, spec: dict[str, Any], state_dir: str) -> None:
+    """Create the container's cgroup, record it, apply ``linux.resources``, move in."""
+    cg.create()
+    cg.save(os.path.join(state_dir, "cgroup"))
+    lx = spec.get("linux")
+    try:
+        cg.apply(lx.get("resources") if isinstance(lx, dict) else None)
+    except OSError as exc:
+        raise Fail("InvalidArgument", f"applying linux.resources: {exc}") from None
+    cg.join(os.getpid())
+
+
+def spec_namespaces(spec: dict[str, Any]) -> list[tuple[Any, Any]]:
+    lx = spec.get("linux")
+    entries = lx.get("namespaces") if isinstance(lx, dict) else None
+    return [(ns.get("type"), ns.get("path")) for ns in entries or [] if isinstance(ns, dict)]
+
+
+class Background:
+    """``fn(*args)`` in a thread of its own (``inline``: right here); :meth:`result` waits for
+    it and raises what it raised.  A bare ``_thread``: the helper stays small."""
+
+    def __init__(self, fn: Any, *args: Any, inline: bool = False) -> None:
+        self.error: BaseException | None = None
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        if inline:
+            self._run(fn, args)
+        else:
+            _thread.start_new_thread(self._run, (fn, args))
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.release()
+
+    def result(self) -> None:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
 
 
 def exec_main(state_dir: str, exec_id: str, init_pid: int) -> int:
