@@ -33,6 +33,22 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+launcher() {  # $1 the virtualenv's python, $2 the `core` command to write (over pip's script)
+  local root
+  root=$("$1" -c 'import core, os; print(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))')
+  cat > "$2.tmp" <<EOF
+#!$1 -IS
+# core's command line, written by install.sh.  -I -S: no site processing, ~3 ms sooner on every
+# command; the CLI needs only the standard library ("core daemon" runs site itself).
+import sys
+sys.path.insert(0, "$root")
+from core.cli.main import main
+sys.exit(main())
+EOF
+  chmod 755 "$2.tmp"
+  mv -f "$2.tmp" "$2"
+}
+
 python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
   echo "install.sh: core needs Python 3.11 or newer as python3" >&2; exit 1; }
 
@@ -43,6 +59,7 @@ case $mode in
     [[ -x /opt/core/venv/bin/python ]] || python3 -m venv /opt/core/venv
     /opt/core/venv/bin/pip install -q --upgrade pip
     /opt/core/venv/bin/pip install -q --upgrade .
+    launcher /opt/core/venv/bin/python /opt/core/venv/bin/core
     ln -sf /opt/core/venv/bin/core /usr/local/bin/core
     getent group core >/dev/null || groupadd --system core
     install -D -m 0644 contrib/core.service /etc/systemd/system/core.service
@@ -62,6 +79,7 @@ case $mode in
     # bytecode up front: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every CLI call and
     # every daemon start would compile the editable sources again (~10 ms for one CLI module)
     .venv/bin/python -m compileall -q -j 0 core drivers >/dev/null
+    launcher "$PWD/.venv/bin/python" .venv/bin/core
     ;;
   *)
     echo "usage: ./install.sh [--test]" >&2

@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from core.cli.main import COMMANDS, GROUPS
+from tests.conftest import _answers, wait_for
 
 BUILTIN = [
     ("storage", "overlay"), ("storage", "vfs"), ("network", "bridge"), ("network", "overlay"),
@@ -187,6 +189,27 @@ def test_sigterm_shuts_down_gracefully(core_env):
     assert core_env.socket.exists()
     core_env.start_daemon()
     assert core_env.run("version").returncode == 0
+
+
+def test_installed_command_runs_without_site(core_env):
+    """install.sh writes the `core` command as `python -IS`: the CLI runs on the standard library
+    alone, the daemon it starts (and `core daemon` through it) gets the virtualenv's packages."""
+    exe = Path(sys.executable).with_name("core")
+    if not exe.read_text().startswith(f"#!{Path(sys.executable).parent}"):
+        pytest.skip("the core command is not install.sh's launcher (install.sh --test writes it)")
+    assert exe.read_text().splitlines()[0].endswith(" -IS")
+    proc = subprocess.run([str(exe), "version", "--format", "{{.Server.ApiVersion}}"], env=core_env.env,
+                          capture_output=True, text=True, timeout=60)   # autostarts the daemon
+    core_env._note_daemon()
+    assert proc.returncode == 0 and proc.stdout.strip() == "1.47", proc.stderr
+    core_env.stop_daemons()
+    log = open(core_env.root / "daemon-launcher.log", "ab")
+    daemon = subprocess.Popen([str(exe), "daemon"], env=core_env.env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    core_env.procs.append(daemon)
+    wait_for(lambda: _answers(core_env.socket) or daemon.poll() is not None, what="the daemon's socket")
+    assert daemon.poll() is None, (core_env.root / "daemon-launcher.log").read_text()
+    assert core_env.run("info", "--format", "{{.Driver}}").stdout.strip() == "overlay"
 
 
 def test_socket_mode(shared_core):

@@ -1,20 +1,23 @@
 """The CLI's client of the Engine API: HTTP/1.1 over a unix socket, standard library only.
 
-It stays small on purpose: ``core ps`` must feel instant, so nothing heavy is imported here.
+It stays small on purpose: ``core ps`` must feel instant, so only C modules are imported here
+(``_socket``, and JSON and URL quoting through :mod:`core.cli.lean`).
 If no daemon answers on the socket, :func:`connect` starts ``core daemon`` in the background
 (its log in ``<exec-root>/daemon.log``), waits until it answers, and carries on.
 """
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
 import sys
 import time
-from typing import Any, Iterator
-from urllib.parse import quote, urlencode
 
 from core import API_VERSION
+from core.cli.lean import dumps, loads, quote, urlencode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 DEFAULT_HOST = "unix:///run/core/core.sock"
 DEFAULT_EXEC_ROOT = "/run/core"
@@ -49,7 +52,7 @@ def socket_path(host: str) -> str:
 
 
 class Response:
-    def __init__(self, sock: socket.socket, status: int, headers: dict[str, str], buf: bytes) -> None:
+    def __init__(self, sock: _socket.socket, status: int, headers: dict[str, str], buf: bytes) -> None:
         self.sock = sock
         self.status = status
         self.headers = headers
@@ -113,7 +116,7 @@ class Response:
         return b"".join(self.iter_chunks())
 
     def json(self) -> Any:
-        return json.loads(self.read() or b"null")
+        return loads(self.read() or b"null")
 
     def iter_json_lines(self) -> Iterator[Any]:
         """Docker's JSON-lines streams (pull progress, events)."""
@@ -123,9 +126,9 @@ class Response:
             while b"\n" in pending:
                 line, _, pending = pending.partition(b"\n")
                 if line.strip():
-                    yield json.loads(line)
+                    yield loads(line)
         if pending.strip():
-            yield json.loads(pending)
+            yield loads(pending)
 
 
 class Client:
@@ -138,8 +141,8 @@ class Client:
 
     # -- connecting ----------------------------------------------------------------------------
 
-    def _connect_once(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect_once(self) -> _socket.socket:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
         except BaseException:
@@ -147,7 +150,7 @@ class Client:
             raise
         return sock
 
-    def connect(self) -> socket.socket:
+    def connect(self) -> _socket.socket:
         try:
             return self._connect_once()
         except PermissionError:
@@ -200,7 +203,7 @@ class Client:
         target = (f"/v{API_VERSION}" if versioned else "") + quote(path, safe="/:@")
         if params:
             clean = {k: ("1" if v is True else "0" if v is False else v) for k, v in params.items() if v is not None}
-            target += "?" + urlencode(clean, doseq=True)
+            target += "?" + urlencode(clean)
         hdrs = {"Host": "core", "User-Agent": "core-cli", "Connection": "close"}
         if self.drivers:
             hdrs["X-Core-Driver"] = ",".join(self.drivers)
@@ -208,7 +211,7 @@ class Client:
         if raw_body is not None:
             data = raw_body
         elif body is not None:
-            data = json.dumps(body).encode()
+            data = dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         if data or method in ("POST", "PUT"):
             hdrs["Content-Length"] = str(len(data))
@@ -232,7 +235,7 @@ class Client:
             raise APIError(resp.status, message, resp.headers.get("x-core-error", ""))
         return resp
 
-    def _read_head(self, sock: socket.socket) -> Response:
+    def _read_head(self, sock: _socket.socket) -> Response:
         buf = b""
         while b"\r\n\r\n" not in buf:
             data = sock.recv(65536)

@@ -6,12 +6,15 @@ rename, container prune, stats — and the docker-style flag parser every contai
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
-from typing import Any, Callable, Iterable
 
 from core.cli.client import APIError, CLIError
+from core.cli.lean import dumps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
 
 # ================================================================================================
 # A pflag-like parser: docker's flag syntax, messages and exit codes
@@ -632,7 +635,7 @@ def ps(ctx: Any, argv: list[str], prog: str) -> int:
             raise CLIError(f"failed to parse template: {exc}", 1) from None
     filters = parse_filters(opts.filter)
     params = {"all": opts.all or None, "limit": limit if limit > 0 else None, "size": size or None,
-              "filters": json.dumps(filters) if filters else None}
+              "filters": dumps(filters) if filters else None}
     containers = ctx.client.get_json("/containers/json", params) or []
     trunc = not opts.no_trunc
     if opts.quiet:
@@ -937,6 +940,8 @@ def print_inspect(fmt: str, found: list[Any], errors: list[str]) -> int:
                 errors.append(f"template parsing error: {exc}")
         sys.stdout.write("".join(out))
     else:
+        import json
+
         sys.stdout.write(json.dumps(found, indent=4) + "\n")
     return fail_joined(errors)
 
@@ -1101,7 +1106,7 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
                                       "Are you sure you want to continue?"):
         return 0
     filters = parse_filters(opts.filter)
-    report = post(ctx, "/containers/prune", {"filters": json.dumps(filters) if filters else None}) or {}
+    report = post(ctx, "/containers/prune", {"filters": dumps(filters) if filters else None}) or {}
     deleted = report.get("ContainersDeleted") or []
     if deleted:
         sys.stdout.write("Deleted Containers:\n" + "".join(d + "\n" for d in deleted) + "\n")

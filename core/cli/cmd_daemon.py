@@ -1,6 +1,8 @@
 """``core daemon``: run the daemon in the foreground (for service managers)."""
 from __future__ import annotations
 
+import sys
+
 from core.cli.client import CLIError
 from core.cli.util import parser
 
@@ -16,6 +18,10 @@ def daemon(ctx, argv: list[str], prog: str) -> int:
     p.add_argument("-D", "--debug", action="store_true", help="enable debug logging")
     args = p.parse_args(argv)
 
+    if sys.flags.no_site:   # the installed `core` command runs without site; the daemon needs
+        import site          # the virtualenv's packages (trio, h11, pyroute2...)
+
+        site.main()
     from core.daemon import app, config
     from core.errors import CoreError, DriverError
 

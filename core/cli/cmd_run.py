@@ -11,14 +11,16 @@ they can be tested without a daemon.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import threading
-from typing import Any
 
+from core.cli import lean
 from core.cli.client import APIError, CLIError
 from core.cli.cmd_container import Flags, command, post
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PULL_ALWAYS, PULL_MISSING, PULL_NEVER = "always", "missing", "never"
 
@@ -546,6 +548,8 @@ def parse_security_opts(values: list[str]) -> list[str]:
         if (not sep or not v) and k != "no-new-privileges":
             raise ValueError(f'Invalid --security-opt: "{opt}"')
         if k == "seccomp" and v not in ("builtin", "unconfined"):
+            import json
+
             try:
                 with open(v, encoding="utf-8") as f:
                     profile = json.load(f)
@@ -1052,13 +1056,12 @@ class Waiter:
 
     def __init__(self, ctx: Any, ident: str, condition: str) -> None:
         self.ctx, self.ident, self.condition = ctx, ident, condition
-        self.accepted = threading.Event()
-        self.done = threading.Event()
+        self.accepted = lean.Event()
+        self.done = lean.Event()
         self.code = 125
         self.error: str | None = None  # what docker logs when waiting failed
         self.message: str | None = None  # the daemon's wait error (attach reports just that)
-        self._thread = threading.Thread(target=self._run, name="core-wait", daemon=True)
-        self._thread.start()
+        lean.spawn(self._run)
         self.accepted.wait(self.ACCEPT_TIMEOUT)
 
     def _run(self) -> None:
@@ -1200,7 +1203,7 @@ def _run_created(ctx: Any, ident: str, body: dict[str, Any], opts: Any, detach_k
             signals.monitor_size(ident, is_exec=False)
         if not attach_out and not attach_err:
             # nothing to read but stdin: the container's exit ends the session
-            threading.Thread(target=lambda: (waiter.done.wait(), streamer.cancel()), daemon=True).start()
+            lean.spawn(lambda: (waiter.done.wait(), streamer.cancel()))
         else:
             _cancel_after_exit(waiter, streamer)
         outcome = streamer.run()
@@ -1219,7 +1222,7 @@ def _cancel_after_exit(waiter: Waiter, streamer: Any, grace: float = 5.0) -> Non
         if not streamer.output_done.wait(grace):
             streamer.cancel()
 
-    threading.Thread(target=watch, name="core-exit-watch", daemon=True).start()
+    lean.spawn(watch)
 
 
 # ================================================================================================

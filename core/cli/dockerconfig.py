@@ -5,12 +5,14 @@ docker does, so docker and core share logins.  Credential helpers (``credsStore`
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
-from typing import Any
 
 from core.cli.client import CLIError
+from core.cli.lean import dumps, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 HUB = "https://index.docker.io/v1/"
 HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io", "https://index.docker.io/v1/",
@@ -35,8 +37,8 @@ def server_key(server: str) -> str:
 def load() -> dict[str, Any]:
     path = config_path()
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, "rb") as f:   # read by every `run` (detachKeys): no json/base64 import
+            data = loads(f.read())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
@@ -50,6 +52,8 @@ def save(data: dict[str, Any]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        import json
+
         json.dump(data, f, indent="\t")
         f.write("\n")
     os.replace(tmp, path)
@@ -62,6 +66,8 @@ def credentials(server: str) -> dict[str, str] | None:
         return None
     out: dict[str, str] = {"serveraddress": server_key(server)}
     if entry.get("auth"):
+        import base64
+
         try:
             user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
@@ -73,6 +79,8 @@ def credentials(server: str) -> dict[str, str] | None:
 
 
 def store(server: str, username: str, password: str, identity_token: str = "") -> None:
+    import base64
+
     data = load()
     entry: dict[str, str] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
     if identity_token:
@@ -96,7 +104,9 @@ def header_for(server: str) -> dict[str, str]:
     creds = credentials(server)
     if not creds:
         return {}
-    return {"X-Registry-Auth": base64.urlsafe_b64encode(json.dumps(creds).encode()).decode()}
+    import base64
+
+    return {"X-Registry-Auth": base64.urlsafe_b64encode(dumps(creds).encode()).decode()}
 
 
 def registry_of(name: str) -> str:

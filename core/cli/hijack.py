@@ -18,18 +18,22 @@ remote pty (``POST /containers/{id}/resize`` or ``/exec/{id}/resize``).  Without
 ``--sig-proxy`` forwards the signals the CLI receives to the container
 (``POST /containers/{id}/kill?signal=...``).
 
-Standard library only: this runs in the CLI.
+Standard library only, and C modules only (see :mod:`core.cli.lean`): this runs in the CLI.
 """
 from __future__ import annotations
 
+import _signal
+import _socket
+import _thread
 import os
-import signal
-import socket
 import sys
-import threading
-from typing import Any
 
+from core.cli import lean
 from core.cli.client import CLIError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ESCAPE_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 ESCAPE_MESSAGE = "read escape sequence"  # moby/term's EscapeError
@@ -89,7 +93,7 @@ class RawTerminal:
 
         self.fd = fd
         self._saved = termios.tcgetattr(fd)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._restored = False
         attrs = termios.tcgetattr(fd)
         attrs[0] &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP | termios.INLCR |
@@ -105,10 +109,10 @@ class RawTerminal:
         atexit.register(self.restore)
         # a signal that would end the CLI outright restores the terminal first
         self._handlers: dict[int, Any] = {}
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        for signum in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT):
             try:
-                if signal.getsignal(signum) is signal.SIG_DFL:
-                    self._handlers[signum] = signal.signal(signum, self._die)
+                if _signal.getsignal(signum) == _signal.SIG_DFL:
+                    self._handlers[signum] = _signal.signal(signum, self._die)
             except (OSError, ValueError):
                 pass
         termios.tcsetattr(fd, termios.TCSADRAIN, attrs)
@@ -128,11 +132,11 @@ class RawTerminal:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
         except (OSError, termios.error):
             pass
-        if threading.current_thread() is threading.main_thread():
+        if lean.main_thread():
             for signum, old in self._handlers.items():
                 try:
-                    if signal.getsignal(signum) == self._die:
-                        signal.signal(signum, old)
+                    if _signal.getsignal(signum) == self._die:
+                        _signal.signal(signum, old)
                 except (OSError, ValueError, TypeError):
                     pass
 
@@ -159,21 +163,21 @@ def isatty(fd: int) -> bool:
 class Hijacked:
     """The raw duplex connection after ``101 UPGRADED``, with bytes already read past the head."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+    def __init__(self, sock: _socket.socket, leftover: bytes) -> None:
         self.sock = sock
         self.leftover = leftover
         self._closed = False
 
     def close_write(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
 
     def shutdown(self) -> None:
         """Unblock a reader: the connection ends for both directions."""
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -280,9 +284,9 @@ class Streamer:
             except ValueError as exc:
                 sys.stderr.write(f"invalid detach escape keys, using default: {exc}\n")
         self.escape_keys = keys
-        self.detached = threading.Event()
-        self.output_done = threading.Event()
-        self.input_done = threading.Event()
+        self.detached = lean.Event()
+        self.output_done = lean.Event()
+        self.input_done = lean.Event()
         self._cancelled = False
         self._raw: RawTerminal | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -386,10 +390,8 @@ class Streamer:
         sys.stderr.flush()
         self._setup_input()
         try:
-            reader = None
             if self.stdin:
-                reader = threading.Thread(target=self._pump_input, name="core-stdin", daemon=True)
-                reader.start()
+                lean.spawn(self._pump_input)
             self._pump_output()
             if self.detached.is_set():
                 return "detached"
@@ -419,19 +421,34 @@ class SignalWorker:
     as docker's does."""
 
     def __init__(self, client: Any) -> None:
-        import queue
-
         self.client = client
-        self.queue: Any = queue.Queue()
+        self._items: list[Any] = []
+        self._ready = _thread.allocate_lock()   # held while there is nothing to do
+        self._ready.acquire()
+        self._mutex = _thread.RLock()   # put() runs in signal handlers too (reentrant)
         self._old: dict[int, Any] = {}
         self._terms = 0
         self._on_force_exit: list[Any] = []
-        self._thread = threading.Thread(target=self._loop, name="core-signals", daemon=True)
-        self._thread.start()
+        self._running = False
+
+    def put(self, item: Any) -> None:
+        """Queue ``item`` (a callable; None stops the worker), starting the worker on first use."""
+        with self._mutex:
+            was_empty = not self._items
+            self._items.append(item)
+            if was_empty:
+                self._ready.release()
+            if not self._running and item is not None:
+                self._running = True
+                lean.spawn(self._loop)
 
     def _loop(self) -> None:
         while True:
-            item = self.queue.get()
+            self._ready.acquire()
+            with self._mutex:
+                item = self._items.pop(0)
+                if self._items:
+                    self._ready.release()
             if item is None:
                 return
             try:
@@ -441,17 +458,17 @@ class SignalWorker:
 
     def _install(self, signum: int, action: Any) -> None:
         if signum not in self._old:
-            self._old[signum] = signal.getsignal(signum)
-        signal.signal(signum, action)
+            self._old[signum] = _signal.getsignal(signum)
+        _signal.signal(signum, action)
 
     def proxy(self, container_id: str, on_force_exit: Any = None) -> None:
         if on_force_exit is not None:
             self._on_force_exit.append(on_force_exit)
 
         def handler(signum: int, _frame: Any) -> None:
-            name = signal.Signals(signum).name
-            self.queue.put(lambda: self._kill(container_id, name))
-            if signum in (signal.SIGINT, signal.SIGTERM):
+            name = names[signum]
+            self.put(lambda: self._kill(container_id, name))
+            if signum in (_signal.SIGINT, _signal.SIGTERM):
                 self._terms += 1
                 if self._terms >= 3:
                     for fn in self._on_force_exit:
@@ -462,8 +479,9 @@ class SignalWorker:
                     os.write(2, b"\ngot 3 SIGTERM/SIGINTs, forcefully exiting\n")
                     os._exit(1)
 
-        for name in PROXIED_SIGNALS:
-            self._install(getattr(signal, name), handler)
+        names = {getattr(_signal, name): name for name in PROXIED_SIGNALS}
+        for signum in names:
+            self._install(signum, handler)
 
     def _kill(self, container_id: str, name: str) -> None:
         resp = self.client.request("POST", f"/containers/{container_id}/kill", {"signal": name})
@@ -500,14 +518,15 @@ class SignalWorker:
                     time.sleep((attempt + 1) * 0.01)
             sys.stderr.write("failed to resize tty, using default size\n")
 
-        self.queue.put(initial)
-        self._install(signal.SIGWINCH, lambda _s, _f: self.queue.put(resize))
+        self.put(initial)
+        self._install(_signal.SIGWINCH, lambda _s, _f: self.put(resize))
 
     def close(self) -> None:
         for signum, old in self._old.items():
             try:
-                signal.signal(signum, old)
+                _signal.signal(signum, old)
             except (OSError, ValueError, TypeError):
                 pass
         self._old.clear()
-        self.queue.put(None)
+        if self._running:
+            self.put(None)
