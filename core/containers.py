@@ -328,12 +328,15 @@ def hosts_file(extra_hosts: list[str] | None = None, host_network: bool = False)
     return text
 
 
-def _write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+def _write_atomic(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace ``path`` whole (a temporary file renamed over it); ``durable``: fsync'ed first.
+    Files a start writes again need not be durable: a host crash stops the container too."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 
@@ -761,16 +764,32 @@ class Containers:
         other = self.store.lookup(ref)
         return [m for m in other.mounts if m.type in ("bind", "volume")]
 
+    ETC_FILES = ("hostname", "hosts", "resolv.conf")
+
     def _write_etc(self, cdir: Path, config: dict[str, Any], hc: dict[str, Any]) -> None:
+        """The container's /etc/hostname, hosts and resolv.conf (bind-mounted into it).  Not
+        fsync'ed: a start writes any of them again that a host crash left missing or empty."""
         host_net = hc.get("NetworkMode") == "host"
-        _write_atomic(cdir / "hostname", f"{config['Hostname']}\n")
-        _write_atomic(cdir / "hosts", hosts_file(hc.get("ExtraHosts"), host_net))
+        _write_atomic(cdir / "hostname", f"{config['Hostname']}\n", durable=False)
+        _write_atomic(cdir / "hosts", hosts_file(hc.get("ExtraHosts"), host_net), durable=False)
         try:
             host_resolv = Path("/etc/resolv.conf").read_text()
         except OSError:
             host_resolv = ""
         _write_atomic(cdir / "resolv.conf", resolv_conf(host_resolv, dns=hc.get("Dns"), search=hc.get("DnsSearch"),
-                                                        options=hc.get("DnsOptions"), host_network=host_net))
+                                                        options=hc.get("DnsOptions"), host_network=host_net),
+                      durable=False)
+
+    def _check_etc(self, c: Container) -> None:
+        cdir = self.dir(c)
+        for name in self.ETC_FILES:
+            try:
+                if os.stat(cdir / name).st_size:
+                    continue
+            except FileNotFoundError:
+                pass
+            self._write_etc(cdir, c.config, c.host_config)
+            return
 
     # -- start ------------------------------------------------------------------------------------------
     async def start(self, c: Container) -> None:
@@ -911,13 +930,15 @@ class Containers:
                     self.volumes.acquire(mp.name)
             rootfs = await self._mount_rootfs(c)
             await self._copy_up_volumes(c, rootfs)
+            self._check_etc(c)
             netns = None
             if self.networks is not None:
                 netns = await self._network_prepare(c.id, c.host_config, c.networking, c.config)
             spec = await self._spec(c, rootfs, netns)
             bundle = self.dir(c) / "bundle"
             bundle.mkdir(exist_ok=True)
-            _write_atomic(bundle / "config.json", json.dumps(spec, indent=1), 0o600)
+            # written for every start: not fsync'ed, and compact (json's C encoder)
+            _write_atomic(bundle / "config.json", json.dumps(spec), 0o600, durable=False)
             size = c.host_config.get("ConsoleSize") or [0, 0]
             io = IOConfig(terminal=bool(c.config.get("Tty")), stdin=bool(c.config.get("OpenStdin")),
                           # with a tty docker never closes stdin behind a detached client

@@ -18,6 +18,7 @@ through ``/proc/self/fd/<dir fd>/sock``.
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import os
@@ -25,7 +26,6 @@ import re
 import shutil
 import signal as signals
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -393,7 +393,7 @@ class ContainerExecutor:
             finally:
                 self._priming = False
 
-        threading.Thread(target=prime, name="core-cgroup-prime", daemon=True).start()
+        _thread.start_new_thread(prime, ())   # not threading: its start() waits for the thread
 
     async def create(self, container_id: str, bundle: Path, io: IOConfig) -> None:
         d = self._dir(container_id, creating=True)
