@@ -261,6 +261,25 @@ def test_unknown_syscall_names_are_skipped_and_bad_profiles_refused():
             seccomp.compile_profile(bad, "x86_64")
 
 
+def test_compiled_filters_are_cached_per_profile(tmp_path):
+    profile = seccomp.from_docker_profile(json.loads(REFERENCE_PROFILE.read_text()), DEFAULT_CAPS,
+                                          machine=os.uname().machine, kernel=(6, 1))
+    cache = tmp_path / ".seccomp"
+    first = seccomp.compile_cached(profile, str(cache))
+    assert first == seccomp.compile_profile(profile)
+    (entry,) = cache.iterdir()
+    assert seccomp.compile_cached(profile, str(cache)) == first       # read back
+    other = {**profile, "defaultAction": "SCMP_ACT_KILL"}
+    assert seccomp.compile_cached(other, str(cache)) == seccomp.compile_profile(other)
+    assert len(list(cache.iterdir())) == 2                              # one file per profile
+    entry.write_bytes(b"\x00" * 7)                                      # damaged: compiled again
+    assert seccomp.compile_cached(profile, str(cache)) == first
+    assert entry.read_bytes()[4:] == first[0]
+    with pytest.raises(seccomp.SeccompError):                           # errors are not cached
+        seccomp.compile_cached({"defaultAction": "SCMP_ACT_NOTIFY"}, str(cache))
+    assert len(list(cache.iterdir())) == 2
+
+
 # =========================================================================== harness
 @pytest.fixture
 def h():

@@ -10,6 +10,8 @@ container runs, and none is listed — as containerd's ``/run/containerd``)::
     started         start time                   exit.json  exit status, written by the shim
     exec-<id>.json  an exec's OCI process        exec-<id>.exit  its exit status
 
+and ``<exec_root>/.seccomp/`` holds the compiled seccomp filters (``seccomp.compile_cached``).
+
 Every method works from those files and the socket alone, so a new daemon re-adopts what an
 earlier one started (:meth:`ContainerExecutor.list`).  One connection per request; ``wait``
 holds its connection until the shim answers; ``attach`` turns its connection into an

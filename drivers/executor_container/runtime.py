@@ -163,7 +163,8 @@ def load_spec(bundle: str) -> dict[str, Any]:
 class Process:
     """An OCI ``process`` object, validated, with everything computed before pivot_root."""
 
-    def __init__(self, p: dict[str, Any], seccomp_spec: dict[str, Any] | None) -> None:
+    def __init__(self, p: dict[str, Any], seccomp_spec: dict[str, Any] | None,
+                 cache_dir: str | None = None) -> None:
         try:
             self.args = [str(a) for a in p.get("args") or []]
             if not self.args:
@@ -203,7 +204,7 @@ class Process:
         self.seccomp: tuple[bytes, int] | None = None
         if seccomp_spec:
             try:
-                self.seccomp = seccomp.compile_profile(seccomp_spec)
+                self.seccomp = seccomp.compile_cached(seccomp_spec, cache_dir)
             except seccomp.SeccompError as exc:
                 raise Fail("InvalidArgument", f"linux.seccomp: {exc}") from None
 
@@ -412,7 +413,8 @@ def _remount_bind(path: str, flags: int, recursive: bool = False) -> None:
 class Container:
     """The ``init`` side: the container's root filesystem and namespaces from the spec."""
 
-    def __init__(self, spec: dict[str, Any], bundle: str, container_id: str) -> None:
+    def __init__(self, spec: dict[str, Any], bundle: str, container_id: str,
+                 cache_dir: str | None = None) -> None:
         self.spec, self.bundle, self.id = spec, bundle, container_id
         lx = spec.get("linux") or {}
         if not isinstance(lx, dict):
@@ -425,7 +427,7 @@ class Container:
         if not os.path.isdir(self.rootfs):
             raise Fail("InvalidArgument", f"root.path {self.rootfs} is not a directory")
         self.readonly = bool(root.get("readonly"))
-        self.process = Process(spec["process"], lx.get("seccomp"))
+        self.process = Process(spec["process"], lx.get("seccomp"), cache_dir)
         self.hostname = spec.get("hostname")
         self.domainname = spec.get("domainname")
         self.mounts = spec.get("mounts") or []
@@ -670,7 +672,7 @@ def init_main(state_dir: str, bundle: str, container_id: str) -> int:
         placing = Background(place_in_cgroup, cg, spec, state_dir,
                              inline=any(kind == "mount" and path for kind, path in spec_namespaces(spec)))
         try:
-            ctr = Container(spec, bundle, container_id)
+            ctr = Container(spec, bundle, container_id, seccomp_cache(state_dir))
         finally:
             placing.result()
         ctr.enter_namespaces()
@@ -696,6 +698,12 @@ def init_main(state_dir: str, bundle: str, container_id: str) -> int:
         os._exit(1)
     send(f"pid {pid}")
     return 0
+
+
+def seccomp_cache(state_dir: str) -> str:
+    """Compiled seccomp filters, shared by the executor's containers: ``<exec root>/.seccomp``
+    (no container id starts with a dot)."""
+    return os.path.join(os.path.dirname(os.path.abspath(state_dir)), ".seccomp")
 
 
 def place_in_cgroup(cg: cgroups.Cgroup, spec: dict[str, Any], state_dir: str) -> None:
@@ -758,7 +766,7 @@ def exec_main(state_dir: str, exec_id: str, init_pid: int) -> int:
         process = request.get("process")
         if not isinstance(process, dict):
             raise Fail("InvalidArgument", "exec: no process object")
-        proc = Process(process, (spec.get("linux") or {}).get("seccomp"))
+        proc = Process(process, (spec.get("linux") or {}).get("seccomp"), seccomp_cache(state_dir))
         cg = cgroups.Cgroup.load(os.path.join(state_dir, "cgroup"))
         fds = []
         for kind in NS_JOIN_ORDER:
