@@ -13,10 +13,16 @@ upper directory) and a ``work`` directory::
 
 Lower directories are absolute paths; with many layers the options outgrow mount(2)'s page,
 and :func:`core.storage.mount.mount_all` shortens them when it performs the mount.
+
+New snapshot directories are made in a directory marked as the top of unrelated hierarchies
+(:func:`spread_below`), so that ext2/3/4 give each snapshot's inodes a block group of their own
+instead of packing them next to those of the snapshots made and removed before.
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -28,7 +34,37 @@ from core.storage.metastore import Snapshot
 from core.storage.snapshotter import DirectorySnapshotter, bind_mount
 from core.types import Mount
 
-__all__ = ["OverlaySnapshotter", "check_support"]
+__all__ = ["OverlaySnapshotter", "check_support", "spread_below"]
+
+_FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long); the kernel reads and writes an int
+_FS_IOC_SETFLAGS = 0x40086602  # _IOW('f', 2, long)
+_FS_TOPDIR_FL = 0x00020000     # chattr +T
+
+
+def spread_below(directory: Path) -> None:
+    """Tell the filesystem that the directories made in ``directory`` start unrelated trees.
+
+    This is ``chattr +T``, a hint to the Orlov allocator of ext2/3/4: each new subdirectory
+    (and, following it, what is created below it) goes to an empty block group picked from the
+    hash of its name, rather than next to its parent.  Snapshots are such unrelated trees, and
+    keeping them apart matters on ext4 without a journal, which skips inodes freed in the last
+    minutes on every allocation (``recently_deleted()``): a new snapshot allocated next to the
+    trees of removed ones pays a scan of all their freed inodes for each of its own — about
+    0.1 ms a file, more than creating it.  Filesystems without inode flags ignore the hint,
+    and so does this function (it never fails).
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags, = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+    except OSError:
+        pass  # ENOTTY, EOPNOTSUPP...: no inode flags here
+    finally:
+        os.close(fd)
 
 
 def _fixed_options() -> tuple[str, ...]:
@@ -53,6 +89,7 @@ class OverlaySnapshotter(DirectorySnapshotter):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._options = _fixed_options()
+        spread_below(self._tmp)  # where snapshot directories are made: see the module docstring
 
     def _populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
         upper = new / "fs"
