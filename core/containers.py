@@ -1343,20 +1343,33 @@ class Containers:
             c.removing = False
 
     async def _destroy(self, c: Container, volumes: bool) -> None:
-        with trio.CancelScope(shield=True):
+        """Its processes are gone: the executor's state, the network endpoints and the root
+        filesystem are removed side by side, then the record and the directory."""
+        failed: list[CoreError] = []
+
+        async def executor_state() -> None:
             try:
                 await self.executor(c).delete(c.id)
             except NotFound:
                 pass
             except CoreError as exc:
                 log.warning("container %s: executor delete: %s", c.short_id, exc)
+
+        async def filesystem() -> None:
             await self._unmount_rootfs(c)
-            await self._network_release(c, forget=True)
             try:
                 await self.snapshotter(c).remove(f"ctr-{c.id}")
             except NotFound:
                 pass
             except CoreError as exc:
+                failed.append(exc)
+
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(executor_state)
+                nursery.start_soon(self._network_release, c, True)
+                nursery.start_soon(filesystem)
+            for exc in failed:
                 c.state.status = "dead"
                 c.state.error = f"failed to remove the root filesystem: {exc.message}"
                 self.store.save(c)

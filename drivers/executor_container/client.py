@@ -680,7 +680,18 @@ class ContainerExecutor:
                 return os.readlink(f"/proc/{pid}/cwd") == str(d)   # forked by the zygote
             except OSError:
                 return False
+        if not (_pid_alive(pid) and ours()):
+            return
         with trio.move_on_after(5):
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                fd = -1
+            if fd >= 0:   # readable when it has exited
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                finally:
+                    os.close(fd)
             while _pid_alive(pid) and ours():
                 await trio.sleep(0.01)
         if _pid_alive(pid) and ours():

@@ -98,11 +98,12 @@ def frame(kind, payload):
 
 
 def write_atomic(path, text):
+    """Replace ``path`` whole.  Not fsync'ed: this is runtime state (``/run``), which a host
+    crash makes moot — every container ends with it — and a killed process cannot lose."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, text.encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
