@@ -657,6 +657,11 @@ class Containers:
         """``POST /containers/create``; returns the container and docker's warnings."""
         if not isinstance(body, dict):
             raise InvalidArgument("config cannot be empty in order to create a container")
+        cid = new_id()
+        try:   # first of all: docker run starts it next (a hint; nothing is made yet)
+            await self._prepare_executor(self.drivers.get("executor", drivers["executor"]), cid)
+        except CoreError:
+            pass   # the driver's loading error is reported below, in order
         warnings: list[str] = []
         image_ref = body.get("Image")
         if not isinstance(image_ref, str) or not image_ref:
@@ -692,7 +697,6 @@ class Containers:
         oci.rlimits(hc.get("Ulimits"))
         if hc.get("NetworkMode", "").startswith("container:") and config.get("Hostname"):
             raise InvalidArgument("conflicting options: hostname and the network mode")
-        cid = new_id()
         config["Hostname"] = config.get("Hostname") or (socket.gethostname() if hc.get("NetworkMode") == "host"
                                                         else cid[:12])
         config.setdefault("Domainname", "")
@@ -748,17 +752,17 @@ class Containers:
                 shutil.rmtree(cdir, ignore_errors=True)
             raise
         self.emit("container", "create", c.id, c.event_attributes())
-        await self._prepare_executor(c)   # docker run starts it next
         return c, warnings
 
-    async def _prepare_executor(self, c: Container) -> None:
+    @staticmethod
+    async def _prepare_executor(ex: Any, container_id: str) -> None:
         """The executor's optional ``prepare`` hint (see core.contracts.executor)."""
-        prepare = getattr(self.executor(c), "prepare", None)
+        prepare = getattr(ex, "prepare", None)
         if prepare is not None:
             try:
-                await prepare(c.id)
+                await prepare(container_id)
             except CoreError as exc:
-                log.debug("container %s: executor prepare: %s", c.short_id, exc)
+                log.debug("container %s: executor prepare: %s", container_id[:12], exc)
 
     def _volumes_from(self, ref: str) -> list[MountPoint]:
         other = self.store.lookup(ref)
@@ -917,7 +921,7 @@ class Containers:
 
     async def _start_locked(self, c: Container) -> None:
         ex = self.executor(c)
-        await self._prepare_executor(c)
+        await self._prepare_executor(ex, c.id)
         for mp in c.mounts:
             if mp.type == "bind" and not os.path.exists(mp.source):
                 raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: '
