@@ -451,10 +451,10 @@ class ContainerExecutor:
             raise errors.InvalidArgument(f"bundle {bundle}: root.path {root!r} is not a directory")
 
     async def start(self, container_id: str) -> int:
-        d, st = await self._live(container_id)
-        if st.status != "created":
-            raise errors.Conflict(f"container {container_id} is {st.status}: cannot start it")
-        try:
+        d = self._dir(container_id)
+        if self._exit(d) is not None:
+            raise errors.Conflict(f"container {container_id} is stopped: cannot start it")
+        try:   # the shim answers Conflict unless the container is created
             return int((await self._request(d, "start"))["pid"])
         except _ShimGone:
             raise errors.Conflict(f"container {container_id} is not running") from None
