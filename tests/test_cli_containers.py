@@ -453,7 +453,7 @@ class TestCpHelpers:
         src = tmp_path / "src"
         (src / "sub").mkdir(parents=True)
         (src / "sub" / "a").write_text("a")
-        names = lambda data: sorted(tarfile.open(fileobj=io.BytesIO(data)).getnames())  # noqa: E731
+        names = lambda f: sorted(tarfile.open(fileobj=f).getnames())  # noqa: E731
         assert names(cmd_cp.build_archive(str(src), "src")) == ["src", "src/sub", "src/sub/a"]
         assert names(cmd_cp.build_archive(str(src) + "/.", "")) == ["sub", "sub/a"]
         assert names(cmd_cp.build_archive(str(src / "sub" / "a"), "renamed")) == ["renamed"]
@@ -1356,6 +1356,32 @@ class TestCopy:
         missing = eng.run("cp", "cpbox:/no/such/file", str(tmp_path))
         assert missing.returncode == 1 and missing.stderr.startswith("Error response from daemon: ")
         ok(eng.run("rm", "-f", "cpbox"))
+
+    def test_large_files_both_directions(self, eng, tmp_path):
+        """Past any request-size limit: sent from a temporary file, read by the daemon as it arrives."""
+        import hashlib
+
+        ok(eng.run("run", "-d", "--name", "bigcp", eng.bb, "sleep", "600"))
+        big = tmp_path / "big.bin"
+        with open(big, "wb") as f:
+            for i in range(48):
+                f.write(hashlib.sha256(str(i).encode()).digest() * 32768)   # 48 MiB
+        want = hashlib.md5(big.read_bytes()).hexdigest()
+        proc = eng.run("cp", str(big), "bigcp:/tmp/")
+        assert proc.returncode == 0, proc.stderr
+        assert ok(eng.run("exec", "bigcp", "md5sum", "/tmp/big.bin")).split()[0] == want
+        with open(tmp_path / "big.tar", "wb") as t:   # a tar on stdin through a pipe
+            subprocess.run(["tar", "-C", str(tmp_path), "-cf", "-", "big.bin"], stdout=t, check=True)
+        with open(tmp_path / "big.tar", "rb") as t:
+            cat = subprocess.Popen(["cat"], stdin=t, stdout=subprocess.PIPE)
+            piped = subprocess.run(CORE + ["cp", "-", "bigcp:/"], stdin=cat.stdout, env=eng.env,
+                                   capture_output=True, timeout=120)
+            cat.wait()
+        assert piped.returncode == 0, piped.stderr
+        assert ok(eng.run("exec", "bigcp", "md5sum", "/big.bin")).split()[0] == want
+        ok(eng.run("cp", "bigcp:/big.bin", str(tmp_path / "back.bin")))
+        assert hashlib.md5((tmp_path / "back.bin").read_bytes()).hexdigest() == want
+        ok(eng.run("rm", "-f", "bigcp"))
 
 
 class TestVolumes:

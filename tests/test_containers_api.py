@@ -781,6 +781,57 @@ def test_archive_round_trip_and_stat(client, image, cleanup):
     assert info.value.status_code == 400 and "not a directory" in str(info.value)
 
 
+def test_archive_upload_of_any_size_streams(client, image, cleanup):
+    """PUT /archive reads the body as it arrives: over the 16 MiB other requests may have, with
+    Content-Length (the SDK given bytes) or chunked (given a generator, as docker cp sends)."""
+    import hashlib
+    import io
+    import tarfile
+
+    c = run_bg(client, image, cleanup, ["sleep", "60"])
+    wait_status(c, "running")
+    payload = hashlib.sha256(b"seed").digest() * (40 * 1024 * 1024 // 32)   # 40 MiB
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        ti = tarfile.TarInfo("big.bin")
+        ti.size = len(payload)
+        tar.addfile(ti, io.BytesIO(payload))
+    data = buf.getvalue()
+    want = hashlib.md5(payload).hexdigest()
+    assert c.put_archive("/tmp", data)
+    assert c.exec_run(["md5sum", "/tmp/big.bin"]).output.split()[0].decode() == want
+    assert c.put_archive("/", (data[i:i + 1_000_003] for i in range(0, len(data), 1_000_003)))
+    assert c.exec_run(["md5sum", "/big.bin"]).output.split()[0].decode() == want
+    # refused before it is read (no such path): the answer still arrives, the daemon goes on
+    with pytest.raises(docker.errors.NotFound):
+        c.put_archive("/no/such/dir", data)
+    assert client.ping()
+
+
+def test_archive_upload_cut_short(env, client, image, cleanup):
+    """A client that goes away in the middle of an upload: a clear error for it, the daemon
+    carries on, what arrived is extracted no further."""
+    import socket as socketlib
+    import tarfile
+
+    c = run_bg(client, image, cleanup, ["sleep", "60"])
+    wait_status(c, "running")
+    s = socketlib.socket(socketlib.AF_UNIX)
+    s.settimeout(20)
+    s.connect(str(env.socket))
+    head = tarfile.TarInfo("partial.bin")
+    head.size = 5_000_000
+    s.sendall(f"PUT /v1.47/containers/{c.id}/archive?path=/tmp HTTP/1.1\r\nHost: x\r\n"
+              "Content-Length: 10000000\r\n\r\n".encode() + head.tobuf() + b"x" * 100_000)
+    s.shutdown(socketlib.SHUT_WR)
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 400") and b"ended early" in answer, answer[:300]
+    assert client.ping() and c.exec_run(["true"]).exit_code == 0
+
+
 def test_archive_symlinks_stay_inside(client, image, cleanup, tmp_path):
     import io
     import tarfile

@@ -194,9 +194,11 @@ class Client:
     # -- requests ------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
-                headers: dict[str, str] | None = None, raw_body: bytes | None = None,
+                headers: dict[str, str] | None = None, raw_body: bytes | Any = None,
                 versioned: bool = True) -> Response:
         """Send one request on a fresh connection and return the response, its body unread.
+
+        ``raw_body`` is bytes, or a binary file (sent from where it stands to its end, in pieces).
 
         Error statuses raise :class:`APIError` with the daemon's message.
         """
@@ -208,18 +210,24 @@ class Client:
         if self.drivers:
             hdrs["X-Core-Driver"] = ",".join(self.drivers)
         data = b""
-        if raw_body is not None:
+        body_file = None
+        if raw_body is not None and hasattr(raw_body, "read"):
+            body_file = raw_body
+            hdrs["Content-Length"] = str(os.fstat(body_file.fileno()).st_size - body_file.tell())
+        elif raw_body is not None:
             data = raw_body
         elif body is not None:
             data = dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
-        if data or method in ("POST", "PUT"):
+        if (data or method in ("POST", "PUT")) and body_file is None:
             hdrs["Content-Length"] = str(len(data))
         hdrs.update(headers or {})
         head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
         sock = self.connect()
         try:
             sock.sendall(head.encode("latin-1") + data)
+            while body_file is not None and (piece := body_file.read(1 << 20)):
+                sock.sendall(piece)
             resp = self._read_head(sock)
         except OSError as exc:
             sock.close()

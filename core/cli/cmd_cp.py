@@ -247,12 +247,14 @@ def _makedirs_inside(root: str, path: str) -> None:
 # ================================================================================================
 
 
-def build_archive(src: str, root_name: str, follow_link: bool = False) -> bytes:
+def build_archive(src: str, root_name: str, follow_link: bool = False) -> Any:
     """A tar of local ``src`` whose top entry is named ``root_name`` (``""``: the contents of a
-    directory, for ``dir/.``).  Symlinks inside are archived as links."""
+    directory, for ``dir/.``), in an anonymous temporary file (rewound): what is copied may be
+    larger than memory.  Symlinks inside are archived as links."""
     import tarfile
+    import tempfile
 
-    buf = io.BytesIO()
+    buf = tempfile.TemporaryFile()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         top = os.path.realpath(src) if follow_link else src.rstrip("/") or "/"
         if src.endswith("/."):
@@ -266,7 +268,8 @@ def build_archive(src: str, root_name: str, follow_link: bool = False) -> bytes:
                 tar.add(os.path.join(top, entry), arcname=name, recursive=True)
         else:
             tar.add(top, arcname=root_name or os.path.basename(top), recursive=False)
-    return buf.getvalue()
+    buf.seek(0)
+    return buf
 
 
 # ================================================================================================
@@ -414,7 +417,7 @@ def _to_container(ctx: Any, ctr: str, src: str, dst: str, follow: bool, copy_uid
     if src == "-":
         if not is_dir:
             raise CLIError(f'destination "{ctr}:{dst}" must be a directory', 1)
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer   # sent as it is read: a file when stdin is one, else piped
         params["path"] = dst_info_path
     else:
         src = _local_abs(src)
@@ -438,9 +441,33 @@ def _to_container(ctx: Any, ctr: str, src: str, dst: str, follow: bool, copy_uid
             root_name, target_dir = dst_base, dst_dir
         data = build_archive(src, root_name, follow_link=follow)
         params["path"] = target_dir
-    resp = ctx.client.request("PUT", f"/containers/{ctr}/archive", params, raw_body=data,
-                              headers={"Content-Type": "application/x-tar"})
+    if not _seekable(data):
+        data = _spool(data)
+    size = os.fstat(data.fileno()).st_size - data.tell()
+    try:
+        resp = ctx.client.request("PUT", f"/containers/{ctr}/archive", params, raw_body=data,
+                                  headers={"Content-Type": "application/x-tar"})
+    finally:
+        data.close()
     resp.sock.close()
     if not quiet:
-        sys.stderr.write(f"Successfully copied {_progress_size(len(data))} to {ctr}:{dst_info_path}\n")
+        sys.stderr.write(f"Successfully copied {_progress_size(size)} to {ctr}:{dst_info_path}\n")
     return 0
+
+
+def _seekable(f: Any) -> bool:
+    try:
+        return f.seekable() and os.path.isfile(f"/proc/self/fd/{f.fileno()}")
+    except (OSError, ValueError):
+        return False
+
+
+def _spool(f: Any) -> Any:
+    """A pipe's content in a temporary file (its length must be known before sending)."""
+    import shutil
+    import tempfile
+
+    out = tempfile.TemporaryFile()
+    shutil.copyfileobj(f, out, 1 << 20)
+    out.seek(0)
+    return out

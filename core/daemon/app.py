@@ -160,6 +160,10 @@ class Daemon:
 
     # -- requests ------------------------------------------------------------------------------
 
+    def streams_body(self, method: str, path: str) -> bool:
+        match = VERSIONED.match(path)
+        return self.router.streams_body(method, match.group(3) if match else path)
+
     async def dispatch(self, request: Request) -> Response:
         match = VERSIONED.match(request.path)
         if match:
@@ -199,7 +203,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             sock = self.bind()
             pidfile.write_text(f"{os.getpid()}\n")
-            server = HTTPServer(self.dispatch, SERVER_HEADER)
+            server = HTTPServer(self.dispatch, SERVER_HEADER, self.streams_body)
             listener = trio.SocketListener(sock)
             try:
                 async with trio.open_nursery() as nursery:

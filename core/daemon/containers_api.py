@@ -1191,7 +1191,8 @@ def register(daemon: Daemon) -> None:
                        for m in c.mounts if m.type in ("bind", "volume", "tmpfs")):
                 raise _forbidden()
         root = await daemon.containers.root(c)
-        data = io.BytesIO(req.body)
+        # read as it arrives, any size: the tar goes to the worker thread in pieces
+        data = req.body_stream.reader() if req.body_stream is not None else io.BytesIO(req.body)
 
         def work(fd: int) -> None:
             owner = None
@@ -1205,7 +1206,7 @@ def register(daemon: Daemon) -> None:
         daemon.events.emit("container", "extract-to-dir", c.id, c.event_attributes(path=path))
         return Response(status=200, body=b"", content_type=None)
 
-    r.add("PUT", "/containers/{id}/archive", archive_put)
+    r.add("PUT", "/containers/{id}/archive", archive_put, stream_body=True)
 
     async def export(req: Request) -> Response:
         c = ctr(req)

@@ -7,10 +7,13 @@ iterator of bytes (sent chunked: pull progress, ``logs -f``, events).  A respons
 Errors raised by handlers become docker's JSON errors, ``{"message": "..."}``, with the status of
 the :class:`core.errors.CoreError` subclass; anything else is logged with its traceback and
 answered 500 — a client never sees a Python traceback.  Malformed HTTP gets 400, oversized
-headers 431, oversized bodies 413.
+headers 431, oversized bodies 413 — except on routes added with ``stream_body=True``
+(``docker cp`` uploads), whose handlers read the body as it arrives from
+:attr:`Request.body_stream`, of any size.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -54,6 +57,7 @@ class Request:
     params: dict[str, str] = attrs.field(factory=dict)
     stream: Any = None  # the connection's trio stream, for hijacking handlers
     drivers: dict[str, str] = attrs.field(factory=dict)  # the driver of each kind for this request
+    body_stream: BodyStream | None = None  # routes with stream_body=True: the body, unread
 
     def q(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -114,6 +118,55 @@ class Request:
             raise InvalidArgument(f"invalid JSON in request body: {exc}") from None
 
 
+class BodyStream:
+    """A request body read as it arrives: ``await receive()`` gives the next piece, ``b""`` at
+    the end; :meth:`reader` is the same as a blocking file for a trio worker thread.  A body
+    cut short raises ``InvalidArgument``."""
+
+    def __init__(self, conn: h11.Connection, stream: trio.abc.Stream) -> None:
+        self._conn, self._stream = conn, stream
+        self.done = False
+
+    async def receive(self) -> bytes:
+        while not self.done:
+            if self._conn.they_are_waiting_for_100_continue:
+                await _send(self._conn, self._stream, h11.InformationalResponse(status_code=100, headers=[]))
+            try:
+                event = await _receive_event(self._conn, self._stream)
+            except h11.RemoteProtocolError as exc:
+                raise InvalidArgument(f"the request body ended early: {exc}") from None
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.done = True
+            else:
+                raise InvalidArgument("the client closed the connection before the end of the body")
+        return b""
+
+    def reader(self) -> io.BufferedReader:
+        """The body as a binary file for another thread (the trio loop stays free); made in
+        the trio loop, read outside it."""
+        return io.BufferedReader(_ThreadReader(self, trio.lowlevel.current_trio_token()), 1 << 20)
+
+
+class _ThreadReader(io.RawIOBase):
+    def __init__(self, body: BodyStream, token: trio.lowlevel.TrioToken) -> None:
+        self._body, self._token = body, token
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self._buf:
+            self._buf = memoryview(trio.from_thread.run(self._body.receive, trio_token=self._token))
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
 Body = bytes | AsyncIterator[bytes]
 
 
@@ -147,10 +200,18 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._streaming: set[Handler] = set()
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, stream_body: bool = False) -> None:
+        """``stream_body``: the handler reads the body itself (``Request.body_stream``), any size."""
         regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})", pattern)
         self._routes.append((method, re.compile(f"^{regex}$"), handler))
+        if stream_body:
+            self._streaming.add(handler)
+
+    def streams_body(self, method: str, path: str) -> bool:
+        handler, _params = self.resolve(method, path)
+        return handler is not None and handler in self._streaming
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         def deco(handler: Handler) -> Handler:
@@ -187,9 +248,12 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, event: Any) -> No
 class HTTPServer:
     """Serves ``dispatch(request) -> Response`` over any trio listener."""
 
-    def __init__(self, dispatch: Callable[[Request], Awaitable[Response]], server_header: str) -> None:
+    def __init__(self, dispatch: Callable[[Request], Awaitable[Response]], server_header: str,
+                 streams_body: Callable[[str, str], bool] | None = None) -> None:
+        """``streams_body(method, path)``: whether that request's body is left to its handler."""
         self.dispatch = dispatch
         self.server_header = server_header
+        self.streams_body = streams_body
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
@@ -216,6 +280,9 @@ class HTTPServer:
                     leftover, _closed = conn.trailing_data
                     await response.hijack(stream, leftover)
                     return
+                if request.body_stream is not None and not request.body_stream.done:
+                    await _linger(stream)   # answered before reading it all: not reusable
+                    return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 try:
@@ -236,9 +303,20 @@ class HTTPServer:
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
+        method = event.method.decode("ascii", "replace").upper()
+        target = event.target.decode("latin-1")
+        raw_path, _, raw_query = target.partition("?")
+        headers: dict[str, str] = {}
         for name, value in event.headers:
-            if name == b"content-length" and int(value) > MAX_BODY_BYTES:
-                raise _BodyTooLarge()
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        request = Request(method=method, path=urllib.parse.unquote(raw_path),
+                          query=urllib.parse.parse_qs(raw_query, keep_blank_values=True),
+                          headers=headers, stream=stream)
+        if self.streams_body is not None and self.streams_body(method, request.path):
+            request.body_stream = BodyStream(conn, stream)
+            return request
+        if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
+            raise _BodyTooLarge()
         body = bytearray()
         while True:
             ev = await _receive_event(conn, stream)
@@ -250,19 +328,8 @@ class HTTPServer:
                 break
             elif isinstance(ev, h11.ConnectionClosed):
                 return None
-        target = event.target.decode("latin-1")
-        raw_path, _, raw_query = target.partition("?")
-        headers: dict[str, str] = {}
-        for name, value in event.headers:
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        return Request(
-            method=event.method.decode("ascii", "replace").upper(),
-            path=urllib.parse.unquote(raw_path),
-            query=urllib.parse.parse_qs(raw_query, keep_blank_values=True),
-            headers=headers,
-            body=bytes(body),
-            stream=stream,
-        )
+        request.body = bytes(body)
+        return request
 
     async def _send_response(self, conn: h11.Connection, stream: trio.abc.Stream, response: Response,
                              head_only: bool) -> None:
