@@ -1361,12 +1361,17 @@ class Containers:
 
         async def filesystem() -> None:
             await self._unmount_rootfs(c)
+            snapshotter, key = self.snapshotter(c), f"ctr-{c.id}"
             try:
-                await self.snapshotter(c).remove(f"ctr-{c.id}")
+                parent = (await snapshotter.stat(key)).parent
+                await snapshotter.remove(key)
             except NotFound:
-                pass
+                return
             except CoreError as exc:
                 failed.append(exc)
+                return
+            if parent and self.images.by_id(c.image_id) is None:
+                await self._collect_layers(snapshotter, parent)
 
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
@@ -1396,6 +1401,18 @@ class Containers:
             c.removed.set()
             c.notify()
             self.emit("container", "destroy", c.id, c.event_attributes())
+
+    async def _collect_layers(self, snapshotter: Any, chain: str) -> None:
+        """The image went while this container kept its layers (``rmi -f`` with only stopped
+        users): remove them from the top, down to one another image or container still uses."""
+        in_use = self.images.chains_in_use()
+        while chain and chain not in in_use:
+            try:
+                parent = (await snapshotter.stat(chain)).parent
+                await snapshotter.remove(chain)
+            except CoreError:   # NotFound, or Conflict: another snapshot stands on it
+                return
+            chain = parent
 
     @staticmethod
     def _remove_dir(path: Path) -> None:

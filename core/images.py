@@ -299,7 +299,9 @@ class ImageStore:
                 for d in remaining.digests:
                     db.execute("DELETE FROM image_digests WHERE name=? AND digest=?", (d.name, str(d.digest)))
                     out.append({"Untagged": d.familiar()})
-            if users:  # still used by a container: keep the image, untagged (docker does the same)
+            if users and (running or not force):
+                # still used: kept, untagged (as docker).  Forced, an image only stopped containers
+                # use is deleted (they keep their layers until they go: Containers._destroy)
                 return out, None
         else:
             if running:

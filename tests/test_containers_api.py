@@ -1531,7 +1531,20 @@ def test_rmi_of_an_image_in_use_cli(core_env, test_images):
     assert f"Untagged: {ref}" in p.stdout.splitlines()
     assert env.run("image", "inspect", img12).returncode == 0  # still used: kept, untagged
     assert env.run("image", "inspect", ref).returncode == 1
-    env.run("rm", "-f", running, stopped, check=True)
+    env.run("rm", "-f", running, check=True)
+    # only a stopped container uses it now: forced, docker deletes the image; the container
+    # keeps its layers (and runs), which go when it goes
+    env.run("tag", img12, ref, check=True)
+    p = env.run("rmi", "-f", ref)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    lines = p.stdout.splitlines()
+    assert f"Untagged: {ref}" in lines and test_images["busybox:latest"].config_digest in " ".join(lines)
+    assert env.run("image", "inspect", img12).returncode == 1
+    assert env.run("start", "-a", stopped).returncode == 0
+    snapshots = env.data_root / "storage" / "overlay" / "snapshots"
+    assert len(list(snapshots.iterdir())) == 2   # the container's and the image's one layer
+    env.run("rm", stopped, check=True)
+    assert list(snapshots.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------- exec exit codes
