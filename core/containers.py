@@ -53,16 +53,14 @@ import trio
 from core import archive, names, oci
 from core.contracts.executor import ExitStatus, IOConfig
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
-from core.state import MIGRATIONS, State
+from core.state import State, migration
 
-# core.images' migration is numbered before ours: import it first, the order must never change
-import core.images  # noqa: E402,F401
 from core.units import human_duration
 from core.volumes import MountPoint, VolumeStore, oci_mount, parse_mounts, prepare_sources, volume_names
 
 log = logging.getLogger("core.containers")
 
-MIGRATIONS.append(
+migration(4, "containers",
     """
     CREATE TABLE IF NOT EXISTS containers (
         id TEXT PRIMARY KEY,            -- 64 hex

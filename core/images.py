@@ -18,10 +18,10 @@ import attrs
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.manifest import ImageConfig, chain_ids, parse_config
 from core.reference import Reference, parse_reference
-from core.state import MIGRATIONS, State
+from core.state import State, migration
 from core.types import Digest
 
-MIGRATIONS.append(
+migration(2, "images",
     """
     CREATE TABLE images (
         id TEXT PRIMARY KEY,            -- sha256:<config digest>

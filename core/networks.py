@@ -61,15 +61,11 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 import attrs
 import trio
 
-# The state's migrations are numbered in import order: ours comes after the containers' (which
-# imports images and volumes first).  Every statement is "IF NOT EXISTS" and the manager runs
-# them again when it starts, so a different import order cannot lose the tables.
-import core.containers  # noqa: F401
 from core import dns, netns
 from core.contracts.network import EndpointRequest, Network, NetworkSpec, PortBinding
 from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound,
                          Unavailable)
-from core.state import MIGRATIONS
+from core.state import migration
 
 log = logging.getLogger("core.networks")
 
@@ -110,7 +106,7 @@ SCHEMA = """
         PRIMARY KEY (container_id, network_id)
     )
 """
-MIGRATIONS.append(SCHEMA)
+migration(5, "networks", SCHEMA)
 
 PREDEFINED = ("bridge", "host", "none")
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"

@@ -1,7 +1,8 @@
-"""A small SQLite file of a driver's own: WAL, foreign keys, a schema version, nested transactions.
+"""A SQLite file: WAL, foreign keys, a schema version, nested transactions.
 
 Drivers that keep state (the storage metastore, the bridge driver's IPAM) subclass
-:class:`Database` and write their queries against ``self._db`` under ``self._lock``.
+:class:`Database` and write their queries against ``self._db`` under ``self._lock``; the
+daemon's own state (:class:`core.state.State`) is one too, upgraded step by step.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import contextlib
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from core.errors import CoreError, Unavailable
 
@@ -18,16 +19,20 @@ class Database:
     """Thread-safe.  Opening a file written by a newer schema fails with ``CoreError``.
 
     ``what`` names the database in messages ("snapshot database"); ``schema`` is run once, on an
-    empty file, which is then marked ``version``.
+    empty file, which is then marked ``version`` (a subclass may upgrade older files instead:
+    :meth:`_upgrade`).  ``row_factory`` is sqlite3's.
     """
 
-    def __init__(self, path: Path, what: str, version: int, schema: Sequence[str]) -> None:
+    def __init__(self, path: Path, what: str, version: int, schema: Sequence[str],
+                 row_factory: Any = None) -> None:
         self.path = Path(path)
         self.what = what
         self._lock = threading.RLock()
         self._depth = 0
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if row_factory is not None:
+                self._db.row_factory = row_factory
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -36,12 +41,21 @@ class Database:
                 found = self._db.execute("PRAGMA user_version").fetchone()[0]
                 if found > version:
                     raise CoreError(f"{self.path}: {what} version {found} is newer than this engine's ({version})")
-                if found == 0:
-                    for statement in schema:
-                        self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {version}")
+                self._upgrade(found, version, schema)
         except sqlite3.Error as exc:
             raise CoreError(f"{self.path}: cannot open the {what}: {exc}") from exc
+
+    def _upgrade(self, found: int, version: int, schema: Sequence[str]) -> None:
+        """Bring a file of schema ``found`` to ``version`` (in the opening transaction): here,
+        ``schema`` on an empty file."""
+        if found == 0:
+            for statement in schema:
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {version}")
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        """``sqlite3.Connection.execute``: inside :meth:`transaction` for changes."""
+        return self._db.execute(sql, params)
 
     def close(self) -> None:
         with self._lock:

@@ -1,67 +1,54 @@
 """The daemon's state database: SQLite in WAL mode, every change in a transaction.
 
-Tables are created by numbered migrations (plain statements separated by ``;``); each part of the kernel that keeps state adds its own
-migration to :data:`MIGRATIONS` (images, containers, networks, volumes ...).  Opening a database
-written by a newer core fails clearly instead of corrupting it.
+Tables are created by numbered migrations: each part of the kernel that keeps state registers
+its own with :func:`migration` under a fixed number (images 2, volumes 3, containers 4,
+networks 5 ...), so the order never depends on which module was imported first; a gap in the
+numbers is an error, not a silently shifted schema.  Opening a database written by a newer core
+fails clearly instead of corrupting it.  A :class:`State` is a :class:`core.sqlite.Database`
+(nested transactions, a full disk as ``Unavailable``) whose rows are ``sqlite3.Row``.
 """
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from pathlib import Path
-from typing import Iterator
 
-from core.errors import CoreError, Unavailable
+from core.errors import CoreError
+from core.sqlite import Database
 
-MIGRATIONS: list[str] = [
-    # 1: the engine's own facts
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-]
+_MIGRATIONS: dict[int, tuple[str, str]] = {}
 
 
-class State:
+def migration(number: int, name: str, sql: str) -> None:
+    """Register migration ``number`` (statements separated by ``;``); at import time."""
+    known = _MIGRATIONS.get(number)
+    if known is not None and known != (name, sql):
+        raise RuntimeError(f"state migration {number} is registered twice ({known[0]}, {name})")
+    _MIGRATIONS[number] = (name, sql)
+
+
+migration(1, "meta", "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+
+
+def _steps() -> list[str]:
+    numbers = sorted(_MIGRATIONS)
+    if numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+        raise CoreError(f"state migrations {missing} are not registered (their modules were not imported)")
+    return [_MIGRATIONS[n][1] for n in numbers]
+
+
+class State(Database):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        steps = _steps()
+        super().__init__(path, "state database", len(steps), steps, row_factory=sqlite3.Row)
+        self.db = self._db   # reads (writes go through transaction())
 
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise CoreError(
-                f"{self.path} was written by a newer core (schema {version}, this one knows {len(MIGRATIONS)})"
-            )
-        for number in range(version, len(MIGRATIONS)):
-            with self.transaction() as db:
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={number + 1}")
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; a full disk becomes ``Unavailable`` and nothing of it is kept."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
-                self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc) or "disk I/O" in str(exc):
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise Unavailable(f"no space left on device: {self.path}: {exc}") from exc
-            raise
+    def _upgrade(self, found: int, version: int, schema: list[str]) -> None:   # type: ignore[override]
+        for number in range(found, version):
+            for statement in schema[number].split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {number + 1}")
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -70,6 +57,3 @@ class State:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
-
-    def close(self) -> None:
-        self.db.close()

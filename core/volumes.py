@@ -38,12 +38,9 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound
-from core.state import MIGRATIONS, State
+from core.state import State, migration
 
-# core.images' migration is numbered before ours: import it first, the order must never change
-import core.images  # noqa: E402,F401
-
-MIGRATIONS.append(
+migration(3, "volumes",
     """
     CREATE TABLE IF NOT EXISTS volumes (
         name TEXT PRIMARY KEY,

@@ -384,3 +384,38 @@ def test_a_cli_bug_is_one_line_not_a_traceback(monkeypatch, capsys):
     assert err == "core: internal error: ZeroDivisionError: division by zero (run with -D for the traceback)\n"
     with pytest.raises(ZeroDivisionError):
         main.main(["-D", "version"])
+
+
+def test_state_database_from_a_newer_core_is_refused(core_env):
+    import sqlite3
+
+    core_env.data_root.mkdir(parents=True)
+    db = sqlite3.connect(core_env.data_root / "state.db")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    proc = core_env.start_daemon(wait=False)
+    assert proc.wait(timeout=30) != 0
+    assert "state database version 99 is newer than this engine's" in core_env.daemon_log()
+
+
+def test_state_migrations_are_numbered_not_ordered(tmp_path):
+    import importlib
+
+    from core import state
+
+    for module in ("core.containers", "core.images", "core.networks", "core.volumes"):
+        importlib.import_module(module)   # their migrations
+
+    assert [state._MIGRATIONS[n][0] for n in sorted(state._MIGRATIONS)] == [
+        "meta", "images", "volumes", "containers", "networks"]
+    db = state.State(tmp_path / "state.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(state._MIGRATIONS)
+    db.close()
+    with pytest.raises(RuntimeError, match="registered twice"):
+        state.migration(2, "other", "CREATE TABLE x (y)")
+    state.migration(99, "gap", "CREATE TABLE gap (y)")
+    try:
+        with pytest.raises(state.CoreError, match=r"state migrations \[6, .*98\] are not registered"):
+            state.State(tmp_path / "other.db")
+    finally:
+        del state._MIGRATIONS[99]
