@@ -972,8 +972,16 @@ class Shim:
             self.shutdown()
 
 
-def launch(argv):
-    """The launcher: detach the shim and print its verdict on the container's creation."""
+SERVE_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); import shim; "
+              "shim.HELPER_CODE = sys.argv[2] or shim.HELPER_CODE; shim.serve(int(sys.argv[3]), sys.argv[4:])")
+
+
+def launch(argv, helper_code=""):
+    """The launcher: detach the shim and print its verdict on the container's creation.
+
+    ``helper_code`` (``shim.py --helper CODE STATE ...``): Python source the shim runs, instead
+    of the built-in runtime helper, to create a container or an exec (same argv, same sync
+    protocol) — how an out-of-tree executor (``examples/core-runc-executor``) reuses the shim."""
     state = argv[0]
     try:
         os.setsid()
@@ -1016,9 +1024,7 @@ def launch(argv):
         # when freed (a burst of output must not leave the shim bigger for the rest of its life)
         env = dict(os.environ)
         env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
-        os.execve(PY, [PY, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                       "import shim; shim.serve(int(sys.argv[2]), sys.argv[3:])", here, str(w)]
-                  + argv, env)
+        os.execve(PY, [PY, "-I", "-S", "-c", SERVE_CODE, here, helper_code, str(w)] + argv, env)
     except BaseException as exc:
         os.write(w, ("error CoreError starting the shim: %s\n" % exc).encode())
     os._exit(1)
@@ -1045,5 +1051,7 @@ def serve(verdict_fd, argv):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         serve(int(sys.argv[2]), sys.argv[3:])
+    elif sys.argv[1:2] == ["--helper"]:
+        launch(sys.argv[3:], helper_code=sys.argv[2])
     else:
         launch(sys.argv[1:])

@@ -31,8 +31,7 @@ from drivers.executor_container.client import ContainerExecutor
 
 from core_runc_executor import runc as _runc
 
-LAUNCH = str(Path(__file__).with_name("launch.py"))
-SHIM_DIR = str(Path(client.__file__).parent)
+SHIM = client.SHIM   # core's shim, launched with our runtime helper (shim.py --helper CODE ...)
 HELPER_CODE = ("import sys; sys.path.insert(0, %r); from core_runc_executor import helper; "
                "sys.exit(helper.main(sys.argv))" % str(Path(__file__).resolve().parent.parent))
 
@@ -71,7 +70,7 @@ class RuncExecutor(ContainerExecutor):
             (d / "bundle").write_text(str(bundle))
             (d / "id").write_text(container_id)
             (d / "runc-root").write_text(str(self.runc_root))
-            argv = [sys.executable, "-I", "-S", LAUNCH, SHIM_DIR, HELPER_CODE,
+            argv = [sys.executable, "-I", "-S", SHIM, "--helper", HELPER_CODE,
                     str(d), container_id, str(bundle),
                     "1" if io.terminal else "0", "1" if io.stdin else "0",
                     "1" if io.stdin_once else "0", str(int(io.width)), str(int(io.height)),
