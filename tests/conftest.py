@@ -126,7 +126,9 @@ def remove_containers_under(root: Path) -> None:
     """Kill the shims and containers an engine under ``root`` left running, and their cgroups."""
     from drivers.executor_container import cgroups
 
-    for state in root.glob("run/executor/container/*"):
+    # the built-in executor's containers, and those of executors extending it (examples/: runc)
+    states = [*root.glob("run/executor/container/*"), *root.glob("run/executor/*/containers/*")]
+    for state in states:
         try:
             _kill_if_cmdline_has(int((state / "shim.pid").read_text()), str(state))
         except (OSError, ValueError):
