@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, Not
 from core.storage import fs
 from core.storage.layer import WhiteoutMode, apply_layer, apply_tar
 from core.storage.metastore import MetaStore
+from core.storage.tarstream import TarEntry, TarReader
 from core.storage.mount import mount, mount_all, parse_options, unmount
 from core.testing.storage import (Harness, Layer, Node, SnapshotterSuite, chunks, read_tree,
                                   unmount_below)
@@ -155,6 +157,31 @@ def test_overlay_container_root_keeps_the_image_root_attributes(overlay: Harness
     with overlay.mounted(overlay.prepare("ctr", "L0")) as root:
         st = os.stat(root)
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 5, 6)
+
+
+def test_overlay_spreads_new_snapshots_over_block_groups(tmp: Path) -> None:
+    import fcntl
+    import struct
+
+    from drivers.storage_overlay.snapshotter import OverlaySnapshotter, spread_below
+
+    def flags(path: Path) -> int | None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return struct.unpack("i", fcntl.ioctl(fd, 0x80086601, struct.pack("i", 0)))[0]
+        except OSError:
+            return None  # a filesystem without inode flags
+        finally:
+            os.close(fd)
+
+    spread_below(tmp / "missing")  # a hint: never fails
+    snapshotter = OverlaySnapshotter(tmp / "root")
+    try:
+        found = flags(tmp / "root" / "tmp")
+        assert found is None or found & 0x00020000  # chattr +T where snapshots are made
+        assert not (flags(tmp / "root") or 0) & 0x00020000  # nowhere else
+    finally:
+        trio.run(snapshotter.close)
 
 
 def test_overlay_probe_reports_an_unusable_filesystem(tmp: Path) -> None:
@@ -409,6 +436,282 @@ def test_fs_copy_tree_keeps_hardlinks_across_directories(tmp: Path) -> None:
     fs.copy_tree(tmp / "src", tmp / "dst")
     assert os.stat(tmp / "dst/a/f").st_ino == os.stat(tmp / "dst/b/g").st_ino
     assert fs.disk_usage(tmp / "dst").inodes == 4  # dst, a, b and one file
+
+
+# --------------------------------------------------------------------------- the tar reader
+def _read_all(data: bytes, piece: int = 1 << 20) -> list[TarEntry]:
+    """Every entry of ``data``, handed to the reader in ``piece``-byte pieces."""
+    return [entry for entry, _content in _read_with_data(data, piece)]
+
+
+def _read_with_data(data: bytes, piece: int = 1 << 20) -> list[tuple[TarEntry, bytes]]:
+    """Every entry of ``data`` with its content (but for sparse files), as the reader writes
+    it to a file descriptor."""
+    pieces = iter([data[i:i + piece] for i in range(0, len(data), piece)])
+    reader = TarReader(lambda: next(pieces, b""))
+    out = []
+    while (entry := reader.next()) is not None:
+        with tempfile.TemporaryFile() as f:
+            if entry.size and entry.sparse is None:
+                reader.write_data(f.fileno(), entry.size)
+            f.seek(0)
+            out.append((entry, f.read()))
+    reader.drain()
+    return out
+
+
+def _header(name: bytes = b"f", *, size: bytes = b"00000000000\0", type_: bytes = b"0",
+            mode: bytes = b"0000644\0", uid: bytes = b"0000000\0", mtime: bytes = b"14000000000\0",
+            linkname: bytes = b"", magic: bytes = b"ustar\x0000", prefix: bytes = b"",
+            checksum: bytes | None = None) -> bytes:
+    """One raw 512-byte header, its checksum right unless ``checksum`` is given."""
+    block = bytearray(512)
+    for offset, value in ((0, name), (100, mode), (108, uid), (116, b"0000000\0"), (124, size),
+                          (136, mtime), (156, type_), (157, linkname), (257, magic),
+                          (345, prefix)):
+        block[offset:offset + len(value)] = value
+    block[148:156] = b" " * 8
+    block[148:156] = checksum if checksum is not None else b"%06o\0 " % sum(block)
+    assert len(block) == 512
+    return bytes(block)
+
+
+def _pax(records: bytes, type_: bytes = b"x") -> bytes:
+    return (_header(b"././@PaxHeader", size=b"%011o\0" % len(records), type_=type_)
+            + records + bytes(-len(records) % 512))
+
+
+def _record(key: str, value: bytes) -> bytes:
+    body = f" {key}=".encode() + value + b"\n"
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def _archive(*entries: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes],
+             fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for item in entries:
+            info, data = item if isinstance(item, tuple) else (item, None)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _info(name: str, type_: bytes = tarfile.REGTYPE, **attrs) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mtime, info.mode = type_, 1_700_000_000, 0o644
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT],
+                         ids=["ustar", "gnu", "pax"])
+def test_tar_reader_reads_what_tarfile_writes(fmt: int) -> None:
+    long = "d/" * 60 + "long-name-" * 12
+    infos = [(_info("a/file", mode=0o4755, uid=1000, gid=100), b"content"),
+             _info("a", tarfile.DIRTYPE, mode=0o1777),
+             _info("sym", tarfile.SYMTYPE, linkname="a/file"),
+             _info("hard", tarfile.LNKTYPE, linkname="a/file"),
+             _info("dev", tarfile.CHRTYPE, devmajor=1, devminor=3),
+             _info("blk", tarfile.BLKTYPE, devmajor=8, devminor=1),
+             _info("fifo", tarfile.FIFOTYPE)]
+    if fmt != tarfile.USTAR_FORMAT:  # long names: GNU L/K records or PAX path/linkpath
+        infos += [(_info(long), b"long"), _info("longlink", tarfile.SYMTYPE, linkname=long)]
+    data = _archive(*infos, fmt=fmt)
+    expected = list(tarfile.open(fileobj=io.BytesIO(data)))
+    for piece in (1 << 20, 7919, 511, 1):
+        entries = _read_with_data(data, piece)
+        assert [(e.name.rstrip("/"), e.type, e.linkname, e.mode, e.uid, e.gid, e.size,
+                 e.mtime_ns, e.atime_ns, e.devmajor, e.devminor, e.xattrs, e.sparse)
+                for e, _ in entries] == \
+            [(m.name, m.type, m.linkname, m.mode, m.uid, m.gid, m.size, m.mtime * 10**9, None,
+              m.devmajor, m.devminor, [], None) for m in expected]
+        assert entries[0][1] == b"content"
+        if fmt != tarfile.USTAR_FORMAT:
+            assert entries[-2][1] == b"long"
+
+
+def test_tar_reader_reads_gnu_tar_formats(tmp: Path) -> None:
+    src = tmp / "src"
+    (src / ("deep/" * 40)).mkdir(parents=True)
+    (src / "deep" / ("x" * 200)).write_bytes(b"long")
+    os.symlink("t" * 150, src / "link")
+    (src / "f").write_bytes(b"data")
+    os.chmod(src / "f", 0o644)
+    os.utime(src / "f", ns=(1_600_000_000_111_222_333, 1_700_000_000_123_456_789))
+    for fmt in ("gnu", "posix", "ustar", "v7"):
+        if fmt in ("ustar", "v7"):
+            names = ["f"]
+        else:
+            names = ["f", "deep", "link"]
+        archive = subprocess.run(["tar", "-C", str(src), f"--format={fmt}", "--numeric-owner",
+                                  "-cf", "-", *names], check=True, capture_output=True).stdout
+        entries = {e.name.rstrip("/"): (e, content) for e, content in _read_with_data(archive, 1000)}
+        f, content = entries["f"]
+        assert content == b"data" and f.isreg() and f.mode == 0o644
+        if fmt == "posix":
+            assert f.mtime_ns == 1_700_000_000_123_456_789
+        else:
+            assert f.mtime_ns == 1_700_000_000 * 10**9
+        if fmt in ("gnu", "posix"):
+            assert entries["deep/" + "x" * 200][1] == b"long"
+            assert entries["link"][0].linkname == "t" * 150
+            assert entries["deep/" * 39 + "deep"][0].isdir()
+
+
+def test_tar_reader_pax_records() -> None:
+    records = (_record("path", "é/".encode() + b"n\xff") + _record("linkpath", b"target")
+               + _record("uid", b"4294967294") + _record("gid", b"7")
+               + _record("mtime", b"-1.5") + _record("atime", b"1700000000.0000000019")
+               + _record("SCHILY.xattr.user.bin", b"\0\xff=\n") + _record("SCHILY.xattr.user.e", b"")
+               + _record("comment", b"ignored") + _record("uname", b""))
+    data = _pax(records) + _header(b"short", type_=b"2") + bytes(1024)
+    [entry] = _read_all(data)
+    assert entry.name == os.fsdecode("é/".encode() + b"n\xff") and entry.linkname == "target"
+    assert (entry.uid, entry.gid) == (4294967294, 7)
+    assert entry.mtime_ns == -1_500_000_000 and entry.atime_ns == 1_700_000_000_000_000_001
+    assert entry.xattrs == [("user.bin", b"\0\xff=\n"), ("user.e", b"")]
+
+
+def test_tar_reader_pax_size_and_empty_values() -> None:
+    body = b"x" * 1000
+    data = (_pax(_record("size", b"1000") + _record("path", b""))
+            + _header(b"named", size=b"77777777777\0") + body + bytes(24) + bytes(1024))
+    [(entry, content)] = _read_with_data(data)
+    assert entry.name == "named" and entry.size == 1000 and content == body
+
+
+def test_tar_reader_global_headers_apply_to_what_follows() -> None:
+    data = (_header(b"before") + _pax(_record("uid", b"5") + _record("SCHILY.xattr.user.g", b"1"), b"g")
+            + _pax(_record("uid", b"6")) + _header(b"local") + _header(b"after") + bytes(1024))
+    entries = _read_all(data)
+    assert [(e.name, e.uid, e.xattrs) for e in entries] == [
+        ("before", 0, []), ("local", 6, [("user.g", b"1")]), ("after", 5, [("user.g", b"1")])]
+
+
+def test_tar_reader_base256_numbers() -> None:
+    data = _archive((_info("big", uid=2**40, gid=3, mtime=-(2**40)), b"x"), fmt=tarfile.GNU_FORMAT)
+    [entry] = _read_all(data)
+    assert (entry.uid, entry.gid, entry.mtime_ns) == (2**40, 3, -(2**40) * 10**9)
+    raw = _header(b"f", uid=b"\xff" * 8, mtime=b"\x80" + bytes(10) + b"\x01")
+    [entry] = _read_all(raw + bytes(1024))
+    assert (entry.uid, entry.mtime_ns) == (-1, 10**9)
+
+
+def test_tar_reader_old_forms() -> None:
+    signed = bytearray(_header("é".encode()))
+    unsigned = int(signed[148:154], 8)
+    signed[148:156] = b"%06o\0 " % (unsigned - 2 * 256)  # as if "é"'s two bytes were negative
+    entries = _read_all(bytes(signed) + _header(b"dir/", type_=b"\0", magic=b"")
+                        + _header(b"c", type_=b"7") + _header(b"name", prefix=b"pre/fix")
+                        + _header(b"gnu", prefix=b"ignored", magic=b"ustar  \0"))
+    assert [(e.name, e.type) for e in entries] == [
+        ("é", b"0"), ("dir/", b"5"), ("c", b"0"), ("pre/fix/name", b"0"), ("gnu", b"0")]
+
+
+def test_tar_reader_ends_at_a_zero_block_or_between_entries() -> None:
+    assert [e.name for e in _read_all(_header(b"a") + bytes(512) + b"garbage" * 100)] == ["a"]
+    assert [e.name for e in _read_all(_header(b"a") + _header(b"b"))] == ["a", "b"]
+    assert _read_all(b"") == [] and _read_all(bytes(10240)) == []
+
+
+@pytest.mark.parametrize("data, message", [
+    (_header(b"f", checksum=b"0000001\0"), "checksum"),
+    (_header(b"f")[:300], "inside a header"),
+    (_header(b"f", size=b"00000001750\0") + b"x" * 100, "data"),
+    (_header(b"f", size=b"00000000001\0") + b"x", "padding"),
+    (_header(b"f", mode=b"0000x44\0"), "not a number"),
+    (_header(b"f", size=b"-0000000001\0"), "not a number"),
+    (_header(b"f", size=b"\xff" * 12), "negative size"),
+    (_pax(_record("path", b"x")), "after an extended header"),
+    (_pax(_record("path", b"x")) + bytes(1024), "after an extended header"),
+    (_pax(b"30 path=x\n") + _header(b"f"), "malformed PAX record"),
+    (_pax(b"9 path=x") + _header(b"f"), "malformed PAX record"),
+    (_pax(b"5 p=x\n") + _header(b"f"), "malformed PAX record"),
+    (_pax(b"x path=x\n") + _header(b"f"), "malformed PAX record"),
+    (_pax(b"7 =abc\n") + _header(b"f"), "malformed PAX record"),
+    (_pax(_record("uid", b"-1")) + _header(b"f"), "not a number"),
+    (_pax(_record("size", b"1e3")) + _header(b"f"), "not a number"),
+    (_pax(_record("mtime", b"1e9")) + _header(b"f"), "not a time"),
+    (_pax(b"".join(_record(f"SCHILY.xattr.user.{i}", b"") for i in range(10_001))) + _header(b"f"),
+     "PAX records"),
+    (_header(b"././@PaxHeader", size=b"%011o\0" % ((1 << 20) + 1), type_=b"x"), "extended header of"),
+    (_header(b"././@LongLink", size=b"%011o\0" % (1 << 30), type_=b"L"), "extended header of"),
+    (_header(b"././@PaxHeader", size=b"00000001000\0", type_=b"x") + b"12 path=abc\n", "inside an extended"),
+], ids=["bad-checksum", "truncated-header", "truncated-data", "truncated-padding", "bad-octal",
+        "signed-octal", "negative-size", "ends-after-pax", "zero-block-after-pax",
+        "record-too-long", "record-without-newline", "record-length-short", "record-length-not-a-number",
+        "record-without-key", "pax-negative-uid", "pax-size-not-decimal", "pax-time-exponent",
+        "too-many-records", "oversized-pax", "oversized-longname", "truncated-pax"])
+def test_tar_reader_rejects_corrupt_and_hostile_headers(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        _read_all(data, 100)
+
+
+def test_tar_reader_does_not_read_an_oversized_header() -> None:
+    """The size of an extended header is checked before anything is read into memory."""
+    asked = []
+    blocks = iter([_header(b"././@PaxHeader", size=b"77777777777\0", type_=b"x")] + [b"x" * 512] * 10)
+
+    def fill() -> bytes:
+        asked.append(1)
+        return next(blocks, b"")
+
+    with pytest.raises(InvalidArgument, match="extended header of"):
+        TarReader(fill).next()
+    assert len(asked) == 1
+
+
+def _sparse_archive(extents: list[tuple[int, int]], size: int, data: bytes) -> bytes:
+    """A PAX 1.0 sparse file, its map in the data as GNU tar writes it."""
+    lines = b"".join(b"%d\n" % n for n in [len(extents), *[x for e in extents for x in e]])
+    body = lines + bytes(-len(lines) % 512) + data
+    pax = (_record("GNU.sparse.major", b"1") + _record("GNU.sparse.minor", b"0")
+           + _record("GNU.sparse.name", b"sparse") + _record("GNU.sparse.realsize", b"%d" % size))
+    return (_pax(pax) + _header(b"GNUSparseFile.0/sparse", size=b"%011o\0" % len(body)) + body
+            + bytes(-len(body) % 512) + bytes(1024))
+
+
+def test_tar_reader_sparse_maps() -> None:
+    [entry] = _read_all(_sparse_archive([(0, 3), (1000, 2)], 4096, b"abcde"))
+    assert (entry.name, entry.size, entry.sparse) == ("sparse", 4096, [(0, 3), (1000, 2)])
+    old = _pax(_record("GNU.sparse.size", b"100") + _record("GNU.sparse.offset", b"10")
+               + _record("GNU.sparse.numbytes", b"2") + _record("GNU.sparse.offset", b"50")
+               + _record("GNU.sparse.numbytes", b"1")) + _header(b"s", size=b"00000000003\0") + b"abc"
+    [entry] = _read_all(old + bytes(509 + 1024))
+    assert (entry.size, entry.sparse) == (100, [(10, 2), (50, 1)])
+    for bad in ([(10, 2), (5, 1)], [(0, 5000)], [(0, 3), (3, 3)]):
+        with pytest.raises(InvalidArgument, match="sparse map"):
+            _read_all(_sparse_archive(bad, 4096, b"abcde"))
+
+
+def test_tar_reader_mutated_archives_fail_cleanly() -> None:
+    """Whatever a damaged archive holds, the reader returns entries or raises InvalidArgument."""
+    import random
+
+    rng = random.Random(7)
+    archives = [_archive((_info("a/file", uid=5), b"x" * 700), _info("d", tarfile.DIRTYPE),
+                         _info("l", tarfile.SYMTYPE, linkname="t" * 150), fmt=fmt)
+                for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT)]
+    archives.append(_sparse_archive([(0, 3), (1000, 2)], 4096, b"abcde"))
+    for _ in range(2000):
+        data = bytearray(rng.choice(archives))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            if rng.random() < 0.7:
+                data[at] = rng.randrange(256)
+            else:
+                del data[at:at + rng.randint(1, 600)]
+        try:
+            _read_with_data(bytes(data), rng.choice([1, 100, 512, 1 << 20]))
+        except InvalidArgument:
+            pass
 
 
 # --------------------------------------------------------------------------- mounting

@@ -1,8 +1,9 @@
 """Applying a layer — an uncompressed tar stream — onto a snapshot directory, safely.
 
 :func:`apply_layer` reads the stream incrementally (a trio task hands it in bounded batches to a
-worker thread that parses it with :mod:`tarfile`), and writes every entry below ``target`` and
-nowhere else, whatever the tar says.  The guarantees, for hostile input:
+worker thread that parses it with :mod:`core.storage.tarstream`, a strict tar reader that
+writes file contents straight from the stream's pieces), and writes every entry below
+``target`` and nowhere else, whatever the tar says.  The guarantees, for hostile input:
 
 - Every path is resolved one component at a time from a descriptor of ``target``
   (``openat(..., O_NOFOLLOW | O_DIRECTORY)``), and every file is created with the ``*at``
@@ -13,7 +14,9 @@ nowhere else, whatever the tar says.  The guarantees, for hostile input:
   255, an entry below a symlink or a non-directory, hardlinks to anything but an existing
   non-directory of the snapshot (or of its lowers), whiteouts of ``.``/``..``, device nodes
   named like whiteouts, unknown entry types, extended headers over 1 MiB, truncated or
-  corrupt tars.  Errors of the host (``ENOSPC``, ``EIO``...) raise ``CoreError``.
+  corrupt tars (bad checksums, malformed numbers or PAX records: see
+  :mod:`core.storage.tarstream`).  Errors of the host (``ENOSPC``, ``EIO``...) raise
+  ``CoreError``.
 
 Semantics, as docker and the OCI image spec have them:
 
@@ -47,29 +50,27 @@ Semantics, as docker and the OCI image spec have them:
 """
 from __future__ import annotations
 
-import decimal
 import enum
 import errno
-import io
 import os
 import shutil
 import stat
 import tarfile
 from collections.abc import AsyncIterable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Protocol
 
 import trio
 
 from core.errors import CoreError, InvalidArgument
 from core.storage import fs
+from core.storage.tarstream import (DIRECTORY, MAX_HEADER_BYTES, MAX_PAX_RECORDS, REGULAR,
+                                    TarEntry, TarReader, pax_time)
 
 __all__ = ["WhiteoutMode", "apply_layer", "apply_tar", "MAX_PATH_BYTES", "MAX_HEADER_BYTES"]
 
 MAX_PATH_BYTES = 4096        # PATH_MAX: longer names and link targets are rejected
 NAME_MAX = 255               # a single component
-MAX_HEADER_BYTES = 1 << 20   # a PAX extended header or a GNU long name/link
-MAX_PAX_KEYS = 10_000        # PAX records in force at once (global ones accumulate)
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -81,7 +82,7 @@ _XATTR_KEPT = {"security.capability"}
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_CHUNK = 1 << 20         # file data is copied in pieces of at most this
+_READ_CHUNK = 1 << 20         # apply_tar reads its file, and tarfile members are copied, in this
 _BATCH_BYTES = 1 << 20        # the stream is handed to the worker in batches of about this
 _PREFETCH_BATCHES = 4         # batches read ahead of the worker
 _FD_CACHE = 128              # directory descriptors kept open between entries
@@ -90,10 +91,6 @@ _NS_LIMIT = 2**63 - 1
 # Errors of the kernel that a tar's content provokes (as opposed to the host's troubles).
 _INPUT_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EEXIST, errno.EISDIR,
                  errno.ENAMETOOLONG, errno.EINVAL, errno.EMLINK, errno.ENOTEMPTY}
-
-
-# What tarfile raises for a corrupt archive (a chain of extended headers recurses).
-_TAR_ERRORS = (tarfile.TarError, ValueError, EOFError, RecursionError)
 
 
 class WhiteoutMode(enum.Enum):
@@ -120,12 +117,13 @@ async def apply_layer(stream: AsyncIterable[bytes], target: Path, *, whiteouts: 
     of it.  An empty stream is an empty layer.  Raises ``InvalidArgument`` for a hostile or
     corrupt tar, ``CoreError`` for errors of the host, and whatever ``stream`` raises.
 
-    The stream is read by a trio task into batches of about 1 MiB, at most a few ahead of a
-    worker thread that pulls them and writes the files: download and unpacking overlap, memory
-    stays bounded, and the two threads meet once per batch rather than once per chunk.  On
-    cancellation both stop before this returns.
+    The stream is read by a trio task into batches of about 1 MiB — lists of the chunks as they
+    came, never joined — at most a few ahead of a worker thread that pulls them and writes the
+    files: download and unpacking overlap, memory stays bounded, file contents go from the
+    stream's chunks to the files without a copy, and the two threads meet once per batch rather
+    than once per chunk.  On cancellation both stop before this returns.
     """
-    send, receive = trio.open_memory_channel[bytes](_PREFETCH_BATCHES)
+    send, receive = trio.open_memory_channel[list[bytes]](_PREFETCH_BATCHES)
     total = 0
     stream_error: Exception | None = None
     worker_error: Exception | None = None
@@ -137,27 +135,35 @@ async def apply_layer(stream: AsyncIterable[bytes], target: Path, *, whiteouts: 
             size = 0
             try:
                 async for chunk in stream:
+                    if not chunk:
+                        continue
+                    if not isinstance(chunk, bytes):
+                        chunk = bytes(chunk)
                     total += len(chunk)
                     parts.append(chunk)
                     size += len(chunk)
                     if size >= _BATCH_BYTES:
-                        await send.send(b"".join(parts))
+                        await send.send(parts)
                         parts, size = [], 0
                 if parts:
-                    await send.send(b"".join(parts))
+                    await send.send(parts)
             except Exception as exc:  # raised below, after the worker has stopped
                 stream_error = exc
 
-    def next_batch() -> bytes:
-        try:
-            return trio.from_thread.run(receive.receive)
-        except trio.EndOfChannel:
-            return b""
+    batch: list[bytes] = []
+
+    def next_chunk() -> bytes:
+        nonlocal batch
+        if not batch:
+            try:
+                batch = trio.from_thread.run(receive.receive)
+            except trio.EndOfChannel:
+                return b""
+            batch.reverse()  # popped from the end, in order
+        return batch.pop()
 
     def work() -> None:
-        reader = _Reader(next_batch)
-        _apply(reader, target, whiteouts, lowers)
-        reader.drain()  # the stream's tail: padding after the archive
+        _apply(next_chunk, target, whiteouts, lowers).drain()  # and the stream's tail
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(produce)
@@ -180,100 +186,37 @@ def apply_tar(fileobj: BinaryIO, target: Path, *, whiteouts: WhiteoutMode,
     Reads up to the end-of-archive marker (or the end of the input: an empty input is an empty
     layer).  See :func:`apply_layer` for the arguments and errors.
     """
-    _apply(_Reader(lambda: fileobj.read(_BATCH_BYTES)), target, whiteouts, lowers)
+    _apply(lambda: fileobj.read(_READ_CHUNK), target, whiteouts, lowers)
 
 
-def _apply(reader: _Reader, target: Path, whiteouts: WhiteoutMode, lowers: Sequence[Path]) -> None:
-    if not reader.more():
-        return
+def _apply(fill: Callable[[], bytes], target: Path, whiteouts: WhiteoutMode,
+           lowers: Sequence[Path]) -> TarReader:
+    """Apply the archive read from ``fill``; returns the reader, at the end of the archive."""
+    reader = TarReader(fill)
+    entry = reader.next()
+    if entry is None:
+        return reader  # an empty layer
     applier = _Applier(str(target), whiteouts, [str(p) for p in lowers])
     try:
-        try:
-            archive = tarfile.open(fileobj=reader, mode="r:", tarinfo=_TarInfo, encoding="utf-8",
-                                   errors="surrogateescape")
-        except _TAR_ERRORS as exc:
-            raise InvalidArgument(f"invalid layer tar: {exc}") from None
-        while True:
-            try:
-                member = archive.next()
-            except _TAR_ERRORS as exc:
-                raise InvalidArgument(f"invalid layer tar: {exc}") from None
-            if member is None:
-                break
-            archive.members.clear()  # a stream of 100k entries need not keep them all
-            applier.entry(member, archive)
+        while entry is not None:
+            applier.entry(entry, reader)
+            entry = reader.next()
         applier.finish()
     finally:
         applier.close()
+    return reader
 
 
-# --------------------------------------------------------------------------- reading
-class _Reader:
-    """A forward-only file object over byte chunks from ``fill`` (``b""`` at the end).
-
-    ``tarfile`` in ``"r:"`` mode reads headers straight from its file object and only ever
-    seeks forward (to skip data): this gives it ``read``, ``tell`` and forward ``seek`` over a
-    stream read once.  (``"r|"`` mode would re-slice its own Python buffer for every header.)
-    """
-
-    def __init__(self, fill: Callable[[], bytes]) -> None:
-        self._fill = fill
-        self._buf = b""
-        self._off = 0
-        self._pos = 0
-        self._eof = False
-
-    def more(self) -> bool:
-        """Whether anything is left to read (waits for input)."""
-        while self._off == len(self._buf) and not self._eof:
-            self._buf, self._off = self._fill(), 0
-            self._eof = not self._buf
-        return self._off < len(self._buf)
-
-    def read(self, size: int = -1) -> bytes:
-        off = self._off
-        end = off + size
-        if 0 <= size and end <= len(self._buf):  # the common case: tarfile reads a header
-            self._off = end
-            self._pos += size
-            return self._buf[off:end]
-        if size < 0:
-            size = 1 << 62
-        parts, have = [self._buf[off:]], len(self._buf) - off
-        while have < size and not self._eof:
-            chunk = self._fill()
-            self._eof = not chunk
-            parts.append(chunk)
-            have += len(chunk)
-        joined = b"".join(parts)
-        data, self._buf, self._off = joined[:size], joined, min(size, len(joined))
-        self._pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
-        skip = pos - self._pos
-        if whence != os.SEEK_SET or skip < 0:
-            raise io.UnsupportedOperation("a layer stream can only be read forward")
-        if skip <= len(self._buf) - self._off:  # within the batch at hand
-            self._off += skip
-            self._pos = pos
-            return pos
-        while self._pos < pos and self.read(min(pos - self._pos, _BATCH_BYTES)):
-            pass
-        return self._pos
-
-    def drain(self) -> None:
-        """Read to the end, discarding."""
-        self._buf, self._off = b"", 0
-        while not self._eof:
-            self._eof = not self._fill()
+# --------------------------------------------------------------------------- tarfile members
+class _DataSource(Protocol):
+    def write_data(self, fd: int, size: int) -> None:
+        """Write the next ``size`` bytes of the entry's data to ``fd``."""
 
 
 class _TarInfo(tarfile.TarInfo):
-    """``tarfile``'s header parser with bounds for hostile input.
+    """``tarfile``'s header parser with bounds for hostile input, for :mod:`core.archive`
+    (``docker cp``), which reads its archives with :mod:`tarfile` (layers are read with
+    :mod:`core.storage.tarstream`) and hands the members to :class:`_Applier`.
 
     Extended headers and GNU long names are read into memory whole: refuse absurd ones before
     that.  A corrupt or truncated header ends ``tarfile``'s iteration silently (as if the
@@ -294,9 +237,58 @@ class _TarInfo(tarfile.TarInfo):
             raise InvalidArgument(f"layer tar has an extended header of {self.size} bytes "
                                   f"(at most {MAX_HEADER_BYTES})")
         member = super()._proc_member(tarfile_)
-        if len(tarfile_.pax_headers) > MAX_PAX_KEYS:
-            raise InvalidArgument(f"layer tar has more than {MAX_PAX_KEYS} global PAX records")
+        if len(tarfile_.pax_headers) > MAX_PAX_RECORDS:
+            raise InvalidArgument(f"layer tar has more than {MAX_PAX_RECORDS} global PAX records")
         return member
+
+
+def _from_tarfile(member: tarfile.TarInfo,
+                  archive: tarfile.TarFile) -> tuple[TarEntry, _DataSource]:
+    """A member read by :mod:`tarfile` as a :class:`TarEntry`, and the source of its data."""
+    pax = member.pax_headers
+    try:
+        mtime = int(member.mtime * 1_000_000_000)
+    except (OverflowError, ValueError):
+        mtime = 0
+    mtime = _pax_ns(pax.get("mtime"), mtime)
+    xattrs = [(key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"))
+              for key, value in pax.items() if key.startswith("SCHILY.xattr.")]
+    type_ = REGULAR if member.isreg() else DIRECTORY if member.isdir() else member.type
+    entry = TarEntry(member.name, type_, member.linkname, member.mode, member.uid, member.gid,
+                     member.size, mtime, _pax_ns(pax.get("atime"), None), member.devmajor,
+                     member.devminor, xattrs, member.sparse, member.offset)
+    return entry, _TarfileData(archive, member.offset_data)
+
+
+def _pax_ns(value: str | None, default: int | None) -> int | None:
+    """A PAX time (``"1700000000.123456789"``) in nanoseconds, exactly; else ``default``."""
+    if value is None:
+        return default
+    try:
+        return pax_time(value.encode("utf-8", "surrogateescape"), "time")
+    except InvalidArgument:
+        return default
+
+
+class _TarfileData:
+    """The data of a :mod:`tarfile` member, read from its archive's file object."""
+
+    def __init__(self, archive: tarfile.TarFile, offset: int) -> None:
+        self._source = archive.fileobj
+        self._offset: int | None = offset  # where to seek before the first read
+
+    def write_data(self, fd: int, size: int) -> None:
+        if self._offset is not None:
+            self._source.seek(self._offset)
+            self._offset = None
+        while size > 0:
+            data = self._source.read(min(size, _READ_CHUNK))
+            if not data:
+                raise InvalidArgument("invalid layer tar: unexpected end of data")
+            size -= len(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
 
 
 # --------------------------------------------------------------------------- names
@@ -347,35 +339,19 @@ def _is_opaque(path: str | int) -> bool:
         return False
 
 
-def _ns(member: tarfile.TarInfo, field: str, default: int) -> int:
-    """A PAX time (``"1700000000.123456789"``) in nanoseconds, exactly; else ``default``."""
-    value = member.pax_headers.get(field)
-    if value is None:
-        return default
-    try:
-        ns = int(decimal.Decimal(value) * 1_000_000_000)
-    except (decimal.InvalidOperation, ValueError):
-        return default
+def _clamp_ns(ns: int) -> int:
     return max(-_NS_LIMIT, min(_NS_LIMIT, ns))
 
 
-def _times(member: tarfile.TarInfo) -> tuple[int, int]:
-    try:
-        mtime = max(-_NS_LIMIT, min(_NS_LIMIT, int(member.mtime * 1_000_000_000)))
-    except (OverflowError, ValueError):
-        mtime = 0
-    mtime = _ns(member, "mtime", mtime)
-    return _ns(member, "atime", mtime), mtime
+def _times(member: TarEntry) -> tuple[int, int]:
+    """``(atime, mtime)`` in nanoseconds, as ``utime`` takes them (atime defaults to mtime)."""
+    mtime = _clamp_ns(member.mtime_ns)
+    return (mtime if member.atime_ns is None else _clamp_ns(member.atime_ns)), mtime
 
 
-def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
-    out = []
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            name = key[len("SCHILY.xattr."):]
-            if name in _XATTR_KEPT or name.startswith(_XATTR_KEPT_PREFIXES):
-                out.append((name, value.encode("utf-8", "surrogateescape")))
-    return out
+def _xattrs(member: TarEntry) -> list[tuple[str, bytes]]:
+    return [(name, value) for name, value in member.xattrs
+            if name in _XATTR_KEPT or name.startswith(_XATTR_KEPT_PREFIXES)]
 
 
 # --------------------------------------------------------------------------- applying
@@ -411,19 +387,24 @@ class _Applier:
         os.close(self.root_fd)
 
     # ------------------------------------------------------------------- one entry
-    def entry(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+    def entry(self, member: TarEntry | tarfile.TarInfo,
+              source: _DataSource | tarfile.TarFile) -> None:
+        """Apply ``member``, whose data ``source`` has (a :class:`TarReader`; for a member
+        :mod:`tarfile` read, its ``TarFile``)."""
         if len(self._fds) > _FD_CACHE:
             self._trim()
+        if isinstance(member, tarfile.TarInfo):
+            member, source = _from_tarfile(member, source)  # type: ignore[arg-type]
         path = _clean(member.name)
         try:
-            self._entry(path, member, archive)
+            self._entry(path, member, source)
         except OSError as exc:
             kind = InvalidArgument if exc.errno in _INPUT_ERRNOS else CoreError
             raise kind(f"layer entry {_show(member.name)}: {exc.strerror or exc}") from exc
         except (ValueError, OverflowError) as exc:
             raise InvalidArgument(f"layer entry {_show(member.name)}: {exc}") from exc
 
-    def _entry(self, path: str, m: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+    def _entry(self, path: str, m: TarEntry, source: _DataSource) -> None:
         parent, name = _split(path)
         if WHITEOUT_PREFIX in path:
             if any(p.startswith(WHITEOUT_META_PREFIX) for p in path.split("/")[:-1]):
@@ -456,7 +437,7 @@ class _Applier:
         if m.isdir():
             self._mkdir(pfd, name, path, m)
         elif m.isreg():
-            self._file(pfd, name, path, m, archive)
+            self._file(pfd, name, path, m, source)
         elif m.issym():
             self._symlink(pfd, name, path, m)
         elif m.islnk():
@@ -468,11 +449,11 @@ class _Applier:
         self._mark(path)
 
     @staticmethod
-    def _check_owner(m: tarfile.TarInfo) -> None:
+    def _check_owner(m: TarEntry) -> None:
         if not (0 <= m.uid <= _MAX_ID and 0 <= m.gid <= _MAX_ID):
             raise InvalidArgument(f"layer entry {_show(m.name)} has an invalid owner {m.uid}:{m.gid}")
 
-    def _attributes(self, fd: int, m: tarfile.TarInfo) -> None:
+    def _attributes(self, fd: int, m: TarEntry) -> None:
         """Owner, mode, xattrs of an open file or directory (times are the caller's)."""
         os.fchown(fd, m.uid, m.gid)
         os.fchmod(fd, m.mode & 0o7777)
@@ -491,7 +472,7 @@ class _Applier:
             self._remove(pfd, name, path)
             return make()
 
-    def _mkdir(self, pfd: int, name: str, path: str, m: tarfile.TarInfo) -> None:
+    def _mkdir(self, pfd: int, name: str, path: str, m: TarEntry) -> None:
         replaced = False
         try:
             os.mkdir(name, 0o700, dir_fd=pfd)
@@ -507,25 +488,22 @@ class _Applier:
             os.setxattr(fd, OPAQUE_XATTR, b"y")  # what the replaced entry hid stays hidden
         self._dir_times[path] = _times(m)
 
-    def _file(self, pfd: int, name: str, path: str, m: tarfile.TarInfo,
-              archive: tarfile.TarFile) -> None:
+    def _file(self, pfd: int, name: str, path: str, m: TarEntry, source: _DataSource) -> None:
         fd = self._create(lambda: os.open(name, _CREATE_FILE, 0o600, dir_fd=pfd), pfd, name, path)
         try:
-            source = archive.fileobj
-            source.seek(m.offset_data)
             if m.sparse is not None:
                 for offset, size in m.sparse:
                     os.lseek(fd, offset, os.SEEK_SET)
-                    _copy(source, fd, size)
+                    source.write_data(fd, size)
                 os.ftruncate(fd, m.size)
             elif m.size:
-                _copy(source, fd, m.size)
+                source.write_data(fd, m.size)
             self._attributes(fd, m)
             os.utime(fd, ns=_times(m))
         finally:
             os.close(fd)
 
-    def _symlink(self, pfd: int, name: str, path: str, m: tarfile.TarInfo) -> None:
+    def _symlink(self, pfd: int, name: str, path: str, m: TarEntry) -> None:
         target = m.linkname
         if not target or len(target.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
             raise InvalidArgument(f"layer symlink {_show(m.name)} has an empty or too long target")
@@ -533,7 +511,7 @@ class _Applier:
         os.chown(name, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
         os.utime(name, ns=_times(m), dir_fd=pfd, follow_symlinks=False)
 
-    def _device(self, pfd: int, name: str, path: str, m: tarfile.TarInfo) -> None:
+    def _device(self, pfd: int, name: str, path: str, m: TarEntry) -> None:
         kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
         device = os.makedev(m.devmajor, m.devminor) if kind != stat.S_IFIFO else 0
         self._create(lambda: os.mknod(name, kind | 0o600, device, dir_fd=pfd), pfd, name, path)
@@ -541,7 +519,7 @@ class _Applier:
         os.chmod(name, m.mode & 0o7777, dir_fd=pfd)  # just made by us: not a symlink
         os.utime(name, ns=_times(m), dir_fd=pfd, follow_symlinks=False)
 
-    def _hardlink(self, pfd: int, name: str, path: str, m: tarfile.TarInfo) -> None:
+    def _hardlink(self, pfd: int, name: str, path: str, m: TarEntry) -> None:
         target = _clean(m.linkname, "hardlink target")
         if not target or target == path or target.startswith(path + "/"):
             raise InvalidArgument(f"layer hardlink {_show(m.name)} points to "
@@ -790,14 +768,3 @@ class _Applier:
             if fd is not None:
                 os.utime(fd, ns=times)
 
-
-def _copy(source: _Reader, fd: int, size: int) -> None:
-    """Copy ``size`` bytes of the archive into ``fd``; ``InvalidArgument`` if it ends first."""
-    while size > 0:
-        data = source.read(min(size, _READ_CHUNK))
-        if not data:
-            raise InvalidArgument("invalid layer tar: unexpected end of data")
-        size -= len(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]

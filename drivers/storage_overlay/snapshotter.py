@@ -44,14 +44,15 @@ _FS_TOPDIR_FL = 0x00020000     # chattr +T
 def spread_below(directory: Path) -> None:
     """Tell the filesystem that the directories made in ``directory`` start unrelated trees.
 
-    This is ``chattr +T``, a hint to the Orlov allocator of ext2/3/4: each new subdirectory
-    (and, following it, what is created below it) goes to an empty block group picked from the
-    hash of its name, rather than next to its parent.  Snapshots are such unrelated trees, and
-    keeping them apart matters on ext4 without a journal, which skips inodes freed in the last
-    minutes on every allocation (``recently_deleted()``): a new snapshot allocated next to the
-    trees of removed ones pays a scan of all their freed inodes for each of its own — about
-    0.1 ms a file, more than creating it.  Filesystems without inode flags ignore the hint,
-    and so does this function (it never fails).
+    This is ``chattr +T``, a hint to the Orlov allocator of ext2/3/4: each new subdirectory —
+    and, following it, what is created below it — goes to a block group with few directories
+    and free space to spare, searched from a point picked by the hash of its name, rather than
+    next to its parent.  Snapshots are such unrelated trees, and keeping them apart matters on
+    ext4 without a journal, which skips the inodes freed in the last minutes on every
+    allocation (``recently_deleted()``): a snapshot made next to the trees of removed ones pays
+    a scan of all their freed inodes for each inode of its own (on a test VM, 2,869 files took
+    0.38 s to create there, 0.014 s in a group of their own).  A hint only: where the
+    filesystem has no such flag, nothing is set, and this function never fails.
     """
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
