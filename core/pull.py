@@ -6,13 +6,19 @@ The pipeline for one image::
     fetch config (verified, bounded)               -> diff IDs -> ChainIDs (the snapshot names)
     per layer, in parallel (bounded):
         a snapshot with that ChainID exists        -> "Already exists", nothing downloaded
-        else download into the content store; the layer whose parent is already committed is
-        decompressed and unpacked *while it streams in*; the others finish downloading and
-        are unpacked from the content store as soon as their parent is committed
+        else download into the content store (the download slots go to the bottom layers
+        first); the layer whose parent is already committed is decompressed and unpacked
+        *while it streams in*; the others finish downloading and are unpacked from the content
+        store as soon as their parent is committed
         the uncompressed stream's digest must equal the config's diff ID
     record the image, its tag and repo digest       -> "Digest: ...", "Status: ..."
 
-Progress goes out as docker's JSON-lines messages, so the docker CLI draws its usual bars.
+A layer being unpacked is read ahead (a task keeps its download going into a bounded buffer)
+and decompressed in batches of what has arrived, one trip to a worker thread per batch; the
+tar is written by :func:`core.storage.layer.apply_layer`'s own worker thread.
+
+Progress goes out as docker's JSON-lines messages, so the docker CLI draws its usual bars
+(download progress as often as docker sends it: every 512 KiB or 1%, ten times a second).
 A failure anywhere cancels the rest and leaves no half-made snapshot and no unverified blob.
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import time
 from typing import Any, AsyncIterator, Callable
 
 import trio
@@ -43,6 +50,8 @@ from core.units import human_size
 log = logging.getLogger("core.pull")
 PARALLEL_DOWNLOADS = 3
 DECOMPRESS_PIECE = 1 << 20  # bytes of output per decompress call: bounds memory on hostile input
+READ_AHEAD_CHUNKS = 64      # chunks of a layer read ahead of its unpacking (HTTP: 64 KiB each)
+BATCH_BYTES = 1 << 20       # compressed bytes decompressed per trip to a worker thread, about
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -54,6 +63,29 @@ def progress_bar(current: int, total: int) -> str:
     filled = min(50, int(50 * current / total))
     bar = "=" * filled + (">" if filled < 50 else "") + " " * max(0, 50 - filled - 1)
     return f"[{bar}] {human_size(current):>8}/{human_size(total)}"
+
+
+class _ProgressRate:
+    """When to report a download's progress, as docker's progress reader does: after each
+    512 KiB or 1% of the size (the smaller), at most ten times a second, and at the end."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.step = min(512 * 1024, total // 100) if total > 0 else 512 * 1024
+        self.last = 0
+        self.when = -1.0
+
+    def due(self, current: int) -> bool:
+        if current >= self.total > 0:
+            return True
+        if current - self.last <= self.step:
+            return False
+        self.last = current
+        now = time.monotonic()
+        if now - self.when < 0.1:
+            return False
+        self.when = now
+        return True
 
 
 class Progress:
@@ -74,19 +106,70 @@ class Progress:
         self.emit(msg)
 
 
-async def decompress(stream: AsyncIterator[bytes], compression: str | None,
+class _StreamFailed:
+    """What :func:`_read_ahead` sends in place of a chunk when the stream raises."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+async def _read_ahead(stream: AsyncIterator[bytes],
+                     send: trio.MemorySendChannel[bytes | _StreamFailed]) -> None:
+    """Pull ``stream`` into ``send`` (a bounded channel) as fast as it comes, and close it.
+
+    Run as a task, it keeps a download going while the layer is decompressed and unpacked,
+    instead of reading a chunk each time the unpacking asks for one.  An error of the stream is
+    sent as the last item, for :func:`_batches` to raise where the stream would have.
+    """
+    async with send:
+        try:
+            async for chunk in stream:
+                if chunk:
+                    await send.send(chunk)
+        except Exception as exc:
+            await send.send(_StreamFailed(exc))
+
+
+async def _batches(receive: trio.MemoryReceiveChannel[bytes | _StreamFailed]
+                   ) -> AsyncIterator[list[bytes]]:
+    """The chunks :func:`_read_ahead` sends, in batches: all that are waiting (at least one, at
+    most about :data:`BATCH_BYTES`), so that a slow consumer takes them in few, large steps."""
+    async for item in receive:
+        batch: list[bytes] = []
+        size = 0
+        while True:
+            if isinstance(item, _StreamFailed):
+                if batch:
+                    yield batch
+                raise item.error
+            batch.append(item)
+            size += len(item)
+            if size >= BATCH_BYTES:
+                break
+            try:
+                item = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        yield batch
+
+
+async def decompress(stream: AsyncIterator[list[bytes]], compression: str | None,
                      hasher: Any = None) -> AsyncIterator[bytes]:
-    """Uncompressed bytes of a gzip, zstd or plain layer stream, in bounded pieces.
+    """Uncompressed bytes of a gzip, zstd or plain layer read in batches of chunks (see
+    :func:`_batches`), in bounded pieces.
 
     Concatenated gzip members and zstd frames are followed, as ``gunzip`` and ``zstd -d`` do.
     Decompression (ISA-L's inflate for gzip: three times zlib's speed) and ``hasher.update`` of
-    the output run in a worker thread, so the event loop stays free.
+    the output run in a worker thread, one trip there per batch, so the event loop stays free.
     """
     if compression is None:
-        async for chunk in stream:
+        async for batch in stream:
             if hasher is not None:
-                await trio.to_thread.run_sync(hasher.update, chunk)
-            yield chunk
+                await trio.to_thread.run_sync(_update_all, hasher, batch)
+            for chunk in batch:
+                yield chunk
         return
     if compression == "gzip":
         from isal import isal_zlib
@@ -103,36 +186,42 @@ async def decompress(stream: AsyncIterator[bytes], compression: str | None,
     d = new()
     pending = False  # a member or frame has started and not ended
 
-    def feed(data: bytes) -> list[bytes]:
+    def feed(batch: list[bytes]) -> list[bytes]:
         nonlocal d, pending
         out = []
         try:
-            while data:
-                pending = True
-                if compression == "gzip":
-                    piece = d.decompress(data, DECOMPRESS_PIECE)
-                    data = d.unconsumed_tail
-                else:
-                    piece = d.decompress(data)
-                    data = b""
-                if piece:
-                    out.append(piece)
-                    if hasher is not None:
-                        hasher.update(piece)
-                if d.eof:
-                    rest = d.unused_data
-                    d = new()
-                    pending = False
-                    data = rest + data
+            for data in batch:
+                while data:
+                    pending = True
+                    if compression == "gzip":
+                        piece = d.decompress(data, DECOMPRESS_PIECE)
+                        data = d.unconsumed_tail
+                    else:
+                        piece = d.decompress(data)
+                        data = b""
+                    if piece:
+                        out.append(piece)
+                        if hasher is not None:
+                            hasher.update(piece)
+                    if d.eof:
+                        rest = d.unused_data
+                        d = new()
+                        pending = False
+                        data = rest + data
         except Exception as exc:  # zlib.error, isal_zlib.error, zstandard.ZstdError
             raise InvalidArgument(f"layer is not valid {compression}: {exc}") from None
         return out
 
-    async for chunk in stream:
-        for piece in await trio.to_thread.run_sync(feed, chunk):
+    async for batch in stream:
+        for piece in await trio.to_thread.run_sync(feed, batch):
             yield piece
     if pending:
         raise InvalidArgument(f"layer is truncated: the {compression} stream ends in the middle")
+
+
+def _update_all(hasher: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
 
 
 async def _counted(stream: AsyncIterator[bytes], counter: list[int]) -> AsyncIterator[bytes]:
@@ -161,7 +250,18 @@ async def unpack_layer(snapshotter: Any, images: ImageStore, parent: str, chain:
     hasher = hashlib.sha256()
     count = [0]
     try:
-        await snapshotter.apply_layer(key, _counted(decompress(stream, compression, hasher), count))
+        send, receive = trio.open_memory_channel[bytes | _StreamFailed](READ_AHEAD_CHUNKS)
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_ahead, stream, send)
+            try:
+                await snapshotter.apply_layer(
+                    key, _counted(decompress(_batches(receive), compression, hasher), count))
+            except Exception as exc:  # raised below, out of the nursery (not in a group)
+                error = exc
+            nursery.cancel_scope.cancel()  # the download, if the unpacking stopped early
+        if error is not None:
+            raise error
         got = Digest("sha256", hasher.hexdigest())
         if got != diff_id:
             raise InvalidArgument(f"layer {blob}: its content does not match its diff ID: "
@@ -297,16 +397,19 @@ class Puller:
             else:
                 self.progress.status("Pulling fs layer", id=layer_id)
 
-        async def one(i: int) -> None:
+        async def one(i: int, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             layer, layer_id = layers[i], ids[i]
             parent = str(chains[i - 1]) if i else ""
             compression = layer_compression(layer.media_type)
             total = layer.size
+            report = _ProgressRate(total)
 
             def downloading(n: int) -> None:
-                self.progress.status("Downloading", id=layer_id, current=n, total=total)
+                if report.due(n):
+                    self.progress.status("Downloading", id=layer_id, current=n, total=total)
 
             async with limiter:
+                task_status.started()
                 if not self.content.exists(layer.digest):
                     stream = self.registry.fetch_blob(self.ref, layer, self.auth, progress=downloading)
                     async with contextlib.aclosing(stream):
@@ -336,7 +439,9 @@ class Puller:
                     if present[i]:
                         committed[i].set()
                     else:
-                        nursery.start_soon(one, i)
+                        # started in order: layer i has its download slot before layer i + 1
+                        # asks for one, so the bottom layers (unpacked first) come first
+                        await nursery.start(one, i)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
 
