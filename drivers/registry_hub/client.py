@@ -295,10 +295,12 @@ class HubClient:
             timeout = httpx.Timeout(timeout, pool=None)
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
-        common: dict[str, Any] = dict(timeout=timeout, limits=limits, follow_redirects=False,
-                                      headers={"User-Agent": user_agent}, trust_env=True)
-        self._verified = httpx.AsyncClient(verify=ssl.create_default_context(), **common)
-        self._unverified = httpx.AsyncClient(verify=False, **common)
+        self._common: dict[str, Any] = dict(timeout=timeout, limits=limits, follow_redirects=False,
+                                            headers={"User-Agent": user_agent}, trust_env=True)
+        # Plain http and insecure https share the client without certificate checks; the one
+        # that verifies is made on first use (loading the system's CA store takes ~20 ms).
+        self._verified: httpx.AsyncClient | None = None
+        self._unverified = httpx.AsyncClient(verify=False, **self._common)
         self._schemes: dict[str, str] = {}  # insecure host -> the scheme that worked
         self._auth = Authenticator(self._token_send, self._may_send_secrets)
         self._closed = False
@@ -335,7 +337,8 @@ class HubClient:
         """Close every connection; the client cannot be used afterwards."""
         self._closed = True
         try:
-            await self._verified.aclose()
+            if self._verified is not None:
+                await self._verified.aclose()
         finally:
             await self._unverified.aclose()
 
@@ -349,8 +352,13 @@ class HubClient:
         if self._closed:
             raise Unavailable("the registry client is closed")
         parts = httpx.URL(url)
-        insecure = parts.scheme == "https" and self.config.is_insecure(parts.netloc.decode())
-        http = self._unverified if insecure else self._verified
+        if parts.scheme != "https" or self.config.is_insecure(parts.netloc.decode()):
+            http = self._unverified  # nothing to verify, or not to be verified
+        else:
+            if self._verified is None:
+                self._verified = httpx.AsyncClient(verify=ssl.create_default_context(),
+                                                   **self._common)
+            http = self._verified
         content = body() if body is not None else None
         try:
             request = http.build_request(method, url, headers=dict(headers), content=content)
