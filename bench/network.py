@@ -2,7 +2,9 @@
 """What the bridge network adds to a container's start: ``core run --rm busybox true`` on the
 default bridge against the same with ``--network none``, median of N runs each, interleaved
 (none, bridge, none, bridge, ...) so that drift hits both alike, in one invocation.  Target: the
-bridge adds <= 15 ms.  Podman's / docker's figures the same way where an engine answers.
+bridge adds <= 15 ms.  Podman's / docker's figures the same way where an engine answers, on
+the same image from the same local registry, with a bridge network of the bench's own (removed
+afterwards; podman's CNI plugins keep their iptables chains, as on any podman host).
 
 The busybox image is built by the test suite's image builder and served by a real registry
 (Debian's docker-registry) on 127.0.0.1.  The daemon has nft tables of its own (so its own
@@ -30,6 +32,8 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import purge_network_driver, remove_containers_under, stop_pid, unmount_under  # noqa: E402
 from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
+
+from bench import engines  # noqa: E402
 
 
 class Core:
@@ -63,10 +67,6 @@ class Core:
             print(f"warning: removing the bench's bridge/nft tables: {exc}", file=sys.stderr)
         unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def engine(name: str) -> bool:
-    return bool(shutil.which(name)) and subprocess.run([name, "info"], capture_output=True).returncode == 0
 
 
 def timed(cmd: list[str], **kw) -> float:
@@ -111,13 +111,24 @@ def main() -> int:
             none, bridge = interleaved(args.n, base + ["--network", "none", image, "true"],
                                        base + [image, "true"], env=core.env)
             report("core", args.n, none, bridge, target=True)
-        for other in ("podman", "docker"):
-            if engine(other):
-                none, bridge = interleaved(args.n, [other, "run", "--rm", "--network", "none", "busybox", "true"],
-                                           [other, "run", "--rm", "busybox", "true"])
-                report(other, args.n, none, bridge, target=False)
-            else:
-                print(f"{other}: no engine answers here (`{other} info` fails or it is not installed), not measured")
+            for other in engines.NAMES:
+                if not engines.answers(other):
+                    print(f"{other}: no engine answers here (`{other} info` fails or it is not installed), "
+                          "not measured")
+                    continue
+                engines.pull(other, image)
+                net = f"core-bench-{os.getpid()}"   # a bridge network of the bench's own, removed after
+                try:
+                    subprocess.run([other, "network", "create", net], check=True, capture_output=True)
+                    base = [other, "run", "--rm", *engines.limits(other)]
+                    none, bridge = interleaved(args.n, base + ["--network", "none", image, "true"],
+                                               base + ["--network", net, image, "true"])
+                    report(other, args.n, none, bridge, target=False)
+                except (SystemExit, subprocess.CalledProcessError) as exc:   # e.g. no network plugins
+                    print(f"{other}: not measured: {exc}")
+                finally:
+                    subprocess.run([other, "network", "rm", "-f", net], capture_output=True)
+                    engines.remove_image(other, image)
     finally:
         core.close()
         shutil.rmtree(work, ignore_errors=True)

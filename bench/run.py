@@ -39,6 +39,8 @@ from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa
 from tests.conftest import purge_network_driver, remove_containers_under  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
+from bench import engines  # noqa: E402
+
 
 def pss_kib(pid: int) -> int:
     try:
@@ -111,27 +113,8 @@ def runc_bundle(root: Path) -> Path:
     return bundle
 
 
-def limits(engine_name: str) -> list[str]:
-    """podman raises nofile and nproc past a small VM's hard limits by default (runc then fails
-    with EPERM): modest limits within the host's instead."""
-    if engine_name != "podman":
-        return []
-    import resource
-
-    out = []
-    for name, which, cap in (("nofile", resource.RLIMIT_NOFILE, 16384), ("nproc", resource.RLIMIT_NPROC, 4096)):
-        hard = resource.getrlimit(which)[1]
-        value = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
-        out += ["--ulimit", f"{name}={value}:{value}"]
-    return out
-
-
 def median_ms(times: list[float]) -> str:
     return f"{statistics.median(times) * 1000:7.1f} ms"
-
-
-def engine(name: str) -> bool:
-    return bool(shutil.which(name)) and subprocess.run([name, "info"], capture_output=True).returncode == 0
 
 
 def main() -> int:
@@ -168,19 +151,17 @@ def main() -> int:
                 print(f"ratio core / runc: {statistics.median(ours) / statistics.median(theirs):.2f}  (target <= 3)")
             else:
                 print("runc is not installed: no runc ratio")
-            others = [other for other in ("podman", "docker") if engine(other)]
-            for other in ("podman", "docker"):
+            others = [other for other in engines.NAMES if engines.answers(other)]
+            for other in engines.NAMES:
                 if other not in others:
                     print(f"{other}: no engine answers here, not measured")
                     continue
-                # the same image, from the same local registry (plain HTTP on loopback)
-                subprocess.run([other, "pull", *(["--tls-verify=false"] if other == "podman" else []), image],
-                               check=True, capture_output=True)
+                engines.pull(other, image)
                 pulled[other] = image
                 times = []
                 for _ in range(args.n):
                     t = time.perf_counter()
-                    subprocess.run([other, "run", "--rm", *limits(other), "--network", "none", image, "true"],
+                    subprocess.run([other, "run", "--rm", *engines.limits(other), "--network", "none", image, "true"],
                                    check=True, capture_output=True)
                     times.append(time.perf_counter() - t)
                 print(f"{other} run (same image):                 median {median_ms(times)} over {args.n}; "
@@ -199,7 +180,7 @@ def main() -> int:
                 t = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=n) as pool:
                     list(pool.map(lambda i: subprocess.run(
-                        [other, "run", "-d", *limits(other), "--network", "none", "--label", label, image,
+                        [other, "run", "-d", *engines.limits(other), "--network", "none", "--label", label, image,
                          "sleep", "3600"],
                         check=True, capture_output=True), range(n)))
                 theirs = time.perf_counter() - t
@@ -221,7 +202,7 @@ def main() -> int:
         core.close()
         shutil.rmtree(work, ignore_errors=True)
         for other, ref in pulled.items():   # what the other engines pulled goes again
-            subprocess.run([other, "rmi", "-f", ref], capture_output=True)
+            engines.remove_image(other, ref)
     return 0
 
 
