@@ -2,8 +2,9 @@
 
 Tables are created by numbered migrations: each part of the kernel that keeps state registers
 its own with :func:`migration` under a fixed number (images 2, volumes 3, containers 4,
-networks 5 ...), so the order never depends on which module was imported first; a gap in the
-numbers is an error, not a silently shifted schema.  Opening a database written by a newer core
+networks 5 ...), so the order never depends on which module was imported first; opening a
+:class:`State` imports those modules (:data:`_MODULES`), and a gap in the numbers is an error,
+not a silently shifted schema.  Opening a database written by a newer core
 fails clearly instead of corrupting it.  A :class:`State` is a :class:`core.sqlite.Database`
 (nested transactions, a full disk as ``Unavailable``) whose rows are ``sqlite3.Row``.
 """
@@ -16,6 +17,8 @@ from core.errors import CoreError
 from core.sqlite import Database
 
 _MIGRATIONS: dict[int, tuple[str, str]] = {}
+# the kernel's modules that keep state, each registering its migration when imported
+_MODULES = ("core.images", "core.volumes", "core.containers", "core.networks")
 
 
 def migration(number: int, name: str, sql: str) -> None:
@@ -30,6 +33,10 @@ migration(1, "meta", "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NU
 
 
 def _steps() -> list[str]:
+    import importlib
+
+    for module in _MODULES:
+        importlib.import_module(module)
     numbers = sorted(_MIGRATIONS)
     if numbers != list(range(1, len(numbers) + 1)):
         missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))

@@ -97,10 +97,6 @@ class Daemon:
         """Everything before serving: lock, directories, state, drivers."""
         self.lock()
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
-        import importlib
-
-        for module in ("core.images", "core.volumes", "core.containers", "core.networks"):
-            importlib.import_module(module)   # each registers its state migration
         self.state = State(self.config.data_root / "state.db")
         self.engine_id = self.state.get_meta("engine-id") or ""
         if not self.engine_id:
