@@ -52,6 +52,7 @@ import trio
 
 from core import archive, names, oci
 from core.contracts.executor import ExitStatus, IOConfig
+from core.concurrency import gather
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
 from core.state import State, migration
 
@@ -947,16 +948,24 @@ class Containers:
                           stdin_once=bool(c.config.get("StdinOnce")) and not c.config.get("Tty"),
                           log_path=None if c.host_config["LogConfig"]["Type"] == "none" else self.log_path(c),
                           width=int(size[1]) if size and size[1] else 80, height=int(size[0]) if size and size[0] else 24)
-            try:
-                await ex.create(c.id, bundle, io)
-            except AlreadyExists:
+
+            async def create() -> None:
+                nonlocal created
                 try:
-                    await ex.delete(c.id)
-                except NotFound:
-                    pass
-                await ex.create(c.id, bundle, io)
-            created = True
-            await self.network_setup(c, ex)
+                    await ex.create(c.id, bundle, io)
+                except AlreadyExists:
+                    try:
+                        await ex.delete(c.id)
+                    except NotFound:
+                        pass
+                    await ex.create(c.id, bundle, io)
+                created = True
+
+            if netns:   # a sandbox of its own: its endpoints are made while the executor creates
+                await gather(create, lambda: self.network_setup(c, None))
+            else:
+                await create()
+                await self.network_setup(c, ex)
             await self._connect_pending(c, ex, before_start=True)
             try:
                 pid = await ex.start(c.id)
@@ -1015,12 +1024,14 @@ class Containers:
         self._start_soon(self._monitor, c)
 
     async def network_setup(self, c: Container, ex: Any) -> None:
-        """Networking joins a container here: after the executor made its namespaces, before its
-        program runs.  The network manager's hosts and resolv.conf replace ours, written in
-        place (the container's bind mounts hold the files' inodes)."""
+        """Networking joins a container here, before its program runs: after the executor made
+        its namespaces (``ex``: the container's pid is asked for), or — a container with a
+        sandbox namespace of its own, ``ex`` None — while the executor makes them.  The network
+        manager's hosts and resolv.conf replace ours, written in place (the container's bind
+        mounts hold the files' inodes)."""
         if self.networks is None:
             return
-        pid = (await ex.state(c.id)).pid
+        pid = (await ex.state(c.id)).pid if ex is not None else 0
         info = await self.networks.attach(c.id, c.name, c.hostname, pid)
         cdir = self.dir(c)
         if info.get("HostsFile") is not None:

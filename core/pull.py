@@ -32,6 +32,7 @@ from typing import Any, AsyncIterator, Callable
 
 import trio
 
+from core.concurrency import first_error
 from core.errors import AlreadyExists, CoreError, InvalidArgument, NotFound
 from core.images import Image, ImageStore
 from core.manifest import (
@@ -281,30 +282,6 @@ async def unpack_layer(snapshotter: Any, images: ImageStore, parent: str, chain:
         raise
     images.record_layer(diff_id, count[0])
     return count[0]
-
-
-def first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report from a nursery's group: the first CoreError, else the first error.
-
-    Cancellations caused by that first failure are noise; KeyboardInterrupt and the like win.
-    """
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if not isinstance(exc, (Exception, trio.Cancelled)):
-            return exc
-    for exc in leaves:
-        if isinstance(exc, CoreError):
-            return exc
-    return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
 
 
 class Puller:
