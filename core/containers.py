@@ -1383,10 +1383,7 @@ class Containers:
                 await self._collect_layers(snapshotter, parent)
 
         with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(executor_state)
-                nursery.start_soon(self._network_release, c, True)
-                nursery.start_soon(filesystem)
+            await gather(executor_state, lambda: self._network_release(c, True), filesystem)
             for exc in failed:
                 c.state.status = "dead"
                 c.state.error = f"failed to remove the root filesystem: {exc.message}"
