@@ -50,7 +50,10 @@ from core.units import human_size
 
 log = logging.getLogger("core.pull")
 PARALLEL_DOWNLOADS = 3
-DECOMPRESS_PIECE = 1 << 20  # bytes of output per decompress call: bounds memory on hostile input
+DECOMPRESS_PIECE = 1 << 20  # bytes of output per gzip decompress call: bounds memory on hostile input
+ZSTD_SLICE = 1024           # compressed bytes per zstd call: a 4-byte zstd block (RLE) expands to at
+                            # most 128 KiB, so one call gives at most 32 MiB whatever the input
+OUT_PER_TRIP = 16 << 20     # uncompressed bytes handed back per trip to the worker thread
 READ_AHEAD_CHUNKS = 64      # chunks of a layer read ahead of its unpacking (HTTP: 64 KiB each)
 BATCH_BYTES = 1 << 20       # compressed bytes decompressed per trip to a worker thread, about
 
@@ -164,6 +167,9 @@ async def decompress(stream: AsyncIterator[list[bytes]], compression: str | None
     Concatenated gzip members and zstd frames are followed, as ``gunzip`` and ``zstd -d`` do.
     Decompression (ISA-L's inflate for gzip: three times zlib's speed) and ``hasher.update`` of
     the output run in a worker thread, one trip there per batch, so the event loop stays free.
+    Memory stays bounded on hostile input (a few KiB that expand to gigabytes): each call
+    produces a bounded piece, and a trip ends after :data:`OUT_PER_TRIP` bytes of output, the
+    rest of the batch waiting for the next.
     """
     if compression is None:
         async for batch in stream:
@@ -187,35 +193,47 @@ async def decompress(stream: AsyncIterator[list[bytes]], compression: str | None
     d = new()
     pending = False  # a member or frame has started and not ended
 
-    def feed(batch: list[bytes]) -> list[bytes]:
+    def feed(batch: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """Decompress ``batch`` until it is used up or OUT_PER_TRIP bytes came out: the output,
+        and what is left of the batch."""
         nonlocal d, pending
-        out = []
+        out: list[bytes] = []
+        produced = 0
         try:
-            for data in batch:
+            for i, data in enumerate(batch):
                 while data:
+                    if produced >= OUT_PER_TRIP:
+                        return out, [data, *batch[i + 1:]]
                     pending = True
                     if compression == "gzip":
                         piece = d.decompress(data, DECOMPRESS_PIECE)
                         data = d.unconsumed_tail
                     else:
-                        piece = d.decompress(data)
-                        data = b""
+                        piece = d.decompress(data[:ZSTD_SLICE])
+                        data = data[ZSTD_SLICE:]   # a memoryview: no copy
                     if piece:
                         out.append(piece)
+                        produced += len(piece)
                         if hasher is not None:
                             hasher.update(piece)
                     if d.eof:
                         rest = d.unused_data
                         d = new()
                         pending = False
-                        data = rest + data
+                        data = bytes(rest) + bytes(data)
+                    if compression != "gzip" and data and not isinstance(data, memoryview):
+                        data = memoryview(data)
         except Exception as exc:  # zlib.error, isal_zlib.error, zstandard.ZstdError
             raise InvalidArgument(f"layer is not valid {compression}: {exc}") from None
-        return out
+        return out, []
 
     async for batch in stream:
-        for piece in await trio.to_thread.run_sync(feed, batch):
-            yield piece
+        if compression != "gzip":
+            batch = [memoryview(chunk) for chunk in batch]
+        while batch:
+            out, batch = await trio.to_thread.run_sync(feed, batch)
+            for piece in out:
+                yield piece
     if pending:
         raise InvalidArgument(f"layer is truncated: the {compression} stream ends in the middle")
 

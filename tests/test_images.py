@@ -417,3 +417,80 @@ def test_docker_cli_pull_images_rmi(core_env, test_images):
     assert img.digest in listed.stdout
     removed = run("rmi", img.reference)
     assert removed.returncode == 0 and f"Deleted: {img.config_digest}" in removed.stdout
+
+
+# --------------------------------------------------------------------------------------- decompression
+def _decompress_all(blob: bytes, compression: str, chunk: int = 65536) -> tuple[int, int, str]:
+    """Run core.pull.decompress over ``blob`` in batches as the puller hands them: (total bytes
+    out, largest piece, sha256 of the output)."""
+    import hashlib
+
+    from core.pull import decompress
+
+    async def batches():
+        for i in range(0, len(blob), 1 << 20):
+            part = blob[i:i + (1 << 20)]
+            yield [part[j:j + chunk] for j in range(0, len(part), chunk)]
+
+    async def main():
+        h, total, largest = hashlib.sha256(), 0, 0
+        async for piece in decompress(batches(), compression):
+            h.update(piece)
+            total += len(piece)
+            largest = max(largest, len(piece))
+        return total, largest, h.hexdigest()
+
+    return trio.run(main)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_decompression_bombs_come_out_in_bounded_pieces(compression):
+    """A few KiB that expand to 512 MiB: handed on piece by piece, never held whole."""
+    import hashlib
+    import tracemalloc
+
+    size = 1 << 29
+    if compression == "gzip":
+        import zlib
+
+        c = zlib.compressobj(9, zlib.DEFLATED, 31)
+        blob = b"".join(c.compress(bytes(1 << 24)) for _ in range(size >> 24)) + c.flush()
+    else:
+        import zstandard
+
+        c = zstandard.ZstdCompressor(level=3).compressobj()
+        blob = b"".join(c.compress(bytes(1 << 24)) for _ in range(size >> 24)) + c.flush()
+    want = hashlib.sha256()
+    for _ in range(size >> 24):
+        want.update(bytes(1 << 24))
+    tracemalloc.start()
+    try:
+        total, largest, digest = _decompress_all(blob, compression)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (total, digest) == (size, want.hexdigest())
+    assert largest <= 32 << 20
+    assert peak < 128 << 20, f"{peak >> 20} MiB held at once for {len(blob) >> 10} KiB of {compression}"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_decompression_follows_members_and_frames(compression):
+    import gzip
+
+    if compression == "gzip":
+        blob = gzip.compress(b"first ") + gzip.compress(b"second")
+    else:
+        import zstandard
+
+        blob = zstandard.ZstdCompressor().compress(b"first ") + zstandard.ZstdCompressor().compress(b"second")
+    import hashlib
+
+    from core.errors import InvalidArgument
+
+    total, _largest, digest = _decompress_all(blob, compression, chunk=3)
+    assert (total, digest) == (12, hashlib.sha256(b"first second").hexdigest())
+    with pytest.raises(InvalidArgument, match="truncated"):
+        _decompress_all(blob[:-3], compression)
+    with pytest.raises(InvalidArgument, match=f"not valid {compression}"):
+        _decompress_all(blob[:10] + b"\xff" * 40 + blob[50:], compression)
