@@ -240,10 +240,18 @@ def build_and_push_stock_images(registry: Registry, layout_root: Path,
         res = im.push(d, name, registry, src_tag=info.tag)
         return PushedImage(name, repo, tag, res.reference, res.digest, res.media_type, info, res.manifest_bytes)
 
-    # build the shared busybox layer once before fanning out
+    def repository(tags: list[str]) -> list[PushedImage]:
+        return [one(name) for name in tags]
+
+    # build the shared busybox layer once before fanning out; one repository's tags are pushed
+    # one after the other (docker-registry answers 500 to concurrent pushes into one
+    # repository now and then), repositories side by side
     im.busybox_rootfs_layer().tar_bytes()
+    by_repo: dict[str, list[str]] = {}
+    for name in names:
+        by_repo.setdefault(name.rpartition(":")[0], []).append(name)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        pushed = list(pool.map(one, names))
+        pushed = [p for group in pool.map(repository, by_repo.values()) for p in group]
     return ImageSet(registry, {p.name: p for p in pushed}, layout_root)
 
 
