@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from core.cli.template import Template, TemplateError, compile_template, format_table, header_name, tabwrite
 
@@ -436,3 +437,28 @@ def test_module_imports_nothing_at_import_time():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=pathlib.Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
+
+
+
+def _action(parts):
+    return "{{." + ".".join(parts) + (" -}}" if len(parts) == 2 else "}}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(alphabet="ab \t\n.{}-", max_size=6),
+    st.lists(st.sampled_from(["ID", "Names", "x_1", "A", "", "é", "1a", " B", "range"]), min_size=1,
+             max_size=3).map(_action)), max_size=6))
+def test_fast_field_lexing_matches_the_regex(parts):
+    """`{{.Field}}` actions skip the regular expression; the tokens are the same."""
+    from core.cli.template import _lex
+
+    text = "".join(parts)
+    try:
+        slow = _lex(text, fast=False)
+    except TemplateError as exc:
+        with pytest.raises(TemplateError) as info:
+            _lex(text)
+        assert str(info.value) == str(exc)
+        return
+    assert _lex(text) == slow

@@ -115,11 +115,12 @@ def _number(s):
     return f
 
 
-def _lex(text):
+def _lex(text, fast=True):
     """The tokens (kind, value, start, end) of text: 'text', then '{{', the action's tokens
     and '}}' for each action, and a final 'eof'.  Trim markers are applied to the
-    neighbouring text and comments are dropped."""
-    token, toks, pos, trim = _re(_TOKEN), [], 0, False
+    neighbouring text and comments are dropped.  ``fast``: plain ``{{.Field}}`` actions are
+    tokenized without the regular expression (``core ps`` then never imports ``re``)."""
+    toks, pos, trim = [], 0, False
 
     def fail(at, msg):
         raise TemplateError(f'template: :{_line(text, at)}: {msg}')
@@ -143,6 +144,18 @@ def _lex(text):
             trim, pos = m.group() != '}}', m.end()
             continue
         toks.append(('{{', '{{', start, p))
+        close = text.find('}}', p)
+        names = text[p + 1:close].split('.') if fast and close > p and text[p] == '.' else None
+        if names and all(n.isascii() and n.isidentifier() for n in names):
+            # the common action, {{.Field}} or {{.A.B}}: the tokens the regex would give
+            at = p
+            for name in names:
+                toks.append(('field', name, at, at + 1 + len(name)))
+                at += 1 + len(name)
+            toks.append(('}}', '}}', close, close + 2))
+            trim, pos = False, close + 2
+            continue
+        token = _re(_TOKEN)
         while True:
             m = token.match(text, p)
             if not m:
