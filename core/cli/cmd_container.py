@@ -309,7 +309,7 @@ def parse_filters(values: list[str] | None) -> dict[str, list[str]]:
     for f in values or []:
         key, eq, value = f.partition("=")
         if not eq:
-            raise CLIError(f"bad format of filter (expected name=value)", 125)
+            raise CLIError("bad format of filter (expected name=value)", 125)
         filters.setdefault(key.strip().lower(), []).append(value)
     return filters
 

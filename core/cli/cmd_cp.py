@@ -26,10 +26,13 @@ import json
 import os
 import stat as statmod
 import sys
-from typing import Any, Iterator
 
 from core.cli.client import APIError, CLIError
 from core.cli.cmd_container import Flags, command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 GO_MODE_DIR = 1 << 31
 GO_MODE_SYMLINK = 1 << 27

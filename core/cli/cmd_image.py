@@ -4,13 +4,16 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from typing import Any
 
 from core.cli import dockerconfig
 from core.cli.client import APIError, CLIError
 from core.cli.render import ago, display_stream
 from core.units import human_size
 from core.cli.util import add_format, parser, print_table, render_each, render_format
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _split_tag(name: str) -> tuple[str, str]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
-from typing import Any
 
 from core.cli.client import APIError, CLIError
 from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, _natural_key, command, confirm,
                                     fail_joined, parse_filters, post, print_inspect)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Entries for core.cli.main's tables (the lead merges them): name -> (module, function, summary)
 

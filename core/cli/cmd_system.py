@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import platform
 import sys
-from typing import Any
 
 from core import API_VERSION, __version__
 from core.cli.client import APIError, CLIError
 from core.cli.util import add_format, parser, render_each
 from core.units import bytes_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 

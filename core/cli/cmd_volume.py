@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 from core.cli.client import APIError, CLIError
 from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, command, confirm, fail_joined, human_size,
                                     parse_filters, post, print_inspect)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 VOLUME_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT",
                   "Labels": "LABELS", "Links": "LINKS", "Size": "SIZE", "Group": "GROUP",

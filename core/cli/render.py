@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterable, TextIO
 
 from core.cli.client import CLIError
 from core.units import human_duration, human_size  # noqa: F401 - human_duration re-exported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, TextIO
 
 
 def ago(epoch: float) -> str:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Iterable
 
 from core.cli.client import CLIError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
 
 
 class Parser(argparse.ArgumentParser):
