@@ -837,6 +837,40 @@ def test_archive_upload_of_any_size_streams(client, image, cleanup):
     assert client.ping()
 
 
+def test_refused_upload_leaves_the_connection_usable(env, client, image, cleanup):
+    """Refused before its body was read (a hostile entry first): the rest is drained and the
+    same keep-alive connection serves the next request (the SDK reuses it at once)."""
+    import io
+    import socket as socketlib
+    import tarfile
+
+    c = run_bg(client, image, cleanup, ["sleep", "60"])
+    wait_status(c, "running")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        ti = tarfile.TarInfo("../escape")
+        ti.size = 0
+        t.addfile(ti, io.BytesIO(b""))
+    body = buf.getvalue()
+    s = socketlib.socket(socketlib.AF_UNIX)
+    s.settimeout(20)
+    s.connect(str(env.socket))
+    s.sendall(f"PUT /v1.47/containers/{c.id}/archive?path=/tmp HTTP/1.1\r\nHost: x\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    first = b""
+    while b"\r\n\r\n" not in first:
+        first += s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 400") and b"connection: close" not in first.lower(), first
+    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    second = b""
+    while b"OK" not in second:
+        chunk = s.recv(65536)
+        assert chunk, (first, second)
+        second += chunk
+    s.close()
+    assert b"HTTP/1.1 200" in second
+
+
 def test_archive_upload_cut_short(env, client, image, cleanup):
     """A client that goes away in the middle of an upload: a clear error for it, the daemon
     carries on, what arrived is extracted no further."""

@@ -144,6 +144,17 @@ class BodyStream:
                 raise InvalidArgument("the client closed the connection before the end of the body")
         return b""
 
+    async def drain(self, limit: int = 256 * 1024, seconds: float = 1.0) -> bool:
+        """Read and drop the rest, if it is small and comes soon; whether it all came (the
+        connection can then serve another request, as Go's server does for unread bodies)."""
+        with trio.move_on_after(seconds):
+            try:
+                while not self.done and limit > 0:
+                    limit -= len(await self.receive())
+            except InvalidArgument:
+                return False
+        return self.done
+
     def reader(self) -> io.BufferedReader:
         """The body as a binary file for another thread (the trio loop stays free); made in
         the trio loop, read outside it."""
@@ -275,13 +286,16 @@ class HTTPServer:
                 if request is None:
                     return
                 response = await self.dispatch(request)
+                unread = request.body_stream is not None and not await request.body_stream.drain()
+                if unread:   # answered before reading the body: the connection cannot go on
+                    response.headers.append(("Connection", "close"))
                 await self._send_response(conn, stream, response, request.method == "HEAD")
                 if response.hijack is not None:
                     leftover, _closed = conn.trailing_data
                     await response.hijack(stream, leftover)
                     return
-                if request.body_stream is not None and not request.body_stream.done:
-                    await _linger(stream)   # answered before reading it all: not reusable
+                if unread:
+                    await _linger(stream)
                     return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
