@@ -1191,6 +1191,16 @@ def test_docker_cli(env, image):
         p = docker_cli("cp", str(env.root / "to-copy.txt"), "cli-box:/tmp/")
         assert p.returncode == 0, p.stderr
         assert docker_cli("exec", "cli-box", "cat", "/tmp/to-copy.txt").stdout == "cp in\n"
+        big = env.root / "big.bin"   # past any request-size limit, streamed by the docker CLI
+        with open(big, "wb") as f:
+            for i in range(24):
+                f.write(bytes([i]) * (1 << 20))
+        p = docker_cli("cp", str(big), "cli-box:/tmp/")
+        assert p.returncode == 0, p.stderr
+        import hashlib
+
+        want = hashlib.md5(big.read_bytes()).hexdigest()
+        assert docker_cli("exec", "cli-box", "md5sum", "/tmp/big.bin").stdout.split()[0] == want
         p = docker_cli("top", "cli-box")
         assert "sleep 60" in p.stdout
         p = docker_cli("rm", "cli-box")
