@@ -531,7 +531,7 @@ def _applier_class() -> Any:
             self.owner = owner
             self.strict = no_overwrite_dir_nondir
 
-        def _entry(self, path: str, m: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        def _entry(self, path: str, m: Any, source: Any) -> None:   # a TarEntry, its TarReader
             if self.owner is not None:
                 m.uid, m.gid = self.owner
             parent, name = layer._split(path)
@@ -555,7 +555,7 @@ def _applier_class() -> Any:
             if m.isdir():
                 self._mkdir(pfd, name, path, m)
             elif m.isreg():
-                self._file(pfd, name, path, m, archive)
+                self._file(pfd, name, path, m, source)
             elif m.issym():
                 self._symlink(pfd, name, path, m)
             elif m.islnk():
@@ -563,7 +563,8 @@ def _applier_class() -> Any:
             elif m.ischr() or m.isblk() or m.isfifo():
                 self._device(pfd, name, path, m)
             else:
-                raise InvalidArgument(f"archive entry {m.name!r} has the unsupported type {m.type!r}")
+                raise InvalidArgument(f"archive entry {m.name!r} has the unsupported type "
+                                      f"{m.type.decode('latin-1')!r}")
             self._mark(path)
 
     return CopyApplier
@@ -577,8 +578,9 @@ def extract_tar(root_fd: int, path: str, container: str, data: BinaryIO, *,
     ``path`` must exist and be a directory (``NotFound`` / ``InvalidArgument("extraction point
     is not a directory")``); a read-only one raises ``Forbidden``.  Hostile entries raise
     ``InvalidArgument`` (what came before them stays, as with docker).
+    Read with core's own tar reader (:mod:`core.storage.tarstream`), as layers are.
     """
-    from core.storage import layer
+    from core.storage.tarstream import TarReader
 
     try:
         dfd = open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
@@ -591,35 +593,66 @@ def extract_tar(root_fd: int, path: str, container: str, data: BinaryIO, *,
             raise Forbidden("container rootfs is marked read-only")
         applier = _applier_class()(dfd, owner, no_overwrite_dir_nondir)
         try:
-            try:
-                archive = tarfile.open(fileobj=data, mode="r|*", tarinfo=layer._TarInfo, encoding="utf-8",
-                                       errors="surrogateescape")
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise InvalidArgument(f"invalid archive: {exc}") from None
-            with archive:
-                while True:
-                    try:
-                        member = archive.next()
-                    except (tarfile.TarError, ValueError, EOFError, OSError) as exc:
-                        raise InvalidArgument(f"invalid archive: {exc}") from None
-                    if member is None:
-                        break
-                    archive.members.clear()
-                    try:
-                        applier.entry(member, archive)
-                    except InvalidArgument as exc:
-                        if "Read-only file system" in exc.message:
-                            raise Forbidden("container rootfs is marked read-only") from None
-                        raise
-                    except CoreError as exc:
-                        if "Read-only file system" in exc.message:
-                            raise Forbidden("container rootfs is marked read-only") from None
-                        raise
-                applier.finish()
+            stream = _uncompressed(data)
+
+            def fill() -> bytes:
+                try:
+                    return stream.read(1 << 20)
+                except (OSError, EOFError, ValueError) as exc:   # a corrupt gzip, bzip2, xz stream
+                    raise InvalidArgument(f"invalid archive: {exc}") from None
+
+            reader = TarReader(fill)
+            while (member := reader.next()) is not None:
+                try:
+                    applier.entry(member, reader)
+                except CoreError as exc:
+                    if "Read-only file system" in exc.message:
+                        raise Forbidden("container rootfs is marked read-only") from None
+                    raise
+            applier.finish()
         finally:
             applier.close()
     finally:
         os.close(dfd)
+
+
+def _uncompressed(data: BinaryIO) -> BinaryIO:
+    """``data``, decompressed when it starts like gzip, bzip2 or xz (docker cp accepts them);
+    every read returns a bounded piece, whatever the ratio."""
+    head = data.read(6)
+    whole = io.BufferedReader(_Prefixed(head, data))  # type: ignore[arg-type]
+    if head.startswith(b"\x1f\x8b"):
+        import gzip
+
+        return gzip.GzipFile(fileobj=whole)  # type: ignore[return-value]
+    if head.startswith(b"BZh"):
+        import bz2
+
+        return bz2.BZ2File(whole)  # type: ignore[return-value]
+    if head.startswith(b"\xfd7zXZ\x00"):
+        import lzma
+
+        return lzma.LZMAFile(whole)  # type: ignore[return-value]
+    return whole  # type: ignore[return-value]
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` (bytes already read), then the rest of ``data``."""
+
+    def __init__(self, head: bytes, data: BinaryIO) -> None:
+        self._head, self._data = head, data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        chunk = self._data.read(len(b))
+        b[:len(chunk)] = chunk
+        return len(chunk)
 
 
 # --------------------------------------------------------------------------- copy-up

@@ -762,3 +762,26 @@ def test_mount_all_is_all_or_nothing(tmp: Path) -> None:
     assert not os.path.ismount(tmp / "target")
     with pytest.raises(InvalidArgument):
         mount_all([Mount("bind", str(tmp / "src"), target="../escape")], tmp / "target")
+
+
+def test_the_model_knows_setgid_directories(tmp: Path) -> None:
+    """The conformance model makes what the kernel makes in a setgid directory (found by the
+    layer-stack machine: a layer's setgid directory, a container's mkdir inside it)."""
+    import stat as statmod
+
+    from core.testing.storage import Node, _made
+
+    d = tmp / "sg"
+    d.mkdir()
+    os.chown(d, 1000, 1000)
+    os.chmod(d, 0o2775)
+    (d / "x").mkdir()
+    os.chmod(d / "x", 0o750)
+    (d / "f").write_bytes(b"")
+    os.chmod(d / "f", 0o640)
+    model = {"sg": Node("dir", None, 0o2775, 1000, 1000)}
+    for name, kind, data, mode in (("x", "dir", None, 0o750), ("f", "file", b"", 0o640)):
+        st = os.stat(d / name)
+        assert _made(model, f"sg/{name}", kind, data, mode) == \
+            Node(kind, data, statmod.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    assert _made({"plain": Node("dir", None, 0o755, 1000, 1000)}, "plain/y", "dir", None, 0o750).gid == 0

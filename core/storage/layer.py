@@ -55,7 +55,6 @@ import errno
 import os
 import shutil
 import stat
-import tarfile
 from collections.abc import AsyncIterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Callable, Protocol
@@ -64,8 +63,7 @@ import trio
 
 from core.errors import CoreError, InvalidArgument
 from core.storage import fs
-from core.storage.tarstream import (DIRECTORY, MAX_HEADER_BYTES, MAX_PAX_RECORDS, REGULAR,
-                                    TarEntry, TarReader, pax_time)
+from core.storage.tarstream import MAX_HEADER_BYTES, TarEntry, TarReader
 
 __all__ = ["WhiteoutMode", "apply_layer", "apply_tar", "MAX_PATH_BYTES", "MAX_HEADER_BYTES"]
 
@@ -82,7 +80,7 @@ _XATTR_KEPT = {"security.capability"}
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_CHUNK = 1 << 20         # apply_tar reads its file, and tarfile members are copied, in this
+_READ_CHUNK = 1 << 20         # apply_tar reads its file in pieces of this
 _BATCH_BYTES = 1 << 20        # the stream is handed to the worker in batches of about this
 _PREFETCH_BATCHES = 4         # batches read ahead of the worker
 _FD_CACHE = 128              # directory descriptors kept open between entries
@@ -207,88 +205,10 @@ def _apply(fill: Callable[[], bytes], target: Path, whiteouts: WhiteoutMode,
     return reader
 
 
-# --------------------------------------------------------------------------- tarfile members
+# --------------------------------------------------------------------------- entry data
 class _DataSource(Protocol):
     def write_data(self, fd: int, size: int) -> None:
         """Write the next ``size`` bytes of the entry's data to ``fd``."""
-
-
-class _TarInfo(tarfile.TarInfo):
-    """``tarfile``'s header parser with bounds for hostile input, for :mod:`core.archive`
-    (``docker cp``), which reads its archives with :mod:`tarfile` (layers are read with
-    :mod:`core.storage.tarstream`) and hands the members to :class:`_Applier`.
-
-    Extended headers and GNU long names are read into memory whole: refuse absurd ones before
-    that.  A corrupt or truncated header ends ``tarfile``'s iteration silently (as if the
-    archive ended there); raise instead.  A stream ending cleanly between entries without the
-    end-of-archive blocks is accepted, as Go's archive/tar (docker) accepts it.
-    """
-
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        try:
-            return super().fromtarfile(tarfile_)
-        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as exc:
-            raise InvalidArgument(f"invalid layer tar: {exc}") from None
-
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
-                         tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) and self.size > MAX_HEADER_BYTES:
-            raise InvalidArgument(f"layer tar has an extended header of {self.size} bytes "
-                                  f"(at most {MAX_HEADER_BYTES})")
-        member = super()._proc_member(tarfile_)
-        if len(tarfile_.pax_headers) > MAX_PAX_RECORDS:
-            raise InvalidArgument(f"layer tar has more than {MAX_PAX_RECORDS} global PAX records")
-        return member
-
-
-def _from_tarfile(member: tarfile.TarInfo,
-                  archive: tarfile.TarFile) -> tuple[TarEntry, _DataSource]:
-    """A member read by :mod:`tarfile` as a :class:`TarEntry`, and the source of its data."""
-    pax = member.pax_headers
-    try:
-        mtime = int(member.mtime * 1_000_000_000)
-    except (OverflowError, ValueError):
-        mtime = 0
-    mtime = _pax_ns(pax.get("mtime"), mtime)
-    xattrs = [(key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"))
-              for key, value in pax.items() if key.startswith("SCHILY.xattr.")]
-    type_ = REGULAR if member.isreg() else DIRECTORY if member.isdir() else member.type
-    entry = TarEntry(member.name, type_, member.linkname, member.mode, member.uid, member.gid,
-                     member.size, mtime, _pax_ns(pax.get("atime"), None), member.devmajor,
-                     member.devminor, xattrs, member.sparse, member.offset)
-    return entry, _TarfileData(archive, member.offset_data)
-
-
-def _pax_ns(value: str | None, default: int | None) -> int | None:
-    """A PAX time (``"1700000000.123456789"``) in nanoseconds, exactly; else ``default``."""
-    if value is None:
-        return default
-    try:
-        return pax_time(value.encode("utf-8", "surrogateescape"), "time")
-    except InvalidArgument:
-        return default
-
-
-class _TarfileData:
-    """The data of a :mod:`tarfile` member, read from its archive's file object."""
-
-    def __init__(self, archive: tarfile.TarFile, offset: int) -> None:
-        self._source = archive.fileobj
-        self._offset: int | None = offset  # where to seek before the first read
-
-    def write_data(self, fd: int, size: int) -> None:
-        if self._offset is not None:
-            self._source.seek(self._offset)
-            self._offset = None
-        while size > 0:
-            data = self._source.read(min(size, _READ_CHUNK))
-            if not data:
-                raise InvalidArgument("invalid layer tar: unexpected end of data")
-            size -= len(data)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
 
 
 # --------------------------------------------------------------------------- names
@@ -387,14 +307,10 @@ class _Applier:
         os.close(self.root_fd)
 
     # ------------------------------------------------------------------- one entry
-    def entry(self, member: TarEntry | tarfile.TarInfo,
-              source: _DataSource | tarfile.TarFile) -> None:
-        """Apply ``member``, whose data ``source`` has (a :class:`TarReader`; for a member
-        :mod:`tarfile` read, its ``TarFile``)."""
+    def entry(self, member: TarEntry, source: _DataSource) -> None:
+        """Apply ``member``, whose data ``source`` has (its :class:`TarReader`)."""
         if len(self._fds) > _FD_CACHE:
             self._trim()
-        if isinstance(member, tarfile.TarInfo):
-            member, source = _from_tarfile(member, source)  # type: ignore[arg-type]
         path = _clean(member.name)
         try:
             self._entry(path, member, source)

@@ -559,7 +559,7 @@ def _container_change(data: st.DataObject, root: Path, model: dict[str, Node]) -
         if op == "recreate-dir":  # overlayfs makes it opaque: the lower contents must stay gone
             host.mkdir()
             os.chmod(host, 0o750)
-            model[path] = Node("dir", None, 0o750)
+            model[path] = _made(model, path, "dir", None, 0o750)
         return
     path = data.draw(st.sampled_from(_PATHS), label=op)
     parent = path.rpartition("/")[0]
@@ -571,7 +571,7 @@ def _container_change(data: st.DataObject, root: Path, model: dict[str, Node]) -
             return
         host.mkdir()
         os.chmod(host, 0o750)
-        model[path] = Node("dir", None, 0o750)
+        model[path] = _made(model, path, "dir", None, 0o750)
         return
     if path in model and model[path].kind == "dir":
         return
@@ -580,7 +580,15 @@ def _container_change(data: st.DataObject, root: Path, model: dict[str, Node]) -
     temp.write_bytes(content)
     os.chmod(temp, 0o640)
     os.replace(temp, host)
-    model[path] = Node("file", content, 0o640)
+    model[path] = _made(model, path, "file", content, 0o640)
+
+
+def _made(model: dict[str, Node], path: str, kind: str, data: Any, mode: int) -> Node:
+    """What a process running as root makes at ``path``: owned by root — but in a setgid
+    directory (a layer may make one) by the directory's group, as the kernel has it."""
+    parent = model.get(path.rpartition("/")[0])
+    gid = parent.gid if parent is not None and parent.kind == "dir" and parent.mode & stat.S_ISGID else 0
+    return Node(kind, data, mode, 0, gid)
 
 
 # =========================================================================== hostile tars
