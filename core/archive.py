@@ -598,7 +598,9 @@ def extract_tar(root_fd: int, path: str, container: str, data: BinaryIO, *,
             def fill() -> bytes:
                 try:
                     return stream.read(1 << 20)
-                except (OSError, EOFError, ValueError) as exc:   # a corrupt gzip, bzip2, xz stream
+                except CoreError:
+                    raise   # the request's body itself (cut short)
+                except Exception as exc:   # a corrupt gzip, bzip2, xz stream (OSError, LZMAError...)
                     raise InvalidArgument(f"invalid archive: {exc}") from None
 
             reader = TarReader(fill)

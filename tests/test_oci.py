@@ -475,6 +475,32 @@ def _tar(*entries):
     return buf
 
 
+@pytest.mark.parametrize("codec", ["gzip", "bz2", "lzma"])
+def test_archive_extract_compressed_and_bombs(rootfs, codec):
+    """docker cp takes gzip, bzip2 and xz tars; a bomb is refused without being held whole."""
+    import importlib
+    import tracemalloc
+
+    compress = importlib.import_module(codec).compress
+    (rootfs / "tmp").mkdir()
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        archive.extract_tar(fd, "/tmp", "c", io.BytesIO(compress(_tar(("z.txt", tarfile.REGTYPE, b"zipped", "")).read())))
+        assert (rootfs / "tmp" / "z.txt").read_bytes() == b"zipped"
+        bomb = compress(bytes(256 << 20))   # zeros: an all-zero block ends the archive at once
+        tracemalloc.start()
+        try:
+            archive.extract_tar(fd, "/tmp", "c", io.BytesIO(bomb))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 64 << 20
+        with pytest.raises(InvalidArgument, match="invalid archive"):
+            archive.extract_tar(fd, "/tmp", "c", io.BytesIO(compress(b"x" * 1000)[:-8] + b"garbage!"))
+    finally:
+        os.close(fd)
+
+
 def test_archive_extract_and_hostile_entries(rootfs, tmp_path, resolver):
     (rootfs / "tmp").mkdir()
     (rootfs / "link").symlink_to("/tmp")
