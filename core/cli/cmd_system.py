@@ -1,12 +1,13 @@
-"""``core version`` and ``core info``."""
+"""``core version``, ``core info`` and ``core events``."""
 from __future__ import annotations
 
-import platform
+import os
 import sys
 
 from core import API_VERSION, __version__
 from core.cli.client import APIError, CLIError
-from core.cli.util import add_format, parser, render_each
+from core.cli.cmd_container import INSPECT_FORMAT_HELP, Flags, command
+from core.cli.util import render_each
 from core.units import bytes_size
 
 TYPE_CHECKING = False
@@ -23,18 +24,20 @@ def _client_info() -> dict[str, Any]:
         "ApiVersion": API_VERSION,
         "DefaultAPIVersion": API_VERSION,
         "GitCommit": "",
-        "GoVersion": f"python{platform.python_version()}",
+        "GoVersion": "python{}.{}.{}".format(*sys.version_info[:3]),
         "Os": "linux",
-        "Arch": GO_ARCH.get(platform.machine(), platform.machine()),
+        "Arch": GO_ARCH.get(os.uname().machine, os.uname().machine),
         "BuildTime": "",
         "Context": "default",
     }
 
 
+@command
 def version(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS]", "Show the core version information")
-    add_format(p, table=False, short=True)
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS]", "Show the core version information")
+    f.add("format", "f", "string", help=INSPECT_FORMAT_HELP)
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
     client = _client_info()
     server = None
     error = None
@@ -75,10 +78,12 @@ def _yesno(value: Any) -> str:
     return "true" if value else "false"
 
 
+@command
 def info(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS]", "Display system-wide information")
-    add_format(p, table=False, short=True)
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS]", "Display system-wide information", aliases="core system info, core info")
+    f.add("format", "f", "string", help=INSPECT_FORMAT_HELP)
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
     try:
         server = ctx.client.get_json("/info")
     except APIError:
@@ -155,19 +160,21 @@ def info(ctx, argv: list[str], prog: str) -> int:
     return 0
 
 
+@command
 def events(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS]", "Get real time events from the server")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
-    add_format(p, table=False)
-    p.add_argument("--since", default=None, help="Show all events created since timestamp")
-    p.add_argument("--until", default=None, help="Stream events until this timestamp")
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS]", "Get real time events from the server", aliases="core system events, core events")
+    f.add("filter", "f", "list", typename="filter", help="Filter output based on conditions provided")
+    f.add("format", None, "string", help=INSPECT_FORMAT_HELP)
+    f.add("since", None, "string", help="Show all events created since timestamp")
+    f.add("until", None, "string", help="Stream events until this timestamp")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
     import json
     import time as _time
 
     filters: dict[str, list[str]] = {}
-    for f in args.filter:
-        key, _, value = f.partition("=")
+    for item in args.filter or []:
+        key, _, value = item.partition("=")
         filters.setdefault(key, []).append(value)
 
     def stamp(value: str | None) -> str | None:
@@ -183,7 +190,7 @@ def events(ctx, argv: list[str], prog: str) -> int:
             return str(_time.time() - int(value[:-1]) * units[value[-1]])
         raise CLIError(f"invalid timestamp {value!r}", 125)
 
-    params = {"since": stamp(args.since), "until": stamp(args.until),
+    params = {"since": stamp(args.since or None), "until": stamp(args.until or None),
               "filters": json.dumps(filters) if filters else None}
     resp = ctx.client.request("GET", "/events", params)
     try:
