@@ -1,26 +1,34 @@
-"""Helpers shared by the CLI's commands: argument parsing, --format, tables."""
+"""Helpers shared by the CLI's commands: argument parsing, --format, tables.
+
+:mod:`argparse` (for the image commands) is imported when a parser is made: the commands that
+only render output do not pay for it."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from core.cli.client import CLIError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, Callable, Iterable
 
+_PARSER: Any = None
 
-class Parser(argparse.ArgumentParser):
+
+def parser(prog: str, usage: str, description: str) -> argparse.ArgumentParser:
     """argparse with docker's behaviour on bad flags: a short message, exit 125."""
+    global _PARSER
+    import argparse
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CLIError(f"{self.prog}: {message}\nSee '{self.prog} --help'.", 125)
+    if _PARSER is None:
+        class Parser(argparse.ArgumentParser):
+            def error(self, message: str) -> None:  # type: ignore[override]
+                raise CLIError(f"{self.prog}: {message}\nSee '{self.prog} --help'.", 125)
 
-
-def parser(prog: str, usage: str, description: str) -> Parser:
-    return Parser(prog=prog, usage=f"{prog} {usage}".rstrip(), description=description,
-                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        _PARSER = Parser
+    return _PARSER(prog=prog, usage=f"{prog} {usage}".rstrip(), description=description,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_format(p: argparse.ArgumentParser, table: bool = True, short: bool = False) -> None:
