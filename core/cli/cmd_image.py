@@ -1,15 +1,15 @@
 """Image commands: pull, push, images, rmi, tag, inspect, history, image prune, login, logout."""
 from __future__ import annotations
 
-import getpass
-import json
 import sys
 
 from core.cli import dockerconfig
 from core.cli.client import APIError, CLIError
+from core.cli.cmd_container import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command
+from core.cli.lean import dumps
 from core.cli.render import ago, display_stream
+from core.cli.util import print_table, render_each, render_format
 from core.units import human_size
-from core.cli.util import add_format, parser, print_table, render_each, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,14 +28,16 @@ def _split_tag(name: str) -> tuple[str, str]:
     return name, ""
 
 
+@command
 def pull(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry")
-    p.add_argument("-a", "--all-tags", action="store_true", help="Download all tagged images in the repository")
-    p.add_argument("--platform", default="", help='Set platform if server is multi-platform capable ("linux/arm64")')
-    p.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
-    p.add_argument("name", metavar="NAME[:TAG|@DIGEST]")
-    args = p.parse_args(argv)
-    repo, tag = _split_tag(args.name)
+    f = Flags(prog, "[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry",
+              aliases="core image pull, core pull")
+    f.add("all-tags", "a", help="Download all tagged images in the repository")
+    f.add("platform", None, "string", help='Set platform if server is multi-platform capable ("linux/arm64")')
+    f.add("quiet", "q", help="Suppress verbose output")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=1)
+    repo, tag = _split_tag(rest[0])
     if args.all_tags and tag:
         raise CLIError("tag can't be used with --all-tags/-a", 1)
     if not tag and not args.all_tags:
@@ -73,12 +75,13 @@ def _canonical(repo: str, tag: str) -> str:
     return f"{name}{sep}{tag}"
 
 
+@command
 def push(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] NAME[:TAG]", "Upload an image to a registry")
-    p.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
-    p.add_argument("name", metavar="NAME[:TAG]")
-    args = p.parse_args(argv)
-    repo, tag = _split_tag(args.name)
+    f = Flags(prog, "[OPTIONS] NAME[:TAG]", "Upload an image to a registry", aliases="core image push, core push")
+    f.add("quiet", "q", help="Suppress verbose output")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=1)
+    repo, tag = _split_tag(rest[0])
     if not tag:
         sys.stdout.write("Using default tag: latest\n")
         tag = "latest"
@@ -133,25 +136,27 @@ def _timestamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(epoch)) if epoch else ""
 
 
+@command
 def images(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] [REPOSITORY[:TAG]]", "List images")
-    p.add_argument("-a", "--all", action="store_true", help="Show all images (default hides intermediate images)")
-    p.add_argument("--digests", action="store_true", help="Show digests")
-    p.add_argument("-f", "--filter", action="append", default=[], help="Filter output based on conditions provided")
-    add_format(p)
-    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
-    p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
-    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS] [REPOSITORY[:TAG]]", "List images",
+              aliases="core image ls, core image list, core images")
+    f.add("all", "a", help="Show all images (default hides intermediate images)")
+    f.add("digests", None, help="Show digests")
+    f.add("filter", "f", "list", typename="filter", help="Filter output based on conditions provided")
+    f.add("format", None, "string", help=FORMAT_HELP)
+    f.add("no-trunc", None, help="Don't truncate output")
+    f.add("quiet", "q", help="Only show image IDs")
+    args, rest = f.parse(argv)
+    f.require(rest, most=1)
     filters: dict[str, list[str]] = {}
-    for f in args.filter:
-        key, eq, value = f.partition("=")
+    for item in args.filter or []:
+        key, eq, value = item.partition("=")
         if not eq:
-            raise CLIError(f"invalid filter '{f}': expected key=value", 125)
+            raise CLIError(f"invalid filter '{item}': expected key=value", 125)
         filters.setdefault(key, []).append(value)
-    if args.reference:
-        filters.setdefault("reference", []).append(args.reference)
-    params = {"all": args.all or None, "filters": json.dumps(filters) if filters else None}
+    if rest:
+        filters.setdefault("reference", []).append(rest[0])
+    params = {"all": args.all or None, "filters": dumps(filters) if filters else None}
     data = ctx.client.get_json("/images/json", params)
     rows = _rows(data, args.digests, args.no_trunc)
     if args.quiet:
@@ -175,14 +180,16 @@ HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest":
            "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE", "Containers": "CONTAINERS"}
 
 
+@command
 def rmi(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] IMAGE [IMAGE...]", "Remove one or more images")
-    p.add_argument("-f", "--force", action="store_true", help="Force removal of the image")
-    p.add_argument("--no-prune", action="store_true", help="Do not delete untagged parents")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS] IMAGE [IMAGE...]", "Remove one or more images",
+              aliases="core image rm, core image remove, core rmi")
+    f.add("force", "f", help="Force removal of the image")
+    f.add("no-prune", None, help="Do not delete untagged parents")
+    args, rest = f.parse(argv)
+    f.require(rest, least=1)
     failed = False
-    for name in args.images:
+    for name in rest:
         try:
             resp = ctx.client.request("DELETE", f"/images/{name}",
                                       {"force": args.force or None, "noprune": args.no_prune or None})
@@ -197,26 +204,29 @@ def rmi(ctx, argv: list[str], prog: str) -> int:
     return 1 if failed else 0
 
 
+@command
 def tag(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
-    p.add_argument("source")
-    p.add_argument("target")
-    args = p.parse_args(argv)
-    repo, t = _split_tag(args.target)
-    if "@" in args.target:
+    f = Flags(prog, "SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE",
+              aliases="core image tag, core tag")
+    _args, rest = f.parse(argv)
+    f.require(rest, exact=2)
+    source, target = rest
+    repo, t = _split_tag(target)
+    if "@" in target:
         raise CLIError("refusing to create a tag with a digest reference", 1)
-    resp = ctx.client.request("POST", f"/images/{args.source}/tag", {"repo": repo, "tag": t or "latest"})
+    resp = ctx.client.request("POST", f"/images/{source}/tag", {"repo": repo, "tag": t or "latest"})
     resp.sock.close()
     return 0
 
 
+@command
 def inspect(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] IMAGE [IMAGE...]", "Display detailed information on one or more images")
-    add_format(p, table=False, short=True)
-    p.add_argument("names", nargs="+", metavar="IMAGE")
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS] IMAGE [IMAGE...]", "Display detailed information on one or more images")
+    f.add("format", "f", "string", help=INSPECT_FORMAT_HELP)
+    args, rest = f.parse(argv)
+    f.require(rest, least=1)
     found, missing = [], []
-    for name in args.names:
+    for name in rest:
         try:
             found.append(ctx.client.get_json(f"/images/{name}/json"))
         except APIError as exc:
@@ -226,22 +236,24 @@ def inspect(ctx, argv: list[str], prog: str) -> int:
     if args.format and args.format != "json":
         render_each(args.format, found, formatter=False)
     else:
+        import json
+
         sys.stdout.write(json.dumps(found, indent=4) + "\n")
     for m in missing:
         sys.stderr.write(m + "\n")
     return 1 if missing else 0
 
 
+@command
 def history(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] IMAGE", "Show the history of an image")
-    add_format(p)
-    p.add_argument("-H", "--human", action="store_true", default=True,
-                   help="Print sizes and dates in human readable format (default true)")
-    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
-    p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
-    p.add_argument("image")
-    args = p.parse_args(argv)
-    rows = ctx.client.get_json(f"/images/{args.image}/history")
+    f = Flags(prog, "[OPTIONS] IMAGE", "Show the history of an image", aliases="core image history, core history")
+    f.add("format", None, "string", help=FORMAT_HELP)
+    f.add("human", "H", default=True, help="Print sizes and dates in human readable format")
+    f.add("no-trunc", None, help="Don't truncate output")
+    f.add("quiet", "q", help="Only show image IDs")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=1)
+    rows = ctx.client.get_json(f"/images/{rest[0]}/history")
     if args.quiet:
         for r in rows:
             sys.stdout.write((r["Id"] if args.no_trunc else r["Id"].split(":")[-1][:12]) + "\n")
@@ -262,12 +274,14 @@ def history(ctx, argv: list[str], prog: str) -> int:
     return 0
 
 
+@command
 def prune(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS]", "Remove unused images")
-    p.add_argument("-a", "--all", action="store_true", help="Remove all unused images, not just dangling ones")
-    p.add_argument("--filter", action="append", default=[], help='Provide filter values (e.g. "until=<timestamp>")')
-    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS]", "Remove unused images")
+    f.add("all", "a", help="Remove all unused images, not just dangling ones")
+    f.add("filter", None, "list", typename="filter", help='Provide filter values (e.g. "until=<timestamp>")')
+    f.add("force", "f", help="Do not prompt for confirmation")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
     if not args.force:
         what = ("all images without at least one container associated to them" if args.all
                 else "all dangling images")
@@ -277,11 +291,11 @@ def prune(ctx, argv: list[str], prog: str) -> int:
         if answer not in ("y", "yes"):
             return 0
     filters: dict[str, list[str]] = {}
-    for f in args.filter:
-        key, _, value = f.partition("=")
+    for item in args.filter or []:
+        key, _, value = item.partition("=")
         filters.setdefault(key, []).append(value)
     filters["dangling"] = ["false" if args.all else "true"]
-    resp = ctx.client.request("POST", "/images/prune", {"filters": json.dumps(filters)})
+    resp = ctx.client.request("POST", "/images/prune", {"filters": dumps(filters)})
     data = resp.json()
     resp.sock.close()
     deleted = data.get("ImagesDeleted") or []
@@ -296,13 +310,15 @@ def prune(ctx, argv: list[str], prog: str) -> int:
     return 0
 
 
+@command
 def login(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[OPTIONS] [SERVER]", "Authenticate to a registry.\nDefaults to Docker Hub if no server is specified.")
-    p.add_argument("-u", "--username", default="", help="Username")
-    p.add_argument("-p", "--password", default="", help="Password")
-    p.add_argument("--password-stdin", action="store_true", help="Take the password from stdin")
-    p.add_argument("server", nargs="?", default="")
-    args = p.parse_args(argv)
+    f = Flags(prog, "[OPTIONS] [SERVER]", "Authenticate to a registry.\nDefaults to Docker Hub if no server is specified.")
+    f.add("username", "u", "string", help="Username")
+    f.add("password", "p", "string", help="Password")
+    f.add("password-stdin", None, help="Take the password from stdin")
+    args, rest = f.parse(argv)
+    f.require(rest, most=1)
+    server_arg = rest[0] if rest else ""
     if args.password and args.password_stdin:
         raise CLIError("--password and --password-stdin are mutually exclusive", 1)
     password = args.password
@@ -321,8 +337,10 @@ def login(ctx, argv: list[str], prog: str) -> int:
     if not password:
         if not sys.stdin.isatty():
             raise CLIError("Error: Cannot perform an interactive login from a non TTY device", 1)
+        import getpass
+
         password = getpass.getpass("Password: ")
-    server = dockerconfig.server_key(args.server)
+    server = dockerconfig.server_key(server_arg)
     resp = ctx.client.request("POST", "/auth", body={"username": username, "password": password,
                                                       "serveraddress": server})
     data = resp.json()
@@ -332,11 +350,12 @@ def login(ctx, argv: list[str], prog: str) -> int:
     return 0
 
 
+@command
 def logout(ctx, argv: list[str], prog: str) -> int:
-    p = parser(prog, "[SERVER]", "Log out from a registry.\nIf no server is specified, the default is defined by the daemon.")
-    p.add_argument("server", nargs="?", default="")
-    args = p.parse_args(argv)
-    key = dockerconfig.server_key(args.server)
+    f = Flags(prog, "[SERVER]", "Log out from a registry.\nIf no server is specified, the default is defined by the daemon.")
+    _args, rest = f.parse(argv)
+    f.require(rest, most=1)
+    key = dockerconfig.server_key(rest[0] if rest else "")
     if dockerconfig.forget(key):
         sys.stdout.write(f"Removing login credentials for {key}\n")
     else:
