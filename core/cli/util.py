@@ -1,7 +1,7 @@
 """Helpers shared by the CLI's commands: argument parsing, --format, tables.
 
-:mod:`argparse` (for the image commands) is imported when a parser is made: the commands that
-only render output do not pay for it."""
+:mod:`argparse` (for ``core daemon``; the other commands parse docker's way, with
+:class:`core.cli.cmd_container.Flags`) is imported when a parser is made."""
 from __future__ import annotations
 
 import sys
@@ -29,15 +29,6 @@ def parser(prog: str, usage: str, description: str) -> argparse.ArgumentParser:
         _PARSER = Parser
     return _PARSER(prog=prog, usage=f"{prog} {usage}".rstrip(), description=description,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def add_format(p: argparse.ArgumentParser, table: bool = True, short: bool = False) -> None:
-    """``--format`` (``-f`` too where docker has it: version, info, inspect)."""
-    extra = "'table':            Print output in table format with column headers (default)\n" if table else ""
-    p.add_argument(*(["-f"] if short else []), "--format", default="",
-                   help="Format output using a custom template:\n"
-                        f"{extra}'json':             Print in JSON format\n"
-                        "'TEMPLATE':         Print output using the given Go template")
 
 
 def compile_format(text: str, formatter: bool = True) -> Any:
