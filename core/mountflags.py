@@ -52,3 +52,18 @@ PROPAGATION: dict[str, int] = {
     "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
+
+
+def parse_options(options: "list[str] | tuple[str, ...]") -> tuple[int, int, list[str]]:
+    """Split mount options into (flags, propagation flags, filesystem data options)."""
+    flags = propagation = 0
+    data = []
+    for option in options:
+        if option in MOUNT_FLAGS:
+            clear, flag = MOUNT_FLAGS[option]
+            flags = flags & ~flag if clear else flags | flag
+        elif option in PROPAGATION:
+            propagation |= PROPAGATION[option]
+        else:
+            data.append(option)
+    return flags, propagation, data

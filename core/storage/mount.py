@@ -36,8 +36,8 @@ from core.types import Mount
 __all__ = ["mount", "mount_all", "unmount", "parse_options"]
 
 from core.mountflags import (  # noqa: E402
-    MNT_DETACH, MOUNT_FLAGS, MS_BIND, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY,
-    MS_RELATIME, MS_REMOUNT, MS_STRICTATIME, PROPAGATION,
+    MNT_DETACH, MS_BIND, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY,
+    MS_RELATIME, MS_REMOUNT, MS_STRICTATIME, parse_options,
 )
 
 CLONE_FS = 0x200
@@ -50,21 +50,6 @@ _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 _libc.unshare.argtypes = (ctypes.c_int,)
-
-
-def parse_options(options: Sequence[str]) -> tuple[int, int, list[str]]:
-    """Split mount options into (flags, propagation flags, filesystem data options)."""
-    flags = propagation = 0
-    data = []
-    for option in options:
-        if option in MOUNT_FLAGS:
-            clear, flag = MOUNT_FLAGS[option]
-            flags = flags & ~flag if clear else flags | flag
-        elif option in PROPAGATION:
-            propagation |= PROPAGATION[option]
-        else:
-            data.append(option)
-    return flags, propagation, data
 
 
 def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str | None) -> None:

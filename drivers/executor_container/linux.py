@@ -64,26 +64,12 @@ from core.mountflags import (  # noqa: E402,F401 - re-exported for the runtime
     MNT_DETACH,
     MOUNT_FLAGS,
     PROPAGATION,
+    parse_options as parse_mount_options,
 )
 # statvfs f_flag bits -> mount flags (what a bind remount must keep)
 ST_TO_MS = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV),
             (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
             (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
-
-
-def parse_mount_options(options: list[str]) -> tuple[int, int, list[str]]:
-    """Split mount options into (flags, propagation flags, filesystem data options)."""
-    flags = propagation = 0
-    data = []
-    for option in options:
-        if option in MOUNT_FLAGS:
-            clear, flag = MOUNT_FLAGS[option]
-            flags = flags & ~flag if clear else flags | flag
-        elif option in PROPAGATION:
-            propagation |= PROPAGATION[option]
-        else:
-            data.append(option)
-    return flags, propagation, data
 
 
 # --------------------------------------------------------------------------- prctl
