@@ -550,22 +550,7 @@ def _applier_class() -> Any:
                         raise InvalidArgument(f'cannot overwrite directory "/{path}" with non-directory "{m.name}"')
                     if st is not None and not stat.S_ISDIR(st.st_mode) and m.isdir():
                         raise InvalidArgument(f'cannot overwrite non-directory "/{path}" with directory "{m.name}"')
-            self._check_owner(m)
-            pfd = self._dir(parent, layer._MAKE)
-            if m.isdir():
-                self._mkdir(pfd, name, path, m)
-            elif m.isreg():
-                self._file(pfd, name, path, m, source)
-            elif m.issym():
-                self._symlink(pfd, name, path, m)
-            elif m.islnk():
-                self._hardlink(pfd, name, path, m)
-            elif m.ischr() or m.isblk() or m.isfifo():
-                self._device(pfd, name, path, m)
-            else:
-                raise InvalidArgument(f"archive entry {m.name!r} has the unsupported type "
-                                      f"{m.type.decode('latin-1')!r}")
-            self._mark(path)
+            self._make(parent, name, path, m, source)
 
     return CopyApplier
 

@@ -348,6 +348,10 @@ class _Applier:
         if m.ischr() and m.devmajor == 0 and m.devminor == 0:
             self._whiteout(path)  # overlayfs's whiteout form, read as a whiteout in every mode
             return
+        self._make(parent, name, path, m, source)
+
+    def _make(self, parent: str, name: str, path: str, m: TarEntry, source: _DataSource) -> None:
+        """Create the entry ``m`` at ``path`` (``name`` in ``parent``), whatever its type."""
         self._check_owner(m)
         pfd = self._dir(parent, _MAKE)
         if m.isdir():
@@ -361,7 +365,8 @@ class _Applier:
         elif m.ischr() or m.isblk() or m.isfifo():
             self._device(pfd, name, path, m)
         else:
-            raise InvalidArgument(f"layer entry {_show(m.name)} has the unsupported type {m.type!r}")
+            raise InvalidArgument(f"entry {_show(m.name)} has the unsupported type "
+                                  f"{m.type.decode('latin-1')!r}")
         self._mark(path)
 
     @staticmethod
