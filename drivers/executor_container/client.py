@@ -161,6 +161,12 @@ def _compile_shim() -> None:
             py_compile.compile(SHIM, cfile=cached, doraise=True)
 
 
+async def run_launcher(argv: list[str]) -> tuple[str, str]:
+    """Run the shim's launcher (``shim.py [--helper CODE] STATE ...``): its verdict line, its stderr."""
+    result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False, stdin=b"")
+    return result.stdout.decode("utf-8", "replace").strip(), result.stderr.decode("utf-8", "replace")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -416,15 +422,7 @@ class ContainerExecutor:
                     "1" if io.terminal else "0", "1" if io.stdin else "0",
                     "1" if io.stdin_once else "0", str(int(io.width)), str(int(io.height)),
                     str(io.log_path) if io.log_path else "-", str(d / "sock")]
-            verdict = await self._zygote_create(args)
-            if verdict is None:    # no zygote: the launcher (a fresh interpreter)
-                result = await trio.run_process([sys.executable, "-I", "-S", SHIM, *args],
-                                                capture_stdout=True, capture_stderr=True,
-                                                check=False, stdin=b"")
-                out = result.stdout.decode("utf-8", "replace").strip()
-                err = result.stderr.decode("utf-8", "replace")
-            else:
-                out, err = verdict.strip(), ""
+            out, err = await self._launch(d, args)
             if not out.startswith("ok"):
                 word, _, rest = out.partition(" ")
                 if word == "error":
@@ -434,6 +432,15 @@ class ContainerExecutor:
             with trio.CancelScope(shield=True):
                 await self._remove(container_id, d, force=True)
             raise
+
+    async def _launch(self, d: Path, args: list[str]) -> tuple[str, str]:
+        """Start the shim for ``args`` (``STATE ID BUNDLE ...``, the launcher's argv): its
+        verdict (``ok`` or ``error <Kind> <message>``) and its stderr.  An executor that reuses
+        the shim with a runtime helper of its own overrides this (examples/core-runc-executor)."""
+        verdict = await self._zygote_create(args)
+        if verdict is not None:
+            return verdict.strip(), ""
+        return await run_launcher([sys.executable, "-I", "-S", SHIM, *args])   # no zygote
 
     @staticmethod
     def _check_bundle(bundle: Path) -> None:
