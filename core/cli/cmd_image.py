@@ -50,7 +50,9 @@ def pull(ctx, argv: list[str], prog: str) -> int:
     return 0
 
 
-def pull_image(ctx, repo: str, tag: str, platform: str = "", quiet: bool = False) -> None:
+def pull_image(ctx, repo: str, tag: str, platform: str = "", quiet: bool = False, out: Any = None) -> None:
+    """``POST /images/create`` with docker's progress on ``out`` (stdout; ``run`` gives stderr),
+    or only the error with ``quiet``."""
     params = {"fromImage": repo, "tag": tag or None, "platform": platform or None}
     resp = ctx.client.request("POST", "/images/create", params,
                               headers=dockerconfig.header_for(dockerconfig.registry_of(repo)))
@@ -58,10 +60,10 @@ def pull_image(ctx, repo: str, tag: str, platform: str = "", quiet: bool = False
         stream = resp.iter_json_lines()
         if quiet:
             for msg in stream:
-                if msg.get("error"):
-                    raise CLIError(msg["error"])
+                if msg.get("error") or msg.get("errorDetail"):
+                    raise CLIError(msg.get("error") or msg["errorDetail"].get("message", ""))
         else:
-            display_stream(stream)
+            display_stream(stream, out=out or sys.stdout)
     finally:
         resp.sock.close()
 

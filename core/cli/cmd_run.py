@@ -943,24 +943,10 @@ def tagged_familiar(image: str) -> str:
 
 def pull_for_run(ctx: Any, image: str, platform: str, quiet: bool) -> None:
     """Pull as ``run`` does: progress on stderr (stdout is for the container's ID and output)."""
-    from core.cli import dockerconfig
-    from core.cli.cmd_image import _split_tag
-    from core.cli.render import display_stream
+    from core.cli.cmd_image import _split_tag, pull_image
 
     repo, tag = _split_tag(image)
-    params = {"fromImage": repo, "tag": tag or "latest", "platform": platform or None}
-    resp = ctx.client.request("POST", "/images/create", params,
-                              headers=dockerconfig.header_for(dockerconfig.registry_of(repo)))
-    try:
-        stream = resp.iter_json_lines()
-        if quiet:
-            for msg in stream:
-                if msg.get("error") or msg.get("errorDetail"):
-                    raise CLIError(msg.get("error") or msg["errorDetail"].get("message", ""))
-        else:
-            display_stream(stream, out=sys.stderr)
-    finally:
-        resp.sock.close()
+    pull_image(ctx, repo, tag or "latest", platform, quiet, out=sys.stderr)
 
 
 def create_container(ctx: Any, body: dict[str, Any], name: str, platform: str, pull: str, quiet: bool,
