@@ -1,9 +1,17 @@
-"""Other engines for the benchmarks — podman, docker — run on the same image as core, pulled
-from the same local registry (plain HTTP on 127.0.0.1: nothing leaves the machine)."""
+"""The engines the benchmarks drive: :class:`Core`, a daemon of their own, and the others —
+podman, docker — run on the same image as core, pulled from the same local registry (plain
+HTTP on 127.0.0.1: nothing leaves the machine)."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.conftest import purge_network_driver, remove_containers_under, stop_pid, unmount_under
 
 NAMES = ("podman", "docker")
 
@@ -36,3 +44,53 @@ def pull(name: str, image: str) -> None:
 
 def remove_image(name: str, image: str) -> None:
     subprocess.run([name, "rmi", "-f", image], capture_output=True)
+
+
+class Core:
+    """A core daemon of the benchmark's own: its roots under /tmp, its own nft tables (so its own
+    default bridge); :meth:`close` removes every trace."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="core-bench-", dir="/tmp"))
+        self.nft_table = f"cbench{os.getpid()}"
+        (self.root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": self.nft_table}}}))
+        self.bin = shutil.which("core", path=str(Path(sys.executable).parent)) or "core"
+        self.env = {**os.environ, "CORE_DATA_ROOT": str(self.root / "data"), "CORE_EXEC_ROOT": str(self.root / "run"),
+                    "CORE_HOST": f"unix://{self.root}/run/core.sock",
+                    "CORE_CONFIG_FILE": str(self.root / "daemon.json")}
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([self.bin, *args], env=self.env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise SystemExit(f"core {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return proc
+
+    def processes(self) -> list[int]:
+        """The daemon, its children (the executor's zygote) and every shim — not the containers'
+        own processes."""
+        pids = []
+        for pidfile in [self.root / "run" / "core.pid", *self.root.glob("run/executor/*/*/shim.pid")]:
+            try:
+                pids.append(int(pidfile.read_text()))
+            except (OSError, ValueError):
+                pass
+        if pids:
+            for children in Path(f"/proc/{pids[0]}/task").glob("*/children"):
+                pids += [int(c) for c in children.read_text().split()]
+        return pids
+
+    def close(self) -> None:
+        ids = self.run("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.run("rm", "-f", *ids, check=False)
+        try:
+            stop_pid(int((self.root / "run" / "core.pid").read_text()))
+        except (OSError, ValueError):
+            pass
+        remove_containers_under(self.root)
+        try:
+            purge_network_driver(self.root / "data", self.root / "run", {"nft-table": self.nft_table})
+        except Exception as exc:  # noqa: BLE001 - say so, go on cleaning
+            print(f"warning: removing the bench's bridge/nft tables: {exc}", file=sys.stderr)
+        unmount_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -16,7 +16,6 @@ fails on timing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,44 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import purge_network_driver, remove_containers_under, stop_pid, unmount_under  # noqa: E402
 from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 from bench import engines  # noqa: E402
-
-
-class Core:
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="core-bench-net-", dir="/tmp"))
-        self.nft_table = f"cbench{os.getpid()}"
-        (self.root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": self.nft_table}}}))
-        self.bin = shutil.which("core", path=str(Path(sys.executable).parent)) or "core"
-        self.env = {**os.environ, "CORE_DATA_ROOT": str(self.root / "data"), "CORE_EXEC_ROOT": str(self.root / "run"),
-                    "CORE_HOST": f"unix://{self.root}/run/core.sock",
-                    "CORE_CONFIG_FILE": str(self.root / "daemon.json")}
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.bin, *args], env=self.env, capture_output=True, text=True)
-        if check and proc.returncode != 0:
-            raise SystemExit(f"core {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        return proc
-
-    def close(self) -> None:
-        ids = self.run("ps", "-aq", check=False).stdout.split()
-        if ids:
-            self.run("rm", "-f", *ids, check=False)
-        try:
-            stop_pid(int((self.root / "run" / "core.pid").read_text()))
-        except (OSError, ValueError):
-            pass
-        remove_containers_under(self.root)
-        try:
-            purge_network_driver(self.root / "data", self.root / "run", {"nft-table": self.nft_table})
-        except Exception as exc:  # noqa: BLE001 - say so, go on cleaning
-            print(f"warning: removing the bench's bridge/nft tables: {exc}", file=sys.stderr)
-        unmount_under(self.root)
-        shutil.rmtree(self.root, ignore_errors=True)
+from bench.engines import Core  # noqa: E402
 
 
 def timed(cmd: list[str], **kw) -> float:

@@ -13,11 +13,8 @@ skopeo+umoci with the default storage driver.  A benchmark, not a test: it never
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,8 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.images import LayerSpec, build_image, push  # noqa: E402
-from tests.conftest import purge_network_driver  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
+
+from bench.engines import Core  # noqa: E402
 
 WORDS = [f"{w}{i}" for i, w in enumerate("lorem ipsum dolor sit amet consectetur adipiscing elit sed do".split() * 40)]
 
@@ -65,25 +63,12 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def core_pull(ref: str, drivers: list[str]) -> float:
-    root = Path(tempfile.mkdtemp(prefix="core-bench-", dir="/tmp"))
-    table = f"cbench{os.getpid()}"  # its own nft tables and bridge, removed below
-    (root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": table}}}))
-    core = shutil.which("core", path=str(Path(sys.executable).parent)) or "core"
-    env = {**os.environ, "CORE_DATA_ROOT": str(root / "data"), "CORE_EXEC_ROOT": str(root / "run"),
-           "CORE_HOST": f"unix://{root}/run/core.sock", "CORE_CONFIG_FILE": str(root / "daemon.json")}
+    core = Core()
     try:
-        subprocess.run([core, "version"], env=env, stdout=subprocess.DEVNULL, check=True)  # daemon up first
-        flags = [f"--driver={d}" for d in drivers]
-        return timed([core, *flags, "pull", "-q", ref], env)
+        core.run("version")  # the daemon up first
+        return timed([core.bin, *[f"--driver={d}" for d in drivers], "pull", "-q", ref], core.env)
     finally:
-        try:
-            os.kill(int((root / "run" / "core.pid").read_text()), signal.SIGTERM)
-            time.sleep(0.3)
-        except (OSError, ValueError):
-            pass
-        purge_network_driver(root / "data", root / "run", {"nft-table": table})
-        subprocess.run(["umount", "-R", "-l", str(root)], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        core.close()
 
 
 def skopeo_umoci(ref: str) -> float:

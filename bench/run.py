@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,10 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
-from tests.conftest import purge_network_driver, remove_containers_under  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 from bench import engines  # noqa: E402
+from bench.engines import Core  # noqa: E402
 
 
 def pss_kib(pid: int) -> int:
@@ -51,51 +50,6 @@ def pss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-class Core:
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="core-bench-", dir="/tmp"))
-        self.bin = shutil.which("core", path=str(Path(sys.executable).parent)) or "core"
-        self.nft_table = f"cbench{os.getpid()}"  # its own nft tables and bridge, removed at close
-        (self.root / "daemon.json").write_text(json.dumps({"driver-opts": {"network": {"nft-table": self.nft_table}}}))
-        self.env = {**os.environ, "CORE_DATA_ROOT": str(self.root / "data"), "CORE_EXEC_ROOT": str(self.root / "run"),
-                    "CORE_HOST": f"unix://{self.root}/run/core.sock",
-                    "CORE_CONFIG_FILE": str(self.root / "daemon.json")}
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self.bin, *args], env=self.env, capture_output=True, text=True)
-        if check and proc.returncode != 0:
-            raise SystemExit(f"core {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        return proc
-
-    def processes(self) -> list[int]:
-        """The daemon, its children (the executor's zygote) and every shim — not the containers'
-        own processes."""
-        pids = []
-        for pidfile in [self.root / "run" / "core.pid", *self.root.glob("run/executor/*/*/shim.pid")]:
-            try:
-                pids.append(int(pidfile.read_text()))
-            except (OSError, ValueError):
-                pass
-        if pids:
-            for children in Path(f"/proc/{pids[0]}/task").glob("*/children"):
-                pids += [int(c) for c in children.read_text().split()]
-        return pids
-
-    def close(self) -> None:
-        ids = self.run("ps", "-aq", check=False).stdout.split()
-        if ids:
-            self.run("rm", "-f", *ids, check=False)
-        try:
-            os.kill(int((self.root / "run" / "core.pid").read_text()), signal.SIGTERM)
-            time.sleep(0.5)
-        except (OSError, ValueError):
-            pass
-        remove_containers_under(self.root)
-        purge_network_driver(self.root / "data", self.root / "run", {"nft-table": self.nft_table})
-        subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def runc_bundle(root: Path) -> Path:
