@@ -49,13 +49,13 @@ EOF
   mv -f "$2.tmp" "$2"
 }
 
+command -v python3 >/dev/null || apt_install python3   # a minimal Debian may have none
 python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
   echo "install.sh: core needs Python 3.11 or newer as python3" >&2; exit 1; }
 
 case $mode in
   install)
     apt_install $(packages ci/apt-runtime.txt)
-    python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
     [[ -x /opt/core/venv/bin/python ]] || python3 -m venv /opt/core/venv
     /opt/core/venv/bin/pip install -q --upgrade pip
     /opt/core/venv/bin/pip install -q --upgrade .
@@ -67,7 +67,6 @@ case $mode in
     ;;
   --test)
     apt_install $(packages ci/apt-runtime.txt ci/apt-packages.txt)
-    python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     # compat mode: a plain path entry, no import hook on the CLI's start-up path
