@@ -2,7 +2,7 @@
 
 Drivers that keep state (the storage metastore, the bridge driver's IPAM) subclass
 :class:`Database` and write their queries against ``self._db`` under ``self._lock``; the
-daemon's own state (:class:`core.state.State`) is one too, upgraded step by step.
+daemon's own state (:class:`core.engine.state.State`) is one too, upgraded step by step.
 """
 from __future__ import annotations
 

@@ -1398,7 +1398,7 @@ def open_(self):
     """core's daemon with the network manager wired to the containers, as the lead will wire it."""
     _open(self)
     if getattr(self, "networks", None) is None:
-        from core.daemon import networks_api
+        from core.api import networks as networks_api
 
         networks_api.register(self)
     if self.containers.networks is None:
@@ -1411,9 +1411,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_containers_on_networks_when_wired(test_images):
-    """``Containers.wire_networks``: prepare/attach/detach/forget of core.networks at the right
+    """``Containers.wire_networks``: prepare/attach/detach/forget of core.engine.networks.service at the right
     moments — an address on the default bridge, DNS by name on a user network, published ports."""
-    pytest.importorskip("core.networks")
+    pytest.importorskip("core.engine.networks.service")
     from core import plugins
     from tests.conftest import _answers
 
@@ -1480,7 +1480,7 @@ def test_containers_on_networks_when_wired(test_images):
 
 # --------------------------------------------------------------------------------------- --init
 def _init_available() -> bool:
-    from core import oci
+    from core.engine.containers import oci
 
     return os.access(oci.INIT_BINARY, os.X_OK)
 
@@ -1512,7 +1512,7 @@ def test_run_init_is_a_reaping_pid_1(env, client, image, cleanup):
 
 
 def test_init_binary_missing_names_the_package():
-    from core import oci
+    from core.engine.containers import oci
     from core.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="install the Debian package 'tini'"):

@@ -1,4 +1,4 @@
-"""The content store (core.content): verified, atomic, resumable, bounded."""
+"""The content store (core.engine.images.content): verified, atomic, resumable, bounded."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from core.content import INLINE_WRITE_MAX, ContentStore
+from core.engine.images.content import INLINE_WRITE_MAX, ContentStore
 from core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
 from core.types import Descriptor, Digest
 
@@ -165,7 +165,7 @@ def test_resume_after_the_writer_was_killed(tmp_path):
     desc = desc_of(data)
     script = textwrap.dedent(f"""
         import os, signal, trio
-        from core.content import ContentStore
+        from core.engine.images.content import ContentStore
         from core.types import Descriptor
         data = open({str(tmp_path / "data")!r}, "rb").read()
         desc = Descriptor.from_json({desc.to_json()!r})

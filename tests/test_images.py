@@ -39,7 +39,7 @@ def mounted(env, image_id: str, storage: str = "overlay"):
     from core.storage.mount import mount_all, unmount
 
     info = inspect(env, image_id)
-    from core.manifest import chain_ids
+    from core.engine.images.manifest import chain_ids
     from core.types import Digest
 
     top = str(chain_ids([Digest.parse(d) for d in info["RootFS"]["Layers"]])[-1])
@@ -421,11 +421,11 @@ def test_docker_cli_pull_images_rmi(core_env, test_images):
 
 # --------------------------------------------------------------------------------------- decompression
 def _decompress_all(blob: bytes, compression: str, chunk: int = 65536) -> tuple[int, int, str]:
-    """Run core.pull.decompress over ``blob`` in batches as the puller hands them: (total bytes
+    """Run core.engine.images.pull.decompress over ``blob`` in batches as the puller hands them: (total bytes
     out, largest piece, sha256 of the output)."""
     import hashlib
 
-    from core.pull import decompress
+    from core.engine.images.pull import decompress
 
     async def batches():
         for i in range(0, len(blob), 1 << 20):

@@ -401,9 +401,9 @@ def test_state_database_from_a_newer_core_is_refused(core_env):
 def test_state_migrations_are_numbered_not_ordered(tmp_path):
     import importlib
 
-    from core import state
+    from core.engine import state
 
-    for module in ("core.containers", "core.images", "core.networks", "core.volumes"):
+    for module in ("core.engine.containers.service", "core.engine.images.store", "core.engine.networks.service", "core.engine.volumes"):
         importlib.import_module(module)   # their migrations
 
     assert [state._MIGRATIONS[n][0] for n in sorted(state._MIGRATIONS)] == [

@@ -3,10 +3,10 @@
 Two kinds of tests:
 
 - Through a real daemon (``CoreEnv``): the ``/networks`` API with raw requests and the Docker SDK,
-  and the ``core network`` commands.  Until the lead wires ``core.daemon.networks_api`` into
+  and the ``core network`` commands.  Until the lead wires ``core.api.networks`` into
   the daemon and ``core.cli.cmd_network`` into the CLI's tables, the daemon and the CLI run
   through a small launcher that does exactly that wiring (and nothing once it is done).
-- In-process, with the :class:`core.networks.NetworkManager` on a trio loop of its own, the
+- In-process, with the :class:`core.engine.networks.service.NetworkManager` on a trio loop of its own, the
   real bridge driver, and ``sleep`` processes put in the sandboxes ``prepare`` makes (``nsenter
   --net=<sandbox>``) standing in for containers: ``prepare/attach/detach/restore``, published
   ports, ``connect/disconnect``, and the embedded DNS answering between "containers" and
@@ -42,7 +42,8 @@ from typing import Any, Callable
 import pytest
 import trio
 
-from core import dns, netns
+from core import netns
+from core.engine.networks import dns
 from core.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from tests.conftest import CoreEnv, _answers, purge_network_driver, unmount_under, wait_for
 
@@ -324,9 +325,9 @@ class Harness:
     def __init__(self, root: Path | None = None, table: str | None = None) -> None:
         from core.daemon.config import DaemonConfig
         from core.daemon.drivers import DriverSet
-        from core.daemon.events import Events
-        from core.networks import NetworkManager
-        from core.state import State
+        from core.api.events import Events
+        from core.engine.networks.service import NetworkManager
+        from core.engine.state import State
 
         self.root = root or Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir="/tmp"))
         self.table = table or next_table()
@@ -402,7 +403,7 @@ class Harness:
     def reopen(self) -> None:
         """A daemon restart: DNS servers and driver closed, a new manager on the same state."""
         from core.daemon.drivers import DriverSet
-        from core.networks import NetworkManager
+        from core.engine.networks.service import NetworkManager
 
         self.call(self.manager.close)
         self.call(self.daemon.drivers.aclose)
@@ -578,7 +579,7 @@ def test_dns_rejects_malformed_messages() -> None:
 
 # =========================================================================== unit: helpers
 def test_port_bindings_parse_docker_forms() -> None:
-    from core.networks import parse_port_bindings
+    from core.engine.networks.service import parse_port_bindings
 
     got = parse_port_bindings({"8080/tcp": [{"HostIp": "", "HostPort": "80"}],
                                "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
@@ -599,7 +600,7 @@ def test_port_bindings_parse_docker_forms() -> None:
 
 
 def test_hosts_and_resolv_conf_formats() -> None:
-    from core.networks import HOSTS_DEFAULT, build_hosts, build_resolv_conf, parse_extra_host
+    from core.engine.networks.service import HOSTS_DEFAULT, build_hosts, build_resolv_conf, parse_extra_host
 
     hosts = build_hosts(hostname="abc", addresses=["172.18.0.2"],
                         extra_hosts=[parse_extra_host("db:10.0.0.5"), parse_extra_host("x=::1")])

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core import archive, names, oci
-from core.containers import hosts_file, human_duration, resolv_conf, status_text, ContainerStateRecord
+from core.engine.containers import archive
+from core.engine import names
+from core.engine.containers import oci
+from core.engine.containers.service import hosts_file, human_duration, resolv_conf, status_text, ContainerStateRecord
 from core.errors import InvalidArgument, NotFound
-from core.volumes import merge_tmpfs_options, parse_bind, parse_mount, parse_mounts, parse_tmpfs
+from core.engine.volumes import merge_tmpfs_options, parse_bind, parse_mount, parse_mounts, parse_tmpfs
 
 PASSWD = b"""root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false

@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 import trio
 
-from core.content import ContentStore
+from core.engine.images.content import ContentStore
 from core.contracts import DriverContext, RegistryClient
 from core.contracts.registry import MAX_MANIFEST_BYTES, AuthConfig
 from core.errors import Forbidden, InvalidArgument, NotFound, Unauthorized, Unavailable
@@ -768,7 +768,7 @@ def test_push_round_trip(fresh_registry, tmp_path):
                 await other.close()
             with pytest.raises(InvalidArgument):
                 await client.push_blob(r, layer_d, b"not the layer")
-            # a one-shot stream (what core.push hands over) to another repository
+            # a one-shot stream (what core.engine.images.push hands over) to another repository
             other_repo = ref(fresh_registry, "pushed/other:v1")
             assert await client.push_blob(other_repo, layer_d,
                                           client.content.open(layer_d.digest)) is True

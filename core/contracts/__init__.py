@@ -36,7 +36,7 @@ class DriverContext:
                   reboot, ``<exec-root>/<kind>/<name>``.
     ``options``   driver options from the daemon config (``"storage-opts"`` etc.), strings only.
     ``services``  kernel services a driver may use, by name: ``"content"`` is the content store
-                  (see ``core.content``) for registry drivers.  Absent entries are not offered.
+                  (see ``core.engine.images.content``) for registry drivers.  Absent entries are not offered.
     """
 
     kind: str

@@ -2,14 +2,14 @@
 
 A registry client speaks the OCI distribution API (Docker Registry HTTP API v2) for the kernel.
 It turns a :class:`core.reference.Reference` into verified manifests and blobs, writing blobs into
-the kernel's content store (:class:`core.content.ContentStore`, ``context.services["content"]``)
+the kernel's content store (:class:`core.engine.images.content.ContentStore`, ``context.services["content"]``)
 so that nothing unverified ever becomes visible there.  Parsing manifests and choosing a platform
-are the caller's (``core.manifest``); the client moves verified bytes.
+are the caller's (``core.engine.images.manifest``); the client moves verified bytes.
 
-Lifecycle of a pull (the image puller, ``core.pull``)::
+Lifecycle of a pull (the image puller, ``core.engine.images.pull``)::
 
     desc, data = await reg.resolve(ref, auth)            # tag or digest -> manifest or index
-    # an index: pick the platform's entry (core.manifest.select_platform), then
+    # an index: pick the platform's entry (core.engine.images.manifest.select_platform), then
     data = await reg.fetch_manifest(ref, child_desc, auth)   # by digest, verified
     # per blob (config, layers), possibly several at a time:
     async with contextlib.aclosing(reg.fetch_blob(ref, layer_desc, auth, progress)) as stream:

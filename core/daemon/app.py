@@ -24,10 +24,10 @@ import trio
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.daemon.config import DaemonConfig
 from core.daemon.drivers import HEADER, DriverSet
-from core.daemon.events import Events
-from core.daemon.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
+from core.api.events import Events
+from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
 from core.errors import CoreError
-from core.state import State
+from core.engine.state import State
 
 log = logging.getLogger("core.daemon")
 VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
@@ -61,7 +61,12 @@ class Daemon:
         self.images: Any = None
         self.volumes: Any = None
         self.containers: Any = None
-        from core.daemon import containers_api, events, images_api, networks_api, system, volumes_api
+        from core.api import containers as containers_api
+        from core.api import events
+        from core.api import images as images_api
+        from core.api import networks as networks_api
+        from core.api import system
+        from core.api import volumes as volumes_api
 
         system.register(self)
         events.register(self)
@@ -104,8 +109,8 @@ class Daemon:
 
             self.engine_id = str(uuid.uuid4())
             self.state.set_meta("engine-id", self.engine_id)
-        from core.content import ContentStore
-        from core.images import ImageStore
+        from core.engine.images.content import ContentStore
+        from core.engine.images.store import ImageStore
 
         self.content = ContentStore(self.config.data_root / "content")
         # downloads cut by a crash stay resumable for a day, then go
@@ -118,8 +123,8 @@ class Daemon:
         }
         self.services.setdefault("info-counters", {})["Images"] = self.images.count
         self.drivers.resolve_defaults()
-        from core.containers import Containers
-        from core.volumes import VolumeStore
+        from core.engine.containers.service import Containers
+        from core.engine.volumes import VolumeStore
 
         self.volumes = VolumeStore(self.state, self.config.data_root / "volumes")
         self.containers = Containers(state=self.state, data_root=self.config.data_root, images=self.images,

@@ -5,7 +5,7 @@ stream in pieces (``b""`` at the end): :meth:`TarReader.next` parses the headers
 entry into a :class:`TarEntry`, and :meth:`TarReader.write_data` writes the entry's contents
 from those pieces straight to a file descriptor, without copying them.  The stream is never
 seeked, and memory stays bounded whatever the archive says.  :mod:`core.storage.layer`
-extracts layers with it, and :mod:`core.archive` ``docker cp`` uploads (the standard
+extracts layers with it, and :mod:`core.engine.containers.archive` ``docker cp`` uploads (the standard
 :mod:`tarfile` parses the same headers at about three times the cost, and more leniently).
 
 What is understood:

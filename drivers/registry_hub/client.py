@@ -46,7 +46,7 @@ import httpx
 import trio
 
 from core import __version__
-from core.content import ContentStore
+from core.engine.images.content import ContentStore
 from core.contracts.registry import MAX_MANIFEST_BYTES, AuthConfig, BlobSource, Progress
 from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound,
                          Unauthorized, Unavailable)

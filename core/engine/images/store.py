@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from core.errors import Conflict, InvalidArgument, NotFound
-from core.manifest import ImageConfig, chain_ids, parse_config
+from core.engine.images.manifest import ImageConfig, chain_ids, parse_config
 from core.reference import Reference, parse_reference
-from core.state import State, migration
+from core.engine.state import State, migration
 from core.types import Digest
 
 migration(2, "images",

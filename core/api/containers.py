@@ -1,6 +1,6 @@
 """Container and exec endpoints of the Engine API: ``/containers/*`` and ``/exec/*``.
 
-The lifecycle lives in :mod:`core.containers`; this module is the HTTP side: request parsing,
+The lifecycle lives in :mod:`core.engine.containers.service`; this module is the HTTP side: request parsing,
 docker's JSON shapes (inspect, ps), and the streams —
 
 - ``attach`` and ``exec start`` hijack the connection (``101 UPGRADED``, then raw bytes both
@@ -13,7 +13,7 @@ docker's JSON shapes (inspect, ps), and the streams —
 - ``wait`` answers its headers at once and its body when the condition is met, so a client can
   register it before starting the container (docker's CLI does);
 - ``archive`` (``docker cp``) and ``export`` stream tars made in a worker thread from the
-  container's root (see :mod:`core.archive`); ``changes`` (``docker diff``) compares that root
+  container's root (see :mod:`core.engine.containers.archive`); ``changes`` (``docker diff``) compares that root
   with a read-only view of the image's top layer.
 
 Not served: ``attach/ws`` (501), resource changes through ``update`` (501; the restart policy
@@ -38,15 +38,16 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import trio
 
-from core import archive, oci
-from core.containers import RUNNING, Container, NotModified, status_text
-from core.daemon.http import Request, Response, json_response, no_content
+from core.engine.containers import archive
+from core.engine.containers import oci
+from core.engine.containers.service import RUNNING, Container, NotModified, status_text
+from core.api.http import Request, Response, json_response, no_content
 from core.errors import Conflict, CoreError, InvalidArgument, NotImplemented_
 
 if TYPE_CHECKING:
     from core.daemon.app import Daemon
 
-log = logging.getLogger("core.containers.api")
+log = logging.getLogger("core.engine.containers.service.api")
 
 RAW = "application/vnd.docker.raw-stream"
 MUX = "application/vnd.docker.multiplexed-stream"
@@ -804,7 +805,7 @@ def register(daemon: Daemon) -> None:
             raise NotImplemented_("updating the resources of a container is not supported yet; "
                                   "only its restart policy can be changed")
         if "RestartPolicy" in body:
-            from core.containers import normalize_host_config
+            from core.engine.containers.service import normalize_host_config
 
             hc = normalize_host_config({**c.host_config, "RestartPolicy": body["RestartPolicy"]})
             c.host_config["RestartPolicy"] = hc["RestartPolicy"]

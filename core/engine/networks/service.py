@@ -31,7 +31,7 @@ A container's *sandbox* is a network namespace file ``<exec-root>/netns/<cid[:12
 (:mod:`core.netns`) made by ``prepare``; the executor puts the container in it, ``attach`` puts
 one endpoint per network in it (``eth0``, ``eth1``... in request order), publishes the ports on
 the first non-internal network (which also gives the default route), and starts the
-container's DNS server (:mod:`core.dns`) on ``127.0.0.11:53`` inside it when it is on a
+container's DNS server (:mod:`core.engine.networks.dns`) on ``127.0.0.11:53`` inside it when it is on a
 user-defined network.  ``restore`` must run before any container is started by the daemon
 (restart policies), since every attached container it is not told about is detached.
 
@@ -61,13 +61,14 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator
 import attrs
 import trio
 
-from core import dns, netns
+from core import netns
+from core.engine.networks import dns
 from core.contracts.network import EndpointRequest, Network, NetworkSpec, PortBinding
 from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound,
                          Unavailable)
-from core.state import migration
+from core.engine.state import migration
 
-log = logging.getLogger("core.networks")
+log = logging.getLogger("core.engine.networks.service")
 
 SCHEMA = """
     CREATE TABLE IF NOT EXISTS networks (
@@ -447,7 +448,7 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
 
 # =========================================================================== DNS glue
 class _ContainerAnswerer:
-    """The :class:`core.dns.Answerer` of one container: names on its user-defined networks."""
+    """The :class:`core.engine.networks.dns.Answerer` of one container: names on its user-defined networks."""
 
     def __init__(self, manager: NetworkManager, container_id: str) -> None:
         self.manager = manager

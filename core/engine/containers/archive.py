@@ -20,8 +20,8 @@ resolved *inside* the root, as the container would see it:
   and entries below symlinks.
 
 The HTTP side (``GET``/``HEAD``/``PUT /containers/{id}/archive``) lives in
-``core.daemon.containers_api``; which root to use (``/proc/<pid>/root`` of a running container,
-or its snapshot mounted in a private mount namespace) in ``core.containers``.
+``core.api.containers``; which root to use (``/proc/<pid>/root`` of a running container,
+or its snapshot mounted in a private mount namespace) in ``core.engine.containers.service``.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Everything here is a pure function of its arguments, except :func:`read_user_db`, which reads
 ``/etc/passwd`` and ``/etc/group`` from a container's root filesystem (safely: see
-:mod:`core.archive`).  The rules are docker's:
+:mod:`core.engine.containers.archive`).  The rules are docker's:
 
 - **config merge** (:func:`merge_config`): the request's ``Env`` first, then the image's
   variables it does not set; image ``Labels`` under the request's; ``Cmd`` from the image only
@@ -340,7 +340,7 @@ def resolve_user(spec: str, passwd: bytes | None, group: bytes | None, group_add
 def read_user_db(rootfs: Path | int) -> tuple[bytes | None, bytes | None]:
     """``/etc/passwd`` and ``/etc/group`` of a container root (a path or an open descriptor),
     resolved inside it; ``None`` for a file that is absent or not a regular file."""
-    from core.archive import read_file_in_root
+    from core.engine.containers.archive import read_file_in_root
 
     fd = rootfs if isinstance(rootfs, int) else os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -413,7 +413,7 @@ def capabilities(cap_add: Iterable[str] | None = None, cap_drop: Iterable[str] |
 
 
 # --------------------------------------------------------------------------- seccomp
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"   # core/data
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import trio
 
-from core.daemon.http import Request, Response
+from core.api.http import Request, Response
 from core.errors import InvalidArgument
 
 if TYPE_CHECKING:

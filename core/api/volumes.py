@@ -1,12 +1,12 @@
 """Volume endpoints: ``/volumes`` (list), ``/volumes/create``, ``/volumes/{name}`` (inspect,
-remove) and ``/volumes/prune``.  The store is :class:`core.volumes.VolumeStore`."""
+remove) and ``/volumes/prune``.  The store is :class:`core.engine.volumes.VolumeStore`."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.daemon.http import Request, Response, json_response, no_content
+from core.api.http import Request, Response, json_response, no_content
 from core.errors import InvalidArgument
-from core.volumes import ANONYMOUS_LABEL, Volume
+from core.engine.volumes import ANONYMOUS_LABEL, Volume
 
 if TYPE_CHECKING:
     from core.daemon.app import Daemon

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from core.errors import NotFound
-from core.images import Image
-from core.manifest import MAX_MANIFEST_BYTES, parse_manifest, sniff_media_type
+from core.engine.images.store import Image
+from core.engine.images.manifest import MAX_MANIFEST_BYTES, parse_manifest, sniff_media_type
 from core.reference import Reference
 from core.types import Digest
 

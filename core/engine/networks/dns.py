@@ -32,7 +32,7 @@ import trio
 
 from core import netns
 
-log = logging.getLogger("core.dns")
+log = logging.getLogger("core.engine.networks.dns")
 
 __all__ = ["Answerer", "EmbeddedDNS", "Query", "parse_query", "build_response", "a_record",
            "ptr_record", "encode_name", "reverse_address", "DNS_ADDRESS", "DNS_PORT",

@@ -32,10 +32,10 @@ from typing import Any, AsyncIterator, Callable
 
 import trio
 
-from core.concurrency import first_error
+from core.engine.concurrency import first_error
 from core.errors import AlreadyExists, CoreError, InvalidArgument, NotFound
-from core.images import Image, ImageStore
-from core.manifest import (
+from core.engine.images.store import Image, ImageStore
+from core.engine.images.manifest import (
     MAX_CONFIG_BYTES,
     check_media_type,
     chain_ids,
@@ -48,7 +48,7 @@ from core.reference import Reference
 from core.types import Descriptor, Digest, Platform, layer_compression
 from core.units import human_size
 
-log = logging.getLogger("core.pull")
+log = logging.getLogger("core.engine.images.pull")
 PARALLEL_DOWNLOADS = 3
 DECOMPRESS_PIECE = 1 << 20  # bytes of output per gzip decompress call: bounds memory on hostile input
 ZSTD_SLICE = 1024           # compressed bytes per zstd call: a 4-byte zstd block (RLE) expands to at
@@ -447,7 +447,7 @@ async def ensure_unpacked(image: Image, images: ImageStore, content: Any, snapsh
     Layers are unpacked per storage driver, blobs shared: an image pulled with one driver runs
     with another.  Returns the top ChainID (the parent for a container's snapshot).
     """
-    from core.manifest import parse_manifest as _pm
+    from core.engine.images.manifest import parse_manifest as _pm
 
     manifest_bytes = content.read_bytes(Digest.parse(image.target), 4 * 1024 * 1024)
     # the target's media type is in the manifest itself

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 import trio
 
 from core.errors import CoreError, InvalidArgument, NotFound
-from core.daemon.http import Request, Response, json_response
-from core.images import Image, unix_time
-from core.pull import Puller
+from core.api.http import Request, Response, json_response
+from core.engine.images.store import Image, unix_time
+from core.engine.images.pull import Puller
 from core.reference import Reference, parse_reference
 from core.types import Platform
 
 if TYPE_CHECKING:
     from core.daemon.app import Daemon
 
-log = logging.getLogger("core.images")
+log = logging.getLogger("core.engine.images.store")
 PROGRESS_BUFFER = 1024
 
 
@@ -246,7 +246,7 @@ def register(daemon: Daemon) -> None:
         auth = registry_auth(req)
         desc, data = await registry.resolve(ref, auth)
         platforms: list[dict[str, Any]] = []
-        from core.manifest import check_media_type, is_attestation, parse_config, parse_index, parse_manifest
+        from core.engine.images.manifest import check_media_type, is_attestation, parse_config, parse_index, parse_manifest
 
         if check_media_type(desc.media_type) == "index":
             index = parse_index(data, desc.media_type)
@@ -281,7 +281,7 @@ def register(daemon: Daemon) -> None:
         lines = JSONLines()
 
         async def run() -> None:
-            from core.push import push_image
+            from core.engine.images.push import push_image
 
             await push_image(registry, daemon.content, image, ref, auth_cfg, lines.emit)
             daemon.events.emit("image", "push", str(ref), {"name": ref.familiar()})

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound
-from core.state import State, migration
+from core.engine.state import State, migration
 
 migration(3, "volumes",
     """

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import API_VERSION, MIN_API_VERSION, __version__
-from core.daemon.http import Request, Response, json_response
+from core.api.http import Request, Response, json_response
 
 if TYPE_CHECKING:
     from core.daemon.app import Daemon

@@ -1,12 +1,12 @@
 """Network endpoints: ``/networks`` (list), ``/networks/{id}`` (inspect, remove),
 ``/networks/create``, ``/networks/{id}/connect``, ``/networks/{id}/disconnect`` and
-``/networks/prune``.  The logic is :class:`core.networks.NetworkManager` (``daemon.networks``,
+``/networks/prune``.  The logic is :class:`core.engine.networks.service.NetworkManager` (``daemon.networks``,
 made here if the daemon has none yet)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from core.daemon.http import Request, Response, json_response, no_content
+from core.api.http import Request, Response, json_response, no_content
 from core.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def _body(req: Request) -> dict[str, Any]:
 
 def register(daemon: Daemon) -> None:
     if getattr(daemon, "networks", None) is None:
-        from core.networks import NetworkManager
+        from core.engine.networks.service import NetworkManager
 
         daemon.networks = NetworkManager(daemon)  # type: ignore[attr-defined]
     networks = daemon.networks  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from core.sqlite import Database
 
 _MIGRATIONS: dict[int, tuple[str, str]] = {}
 # the kernel's modules that keep state, each registering its migration when imported
-_MODULES = ("core.images", "core.volumes", "core.containers", "core.networks")
+_MODULES = ("core.engine.images.store", "core.engine.volumes", "core.engine.containers.service", "core.engine.networks.service")
 
 
 def migration(number: int, name: str, sql: str) -> None:

@@ -17,7 +17,7 @@ Lifecycle (:class:`Containers`)::
 
     create   resolve the image, unpack it into the storage driver, prepare ``ctr-<id>``, make the
              volumes it names, write hostname/hosts/resolv.conf, store  -> "created"
-    start    mount the snapshot on rootfs/, write bundle/config.json (``core.oci``), executor
+    start    mount the snapshot on rootfs/, write bundle/config.json (``core.engine.containers.oci``), executor
              create + start; a task watches the process  -> "running"
     exit     the task records the exit code, unmounts, emits ``die``, applies the restart policy
              (``restarting`` after docker's back-off: 100 ms doubling, reset after 10 s up) and
@@ -50,16 +50,18 @@ from typing import Any, Awaitable, Callable
 import attrs
 import trio
 
-from core import archive, names, oci
+from core.engine.containers import archive
+from core.engine import names
+from core.engine.containers import oci
 from core.contracts.executor import ExitStatus, IOConfig
-from core.concurrency import gather
+from core.engine.concurrency import gather
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
-from core.state import State, migration
+from core.engine.state import State, migration
 
 from core.units import human_duration
-from core.volumes import MountPoint, VolumeStore, oci_mount, parse_mounts, prepare_sources, volume_names
+from core.engine.volumes import MountPoint, VolumeStore, oci_mount, parse_mounts, prepare_sources, volume_names
 
-log = logging.getLogger("core.containers")
+log = logging.getLogger("core.engine.containers.service")
 
 migration(4, "containers",
     """
@@ -564,7 +566,7 @@ class Containers:
         self.emit = emit
         self.execs: dict[str, Exec] = {}
         self.nursery: trio.Nursery | None = None
-        self.networks: Any = None  # core.networks.NetworkManager, once wired (wire_networks)
+        self.networks: Any = None  # core.engine.networks.service.NetworkManager, once wired (wire_networks)
         volumes.users = lambda name: [c.id for c in self.store.all() if name in volume_names(c.mounts)]
         volumes.running_users = lambda name: [c.id for c in self.store.all()
                                               if c.running and name in volume_names(c.mounts)]
@@ -572,7 +574,7 @@ class Containers:
 
     # -- networking ---------------------------------------------------------------------------------
     def wire_networks(self, networks: Any) -> None:
-        """Use ``networks`` (a :class:`core.networks.NetworkManager`) for containers' networks:
+        """Use ``networks`` (a :class:`core.engine.networks.service.NetworkManager`) for containers' networks:
         ``prepare`` at create and before each start, ``attach`` between the executor's create
         and start (its hosts and resolv.conf then replace ours), ``detach`` at exit, ``forget``
         at rm, ``restore`` at daemon start, ``settings``/``ps_ports`` for inspect and ps.
@@ -718,7 +720,7 @@ class Containers:
             cdir.mkdir(mode=0o710)
             (cdir / "rootfs").mkdir(mode=0o755)
             (cdir / "bundle").mkdir(mode=0o700)
-            from core.pull import ensure_unpacked
+            from core.engine.images.pull import ensure_unpacked
 
             top = await ensure_unpacked(image, self.images, self.content, snapshotter)
             await snapshotter.prepare(f"ctr-{cid}", parent=top, labels={"core.container": cid})
