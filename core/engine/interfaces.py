@@ -1,0 +1,112 @@
+"""What the engine services need of one another: small typed Protocols, all async.
+
+Each engine service takes its collaborators in its constructor as one of these Protocols and
+nothing else: no attribute is assigned after construction, no callback may be "sync or async".
+The daemon's start-up (:mod:`core.daemon.app`) builds every service in dependency order and hands
+each the objects that satisfy what it asks for::
+
+    state      = State(...)                      # migrations registered explicitly
+    events     = Events()                        # EventSink
+    containers = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
+    images     = ImageStore(state, users=containers)
+    volumes    = VolumeStore(state, root, users=containers)
+    networks   = NetworkManager(..., containers=ContainerDirectory(containers, ...), events=events)
+    lifecycle  = Containers(store=containers, images=images, volumes=volumes, networks=networks, ...)
+
+A dependency runs one way only: networks know containers through :class:`ContainerDirectory`
+(a view of the container rows), never the lifecycle that uses the networks.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol, runtime_checkable
+
+import attrs
+
+
+@attrs.frozen
+class ContainerRef:
+    """A container as the network service sees it."""
+
+    id: str
+    pid: int          # its init's pid while it runs, else 0
+    running: bool
+
+
+@attrs.frozen
+class ContainerUse:
+    """A container that uses an image or a volume."""
+
+    id: str
+    running: bool
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """The engine's event stream (``GET /events``)."""
+
+    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
+        """Record one event; never blocks, never fails."""
+
+
+@runtime_checkable
+class ImageUsers(Protocol):
+    """What image removal needs of the containers: which use an image."""
+
+    async def image_users(self, image_id: str) -> list[ContainerUse]:
+        """The containers created from ``image_id`` (a full image ID)."""
+
+
+@runtime_checkable
+class VolumeUsers(Protocol):
+    """What volume removal and prune need of the containers: which use a volume."""
+
+    async def volume_users(self, name: str) -> list[ContainerUse]:
+        """The containers that mount the volume ``name``."""
+
+
+@runtime_checkable
+class ContainerDirectory(Protocol):
+    """What the network service needs of the containers."""
+
+    async def lookup(self, ref: str) -> ContainerRef:
+        """The container named ``ref`` (name, ID or ID prefix); ``NotFound`` if none."""
+
+    async def network_changed(self, container_id: str, hosts: str, resolv_conf: str) -> None:
+        """The container's networks changed (connect, disconnect): its ``/etc/hosts`` and
+        ``/etc/resolv.conf`` are now ``hosts`` and ``resolv_conf``.  A container that is gone
+        is ignored."""
+
+
+@runtime_checkable
+class ContainerNetworks(Protocol):
+    """What the container lifecycle needs of the network service."""
+
+    async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
+                      networking_config: dict[str, Any] | None, *,
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+        """Before ``executor.create``: record the request and make the sandbox; returns the path
+        of the network namespace the container joins (``None``: the host's)."""
+
+    async def attach(self, container_id: str, name: str, hostname: str, pid: int) -> dict[str, Any]:
+        """Between ``executor.create`` and ``executor.start``: join the container's networks."""
+
+    async def detach(self, container_id: str) -> None:
+        """The container exited: endpoints, publications, DNS and sandbox go (idempotent)."""
+
+    async def forget(self, container_id: str) -> None:
+        """``rm``: :meth:`detach`, then drop everything recorded about the container."""
+
+    async def restore(self, running: Iterable[tuple[str, int]]) -> None:
+        """Daemon start: re-adopt the sandboxes of the containers still running ``(id, pid)``."""
+
+    async def settings(self, container_id: str) -> dict[str, Any]:
+        """docker inspect's ``NetworkSettings`` of the container."""
+
+    async def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
+        """docker ps's ``Ports`` of the container."""
+
+    async def hosts_file(self, container_id: str, *, domainname: str = "") -> str:
+        """The contents of the container's ``/etc/hosts``."""
+
+    async def resolv_conf(self, container_id: str) -> str:
+        """The contents of the container's ``/etc/resolv.conf``."""
