@@ -399,23 +399,16 @@ def test_state_database_from_a_newer_core_is_refused(core_env):
 
 
 def test_state_migrations_are_numbered_not_ordered(tmp_path):
-    import importlib
-
+    from core.daemon.app import MIGRATIONS
     from core.engine import state
 
-    for module in ("core.engine.containers.service", "core.engine.images.store", "core.engine.networks.service", "core.engine.volumes"):
-        importlib.import_module(module)   # their migrations
-
-    assert [state._MIGRATIONS[n][0] for n in sorted(state._MIGRATIONS)] == [
+    # the order given does not matter: the numbers do
+    assert [m.name for m in sorted((state.META, *MIGRATIONS), key=lambda m: m.number)] == [
         "meta", "images", "volumes", "containers", "networks"]
-    db = state.State(tmp_path / "state.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(state._MIGRATIONS)
+    db = state.State(tmp_path / "state.db", reversed(MIGRATIONS))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
     db.close()
-    with pytest.raises(RuntimeError, match="registered twice"):
-        state.migration(2, "other", "CREATE TABLE x (y)")
-    state.migration(99, "gap", "CREATE TABLE gap (y)")
-    try:
-        with pytest.raises(state.CoreError, match=r"state migrations \[6, .*98\] are not registered"):
-            state.State(tmp_path / "other.db")
-    finally:
-        del state._MIGRATIONS[99]
+    with pytest.raises(state.CoreError, match="given twice"):
+        state.State(tmp_path / "twice.db", [*MIGRATIONS, state.Migration(2, "other", "CREATE TABLE x (y)")])
+    with pytest.raises(state.CoreError, match=r"state migrations \[6, .*98\] are missing"):
+        state.State(tmp_path / "other.db", [*MIGRATIONS, state.Migration(99, "gap", "CREATE TABLE gap (y)")])

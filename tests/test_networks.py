@@ -327,6 +327,7 @@ class Harness:
         from core.daemon.drivers import DriverSet
         from core.api.events import Events
         from core.engine.networks.service import NetworkManager
+        from core.daemon.app import MIGRATIONS
         from core.engine.state import State
 
         self.root = root or Path(tempfile.mkdtemp(prefix=ROOT_PREFIX, dir="/tmp"))
@@ -337,7 +338,7 @@ class Harness:
         self.config = DaemonConfig(data_root=self.root / "data", exec_root=self.root / "run",
                                    driver_opts={"network": dict(self.options)})
         self.config.exec_root.mkdir(exist_ok=True)
-        self.state = State(self.root / "data" / "state.db")
+        self.state = State(self.root / "data" / "state.db", MIGRATIONS)
         self.events = Events()
         self.daemon = SimpleNamespace(config=self.config, state=self.state,
                                       drivers=DriverSet(self.config), events=self.events,

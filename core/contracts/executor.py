@@ -117,6 +117,22 @@ class AttachStream(Protocol):
 
 
 @runtime_checkable
+class Preparer(Protocol):
+    """An optional hint an executor may implement besides :class:`Executor`.
+
+    The kernel calls :meth:`prepare` when a container is created and when a start begins, before
+    the container's bundle exists, only on executors that are instances of this Protocol
+    (``isinstance(executor, Preparer)``).  A driver uses it to get slow, container-independent
+    work out of the way (the built-in executor moves itself into its cgroup, so that the kernel's
+    cgroup-move grace period is paid before the container's own move).  Errors are logged and
+    ignored: the hint must never be needed for correctness.
+    """
+
+    async def prepare(self, container_id: str) -> None:
+        """Get ready for ``create``/``start`` of ``container_id``."""
+
+
+@runtime_checkable
 class Executor(Protocol):
     async def create(self, container_id: str, bundle: Path, io: IOConfig) -> None:
         """Start the shim and create the container from ``bundle``; its program does not run yet."""

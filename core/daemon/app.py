@@ -27,11 +27,18 @@ from core.daemon.drivers import HEADER, DriverSet
 from core.api.events import Events
 from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
 from core.errors import CoreError
-from core.engine.state import State
+from core.engine.containers import service as _containers
+from core.engine.images import store as _images
+from core.engine.networks import service as _networks
+from core.engine.state import Migration, State
+from core.engine import volumes as _volumes
 
 log = logging.getLogger("core.daemon")
 VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
 SERVER_HEADER = f"core/{__version__} (linux)"
+# every table of the state database, by the engine service that keeps it
+MIGRATIONS: tuple[Migration, ...] = (_images.MIGRATION, _volumes.MIGRATION, _containers.MIGRATION,
+                                     _networks.MIGRATION)
 
 
 def _version_tuple(text: str) -> tuple[int, int]:
@@ -102,7 +109,7 @@ class Daemon:
         """Everything before serving: lock, directories, state, drivers."""
         self.lock()
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
-        self.state = State(self.config.data_root / "state.db")
+        self.state = State(self.config.data_root / "state.db", MIGRATIONS)
         self.engine_id = self.state.get_meta("engine-id") or ""
         if not self.engine_id:
             import uuid

@@ -38,9 +38,9 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound
-from core.engine.state import State, migration
+from core.engine.state import Migration, State
 
-migration(3, "volumes",
+MIGRATION = Migration(3, "volumes",
     """
     CREATE TABLE IF NOT EXISTS volumes (
         name TEXT PRIMARY KEY,

@@ -53,17 +53,17 @@ import trio
 from core.engine.containers import archive
 from core.engine import names
 from core.engine.containers import oci
-from core.contracts.executor import ExitStatus, IOConfig
+from core.contracts.executor import ExitStatus, IOConfig, Preparer
 from core.engine.concurrency import gather
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
-from core.engine.state import State, migration
+from core.engine.state import Migration, State
 
 from core.units import human_duration
 from core.engine.volumes import MountPoint, VolumeStore, oci_mount, parse_mounts, prepare_sources, volume_names
 
 log = logging.getLogger("core.engine.containers.service")
 
-migration(4, "containers",
+MIGRATION = Migration(4, "containers",
     """
     CREATE TABLE IF NOT EXISTS containers (
         id TEXT PRIMARY KEY,            -- 64 hex
@@ -757,11 +757,10 @@ class Containers:
 
     @staticmethod
     async def _prepare_executor(ex: Any, container_id: str) -> None:
-        """The executor's optional ``prepare`` hint (see core.contracts.executor)."""
-        prepare = getattr(ex, "prepare", None)
-        if prepare is not None:
+        """The executor's optional ``prepare`` hint (:class:`core.contracts.executor.Preparer`)."""
+        if isinstance(ex, Preparer):
             try:
-                await prepare(container_id)
+                await ex.prepare(container_id)
             except CoreError as exc:
                 log.debug("container %s: executor prepare: %s", container_id[:12], exc)
 

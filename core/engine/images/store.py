@@ -18,10 +18,10 @@ import attrs
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.engine.images.manifest import ImageConfig, chain_ids, parse_config
 from core.reference import Reference, parse_reference
-from core.engine.state import State, migration
+from core.engine.state import Migration, State
 from core.types import Digest
 
-migration(2, "images",
+MIGRATION = Migration(2, "images",
     """
     CREATE TABLE images (
         id TEXT PRIMARY KEY,            -- sha256:<config digest>

@@ -66,7 +66,7 @@ from core.engine.networks import dns
 from core.contracts.network import EndpointRequest, Network, NetworkSpec, PortBinding
 from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound,
                          Unavailable)
-from core.engine.state import migration
+from core.engine.state import Migration
 
 log = logging.getLogger("core.engine.networks.service")
 
@@ -107,7 +107,7 @@ SCHEMA = """
         PRIMARY KEY (container_id, network_id)
     )
 """
-migration(5, "networks", SCHEMA)
+MIGRATION = Migration(5, "networks", SCHEMA)
 
 PREDEFINED = ("bridge", "host", "none")
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
