@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Sets up core on a fresh Debian machine, as root.  Idempotent: running it again only updates.
 #
-#   ./install.sh           Debian packages core needs, a virtualenv in /opt/core with core in it,
+#   ./install.sh           Debian packages core needs, a virtualenv in /opt/core (on Debian's own
+#                          /usr/bin/python3, readable by every user) with core copied into it,
 #                          /usr/local/bin/core, the "core" group and a systemd unit (not enabled).
+#                          The installed core does not use this clone: move or delete it freely.
+#                          $CORE_PREFIX installs somewhere else than /opt/core (then no
+#                          /usr/local/bin/core, group or unit: for trying an install side by side).
 #   ./install.sh --test    what the test suite needs, into ./.venv next to this file: core itself
 #                          (editable), the test dependencies, the Debian packages the tests drive
 #                          (registry, skopeo, busybox, runc, ...) and the out-of-tree test drivers.
@@ -35,7 +39,8 @@ apt_install() {
 
 launcher() {  # $1 the virtualenv's python, $2 the `core` command to write (over pip's script)
   local root
-  root=$("$1" -c 'import core, os; print(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))')
+  # -I: not from the current directory (this clone), but from where core is installed
+  root=$(cd / && "$1" -I -c 'import core, os; print(os.path.dirname(os.path.dirname(os.path.abspath(core.__file__))))')
   cat > "$2.tmp" <<EOF
 #!$1 -IS
 # core's command line, written by install.sh.  -I -S: no site processing, ~3 ms sooner on every
@@ -56,14 +61,26 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
 case $mode in
   install)
     apt_install $(packages ci/apt-runtime.txt)
-    [[ -x /opt/core/venv/bin/python ]] || python3 -m venv /opt/core/venv
-    /opt/core/venv/bin/pip install -q --upgrade pip
-    /opt/core/venv/bin/pip install -q --upgrade .
-    launcher /opt/core/venv/bin/python /opt/core/venv/bin/core
-    ln -sf /opt/core/venv/bin/core /usr/local/bin/core
-    getent group core >/dev/null || groupadd --system core
-    install -D -m 0644 contrib/core.service /etc/systemd/system/core.service
-    echo "core installed: $(/usr/local/bin/core --version)"
+    prefix=${CORE_PREFIX:-/opt/core}
+    # Debian's python3, not whichever python3 comes first on root's PATH (one under /root is
+    # unreadable for the members of the core group who run the CLI)
+    venv_ok=$( [[ -x $prefix/venv/bin/python ]] && "$prefix/venv/bin/python" -c \
+      'import sys; print(sys.base_prefix == "/usr")' 2>/dev/null || true)
+    [[ $venv_ok == True ]] || { rm -rf "$prefix/venv"; /usr/bin/python3 -m venv "$prefix/venv"; }
+    "$prefix/venv/bin/pip" install -q --upgrade pip
+    # a copy, not a link to this clone (no editable install): the build directory is scratch
+    "$prefix/venv/bin/pip" install -q --upgrade --no-cache-dir .
+    rm -rf build ./*.egg-info
+    "$prefix/venv/bin/python" -m compileall -q -j 0 "$("$prefix/venv/bin/python" -I -c \
+      'import core, os; print(os.path.dirname(core.__file__))')" >/dev/null
+    launcher "$prefix/venv/bin/python" "$prefix/venv/bin/core"
+    chmod -R a+rX "$prefix"
+    if [[ -z ${CORE_PREFIX:-} ]]; then
+      ln -sf "$prefix/venv/bin/core" /usr/local/bin/core
+      getent group core >/dev/null || groupadd --system core
+      install -D -m 0644 contrib/core.service /etc/systemd/system/core.service
+    fi
+    echo "core installed: $("$prefix/venv/bin/core" --version)"
     ;;
   --test)
     apt_install $(packages ci/apt-runtime.txt ci/apt-packages.txt)
