@@ -663,7 +663,7 @@ def test_ipam_and_publications_survive_a_new_driver_object(h: NetworkHarness, cl
     e2 = h.join(net.id, "e2", ns2, EndpointRequest(address=net.subnet.network_address + 50))
     serve(procs, ns1, "80")
     (b,) = h.publish(net.id, "e1", PortBinding.parse("80"))
-    h.call(h.driver.close)  # the daemon stops: traffic keeps flowing
+    h.call(h.driver.aclose)  # the daemon stops: traffic keeps flowing
     assert tcp_exchange(client.host_ip, b.host_port, client.path) == client.ip
     h.driver = h._loop.run_sync(h.loaded.create, h.context)  # a new daemon
     assert {e.endpoint_id: e.address for e in h.endpoints(net.id)} == {"e1": e1.address,
@@ -691,7 +691,7 @@ def test_a_restart_repairs_what_a_reboot_took(h: NetworkHarness, client: Client,
     (b,) = h.publish(net.id, "e", PortBinding.parse("80"))
     before = {json.dumps(o, sort_keys=True) for o in normalized(
         [o for o in nft_ruleset() if str(next(iter(o.values())).get("table", "")).startswith(table)])}
-    h.call(h.driver.close)
+    h.call(h.driver.aclose)
     subprocess.run(["nft", "delete", "table", "inet", table], check=True)
     subprocess.run(["nft", "delete", "table", "ip", f"{table}-nat"], check=True)
     assert tcp_exchange(client.host_ip, b.host_port, client.path, timeout=1) is None
@@ -720,7 +720,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next() -> None:
         d = BridgeDriver(root / "data" / "network" / "bridge", {"nft-table": table})
         net = await d.create_network(RUN_TAG + secrets.token_hex(28), NetworkSpec())
         await d.join(net.id, "e", netns_path(ns))
-        await d.close()  # as if killed: nothing undone
+        await d.aclose()  # as if killed: nothing undone
         return net.interface
 
     bridge = trio.run(half_done)
@@ -824,7 +824,7 @@ DROP_SCRIPT = textwrap.dedent(r"""
         if when == "after":
             install_drop()
             if mode == "legacy":  # not seen by the netlink check: a restart reconciles it
-                await driver.close()
+                await driver.aclose()
                 driver = loaded.create(ctx)
             await driver.join(net.id, "c3", a["c3"])  # the drop chain is noticed here
         server = TcpServer(a["c2"], 80)
@@ -838,7 +838,7 @@ DROP_SCRIPT = textwrap.dedent(r"""
             strip_ours()  # the control: without core's rules the drop policy wins
             out["published_without"] = tcp_exchange(a["h_ip"], 8080, a["k"], timeout=1)
             out["same_network_without"] = udp_reachable(a["c1"], a["c2"], str(e2.address.ip), 0.5)
-            await driver.close()
+            await driver.aclose()
             driver = loaded.create(ctx)  # a restart puts them back
             await driver.networks()
             await driver.join(net.id, "c4", a["c4"])
@@ -849,7 +849,7 @@ DROP_SCRIPT = textwrap.dedent(r"""
             for ep in await driver.endpoints(net.id):
                 await driver.leave(net.id, ep.endpoint_id)
             await driver.delete_network(net.id)
-            await driver.close()
+            await driver.aclose()
         out["after_delete"] = comments(foreign())
 
     trio.run(main)
