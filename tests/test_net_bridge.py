@@ -14,6 +14,7 @@ was killed is cleaned up by the next (``reap_stale`` and ``_reap_stale_extras``)
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -36,11 +37,11 @@ from typing import Any
 import pytest
 import trio
 
-from core.contracts.network import (EndpointRequest, IPProtocol, NetworkSpec, PortBinding,
-                                    mac_for_address)
+from core.contracts.network import (EndpointRequest, IPProtocol, NetworkSpec, PoolOverlaps,
+                                    PortBinding, mac_for_address)
 from core.errors import AlreadyExists, Conflict, InvalidArgument
 from core.testing.network import (PREFIX, RUN_TAG, HostSnapshot, NetworkHarness, NetworkSuite,
-                                  call_in_netns, free_subnet, host_routes, netns_path,
+                                  call_in_netns, free_subnet, host_links, host_routes, netns_path,
                                   normalized, nft_ruleset, reap_stale, tcp_exchange, udp_reachable)
 from drivers.net_bridge import ipam
 from drivers.net_bridge.nft import Ruleset
@@ -636,6 +637,33 @@ def test_driver_and_network_options() -> None:
             BridgeDriver(Path("/nonexistent"), {"colour": "blue"})
     finally:
         h.close()
+
+
+def test_the_default_network_is_the_drivers_choice(h: NetworkHarness) -> None:
+    """``NetworkSpec(default=True)``: the driver picks the device (``core<8 hex>`` for tables of
+    its own) and docker's options of a default bridge; given back, they keep the device."""
+    table = h.options["nft-table"]
+    device = "core" + hashlib.sha256(table.encode()).hexdigest()[:8]
+    assert h.driver.default_device() == device
+    net = h.create(NetworkSpec(name="bridge", default=True))
+    assert net.interface == device and device in host_links()
+    assert dict(net.options) == {"com.docker.network.bridge.default_bridge": "true",
+                                 "com.docker.network.bridge.enable_icc": "true",
+                                 "com.docker.network.bridge.enable_ip_masquerade": "true",
+                                 "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                                 "com.docker.network.bridge.name": device,
+                                 "com.docker.network.driver.mtu": str(net.mtu)}
+    assert h.call(h.driver.network, net.id) == net
+    h.delete(net.id)
+    again = h.create(NetworkSpec(name="bridge", default=True, options=net.options))
+    assert again.interface == device and again.options == net.options
+    h.delete(again.id)
+
+
+def test_a_pool_overlapping_another_network_is_told_apart(h: NetworkHarness) -> None:
+    net = h.create(NetworkSpec(subnet=free_subnet(24)))
+    with pytest.raises(PoolOverlaps, match="^Pool overlaps with other one on this address space"):
+        h.create(NetworkSpec(subnet=net.subnet))
 
 
 def test_subnet_selection_avoids_the_hosts_routes(h: NetworkHarness) -> None:

@@ -635,6 +635,22 @@ def test_port_bindings_parse_docker_forms() -> None:
             parse_port_bindings(bad)
 
 
+def test_list_filters_as_docker_applies_them() -> None:
+    from core.engine.filters import label_match, matches, until
+
+    labels = {"env": "prod", "tier": ""}
+    assert label_match(labels, "env") and label_match(labels, "env=prod")
+    assert label_match(labels, "tier=") and not label_match(labels, "env=dev")
+    assert not label_match(labels, "team")
+    assert matches("^we", "web") and matches("eb", "web") and not matches("^eb", "web")
+    assert matches("a[", "xa[y")  # not a regular expression: a substring
+    assert until("1700000000") == 1_700_000_000 * 10**9
+    assert until("2023-11-14T22:13:20Z") == 1_700_000_000 * 10**9
+    assert abs(until("1h30m") - (time.time() - 5400) * 1e9) < 5e9
+    with pytest.raises(InvalidArgument, match="^invalid filter 'until=soon'$"):
+        until("soon")
+
+
 def test_hosts_and_resolv_conf_formats() -> None:
     from core.engine.networks.files import HOSTS_DEFAULT, build_hosts, build_resolv_conf, parse_extra_host
 
