@@ -17,6 +17,9 @@ class Unimplemented:
     async def close(self) -> None:
         return None
 
+    async def aclose(self) -> None:
+        return None
+
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)

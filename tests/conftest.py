@@ -111,7 +111,7 @@ def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, st
                         await driver.leave(net.id, ep.endpoint_id)
                     await driver.delete_network(net.id)
             finally:
-                await driver.close()
+                await driver.aclose()
 
         trio.run(clear)
     table = options.get("nft-table")

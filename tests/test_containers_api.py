@@ -1469,7 +1469,7 @@ def test_containers_on_networks_when_wired(test_images):
                             await driver.leave(n.id, ep.endpoint_id)
                         await driver.delete_network(n.id)
                 finally:
-                    await driver.close()
+                    await driver.aclose()
 
             trio.run(clear)
         for family in ("inet", "ip", "ip6"):

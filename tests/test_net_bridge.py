@@ -14,6 +14,7 @@ was killed is cleaned up by the next (``reap_stale`` and ``_reap_stale_extras``)
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -36,11 +37,11 @@ from typing import Any
 import pytest
 import trio
 
-from core.contracts.network import (EndpointRequest, IPProtocol, NetworkSpec, PortBinding,
-                                    mac_for_address)
+from core.contracts.network import (EndpointRequest, IPProtocol, NetworkSpec, PoolOverlaps,
+                                    PortBinding, mac_for_address)
 from core.errors import AlreadyExists, Conflict, InvalidArgument
 from core.testing.network import (PREFIX, RUN_TAG, HostSnapshot, NetworkHarness, NetworkSuite,
-                                  call_in_netns, free_subnet, host_routes, netns_path,
+                                  call_in_netns, free_subnet, host_links, host_routes, netns_path,
                                   normalized, nft_ruleset, reap_stale, tcp_exchange, udp_reachable)
 from drivers.net_bridge import ipam
 from drivers.net_bridge.nft import Ruleset
@@ -638,6 +639,33 @@ def test_driver_and_network_options() -> None:
         h.close()
 
 
+def test_the_default_network_is_the_drivers_choice(h: NetworkHarness) -> None:
+    """``NetworkSpec(default=True)``: the driver picks the device (``core<8 hex>`` for tables of
+    its own) and docker's options of a default bridge; given back, they keep the device."""
+    table = h.options["nft-table"]
+    device = "core" + hashlib.sha256(table.encode()).hexdigest()[:8]
+    assert h.driver.default_device() == device
+    net = h.create(NetworkSpec(name="bridge", default=True))
+    assert net.interface == device and device in host_links()
+    assert dict(net.options) == {"com.docker.network.bridge.default_bridge": "true",
+                                 "com.docker.network.bridge.enable_icc": "true",
+                                 "com.docker.network.bridge.enable_ip_masquerade": "true",
+                                 "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                                 "com.docker.network.bridge.name": device,
+                                 "com.docker.network.driver.mtu": str(net.mtu)}
+    assert h.call(h.driver.network, net.id) == net
+    h.delete(net.id)
+    again = h.create(NetworkSpec(name="bridge", default=True, options=net.options))
+    assert again.interface == device and again.options == net.options
+    h.delete(again.id)
+
+
+def test_a_pool_overlapping_another_network_is_told_apart(h: NetworkHarness) -> None:
+    net = h.create(NetworkSpec(subnet=free_subnet(24)))
+    with pytest.raises(PoolOverlaps, match="^Pool overlaps with other one on this address space"):
+        h.create(NetworkSpec(subnet=net.subnet))
+
+
 def test_subnet_selection_avoids_the_hosts_routes(h: NetworkHarness) -> None:
     first = ipam.choose_subnet(ipam.DEFAULT_POOLS, host_routes())
     assert first is not None
@@ -663,7 +691,7 @@ def test_ipam_and_publications_survive_a_new_driver_object(h: NetworkHarness, cl
     e2 = h.join(net.id, "e2", ns2, EndpointRequest(address=net.subnet.network_address + 50))
     serve(procs, ns1, "80")
     (b,) = h.publish(net.id, "e1", PortBinding.parse("80"))
-    h.call(h.driver.close)  # the daemon stops: traffic keeps flowing
+    h.call(h.driver.aclose)  # the daemon stops: traffic keeps flowing
     assert tcp_exchange(client.host_ip, b.host_port, client.path) == client.ip
     h.driver = h._loop.run_sync(h.loaded.create, h.context)  # a new daemon
     assert {e.endpoint_id: e.address for e in h.endpoints(net.id)} == {"e1": e1.address,
@@ -691,7 +719,7 @@ def test_a_restart_repairs_what_a_reboot_took(h: NetworkHarness, client: Client,
     (b,) = h.publish(net.id, "e", PortBinding.parse("80"))
     before = {json.dumps(o, sort_keys=True) for o in normalized(
         [o for o in nft_ruleset() if str(next(iter(o.values())).get("table", "")).startswith(table)])}
-    h.call(h.driver.close)
+    h.call(h.driver.aclose)
     subprocess.run(["nft", "delete", "table", "inet", table], check=True)
     subprocess.run(["nft", "delete", "table", "ip", f"{table}-nat"], check=True)
     assert tcp_exchange(client.host_ip, b.host_port, client.path, timeout=1) is None
@@ -720,7 +748,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next() -> None:
         d = BridgeDriver(root / "data" / "network" / "bridge", {"nft-table": table})
         net = await d.create_network(RUN_TAG + secrets.token_hex(28), NetworkSpec())
         await d.join(net.id, "e", netns_path(ns))
-        await d.close()  # as if killed: nothing undone
+        await d.aclose()  # as if killed: nothing undone
         return net.interface
 
     bridge = trio.run(half_done)
@@ -824,7 +852,7 @@ DROP_SCRIPT = textwrap.dedent(r"""
         if when == "after":
             install_drop()
             if mode == "legacy":  # not seen by the netlink check: a restart reconciles it
-                await driver.close()
+                await driver.aclose()
                 driver = loaded.create(ctx)
             await driver.join(net.id, "c3", a["c3"])  # the drop chain is noticed here
         server = TcpServer(a["c2"], 80)
@@ -838,7 +866,7 @@ DROP_SCRIPT = textwrap.dedent(r"""
             strip_ours()  # the control: without core's rules the drop policy wins
             out["published_without"] = tcp_exchange(a["h_ip"], 8080, a["k"], timeout=1)
             out["same_network_without"] = udp_reachable(a["c1"], a["c2"], str(e2.address.ip), 0.5)
-            await driver.close()
+            await driver.aclose()
             driver = loaded.create(ctx)  # a restart puts them back
             await driver.networks()
             await driver.join(net.id, "c4", a["c4"])
@@ -849,7 +877,7 @@ DROP_SCRIPT = textwrap.dedent(r"""
             for ep in await driver.endpoints(net.id):
                 await driver.leave(net.id, ep.endpoint_id)
             await driver.delete_network(net.id)
-            await driver.close()
+            await driver.aclose()
         out["after_delete"] = comments(foreign())
 
     trio.run(main)

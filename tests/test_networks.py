@@ -3,10 +3,8 @@
 Two kinds of tests:
 
 - Through a real daemon (``CoreEnv``): the ``/networks`` API with raw requests and the Docker SDK,
-  and the ``core network`` commands.  Until the lead wires ``core.api.networks`` into
-  the daemon and ``core.cli.cmd_network`` into the CLI's tables, the daemon and the CLI run
-  through a small launcher that does exactly that wiring (and nothing once it is done).
-- In-process, with the :class:`core.engine.networks.service.NetworkManager` on a trio loop of its own, the
+  and the ``core network`` commands.
+- In-process, with the :class:`core.engine.networks.service.NetworkManager` serving on a trio loop of its own, the
   real bridge driver, and ``sleep`` processes put in the sandboxes ``prepare`` makes (``nsenter
   --net=<sandbox>``) standing in for containers: ``prepare/attach/detach/restore``, published
   ports, ``connect/disconnect``, and the embedded DNS answering between "containers" and
@@ -312,15 +310,54 @@ class TrioLoop:
 
         return trio.from_thread.run(call, trio_token=self.token)
 
+    def start(self, serve: Callable[..., Any]) -> Callable[[], None]:
+        """Run the service ``serve`` in the loop's nursery (``nursery.start``, as the daemon
+        does); returns a function that cancels it and waits for its end."""
+        scope = trio.CancelScope()
+        done = threading.Event()
+
+        async def service(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await serve(task_status=task_status)
+            finally:
+                done.set()
+
+        self.run(self.nursery.start, service)
+
+        def stop() -> None:
+            trio.from_thread.run_sync(scope.cancel, trio_token=self.token)
+            done.wait(30)
+
+        return stop
+
     def close(self) -> None:
         if self.thread.is_alive():
             trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
             self.thread.join(10)
 
 
+class Directory:
+    """The harness's :class:`core.engine.interfaces.ContainerDirectory`: its "containers", and
+    the ids whose networks changed (``changed``)."""
+
+    def __init__(self, harness: "Harness") -> None:
+        self.harness = harness
+        self.changed: list[str] = []
+
+    async def lookup(self, ref: str) -> Any:
+        from core.engine.interfaces import ContainerRef
+
+        return ContainerRef(*self.harness.lookup(ref))
+
+    async def network_changed(self, container_id: str, hosts: str, resolv_conf: str) -> None:
+        self.changed.append(container_id)
+
+
 class Harness:
-    """A NetworkManager as the daemon would have it (own state, own driver tables), with
-    helpers to run "containers": a ``sleep`` in the sandbox ``prepare`` returned."""
+    """A NetworkManager as the daemon would have it (own state, own driver tables), serving in
+    a trio loop of its own, with helpers to run "containers": a ``sleep`` in the sandbox
+    ``prepare`` returned."""
 
     def __init__(self, root: Path | None = None, table: str | None = None) -> None:
         from core.daemon.config import DaemonConfig
@@ -340,16 +377,16 @@ class Harness:
         self.config.exec_root.mkdir(exist_ok=True)
         self.state = State(self.root / "data" / "state.db", MIGRATIONS)
         self.events = Events()
-        self.daemon = SimpleNamespace(config=self.config, state=self.state,
-                                      drivers=DriverSet(self.config), events=self.events,
-                                      nursery=None)
+        self.drivers = DriverSet(self.config)
+        self.directory = Directory(self)
         self.loop = TrioLoop()
-        self.manager = NetworkManager(self.daemon)
-        self.manager.nursery = self.loop.nursery
-        self.manager.dns_timeout = 1.0
         self.procs: dict[str, subprocess.Popen] = {}
         self.containers: dict[str, dict[str, Any]] = {}  # name -> {"id", "pid", "running"}
-        self.manager.container_lookup = self.lookup
+        self.manager = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
+                                      containers=self.directory, events=self.events,
+                                      dns_timeout=1.0)
+        self.bridge_device = self.drivers.get("network", "bridge").default_device()
+        self.stop_manager = self.loop.start(self.manager.serve)
 
     def lookup(self, ref: str) -> tuple[str, int, bool]:
         for name, c in self.containers.items():
@@ -406,15 +443,13 @@ class Harness:
         from core.daemon.drivers import DriverSet
         from core.engine.networks.service import NetworkManager
 
-        self.call(self.manager.close)
-        self.call(self.daemon.drivers.aclose)
-        self.daemon.drivers = DriverSet(self.config)
-        upstreams = self.manager.dns_upstreams
-        self.manager = NetworkManager(self.daemon)
-        self.manager.nursery = self.loop.nursery
-        self.manager.dns_timeout = 1.0
-        self.manager.dns_upstreams = upstreams
-        self.manager.container_lookup = self.lookup
+        self.stop_manager()
+        self.call(self.drivers.aclose)
+        self.drivers = DriverSet(self.config)
+        self.manager = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
+                                      containers=self.directory, events=self.events,
+                                      dns_timeout=1.0, dns_upstreams=self.manager.dns_upstreams)
+        self.stop_manager = self.loop.start(self.manager.serve)
 
     def close(self) -> None:
         try:
@@ -425,9 +460,9 @@ class Harness:
             try:
                 for c in list(self.containers.values()):
                     self.call(self.manager.forget, c["id"])
-                self.call(self.manager.close)
+                self.stop_manager()
             finally:
-                self.call(self.daemon.drivers.aclose)
+                self.call(self.drivers.aclose)
         finally:
             self.loop.close()
             try:
@@ -448,7 +483,7 @@ def h() -> Any:
         harness.close()
     # nothing of the test is left on the host
     assert not {t for t in nft_tables() - tables if t.startswith(harness.table)}
-    assert harness.manager.default_bridge_name() not in host_links()
+    assert harness.bridge_device not in host_links()
     assert not harness.root.exists()
 
 
@@ -580,7 +615,7 @@ def test_dns_rejects_malformed_messages() -> None:
 
 # =========================================================================== unit: helpers
 def test_port_bindings_parse_docker_forms() -> None:
-    from core.engine.networks.service import parse_port_bindings
+    from core.engine.networks.ports import parse_port_bindings
 
     got = parse_port_bindings({"8080/tcp": [{"HostIp": "", "HostPort": "80"}],
                                "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
@@ -600,8 +635,24 @@ def test_port_bindings_parse_docker_forms() -> None:
             parse_port_bindings(bad)
 
 
+def test_list_filters_as_docker_applies_them() -> None:
+    from core.engine.filters import label_match, matches, until
+
+    labels = {"env": "prod", "tier": ""}
+    assert label_match(labels, "env") and label_match(labels, "env=prod")
+    assert label_match(labels, "tier=") and not label_match(labels, "env=dev")
+    assert not label_match(labels, "team")
+    assert matches("^we", "web") and matches("eb", "web") and not matches("^eb", "web")
+    assert matches("a[", "xa[y")  # not a regular expression: a substring
+    assert until("1700000000") == 1_700_000_000 * 10**9
+    assert until("2023-11-14T22:13:20Z") == 1_700_000_000 * 10**9
+    assert abs(until("1h30m") - (time.time() - 5400) * 1e9) < 5e9
+    with pytest.raises(InvalidArgument, match="^invalid filter 'until=soon'$"):
+        until("soon")
+
+
 def test_hosts_and_resolv_conf_formats() -> None:
-    from core.engine.networks.service import HOSTS_DEFAULT, build_hosts, build_resolv_conf, parse_extra_host
+    from core.engine.networks.files import HOSTS_DEFAULT, build_hosts, build_resolv_conf, parse_extra_host
 
     hosts = build_hosts(hostname="abc", addresses=["172.18.0.2"],
                         extra_hosts=[parse_extra_host("db:10.0.0.5"), parse_extra_host("x=::1")])
@@ -714,7 +765,7 @@ def test_default_bridge_run_with_published_port(h: Harness) -> None:
               exposed=["8080/tcp", "9090/tcp"], command=[sys.executable, "-c", server])
     assert h.procs[c["id"]].stdout.readline().strip() == b"ready"
     settings = c["info"]["NetworkSettings"]
-    bridge = m.inspect_network("bridge")
+    bridge = h.call(m.inspect_network, "bridge")
     gateway = bridge["IPAM"]["Config"][0]["Gateway"]
     net = settings["Networks"]["bridge"]
     assert net["NetworkID"] == bridge["Id"] and len(net["EndpointID"]) == 64
@@ -727,7 +778,7 @@ def test_default_bridge_run_with_published_port(h: Harness) -> None:
     assert settings["Ports"] == {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}],
                                  "9090/tcp": None}
     assert settings["SandboxKey"] == c["path"] == str(h.config.exec_root / "netns" / c["id"][:12])
-    assert m.ps_ports(c["id"]) == [{"IP": "0.0.0.0", "PrivatePort": 8080, "PublicPort": port, "Type": "tcp"},
+    assert h.call(m.ps_ports, c["id"]) == [{"IP": "0.0.0.0", "PrivatePort": 8080, "PublicPort": port, "Type": "tcp"},
                                    {"PrivatePort": 9090, "Type": "tcp"}]
     # the files the container gets
     hosts = c["info"]["HostsFile"]
@@ -738,7 +789,7 @@ def test_default_bridge_run_with_published_port(h: Harness) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         assert s.recv(100).startswith(b"hello from")
     # the bridge's Containers map shows it
-    members = m.inspect_network("bridge")["Containers"]
+    members = h.call(m.inspect_network, "bridge")["Containers"]
     assert members[c["id"]]["Name"] == "web"
     assert members[c["id"]]["IPv4Address"] == f"{net['IPAddress']}/{net['IPPrefixLen']}"
     # a second container cannot take the same host port
@@ -746,7 +797,7 @@ def test_default_bridge_run_with_published_port(h: Harness) -> None:
         h.run("web2", {"PortBindings": {"80/tcp": [{"HostPort": str(port)}]}})
     # and its failed attach left nothing: it can run without the port
     other = h.containers["web2"]["id"]
-    assert not any(e["EndpointID"] for e in m.settings(other)["Networks"].values())
+    assert not any(e["EndpointID"] for e in h.call(m.settings, other)["Networks"].values())
     h.kill("web2")
     h.call(m.forget, other)
     del h.containers["web2"]
@@ -754,8 +805,8 @@ def test_default_bridge_run_with_published_port(h: Harness) -> None:
     h.stop("web")
     h.call(m.detach, c["id"])
     assert not os.path.exists(c["path"])
-    assert m.inspect_network("bridge")["Containers"] == {}
-    after = m.settings(c["id"])
+    assert h.call(m.inspect_network, "bridge")["Containers"] == {}
+    after = h.call(m.settings, c["id"])
     assert after["Ports"] == {} and after["SandboxKey"] == "" and after["Networks"]["bridge"]["IPAddress"] == ""
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -849,18 +900,17 @@ def test_restore_reopens_dns_and_detaches_containers_that_died(h: Harness, upstr
     assert ask(a["path"], "b")["rcode"] == dns.NXDOMAIN  # b is gone from n1
     assert addresses(ask(a["path"], "a")) == [ip_a]
     assert not os.path.exists(b["path"])
-    assert list(m.inspect_network("n1")["Containers"]) == [a["id"]]
-    driver = h.daemon.drivers.get("network", "bridge")
+    assert list(h.call(m.inspect_network, "n1")["Containers"]) == [a["id"]]
+    driver = h.drivers.get("network", "bridge")
     n1 = m.lookup("n1").id
     assert len(h.call(driver.endpoints, n1)) == 1
-    assert m.settings(b["id"])["Networks"]["n1"]["EndpointID"] == ""
+    assert h.call(m.settings, b["id"])["Networks"]["n1"]["EndpointID"] == ""
 
 
 def test_connect_and_disconnect(h: Harness, upstream: FakeUpstream) -> None:
     m = h.manager
     m.dns_upstreams = [("127.0.0.1", upstream.port)]
-    changed: list[str] = []
-    m.on_change = changed.append
+    changed = h.directory.changed
     subnet = subnet_for_test()
     h.call(m.create_network, {"Name": "n1"})
     h.call(m.create_network, {"Name": "n2", "IPAM": {"Config": [{"Subnet": subnet}]}})
@@ -869,13 +919,13 @@ def test_connect_and_disconnect(h: Harness, upstream: FakeUpstream) -> None:
     fixed = str(ipaddress.ip_network(subnet)[77])
     h.call(m.connect, "n2", "c", {"IPAMConfig": {"IPv4Address": fixed}, "Aliases": ["api"]})
     assert changed == [c["id"]]
-    nets = m.settings(c["id"])["Networks"]
+    nets = h.call(m.settings, c["id"])["Networks"]
     assert set(nets) == {"n1", "n2"} and nets["n2"]["IPAddress"] == fixed
     assert nets["n2"]["IPAMConfig"] == {"IPv4Address": fixed}
     links = subprocess.run(["nsenter", f"--net={c['path']}", "ip", "-o", "-4", "addr"],
                            capture_output=True, text=True).stdout
     assert "eth1" in links and fixed in links
-    assert f"{fixed}\t{c['id'][:12]}" in m.hosts_file(c["id"])
+    assert f"{fixed}\t{c['id'][:12]}" in h.call(m.hosts_file, c["id"])
     assert addresses(ask(peer["path"], "api")) == [fixed]
     with pytest.raises(Forbidden, match="^endpoint with name c already exists in network n2$"):
         h.call(m.connect, "n2", "c")
@@ -884,7 +934,7 @@ def test_connect_and_disconnect(h: Harness, upstream: FakeUpstream) -> None:
     with pytest.raises(NotFound, match="No such container: ghost"):
         h.call(m.connect, "n2", "ghost")
     h.call(m.disconnect, "n2", c["id"][:12])
-    assert set(m.settings(c["id"])["Networks"]) == {"n1"}
+    assert set(h.call(m.settings, c["id"])["Networks"]) == {"n1"}
     assert ask(peer["path"], "api")["rcode"] == dns.NXDOMAIN
     assert "eth1" not in subprocess.run(["nsenter", f"--net={c['path']}", "ip", "-o", "link"],
                                         capture_output=True, text=True).stdout
@@ -952,9 +1002,9 @@ def test_host_none_and_shared_namespaces(h: Harness) -> None:
     host = h.run("hostnet", {"NetworkMode": "host", "ExtraHosts": ["gw:host-gateway"]})
     assert host["path"] is None
     assert set(host["info"]["NetworkSettings"]["Networks"]) == {"host"}
-    gateway = m.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+    gateway = h.call(m.inspect_network, "bridge")["IPAM"]["Config"][0]["Gateway"]
     assert host["info"]["HostsFile"].endswith(f"{gateway}\tgw\n")
-    assert host["id"] in m.inspect_network("host")["Containers"]
+    assert host["id"] in h.call(m.inspect_network, "host")["Containers"]
     none = h.run("isolated", {"NetworkMode": "none"})
     links = subprocess.run(["nsenter", f"--net={none['path']}", "ip", "-o", "link"],
                            capture_output=True, text=True).stdout

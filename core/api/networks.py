@@ -1,16 +1,19 @@
 """Network endpoints: ``/networks`` (list), ``/networks/{id}`` (inspect, remove),
 ``/networks/create``, ``/networks/{id}/connect``, ``/networks/{id}/disconnect`` and
-``/networks/prune``.  The logic is :class:`core.engine.networks.service.NetworkManager` (``daemon.networks``,
-made here if the daemon has none yet)."""
+``/networks/prune``.
+
+:data:`ROUTES` is the table; each handler parses the request, calls one method of the network
+service (:class:`core.engine.networks.service.NetworkManager`) and renders its answer.
+:func:`register` adds them to a router with the service bound.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import Any, Awaitable, Callable
 
-from core.api.http import Request, Response, json_response, no_content
+from core.api.http import Request, Response, Router, json_response, no_content
+from core.engine.networks.service import NetworkManager
 from core.errors import InvalidArgument, NotFound
-
-if TYPE_CHECKING:
-    from core.daemon.app import Daemon
 
 
 def _body(req: Request) -> dict[str, Any]:
@@ -20,66 +23,73 @@ def _body(req: Request) -> dict[str, Any]:
     return body
 
 
-def register(daemon: Daemon) -> None:
-    if getattr(daemon, "networks", None) is None:
-        from core.engine.networks.service import NetworkManager
+def _container(body: dict[str, Any]) -> str:
+    container = body.get("Container")
+    if not isinstance(container, str) or not container:
+        raise InvalidArgument("no container specified: Container is required")
+    return container
 
-        daemon.networks = NetworkManager(daemon)  # type: ignore[attr-defined]
-    networks = daemon.networks  # type: ignore[attr-defined]
-    r = daemon.router
 
-    async def list_(req: Request) -> Response:
-        await networks.start()
-        return json_response(networks.list_networks(req.filters()))
+def _empty_ok() -> Response:
+    return Response(status=200, body=b"", content_type=None)
 
-    r.add("GET", "/networks", list_)
 
-    async def inspect(req: Request) -> Response:
-        await networks.start()
-        scope = req.q("scope")
-        if scope and scope != "local":
-            raise NotFound(f"network {req.params['id']} not found")
-        return json_response(networks.inspect_network(req.params["id"]))
+async def list_networks(networks: NetworkManager, req: Request) -> Response:
+    return json_response(await networks.list_networks(req.filters()))
 
-    r.add("GET", "/networks/{id}", inspect)
 
-    async def create(req: Request) -> Response:
-        result = await networks.create_network(_body(req), req.drivers.get("network") or "bridge")
-        return json_response(result, status=201)
+async def inspect_network(networks: NetworkManager, req: Request) -> Response:
+    scope = req.q("scope")
+    if scope and scope != "local":
+        raise NotFound(f"network {req.params['id']} not found")
+    return json_response(await networks.inspect_network(req.params["id"]))
 
-    r.add("POST", "/networks/create", create)
 
-    async def remove(req: Request) -> Response:
-        await networks.remove_network(req.params["id"])
-        return no_content()
+async def create_network(networks: NetworkManager, req: Request) -> Response:
+    result = await networks.create_network(_body(req), req.drivers.get("network") or "bridge")
+    return json_response(result, status=201)
 
-    r.add("DELETE", "/networks/{id}", remove)
 
-    async def connect(req: Request) -> Response:
-        body = _body(req)
-        container = body.get("Container")
-        if not isinstance(container, str) or not container:
-            raise InvalidArgument("no container specified: Container is required")
-        config = body.get("EndpointConfig")
-        if config is not None and not isinstance(config, dict):
-            raise InvalidArgument("invalid EndpointConfig: expected an object")
-        await networks.connect(req.params["id"], container, config)
-        return Response(status=200, body=b"", content_type=None)
+async def remove_network(networks: NetworkManager, req: Request) -> Response:
+    await networks.remove_network(req.params["id"])
+    return no_content()
 
-    r.add("POST", "/networks/{id}/connect", connect)
 
-    async def disconnect(req: Request) -> Response:
-        body = _body(req)
-        container = body.get("Container")
-        if not isinstance(container, str) or not container:
-            raise InvalidArgument("no container specified: Container is required")
-        await networks.disconnect(req.params["id"], container, bool(body.get("Force")))
-        return Response(status=200, body=b"", content_type=None)
+async def connect(networks: NetworkManager, req: Request) -> Response:
+    body = _body(req)
+    container = _container(body)
+    config = body.get("EndpointConfig")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidArgument("invalid EndpointConfig: expected an object")
+    await networks.connect(req.params["id"], container, config)
+    return _empty_ok()
 
-    r.add("POST", "/networks/{id}/disconnect", disconnect)
 
-    async def prune(req: Request) -> Response:
-        deleted = await networks.prune(req.filters())
-        return json_response({"NetworksDeleted": deleted or None})
+async def disconnect(networks: NetworkManager, req: Request) -> Response:
+    body = _body(req)
+    await networks.disconnect(req.params["id"], _container(body), bool(body.get("Force")))
+    return _empty_ok()
 
-    r.add("POST", "/networks/prune", prune)
+
+async def prune(networks: NetworkManager, req: Request) -> Response:
+    deleted = await networks.prune(req.filters())
+    return json_response({"NetworksDeleted": deleted or None})
+
+
+Handler = Callable[[NetworkManager, Request], Awaitable[Response]]
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/networks", list_networks),
+    ("GET", "/networks/{id}", inspect_network),
+    ("POST", "/networks/create", create_network),
+    ("DELETE", "/networks/{id}", remove_network),
+    ("POST", "/networks/{id}/connect", connect),
+    ("POST", "/networks/{id}/disconnect", disconnect),
+    ("POST", "/networks/prune", prune),
+]
+
+
+def register(router: Router, networks: NetworkManager) -> None:
+    """Add :data:`ROUTES` to ``router``, each handler bound to the service ``networks``."""
+    for method, path, handler in ROUTES:
+        router.add(method, path, functools.partial(handler, networks))

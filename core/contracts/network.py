@@ -34,6 +34,11 @@ Lifecycle
     await n.leave(nid, cid)       # ports unpublished, interface gone, address free again
     await n.delete_network(nid)   # nothing of n1 is left on the host
 
+The host's *default network* (docker's ``bridge``) is the driver's own: the kernel asks for it
+with ``NetworkSpec(name="bridge", default=True)`` and records the device and options the
+driver chose (``Network.options``); it passes those options back if it ever asks again, so
+the network keeps its device.  The kernel never reads a driver's options.
+
 A daemon that starts again builds the driver on the same root and carries on: networks,
 endpoints, addresses and publications are all still there (:meth:`NetworkDriver.networks`,
 :meth:`NetworkDriver.endpoints`), and traffic to published ports never stopped flowing — the
@@ -53,7 +58,7 @@ Rules every driver keeps (the conformance suite ``core.testing.network`` checks 
   rules, sysctls of its own devices.  ``leave`` leaves nothing of the endpoint: its
   publications and its address go at once; its interface is cut off at once (no traffic) and
   may be deleted in the background shortly after — the kernel takes tens of milliseconds to
-  unregister a veth, more than a whole join may cost — but ``delete_network`` and ``close``
+  unregister a veth, more than a whole join may cost — but ``delete_network`` and ``aclose``
   wait until it is gone.
 - The host's own networking, and the ``host`` and ``none`` modes (which need no driver), are
   not disturbed: a driver changes only what it created, plus what it documents (the bridge
@@ -66,7 +71,9 @@ Errors (``core.errors``):
   the network has; a device name that is taken.
 - ``Conflict``: ``delete_network`` while endpoints remain; a requested address in use
   (``Address already in use``); a host port in use (``Bind for 0.0.0.0:8080 failed: port is
-  already allocated``); a subnet overlapping another network or a route of the host.
+  already allocated``); a subnet overlapping a route of the host.  A subnet overlapping
+  another network of the driver is :class:`PoolOverlaps`, a ``Conflict`` (docker tells
+  the two apart).
 - ``InvalidArgument``: malformed input — a gateway or address outside the subnet, an
   ``ip_range`` outside it, an option the driver does not know or an unusable value, a
   publication on an internal network.
@@ -86,7 +93,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from core.errors import InvalidArgument
+from core.errors import Conflict, InvalidArgument
 from core.types import FrozenMap
 
 __all__ = [
@@ -96,6 +103,7 @@ __all__ = [
     "Network",
     "NetworkDriver",
     "NetworkSpec",
+    "PoolOverlaps",
     "PortBinding",
     "ANY_IPV4",
     "mac_for_address",
@@ -191,6 +199,10 @@ def mac_for_address(address: ipaddress.IPv4Address) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
 
 
+class PoolOverlaps(Conflict):
+    """``create_network``: the subnet overlaps one of another network of the driver."""
+
+
 # --------------------------------------------------------------------------- networks
 @attrs.frozen
 class NetworkSpec:
@@ -207,6 +219,10 @@ class NetworkSpec:
     ``mtu``            the endpoints' MTU; ``None``: the driver's default (the bridge driver
                        takes the MTU of the host's default-route interface).
     ``enable_ipv6``    ``--ipv6`` (drivers without IPv6 raise ``InvalidArgument``).
+    ``default``        the host's default network (docker's ``bridge``, made by the kernel at
+                       start): the driver picks what is not given — its device (a name that
+                       another engine sharing the host would not pick) and docker's options
+                       of a default network — and returns them in ``Network.options``.
     ``options``        ``-o key=value``, driver-specific (``com.docker.network.bridge.name``,
                        ``com.docker.network.driver.mtu``, ...); each driver documents the keys
                        it knows, and rejects others with ``InvalidArgument``.
@@ -224,6 +240,7 @@ class NetworkSpec:
     mtu: int | None = attrs.field(default=None, validator=_check_mtu)
     enable_ipv6: bool = False
     options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
+    default: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.subnet is None and (self.gateway is not None or self.ip_range is not None
@@ -238,7 +255,8 @@ class Network:
     ``interface`` is the host-side device (the bridge driver's ``br-<12 hex>``); ``gateway``
     is the host's address on it; ``subnet_given`` says whether the user chose the subnet (a
     requested endpoint address needs one, as in docker); ``options`` are the ``-o`` options as
-    given (what ``docker network inspect`` shows as ``Options``).
+    given (what ``docker network inspect`` shows as ``Options``) — for the default network,
+    with what the driver chose (see :attr:`NetworkSpec.default`).
     """
 
     id: str
@@ -451,6 +469,6 @@ class NetworkDriver(Protocol):
         All bindings are published, or none.
         """
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Release what the driver holds in the daemon.  Networks, endpoints and publications
         stay on the host and in the driver's state, for the next daemon to carry on."""

@@ -68,10 +68,10 @@ class Daemon:
         self.images: Any = None
         self.volumes: Any = None
         self.containers: Any = None
+        self.networks: Any = None
         from core.api import containers as containers_api
         from core.api import events
         from core.api import images as images_api
-        from core.api import networks as networks_api
         from core.api import system
         from core.api import volumes as volumes_api
 
@@ -80,7 +80,6 @@ class Daemon:
         images_api.register(self)
         containers_api.register(self)
         volumes_api.register(self)
-        networks_api.register(self)  # before the state opens: it adds the networks' migration
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -138,8 +137,13 @@ class Daemon:
                                      content=self.content, volumes=self.volumes, drivers=self.drivers,
                                      emit=self.events.emit)
         self.services["info-counters"].update(self.containers.counters())
-        self.containers.wire_networks(self.networks)
-        self.on_close(self.networks.close)
+        from core.api import networks as networks_api
+        from core.engine.networks.service import NetworkManager
+
+        self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
+                                       containers=_ContainerDirectory(self.containers), events=self.events)
+        networks_api.register(self.router, self.networks)
+        self.containers.wire_networks(_SyncNetworkViews(self.networks))
 
     def bind(self) -> trio.socket.SocketType:
         path = self.config.socket
@@ -221,6 +225,8 @@ class Daemon:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     nursery.start_soon(self._on_signal, signals, nursery.cancel_scope)
+                    if self.networks is not None:
+                        await nursery.start(self.networks.serve)
                     if self.containers is not None:  # re-adopt running containers before answering
                         await self.containers.restore(nursery)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])
@@ -294,6 +300,46 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class _ContainerDirectory:
+    """The network service's :class:`core.engine.interfaces.ContainerDirectory` over today's
+    ``Containers``.  Transitional: the container service's own adapter replaces it."""
+
+    def __init__(self, containers: Any) -> None:
+        self._containers = containers
+
+    async def lookup(self, ref: str) -> Any:
+        from core.engine.interfaces import ContainerRef
+
+        c = self._containers.store.lookup(ref)
+        return ContainerRef(id=c.id, pid=c.state.pid if c.running else 0, running=c.running)
+
+    async def network_changed(self, container_id: str, hosts: str, resolv_conf: str) -> None:
+        c = self._containers.store.by_id.get(container_id)
+        if c is not None:
+            _containers._write_in_place(self._containers.dir(c) / "hosts", hosts)
+            _containers._write_in_place(self._containers.dir(c) / "resolv.conf", resolv_conf)
+
+
+class _SyncNetworkViews:
+    """The network service as today's ``Containers`` and ``core.api.containers`` use it: they
+    read a container's ``NetworkSettings`` and ``Ports`` synchronously.  Transitional: the
+    container service's split awaits :class:`core.engine.interfaces.ContainerNetworks`."""
+
+    def __init__(self, networks: Any) -> None:
+        self._networks = networks
+        self.prepare = networks.prepare
+        self.attach = networks.attach
+        self.detach = networks.detach
+        self.forget = networks.forget
+        self.restore = networks.restore
+
+    def settings(self, container_id: str) -> dict[str, Any]:
+        return self._networks.renderer.settings(container_id)
+
+    def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
+        return self._networks.renderer.ps_ports(container_id)
 
 
 def run(config: DaemonConfig) -> int:

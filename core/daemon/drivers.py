@@ -104,7 +104,7 @@ class DriverSet:
     async def aclose(self) -> None:
         for (kind, name), driver in list(self._instances.items()):
             try:
-                await driver.close()
+                await (driver.aclose() if kind == "network" else driver.close())
             except Exception:
                 log.exception("closing %s driver %s", kind, name)
         self._instances.clear()

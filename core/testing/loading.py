@@ -35,7 +35,7 @@ class LoadingSuite:
         try:
             loaded, context, driver = make_driver(kind, name, root)
             yield kind, name, loaded, context, driver
-            trio.run(driver.close)
+            trio.run(driver.aclose if kind == "network" else driver.close)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

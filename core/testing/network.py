@@ -461,7 +461,7 @@ class NetworkHarness:
 
     def reopen(self) -> None:
         """Close the driver and build it again on the same root (as a daemon restart does)."""
-        self.call(self.driver.close)
+        self.call(self.driver.aclose)
         self.driver = self._loop.run_sync(self.loaded.create, self.context)
 
     def clear(self) -> None:
@@ -477,7 +477,7 @@ class NetworkHarness:
                 try:
                     self.clear()
                 finally:
-                    self.call(self.driver.close)
+                    self.call(self.driver.aclose)
                     self.driver = None
         finally:
             self._loop.close()
@@ -508,7 +508,7 @@ def reap_stale() -> None:
                             await driver.leave(net.id, ep.endpoint_id)
                         await driver.delete_network(net.id)
                 finally:
-                    await driver.close()
+                    await driver.aclose()
 
             _, _, driver = _build(info["kind"], info["name"], root, info["options"])
             trio.run(clear, driver)

@@ -28,9 +28,17 @@ Network options (``-o``): ``com.docker.network.bridge.name``, ``com.docker.netwo
 ``com.docker.network.bridge.enable_ip_masquerade``,
 ``com.docker.network.bridge.host_binding_ipv4`` (the host address of publications that name
 none), ``com.docker.network.bridge.default_bridge`` (recorded only).
+
+The default network (``NetworkSpec(default=True)``, docker's ``bridge``) gets docker's default
+options (``default_bridge``, ``enable_icc``, ``enable_ip_masquerade``, ``host_binding_ipv4``,
+the MTU) and, unless its options name one, the device ``core0`` — or, when the driver has
+tables of its own (``nft-table`` T other than ``core``, as every test daemon and a second
+engine on the host has), ``core<first 8 hex of sha256(T)>``, so that engines sharing a host
+never share a default bridge (:meth:`BridgeDriver.default_device`).
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -44,7 +52,7 @@ from typing import Any
 import trio
 
 from core.contracts.network import (ANY_IPV4, Endpoint, EndpointRequest, IPProtocol, Network,
-                                    NetworkSpec, PortBinding, mac_for_address)
+                                    NetworkSpec, PoolOverlaps, PortBinding, mac_for_address)
 from core.errors import (AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound,
                          Unavailable)
 
@@ -63,6 +71,8 @@ OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 OPT_DEFAULT = "com.docker.network.bridge.default_bridge"
 NETWORK_OPTIONS = (OPT_NAME, OPT_MTU, "mtu", OPT_ICC, OPT_MASQ, OPT_HOST_BINDING, OPT_DEFAULT)
+DEFAULT_NETWORK_OPTIONS = {OPT_DEFAULT: "true", OPT_ICC: "true", OPT_MASQ: "true",
+                           OPT_HOST_BINDING: "0.0.0.0"}  # docker's default bridge's
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
@@ -247,6 +257,14 @@ class BridgeDriver:
                         ports=bindings)
 
     # ======================================================================= networks
+    def default_device(self) -> str:
+        """The bridge of the default network: ``core0``, or ``core<8 hex of sha256(T)>`` for
+        tables ``T`` other than ``core``."""
+        table = self.rules.table
+        if table == "core":
+            return "core0"
+        return "core" + hashlib.sha256(table.encode()).hexdigest()[:8]
+
     async def create_network(self, network_id: str, spec: NetworkSpec) -> Network:
         _check_id(network_id, "network id")
         if not isinstance(spec, NetworkSpec):
@@ -254,6 +272,8 @@ class BridgeDriver:
         if spec.enable_ipv6:
             raise InvalidArgument("the bridge network driver does not support IPv6")
         options = dict(spec.options)
+        if spec.default:
+            options = {**DEFAULT_NETWORK_OPTIONS, OPT_NAME: self.default_device(), **options}
         unknown = sorted(set(options) - set(NETWORK_OPTIONS))
         if unknown:
             raise InvalidArgument(f"unknown option(s) {', '.join(unknown)} for the bridge driver "
@@ -298,8 +318,8 @@ class BridgeDriver:
                 subnet = spec.subnet
                 other = ipam.overlapping(subnet, [n.subnet for n in nets])
                 if other is not None:
-                    raise Conflict(f"Pool overlaps with other one on this address space: "
-                                   f"{subnet} overlaps network {other}")
+                    raise PoolOverlaps(f"Pool overlaps with other one on this address space: "
+                                       f"{subnet} overlaps network {other}")
                 other = ipam.overlapping(subnet, host_nets)
                 if other is not None:
                     raise Conflict(f"subnet {subnet} overlaps {other}, routed on the host")
@@ -312,6 +332,8 @@ class BridgeDriver:
             ipam.check_layout(subnet, gateway, spec.ip_range, spec.aux_addresses)
             if mtu is None:
                 mtu = await trio.to_thread.run_sync(host.uplink_mtu)
+            if spec.default and OPT_MTU not in options and "mtu" not in options:
+                options[OPT_MTU] = str(mtu)
             net = NetRecord(id=network_id, name=spec.name, bridge=bridge, subnet=subnet,
                             gateway=gateway, ip_range=spec.ip_range, aux=dict(spec.aux_addresses),
                             internal=spec.internal, mtu=mtu, subnet_given=spec.subnet is not None,
@@ -535,7 +557,7 @@ class BridgeDriver:
                     for p in chosen]
 
     # ======================================================================= closing
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Wait for detached links to be deleted, close the sockets and the database."""
         self._closed = True
         with trio.CancelScope(shield=True):

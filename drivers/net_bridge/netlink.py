@@ -107,13 +107,6 @@ class HostNet:
                 return None
             raise netlink_error(exc, f"cannot look up {name}") from exc
 
-    def link_kind(self, name: str) -> str | None:
-        msg = self.link(name)
-        if msg is None:
-            return None
-        info = msg.get_attr("IFLA_LINKINFO")
-        return info.get_attr("IFLA_INFO_KIND") if info is not None else ""
-
     def taken_networks(self) -> list[ipaddress.IPv4Network]:
         """Every IPv4 network the host routes (any table but ``local``) or has an address in;
         default routes excepted."""
