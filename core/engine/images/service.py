@@ -194,7 +194,7 @@ class Images:
         deleted: list[dict[str, str]] = []
         reclaimed = 0
         for image in self.store.list():
-            if self._in_use(image.id):
+            if await self._in_use(image.id):
                 continue
             if dangling_only and image.tags:
                 continue
@@ -207,7 +207,7 @@ class Images:
             deleted += records
         return deleted, reclaimed
 
-    def _in_use(self, image_id: str) -> bool:
+    async def _in_use(self, image_id: str) -> bool:
         return bool(self.store.users(image_id))
 
     async def collect(self, image: Image) -> list[dict[str, str]]:
