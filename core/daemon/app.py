@@ -63,7 +63,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self._closers: list[Callable[[], Any]] = []
         self.events = Events()
-        self.nursery: trio.Nursery | None = None  # for work that outlives one request (pulls)
+        self.nursery: trio.Nursery | None = None  # for work that outlives one request (archives)
         self.content: Any = None
         self.images: Any = None
         self.image_service: Any = None  # core.engine.images.service.Images
