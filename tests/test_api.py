@@ -161,6 +161,9 @@ def test_event_subscriptions_start_when_made_and_filter():
     import time
 
     from core.engine.events import Events
+    from core.engine.interfaces import EventSink
+
+    assert isinstance(Events(), EventSink)
 
     async def main() -> None:
         events = Events()
