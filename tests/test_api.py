@@ -211,3 +211,13 @@ async def _take(iterator, n):
         n -= 1
         if n == 0:
             return
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_prints_the_daemons_answers(shared_core):
+    import subprocess
+
+    nodes = subprocess.run(["docker", "node", "ls"], env=shared_core.env, capture_output=True, text=True, timeout=60)
+    assert (nodes.returncode, nodes.stderr) == (1, f"Error response from daemon: {unimplemented.NOT_A_MANAGER}\n")
+    df = subprocess.run(["docker", "system", "df"], env=shared_core.env, capture_output=True, text=True, timeout=60)
+    assert (df.returncode, df.stderr) == (1, "Error response from daemon: GET /system/df is not implemented yet\n")
