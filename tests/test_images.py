@@ -494,3 +494,103 @@ def test_decompression_follows_members_and_frames(compression):
         _decompress_all(blob[:-3], compression)
     with pytest.raises(InvalidArgument, match=f"not valid {compression}"):
         _decompress_all(blob[:10] + b"\xff" * 40 + blob[50:], compression)
+
+
+# -- the image service (core.engine.images.service), without a daemon ---------------------------------
+
+class _Snapshots:
+    """A storage driver that holds the snapshots named and records what is removed."""
+
+    def __init__(self, names):
+        self.names, self.removed = set(names), []
+
+    async def remove(self, key):
+        from core.errors import NotFound
+
+        if key not in self.names:
+            raise NotFound(key)
+        self.names.discard(key)
+        self.removed.append(key)
+
+
+class _Drivers:
+    def __init__(self, storage):
+        self.storage = storage
+
+    def get(self, kind, name=None):
+        assert kind == "storage"
+        return self.storage
+
+
+class _Events:
+    def __init__(self):
+        self.seen = []
+
+    def emit(self, type_, action, actor_id, attributes):
+        self.seen.append((type_, action, actor_id))
+
+
+def _image_service(tmp_path):
+    import hashlib
+
+    from core.daemon.app import MIGRATIONS
+    from core.engine.images.content import ContentStore
+    from core.engine.images.manifest import chain_ids
+    from core.engine.images.service import Images
+    from core.engine.images.store import ImageStore
+    from core.engine.state import State
+    from core.reference import parse_reference
+    from core.types import Digest
+
+    store = ImageStore(State(tmp_path / "state.db", MIGRATIONS))
+    content = ContentStore(tmp_path / "content")
+    layer = lambda n: Digest.parse("sha256:" + hashlib.sha256(n.encode()).hexdigest())  # noqa: E731
+    made = {}
+    for name, layers, labels in [("app:1", ["base", "app1"], {"team": "a"}), ("app:2", ["base", "app2"], {}),
+                                 ("tools/x:latest", ["other"], {"team": "b"})]:
+        config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [str(layer(n)) for n in layers]},
+                             "config": {"Labels": labels}, "architecture": "amd64", "os": "linux"}).encode()
+        image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+        store.add(image_id, config, image_id, [image_id], parse_reference(name), None)
+        made[name] = image_id
+    every_chain = {str(c) for i in store.list() for c in chain_ids(i.config.diff_ids)}
+    snapshots = _Snapshots(every_chain)
+    events = _Events()
+    return Images(store=store, content=content, drivers=_Drivers(snapshots), events=events), made, snapshots, events
+
+
+def test_image_service_filters_like_docker(tmp_path):
+    from core.errors import InvalidArgument
+
+    images, made, _snapshots, _events = _image_service(tmp_path)
+    names = lambda found: sorted(t.familiar() for i in found for t in i.tags)  # noqa: E731
+    assert names(images.list({"reference": ["app"]})) == ["app:1", "app:2"]
+    assert names(images.list({"reference": ["tools/*"]})) == ["tools/x:latest"]
+    assert names(images.list({"reference": ["*"]})) == ["app:1", "app:2"]  # `*` does not cross `/`
+    assert names(images.list({"label": ["team"]})) == ["app:1", "tools/x:latest"]
+    assert names(images.list({"label": ["team=b"]})) == ["tools/x:latest"]
+    assert images.list({"dangling": ["true"]}) == []
+    with pytest.raises(InvalidArgument, match="invalid until filter"):
+        images.list({"until": ["yesterday"]})
+
+
+def test_image_service_removes_then_collects_only_unshared_layers(tmp_path):
+    from core.engine.images.manifest import chain_ids
+
+    images, made, snapshots, events = _image_service(tmp_path)
+    app1 = images.lookup("app:1")
+    records = trio.run(images.remove, "app:1")
+    top = str(chain_ids(app1.config.diff_ids)[-1])
+    assert records == [{"Untagged": "app:1"}, {"Deleted": made["app:1"]}, {"Deleted": top}]
+    assert snapshots.removed == [top]  # the base layer app:2 shares stays
+    assert ("image", "delete", made["app:1"]) in events.seen and ("image", "untag", "app:1") in events.seen
+    images.tag("app:2", "app", "copy")
+    assert sorted(t.familiar() for t in images.lookup("app:2").tags) == ["app:2", "app:copy"]
+
+
+def test_image_service_prune_takes_unused_images_and_reports_the_space(tmp_path):
+    images, made, snapshots, _events = _image_service(tmp_path)
+    assert trio.run(images.prune, {}) == ([], 0)  # every image is tagged: nothing dangling
+    deleted, reclaimed = trio.run(images.prune, {"dangling": ["false"], "label": ["team=b"]})
+    assert {"Deleted": made["tools/x:latest"]} in deleted and reclaimed == 0  # no layer sizes recorded
+    assert [i.id for i in images.list({})] and made["tools/x:latest"] not in [i.id for i in images.list({})]

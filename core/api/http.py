@@ -1,8 +1,36 @@
-"""A small HTTP/1.1 server for the Engine API: h11 over trio streams.
+"""A small HTTP/1.1 server for the Engine API: h11 over trio streams, and its routing table.
 
-Handlers are ``async def handler(request) -> Response``.  A response body is bytes or an async
-iterator of bytes (sent chunked: pull progress, ``logs -f``, events).  A response with
-``hijack`` set answers ``101 UPGRADED`` and hands the raw stream to that callable (attach, exec).
+Routes are data.  Each route module (``core.api.images``, ``core.api.system``, ...) declares a
+module-level table and the daemon hands the :class:`Router` that table with the object its
+handlers need::
+
+    ROUTES = [
+        ("GET", "/images/json", list_images),
+        ("GET", "/images/{name:path}/json", inspect_image),
+        Route("PUT", "/containers/{id}/archive", put_archive, stream_body=True),
+    ]
+
+    async def list_images(req: Request, services: ImageServices) -> Response:
+        ...  # parse the request, call one service method, render
+
+    def register(router: Router, services: ImageServices) -> None:
+        router.include(ROUTES, services)
+
+A route is a ``(method, path, handler)`` tuple or a :class:`Route` (which can also say
+``stream_body``).  A handler is a module-level ``async def handler(request, services) ->
+Response``: ``services`` is whatever object was given to :meth:`Router.include` (each route
+module types it with a small Protocol of what it uses).  Path parameters are ``{name}`` (one
+segment) or ``{name:path}`` (the rest, slashes included); their values are in
+``request.params``.  Routes are tried in the order added; a ``HEAD`` request takes the first
+``GET`` or ``HEAD`` route that matches; :meth:`Router.resolve` finds none for a path no route
+matches, or a known path asked with another method, and the daemon answers docker's ``404
+{"message": "page not found"}`` (moby's router makes no 405 either: its
+``MethodNotAllowedHandler`` is its not-found handler).  The endpoints of the API that core
+does not serve are a table too: :mod:`core.api.unimplemented`.
+
+A response body is bytes or an async iterator of bytes (sent chunked: pull progress, ``logs
+-f``, events).  A response with ``hijack`` set answers ``101 UPGRADED`` and hands the raw stream
+to that callable (attach, exec).
 
 Errors raised by handlers become docker's JSON errors, ``{"message": "..."}``, with the status of
 the :class:`core.errors.CoreError` subclass; anything else is logged with its traceback and
@@ -13,12 +41,13 @@ headers 431, oversized bodies 413 — except on routes added with ``stream_body=
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import re
 import urllib.parse
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
 import attrs
 import h11
@@ -203,7 +232,23 @@ def no_content() -> Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# a route table's handler: ``await handler(request, services)``
+ServiceHandler = Callable[[Request, Any], Awaitable[Response]]
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+@attrs.frozen
+class Route:
+    """One entry of a route table: ``method`` and ``path`` pattern to ``handler(request,
+    services)``; ``stream_body``: the handler reads the body itself (``Request.body_stream``)."""
+
+    method: str
+    path: str
+    handler: ServiceHandler
+    stream_body: bool = False
+
+
+RouteEntry = Union[Route, tuple[str, str, ServiceHandler]]
 
 
 class Router:
@@ -212,6 +257,12 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._streaming: set[Handler] = set()
+
+    def include(self, routes: Iterable[RouteEntry], services: Any) -> None:
+        """Add a route table: each handler is called as ``handler(request, services)``."""
+        for entry in routes:
+            route = entry if isinstance(entry, Route) else Route(*entry)
+            self.add(route.method, route.path, _bind(route.handler, services), stream_body=route.stream_body)
 
     def add(self, method: str, pattern: str, handler: Handler, stream_body: bool = False) -> None:
         """``stream_body``: the handler reads the body itself (``Request.body_stream``), any size."""
@@ -224,13 +275,6 @@ class Router:
         handler, _params = self.resolve(method, path)
         return handler is not None and handler in self._streaming
 
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        def deco(handler: Handler) -> Handler:
-            self.add(method, pattern, handler)
-            return handler
-
-        return deco
-
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str]]:
         lookup = "GET" if method == "HEAD" else method
         for m, regex, handler in self._routes:
@@ -239,6 +283,14 @@ class Router:
                 if match:
                     return handler, match.groupdict()
         return None, {}
+
+
+def _bind(handler: ServiceHandler, services: Any) -> Handler:
+    @functools.wraps(handler)
+    async def bound(request: Request) -> Response:
+        return await handler(request, services)
+
+    return bound
 
 
 async def _receive_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:

@@ -8,7 +8,6 @@ service (:class:`core.engine.networks.service.NetworkManager`) and renders its a
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Awaitable, Callable
 
 from core.api.http import Request, Response, Router, json_response, no_content
@@ -34,28 +33,28 @@ def _empty_ok() -> Response:
     return Response(status=200, body=b"", content_type=None)
 
 
-async def list_networks(networks: NetworkManager, req: Request) -> Response:
+async def list_networks(req: Request, networks: NetworkManager) -> Response:
     return json_response(await networks.list_networks(req.filters()))
 
 
-async def inspect_network(networks: NetworkManager, req: Request) -> Response:
+async def inspect_network(req: Request, networks: NetworkManager) -> Response:
     scope = req.q("scope")
     if scope and scope != "local":
         raise NotFound(f"network {req.params['id']} not found")
     return json_response(await networks.inspect_network(req.params["id"]))
 
 
-async def create_network(networks: NetworkManager, req: Request) -> Response:
+async def create_network(req: Request, networks: NetworkManager) -> Response:
     result = await networks.create_network(_body(req), req.drivers.get("network") or "bridge")
     return json_response(result, status=201)
 
 
-async def remove_network(networks: NetworkManager, req: Request) -> Response:
+async def remove_network(req: Request, networks: NetworkManager) -> Response:
     await networks.remove_network(req.params["id"])
     return no_content()
 
 
-async def connect(networks: NetworkManager, req: Request) -> Response:
+async def connect(req: Request, networks: NetworkManager) -> Response:
     body = _body(req)
     container = _container(body)
     config = body.get("EndpointConfig")
@@ -65,18 +64,18 @@ async def connect(networks: NetworkManager, req: Request) -> Response:
     return _empty_ok()
 
 
-async def disconnect(networks: NetworkManager, req: Request) -> Response:
+async def disconnect(req: Request, networks: NetworkManager) -> Response:
     body = _body(req)
     await networks.disconnect(req.params["id"], _container(body), bool(body.get("Force")))
     return _empty_ok()
 
 
-async def prune(networks: NetworkManager, req: Request) -> Response:
+async def prune(req: Request, networks: NetworkManager) -> Response:
     deleted = await networks.prune(req.filters())
     return json_response({"NetworksDeleted": deleted or None})
 
 
-Handler = Callable[[NetworkManager, Request], Awaitable[Response]]
+Handler = Callable[[Request, NetworkManager], Awaitable[Response]]
 
 ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/networks", list_networks),
@@ -90,6 +89,5 @@ ROUTES: list[tuple[str, str, Handler]] = [
 
 
 def register(router: Router, networks: NetworkManager) -> None:
-    """Add :data:`ROUTES` to ``router``, each handler bound to the service ``networks``."""
-    for method, path, handler in ROUTES:
-        router.add(method, path, functools.partial(handler, networks))
+    """Add :data:`ROUTES` to ``router``, each handler given the service ``networks``."""
+    router.include(ROUTES, networks)

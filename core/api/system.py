@@ -6,13 +6,14 @@ import platform
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core import API_VERSION, MIN_API_VERSION, __version__
-from core.api.http import Request, Response, json_response
+from core.api.http import Request, Response, Router, json_response
 
 if TYPE_CHECKING:
-    from core.daemon.app import Daemon
+    from core.daemon.config import DaemonConfig
+    from core.daemon.drivers import DriverSet
 
 GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64"}
@@ -81,112 +82,138 @@ def version_info() -> dict[str, Any]:
     }
 
 
-def register(daemon: Daemon) -> None:
-    r = daemon.router
-    # counters other parts of the daemon fill in (containers, images): name -> callable
-    counters: dict[str, Any] = daemon.services.setdefault("info-counters", {})
+class SystemServices(Protocol):
+    """What the system routes use (the daemon provides it)."""
 
-    async def ping(req: Request) -> Response:
-        return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8", headers=ping_headers())
+    config: DaemonConfig
+    engine_id: str
+    drivers: DriverSet
+    services: dict[str, Any]   # "info-counters": name -> count or callable giving it
 
-    r.add("GET", "/_ping", ping)
-    r.add("HEAD", "/_ping", ping)
 
-    async def version(req: Request) -> Response:
-        return json_response(version_info())
+async def ping(req: Request, services: SystemServices) -> Response:
+    return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8", headers=ping_headers())
 
-    r.add("GET", "/version", version)
 
-    async def info(req: Request) -> Response:
-        cfg = daemon.config
-        count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
-        reports = daemon.drivers.reports()
-        mirrors = list(cfg.registry_mirrors)
-        insecure_cidrs = ["127.0.0.0/8"] + [r for r in cfg.insecure_registries if "/" in r]
-        body = {
-            "ID": daemon.engine_id,
-            "Containers": count.get("Containers", 0),
-            "ContainersRunning": count.get("ContainersRunning", 0),
-            "ContainersPaused": count.get("ContainersPaused", 0),
-            "ContainersStopped": count.get("ContainersStopped", 0),
-            "Images": count.get("Images", 0),
-            "Driver": req.drivers.get("storage", ""),
-            "DriverStatus": [["Backing Filesystem", _backing_fs(cfg.data_root)]],
-            "Plugins": {
-                "Volume": ["local"],
-                "Network": sorted({"host", "null"} | {r.name for r in reports if r.kind == "network"}),
-                "Authorization": None,
-                "Log": ["json-file"],
-            },
-            "MemoryLimit": True,
-            "SwapLimit": False,
-            "CpuCfsPeriod": True,
-            "CpuCfsQuota": True,
-            "CPUShares": True,
-            "CPUSet": True,
-            "PidsLimit": True,
-            "IPv4Forwarding": _read("/proc/sys/net/ipv4/ip_forward") == "1",
-            "BridgeNfIptables": False,
-            "BridgeNfIp6tables": False,
-            "Debug": cfg.debug,
-            "NFd": len(os.listdir("/proc/self/fd")),
-            "OomKillDisable": False,
-            "NGoroutines": 0,
-            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
-            "LoggingDriver": "json-file",
-            "CgroupDriver": "cgroupfs",
-            "CgroupVersion": cgroup_version(),
-            "NEventsListener": 0,
-            "KernelVersion": os.uname().release,
-            "OperatingSystem": os_release(),
-            "OSVersion": "",
-            "OSType": "linux",
-            "Architecture": platform.machine(),
-            "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "AllowNondistributableArtifactsCIDRs": None,
-                "AllowNondistributableArtifactsHostnames": None,
-                "InsecureRegistryCIDRs": insecure_cidrs,
-                "IndexConfigs": {
-                    "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True},
-                },
-                "Mirrors": mirrors,
-            },
-            "NCPU": os.cpu_count() or 1,
-            "MemTotal": mem_total(),
-            "GenericResources": None,
-            "DockerRootDir": str(cfg.data_root),
-            "HttpProxy": os.environ.get("HTTP_PROXY", ""),
-            "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
-            "NoProxy": os.environ.get("NO_PROXY", ""),
-            "Name": socket.gethostname(),
-            "Labels": [],
-            "ExperimentalBuild": False,
-            "ServerVersion": __version__,
-            "Runtimes": {"core": {"path": req.drivers.get("executor", "")}},
-            "DefaultRuntime": "core",
-            "Swarm": {
-                "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                "Error": "", "RemoteManagers": None,
-            },
-            "LiveRestoreEnabled": True,
-            "Isolation": "",
-            "InitBinary": "",
-            "ContainerdCommit": {"ID": ""},
-            "RuncCommit": {"ID": ""},
-            "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin"],
-            "Warnings": [],
-            # core's own section: every driver found, how it fares, and which is in use
-            "Drivers": [
-                {**rep.to_json(), "Default": daemon.drivers.defaults.get(rep.kind) == rep.name,
-                 "Selected": req.drivers.get(rep.kind) == rep.name}
-                for rep in reports
-            ],
-        }
-        return json_response(body)
+async def version(req: Request, services: SystemServices) -> Response:
+    return json_response(version_info())
 
-    r.add("GET", "/info", info)
+
+async def info(req: Request, services: SystemServices) -> Response:
+    cfg = services.config
+    counters = services.services.get("info-counters", {})
+    count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
+    reports = services.drivers.reports()
+    return json_response({
+        "ID": services.engine_id,
+        "Containers": count.get("Containers", 0),
+        "ContainersRunning": count.get("ContainersRunning", 0),
+        "ContainersPaused": count.get("ContainersPaused", 0),
+        "ContainersStopped": count.get("ContainersStopped", 0),
+        "Images": count.get("Images", 0),
+        "Driver": req.drivers.get("storage", ""),
+        "DriverStatus": [["Backing Filesystem", _backing_fs(cfg.data_root)]],
+        "Plugins": {
+            "Volume": ["local"],
+            "Network": sorted({"host", "null"} | {r.name for r in reports if r.kind == "network"}),
+            "Authorization": None,
+            "Log": ["json-file"],
+        },
+        **HOST_LIMITS,
+        "IPv4Forwarding": _read("/proc/sys/net/ipv4/ip_forward") == "1",
+        "BridgeNfIptables": False,
+        "BridgeNfIp6tables": False,
+        "Debug": cfg.debug,
+        **_host_facts(),
+        "RegistryConfig": _registry_config(cfg),
+        "NCPU": os.cpu_count() or 1,
+        "MemTotal": mem_total(),
+        "GenericResources": None,
+        "DockerRootDir": str(cfg.data_root),
+        "HttpProxy": os.environ.get("HTTP_PROXY", ""),
+        "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+        "NoProxy": os.environ.get("NO_PROXY", ""),
+        "Name": socket.gethostname(),
+        "Labels": [],
+        "ExperimentalBuild": False,
+        "ServerVersion": __version__,
+        "Runtimes": {"core": {"path": req.drivers.get("executor", "")}},
+        "DefaultRuntime": "core",
+        **ENGINE_CONSTANTS,
+        # core's own section: every driver found, how it fares, and which is in use
+        "Drivers": [
+            {**rep.to_json(), "Default": services.drivers.defaults.get(rep.kind) == rep.name,
+             "Selected": req.drivers.get(rep.kind) == rep.name}
+            for rep in reports
+        ],
+    })
+
+
+# docker info's fields that are the same on every host core runs on
+HOST_LIMITS = {
+    "MemoryLimit": True, "SwapLimit": False, "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True,
+    "CPUSet": True, "PidsLimit": True,
+}
+ENGINE_CONSTANTS = {
+    "Swarm": {
+        "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+        "Error": "", "RemoteManagers": None,
+    },
+    "LiveRestoreEnabled": True,
+    "Isolation": "",
+    "InitBinary": "",
+    "ContainerdCommit": {"ID": ""},
+    "RuncCommit": {"ID": ""},
+    "InitCommit": {"ID": ""},
+    "SecurityOptions": ["name=seccomp,profile=builtin"],
+    "Warnings": [],
+}
+
+
+def _host_facts() -> dict[str, Any]:
+    """docker info's fields about this process and this host, in docker's order."""
+    return {
+        "NFd": len(os.listdir("/proc/self/fd")),
+        "OomKillDisable": False,
+        "NGoroutines": 0,
+        "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version(),
+        "NEventsListener": 0,
+        "KernelVersion": os.uname().release,
+        "OperatingSystem": os_release(),
+        "OSVersion": "",
+        "OSType": "linux",
+        "Architecture": platform.machine(),
+        "IndexServerAddress": "https://index.docker.io/v1/",
+    }
+
+
+def _registry_config(cfg: DaemonConfig) -> dict[str, Any]:
+    mirrors = list(cfg.registry_mirrors)
+    insecure_cidrs = ["127.0.0.0/8"] + [r for r in cfg.insecure_registries if "/" in r]
+    return {
+        "AllowNondistributableArtifactsCIDRs": None,
+        "AllowNondistributableArtifactsHostnames": None,
+        "InsecureRegistryCIDRs": insecure_cidrs,
+        "IndexConfigs": {
+            "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True},
+        },
+        "Mirrors": mirrors,
+    }
+
+
+ROUTES = [
+    ("GET", "/_ping", ping),
+    ("HEAD", "/_ping", ping),
+    ("GET", "/version", version),
+    ("GET", "/info", info),
+]
+
+
+def register(router: Router, services: SystemServices) -> None:
+    router.include(ROUTES, services)
 
 
 def _read(path: str) -> str:

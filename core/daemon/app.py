@@ -24,10 +24,10 @@ import trio
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.daemon.config import DaemonConfig
 from core.daemon.drivers import HEADER, DriverSet
-from core.api.events import Events
 from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
 from core.errors import CoreError
 from core.engine.containers import service as _containers
+from core.engine.events import Events
 from core.engine.images import store as _images
 from core.engine.networks import service as _networks
 from core.engine.state import Migration, State
@@ -63,23 +63,25 @@ class Daemon:
         self._lock_fd: int | None = None
         self._closers: list[Callable[[], Any]] = []
         self.events = Events()
-        self.nursery: trio.Nursery | None = None  # for work that outlives one request (pulls)
+        self.nursery: trio.Nursery | None = None  # for work that outlives one request (archives)
         self.content: Any = None
         self.images: Any = None
+        self.image_service: Any = None  # core.engine.images.service.Images
         self.volumes: Any = None
         self.containers: Any = None
         self.networks: Any = None
         from core.api import containers as containers_api
         from core.api import events
         from core.api import images as images_api
-        from core.api import system
+        from core.api import system, unimplemented
         from core.api import volumes as volumes_api
 
-        system.register(self)
-        events.register(self)
-        images_api.register(self)
+        system.register(self.router, self)
+        events.register(self.router, self)
+        images_api.register(self.router, self)
         containers_api.register(self)
         volumes_api.register(self)
+        unimplemented.register(self.router)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -116,12 +118,15 @@ class Daemon:
             self.engine_id = str(uuid.uuid4())
             self.state.set_meta("engine-id", self.engine_id)
         from core.engine.images.content import ContentStore
+        from core.engine.images.service import Images
         from core.engine.images.store import ImageStore
 
         self.content = ContentStore(self.config.data_root / "content")
         # downloads cut by a crash stay resumable for a day, then go
         self.content.cleanup_ingests(max_age=24 * 3600)
         self.images = ImageStore(self.state)
+        self.image_service = Images(store=self.images, content=self.content, drivers=self.drivers,
+                                    events=self.events)
         self.services["content"] = self.content
         self.services["registry_config"] = {
             "mirrors": {"docker.io": list(self.config.registry_mirrors), **self.config.mirrors},
@@ -227,6 +232,8 @@ class Daemon:
                     nursery.start_soon(self._on_signal, signals, nursery.cancel_scope)
                     if self.networks is not None:
                         await nursery.start(self.networks.serve)
+                    if self.image_service is not None:
+                        await nursery.start(self.image_service.serve)
                     if self.containers is not None:  # re-adopt running containers before answering
                         await self.containers.restore(nursery)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])
@@ -247,41 +254,6 @@ class Daemon:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             scope.cancel()
             return
-
-    async def collect_image(self, image: Any) -> list[dict[str, str]]:
-        """After an image record went: remove its snapshots and blobs that nothing else uses.
-
-        Snapshots are removed top-down in every storage driver that has them, stopping at the
-        first layer another image (or a container, which makes the driver answer Conflict) uses.
-        Returns docker's ``Deleted`` records for the layers removed.
-        """
-        from core import plugins
-        from core.errors import Conflict, CoreError, NotFound
-
-        in_use = self.images.chains_in_use()
-        deleted: list[str] = []
-        for name in plugins.available("storage"):
-            try:
-                snapshotter = self.drivers.get("storage", name)
-            except CoreError:
-                continue  # cannot run here or broken: it cannot hold layers either
-            for chain in reversed(image.chain_ids):
-                if str(chain) in in_use:
-                    break
-                try:
-                    await snapshotter.remove(str(chain))
-                except NotFound:
-                    continue
-                except (Conflict, CoreError):
-                    break
-                if str(chain) not in deleted:
-                    deleted.append(str(chain))
-        for digest in self.images.unused_blobs(image.blobs):
-            try:
-                self.content.delete(digest)
-            except NotFound:
-                pass
-        return [{"Deleted": d} for d in deleted]
 
     def on_close(self, closer: Callable[[], Any]) -> None:
         self._closers.append(closer)

@@ -8,7 +8,6 @@ its last reference goes, then the blobs and snapshots nothing else uses.
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any, Callable, Iterable
@@ -346,10 +345,6 @@ class ImageStore:
         for row in self.db.execute("SELECT config FROM images"):
             used.update(str(c) for c in chain_ids(parse_config(bytes(row[0])).diff_ids))
         return used
-
-
-def encode_json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _single_reference(image: Image) -> bool:

@@ -1,0 +1,101 @@
+"""The endpoints of Engine API v1.47 that core does not serve (yet), and what they answer.
+
+A docker client that calls one gets a clear JSON error instead of ``404 page not found``:
+
+* swarm mode's endpoints answer as a docker daemon that is not in a swarm does — 503 with
+  moby's messages (``daemon/cluster``: ``errNoManager`` for what needs a manager, ``errNoSwarm``
+  for ``swarm leave``; the volume router's for cluster volume updates).  Clients depend on it: docker-py's ``client.swarm`` takes 503 as "no
+  swarm", ``docker info`` and ``docker node ls`` print the message.  ``swarm init`` and ``swarm
+  join`` would make this node a swarm's: they answer 501 until swarm mode exists.
+* every other endpoint of the spec core lacks answers 501 naming the endpoint.
+
+The tables below are the whole of it: one row per endpoint of
+``docker-engine-api-v1.47.yaml`` that no route module serves.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core.api.http import Request, Response, Router, error_response
+
+# moby's daemon/cluster messages, word for word
+NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
+                 "connect this node to swarm and try again.")
+NOT_IN_A_SWARM = "This node is not part of a swarm"
+
+# (method, path, status, message)
+SWARM: tuple[tuple[str, str, int, str], ...] = (
+    ("GET", "/swarm", 503, NOT_A_MANAGER),
+    ("POST", "/swarm/leave", 503, NOT_IN_A_SWARM),
+    ("POST", "/swarm/update", 503, NOT_A_MANAGER),
+    ("GET", "/swarm/unlockkey", 503, NOT_A_MANAGER),
+    ("POST", "/swarm/unlock", 503, NOT_A_MANAGER),
+    ("POST", "/swarm/init", 501, "swarm mode is not implemented yet (POST /swarm/init)"),
+    ("POST", "/swarm/join", 501, "swarm mode is not implemented yet (POST /swarm/join)"),
+    ("GET", "/nodes", 503, NOT_A_MANAGER),
+    ("GET", "/nodes/{id}", 503, NOT_A_MANAGER),
+    ("DELETE", "/nodes/{id}", 503, NOT_A_MANAGER),
+    ("POST", "/nodes/{id}/update", 503, NOT_A_MANAGER),
+    ("GET", "/services", 503, NOT_A_MANAGER),
+    ("POST", "/services/create", 503, NOT_A_MANAGER),
+    ("GET", "/services/{id}", 503, NOT_A_MANAGER),
+    ("DELETE", "/services/{id}", 503, NOT_A_MANAGER),
+    ("POST", "/services/{id}/update", 503, NOT_A_MANAGER),
+    ("GET", "/services/{id}/logs", 503, NOT_A_MANAGER),
+    ("GET", "/tasks", 503, NOT_A_MANAGER),
+    ("GET", "/tasks/{id}", 503, NOT_A_MANAGER),
+    ("GET", "/tasks/{id}/logs", 503, NOT_A_MANAGER),
+    ("GET", "/secrets", 503, NOT_A_MANAGER),
+    ("POST", "/secrets/create", 503, NOT_A_MANAGER),
+    ("GET", "/secrets/{id}", 503, NOT_A_MANAGER),
+    ("DELETE", "/secrets/{id}", 503, NOT_A_MANAGER),
+    ("POST", "/secrets/{id}/update", 503, NOT_A_MANAGER),
+    ("GET", "/configs", 503, NOT_A_MANAGER),
+    ("POST", "/configs/create", 503, NOT_A_MANAGER),
+    ("GET", "/configs/{id}", 503, NOT_A_MANAGER),
+    ("DELETE", "/configs/{id}", 503, NOT_A_MANAGER),
+    ("POST", "/configs/{id}/update", 503, NOT_A_MANAGER),
+    ("PUT", "/volumes/{name}", 503, "volume update only valid for cluster volumes, but swarm is unavailable"),
+)
+
+# (method, path): answered 501 "METHOD PATH is not implemented yet"
+NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
+    ("POST", "/build"),
+    ("POST", "/build/prune"),
+    ("POST", "/session"),
+    ("POST", "/commit"),
+    ("GET", "/system/df"),
+    ("GET", "/images/search"),
+    ("GET", "/images/get"),
+    ("GET", "/images/{name:path}/get"),
+    ("POST", "/images/load"),
+    ("GET", "/plugins"),
+    ("GET", "/plugins/privileges"),
+    ("POST", "/plugins/pull"),
+    ("POST", "/plugins/create"),
+    ("GET", "/plugins/{name:path}/json"),
+    ("DELETE", "/plugins/{name:path}"),
+    ("POST", "/plugins/{name:path}/enable"),
+    ("POST", "/plugins/{name:path}/disable"),
+    ("POST", "/plugins/{name:path}/upgrade"),
+    ("POST", "/plugins/{name:path}/push"),
+    ("POST", "/plugins/{name:path}/set"),
+)
+
+
+def _answer(status: int, message: str) -> Any:
+    async def handler(req: Request, _services: Any) -> Response:
+        return error_response(status, message)
+
+    return handler
+
+
+ROUTES = [(method, path, _answer(status, message)) for method, path, status, message in SWARM] + [
+    (method, path, _answer(501, f"{method} {path.replace(':path', '')} is not implemented yet"))
+    for method, path in NOT_IMPLEMENTED
+]
+
+
+def register(router: Router) -> None:
+    """Add the answers to ``router``, after every route that is served (they never shadow one)."""
+    router.include(ROUTES, None)
