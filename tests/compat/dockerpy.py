@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Run the Docker SDK for Python's own integration tests (docker/docker-py, tests/integration) against
+an isolated core daemon, and summarise what passes and what fails.
+
+::
+
+    sudo .venv/bin/python tests/compat/dockerpy.py                # the default selection, ~10 minutes
+    .venv/bin/python tests/compat/dockerpy.py --out /tmp/report -k 'exec'   # a subset (pytest -k)
+    .venv/bin/python tests/compat/dockerpy.py --files api_volume_test errors_test
+
+What it does, and undoes (by PID and by path, even on ^C or SIGTERM):
+
+1. ``git archive``s docker-py's ``tests/`` out of a docker-py clone (``--repo``, bare or not) at the
+   tag of the installed ``docker`` package (``7.2.0`` for docker 7.2.0; ``HEAD`` when no such tag)
+   into a temporary directory, renamed ``dockerpy_tests`` so that it cannot be confused with core's
+   own ``tests`` package (the editable install puts the clone on ``sys.path``).
+2. Starts Debian's docker-registry on 127.0.0.1 (``tests.support.registry``) and pushes into it,
+   with skopeo, stand-ins built from Debian's busybox-static (``tests.support.images``) for the
+   Docker Hub images the selected tests use: ``library/alpine:3.10``, ``library/alpine:latest``,
+   ``library/busybox:latest``, ``library/hello-world:latest`` (``/hello`` prints docker's greeting).
+3. Starts a core daemon of its own (``tests.conftest.CoreEnv``: own data root, exec root, socket
+   and nft tables) whose ``daemon.json`` mirrors ``docker.io`` to that registry.
+4. Runs pytest on the selected files with ``DOCKER_HOST`` at core's socket, an empty
+   ``DOCKER_CONFIG``, a per-test timeout (pytest-timeout) and an overall deadline, recording every
+   result as it happens (``compat_resultlog.py``).
+5. Prints ``N passed, M failed, K skipped`` and writes ``summary.json``, ``summary.md``, the pytest
+   output and the daemon's log into the report directory (``--out``).
+
+Needs root (core's daemon does), the Debian packages of ``ci/apt-packages.txt`` (docker-registry,
+skopeo, busybox-static) and, in the Python that runs it, ``docker``, ``pytest``, ``pytest-timeout``
+and ``paramiko`` (docker-py's test helpers import it): ``.venv/bin/pip install pytest-timeout
+paramiko``.
+
+Not run (``DESELECTED``): the tests that need a swarm (core has no swarm mode yet) and the one that
+pulls an image by the digest Docker Hub serves (not reachable from here; no stand-in can have that
+digest).
+
+Exit status: 0 when the run completed (whatever the count), 1 when the harness could not run it,
+130 when interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_DOCKERPY = "/work/.mirror/docker+docker-py/repo"
+
+#: docker-py's integration test files for images, containers, exec, networks, volumes and errors
+DEFAULT_FILES = [
+    "api_container_test",
+    "api_exec_test",
+    "api_image_test",
+    "api_network_test",
+    "api_volume_test",
+    "errors_test",
+    "models_containers_test",
+    "models_images_test",
+    "models_networks_test",
+    "models_volumes_test",
+    "api_healthcheck_test",
+]
+
+#: tests not run, relative to docker-py's tests/integration, with why
+DESELECTED = {
+    "api_network_test.py::TestNetworks::test_create_inspect_network_with_scope": "needs a swarm (init_swarm)",
+    "api_network_test.py::TestNetworks::test_create_network_attachable": "needs a swarm (init_swarm)",
+    "api_network_test.py::TestNetworks::test_create_network_ingress": "needs a swarm (init_swarm)",
+    "models_images_test.py::ImageCollectionTest::test_pull_with_sha":
+        "pulls hello-world by Docker Hub's own manifest digest: needs the internet",
+}
+
+PACKAGE = "dockerpy_tests"
+
+
+def _log(msg: str) -> None:
+    print(f"[dockerpy {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum, _frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+# ------------------------------------------------------------------------------------------ set-up
+def check_requirements() -> list[str]:
+    missing = [m for m in ("docker", "pytest", "pytest_timeout", "paramiko") if importlib.util.find_spec(m) is None]
+    problems = []
+    if missing:
+        problems.append(f"missing Python packages {missing}: {sys.executable} -m pip install pytest-timeout paramiko")
+    if os.geteuid() != 0:
+        problems.append("core's daemon needs root: run it as root")
+    return problems
+
+
+def dockerpy_ref(repo: str, wanted: str | None) -> str:
+    """The tag of the installed SDK when the clone has it, else HEAD (or ``wanted``)."""
+    if wanted:
+        return wanted
+    version = importlib.metadata.version("docker")
+    tags = subprocess.run(["git", "-C", repo, "tag", "--list", version], capture_output=True, text=True,
+                          check=True).stdout.split()
+    return version if version in tags else "HEAD"
+
+
+def extract_tests(repo: str, ref: str, dest: Path) -> Path:
+    """docker-py's ``tests/`` at ``ref`` as ``dest/dockerpy_tests``; returns its integration dir."""
+    archive = subprocess.run(["git", "-C", repo, "archive", ref, "tests"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    (dest / "tests").rename(dest / PACKAGE)
+    (dest / "pytest.ini").write_text("[pytest]\naddopts =\n")  # nothing of core's pyproject settings
+    return dest / PACKAGE / "integration"
+
+
+def hub_standins() -> dict[str, tuple[list, dict]]:
+    """``library/NAME:TAG`` -> (layers, image config) of a busybox stand-in for that Docker Hub image."""
+    from tests.support import images as im
+
+    base = im.busybox_rootfs_layer()
+    hello = im.LayerSpec(comment="hello").file(
+        "hello", "#!/bin/sh\necho\necho 'Hello from Docker!'\n"
+                 "echo 'This message shows that your installation appears to be working correctly.'\n", 0o755)
+    return {
+        "library/alpine:3.10": ([base, im.marker_layer("3.10", "etc/alpine-release")], {"Cmd": ["/bin/sh"]}),
+        "library/alpine:latest": ([base, im.marker_layer("3.20.0", "etc/alpine-release")], {"Cmd": ["/bin/sh"]}),
+        "library/busybox:latest": ([base], {"Cmd": ["sh"]}),
+        "library/hello-world:latest": ([base, hello], {"Cmd": ["/hello"]}),
+    }
+
+
+def push_standins(registry, layouts: Path) -> dict[str, str]:
+    """Build and push every stand-in; returns name -> manifest digest."""
+    from tests.support import images as im
+
+    pushed = {}
+    platform = ("linux", im.host_arch())
+    for name, (layers, config) in hub_standins().items():
+        d = layouts / name.replace("/", "_").replace(":", "_")
+        tag = name.rpartition(":")[2]
+        info = im.build_image(d, layers, config, platform=platform, media="docker", tag=tag)
+        pushed[name] = im.push(d, name, registry, src_tag=info.tag).digest
+    return pushed
+
+
+# ------------------------------------------------------------------------------------------ the run
+def run_pytest(integration: Path, files: list[str], env: dict, result_log: Path, output: Path,
+               per_test: int, deadline: float, extra: list[str]) -> int | None:
+    """pytest on ``files``; returns its exit status, or None when it was stopped at ``deadline``."""
+    root = integration.parent.parent
+    cmd = [sys.executable, "-m", "pytest", "-c", str(root / "pytest.ini"), "--rootdir", str(root),
+           "-p", "no:cacheprovider", "-p", "no:core_testing", "-p", "compat_resultlog",
+           "--timeout", str(per_test), "-rfEs", "--tb=short", "-v"]
+    for nodeid in DESELECTED:
+        cmd += ["--deselect", f"{PACKAGE}/integration/{nodeid}"]
+    cmd += [f"{PACKAGE}/integration/{f}.py" for f in files] + extra
+    env = {**env, "COMPAT_RESULT_LOG": str(result_log),
+           "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    _log("overall deadline reached: stopping pytest")
+                    _stop(proc)
+                    return None
+                time.sleep(0.5)
+            return proc.returncode
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT (pytest ends the session and reports), then SIGKILL: the PID we started, nothing else."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGKILL, 10)):
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ------------------------------------------------------------------------------------------ results
+def summarise(result_log: Path) -> dict:
+    """Per test: passed / failed / error (setup or teardown failed) / skipped / not run."""
+    collected_file = Path(str(result_log) + ".collected")
+    collected = collected_file.read_text().split() if collected_file.exists() else []
+    phases: dict[str, list[dict]] = {}
+    if result_log.exists():
+        for line in result_log.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            phases.setdefault(entry["nodeid"], []).append(entry)
+    tests = []
+    for nodeid in dict.fromkeys(collected + list(phases)):
+        entries = phases.get(nodeid, [])
+        bad = [e for e in entries if e["outcome"] == "failed"]
+        skip = [e for e in entries if e["outcome"] == "skipped"]
+        call = [e for e in entries if e["when"] == "call"]
+        if bad:
+            first = bad[0]
+            outcome = "failed" if first["when"] == "call" else "error"
+            if outcome == "error" and call and call[0]["outcome"] == "failed":
+                outcome = "failed"
+            detail = first
+        elif skip:
+            outcome, detail = "skipped", skip[0]
+        elif call:
+            outcome, detail = "passed", call[0]
+        else:
+            outcome, detail = "not run", {}
+        tests.append({
+            "test": nodeid.removeprefix(f"{PACKAGE}/integration/"),
+            "outcome": outcome,
+            "when": detail.get("when", ""),
+            "message": detail.get("message", ""),
+            "duration": round(sum(e["duration"] for e in entries), 2),
+            "longrepr": detail.get("longrepr", "") if outcome in ("failed", "error") else "",
+        })
+    counts = {k: sum(1 for t in tests if t["outcome"] == k) for k in ("passed", "failed", "error", "skipped", "not run")}
+    return {"counts": counts, "tests": tests}
+
+
+def write_reports(out: Path, meta: dict, summary: dict) -> None:
+    data = {**meta, **summary}
+    (out / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+    c = summary["counts"]
+    lines = [
+        "# docker-py integration tests against core",
+        "",
+        f"- docker-py `{meta['dockerpy_ref']}` (SDK {meta['sdk_version']}), core at `{meta['core_commit']}`",
+        f"- files ({len(meta['files'])}): " + ", ".join(f"`{f}`" for f in meta["files"]),
+        f"- {meta['selected']} tests selected ({len(DESELECTED)} deselected), per-test timeout {meta['timeout']} s,"
+        f" run took {meta['seconds']:.0f} s" + ("" if meta["completed"] else " (stopped at the overall deadline)"),
+        "",
+        f"**{c['passed']} passed, {c['failed'] + c['error']} failed ({c['error']} of them in setup/teardown),"
+        f" {c['skipped']} skipped, {c['not run']} not run**",
+        "",
+        "## Not passing",
+        "",
+        "| test | outcome | message |",
+        "|---|---|---|",
+    ]
+    for t in summary["tests"]:
+        if t["outcome"] != "passed":
+            msg = t["message"].replace("|", "\\|").replace("\n", " ")[:300]
+            lines.append(f"| `{t['test']}` | {t['outcome']}{' (' + t['when'] + ')' if t['when'] not in ('', 'call') else ''} | {msg} |")
+    lines += ["", "## Deselected", ""] + [f"- `{k}`: {v}" for k, v in DESELECTED.items()]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", default=os.environ.get("DOCKERPY_REPO", DEFAULT_DOCKERPY),
+                    help="a docker-py git clone, bare or not (default: %(default)s, or $DOCKERPY_REPO)")
+    ap.add_argument("--ref", help="docker-py tag or commit (default: the installed SDK's version tag, else HEAD)")
+    ap.add_argument("--files", nargs="+", default=DEFAULT_FILES, metavar="NAME",
+                    help="test files of tests/integration, without .py (default: the 11 of issue 10)")
+    ap.add_argument("--timeout", type=int, default=120, help="seconds per test (default: %(default)s)")
+    ap.add_argument("--deadline", type=int, default=18 * 60,
+                    help="seconds for the whole pytest run (default: %(default)s)")
+    ap.add_argument("--out", type=Path, help="report directory (default: a new /tmp/core-dockerpy-report-*)")
+    ap.add_argument("--keep", action="store_true", help="keep the extracted tests (the daemon is stopped anyway)")
+    ap.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --  (e.g. -- -k exec)")
+    args = ap.parse_args(argv)
+
+    problems = check_requirements()
+    if not Path(args.repo).exists():
+        problems.append(f"no docker-py clone at {args.repo}: give --repo")
+    for f in args.files:
+        if not f.replace("_", "").isalnum():
+            problems.append(f"--files {f!r}: a test file name such as api_exec_test")
+    if problems:
+        for p in problems:
+            print(f"dockerpy: {p}", file=sys.stderr)
+        return 1
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+    from tests.conftest import CoreEnv
+    from tests.support.registry import Registry
+
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"core-dockerpy-report-{time.strftime('%Y%m%dT%H%M%S')}-",
+                                            dir="/tmp"))
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="core-dockerpy-"))
+    registry = core = None
+    started = time.monotonic()
+    try:
+        ref = dockerpy_ref(args.repo, args.ref)
+        integration = extract_tests(args.repo, ref, work)
+        missing = [f for f in args.files if not (integration / f"{f}.py").exists()]
+        if missing:
+            print(f"dockerpy: docker-py {ref} has no tests/integration/{missing}", file=sys.stderr)
+            return 1
+        _log(f"docker-py {ref}: {len(args.files)} files; registry and stand-in images")
+        registry = Registry().start()
+        digests = push_standins(registry, work / "layouts")
+        core = CoreEnv()
+        core.write_config({"registry-mirrors": [registry.url]})
+        core.start_daemon()
+        _log(f"core daemon on {core.host} (root {core.root}); running pytest (log: {out / 'pytest.log'})")
+        (work / "docker-config").mkdir()
+        env = {k: v for k, v in core.env.items() if not k.startswith(("DOCKER_TLS", "DOCKER_CERT", "DOCKER_CONTEXT"))}
+        env.update({"DOCKER_HOST": core.host, "DOCKER_CONFIG": str(work / "docker-config")})
+        env.pop("DOCKER_TEST_API_VERSION", None)
+        result_log = out / "results.jsonl"
+        result_log.unlink(missing_ok=True)
+        status = run_pytest(integration, args.files, env, result_log, out / "pytest.log", args.timeout,
+                            time.monotonic() + args.deadline, args.pytest_args)
+        summary = summarise(result_log)
+        collected = Path(str(result_log) + ".collected")
+        meta = {
+            "dockerpy_ref": ref,
+            "sdk_version": importlib.metadata.version("docker"),
+            "core_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True).stdout.strip(),
+            "files": args.files,
+            "selected": len(collected.read_text().split()) if collected.exists() else 0,
+            "deselected": DESELECTED,
+            "timeout": args.timeout,
+            "pytest_status": status,
+            "completed": status is not None,
+            "seconds": time.monotonic() - started,
+            "standins": digests,
+        }
+        write_reports(out, meta, summary)
+        c = summary["counts"]
+        print(f"{c['passed']} passed, {c['failed'] + c['error']} failed, {c['skipped']} skipped"
+              + (f", {c['not run']} not run" if c["not run"] else "")
+              + f" (of {meta['selected']} selected; {len(DESELECTED)} deselected)")
+        print(f"report: {out / 'summary.md'}")
+        if status is not None and status not in (0, 1):
+            _log(f"pytest exited {status}: see {out / 'pytest.log'}")
+        return 0
+    except (KeyboardInterrupt, Interrupted) as exc:
+        _log(f"interrupted ({exc or 'SIGINT'}): cleaning up")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up itself is not interrupted
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if core is not None:
+            log = core.daemon_log()
+            (out / "daemon.log").write_text(log)
+            core.cleanup()
+        if registry is not None:
+            registry.stop()
+        if args.keep:
+            _log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
