@@ -2,7 +2,9 @@
 
 It appends one JSON line per test phase to the file named by ``$COMPAT_RESULT_LOG`` as soon as
 the phase ends, so that a run stopped halfway (a hang past the overall deadline, ^C) still leaves
-every result it reached: ``{"nodeid", "when", "outcome", "duration", "message", "longrepr"}``.
+every result it reached: ``{"nodeid", "when", "outcome", "duration", "xfail", "message", "longrepr"}`` (``xfail``: the test
+is marked ``xfail`` upstream, so "skipped" means it failed as expected and "passed" that it passed
+unexpectedly).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ def pytest_runtest_logreport(report) -> None:
         "when": report.when,
         "outcome": report.outcome,
         "duration": round(report.duration, 3),
+        "xfail": hasattr(report, "wasxfail"),
         "message": _message(report),
         "longrepr": longrepr[-_MAX_LONGREPR:],
     }

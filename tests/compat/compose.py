@@ -16,7 +16,9 @@ its command, exit status and output in ``compose.md`` / ``compose.json`` of the 
 3. ``logs`` — ``client``'s line is there;
 4. ``exec -T client wget -qO- http://web:8080/`` — the network's DNS and the volume;
 5. the published port answers from the host;
-6. ``down -v`` — then no container, network or volume labelled with the project is left.
+6. more commands: ``port``, ``top``, ``run --rm``, ``pause``/``unpause``, ``restart``, ``stop``/``start``
+   (then ``exec`` again), ``images``;
+7. ``down -v`` — then no container, network or volume labelled with the project is left.
 
 Every step runs even when an earlier one failed (each tells something); the exit status is 0
 when all passed, 1 otherwise, 130 when interrupted.  The daemon, registry and temporary
@@ -142,7 +144,19 @@ def run_steps(steps: Steps, port: int, host: str) -> None:
                      "the page the client wrote")
     except OSError as exc:
         steps.record("published port", False, f"GET {url}", None, repr(exc), "the page the client wrote")
-    steps.run("down -v", ["down", "-v"], timeout=300)
+    # more of the commands a compose user types, each answered by docker the way expected here
+    steps.run("port", ["port", "web", "8080"], expect=f"127.0.0.1:{port}")
+    steps.run("top", ["top", "web"], expect="httpd")
+    steps.run("run --rm", ["run", "--rm", "-T", "client", "cat", "/data/index.html"], expect="hello from compose")
+    steps.run("pause", ["pause", "client"])
+    steps.run("unpause", ["unpause", "client"])
+    steps.run("restart", ["restart", "-t", "1", "web"])
+    steps.run("stop", ["stop", "-t", "1"])
+    steps.run("start", ["start"])
+    steps.run("exec after restart", ["exec", "-T", "client", "wget", "-qO-", "http://web:8080/"],
+              expect="hello from compose")
+    steps.run("images", ["images"], expect="busybox")
+    steps.run("down -v", ["down", "-v", "-t", "1"], timeout=300)
     try:
         left = leftovers(host)
         steps.record("nothing left behind", not any(left.values()), "list by label after down -v", None,
