@@ -370,7 +370,41 @@ def count_line(c: dict) -> str:
     return ", ".join(parts)
 
 
+def by_cause(tests: list[dict], ignored: frozenset[str] = frozenset()) -> list[str]:
+    """The failures grouped by the causes of ``dockerpy_causes`` (a test under its first cause not
+    ``ignored``: ``swarm-404`` in a ``--assume-swarm-503`` run), the failures no cause names, and the
+    tests a cause names that passed."""
+    from dockerpy_causes import CAUSES, FLAKY, KNOWN
+
+    known = {t: [c for c in causes if c not in ignored] for t, causes in KNOWN.items()}
+    known = {t: causes for t, causes in known.items() if causes}
+    failing = [t for t in tests if t["outcome"] in ("failed", "error")]
+    groups: dict[str, list[str]] = {}
+    for t in failing:
+        groups.setdefault(known.get(t["test"], ["new"])[0], []).append(t["test"])
+    lines = ["## Failures by cause (tests/compat/dockerpy_causes.py, FINDINGS.md)", "",
+             "| cause | issue 10 item | tests | what |", "|---|---|---|---|"]
+    for key, (item, what) in CAUSES.items():
+        if key in groups:
+            lines.append(f"| `{key}` | {item} | {len(groups[key])} | {what} |")
+    lines.append("")
+    if "new" in groups:
+        lines += ["### Failing for no known cause", ""] + [f"- `{t}`" for t in groups["new"]] + [""]
+    passed = {t["test"] for t in tests if t["outcome"] == "passed"}
+    fixed = [t for t, causes in known.items() if t in passed and not set(causes) <= FLAKY]
+    flaky = [t for t, causes in known.items() if t in passed and set(causes) <= FLAKY]
+    if fixed:
+        lines += ["### Known failures that passed (a cause fixed?)", ""] + [f"- `{t}`: {known[t]}" for t in fixed] + [""]
+    if flaky:
+        lines += ["### Passed this time (their causes are races)", ""] + [f"- `{t}`: {known[t]}" for t in flaky] + [""]
+    return lines
+
+
 def write_reports(out: Path, meta: dict, summary: dict) -> None:
+    from dockerpy_causes import KNOWN
+
+    for t in summary["tests"]:
+        t["known_causes"] = KNOWN.get(t["test"], [])
     data = {**meta, **summary}
     (out / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [
@@ -384,7 +418,9 @@ def write_reports(out: Path, meta: dict, summary: dict) -> None:
     ]
     if meta["assume_swarm_503"]:
         lines.append("- **diagnostic run** (`--assume-swarm-503`): the SDK took core's 404 on /swarm/leave for 503")
-    lines += ["", f"**{count_line(summary['counts'])}**", "", "## Not passing", "",
+    lines += ["", f"**{count_line(summary['counts'])}**", ""]
+    lines += by_cause(summary["tests"], frozenset({"swarm-404"}) if meta["assume_swarm_503"] else frozenset())
+    lines += ["## Not passing", "",
               "| test | outcome | messages |", "|---|---|---|"]
     for t in summary["tests"]:
         if t["outcome"] != "passed":
