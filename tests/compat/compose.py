@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {out / 'compose.md'}")
         return 1 if failed else 0
     except (KeyboardInterrupt, dockerpy.Interrupted) as exc:
-        dockerpy._log(f"interrupted ({exc or 'SIGINT'}): cleaning up")
+        dockerpy._log(f"interrupted ({str(exc) or 'SIGINT'}): cleaning up")
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -414,7 +414,7 @@ def write_reports(out: Path, meta: dict, summary: dict) -> None:
         f"- files ({len(meta['files'])}): " + ", ".join(f"`{f}`" for f in meta["files"]),
         f"- {meta['selected']} tests selected ({len(meta['deselected'])} deselected), per-test timeout"
         f" {meta['timeout']} s, run took {meta['seconds']:.0f} s"
-        + ("" if meta["completed"] else " (stopped at the overall deadline)"),
+        + ("" if meta["completed"] else " (**stopped before the end**: the overall deadline or an interruption)"),
     ]
     if meta["assume_swarm_503"]:
         lines.append("- **diagnostic run** (`--assume-swarm-503`): the SDK took core's 404 on /swarm/leave for 503")
@@ -492,34 +492,44 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("DOCKER_TEST_API_VERSION", None)
         result_log = out / "results.jsonl"
         result_log.unlink(missing_ok=True)
-        status = run_pytest(integration, args.files, env, result_log, out / "pytest.log", args.timeout,
-                            time.monotonic() + args.deadline, args.pytest_args, args.assume_swarm_503)
-        summary = summarise(result_log)
-        collected = Path(str(result_log) + ".collected")
-        meta = {
-            "dockerpy_ref": ref,
-            "sdk_version": importlib.metadata.version("docker"),
-            "core_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip(),
-            "files": args.files,
-            "selected": len(collected.read_text().split()) if collected.exists() else 0,
-            "deselected": {k: v for k, v in DESELECTED.items() if k.split(".py::")[0] in args.files},
-            "assume_swarm_503": args.assume_swarm_503,
-            "timeout": args.timeout,
-            "pytest_status": status,
-            "completed": status is not None,
-            "seconds": time.monotonic() - started,
-            "standins": digests,
-        }
-        write_reports(out, meta, summary)
-        print(f"{count_line(summary['counts'])} (of {meta['selected']} selected;"
-              f" {len(meta['deselected'])} deselected)")
-        print(f"report: {out / 'summary.md'}")
+        status: int | None = None
+
+        def report(completed: bool) -> dict:
+            summary = summarise(result_log)
+            collected = Path(str(result_log) + ".collected")
+            meta = {
+                "dockerpy_ref": ref,
+                "sdk_version": importlib.metadata.version("docker"),
+                "core_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                              capture_output=True, text=True).stdout.strip(),
+                "files": args.files,
+                "selected": len(collected.read_text().split()) if collected.exists() else 0,
+                "deselected": {k: v for k, v in DESELECTED.items() if k.split(".py::")[0] in args.files},
+                "assume_swarm_503": args.assume_swarm_503,
+                "timeout": args.timeout,
+                "pytest_status": status,
+                "completed": completed,
+                "seconds": time.monotonic() - started,
+                "standins": digests,
+            }
+            write_reports(out, meta, summary)
+            print(f"{count_line(summary['counts'])} (of {meta['selected']} selected;"
+                  f" {len(meta['deselected'])} deselected)")
+            print(f"report: {out / 'summary.md'}")
+            return summary
+
+        try:
+            status = run_pytest(integration, args.files, env, result_log, out / "pytest.log", args.timeout,
+                                time.monotonic() + args.deadline, args.pytest_args, args.assume_swarm_503)
+        except (KeyboardInterrupt, Interrupted):
+            report(completed=False)  # what was reached before the interruption
+            raise
+        report(completed=status is not None)
         if status is not None and status not in (0, 1):
             _log(f"pytest exited {status}: see {out / 'pytest.log'}")
         return 0
     except (KeyboardInterrupt, Interrupted) as exc:
-        _log(f"interrupted ({exc or 'SIGINT'}): cleaning up")
+        _log(f"interrupted ({str(exc) or 'SIGINT'}): cleaning up")
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up itself is not interrupted
