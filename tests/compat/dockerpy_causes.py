@@ -14,7 +14,8 @@ CAUSES: dict[str, tuple[str, str]] = {
     "ipv6": ("9", "IPv6 networks refused: 'IPv6 is not supported by the bridge network driver'"),
     "links-env": ("11", "legacy --link on the default bridge sets no <ALIAS>_NAME/_PORT env vars"),
     "links-dns": ("11", "link aliases (EndpointConfig.Links) not resolved by the embedded DNS"),
-    "link-delete": ("11", "DELETE /containers/{id}/{link}?link=1 is no route (404 'page not found')"),
+    "link-delete": ("11", "DELETE /containers/{name}/{alias}?link=1 (remove a link: the name holds a slash) "
+                          "answers 404 'page not found'"),
     "mac-address": ("11", "container-level Config.MacAddress ignored (an address from the subnet is used)"),
     "linklocal": ("11", "EndpointConfig.IPAMConfig.LinkLocalIPs dropped (inspect shows IPAMConfig null)"),
     "ipam-options": ("11", "network inspect shows IPAM.Options {} where none was given (docker: null)"),
