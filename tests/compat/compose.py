@@ -216,7 +216,7 @@ def write_report(out: Path, meta: dict, results: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compose", default=shutil.which("docker-compose") or "/usr/bin/docker-compose",
                     help="the docker-compose program (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="report directory (default: a new /tmp/core-compose-report-*)")
@@ -278,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, dockerpy.Interrupted) as exc:
         dockerpy._log(f"interrupted ({str(exc) or 'SIGINT'}): cleaning up")
         return 130
+    except (RuntimeError, AssertionError, OSError) as exc:  # the registry, a push, the daemon's start
+        print(f"compose: could not set up the run: {exc}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -4,8 +4,8 @@ an isolated core daemon, and summarise what passes and what fails.
 
 ::
 
-    sudo .venv/bin/python tests/compat/dockerpy.py                # the default selection, ~10 minutes
-    .venv/bin/python tests/compat/dockerpy.py --out /tmp/report -k 'exec'   # a subset (pytest -k)
+    .venv/bin/python tests/compat/dockerpy.py --out /tmp/report    # the default selection, ~2 minutes
+    .venv/bin/python tests/compat/dockerpy.py --files api_exec_test -- -k tty   # pytest arguments after --
     .venv/bin/python tests/compat/dockerpy.py --files api_volume_test errors_test
 
 What it does, and undoes (by PID and by path, even on ^C or SIGTERM):
@@ -24,7 +24,8 @@ What it does, and undoes (by PID and by path, even on ^C or SIGTERM):
 4. Runs pytest on the selected files with ``DOCKER_HOST`` at core's socket, an empty
    ``DOCKER_CONFIG``, a per-test timeout (pytest-timeout) and an overall deadline, recording every
    result as it happens (``compat_resultlog.py``).
-5. Prints ``N passed, M failed, K skipped`` and writes ``summary.json``, ``summary.md``, the pytest
+5. Prints ``N passed, M failed, K skipped`` and writes ``summary.json``, ``summary.md`` (failures
+   grouped by the causes of ``dockerpy_causes.py``, new ones and fixed ones named), the pytest
    output and the daemon's log into the report directory (``--out``).
 
 Needs root (core's daemon does), the Debian packages of ``ci/apt-packages.txt`` (docker-registry,
@@ -432,7 +433,7 @@ def write_reports(out: Path, meta: dict, summary: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", default=os.environ.get("DOCKERPY_REPO", DEFAULT_DOCKERPY),
                     help="a docker-py git clone, bare or not (default: %(default)s, or $DOCKERPY_REPO)")
@@ -444,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds for the whole pytest run (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="report directory (default: a new /tmp/core-dockerpy-report-*)")
     ap.add_argument("--assume-swarm-503", action="store_true",
-                    help="diagnostic run: the SDK takes core's 404 on /swarm/leave for docker's 503 (see above)")
+                    help="diagnostic run: the SDK takes core's 404 on /swarm/leave for docker's 503 (see the description above)")
     ap.add_argument("--keep", action="store_true", help="keep the extracted tests (the daemon is stopped anyway)")
     ap.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --  (e.g. -- -k exec)")
     args = ap.parse_args(argv)
@@ -477,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         integration = extract_tests(args.repo, ref, work)
         missing = [f for f in args.files if not (integration / f"{f}.py").exists()]
         if missing:
-            print(f"dockerpy: docker-py {ref} has no tests/integration/{missing}", file=sys.stderr)
+            print(f"dockerpy: docker-py {ref} has no " + ", ".join(f"tests/integration/{f}.py" for f in missing),
+                  file=sys.stderr)
             return 1
         _log(f"docker-py {ref}: {len(args.files)} files; registry and stand-in images")
         registry = Registry().start()
@@ -531,6 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as exc:
         _log(f"interrupted ({str(exc) or 'SIGINT'}): cleaning up")
         return 130
+    except subprocess.CalledProcessError as exc:  # git archive of a bad --ref, tar
+        err = exc.stderr.decode(errors="replace").strip() if isinstance(exc.stderr, bytes) else exc.stderr
+        print(f"dockerpy: {' '.join(map(str, exc.cmd))} failed: {err or exc}", file=sys.stderr)
+        return 1
+    except (RuntimeError, AssertionError, OSError) as exc:  # the registry, a push, the daemon's start
+        print(f"dockerpy: could not set up the run: {exc}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up itself is not interrupted
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
