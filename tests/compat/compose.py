@@ -105,6 +105,10 @@ CMD ["sh", "-c", "cat /built; sleep 3600"]
 """
 
 
+def _log(msg: str) -> None:
+    dockerpy._log(msg, "compose")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,7 +123,7 @@ class Steps:
     def record(self, name: str, ok: bool, command: str, rc: int | None, output: str, expect: str) -> bool:
         self.results.append({"step": name, "ok": ok, "command": command, "rc": rc, "output": output[-8000:],
                              "expect": expect, "extra": self.extra})
-        dockerpy._log(f"{'ok  ' if ok else 'FAIL'} {'(extra) ' if self.extra else ''}{name}")
+        _log(f"{'ok  ' if ok else 'FAIL'} {'(extra) ' if self.extra else ''}{name}")
         return ok
 
     def run(self, name: str, args: list[str], expect: str = "", timeout: float = 180) -> tuple[bool, str]:
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in core.env.items() if not k.startswith(("DOCKER_TLS", "DOCKER_CERT", "COMPOSE_"))}
         env.update({"DOCKER_HOST": core.host, "DOCKER_CONFIG": str(work / "docker-config")})
         steps = Steps([args.compose], project, env)
-        dockerpy._log(f"core daemon on {core.host}; docker-compose project {PROJECT}")
+        _log(f"core daemon on {core.host}; docker-compose project {PROJECT}")
         run_steps(steps, port, core.host)
         extras_dir = work / "extras"
         (extras_dir / "built").mkdir(parents=True)
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {out / 'compose.md'}")
         return 1 if failed else 0
     except (KeyboardInterrupt, dockerpy.Interrupted) as exc:
-        dockerpy._log(f"interrupted ({str(exc) or 'SIGINT'}): cleaning up")
+        _log(f"interrupted ({str(exc) or 'SIGINT'}): cleaning up")
         return 130
     except (RuntimeError, AssertionError, OSError) as exc:  # the registry, a push, the daemon's start
         print(f"compose: could not set up the run: {exc}", file=sys.stderr)

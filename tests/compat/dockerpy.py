@@ -100,8 +100,8 @@ DESELECTED = {
 PACKAGE = "dockerpy_tests"
 
 
-def _log(msg: str) -> None:
-    print(f"[dockerpy {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+def _log(msg: str, who: str = "dockerpy") -> None:
+    print(f"[{who} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 class Interrupted(Exception):
