@@ -2,9 +2,9 @@
 
 It appends one JSON line per test phase to the file named by ``$COMPAT_RESULT_LOG`` as soon as
 the phase ends, so that a run stopped halfway (a hang past the overall deadline, ^C) still leaves
-every result it reached: ``{"nodeid", "when", "outcome", "duration", "xfail", "message", "longrepr"}`` (``xfail``: the test
-is marked ``xfail`` upstream, so "skipped" means it failed as expected and "passed" that it passed
-unexpectedly).
+every result it reached: ``{"nodeid", "when", "outcome", "duration", "xfail", "message",
+"longrepr"}`` (``xfail``: the test is marked ``xfail`` upstream, so "skipped" means it failed as
+expected and "passed" that it passed unexpectedly).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ two services, a user network, a named volume and a published port.
 
 ::
 
-    sudo .venv/bin/python tests/compat/compose.py [--out DIR] [--compose /usr/bin/docker-compose]
+    .venv/bin/python tests/compat/compose.py      # as root [--out DIR] [--compose /usr/bin/docker-compose]
 
 The registry, the busybox stand-ins for Docker Hub images and the daemon are those of
 ``dockerpy.py`` (its ``push_standins``, ``tests.conftest.CoreEnv``).  The steps, each recorded with
@@ -18,10 +18,10 @@ its command, exit status and output in ``compose.md`` / ``compose.json`` of the 
 5. the published port answers from the host;
 6. more commands: ``port``, ``top``, ``run --rm``, ``pause``/``unpause``, ``restart``, ``stop``/``start``
    (then ``exec`` again), ``images``;
-7. ``down -v``;
+7. ``down -v`` — then no container, network or volume labelled with the project is left;
 8. extras, reported but not counted in the exit status (beyond issue 10 item 13): a second project
    (file format 2.4) that ``build``s a service from a Dockerfile and ``up``s a service that
-   ``depends_on`` another's ``condition: service_healthy``, then ``down -v`` — then no container, network or volume labelled with the project is left.
+   ``depends_on`` another's ``condition: service_healthy``, then ``down -v``.
 
 Every step runs even when an earlier one failed (each tells something); the exit status is 0
 when all passed, 1 otherwise, 130 when interrupted.  The daemon, registry and temporary

@@ -395,7 +395,8 @@ def by_cause(tests: list[dict], ignored: frozenset[str] = frozenset()) -> list[s
     fixed = [t for t, causes in known.items() if t in passed and not set(causes) <= FLAKY]
     flaky = [t for t, causes in known.items() if t in passed and set(causes) <= FLAKY]
     if fixed:
-        lines += ["### Known failures that passed (a cause fixed?)", ""] + [f"- `{t}`: {known[t]}" for t in fixed] + [""]
+        lines += ["### Known failures that passed (a cause fixed?)", ""]
+        lines += [f"- `{t}`: {known[t]}" for t in fixed] + [""]
     if flaky:
         lines += ["### Passed this time (their causes are races)", ""] + [f"- `{t}`: {known[t]}" for t in flaky] + [""]
     return lines
@@ -445,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds for the whole pytest run (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="report directory (default: a new /tmp/core-dockerpy-report-*)")
     ap.add_argument("--assume-swarm-503", action="store_true",
-                    help="diagnostic run: the SDK takes core's 404 on /swarm/leave for docker's 503 (see the description above)")
+                    help="diagnostic run: the SDK takes core's 404 on /swarm/leave for docker's 503"
+                         " (see the description above)")
     ap.add_argument("--keep", action="store_true", help="keep the extracted tests (the daemon is stopped anyway)")
     ap.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --  (e.g. -- -k exec)")
     args = ap.parse_args(argv)
