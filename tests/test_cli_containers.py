@@ -37,7 +37,9 @@ from tests.conftest import CORE, CoreEnv, wait_for
 # =================================================================================================
 
 from core.cli import cmd_container as cc  # noqa: E402
-from core.cli import cmd_cp, cmd_run, hijack  # noqa: E402
+from core.cli import cmd_cp, cmd_run, flags, hijack  # noqa: E402
+from core.cli import format as cli_format  # noqa: E402
+from core import detachkeys, units  # noqa: E402
 
 
 class TestPortSpecs:
@@ -158,11 +160,11 @@ class TestMounts:
 
 class TestOtherValues:
     def test_sizes_cpus_ulimits_restart(self):
-        assert cmd_run.ram_in_bytes("512m") == 512 << 20
-        assert cmd_run.ram_in_bytes("1.5g") == int(1.5 * (1 << 30))
-        assert cmd_run.ram_in_bytes("1024") == 1024
+        assert units.ram_in_bytes("512m") == 512 << 20
+        assert units.ram_in_bytes("1.5g") == int(1.5 * (1 << 30))
+        assert units.ram_in_bytes("1024") == 1024
         with pytest.raises(ValueError, match="invalid size: 'lots'"):
-            cmd_run.ram_in_bytes("lots")
+            units.ram_in_bytes("lots")
         assert cmd_run.parse_cpus("1.5") == 1_500_000_000
         assert cmd_run.parse_ulimit("nofile=1024:2048") == {"Name": "nofile", "Soft": 1024, "Hard": 2048}
         assert cmd_run.parse_ulimit("nproc=10") == {"Name": "nproc", "Soft": 10, "Hard": 10}
@@ -214,7 +216,7 @@ class TestFlagParser:
         assert err.value.message.endswith("Run 'core run --help' for more information")
 
     def test_arg_count(self):
-        f = cc.Flags("core stop", "[OPTIONS] CONTAINER [CONTAINER...]", "Stop")
+        f = flags.Flags("core stop", "[OPTIONS] CONTAINER [CONTAINER...]", "Stop")
         with pytest.raises(CLIError) as err:
             f.require([], least=1)
         assert err.value.code == 1
@@ -222,7 +224,7 @@ class TestFlagParser:
 
     def test_help(self, capsys):
         f = cc._ps_flags("core ps")
-        with pytest.raises(cc.HelpShown):
+        with pytest.raises(flags.HelpShown):
             f.parse(["--help"])
         out = capsys.readouterr().out
         assert out.startswith("Usage:  core ps [OPTIONS]\n\nList containers\n")
@@ -310,7 +312,7 @@ class TestPsFormatting:
         c = {"Id": "0b3f" + "1" * 60, "Names": ["/tiny_poincare"], "Image": "ubuntu:latest", "ImageID": "sha256:x",
              "Command": "/bin/bash", "Created": int(time.time()) - 7 * 60, "State": "running", "Status": "Up 7 minutes",
              "Ports": []}
-        cc._render(cc.PS_TABLE, [cc.ps_row(c)], cc.PS_HEADERS)
+        cli_format.render_format(cc.PS_TABLE, [cc.ps_row(c)], cc.PS_HEADERS)
         out = capsys.readouterr().out.splitlines()
         assert out[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
         assert re.match(r'0b3f11111111\s+ubuntu:latest\s+"/bin/bash"\s+7 minutes ago\s+Up 7 minutes\s+tiny_poincare$',
@@ -329,9 +331,9 @@ class TestPsFormatting:
         assert e["NetIO"] == "1.5kB / 648B" and e["BlockIO"] == "4.1kB / 0B" and e["PIDs"] == "3" and e["Name"] == "web"
 
     def test_durations_and_timestamps(self):
-        assert cc.parse_go_duration("1h30m") == 5400 and cc.parse_go_duration("1.5s") == 1.5
+        assert units.parse_go_duration("1h30m") == 5400 and units.parse_go_duration("1.5s") == 1.5
         with pytest.raises(ValueError):
-            cc.parse_go_duration("10")
+            units.parse_go_duration("10")
         assert cc.get_timestamp("10m", now=1000.0) == "400.000000000"
         assert cc.get_timestamp("1700000000") == "1700000000"
         assert cc.get_timestamp("2013-01-02T13:23:37Z") == "1357133017.000000000"
@@ -339,10 +341,10 @@ class TestPsFormatting:
 
 class TestDetachKeysAndStreams:
     def test_parse_detach_keys(self):
-        assert hijack.parse_detach_keys("ctrl-p,ctrl-q") == b"\x10\x11"
-        assert hijack.parse_detach_keys("a,ctrl-@,ctrl-[,DEL") == b"a\x00\x1b\x7f"
+        assert detachkeys.to_bytes("ctrl-p,ctrl-q") == b"\x10\x11"
+        assert detachkeys.to_bytes("a,ctrl-@,ctrl-[,DEL") == b"a\x00\x1b\x7f"
         with pytest.raises(ValueError, match="Unknown character: 'ctrl-xx'"):
-            hijack.parse_detach_keys("ctrl-xx")
+            detachkeys.to_bytes("ctrl-xx")
         with pytest.raises(CLIError, match=r"invalid detach keys \(ctrl-1\): Unknown character: 'ctrl-1'"):
             cmd_run.validate_detach_keys("ctrl-1")
 

@@ -7,8 +7,8 @@ import json
 import sys
 
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, _natural_key, command, confirm,
-                                    fail_joined, parse_filters, post, print_inspect)
+from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.format import confirm, fail_joined, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, exact=0)
     filters = parse_filters(opts.filter)
     data = ctx.client.get_json("/networks", {"filters": json.dumps(filters) if filters else None})
-    nets = sorted(data or [], key=lambda n: _natural_key(n.get("Name", "")))
+    nets = sorted(data or [], key=lambda n: natural_key(n.get("Name", "")))
     rows = [network_row(n, trunc=not opts.no_trunc) for n in nets]
     fmt = opts.format
     if opts.quiet and (not fmt or fmt == "table"):
@@ -88,8 +88,6 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
         return 0
     if not fmt or fmt == "table":
         fmt = DEFAULT_FORMAT
-    from core.cli.util import render_format
-
     render_format(fmt, rows, NETWORK_HEADERS)
     return 0
 
@@ -215,7 +213,7 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
         body["EnableIPv4"] = opts.ipv4
     if opts.config_from:
         body["ConfigFrom"] = {"Network": opts.config_from}
-    result = post(ctx, "/networks/create", body=body) or {}
+    result = ctx.client.post("/networks/create", body=body) or {}
     if result.get("Warning"):
         sys.stderr.write(result["Warning"] + "\n")
     sys.stdout.write(result.get("Id", "") + "\n")
@@ -274,7 +272,7 @@ def connect(ctx: Any, argv: list[str], prog: str) -> int:
         endpoint["DriverOpts"] = _kv(_split(opts.driver_opt))
     if opts.gw_priority:
         endpoint["GwPriority"] = opts.gw_priority
-    post(ctx, f"/networks/{args[0]}/connect", body={"Container": args[1], "EndpointConfig": endpoint})
+    ctx.client.post(f"/networks/{args[0]}/connect", body={"Container": args[1], "EndpointConfig": endpoint})
     return 0
 
 
@@ -284,7 +282,7 @@ def disconnect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("force", "f", help="Force the container to disconnect from a network")
     opts, args = f.parse(argv)
     f.require(args, exact=2)
-    post(ctx, f"/networks/{args[0]}/disconnect", body={"Container": args[1], "Force": opts.force})
+    ctx.client.post(f"/networks/{args[0]}/disconnect", body={"Container": args[1], "Force": opts.force})
     return 0
 
 
@@ -299,7 +297,7 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
                                       "at least one container.\nAre you sure you want to continue?"):
         return 0
     filters = parse_filters(opts.filter)
-    report = post(ctx, "/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
+    report = ctx.client.post("/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
     deleted = report.get("NetworksDeleted") or []
     if deleted:
         sys.stdout.write("Deleted Networks:\n" + "".join(d + "\n" for d in deleted) + "\n")

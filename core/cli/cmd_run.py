@@ -16,7 +16,8 @@ import sys
 
 from core.cli import lean
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import Flags, command, post
+from core.cli.flags import Flags, command
+from core.units import parse_go_duration, ram_in_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -271,19 +272,6 @@ def validate_extra_host(value: str) -> str:
     if ip != "host-gateway" and not _valid_ip(ip):
         raise ValueError(f'invalid IP address in add-host: "{ip}"')
     return f"{name}:{ip}"
-
-
-_RAM_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def ram_in_bytes(text: str) -> int:
-    """go-units RAMInBytes: "512m", "1g", "1.5GiB", "100k", "1024" (binary multiples)."""
-    import re
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", text.strip())
-    if not m:
-        raise ValueError(f"invalid size: '{text}'")
-    return int(float(m.group(1)) * _RAM_UNITS[(m.group(2) or "").lower()])
 
 
 def parse_memory(text: str) -> int:
@@ -563,8 +551,6 @@ def parse_security_opts(values: list[str]) -> list[str]:
 
 
 def duration_ns(text: str) -> int:
-    from core.cli.cmd_container import parse_go_duration
-
     return int(round(parse_go_duration(text) * 1e9))
 
 
@@ -932,7 +918,7 @@ def _is_image_id(image: str) -> bool:
 
 def tagged_familiar(image: str) -> str:
     """reference.FamiliarString(TagNameOnly(ref)): ``busybox`` → ``busybox:latest``."""
-    from core.cli.cmd_container import familiar
+    from core.cli.format import familiar
 
     name = image
     last = name.rsplit("/", 1)[-1]
@@ -968,7 +954,7 @@ def create_container(ctx: Any, body: dict[str, Any], name: str, platform: str, p
             pull_for_run(ctx, image, platform, quiet)
         params = {"name": name or None, "platform": platform or None}
         try:
-            created = post(ctx, "/containers/create", params, body)
+            created = ctx.client.post("/containers/create", params, body)
         except APIError as exc:
             if not (exc.status == 404 and pull == PULL_MISSING and not _is_image_id(image)
                     and "image" in exc.detail.lower()):
@@ -977,7 +963,7 @@ def create_container(ctx: Any, body: dict[str, Any], name: str, platform: str, p
                 sys.stderr.write(f"Unable to find image '{tagged_familiar(image)}' locally\n")
                 sys.stderr.flush()
             pull_for_run(ctx, image, platform, quiet)
-            created = post(ctx, "/containers/create", params, body)
+            created = ctx.client.post("/containers/create", params, body)
         created = created or {}
         warnings = list(created.get("Warnings") or [])
         for dns in (body.get("HostConfig") or {}).get("Dns") or []:
@@ -1019,10 +1005,10 @@ def detach_keys_default(value: str) -> str:
 def validate_detach_keys(keys: str) -> None:
     if not keys:
         return
-    from core.cli.hijack import parse_detach_keys
+    from core.detachkeys import to_bytes
 
     try:
-        parse_detach_keys(keys)
+        to_bytes(keys)
     except ValueError as exc:
         raise CLIError(f"invalid detach keys ({keys}): {exc}", 1) from None
 
@@ -1175,7 +1161,7 @@ def _run_created(ctx: Any, ident: str, body: dict[str, Any], opts: Any, detach_k
                                        detach_keys=detach_keys, stderr_to_stdout=tty)
         waiter = Waiter(ctx, ident, "removed" if auto_remove else "next-exit")
         try:
-            post(ctx, f"/containers/{ident}/start")
+            ctx.client.post(f"/containers/{ident}/start")
         except CLIError as exc:
             if streamer is not None:
                 streamer.cancel()
@@ -1241,7 +1227,7 @@ def start(ctx: Any, argv: list[str], prog: str) -> int:
         failed = []
         for name in args:
             try:
-                post(ctx, f"/containers/{name}/start")
+                ctx.client.post(f"/containers/{name}/start")
             except APIError as exc:
                 sys.stderr.write(exc.message + "\n")
                 failed.append(name)
@@ -1271,7 +1257,7 @@ def start(ctx: Any, argv: list[str], prog: str) -> int:
         auto_remove = bool((info.get("HostConfig") or {}).get("AutoRemove"))
         waiter = Waiter(ctx, ident, "removed" if auto_remove else "next-exit")
         try:
-            post(ctx, f"/containers/{ident}/start")
+            ctx.client.post(f"/containers/{ident}/start")
         except CLIError:
             streamer.cancel()
             conn.close()
@@ -1375,14 +1361,14 @@ def exec_(ctx: Any, argv: list[str], prog: str) -> int:
         h, w = _console_size()
         console = [h, w]
         config["ConsoleSize"] = console
-    created = post(ctx, f"/containers/{args[0]}/exec", body=config) or {}
+    created = ctx.client.post(f"/containers/{args[0]}/exec", body=config) or {}
     exec_id = created.get("Id") or created.get("ID") or ""
     if not exec_id:
         raise CLIError("exec ID empty", 1)
     start_body = {"Detach": bool(opts.detach), "Tty": bool(opts.tty), "ConsoleSize": console}
     try:
         if opts.detach:
-            post(ctx, f"/exec/{exec_id}/start", body=start_body)
+            ctx.client.post(f"/exec/{exec_id}/start", body=start_body)
             return 0
         conn = hijack.hijack(ctx.client, f"/exec/{exec_id}/start", body=start_body)
     except APIError as exc:

@@ -5,8 +5,9 @@ import json
 import sys
 
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, command, confirm, fail_joined, human_size,
-                                    parse_filters, post, print_inspect)
+from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.format import confirm, fail_joined, natural_key, print_inspect, render_format
+from core.units import human_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
                        "arg", 1)
     name = args[0] if args else opts.name
     body = {"Name": name, "Driver": opts.driver, "DriverOpts": _kv(opts.opt), "Labels": _kv(opts.label)}
-    vol = post(ctx, "/volumes/create", body=body) or {}
+    vol = ctx.client.post("/volumes/create", body=body) or {}
     sys.stdout.write(vol.get("Name", name) + "\n")
     return 0
 
@@ -75,9 +76,7 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, exact=0)
     filters = parse_filters(opts.filter)
     data = ctx.client.get_json("/volumes", {"filters": json.dumps(filters) if filters else None}) or {}
-    from core.cli.cmd_container import _natural_key
-
-    volumes = sorted(data.get("Volumes") or [], key=lambda v: _natural_key(v.get("Name", "")))
+    volumes = sorted(data.get("Volumes") or [], key=lambda v: natural_key(v.get("Name", "")))
     rows = [volume_row(v) for v in volumes]
     fmt = opts.format
     if opts.quiet and (not fmt or fmt == "table"):
@@ -85,8 +84,6 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
         return 0
     if not fmt or fmt == "table":
         fmt = "table {{.Driver}}\t{{.Name}}"
-    from core.cli.util import render_format
-
     render_format(fmt, rows, VOLUME_HEADERS)
     for w in data.get("Warnings") or []:
         sys.stderr.write(w + "\n")
@@ -148,7 +145,7 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
                "WARNING! This will remove anonymous local volumes not used by at least one container.")
     if not opts.force and not confirm(f"{warning}\nAre you sure you want to continue?"):
         return 0
-    report = post(ctx, "/volumes/prune", {"filters": json.dumps(filters) if filters else None}) or {}
+    report = ctx.client.post("/volumes/prune", {"filters": json.dumps(filters) if filters else None}) or {}
     deleted = report.get("VolumesDeleted") or []
     if deleted:
         sys.stdout.write("Deleted Volumes:\n" + "".join(d + "\n" for d in deleted) + "\n")
