@@ -53,3 +53,13 @@ def test_every_flag_is_covered():
               and f.short in a[1:2]}
     missing = {f"--{f.long}" for f in cmd_run._run_flags("core run", True).flags} - given
     assert not missing, sorted(missing)
+
+
+def test_a_flag_is_one_row(monkeypatch, files):
+    """A flag that fills one body field needs only its row in CONTAINER_FLAGS."""
+    row = cmd_run.Opt("blkio-weight", None, "int", "HostConfig.BlkioWeight", cmd_run.IF_CHANGED,
+                      help="Block IO (relative weight)")
+    monkeypatch.setattr(cmd_run, "CONTAINER_FLAGS", [*cmd_run.CONTAINER_FLAGS, row])
+    assert build(["--blkio-weight", "300", "busybox"], True, files)["body"]["HostConfig"]["BlkioWeight"] == 300
+    assert "BlkioWeight" not in build(["busybox"], False, files)["body"]["HostConfig"]
+    assert "--blkio-weight int" in cmd_run._run_flags("core run", True).usage()

@@ -6,8 +6,11 @@ wait for the next exit (or removal with ``--rm``) → start → stream → exit 
 status.  Exit codes as docker's: 125 when the daemon refuses (or a flag is wrong), 126 when the
 command cannot be invoked, 127 when it is not found, else the container's own.
 
-The flag-value parsers (ports, mounts, env files, ulimits, sizes ...) are plain functions so
-they can be tested without a daemon.
+The flag-value parsers (ports, mounts, env files, ulimits ...; sizes and durations are
+:mod:`core.units`') are plain functions so they can be tested without a daemon.  The flags of
+``run`` and ``create`` are one table, :data:`CONTAINER_FLAGS`: a row gives a flag's spelling and
+parsing and, when the flag fills one field of the create body, that field and how; adding such a
+flag is adding a row.
 """
 from __future__ import annotations
 
@@ -559,112 +562,203 @@ def is_user_defined_network(name: str) -> bool:
 
 
 # ================================================================================================
-# The run / create flags
+# The run / create flags, and where each lands in the create body
 # ================================================================================================
+
+# How a flag's parsed value becomes its body field (the ``rule`` of a :class:`Opt`):
+AS_IS = "as-is"            # the value itself ("", False, 0 included)
+OR_NONE = "or-none"        # the value, or null when empty ([] → null)
+OR_EMPTY = "or-empty"      # a list flag's values, [] when none
+OR_ZERO = "or-zero"        # the value, 0 when unset (sizes, NanoCpus)
+IF_SET = "if-set"          # the field only when the value is not empty
+IF_CHANGED = "if-changed"  # the field only when the flag is on the command line (0 and false count)
+
+
+def _key_values(values: list[str] | None) -> dict[str, str] | None:
+    """``KEY=VALUE`` list flags (``--sysctl``, ``--annotation``) as a map; null when none."""
+    return dict(v.partition("=")[::2] for v in values or []) or None
+
+
+def _storage_opts(values: list[str] | None) -> dict[str, str] | None:
+    storage: dict[str, str] = {}
+    for o in values or []:
+        k, eq, v = o.partition("=")
+        if not eq:
+            raise ConfigError("invalid storage option")
+        storage[k] = v
+    return storage or None
+
+
+class Opt:
+    """One flag of ``run``/``create``: how docker spells and parses it (the arguments of
+    :meth:`core.cli.flags.Flags.add`) and, when it maps to one field of the create body, that
+    field and the :data:`rule <AS_IS>` (or a function of the value) that fills it.
+
+    ``field`` is a Config field (``"Hostname"``) or a HostConfig one (``"HostConfig.Memory"``);
+    flags without one (``--publish``, ``--network``, ``--health-*``, ``--detach`` ...) are read by
+    the few functions below that combine several flags.  ``default`` may be a function, called
+    when the flags are made; ``help`` may hold ``{verb}`` ("running" for run, "creating" for
+    create).
+    """
+
+    __slots__ = ("long", "short", "kind", "field", "rule", "run_only", "options")
+
+    def __init__(self, long: str, short: str | None = None, kind: str = "bool", field: str | None = None,
+                 rule: Any = AS_IS, run_only: bool = False, **options: Any) -> None:
+        self.long, self.short, self.kind, self.field, self.rule = long, short, kind, field, rule
+        self.run_only = run_only
+        self.options = options
+
+    def body_value(self, opts: Any) -> tuple[bool, Any]:
+        """(whether the field is set, its value) for the parsed flags ``opts``."""
+        dest = self.options.get("dest") or self.long.replace("-", "_")
+        value = getattr(opts, dest)
+        rule = self.rule
+        if rule == AS_IS:
+            return True, value
+        if rule == OR_NONE:
+            return True, value or None
+        if rule == OR_EMPTY:
+            return True, value or []
+        if rule == OR_ZERO:
+            return True, value or 0
+        if rule == IF_SET:
+            return bool(value), value
+        if rule == IF_CHANGED:
+            return self.long in opts.changed, value
+        return True, rule(value)
+
+
+# docker's addFlags (the options stored in Config/HostConfig) plus run/create's own.  One row a flag.
+CONTAINER_FLAGS: list[Opt] = [
+    Opt("detach", "d", run_only=True, help="Run container in background and print container ID"),
+    Opt("detach-keys", None, "string", run_only=True, help="Override the key sequence for detaching a container"),
+    Opt("sig-proxy", None, run_only=True, default=True, help="Proxy received signals to the process"),
+    Opt("name", None, "string", help="Assign a name to the container"),
+    Opt("pull", None, "string", default=PULL_MISSING,
+        help='Pull image before {verb} ("always", "missing", "never")'),
+    Opt("quiet", "q", help="Suppress the pull output"),
+    Opt("platform", None, "string", default=lambda: os.environ.get("DOCKER_DEFAULT_PLATFORM", ""),
+        help="Set platform if server is multi-platform capable"),
+    Opt("attach", "a", "list", convert=validate_attach, help="Attach to STDIN, STDOUT or STDERR"),
+    Opt("device", None, "list", "HostConfig.Devices", lambda v: [parse_device(d) for d in v or []],
+        convert=lambda v: (parse_device(v), v)[1], help="Add a host device to the container"),
+    Opt("env", "e", "list", convert=validate_env, help="Set environment variables"),
+    Opt("env-file", None, "list", help="Read in a file of environment variables"),
+    Opt("entrypoint", None, "string", help="Overwrite the default ENTRYPOINT of the image"),
+    Opt("group-add", None, "list", "HostConfig.GroupAdd", OR_NONE, help="Add additional groups to join"),
+    Opt("hostname", "h", "string", "Hostname", help="Container host name"),
+    Opt("domainname", None, "string", "Domainname", help="Container NIS domain name"),
+    Opt("interactive", "i", "bool", "OpenStdin", help="Keep STDIN open even if not attached"),
+    Opt("label", "l", "list", convert=validate_label, help="Set meta data on a container"),
+    Opt("label-file", None, "list", help="Read in a line delimited file of labels"),
+    Opt("read-only", None, "bool", "HostConfig.ReadonlyRootfs",
+        help="Mount the container's root filesystem as read only"),
+    Opt("restart", None, "string", default="no", help="Restart policy to apply when a container exits"),
+    Opt("stop-signal", None, "string", "StopSignal", IF_SET, help="Signal to stop the container"),
+    Opt("stop-timeout", None, "int", "StopTimeout", IF_CHANGED, help="Timeout (in seconds) to stop a container"),
+    Opt("sysctl", None, "list", "HostConfig.Sysctls", _key_values, typename="map", help="Sysctl options"),
+    Opt("tty", "t", "bool", "Tty", help="Allocate a pseudo-TTY"),
+    Opt("ulimit", None, "list", "HostConfig.Ulimits", OR_NONE, typename="ulimit", convert=parse_ulimit,
+        help="Ulimit options"),
+    Opt("user", "u", "string", "User", help="Username or UID (format: <name|uid>[:<group|gid>])"),
+    Opt("workdir", "w", "string", "WorkingDir", help="Working directory inside the container"),
+    Opt("rm", None, "bool", "HostConfig.AutoRemove",
+        help="Automatically remove the container and its associated anonymous volumes when it exits"),
+    Opt("cap-add", None, "list", "HostConfig.CapAdd", OR_NONE, help="Add Linux capabilities"),
+    Opt("cap-drop", None, "list", "HostConfig.CapDrop", OR_NONE, help="Drop Linux capabilities"),
+    Opt("privileged", None, "bool", "HostConfig.Privileged", help="Give extended privileges to this container"),
+    Opt("security-opt", None, "list", help="Security Options"),
+    Opt("userns", None, "string", "HostConfig.UsernsMode", help="User namespace to use"),
+    Opt("cgroupns", None, "string", "HostConfig.CgroupnsMode", help="Cgroup namespace to use (host|private)"),
+    Opt("add-host", None, "list", "HostConfig.ExtraHosts", OR_NONE, convert=validate_extra_host,
+        help="Add a custom host-to-IP mapping (host:ip)"),
+    Opt("dns", None, "list", "HostConfig.Dns", OR_EMPTY, convert=validate_ip, help="Set custom DNS servers"),
+    Opt("dns-option", None, "list", "HostConfig.DnsOptions", OR_EMPTY, help="Set DNS options"),
+    Opt("dns-opt", None, "list", dest="dns_option", hidden=True, help="Set DNS options"),
+    Opt("dns-search", None, "list", "HostConfig.DnsSearch", OR_EMPTY, help="Set custom DNS search domains"),
+    Opt("expose", None, "list", help="Expose a port or a range of ports"),
+    Opt("ip", None, "string", help="IPv4 address (e.g., 172.30.100.104)"),
+    Opt("ip6", None, "string", help="IPv6 address (e.g., 2001:db8::33)"),
+    Opt("link", None, "list", "HostConfig.Links", OR_NONE, help="Add link to another container"),
+    Opt("mac-address", None, "string", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
+    Opt("publish", "p", "list", help="Publish a container's port(s) to the host"),
+    Opt("publish-all", "P", "bool", "HostConfig.PublishAllPorts", help="Publish all exposed ports to random ports"),
+    Opt("network", None, "list", typename="network", help="Connect a container to a network"),
+    Opt("net", None, "list", dest="network", hidden=True, help="Connect a container to a network"),
+    Opt("network-alias", None, "list", help="Add network-scoped alias for the container"),
+    Opt("net-alias", None, "list", dest="network_alias", hidden=True, help="Add network-scoped alias for the container"),
+    Opt("log-driver", None, "string", help="Logging driver for the container"),
+    Opt("log-opt", None, "list", help="Log driver options"),
+    Opt("volume-driver", None, "string", "HostConfig.VolumeDriver", help="Optional volume driver for the container"),
+    Opt("storage-opt", None, "list", "HostConfig.StorageOpt", _storage_opts,
+        help="Storage driver options for the container"),
+    Opt("tmpfs", None, "list", "HostConfig.Tmpfs", lambda v: parse_tmpfs(v or []) or None,
+        help="Mount a tmpfs directory"),
+    Opt("volumes-from", None, "list", "HostConfig.VolumesFrom", OR_NONE,
+        help="Mount volumes from the specified container(s)"),
+    Opt("volume", "v", "list", help="Bind mount a volume"),
+    Opt("mount", None, "list", "HostConfig.Mounts", lambda v: [parse_mount(m) for m in v or []] or None,
+        typename="mount", convert=lambda v: (parse_mount(v), v)[1], help="Attach a filesystem mount to the container"),
+    Opt("health-cmd", None, "string", help="Command to run to check health"),
+    Opt("health-interval", None, "string", typename="duration",
+        help="Time between running the check (ms|s|m|h) (default 0s)"),
+    Opt("health-retries", None, "int", help="Consecutive failures needed to report unhealthy"),
+    Opt("health-timeout", None, "string", typename="duration",
+        help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)"),
+    Opt("health-start-period", None, "string", typename="duration",
+        help="Start period for the container to initialize before starting health-retries countdown "
+             "(ms|s|m|h) (default 0s)"),
+    Opt("health-start-interval", None, "string", typename="duration",
+        help="Time between running the check during the start period (ms|s|m|h) (default 0s)"),
+    Opt("no-healthcheck", help="Disable any container-specified HEALTHCHECK"),
+    Opt("cidfile", None, "string", "HostConfig.ContainerIDFile", help="Write the container ID to the file"),
+    Opt("cpus", None, "string", "HostConfig.NanoCpus", OR_ZERO, typename="decimal", convert=parse_cpus,
+        help="Number of CPUs"),
+    Opt("cpu-shares", "c", "int", "HostConfig.CpuShares", help="CPU shares (relative weight)"),
+    Opt("cpu-period", None, "int", "HostConfig.CpuPeriod", help="Limit CPU CFS (Completely Fair Scheduler) period"),
+    Opt("cpu-quota", None, "int", "HostConfig.CpuQuota", help="Limit CPU CFS (Completely Fair Scheduler) quota"),
+    Opt("cpuset-cpus", None, "string", "HostConfig.CpusetCpus", help="CPUs in which to allow execution (0-3, 0,1)"),
+    Opt("cpuset-mems", None, "string", "HostConfig.CpusetMems", help="MEMs in which to allow execution (0-3, 0,1)"),
+    Opt("memory", "m", "string", "HostConfig.Memory", OR_ZERO, typename="bytes", convert=parse_memory,
+        help="Memory limit"),
+    Opt("memory-reservation", None, "string", "HostConfig.MemoryReservation", OR_ZERO, typename="bytes",
+        convert=parse_memory, help="Memory soft limit"),
+    Opt("memory-swap", None, "string", "HostConfig.MemorySwap", OR_ZERO, typename="bytes", convert=parse_memory,
+        help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap"),
+    Opt("memory-swappiness", None, "int", "HostConfig.MemorySwappiness", lambda v: None if v == -1 else v,
+        default=-1, help="Tune container memory swappiness (0 to 100)"),
+    Opt("oom-kill-disable", None, "bool", "HostConfig.OomKillDisable", help="Disable OOM Killer"),
+    Opt("oom-score-adj", None, "int", "HostConfig.OomScoreAdj", help="Tune host's OOM preferences (-1000 to 1000)"),
+    Opt("pids-limit", None, "int", "HostConfig.PidsLimit", IF_CHANGED,
+        help="Tune container pids limit (set -1 for unlimited)"),
+    Opt("shm-size", None, "string", "HostConfig.ShmSize", OR_ZERO, typename="bytes", convert=ram_in_bytes,
+        help="Size of /dev/shm"),
+    Opt("cgroup-parent", None, "string", "HostConfig.CgroupParent", help="Optional parent cgroup for the container"),
+    Opt("ipc", None, "string", "HostConfig.IpcMode", help="IPC mode to use"),
+    Opt("pid", None, "string", "HostConfig.PidMode", help="PID namespace to use"),
+    Opt("uts", None, "string", "HostConfig.UTSMode", help="UTS namespace to use"),
+    Opt("runtime", None, "string", "HostConfig.Runtime", help="Runtime to use for this container"),
+    Opt("isolation", None, "string", "HostConfig.Isolation", help="Container isolation technology"),
+    Opt("init", None, "bool", "HostConfig.Init", IF_CHANGED,
+        help="Run an init inside the container that forwards signals and reaps processes"),
+    Opt("annotation", None, "list", "HostConfig.Annotations", _key_values, typename="map",
+        help="Add an annotation to the container (passed through to the OCI runtime)"),
+]
 
 
 def container_flags(f: Flags, run: bool) -> Flags:
-    """docker's addFlags (the options stored in Config/HostConfig) plus run/create's own."""
-    add = f.add
-    if run:
-        add("detach", "d", help="Run container in background and print container ID")
-        add("detach-keys", None, "string", help="Override the key sequence for detaching a container")
-        add("sig-proxy", None, default=True, help="Proxy received signals to the process")
-    add("name", None, "string", help="Assign a name to the container")
-    add("pull", None, "string", default=PULL_MISSING,
-        help=f'Pull image before {"running" if run else "creating"} ("always", "missing", "never")')
-    add("quiet", "q", help="Suppress the pull output")
-    add("platform", None, "string", default=os.environ.get("DOCKER_DEFAULT_PLATFORM", ""),
-        help="Set platform if server is multi-platform capable")
-    add("attach", "a", "list", convert=validate_attach, help="Attach to STDIN, STDOUT or STDERR")
-    add("device", None, "list", convert=lambda v: (parse_device(v), v)[1], help="Add a host device to the container")
-    add("env", "e", "list", convert=validate_env, help="Set environment variables")
-    add("env-file", None, "list", help="Read in a file of environment variables")
-    add("entrypoint", None, "string", help="Overwrite the default ENTRYPOINT of the image")
-    add("group-add", None, "list", help="Add additional groups to join")
-    add("hostname", "h", "string", help="Container host name")
-    add("domainname", None, "string", help="Container NIS domain name")
-    add("interactive", "i", help="Keep STDIN open even if not attached")
-    add("label", "l", "list", convert=validate_label, help="Set meta data on a container")
-    add("label-file", None, "list", help="Read in a line delimited file of labels")
-    add("read-only", help="Mount the container's root filesystem as read only")
-    add("restart", None, "string", default="no", help="Restart policy to apply when a container exits")
-    add("stop-signal", None, "string", help="Signal to stop the container")
-    add("stop-timeout", None, "int", help="Timeout (in seconds) to stop a container")
-    add("sysctl", None, "list", typename="map", help="Sysctl options")
-    add("tty", "t", help="Allocate a pseudo-TTY")
-    add("ulimit", None, "list", typename="ulimit", convert=parse_ulimit, help="Ulimit options")
-    add("user", "u", "string", help="Username or UID (format: <name|uid>[:<group|gid>])")
-    add("workdir", "w", "string", help="Working directory inside the container")
-    add("rm", help="Automatically remove the container and its associated anonymous volumes when it exits")
-    add("cap-add", None, "list", help="Add Linux capabilities")
-    add("cap-drop", None, "list", help="Drop Linux capabilities")
-    add("privileged", help="Give extended privileges to this container")
-    add("security-opt", None, "list", help="Security Options")
-    add("userns", None, "string", help="User namespace to use")
-    add("cgroupns", None, "string", help="Cgroup namespace to use (host|private)")
-    add("add-host", None, "list", convert=validate_extra_host, help="Add a custom host-to-IP mapping (host:ip)")
-    add("dns", None, "list", convert=validate_ip, help="Set custom DNS servers")
-    add("dns-option", None, "list", help="Set DNS options")
-    add("dns-opt", None, "list", dest="dns_option", hidden=True, help="Set DNS options")
-    add("dns-search", None, "list", help="Set custom DNS search domains")
-    add("expose", None, "list", help="Expose a port or a range of ports")
-    add("ip", None, "string", help="IPv4 address (e.g., 172.30.100.104)")
-    add("ip6", None, "string", help="IPv6 address (e.g., 2001:db8::33)")
-    add("link", None, "list", help="Add link to another container")
-    add("mac-address", None, "string", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
-    add("publish", "p", "list", help="Publish a container's port(s) to the host")
-    add("publish-all", "P", help="Publish all exposed ports to random ports")
-    add("network", None, "list", typename="network", help="Connect a container to a network")
-    add("net", None, "list", dest="network", hidden=True, help="Connect a container to a network")
-    add("network-alias", None, "list", help="Add network-scoped alias for the container")
-    add("net-alias", None, "list", dest="network_alias", hidden=True, help="Add network-scoped alias for the container")
-    add("log-driver", None, "string", help="Logging driver for the container")
-    add("log-opt", None, "list", help="Log driver options")
-    add("volume-driver", None, "string", help="Optional volume driver for the container")
-    add("storage-opt", None, "list", help="Storage driver options for the container")
-    add("tmpfs", None, "list", help="Mount a tmpfs directory")
-    add("volumes-from", None, "list", help="Mount volumes from the specified container(s)")
-    add("volume", "v", "list", help="Bind mount a volume")
-    add("mount", None, "list", typename="mount", convert=lambda v: (parse_mount(v), v)[1],
-        help="Attach a filesystem mount to the container")
-    add("health-cmd", None, "string", help="Command to run to check health")
-    add("health-interval", None, "string", typename="duration",
-        help="Time between running the check (ms|s|m|h) (default 0s)")
-    add("health-retries", None, "int", help="Consecutive failures needed to report unhealthy")
-    add("health-timeout", None, "string", typename="duration",
-        help="Maximum time to allow one check to run (ms|s|m|h) (default 0s)")
-    add("health-start-period", None, "string", typename="duration",
-        help="Start period for the container to initialize before starting health-retries countdown "
-             "(ms|s|m|h) (default 0s)")
-    add("health-start-interval", None, "string", typename="duration",
-        help="Time between running the check during the start period (ms|s|m|h) (default 0s)")
-    add("no-healthcheck", help="Disable any container-specified HEALTHCHECK")
-    add("cidfile", None, "string", help="Write the container ID to the file")
-    add("cpus", None, "string", typename="decimal", convert=parse_cpus, help="Number of CPUs")
-    add("cpu-shares", "c", "int", help="CPU shares (relative weight)")
-    add("cpu-period", None, "int", help="Limit CPU CFS (Completely Fair Scheduler) period")
-    add("cpu-quota", None, "int", help="Limit CPU CFS (Completely Fair Scheduler) quota")
-    add("cpuset-cpus", None, "string", help="CPUs in which to allow execution (0-3, 0,1)")
-    add("cpuset-mems", None, "string", help="MEMs in which to allow execution (0-3, 0,1)")
-    add("memory", "m", "string", typename="bytes", convert=parse_memory, help="Memory limit")
-    add("memory-reservation", None, "string", typename="bytes", convert=parse_memory, help="Memory soft limit")
-    add("memory-swap", None, "string", typename="bytes", convert=parse_memory,
-        help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
-    add("memory-swappiness", None, "int", default=-1, help="Tune container memory swappiness (0 to 100)")
-    add("oom-kill-disable", help="Disable OOM Killer")
-    add("oom-score-adj", None, "int", help="Tune host's OOM preferences (-1000 to 1000)")
-    add("pids-limit", None, "int", help="Tune container pids limit (set -1 for unlimited)")
-    add("shm-size", None, "string", typename="bytes", convert=ram_in_bytes, help="Size of /dev/shm")
-    add("cgroup-parent", None, "string", help="Optional parent cgroup for the container")
-    add("ipc", None, "string", help="IPC mode to use")
-    add("pid", None, "string", help="PID namespace to use")
-    add("uts", None, "string", help="UTS namespace to use")
-    add("runtime", None, "string", help="Runtime to use for this container")
-    add("isolation", None, "string", help="Container isolation technology")
-    add("init", help="Run an init inside the container that forwards signals and reaps processes")
-    add("annotation", None, "list", typename="map",
-        help="Add an annotation to the container (passed through to the OCI runtime)")
+    """Add :data:`CONTAINER_FLAGS` to ``f`` (the run-only ones for ``run``)."""
+    verb = "running" if run else "creating"
+    for o in CONTAINER_FLAGS:
+        if o.run_only and not run:
+            continue
+        options = dict(o.options)
+        if callable(options.get("default")):
+            options["default"] = options["default"]()
+        if "{verb}" in options.get("help", ""):
+            options["help"] = options["help"].format(verb=verb)
+        f.add(o.long, o.short, o.kind, **options)
     return f
 
 
@@ -684,11 +778,49 @@ def build_config(opts: Any, image: str, cmd: list[str], console: tuple[int, int]
 
 
 def _build_config(opts: Any, image: str, cmd: list[str], console: tuple[int, int]) -> dict[str, Any]:
-    changed = opts.changed
-    attach = opts.attach or []
-    attach_stdin = "stdin" in attach or opts.interactive
-    attach_stdout = "stdout" in attach or not attach
-    attach_stderr = "stderr" in attach or not attach
+    """The one-flag fields from :data:`CONTAINER_FLAGS`, then those several flags make together."""
+    _check(opts)
+    binds, volumes = _volumes(opts)
+    exposed, bindings = parse_port_specs(opts.publish or [])
+    parse_expose(opts.expose or [], exposed)
+    config: dict[str, Any] = {
+        **_attach(opts),
+        "Env": read_env(opts.env_file or [], opts.env or []),
+        "Cmd": list(cmd) if cmd else None,
+        "Image": image,
+        "Volumes": volumes or None,
+        "Entrypoint": [opts.entrypoint] if opts.entrypoint else [""] if "entrypoint" in opts.changed else None,
+        "Labels": labels_map(opts.label or [], opts.label_file or []),
+        "ExposedPorts": exposed or None,
+    }
+    health = _healthcheck(opts)
+    if health is not None:
+        config["Healthcheck"] = health
+    network_mode, endpoints = _networking(opts)
+    restart = parse_restart_policy(opts.restart)
+    if opts.rm and restart.get("Name", "") not in ("", "no"):
+        raise ConfigError("conflicting options: cannot specify both --restart and --rm")
+    host: dict[str, Any] = {
+        "Binds": binds or None,
+        "LogConfig": _log_config(opts),
+        "NetworkMode": network_mode,
+        "PortBindings": bindings or {},
+        "RestartPolicy": restart or {"Name": "no", "MaximumRetryCount": 0},
+        "ConsoleSize": [console[0], console[1]],
+        "Cgroup": "",
+        **_security(opts),
+    }
+    for o in CONTAINER_FLAGS:
+        if o.field is not None:
+            present, value = o.body_value(opts)
+            if present:
+                section, _, name = o.field.rpartition(".")
+                (host if section else config)[name] = value
+    return {**config, "HostConfig": host, "NetworkingConfig": {"EndpointsConfig": endpoints}}
+
+
+def _check(opts: Any) -> None:
+    """The refusals of single flags docker makes before building anything."""
     if opts.mac_address:
         import re
 
@@ -696,70 +828,6 @@ def _build_config(opts: Any, image: str, cmd: list[str], console: tuple[int, int
             raise ConfigError(f"{opts.mac_address} is not a valid mac address")
     if opts.memory_swappiness != -1 and not 0 <= opts.memory_swappiness <= 100:
         raise ConfigError(f"invalid value: {opts.memory_swappiness}. Valid memory swappiness range is 0-100")
-
-    binds: list[str] = []
-    volumes: dict[str, dict] = {}
-    for spec in opts.volume or []:
-        kind, value = parse_volume(spec)
-        if kind is None:
-            volumes[value] = {}
-        else:
-            binds.append(value)
-
-    exposed, bindings = parse_port_specs(opts.publish or [])
-    parse_expose(opts.expose or [], exposed)
-
-    entrypoint = None
-    if opts.entrypoint:
-        entrypoint = [opts.entrypoint]
-    elif "entrypoint" in changed:
-        entrypoint = [""]
-
-    env = read_env(opts.env_file or [], opts.env or [])
-    labels = labels_map(opts.label or [], opts.label_file or [])
-    restart = parse_restart_policy(opts.restart)
-    security = parse_security_opts(opts.security_opt or [])
-    masked = readonly_paths = None
-    if "systempaths=unconfined" in security:
-        security = [s for s in security if s != "systempaths=unconfined"]
-        masked, readonly_paths = [], []
-    storage: dict[str, str] = {}
-    for o in opts.storage_opt or []:
-        k, eq, v = o.partition("=")
-        if not eq:
-            raise ConfigError("invalid storage option")
-        storage[k] = v
-    log_opts = {}
-    for o in opts.log_opt or []:
-        k, _, v = o.partition("=")
-        log_opts[k] = v
-    if opts.log_driver == "none" and log_opts:
-        raise ConfigError(f"invalid logging opts for driver {opts.log_driver}")
-
-    health = None
-    health_set = any(x in changed for x in ("health-cmd", "health-interval", "health-timeout",
-                                             "health-start-period", "health-retries", "health-start-interval"))
-    if opts.no_healthcheck:
-        if health_set:
-            raise ConfigError("--no-healthcheck conflicts with --health-* options")
-        health = {"Test": ["NONE"]}
-    elif health_set:
-        health = {}
-        if opts.health_cmd:
-            health["Test"] = ["CMD-SHELL", opts.health_cmd]
-        for flag, key in (("health_interval", "Interval"), ("health_timeout", "Timeout"),
-                          ("health_start_period", "StartPeriod"), ("health_start_interval", "StartInterval")):
-            text = getattr(opts, flag)
-            if text:
-                ns = duration_ns(text)
-                if ns < 0:
-                    raise ConfigError(f"--{flag.replace('_', '-')} cannot be negative")
-                health[key] = ns
-        if opts.health_retries < 0:
-            raise ConfigError("--health-retries cannot be negative")
-        if opts.health_retries:
-            health["Retries"] = opts.health_retries
-
     for mode, what in ((opts.pid, "PID"), (opts.uts, "UTS")):
         if mode and mode != "host" and not mode.startswith("container:"):
             raise ConfigError(f"--{what.lower()}: invalid {what} mode")
@@ -768,34 +836,84 @@ def _build_config(opts: Any, image: str, cmd: list[str], console: tuple[int, int
     if opts.cgroupns and opts.cgroupns not in ("host", "private"):
         raise ConfigError("--cgroupns: invalid CGROUP mode")
 
-    config: dict[str, Any] = {
-        "Hostname": opts.hostname,
-        "Domainname": opts.domainname,
-        "User": opts.user,
-        "AttachStdin": attach_stdin,
-        "AttachStdout": attach_stdout,
-        "AttachStderr": attach_stderr,
-        "Tty": opts.tty,
-        "OpenStdin": opts.interactive,
-        "StdinOnce": bool(opts.interactive and attach_stdin),
-        "Env": env,
-        "Cmd": list(cmd) if cmd else None,
-        "Image": image,
-        "Volumes": volumes or None,
-        "WorkingDir": opts.workdir,
-        "Entrypoint": entrypoint,
-        "Labels": labels,
-        "ExposedPorts": exposed or None,
-    }
-    if opts.stop_signal:
-        config["StopSignal"] = opts.stop_signal
-    if "stop-timeout" in changed:
-        config["StopTimeout"] = opts.stop_timeout
-    if health is not None:
-        config["Healthcheck"] = health
 
+def _attach(opts: Any) -> dict[str, Any]:
+    """``-a``, ``-i``: which streams the container's Config attaches."""
+    attach = opts.attach or []
+    stdin = "stdin" in attach or opts.interactive
+    return {"AttachStdin": stdin, "AttachStdout": "stdout" in attach or not attach,
+            "AttachStderr": "stderr" in attach or not attach, "StdinOnce": bool(opts.interactive and stdin)}
+
+
+def _volumes(opts: Any) -> tuple[list[str], dict[str, dict]]:
+    """``-v``: binds (HostConfig.Binds) and anonymous volumes (Config.Volumes)."""
+    binds: list[str] = []
+    volumes: dict[str, dict] = {}
+    for spec in opts.volume or []:
+        kind, value = parse_volume(spec)
+        if kind is None:
+            volumes[value] = {}
+        else:
+            binds.append(value)
+    return binds, volumes
+
+
+def _security(opts: Any) -> dict[str, Any]:
+    """``--security-opt``: SecurityOpt, and ``systempaths=unconfined`` as empty masked/read-only paths."""
+    security = parse_security_opts(opts.security_opt or [])
+    out: dict[str, Any] = {}
+    if "systempaths=unconfined" in security:
+        security = [s for s in security if s != "systempaths=unconfined"]
+        out["MaskedPaths"], out["ReadonlyPaths"] = [], []
+    return {"SecurityOpt": security or None, **out}
+
+
+def _log_config(opts: Any) -> dict[str, Any]:
+    """``--log-driver``, ``--log-opt``: LogConfig."""
+    log_opts = {}
+    for o in opts.log_opt or []:
+        k, _, v = o.partition("=")
+        log_opts[k] = v
+    if opts.log_driver == "none" and log_opts:
+        raise ConfigError(f"invalid logging opts for driver {opts.log_driver}")
+    return {"Type": opts.log_driver, "Config": log_opts}
+
+
+_HEALTH_DURATIONS = (("health-interval", "Interval"), ("health-timeout", "Timeout"),
+                     ("health-start-period", "StartPeriod"), ("health-start-interval", "StartInterval"))
+
+
+def _healthcheck(opts: Any) -> dict[str, Any] | None:
+    """``--health-*``, ``--no-healthcheck``: Config.Healthcheck (None: the image's)."""
+    given = any(f"health-{x}" in opts.changed for x in ("cmd", "interval", "timeout", "start-period", "retries",
+                                                         "start-interval"))
+    if opts.no_healthcheck:
+        if given:
+            raise ConfigError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not given:
+        return None
+    health: dict[str, Any] = {}
+    if opts.health_cmd:
+        health["Test"] = ["CMD-SHELL", opts.health_cmd]
+    for flag, key in _HEALTH_DURATIONS:
+        text = getattr(opts, flag.replace("-", "_"))
+        if text:
+            ns = duration_ns(text)
+            if ns < 0:
+                raise ConfigError(f"--{flag} cannot be negative")
+            health[key] = ns
+    if opts.health_retries < 0:
+        raise ConfigError("--health-retries cannot be negative")
+    if opts.health_retries:
+        health["Retries"] = opts.health_retries
+    return health
+
+
+def _networking(opts: Any) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``--network`` (repeatable), ``--network-alias``, ``--link``, ``--ip``, ``--ip6``,
+    ``--mac-address``: HostConfig.NetworkMode and NetworkingConfig.EndpointsConfig."""
     networks = opts.network or []
-    network_mode = networks[0] if networks else "default"
     if len(networks) > 1:
         user = [is_user_defined_network(n) for n in networks]
         if any(user) and not all(user):
@@ -821,71 +939,7 @@ def _build_config(opts: Any, image: str, cmd: list[str], console: tuple[int, int
             raise ConfigError(f'network "{name}" is specified multiple times')
         if ep or len(networks) > 1:
             endpoints[name] = ep
-
-    restart_name = restart.get("Name", "")
-    if opts.rm and restart_name not in ("", "no"):
-        raise ConfigError("conflicting options: cannot specify both --restart and --rm")
-
-    host: dict[str, Any] = {
-        "Binds": binds or None,
-        "ContainerIDFile": opts.cidfile,
-        "LogConfig": {"Type": opts.log_driver, "Config": log_opts},
-        "NetworkMode": network_mode,
-        "PortBindings": bindings or {},
-        "RestartPolicy": restart or {"Name": "no", "MaximumRetryCount": 0},
-        "AutoRemove": opts.rm,
-        "VolumeDriver": opts.volume_driver,
-        "VolumesFrom": opts.volumes_from or None,
-        "ConsoleSize": [console[0], console[1]],
-        "CapAdd": opts.cap_add or None,
-        "CapDrop": opts.cap_drop or None,
-        "CgroupnsMode": opts.cgroupns,
-        "Dns": opts.dns or [],
-        "DnsOptions": opts.dns_option or [],
-        "DnsSearch": opts.dns_search or [],
-        "ExtraHosts": opts.add_host or None,
-        "GroupAdd": opts.group_add or None,
-        "IpcMode": opts.ipc,
-        "Cgroup": "",
-        "Links": opts.link or None,
-        "OomScoreAdj": opts.oom_score_adj,
-        "PidMode": opts.pid,
-        "Privileged": opts.privileged,
-        "PublishAllPorts": opts.publish_all,
-        "ReadonlyRootfs": opts.read_only,
-        "SecurityOpt": security or None,
-        "StorageOpt": storage or None,
-        "Tmpfs": parse_tmpfs(opts.tmpfs or []) or None,
-        "UTSMode": opts.uts,
-        "UsernsMode": opts.userns,
-        "ShmSize": opts.shm_size or 0,
-        "Sysctls": dict(s.partition("=")[::2] for s in opts.sysctl or []) or None,
-        "Runtime": opts.runtime,
-        "Isolation": opts.isolation,
-        "CgroupParent": opts.cgroup_parent,
-        "CpuShares": opts.cpu_shares,
-        "Memory": opts.memory or 0,
-        "NanoCpus": opts.cpus or 0,
-        "CpuPeriod": opts.cpu_period,
-        "CpuQuota": opts.cpu_quota,
-        "CpusetCpus": opts.cpuset_cpus,
-        "CpusetMems": opts.cpuset_mems,
-        "Devices": [parse_device(d) for d in opts.device or []],
-        "MemoryReservation": opts.memory_reservation or 0,
-        "MemorySwap": opts.memory_swap or 0,
-        "MemorySwappiness": opts.memory_swappiness if opts.memory_swappiness != -1 else None,
-        "OomKillDisable": opts.oom_kill_disable,
-        "Ulimits": opts.ulimit or None,
-        "Mounts": [parse_mount(m) for m in opts.mount or []] or None,
-        "Annotations": dict(a.partition("=")[::2] for a in opts.annotation or []) or None,
-    }
-    if "pids-limit" in changed:
-        host["PidsLimit"] = opts.pids_limit
-    if "init" in changed:
-        host["Init"] = opts.init
-    if masked is not None:
-        host["MaskedPaths"], host["ReadonlyPaths"] = masked, readonly_paths
-    return {**config, "HostConfig": host, "NetworkingConfig": {"EndpointsConfig": endpoints}}
+    return (networks[0] if networks else "default"), endpoints
 
 
 # ================================================================================================
