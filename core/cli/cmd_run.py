@@ -342,6 +342,13 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
 
 
+def _mount_bool(key: str, val: str) -> bool:
+    try:
+        return _parse_bool(val)
+    except ValueError:
+        raise ValueError(f"invalid value for {key}: {val}") from None
+
+
 def parse_mount(value: str) -> dict[str, Any]:
     """``--mount type=bind,source=/a,target=/b,readonly`` → an API Mount (opts.MountOpt)."""
     import csv
@@ -397,19 +404,13 @@ def parse_mount(value: str) -> dict[str, Any]:
         elif key in ("target", "dst", "destination"):
             mount["Target"] = val
         elif key in ("readonly", "ro"):
-            try:
-                mount["ReadOnly"] = _parse_bool(val)
-            except ValueError:
-                raise ValueError(f"invalid value for {key}: {val}") from None
+            mount["ReadOnly"] = _mount_bool(key, val)
         elif key == "consistency":
             mount["Consistency"] = val.lower()
         elif key == "bind-propagation":
             bnd()["Propagation"] = val.lower()
         elif key == "bind-nonrecursive":
-            try:
-                bnd()["NonRecursive"] = _parse_bool(val)
-            except ValueError:
-                raise ValueError(f"invalid value for {key}: {val}") from None
+            bnd()["NonRecursive"] = _mount_bool(key, val)
         elif key == "bind-recursive":
             if val == "enabled":
                 bnd()
@@ -425,10 +426,7 @@ def parse_mount(value: str) -> dict[str, Any]:
         elif key == "volume-subpath":
             vol()["Subpath"] = val
         elif key == "volume-nocopy":
-            try:
-                vol()["NoCopy"] = _parse_bool(val)
-            except ValueError:
-                raise ValueError(f"invalid value for volume-nocopy: {val}") from None
+            vol()["NoCopy"] = _mount_bool(key, val)
         elif key == "volume-label":
             k, _, v = val.partition("=")
             if k:

@@ -179,6 +179,14 @@ class Flags:
         else:
             setattr(ns, flag.dest, v)
 
+    def _argument(self, inline: str | None, argv: list[str], i: int, spelled: str) -> tuple[str, int]:
+        """A flag's value: given with it (``--name=x``, ``-px``), else the next argument."""
+        if inline is not None:
+            return inline, i
+        if i < len(argv):
+            return argv[i], i + 1
+        raise self.flag_error(f"flag needs an argument: {spelled}")
+
     def parse(self, argv: list[str]) -> tuple[Values, list[str]]:
         ns = Values()
         for f in self.flags:
@@ -208,13 +216,9 @@ class Flags:
                     raise self.flag_error(f"unknown flag: --{name}")
                 if flag.kind == "bool":
                     self._set(ns, flag, value if eq else None, bool(eq))
-                elif eq:
-                    self._set(ns, flag, value, True)
-                elif i < len(argv):
-                    self._set(ns, flag, argv[i], True)
-                    i += 1
                 else:
-                    raise self.flag_error(f"flag needs an argument: --{name}")
+                    value, i = self._argument(value if eq else None, argv, i, f"--{name}")
+                    self._set(ns, flag, value, True)
                 continue
             shorts = a[1:]
             j = 0
@@ -235,13 +239,9 @@ class Flags:
                     self._set(ns, flag, None, False)
                     j += 1
                     continue
-                if rest:
-                    self._set(ns, flag, rest[1:] if rest.startswith("=") else rest, True)
-                elif i < len(argv):
-                    self._set(ns, flag, argv[i], True)
-                    i += 1
-                else:
-                    raise self.flag_error(f"flag needs an argument: '{c}' in -{shorts}")
+                inline = (rest[1:] if rest.startswith("=") else rest) if rest else None
+                value, i = self._argument(inline, argv, i, f"'{c}' in -{shorts}")
+                self._set(ns, flag, value, True)
                 break
         if want_help:
             sys.stdout.write(self.usage())
