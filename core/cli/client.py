@@ -273,6 +273,16 @@ class Client:
         finally:
             resp.sock.close()
 
+    def get_each(self, paths: list[str], params: dict[str, Any] | None = None) -> tuple[list[Any], list[str]]:
+        """GET each path: the answers, and the daemon's messages for those it refused (``inspect``)."""
+        found, errors = [], []
+        for path in paths:
+            try:
+                found.append(self.get_json(path, params))
+            except APIError as exc:
+                errors.append(exc.message)
+        return found, errors
+
     def post(self, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         """POST (``body`` as JSON, else empty); the answer's JSON, or None when it has none."""
         resp = self.request("POST", path, params, body=body, raw_body=None if body is not None else b"")

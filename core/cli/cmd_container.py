@@ -12,14 +12,14 @@ import time
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import (confirm, ellipsis, fail_joined, familiar, go_quote, natural_key, parse_time,
-                             print_inspect, render_format, timestamp, truncate_id)
+from core.cli.format import (confirm, each, ellipsis, fail_joined, familiar, go_quote, natural_key,
+                             parse_time, print_inspect, print_pruned, render_format, timestamp, truncate_id)
 from core.cli.lean import dumps
 from core.units import bytes_size, human_duration, human_size, parse_go_duration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable
+    from typing import Any
 
 # ================================================================================================
 # Columns: ports, status, ps rows
@@ -247,20 +247,6 @@ def ps(ctx: Any, argv: list[str], prog: str) -> int:
 # ================================================================================================
 
 
-def _each(ctx: Any, names: Iterable[str], op: Callable[[str], Any]) -> int:
-    """Run ``op`` on each container, print each name that succeeded, then the errors (exit 1)."""
-    errors = []
-    for name in names:
-        try:
-            op(name)
-        except APIError as exc:
-            errors.append(exc.message)
-            continue
-        sys.stdout.write(name + "\n")
-        sys.stdout.flush()
-    return fail_joined(errors)
-
-
 def _stop_or_restart(ctx: Any, argv: list[str], prog: str, action: str, summary: str) -> int:
     """``stop`` and ``restart``: the same flags, one endpoint each."""
     f = Flags(prog, "[OPTIONS] CONTAINER [CONTAINER...]", summary,
@@ -275,7 +261,7 @@ def _stop_or_restart(ctx: Any, argv: list[str], prog: str, action: str, summary:
         raise CLIError("conflicting options: cannot specify both --timeout and --time", 1)
     timeout = opts.timeout if "timeout" in opts.changed else opts.time if "time" in opts.changed else None
     params = {"t": timeout, "signal": opts.signal or None}
-    return _each(ctx, args, lambda c: ctx.client.post(f"/containers/{c}/{action}", params))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/{action}", params))
 
 
 @command
@@ -295,7 +281,7 @@ def kill(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("signal", "s", "string", help="Signal to send to the container")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    return _each(ctx, args, lambda c: ctx.client.post(f"/containers/{c}/kill", {"signal": opts.signal or None}))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/kill", {"signal": opts.signal or None}))
 
 
 @command
@@ -304,7 +290,7 @@ def pause(ctx: Any, argv: list[str], prog: str) -> int:
               aliases="core container pause, core pause")
     _opts, args = f.parse(argv)
     f.require(args, least=1)
-    return _each(ctx, args, lambda c: ctx.client.post(f"/containers/{c}/pause"))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/pause"))
 
 
 @command
@@ -313,7 +299,7 @@ def unpause(ctx: Any, argv: list[str], prog: str) -> int:
               aliases="core container unpause, core unpause")
     _opts, args = f.parse(argv)
     f.require(args, least=1)
-    return _each(ctx, args, lambda c: ctx.client.post(f"/containers/{c}/unpause"))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/unpause"))
 
 
 @command
@@ -546,12 +532,7 @@ def container_inspect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("size", "s", help="Display total file sizes")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    found, errors = [], []
-    for ref in args:
-        try:
-            found.append(ctx.client.get_json(f"/containers/{ref}/json", {"size": opts.size or None}))
-        except APIError as exc:
-            errors.append(exc.message)
+    found, errors = ctx.client.get_each([f"/containers/{ref}/json" for ref in args], {"size": opts.size or None})
     return print_inspect(opts.format, found, errors)
 
 
@@ -624,10 +605,7 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
         return 0
     filters = parse_filters(opts.filter)
     report = ctx.client.post("/containers/prune", {"filters": dumps(filters) if filters else None}) or {}
-    deleted = report.get("ContainersDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Containers:\n" + "".join(d + "\n" for d in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}\n")
+    print_pruned("Containers", report.get("ContainersDeleted") or [], report.get("SpaceReclaimed") or 0)
     return 0
 
 

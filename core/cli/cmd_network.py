@@ -8,7 +8,7 @@ import sys
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import confirm, fail_joined, natural_key, print_inspect, render_format
+from core.cli.format import confirm, fail_joined, natural_key, print_inspect, print_pruned, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,13 +100,8 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("verbose", "v", help="Verbose output for diagnostics")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    found, errors = [], []
-    for name in args:
-        try:
-            found.append(ctx.client.get_json(f"/networks/{name}",
-                                             {"verbose": "true" if opts.verbose else None}))
-        except APIError as exc:
-            errors.append(exc.message)
+    found, errors = ctx.client.get_each([f"/networks/{name}" for name in args],
+                                        {"verbose": "true" if opts.verbose else None})
     return print_inspect(opts.format, found, errors)
 
 
@@ -298,7 +293,5 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
         return 0
     filters = parse_filters(opts.filter)
     report = ctx.client.post("/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
-    deleted = report.get("NetworksDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Networks:\n" + "".join(d + "\n" for d in deleted) + "\n")
+    print_pruned("Networks", report.get("NetworksDeleted") or [])
     return 0

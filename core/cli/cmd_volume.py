@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.client import APIError, CLIError
+from core.cli.client import CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import confirm, fail_joined, natural_key, print_inspect, render_format
+from core.cli.format import confirm, each, natural_key, print_inspect, print_pruned, render_format
 from core.units import human_size
 
 TYPE_CHECKING = False
@@ -96,12 +96,7 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("format", "f", "string", help=INSPECT_FORMAT_HELP)
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    found, errors = [], []
-    for name in args:
-        try:
-            found.append(ctx.client.get_json(f"/volumes/{name}"))
-        except APIError as exc:
-            errors.append(exc.message)
+    found, errors = ctx.client.get_each([f"/volumes/{name}" for name in args])
     return print_inspect(opts.format, found, errors)
 
 
@@ -112,16 +107,8 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("force", "f", help="Force the removal of one or more volumes")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    errors = []
-    for name in args:
-        try:
-            resp = ctx.client.request("DELETE", f"/volumes/{name}", {"force": opts.force or None})
-            resp.sock.close()
-        except APIError as exc:
-            errors.append(exc.message)
-            continue
-        sys.stdout.write(name + "\n")
-    return fail_joined(errors)
+    return each(args, lambda name: ctx.client.request("DELETE", f"/volumes/{name}",
+                                                      {"force": opts.force or None}).close())
 
 
 @command
@@ -146,8 +133,5 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
     if not opts.force and not confirm(f"{warning}\nAre you sure you want to continue?"):
         return 0
     report = ctx.client.post("/volumes/prune", {"filters": json.dumps(filters) if filters else None}) or {}
-    deleted = report.get("VolumesDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Volumes:\n" + "".join(d + "\n" for d in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}\n")
+    print_pruned("Volumes", report.get("VolumesDeleted") or [], report.get("SpaceReclaimed") or 0)
     return 0

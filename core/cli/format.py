@@ -6,8 +6,9 @@
   indented JSON array; :func:`print_table` sets columns as docker's tabwriter does.
 - Values in columns: :func:`truncate_id`, :func:`ellipsis`, :func:`go_quote`, :func:`familiar`,
   :func:`timestamp`, :func:`parse_time`, :func:`ago` (sizes and durations are :mod:`core.units`').
-- Messages: :func:`fail_joined` (docker's errors.Join on stderr), :func:`confirm` (its prompt),
-  :func:`display_stream` (pull and push progress, JSON messages redrawn in place on a terminal).
+- Messages: :func:`fail_joined` (docker's errors.Join on stderr), :func:`each` (an operation on
+  each name given), :func:`print_pruned`, :func:`confirm` (docker's prompt), :func:`display_stream`
+  (pull and push progress, JSON messages redrawn in place on a terminal).
 
 Commands import this module at start-up: the template engine, :mod:`json`, :mod:`re` and
 :mod:`datetime` are imported by the functions that need them.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 
-from core.cli.client import CLIError
+from core.cli.client import APIError, CLIError
 from core.units import human_duration, human_size
 
 TYPE_CHECKING = False
@@ -200,6 +201,29 @@ def fail_joined(errors: list[str]) -> int:
         sys.stderr.write("\n".join(e.rstrip("\n") for e in errors) + "\n")
         return 1
     return 0
+
+
+def each(names: Iterable[str], op: Callable[[str], Any]) -> int:
+    """Run ``op`` on each name (stop, kill, rm ...): print each name it succeeded for, then the
+    daemon's errors as :func:`fail_joined` does."""
+    errors = []
+    for name in names:
+        try:
+            op(name)
+        except APIError as exc:
+            errors.append(exc.message)
+            continue
+        sys.stdout.write(name + "\n")
+        sys.stdout.flush()
+    return fail_joined(errors)
+
+
+def print_pruned(title: str, deleted: list[str], reclaimed: float | None = None) -> None:
+    """A prune's report: ``Deleted <title>:`` and the IDs or names, then the space reclaimed."""
+    if deleted:
+        sys.stdout.write(f"Deleted {title}:\n" + "".join(d + "\n" for d in deleted) + "\n")
+    if reclaimed is not None:
+        sys.stdout.write(f"Total reclaimed space: {human_size(reclaimed)}\n")
 
 
 def confirm(message: str) -> bool:
