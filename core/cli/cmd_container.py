@@ -284,22 +284,22 @@ def kill(ctx: Any, argv: list[str], prog: str) -> int:
     return each(args, lambda c: ctx.client.post(f"/containers/{c}/kill", {"signal": opts.signal or None}))
 
 
-@command
-def pause(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "CONTAINER [CONTAINER...]", "Pause all processes within one or more containers",
-              aliases="core container pause, core pause")
+def _pause_or_unpause(ctx: Any, argv: list[str], prog: str, action: str, summary: str) -> int:
+    """``pause`` and ``unpause``: no flags, one endpoint each."""
+    f = Flags(prog, "CONTAINER [CONTAINER...]", summary, aliases=f"core container {action}, core {action}")
     _opts, args = f.parse(argv)
     f.require(args, least=1)
-    return each(args, lambda c: ctx.client.post(f"/containers/{c}/pause"))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/{action}"))
+
+
+@command
+def pause(ctx: Any, argv: list[str], prog: str) -> int:
+    return _pause_or_unpause(ctx, argv, prog, "pause", "Pause all processes within one or more containers")
 
 
 @command
 def unpause(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "CONTAINER [CONTAINER...]", "Unpause all processes within one or more containers",
-              aliases="core container unpause, core unpause")
-    _opts, args = f.parse(argv)
-    f.require(args, least=1)
-    return each(args, lambda c: ctx.client.post(f"/containers/{c}/unpause"))
+    return _pause_or_unpause(ctx, argv, prog, "unpause", "Unpause all processes within one or more containers")
 
 
 @command

@@ -129,30 +129,20 @@ def ipam_config(subnets: list[str], ranges: list[str], gateways: list[str],
             if net(s).overlaps(net(other)):
                 raise CLIError("multiple overlapping subnet configuration is not supported", 1)
         configs[s] = {"Subnet": s}
-    for r in ranges:
-        match = False
-        for s in subnets:
-            if not contains(s, r):
-                continue
-            if configs[s].get("IPRange"):
-                raise CLIError(f"cannot configure multiple ranges ({r}, {configs[s]['IPRange']}) "
-                               f"on the same subnet ({s})", 1)
-            configs[s]["IPRange"] = r
-            match = True
-        if not match:
-            raise CLIError(f"no matching subnet for range {r}", 1)
-    for g in gateways:
-        match = False
-        for s in subnets:
-            if not contains(s, g):
-                continue
-            if configs[s].get("Gateway"):
-                raise CLIError(f"cannot configure multiple gateways ({g}, {configs[s]['Gateway']}) "
-                               f"for the same subnet ({s})", 1)
-            configs[s]["Gateway"] = g
-            match = True
-        if not match:
-            raise CLIError(f"no matching subnet for gateway {g}", 1)
+    taken = {"IPRange": "cannot configure multiple ranges ({}, {}) on the same subnet ({})",
+             "Gateway": "cannot configure multiple gateways ({}, {}) for the same subnet ({})"}
+    for field, values, what in (("IPRange", ranges, "range"), ("Gateway", gateways, "gateway")):
+        for value in values:
+            match = False
+            for s in subnets:
+                if not contains(s, value):
+                    continue
+                if configs[s].get(field):
+                    raise CLIError(taken[field].format(value, configs[s][field], s), 1)
+                configs[s][field] = value
+                match = True
+            if not match:
+                raise CLIError(f"no matching subnet for {what} {value}", 1)
     for key, address in aux.items():
         match = False
         for s in subnets:
