@@ -26,6 +26,10 @@ _FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 class Flag:
+    """One flag: its spellings, kind (``bool``, ``string``, ``int``, ``list``), default and help;
+    ``dest`` names its attribute in :class:`Values`, ``convert`` checks or converts each value
+    (a ValueError becomes docker's ``invalid argument`` message)."""
+
     def __init__(self, long: str, short: str | None, kind: str, default: Any, help: str,
                  typename: str | None, hidden: bool, dest: str | None, convert: Callable[[str], Any] | None,
                  show_default: bool) -> None:
@@ -281,6 +285,7 @@ def command(fn: Callable[..., int]) -> Callable[..., int]:
 
 
 def parse_filters(values: list[str] | None) -> dict[str, list[str]]:
+    """``--filter name=value`` (repeatable) as the API's ``filters`` map: name → values."""
     filters: dict[str, list[str]] = {}
     for f in values or []:
         key, eq, value = f.partition("=")
