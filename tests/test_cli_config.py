@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import cmd_run
+from core.cli import cmd_run, runconfig
 from core.cli.client import CLIError
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "cli_build_config.json").read_text())
@@ -31,9 +31,9 @@ def build(argv: list[str], run: bool, tmp: Path) -> dict:
     try:
         flags = cmd_run._run_flags("core run" if run else "core create", run)
         opts, args = flags.parse(argv)
-        body = cmd_run.build_config(opts, args[0], args[1:], (24, 80))
+        body = runconfig.build_config(opts, args[0], args[1:], (24, 80))
         return {"body": json.loads(json.dumps(body).replace(str(tmp), "{tmp}"))}
-    except cmd_run.ConfigError as exc:
+    except runconfig.ConfigError as exc:
         return {"config_error": str(exc).replace(str(tmp), "{tmp}")}
     except CLIError as exc:
         return {"cli_error": exc.message.replace(str(tmp), "{tmp}"), "code": exc.code}
@@ -57,9 +57,9 @@ def test_every_flag_is_covered():
 
 def test_a_flag_is_one_row(monkeypatch, files):
     """A flag that fills one body field needs only its row in CONTAINER_FLAGS."""
-    row = cmd_run.Opt("blkio-weight", None, "int", "HostConfig.BlkioWeight", cmd_run.IF_CHANGED,
+    row = runconfig.Opt("blkio-weight", None, "int", "HostConfig.BlkioWeight", runconfig.IF_CHANGED,
                       help="Block IO (relative weight)")
-    monkeypatch.setattr(cmd_run, "CONTAINER_FLAGS", [*cmd_run.CONTAINER_FLAGS, row])
+    monkeypatch.setattr(runconfig, "CONTAINER_FLAGS", [*runconfig.CONTAINER_FLAGS, row])
     assert build(["--blkio-weight", "300", "busybox"], True, files)["body"]["HostConfig"]["BlkioWeight"] == 300
     assert "BlkioWeight" not in build(["busybox"], False, files)["body"]["HostConfig"]
     assert "--blkio-weight int" in cmd_run._run_flags("core run", True).usage()
