@@ -1,11 +1,23 @@
-"""docker's human units (go-units), shared by the daemon's progress messages and the CLI.
+"""docker's units, both ways: sizes and durations as docker prints them (go-units) and as its flags
+read them (``--memory 512m``, ``--health-interval 1m30s``).
 
-Standard library only: the CLI imports this on its start-up path.
+- Printing: :func:`human_size` (decimal, ``"4.26MB"``: image and layer sizes, pull progress),
+  :func:`bytes_size` (binary, ``"1.5GiB"``: memory in ``info`` and ``stats``),
+  :func:`human_duration` (``"About a minute"``: ``Up 5 minutes``, ``2 hours ago``).
+- Reading: :func:`ram_in_bytes` (go-units RAMInBytes, binary multiples: ``--memory``,
+  ``--shm-size``, tmpfs sizes), :func:`parse_go_duration` (Go's time.ParseDuration).
+
+Standard library only: the daemon's progress messages and the CLI's start-up path both import
+this (:mod:`re` is imported by :func:`ram_in_bytes` when it runs).
 """
 from __future__ import annotations
 
+_DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
 
 def _scaled(n: float, base: int, units: tuple[str, ...], precision: int) -> str:
+    """go-units' CustomSize: divide by ``base`` while it fits (up to the last unit), then ``%.<p>g``."""
     i = 0
     while n >= base and i < len(units) - 1:
         n /= base
@@ -14,13 +26,13 @@ def _scaled(n: float, base: int, units: tuple[str, ...], precision: int) -> str:
 
 
 def human_size(n: float, precision: int = 4) -> str:
-    """units.HumanSizeWithPrecision: decimal units ("4.26MB", "0B")."""
-    return _scaled(n, 1000, ("B", "kB", "MB", "GB", "TB", "PB"), precision)
+    """go-units HumanSizeWithPrecision: decimal units ("4.26MB", "0B"); docker's tables use 3."""
+    return _scaled(n, 1000, _DECIMAL, precision)
 
 
 def bytes_size(n: float) -> str:
-    """units.BytesSize: binary units ("23.47GiB")."""
-    return _scaled(n, 1024, ("B", "KiB", "MiB", "GiB", "TiB", "PiB"), 4)
+    """go-units BytesSize: binary units, 4 significant digits ("23.47GiB", "1.5MiB", "1EiB")."""
+    return _scaled(n, 1024, _BINARY, 4)
 
 
 def human_duration(seconds: float) -> str:
@@ -49,3 +61,53 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+_RAM_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def ram_in_bytes(text: str) -> int:
+    """go-units RAMInBytes: "512m", "1g", "1.5GiB", "100k", "1024" (binary multiples).
+
+    ValueError ``invalid size: '<text>'`` for anything else."""
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", text.strip())
+    if not m:
+        raise ValueError(f"invalid size: '{text}'")
+    return int(float(m.group(1)) * _RAM_UNITS[(m.group(2) or "").lower()])
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float:
+    """Go's time.ParseDuration ("1h30m", "10s", "1.5h", "-5m") in seconds; ValueError with Go's
+    message otherwise ("time: missing unit in duration ...")."""
+    s = text
+    if not s:
+        raise ValueError(f'time: invalid duration "{text}"')
+    sign = 1.0
+    if s[0] in "+-":
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(f'time: invalid duration "{text}"')
+    total = 0.0
+    while s:
+        num = ""
+        while s and (s[0].isdigit() or s[0] == "."):
+            num, s = num + s[0], s[1:]
+        if not num or num == ".":
+            raise ValueError(f'time: invalid duration "{text}"')
+        unit = ""
+        while s and not (s[0].isdigit() or s[0] == "."):
+            unit, s = unit + s[0], s[1:]
+        if not unit:
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        if unit not in _DURATION_UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
+        total += float(num) * _DURATION_UNITS[unit]
+    return sign * total

@@ -37,33 +37,35 @@ from tests.conftest import CORE, CoreEnv, wait_for
 # =================================================================================================
 
 from core.cli import cmd_container as cc  # noqa: E402
-from core.cli import cmd_cp, cmd_run, hijack  # noqa: E402
+from core.cli import cmd_cp, cmd_run, flags, flagvalues, hijack, runconfig  # noqa: E402
+from core.cli import format as cli_format  # noqa: E402
+from core import detachkeys, units  # noqa: E402
 
 
 class TestPortSpecs:
     def test_container_port_only(self):
-        assert cmd_run.parse_port_spec("80") == [("80/tcp", {"HostIp": "", "HostPort": ""})]
+        assert flagvalues.parse_port_spec("80") == [("80/tcp", {"HostIp": "", "HostPort": ""})]
 
     def test_host_and_container(self):
-        assert cmd_run.parse_port_spec("80:8080") == [("8080/tcp", {"HostIp": "", "HostPort": "80"})]
+        assert flagvalues.parse_port_spec("80:8080") == [("8080/tcp", {"HostIp": "", "HostPort": "80"})]
 
     def test_ip_host_container_proto(self):
-        assert cmd_run.parse_port_spec("127.0.0.1:53:5353/udp") == [
+        assert flagvalues.parse_port_spec("127.0.0.1:53:5353/udp") == [
             ("5353/udp", {"HostIp": "127.0.0.1", "HostPort": "53"})]
-        assert cmd_run.parse_port_spec("127.0.0.1::8080") == [("8080/tcp", {"HostIp": "127.0.0.1", "HostPort": ""})]
+        assert flagvalues.parse_port_spec("127.0.0.1::8080") == [("8080/tcp", {"HostIp": "127.0.0.1", "HostPort": ""})]
 
     def test_ipv6(self):
-        assert cmd_run.parse_port_spec("[::1]:80:8080") == [("8080/tcp", {"HostIp": "::1", "HostPort": "80"})]
+        assert flagvalues.parse_port_spec("[::1]:80:8080") == [("8080/tcp", {"HostIp": "::1", "HostPort": "80"})]
 
     def test_ranges(self):
-        assert cmd_run.parse_port_spec("8000-8002:9000-9002") == [
+        assert flagvalues.parse_port_spec("8000-8002:9000-9002") == [
             ("9000/tcp", {"HostIp": "", "HostPort": "8000"}),
             ("9001/tcp", {"HostIp": "", "HostPort": "8001"}),
             ("9002/tcp", {"HostIp": "", "HostPort": "8002"}),
         ]
         # one container port and a host range: the daemon picks a free one in the range
-        assert cmd_run.parse_port_spec("8000-8010:80") == [("80/tcp", {"HostIp": "", "HostPort": "8000-8010"})]
-        assert [p for p, _ in cmd_run.parse_port_spec("7000-7001")] == ["7000/tcp", "7001/tcp"]
+        assert flagvalues.parse_port_spec("8000-8010:80") == [("80/tcp", {"HostIp": "", "HostPort": "8000-8010"})]
+        assert [p for p, _ in flagvalues.parse_port_spec("7000-7001")] == ["7000/tcp", "7001/tcp"]
 
     @pytest.mark.parametrize("spec,message", [
         ("80/foo", "invalid proto: foo"),
@@ -76,11 +78,11 @@ class TestPortSpecs:
     ])
     def test_errors(self, spec, message):
         with pytest.raises(ValueError) as err:
-            cmd_run.parse_port_spec(spec)
+            flagvalues.parse_port_spec(spec)
         assert str(err.value) == message
 
     def test_specs_and_long_syntax(self):
-        exposed, bindings = cmd_run.parse_port_specs(["80:8080", "127.0.0.1:81:8080", "target=53,published=5353,protocol=udp"])
+        exposed, bindings = flagvalues.parse_port_specs(["80:8080", "127.0.0.1:81:8080", "target=53,published=5353,protocol=udp"])
         assert exposed == {"8080/tcp": {}, "53/udp": {}}
         assert bindings == {"8080/tcp": [{"HostIp": "", "HostPort": "80"}, {"HostIp": "127.0.0.1", "HostPort": "81"}],
                             "53/udp": [{"HostIp": "", "HostPort": "5353"}]}
@@ -92,48 +94,48 @@ class TestEnvFile:
         monkeypatch.delenv("UNSET_VAR", raising=False)
         f = tmp_path / "env"
         f.write_bytes("\ufeffA=1\n# a comment\n\n   B=two words  \nFROM_HOST\nUNSET_VAR\nC=\nD=x=y\r\n".encode())
-        assert cmd_run.parse_env_file(str(f)) == ["A=1", "B=two words  ", "FROM_HOST=hostvalue", "C=", "D=x=y"]
+        assert flagvalues.parse_env_file(str(f)) == ["A=1", "B=two words  ", "FROM_HOST=hostvalue", "C=", "D=x=y"]
 
     def test_errors(self, tmp_path):
         f = tmp_path / "env"
         f.write_text("BAD KEY=1\n")
         with pytest.raises(ValueError, match=r"invalid env file \(.*\): variable 'BAD KEY' contains whitespaces"):
-            cmd_run.parse_env_file(str(f))
+            flagvalues.parse_env_file(str(f))
         f.write_text("=novar\n")
         with pytest.raises(ValueError, match="no variable name on line '=novar'"):
-            cmd_run.parse_env_file(str(f))
+            flagvalues.parse_env_file(str(f))
         f.write_bytes(b"A=\xff\n")
         with pytest.raises(ValueError, match="invalid utf8 bytes at line 1"):
-            cmd_run.parse_env_file(str(f))
+            flagvalues.parse_env_file(str(f))
 
     def test_env_flag_and_order(self, tmp_path, monkeypatch):
         monkeypatch.setenv("HOSTVAR", "h")
-        assert cmd_run.validate_env("HOSTVAR") == "HOSTVAR=h"
-        assert cmd_run.validate_env("NOPE_NOT_SET_X") == "NOPE_NOT_SET_X"
+        assert flagvalues.validate_env("HOSTVAR") == "HOSTVAR=h"
+        assert flagvalues.validate_env("NOPE_NOT_SET_X") == "NOPE_NOT_SET_X"
         with pytest.raises(ValueError, match="invalid environment variable: =x"):
-            cmd_run.validate_env("=x")
+            flagvalues.validate_env("=x")
         f = tmp_path / "env"
         f.write_text("A=file\n")
-        assert cmd_run.read_env([str(f)], ["A=flag"]) == ["A=file", "A=flag"]
+        assert flagvalues.read_env([str(f)], ["A=flag"]) == ["A=file", "A=flag"]
 
 
 class TestMounts:
     def test_bind(self):
-        assert cmd_run.parse_mount("type=bind,source=/src,target=/dst,readonly,bind-propagation=rshared") == {
+        assert flagvalues.parse_mount("type=bind,source=/src,target=/dst,readonly,bind-propagation=rshared") == {
             "Type": "bind", "Source": "/src", "Target": "/dst", "ReadOnly": True,
             "BindOptions": {"Propagation": "rshared"}}
 
     def test_volume_default_and_options(self):
-        m = cmd_run.parse_mount("src=data,dst=/data,volume-label=a=b,volume-opt=o=1,volume-nocopy")
+        m = flagvalues.parse_mount("src=data,dst=/data,volume-label=a=b,volume-opt=o=1,volume-nocopy")
         assert m == {"Type": "volume", "Source": "data", "Target": "/data",
                      "VolumeOptions": {"Labels": {"a": "b"}, "DriverConfig": {"Options": {"o": "1"}}, "NoCopy": True}}
 
     def test_tmpfs(self):
-        assert cmd_run.parse_mount("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770") == {
+        assert flagvalues.parse_mount("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770") == {
             "Type": "tmpfs", "Target": "/run", "TmpfsOptions": {"SizeBytes": 64 << 20, "Mode": 0o1770}}
 
     def test_relative_source_made_absolute(self):
-        assert cmd_run.parse_mount("type=bind,src=./x,dst=/x")["Source"] == os.path.abspath("./x")
+        assert flagvalues.parse_mount("type=bind,src=./x,dst=/x")["Source"] == os.path.abspath("./x")
 
     @pytest.mark.parametrize("spec,message", [
         ("type=bind,source=/a", "target is required"),
@@ -144,35 +146,35 @@ class TestMounts:
     ])
     def test_errors(self, spec, message):
         with pytest.raises(ValueError) as err:
-            cmd_run.parse_mount(spec)
+            flagvalues.parse_mount(spec)
         assert str(err.value) == message
 
     def test_volume_flag(self):
-        assert cmd_run.parse_volume("/data") == (None, "/data")
-        assert cmd_run.parse_volume("/host:/ctr:ro") == ("bind", "/host:/ctr:ro")
-        assert cmd_run.parse_volume("named:/ctr") == ("bind", "named:/ctr")
-        assert cmd_run.parse_volume("./rel:/ctr") == ("bind", os.path.abspath("./rel") + ":/ctr")
+        assert flagvalues.parse_volume("/data") == (None, "/data")
+        assert flagvalues.parse_volume("/host:/ctr:ro") == ("bind", "/host:/ctr:ro")
+        assert flagvalues.parse_volume("named:/ctr") == ("bind", "named:/ctr")
+        assert flagvalues.parse_volume("./rel:/ctr") == ("bind", os.path.abspath("./rel") + ":/ctr")
         with pytest.raises(ValueError, match="too many colons"):
-            cmd_run.parse_volume("a:b:c:d")
+            flagvalues.parse_volume("a:b:c:d")
 
 
 class TestOtherValues:
     def test_sizes_cpus_ulimits_restart(self):
-        assert cmd_run.ram_in_bytes("512m") == 512 << 20
-        assert cmd_run.ram_in_bytes("1.5g") == int(1.5 * (1 << 30))
-        assert cmd_run.ram_in_bytes("1024") == 1024
+        assert units.ram_in_bytes("512m") == 512 << 20
+        assert units.ram_in_bytes("1.5g") == int(1.5 * (1 << 30))
+        assert units.ram_in_bytes("1024") == 1024
         with pytest.raises(ValueError, match="invalid size: 'lots'"):
-            cmd_run.ram_in_bytes("lots")
-        assert cmd_run.parse_cpus("1.5") == 1_500_000_000
-        assert cmd_run.parse_ulimit("nofile=1024:2048") == {"Name": "nofile", "Soft": 1024, "Hard": 2048}
-        assert cmd_run.parse_ulimit("nproc=10") == {"Name": "nproc", "Soft": 10, "Hard": 10}
+            units.ram_in_bytes("lots")
+        assert flagvalues.parse_cpus("1.5") == 1_500_000_000
+        assert flagvalues.parse_ulimit("nofile=1024:2048") == {"Name": "nofile", "Soft": 1024, "Hard": 2048}
+        assert flagvalues.parse_ulimit("nproc=10") == {"Name": "nproc", "Soft": 10, "Hard": 10}
         with pytest.raises(ValueError, match="invalid ulimit type: bogus"):
-            cmd_run.parse_ulimit("bogus=1")
-        assert cmd_run.parse_restart_policy("on-failure:3") == {"Name": "on-failure", "MaximumRetryCount": 3}
+            flagvalues.parse_ulimit("bogus=1")
+        assert flagvalues.parse_restart_policy("on-failure:3") == {"Name": "on-failure", "MaximumRetryCount": 3}
         with pytest.raises(ValueError, match="maximum retry count must be an integer"):
-            cmd_run.parse_restart_policy("on-failure:x")
-        assert cmd_run.validate_extra_host("db=10.0.0.2") == "db:10.0.0.2"
-        assert cmd_run.validate_extra_host("gw:host-gateway") == "gw:host-gateway"
+            flagvalues.parse_restart_policy("on-failure:x")
+        assert flagvalues.validate_extra_host("db=10.0.0.2") == "db:10.0.0.2"
+        assert flagvalues.validate_extra_host("gw:host-gateway") == "gw:host-gateway"
 
 
 def _run_flags(*argv):
@@ -214,7 +216,7 @@ class TestFlagParser:
         assert err.value.message.endswith("Run 'core run --help' for more information")
 
     def test_arg_count(self):
-        f = cc.Flags("core stop", "[OPTIONS] CONTAINER [CONTAINER...]", "Stop")
+        f = flags.Flags("core stop", "[OPTIONS] CONTAINER [CONTAINER...]", "Stop")
         with pytest.raises(CLIError) as err:
             f.require([], least=1)
         assert err.value.code == 1
@@ -222,7 +224,7 @@ class TestFlagParser:
 
     def test_help(self, capsys):
         f = cc._ps_flags("core ps")
-        with pytest.raises(cc.HelpShown):
+        with pytest.raises(flags.HelpShown):
             f.parse(["--help"])
         out = capsys.readouterr().out
         assert out.startswith("Usage:  core ps [OPTIONS]\n\nList containers\n")
@@ -234,7 +236,7 @@ class TestFlagParser:
                                 "--cpus", "0.5", "--pids-limit", "20", "--init", "-l", "a=b", "--restart", "no",
                                 "-w", "/tmp", "-u", "1000", "--network", "mynet", "--network-alias", "db",
                                 "--ip", "10.1.0.5", "--entrypoint", "", "--stop-timeout", "3", "busybox", "sh")
-        body = cmd_run.build_config(opts, args[0], args[1:], (24, 80))
+        body = runconfig.build_config(opts, args[0], args[1:], (24, 80))
         assert body["Image"] == "busybox" and body["Cmd"] == ["sh"] and body["Entrypoint"] == [""]
         assert (body["AttachStdin"], body["OpenStdin"], body["StdinOnce"], body["Tty"]) == (True, True, True, True)
         assert body["ExposedPorts"] == {"8080/tcp": {}} and body["Volumes"] == {"/anon": {}}
@@ -249,11 +251,11 @@ class TestFlagParser:
 
     def test_build_config_refusals(self):
         opts, args = _run_flags("--rm", "--restart", "always", "busybox")
-        with pytest.raises(cmd_run.ConfigError, match="conflicting options: cannot specify both --restart and --rm"):
-            cmd_run.build_config(opts, args[0], [])
+        with pytest.raises(runconfig.ConfigError, match="conflicting options: cannot specify both --restart and --rm"):
+            runconfig.build_config(opts, args[0], [])
         opts, args = _run_flags("--network-alias", "x", "busybox")
-        with pytest.raises(cmd_run.ConfigError, match="network-scoped aliases are only supported for user-defined"):
-            cmd_run.build_config(opts, args[0], [])
+        with pytest.raises(runconfig.ConfigError, match="network-scoped aliases are only supported for user-defined"):
+            runconfig.build_config(opts, args[0], [])
 
 
 class TestPsFormatting:
@@ -310,7 +312,7 @@ class TestPsFormatting:
         c = {"Id": "0b3f" + "1" * 60, "Names": ["/tiny_poincare"], "Image": "ubuntu:latest", "ImageID": "sha256:x",
              "Command": "/bin/bash", "Created": int(time.time()) - 7 * 60, "State": "running", "Status": "Up 7 minutes",
              "Ports": []}
-        cc._render(cc.PS_TABLE, [cc.ps_row(c)], cc.PS_HEADERS)
+        cli_format.render_format(cc.PS_TABLE, [cc.ps_row(c)], cc.PS_HEADERS)
         out = capsys.readouterr().out.splitlines()
         assert out[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
         assert re.match(r'0b3f11111111\s+ubuntu:latest\s+"/bin/bash"\s+7 minutes ago\s+Up 7 minutes\s+tiny_poincare$',
@@ -329,9 +331,9 @@ class TestPsFormatting:
         assert e["NetIO"] == "1.5kB / 648B" and e["BlockIO"] == "4.1kB / 0B" and e["PIDs"] == "3" and e["Name"] == "web"
 
     def test_durations_and_timestamps(self):
-        assert cc.parse_go_duration("1h30m") == 5400 and cc.parse_go_duration("1.5s") == 1.5
+        assert units.parse_go_duration("1h30m") == 5400 and units.parse_go_duration("1.5s") == 1.5
         with pytest.raises(ValueError):
-            cc.parse_go_duration("10")
+            units.parse_go_duration("10")
         assert cc.get_timestamp("10m", now=1000.0) == "400.000000000"
         assert cc.get_timestamp("1700000000") == "1700000000"
         assert cc.get_timestamp("2013-01-02T13:23:37Z") == "1357133017.000000000"
@@ -339,10 +341,10 @@ class TestPsFormatting:
 
 class TestDetachKeysAndStreams:
     def test_parse_detach_keys(self):
-        assert hijack.parse_detach_keys("ctrl-p,ctrl-q") == b"\x10\x11"
-        assert hijack.parse_detach_keys("a,ctrl-@,ctrl-[,DEL") == b"a\x00\x1b\x7f"
+        assert detachkeys.to_bytes("ctrl-p,ctrl-q") == b"\x10\x11"
+        assert detachkeys.to_bytes("a,ctrl-@,ctrl-[,DEL") == b"a\x00\x1b\x7f"
         with pytest.raises(ValueError, match="Unknown character: 'ctrl-xx'"):
-            hijack.parse_detach_keys("ctrl-xx")
+            detachkeys.to_bytes("ctrl-xx")
         with pytest.raises(CLIError, match=r"invalid detach keys \(ctrl-1\): Unknown character: 'ctrl-1'"):
             cmd_run.validate_detach_keys("ctrl-1")
 

@@ -76,8 +76,9 @@ def test_spawn_and_main_thread():
 def test_cli_hot_path_imports_only_c_modules():
     """`core run` must not pay for json/re/enum/socket/signal/threading/typing at start-up."""
     code = ("import sys; import core.cli.main, core.cli.client, core.cli.cmd_container, core.cli.cmd_run, "
-            "core.cli.hijack, core.cli.dockerconfig, core.cli.render, core.cli.template, core.cli.cmd_system, "
-            "core.cli.util, core.cli.cmd_image; print(' '.join(sorted(sys.modules)))")
+            "core.cli.hijack, core.cli.dockerconfig, core.cli.format, core.cli.flags, core.cli.template, "
+            "core.cli.runconfig, core.cli.flagvalues, core.detachkeys, "
+            "core.cli.cmd_system, core.units, core.cli.cmd_image; print(' '.join(sorted(sys.modules)))")
     mods = set(subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parent.parent)!r}); " + code],
                               capture_output=True, text=True, check=True).stdout.split())
     heavy = {"json", "re", "enum", "socket", "signal", "threading", "typing", "urllib.parse", "queue", "ipaddress"}

@@ -115,6 +115,13 @@ class Response:
     def read(self) -> bytes:
         return b"".join(self.iter_chunks())
 
+    def close(self) -> None:
+        """Close the connection (quietly: the daemon may have closed it first)."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
     def json(self) -> Any:
         return loads(self.read() or b"null")
 
@@ -265,6 +272,26 @@ class Client:
             return resp.json()
         finally:
             resp.sock.close()
+
+    def get_each(self, paths: list[str], params: dict[str, Any] | None = None) -> tuple[list[Any], list[str]]:
+        """GET each path: the answers, and the daemon's messages for those it refused (``inspect``)."""
+        found, errors = [], []
+        for path in paths:
+            try:
+                found.append(self.get_json(path, params))
+            except APIError as exc:
+                errors.append(exc.message)
+        return found, errors
+
+    def post(self, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        """POST (``body`` as JSON, else empty); the answer's JSON, or None when it has none."""
+        resp = self.request("POST", path, params, body=body, raw_body=None if body is not None else b"")
+        try:
+            return resp.json() if resp.status not in (204, 304) else None
+        except (ValueError, CLIError):
+            return None
+        finally:
+            resp.close()
 
 
 def _tail(path: str, lines: int = 20) -> str:

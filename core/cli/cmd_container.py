@@ -1,8 +1,9 @@
 """Container commands: ps, stop, kill, restart, pause, unpause, rm, logs, wait, inspect, top, port,
-rename, container prune, stats — and the docker-style flag parser every container command uses.
+rename, container prune, stats.
 
 ``run``, ``create``, ``start``, ``attach`` and ``exec`` live in :mod:`core.cli.cmd_run`, ``cp`` in
-:mod:`core.cli.cmd_cp`.  Output, flags and exit codes follow docker 28's CLI.
+:mod:`core.cli.cmd_cp`; the flag parser in :mod:`core.cli.flags`, output helpers in
+:mod:`core.cli.format`.  Output, flags and exit codes follow docker 28's CLI.
 """
 from __future__ import annotations
 
@@ -10,368 +11,19 @@ import sys
 import time
 
 from core.cli.client import APIError, CLIError
+from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.format import (confirm, each, ellipsis, fail_joined, familiar, go_quote, natural_key,
+                             parse_time, print_inspect, print_pruned, render_format, timestamp, truncate_id)
 from core.cli.lean import dumps
+from core.units import bytes_size, human_duration, human_size, parse_go_duration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable
+    from typing import Any
 
 # ================================================================================================
-# A pflag-like parser: docker's flag syntax, messages and exit codes
+# Columns: ports, status, ps rows
 # ================================================================================================
-
-_TRUE = ("1", "t", "T", "TRUE", "true", "True")
-_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
-class Flag:
-    def __init__(self, long: str, short: str | None, kind: str, default: Any, help: str,
-                 typename: str | None, hidden: bool, dest: str | None, convert: Callable[[str], Any] | None,
-                 show_default: bool) -> None:
-        self.long, self.short, self.kind, self.default, self.help = long, short, kind, default, help
-        self.typename = typename if typename is not None else {"bool": "", "string": "string", "int": "int",
-                                                                 "list": "list"}.get(kind, kind)
-        self.hidden = hidden
-        self.dest = dest or long.replace("-", "_")
-        self.convert = convert
-        self.show_default = show_default
-
-    @property
-    def label(self) -> str:
-        return f"-{self.short}, --{self.long}" if self.short else f"--{self.long}"
-
-
-class Values:
-    """Parsed flag values as attributes; ``changed`` holds the long names given on the line."""
-
-    def __init__(self) -> None:
-        self.changed: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"Values({self.__dict__!r})"
-
-
-class Flags:
-    """Docker's command-line syntax (spf13/pflag as docker configures it).
-
-    ``--name value``, ``--name=value``, ``-abc`` (bools combined), ``-p80:80``, ``-e=A``, ``--``;
-    booleans take ``--rm=false``; list flags repeat.  With ``interspersed=False`` (run, create,
-    exec) flags end at the first argument, the rest being the container's command.  Errors are
-    docker's messages with exit status 125; ``--help`` prints the command's usage.
-    """
-
-    def __init__(self, prog: str, use: str, short: str, aliases: str = "", long: str = "",
-                 interspersed: bool = True, help_shorthand: bool = True) -> None:
-        self.prog, self.use, self.short, self.aliases, self.long = prog, use, short, aliases, long
-        self.interspersed = interspersed
-        self.help_shorthand = help_shorthand
-        self.flags: list[Flag] = []
-        self._long: dict[str, Flag] = {}
-        self._short: dict[str, Flag] = {}
-
-    def add(self, long: str, short: str | None = None, kind: str = "bool", default: Any = None, help: str = "",
-            typename: str | None = None, hidden: bool = False, dest: str | None = None,
-            convert: Callable[[str], Any] | None = None, show_default: bool = True) -> "Flags":
-        if default is None:
-            default = {"bool": False, "list": None, "int": 0}.get(kind, "")
-        flag = Flag(long, short, kind, default, help, typename, hidden, dest, convert, show_default)
-        self.flags.append(flag)
-        self._long[long] = flag
-        if short:
-            self._short[short] = flag
-        return self
-
-    def format_flag(self) -> "Flags":
-        return self.add("format", kind="string", help=FORMAT_HELP)
-
-    # -- usage --
-
-    @property
-    def use_line(self) -> str:
-        return f"{self.prog} {self.use}".rstrip()
-
-    def usage(self) -> str:
-        out = [f"Usage:  {self.use_line}", "", self.long or self.short]
-        if self.aliases:
-            out += ["", "Aliases:", f"  {self.aliases}"]
-        lines, width = [], 0
-        for f in sorted(self.flags, key=lambda f: f.long):
-            if f.hidden:
-                continue
-            head = (f"  -{f.short}, --{f.long}" if f.short else f"      --{f.long}") + \
-                (f" {f.typename}" if f.typename else "")
-            width = max(width, len(head))
-            text = f.help
-            if f.show_default and f.default not in (False, "", 0, None, []) and f.kind != "list":
-                text += f' (default "{f.default}")' if f.kind == "string" else \
-                    f" (default {'true' if f.default is True else f.default})"
-            lines.append((head, text))
-        if lines:
-            out += ["", "Options:"]
-            for head, text in lines:
-                pad = " " * (width - len(head) + 3)
-                body = text.replace("\n", "\n" + " " * (width + 3))
-                out.append(f"{head}{pad}{body}".rstrip())
-        return "\n".join(out) + "\n"
-
-    # -- errors --
-
-    def flag_error(self, message: str) -> CLIError:
-        return CLIError(f"{message}\n\nUsage:  {self.use_line}\n\nRun '{self.prog} --help' for more information", 125)
-
-    def args_error(self, requirement: str) -> CLIError:
-        return CLIError(f"core: '{self.prog}' {requirement}\n\nUsage:  {self.use_line}\n\n"
-                        f"See '{self.prog} --help' for more information", 1)
-
-    def require(self, args: list[str], least: int = 0, most: int | None = None, exact: int | None = None) -> None:
-        def plural(n: int) -> str:
-            return "argument" if n == 1 else "arguments"
-
-        if exact is not None and len(args) != exact:
-            if exact == 0:
-                raise CLIError(f"core: '{self.prog}' accepts no arguments\n\nUsage:  {self.use_line}\n\n"
-                               f"Run '{self.prog} --help' for more information", 1)
-            raise self.args_error(f"requires {exact} {plural(exact)}")
-        if most is not None and least and not (least <= len(args) <= most):
-            raise self.args_error(f"requires at least {least} and at most {most} {plural(most)}")
-        if len(args) < least:
-            raise self.args_error(f"requires at least {least} {plural(least)}")
-        if most is not None and len(args) > most:
-            raise self.args_error(f"requires at most {most} {plural(most)}")
-
-    # -- parsing --
-
-    def _set(self, ns: Values, flag: Flag, value: str | None, explicit: bool) -> None:
-        ns.changed.add(flag.long)
-        if flag.kind == "bool":
-            if value is None or not explicit:
-                v: Any = True
-            elif value in _TRUE:
-                v = True
-            elif value in _FALSE:
-                v = False
-            else:
-                raise self.flag_error(f'invalid argument "{value}" for "{flag.label}" flag: '
-                                      f'strconv.ParseBool: parsing "{value}": invalid syntax')
-            setattr(ns, flag.dest, v)
-            return
-        assert value is not None
-        if flag.kind == "int":
-            try:
-                v = int(value, 10)
-            except ValueError:
-                raise self.flag_error(f'invalid argument "{value}" for "{flag.label}" flag: '
-                                      f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
-        else:
-            v = value
-        if flag.convert is not None:
-            try:
-                v = flag.convert(v)
-            except ValueError as exc:
-                raise self.flag_error(f'invalid argument "{value}" for "{flag.label}" flag: {exc}') from None
-        if flag.kind == "list":
-            current = getattr(ns, flag.dest, None)
-            if current is None:
-                current = []
-                setattr(ns, flag.dest, current)
-            current.append(v)
-        else:
-            setattr(ns, flag.dest, v)
-
-    def parse(self, argv: list[str]) -> tuple[Values, list[str]]:
-        ns = Values()
-        for f in self.flags:
-            setattr(ns, f.dest, list(f.default) if isinstance(f.default, list) else f.default)
-        args: list[str] = []
-        i = 0
-        want_help = False
-        while i < len(argv):
-            a = argv[i]
-            i += 1
-            if a == "--":
-                args += argv[i:]
-                break
-            if not a.startswith("-") or a == "-":
-                args.append(a)
-                if not self.interspersed:
-                    args += argv[i:]
-                    break
-                continue
-            if a.startswith("--"):
-                name, eq, value = a[2:].partition("=")
-                flag = self._long.get(name)
-                if flag is None:
-                    if name == "help":
-                        want_help = True
-                        continue
-                    raise self.flag_error(f"unknown flag: --{name}")
-                if flag.kind == "bool":
-                    self._set(ns, flag, value if eq else None, bool(eq))
-                elif eq:
-                    self._set(ns, flag, value, True)
-                elif i < len(argv):
-                    self._set(ns, flag, argv[i], True)
-                    i += 1
-                else:
-                    raise self.flag_error(f"flag needs an argument: --{name}")
-                continue
-            shorts = a[1:]
-            j = 0
-            while j < len(shorts):
-                c = shorts[j]
-                flag = self._short.get(c)
-                if flag is None:
-                    if c == "h" and self.help_shorthand:
-                        want_help = True
-                        j += 1
-                        continue
-                    raise self.flag_error(f"unknown shorthand flag: '{c}' in -{shorts}")
-                rest = shorts[j + 1:]
-                if flag.kind == "bool":
-                    if rest.startswith("="):
-                        self._set(ns, flag, rest[1:], True)
-                        break
-                    self._set(ns, flag, None, False)
-                    j += 1
-                    continue
-                if rest:
-                    self._set(ns, flag, rest[1:] if rest.startswith("=") else rest, True)
-                elif i < len(argv):
-                    self._set(ns, flag, argv[i], True)
-                    i += 1
-                else:
-                    raise self.flag_error(f"flag needs an argument: '{c}' in -{shorts}")
-                break
-        if want_help:
-            sys.stdout.write(self.usage())
-            raise HelpShown()
-        return ns, args
-
-
-class HelpShown(CLIError):
-    """--help was printed: the command exits 0."""
-
-    def __init__(self) -> None:
-        super().__init__("", 0)
-
-
-FORMAT_HELP = ("Format output using a custom template:\n"
-               "'table':            Print output in table format with column headers (default)\n"
-               "'table TEMPLATE':   Print output in table format using the given Go template\n"
-               "'json':             Print in JSON format\n"
-               "'TEMPLATE':         Print output using the given Go template.")
-INSPECT_FORMAT_HELP = ("Format output using a custom template:\n"
-                       "'json':             Print in JSON format\n"
-                       "'TEMPLATE':         Print output using the given Go template.")
-
-
-def command(fn: Callable[..., int]) -> Callable[..., int]:
-    """Run a command: ``--help`` exits 0 without doing anything else."""
-
-    def wrapper(ctx: Any, argv: list[str], prog: str) -> int:
-        try:
-            return fn(ctx, argv, prog)
-        except HelpShown:
-            return 0
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-def fail_joined(errors: list[str]) -> int:
-    """docker's errors.Join: every message on stderr, exit status 1."""
-    if errors:
-        sys.stderr.write("\n".join(e.rstrip("\n") for e in errors) + "\n")
-        return 1
-    return 0
-
-
-def _close(resp: Any) -> None:
-    try:
-        resp.sock.close()
-    except OSError:
-        pass
-
-
-def post(ctx: Any, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
-    resp = ctx.client.request("POST", path, params, body=body, raw_body=None if body is not None else b"")
-    try:
-        return resp.json() if resp.status not in (204, 304) else None
-    except (ValueError, CLIError):
-        return None
-    finally:
-        _close(resp)
-
-
-def parse_filters(values: list[str] | None) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
-    for f in values or []:
-        key, eq, value = f.partition("=")
-        if not eq:
-            raise CLIError("bad format of filter (expected name=value)", 125)
-        filters.setdefault(key.strip().lower(), []).append(value)
-    return filters
-
-
-# ================================================================================================
-# Formatting: human sizes, ports, ps columns
-# ================================================================================================
-
-
-def human_size(n: float, precision: int = 4) -> str:
-    from core.cli.render import human_size as hs
-
-    return hs(n, precision)
-
-
-def bytes_size(n: float) -> str:
-    """docker's units.BytesSize: binary units, 4 significant digits ("1.5MiB")."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{_g4(n)}{units[i]}"
-
-
-def _g4(n: float) -> str:
-    text = f"{n:.4g}"
-    if "e" in text:  # Go's %g switches to exponent later than Python's for 4 digits; keep plain
-        text = f"{n:.0f}"
-    return text
-
-
-def truncate_id(ident: str) -> str:
-    if ":" in ident:
-        ident = ident.split(":", 1)[1]
-    return ident[:12]
-
-
-def ellipsis(s: str, width: int) -> str:
-    """docker's formatter.Ellipsis: at most ``width`` display columns, "…" marking a cut."""
-    if width <= 0:
-        return ""
-    if width == 1:
-        return s[:1]
-    from core.cli.template import _width
-
-    if _width(s) <= width:
-        return s
-    out, used = [], 0
-    for ch in s:
-        w = _width(ch)
-        if used + w > width - 1:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out) + "…"
-
-
-def go_quote(s: str) -> str:
-    from core.cli.template import _goquote
-
-    return _goquote(s)
 
 
 def format_command(command: str, trunc: bool = True) -> str:
@@ -429,8 +81,6 @@ def container_status(state: dict[str, Any], now: float | None = None) -> str:
     """Docker's human STATUS for a container's inspect ``State`` ("Up 3 seconds", "Exited (0) 2
     minutes ago", "Created", "Up 1 second (Paused)", "Restarting (1) 5 seconds ago").  ``ps``
     shows the daemon's own ``Status``; this is the same rule, for daemons that leave it empty."""
-    from core.cli.render import human_duration
-
     now = time.time() if now is None else now
     status = (state.get("Status") or "").lower()
     started = parse_time(state.get("StartedAt"))
@@ -452,43 +102,6 @@ def container_status(state: dict[str, Any], now: float | None = None) -> str:
     if status == "created" or not started:
         return "Created"
     return f"Exited ({state.get('ExitCode', 0)}) {human_duration(now - finished)} ago"
-
-
-def parse_time(value: Any) -> float:
-    """An RFC 3339 timestamp (nanoseconds allowed) as epoch seconds; 0 for Go's zero time."""
-    if not value or not isinstance(value, str) or value.startswith("0001-01-01"):
-        return 0.0
-    import datetime
-
-    text = value.strip()
-    frac = 0.0
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = ""
-        for ch in rest:
-            if ch.isdigit():
-                digits += ch
-            else:
-                break
-        frac = float("0." + digits) if digits else 0.0
-        text = head + rest[len(digits):]
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        return datetime.datetime.fromisoformat(text).timestamp() + frac
-    except ValueError:
-        return 0.0
-
-
-def familiar(ref: str) -> str:
-    """docker's reference.FamiliarString: "docker.io/library/busybox:latest" → "busybox:latest"."""
-    for prefix in ("docker.io/library/", "index.docker.io/library/"):
-        if ref.startswith(prefix):
-            return ref[len(prefix):]
-    for prefix in ("docker.io/", "index.docker.io/"):
-        if ref.startswith(prefix):
-            return ref[len(prefix):]
-    return ref
 
 
 def _ps_image(c: dict[str, Any], trunc: bool) -> str:
@@ -522,8 +135,6 @@ def _ps_size(c: dict[str, Any]) -> str:
 def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> dict[str, Any]:
     """One container of GET /containers/json as docker's ContainerContext sees it (keys sorted
     as its JSON output has them)."""
-    from core.cli.render import human_duration
-
     now = time.time() if now is None else now
     created = c.get("Created") or 0
     labels = c.get("Labels") or {}
@@ -538,7 +149,7 @@ def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> d
     state = c.get("State") if isinstance(c.get("State"), str) else ((c.get("State") or {}).get("Status") or "")
     return {
         "Command": format_command(c.get("Command") or "", trunc),
-        "CreatedAt": _timestamp(created),
+        "CreatedAt": timestamp(created),
         "ID": truncate_id(c.get("Id") or "") if trunc else c.get("Id") or "",
         "Image": _ps_image(c, trunc),
         "Labels": ",".join(sorted(f"{k}={v}" for k, v in labels.items())),
@@ -564,33 +175,11 @@ def _platform(c: dict[str, Any]) -> Any:
     return text
 
 
-def _timestamp(epoch: float) -> str:
-    """Go's time.Time.String() of a Unix time, in local time."""
-    if not epoch:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(epoch))
-
-
 PS_HEADERS = {"ID": "CONTAINER ID", "Names": "NAMES", "Image": "IMAGE", "Command": "COMMAND",
               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE",
               "Status": "STATUS", "Size": "SIZE", "Labels": "LABELS", "Mounts": "MOUNTS",
               "LocalVolumes": "LOCAL VOLUMES", "Networks": "NETWORKS", "Platform": "PLATFORM"}
 PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
-
-
-def _render(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str], what: str = "template parsing error",
-            code: int = 125) -> None:
-    """``--format`` of a list command (``table`` with docker's headers, ``json``, a template)."""
-    from core.cli.template import TemplateError, compile_template
-
-    try:
-        tmpl = compile_template(fmt)
-    except TemplateError as exc:
-        raise CLIError(f"{what}: {exc}", code) from None
-    try:
-        sys.stdout.write(tmpl.render_all(rows, headers))
-    except TemplateError as exc:
-        raise CLIError(f"template parsing error: {exc}", 1) from None
 
 
 # ================================================================================================
@@ -649,27 +238,13 @@ def ps(ctx: Any, argv: list[str], prog: str) -> int:
         fmt = ("container_id: {{.ID}}\nimage: {{.Image}}\ncommand: {{.Command}}\ncreated_at: {{.CreatedAt}}\n"
                "state: {{- pad .State 1 0}}\nstatus: {{- pad .Status 1 0}}\nnames: {{.Names}}\n"
                "labels: {{- pad .Labels 1 0}}\nports: {{- pad .Ports 1 0}}\n" + ("size: {{.Size}}\n" if size else ""))
-    _render(fmt, rows, PS_HEADERS)
+    render_format(fmt, rows, PS_HEADERS)
     return 0
 
 
 # ================================================================================================
 # stop, kill, restart, pause, unpause, rm, wait, rename
 # ================================================================================================
-
-
-def _each(ctx: Any, names: Iterable[str], op: Callable[[str], Any]) -> int:
-    """Run ``op`` on each container, print each name that succeeded, then the errors (exit 1)."""
-    errors = []
-    for name in names:
-        try:
-            op(name)
-        except APIError as exc:
-            errors.append(exc.message)
-            continue
-        sys.stdout.write(name + "\n")
-        sys.stdout.flush()
-    return fail_joined(errors)
 
 
 def _stop_or_restart(ctx: Any, argv: list[str], prog: str, action: str, summary: str) -> int:
@@ -686,7 +261,7 @@ def _stop_or_restart(ctx: Any, argv: list[str], prog: str, action: str, summary:
         raise CLIError("conflicting options: cannot specify both --timeout and --time", 1)
     timeout = opts.timeout if "timeout" in opts.changed else opts.time if "time" in opts.changed else None
     params = {"t": timeout, "signal": opts.signal or None}
-    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/{action}", params))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/{action}", params))
 
 
 @command
@@ -706,25 +281,25 @@ def kill(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("signal", "s", "string", help="Signal to send to the container")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/kill", {"signal": opts.signal or None}))
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/kill", {"signal": opts.signal or None}))
+
+
+def _pause_or_unpause(ctx: Any, argv: list[str], prog: str, action: str, summary: str) -> int:
+    """``pause`` and ``unpause``: no flags, one endpoint each."""
+    f = Flags(prog, "CONTAINER [CONTAINER...]", summary, aliases=f"core container {action}, core {action}")
+    _opts, args = f.parse(argv)
+    f.require(args, least=1)
+    return each(args, lambda c: ctx.client.post(f"/containers/{c}/{action}"))
 
 
 @command
 def pause(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "CONTAINER [CONTAINER...]", "Pause all processes within one or more containers",
-              aliases="core container pause, core pause")
-    _opts, args = f.parse(argv)
-    f.require(args, least=1)
-    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/pause"))
+    return _pause_or_unpause(ctx, argv, prog, "pause", "Pause all processes within one or more containers")
 
 
 @command
 def unpause(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "CONTAINER [CONTAINER...]", "Unpause all processes within one or more containers",
-              aliases="core container unpause, core unpause")
-    _opts, args = f.parse(argv)
-    f.require(args, least=1)
-    return _each(ctx, args, lambda c: post(ctx, f"/containers/{c}/unpause"))
+    return _pause_or_unpause(ctx, argv, prog, "unpause", "Unpause all processes within one or more containers")
 
 
 @command
@@ -745,7 +320,7 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
         try:
             resp = ctx.client.request("DELETE", f"/containers/{ident}", {
                 "v": opts.volumes or None, "force": opts.force or None, "link": opts.link or None})
-            _close(resp)
+            resp.close()
         except APIError as exc:
             if opts.force and exc.status == 404:
                 sys.stderr.write(exc.message + "\n")
@@ -762,7 +337,7 @@ def wait_container(ctx: Any, ident: str, condition: str | None = None) -> dict[s
     try:
         return resp.json() or {}
     finally:
-        _close(resp)
+        resp.close()
 
 
 @command
@@ -795,7 +370,7 @@ def rename(ctx: Any, argv: list[str], prog: str) -> int:
     if not old or not new:
         raise CLIError("Error: Neither old nor new names may be empty", 1)
     try:
-        post(ctx, f"/containers/{old}/rename", {"name": new})
+        ctx.client.post(f"/containers/{old}/rename", {"name": new})
     except APIError as exc:
         sys.stderr.write(exc.message + "\n")
         raise CLIError(f"Error: failed to rename container named {old}", 1) from None
@@ -805,40 +380,6 @@ def rename(ctx: Any, argv: list[str], prog: str) -> int:
 # ================================================================================================
 # logs
 # ================================================================================================
-
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_go_duration(text: str) -> float:
-    """Go's time.ParseDuration ("1h30m", "10s", "1.5h", "-5m") in seconds; ValueError otherwise."""
-    s = text
-    if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    sign = 1.0
-    if s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total = 0.0
-    while s:
-        num = ""
-        while s and (s[0].isdigit() or s[0] == "."):
-            num, s = num + s[0], s[1:]
-        if not num or num == ".":
-            raise ValueError(f'time: invalid duration "{text}"')
-        unit = ""
-        while s and not (s[0].isdigit() or s[0] == "."):
-            unit, s = unit + s[0], s[1:]
-        if not unit:
-            raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _DURATION_UNITS:
-            raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        total += float(num) * _DURATION_UNITS[unit]
-    return sign * total
-
 
 def get_timestamp(value: str, now: float | None = None) -> str:
     """docker's timetypes.GetTimestamp: a duration before now ("10m"), a Unix time ("1700000000.5"),
@@ -910,7 +451,7 @@ def logs(ctx: Any, argv: list[str], prog: str) -> int:
     except BrokenPipeError:
         pass
     finally:
-        _close(resp)
+        resp.close()
     return 0
 
 
@@ -920,30 +461,6 @@ def logs(ctx: Any, argv: list[str], prog: str) -> int:
 
 INSPECT_TYPES = ["config", "container", "image", "network", "node", "plugin", "secret", "service", "task", "volume"]
 _SWARM_TYPES = {"service", "task", "node", "secret", "config"}
-
-
-def print_inspect(fmt: str, found: list[Any], errors: list[str]) -> int:
-    """docker's inspect output: the objects as an indented JSON array (or through ``--format``),
-    then each error on stderr, exit 1 if any."""
-    from core.cli.template import TemplateError, compile_template
-
-    if fmt and fmt != "json":
-        try:
-            tmpl = compile_template(fmt, formatter=False)
-        except TemplateError as exc:
-            raise CLIError(f"template parsing error: {exc}", 64) from None
-        out = []
-        for item in found:
-            try:
-                out.append(tmpl.render(item) + "\n")
-            except TemplateError as exc:
-                errors.append(f"template parsing error: {exc}")
-        sys.stdout.write("".join(out))
-    else:
-        import json
-
-        sys.stdout.write(json.dumps(found, indent=4) + "\n")
-    return fail_joined(errors)
 
 
 @command
@@ -1015,12 +532,7 @@ def container_inspect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("size", "s", help="Display total file sizes")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    found, errors = [], []
-    for ref in args:
-        try:
-            found.append(ctx.client.get_json(f"/containers/{ref}/json", {"size": opts.size or None}))
-        except APIError as exc:
-            errors.append(exc.message)
+    found, errors = ctx.client.get_each([f"/containers/{ref}/json" for ref in args], {"size": opts.size or None})
     return print_inspect(opts.format, found, errors)
 
 
@@ -1042,12 +554,6 @@ def top(ctx: Any, argv: list[str], prog: str) -> int:
     lines = ["\t".join(data.get("Titles") or [])] + ["\t".join(p) for p in data.get("Processes") or []]
     sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=20))
     return 0
-
-
-def _natural_key(s: str) -> list[Any]:
-    import re
-
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
 
 
 @command
@@ -1078,21 +584,13 @@ def port(ctx: Any, argv: list[str], prog: str) -> int:
             for b in frontends or []:
                 out.append(f"{key} -> {join(b)}")
     if out:
-        sys.stdout.write("\n".join(sorted(out, key=_natural_key)) + "\n")
+        sys.stdout.write("\n".join(sorted(out, key=natural_key)) + "\n")
     return 0
 
 
 # ================================================================================================
 # container prune
 # ================================================================================================
-
-
-def confirm(message: str) -> bool:
-    """docker's prompt.Confirm: ``message [y/N] `` on stdout, yes only for y/Y."""
-    sys.stdout.write(f"{message} [y/N] ")
-    sys.stdout.flush()
-    answer = sys.stdin.readline().strip()
-    return answer in ("y", "Y")
 
 
 @command
@@ -1106,11 +604,8 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
                                       "Are you sure you want to continue?"):
         return 0
     filters = parse_filters(opts.filter)
-    report = post(ctx, "/containers/prune", {"filters": dumps(filters) if filters else None}) or {}
-    deleted = report.get("ContainersDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Containers:\n" + "".join(d + "\n" for d in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}\n")
+    report = ctx.client.post("/containers/prune", {"filters": dumps(filters) if filters else None}) or {}
+    print_pruned("Containers", report.get("ContainersDeleted") or [], report.get("SpaceReclaimed") or 0)
     return 0
 
 
@@ -1213,7 +708,7 @@ def stats(ctx: Any, argv: list[str], prog: str) -> int:
             rows.append(r)
         if not opts.no_stream:
             sys.stdout.write("\x1b[2J\x1b[H")
-        _render(fmt, rows, STATS_HEADERS)
+        render_format(fmt, rows, STATS_HEADERS)
         sys.stdout.flush()
         if opts.no_stream:
             return fail_joined(errors) if args else 0

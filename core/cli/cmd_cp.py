@@ -28,7 +28,7 @@ import stat as statmod
 import sys
 
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import Flags, command
+from core.cli.flags import Flags, command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ def container_stat(ctx: Any, ctr: str, path: str) -> dict[str, Any] | None:
 
 
 def _progress_size(n: int) -> str:
-    from core.cli.render import human_size
+    from core.units import human_size
 
     return human_size(n, 3)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from core.cli.client import CLIError
-from core.cli.util import parser
+from core.cli.flags import parser
 
 
 def daemon(ctx, argv: list[str], prog: str) -> int:

@@ -5,10 +5,9 @@ import sys
 
 from core.cli import dockerconfig
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command
+from core.cli.flags import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command
 from core.cli.lean import dumps
-from core.cli.render import ago, display_stream
-from core.cli.util import print_table, render_each, render_format
+from core.cli.format import ago, display_stream, print_table, render_each, render_format, timestamp
 from core.units import human_size
 
 TYPE_CHECKING = False
@@ -116,7 +115,7 @@ def _rows(images: list[dict[str, Any]], digests: bool, no_trunc: bool) -> list[d
         tags = img.get("RepoTags") or []
         seen_repos = set()
         common = {"ID": image_id, "CreatedSince": ago(img.get("Created", 0)),
-                  "CreatedAt": _timestamp(img.get("Created", 0)), "Size": human_size(img.get("Size", 0), 3),
+                  "CreatedAt": timestamp(img.get("Created", 0)), "Size": human_size(img.get("Size", 0), 3),
                   "Containers": "N/A" if img.get("Containers", -1) < 0 else str(img["Containers"])}
         for t in tags:
             repo, _, tag = t.rpartition(":")
@@ -131,11 +130,6 @@ def _rows(images: list[dict[str, Any]], digests: bool, no_trunc: bool) -> list[d
             rows.append({"Repository": "<none>", "Tag": "<none>", "Digest": "<none>", **common})
     return rows
 
-
-def _timestamp(epoch: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(epoch)) if epoch else ""
 
 
 @command

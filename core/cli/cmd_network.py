@@ -7,8 +7,8 @@ import json
 import sys
 
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, _natural_key, command, confirm,
-                                    fail_joined, parse_filters, post, print_inspect)
+from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.format import confirm, fail_joined, natural_key, print_inspect, print_pruned, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, exact=0)
     filters = parse_filters(opts.filter)
     data = ctx.client.get_json("/networks", {"filters": json.dumps(filters) if filters else None})
-    nets = sorted(data or [], key=lambda n: _natural_key(n.get("Name", "")))
+    nets = sorted(data or [], key=lambda n: natural_key(n.get("Name", "")))
     rows = [network_row(n, trunc=not opts.no_trunc) for n in nets]
     fmt = opts.format
     if opts.quiet and (not fmt or fmt == "table"):
@@ -88,8 +88,6 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
         return 0
     if not fmt or fmt == "table":
         fmt = DEFAULT_FORMAT
-    from core.cli.util import render_format
-
     render_format(fmt, rows, NETWORK_HEADERS)
     return 0
 
@@ -102,13 +100,8 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("verbose", "v", help="Verbose output for diagnostics")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    found, errors = [], []
-    for name in args:
-        try:
-            found.append(ctx.client.get_json(f"/networks/{name}",
-                                             {"verbose": "true" if opts.verbose else None}))
-        except APIError as exc:
-            errors.append(exc.message)
+    found, errors = ctx.client.get_each([f"/networks/{name}" for name in args],
+                                        {"verbose": "true" if opts.verbose else None})
     return print_inspect(opts.format, found, errors)
 
 
@@ -136,30 +129,20 @@ def ipam_config(subnets: list[str], ranges: list[str], gateways: list[str],
             if net(s).overlaps(net(other)):
                 raise CLIError("multiple overlapping subnet configuration is not supported", 1)
         configs[s] = {"Subnet": s}
-    for r in ranges:
-        match = False
-        for s in subnets:
-            if not contains(s, r):
-                continue
-            if configs[s].get("IPRange"):
-                raise CLIError(f"cannot configure multiple ranges ({r}, {configs[s]['IPRange']}) "
-                               f"on the same subnet ({s})", 1)
-            configs[s]["IPRange"] = r
-            match = True
-        if not match:
-            raise CLIError(f"no matching subnet for range {r}", 1)
-    for g in gateways:
-        match = False
-        for s in subnets:
-            if not contains(s, g):
-                continue
-            if configs[s].get("Gateway"):
-                raise CLIError(f"cannot configure multiple gateways ({g}, {configs[s]['Gateway']}) "
-                               f"for the same subnet ({s})", 1)
-            configs[s]["Gateway"] = g
-            match = True
-        if not match:
-            raise CLIError(f"no matching subnet for gateway {g}", 1)
+    taken = {"IPRange": "cannot configure multiple ranges ({}, {}) on the same subnet ({})",
+             "Gateway": "cannot configure multiple gateways ({}, {}) for the same subnet ({})"}
+    for field, values, what in (("IPRange", ranges, "range"), ("Gateway", gateways, "gateway")):
+        for value in values:
+            match = False
+            for s in subnets:
+                if not contains(s, value):
+                    continue
+                if configs[s].get(field):
+                    raise CLIError(taken[field].format(value, configs[s][field], s), 1)
+                configs[s][field] = value
+                match = True
+            if not match:
+                raise CLIError(f"no matching subnet for {what} {value}", 1)
     for key, address in aux.items():
         match = False
         for s in subnets:
@@ -215,7 +198,7 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
         body["EnableIPv4"] = opts.ipv4
     if opts.config_from:
         body["ConfigFrom"] = {"Network": opts.config_from}
-    result = post(ctx, "/networks/create", body=body) or {}
+    result = ctx.client.post("/networks/create", body=body) or {}
     if result.get("Warning"):
         sys.stderr.write(result["Warning"] + "\n")
     sys.stdout.write(result.get("Id", "") + "\n")
@@ -274,7 +257,7 @@ def connect(ctx: Any, argv: list[str], prog: str) -> int:
         endpoint["DriverOpts"] = _kv(_split(opts.driver_opt))
     if opts.gw_priority:
         endpoint["GwPriority"] = opts.gw_priority
-    post(ctx, f"/networks/{args[0]}/connect", body={"Container": args[1], "EndpointConfig": endpoint})
+    ctx.client.post(f"/networks/{args[0]}/connect", body={"Container": args[1], "EndpointConfig": endpoint})
     return 0
 
 
@@ -284,7 +267,7 @@ def disconnect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("force", "f", help="Force the container to disconnect from a network")
     opts, args = f.parse(argv)
     f.require(args, exact=2)
-    post(ctx, f"/networks/{args[0]}/disconnect", body={"Container": args[1], "Force": opts.force})
+    ctx.client.post(f"/networks/{args[0]}/disconnect", body={"Container": args[1], "Force": opts.force})
     return 0
 
 
@@ -299,8 +282,6 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
                                       "at least one container.\nAre you sure you want to continue?"):
         return 0
     filters = parse_filters(opts.filter)
-    report = post(ctx, "/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
-    deleted = report.get("NetworksDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Networks:\n" + "".join(d + "\n" for d in deleted) + "\n")
+    report = ctx.client.post("/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
+    print_pruned("Networks", report.get("NetworksDeleted") or [])
     return 0

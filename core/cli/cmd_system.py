@@ -6,8 +6,8 @@ import sys
 
 from core import API_VERSION, __version__
 from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import INSPECT_FORMAT_HELP, Flags, command
-from core.cli.util import render_each
+from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command
+from core.cli.format import render_each
 from core.units import bytes_size
 
 TYPE_CHECKING = False

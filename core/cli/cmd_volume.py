@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.client import APIError, CLIError
-from core.cli.cmd_container import (INSPECT_FORMAT_HELP, Flags, command, confirm, fail_joined, human_size,
-                                    parse_filters, post, print_inspect)
+from core.cli.client import CLIError
+from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.format import confirm, each, natural_key, print_inspect, print_pruned, render_format
+from core.units import human_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
                        "arg", 1)
     name = args[0] if args else opts.name
     body = {"Name": name, "Driver": opts.driver, "DriverOpts": _kv(opts.opt), "Labels": _kv(opts.label)}
-    vol = post(ctx, "/volumes/create", body=body) or {}
+    vol = ctx.client.post("/volumes/create", body=body) or {}
     sys.stdout.write(vol.get("Name", name) + "\n")
     return 0
 
@@ -75,9 +76,7 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, exact=0)
     filters = parse_filters(opts.filter)
     data = ctx.client.get_json("/volumes", {"filters": json.dumps(filters) if filters else None}) or {}
-    from core.cli.cmd_container import _natural_key
-
-    volumes = sorted(data.get("Volumes") or [], key=lambda v: _natural_key(v.get("Name", "")))
+    volumes = sorted(data.get("Volumes") or [], key=lambda v: natural_key(v.get("Name", "")))
     rows = [volume_row(v) for v in volumes]
     fmt = opts.format
     if opts.quiet and (not fmt or fmt == "table"):
@@ -85,8 +84,6 @@ def ls(ctx: Any, argv: list[str], prog: str) -> int:
         return 0
     if not fmt or fmt == "table":
         fmt = "table {{.Driver}}\t{{.Name}}"
-    from core.cli.util import render_format
-
     render_format(fmt, rows, VOLUME_HEADERS)
     for w in data.get("Warnings") or []:
         sys.stderr.write(w + "\n")
@@ -99,12 +96,7 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("format", "f", "string", help=INSPECT_FORMAT_HELP)
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    found, errors = [], []
-    for name in args:
-        try:
-            found.append(ctx.client.get_json(f"/volumes/{name}"))
-        except APIError as exc:
-            errors.append(exc.message)
+    found, errors = ctx.client.get_each([f"/volumes/{name}" for name in args])
     return print_inspect(opts.format, found, errors)
 
 
@@ -115,16 +107,8 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("force", "f", help="Force the removal of one or more volumes")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    errors = []
-    for name in args:
-        try:
-            resp = ctx.client.request("DELETE", f"/volumes/{name}", {"force": opts.force or None})
-            resp.sock.close()
-        except APIError as exc:
-            errors.append(exc.message)
-            continue
-        sys.stdout.write(name + "\n")
-    return fail_joined(errors)
+    return each(args, lambda name: ctx.client.request("DELETE", f"/volumes/{name}",
+                                                      {"force": opts.force or None}).close())
 
 
 @command
@@ -148,9 +132,6 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
                "WARNING! This will remove anonymous local volumes not used by at least one container.")
     if not opts.force and not confirm(f"{warning}\nAre you sure you want to continue?"):
         return 0
-    report = post(ctx, "/volumes/prune", {"filters": json.dumps(filters) if filters else None}) or {}
-    deleted = report.get("VolumesDeleted") or []
-    if deleted:
-        sys.stdout.write("Deleted Volumes:\n" + "".join(d + "\n" for d in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}\n")
+    report = ctx.client.post("/volumes/prune", {"filters": json.dumps(filters) if filters else None}) or {}
+    print_pruned("Volumes", report.get("VolumesDeleted") or [], report.get("SpaceReclaimed") or 0)
     return 0

@@ -11,11 +11,11 @@ the connection becomes a raw duplex socket:
   (``CloseWrite``), which the daemon turns into EOF on the process's stdin.
 
 With a TTY on a terminal, the local terminal is put in raw mode (and always restored); the
-detach sequence (``--detach-keys``, default ctrl-p,ctrl-q) is sent to the daemon as the
-``detachKeys`` query parameter and detected here as well, so the CLI knows the user detached
-(docker's ``read escape sequence``) rather than the process ending.  SIGWINCH resizes the
-remote pty (``POST /containers/{id}/resize`` or ``/exec/{id}/resize``).  Without a TTY,
-``--sig-proxy`` forwards the signals the CLI receives to the container
+detach sequence (``--detach-keys``, default ctrl-p,ctrl-q; spelled as :mod:`core.detachkeys` reads
+it) is sent to the daemon as the ``detachKeys`` query parameter and detected here as well, so the
+CLI knows the user detached (docker's ``read escape sequence``) rather than the process ending.
+SIGWINCH resizes the remote pty (``POST /containers/{id}/resize`` or ``/exec/{id}/resize``).
+Without a TTY, ``--sig-proxy`` forwards the signals the CLI receives to the container
 (``POST /containers/{id}/kill?signal=...``).
 
 Standard library only, and C modules only (see :mod:`core.cli.lean`): this runs in the CLI.
@@ -28,6 +28,7 @@ import _thread
 import os
 import sys
 
+from core import detachkeys
 from core.cli import lean
 from core.cli.client import CLIError
 
@@ -35,28 +36,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_ESCAPE_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 ESCAPE_MESSAGE = "read escape sequence"  # moby/term's EscapeError
-
-# moby/term's ASCII table: ctrl-@ is 0, ctrl-a 1, ... ctrl-_ 31
-_CTRL = ["@"] + [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["[", "\\", "]", "^", "_"]
-_CTRL_CODES = {f"ctrl-{c}": i for i, c in enumerate(_CTRL)}
-
-
-def parse_detach_keys(keys: str) -> bytes:
-    """moby/term ``ToBytes``: ``"ctrl-p,ctrl-q"`` → ``b"\\x10\\x11"``; single characters as is,
-    ``DEL`` is 127.  Raises ValueError with docker's message for anything else."""
-    out = bytearray()
-    for key in keys.split(","):
-        if len(key) == 1:
-            out.append(ord(key) & 0xFF)
-        elif key in _CTRL_CODES:
-            out.append(_CTRL_CODES[key])
-        elif key == "DEL":
-            out.append(127)
-        else:
-            raise ValueError(f"Unknown character: '{key}'")
-    return bytes(out)
 
 
 class EscapeDetector:
@@ -277,10 +257,10 @@ class Streamer:
         self.stdout = stdout
         self.stderr = stderr
         self.stderr_to_stdout = stderr_to_stdout
-        keys = DEFAULT_ESCAPE_KEYS
+        keys = detachkeys.DEFAULT_BYTES
         if detach_keys:
             try:
-                keys = parse_detach_keys(detach_keys)
+                keys = detachkeys.to_bytes(detach_keys)
             except ValueError as exc:
                 sys.stderr.write(f"invalid detach escape keys, using default: {exc}\n")
         self.escape_keys = keys

@@ -3,8 +3,9 @@
 Start-up must stay light: only this module and ``core.cli.client`` load for every command; each
 command's module is imported when that command runs.  Commands and flags follow docker's.
 
-A command is a function ``run(ctx, argv) -> int`` in a module named by :data:`COMMANDS`; it
-builds its own parser with :func:`core.cli.util.parser`.
+A command is a function ``run(ctx, argv, prog) -> int`` in a module named by :data:`COMMANDS`,
+decorated with :func:`core.cli.flags.command`; it parses its flags with :class:`core.cli.flags.Flags`
+and writes its output with :mod:`core.cli.format`.
 """
 from __future__ import annotations
 
