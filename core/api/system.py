@@ -84,7 +84,7 @@ def version_info() -> dict[str, Any]:
 def register(daemon: Daemon) -> None:
     r = daemon.router
     # counters other parts of the daemon fill in (containers, images): name -> callable
-    counters: dict[str, Any] = daemon.services.setdefault("info-counters", {})
+    counters: dict[str, Any] = daemon.info_counters
 
     async def ping(req: Request) -> Response:
         return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8", headers=ping_headers())

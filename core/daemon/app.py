@@ -56,8 +56,9 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.router = Router()
-        self.services: dict[str, Any] = {}
-        self.drivers = DriverSet(config, self.services)
+        # what ``GET /info`` counts (containers, images): name -> callable, filled at open()
+        self.info_counters: dict[str, Callable[[], int]] = {}
+        self.drivers: DriverSet | None = None  # built at open(), with the content store
         self.state: State | None = None
         self.engine_id = ""
         self._lock_fd: int | None = None
@@ -123,12 +124,8 @@ class Daemon:
         # downloads cut by a crash stay resumable for a day, then go
         self.content.cleanup_ingests(max_age=24 * 3600)
         self.images = ImageStore(self.state)
-        self.services["content"] = self.content
-        self.services["registry_config"] = {
-            "mirrors": {"docker.io": list(self.config.registry_mirrors), **self.config.mirrors},
-            "insecure": list(self.config.insecure_registries),
-        }
-        self.services.setdefault("info-counters", {})["Images"] = self.images.count
+        self.info_counters["Images"] = self.images.count
+        self.drivers = DriverSet(self.config, content=self.content)
         self.drivers.resolve_defaults()
         from core.engine.containers.service import Containers
         from core.engine.volumes import VolumeStore
@@ -137,7 +134,7 @@ class Daemon:
         self.containers = Containers(state=self.state, data_root=self.config.data_root, images=self.images,
                                      content=self.content, volumes=self.volumes, drivers=self.drivers,
                                      emit=self.events.emit)
-        self.services["info-counters"].update(self.containers.counters())
+        self.info_counters.update(self.containers.counters())
         self.containers.wire_networks(self.networks)
         self.on_close(self.networks.close)
 
@@ -288,7 +285,8 @@ class Daemon:
                     await result
             except Exception:
                 log.exception("error while shutting down")
-        await self.drivers.aclose()
+        if self.drivers is not None:
+            await self.drivers.aclose()
         if self.state is not None:
             self.state.close()
         if self._lock_fd is not None:

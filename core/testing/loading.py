@@ -14,7 +14,7 @@ import trio
 
 from core import contracts, plugins
 from core.hookspecs import SPECS
-from core.testing import make_driver, temp_root
+from core.testing import close_driver, make_driver, temp_root
 
 PROTOCOLS = {
     "storage": contracts.Snapshotter,
@@ -35,7 +35,7 @@ class LoadingSuite:
         try:
             loaded, context, driver = make_driver(kind, name, root)
             yield kind, name, loaded, context, driver
-            trio.run(driver.close)
+            trio.run(close_driver, driver)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -84,6 +84,8 @@ class LoadingSuite:
     def test_writes_only_under_its_roots(self, built):
         _kind, _name, _loaded, context, _driver = built
         roots = (context.root, context.exec_root)
+        if context.content is not None:  # the kernel's store the harness offers (root/content)
+            roots += (context.data_root.parent / "content",)
         for path in context.data_root.parent.rglob("*"):
             inside = any(path.is_relative_to(r) for r in roots)
             above = any(path in r.parents for r in roots)

@@ -41,7 +41,6 @@ import functools
 import io
 import itertools
 import os
-import re
 import shutil
 import stat
 import struct
@@ -60,7 +59,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from core.contracts.storage import SnapshotKind, Usage
 from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
 from core.storage.mount import mount_all, unmount
-from core.testing import TrioThread, make_driver, temp_root
+from core.testing import TrioThread, close_driver, make_driver, temp_root, unmount_below
 
 __all__ = ["SnapshotterSuite", "LayerStackMachine", "Harness", "Layer", "Node", "read_tree",
            "assert_tree", "chunks", "unmount_below"]
@@ -215,17 +214,6 @@ def assert_tree(actual: dict[str, Node], expected: dict[str, Node], what: str) -
 
 
 # =========================================================================== harness
-def unmount_below(root: Path) -> None:
-    """Unmount (lazily) whatever is mounted at or below ``root``, deepest first: the cleanup of
-    last resort before removing a test's directory, whatever a failed test left mounted."""
-    with open("/proc/self/mountinfo") as f:  # field 5 is the mount point, octal-escaped
-        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-                  for line in f]
-    inside = [p for p in points if p == str(root) or p.startswith(f"{root}/")]
-    for point in sorted(inside, key=len, reverse=True):
-        unmount(point, detach=True)
-
-
 class Harness:
     """The driver under test in a fresh root, with synchronous helpers.
 
@@ -340,7 +328,7 @@ class Harness:
             for target in list(self._mounted):
                 self._unmount(target)
             if self.driver is not None:
-                self.call(self.driver.close)
+                self.call(close_driver, self.driver)
         finally:
             self._loop.close()
             unmount_below(self.root)
@@ -348,7 +336,7 @@ class Harness:
 
     def reopen(self) -> None:
         """Close the driver and build it again on the same root (as a daemon restart does)."""
-        self.call(self.driver.close)
+        self.call(close_driver, self.driver)
         self.driver = self._loop.run_sync(self.loaded.create, self.context)
 
 
