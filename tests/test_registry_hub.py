@@ -209,6 +209,25 @@ def test_plugin_builds_a_registry_client(tmp_path):
     trio.run(client.aclose)
 
 
+def test_the_driver_imports_only_the_kernel():
+    """``drivers/registry_hub`` codes against ``core.contracts`` (the content-store Protocol
+    among them), never against the engine that implements them."""
+    import ast
+
+    kernel = ("core.contracts", "core.errors", "core.hookspecs", "core.reference", "core.types")
+    for path in Path(plugin.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("core."):  # ``core`` itself: its version
+                    assert name.startswith(kernel), f"{path.name} imports {name}"
+
+
 def test_plugin_refuses_a_context_without_content_store(tmp_path):
     ctx = DriverContext(kind="registry", name="hub", root=tmp_path / "registry" / "hub",
                         exec_root=tmp_path / "run", data_root=tmp_path)
