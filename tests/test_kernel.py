@@ -379,6 +379,19 @@ def test_driver_context_offers_each_kind_only_what_is_its_own(tmp_path):
     assert not hasattr(ctx, "services")
 
 
+def test_suites_take_driver_options_from_the_environment(monkeypatch):
+    from core.testing import OPTIONS_ENV, options_from_env
+
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    assert options_from_env() == {}
+    monkeypatch.setenv(OPTIONS_ENV, '{"nft-table": "ct1"}')
+    assert options_from_env() == {"nft-table": "ct1"}
+    for bad in ("{not json", "[]", '{"n": 1}'):
+        monkeypatch.setenv(OPTIONS_ENV, bad)
+        with pytest.raises(pytest.UsageError, match="JSON object of strings"):
+            options_from_env()
+
+
 def test_hookspecs_name_the_protocol_each_factory_returns():
     import typing
 

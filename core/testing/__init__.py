@@ -34,7 +34,12 @@ The suites, one per kind, and what they need:
 
 They share one harness, defined here: :func:`make_driver` builds the driver under test exactly
 as the daemon does (entry point, probe, context, factory hook), and :class:`TrioThread` keeps it
-in a trio run of its own while tests — and hypothesis state machines — stay synchronous.
+in a trio run of its own while tests — and hypothesis state machines — stay synchronous.  Every
+suite class has a ``driver_options()`` hook giving the driver its options
+(``DriverContext.options``); by default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``::
+
+    CORE_TESTING_DRIVER_OPTIONS='{"nft-table": "ct1"}' \
+        pytest --pyargs core.testing.network --driver network=bridge
 """
 from __future__ import annotations
 
@@ -54,7 +59,13 @@ if TYPE_CHECKING:
     from core.contracts.content import ContentStore
     from core.contracts.registry import RegistryConfig
 
-__all__ = ["TrioThread", "close_driver", "make_driver", "pid_alive", "temp_root", "unmount_below"]
+__all__ = ["OPTIONS_ENV", "TrioThread", "close_driver", "make_driver", "options_from_env",
+           "pid_alive", "temp_root", "unmount_below"]
+
+#: a JSON object of strings: the driver options (``DriverContext.options``) every suite hands the
+#: driver under test by default, so a run with ``--pyargs`` can configure it (for instance keep
+#: it off the names a live daemon uses)
+OPTIONS_ENV = "CORE_TESTING_DRIVER_OPTIONS"
 
 
 def make_driver(kind: str, name: str, root: Path, options: dict[str, str] | None = None, *,
@@ -87,6 +98,27 @@ def make_driver(kind: str, name: str, root: Path, options: dict[str, str] | None
     context.root.mkdir(parents=True, exist_ok=True)
     context.exec_root.mkdir(parents=True, exist_ok=True)
     return loaded, context, loaded.create(context)
+
+
+def options_from_env() -> dict[str, str]:
+    """The driver options in ``$CORE_TESTING_DRIVER_OPTIONS`` (``{}`` when unset): what every
+    suite's ``driver_options()`` returns unless a subclass says otherwise.  A value that is not
+    a JSON object of strings is a usage error."""
+    import json
+
+    import pytest
+
+    text = os.environ.get(OPTIONS_ENV)
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+        raise pytest.UsageError(f"{OPTIONS_ENV} must be a JSON object of strings")
+    return options
 
 
 async def close_driver(driver: Any) -> None:

@@ -64,7 +64,7 @@ from hypothesis import strategies as st
 
 from core.contracts.executor import ContainerState, ExitStatus, IOConfig
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
-from core.testing import TrioThread, close_driver, make_driver
+from core.testing import TrioThread, close_driver, make_driver, options_from_env
 
 __all__ = ["ExecutorSuite", "Harness", "Result", "make_rootfs", "make_spec", "BUSYBOX",
            "DEFAULT_CAPS", "DEFAULT_PATH"]
@@ -217,7 +217,8 @@ class Harness:
     the driver and removes the directories; it fails if the driver still lists a container.
     """
 
-    def __init__(self, kind: str, name: str, root: Path | None = None) -> None:
+    def __init__(self, kind: str, name: str, root: Path | None = None,
+                 options: dict[str, str] | None = None) -> None:
         if os.geteuid() != 0:
             pytest.skip("the executor conformance suite runs containers: run it as root")
         self.kind, self.name = kind, name
@@ -233,7 +234,7 @@ class Harness:
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(
-                make_driver, kind, name, self.root)
+                make_driver, kind, name, self.root, options)
             self.rootfs = make_rootfs(self.root / "rootfs")
         except BaseException:
             self.close()
@@ -429,10 +430,15 @@ class ExecutorSuite:
     kind = "executor"
     name: str | None = None
 
+    def driver_options(self) -> dict[str, str]:
+        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
+        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
+        return options_from_env()
+
     @pytest.fixture
     def h(self, driver_under_test):
         kind, name = driver_under_test
-        harness = Harness(kind, name)
+        harness = Harness(kind, name, options=self.driver_options())
         try:
             yield harness
         finally:

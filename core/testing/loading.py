@@ -14,7 +14,7 @@ import trio
 
 from core import contracts, plugins
 from core.hookspecs import SPECS
-from core.testing import close_driver, make_driver, temp_root
+from core.testing import close_driver, make_driver, options_from_env, temp_root
 
 PROTOCOLS = {
     "storage": contracts.Snapshotter,
@@ -28,12 +28,17 @@ class LoadingSuite:
     kind: str | None = None  # None: every kind given with --driver
     name: str | None = None
 
+    def driver_options(self) -> dict[str, str]:
+        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
+        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
+        return options_from_env()
+
     @pytest.fixture
     def built(self, driver_under_test):
         kind, name = driver_under_test
         root = temp_root()
         try:
-            loaded, context, driver = make_driver(kind, name, root)
+            loaded, context, driver = make_driver(kind, name, root, self.driver_options())
             yield kind, name, loaded, context, driver
             trio.run(close_driver, driver)
         finally:

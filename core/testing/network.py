@@ -71,7 +71,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, \
     run_state_machine_as_test
 
-from core.testing import TrioThread, close_driver, make_driver, pid_alive
+from core.testing import TrioThread, close_driver, make_driver, options_from_env, pid_alive
 from core.contracts.network import (Endpoint, EndpointRequest, Network, NetworkSpec, PortBinding,
                                     mac_for_address)
 from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
@@ -703,14 +703,7 @@ class NetworkSuite:
         """``DriverContext.options`` of the driver under test (a fresh call per harness):
         by default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set — so a run with
         ``--pyargs`` can keep its driver off the names a live daemon uses."""
-        text = os.environ.get("CORE_TESTING_DRIVER_OPTIONS")
-        if not text:
-            return {}
-        options = json.loads(text)
-        if not isinstance(options, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
-            raise pytest.UsageError("CORE_TESTING_DRIVER_OPTIONS must be a JSON object of strings")
-        return options
+        return options_from_env()
 
     def owned_link(self, name: str) -> bool:
         """Whether a host link named ``name`` could be the driver's (leak checks look at

@@ -65,7 +65,7 @@ from hypothesis import strategies as st
 from core.contracts.registry import AuthConfig
 from core.errors import InvalidArgument, NotFound, Unauthorized
 from core.reference import Reference, parse_reference
-from core.testing import TrioThread, close_driver, make_driver, temp_root
+from core.testing import TrioThread, close_driver, make_driver, options_from_env, temp_root
 from core.testing.registry_server import Registry, RegistryError, http_request, registry_available
 from core.types import (MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER_GZIP,
                         MEDIA_TYPE_OCI_MANIFEST, Descriptor, Digest)
@@ -217,14 +217,14 @@ class RegistryHarness:
     """The driver under test in a fresh root, with the kernel's content store, and synchronous
     helpers.  :meth:`close` closes the driver and removes the root."""
 
-    def __init__(self, kind: str, name: str) -> None:
+    def __init__(self, kind: str, name: str, options: dict[str, str] | None = None) -> None:
         self.kind, self.name = kind, name
         self.root = temp_root()
         self._loop = TrioThread(timeout=CALL_TIMEOUT, name="core-testing-registry")
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(
-                make_driver, kind, name, self.root)
+                make_driver, kind, name, self.root, options)
             assert self.context.content is not None
             self.content = self.context.content
         except BaseException:
@@ -309,9 +309,14 @@ class RegistrySuite:
         with Registry(auth="token", users={USER: PASSWORD}) as reg:
             yield reg
 
+    def driver_options(self) -> dict[str, str]:
+        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
+        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
+        return options_from_env()
+
     @pytest.fixture
     def harness(self, driver_under_test: tuple[str, str]) -> Iterator[RegistryHarness]:
-        h = RegistryHarness(*driver_under_test)
+        h = RegistryHarness(*driver_under_test, self.driver_options())
         try:
             yield h
         finally:
