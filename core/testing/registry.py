@@ -28,9 +28,11 @@ What is checked (hypothesis draws the blobs, images and tags):
 2. **Blobs**: ``fetch_blob`` yields exactly the blob's bytes, reports progress up to its size,
    and leaves the blob committed in the content store; ``fetch_blob_to_store`` too; several
    tasks fetching one blob at once all get it.
-3. **Verification**: a blob whose bytes were altered in the registry's own storage (one
-   flipped byte) is refused with ``InvalidArgument`` and nothing is kept; once repaired, it
-   is fetched.
+3. **Verification**: a blob or a manifest whose bytes were altered in the registry's own
+   storage (a flipped byte; a changed digit in a manifest, which the registry still parses
+   and serves) is refused with
+   ``InvalidArgument`` — by tag, by digest, as an index's child — and nothing is kept; once
+   repaired, it is fetched.
 4. **Tags**: every tag pushed is listed, in the registry's order.
 5. **Pushing**: blobs pushed from bytes, from a factory and from the content store, and
    manifests pushed under a tag, are in the registry byte-exact; a blob the registry has is
@@ -51,6 +53,7 @@ import functools
 import itertools
 import json
 import random
+import re
 import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -205,6 +208,24 @@ class Backdoor:
         original = path.read_bytes()
         damaged = bytearray(original)
         damaged[position % len(damaged)] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        try:
+            yield
+        finally:
+            path.write_bytes(original)
+
+    @contextlib.contextmanager
+    def altered_manifest(self, digest: Digest | str, position: int) -> Iterator[None]:
+        """One hex digit of a digest the stored manifest names changed (the ``position``-th,
+        modulo their number), then repaired: the document stays valid JSON that the registry
+        parses and serves, but its bytes no longer hash to ``digest``."""
+        path = self.blob_file(digest)
+        original = path.read_bytes()
+        digits = [m.start() + 7 + i for m in re.finditer(rb"sha256:[0-9a-f]{64}", original)
+                  for i in range(64)]
+        at = digits[position % len(digits)]
+        damaged = bytearray(original)
+        damaged[at] = ord("0") if damaged[at] != ord("0") else ord("1")
         path.write_bytes(bytes(damaged))
         try:
             yield
@@ -428,6 +449,30 @@ class RegistrySuite:
                 assert not harness.content.exists(desc.digest), "an unverified blob was kept"
             got, _ = harness.fetch(ref, desc)  # repaired: nothing bad was kept meanwhile
             assert got == data
+
+        check()
+
+    def test_a_manifest_with_a_flipped_byte_is_refused(self, harness: RegistryHarness,
+                                                       plain: Registry) -> None:
+        backdoor = Backdoor(plain)
+
+        @_examples
+        @given(position=st.integers(0, 2**32))
+        def check(position: int) -> None:
+            repo = _repo()
+            img = backdoor.push_image(repo, "latest", [b"layer"])
+            images = [img, backdoor.push_image(repo, "other", [b"other"], note="other")]
+            index_desc, _ = backdoor.push_index(repo, "multi", images)
+            with backdoor.altered_manifest(img.manifest.digest, position):
+                for ref in (_ref(plain, repo, "latest"),
+                            _ref(plain, repo, digest=img.manifest.digest)):
+                    with pytest.raises(InvalidArgument):
+                        harness.call(harness.driver.resolve, ref)
+                with pytest.raises(InvalidArgument):
+                    harness.call(harness.driver.fetch_manifest, _ref(plain, repo, "multi"),
+                                 img.manifest)
+            desc, data = harness.call(harness.driver.resolve, _ref(plain, repo, "latest"))
+            assert (desc.digest, data) == (img.manifest.digest, img.manifest_bytes)
 
         check()
 
