@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.images import LayerSpec, build_image, push  # noqa: E402
-from tests.support.registry import Registry  # noqa: E402
+from core.testing.registry_server import Registry  # noqa: E402
 
 from bench.engines import Core  # noqa: E402
 

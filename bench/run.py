@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
-from tests.support.registry import Registry  # noqa: E402
+from core.testing.registry_server import Registry  # noqa: E402
 
 from bench import engines  # noqa: E402
 from bench.engines import Core  # noqa: E402

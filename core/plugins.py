@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -25,6 +25,11 @@ import stevedore.exception
 
 from core.errors import DriverError
 from core.hookspecs import KINDS, PROJECT, SPECS
+
+if TYPE_CHECKING:
+    from core.contracts import DriverContext
+    from core.contracts.content import ContentStore
+    from core.contracts.registry import RegistryConfig
 
 OK, SKIPPED, ERROR = "ok", "skipped", "error"
 
@@ -95,11 +100,12 @@ class LoadedDriver:
     def describe(self) -> str:
         return self.hook.core_driver_describe() or ""
 
-    def probe(self, context: Any) -> str | None:
+    def probe(self, context: DriverContext) -> str | None:
         """``None`` when the driver can run here, else why not."""
         return self.hook.core_driver_probe(context=context)
 
-    def create(self, context: Any) -> Any:
+    def create(self, context: DriverContext) -> Any:
+        """Build the driver object with the kind's factory hook (see ``core.hookspecs``)."""
         factory = getattr(self.hook, f"core_{self.kind}_driver")
         driver = factory(context=context)
         if driver is None:
@@ -174,7 +180,7 @@ class DriverReport:
         }
 
 
-def report(kind: str, name: str, context: Any) -> DriverReport:
+def report(kind: str, name: str, context: DriverContext) -> DriverReport:
     """Load and probe one driver and say how it fares; never raises."""
     try:
         loaded = load(kind, name)
@@ -198,10 +204,16 @@ def report(kind: str, name: str, context: Any) -> DriverReport:
 
 
 def context_for(kind: str, name: str, data_root: Path, exec_root: Path, options: dict[str, str] | None = None,
-                services: dict[str, Any] | None = None) -> Any:
-    """The :class:`core.contracts.DriverContext` of one driver (directories not created)."""
+                *, content: ContentStore | None = None, registry: RegistryConfig | None = None
+                ) -> DriverContext:
+    """The :class:`core.contracts.DriverContext` of one driver (directories not created).
+
+    ``content`` and ``registry`` are offered to registry drivers only: the other kinds get
+    ``None`` whatever is passed, so that no driver comes to depend on what is not its kind's.
+    """
     from core.contracts import DriverContext
 
+    offered = kind == "registry"
     return DriverContext(
         kind=kind,
         name=name,
@@ -209,5 +221,6 @@ def context_for(kind: str, name: str, data_root: Path, exec_root: Path, options:
         exec_root=exec_root / kind / name,
         data_root=data_root,
         options=dict(options or {}),
-        services=dict(services or {}),
+        content=content if offered else None,
+        registry=registry if offered else None,
     )

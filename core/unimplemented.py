@@ -14,7 +14,8 @@ class Unimplemented:
     def __init__(self, kind: str, name: str) -> None:
         self._what = f'{kind} driver "{name}"'
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
+        """Nothing to release: closing is the one thing it does."""
         return None
 
     async def aclose(self) -> None:

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import pytest
 
+# the shared harness of core.testing: used here, not copied (``unmount_under`` is its name in
+# the tests)
+from core.testing import pid_alive
+from core.testing import unmount_below as unmount_under
+
 CORE = [sys.executable, "-m", "core"]
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,41 +47,16 @@ def _answers(path: Path) -> bool:
         s.close()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.02)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
-
-
-def unmount_under(root: Path) -> None:
-    """Detach every mount below ``root``, deepest first, so removing it never crosses into one."""
-    prefix = str(root).rstrip("/") + "/"
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(prefix) or point == str(root):
-                points.append(point)
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _kill_if_cmdline_has(pid: int, needle: str) -> None:
@@ -100,6 +80,7 @@ def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, st
     import trio
 
     from core import plugins
+    from core.testing import close_driver
 
     context = plugins.context_for("network", "bridge", Path(data_root), Path(exec_root), options)
     if (context.root / "bridge.db").exists():
@@ -111,7 +92,7 @@ def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, st
                         await driver.leave(net.id, ep.endpoint_id)
                     await driver.delete_network(net.id)
             finally:
-                await driver.aclose()
+                await close_driver(driver)
 
         trio.run(clear)
     table = options.get("nft-table")
@@ -254,7 +235,7 @@ def sweep_stale_engines() -> None:
     """What runs killed halfway left: engines under /tmp/core-t-* whose daemon is gone."""
     for root in Path("/tmp").glob("core-t-*"):
         try:
-            if _pid_alive(int((root / "owner").read_text())):
+            if pid_alive(int((root / "owner").read_text())):
                 continue  # its test process still runs: another session's engine
         except (OSError, ValueError):
             pass

@@ -57,7 +57,7 @@ def mounted(env, image_id: str, storage: str = "overlay"):
             unmount(str(target))
     finally:
         trio.run(sn.remove, key)
-        trio.run(sn.close)
+        trio.run(sn.aclose)
         shutil.rmtree(target, ignore_errors=True)
 
 

@@ -147,6 +147,8 @@ def test_daemon_config_file(core_env):
     ('{"storage-driverz": "vfs"}', "unknown keys: storage-driverz"),
     ('{"registry-mirrors": "x"}', '"registry-mirrors" must be a list of strings'),
     ("[]", "must be a JSON object"),
+    ('{"registry-mirrors": ["ftp://mirror"]}', "invalid mirror URL 'ftp://mirror'"),
+    ('{"insecure-registries": ["10.0.0.0/99"]}', "invalid CIDR '10.0.0.0/99'"),
 ])
 def test_daemon_config_file_errors(core_env, content, message):
     path = core_env.write_config(content)
@@ -356,6 +358,54 @@ def test_malformed_requests_get_json_errors(shared_core, request_bytes, status, 
 def test_keep_alive_serves_several_requests(shared_core):
     raw = raw_http(shared_core.socket, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
     assert raw.count(b"HTTP/1.1 200") == 3
+
+
+def test_driver_context_offers_each_kind_only_what_is_its_own(tmp_path):
+    from core import plugins
+    from core.contracts import ContentStore, DriverContext, RegistryConfig
+    from core.engine.images.content import ContentStore as KernelContentStore
+
+    store = KernelContentStore(tmp_path / "content")
+    assert isinstance(store, ContentStore)  # the kernel's store satisfies the Protocol
+    config = RegistryConfig.from_mapping({"insecure": ["10.0.0.0/8"]})
+    for kind in ("storage", "network", "executor", "registry"):
+        ctx = plugins.context_for(kind, "x", tmp_path / "data", tmp_path / "run", {"k": "v"},
+                                  content=store, registry=config)
+        assert isinstance(ctx, DriverContext)
+        assert (ctx.root, ctx.exec_root, ctx.options) == (
+            tmp_path / "data" / kind / "x", tmp_path / "run" / kind / "x", {"k": "v"})
+        offered = kind == "registry"
+        assert (ctx.content is store, ctx.registry is config) == (offered, offered)
+    assert not hasattr(ctx, "services")
+
+
+def test_suites_take_driver_options_from_the_environment(monkeypatch):
+    from core.testing import OPTIONS_ENV, options_from_env
+
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    assert options_from_env() == {}
+    monkeypatch.setenv(OPTIONS_ENV, '{"nft-table": "ct1"}')
+    assert options_from_env() == {"nft-table": "ct1"}
+    for bad in ("{not json", "[]", '{"n": 1}'):
+        monkeypatch.setenv(OPTIONS_ENV, bad)
+        with pytest.raises(pytest.UsageError, match="JSON object of strings"):
+            options_from_env()
+
+
+def test_hookspecs_name_the_protocol_each_factory_returns():
+    import typing
+
+    from core import contracts
+    from core.hookspecs import SPECS
+
+    protocols = {"storage": contracts.Snapshotter, "network": contracts.NetworkDriver,
+                 "executor": contracts.Executor, "registry": contracts.RegistryClient}
+    for kind, spec in SPECS.items():
+        factory = getattr(spec, f"core_{kind}_driver")
+        hints = typing.get_type_hints(factory, vars(contracts))
+        assert hints["return"] is protocols[kind]
+        assert hints["context"] is contracts.DriverContext
+        assert factory.__doc__ and protocols[kind].__name__ in factory.__doc__
 
 
 def test_loading_conformance_suite_as_a_third_party_runs_it(tmp_path):

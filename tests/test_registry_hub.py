@@ -10,6 +10,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,16 +22,17 @@ import trio
 
 from core.engine.images.content import ContentStore
 from core.contracts import DriverContext, RegistryClient
-from core.contracts.registry import MAX_MANIFEST_BYTES, AuthConfig
-from core.errors import Forbidden, InvalidArgument, NotFound, Unauthorized, Unavailable
+from core.contracts.registry import MAX_MANIFEST_BYTES, AuthConfig, RegistryConfig
+from core.errors import DriverError, Forbidden, InvalidArgument, NotFound, Unauthorized, Unavailable
 from core.reference import parse_reference
+from core.testing.registry_server import Registry, http_request
 from core.types import Descriptor, Digest
 from drivers.registry_hub import plugin
 from drivers.registry_hub.auth import parse_challenges
-from drivers.registry_hub.client import HubClient, RegistryConfig
+from drivers.registry_hub.client import HubClient
 from tests.support import images as im
 from tests.support.faultproxy import FaultProxy
-from tests.support.registry import Registry, http_request
+from tests.support.fixtures import require_registry_tools
 
 # the fixtures registry, token_registry, test_images, fault_proxy and fresh_registry come from
 # tests.support.fixtures, which tests/conftest.py imports
@@ -178,18 +180,60 @@ def test_config_insecure_and_mirror_endpoints(tmp_path):
         RegistryConfig.from_mapping({"mirrors": {"docker.io": ["ftp://x"]}})
     with pytest.raises(InvalidArgument):
         RegistryConfig.from_mapping({"insecure": ["10.0.0.0/99"]})
-    trio.run(client.close)
+    trio.run(client.aclose)
+
+
+def test_conformance_suite_as_a_third_party_runs_it(tmp_path):
+    """``pytest --pyargs core.testing.registry --driver registry=hub``, from outside the tree:
+    the suite starts its own registries (plain and token auth) and passes."""
+    require_registry_tools()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+         "core.testing.registry", "--driver", "registry=hub"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    assert "skipped" not in proc.stdout
 
 
 def test_plugin_builds_a_registry_client(tmp_path):
     store = ContentStore(tmp_path / "content")
+    config = RegistryConfig.from_mapping({"mirrors": {"docker.io": ["http://127.0.0.1:1"]}})
     ctx = DriverContext(kind="registry", name="hub", root=tmp_path / "registry" / "hub",
-                        exec_root=tmp_path / "run", data_root=tmp_path,
-                        services={"content": store, "registry_config": {"mirrors": {}, "insecure": []}})
+                        exec_root=tmp_path / "run", data_root=tmp_path, content=store,
+                        registry=config)
     client = plugin.core_registry_driver(ctx)
     assert isinstance(client, RegistryClient) and client.content is store
+    assert client.config is config
     assert "not implemented" not in plugin.core_driver_describe()
-    trio.run(client.close)
+    trio.run(client.aclose)
+
+
+def test_the_driver_imports_only_the_kernel():
+    """``drivers/registry_hub`` codes against ``core.contracts`` (the content-store Protocol
+    among them), never against the engine that implements them."""
+    import ast
+
+    kernel = ("core.contracts", "core.errors", "core.hookspecs", "core.reference", "core.types")
+    for path in Path(plugin.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("core."):  # ``core`` itself: its version
+                    assert name.startswith(kernel), f"{path.name} imports {name}"
+
+
+def test_plugin_refuses_a_context_without_content_store(tmp_path):
+    ctx = DriverContext(kind="registry", name="hub", root=tmp_path / "registry" / "hub",
+                        exec_root=tmp_path / "run", data_root=tmp_path)
+    with pytest.raises(DriverError, match="content store"):
+        plugin.core_registry_driver(ctx)
+    assert not (tmp_path / "registry").exists()  # and it made no store of its own
 
 
 # ------------------------------------------------------------------------------ pulling
@@ -217,7 +261,7 @@ def test_resolve_schema2_oci_and_index_by_tag_and_digest(registry, test_images, 
             with pytest.raises(InvalidArgument):
                 await client.fetch_manifest(ref(registry, "multi:latest"), wrong_size)
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -243,7 +287,7 @@ def test_fetch_blob_streams_verifies_and_stores(fault_proxy, test_images, tmp_pa
             await client.fetch_blob_to_store(r, config_desc(bb))
             assert client.content.read_bytes(bb.config_digest, 1 << 20) == bb.config_bytes
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -256,7 +300,7 @@ def test_tags_list(registry, test_images, tmp_path):
             with pytest.raises(NotFound, match="pull access denied for 127.0.0.1:.*/nosuchrepo"):
                 await client.tags(ref(registry, "nosuchrepo"))
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -278,7 +322,7 @@ def test_tags_follow_link_pagination(tmp_path):
             try:
                 assert await client.tags(ref(srv, "repo")) == ["a", "b", "c"]
             finally:
-                await client.close()
+                await client.aclose()
 
         run(main)
     assert [p for _m, p, _h in srv.requests] == list(pages)
@@ -298,7 +342,7 @@ def test_not_found_messages(registry, test_images, tmp_path):
             with pytest.raises(NotFound, match=f"blob {missing.digest} not found"):
                 await collect(client.fetch_blob(ref(registry, "busybox:latest"), missing))
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -329,7 +373,7 @@ def test_token_flow_reuses_tokens(token_registry, test_images, tmp_path):
             assert ts.requests[-1].user == TEST_USER
             assert ts.requests[-1].scopes == ["repository:private/busybox:pull"]
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -352,7 +396,7 @@ def test_token_expiry_is_honoured(token_registry, test_images, tmp_path):
             await client.resolve(r)
             assert ts.issued == 2
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -374,7 +418,7 @@ def test_refused_credentials(token_registry, test_images, tmp_path):
             with pytest.raises(Unauthorized):
                 await client.login(token_registry.host, AuthConfig(username="bob", password="x"))
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -405,7 +449,7 @@ def test_identity_token_and_registry_token(token_registry, test_images, tmp_path
             desc, _ = await client.resolve(p, {"registrytoken": token})
             assert ts.requests == []
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -427,7 +471,7 @@ def test_basic_auth_challenge(registry, test_images, tmp_path):
             assert await client.login(reg.host, {"username": "bob", "password": "bob-pw"}) == \
                 "Login Succeeded"
         finally:
-            await client.close()
+            await client.aclose()
 
     try:
         run(main)
@@ -450,7 +494,7 @@ def test_cut_mid_blob_resumes_with_range(fault_proxy, test_images, tmp_path):
             assert "sha256:" + hashlib.sha256(data).hexdigest() == str(layer.digest)
             assert client.content.exists(layer.digest)
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
     reqs = fault_proxy.matching(str(layer.digest), "GET")
@@ -471,7 +515,7 @@ def test_partial_ingest_from_an_earlier_pull_is_resumed(fault_proxy, test_images
             with pytest.raises(Unavailable, match="no progress after 2 attempts"):
                 await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"), layer))
         finally:
-            await client.close()
+            await client.aclose()
         [partial] = ContentStore(tmp_path / "content").ingests()
         assert partial.offset == 70_000 and not partial.active
         fault_proxy.clear_faults()
@@ -480,7 +524,7 @@ def test_partial_ingest_from_an_earlier_pull_is_resumed(fault_proxy, test_images
             data = await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"), layer))
             assert "sha256:" + hashlib.sha256(data).hexdigest() == str(layer.digest)
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
     assert fault_proxy.matching(str(layer.digest), "GET")[-1].header("Range") == "bytes=70000-"
@@ -504,7 +548,7 @@ def test_whole_blob_answer_to_a_range_request(tmp_path):
         try:
             assert await collect(client.fetch_blob(ref(srv, "x:latest"), desc)) == blob
         finally:
-            await client.close()
+            await client.aclose()
 
     with TinyServer(handler) as srv:
         run(main)
@@ -527,7 +571,7 @@ def test_concurrent_fetches_of_one_blob_download_it_once(fault_proxy, test_image
                 for _ in range(3):
                     nursery.start_soon(one)
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
     assert len(results) == 3 and all(r == bb.blob(bb.layer_digests[0]) for r in results)
@@ -552,7 +596,7 @@ def test_flipped_byte_keeps_nothing(fault_proxy, test_images, tmp_path):
             with pytest.raises(InvalidArgument, match="the registry says sha256:.*the content hashes to"):
                 await client.resolve(ref(fault_proxy, "busybox:latest"))
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -587,7 +631,7 @@ def test_oversized_and_schema1_manifests(tmp_path):
                                                           "application/vnd.example.thing"):
                     await client.resolve(ref(srv, "other:latest"))
             finally:
-                await client.close()
+                await client.aclose()
 
         run(main)
 
@@ -603,7 +647,7 @@ def test_5xx_is_retried_then_unavailable(tmp_path):
                 with pytest.raises(Unavailable, match="500 Internal Server Error"):
                     await client.resolve(ref(srv, "busybox:latest"))
             finally:
-                await client.close()
+                await client.aclose()
 
         run(main)
     assert len(srv.requests) == 3
@@ -618,7 +662,7 @@ def test_transient_5xx_recovers(fault_proxy, test_images, tmp_path):
             desc, _ = await client.resolve(ref(fault_proxy, "busybox:latest"))
             assert str(desc.digest) == test_images["busybox:latest"].digest
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -632,7 +676,7 @@ def test_connection_refused_and_tls(tmp_path):
             with pytest.raises(Unavailable, match="connection refused"):
                 await client.resolve(ref(f"127.0.0.1:{port}", "busybox:latest"))
         finally:
-            await client.close()
+            await client.aclose()
 
     run(refused)
 
@@ -658,8 +702,8 @@ def test_connection_refused_and_tls(tmp_path):
                 desc, data = await lenient.resolve(ref(srv, "x:latest"))
                 assert data == manifest and lenient._schemes[srv.host] == "https"
             finally:
-                await strict.close()
-                await lenient.close()
+                await strict.aclose()
+                await lenient.aclose()
 
         run(main)
 
@@ -677,7 +721,7 @@ def test_mirror_first_then_upstream(registry, fresh_registry, test_images, tmp_p
                 await client.fetch_blob_to_store(ref(registry, "busybox:latest"),
                                                  config_desc(bb.image))
             finally:
-                await client.close()
+                await client.aclose()
 
         run(main)
         asked = [(r.method, r.path, r.status) for r in empty_mirror.requests]
@@ -702,7 +746,7 @@ def test_mirror_serves_when_upstream_is_down(fault_proxy, test_images, tmp_path)
             data = await collect(client.fetch_blob(r, config_desc(bb.image)))
             assert hashlib.sha256(data).hexdigest() == bb.config_digest.split(":")[1]
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
     assert fault_proxy.request_count("/v2/busybox/manifests/latest") == 1
@@ -730,7 +774,7 @@ def test_redirect_to_blob_storage_without_authorization(tmp_path):
                     got = await collect(client.fetch_blob(ref(reg_srv, "x:latest"), desc, CREDS))
                     assert got == blob and client.content.exists(digest)
                 finally:
-                    await client.close()
+                    await client.aclose()
 
             run(main)
     assert [("authorization" in h) for _m, _p, h in reg_srv.requests] == [False, True]
@@ -765,7 +809,7 @@ def test_push_round_trip(fresh_registry, tmp_path):
                 assert await collect(other.fetch_blob(r, layer_d)) == info.blob(layer.digest)
                 assert await other.tags(r) == ["v1"]
             finally:
-                await other.close()
+                await other.aclose()
             with pytest.raises(InvalidArgument):
                 await client.push_blob(r, layer_d, b"not the layer")
             # a one-shot stream (what core.engine.images.push hands over) to another repository
@@ -774,7 +818,7 @@ def test_push_round_trip(fresh_registry, tmp_path):
                                           client.content.open(layer_d.digest)) is True
             assert await client.push_blob(other_repo, layer_d) is False
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)
 
@@ -792,6 +836,6 @@ def test_push_needs_credentials_on_token_registry(token_registry, tmp_path):
             assert await client.push_blob(r, desc, data, CREDS) is True
             assert await client.push_blob(r, desc, data, CREDS) is False
         finally:
-            await client.close()
+            await client.aclose()
 
     run(main)

@@ -30,8 +30,8 @@ from core.storage.layer import WhiteoutMode, apply_layer, apply_tar
 from core.storage.metastore import MetaStore
 from core.storage.tarstream import TarEntry, TarReader
 from core.storage.mount import mount, mount_all, parse_options, unmount
-from core.testing.storage import (Harness, Layer, Node, SnapshotterSuite, chunks, read_tree,
-                                  unmount_below)
+from core.testing import unmount_below
+from core.testing.storage import Harness, Layer, Node, SnapshotterSuite, chunks, read_tree
 from core.types import Mount
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="storage tests mount: run as root")
@@ -182,7 +182,7 @@ def test_snapshotters_spread_new_snapshots_over_block_groups(tmp: Path) -> None:
         assert found is None or found & 0x00020000  # chattr +T where snapshots are made
         assert not (flags(tmp / "root") or 0) & 0x00020000  # nowhere else
     finally:
-        trio.run(snapshotter.close)
+        trio.run(snapshotter.aclose)
 
 
 def test_overlay_probe_reports_an_unusable_filesystem(tmp: Path) -> None:
@@ -202,6 +202,35 @@ def test_overlay_probe_through_the_entry_point(tmp: Path) -> None:
     loaded = plugins.load("storage", "overlay")
     assert loaded.probe(plugins.context_for("storage", "overlay", tmp / "data", tmp / "run")) is None
     assert os.listdir(tmp) == []  # the probe cleaned up after itself
+
+
+# --------------------------------------------------------------------------- the kit
+def test_built_in_drivers_extend_the_snapshotter_through_its_public_points() -> None:
+    from core.storage.snapshotter import DirectorySnapshotter
+    from drivers.storage_overlay.snapshotter import OverlaySnapshotter
+    from drivers.storage_vfs.snapshotter import VfsSnapshotter
+
+    points = {"whiteouts", "populate", "mounts_of", "lowers_of"}
+    assert DirectorySnapshotter.__abstractmethods__ == points - {"whiteouts"}
+    for cls in (OverlaySnapshotter, VfsSnapshotter):
+        overridden = {n for n in vars(cls) if (hasattr(DirectorySnapshotter, n)
+                                              or n in DirectorySnapshotter.__annotations__)
+                      and n not in ("__init__", "__module__", "__doc__", "__abstractmethods__",
+                                    "_abc_impl")}
+        assert overridden == points, cls
+
+
+def test_a_snapshotter_missing_an_extension_point_cannot_be_built(tmp: Path) -> None:
+    from core.storage.snapshotter import DirectorySnapshotter
+
+    class Half(DirectorySnapshotter):
+        whiteouts = WhiteoutMode.DELETE
+
+        def populate(self, new, kind, parents):
+            os.mkdir(new / "fs")
+
+    with pytest.raises(TypeError, match="lowers_of"):
+        Half(tmp / "half")
 
 
 # --------------------------------------------------------------------------- vfs
@@ -246,7 +275,7 @@ def test_vfs_works_on_tmpfs(tmp: Path) -> None:
             tree = read_tree(sn.fs_path("b"))
             assert tree["d/f"] == Node("file", b"x", xattrs=(("user.k", b"v"),))
             assert tree["null"] == Node("char", (1, 3), 0o666) and "h" not in tree
-            await sn.close()
+            await sn.aclose()
 
         trio.run(main)
     finally:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from core.testing.registry_server import Registry, http_request, parse_www_authenticate
+from core.testing.token_server import decode_jwt
 from tests.support import images as im
 from tests.support.faultproxy import FaultProxy
-from tests.support.registry import Registry, http_request, parse_www_authenticate
-from tests.support.token_server import decode_jwt
 
 if "tests.support.fixtures" not in sys.modules:  # tests/conftest.py may already provide them
     pytest_plugins = ["tests.support.fixtures"]

@@ -88,7 +88,7 @@ class SystemServices(Protocol):
     config: DaemonConfig
     engine_id: str
     drivers: DriverSet
-    services: dict[str, Any]   # "info-counters": name -> count or callable giving it
+    info_counters: dict[str, Any]   # name -> count or callable giving it (containers, images)
 
 
 async def ping(req: Request, services: SystemServices) -> Response:
@@ -101,7 +101,7 @@ async def version(req: Request, services: SystemServices) -> Response:
 
 async def info(req: Request, services: SystemServices) -> Response:
     cfg = services.config
-    counters = services.services.get("info-counters", {})
+    counters = services.info_counters
     count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
     reports = services.drivers.reports()
     return json_response({

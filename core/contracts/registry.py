@@ -2,8 +2,9 @@
 
 A registry client speaks the OCI distribution API (Docker Registry HTTP API v2) for the kernel.
 It turns a :class:`core.reference.Reference` into verified manifests and blobs, writing blobs into
-the kernel's content store (:class:`core.engine.images.content.ContentStore`, ``context.services["content"]``)
-so that nothing unverified ever becomes visible there.  Parsing manifests and choosing a platform
+the kernel's content store (``context.content``, a :class:`core.contracts.content.ContentStore`:
+read its docstring for ingests and their rules) so that nothing unverified ever becomes visible
+there.  Parsing manifests and choosing a platform
 are the caller's (``core.engine.images.manifest``); the client moves verified bytes.
 
 Lifecycle of a pull (the image puller, ``core.engine.images.pull``)::
@@ -38,8 +39,9 @@ keeps the tokens it was issued, per registry and scope, and reuses them until th
 A client is used by many tasks at once: its methods are safe to run concurrently.  How many
 downloads run in parallel is the caller's choice.
 
-Registry settings come from ``context.services["registry_config"]``: ``{"mirrors": {registry:
-[base URL, ...]}, "insecure": [host[:port] or CIDR, ...]}``.  Pulls (resolve, manifests, blobs,
+Registry settings come from ``context.registry``, a :class:`RegistryConfig` (mirrors per registry,
+insecure hosts and networks; built with :meth:`RegistryConfig.from_mapping` from ``{"mirrors":
+{registry: [base URL, ...]}, "insecure": [host[:port] or CIDR, ...]}``).  Pulls (resolve, manifests, blobs,
 tags) try each mirror of the reference's registry in order (``docker.io`` for Docker Hub; any
 registry may have mirrors), then the registry itself; a mirror that fails or lacks the content
 is skipped.  Credentials go to the registry only, never to a mirror.  Pushes and logins go to the
@@ -58,19 +60,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 import attrs
 
 from core.errors import InvalidArgument
+from core.reference import DEFAULT_DOMAIN
 
 if TYPE_CHECKING:
     from core.reference import Reference
     from core.types import Descriptor
 
-__all__ = ["AuthConfig", "RegistryClient", "BlobSource", "Progress", "MAX_MANIFEST_BYTES"]
+__all__ = ["AuthConfig", "RegistryClient", "RegistryConfig", "BlobSource", "Progress",
+           "MAX_MANIFEST_BYTES", "parse_mirror"]
 
 #: manifests and indexes larger than this are refused (containerd and docker use 4 MiB too)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -83,6 +89,8 @@ Progress = Callable[[int], None]
 #: once it was started); or ``None``: the blob from the content store (retries re-read it)
 BlobSource = Union[bytes, Callable[[], AsyncIterator[bytes]], AsyncIterable[bytes], None]
 
+#: the names Docker Hub goes by (mirrors and insecure entries under any of them are "docker.io"'s)
+DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _AUTH_FIELDS = ("username", "password", "auth", "email", "serveraddress", "identitytoken",
                 "registrytoken")
 
@@ -174,6 +182,99 @@ class AuthConfig:
         return self.basic() is None and not self.identitytoken and not self.registrytoken
 
 
+def _split_host_port(authority: str) -> tuple[str, str]:
+    """``("host", "port")`` of ``host[:port]`` / ``[v6]:port`` (port ``""`` when absent)."""
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        return host, rest.removeprefix(":")
+    if authority.count(":") == 1:
+        host, _, port = authority.partition(":")
+        return host, port
+    return authority, ""
+
+
+def _hub_key(name: str) -> str:
+    return DEFAULT_DOMAIN if name in DOCKER_HUB_NAMES else name
+
+
+@attrs.frozen
+class RegistryConfig:
+    """The daemon's registry settings, given to registry drivers as ``context.registry``.
+
+    ``mirrors``: registry host (``docker.io`` for Docker Hub) -> mirror base URLs, tried in
+    order before the registry itself.  ``insecure``: ``host[:port]`` names or CIDRs that may be
+    reached over plain HTTP or TLS without verification; loopback (127.0.0.0/8, ::1,
+    ``localhost``) always may, as with docker, unless ``loopback_insecure`` is off.
+    """
+
+    mirrors: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    insecure_names: frozenset[str] = frozenset()
+    insecure_networks: tuple[Any, ...] = ()
+    loopback_insecure: bool = True
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any] | None, *,
+                     loopback_insecure: bool = True) -> RegistryConfig:
+        """Parse ``{"mirrors": {...}, "insecure": [...]}``.  Raises ``InvalidArgument`` on a
+        malformed entry (a daemon with a broken registry config should not start quietly)."""
+        cfg = cfg or {}
+        mirrors: dict[str, tuple[str, ...]] = {}
+        raw_mirrors = cfg.get("mirrors") or {}
+        if not isinstance(raw_mirrors, Mapping):
+            raise InvalidArgument("registry config: mirrors must map a registry to a list of URLs")
+        for registry, urls in raw_mirrors.items():
+            if isinstance(urls, str):
+                urls = [urls]
+            if not isinstance(registry, str) or not all(isinstance(u, str) for u in urls):
+                raise InvalidArgument(f"registry config: invalid mirrors for {registry!r}")
+            for url in urls:
+                parse_mirror(url)  # validate now
+            key = _hub_key(registry)
+            mirrors[key] = mirrors.get(key, ()) + tuple(u for u in urls if u)
+        names: set[str] = set()
+        networks: list[Any] = []
+        for entry in cfg.get("insecure") or ():
+            if not isinstance(entry, str) or not entry:
+                raise InvalidArgument(f"registry config: invalid insecure registry {entry!r}")
+            entry = entry.removeprefix("http://").removeprefix("https://").rstrip("/")
+            if "/" in entry:
+                try:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError as exc:
+                    raise InvalidArgument(f"registry config: invalid CIDR {entry!r}") from exc
+            else:
+                names.add(_hub_key(entry.lower()))
+        return cls(mirrors, frozenset(names), tuple(networks), loopback_insecure)
+
+    def is_insecure(self, authority: str) -> bool:
+        """Whether ``host[:port]`` may be reached without verified TLS."""
+        authority = authority.lower()
+        host, _port = _split_host_port(authority)
+        if authority in self.insecure_names or host in self.insecure_names:
+            return True
+        if self.loopback_insecure and host == "localhost":
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if self.loopback_insecure and ip.is_loopback:
+            return True
+        return any(ip in net for net in self.insecure_networks)
+
+
+def parse_mirror(url: str) -> tuple[str | None, str, str]:
+    """``(scheme or None, authority, path prefix)`` of a mirror URL.  ``InvalidArgument``."""
+    text = url.strip()
+    if "://" not in text:
+        text = "//" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("", "http", "https") or not parts.netloc or parts.query:
+        raise InvalidArgument(f"registry config: invalid mirror URL {url!r}")
+    prefix = parts.path.rstrip("/").removesuffix("/v2")
+    return parts.scheme or None, parts.netloc, prefix
+
+
 @runtime_checkable
 class RegistryClient(Protocol):
     """A registry driver's client.  See the module docstring for the lifecycle and errors.
@@ -235,5 +336,5 @@ class RegistryClient(Protocol):
         """Check ``auth`` against the registry at ``serveraddress`` (``""``/``docker.io``: Docker
         Hub); return ``"Login Succeeded"``.  ``Unauthorized`` when refused."""
 
-    async def close(self) -> None:
-        """Close connections.  The client cannot be used afterwards."""
+    async def aclose(self) -> None:
+        """Close connections.  The client cannot be used afterwards; closing twice is harmless."""

@@ -155,5 +155,6 @@ class Snapshotter(Protocol):
         the tar is hostile or corrupt) and whatever ``stream`` raises.
         """
 
-    async def close(self) -> None:
-        """Release what the driver holds.  Snapshots stay on disk."""
+    async def aclose(self) -> None:
+        """Release what the driver holds (its database).  Snapshots stay on disk; building the
+        driver again on the same root finds them.  Closing twice is harmless."""

@@ -56,8 +56,9 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.router = Router()
-        self.services: dict[str, Any] = {}
-        self.drivers = DriverSet(config, self.services)
+        # what ``GET /info`` counts (containers, images): name -> callable, filled at open()
+        self.info_counters: dict[str, Callable[[], int]] = {}
+        self.drivers: DriverSet | None = None  # built at open(), with the content store
         self.state: State | None = None
         self.engine_id = ""
         self._lock_fd: int | None = None
@@ -125,14 +126,10 @@ class Daemon:
         # downloads cut by a crash stay resumable for a day, then go
         self.content.cleanup_ingests(max_age=24 * 3600)
         self.images = ImageStore(self.state)
+        self.info_counters["Images"] = self.images.count
+        self.drivers = DriverSet(self.config, content=self.content)
         self.image_service = Images(store=self.images, content=self.content, drivers=self.drivers,
                                     events=self.events)
-        self.services["content"] = self.content
-        self.services["registry_config"] = {
-            "mirrors": {"docker.io": list(self.config.registry_mirrors), **self.config.mirrors},
-            "insecure": list(self.config.insecure_registries),
-        }
-        self.services.setdefault("info-counters", {})["Images"] = self.images.count
         self.drivers.resolve_defaults()
         from core.engine.containers.service import Containers
         from core.engine.volumes import VolumeStore
@@ -141,7 +138,7 @@ class Daemon:
         self.containers = Containers(state=self.state, data_root=self.config.data_root, images=self.images,
                                      content=self.content, volumes=self.volumes, drivers=self.drivers,
                                      emit=self.events.emit)
-        self.services["info-counters"].update(self.containers.counters())
+        self.info_counters.update(self.containers.counters())
         from core.api import networks as networks_api
         from core.engine.networks.service import NetworkManager
 
@@ -266,7 +263,8 @@ class Daemon:
                     await result
             except Exception:
                 log.exception("error while shutting down")
-        await self.drivers.aclose()
+        if self.drivers is not None:
+            await self.drivers.aclose()
         if self.state is not None:
             self.state.close()
         if self._lock_fd is not None:

@@ -10,27 +10,47 @@ loaded on first use and kept.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import plugins
+from core.contracts.registry import RegistryConfig
 from core.daemon.config import DEFAULT_DRIVERS, DaemonConfig
 from core.errors import DriverError
 from core.hookspecs import KINDS
+
+if TYPE_CHECKING:
+    from core.contracts import DriverContext
+    from core.contracts.content import ContentStore
 
 log = logging.getLogger("core.drivers")
 HEADER = "x-core-driver"
 
 
+def registry_config(config: DaemonConfig) -> RegistryConfig:
+    """The registry settings of the daemon config: ``registry-mirrors`` (Docker Hub's),
+    ``mirrors`` (any registry's) and ``insecure-registries``.  ``InvalidArgument`` when one is
+    malformed: the daemon does not start with a registry config it cannot follow."""
+    return RegistryConfig.from_mapping({
+        "mirrors": {"docker.io": list(config.registry_mirrors), **config.mirrors},
+        "insecure": list(config.insecure_registries),
+    })
+
+
 class DriverSet:
-    def __init__(self, config: DaemonConfig, services: dict[str, Any] | None = None) -> None:
+    """The daemon's drivers.  ``content`` is the kernel's content store, offered to registry
+    drivers (with the registry settings of ``config``) through their :class:`DriverContext`."""
+
+    def __init__(self, config: DaemonConfig, content: ContentStore | None = None) -> None:
         self.config = config
-        self.services = services if services is not None else {}
+        self.content = content
+        self.registry = registry_config(config)
         self.defaults: dict[str, str] = {}
         self._instances: dict[tuple[str, str], Any] = {}
 
-    def context(self, kind: str, name: str) -> Any:
+    def context(self, kind: str, name: str) -> DriverContext:
         return plugins.context_for(kind, name, self.config.data_root, self.config.exec_root,
-                                   self.config.driver_opts.get(kind), self.services)
+                                   self.config.driver_opts.get(kind), content=self.content,
+                                   registry=self.registry)
 
     def resolve_defaults(self) -> None:
         """Choose the default driver of every kind.  Explicit choices must load and run here."""
@@ -102,9 +122,14 @@ class DriverSet:
         return out
 
     async def aclose(self) -> None:
+        """Close every driver built (``aclose()``, the contracts' one way); a failure is logged
+        and the others are closed all the same."""
         for (kind, name), driver in list(self._instances.items()):
+            # transitional: executor and network drivers said close() until their contracts
+            # were renamed in issue 9; drop the fallback once every driver has aclose()
+            closer = getattr(driver, "aclose", None) or driver.close
             try:
-                await (driver.aclose() if kind == "network" else driver.close())
+                await closer()
             except Exception:
                 log.exception("closing %s driver %s", kind, name)
         self._instances.clear()

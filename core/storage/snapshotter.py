@@ -2,8 +2,9 @@
 
 :class:`DirectorySnapshotter` implements :class:`core.contracts.Snapshotter` for drivers that
 keep each snapshot in a directory of their own and its bookkeeping in a
-:class:`~core.storage.metastore.MetaStore`.  A driver subclasses it and says three things: how a
-new snapshot's directory is populated, how a snapshot is mounted, and how layers are written
+:class:`~core.storage.metastore.MetaStore`.  A driver subclasses it and says, through the public
+extension points listed on the class, how a new snapshot's directory is populated, how a
+snapshot is mounted, what a layer is applied through, and how whiteouts are written
 (:class:`~core.storage.layer.WhiteoutMode`).  Everything else — the rules of the contract, atomic
 creation and removal, crash recovery, usage, layer streaming — is written here once.
 
@@ -23,6 +24,7 @@ opens.  One process owns a root at a time.
 """
 from __future__ import annotations
 
+import abc
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
@@ -45,15 +47,32 @@ def bind_mount(path: Path, *, readonly: bool) -> Mount:
     return Mount(type="bind", source=str(path), options=("rbind", "ro" if readonly else "rw"))
 
 
-class DirectorySnapshotter:
-    """A :class:`core.contracts.Snapshotter` over snapshot directories; subclass and define
-    :attr:`whiteouts`, :meth:`_populate`, :meth:`_mounts` and :meth:`_lowers`.
+class DirectorySnapshotter(abc.ABC):
+    """A :class:`core.contracts.Snapshotter` over snapshot directories.
+
+    A driver subclasses it and defines its **extension points** — one attribute and three
+    abstract methods, nothing else (the rest is the contract, written here once):
+
+    :attr:`whiteouts`
+        how :meth:`apply_layer` writes OCI whiteouts (:class:`~core.storage.layer.WhiteoutMode`:
+        overlayfs's character devices and opaque xattrs, or plain deletions);
+    :meth:`populate`
+        how a new snapshot's directory is filled (empty for an overlay upper, a copy of the
+        parent for vfs);
+    :meth:`mounts_of`
+        the :class:`core.types.Mount` values of an active snapshot or a view;
+    :meth:`lowers_of`
+        the directories a layer applied to a snapshot reads through (what lies below it).
+
+    They are given a :class:`~core.storage.metastore.Snapshot` (its id, kind and parents' ids)
+    and find directories with :meth:`snapshot_dir` and :meth:`snapshot_fs`.  A driver may
+    extend ``__init__`` (call ``super().__init__(root)`` first) and add probes of its own.
 
     Building one opens (or creates) ``root`` and collects the garbage of a crash.  Raises
     ``CoreError`` if ``root`` cannot be used.
     """
 
-    #: how :meth:`apply_layer` writes whiteouts
+    #: how :meth:`apply_layer` writes whiteouts (an extension point: every driver sets it)
     whiteouts: WhiteoutMode
 
     def __init__(self, root: Path) -> None:
@@ -69,34 +88,47 @@ class DirectorySnapshotter:
         self._ms = MetaStore(self.root / "metadata.db")
         self._collect_garbage()
 
-    # ------------------------------------------------------------------- for subclasses
-    def _populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
+    # ------------------------------------------------------------------- extension points
+    @abc.abstractmethod
+    def populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
         """Fill the new snapshot directory ``new`` (which exists, empty): at least ``new/fs``.
 
-        ``parents`` are the ``fs`` directories of the parent chain, nearest first.  Runs in a
-        worker thread; may be slow.  Raises ``OSError``.
+        ``kind`` is ``ACTIVE`` or ``VIEW``; ``parents`` are the ``fs`` directories of the
+        parent chain, nearest first (empty for a snapshot without parent).  Runs in a worker
+        thread, before the snapshot is recorded, so it may be slow; what it leaves behind on a
+        failure is removed.  Raises ``OSError``.
         """
-        raise NotImplementedError
 
-    def _mounts(self, snap: Snapshot) -> list[Mount]:
-        """The mounts of the active snapshot or view ``snap``."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def mounts_of(self, snap: Snapshot) -> list[Mount]:
+        """The mounts of the active snapshot or view ``snap`` (never a committed one).
 
-    def _lowers(self, snap: Snapshot) -> list[Path]:
-        """The directories :func:`~core.storage.layer.apply_layer` reads under ``snap``'s."""
-        raise NotImplementedError
+        A view's mounts must be read-only (``ro`` on a bind, or an overlay without upper).
+        Called on the trio thread: compute, do not touch the disk.
+        """
+
+    @abc.abstractmethod
+    def lowers_of(self, snap: Snapshot) -> list[Path]:
+        """The directories below the active snapshot ``snap`` that
+        :func:`~core.storage.layer.apply_layer` must look through (nearest first) to apply a
+        layer the way its mounts will show it: the parents' ``fs`` directories for a driver
+        whose snapshots hold only their own changes (overlay), ``[]`` for one whose snapshots
+        are full copies (vfs)."""
 
     # ------------------------------------------------------------------- paths
-    def _dir(self, snapshot_id: int) -> Path:
+    def snapshot_dir(self, snapshot_id: int) -> Path:
+        """The directory of the snapshot ``snapshot_id`` (``snapshots/<id>``): ``fs`` and
+        whatever else :meth:`populate` put there."""
         return self._snapshots / str(snapshot_id)
 
-    def _fs(self, snapshot_id: int) -> Path:
+    def snapshot_fs(self, snapshot_id: int) -> Path:
+        """The files of the snapshot ``snapshot_id`` (``snapshots/<id>/fs``)."""
         return self._snapshots / str(snapshot_id) / "fs"
 
     def fs_path(self, key: str) -> Path:
         """Where the files of ``key`` are kept on the host — for tests and diagnostics; callers
         mount :meth:`mounts` instead.  ``NotFound`` if ``key`` does not exist."""
-        return self._fs(self._ms.get(key).id)
+        return self.snapshot_fs(self._ms.get(key).id)
 
     # ------------------------------------------------------------------- the contract
     async def prepare(self, key: str, parent: str = "", labels: dict[str, str] | None = None) -> list[Mount]:
@@ -112,7 +144,7 @@ class DirectorySnapshotter:
         try:
             try:
                 await trio.to_thread.run_sync(
-                    self._populate, new, kind, [self._fs(i) for i in parent_ids])
+                    self.populate, new, kind, [self.snapshot_fs(i) for i in parent_ids])
             except OSError as exc:
                 self._ms.check_create(kind, key, parent, labels)  # the parent went away?
                 raise CoreError(f"cannot create snapshot {key!r}: {exc}") from exc
@@ -121,27 +153,27 @@ class DirectorySnapshotter:
                 if snap.parent_ids != parent_ids:
                     raise CoreError(f"parent {parent!r} was replaced while {key!r} was created")
                 try:
-                    os.rename(new, self._dir(snap.id))
+                    os.rename(new, self.snapshot_dir(snap.id))
                 except OSError as exc:
                     raise CoreError(f"cannot create snapshot {key!r}: {exc}") from exc
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(fs.remove_tree, new)
             raise
-        return self._mounts(snap)
+        return self.mounts_of(snap)
 
     async def mounts(self, key: str) -> list[Mount]:
         snap = self._ms.get(key)
         if snap.kind is SnapshotKind.COMMITTED:
             raise InvalidArgument(f"snapshot {key!r} is committed and has no mounts; "
                                   "create a view of it")
-        return self._mounts(snap)
+        return self.mounts_of(snap)
 
     async def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
         snap = self._ms.get(key)
         usage = Usage()
         if snap.kind is SnapshotKind.ACTIVE:  # else the metastore refuses, below
-            usage = await trio.to_thread.run_sync(fs.disk_usage, self._fs(snap.id))
+            usage = await trio.to_thread.run_sync(fs.disk_usage, self.snapshot_fs(snap.id))
         self._ms.commit(key, name, usage, labels)
 
     async def remove(self, key: str) -> None:
@@ -150,7 +182,7 @@ class DirectorySnapshotter:
             with self._ms.transaction():  # forgotten if and only if moved out of the way
                 snap = self._ms.remove(key)
                 try:
-                    os.rename(self._dir(snap.id), trash / "snapshot")
+                    os.rename(self.snapshot_dir(snap.id), trash / "snapshot")
                 except FileNotFoundError:
                     pass  # its directory is already gone: forgetting it is enough
                 except OSError as exc:
@@ -170,17 +202,17 @@ class DirectorySnapshotter:
         recorded = self._ms.usage(key)
         if recorded is not None:
             return recorded
-        return await trio.to_thread.run_sync(fs.disk_usage, self._fs(self._ms.get(key).id))
+        return await trio.to_thread.run_sync(fs.disk_usage, self.snapshot_fs(self._ms.get(key).id))
 
     async def apply_layer(self, key: str, stream: AsyncIterable[bytes]) -> int:
         snap = self._ms.get(key)
         if snap.kind is not SnapshotKind.ACTIVE:
             raise InvalidArgument(f"snapshot {key!r} is {snap.kind.value}: layers are applied "
                                   "to active snapshots only")
-        return await apply_layer(stream, self._fs(snap.id), whiteouts=self.whiteouts,
-                                 lowers=self._lowers(snap))
+        return await apply_layer(stream, self.snapshot_fs(snap.id), whiteouts=self.whiteouts,
+                                 lowers=self.lowers_of(snap))
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self._ms.close()
 
     # ------------------------------------------------------------------- recovery

@@ -51,7 +51,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -65,7 +64,7 @@ from hypothesis import strategies as st
 
 from core.contracts.executor import ContainerState, ExitStatus, IOConfig
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
-from core.testing import make_driver
+from core.testing import TrioThread, close_driver, make_driver, options_from_env
 
 __all__ = ["ExecutorSuite", "Harness", "Result", "make_rootfs", "make_spec", "BUSYBOX",
            "DEFAULT_CAPS", "DEFAULT_PATH"]
@@ -211,41 +210,6 @@ class Result(NamedTuple):
         return self.status.code
 
 
-class _TrioThread:
-    """A trio loop in a thread of its own: the driver lives in one trio run, as in the daemon,
-    while tests (and hypothesis) stay synchronous."""
-
-    def __init__(self) -> None:
-        ready = threading.Event()
-        self._token: Any = None
-        self._stop: Any = None
-
-        async def serve() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            ready.set()
-            await self._stop.wait()
-
-        self._thread = threading.Thread(target=trio.run, args=(serve,), daemon=True,
-                                        name="core-testing-executor")
-        self._thread.start()
-        ready.wait()
-
-    def run(self, afn: Callable[..., Any], *args: Any, timeout: float = CALL_TIMEOUT) -> Any:
-        async def bounded() -> Any:
-            with trio.fail_after(timeout):
-                return await afn(*args)
-        return trio.from_thread.run(bounded, trio_token=self._token)
-
-    def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            self._thread.join()
-
-
 class Harness:
     """The driver under test in a fresh root, a busybox rootfs, and synchronous helpers.
 
@@ -253,7 +217,8 @@ class Harness:
     the driver and removes the directories; it fails if the driver still lists a container.
     """
 
-    def __init__(self, kind: str, name: str, root: Path | None = None) -> None:
+    def __init__(self, kind: str, name: str, root: Path | None = None,
+                 options: dict[str, str] | None = None) -> None:
         if os.geteuid() != 0:
             pytest.skip("the executor conformance suite runs containers: run it as root")
         self.kind, self.name = kind, name
@@ -265,11 +230,11 @@ class Harness:
         self.root = root
         self.ids: list[str] = []
         self._bundles = itertools.count()
-        self._loop = _TrioThread()
+        self._loop = TrioThread(timeout=CALL_TIMEOUT, name="core-testing-executor")
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(
-                make_driver, kind, name, self.root)
+                make_driver, kind, name, self.root, options)
             self.rootfs = make_rootfs(self.root / "rootfs")
         except BaseException:
             self.close()
@@ -405,7 +370,7 @@ class Harness:
                 left = [s.id for s in self.call(self.driver.list)]
                 if left:
                     errors.append(f"the driver still lists {left} after deleting them")
-                self.call(self.driver.close)
+                self.call(close_driver, self.driver)
         finally:
             self._loop.close()
             shutil.rmtree(self.root, ignore_errors=True)
@@ -465,10 +430,15 @@ class ExecutorSuite:
     kind = "executor"
     name: str | None = None
 
+    def driver_options(self) -> dict[str, str]:
+        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
+        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
+        return options_from_env()
+
     @pytest.fixture
     def h(self, driver_under_test):
         kind, name = driver_under_test
-        harness = Harness(kind, name)
+        harness = Harness(kind, name, options=self.driver_options())
         try:
             yield harness
         finally:

@@ -14,7 +14,7 @@ import trio
 
 from core import contracts, plugins
 from core.hookspecs import SPECS
-from core.testing import make_driver, temp_root
+from core.testing import close_driver, make_driver, options_from_env, temp_root
 
 PROTOCOLS = {
     "storage": contracts.Snapshotter,
@@ -28,14 +28,19 @@ class LoadingSuite:
     kind: str | None = None  # None: every kind given with --driver
     name: str | None = None
 
+    def driver_options(self) -> dict[str, str]:
+        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
+        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
+        return options_from_env()
+
     @pytest.fixture
     def built(self, driver_under_test):
         kind, name = driver_under_test
         root = temp_root()
         try:
-            loaded, context, driver = make_driver(kind, name, root)
+            loaded, context, driver = make_driver(kind, name, root, self.driver_options())
             yield kind, name, loaded, context, driver
-            trio.run(driver.aclose if kind == "network" else driver.close)
+            trio.run(close_driver, driver)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -84,6 +89,8 @@ class LoadingSuite:
     def test_writes_only_under_its_roots(self, built):
         _kind, _name, _loaded, context, _driver = built
         roots = (context.root, context.exec_root)
+        if context.content is not None:  # the kernel's store the harness offers (root/content)
+            roots += (context.data_root.parent / "content",)
         for path in context.data_root.parent.rglob("*"):
             inside = any(path.is_relative_to(r) for r in roots)
             above = any(path in r.parents for r in roots)

@@ -71,11 +71,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, \
     run_state_machine_as_test
 
-from core import plugins
-from core.testing import TrioThread
+from core.testing import TrioThread, close_driver, make_driver, options_from_env, pid_alive
 from core.contracts.network import (Endpoint, EndpointRequest, Network, NetworkSpec, PortBinding,
                                     mac_for_address)
-from core.errors import AlreadyExists, Conflict, CoreError, DriverError, InvalidArgument, NotFound
+from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
 
 __all__ = ["NetworkSuite", "NetworkMachine", "NetworkHarness", "Namespaces", "HostSnapshot",
            "reap_stale", "netns_path", "call_in_netns", "socket_in", "netns_view", "udp_reachable",
@@ -89,16 +88,6 @@ of a run can be told apart)."""
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _ids = itertools.count()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def network_id() -> str:
@@ -397,17 +386,6 @@ class HostSnapshot:
 
 
 # =========================================================================== harness
-def _build(kind: str, name: str, root: Path, options: dict[str, str]) -> tuple[Any, Any, Any]:
-    loaded = plugins.load(kind, name)
-    context = plugins.context_for(kind, name, root / "data", root / "run", options)
-    why_not = loaded.probe(context)
-    if why_not:
-        raise DriverError(f'{kind} driver "{name}" cannot run here: {why_not}')
-    context.root.mkdir(parents=True, exist_ok=True)
-    context.exec_root.mkdir(parents=True, exist_ok=True)
-    return loaded, context, loaded.create(context)
-
-
 class NetworkHarness:
     """The driver under test in a fresh root, with synchronous helpers and the namespaces of
     the test.  :meth:`close` leaves every endpoint, deletes every network, closes the driver,
@@ -427,7 +405,7 @@ class NetworkHarness:
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(
-                _build, kind, name, self.root, self.options)
+                make_driver, kind, name, self.root, self.options)
         except BaseException:
             self.close()
             raise
@@ -461,7 +439,7 @@ class NetworkHarness:
 
     def reopen(self) -> None:
         """Close the driver and build it again on the same root (as a daemon restart does)."""
-        self.call(self.driver.aclose)
+        self.call(close_driver, self.driver)
         self.driver = self._loop.run_sync(self.loaded.create, self.context)
 
     def clear(self) -> None:
@@ -477,7 +455,7 @@ class NetworkHarness:
                 try:
                     self.clear()
                 finally:
-                    self.call(self.driver.aclose)
+                    self.call(close_driver, self.driver)
                     self.driver = None
         finally:
             self._loop.close()
@@ -492,11 +470,11 @@ def reap_stale() -> None:
     if os.path.isdir("/var/run/netns"):
         for name in os.listdir("/var/run/netns"):
             m = pattern.match(name)
-            if m and not _pid_alive(int(m.group(1))):
+            if m and not pid_alive(int(m.group(1))):
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
     for root in Path("/tmp").glob(f"{PREFIX}-*"):
         m = pattern.match(root.name)
-        if not m or _pid_alive(int(m.group(1))) or not root.is_dir():
+        if not m or pid_alive(int(m.group(1))) or not root.is_dir():
             continue
         try:
             info = json.loads((root / "suite.json").read_text())
@@ -508,9 +486,9 @@ def reap_stale() -> None:
                             await driver.leave(net.id, ep.endpoint_id)
                         await driver.delete_network(net.id)
                 finally:
-                    await driver.aclose()
+                    await close_driver(driver)
 
-            _, _, driver = _build(info["kind"], info["name"], root, info["options"])
+            _, _, driver = make_driver(info["kind"], info["name"], root, info["options"])
             trio.run(clear, driver)
         except (OSError, ValueError, KeyError, CoreError):
             pass
@@ -725,14 +703,7 @@ class NetworkSuite:
         """``DriverContext.options`` of the driver under test (a fresh call per harness):
         by default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set — so a run with
         ``--pyargs`` can keep its driver off the names a live daemon uses."""
-        text = os.environ.get("CORE_TESTING_DRIVER_OPTIONS")
-        if not text:
-            return {}
-        options = json.loads(text)
-        if not isinstance(options, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
-            raise pytest.UsageError("CORE_TESTING_DRIVER_OPTIONS must be a JSON object of strings")
-        return options
+        return options_from_env()
 
     def owned_link(self, name: str) -> bool:
         """Whether a host link named ``name`` could be the driver's (leak checks look at

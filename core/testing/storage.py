@@ -41,7 +41,6 @@ import functools
 import io
 import itertools
 import os
-import re
 import shutil
 import stat
 import struct
@@ -60,7 +59,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from core.contracts.storage import SnapshotKind, Usage
 from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
 from core.storage.mount import mount_all, unmount
-from core.testing import TrioThread, make_driver, temp_root
+from core.testing import (TrioThread, close_driver, make_driver, options_from_env, temp_root,
+                          unmount_below)
 
 __all__ = ["SnapshotterSuite", "LayerStackMachine", "Harness", "Layer", "Node", "read_tree",
            "assert_tree", "chunks", "unmount_below"]
@@ -215,17 +215,6 @@ def assert_tree(actual: dict[str, Node], expected: dict[str, Node], what: str) -
 
 
 # =========================================================================== harness
-def unmount_below(root: Path) -> None:
-    """Unmount (lazily) whatever is mounted at or below ``root``, deepest first: the cleanup of
-    last resort before removing a test's directory, whatever a failed test left mounted."""
-    with open("/proc/self/mountinfo") as f:  # field 5 is the mount point, octal-escaped
-        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-                  for line in f]
-    inside = [p for p in points if p == str(root) or p.startswith(f"{root}/")]
-    for point in sorted(inside, key=len, reverse=True):
-        unmount(point, detach=True)
-
-
 class Harness:
     """The driver under test in a fresh root, with synchronous helpers.
 
@@ -234,7 +223,7 @@ class Harness:
     closes the driver and removes the root.
     """
 
-    def __init__(self, kind: str, name: str) -> None:
+    def __init__(self, kind: str, name: str, options: dict[str, str] | None = None) -> None:
         if os.geteuid() != 0:
             pytest.skip("the storage conformance suite mounts snapshots: run it as root")
         self.kind, self.name = kind, name
@@ -244,7 +233,7 @@ class Harness:
         self.driver: Any = None
         try:
             self.loaded, self.context, self.driver = self._loop.run_sync(
-                make_driver, kind, name, self.root)
+                make_driver, kind, name, self.root, options)
             self.outside = self.root / "outside"
             (self.outside / "dir").mkdir(parents=True)
             (self.outside / "secret").write_bytes(b"secret")
@@ -340,7 +329,7 @@ class Harness:
             for target in list(self._mounted):
                 self._unmount(target)
             if self.driver is not None:
-                self.call(self.driver.close)
+                self.call(close_driver, self.driver)
         finally:
             self._loop.close()
             unmount_below(self.root)
@@ -348,7 +337,7 @@ class Harness:
 
     def reopen(self) -> None:
         """Close the driver and build it again on the same root (as a daemon restart does)."""
-        self.call(self.driver.close)
+        self.call(close_driver, self.driver)
         self.driver = self._loop.run_sync(self.loaded.create, self.context)
 
 
@@ -470,10 +459,11 @@ class LayerStackMachine(RuleBasedStateMachine):
     """
 
     driver: tuple[str, str]
+    options: dict[str, str] = {}
 
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness(*self.driver)
+        self.h = Harness(*self.driver, self.options)
         self.layers: dict[str, dict[str, Node]] = {"": {}}   # committed name -> model
         self.parents: dict[str, str] = {}
         self.count = 0
@@ -686,9 +676,14 @@ class SnapshotterSuite:
     stateful_settings = settings(max_examples=100, stateful_step_count=10, deadline=None,
                                  database=None, suppress_health_check=list(HealthCheck))
 
+    def driver_options(self) -> dict[str, str]:
+        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
+        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
+        return options_from_env()
+
     @pytest.fixture
     def harness(self, driver_under_test: tuple[str, str]) -> Iterator[Harness]:
-        h = Harness(*driver_under_test)
+        h = Harness(*driver_under_test, self.driver_options())
         try:
             yield h
         finally:
@@ -698,7 +693,8 @@ class SnapshotterSuite:
     def test_layer_stacks_match_the_model(self, driver_under_test: tuple[str, str]) -> None:
         if os.geteuid() != 0:
             pytest.skip("the storage conformance suite mounts snapshots: run it as root")
-        machine = type("LayerStacks", (LayerStackMachine,), {"driver": driver_under_test})
+        machine = type("LayerStacks", (LayerStackMachine,), {"driver": driver_under_test,
+                                                              "options": self.driver_options()})
         run_state_machine_as_test(machine, settings=self.stateful_settings)
 
     # ------------------------------------------------------------------- 2. lifecycle

@@ -32,7 +32,6 @@ its size and digest are verified.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import re
@@ -46,17 +45,18 @@ import httpx
 import trio
 
 from core import __version__
-from core.engine.images.content import ContentStore
-from core.contracts.registry import MAX_MANIFEST_BYTES, AuthConfig, BlobSource, Progress
+from core.contracts.content import ContentStore
+from core.contracts.registry import (DOCKER_HUB_NAMES, MAX_MANIFEST_BYTES, AuthConfig, BlobSource,
+                                     Progress, RegistryConfig, parse_mirror)
 from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound,
                          Unauthorized, Unavailable)
-from core.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, Reference
+from core.reference import DOCKER_HUB_API_HOST, Reference
 from core.types import (INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MEDIA_TYPE_DOCKER_MANIFEST,
                         MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX,
                         MEDIA_TYPE_OCI_MANIFEST, SCHEMA1_MEDIA_TYPES, Descriptor, Digest)
 from drivers.registry_hub.auth import Authenticator, errcode_text
 
-__all__ = ["HubClient", "RegistryConfig", "Endpoint", "MANIFEST_ACCEPT"]
+__all__ = ["HubClient", "Endpoint", "MANIFEST_ACCEPT"]
 
 log = logging.getLogger("core.registry")
 T = TypeVar("T")
@@ -70,7 +70,6 @@ MAX_TAG_PAGES = 10_000
 MAX_TAGS = 1_000_000
 MAX_REDIRECTS = 10
 CONFLICT_POLL = 0.05  # s between looks at a blob another task is downloading
-_DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _GENERIC_TYPES = ("", "application/json", "text/plain", "application/octet-stream")
 _HTTPS_ONLY_HINT = b"HTTP request to an HTTPS server"
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
@@ -80,100 +79,6 @@ _SCHEMA1_MESSAGE = ("schema 1 images are not supported, push the image again wit
 
 #: a request body: bytes, or a factory of a fresh body (called again for each retry)
 Body = Callable[[], bytes | AsyncIterable[bytes]] | None
-
-
-# ---------------------------------------------------------------------------------- config
-def _split_host_port(authority: str) -> tuple[str, str]:
-    """``("host", "port")`` of ``host[:port]`` / ``[v6]:port`` (port ``""`` when absent)."""
-    if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        return host, rest.removeprefix(":")
-    if authority.count(":") == 1:
-        host, _, port = authority.partition(":")
-        return host, port
-    return authority, ""
-
-
-def _hub_key(name: str) -> str:
-    return DEFAULT_DOMAIN if name in _DOCKER_HUB_NAMES else name
-
-
-@attrs.frozen
-class RegistryConfig:
-    """The daemon's registry settings, from ``context.services["registry_config"]``.
-
-    ``mirrors``: registry host (``docker.io`` for Docker Hub) -> mirror base URLs, tried in
-    order before the registry itself.  ``insecure``: ``host[:port]`` names or CIDRs that may be
-    reached over plain HTTP or TLS without verification; loopback (127.0.0.0/8, ::1,
-    ``localhost``) always may, as with docker, unless ``loopback_insecure`` is off.
-    """
-
-    mirrors: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
-    insecure_names: frozenset[str] = frozenset()
-    insecure_networks: tuple[Any, ...] = ()
-    loopback_insecure: bool = True
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None, *,
-                     loopback_insecure: bool = True) -> RegistryConfig:
-        """Parse ``{"mirrors": {...}, "insecure": [...]}``.  Raises ``InvalidArgument`` on a
-        malformed entry (a daemon with a broken registry config should not start quietly)."""
-        cfg = cfg or {}
-        mirrors: dict[str, tuple[str, ...]] = {}
-        raw_mirrors = cfg.get("mirrors") or {}
-        if not isinstance(raw_mirrors, Mapping):
-            raise InvalidArgument("registry config: mirrors must map a registry to a list of URLs")
-        for registry, urls in raw_mirrors.items():
-            if isinstance(urls, str):
-                urls = [urls]
-            if not isinstance(registry, str) or not all(isinstance(u, str) for u in urls):
-                raise InvalidArgument(f"registry config: invalid mirrors for {registry!r}")
-            for url in urls:
-                _parse_mirror(url)  # validate now
-            key = _hub_key(registry)
-            mirrors[key] = mirrors.get(key, ()) + tuple(u for u in urls if u)
-        names: set[str] = set()
-        networks: list[Any] = []
-        for entry in cfg.get("insecure") or ():
-            if not isinstance(entry, str) or not entry:
-                raise InvalidArgument(f"registry config: invalid insecure registry {entry!r}")
-            entry = entry.removeprefix("http://").removeprefix("https://").rstrip("/")
-            if "/" in entry:
-                try:
-                    networks.append(ipaddress.ip_network(entry, strict=False))
-                except ValueError as exc:
-                    raise InvalidArgument(f"registry config: invalid CIDR {entry!r}") from exc
-            else:
-                names.add(_hub_key(entry.lower()))
-        return cls(mirrors, frozenset(names), tuple(networks), loopback_insecure)
-
-    def is_insecure(self, authority: str) -> bool:
-        """Whether ``host[:port]`` may be reached without verified TLS."""
-        authority = authority.lower()
-        host, _port = _split_host_port(authority)
-        if authority in self.insecure_names or host in self.insecure_names:
-            return True
-        if self.loopback_insecure and host == "localhost":
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if self.loopback_insecure and ip.is_loopback:
-            return True
-        return any(ip in net for net in self.insecure_networks)
-
-
-def _parse_mirror(url: str) -> tuple[str | None, str, str]:
-    """``(scheme or None, authority, path prefix)`` of a mirror URL.  ``InvalidArgument``."""
-    text = url.strip()
-    if "://" not in text:
-        text = "//" + text
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("", "http", "https") or not parts.netloc or parts.query:
-        raise InvalidArgument(f"registry config: invalid mirror URL {url!r}")
-    prefix = parts.path.rstrip("/").removesuffix("/v2")
-    return parts.scheme or None, parts.netloc, prefix
 
 
 @attrs.frozen
@@ -266,21 +171,21 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 class HubClient:
     """The registry driver ``hub``: see the module docstring and ``core.contracts.registry``.
 
-    ``content`` is the kernel's content store (blobs land there); ``config`` the registry
+    ``content`` is the kernel's content store (blobs land there: any
+    :class:`core.contracts.content.ContentStore`); ``config`` the registry
     settings (:class:`RegistryConfig` or its mapping form).  ``attempts``: tries of a request
     that fails with 5xx/429 or cannot connect; ``blob_attempts``: tries of a blob body that
     keeps dropping without progress; ``backoff``: the first pause between tries, doubling.
     """
 
-    def __init__(self, content: ContentStore | None = None,
+    def __init__(self, content: ContentStore,
                  config: RegistryConfig | Mapping[str, Any] | None = None, *,
-                 content_root: Any = None, attempts: int = 3, blob_attempts: int = 5,
+                 attempts: int = 3, blob_attempts: int = 5,
                  backoff: float = 0.25, max_backoff: float = 5.0,
                  timeout: httpx.Timeout | float | None = None,
                  max_connections: int = 32, loopback_insecure: bool = True,
                  user_agent: str = USER_AGENT) -> None:
-        self._content = content
-        self._content_root = content_root
+        self.content = content
         if isinstance(config, RegistryConfig):
             self.config = config
         else:
@@ -305,22 +210,13 @@ class HubClient:
         self._auth = Authenticator(self._token_send, self._may_send_secrets)
         self._closed = False
 
-    # ------------------------------------------------------------------ plumbing: store, config
-    @property
-    def content(self) -> ContentStore:
-        """The content store blobs are written to."""
-        if self._content is None:
-            if self._content_root is None:
-                raise Unavailable("the registry driver has no content store")
-            self._content = ContentStore(self._content_root)
-        return self._content
-
+    # ------------------------------------------------------------------ plumbing: config
     def _endpoints(self, ref: Reference, *, pull: bool = True) -> list[Endpoint]:
         """The mirrors for ``ref``'s registry (pulls only), then the registry."""
         out = []
         if pull:
             for url in self.config.mirrors.get(ref.domain, ()):
-                scheme, host, prefix = _parse_mirror(url)
+                scheme, host, prefix = parse_mirror(url)
                 out.append(Endpoint(host, prefix, scheme, mirror=True,
                                     insecure=self.config.is_insecure(host)))
         out.append(self._upstream(ref.api_host))
@@ -333,7 +229,7 @@ class HubClient:
         parts = urllib.parse.urlsplit(url)
         return parts.scheme == "https" or self.config.is_insecure(parts.netloc)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Close every connection; the client cannot be used afterwards."""
         self._closed = True
         try:
@@ -341,8 +237,6 @@ class HubClient:
                 await self._verified.aclose()
         finally:
             await self._unverified.aclose()
-
-    aclose = close
 
     # ------------------------------------------------------------------ plumbing: one HTTP send
     async def _send(self, method: str, url: str, headers: Mapping[str, str],
@@ -1045,6 +939,6 @@ def _login_host(serveraddress: str) -> str:
     if "://" in text:
         text = urllib.parse.urlsplit(text).netloc
     text = text.split("/", 1)[0].lower()
-    if not text or text in _DOCKER_HUB_NAMES:
+    if not text or text in DOCKER_HUB_NAMES:
         return DOCKER_HUB_API_HOST
     return text

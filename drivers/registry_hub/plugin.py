@@ -1,14 +1,20 @@
 """Entry point of the built-in registry driver "hub": registers it with the kernel.
 
 The driver is a library (:mod:`drivers.registry_hub.client`); this adapter builds it from the
-kernel's context: the content store from ``context.services["content"]`` and the registry
-settings (mirrors, insecure registries) from ``context.services["registry_config"]``.
+kernel's context: the content store from ``context.content`` and the registry settings (mirrors,
+insecure registries) from ``context.registry``.  A context without a content store is refused:
+blobs must land in the kernel's store, never in one of the driver's making.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from core.errors import DriverError
 from core.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from core.contracts import DriverContext
+    from core.contracts.registry import RegistryClient
 
 NAME = "hub"
 
@@ -20,11 +26,10 @@ def core_driver_describe() -> str:
 
 
 @hookimpl
-def core_registry_driver(context: Any) -> Any:
+def core_registry_driver(context: DriverContext) -> RegistryClient:
     from drivers.registry_hub.client import HubClient
 
-    # Without a kernel content store (a driver built on its own, e.g. by a conformance suite),
-    # blobs go to a store under the driver's own root, created on first use.
-    return HubClient(content=context.services.get("content"),
-                     config=context.services.get("registry_config"),
-                     content_root=context.root / "content")
+    if context.content is None:
+        raise DriverError(f'registry driver "{context.name}" needs the kernel\'s content store, '
+                          "and the context offers none")
+    return HubClient(content=context.content, config=context.registry)

@@ -56,7 +56,7 @@ class OverlaySnapshotter(DirectorySnapshotter):
         super().__init__(root)
         self._options = _fixed_options()
 
-    def _populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
+    def populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
         upper = new / "fs"
         os.mkdir(upper, 0o755)
         if parents:  # the merged root shows the upper's attributes: keep the image's
@@ -66,9 +66,9 @@ class OverlaySnapshotter(DirectorySnapshotter):
         if kind is SnapshotKind.ACTIVE:
             os.mkdir(new / "work", 0o700)
 
-    def _mounts(self, snap: Snapshot) -> list[Mount]:
-        upper = self._fs(snap.id)
-        lowers = [str(self._fs(i)) for i in snap.parent_ids]
+    def mounts_of(self, snap: Snapshot) -> list[Mount]:
+        upper = self.snapshot_fs(snap.id)
+        lowers = [str(self.snapshot_fs(i)) for i in snap.parent_ids]
         if snap.kind is SnapshotKind.VIEW:
             if len(lowers) < 2:
                 return [bind_mount(Path(lowers[0]) if lowers else upper, readonly=True)]
@@ -77,11 +77,11 @@ class OverlaySnapshotter(DirectorySnapshotter):
         if not lowers:
             return [bind_mount(upper, readonly=False)]
         return [Mount(type="overlay", source="overlay",
-                      options=(*self._options, f"workdir={self._dir(snap.id) / 'work'}",
+                      options=(*self._options, f"workdir={self.snapshot_dir(snap.id) / 'work'}",
                                f"upperdir={upper}", f"lowerdir={':'.join(lowers)}"))]
 
-    def _lowers(self, snap: Snapshot) -> list[Path]:
-        return [self._fs(i) for i in snap.parent_ids]
+    def lowers_of(self, snap: Snapshot) -> list[Path]:
+        return [self.snapshot_fs(i) for i in snap.parent_ids]
 
 
 _support: dict[int, str | None] = {}  # st_dev of the backing filesystem -> probe answer

@@ -29,18 +29,18 @@ class VfsSnapshotter(DirectorySnapshotter):
 
     whiteouts = WhiteoutMode.DELETE
 
-    def _populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
+    def populate(self, new: Path, kind: SnapshotKind, parents: list[Path]) -> None:
         if kind is SnapshotKind.ACTIVE and parents:
             fs.copy_tree(parents[0], new / "fs")
         else:
             os.mkdir(new / "fs", 0o755)
             os.chmod(new / "fs", 0o755)
 
-    def _mounts(self, snap: Snapshot) -> list[Mount]:
+    def mounts_of(self, snap: Snapshot) -> list[Mount]:
         if snap.kind is SnapshotKind.VIEW:
-            own = self._fs(snap.parent_ids[0]) if snap.parent_ids else self._fs(snap.id)
+            own = self.snapshot_fs(snap.parent_ids[0]) if snap.parent_ids else self.snapshot_fs(snap.id)
             return [bind_mount(own, readonly=True)]
-        return [bind_mount(self._fs(snap.id), readonly=False)]
+        return [bind_mount(self.snapshot_fs(snap.id), readonly=False)]
 
-    def _lowers(self, snap: Snapshot) -> list[Path]:
+    def lowers_of(self, snap: Snapshot) -> list[Path]:
         return []

@@ -35,7 +35,7 @@ import pytest
 
 from . import images as im
 from .faultproxy import FaultProxy
-from .registry import REGISTRY_BIN, Registry
+from core.testing.registry_server import REGISTRY_BIN, Registry
 
 #: credentials known to the token/basic registries of these fixtures
 TEST_USER = "alice"

@@ -941,7 +941,7 @@ def push(
     """Push an image (or index) from an OCI layout with ``skopeo copy``.
 
     ``ref``: ``repo:tag`` (the registry host is prepended).  ``registry``: a
-    :class:`tests.support.registry.Registry` or ``"127.0.0.1:PORT"``.
+    :class:`core.testing.registry_server.Registry` or ``"127.0.0.1:PORT"``.
     ``format``: None (as built), ``"oci"`` or ``"v2s2"`` (skopeo converts; the
     manifest digest then differs from the built one).  ``all``: copy every
     instance of an index (default: on when the source is an index).

@@ -1,9 +1,13 @@
-"""Run Debian's docker-registry (CNCF distribution 2.8) on 127.0.0.1.
+"""Run Debian's docker-registry (CNCF distribution 2.8) on 127.0.0.1: the real registry the
+registry conformance suite (:mod:`core.testing.registry`), core's own tests and benchmarks pull
+from and push to.  Shipped with core so that a third party's run needs no ``tests/`` tree; it
+needs ``/usr/bin/docker-registry`` (Debian's ``docker-registry`` package) and, for token auth,
+:mod:`core.testing.token_server`.
 
 ::
 
     with Registry() as reg:                       # plain HTTP, no auth
-        push(layout, "busybox:latest", reg)
+        Backdoor(reg).push_image("busybox", "latest", [layer])   # core.testing.registry
         urllib.request.urlopen(reg.url + "/v2/")
 
     with Registry(auth="token", users={"alice": "pw"}) as reg:
@@ -231,7 +235,7 @@ class Registry:
         if self.proc is not None:
             return self
         if not registry_available():
-            raise RegistryError(f"{REGISTRY_BIN} missing: install Debian's docker-registry (ci/apt-packages.txt)")
+            raise RegistryError(f"{REGISTRY_BIN} missing: install Debian's docker-registry")
         self.workdir = Path(tempfile.mkdtemp(prefix="core-registry-"))
         try:
             self.storage_dir = self._storage_arg or (self.workdir / "storage")
