@@ -105,7 +105,7 @@ def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, st
 
 def remove_containers_under(root: Path) -> None:
     """Kill the shims and containers an engine under ``root`` left running, and their cgroups."""
-    from drivers.executor_container import cgroups
+    from core.shim import cgroups
 
     # the built-in executor's containers, and those of executors extending it (examples/: runc)
     states = [*root.glob("run/executor/container/*"), *root.glob("run/executor/*/containers/*")]

@@ -11,7 +11,9 @@ point), what only it does, and side by side with Debian's runc.
   loopback, the effect of seccomp rules) must be equal after normalising mount ids;
 - OOM kills (exit 137, ``oom_killed``), pause/resume freezing for real, cgroups on the host
   (limits applied, removed on delete), stats/top, exec output replay, long state paths;
-- the memory of idle containers: PSS of every shim, printed.
+- the memory of idle containers: PSS of every shim, printed;
+- the executor kit (``core.shim``): the contract's typed values, and executors (the built-in one,
+  the runc example) that use only its public API.
 
 Every test kills what it starts and removes cgroups and directories, even when it fails; a
 session fixture first sweeps what a run killed halfway left (names carry the test process's pid).
@@ -37,11 +39,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.contracts.executor import IOConfig
+from core.contracts.executor import (BlkioEntry, BlkioStats, ContainerState, ContainerStats, ContainerStatus,
+                                     CpuStats, CpuUsage, IOConfig, MemoryStats, PidsStats, Preparer, Throttling,
+                                     docker_stats)
 from core.errors import Conflict
 from core.testing.executor import (DEFAULT_CAPS, ExecutorSuite, Harness, log_bytes, make_spec,
                                    read_log)
-from drivers.executor_container import cgroups, seccomp
+from core.shim import cgroups
+from tests.conftest import _kill_if_cmdline_has
+from core.shim.client import request as shim_request
+from core.shim.executor import ShimExecutor
+from drivers.executor_container import seccomp
 from drivers.executor_container.syscall_table import TABLES
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
@@ -59,14 +67,6 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def _kill_if_cmdline_has(pid: int, needle: str) -> None:
-    try:
-        if needle.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
 
 
 def _remove_cgroup_dirs(rel: str) -> None:
@@ -340,7 +340,7 @@ def test_containers_survive_the_daemon_and_are_re_adopted(h):
     time.sleep(0.2)
     assert _alive(shim) and _alive(init)
     # a new driver object (a new daemon) finds it and carries on
-    h.call(h.driver.close)
+    h.call(h.driver.aclose)
     h.driver = h.loaded.create(h.context)
     listed = {s.id: s for s in h.call(h.driver.list)}
     assert listed[cid].status == "running" and listed[cid].pid == init
@@ -406,7 +406,7 @@ def test_cgroup_limits_on_the_host_and_removed_on_delete(h):
         assert Path(base, "pids.max").read_text().strip() == "64"
     top = h.call(h.driver.top, cid)
     assert h.state(cid).pid in top
-    stats = h.call(h.driver.stats, cid)
+    stats = docker_stats(h.call(h.driver.stats, cid))
     assert stats["memory_stats"]["limit"] == 48 << 20 and stats["memory_stats"]["usage"] > 0
     assert stats["pids_stats"]["current"] >= 1
     assert stats["cpu_stats"]["cpu_usage"]["total_usage"] > 0
@@ -499,7 +499,7 @@ def test_the_shim_forgets_finished_execs_and_connections(h):
     h.call(h.driver.start, cid)
     for _ in range(10):
         assert h.exec(cid, ["sh", "-c", "echo x"])[:2] == (0, b"x\n")
-    debug = h.call(h.driver._request, h.context.exec_root / cid, "debug")
+    debug = h.call(shim_request, h.context.exec_root / cid / "sock", "debug")
     assert debug["execs"] == 0 and debug["conns"] == 1 and debug["helpers"] == 0, debug
     h.destroy(cid)
 
@@ -753,3 +753,77 @@ def test_same_bundle_under_runc_and_the_executor(h, runc, variant):
                                          f"core:\n{b[section]}"
     host = [os.readlink(f"/proc/self/ns/{n}") for n in ("mnt", "pid", "net", "uts", "ipc", "cgroup")]
     assert all(x != y for x, y in zip(ns_a, host)) and all(x != y for x, y in zip(ns_b, host))
+
+
+# =========================================================================== the contract, the kit
+def test_container_status_is_a_string_enum():
+    st = ContainerState(id="x", status="running")
+    assert st.status is ContainerStatus.RUNNING and st.status == "running" and f"{st.status}" == "running"
+    with pytest.raises(ValueError):
+        ContainerState(id="x", status="sleeping")
+
+
+def test_docker_stats_renders_the_typed_stats():
+    assert docker_stats(ContainerStats()) == {"memory_stats": {}, "cpu_stats": {}, "pids_stats": {},
+                                              "blkio_stats": {}}
+    stats = ContainerStats(
+        memory=MemoryStats(usage=10, limit=20, max_usage=15, failcnt=1, stats={"cache": 3}),
+        cpu=CpuStats(usage=CpuUsage(total=9, user=5, kernel=4, percpu=[4, 5]),
+                     throttling=Throttling(periods=2, throttled_periods=1, throttled_time=7),
+                     system_usage=100, online_cpus=2),
+        pids=PidsStats(current=3, limit=64),
+        blkio=BlkioStats(service_bytes=[BlkioEntry(major=8, minor=0, op="read", value=512)]))
+    assert docker_stats(stats) == {
+        "memory_stats": {"usage": 10, "max_usage": 15, "limit": 20, "failcnt": 1, "stats": {"cache": 3}},
+        "cpu_stats": {"cpu_usage": {"total_usage": 9, "percpu_usage": [4, 5], "usage_in_usermode": 5,
+                                    "usage_in_kernelmode": 4},
+                      "throttling_data": {"periods": 2, "throttled_periods": 1, "throttled_time": 7},
+                      "system_cpu_usage": 100, "online_cpus": 2},
+        "pids_stats": {"current": 3, "limit": 64},
+        "blkio_stats": {"io_service_bytes_recursive": [{"major": 8, "minor": 0, "op": "read", "value": 512}],
+                        "io_serviced_recursive": None}}
+    v2 = ContainerStats(memory=MemoryStats(usage=1, limit=2), cpu=CpuStats(online_cpus=1),
+                        pids=PidsStats(current=1), blkio=BlkioStats())
+    assert docker_stats(v2) == {
+        "memory_stats": {"usage": 1, "limit": 2, "stats": {}},
+        "cpu_stats": {"cpu_usage": {}, "throttling_data": {}, "online_cpus": 1},
+        "pids_stats": {"current": 1},
+        "blkio_stats": {"io_service_bytes_recursive": None, "io_serviced_recursive": None}}
+
+
+def test_the_built_in_executor_is_a_shim_executor_and_a_preparer(h):
+    assert isinstance(h.driver, ShimExecutor) and isinstance(h.driver, Preparer)
+
+
+def _private_uses(package: Path, own: str) -> list[str]:
+    """What the modules of ``package`` (dotted name ``own``) use of other packages that is not
+    public: imports from ``drivers`` (but its own), imported names with a leading underscore,
+    private attributes of :class:`ShimExecutor` on ``self`` or ``super()``."""
+    import ast
+
+    private = {n for n in vars(ShimExecutor) if n.startswith("_") and not n.startswith("__")}
+    found = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.module.startswith(own):
+                if node.module.split(".")[0] == "drivers":
+                    found.append(f"{path.name}: from {node.module}")
+                found += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}: import {a.name}" for a in node.names
+                          if a.name.split(".")[0] == "drivers" and not a.name.startswith(own)]
+            elif isinstance(node, ast.Attribute) and node.attr in private and node.attr not in defined:
+                on = node.value
+                if (isinstance(on, ast.Name) and on.id == "self") or (
+                        isinstance(on, ast.Call) and isinstance(on.func, ast.Name) and on.func.id == "super"):
+                    found.append(f"{path.name}: .{node.attr}")
+    return found
+
+
+def test_executors_use_only_the_public_kit():
+    repo = Path(__file__).resolve().parent.parent
+    example = repo / "examples" / "core-runc-executor" / "core_runc_executor"
+    assert _private_uses(example, "core_runc_executor") == []
+    assert _private_uses(repo / "drivers" / "executor_container", "drivers.executor_container") == []

@@ -42,6 +42,7 @@ from core.engine.containers import archive
 from core.engine.containers import oci
 from core.engine.containers.service import RUNNING, Container, NotModified, status_text
 from core.api.http import Request, Response, json_response, no_content
+from core.contracts.executor import docker_stats
 from core.errors import Conflict, CoreError, InvalidArgument, NotImplemented_
 
 if TYPE_CHECKING:
@@ -1045,7 +1046,7 @@ def register(daemon: Daemon) -> None:
                 "memory_stats": {}, "name": "/" + c.name, "id": c.id}
 
     async def sample(c: Container, previous: dict[str, Any] | None) -> dict[str, Any]:
-        raw = await daemon.containers.executor(c).stats(c.id)
+        raw = docker_stats(await daemon.containers.executor(c).stats(c.id))
         out = empty_stats(c)
         out.update(raw)
         memory = out.get("memory_stats")

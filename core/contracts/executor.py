@@ -22,7 +22,7 @@ Lifecycle
     await ex.create("<id>", bundle, IOConfig(terminal=False, stdin=True, log_path=...))
     #   namespaces made, mounts done, the process is created but has not run the user's program
     pid = await ex.start("<id>")              # it runs: the user's program is exec'd
-    st = await ex.state("<id>")               # ContainerState(status="running", pid=..., ...)
+    st = await ex.state("<id>")               # ContainerState(status=RUNNING, pid=..., ...)
     stream = await ex.attach("<id>")          # stdin/stdout/stderr, while it runs
     await ex.exec("<id>", "<exec-id>", process, IOConfig(...))   # another process in it
     code = await ex.wait_exec("<id>", "<exec-id>")
@@ -30,10 +30,16 @@ Lifecycle
     status = await ex.wait("<id>")            # ExitStatus(code=0, oom_killed=False, finished_at=...)
     await ex.delete("<id>")                   # the shim is gone, its state removed
 
-Optional: ``async def prepare(container_id) -> None``, a hint that ``create`` for this container
-is coming (the kernel calls it when a container is created and when a start begins, before the
-bundle exists).  An executor may get ready there — warm caches, prime the kernel — and must
+Optional: the :class:`Preparer` Protocol (``async def prepare(container_id) -> None``), a hint
+that ``create`` for this container is coming (the kernel calls it when a container is created
+and when a start begins, before the bundle exists, on executors that are instances of
+``Preparer``).  An executor may get ready there — warm caches, prime the kernel — and must
 return at once and never fail; executors without it are simply not told.
+
+Resource use comes back typed (:class:`ContainerStats`); :func:`docker_stats` renders it in
+the shape of docker's stats.  Writing an executor: the public kit :mod:`core.shim` (a shim,
+its documented protocol, a launcher, a client and :class:`core.shim.executor.ShimExecutor`)
+does the supervision; an executor brings a runtime helper (see ``examples/core-runc-executor``).
 
 After ``wait`` returns, ``create`` + ``start`` with the same id and bundle runs the container
 again (``docker start`` of a stopped container): the kernel keeps the root filesystem, so the
@@ -52,6 +58,8 @@ Exit codes: the program's own (0-255), or 128+N when killed by signal N.  Errors
 """
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -77,12 +85,30 @@ class IOConfig:
     height: int = 24
 
 
+class ContainerStatus(enum.StrEnum):
+    """Where a container is in its life, as :meth:`Executor.state` reports it.
+
+    A ``StrEnum``: each member *is* its string (``ContainerStatus.RUNNING == "running"``).
+    """
+
+    CREATED = "created"     #: ``create`` done, the program has not run yet
+    RUNNING = "running"     #: ``start`` done, the program runs
+    PAUSED = "paused"       #: ``pause`` done: every process is frozen
+    STOPPED = "stopped"     #: the program has exited (or never will: its shim is gone)
+
+
 @attrs.frozen
 class ContainerState:
-    """``status`` is one of ``created``, ``running``, ``paused``, ``stopped``."""
+    """A container as the executor sees it.
+
+    ``pid``          the host pid of its init while it is created, running or paused (else 0);
+    ``exit_code``    once stopped: the program's exit code (128+N when killed by signal N);
+    ``oom_killed``   once stopped: the kernel's OOM killer killed a process of the container;
+    ``started_at``   / ``finished_at``: Unix times (0.0 when not yet).
+    """
 
     id: str
-    status: str
+    status: ContainerStatus = attrs.field(converter=ContainerStatus)
     pid: int = 0
     exit_code: int | None = None
     oom_killed: bool = False
@@ -92,9 +118,145 @@ class ContainerState:
 
 @attrs.frozen
 class ExitStatus:
+    """How a program ended: its exit ``code`` (128+N when killed by signal N), whether the OOM
+    killer struck, and when (a Unix time)."""
+
     code: int
     oom_killed: bool = False
     finished_at: float = 0.0
+
+
+# ------------------------------------------------------------------ stats
+@attrs.frozen
+class MemoryStats:
+    """Memory use, in bytes.  ``max_usage`` and ``failcnt`` exist on cgroup v1 only (None
+    elsewhere); ``stats`` is the cgroup's ``memory.stat`` as numbers."""
+
+    usage: int = 0
+    limit: int = 0
+    max_usage: int | None = None
+    failcnt: int | None = None
+    stats: Mapping[str, int] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class CpuUsage:
+    """CPU time used, in nanoseconds; ``percpu`` per CPU when the cgroup tells (None else)."""
+
+    total: int = 0
+    user: int = 0
+    kernel: int = 0
+    percpu: tuple[int, ...] | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else tuple(v))
+
+
+@attrs.frozen
+class Throttling:
+    """CFS throttling: periods elapsed, periods throttled, time throttled (nanoseconds)."""
+
+    periods: int = 0
+    throttled_periods: int = 0
+    throttled_time: int = 0
+
+
+@attrs.frozen
+class CpuStats:
+    """CPU use.  ``usage``/``throttling`` are None when the cgroup has no such controller;
+    ``system_usage`` is the host's total CPU time (nanoseconds) when known; ``online_cpus``
+    the number of CPUs (None: unknown)."""
+
+    usage: CpuUsage | None = None
+    throttling: Throttling | None = None
+    system_usage: int | None = None
+    online_cpus: int | None = None
+
+
+@attrs.frozen
+class PidsStats:
+    """The number of processes, and the limit when there is one."""
+
+    current: int = 0
+    limit: int | None = None
+
+
+@attrs.frozen
+class BlkioEntry:
+    """One block-I/O counter: device ``major``:``minor``, operation (``read``, ``Write``, ...:
+    as the source spells it), value."""
+
+    major: int
+    minor: int
+    op: str
+    value: int
+
+
+@attrs.frozen
+class BlkioStats:
+    """Block I/O: bytes and operations per device and operation (None: not known)."""
+
+    service_bytes: tuple[BlkioEntry, ...] | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else tuple(v))
+    serviced: tuple[BlkioEntry, ...] | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else tuple(v))
+
+
+@attrs.frozen
+class ContainerStats:
+    """A sample of a container's resource use (:meth:`Executor.stats`); a part is None when
+    the executor cannot tell it (no such cgroup controller, no cgroup at all)."""
+
+    memory: MemoryStats | None = None
+    cpu: CpuStats | None = None
+    pids: PidsStats | None = None
+    blkio: BlkioStats | None = None
+
+
+def docker_stats(stats: ContainerStats) -> dict[str, Any]:
+    """``stats`` in the shape of docker's ``GET /containers/{id}/stats`` body: its
+    ``memory_stats``, ``cpu_stats``, ``pids_stats`` and ``blkio_stats`` (an absent part is
+    ``{}``; the caller adds ``read``, ``precpu_stats``, ``name``, ``id``)."""
+    memory: dict[str, Any] = {}
+    if stats.memory is not None:
+        m = stats.memory
+        memory = {"usage": m.usage}
+        if m.max_usage is not None:
+            memory["max_usage"] = m.max_usage
+        memory["limit"] = m.limit
+        if m.failcnt is not None:
+            memory["failcnt"] = m.failcnt
+        memory["stats"] = dict(m.stats)
+    cpu: dict[str, Any] = {}
+    if stats.cpu is not None:
+        c = stats.cpu
+        usage: dict[str, Any] = {}
+        if c.usage is not None:
+            usage = {"total_usage": c.usage.total}
+            if c.usage.percpu is not None:
+                usage["percpu_usage"] = list(c.usage.percpu)
+            usage["usage_in_usermode"] = c.usage.user
+            usage["usage_in_kernelmode"] = c.usage.kernel
+        throttling: dict[str, Any] = {}
+        if c.throttling is not None:
+            throttling = {"periods": c.throttling.periods,
+                          "throttled_periods": c.throttling.throttled_periods,
+                          "throttled_time": c.throttling.throttled_time}
+        cpu = {"cpu_usage": usage, "throttling_data": throttling}
+        if c.system_usage is not None:
+            cpu["system_cpu_usage"] = c.system_usage
+        if c.online_cpus is not None:
+            cpu["online_cpus"] = c.online_cpus
+    pids: dict[str, Any] = {}
+    if stats.pids is not None:
+        pids = {"current": stats.pids.current}
+        if stats.pids.limit is not None:
+            pids["limit"] = stats.pids.limit
+    blkio: dict[str, Any] = {}
+    if stats.blkio is not None:
+        def entries(got: tuple[BlkioEntry, ...] | None) -> list[dict[str, Any]] | None:
+            return None if got is None else [attrs.asdict(e) for e in got]
+        blkio = {"io_service_bytes_recursive": entries(stats.blkio.service_bytes),
+                 "io_serviced_recursive": entries(stats.blkio.serviced)}
+    return {"memory_stats": memory, "cpu_stats": cpu, "pids_stats": pids, "blkio_stats": blkio}
 
 
 @runtime_checkable
@@ -134,49 +296,153 @@ class Preparer(Protocol):
 
 @runtime_checkable
 class Executor(Protocol):
+    """Runs OCI bundles as containers, each supervised by a shim of the executor's own.
+
+    Vocabulary
+        *container id*: the kernel's 64-hex id (an executor accepts ``[A-Za-z0-9][A-Za-z0-9_.-]*``
+        up to 128 characters); *bundle*: a directory with ``config.json`` whose ``root.path`` is
+        the mounted root filesystem; *init*: the container's first process (PID 1 in its PID
+        namespace), running ``process.args``; *exec*: another process run in a running
+        container, named by an *exec id* of the kernel's; *shim*: the per-container supervisor
+        (stdio, log, attach, reaping, exit records) that outlives the daemon.  The public kit
+        :mod:`core.shim` provides a shim, its client and a base class implementing this
+        Protocol: most executors need only a runtime helper of their own.
+
+    Walk-through (the states are :class:`ContainerStatus`)::
+
+        (none) --create--> created --start--> running <--pause/resume--> paused
+        created, running, paused --(the program exits, or kill)--> stopped
+        created, stopped --delete--> (none)          stopped --create (same id)--> created
+
+    1. :meth:`create` starts the shim and creates the container: namespaces, mounts, cgroup,
+       the init forked but not yet running the user's program.  State ``created``.
+    2. :meth:`start` runs the program; its pid on the host comes back.  State ``running``.
+    3. While it runs: :meth:`attach` (its stdio), :meth:`resize`, :meth:`exec` +
+       :meth:`wait_exec`, :meth:`top`, :meth:`stats`, :meth:`pause` / :meth:`resume`,
+       :meth:`kill`.
+    4. The program exits (or is killed): :meth:`wait` returns its :class:`ExitStatus`; state
+       ``stopped``.  ``create`` + ``start`` with the same id and bundle runs it again.
+    5. :meth:`delete` removes the shim and every trace of the container.
+
+    The daemon may die and start again at any point: :meth:`list` then finds every container
+    (with its shim, or orphaned by a killed shim) and every method works on it.  :meth:`aclose`
+    releases what the driver holds in the daemon; containers and shims run on.
+
+    Errors (:mod:`core.errors`), common to every method: an unknown id raises ``NotFound``; an
+    operation the container's state does not allow raises ``Conflict``; a shim that accepts
+    requests but does not answer raises ``Unavailable``; anything else the driver could not do
+    is a ``CoreError`` with a message.  A container's program failing is not an error of the
+    executor: it is an exit code.
+    """
+
     async def create(self, container_id: str, bundle: Path, io: IOConfig) -> None:
-        """Start the shim and create the container from ``bundle``; its program does not run yet."""
+        """Start the shim and create the container from ``bundle``; its program does not run
+        yet (state ``created``).
+
+        Precondition: no container ``container_id``, or a ``stopped`` one (which is replaced).
+        Errors: ``AlreadyExists`` when it exists and is not stopped; ``InvalidArgument`` for an
+        invalid id or a malformed bundle (no ``config.json``, no ``process.args``, no root
+        directory); ``CoreError`` when the runtime could not create it (nothing is left behind).
+        """
 
     async def start(self, container_id: str) -> int:
-        """Run the program; return its pid on the host.  See the module docstring for errors."""
+        """Run the program of a ``created`` container; return its pid on the host.
 
-    async def state(self, container_id: str) -> ContainerState: ...
+        Errors: ``Conflict`` unless the container is ``created`` (running, or stopped);
+        ``NotFound`` with docker's message when the program does not exist
+        (``exec: "foo": executable file not found in $PATH``), ``Forbidden`` when it cannot be
+        run (permission, a directory) — raised here, before ``start`` returns (the container
+        then stops with exit code 127 or 126).
+        """
+
+    async def state(self, container_id: str) -> ContainerState:
+        """The container's :class:`ContainerState`: status, init pid, exit code once stopped.
+
+        Works in every state, also for a container whose shim was killed (its init may still
+        run: ``running``; else ``stopped`` with exit code 255).  Errors: ``NotFound``.
+        """
 
     async def kill(self, container_id: str, signal: int, all_processes: bool = False) -> None:
-        """Send ``signal`` to the container's PID 1 (every process in it with ``all_processes``)."""
+        """Send ``signal`` to the container's init (to every process in it with
+        ``all_processes``).  SIGKILL also ends a ``paused`` container.
+
+        Precondition: ``created``, ``running`` or ``paused``.  Errors: ``Conflict`` when it is
+        stopped (or the signal reached no process).
+        """
 
     async def wait(self, container_id: str) -> ExitStatus:
-        """Block until the program has exited; return at once if it already has."""
+        """Block until the program has exited; return at once when it already has.
+
+        Cancelling the wait leaves the container alone.  A container whose shim and init are
+        both gone without an exit record reports code 255.  Errors: ``NotFound``.
+        """
 
     async def pause(self, container_id: str) -> None:
-        """Freeze every process of the container (the freezer cgroup)."""
+        """Freeze every process of a ``running`` container (state ``paused``).
 
-    async def resume(self, container_id: str) -> None: ...
+        Errors: ``Conflict`` unless it is running (or it has no cgroup); ``CoreError`` when
+        the freezer fails.
+        """
+
+    async def resume(self, container_id: str) -> None:
+        """Thaw a ``paused`` container: its processes run on (state ``running``).
+
+        Errors: ``Conflict`` unless it is paused; ``CoreError`` when the freezer fails.
+        """
 
     async def attach(self, container_id: str, exec_id: str | None = None) -> AttachStream:
-        """Connect to the stdio of the container's program (or of exec ``exec_id``)."""
+        """Connect to the stdio of the container's init (or of exec ``exec_id``).
+
+        Several attachers may be connected at once; each sees the output from the moment it
+        attached (an exec's output from before its first attacher is replayed to it).
+        Errors: ``Conflict`` when the process has ended; ``NotFound`` for an unknown exec.
+        """
 
     async def resize(self, container_id: str, width: int, height: int, exec_id: str | None = None) -> None:
-        """Set the pty size (a no-op without a terminal)."""
+        """Set the pty size of the init (or of exec ``exec_id``); a no-op without a terminal.
+
+        Errors: ``Conflict`` when the container is stopped; ``NotFound`` for an unknown exec.
+        """
 
     async def exec(self, container_id: str, exec_id: str, process: dict[str, Any], io: IOConfig) -> int:
-        """Run another process in the running container (the OCI ``process`` object); its pid."""
+        """Run another process (the OCI ``process`` object: ``args``, ``env``, ``cwd``,
+        ``user``, ``capabilities`` ...) in a ``running`` container, in its namespaces and
+        cgroup, with the container's seccomp filter; return its host pid.
+
+        Errors: ``Conflict`` unless the container is running; ``AlreadyExists`` for an exec id
+        in use; ``InvalidArgument`` for an invalid exec id or a process without ``args``;
+        ``NotFound`` / ``Forbidden`` for a program that is missing / cannot run (as ``start``).
+        """
 
     async def wait_exec(self, container_id: str, exec_id: str) -> int:
-        """Block until exec ``exec_id`` has exited; its exit code."""
+        """Block until exec ``exec_id`` has exited; its exit code (at once when it has).
+
+        Errors: ``NotFound`` for an unknown exec.
+        """
 
     async def top(self, container_id: str) -> list[int]:
-        """The host pids of every process in the container."""
+        """The host pids of every process in the container, sorted.
 
-    async def stats(self, container_id: str) -> dict[str, Any]:
-        """Resource use from the container's cgroups, in the shape of docker's stats
-        (``memory_stats``, ``cpu_stats``, ``pids_stats``, ``blkio_stats``)."""
+        Errors: ``Conflict`` when it is stopped.
+        """
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """A sample of the container's resource use (its cgroup's counters); parts the
+        executor cannot tell are None.  :func:`docker_stats` renders it as docker's JSON.
+
+        Works in every state (a stopped container's stats are empty).  Errors: ``NotFound``.
+        """
 
     async def delete(self, container_id: str) -> None:
-        """Remove a stopped container's shim and state.  ``Conflict`` while it runs."""
+        """Remove a ``created`` or ``stopped`` container: its shim, init (when created),
+        cgroup and state.  The bundle and root filesystem are the kernel's and stay.
+
+        Errors: ``Conflict`` when it is running or paused.
+        """
 
     async def list(self) -> list[ContainerState]:
-        """Every container this executor has, running or not (a new daemon re-adopts them)."""
+        """Every container this executor has, in any state (a new daemon re-adopts them)."""
 
-    async def close(self) -> None:
-        """Release what the driver holds in the daemon.  Containers and shims keep running."""
+    async def aclose(self) -> None:
+        """Release what the driver holds in the daemon (connections, helper processes).
+        Containers and shims keep running; the driver object is not used afterwards."""

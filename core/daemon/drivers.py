@@ -125,11 +125,8 @@ class DriverSet:
         """Close every driver built (``aclose()``, the contracts' one way); a failure is logged
         and the others are closed all the same."""
         for (kind, name), driver in list(self._instances.items()):
-            # transitional: executor and network drivers said close() until their contracts
-            # were renamed in issue 9; drop the fallback once every driver has aclose()
-            closer = getattr(driver, "aclose", None) or driver.close
             try:
-                await closer()
+                await driver.aclose()
             except Exception:
                 log.exception("closing %s driver %s", kind, name)
         self._instances.clear()

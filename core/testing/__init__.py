@@ -122,13 +122,8 @@ def options_from_env() -> dict[str, str]:
 
 
 async def close_driver(driver: Any) -> None:
-    """Close a driver object the way the daemon does: ``aclose()``, every contract's name.
-
-    (Transitional: executor and network drivers named it ``close()`` until issue 9 renamed
-    theirs; this falls back to that name and goes once every contract says ``aclose``.)
-    """
-    closer = getattr(driver, "aclose", None) or driver.close
-    await closer()
+    """Close a driver object the way the daemon does: ``aclose()``, every contract's name."""
+    await driver.aclose()
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """Entry point of the built-in executor driver "container": registers it with the kernel.
 
 The driver runs OCI runtime-spec bundles in Linux namespaces, as runc does, with one shim per
-container (``shim.py``); the runtime itself (namespaces, mounts, pivot_root, capabilities,
-seccomp, cgroups) is ``runtime.py``, run by the shim.  See ``client.py`` for the state it keeps.
+container (core's public shim kit, :mod:`core.shim`); the runtime itself (namespaces, mounts,
+pivot_root, capabilities, seccomp, cgroups) is ``runtime.py``, the shim's runtime helper.  See
+``driver.py``.
 """
 from __future__ import annotations
 
@@ -27,13 +28,13 @@ def core_driver_probe(context) -> str | None:
     missing = [ns for ns in _NAMESPACES if not os.path.exists(f"/proc/self/ns/{ns}")]
     if missing:
         return f"the kernel has no {', '.join(missing)} namespace support"
-    from drivers.executor_container import cgroups
+    from core.shim import cgroups
 
     return cgroups.available()
 
 
 @hookimpl
 def core_executor_driver(context):
-    from drivers.executor_container.client import ContainerExecutor
+    from drivers.executor_container.driver import ContainerExecutor
 
     return ContainerExecutor(context)

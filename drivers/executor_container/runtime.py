@@ -1,9 +1,11 @@
 """The runtime helper: what runc does, for one container (``init``) or one exec (``exec``).
 
-The shim runs it as ``python -I -S runtime.py init STATE_DIR BUNDLE ID WIDTH HEIGHT`` (or
-``exec STATE_DIR EXEC_ID PID WIDTH HEIGHT``; the size is the pty's), with the process's stdio on fds 0-2, the *sync socket* (a unix stream socket)
-on fd 3 and, for ``init``, the *start pipe* (read end) on fd 4.  It reports to the shim on the
-sync socket, one line per message::
+The built-in executor's :class:`core.shim.client.RuntimeHelper`: core's shim (:mod:`core.shim`,
+whose PROTOCOL section is the contract) calls ``main`` with ``init STATE_DIR BUNDLE ID WIDTH
+HEIGHT`` (or ``exec STATE_DIR EXEC_ID PID WIDTH HEIGHT``; the size is the pty's) — forked from
+the zygote, or in a fresh ``python -I -S`` — with the process's stdio on fds 0-2, the *sync
+socket* (a unix stream socket) on fd 3 and, for ``init``, the *start pipe* (read end) on fd 4.
+It reports to the shim on the sync socket, one line per message::
 
     pid <host pid>            the container's init (or the exec'd process) has been forked
     console                   with SCM_RIGHTS: the master of the pty (``process.terminal``)
@@ -63,7 +65,8 @@ import stat  # noqa: E402
 import struct  # noqa: E402
 from typing import Any  # noqa: E402
 
-from drivers.executor_container import cgroups, linux, seccomp  # noqa: E402
+from core.shim import cgroups  # noqa: E402
+from drivers.executor_container import linux, seccomp  # noqa: E402
 
 SYNC_FD, START_FD = 3, 4
 TIOCGPTN, TIOCSPTLCK = 0x80045430, 0x40045431

@@ -2,46 +2,45 @@
 
 The split:
 
-- **core's shim** (``drivers/executor_container/shim.py``, reused unmodified) is the per-container
-  supervisor: it holds the stdio (or the pty master), writes the json-file log, serves attach,
-  reaps (a child subreaper) and records exit codes.  Its socket protocol, and so this driver's
-  client side, are the built-in driver's: :class:`RuncExecutor` extends ``ContainerExecutor``.
-- **runc** creates and runs the containers: the shim's runtime helper is replaced by
-  ``helper.py`` (``runc create`` / ``runc start`` / ``runc exec``), and the driver calls runc
-  for ``kill``, ``pause``/``resume``, ``top`` (``runc ps``), ``stats`` (``runc events --stats``)
-  and ``delete``.
+- **core's shim kit** (:mod:`core.shim`, public) supervises each container: the shim holds the
+  stdio (or the pty master), writes the json-file log, serves attach, reaps (a child subreaper)
+  and records exit codes; :class:`core.shim.executor.ShimExecutor` is the client side and the
+  whole executor contract.  :class:`RuncExecutor` extends it.
+- **runc** creates and runs the containers: the shim's runtime helper is ``helper.py``
+  (``runc create`` / ``runc start`` / ``runc exec``), and the driver calls runc for ``kill``,
+  ``pause``/``resume``, ``top`` (``runc ps``), ``stats`` (``runc events --stats``) and, through
+  the ``release`` override point, ``delete``.
 
 State: runc's under ``<exec_root>/runc`` (its ``--root``: a system runc's containers are never
-seen), the shims' under ``<exec_root>/containers/<id>`` (see the built-in ``client.py``).
+seen), the shims' under ``<exec_root>/containers/<id>`` (the files :mod:`core.shim` lists, and
+``id`` and ``runc-root`` for the helper).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal as signals
-import sys
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from core import errors
-from drivers.executor_container import client
-from drivers.executor_container.client import ContainerExecutor
+from core.contracts.executor import (BlkioEntry, BlkioStats, ContainerStats, ContainerStatus, CpuStats,
+                                     CpuUsage, MemoryStats, PidsStats, Throttling)
+from core.shim.client import RuntimeHelper
+from core.shim.executor import ShimExecutor
 
 from core_runc_executor import runc as _runc
 
-SHIM = client.SHIM   # core's shim, launched with our runtime helper (shim.py --helper CODE ...)
-HELPER_CODE = ("import sys; sys.path.insert(0, %r); from core_runc_executor import helper; "
-               "sys.exit(helper.main(sys.argv))" % str(Path(__file__).resolve().parent.parent))
+HELPER = RuntimeHelper.of("core_runc_executor.helper", str(Path(__file__).with_name("helper.py")))
 
 
-class RuncExecutor(ContainerExecutor):
+class RuncExecutor(ShimExecutor):
     def __init__(self, context: Any) -> None:
-        super().__init__(context)
         exec_root = Path(context.exec_root)
-        self.run = exec_root / "containers"
-        self.run.mkdir(parents=True, exist_ok=True)
+        super().__init__(exec_root / "containers", HELPER)
         self.runc_root = exec_root / "runc"
         self.runc_root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -53,17 +52,16 @@ class RuncExecutor(ContainerExecutor):
         return (self.runc_root / container_id).is_dir()
 
     # ------------------------------------------------------------------ create
-    async def _launch(self, d: Path, args: list[str]) -> tuple[str, str]:
-        """core's shim, with ``helper.py`` as its runtime helper (``shim.py --helper``); the
-        rest of ``create`` (state directory, bundle checks, errors) is the built-in driver's."""
+    async def launch(self, d: Path, args: list[str]) -> tuple[str, str]:
+        """The files ``helper.py`` reads (the container's id, runc's root), then core's shim."""
         (d / "id").write_text(args[1])
         (d / "runc-root").write_text(str(self.runc_root))
-        return await client.run_launcher([sys.executable, "-I", "-S", SHIM, "--helper", HELPER_CODE, *args])
+        return await super().launch(d, args)
 
     # ------------------------------------------------------------------ runc's verbs
     async def kill(self, container_id: str, signal: int, all_processes: bool = False) -> None:
-        d, st = await self._live(container_id)
-        if st.status == "stopped":
+        d, st = await self.live(container_id)
+        if st.status == ContainerStatus.STOPPED:
             raise errors.Conflict(f"container {container_id} is not running")
         if self._runc_has(container_id):
             args = ["kill"] + (["--all"] if all_processes else []) + [container_id, str(int(signal))]
@@ -72,59 +70,55 @@ class RuncExecutor(ContainerExecutor):
             except _runc.RuncError:
                 pass        # it has just stopped (runc: "container not running"): as below
             else:
-                if st.status == "paused" and int(signal) == signals.SIGKILL:
+                if st.status == ContainerStatus.PAUSED and int(signal) == signals.SIGKILL:
                     with contextlib.suppress(_runc.RuncError):
                         await self._runc("resume", container_id)
                 return
         await super().kill(container_id, signal, all_processes)   # (a placeholder init)
 
     async def pause(self, container_id: str) -> None:
-        d, st = await self._live(container_id)
-        if st.status != "running":
-            raise errors.Conflict(f"container {container_id} is {st.status}: cannot pause it")
-        try:
-            await self._runc("pause", container_id)
-        except _runc.RuncError as exc:
-            raise errors.CoreError(f"pausing {container_id}: {exc}") from None
+        await self._freezer(container_id, "pause", ContainerStatus.RUNNING)
 
     async def resume(self, container_id: str) -> None:
-        d, st = await self._live(container_id)
-        if st.status != "paused":
-            raise errors.Conflict(f"container {container_id} is not paused")
+        await self._freezer(container_id, "resume", ContainerStatus.PAUSED)
+
+    async def _freezer(self, container_id: str, verb: str, needs: ContainerStatus) -> None:
+        """``runc pause`` / ``runc resume`` of a container that is ``needs``, else Conflict."""
+        d, st = await self.live(container_id)
+        if st.status != needs:
+            raise errors.Conflict(f"container {container_id} is {st.status}: cannot {verb} it")
         try:
-            await self._runc("resume", container_id)
+            await self._runc(verb, container_id)
         except _runc.RuncError as exc:
-            raise errors.CoreError(f"resuming {container_id}: {exc}") from None
+            raise errors.CoreError(f"{verb} of {container_id}: {exc}") from None
 
     async def top(self, container_id: str) -> list[int]:
-        d, st = await self._live(container_id)
-        if st.status == "stopped":
+        d, st = await self.live(container_id)
+        if st.status == ContainerStatus.STOPPED:
             raise errors.Conflict(f"container {container_id} is not running")
         if self._runc_has(container_id):
             with contextlib.suppress(_runc.RuncError, ValueError):
-                import json
                 return sorted(int(p) for p in json.loads(
                     await self._runc("ps", "--format", "json", container_id)) or [])
         return await super().top(container_id)
 
-    async def stats(self, container_id: str) -> dict[str, Any]:
-        d = self._dir(container_id)
+    async def stats(self, container_id: str) -> ContainerStats:
+        d = self.state_dir(container_id)
         if self._runc_has(container_id):
             with contextlib.suppress(_runc.RuncError, ValueError, KeyError, TypeError):
-                import json
                 data = json.loads(await self._runc("events", "--stats", container_id))["data"]
-                return _docker_stats(data)
+                return _stats(data)
         return await super().stats(container_id)
 
-    async def _remove(self, container_id: str, d: Path, force: bool = False) -> None:
-        await super()._remove(container_id, d, force)
+    async def release(self, container_id: str) -> None:
+        """runc's own record of the container goes with it."""
         if self._runc_has(container_id):
             with contextlib.suppress(_runc.RuncError):
                 await self._runc("delete", "-f", container_id)
 
 
-def _docker_stats(data: dict[str, Any]) -> dict[str, Any]:
-    """runc's ``events --stats`` data in the shape of docker's stats."""
+def _stats(data: dict[str, Any]) -> ContainerStats:
+    """runc's ``events --stats`` data as :class:`core.contracts.executor.ContainerStats`."""
     mem = data.get("memory") or {}
     usage = mem.get("usage") or {}
     cpu = (data.get("cpu") or {}).get("usage") or {}
@@ -132,26 +126,23 @@ def _docker_stats(data: dict[str, Any]) -> dict[str, Any]:
     pids = data.get("pids") or {}
     blkio = data.get("blkio") or {}
 
-    def entries(key: str) -> list[dict[str, Any]] | None:
+    def entries(key: str) -> list[BlkioEntry] | None:
         got = blkio.get(key)
-        return [{"major": e.get("major", 0), "minor": e.get("minor", 0),
-                 "op": (e.get("op") or "").capitalize(), "value": e.get("value", 0)}
+        return [BlkioEntry(major=e.get("major", 0), minor=e.get("minor", 0),
+                           op=(e.get("op") or "").capitalize(), value=e.get("value", 0))
                 for e in got] if got else None
 
-    return {
-        "memory_stats": {"usage": usage.get("usage", 0), "max_usage": usage.get("max", 0),
-                         "limit": usage.get("limit", 0), "failcnt": usage.get("failcnt", 0),
-                         "stats": mem.get("raw") or {}},
-        "cpu_stats": {"cpu_usage": {"total_usage": cpu.get("total", 0),
-                                    "percpu_usage": cpu.get("percpu") or [],
-                                    "usage_in_usermode": cpu.get("user", 0),
-                                    "usage_in_kernelmode": cpu.get("kernel", 0)},
-                      "online_cpus": len(cpu.get("percpu") or []) or (os.cpu_count() or 1),
-                      "throttling_data": {"periods": thr.get("periods", 0),
-                                          "throttled_periods": thr.get("throttledPeriods", 0),
-                                          "throttled_time": thr.get("throttledTime", 0)}},
-        "pids_stats": {"current": pids.get("current", 0),
-                       **({"limit": pids["limit"]} if pids.get("limit") else {})},
-        "blkio_stats": {"io_service_bytes_recursive": entries("ioServiceBytesRecursive"),
-                        "io_serviced_recursive": entries("ioServicedRecursive")},
-    }
+    return ContainerStats(
+        memory=MemoryStats(usage=usage.get("usage", 0), max_usage=usage.get("max", 0),
+                           limit=usage.get("limit", 0), failcnt=usage.get("failcnt", 0),
+                           stats=mem.get("raw") or {}),
+        cpu=CpuStats(usage=CpuUsage(total=cpu.get("total", 0), percpu=cpu.get("percpu") or [],
+                                    user=cpu.get("user", 0), kernel=cpu.get("kernel", 0)),
+                     online_cpus=len(cpu.get("percpu") or []) or (os.cpu_count() or 1),
+                     throttling=Throttling(periods=thr.get("periods", 0),
+                                           throttled_periods=thr.get("throttledPeriods", 0),
+                                           throttled_time=thr.get("throttledTime", 0))),
+        pids=PidsStats(current=pids.get("current", 0), limit=pids.get("limit") or None),
+        blkio=BlkioStats(service_bytes=entries("ioServiceBytesRecursive"),
+                         serviced=entries("ioServicedRecursive")),
+    )

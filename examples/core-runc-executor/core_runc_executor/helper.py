@@ -1,9 +1,9 @@
 """The runtime helper of the ``runc`` driver: what core's shim spawns to create a container or
 an exec, here by running runc.
 
-core's shim (``drivers/executor_container/shim.py``, reused as is) spawns
-``python -I -S -c <code> init STATE BUNDLE ID WIDTH HEIGHT`` (or ``exec STATE EXEC_ID PID WIDTH
-HEIGHT``) with the process's stdio on fds 0-2, the *sync socket* on fd 3 and, for ``init``, the
+core's shim (:mod:`core.shim`, the public kit) imports this module and calls ``main(argv)``
+with ``argv[1:]`` ``init STATE BUNDLE ID WIDTH HEIGHT`` (or ``exec STATE EXEC_ID PID WIDTH
+HEIGHT``), in a process of its own with the process's stdio on fds 0-2, the *sync socket* on fd 3 and, for ``init``, the
 *start pipe* on fd 4, and expects on the sync socket, one line each::
 
     pid <host pid>            the container's init (or the exec'd process)
@@ -249,7 +249,8 @@ def read_pid(path):
 
 
 def save_cgroup(state, pid):
-    """``<state>/cgroup`` in core's format (cgroups.py): ``version N`` then ``NAME PATH``."""
+    """``<state>/cgroup``, the state file of core's shim protocol (:mod:`core.shim`): ``version N``
+    then ``NAME PATH``."""
     mounts, version = {}, 0
     with open("/proc/self/mountinfo") as f:
         for line in f:

@@ -1,26 +1,26 @@
-"""The warm spawner (zygote): one per executor driver, forks shims without starting Python.
+"""The warm spawner (zygote): forks shims without starting Python, one per executor.
 
-Run by the driver as ``python -I -S zygote.py SOCKET`` (with ``GLIBC_TUNABLES`` set for the
-shims' malloc, see ``shim.py``), its stdin a pipe from the driver: at end of file (the driver
-closed it, or died) it exits — the shims it forked live on, in sessions of their own.  It
-imports the shim and the runtime helper (and ctypes, for ``PR_SET_CHILD_SUBREAPER``), freezes
-the heap (``gc.freeze``: fewer pages copied on write in the children), prints ``ready`` and
-serves its unix socket: one connection per create, the request one line of JSON (the shim's
-argv, as the launcher takes it).  It forks; the child calls ``setsid`` and forks again (so the
-shim is nobody's child: re-parented to init, as with the launcher) and exits; the grandchild
-becomes the shim in-process: subreaper, stdio on ``/dev/null`` and ``shim.log``, every other
-fd closed but the connection, signals reset, ``shim.serve`` with the connection as its verdict
-fd — the driver reads ``ok`` or ``error <Kind> <message>`` there.  The shim then forks the
-runtime helper in-process instead of exec'ing a new interpreter (see ``Proc.spawn``).
+Run by :class:`core.shim.client.Zygote` as ``python -I -S zygote.py SOCKET HELPER_PATH
+HELPER_MODULE`` (with ``GLIBC_TUNABLES`` set for the shims' malloc, see :mod:`core.shim.server`),
+its stdin a pipe from the driver: at end of file (the driver closed it, or died) it exits — the
+shims it forked live on, in sessions of their own.  It imports the shim (``server``) and the
+executor's runtime helper ``HELPER_MODULE`` (importable from ``HELPER_PATH``), and ctypes for
+``PR_SET_CHILD_SUBREAPER``; freezes the heap (``gc.freeze``: fewer pages copied on write in the
+children), prints ``ready`` and serves its unix socket: one connection per create, the request
+one line of JSON (the shim's argv, as the launcher takes it).  It forks; the child calls
+``setsid`` and forks again (so the shim is nobody's child: re-parented to init, as with the
+launcher) and exits; the grandchild becomes the shim in-process: subreaper, stdio on
+``/dev/null`` and ``shim.log``, every other fd closed but the connection, signals reset, cwd the
+state directory (how an executor recognises its shim), ``server.serve`` with the connection as
+its verdict fd — the driver reads ``ok`` or ``error <Kind> <message>`` there.  The shim then
+forks the runtime helper in-process (its ``main``) instead of exec'ing a new interpreter.
 """
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-for _p in (HERE, ROOT):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
 import _signal  # noqa: E402
 import _socket  # noqa: E402
@@ -29,8 +29,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import select  # noqa: E402
 
-import shim  # noqa: E402
-from drivers.executor_container import runtime  # noqa: E402,F401
+import server  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 PRCTL = LIBC.prctl
@@ -39,7 +38,7 @@ PRCTL = LIBC.prctl
 def become_shim(conn_fd, argv):
     """In the grandchild: turn into the shim of ``argv``; never returns."""
     try:
-        if PRCTL(shim.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        if PRCTL(server.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
         state = argv[0]
         null = os.open("/dev/null", os.O_RDWR)
@@ -60,7 +59,7 @@ def become_shim(conn_fd, argv):
                 pass
         _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)   # as a fresh interpreter has it
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-        # the driver's _reap recognises its shim by its cwd (the cmdline is the zygote's)
+        # the executor recognises its shim by its cwd (the cmdline is the zygote's)
         os.chdir(state)
         gc.enable()
     except BaseException as exc:
@@ -69,7 +68,7 @@ def become_shim(conn_fd, argv):
         except OSError:
             pass
         os._exit(1)
-    shim.serve(3, argv)
+    server.serve(3, argv)
     os._exit(0)
 
 
@@ -101,14 +100,18 @@ def handle(listener, conn_fd):
         pass
 
 
-def main(path):
+def main(path, helper_path, helper_module):
+    if helper_path not in sys.path:
+        sys.path.insert(0, helper_path)
+    __import__(helper_module, fromlist=["main"])   # forked shims run it without starting Python
+    server.HELPER_PATH, server.HELPER_MODULE = helper_path, helper_module
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    bind, dfd = shim.sock_path(path)
+    bind, dfd = server.sock_path(path)
     listener.bind(bind)
     if dfd >= 0:
         os.close(dfd)
@@ -149,4 +152,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

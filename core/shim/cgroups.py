@@ -8,11 +8,13 @@ enabled in the parents' ``cgroup.subtree_control``.
 
 :class:`Cgroup` creates it, applies ``linux.resources`` (memory limit/reservation/swap, cpu
 shares/quota/period/cpuset, pids limit, v1 device rules), moves processes in, freezes and thaws,
-lists the pids, reads OOM kills and docker-shaped statistics, kills every process in it and
-removes it.  Its paths are saved to the container's state directory (:meth:`save`/:meth:`load`)
-so the shim (OOM kills) and the driver (pause, top, stats, delete) find them.
+lists the pids, reads resource statistics (:class:`core.contracts.executor.ContainerStats`), kills every process in it and
+removes it.  Its paths are saved to the container's state directory (:meth:`save`/:meth:`load`,
+the ``cgroup`` file of :mod:`core.shim`'s protocol) so the shim (OOM kills) and
+:class:`core.shim.executor.ShimExecutor` (pause, top, stats, delete) find them.
 
-Stdlib only: imported by the runtime helper as well as by the driver.
+Part of the executor kit: a runtime helper may use it to create and fill the container's cgroup
+(the built-in one does).  Stdlib only: imported by runtime helpers as well as by executors.
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ import os
 import re
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.contracts.executor import ContainerStats
 
 ROOT = "/sys/fs/cgroup"
 # cpu.shares (v1, 2..262144) -> cpu.weight (v2, 1..10000), as runc and crun convert
@@ -323,9 +328,6 @@ class Cgroup:
         for path in self.paths.values():
             _write(os.path.join(path, "cgroup.procs"), str(pid))
 
-    def procs_files(self) -> list[str]:
-        return [os.path.join(p, "cgroup.procs") for p in self.paths.values()]
-
     def pids(self) -> list[int]:
         """Every process in the container's cgroup (and its descendants)."""
         base = self._controller("pids") or self._controller("memory") or next(
@@ -389,104 +391,85 @@ class Cgroup:
             return False
 
     # ------------------------------------------------------------------ OOM, stats
-    def oom_kills(self) -> int:
-        m = self._controller("memory")
-        if m is None:
-            return 0
-        if self.version == 2:
-            return _kv(f"{m}/memory.events").get("oom_kill", 0)
-        return _kv(f"{m}/memory.oom_control").get("oom_kill", 0)
+    def stats(self) -> ContainerStats:
+        """Resource use (``Executor.stats``): memory, cpu, pids, blkio (v1) counters."""
+        from core.contracts.executor import (   # not at the top: the runtime helper imports us
+            BlkioEntry, BlkioStats, ContainerStats, CpuStats, CpuUsage, MemoryStats, PidsStats,
+            Throttling)
 
-    def stats(self) -> dict[str, Any]:
-        """Resource use in the shape of docker's stats (``GET /containers/{id}/stats``)."""
-        out: dict[str, Any] = {"memory_stats": {}, "cpu_stats": {}, "pids_stats": {},
-                               "blkio_stats": {"io_service_bytes_recursive": None,
-                                               "io_serviced_recursive": None}}
+        memory = None
         m = self._controller("memory")
         if m:
             if self.version == 1:
-                stat = _kv(f"{m}/memory.stat")
-                out["memory_stats"] = {
-                    "usage": _read_int(f"{m}/memory.usage_in_bytes"),
-                    "max_usage": _read_int(f"{m}/memory.max_usage_in_bytes"),
-                    "limit": _read_int(f"{m}/memory.limit_in_bytes"),
-                    "failcnt": _read_int(f"{m}/memory.failcnt"),
-                    "stats": stat,
-                }
+                memory = MemoryStats(usage=_read_int(f"{m}/memory.usage_in_bytes"),
+                                     max_usage=_read_int(f"{m}/memory.max_usage_in_bytes"),
+                                     limit=_read_int(f"{m}/memory.limit_in_bytes"),
+                                     failcnt=_read_int(f"{m}/memory.failcnt"),
+                                     stats=_kv(f"{m}/memory.stat"))
             else:
-                out["memory_stats"] = {
-                    "usage": _read_int(f"{m}/memory.current"),
-                    "limit": _read_int(f"{m}/memory.max"),
-                    "stats": _kv(f"{m}/memory.stat"),
-                }
-        cpu_stats: dict[str, Any] = {"cpu_usage": {}, "throttling_data": {}}
-        ncpu = os.cpu_count() or 1
+                memory = MemoryStats(usage=_read_int(f"{m}/memory.current"),
+                                     limit=_read_int(f"{m}/memory.max"),
+                                     stats=_kv(f"{m}/memory.stat"))
+        usage = throttling = None
         if self.version == 1:
             a = self._controller("cpuacct")
             if a:
-                per_cpu = []
+                per_cpu: list[int] = []
                 try:
                     per_cpu = [int(x) for x in _read(f"{a}/cpuacct.usage_percpu").split()]
                 except OSError:
                     pass
                 ticks = _kv(f"{a}/cpuacct.stat")
                 hz = os.sysconf("SC_CLK_TCK") or 100
-                cpu_stats["cpu_usage"] = {
-                    "total_usage": _read_int(f"{a}/cpuacct.usage"),
-                    "percpu_usage": per_cpu,
-                    "usage_in_usermode": ticks.get("user", 0) * 10**9 // hz,
-                    "usage_in_kernelmode": ticks.get("system", 0) * 10**9 // hz,
-                }
+                usage = CpuUsage(total=_read_int(f"{a}/cpuacct.usage"), percpu=per_cpu,
+                                 user=ticks.get("user", 0) * 10**9 // hz,
+                                 kernel=ticks.get("system", 0) * 10**9 // hz)
             c = self._controller("cpu")
             if c:
                 st = _kv(f"{c}/cpu.stat")
-                cpu_stats["throttling_data"] = {
-                    "periods": st.get("nr_periods", 0),
-                    "throttled_periods": st.get("nr_throttled", 0),
-                    "throttled_time": st.get("throttled_time", 0),
-                }
+                throttling = Throttling(periods=st.get("nr_periods", 0),
+                                        throttled_periods=st.get("nr_throttled", 0),
+                                        throttled_time=st.get("throttled_time", 0))
         else:
             st = _kv(f"{self.paths['']}/cpu.stat")
-            cpu_stats["cpu_usage"] = {
-                "total_usage": st.get("usage_usec", 0) * 1000,
-                "usage_in_usermode": st.get("user_usec", 0) * 1000,
-                "usage_in_kernelmode": st.get("system_usec", 0) * 1000,
-            }
-            cpu_stats["throttling_data"] = {
-                "periods": st.get("nr_periods", 0),
-                "throttled_periods": st.get("nr_throttled", 0),
-                "throttled_time": st.get("throttled_usec", 0) * 1000,
-            }
+            usage = CpuUsage(total=st.get("usage_usec", 0) * 1000,
+                             user=st.get("user_usec", 0) * 1000,
+                             kernel=st.get("system_usec", 0) * 1000)
+            throttling = Throttling(periods=st.get("nr_periods", 0),
+                                    throttled_periods=st.get("nr_throttled", 0),
+                                    throttled_time=st.get("throttled_usec", 0) * 1000)
+        system = None
         try:
             with open("/proc/stat") as f:
                 fields = f.readline().split()[1:8]
             hz = os.sysconf("SC_CLK_TCK") or 100
-            cpu_stats["system_cpu_usage"] = sum(int(x) for x in fields) * 10**9 // hz
+            system = sum(int(x) for x in fields) * 10**9 // hz
         except OSError:
             pass
-        cpu_stats["online_cpus"] = ncpu
-        out["cpu_stats"] = cpu_stats
+        cpu = CpuStats(usage=usage, throttling=throttling, system_usage=system,
+                       online_cpus=os.cpu_count() or 1)
+        pids = None
         p = self._controller("pids")
         if p:
-            out["pids_stats"] = {"current": _read_int(f"{p}/pids.current")}
             limit = _read_int(f"{p}/pids.max")
-            if limit < 2**63 - 1:
-                out["pids_stats"]["limit"] = limit
+            pids = PidsStats(current=_read_int(f"{p}/pids.current"),
+                             limit=limit if limit < 2**63 - 1 else None)
+        service_bytes = None
         if self.version == 1:
             b = self._controller("blkio")
             if b:
-                entries = []
+                service_bytes = []
                 try:
                     for line in _read(f"{b}/blkio.throttle.io_service_bytes_recursive").splitlines():
                         parts = line.split()
                         if len(parts) == 3 and ":" in parts[0]:
                             major, minor = parts[0].split(":")
-                            entries.append({"major": int(major), "minor": int(minor),
-                                            "op": parts[1].lower(), "value": int(parts[2])})
+                            service_bytes.append(BlkioEntry(major=int(major), minor=int(minor),
+                                                            op=parts[1].lower(), value=int(parts[2])))
                 except OSError:
                     pass
-                out["blkio_stats"]["io_service_bytes_recursive"] = entries
-        return out
+        return ContainerStats(memory=memory, cpu=cpu, pids=pids,
+                              blkio=BlkioStats(service_bytes=service_bytes))
 
     # ------------------------------------------------------------------ removal
     def remove(self, timeout: float = 5.0) -> None:
