@@ -57,7 +57,8 @@ from core.errors import (AlreadyExists, Conflict, CoreError, InvalidArgument, No
                          Unavailable)
 
 from drivers.net_bridge import ipam, ports
-from drivers.net_bridge.netlink import HostNet, Reaper, read_sysctl, write_sysctl
+from drivers.net_bridge.netlink import (HostNet, NetlinkThread, Reaper, read_sysctl,
+                                        write_sysctl)
 from drivers.net_bridge.nft import (NftError, Ruleset, drop_chain_fingerprint,
                                     foreign_forward_state, run_nft)
 from drivers.net_bridge.store import EpRecord, NetRecord, PortRecord, Store
@@ -114,6 +115,13 @@ class BridgeDriver:
         self._closed = False
         self._fingerprint: frozenset | None = None
         self._reaper = Reaper(self._buried)
+        self._thread: NetlinkThread | None = None
+
+    async def _net(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in the driver's netlink thread (where :class:`HostNet` lives)."""
+        if self._thread is None:
+            self._thread = NetlinkThread()
+        return await self._thread.run(fn, *args)
 
     # ======================================================================= plumbing
     def _db(self) -> Store:
@@ -128,14 +136,14 @@ class BridgeDriver:
         """Open the netlink socket and, the first time, repair the kernel side from the state."""
         store = self._db()
         if self._host is None:
-            self._host = await trio.to_thread.run_sync(HostNet)
+            self._host = await self._net(HostNet)
         if not self._started:
             for host_if in store.graveyard():
                 self._reaper.put(host_if)
             nets = store.networks()
             if nets:
                 for net in nets:
-                    await trio.to_thread.run_sync(self._ensure_bridge, net)
+                    await self._net(self._ensure_bridge, net)
                 if any(not n.internal for n in nets):
                     write_sysctl(_IP_FORWARD, "1")
                 await self._sync_firewall()
@@ -190,7 +198,7 @@ class BridgeDriver:
         bridges = {n.bridge for n in self._db().networks() if n.id != exclude_network}
         try:
             self._fingerprint = drop_chain_fingerprint(
-                await trio.to_thread.run_sync(self._host.forward_chains), self.rules)
+                await self._net(self._host.forward_chains), self.rules)
         except Exception:  # the cheap check is an optimisation only
             self._fingerprint = None
         chains, rules = await foreign_forward_state(self.rules)
@@ -221,7 +229,7 @@ class BridgeDriver:
         assert self._host is not None
         try:
             now = drop_chain_fingerprint(
-                await trio.to_thread.run_sync(self._host.forward_chains), self.rules)
+                await self._net(self._host.forward_chains), self.rules)
             if now != self._fingerprint:
                 await self._reconcile_foreign()
         except Exception:
@@ -311,9 +319,9 @@ class BridgeDriver:
             nets = store.networks()
             if any(n.bridge == bridge for n in nets):
                 raise AlreadyExists(f"bridge {bridge} is in use by another network")
-            if await trio.to_thread.run_sync(host.link, bridge) is not None:
+            if await self._net(host.link, bridge) is not None:
                 raise AlreadyExists(f"cannot create bridge {bridge}: a device of that name exists")
-            host_nets = await trio.to_thread.run_sync(host.taken_networks)
+            host_nets = await self._net(host.taken_networks)
             if spec.subnet is not None:
                 subnet = spec.subnet
                 other = ipam.overlapping(subnet, [n.subnet for n in nets])
@@ -331,7 +339,7 @@ class BridgeDriver:
             gateway = spec.gateway or ipam.first_host(subnet)
             ipam.check_layout(subnet, gateway, spec.ip_range, spec.aux_addresses)
             if mtu is None:
-                mtu = await trio.to_thread.run_sync(host.uplink_mtu)
+                mtu = await self._net(host.uplink_mtu)
             if spec.default and OPT_MTU not in options and "mtu" not in options:
                 options[OPT_MTU] = str(mtu)
             net = NetRecord(id=network_id, name=spec.name, bridge=bridge, subnet=subnet,
@@ -340,7 +348,7 @@ class BridgeDriver:
                             icc=icc, masquerade=masquerade, options=options)
             store.add_network(net)
             try:
-                await trio.to_thread.run_sync(self._ensure_bridge, net)
+                await self._net(self._ensure_bridge, net)
                 if not net.internal:
                     write_sysctl(_IP_FORWARD, "1")
                 if len(nets) == 0:
@@ -371,7 +379,7 @@ class BridgeDriver:
             pass
         try:
             assert self._host is not None
-            await trio.to_thread.run_sync(self._host.delete_link, net.bridge)
+            await self._net(self._host.delete_link, net.bridge)
         except CoreError:
             pass
         self._db().remove_network(net.id)
@@ -395,7 +403,7 @@ class BridgeDriver:
                 except CoreError:
                     log.warning("cannot remove the accept rules of %s from other firewalls",
                                 net.bridge, exc_info=True)
-                await trio.to_thread.run_sync(host.delete_link, net.bridge)
+                await self._net(host.delete_link, net.bridge)
                 self._db().remove_network(net.id)
 
     async def network(self, network_id: str) -> Network:
@@ -446,7 +454,7 @@ class BridgeDriver:
                 if request.address is None:
                     store.set_cursor(net.id, int(address))
             try:
-                await trio.to_thread.run_sync(lambda: host.attach(
+                await self._net(lambda: host.attach(
                     bridge=net.bridge, host_if=host_if, netns_path=netns_path,
                     ifname=request.interface_name, mac=ep.mac,
                     address=ipaddress.IPv4Interface(f"{address}/{net.subnet.prefixlen}"),
@@ -469,7 +477,7 @@ class BridgeDriver:
                 if published:
                     await self._apply(self.rules.remove_ports(published),
                                       exclude_endpoint=(net.id, ep.endpoint_id))
-                await trio.to_thread.run_sync(host.detach, ep.host_if)
+                await self._net(host.detach, ep.host_if)
                 self._db().remove_endpoint(net.id, ep.endpoint_id, bury=ep.host_if)
                 self._reaper.put(ep.host_if)
                 if any(p.protocol == "udp" for p in published):
@@ -564,7 +572,9 @@ class BridgeDriver:
             await trio.to_thread.run_sync(self._reaper.close)
         host, self._host = self._host, None
         store, self._store = self._store, None
-        if host is not None:
-            host.close()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(thread.close, host.close if host else None)
         if store is not None:
             store.close()

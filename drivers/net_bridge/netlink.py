@@ -1,7 +1,11 @@
 """Links, addresses, routes and namespaces of the bridge driver, over netlink (pyroute2).
 
-Synchronous code, run in worker threads by the driver (one thread hop per operation).  The host
-side uses one long-lived rtnetlink socket.  Inside a container's namespace the driver opens a
+Synchronous code, run by the driver in one thread of its own (:class:`NetlinkThread`, one thread
+hop per operation).  The host side uses one long-lived rtnetlink socket — and pyroute2 (0.9)
+gives a socket a netlink socket and an event loop *per thread that uses it*, kept until the
+socket is closed: used from trio's pool of worker threads, which come and go, it left two
+netlink sockets behind for every operation after an idle pause.  So :class:`HostNet` is made,
+used and closed in that one thread only.  Inside a container's namespace the driver opens a
 socket *in* that namespace: a worker thread enters it with ``setns(2)`` (which moves only the
 calling thread), creates the socket — a netlink socket belongs to the namespace it was created in
 — and goes back at once.  No helper process, no ``ip netns exec``.
@@ -25,8 +29,11 @@ import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+import trio
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -36,6 +43,48 @@ from core.errors import AlreadyExists, CoreError, InvalidArgument, NotFound, Una
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+T = TypeVar("T")
+
+
+class NetlinkThread:
+    """One long-lived thread that runs every call on the host's netlink sockets.
+
+    pyroute2's sockets keep per-thread state (a kernel socket, an event loop) for every thread
+    that ever used them until they are closed, so a socket must stay with one thread: this one.
+    :meth:`run` is awaited from trio (not cancellable half-way: the call finishes, as with
+    ``trio.to_thread.run_sync``); :meth:`close` runs a last call (closing the sockets) and ends
+    the thread.
+    """
+
+    def __init__(self, name: str = "core-bridge-netlink") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_future: Any) -> None:
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass
+
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(wake)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return future.result()
+
+    def close(self, last: Callable[[], Any] | None = None) -> None:
+        """Run ``last`` in the thread (errors logged), then end the thread.  Blocking."""
+        if last is not None:
+            try:
+                self._pool.submit(last).result()
+            except Exception:
+                log.exception("closing the bridge driver's netlink sockets failed")
+        self._pool.shutdown(wait=True)
 
 
 def _setns(fd: int) -> None:
@@ -80,7 +129,8 @@ def read_sysctl(path: str) -> str | None:
 
 class HostNet:
     """The host side: one rtnetlink socket (and an nftables one for a cheap chain listing).
-    Not thread-safe: the driver serialises its calls."""
+    Not thread-safe, and bound to the thread that made it: the driver makes it, calls it and
+    closes it in its :class:`NetlinkThread`."""
 
     def __init__(self) -> None:
         self.ipr = IPRoute()
