@@ -677,10 +677,42 @@ def test_subnet_selection_avoids_the_hosts_routes(h: NetworkHarness) -> None:
         assert not net.subnet.overlaps(blocked) and net.subnet != first
         assert net.subnet == ipam.choose_subnet(ipam.DEFAULT_POOLS,
                                                 [n for n in host_routes() if n != net.subnet])
-        with pytest.raises(Conflict):  # a subnet given by the user must not overlap either
-            h.create(NetworkSpec(subnet=first))
+        # a subnet the user gives may overlap a route of the host: docker accepts it
+        given = h.create(NetworkSpec(subnet=blocked))
+        assert given.subnet == blocked
+        h.delete(given.id)
     finally:
         subprocess.run(["ip", "route", "del", *route], capture_output=True)
+
+
+def test_a_bridge_left_on_the_host_is_adopted(h: NetworkHarness) -> None:
+    """The default network's device left behind (a crash, a wiped data root) is taken over, as
+    dockerd takes over docker0: addresses set to the network's, endpoints join it.  A device
+    of that name of another kind is refused."""
+    device = h.driver.default_device()
+    subprocess.run(["ip", "link", "add", device, "type", "bridge"], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.254.254.1/30", "dev", device], check=True,
+                       capture_output=True)
+        net = h.create(NetworkSpec(name="bridge", default=True))
+        assert net.interface == device
+        shown = json.loads(subprocess.run(["ip", "-j", "-4", "addr", "show", device],
+                                          capture_output=True, text=True, check=True).stdout)
+        addresses = {f"{a['local']}/{a['prefixlen']}" for a in shown[0]["addr_info"]}
+        assert addresses == {f"{net.gateway}/{net.subnet.prefixlen}"}
+        ep = h.join(net.id, "e", h.ns.new())
+        assert ep.address.ip in net.subnet
+        h.leave(net.id, "e")
+        h.delete(net.id)
+    finally:
+        subprocess.run(["ip", "link", "del", device], capture_output=True)
+    subprocess.run(["ip", "link", "add", device, "type", "veth", "peer", "name", f"{device[:11]}p"],
+                   check=True, capture_output=True)
+    try:
+        with pytest.raises(AlreadyExists, match="a device of that name exists"):
+            h.create(NetworkSpec(name="bridge", default=True))
+    finally:
+        subprocess.run(["ip", "link", "del", device], capture_output=True)
 
 
 def test_ipam_and_publications_survive_a_new_driver_object(h: NetworkHarness, client: Client,

@@ -707,3 +707,23 @@ def test_publication_on_one_address_and_ranges(eng, client, rm):
         assert "hello-from-ranged" in wait_answer(client.host_ip, port, "hello-from-ranged", netns=client.netns)
         assert "hello-from-ranged" in wait_answer(client.host_ip, port, "hello-from-ranged")  # from the host
         assert http_get("127.0.0.1", port, timeout=1) is None  # not on loopback
+
+
+def test_a_default_bridge_left_on_the_host_is_adopted(test_images):
+    """A bridge of the default network's name already on the host (a crash, a wiped data root)
+    is taken over, as dockerd takes over docker0: the daemon starts and ``run`` works."""
+    import hashlib
+
+    env = CoreEnv()
+    device = "core" + hashlib.sha256(env.nft_table.encode()).hexdigest()[:8]
+    subprocess.run(["ip", "link", "add", device, "type", "bridge"], check=True, capture_output=True)
+    try:
+        ref = test_images["busybox:latest"].reference
+        ok(env.run("pull", ref, timeout=300))
+        assert inspect_field(env, "bridge", '{{index .Options "com.docker.network.bridge.name"}}') == device
+        out = ok(env.run("run", "--rm", ref, "sh", "-c", "ip -4 -o addr show eth0"))
+        subnet = inspect_field(env, "bridge", "{{(index .IPAM.Config 0).Subnet}}")
+        assert ipaddress.IPv4Interface(out.split()[3]).ip in ipaddress.IPv4Network(subnet), out
+    finally:
+        env.cleanup()
+        subprocess.run(["ip", "link", "del", device], capture_output=True)

@@ -71,9 +71,9 @@ Errors (``core.errors``):
   the network has; a device name that is taken.
 - ``Conflict``: ``delete_network`` while endpoints remain; a requested address in use
   (``Address already in use``); a host port in use (``Bind for 0.0.0.0:8080 failed: port is
-  already allocated``); a subnet overlapping a route of the host.  A subnet overlapping
-  another network of the driver is :class:`PoolOverlaps`, a ``Conflict`` (docker tells
-  the two apart).
+  already allocated``).  A subnet overlapping another network of the driver is
+  :class:`PoolOverlaps`, a ``Conflict``.  A subnet the user gives (``--subnet``) may overlap
+  the host's routes, as docker allows; only subnets the driver chooses avoid them.
 - ``InvalidArgument``: malformed input — a gateway or address outside the subnet, an
   ``ip_range`` outside it, an option the driver does not know or an unusable value, a
   publication on an internal network.
@@ -412,7 +412,7 @@ class NetworkDriver(Protocol):
         """Create the network: its device, address, firewall and NAT rules; return it.
 
         ``AlreadyExists`` (the id, or a device name in ``options``, is taken), ``Conflict``
-        (the subnet overlaps another network or a route of the host), ``InvalidArgument``
+        (the subnet overlaps another network of the driver), ``InvalidArgument``
         (see :class:`NetworkSpec`), ``Unavailable`` (no free subnet in the driver's pools).
         """
 

@@ -35,6 +35,13 @@ the MTU) and, unless its options name one, the device ``core0`` — or, when the
 tables of its own (``nft-table`` T other than ``core``, as every test daemon and a second
 engine on the host has), ``core<first 8 hex of sha256(T)>``, so that engines sharing a host
 never share a default bridge (:meth:`BridgeDriver.default_device`).
+
+A bridge device that already has a network's name (the default network's, left on the host by
+a crash or a wiped data root; one made by hand and named with ``com.docker.network.bridge.name``)
+is adopted, as dockerd adopts ``docker0``: its addresses become the network's.  A device of that
+name of another kind is an error.  A ``--subnet`` given by the user is checked against the
+driver's other networks only (docker accepts one that overlaps a route of the host); a subnet
+the driver chooses overlaps nothing the host routes or addresses.
 """
 from __future__ import annotations
 
@@ -319,19 +326,19 @@ class BridgeDriver:
             nets = store.networks()
             if any(n.bridge == bridge for n in nets):
                 raise AlreadyExists(f"bridge {bridge} is in use by another network")
-            if await self._net(host.link, bridge) is not None:
+            kind = await self._net(host.link_kind, bridge)
+            if kind is not None and kind != "bridge":
                 raise AlreadyExists(f"cannot create bridge {bridge}: a device of that name exists")
-            host_nets = await self._net(host.taken_networks)
-            if spec.subnet is not None:
+            # a bridge of that name (a wiped state, a crash, one made by hand) is adopted, as
+            # dockerd adopts docker0: its addresses are set to the network's
+            if spec.subnet is not None:  # the user's choice: checked against our networks only
                 subnet = spec.subnet
                 other = ipam.overlapping(subnet, [n.subnet for n in nets])
                 if other is not None:
                     raise PoolOverlaps(f"Pool overlaps with other one on this address space: "
                                        f"{subnet} overlaps network {other}")
-                other = ipam.overlapping(subnet, host_nets)
-                if other is not None:
-                    raise Conflict(f"subnet {subnet} overlaps {other}, routed on the host")
             else:
+                host_nets = await self._net(host.taken_networks, bridge if kind else None)
                 subnet = ipam.choose_subnet(self.pools, [n.subnet for n in nets] + host_nets)
                 if subnet is None:
                     raise Unavailable("could not find an available, non-overlapping IPv4 address "

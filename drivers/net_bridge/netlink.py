@@ -157,16 +157,33 @@ class HostNet:
                 return None
             raise netlink_error(exc, f"cannot look up {name}") from exc
 
-    def taken_networks(self) -> list[ipaddress.IPv4Network]:
+    def link_kind(self, name: str) -> str | None:
+        """The kind of the link called ``name`` (``bridge``, ``veth``...; ``""`` for a device
+        without one, such as ``lo``), or ``None`` if there is none."""
+        msg = self.link(name)
+        if msg is None:
+            return None
+        info = msg.get_attr("IFLA_LINKINFO")
+        return (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
+
+    def taken_networks(self, ignore: str | None = None) -> list[ipaddress.IPv4Network]:
         """Every IPv4 network the host routes (any table but ``local``) or has an address in;
-        default routes excepted."""
+        default routes excepted, and the routes and addresses of the device ``ignore``."""
+        skip = None
+        if ignore is not None:
+            msg = self.link(ignore)
+            skip = msg["index"] if msg is not None else None
         taken = set()
         for r in self.ipr.route("dump", family=2):
             table = r.get_attr("RTA_TABLE") or r.get("table")
             if table == 255 or not r.get("dst_len"):
                 continue
+            if skip is not None and r.get_attr("RTA_OIF") == skip:
+                continue
             taken.add(ipaddress.IPv4Network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}", strict=False))
         for a in self.ipr.get_addr(family=2):
+            if skip is not None and a["index"] == skip:
+                continue
             taken.add(ipaddress.IPv4Network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}",
                                             strict=False))
         return sorted(taken)
