@@ -482,6 +482,78 @@ def test_a_taken_host_port_is_a_clear_error(h: NetworkHarness) -> None:
     assert [str(b) for b in h.call(h.driver.endpoint, net.id, "b").ports] == []
 
 
+def _exchange6(address: str, port: int, proto: str = "tcp", timeout: float = 3.0) -> str | None:
+    """What the echo server answers over IPv6: the peer address it saw (None: no answer)."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET6, kind) as s:
+        s.settimeout(timeout)
+        try:
+            if proto == "tcp":
+                s.connect((address, port))
+                return s.recv(256).decode().strip() or None
+            s.sendto(b"six", (address, port))
+            data = s.recv(256).decode()
+            peer, _, echoed = data.partition(" ")
+            return peer if echoed == "six" else None
+        except OSError:
+            return None
+
+
+def _taken(family: int, proto: str, address: str, port: int) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) as s:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind((address, port))
+            return False
+        except OSError:
+            return True
+
+
+@pytest.mark.skipif(not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists(),
+                    reason="the host has no IPv6")
+def test_published_ports_are_held_and_answer_on_ipv6(h: NetworkHarness, procs: Procs) -> None:
+    """docker's ``-p P:80`` (``ipv6``): ``0.0.0.0:P`` and ``[::]:P``, both held by the endpoint's
+    proxy while it lives (no other program can bind them), IPv6 carried to the container by
+    the proxy; ``[::1]:P`` alone is IPv6 only; on leave the ports are free again."""
+    net = h.create(NetworkSpec())
+    ns = h.ns.new()
+    h.join(net.id, "web", ns)
+    serve(procs, ns, "80", "53/udp")
+    port, uport, lport = free_port(), free_port(), free_port()
+    got = h.publish(net.id, "web", [PortBinding(80, host_port=port, ipv6=True),
+                                    PortBinding(53, "udp", host_port=uport, ipv6=True),
+                                    *PortBinding.parse(f"[::1]:{lport}:80")])
+    assert [str(b) for b in got] == [f"0.0.0.0:{port}->80/tcp", f"[::]:{port}->80/tcp",
+                                     f"0.0.0.0:{uport}->53/udp", f"[::]:{uport}->53/udp",
+                                     f"[::1]:{lport}->80/tcp"]
+    assert [str(b) for b in h.call(h.driver.endpoint, net.id, "web").ports] == [str(b) for b in got]
+    # held: another program cannot take them
+    assert _taken(socket.AF_INET, "tcp", "0.0.0.0", port)
+    assert _taken(socket.AF_INET6, "tcp", "::", port)
+    assert _taken(socket.AF_INET, "udp", "0.0.0.0", uport)
+    assert _taken(socket.AF_INET6, "udp", "::", uport)
+    assert _taken(socket.AF_INET6, "tcp", "::1", lport)
+    assert not _taken(socket.AF_INET, "tcp", "127.0.0.1", lport)  # [::1] is not IPv4
+    # IPv4 is NAT-ed as before (the container sees the gateway for the host's loopback) ...
+    assert tcp_exchange("127.0.0.1", port) == str(net.gateway)
+    # ... and IPv6 arrives through the proxy
+    assert _exchange6("::1", port) == str(net.gateway)
+    assert _exchange6("::1", uport, "udp") == str(net.gateway)
+    assert _exchange6("::1", lport) == str(net.gateway)
+    # a port held by the endpoint is refused to another, on either family
+    h.join(net.id, "other", h.ns.new())
+    with pytest.raises(Conflict):
+        h.publish(net.id, "other", PortBinding.parse(f"[::]:{port}:80"))
+    h.leave(net.id, "web")
+    assert _exchange6("::1", port, timeout=1) is None
+    for family, proto, address, p in ((socket.AF_INET, "tcp", "0.0.0.0", port),
+                                      (socket.AF_INET6, "tcp", "::", port),
+                                      (socket.AF_INET6, "udp", "::", uport),
+                                      (socket.AF_INET6, "tcp", "::1", lport)):
+        assert not _taken(family, proto, address, p), (address, p, proto)
+
+
 def test_ephemeral_ports_skip_bound_tcp_and_udp_ports(h: NetworkHarness) -> None:
     """The first ephemeral candidates are taken by a TCP listener and a UDP socket: both are
     skipped, for a TCP publication as for a UDP one."""
@@ -754,7 +826,9 @@ def test_a_restart_repairs_what_a_reboot_took(h: NetworkHarness, client: Client,
     h.call(h.driver.aclose)
     subprocess.run(["nft", "delete", "table", "inet", table], check=True)
     subprocess.run(["nft", "delete", "table", "ip", f"{table}-nat"], check=True)
-    assert tcp_exchange(client.host_ip, b.host_port, client.path, timeout=1) is None
+    # without the NAT rules the port's proxy still answers (it holds the port): the container
+    # sees the host's connection, not the client's
+    assert tcp_exchange(client.host_ip, b.host_port, client.path, timeout=1) != client.ip
     h.driver = h._loop.run_sync(h.loaded.create, h.context)
     h.networks()  # reading needs no kernel work; the first change repairs
     h.join(net.id, "e2", h.ns.new())
@@ -977,13 +1051,15 @@ def test_another_firewalls_forward_drop_does_not_break_core(h: NetworkHarness, m
     ("8000-8001:80-81", ["0.0.0.0:8000->80/tcp", "0.0.0.0:8001->81/tcp"]),
     ("8000-8010:80", ["0.0.0.0:8000-8010->80/tcp"]),
     ("80-81/udp", ["0.0.0.0:0->80/udp", "0.0.0.0:0->81/udp"]),
+    ("[::1]:80:80", ["[::1]:80->80/tcp"]),
+    ("[::]::80/udp", ["[::]:0->80/udp"]),
 ])
 def test_port_specs(spec: str, expected: list[str]) -> None:
     assert [str(b) for b in PortBinding.parse(spec)] == expected
 
 
 @pytest.mark.parametrize("spec", ["", "x", "0", "70000", "1:2:3:4", "8000-8002:80-81",
-                                  "80/sctp", "[::1]:80:80", "300.0.0.1:80:80", "90-80"])
+                                  "80/sctp", "[::1:80:80", "[zz]:80:80", "300.0.0.1:80:80", "90-80"])
 def test_bad_port_specs(spec: str) -> None:
     with pytest.raises(InvalidArgument):
         PortBinding.parse(spec)

@@ -198,12 +198,19 @@ def test_published_port_from_loopback_other_host_and_hairpin(eng, client, rm):
     # another host, through the veth, at the host's address
     assert "hello-from-web" in wait_answer(client.host_ip, port, "hello-from-web", netns=client.netns)
 
-    assert ok(eng.run("ps", "--filter", "name=^web$", "--format", "{{.Ports}}")) == f"0.0.0.0:{port}->80/tcp\n"
+    # on IPv6 too, as docker publishes a port with no host address: [::]:P, reached at [::1]
+    assert "hello-from-web" in wait_answer("::1", port, "hello-from-web")
+    assert ok(eng.run("ps", "--filter", "name=^web$", "--format", "{{.Ports}}")) == \
+        f"0.0.0.0:{port}->80/tcp, [::]:{port}->80/tcp\n"
     table = ok(eng.run("ps", "--filter", "name=^web$"))
-    assert f"0.0.0.0:{port}->80/tcp" in table
-    assert ok(eng.run("port", "web")) == f"80/tcp -> 0.0.0.0:{port}\n"
-    assert ok(eng.run("port", "web", "80")) == f"0.0.0.0:{port}\n"
-    assert ok(eng.run("port", "web", "80/tcp")) == f"0.0.0.0:{port}\n"
+    assert f"0.0.0.0:{port}->80/tcp, [::]:{port}->80/tcp" in table
+    assert ok(eng.run("port", "web")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
+    assert ok(eng.run("port", "web", "80")) == f"0.0.0.0:{port}\n[::]:{port}\n"
+    assert ok(eng.run("port", "web", "80/tcp")) == f"0.0.0.0:{port}\n[::]:{port}\n"
+    # the port is held while the container runs: a host program cannot take it
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        with socket.socket(family) as s, pytest.raises(OSError):
+            s.bind((address, port))
     missing = eng.run("port", "web", "81")
     assert missing.returncode != 0 and "No public port '81' published for web" in missing.stderr, missing
 
@@ -256,9 +263,10 @@ def test_publish_all_exposed_ports(eng, client, rm):
     lines = ok(eng.run("port", "all")).splitlines()
     mapping = {}
     for line in lines:
-        m = re.fullmatch(r"(\d+/(?:tcp|udp)) -> 0\.0\.0\.0:(\d+)", line)
+        m = re.fullmatch(r"(\d+/(?:tcp|udp)) -> (0\.0\.0\.0|\[::\]):(\d+)", line)
         assert m, lines
-        mapping[m.group(1)] = int(m.group(2))
+        assert mapping.setdefault(m.group(1), int(m.group(3))) == int(m.group(3)), lines
+    assert len(lines) == 6, lines  # 0.0.0.0 and [::], the same port
     assert set(mapping) == {"80/tcp", "8000/udp", "8001/udp"}, lines
     low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
     assert all(low <= p <= high for p in mapping.values()), mapping
@@ -456,7 +464,8 @@ def test_docker_sdk_networks_and_ports(eng, rm):
         rm["containers"].append("sdkweb")
         assert "hello-from-sdk" in wait_answer("127.0.0.1", port, "hello-from-sdk")
         c.reload()
-        assert c.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}, c.ports
+        assert c.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)},
+                                      {"HostIp": "::", "HostPort": str(port)}]}, c.ports
 
         net.connect(c, aliases=["sdkalias"])
         net.reload()
@@ -508,7 +517,8 @@ def test_ports_survive_daemon_sigkill_and_nothing_is_left(test_images, client):
         assert "hello-from-keep" in wait_answer("127.0.0.1", port, "hello-from-keep")
         # a command starts it again; the port still answers, everywhere
         assert "keep" in ok(env.run("ps", "--format", "{{.Names}}")).split()
-        assert ok(env.run("port", "keep")) == f"80/tcp -> 0.0.0.0:{port}\n"
+        assert ok(env.run("port", "keep")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
+        assert "hello-from-keep" in wait_answer("::1", port, "hello-from-keep")  # its proxy lives on
         assert "hello-from-keep" in wait_answer("127.0.0.1", port, "hello-from-keep")
         assert "hello-from-keep" in wait_answer(client.host_ip, port, "hello-from-keep", netns=client.netns)
         # and the DNS of user networks is back
@@ -557,7 +567,7 @@ def test_restart_keeps_names_ports_and_static_ip(eng, client, rm):
     assert look.returncode == 0 and "10.214.9.50" in look.stdout, look
     ok(eng.run("restart", "-t", "1", "rsweb"))
     assert "hello-from-rs" in wait_answer("127.0.0.1", port, "hello-from-rs")
-    assert ok(eng.run("port", "rsweb")) == f"80/tcp -> 0.0.0.0:{port}\n"
+    assert ok(eng.run("port", "rsweb")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
     # the container reaches the other by name, both ways
     ping = eng.run("exec", "rsweb", "ping", "-c", "1", "-W", "3", "rsq")
     assert ping.returncode == 0, (ping.stdout, ping.stderr)
@@ -618,7 +628,7 @@ def test_udp_publication(eng, client, rm):
         s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
     run_d(eng, rm, "udp", "-p", f"{port}:5353/udp")
-    assert ok(eng.run("port", "udp")) == f"5353/udp -> 0.0.0.0:{port}\n"
+    assert ok(eng.run("port", "udp")) == f"5353/udp -> 0.0.0.0:{port}\n5353/udp -> [::]:{port}\n"
     pid = inspect_field(eng, "udp", "{{.State.Pid}}")
     server = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", _UDP_ECHO, "5353"],
                               stdout=subprocess.PIPE, text=True)

@@ -127,6 +127,15 @@ def _ipv4_address(value: Any) -> ipaddress.IPv4Address:
     return address
 
 
+def _host_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    try:
+        return ipaddress.ip_address(str(value).strip("[]") if value is not None else value)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid IP address: {value!r}") from None
+
+
 def _optional_address(value: Any) -> ipaddress.IPv4Address | None:
     return None if value is None or value == "" else _ipv4_address(value)
 
@@ -314,16 +323,23 @@ class PortBinding:
 
     ``host_port`` 0 asks for an ephemeral port (from the host's ``ip_local_port_range``);
     ``host_port_end`` above ``host_port`` asks for any free port of ``host_port..host_port_end``
-    (docker's ``-p 8000-8010:80``).  ``host_ip`` ``0.0.0.0`` is every address of the host,
-    loopback included.  Bindings returned by :meth:`NetworkDriver.publish` have a concrete
-    ``host_port`` and ``host_port_end`` 0.  ``str()`` gives docker's ``0.0.0.0:8080->80/tcp``.
+    (docker's ``-p 8000-8010:80``).  ``host_ip`` ``0.0.0.0`` is every IPv4 address of the host,
+    loopback included; an IPv6 ``host_ip`` (``::``, ``::1``) publishes on IPv6 (the container
+    is reached over IPv4 all the same).  ``ipv6`` with ``host_ip`` ``0.0.0.0`` asks for the
+    port on ``::`` too, the same port number — docker's binding for a ``HostIp`` left empty
+    (``-p 8080:80``), where the host has IPv6; the driver then returns two bindings, ``0.0.0.0``
+    and ``::``.  Bindings returned by :meth:`NetworkDriver.publish` have a concrete
+    ``host_port``, ``host_port_end`` 0 and ``ipv6`` false.  ``str()`` gives docker's
+    ``0.0.0.0:8080->80/tcp`` (``[::]:8080->80/tcp``).
     """
 
     container_port: int = attrs.field(validator=_check_port)
     protocol: IPProtocol = attrs.field(default=IPProtocol.TCP, converter=_protocol)
-    host_ip: ipaddress.IPv4Address = attrs.field(default=ANY_IPV4, converter=_ipv4_address)
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address = attrs.field(
+        default=ANY_IPV4, converter=_host_address)
     host_port: int = attrs.field(default=0, validator=_check_port)
     host_port_end: int = attrs.field(default=0, validator=_check_port)
+    ipv6: bool = attrs.field(default=False, converter=bool)
 
     def __attrs_post_init__(self) -> None:
         if self.host_port_end and (not self.host_port or self.host_port_end < self.host_port):
@@ -331,23 +347,29 @@ class PortBinding:
 
     def __str__(self) -> str:
         host = f"{self.host_port}-{self.host_port_end}" if self.host_port_end else str(self.host_port)
-        return f"{self.host_ip}:{host}->{self.container_port}/{self.protocol.value}"
+        ip = f"[{self.host_ip}]" if self.host_ip.version == 6 else str(self.host_ip)
+        return f"{ip}:{host}->{self.container_port}/{self.protocol.value}"
 
     @classmethod
     def parse(cls, spec: str) -> list[PortBinding]:
         """Docker's ``-p`` syntax: ``[ip:][hostPort:]containerPort[/tcp|udp]``, with ranges.
 
         ``80`` and ``80-82`` get ephemeral host ports; ``8080:80``; ``127.0.0.1:8080:80``;
-        ``127.0.0.1::80`` (ephemeral on loopback); ``8000-8002:80-82`` (one to one);
-        ``8000-8010:80`` (one port of the range).  ``InvalidArgument`` otherwise (IPv6 host
-        addresses and ``sctp`` included).
+        ``127.0.0.1::80`` (ephemeral on loopback); ``[::1]:8080:80`` (IPv6); ``8000-8002:80-82``
+        (one to one); ``8000-8010:80`` (one port of the range).  ``InvalidArgument`` otherwise
+        (``sctp`` included).  The bindings are IPv4 only (``ipv6`` false) unless an IPv6 address
+        is given.
         """
         if not isinstance(spec, str) or not spec:
             raise InvalidArgument(f"invalid port specification: {spec!r}")
         rest, _, proto = spec.partition("/")
         protocol = _protocol(proto or "tcp")
+        v6 = None
         if rest.startswith("["):
-            raise InvalidArgument(f"invalid port specification {spec!r}: IPv6 is not supported")
+            v6, sep, rest = rest[1:].partition("]:")
+            if not sep:
+                raise InvalidArgument(f"invalid port specification: {spec!r}")
+            rest = f"x:{rest}"
         parts = rest.split(":")
         if len(parts) == 1:
             host_ip, host, container = "0.0.0.0", "", parts[0]
@@ -357,7 +379,7 @@ class PortBinding:
             host_ip, host, container = parts
         else:
             raise InvalidArgument(f"invalid port specification: {spec!r}")
-        ip = _ipv4_address(host_ip or "0.0.0.0")
+        ip = _host_address(v6) if v6 is not None else _ipv4_address(host_ip or "0.0.0.0")
 
         def span(text: str, what: str) -> tuple[int, int]:
             low, sep, high = text.partition("-")

@@ -50,8 +50,12 @@ import ipaddress
 import json
 import logging
 import re
+import os
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,7 @@ from core.errors import (AlreadyExists, Conflict, CoreError, InvalidArgument, No
                          Unavailable)
 
 from drivers.net_bridge import ipam, ports
+from drivers.net_bridge import proxy as proports
 from drivers.net_bridge.netlink import (HostNet, NetlinkThread, Reaper, read_sysctl,
                                         write_sysctl)
 from drivers.net_bridge.nft import (NftError, Ruleset, drop_chain_fingerprint,
@@ -89,6 +94,19 @@ def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value or "\0" in value or len(value) > 255:
         raise InvalidArgument(f"invalid {what} {value!r}")
     return value
+
+
+def _is_proxy(pid: int, endpoint_id: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) proxy process of the endpoint."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return endpoint_id.encode() in argv and any(a.endswith(b"proxy.py") for a in argv)
 
 
 def _bool_option(options: dict[str, str], key: str, default: bool) -> bool:
@@ -123,6 +141,7 @@ class BridgeDriver:
         self._fingerprint: frozenset | None = None
         self._reaper = Reaper(self._buried)
         self._thread: NetlinkThread | None = None
+        self._proxies: dict[tuple[str, str], list[trio.Process]] = {}
 
     async def _net(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in the driver's netlink thread (where :class:`HostNet` lives)."""
@@ -484,6 +503,7 @@ class BridgeDriver:
                 if published:
                     await self._apply(self.rules.remove_ports(published),
                                       exclude_endpoint=(net.id, ep.endpoint_id))
+                await self._stop_proxies(net.id, ep.endpoint_id)
                 await self._net(host.detach, ep.host_if)
                 self._db().remove_endpoint(net.id, ep.endpoint_id, bury=ep.host_if)
                 self._reaper.put(ep.host_if)
@@ -517,59 +537,144 @@ class BridgeDriver:
             store = self._db()
             held = [(p.protocol, p.host_ip, p.host_port) for p in store.ports()]
             chosen: list[PortRecord] = []
+            sockets: list[tuple[PortRecord, Any]] = []
             low, high = ports.ephemeral_range()
             cursor = int(store.get_meta("port-cursor") or low - 1)
             default_ip = ipaddress.IPv4Address(net.options.get(OPT_HOST_BINDING, "0.0.0.0"))
+            v6 = None
 
-            def allocated(proto: str, ip: ipaddress.IPv4Address, port: int) -> bool:
-                return any(p == proto and n == port and ports.clashes(ip, i) for p, i, n in held)
+            def allocated(proto: str, ips: list[Any], port: int) -> bool:
+                return any(p == proto and n == port and ports.clashes(ip, i)
+                           for p, i, n in held for ip in ips)
 
-            for b in bindings:
-                proto = b.protocol.value
-                ip = default_ip if b.host_ip == ANY_IPV4 else b.host_ip
-                if b.host_port and not b.host_port_end:
-                    if allocated(proto, ip, b.host_port) or not ports.socket_free(proto, ip, b.host_port):
-                        raise Conflict(f"Bind for {ip}:{b.host_port} failed: port is already allocated")
-                    port = b.host_port
-                elif b.host_port_end:
-                    port = next((p for p in range(b.host_port, b.host_port_end + 1)
-                                 if not allocated(proto, ip, p) and ports.socket_free(proto, ip, p)),
-                                0)
-                    if not port:
-                        raise Conflict(f"Bind for {ip}:{b.host_port}-{b.host_port_end} failed: "
-                                       "port is already allocated")
-                else:
-                    port = 0
-                    span = high - low + 1
-                    start = cursor + 1 if low <= cursor + 1 <= high else low
-                    for i in range(span):
-                        candidate = low + (start - low + i) % span
-                        if not any(allocated(p, ip, candidate) for p in ("tcp", "udp")) and all(
-                                ports.socket_free(p, ip, candidate) for p in ("tcp", "udp")):
-                            port = candidate
-                            break
-                    if not port:
-                        raise Unavailable(f"no free host port in {low}-{high} for {ip}/{proto}")
-                    cursor = port
-                held.append((proto, ip, port))
-                chosen.append(PortRecord(proto, ip, port, net.id, ep.endpoint_id, b.container_port))
-            if not chosen:
-                return []
-            with store.transaction():
-                store.add_ports(chosen)
-                store.set_meta("port-cursor", str(cursor))
+            def take(proto: str, ips: list[Any], port: int) -> list[Any] | None:
+                if allocated(proto, ips, port):
+                    return None
+                return ports.reserve(proto, ips, port)
+
             try:
-                await self._apply(self.rules.add_ports((p, str(ep.address)) for p in chosen))
-            except BaseException:
-                store.remove_ports(chosen)
-                with trio.CancelScope(shield=True):
-                    try:
-                        await self._sync_firewall()
-                    except CoreError:
-                        pass
-                raise
+                for b in bindings:
+                    proto = b.protocol.value
+                    ips: list[Any] = [default_ip if b.host_ip == ANY_IPV4 else b.host_ip]
+                    if b.ipv6 and b.host_ip == ANY_IPV4 and default_ip == ANY_IPV4:
+                        if v6 is None:
+                            v6 = ports.ipv6_available()
+                        if v6:
+                            ips.append(ipaddress.IPv6Address("::"))
+                    shown = ips[0]
+                    socks = None
+                    if b.host_port and not b.host_port_end:
+                        port = b.host_port
+                        socks = take(proto, ips, port)
+                        if socks is None:
+                            raise Conflict(f"Bind for {shown}:{port} failed: port is already allocated")
+                    elif b.host_port_end:
+                        for port in range(b.host_port, b.host_port_end + 1):
+                            socks = take(proto, ips, port)
+                            if socks is not None:
+                                break
+                        if socks is None:
+                            raise Conflict(f"Bind for {shown}:{b.host_port}-{b.host_port_end} "
+                                           "failed: port is already allocated")
+                    else:
+                        span = high - low + 1
+                        start = cursor + 1 if low <= cursor + 1 <= high else low
+                        other = "udp" if proto == "tcp" else "tcp"
+                        for i in range(span):
+                            port = low + (start - low + i) % span
+                            if allocated(other, ips, port) or not all(
+                                    ports.socket_free(other, ip, port) for ip in ips):
+                                continue  # docker's ephemeral ports are free for both
+                            socks = take(proto, ips, port)
+                            if socks is not None:
+                                break
+                        if socks is None:
+                            raise Unavailable(f"no free host port in {low}-{high} for "
+                                              f"{shown}/{proto}")
+                        cursor = port
+                    for ip, sock in zip(ips, socks):
+                        held.append((proto, ip, port))
+                        record = PortRecord(proto, ip, port, net.id, ep.endpoint_id,
+                                            b.container_port)
+                        chosen.append(record)
+                        sockets.append((record, sock))
+                if not chosen:
+                    return []
+                with store.transaction():
+                    store.add_ports(chosen)
+                    store.set_meta("port-cursor", str(cursor))
+                try:
+                    await self._apply(self.rules.add_ports((p, str(ep.address)) for p in chosen))
+                    await self._spawn_proxy(net, ep, sockets)
+                except BaseException:
+                    store.remove_ports(chosen)
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self._sync_firewall()
+                        except CoreError:
+                            pass
+                    raise
+            finally:
+                for _record, sock in sockets:
+                    sock.close()  # the proxy has its own copies
             return [PortBinding(p.container_port, IPProtocol(p.protocol), p.host_ip, p.host_port)
                     for p in chosen]
+
+    # ======================================================================= proxies
+    def _proxy_key(self, net_id: str, endpoint_id: str) -> str:
+        return f"proxy:{net_id}:{endpoint_id}"
+
+    async def _spawn_proxy(self, net: NetRecord, ep: EpRecord,
+                           sockets: list[tuple[PortRecord, Any]]) -> None:
+        """Start the endpoint's proxy holding ``sockets`` (see :mod:`drivers.net_bridge.proxy`)
+        and record its PID."""
+        spec = [{"fd": sock.fileno(), "proto": rec.protocol, "host": str(rec.host_ip),
+                 "to": [str(ep.address), rec.container_port]} for rec, sock in sockets]
+        log_path = self.root / "proxy.log"
+        with open(log_path, "ab") as log_file:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-I", "-S", str(Path(proports.__file__)), ep.endpoint_id,
+                 json.dumps(spec)],
+                pass_fds=[sock.fileno() for _rec, sock in sockets], start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file)
+        self._proxies.setdefault((net.id, ep.endpoint_id), []).append(proc)
+        store = self._db()
+        key = self._proxy_key(net.id, ep.endpoint_id)
+        pids = json.loads(store.get_meta(key) or "[]")
+        store.set_meta(key, json.dumps(pids + [proc.pid]))
+
+    async def _stop_proxies(self, net_id: str, endpoint_id: str) -> None:
+        """End the endpoint's proxies (ours, or a previous daemon's: checked by command line)
+        and wait until they are gone; their ports are free again then."""
+        store = self._db()
+        key = self._proxy_key(net_id, endpoint_id)
+        pids = json.loads(store.get_meta(key) or "[]")
+        children = {p.pid: p for p in self._proxies.pop((net_id, endpoint_id), [])}
+        for pid in pids:
+            proc = children.pop(pid, None)
+            if proc is not None:
+                proc.terminate()
+                with trio.move_on_after(5):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                continue
+            if not _is_proxy(pid, endpoint_id):
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            with trio.move_on_after(5):
+                while _is_proxy(pid, endpoint_id):
+                    await trio.sleep(0.01)
+            if _is_proxy(pid, endpoint_id):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        store.delete_meta(key)
 
     # ======================================================================= closing
     async def aclose(self) -> None:

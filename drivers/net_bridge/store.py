@@ -76,7 +76,7 @@ class EpRecord:
 @attrs.frozen
 class PortRecord:
     protocol: str
-    host_ip: ipaddress.IPv4Address
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     host_port: int
     network_id: str
     endpoint_id: str
@@ -185,7 +185,7 @@ class Store(Database):
     @staticmethod
     def _port(row: tuple) -> PortRecord:
         proto, host_ip, host_port, net, ep, cport, seq = row
-        return PortRecord(proto, ipaddress.IPv4Address(host_ip), host_port, net, ep, cport, seq)
+        return PortRecord(proto, ipaddress.ip_address(host_ip), host_port, net, ep, cport, seq)
 
     def ports(self, network_id: str | None = None, endpoint_id: str | None = None) -> list[PortRecord]:
         if network_id is None:
@@ -213,6 +213,10 @@ class Store(Database):
     def get_meta(self, key: str) -> str | None:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
+
+    def delete_meta(self, key: str) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction():
