@@ -737,3 +737,58 @@ def test_a_default_bridge_left_on_the_host_is_adopted(test_images):
     finally:
         env.cleanup()
         subprocess.run(["ip", "link", "del", device], capture_output=True)
+
+
+def test_mac_address_link_local_ips_stats_and_ipam_options(eng, rm):
+    """Docker SDK: the container-wide ``Config.MacAddress`` (the SDK's ``mac_address``),
+    ``IPAMConfig.LinkLocalIPs``, per-interface counters in stats' ``networks``, and
+    ``IPAM.Options`` null when not sent (the CLI sends ``{}``, and sees it)."""
+    docker = pytest.importorskip("docker")
+    client = eng.docker_client()
+    try:
+        mac = "02:42:0a:0b:0c:0d"
+        c = client.containers.run(eng.bb, ["sleep", "600"], name="macc", mac_address=mac, detach=True)
+        rm["containers"].append("macc")
+        c.reload()
+        assert c.attrs["NetworkSettings"]["MacAddress"] == mac
+        assert c.attrs["NetworkSettings"]["Networks"]["bridge"]["MacAddress"] == mac
+        assert ok(eng.run("exec", "macc", "cat", "/sys/class/net/eth0/address")).strip() == mac
+        ok(eng.run("exec", "macc", "ping", "-c", "1", "-W", "2",
+                   c.attrs["NetworkSettings"]["Gateway"]))  # some traffic to count
+        stats = c.stats(stream=False)
+        eth0 = stats["networks"]["eth0"]
+        assert set(eth0) == {"rx_bytes", "rx_packets", "rx_errors", "rx_dropped",
+                             "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"}, eth0
+        assert eth0["tx_packets"] >= 1 and eth0["rx_bytes"] > 0 and "lo" not in stats["networks"]
+        bad = eng.run("run", "--rm", "--network", "host", "--mac-address", mac, eng.bb, "true")
+        assert bad.returncode == 125 and "conflicting options" in bad.stderr, bad
+
+        net = client.networks.create("llnet")
+        rm["networks"].append("llnet")
+        assert client.networks.get("llnet").attrs["IPAM"]["Options"] is None
+        rm["networks"].append("clinet")
+        ok(eng.run("network", "create", "clinet"))
+        assert inspect_field(eng, "clinet", "{{json .IPAM.Options}}") == "{}"
+        api = client.api
+        cfg = api.create_networking_config({"llnet": api.create_endpoint_config(
+            link_local_ips=["169.254.10.10", "fe80::10"])})
+        made = api.create_container(eng.bb, ["sleep", "600"], name="llc", networking_config=cfg,
+                                    host_config=api.create_host_config(network_mode="llnet"))
+        rm["containers"].append("llc")
+        api.start(made["Id"])
+        addrs = ok(eng.run("exec", "llc", "ip", "addr", "show", "eth0"))
+        assert "169.254.10.10/16" in addrs and "fe80::10/64" in addrs, addrs
+        ipam = api.inspect_container(made["Id"])["NetworkSettings"]["Networks"]["llnet"]["IPAMConfig"]
+        assert ipam == {"LinkLocalIPs": ["169.254.10.10", "fe80::10"]}, ipam
+        assert net.name == "llnet"
+        with pytest.raises(docker.errors.APIError) as info:
+            api.create_container(eng.bb, ["true"], name="llbad", networking_config=api.create_networking_config(
+                {"llnet": api.create_endpoint_config(link_local_ips=["nonsense"])}),
+                host_config=api.create_host_config(network_mode="llnet"))
+        assert info.value.status_code == 400 and "invalid link-local IP address" in str(info.value)
+        # the CLI's --link-local-ip
+        out = ok(eng.run("run", "--rm", "--network", "llnet", "--link-local-ip", "169.254.7.7", eng.bb,
+                         "ip", "-4", "addr", "show", "eth0"))
+        assert "169.254.7.7/16" in out, out
+    finally:
+        client.close()

@@ -1137,7 +1137,8 @@ def test_api_networks_with_docker_sdk(net_env: NetEnv) -> None:
         assert len(net.id) == 64
         got = client.networks.get("sdknet").attrs
         assert got["Id"] == net.id and got["Scope"] == "local" and got["Driver"] == "bridge"
-        assert got["IPAM"] == {"Driver": "default", "Options": {},
+        # the SDK sends no IPAM.Options: docker shows null (the docker CLI sends {}: {} shown)
+        assert got["IPAM"] == {"Driver": "default", "Options": None,
                                "Config": [{"Subnet": subnet, "Gateway": gateway}]}
         assert got["Labels"] == {"team": "blue"} and got["Containers"] == {}
         assert got["Options"] == {"com.docker.network.driver.mtu": "1400"}

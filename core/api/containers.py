@@ -1057,6 +1057,8 @@ def register(daemon: Daemon) -> None:
                 out["memory_stats"] = {**memory, "limit": total}  # no limit: docker shows the host's memory
         out["read"] = archive.rfc3339(time.time_ns())
         out["name"], out["id"] = "/" + c.name, c.id
+        if daemon.containers.networks is not None:  # docker's per-interface "networks"
+            out.update(daemon.containers.networks.net_stats(c.id, c.state.pid))
         if previous is not None:
             out["preread"] = previous["read"]
             out["precpu_stats"] = previous.get("cpu_stats", out["precpu_stats"])

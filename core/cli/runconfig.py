@@ -140,6 +140,7 @@ CONTAINER_FLAGS: list[Opt] = [
     Opt("ip", None, "string", help="IPv4 address (e.g., 172.30.100.104)"),
     Opt("ip6", None, "string", help="IPv6 address (e.g., 2001:db8::33)"),
     Opt("link", None, "list", "HostConfig.Links", OR_NONE, help="Add link to another container"),
+    Opt("link-local-ip", None, "list", help="Container IPv4/IPv6 link-local addresses"),
     Opt("mac-address", None, "string", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Opt("publish", "p", "list", help="Publish a container's port(s) to the host"),
     Opt("publish-all", "P", "bool", "HostConfig.PublishAllPorts", help="Publish all exposed ports to random ports"),
@@ -391,8 +392,9 @@ def _networking(opts: Any) -> tuple[str, dict[str, dict[str, Any]]]:
                 ep["Aliases"] = list(opts.network_alias)
             if opts.link and is_user_defined_network(name):
                 ep["Links"] = list(opts.link)
-            if opts.ip or opts.ip6:
-                ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", opts.ip), ("IPv6Address", opts.ip6)) if v}
+            if opts.ip or opts.ip6 or opts.link_local_ip:
+                ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", opts.ip), ("IPv6Address", opts.ip6),
+                                                      ("LinkLocalIPs", list(opts.link_local_ip or []))) if v}
             if opts.mac_address:
                 ep["MacAddress"] = opts.mac_address
         if name in endpoints:

@@ -311,6 +311,9 @@ class _SyncNetworkViews:
     def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
         return self._networks.renderer.ps_ports(container_id)
 
+    def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        return self._networks.net_stats(container_id, pid)
+
 
 def run(config: DaemonConfig) -> int:
     """Run the daemon in the foreground; return the process exit code."""

@@ -83,9 +83,11 @@ class ContainerNetworks(Protocol):
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
-                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                      mac_address: str | None = None) -> str | None:
         """Before ``executor.create``: record the request and make the sandbox; returns the path
-        of the network namespace the container joins (``None``: the host's)."""
+        of the network namespace the container joins (``None``: the host's).  ``mac_address``:
+        the container-wide ``Config.MacAddress``."""
 
     async def attach(self, container_id: str, name: str, hostname: str, pid: int) -> dict[str, Any]:
         """Between ``executor.create`` and ``executor.start``: join the container's networks."""

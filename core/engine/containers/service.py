@@ -597,7 +597,8 @@ class Containers:
 
     async def _network_prepare(self, c_id: str, hc: dict[str, Any], networking: dict[str, Any],
                                config: dict[str, Any]) -> str | None:
-        return await self.networks.prepare(c_id, hc, networking, exposed_ports=config.get("ExposedPorts"))
+        return await self.networks.prepare(c_id, hc, networking, exposed_ports=config.get("ExposedPorts"),
+                                           mac_address=config.get("MacAddress"))
 
     async def _network_release(self, c: Container, forget: bool = False) -> None:
         if self.networks is None:

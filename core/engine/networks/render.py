@@ -83,6 +83,35 @@ class Renderer:
             return []
         return ps_ports(sb.ports)
 
+    def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        """docker stats' ``networks`` of the container (``{}``: host mode, or no process)."""
+        sb = self.store.sandbox(container_id)
+        if sb is None or sb.mode == "host" or not pid:
+            return {}
+        if sb.mode.startswith("container:"):
+            other = self.store.sandbox(sb.mode.split(":", 1)[1])
+            if other is not None and other.mode == "host":
+                return {}
+        try:
+            with open(f"/proc/{pid}/net/dev") as f:
+                lines = f.readlines()[2:]
+        except OSError:
+            return {}
+        keys = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped")
+        tx = ("tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+        out: dict[str, Any] = {}
+        for line in lines:
+            name, _, rest = line.partition(":")
+            name = name.strip()
+            fields = rest.split()
+            if name == "lo" or len(fields) < 16:
+                continue
+            counters = [int(x) for x in fields]
+            entry = dict(zip(keys, counters[0:4]))
+            entry.update(zip(tx, counters[8:12]))
+            out[name] = dict(sorted(entry.items()))
+        return {"networks": out}
+
     def network_json(self, net: NetRecord, containers: bool = True) -> dict[str, Any]:
         """docker network inspect's object; ``Containers``: the attached ones (else empty)."""
         kernel = net.kernel
@@ -99,7 +128,7 @@ class Renderer:
             else:
                 config = list(net.ipam.get("Config") or [])
             ipam = {"Driver": net.ipam.get("Driver") or "default",
-                    "Options": None if net.predefined else (net.ipam.get("Options") or {}),
+                    "Options": None if net.predefined else net.ipam.get("Options"),
                     "Config": config}
         else:
             ipam = {"Driver": "default", "Options": None, "Config": None}

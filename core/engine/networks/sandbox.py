@@ -73,16 +73,18 @@ class Sandboxes:
     # ------------------------------------------------------------------ prepare
     async def check(self, container_id: str, host_config: dict[str, Any] | None,
                     networking_config: dict[str, Any] | None, *,
-                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                    mac_address: str | None = None) -> None:
         """``create``: check a new container's networking request and record it (nothing is
         made on the host).  Same arguments and errors as :meth:`prepare`, except that a
         ``container:<name>`` target only has to exist (it must run at start)."""
         await self._prepare(container_id, host_config, networking_config, exposed_ports,
-                            make=False)
+                            make=False, mac_address=mac_address)
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
-                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                      mac_address: str | None = None) -> str | None:
         """``start``, before ``executor.create``: make the container's sandbox (a fresh network
         namespace) and return its path, which the executor must put the container in (the OCI
         spec's ``network`` namespace ``path``); ``None`` means the host's namespace
@@ -92,7 +94,10 @@ class Sandboxes:
         ``PublishAllPorts``, ``Dns``, ``DnsSearch``, ``DnsOptions``, ``ExtraHosts``);
         ``networking_config`` docker's NetworkingConfig (``EndpointsConfig``: per network
         ``Aliases``, ``IPAMConfig.IPv4Address``, ``MacAddress``); ``exposed_ports`` the
-        container's ``Config.ExposedPorts`` (for ``PublishAllPorts`` and inspect's ``Ports``).
+        container's ``Config.ExposedPorts`` (for ``PublishAllPorts`` and inspect's ``Ports``);
+        ``mac_address`` the container-wide ``Config.MacAddress`` (API < 1.44, the docker CLI's
+        ``--mac-address``), which goes to the endpoint of ``NetworkMode``'s network unless its
+        EndpointSettings name one.
 
         The first call of :meth:`check` or :meth:`prepare` for a container records the request;
         later calls use the record (as ``network connect``/``disconnect`` changed it).  The
@@ -106,12 +111,12 @@ class Sandboxes:
         could not be made).
         """
         return await self._prepare(container_id, host_config, networking_config, exposed_ports,
-                                   make=True)
+                                   make=True, mac_address=mac_address)
 
     async def _prepare(self, container_id: str, host_config: dict[str, Any] | None,
                        networking_config: dict[str, Any] | None,
                        exposed_ports: Iterable[str] | dict[str, Any] | None,
-                       make: bool) -> str | None:
+                       make: bool, mac_address: str | None = None) -> str | None:
         hc = dict(host_config or {})
         mode = hc.get("NetworkMode") or "default"
         if not isinstance(mode, str):
@@ -141,7 +146,7 @@ class Sandboxes:
                 for ep in wanted:
                     self.store.row_network(ep)  # network x not found
             else:
-                wanted = self._plan(container_id, mode, endpoints_config)
+                wanted = self._plan(container_id, mode, endpoints_config, mac_address)
             first = self.store.row_network(wanted[0]) if wanted else None
             kind = "host" if first is not None and first.driver == "host" else \
                 "none" if first is not None and first.driver == "null" else "networks"
@@ -174,13 +179,22 @@ class Sandboxes:
                 raise CoreError(f"cannot create the network namespace {path}: {exc}") from exc
             return path
 
-    def _plan(self, container_id: str, mode: str,
-              endpoints_config: dict[str, Any]) -> list[EndpointRow]:
-        """The endpoints a new container asks for: its NetworkMode network first, then the
-        other networks of EndpointsConfig, in order."""
+    def _plan(self, container_id: str, mode: str, endpoints_config: dict[str, Any],
+              mac_address: str | None = None) -> list[EndpointRow]:
+        """The endpoints a new container asks for: its NetworkMode network first (with the
+        container-wide ``mac_address`` unless its settings name one), then the other networks
+        of EndpointsConfig, in order."""
         primary = self.store.lookup(mode)
-        nets = [(primary, endpoints_config.get(mode) or endpoints_config.get(primary.name)
-                 or endpoints_config.get(primary.id) or endpoints_config.get("default"), mode)]
+        first = (endpoints_config.get(mode) or endpoints_config.get(primary.name)
+                 or endpoints_config.get(primary.id) or endpoints_config.get("default"))
+        if mac_address:
+            if not isinstance(mac_address, str):
+                raise InvalidArgument(f"invalid MacAddress: {mac_address!r}")
+            if primary.driver in ("host", "null"):
+                raise InvalidArgument("conflicting options: mac-address and the network mode")
+            if not isinstance(first, dict) or not first.get("MacAddress"):
+                first = {**(first if isinstance(first, dict) else {}), "MacAddress": mac_address}
+        nets = [(primary, first, mode)]
         for key, cfg in endpoints_config.items():
             # the docker CLI names the default network "default" (the bridge, on Linux)
             net = self.store.lookup("bridge" if key == "default" else key)

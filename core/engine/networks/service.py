@@ -40,6 +40,7 @@ The container code calls, in this order (all ``async``; see each docstring)::
     rm                      await networks.forget(cid)
     daemon start            await networks.restore([(cid, pid) for running containers])
     inspect / ps            await networks.settings(cid) / await networks.ps_ports(cid)
+    stats                   networks.net_stats(cid, pid)
 
 Errors are docker's messages in :mod:`core.errors` classes (``NotFound``: ``network x not
 found``; ``Forbidden``: pre-defined networks, active endpoints, duplicate endpoints...).
@@ -132,17 +133,19 @@ class NetworkManager:
     # ------------------------------------------------------------------ ContainerNetworks
     async def check(self, container_id: str, host_config: dict[str, Any] | None,
                     networking_config: dict[str, Any] | None, *,
-                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                    mac_address: str | None = None) -> None:
         """``create``: check and record a container's request; see :meth:`Sandboxes.check`."""
         await self.sandboxes.check(container_id, host_config, networking_config,
-                                   exposed_ports=exposed_ports)
+                                   exposed_ports=exposed_ports, mac_address=mac_address)
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
-                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                      mac_address: str | None = None) -> str | None:
         """Before ``executor.create``: the sandbox's path; see :meth:`Sandboxes.prepare`."""
         return await self.sandboxes.prepare(container_id, host_config, networking_config,
-                                            exposed_ports=exposed_ports)
+                                            exposed_ports=exposed_ports, mac_address=mac_address)
 
     async def attach(self, container_id: str, name: str, hostname: str, pid: int) -> dict[str, Any]:
         """Join the container's networks; see :meth:`Sandboxes.attach`."""
@@ -167,6 +170,12 @@ class NetworkManager:
     async def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
         """``docker ps``'s ``Ports`` of the container."""
         return self.renderer.ps_ports(container_id)
+
+    def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        """docker stats' ``networks``: ``{"networks": {"eth0": {"rx_bytes": ..., ...}}}`` for a
+        container with a namespace of its own and process ``pid`` (``{}`` otherwise: host
+        mode, no process).  Synchronous: one read of ``/proc/<pid>/net/dev``."""
+        return self.renderer.net_stats(container_id, pid)
 
     async def hosts_file(self, container_id: str, *, domainname: str = "") -> str:
         """The contents of the container's ``/etc/hosts``; see :meth:`ContainerFiles.hosts`."""

@@ -75,8 +75,15 @@ def endpoint_config(net: NetRecord, cfg: Any) -> dict[str, Any]:
     if ipam.get("IPv6Address"):
         raise InvalidArgument(f"invalid IPv6 address {ipam['IPv6Address']}: network "
                               f"{net.name} does not have IPv6 enabled")
-    if address:
-        out["IPAMConfig"] = {"IPv4Address": address}
+    link_local = str_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs")
+    for ip in link_local:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidArgument(f"invalid link-local IP address: {ip}") from None
+    if address or link_local:
+        out["IPAMConfig"] = {k: v for k, v in (("IPv4Address", address),
+                                               ("LinkLocalIPs", link_local)) if v}
     aliases = str_list(cfg.get("Aliases"), "Aliases")
     if aliases:
         if not net.user_defined:
@@ -87,6 +94,8 @@ def endpoint_config(net: NetRecord, cfg: Any) -> dict[str, Any]:
     if links:
         out["Links"] = links
     mac = cfg.get("MacAddress") or ""
+    if mac and not net.has_driver:
+        raise InvalidArgument("conflicting options: mac-address and the network mode")
     if mac:
         out["MacAddress"] = EndpointRequest(mac=mac).mac  # InvalidArgument if malformed
     driver_opts = str_map(cfg.get("DriverOpts"), "DriverOpts")
@@ -177,7 +186,9 @@ def create_request(body: Any, default_driver: str = "bridge") -> CreateRequest:
     return CreateRequest(name=name, driver=driver_name, options=options, labels=labels,
                          internal=internal, attachable=bool(body.get("Attachable")),
                          ipam={"Driver": "default",
-                               "Options": str_map(ipam.get("Options"), "IPAM.Options"),
+                               # docker keeps what was sent: null when not given
+                               "Options": (None if ipam.get("Options") is None
+                                           else str_map(ipam.get("Options"), "IPAM.Options")),
                                "Config": configs})
 
 
