@@ -792,3 +792,54 @@ def test_mac_address_link_local_ips_stats_and_ipam_options(eng, rm):
         assert "169.254.7.7/16" in out, out
     finally:
         client.close()
+
+
+def test_legacy_links_env_hosts_dns_and_removal(eng, rm):
+    """``--link`` on the default bridge: docker's variables and /etc/hosts line; on a
+    user-defined network the alias answers in the embedded DNS; ``rm --link`` (docker CLI
+    too) removes it; a child that is missing or stopped is docker's error."""
+    run_d(eng, rm, "lk-db", "-e", "SECRET=s3", "--expose", "5432", "--expose", "53/udp")
+    db_ip = container_ip(eng, "lk-db", "bridge")
+    run_d(eng, rm, "lk-web", "--link", "lk-db:db")
+    env = dict(line.split("=", 1) for line in ok(eng.run("exec", "lk-web", "env")).splitlines() if "=" in line)
+    assert env["DB_PORT"] == f"udp://{db_ip}:53", env  # docker's: the lowest port number
+    assert env["DB_PORT_5432_TCP"] == f"tcp://{db_ip}:5432"
+    assert env["DB_PORT_5432_TCP_ADDR"] == db_ip and env["DB_PORT_5432_TCP_PORT"] == "5432"
+    assert env["DB_PORT_5432_TCP_PROTO"] == "tcp" and env["DB_PORT_53_UDP"] == f"udp://{db_ip}:53"
+    assert env["DB_NAME"] == "/lk-web/db" and env["DB_ENV_SECRET"] == "s3"
+    hosts = ok(eng.run("exec", "lk-web", "cat", "/etc/hosts"))
+    db_id = inspect_field(eng, "lk-db", "{{.Id}}")
+    assert f"{db_ip}\tdb {db_id[:12]} lk-db\n" in hosts, hosts
+    ping = eng.run("exec", "lk-web", "ping", "-c", "1", "-W", "2", "db")
+    assert ping.returncode == 0, ping
+    # a child that does not exist, or does not run
+    missing = eng.run("run", "-d", "--name", "lk-bad", "--link", "nosuchthing:x", eng.bb, "true")
+    rm["containers"].append("lk-bad")
+    assert missing.returncode != 0 and "could not get container for nosuchthing" in missing.stderr, missing
+    ok(eng.run("create", "--name", "lk-stopped", eng.bb, "sleep", "60"))
+    rm["containers"].append("lk-stopped")
+    stopped = eng.run("run", "-d", "--name", "lk-bad2", "--link", "lk-stopped:s", eng.bb, "true")
+    rm["containers"].append("lk-bad2")
+    assert stopped.returncode != 0 and "Cannot link to a non running container" in stopped.stderr, stopped
+    # rm --link, through the docker CLI
+    if shutil.which("docker"):
+        out = subprocess.run(["docker", "rm", "--link", "/lk-web/db"], capture_output=True, text=True,
+                             env={**os.environ, "DOCKER_HOST": eng.host}, timeout=60)
+    else:
+        out = eng.run("rm", "--link", "/lk-web/db")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    hosts = ok(eng.run("exec", "lk-web", "cat", "/etc/hosts"))
+    assert "\tdb " not in hosts, hosts
+    gone = eng.run("rm", "--link", "/lk-web/db")
+    assert gone.returncode != 0 and "No such link" in gone.stderr, gone
+    # on a user-defined network: the alias is a name in the linking container's DNS only
+    rm["networks"].append("lknet")
+    ok(eng.run("network", "create", "lknet"))
+    run_d(eng, rm, "lk-child", "--network", "lknet")
+    run_d(eng, rm, "lk-parent", "--network", "lknet", "--link", "lk-child:kid")
+    child_ip = container_ip(eng, "lk-child", "lknet")
+    look = eng.run("exec", "lk-parent", "nslookup", "kid")
+    assert look.returncode == 0 and child_ip in look.stdout, look
+    run_d(eng, rm, "lk-other", "--network", "lknet")
+    look = eng.run("exec", "lk-other", "nslookup", "kid")
+    assert child_ip not in look.stdout, look

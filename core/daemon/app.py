@@ -283,7 +283,8 @@ class _ContainerDirectory:
         from core.engine.interfaces import ContainerRef
 
         c = self._containers.store.lookup(ref)
-        return ContainerRef(id=c.id, pid=c.state.pid if c.running else 0, running=c.running)
+        return ContainerRef(id=c.id, pid=c.state.pid if c.running else 0, running=c.running,
+                            name=c.name.lstrip("/"), env=tuple(c.config.get("Env") or ()))
 
     async def network_changed(self, container_id: str, hosts: str, resolv_conf: str) -> None:
         c = self._containers.store.by_id.get(container_id)
@@ -304,6 +305,7 @@ class _SyncNetworkViews:
         self.detach = networks.detach
         self.forget = networks.forget
         self.restore = networks.restore
+        self.link_env = networks.link_env
 
     def settings(self, container_id: str) -> dict[str, Any]:
         return self._networks.renderer.settings(container_id)

@@ -30,6 +30,8 @@ class ContainerRef:
     id: str
     pid: int          # its init's pid while it runs, else 0
     running: bool
+    name: str = ""                 # without the leading "/"
+    env: tuple[str, ...] = ()      # its Config.Env (legacy links pass it on)
 
 
 @attrs.frozen

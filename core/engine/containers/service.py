@@ -851,8 +851,10 @@ class Containers:
             joined["network"] = netns or ""
             hc = {**hc, "NetworkMode": "host" if netns is None else "container:sandbox"}
         namespaces = oci.namespaces_for(hc, joined)
+        links = await self.networks.link_env(c.id) if self.networks is not None else []  # legacy --link
         return oci.build_spec(
-            config=c.config, host_config=c.host_config, rootfs=rootfs, user=user, hostname=c.hostname,
+            config={**c.config, "Env": links + list(c.config.get("Env") or [])} if links else c.config,
+            host_config=c.host_config, rootfs=rootfs, user=user, hostname=c.hostname,
             mounts=[oci_mount(m) for m in c.mounts], namespaces=namespaces,
             cgroups_path=f"/{c.host_config.get('CgroupParent') or 'core'}/{c.id}".replace("//", "/"),
             etc_files=etc, terminal_size=term)
@@ -1530,7 +1532,9 @@ class Containers:
             passwd, group = None, None
         size = console or tuple(e.config.get("ConsoleSize") or ()) or None
         user = oci.resolve_user(user_spec, passwd, group, c.host_config.get("GroupAdd") or [])
-        process = oci.exec_process(container_spec=spec, config=c.config, hostname=c.hostname,
+        links = await self.networks.link_env(c.id) if self.networks is not None else []  # legacy --link
+        process = oci.exec_process(container_spec=spec, config={**c.config, "Env": links + list(
+                                       c.config.get("Env") or [])} if links else c.config, hostname=c.hostname,
                                    cmd=e.config["Cmd"], env=e.config.get("Env") or [], user=user,
                                    working_dir=e.config.get("WorkingDir") or "", tty=tty_on,
                                    privileged=bool(e.config.get("Privileged")),

@@ -12,6 +12,7 @@ import trio
 
 from core.engine.networks import dns
 from core.engine.networks.files import FALLBACK_NAMESERVERS, resolv_parts
+from core.engine.networks.links import parse_link
 from core.engine.networks.render import dns_names
 from core.engine.networks.store import NetworkStore
 from core.errors import CoreError
@@ -41,6 +42,7 @@ class DNSView:
         self._members: dict[str, list[_Member]] = {}       # network -> attached containers
         self._network_names: dict[str, str] = {}
         self._forwards: dict[str, list[str] | None] = {}   # container -> --dns (None: host's)
+        self._links: dict[str, dict[str, str]] = {}        # container -> link alias -> child
         self._resolv_cache: tuple[float, int, list[str]] | None = None
 
     def on_user_network(self, container_id: str) -> bool:
@@ -55,6 +57,7 @@ class DNSView:
         members: dict[str, list[_Member]] = {}
         forwards: dict[str, list[str] | None] = {}
         external: set[str] = set()
+        link_aliases: dict[str, dict[str, str]] = {}
         for ep in self.store.attached_endpoints():
             net = nets.get(ep.network_id)
             sb = sandboxes.get(ep.container_id)
@@ -65,11 +68,20 @@ class DNSView:
                 container_id=ep.container_id, container_name=sb.name,
                 names={n.lower() for n in dns_names(sb, ep)},
                 address=ep.state["address"]))
+            for text in list(ep.config.get("Links") or []) + (
+                    [f"{c}:{a}" for c, a in sb.request.get("Links") or []]
+                    if ep.position == 0 else []):
+                try:
+                    child, alias = parse_link(text)
+                except CoreError:
+                    continue
+                link_aliases.setdefault(ep.container_id, {})[alias.lower()] = child
             if not net.internal:
                 external.add(ep.container_id)
             forwards[ep.container_id] = sb.request.get("Dns") or None
         self._dns_networks = dns_networks
         self._members = members
+        self._links = link_aliases
         self._network_names = {n.id: n.name for n in nets.values()}
         self._forwards = {cid: f for cid, f in forwards.items() if cid in external}
 
@@ -78,11 +90,18 @@ class DNSView:
         networks (in interface order) with a container of that name, short ID or alias
         (``name`` or ``name.<network>``).  None if none has it."""
         name = name.lower().rstrip(".")
+        links = self._links.get(container_id, {})
         for network_id in self._dns_networks.get(container_id, []):
             suffix = "." + self._network_names.get(network_id, "").lower()
             short = name[:-len(suffix)] if name.endswith(suffix) else None
-            found = [m.address for m in self._members.get(network_id, [])
+            members = self._members.get(network_id, [])
+            found = [m.address for m in members
                      if name in m.names or (short is not None and short in m.names)]
+            child = links.get(name) or (links.get(short) if short is not None else None)
+            if not found and child:  # a link alias (--link child:alias), this container's only
+                found = [m.address for m in members
+                         if m.container_name == child or m.container_id == child
+                         or (len(child) >= 12 and m.container_id.startswith(child))]
             if found:
                 return found
         return None

@@ -41,6 +41,7 @@ The container code calls, in this order (all ``async``; see each docstring)::
     daemon start            await networks.restore([(cid, pid) for running containers])
     inspect / ps            await networks.settings(cid) / await networks.ps_ports(cid)
     stats                   networks.net_stats(cid, pid)
+    spec (start)            env = await networks.link_env(cid) + Config.Env   # legacy --link
 
 Errors are docker's messages in :mod:`core.errors` classes (``NotFound``: ``network x not
 found``; ``Forbidden``: pre-defined networks, active endpoints, duplicate endpoints...).
@@ -170,6 +171,15 @@ class NetworkManager:
     async def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
         """``docker ps``'s ``Ports`` of the container."""
         return self.renderer.ps_ports(container_id)
+
+    async def link_env(self, container_id: str) -> list[str]:
+        """Before the container's spec is written: the environment its legacy links give it
+        (``[]`` without links); see :meth:`Sandboxes.link_env`."""
+        return await self.sandboxes.link_env(container_id)
+
+    async def remove_link(self, name: str) -> None:
+        """``docker rm --link /<parent>/<alias>``; see :meth:`Sandboxes.remove_link`."""
+        await self.sandboxes.remove_link(name)
 
     def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
         """docker stats' ``networks``: ``{"networks": {"eth0": {"rx_bytes": ..., ...}}}`` for a

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import attrs
 
 from core.contracts.network import EndpointRequest
+from core.engine.networks import links
 from core.engine.networks.files import parse_extra_host
 from core.engine.networks.ports import exposed_keys, parse_port_bindings
 from core.engine.networks.store import NetRecord
@@ -120,6 +121,7 @@ def host_request(hc: dict[str, Any], exposed: Iterable[str]) -> dict[str, Any]:
         "Dns": dns_servers,
         "DnsSearch": str_list(hc.get("DnsSearch"), "DnsSearch"),
         "DnsOptions": str_list(hc.get("DnsOptions"), "DnsOptions"),
+        "Links": links.parse_links(str_list(hc.get("Links"), "Links")),  # names: see _prepare
     }
 
 
