@@ -10,7 +10,13 @@ What it puts on the host, per network ``x`` (see :mod:`drivers.net_bridge.nft` f
 - chains and set/map elements in core's own tables ``inet core`` and ``ip core-nat``, and — only
   when another firewall has a drop-policy forward chain — two accept rules per bridge at the top
   of that chain (``nft`` or ``iptables-legacy``), commented ``core:<bridge>``;
-- ``net.ipv4.ip_forward=1`` (host-wide, as docker does; never turned off again).
+- ``net.ipv4.ip_forward=1`` (host-wide, as docker does; never turned off again);
+- per endpoint with published ports one proxy process (:mod:`drivers.net_bridge.proxy`, in a
+  session of its own, outliving the daemon like the rules): it holds the host ports (bound by
+  the driver, so a taken port is an error at once) and carries what reaches them — the IPv6
+  bindings (``[::]:P`` beside ``0.0.0.0:P`` for a :attr:`PortBinding.ipv6` binding,
+  ``[::1]:P``...), which have no NAT; ``leave`` ends it (its PID is in the state, checked by
+  command line before it is signalled).
 
 State (networks, endpoints, addresses, publications) is in ``<root>/bridge.db``
 (:mod:`drivers.net_bridge.store`).  A new driver object on the same root repairs the kernel side
