@@ -681,8 +681,8 @@ def test_default_mtu_is_the_uplinks_and_options_are_checked(h: NetworkHarness) -
         h.create(NetworkSpec(options={"com.docker.network.bridge.nonsense": "1"}))
     with pytest.raises(InvalidArgument):
         h.create(NetworkSpec(mtu=1400, options={"mtu": "1300"}))
-    with pytest.raises(InvalidArgument):
-        h.create(NetworkSpec(enable_ipv6=True))
+    with pytest.raises(InvalidArgument):  # an IPv6 subnet without IPv6 enabled
+        h.create(NetworkSpec(subnet6="fd00::/64"))
     with pytest.raises(AlreadyExists):  # a device of that name that is not ours
         h.create(NetworkSpec(options={"com.docker.network.bridge.name": "lo"}))
     with pytest.raises(AlreadyExists):
@@ -1145,3 +1145,66 @@ def test_rendering_adds_and_removes_the_same_things() -> None:
         removed = {line.replace("delete ", "", 1) for line in r.remove_network(net)
                    if line.startswith("delete element")}
         assert added == removed
+
+
+ECHO6 = textwrap.dedent("""
+    import socket
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", 7)); s.listen(8)
+    print("ready", flush=True)
+    while True:
+        c, peer = s.accept(); c.sendall((peer[0] + "\\n").encode()); c.close()
+""")
+
+
+def _connect6(address: str, port: int) -> str | None:
+    try:
+        with socket.create_connection((address, port), timeout=3) as c:
+            return c.recv(256).decode().strip()
+    except OSError:
+        return None
+
+
+def test_ipv6_networks(h: NetworkHarness, procs: Procs) -> None:
+    """``--ipv6``: a random ULA /64 (or the given subnet), the gateway ``::1`` on the bridge,
+    endpoints numbered from ``::2`` (or ``--ip6``) with a default route; they reach each other
+    and the gateway over IPv6 at once (no duplicate address detection to wait for)."""
+    auto = h.create(NetworkSpec(enable_ipv6=True))
+    assert auto.subnet6 is not None and auto.subnet6.prefixlen == 64
+    assert str(auto.subnet6).startswith("fd") and auto.gateway6 == auto.subnet6.network_address + 1
+    given = ipaddress.IPv6Network("fd00:c0de:%x::/64" % (os.getpid() & 0xFFFF))
+    net = h.create(NetworkSpec(enable_ipv6=True, subnet6=given))
+    assert net.subnet6 == given and net.gateway6 == given.network_address + 1
+    with pytest.raises(PoolOverlaps):
+        h.create(NetworkSpec(enable_ipv6=True, subnet6=given))
+    shown = json.loads(subprocess.run(["ip", "-j", "-6", "addr", "show", net.interface],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert f"{net.gateway6}/64" in {f"{a['local']}/{a['prefixlen']}" for a in shown[0]["addr_info"]}
+    ns1, ns2 = h.ns.new(), h.ns.new()
+    e1 = h.join(net.id, "e1", ns1)
+    e2 = h.join(net.id, "e2", ns2, EndpointRequest(address6=given.network_address + 0x99))
+    assert str(e1.address6) == f"{given.network_address + 2}/64" and e1.gateway6 == net.gateway6
+    assert e2.address6.ip == given.network_address + 0x99
+    with pytest.raises(Conflict):
+        h.join(net.id, "e3", h.ns.new(), EndpointRequest(address6=given.network_address + 0x99))
+    with pytest.raises(InvalidArgument):
+        h.join(net.id, "e4", h.ns.new(), EndpointRequest(address6="fd99::1"))
+    procs.start(ns2, "-c", ECHO6)
+    assert call_in_netns(netns_path(ns1), _connect6, str(e2.address6.ip), 7) == str(e1.address6.ip)
+    with socket.socket(socket.AF_INET6) as listener:  # the host, at the gateway's address
+        listener.bind((str(net.gateway6), 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with call_in_netns(netns_path(ns1), socket.create_connection, (str(net.gateway6), port), 3):
+            peer = listener.accept()[0]
+            assert peer.getpeername()[0] == str(e1.address6.ip)
+            peer.close()
+    routes = subprocess.run(["nsenter", f"--net={netns_path(ns1)}", "ip", "-6", "route", "show", "default"],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"via {net.gateway6}" in routes, routes
+    v4only = h.create(NetworkSpec())
+    assert v4only.subnet6 is None
+    with pytest.raises(InvalidArgument, match="does not have IPv6"):
+        h.join(v4only.id, "e5", h.ns.new(), EndpointRequest(address6=given.network_address + 5))
+    h.leave(net.id, "e1")
+    h.leave(net.id, "e2")

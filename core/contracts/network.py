@@ -159,6 +159,32 @@ def _optional_network(value: Any) -> ipaddress.IPv4Network | None:
     return None if value is None or value == "" else _ipv4_network(value)
 
 
+def _optional_network6(value: Any) -> ipaddress.IPv6Network | None:
+    if value is None or value == "" or isinstance(value, ipaddress.IPv6Network):
+        return value or None
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid subnet: {value!r}") from None
+    if not isinstance(network, ipaddress.IPv6Network):
+        raise InvalidArgument(f"invalid IPv6 subnet: {value}")
+    if str(network) != str(value) and isinstance(value, str) and "/" in value:
+        raise InvalidArgument(f"invalid subnet {value}: it should be {network}")
+    return network
+
+
+def _optional_address6(value: Any) -> ipaddress.IPv6Address | None:
+    if value is None or value == "" or isinstance(value, ipaddress.IPv6Address):
+        return value or None
+    try:
+        address = ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid IPv6 address: {value!r}") from None
+    if not isinstance(address, ipaddress.IPv6Address):
+        raise InvalidArgument(f"invalid IPv6 address: {value}")
+    return address
+
+
 def _aux(value: Any) -> FrozenMap:
     if value is None:
         return FrozenMap()
@@ -227,7 +253,11 @@ class NetworkSpec:
                        between the network and anything outside it.
     ``mtu``            the endpoints' MTU; ``None``: the driver's default (the bridge driver
                        takes the MTU of the host's default-route interface).
-    ``enable_ipv6``    ``--ipv6`` (drivers without IPv6 raise ``InvalidArgument``).
+    ``enable_ipv6``    ``--ipv6``: the network has an IPv6 subnet too (drivers without IPv6
+                       raise ``InvalidArgument``).
+    ``subnet6``        the IPv6 ``--subnet`` (needs ``enable_ipv6``); ``None``: the driver
+                       chooses one (the bridge driver: a random ULA ``/64``).
+    ``gateway6``       the IPv6 ``--gateway``; ``None``: the subnet's first address (``::1``).
     ``default``        the host's default network (docker's ``bridge``, made by the kernel at
                        start): the driver picks what is not given — its device (a name that
                        another engine sharing the host would not pick) and docker's options
@@ -250,11 +280,19 @@ class NetworkSpec:
     enable_ipv6: bool = False
     options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
     default: bool = False
+    subnet6: ipaddress.IPv6Network | None = attrs.field(default=None,
+                                                        converter=_optional_network6)
+    gateway6: ipaddress.IPv6Address | None = attrs.field(default=None,
+                                                         converter=_optional_address6)
 
     def __attrs_post_init__(self) -> None:
         if self.subnet is None and (self.gateway is not None or self.ip_range is not None
                                     or self.aux_addresses):
             raise InvalidArgument("a gateway, ip range or aux address needs a subnet (--subnet)")
+        if (self.subnet6 is not None or self.gateway6 is not None) and not self.enable_ipv6:
+            raise InvalidArgument("an IPv6 subnet or gateway needs IPv6 enabled (--ipv6)")
+        if self.gateway6 is not None and self.subnet6 is None:
+            raise InvalidArgument("an IPv6 gateway needs an IPv6 subnet (--subnet)")
 
 
 @attrs.frozen
@@ -279,6 +317,8 @@ class Network:
     mtu: int = 1500
     subnet_given: bool = False
     options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
+    subnet6: ipaddress.IPv6Network | None = None   # IPv6 enabled: its subnet and gateway
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -290,11 +330,14 @@ class EndpointRequest:
     ``mac``             ``--mac-address`` (``None``: :func:`mac_for_address` of the address).
     ``interface_name``  the interface's name inside the namespace (``eth0``, ``eth1`` for a
                         second network): ``AlreadyExists`` if the namespace has one of that name.
+    ``address6``        ``--ip6`` on a network with IPv6 (``None``: the next free one there).
     """
 
     address: ipaddress.IPv4Address | None = attrs.field(default=None, converter=_optional_address)
     mac: str | None = attrs.field(default=None, converter=_mac)
     interface_name: str = attrs.field(default="eth0", validator=_check_ifname)
+    address6: ipaddress.IPv6Address | None = attrs.field(default=None,
+                                                         converter=_optional_address6)
 
 
 class IPProtocol(enum.Enum):
@@ -423,6 +466,8 @@ class Endpoint:
     mac: str
     mtu: int
     ports: tuple[PortBinding, ...] = ()
+    address6: ipaddress.IPv6Interface | None = None   # on a network with IPv6
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 # --------------------------------------------------------------------------- the driver

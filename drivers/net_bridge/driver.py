@@ -191,7 +191,10 @@ class BridgeDriver:
     def _ensure_bridge(self, net: NetRecord) -> None:
         assert self._host is not None
         gateway = ipaddress.IPv4Interface(f"{net.gateway}/{net.subnet.prefixlen}")
-        self._host.ensure_bridge(net.bridge, mac_for_address(net.gateway), gateway, net.mtu)
+        gateway6 = (ipaddress.IPv6Interface(f"{net.gateway6}/{net.subnet6.prefixlen}")
+                    if net.subnet6 is not None and net.gateway6 is not None else None)
+        self._host.ensure_bridge(net.bridge, mac_for_address(net.gateway), gateway, net.mtu,
+                                 gateway6)
 
     def _port_targets(self, exclude_network: str | None = None,
                       exclude_endpoint: tuple[str, str] | None = None
@@ -285,7 +288,7 @@ class BridgeDriver:
         return Network(id=net.id, name=net.name, interface=net.bridge, subnet=net.subnet,
                        gateway=net.gateway, ip_range=net.ip_range, aux_addresses=net.aux,
                        internal=net.internal, mtu=net.mtu, subnet_given=net.subnet_given,
-                       options=net.options)
+                       options=net.options, subnet6=net.subnet6, gateway6=net.gateway6)
 
     def _to_endpoint(self, net: NetRecord, ep: EpRecord) -> Endpoint:
         bindings = tuple(PortBinding(p.container_port, p.protocol, p.host_ip, p.host_port)
@@ -294,7 +297,11 @@ class BridgeDriver:
                         interface_name=ep.ifname, host_interface=ep.host_if,
                         address=ipaddress.IPv4Interface(f"{ep.address}/{net.subnet.prefixlen}"),
                         gateway=None if net.internal else net.gateway, mac=ep.mac, mtu=ep.mtu,
-                        ports=bindings)
+                        ports=bindings,
+                        address6=(ipaddress.IPv6Interface(f"{ep.address6}/{net.subnet6.prefixlen}")
+                                  if ep.address6 is not None and net.subnet6 is not None else None),
+                        gateway6=(net.gateway6 if ep.address6 is not None and not net.internal
+                                  else None))
 
     # ======================================================================= networks
     def default_device(self) -> str:
@@ -309,8 +316,6 @@ class BridgeDriver:
         _check_id(network_id, "network id")
         if not isinstance(spec, NetworkSpec):
             raise InvalidArgument("create_network needs a NetworkSpec")
-        if spec.enable_ipv6:
-            raise InvalidArgument("the bridge network driver does not support IPv6")
         options = dict(spec.options)
         if spec.default:
             options = {**DEFAULT_NETWORK_OPTIONS, OPT_NAME: self.default_device(), **options}
@@ -370,6 +375,19 @@ class BridgeDriver:
                                       "pool among the defaults to assign to the network")
             gateway = spec.gateway or ipam.first_host(subnet)
             ipam.check_layout(subnet, gateway, spec.ip_range, spec.aux_addresses)
+            subnet6 = gateway6 = None
+            if spec.enable_ipv6:
+                taken6 = [n.subnet6 for n in nets if n.subnet6 is not None]
+                if spec.subnet6 is not None:
+                    subnet6 = spec.subnet6
+                    other6 = next((t for t in taken6 if t.overlaps(subnet6)), None)
+                    if other6 is not None:
+                        raise PoolOverlaps(f"Pool overlaps with other one on this address "
+                                           f"space: {subnet6} overlaps network {other6}")
+                else:
+                    subnet6 = ipam.random_ula(taken6)
+                gateway6 = spec.gateway6 or (subnet6.network_address + 1)
+                ipam.check_layout6(subnet6, gateway6)
             if mtu is None:
                 mtu = await self._net(host.uplink_mtu)
             if spec.default and OPT_MTU not in options and "mtu" not in options:
@@ -377,7 +395,8 @@ class BridgeDriver:
             net = NetRecord(id=network_id, name=spec.name, bridge=bridge, subnet=subnet,
                             gateway=gateway, ip_range=spec.ip_range, aux=dict(spec.aux_addresses),
                             internal=spec.internal, mtu=mtu, subnet_given=spec.subnet is not None,
-                            icc=icc, masquerade=masquerade, options=options)
+                            icc=icc, masquerade=masquerade, options=options,
+                            subnet6=subnet6, gateway6=gateway6)
             store.add_network(net)
             try:
                 await self._net(self._ensure_bridge, net)
@@ -475,12 +494,32 @@ class BridgeDriver:
                     raise Unavailable(f"no available IPv4 addresses on network "
                                       f"{net.name or net.id} ({net.ip_range or net.subnet})")
                 address = found
+            address6 = None
+            if request.address6 is not None and net.subnet6 is None:
+                raise InvalidArgument(f"invalid IPv6 address {request.address6}: network "
+                                      f"{net.name or net.id} does not have IPv6 enabled")
+            if net.subnet6 is not None:
+                used6 = store.used_addresses6(net.id)
+                reserved6 = {int(net.gateway6)} if net.gateway6 is not None else set()
+                if request.address6 is not None:
+                    if request.address6 not in net.subnet6 or \
+                            request.address6 == net.subnet6.network_address:
+                        raise InvalidArgument(f"requested address {request.address6} is not a "
+                                              f"host address of {net.subnet6}")
+                    if int(request.address6) in used6 | reserved6:
+                        raise Conflict(f"Address already in use: {request.address6}")
+                    address6 = request.address6
+                else:
+                    address6 = ipam.next_address6(net.subnet6, reserved6, used6)
+                    if address6 is None:
+                        raise Unavailable(f"no available IPv6 addresses on network "
+                                          f"{net.name or net.id} ({net.subnet6})")
             taken = store.host_interfaces()
             host_if = "veth" + secrets.token_hex(4)[:7]
             while host_if in taken:
                 host_if = "veth" + secrets.token_hex(4)[:7]
             ep = EpRecord(net.id, endpoint_id, address, request.mac or mac_for_address(address),
-                          host_if, request.interface_name, netns_path, net.mtu)
+                          host_if, request.interface_name, netns_path, net.mtu, address6)
             with store.transaction():
                 store.add_endpoint(ep)
                 if request.address is None:
@@ -490,7 +529,10 @@ class BridgeDriver:
                     bridge=net.bridge, host_if=host_if, netns_path=netns_path,
                     ifname=request.interface_name, mac=ep.mac,
                     address=ipaddress.IPv4Interface(f"{address}/{net.subnet.prefixlen}"),
-                    gateway=None if net.internal else net.gateway, mtu=net.mtu))
+                    gateway=None if net.internal else net.gateway, mtu=net.mtu,
+                    address6=(ipaddress.IPv6Interface(f"{address6}/{net.subnet6.prefixlen}")
+                              if address6 is not None and net.subnet6 is not None else None),
+                    gateway6=None if net.internal else net.gateway6))
             except BaseException:
                 with store.transaction():
                     store.remove_endpoint(net.id, endpoint_id)

@@ -42,6 +42,7 @@ from core.errors import AlreadyExists, CoreError, InvalidArgument, NotFound, Una
 
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -205,9 +206,11 @@ class HostNet:
         return default
 
     # ----------------------------------------------------------------------- bridges
-    def ensure_bridge(self, name: str, mac: str, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
-        """Create the bridge (or repair it): MAC, MTU, the gateway address, up,
-        ``route_localnet``.  ``AlreadyExists`` if ``name`` is a device of another kind."""
+    def ensure_bridge(self, name: str, mac: str, gateway: ipaddress.IPv4Interface, mtu: int,
+                      gateway6: ipaddress.IPv6Interface | None = None) -> None:
+        """Create the bridge (or repair it): MAC, MTU, the gateway address (and the IPv6 one,
+        without duplicate address detection), up, ``route_localnet``.  ``AlreadyExists`` if
+        ``name`` is a device of another kind."""
         self._bridges.pop(name, None)
         msg = self.link(name)
         try:
@@ -229,6 +232,13 @@ class HostNet:
             if want not in addresses:
                 self.ipr.addr("add", index=index, address=want[0], prefixlen=want[1],
                               broadcast=str(gateway.network.broadcast_address))
+            if gateway6 is not None:
+                write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "0")
+                have6 = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                         for a in self.ipr.get_addr(family=10, index=index)}
+                if (str(gateway6.ip), gateway6.network.prefixlen) not in have6:
+                    self.ipr.addr("add", index=index, address=str(gateway6.ip),
+                                  prefixlen=gateway6.network.prefixlen, flags=IFA_F_NODAD)
             self.ipr.link("set", index=index, state="up")
         except NetlinkError as exc:
             raise netlink_error(exc, f"cannot set up bridge {name}") from exc
@@ -251,7 +261,8 @@ class HostNet:
     # ----------------------------------------------------------------------- endpoints
     def attach(self, *, bridge: str, host_if: str, netns_path: str, ifname: str, mac: str,
                address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address | None,
-               mtu: int) -> None:
+               mtu: int, address6: ipaddress.IPv6Interface | None = None,
+               gateway6: ipaddress.IPv6Address | None = None) -> None:
         """Make the endpoint; on failure remove what was made and raise."""
         try:
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -282,6 +293,12 @@ class HostNet:
                     if gateway is not None:
                         inner.route("add", dst="0.0.0.0/0", gateway=str(gateway),
                                     oif=inner_index, proto=3)
+                    if address6 is not None:
+                        inner.addr("add", index=inner_index, address=str(address6.ip),
+                                   prefixlen=address6.network.prefixlen, flags=IFA_F_NODAD)
+                        if gateway6 is not None:
+                            inner.route("add", dst="::/0", gateway=str(gateway6),
+                                        oif=inner_index, proto=3, family=10)
                 except NetlinkError as exc:
                     raise netlink_error(exc, f"cannot configure {ifname} in {netns_path}") from exc
         except BaseException:
