@@ -843,3 +843,51 @@ def test_legacy_links_env_hosts_dns_and_removal(eng, rm):
     run_d(eng, rm, "lk-other", "--network", "lknet")
     look = eng.run("exec", "lk-other", "nslookup", "kid")
     assert child_ip not in look.stdout, look
+
+
+def test_ipv6_networks_cli_and_sdk(eng, rm):
+    """``network create --ipv6`` with an IPv6 ``--subnet`` (and, through the SDK, without one:
+    a ULA /64), ``--ip6``, inspect's IPv6 fields, IPv6 between containers and AAAA answers of
+    the embedded DNS."""
+    docker = pytest.importorskip("docker")
+    six = ipaddress.IPv6Network("fd00:c0de:%x::/64" % random.randint(0, 0xFFFF))
+    rm["networks"].append("v6net")
+    ok(eng.run("network", "create", "--ipv6", "--subnet", str(six), "v6net"))
+    inspect = json.loads(ok(eng.run("network", "inspect", "v6net")))[0]
+    assert inspect["EnableIPv6"] is True
+    configs = inspect["IPAM"]["Config"]
+    assert {"Subnet": str(six), "Gateway": str(six.network_address + 1)} in configs, configs
+    assert any(":" not in c["Subnet"] for c in configs), configs  # and an IPv4 subnet
+    fixed = six.network_address + 0x99
+    run_d(eng, rm, "v6a", "--network", "v6net", "--ip6", str(fixed))
+    run_d(eng, rm, "v6b", "--network", "v6net")
+    assert inspect_field(eng, "v6a", '{{(index .NetworkSettings.Networks "v6net").GlobalIPv6Address}}') == str(fixed)
+    b6 = inspect_field(eng, "v6b", '{{(index .NetworkSettings.Networks "v6net").GlobalIPv6Address}}')
+    assert ipaddress.IPv6Address(b6) in six
+    assert inspect_field(eng, "v6b", '{{(index .NetworkSettings.Networks "v6net").GlobalIPv6PrefixLen}}') == "64"
+    assert inspect_field(eng, "v6b", '{{(index .NetworkSettings.Networks "v6net").IPv6Gateway}}') == \
+        str(six.network_address + 1)
+    members = json.loads(ok(eng.run("network", "inspect", "v6net")))[0]["Containers"]
+    assert {m["IPv6Address"] for m in members.values()} == {f"{fixed}/64", f"{b6}/64"}
+    ping = eng.run("exec", "v6b", "ping", "-6", "-c", "1", "-W", "3", str(fixed))
+    assert ping.returncode == 0, (ping.stdout, ping.stderr)
+    look = eng.run("exec", "v6b", "nslookup", "-type=AAAA", "v6a")
+    assert look.returncode == 0 and str(fixed) in look.stdout, look
+    bad = eng.run("run", "--rm", "--network", "v6net", "--ip6", "fd99::1", eng.bb, "true")
+    assert bad.returncode == 125 and "no configured subnet" in bad.stderr, bad
+    missing = eng.run("network", "create", "--subnet", "fd00:1::/64", "v6bad")
+    assert missing.returncode != 0 and "IPv6 enabled" in missing.stderr, missing
+
+    client = eng.docker_client()
+    try:
+        net = client.networks.create("v6auto", enable_ipv6=True)
+        rm["networks"].append("v6auto")
+        net.reload()
+        assert net.attrs["EnableIPv6"] is True
+        auto = [c for c in net.attrs["IPAM"]["Config"] if ":" in c["Subnet"]]
+        assert len(auto) == 1 and auto[0]["Subnet"].startswith("fd") and auto[0]["Subnet"].endswith("::/64")
+        with pytest.raises(docker.errors.APIError):
+            client.networks.create("v6none", ipam=docker.types.IPAMConfig(
+                pool_configs=[docker.types.IPAMPool(subnet="fd00:2::/64")]))
+    finally:
+        client.close()

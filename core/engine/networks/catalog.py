@@ -76,12 +76,19 @@ class NetworkCatalog:
 
     def spec(self, net: NetRecord) -> NetworkSpec:
         configs = net.ipam.get("Config") or []
-        first = configs[0] if configs else {}
+        first = next((c for c in configs if ":" not in c.get("Subnet", "")), {})
+        six = next((c for c in configs if ":" in c.get("Subnet", "")), {})
+        kernel = net.kernel or {}
         return NetworkSpec(name=net.name, subnet=first.get("Subnet") or None,
                            gateway=first.get("Gateway") or None,
                            ip_range=first.get("IPRange") or None,
                            aux_addresses=first.get("AuxiliaryAddresses") or None,
-                           internal=net.internal, options=net.options)
+                           internal=net.internal, options=net.options,
+                           enable_ipv6=bool(net.ipam.get("EnableIPv6")),
+                           # made again (a lost network): the IPv6 subnet it had
+                           subnet6=six.get("Subnet") or kernel.get("subnet6") or None,
+                           gateway6=six.get("Gateway") or (kernel.get("gateway6") if not six
+                                                           else None) or None)
 
     async def _reconcile(self) -> None:
         """The records get the driver's current values; networks the driver lost are made

@@ -99,7 +99,9 @@ class Endpoints:
             index += 1
             ifname = f"eth{index}"
         request = EndpointRequest(address=address, mac=ep.config.get("MacAddress") or None,
-                                  interface_name=ifname)
+                                  interface_name=ifname,
+                                  address6=(ep.config.get("IPAMConfig") or {}).get("IPv6Address")
+                                  or None)
         endpoint_id = secrets.token_hex(32)
         driver = self.driver(net.driver)
         made = await driver.join(net.id, endpoint_id, path, request)
@@ -117,6 +119,10 @@ class Endpoints:
                             "prefixlen": made.address.network.prefixlen,
                             "gateway": str(made.gateway) if made.gateway else "",
                             "mac": made.mac, "interface": made.interface_name}
+                six = getattr(made, "address6", None)
+                if six is not None:
+                    ep.state.update(address6=str(six.ip), prefixlen6=six.network.prefixlen,
+                                    gateway6=str(made.gateway6) if made.gateway6 else "")
                 self.store.save_endpoint(ep)
         except BaseException:
             with trio.CancelScope(shield=True):

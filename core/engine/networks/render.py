@@ -52,7 +52,8 @@ class Renderer:
             settings = self.endpoint_settings(sb, ep, net)
             out["Networks"][net.name if net else ep.network_name] = settings
             if net is not None and net.default_bridge and ep.endpoint_id:
-                for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
+                for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress",
+                            "IPv6Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen"):
                     out[key] = settings[key]
         return out
 
@@ -72,7 +73,9 @@ class Renderer:
             "Gateway": state.get("gateway", ""),
             "IPAddress": state.get("address", ""),
             "IPPrefixLen": state.get("prefixlen", 0),
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": state.get("gateway6", ""),
+            "GlobalIPv6Address": state.get("address6", ""),
+            "GlobalIPv6PrefixLen": state.get("prefixlen6", 0),
             "DNSNames": dns_names(sb, ep) if user and ep.endpoint_id else None,
         }
 
@@ -125,6 +128,8 @@ class Renderer:
                 if kernel.get("aux"):
                     entry["AuxiliaryAddresses"] = dict(kernel["aux"])
                 config.append(entry)
+                if kernel.get("subnet6"):
+                    config.append({"Subnet": kernel["subnet6"], "Gateway": kernel["gateway6"]})
             else:
                 config = list(net.ipam.get("Config") or [])
             ipam = {"Driver": net.ipam.get("Driver") or "default",
@@ -142,12 +147,14 @@ class Renderer:
                     "EndpointID": ep.endpoint_id,
                     "MacAddress": state.get("mac", ""),
                     "IPv4Address": f"{state['address']}/{state['prefixlen']}" if state else "",
-                    "IPv6Address": "",
+                    "IPv6Address": (f"{state['address6']}/{state['prefixlen6']}"
+                                    if state.get("address6") else ""),
                 }
         return {
             "Name": net.name, "Id": net.id, "Created": rfc3339_nano(net.created),
             "Scope": net.scope, "Driver": net.driver, "EnableIPv4": net.has_driver,
-            "EnableIPv6": False, "IPAM": ipam, "Internal": net.internal,
+            "EnableIPv6": bool((kernel or {}).get("subnet6") or net.ipam.get("EnableIPv6")),
+            "IPAM": ipam, "Internal": net.internal,
             "Attachable": net.attachable, "Ingress": False, "ConfigFrom": {"Network": ""},
             "ConfigOnly": False, "Containers": members, "Options": options,
             "Labels": dict(net.labels),
