@@ -891,3 +891,32 @@ def test_ipv6_networks_cli_and_sdk(eng, rm):
                 pool_configs=[docker.types.IPAMPool(subnet="fd00:2::/64")]))
     finally:
         client.close()
+
+
+def test_default_bridge_with_fixed_cidr_v6(test_images):
+    """daemon.json ``"ipv6": true, "fixed-cidr-v6": ...``: the default bridge has that IPv6
+    subnet and its containers addresses in it; a bad value is a clear error."""
+    six = ipaddress.IPv6Network("fd00:b1d:%x::/64" % random.randint(0, 0xFFFF))
+    env = CoreEnv()
+    try:
+        env.write_config({"ipv6": True, "fixed-cidr-v6": str(six)})
+        ref = test_images["busybox:latest"].reference
+        ok(env.run("pull", ref, timeout=300))
+        bridge = json.loads(ok(env.run("network", "inspect", "bridge")))[0]
+        assert bridge["EnableIPv6"] is True
+        assert {"Subnet": str(six), "Gateway": str(six.network_address + 1)} in bridge["IPAM"]["Config"]
+        ok(env.run("run", "-d", "--name", "b6", ref, "sleep", "600"))
+        address = inspect_field(env, "b6", "{{.NetworkSettings.GlobalIPv6Address}}")
+        assert ipaddress.IPv6Address(address) in six
+        out = ok(env.run("exec", "b6", "ip", "-6", "addr", "show", "eth0"))
+        assert f"{address}/64" in out, out
+    finally:
+        env.cleanup()
+    bad = CoreEnv()
+    try:
+        bad.write_config({"fixed-cidr-v6": str(six)})
+        proc = bad.run("version", timeout=60)
+        assert proc.returncode != 0 and '"fixed-cidr-v6" needs "ipv6": true' in (proc.stderr + bad.daemon_log()), \
+            (proc.stdout, proc.stderr)
+    finally:
+        bad.cleanup()

@@ -143,7 +143,9 @@ class Daemon:
         from core.engine.networks.service import NetworkManager
 
         self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
-                                       containers=_ContainerDirectory(self.containers), events=self.events)
+                                       containers=_ContainerDirectory(self.containers), events=self.events,
+                                       default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6
+                                       else None)
         networks_api.register(self.router, self.networks)
         self.containers.wire_networks(_SyncNetworkViews(self.networks))
 

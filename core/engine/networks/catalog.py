@@ -40,8 +40,9 @@ class NetworkCatalog:
     (the service's one lock: a network cannot go while a container joins it)."""
 
     def __init__(self, store: NetworkStore, drivers: NetworkDrivers, events: EventSink,
-                 renderer: Renderer, lock: trio.Lock) -> None:
+                 renderer: Renderer, lock: trio.Lock, default_ipv6: str | None = None) -> None:
         self.store = store
+        self.default_ipv6 = default_ipv6  # the default bridge's IPv6: a subnet, "auto" or None
         self.drivers = drivers
         self.events = events
         self.renderer = renderer
@@ -138,7 +139,9 @@ class NetworkCatalog:
                 made = await driver.network(net.id)
             except NotFound:
                 made = await driver.create_network(net.id, NetworkSpec(
-                    name="bridge", default=True, options=net.options))
+                    name="bridge", default=True, options=net.options,
+                    enable_ipv6=self.default_ipv6 is not None,
+                    subnet6=None if self.default_ipv6 in (None, "auto") else self.default_ipv6))
         except CoreError as exc:
             self._bridge_error = str(exc)
             log.error("cannot make the default bridge network: %s", exc)

@@ -70,14 +70,16 @@ class NetworkManager:
 
     ``resolv_conf_path`` and ``hosts_path`` are the host's files; ``dns_upstreams``
     (``[(ip, port)]``, replacing the host's resolvers for forwarding) and ``dns_timeout`` are
-    knobs for tests.
+    knobs for tests.  ``default_ipv6`` gives the default bridge IPv6 when it is made: an IPv6
+    subnet (the daemon's ``fixed-cidr-v6``) or ``"auto"`` (a ULA /64); ``None``: IPv4 only.
     """
 
     def __init__(self, state: State, drivers: NetworkDrivers, *, exec_root: Path,
                  containers: ContainerDirectory, events: EventSink,
                  resolv_conf_path: str = "/etc/resolv.conf", hosts_path: str = "/etc/hosts",
                  dns_upstreams: list[tuple[str, int]] | None = None,
-                 dns_timeout: float = dns.FORWARD_TIMEOUT) -> None:
+                 dns_timeout: float = dns.FORWARD_TIMEOUT,
+                 default_ipv6: str | None = None) -> None:
         lock = trio.Lock()
         self.store = store = NetworkStore(state)
         self.renderer = Renderer(store)
@@ -86,7 +88,8 @@ class NetworkManager:
         self.view = DNSView(store, resolv_conf_path=resolv_conf_path,
                             dns_upstreams=dns_upstreams)
         self.servers = DNSServers(self.view, timeout=dns_timeout)
-        self.catalog = NetworkCatalog(store, drivers, events, self.renderer, lock)
+        self.catalog = NetworkCatalog(store, drivers, events, self.renderer, lock,
+                                      default_ipv6=default_ipv6)
         self.endpoints = Endpoints(store, self.catalog, self.servers)
         self.sandboxes = Sandboxes(store=store, catalog=self.catalog, endpoints=self.endpoints,
                                    view=self.view, servers=self.servers, files=self.files,
