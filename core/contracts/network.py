@@ -258,6 +258,7 @@ class NetworkSpec:
     ``subnet6``        the IPv6 ``--subnet`` (needs ``enable_ipv6``); ``None``: the driver
                        chooses one (the bridge driver: a random ULA ``/64``).
     ``gateway6``       the IPv6 ``--gateway``; ``None``: the subnet's first address (``::1``).
+    ``ip_range6``      the IPv6 ``--ip-range`` (within ``subnet6``).
     ``default``        the host's default network (docker's ``bridge``, made by the kernel at
                        start): the driver picks what is not given — its device (a name that
                        another engine sharing the host would not pick) and docker's options
@@ -284,6 +285,8 @@ class NetworkSpec:
                                                         converter=_optional_network6)
     gateway6: ipaddress.IPv6Address | None = attrs.field(default=None,
                                                          converter=_optional_address6)
+    ip_range6: ipaddress.IPv6Network | None = attrs.field(default=None,
+                                                          converter=_optional_network6)
 
     def __attrs_post_init__(self) -> None:
         if self.subnet is None and (self.gateway is not None or self.ip_range is not None
@@ -291,8 +294,10 @@ class NetworkSpec:
             raise InvalidArgument("a gateway, ip range or aux address needs a subnet (--subnet)")
         if (self.subnet6 is not None or self.gateway6 is not None) and not self.enable_ipv6:
             raise InvalidArgument("an IPv6 subnet or gateway needs IPv6 enabled (--ipv6)")
-        if self.gateway6 is not None and self.subnet6 is None:
-            raise InvalidArgument("an IPv6 gateway needs an IPv6 subnet (--subnet)")
+        if (self.gateway6 is not None or self.ip_range6 is not None) and self.subnet6 is None:
+            raise InvalidArgument("an IPv6 gateway or ip range needs an IPv6 subnet (--subnet)")
+        if self.ip_range6 is not None and not self.ip_range6.subnet_of(self.subnet6):
+            raise InvalidArgument(f"no matching subnet for range {self.ip_range6}")
 
 
 @attrs.frozen
@@ -319,6 +324,7 @@ class Network:
     options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
     subnet6: ipaddress.IPv6Network | None = None   # IPv6 enabled: its subnet and gateway
     gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
 
 
 # --------------------------------------------------------------------------- endpoints

@@ -288,7 +288,8 @@ class BridgeDriver:
         return Network(id=net.id, name=net.name, interface=net.bridge, subnet=net.subnet,
                        gateway=net.gateway, ip_range=net.ip_range, aux_addresses=net.aux,
                        internal=net.internal, mtu=net.mtu, subnet_given=net.subnet_given,
-                       options=net.options, subnet6=net.subnet6, gateway6=net.gateway6)
+                       options=net.options, subnet6=net.subnet6, gateway6=net.gateway6,
+                       ip_range6=net.ip_range6)
 
     def _to_endpoint(self, net: NetRecord, ep: EpRecord) -> Endpoint:
         bindings = tuple(PortBinding(p.container_port, p.protocol, p.host_ip, p.host_port)
@@ -396,7 +397,8 @@ class BridgeDriver:
                             gateway=gateway, ip_range=spec.ip_range, aux=dict(spec.aux_addresses),
                             internal=spec.internal, mtu=mtu, subnet_given=spec.subnet is not None,
                             icc=icc, masquerade=masquerade, options=options,
-                            subnet6=subnet6, gateway6=gateway6)
+                            subnet6=subnet6, gateway6=gateway6,
+                            ip_range6=spec.ip_range6 if spec.subnet6 is not None else None)
             store.add_network(net)
             try:
                 await self._net(self._ensure_bridge, net)
@@ -510,7 +512,8 @@ class BridgeDriver:
                         raise Conflict(f"Address already in use: {request.address6}")
                     address6 = request.address6
                 else:
-                    address6 = ipam.next_address6(net.subnet6, reserved6, used6)
+                    address6 = ipam.next_address6(net.subnet6, reserved6, used6,
+                                                  ip_range=net.ip_range6)
                     if address6 is None:
                         raise Unavailable(f"no available IPv6 addresses on network "
                                           f"{net.name or net.id} ({net.subnet6})")

@@ -148,11 +148,14 @@ def check_layout6(subnet: ipaddress.IPv6Network, gateway: ipaddress.IPv6Address)
 
 
 def next_address6(subnet: ipaddress.IPv6Network, reserved: set[int], used: set[int],
-                  limit: int = 1 << 16) -> ipaddress.IPv6Address | None:
-    """The lowest free address of ``subnet`` after its first (``::1``, the gateway's by
-    default), among the first ``limit``; ``None`` when none is free."""
-    low = int(subnet.network_address) + 1
-    high = min(int(subnet.broadcast_address), low + limit)
+                  limit: int = 1 << 16, ip_range: ipaddress.IPv6Network | None = None
+                  ) -> ipaddress.IPv6Address | None:
+    """The lowest free address of ``ip_range`` (else ``subnet``) after the subnet's first
+    (``::1``, the gateway's by default), among the first ``limit``; ``None`` when none is
+    free."""
+    space = ip_range or subnet
+    low = max(int(space.network_address), int(subnet.network_address) + 1)
+    high = min(int(space.broadcast_address), low + limit)
     for candidate in range(low, high + 1):
         if candidate not in used and candidate not in reserved:
             return ipaddress.IPv6Address(candidate)

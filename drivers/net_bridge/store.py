@@ -26,7 +26,7 @@ _SCHEMA = (
         subnet TEXT NOT NULL, gateway TEXT NOT NULL, ip_range TEXT, aux TEXT NOT NULL,
         internal INTEGER NOT NULL, mtu INTEGER NOT NULL, subnet_given INTEGER NOT NULL,
         icc INTEGER NOT NULL, masquerade INTEGER NOT NULL, options TEXT NOT NULL,
-        cursor INTEGER NOT NULL DEFAULT 0, subnet6 TEXT, gateway6 TEXT)""",
+        cursor INTEGER NOT NULL DEFAULT 0, subnet6 TEXT, gateway6 TEXT, ip_range6 TEXT)""",
     """CREATE TABLE endpoints (
         network_id TEXT NOT NULL REFERENCES networks(id), endpoint_id TEXT NOT NULL,
         address TEXT NOT NULL, mac TEXT NOT NULL, host_if TEXT NOT NULL UNIQUE,
@@ -61,6 +61,7 @@ class NetRecord:
     cursor: int = 0
     subnet6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
 
 
 @attrs.define
@@ -97,6 +98,7 @@ class Store(Database):
         if found == 1:
             for statement in ("ALTER TABLE networks ADD COLUMN subnet6 TEXT",
                               "ALTER TABLE networks ADD COLUMN gateway6 TEXT",
+                              "ALTER TABLE networks ADD COLUMN ip_range6 TEXT",
                               "ALTER TABLE endpoints ADD COLUMN address6 TEXT"):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {version}")
@@ -111,14 +113,15 @@ class Store(Database):
     @staticmethod
     def _net(row: tuple) -> NetRecord:
         (id_, name, bridge, subnet, gateway, ip_range, aux, internal, mtu, given, icc, masq,
-         options, cursor, subnet6, gateway6) = row
+         options, cursor, subnet6, gateway6, ip_range6) = row
         return NetRecord(id_, name, bridge, ipaddress.IPv4Network(subnet),
                          ipaddress.IPv4Address(gateway),
                          ipaddress.IPv4Network(ip_range) if ip_range else None, json.loads(aux),
                          bool(internal), mtu, bool(given), bool(icc), bool(masq),
                          json.loads(options), cursor,
                          ipaddress.IPv6Network(subnet6) if subnet6 else None,
-                         ipaddress.IPv6Address(gateway6) if gateway6 else None)
+                         ipaddress.IPv6Address(gateway6) if gateway6 else None,
+                         ipaddress.IPv6Network(ip_range6) if ip_range6 else None)
 
     def networks(self) -> list[NetRecord]:
         return [self._net(r) for r in self._q("SELECT * FROM networks ORDER BY rowid")]
@@ -130,12 +133,13 @@ class Store(Database):
     def add_network(self, n: NetRecord) -> None:
         with self.transaction():
             self._db.execute(
-                "INSERT INTO networks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO networks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (n.id, n.name, n.bridge, str(n.subnet), str(n.gateway),
                  str(n.ip_range) if n.ip_range else None, json.dumps(n.aux), int(n.internal),
                  n.mtu, int(n.subnet_given), int(n.icc), int(n.masquerade),
                  json.dumps(n.options), n.cursor, str(n.subnet6) if n.subnet6 else None,
-                 str(n.gateway6) if n.gateway6 else None))
+                 str(n.gateway6) if n.gateway6 else None,
+                 str(n.ip_range6) if n.ip_range6 else None))
 
     def remove_network(self, network_id: str) -> None:
         with self.transaction():

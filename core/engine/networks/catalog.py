@@ -89,7 +89,8 @@ class NetworkCatalog:
                            # made again (a lost network): the IPv6 subnet it had
                            subnet6=six.get("Subnet") or kernel.get("subnet6") or None,
                            gateway6=six.get("Gateway") or (kernel.get("gateway6") if not six
-                                                           else None) or None)
+                                                           else None) or None,
+                           ip_range6=six.get("IPRange") or None)
 
     async def _reconcile(self) -> None:
         """The records get the driver's current values; networks the driver lost are made

@@ -129,7 +129,11 @@ class Renderer:
                     entry["AuxiliaryAddresses"] = dict(kernel["aux"])
                 config.append(entry)
                 if kernel.get("subnet6"):
-                    config.append({"Subnet": kernel["subnet6"], "Gateway": kernel["gateway6"]})
+                    six: dict[str, Any] = {"Subnet": kernel["subnet6"],
+                                           "Gateway": kernel["gateway6"]}
+                    if kernel.get("ip_range6"):
+                        six["IPRange"] = kernel["ip_range6"]
+                    config.append(six)
             else:
                 config = list(net.ipam.get("Config") or [])
             ipam = {"Driver": net.ipam.get("Driver") or "default",

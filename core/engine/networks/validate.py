@@ -243,9 +243,6 @@ def check_pool(config: dict[str, Any]) -> dict[str, Any]:
                 not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
             raise InvalidArgument(f"invalid network config:\nno matching subnet for range "
                                   f"{range_text}")
-        if ip_range.version == 6:
-            raise InvalidArgument(f"invalid network config:\nIPv6 ip ranges are not supported "
-                                  f"({range_text})")
         out["IPRange"] = str(ip_range)
     gateway = config.get("Gateway") or ""
     if gateway:
