@@ -1202,6 +1202,13 @@ def test_ipv6_networks(h: NetworkHarness, procs: Procs) -> None:
     routes = subprocess.run(["nsenter", f"--net={netns_path(ns1)}", "ip", "-6", "route", "show", "default"],
                             capture_output=True, text=True, check=True).stdout
     assert f"via {net.gateway6}" in routes, routes
+    ranged = ipaddress.IPv6Network("fd00:c0df:%x::/64" % (os.getpid() & 0xFFFF))
+    rnet = h.create(NetworkSpec(enable_ipv6=True, subnet6=ranged, gateway6=ranged[0xFFFF],
+                                ip_range6=ipaddress.IPv6Network((int(ranged.network_address) | 1 << 32, 96))))
+    assert rnet.ip_range6 is not None and rnet.gateway6 == ranged[0xFFFF]
+    first = h.join(rnet.id, "r1", h.ns.new())
+    assert first.address6.ip == ranged[(1 << 32)], first  # the range's first address
+    h.leave(rnet.id, "r1")
     v4only = h.create(NetworkSpec())
     assert v4only.subnet6 is None
     with pytest.raises(InvalidArgument, match="does not have IPv6"):
