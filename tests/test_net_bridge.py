@@ -554,6 +554,24 @@ def test_published_ports_are_held_and_answer_on_ipv6(h: NetworkHarness, procs: P
         assert not _taken(family, proto, address, p), (address, p, proto)
 
 
+def test_a_proxy_ends_with_its_endpoints_namespace(h: NetworkHarness) -> None:
+    """No proxy holds ports for an endpoint that cannot be reached any more: when the
+    endpoint's namespace is gone (the state that would have told to stop it wiped), the proxy
+    ends by itself within a few seconds and the port is free again."""
+    net = h.create(NetworkSpec())
+    ns = h.ns.new()
+    h.join(net.id, "gone", ns)
+    port = free_port()
+    h.publish(net.id, "gone", PortBinding.parse(f"{port}:80"))
+    assert _taken(socket.AF_INET, "tcp", "0.0.0.0", port)
+    h.ns.delete(ns)
+    deadline = time.monotonic() + 10
+    while _taken(socket.AF_INET, "tcp", "0.0.0.0", port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _taken(socket.AF_INET, "tcp", "0.0.0.0", port)
+    h.leave(net.id, "gone")
+
+
 def test_ephemeral_ports_skip_bound_tcp_and_udp_ports(h: NetworkHarness) -> None:
     """The first ephemeral candidates are taken by a TCP listener and a UDP socket: both are
     skipped, for a TCP publication as for a UDP one."""

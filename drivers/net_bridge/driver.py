@@ -682,10 +682,15 @@ class BridgeDriver:
         spec = [{"fd": sock.fileno(), "proto": rec.protocol, "host": str(rec.host_ip),
                  "to": [str(ep.address), rec.container_port]} for rec, sock in sockets]
         log_path = self.root / "proxy.log"
+        try:  # the proxy ends by itself once this namespace is gone
+            st = os.stat(ep.netns)
+            lifeline = f"{ep.netns}@{st.st_dev}:{st.st_ino}"
+        except OSError:
+            lifeline = ep.netns
         with open(log_path, "ab") as log_file:
             proc = await trio.lowlevel.open_process(
                 [sys.executable, "-I", "-S", str(Path(proports.__file__)), ep.endpoint_id,
-                 json.dumps(spec)],
+                 lifeline, json.dumps(spec)],
                 pass_fds=[sock.fileno() for _rec, sock in sockets], start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file)
         self._proxies.setdefault((net.id, ep.endpoint_id), []).append(proc)

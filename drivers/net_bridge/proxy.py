@@ -11,22 +11,27 @@ carries it: connections are accepted here and opened again to the container's ad
 The driver binds the sockets itself (so a port taken is an error at once, in the daemon) and
 hands them over as inherited file descriptors::
 
-    python3 -I -S proxy.py ENDPOINT_ID '[{"fd": 3, "proto": "tcp", "to": ["172.17.0.2", 80]}]'
+    python3 -I -S proxy.py ENDPOINT_ID NETNS@DEV:INODE '[{"fd": 3, "proto": "tcp", "to": ["172.17.0.2", 80]}]'
 
 ``ENDPOINT_ID`` is only there so that the process can be told apart (the driver checks a PID's
 command line before it signals it).  Only the standard library is used (``-I -S``: no site
 packages, a quick start).  The process runs in a session of its own, outlives the daemon like
-the NAT rules do, and ends on ``SIGTERM`` (``leave``).  UDP flows are kept per client address
-and forgotten after :data:`UDP_IDLE` seconds without traffic.
+the NAT rules do, and ends on ``SIGTERM`` (``leave``) — or by itself once the endpoint's
+network namespace ``NETNS`` is gone (checked every :data:`LIFELINE` seconds: the file is not
+the namespace ``DEV:INODE`` the driver saw any more — removed, or another mounted there), so that no proxy holds ports for an endpoint that can no
+longer be reached (a driver state wiped, a test harness that died).  UDP flows are kept per
+client address and forgotten after :data:`UDP_IDLE` seconds without traffic.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 
 UDP_IDLE = 90.0
+LIFELINE = 2.0
 BUFFER = 65536
 
 
@@ -119,7 +124,29 @@ class _UDPFront:
                     del self.flows[client]
 
 
-async def _main(spec: list[dict]) -> None:
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+async def _lifeline(netns: str) -> None:
+    """Return once the namespace ``PATH@DEV:INODE`` is gone (``PATH`` names another one, or
+    nothing).  Without ``@DEV:INODE``, wait for ever."""
+    path, sep, ident = netns.rpartition("@")
+    try:
+        dev, ino = (int(x) for x in ident.split(":"))
+    except ValueError:
+        sep = ""
+    if not sep:
+        await asyncio.Event().wait()
+    while _identity(path) == (dev, ino):
+        await asyncio.sleep(LIFELINE)
+
+
+async def _main(netns: str, spec: list[dict]) -> None:
     loop = asyncio.get_running_loop()
     tasks = []
     for item in spec:
@@ -131,15 +158,20 @@ async def _main(spec: list[dict]) -> None:
             tasks.append(_serve_tcp(sock, target))
         else:
             tasks.append(_UDPFront(loop, sock, target).expire())
-    await asyncio.gather(*tasks)
+    serving = asyncio.ensure_future(asyncio.gather(*tasks))
+    watching = asyncio.ensure_future(_lifeline(netns))
+    await asyncio.wait([serving, watching], return_when=asyncio.FIRST_COMPLETED)
+    for future in (serving, watching):
+        future.cancel()
+    await asyncio.gather(serving, watching, return_exceptions=True)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: proxy.py ENDPOINT_ID SPEC", file=sys.stderr)
+    if len(argv) != 4:
+        print("usage: proxy.py ENDPOINT_ID NETNS SPEC", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_main(json.loads(argv[2])))
+        asyncio.run(_main(argv[2], json.loads(argv[3])))
     except KeyboardInterrupt:
         pass
     return 0
