@@ -7,8 +7,8 @@ endpoint ports on the host.  It owns its address management (IPAM) and keeps it 
 Vocabulary
 ----------
 ``network_id``   the kernel's id of a network (docker's 64 hex digits).  A network is a
-                 broadcast domain with one IPv4 subnet, a gateway on the host and an address
-                 pool; the driver's host-side device (a bridge, a VXLAN...) is its
+                 broadcast domain with one IPv4 subnet (and, with ``enable_ipv6``, one IPv6
+                 subnet), a gateway on the host and an address pool; the driver's host-side device (a bridge, a VXLAN...) is its
                  ``Network.interface``.
 ``endpoint_id``  the kernel's id of one attachment, unique within its network (the container's
                  id serves).  An endpoint is an interface inside a network namespace, an

@@ -42,6 +42,13 @@ tables of its own (``nft-table`` T other than ``core``, as every test daemon and
 engine on the host has), ``core<first 8 hex of sha256(T)>``, so that engines sharing a host
 never share a default bridge (:meth:`BridgeDriver.default_device`).
 
+With ``enable_ipv6`` a network also gets an IPv6 subnet (the given one, else a random ULA
+``/64``), its gateway address on the bridge and one address per endpoint (``::2`` on, or
+``--ip6``; from ``ip_range6`` if given) with a default route, all without duplicate address
+detection (usable at once).  IPv6 stays on the network and the host: the driver turns on no
+IPv6 forwarding and adds no IPv6 NAT (the ``inet`` table's forward chain isolates networks for
+both families all the same).
+
 A bridge device that already has a network's name (the default network's, left on the host by
 a crash or a wiped data root; one made by hand and named with ``com.docker.network.bridge.name``)
 is adopted, as dockerd adopts ``docker0``: its addresses become the network's.  A device of that
