@@ -416,3 +416,30 @@ def test_parse_address():
     for bad in ["h:x", "h:0", ":5", "[::1", "h:70000"]:
         with pytest.raises(errors.InvalidArgument):
             transport.parse_address(bad)
+
+
+def test_listen_address_taken_is_a_clear_error():
+    async def main():
+        ca = ClusterCA.create()
+        async with manager(ca, "127.0.0.2") as (addr, _, _):
+            host, port = transport.parse_address(addr)
+            with pytest.raises(errors.Unavailable,
+                               match=f"listen tcp {host}:{port}: bind: address already in use"):
+                await Server(ca.issue(MANAGER_ROLE)).serve(host, port)
+    run(main)
+
+
+def test_an_answered_error_does_not_fail_over():
+    async def main():
+        ca = ClusterCA.create()
+        async with manager(ca, "127.0.0.2") as (a1, s1, _), manager(ca, "127.0.0.3") as (a2, _, _):
+            async def busy(peer, args):
+                raise errors.Unavailable("the store is not ready")
+
+            s1.register("test.busy", busy)
+            client = ManagerClient(ca.issue(WORKER_ROLE), [a1, a2])
+            with pytest.raises(errors.Unavailable, match="^the store is not ready$"):
+                await client.call("test.busy")
+            assert client.address == a1
+            await client.aclose()
+    run(main)

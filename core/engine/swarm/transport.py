@@ -195,7 +195,9 @@ def _raise_remote(error: Any) -> None:
     cls = getattr(errors, str(error.get("kind")), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.CoreError)):
         cls = errors.CoreError
-    raise cls(str(error.get("message", "")))
+    exc = cls(str(error.get("message", "")))
+    exc.remote = True  # the manager answered: no reason to fail over
+    raise exc
 
 
 # --- server ------------------------------------------------------------------------------
@@ -255,7 +257,11 @@ class Server:
         """Listen on ``host:port`` until cancelled; ``task_status.started`` gets the bound
         ``(host, port)`` (port 0 picks a free one).  Errors of one connection (a failed
         handshake, a peer gone) close that connection only."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:  # docker's words
+            raise errors.Unavailable(f"listen tcp {format_address(host, port)}: bind: "
+                                     f"{(exc.strerror or str(exc)).lower()}") from None
         bound = listeners[0].socket.getsockname()[:2]
         async with trio.open_nursery() as nursery:
             for listener in listeners:
@@ -749,6 +755,8 @@ class ManagerClient:
                     with trio.fail_after(self.timeout):
                         return await self._conn.call(name, args)
                 except _CONNECT_ERRORS as exc:
+                    if getattr(exc, "remote", False):
+                        raise
                     failed_on = self._conn.address
                     failures.append(f"{failed_on}: {_describe(exc)}")
                     await self._drop()
