@@ -9,6 +9,7 @@ import datetime as dt
 import socket
 import ssl
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -247,9 +248,10 @@ def test_garbage_does_not_stop_the_server():
 
 def test_renewal_before_expiry():
     async def main():
-        ca = ClusterCA.create(node_cert_expiry=dt.timedelta(seconds=4),
-                              backdate=dt.timedelta(0))
-        async with manager(ca, "127.0.0.2", creds=ca.issue(MANAGER_ROLE)) as (addr, _, _):
+        ca = ClusterCA.create(backdate=dt.timedelta(0))
+        long_lived = ca.issue(MANAGER_ROLE)  # the manager's own certificate: 90 days
+        ca.node_cert_expiry = dt.timedelta(seconds=4)
+        async with manager(ca, "127.0.0.2", creds=long_lived) as (addr, _, _):
             creds = await transport.join([addr], ca.join_token("worker"))
             client = ManagerClient(creds, [addr])
             old = creds.cert
@@ -441,5 +443,36 @@ def test_an_answered_error_does_not_fail_over():
             with pytest.raises(errors.Unavailable, match="^the store is not ready$"):
                 await client.call("test.busy")
             assert client.address == a1
+            await client.aclose()
+    run(main)
+
+
+def test_keep_renewed_renews_before_each_expiry(tmp_path):
+    async def main():
+        ca = ClusterCA.create(backdate=dt.timedelta(0))
+        long_lived = ca.issue(MANAGER_ROLE)  # the manager's own certificate: 90 days
+        ca.node_cert_expiry = dt.timedelta(seconds=2)
+        async with manager(ca, "127.0.0.2", creds=long_lived) as (addr, _, _):
+            creds = await transport.join([addr], ca.join_token("worker"))
+            client = ManagerClient(creds, [addr])
+            seen = []
+
+            async def on_renewed(new):
+                seen.append((dt.datetime.now(dt.timezone.utc), new))
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(client.keep_renewed, tmp_path, on_renewed=on_renewed))
+                with trio.fail_after(10):
+                    while len(seen) < 2:
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+            previous = creds.cert
+            for when, new in seen:
+                assert when < previous.not_valid_after_utc  # renewed before it expired
+                assert new.cert.not_valid_after_utc > previous.not_valid_after_utc
+                previous = new.cert
+            saved = swarm_ca.NodeCredentials.load(tmp_path)
+            assert saved.chain_pem in {seen[-1][1].chain_pem, client.credentials.chain_pem}
+            assert saved.identity.node_id == creds.identity.node_id
             await client.aclose()
     run(main)

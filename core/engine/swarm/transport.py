@@ -56,6 +56,7 @@ manager when one cannot be reached; :meth:`ManagerClient.renew` renews the certi
 """
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import itertools
 import json
@@ -746,25 +747,24 @@ class ManagerClient:
         (calls are idempotent or, like ``ca.join``, harmless to repeat)."""
         async with self._lock:
             failures: list[str] = []
-            tried = 0
-            while True:
-                failed_on = None
+            for _ in range(len(self.addresses)):
                 if self._conn is None:
                     self._conn = await self._open(failures)
+                conn = self._conn
                 try:
                     with trio.fail_after(self.timeout):
-                        return await self._conn.call(name, args)
-                except _CONNECT_ERRORS as exc:
+                        return await conn.call(name, args)
+                except BaseException as exc:
                     if getattr(exc, "remote", False):
+                        raise  # the manager answered: the connection is fine
+                    await self._drop()  # broken, or cancelled with an answer still to come
+                    if not isinstance(exc, _CONNECT_ERRORS):
                         raise
-                    failed_on = self._conn.address
-                    failures.append(f"{failed_on}: {_describe(exc)}")
-                    await self._drop()
-                    self._current = (self.addresses.index(failed_on) + 1) % len(self.addresses) \
-                        if failed_on in self.addresses else 0
-                    tried += 1
-                    if tried >= len(self.addresses):
-                        raise _unreachable(failures) from None
+                    failures.append(f"{conn.address}: {_describe(exc)}")
+                    if conn.address in self.addresses:  # start with the next one
+                        self._current = ((self.addresses.index(conn.address) + 1)
+                                         % len(self.addresses))
+            raise _unreachable(failures)
 
     @asynccontextmanager
     async def stream(self, name: str, **args: Any) -> AsyncIterator[AsyncIterator[Any]]:
@@ -806,6 +806,32 @@ class ManagerClient:
         self.update_credentials(creds)
         await self._drop()  # the next call shows the new certificate
         return creds
+
+    async def keep_renewed(self, directory: str | None = None, *,
+                           on_renewed: Callable[[NodeCredentials], Awaitable[None]] | None = None,
+                           retry: float = 5.0,
+                           task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Renew the certificate at its renewal time (:meth:`NodeCredentials.renew_at`), for
+        ever: a trio task.  Each new certificate is saved in ``directory`` (when given) and
+        handed to ``on_renewed`` (a manager updates its :class:`Server` there).  When no
+        manager answers it tries again every ``retry`` seconds; an answered refusal (a removed
+        node: Forbidden) ends the task with that error."""
+        task_status.started()
+        while True:
+            now = dt.datetime.now(dt.timezone.utc)
+            await trio.sleep(max(0.0, (self.credentials.renew_at() - now).total_seconds()))
+            try:
+                creds = await self.renew()
+            except errors.Unavailable as exc:
+                if getattr(exc, "remote", False):
+                    raise
+                log.warning("certificate renewal failed, retrying in %ss: %s", retry, exc)
+                await trio.sleep(retry)
+                continue
+            if directory is not None:
+                creds.save(directory)
+            if on_renewed is not None:
+                await on_renewed(creds)
 
     async def aclose(self) -> None:
         await self._drop()
