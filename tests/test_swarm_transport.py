@@ -13,7 +13,9 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 from cryptography import x509
+from hypothesis import given, settings, strategies as st
 
 from core import errors
 from core.engine.swarm import ca as swarm_ca
@@ -475,4 +477,38 @@ def test_keep_renewed_renews_before_each_expiry(tmp_path):
             assert saved.chain_pem in {seen[-1][1].chain_pem, client.credentials.chain_pem}
             assert saved.identity.node_id == creds.identity.node_id
             await client.aclose()
+    run(main)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.lists(st.integers(1, 8), max_size=8))
+def test_frame_reader_never_crashes_on_arbitrary_bytes(data, chunks):
+    """Whatever a peer sends, reading frames gives objects, the end, or a CoreError."""
+    async def main():
+        left, right = trio.testing.memory_stream_pair()
+        frames = transport._Frames(right)
+        rest = data
+        for size in chunks:  # in pieces, as TCP may deliver them
+            if rest[:size]:
+                await left.send_all(rest[:size])
+            rest = rest[size:]
+        if rest:
+            await left.send_all(rest)
+        await left.aclose()
+        try:
+            while (frame := await frames.receive()) is not None:
+                assert isinstance(frame, dict)
+        except errors.CoreError:
+            pass
+    run(main)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), st.one_of(st.none(), st.integers(), st.text()),
+                       max_size=4))
+def test_frames_round_trip(obj):
+    async def main():
+        left, right = trio.testing.memory_stream_pair()
+        await transport._Frames(left).send(obj)
+        assert await transport._Frames(right).receive() == obj
     run(main)
