@@ -48,11 +48,17 @@ item is ``{"session_id", "period"}``, then the messages :meth:`Sessions.send` qu
 ``heartbeat`` ``{session_id}`` → ``{"period"}``; a node whose heartbeats stop for
 ``period × 3`` is reported by :meth:`Sessions.expired`.
 
+Removing a node: ``ClusterCA.revoke(node_id)`` makes every later call of that node Forbidden
+(``node <id> was removed from the swarm``), on open connections too; ``Sessions.close(node_id)``
+ends its open session stream.  An expired certificate fails the TLS handshake itself: such a
+node has to join again.
+
 Client side
 -----------
 :func:`fetch_ca` and :func:`join` (no certificate yet), and :class:`ManagerClient`: calls and
 streams with a node certificate over a list of manager addresses, failing over to the next
-manager when one cannot be reached; :meth:`ManagerClient.renew` renews the certificate.
+manager when one cannot be reached; :meth:`ManagerClient.renew` renews the certificate and
+:meth:`ManagerClient.keep_renewed` is the renewal loop (a trio task).
 """
 from __future__ import annotations
 
