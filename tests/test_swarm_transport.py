@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-import ssl
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -511,4 +510,29 @@ def test_frames_round_trip(obj):
         left, right = trio.testing.memory_stream_pair()
         await transport._Frames(left).send(obj)
         assert await transport._Frames(right).receive() == obj
+    run(main)
+
+
+def test_request_renewal_renews_at_once():
+    async def main():
+        ca = ClusterCA.create()
+        async with manager(ca, "127.0.0.2") as (addr, _, _):
+            client = ManagerClient(ca.issue(WORKER_ROLE), [addr])
+            old = client.credentials
+            renewed = trio.Event()
+
+            async def on_renewed(new):
+                renewed.set()
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(client.keep_renewed, on_renewed=on_renewed))
+                ca.start_rotation()  # what a rotation does: every node renews now
+                client.request_renewal()
+                with trio.fail_after(5):
+                    await renewed.wait()
+                nursery.cancel_scope.cancel()
+            assert client.credentials.chain_pem != old.chain_pem
+            assert ca.issued_by_current(client.credentials.chain_pem)
+            assert client.credentials.trust_pem == ca.trust_pem
+            await client.aclose()
     run(main)

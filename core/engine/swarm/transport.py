@@ -706,6 +706,7 @@ class ManagerClient:
         self._conn: _Connection | None = None
         self._lock = trio.Lock()
         self._current = 0
+        self._renew_now = trio.Event()
         self.set_addresses(addresses)
         self.update_credentials(credentials)
 
@@ -821,11 +822,14 @@ class ManagerClient:
         ever: a trio task.  Each new certificate is saved in ``directory`` (when given) and
         handed to ``on_renewed`` (a manager updates its :class:`Server` there).  When no
         manager answers it tries again every ``retry`` seconds; an answered refusal (a removed
-        node: Forbidden) ends the task with that error."""
+        node: Forbidden) ends the task with that error.  :meth:`request_renewal` renews at
+        once."""
         task_status.started()
         while True:
             now = dt.datetime.now(dt.timezone.utc)
-            await trio.sleep(max(0.0, (self.credentials.renew_at() - now).total_seconds()))
+            with trio.move_on_after(max(0.0, (self.credentials.renew_at() - now).total_seconds())):
+                await self._renew_now.wait()
+            self._renew_now = trio.Event()
             try:
                 creds = await self.renew()
             except errors.Unavailable as exc:
@@ -838,6 +842,10 @@ class ManagerClient:
                 creds.save(directory)
             if on_renewed is not None:
                 await on_renewed(creds)
+
+    def request_renewal(self) -> None:
+        """Wake :meth:`keep_renewed` now (a root rotation started, the node's role changed)."""
+        self._renew_now.set()
 
     async def aclose(self) -> None:
         await self._drop()
