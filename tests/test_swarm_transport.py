@@ -536,3 +536,34 @@ def test_request_renewal_renews_at_once():
             assert client.credentials.trust_pem == ca.trust_pem
             await client.aclose()
     run(main)
+
+
+def test_manager_certificate_carries_its_ip_addresses():
+    """etcd's peers (same certificates) check the address they dial: a manager's certificate
+    names its addresses, kept across renewals; a worker's carries none."""
+    async def main():
+        ca = ClusterCA.create()
+        async with manager(ca, "127.0.0.2") as (addr, _, _):
+            creds = await transport.join([addr], ca.join_token("manager"),
+                                         ip_addresses=["127.0.0.5", "::1"])
+            assert creds.identity.ip_addresses == ("127.0.0.5", "::1")
+            # a TLS client that checks the IP address (as etcd's peers do) accepts it
+            async with trio.open_nursery() as nursery:
+                server = Server(creds)
+                host, port = await nursery.start(server.serve, "127.0.0.5", 0)
+                ctx = swarm_ca.client_context(ca.trust_pem)
+                tcp = await trio.open_tcp_stream(host, port)
+                stream = trio.SSLStream(tcp, ctx, server_hostname="127.0.0.5")
+                await stream.do_handshake()
+                await stream.aclose()
+                nursery.cancel_scope.cancel()
+            client = ManagerClient(creds, [addr])
+            assert (await client.renew()).identity.ip_addresses == ("127.0.0.5", "::1")
+            assert (await client.renew(["127.0.0.6"])).identity.ip_addresses == ("127.0.0.6",)
+            await client.aclose()
+            with pytest.raises(errors.InvalidArgument, match="only a manager's certificate"):
+                await transport.join([addr], ca.join_token("worker"), ip_addresses=["127.0.0.7"])
+            with pytest.raises(errors.InvalidArgument, match="invalid IP address 'nope'"):
+                await transport.join([addr], ca.join_token("manager"), ip_addresses=["nope"])
+            assert ca.issue(WORKER_ROLE).identity.ip_addresses == ()
+    run(main)

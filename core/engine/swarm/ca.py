@@ -7,7 +7,9 @@ certificate from it whose subject says who the node is (:class:`NodeIdentity`)::
     CN=<node ID>, OU=<swarm-manager | swarm-worker>, O=<cluster ID>
 
 with the DNS names ``<role>`` and ``<node ID>``: a node that dials a manager checks the server
-name ``swarm-manager``, so a worker's certificate cannot serve as a manager.  The key of a node
+name ``swarm-manager``, so a worker's certificate cannot serve as a manager.  A manager's
+certificate also carries its IP addresses when given (etcd's peers, which use the same
+certificates, check the address they dial).  The key of a node
 never leaves it: the node sends a CSR and the CA takes only its public key (the subject and
 extensions come from the CA, as swarmkit's signing policy).
 
@@ -45,12 +47,14 @@ On disk (``save``/``load``), keys are written 0600 and atomically (temp file, re
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 import secrets
 import ssl
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import attrs
 from cryptography import x509
@@ -163,6 +167,7 @@ class NodeIdentity:
     cluster_id: str
     not_before: dt.datetime
     not_after: dt.datetime
+    ip_addresses: tuple[str, ...] = ()  # a manager's addresses (etcd peers check them)
 
     @property
     def is_manager(self) -> bool:
@@ -195,7 +200,30 @@ def identity_of(cert: x509.Certificate | bytes) -> NodeIdentity:
     return NodeIdentity(node_id=one(NameOID.COMMON_NAME), role=role,
                         cluster_id=one(NameOID.ORGANIZATION_NAME),
                         not_before=cert.not_valid_before_utc,
-                        not_after=cert.not_valid_after_utc)
+                        not_after=cert.not_valid_after_utc,
+                        ip_addresses=_ip_sans(cert))
+
+
+def _ip_sans(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+
+
+def parse_ip_addresses(values: Iterable[object]) -> list[ipaddress.IPv4Address |
+                                                         ipaddress.IPv6Address]:
+    """IP addresses for a certificate, or InvalidArgument naming the bad one."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidArgument("IP addresses are a list")
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_address(str(value)))
+        except ValueError:
+            raise InvalidArgument(f"invalid IP address {value!r}") from None
+    return out
 
 
 def renew_at(cert: x509.Certificate) -> dt.datetime:
@@ -397,12 +425,15 @@ class ClusterCA:
 
     # signing -----------------------------------------------------------------------------
     def sign_csr(self, csr_pem: bytes, node_id: str, role: str, *,
-                 now: dt.datetime | None = None) -> bytes:
+                 ip_addresses: Iterable[str] = (), now: dt.datetime | None = None) -> bytes:
         """A certificate for ``node_id``/``role`` on the CSR's public key, as a PEM chain
         (the certificate, then the intermediates of a rotation in progress).
 
         Only the CSR's public key is used; it must be a valid, self-signed CSR.
+        ``ip_addresses`` go into the subject alternative names (a manager's addresses, which
+        etcd's peers verify); the DNS names are always ``<role>`` and ``<node ID>``.
         """
+        ips = parse_ip_addresses(ip_addresses)
         if role not in ROLES:
             raise InvalidArgument(f"unknown node role {role!r}")
         if not node_id or any(c in node_id for c in ",=+\n"):
@@ -445,7 +476,8 @@ class ClusterCA:
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]),
                                critical=False)
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(role),
-                                                            x509.DNSName(node_id)]),
+                                                            x509.DNSName(node_id)]
+                                                           + [x509.IPAddress(ip) for ip in ips]),
                                critical=False)
                 .add_extension(_ski(public), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
@@ -453,10 +485,12 @@ class ClusterCA:
                 .sign(self.signer_key, hashes.SHA256()))
         return cert_pem(cert) + b"".join(cert_pem(c) for c in self.intermediates)
 
-    def issue(self, role: str, node_id: str | None = None) -> NodeCredentials:
+    def issue(self, role: str, node_id: str | None = None, *,
+              ip_addresses: Iterable[str] = ()) -> NodeCredentials:
         """Credentials made here, key and all (the manager's own, as at ``swarm init``)."""
         key = generate_key()
-        chain = self.sign_csr(make_csr(key), node_id or new_id(), role)
+        chain = self.sign_csr(make_csr(key), node_id or new_id(), role,
+                              ip_addresses=ip_addresses)
         return NodeCredentials(key_pem=key_pem(key), chain_pem=chain, trust_pem=self.trust_pem)
 
     def issued_by_current(self, chain_pem: bytes) -> bool:

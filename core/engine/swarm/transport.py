@@ -39,9 +39,10 @@ A handler sees the caller as a :class:`Peer` (node ID, role, cluster ID from its
 Built-in calls
 --------------
 :class:`CAService` (on managers) — ``ca.root`` → ``{"bundle"}``; ``ca.join`` ``{token, csr,
-role?}`` → ``{"node_id", "role", "chain", "bundle"}``; ``ca.renew`` ``{csr}`` → ``{"node_id",
-"role", "chain", "bundle"}`` (the role is the one the swarm has for the node now: promotions
-and demotions take effect at renewal; the bundle carries a root rotation).
+role?, ip_addresses?}`` → ``{"node_id", "role", "chain", "bundle"}``; ``ca.renew`` ``{csr,
+ip_addresses?}`` → ``{"node_id", "role", "chain", "bundle"}`` (the role is the one the swarm has
+for the node now: promotions and demotions take effect at renewal; the bundle carries a root
+rotation; a manager keeps its IP addresses unless it sends new ones).
 
 :class:`Sessions` (the dispatcher's) — ``session`` (streaming) opens a node's session: the first
 item is ``{"session_id", "period"}``, then the messages :meth:`Sessions.send` queues for that node;
@@ -394,6 +395,14 @@ def _str_arg(args: dict, name: str) -> str:
     return value
 
 
+def _ip_arg(args: dict, role: str) -> list[str]:
+    ips = args.get("ip_addresses") or []
+    swarm_ca.parse_ip_addresses(ips)
+    if ips and role != MANAGER_ROLE:
+        raise errors.InvalidArgument("only a manager's certificate carries IP addresses")
+    return [str(ip) for ip in ips]
+
+
 class CAService:
     """The CA calls of a manager: ``ca.root``, ``ca.join``, ``ca.renew``.
 
@@ -430,8 +439,9 @@ class CAService:
                     f"the join token is a {role.removeprefix('swarm-')} token: "
                     f"it cannot join the swarm as a {wanted}")
         csr = _str_arg(args, "csr").encode()
+        ips = _ip_arg(args, role)
         node_id = swarm_ca.new_id()
-        chain = self.ca.sign_csr(csr, node_id, role)  # the CSR is checked before on_join
+        chain = self.ca.sign_csr(csr, node_id, role, ip_addresses=ips)  # checked before on_join
         if self.on_join is not None:
             await self.on_join(node_id, role)
         if self.on_issue is not None:
@@ -442,7 +452,11 @@ class CAService:
     async def renew(self, peer: Peer, args: dict) -> dict:
         node_id = peer.identity.node_id
         role = await self.role_of(node_id) if self.role_of else peer.identity.role
-        chain = self.ca.sign_csr(_str_arg(args, "csr").encode(), node_id, role)
+        ips = _ip_arg(args, role)
+        if "ip_addresses" not in args and role == MANAGER_ROLE:
+            ips = list(peer.identity.ip_addresses)  # a renewal keeps the manager's addresses
+        chain = self.ca.sign_csr(_str_arg(args, "csr").encode(), node_id, role,
+                                 ip_addresses=ips)
         if self.on_issue is not None:
             await self.on_issue(node_id, chain)
         return {"node_id": node_id, "role": role, "chain": chain.decode(),
@@ -643,10 +657,12 @@ async def fetch_ca(addresses: Sequence[str | tuple[str, int]], token: str,
 
 
 async def join(addresses: Sequence[str | tuple[str, int]], token: str, *,
-               role: str | None = None, timeout: float = CONNECT_TIMEOUT) -> NodeCredentials:
+               role: str | None = None, ip_addresses: Sequence[str] = (),
+               timeout: float = CONNECT_TIMEOUT) -> NodeCredentials:
     """Join a swarm (``docker swarm join --token T ADDR``): a new key (it never leaves this
     node), the CA pinned by the token, then the token and a CSR sent to a manager verified
-    against that CA.  ``role`` (``worker``/``manager``), when given, must be the token's.
+    against that CA.  ``role`` (``worker``/``manager``), when given, must be the token's;
+    ``ip_addresses`` (a manager's advertise addresses) go into its certificate.
 
     Returns the node's credentials (not yet saved).  Errors: ``invalid join token``, ``remote
     CA does not match fingerprint...``, ``A valid join token is necessary to join this
@@ -660,6 +676,9 @@ async def join(addresses: Sequence[str | tuple[str, int]], token: str, *,
     args = {"token": token, "csr": swarm_ca.make_csr(key).decode()}
     if role is not None:
         args["role"] = role
+    if ip_addresses:
+        swarm_ca.parse_ip_addresses(ip_addresses)
+        args["ip_addresses"] = [str(ip) for ip in ip_addresses]
     ctx = swarm_ca.client_context(bundle)
     failures = []
     for address in addresses:
@@ -802,10 +821,14 @@ class ManagerClient:
         finally:
             await conn.aclose()
 
-    async def renew(self) -> NodeCredentials:
+    async def renew(self, ip_addresses: Sequence[str] | None = None) -> NodeCredentials:
         """A new certificate for this node's key (same node ID; the role the swarm has for it
-        now; the current trust bundle).  The client uses it at once; the caller saves it."""
-        result = await self.call("ca.renew", csr=self.credentials.csr().decode())
+        now; the current trust bundle; a manager's IP addresses, kept unless given).  The
+        client uses it at once; the caller saves it."""
+        args: dict[str, Any] = {"csr": self.credentials.csr().decode()}
+        if ip_addresses is not None:
+            args["ip_addresses"] = list(ip_addresses)
+        result = await self.call("ca.renew", **args)
         creds = self.credentials.with_certificate(str(result["chain"]).encode(),
                                                   str(result["bundle"]).encode())
         if creds.identity.node_id != self.credentials.identity.node_id:
