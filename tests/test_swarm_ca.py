@@ -304,9 +304,24 @@ def test_load_errors(tmp_path):
         ClusterCA.load(tmp_path)
     with pytest.raises(NotFound, match="no swarm node credentials"):
         NodeCredentials.load(tmp_path)
+    creds = ClusterCA.create().issue(WORKER_ROLE)
+    creds.save(tmp_path / "n")
+    (tmp_path / "n" / "swarm-node.key").write_bytes(swarm_ca.key_pem(generate_key()))
+    with pytest.raises(InvalidArgument, match="does not match its certificate"):
+        NodeCredentials.load(tmp_path / "n")
+    (tmp_path / "n" / "swarm-node.key").write_bytes(b"junk")
+    with pytest.raises(InvalidArgument, match="invalid node key"):
+        NodeCredentials.load(tmp_path / "n")
     (tmp_path / "ca.json").write_text("{not json")
     with pytest.raises(InvalidArgument, match="invalid swarm CA state"):
         ClusterCA.load(tmp_path)
     (tmp_path / "ca.json").write_text("{}")
     with pytest.raises(InvalidArgument, match="invalid swarm CA state"):
         ClusterCA.load(tmp_path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_identity_of_arbitrary_bytes(data):
+    with pytest.raises(InvalidArgument):
+        identity_of(data)

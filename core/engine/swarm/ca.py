@@ -324,6 +324,12 @@ class NodeCredentials:
         except FileNotFoundError as exc:
             raise NotFound(f"no swarm node credentials in {d}: {exc.filename} missing") from None
         creds.identity  # parses, or InvalidArgument
+        try:
+            key = serialization.load_pem_private_key(creds.key_pem, None)
+        except (ValueError, TypeError):
+            raise InvalidArgument(f"invalid node key in {d / NODE_KEY}") from None
+        if key.public_key() != creds.cert.public_key():
+            raise InvalidArgument(f"the node key in {d} does not match its certificate")
         return creds
 
     # TLS contexts ----------------------------------------------------------------------
