@@ -44,8 +44,8 @@ def pull(ctx, argv: list[str], prog: str) -> int:
         if not args.quiet:
             sys.stdout.write("Using default tag: latest\n")
     pull_image(ctx, repo, tag, args.platform, quiet=args.quiet)
-    if not args.all_tags:
-        sys.stdout.write(_canonical(repo, tag) + "\n")
+    # the reference pulled, fully qualified; with --all-tags the repository alone (as docker)
+    sys.stdout.write((_canonical(repo, tag) if not args.all_tags else _canonical(repo, "")) + "\n")
     return 0
 
 
@@ -72,6 +72,8 @@ def _canonical(repo: str, tag: str) -> str:
     name = repo
     if dockerconfig.registry_of(repo) == "docker.io" and not repo.startswith(("docker.io/", "index.docker.io/")):
         name = f"docker.io/{repo}" if "/" in repo else f"docker.io/library/{repo}"
+    if not tag:
+        return name
     sep = "@" if ":" in tag and tag.startswith("sha") else ":"
     return f"{name}{sep}{tag}"
 
@@ -184,7 +186,8 @@ def rmi(ctx, argv: list[str], prog: str) -> int:
     f.add("no-prune", None, help="Do not delete untagged parents")
     args, rest = f.parse(argv)
     f.require(rest, least=1)
-    failed = False
+    # as docker: every error is printed; with --force, images that do not exist are no failure
+    fatal = False
     for name in rest:
         try:
             resp = ctx.client.request("DELETE", f"/images/{name}",
@@ -195,9 +198,13 @@ def rmi(ctx, argv: list[str], prog: str) -> int:
                         sys.stdout.write(f"{key}: {rec[key]}\n")
             resp.sock.close()
         except APIError as exc:
-            sys.stderr.write(exc.message + "\n")
-            failed = True
-    return 1 if failed else 0
+            if exc.status == 404:
+                sys.stderr.write(f"Error: No such image: {name}\n")
+                fatal = fatal or not args.force
+            else:
+                sys.stderr.write(exc.message + "\n")
+                fatal = True
+    return 1 if fatal else 0
 
 
 @command

@@ -26,7 +26,7 @@ MIGRATION = Migration(2, "images",
         id TEXT PRIMARY KEY,            -- sha256:<config digest>
         config BLOB NOT NULL,           -- the config JSON, exactly as pulled
         target TEXT NOT NULL,           -- digest of the manifest pulled (the image's own)
-        size INTEGER NOT NULL,          -- sum of the layers' uncompressed sizes
+        size INTEGER NOT NULL,          -- sum of the layers' sizes (see layers.size)
         created REAL NOT NULL           -- when this engine got it
     );
     CREATE TABLE image_tags (
@@ -47,7 +47,7 @@ MIGRATION = Migration(2, "images",
     );
     CREATE TABLE layers (               -- uncompressed layers, by diff ID
         diff_id TEXT PRIMARY KEY,
-        size INTEGER NOT NULL
+        size INTEGER NOT NULL           -- docker's size: file contents and symlink targets
     );
     CREATE INDEX image_blobs_digest ON image_blobs(digest)
     """
@@ -309,8 +309,9 @@ class ImageStore:
             if users and not force:
                 raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image is being "
                                f"used by stopped container {users[0][0][:12]}")
-            repos = {r.name for r in image.tags}
-            if len(repos) > 1 and not force:
+            # docker's isSingleReference: by ID, an image with several tags (in one repository or
+            # more) is removed only by force; one tag and the digests of its repository go with it
+            if (image.tags or image.digests) and not _single_reference(image) and not force:
                 raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image is "
                                "referenced in multiple repositories")
             with self.state.transaction() as db:

@@ -1,0 +1,221 @@
+"""Image parity with docker: sizes, ``rmi``/``pull`` behaviour, ``save``/``load``, ``commit``,
+``system df`` and ``build prune`` -- through core's CLI, the docker CLI and the docker SDK, against
+the suite's registry on loopback."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from core.units import human_size
+
+
+def pull(env, ref, *args):
+    proc = env.run("pull", *args, ref, timeout=300)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
+    return proc
+
+
+def inspect(env, name):
+    proc = env.run("image", "inspect", name)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[0]
+
+
+def docker_size(files) -> int:
+    """docker's size of a one-layer image, computed from the builder's own list of its files:
+    regular files and symlink targets, hard links once."""
+    total = 0
+    for entry in files.values():
+        if entry.type == "file":
+            total += entry.size
+        elif entry.type == "symlink":
+            total += len(os.fsencode(entry.target))
+    return total
+
+
+# -- sizes -----------------------------------------------------------------------------------------
+
+
+def _tar(entries) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "link": tarfile.LNKTYPE}[kind]
+            info.linkname = payload or ""
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def test_content_size_counts_files_and_symlink_targets_once():
+    from core.storage.tarstream import content_size
+
+    data = _tar([
+        ("etc", "dir", None),
+        ("etc/a", "file", b"x" * 1000),
+        ("etc/b", "link", "etc/a"),            # a hard link: counted once, with its target
+        ("etc/c", "symlink", "a"),             # 1 byte of target
+        ("./etc/a", "file", b"y" * 10),        # replaces etc/a
+        ("bin/long", "symlink", "/" + "d" * 300),   # a PAX linkpath
+        ("big", "file", b"z" * 70000),
+    ])
+    pieces = [data[i:i + 4096] for i in range(0, len(data), 4096)] + [b""]
+    assert content_size(iter(pieces).__next__) == 10 + 1 + 301 + 70000
+    assert len(data) > 70000 + 3 * 512  # the tar's length is not the size
+
+
+def test_image_size_is_docker_content_size(core_env, test_images):
+    """``images``, ``inspect``, ``history`` and the SDK give docker's size, not the tar's length."""
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    want = docker_size(img.files)
+    info = inspect(core_env, img.reference)
+    assert info["Size"] == want
+    listed = core_env.run("images", "--format", "{{.Size}}", check=True).stdout.strip()
+    assert listed == human_size(want, 3)
+    history = json.loads(core_env.run("history", "--format", "{{json .}}", img.reference,
+                                      check=True).stdout.splitlines()[0])
+    assert history["Size"] == human_size(want, 3)
+
+
+# -- rmi -------------------------------------------------------------------------------------------
+
+
+def test_rmi_of_an_id_with_several_tags_must_be_forced(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    repo = img.reference.rsplit(":", 1)[0]
+    core_env.run("tag", img.reference, f"{repo}:second", check=True)   # the same repository
+    short = img.config_digest.split(":")[1][:12]
+    refused = core_env.run("rmi", short)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (f"Error response from daemon: conflict: unable to delete {short} "
+                                      "(must be forced) - image is referenced in multiple repositories")
+    assert inspect(core_env, img.reference)["RepoTags"] == [img.reference, f"{repo}:second"]
+    out = core_env.run("rmi", "-f", short, check=True).stdout.splitlines()
+    assert f"Untagged: {img.reference}" in out and f"Untagged: {repo}:second" in out
+    assert f"Deleted: {img.config_digest}" in out
+
+
+def test_rmi_force_of_a_missing_image_is_no_failure(core_env):
+    core_env.run("version", check=True)
+    forced = core_env.run("rmi", "-f", "nosuch:image")
+    assert (forced.returncode, forced.stdout, forced.stderr) == (0, "", "Error: No such image: nosuch:image\n")
+    plain = core_env.run("rmi", "nosuch:image")
+    assert (plain.returncode, plain.stderr) == (1, "Error: No such image: nosuch:image\n")
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_rmi_force_missing_and_several_tags(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    repo = img.reference.rsplit(":", 1)[0]
+    core_env.run("tag", img.reference, f"{repo}:second", check=True)
+    run = lambda *a: subprocess.run(["docker", *a], env=core_env.env, capture_output=True, text=True, timeout=120)  # noqa: E731
+    refused = run("rmi", img.config_digest.split(":")[1][:12])
+    assert refused.returncode == 1 and "image is referenced in multiple repositories" in refused.stderr
+    missing = run("rmi", "-f", "nosuch:image")
+    assert missing.returncode == 0 and "No such image: nosuch:image" in missing.stderr
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def test_pull_of_an_image_present_is_up_to_date_without_layer_lines(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    again = pull(core_env, img.reference).stdout.splitlines()
+    assert again == ["latest: Pulling from busybox", f"Digest: {img.digest}",
+                     f"Status: Image is up to date for {img.reference}", img.reference]
+
+
+def test_pull_all_tags_ends_with_the_repository(core_env, test_images):
+    repo = test_images["busybox:1.0"].reference.rsplit(":", 1)[0]
+    out = pull(core_env, repo, "-a").stdout.splitlines()
+    assert out[-1] == repo
+    assert out[-2] == f"Status: Downloaded newer image for {repo}"
+
+
+class _Terminal(io.StringIO):
+    """A terminal of infinite height: applies ``\\n``, ``\\r``, cursor up/down and erase-line."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def screen(self) -> list[str]:
+        rows: list[str] = [""]
+        row = col = 0
+        text = self.getvalue()
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "\x1b":
+                m = re.match(r"\x1b\[(\d*)([ABK])", text[i:])
+                assert m, repr(text[i:i + 10])
+                n = int(m.group(1) or 1)
+                if m.group(2) == "A":
+                    row = max(0, row - n)
+                elif m.group(2) == "B":
+                    row += n
+                else:
+                    rows[row] = ""
+                while len(rows) <= row:
+                    rows.append("")
+                i += len(m.group(0))
+                continue
+            if ch == "\n":
+                row += 1
+                col = 0
+                while len(rows) <= row:
+                    rows.append("")
+            elif ch == "\r":
+                col = 0
+            else:
+                line = rows[row].ljust(col)
+                rows[row] = line[:col] + ch + line[col + 1:]
+                col += 1
+            i += 1
+        return [r.rstrip() for r in rows if r.strip()]
+
+
+def test_display_stream_gives_each_tag_of_pull_all_its_own_layer_lines():
+    from core.cli.format import display_stream
+
+    def tag(name, layers, exists=()):
+        yield {"status": "Pulling from busybox", "id": name}
+        for layer in layers:
+            yield {"status": "Already exists" if layer in exists else "Pulling fs layer", "progressDetail": {},
+                   "id": layer}
+        for layer in layers:
+            if layer in exists:
+                continue
+            yield {"status": "Downloading", "progressDetail": {"current": 1, "total": 2}, "id": layer,
+                   "progress": "[==>  ] 1B/2B"}
+            yield {"status": "Pull complete", "progressDetail": {}, "id": layer}
+        yield {"status": f"Digest: sha256:{name * 8}"}
+
+    messages = [*tag("1.0", ["aaa", "bbb"]), *tag("1.1", ["aaa", "ccc"], exists={"aaa"}),
+                {"status": "Status: Downloaded newer image for busybox"}]
+    term = _Terminal()
+    display_stream(messages, out=term)
+    assert term.screen() == [
+        "1.0: Pulling from busybox", "aaa: Pull complete", "bbb: Pull complete", f"Digest: sha256:{'1.0' * 8}",
+        "1.1: Pulling from busybox", "aaa: Already exists", "ccc: Pull complete", f"Digest: sha256:{'1.1' * 8}",
+        "Status: Downloaded newer image for busybox",
+    ]
+    plain = io.StringIO()
+    display_stream(messages, out=plain)
+    assert "Downloading" not in plain.getvalue()
+    assert plain.getvalue().splitlines()[:3] == ["1.0: Pulling from busybox", "aaa: Pulling fs layer",
+                                                 "bbb: Pulling fs layer"]
