@@ -219,3 +219,60 @@ def test_display_stream_gives_each_tag_of_pull_all_its_own_layer_lines():
     assert "Downloading" not in plain.getvalue()
     assert plain.getvalue().splitlines()[:3] == ["1.0: Pulling from busybox", "aaa: Pulling fs layer",
                                                  "bbb: Pulling fs layer"]
+
+
+# -- system df, build prune --------------------------------------------------------------------------
+
+
+def test_system_df_counts_images_containers_and_volumes(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    core_env.run("tag", img.reference, "copy:v1", check=True)
+    core_env.run("volume", "create", "dfvol", check=True)
+    core_env.run("run", "--name", "dfc", "-v", "dfvol:/data", img.reference,
+                 "sh", "-c", "head -c 3000 /dev/zero > /data/x; head -c 5000 /dev/zero > /y", check=True, timeout=120)
+    size = docker_size(img.files)
+    client = core_env.docker_client()
+    try:
+        df = client.df()
+    finally:
+        client.close()
+    assert df["LayersSize"] == size
+    [image] = df["Images"]
+    assert (image["Id"], image["Size"], image["SharedSize"], image["Containers"]) == (img.config_digest, size, 0, 1)
+    [ctr] = df["Containers"]
+    assert ctr["Names"] == ["/dfc"] and ctr["SizeRw"] >= 5000 and ctr["SizeRootFs"] == ctr["SizeRw"] + size
+    [vol] = df["Volumes"]
+    assert vol["Name"] == "dfvol" and vol["UsageData"]["RefCount"] == 1 and vol["UsageData"]["Size"] >= 3000
+    assert df["BuildCache"] == []
+    out = core_env.run("system", "df", check=True).stdout.splitlines()
+    assert re.split(r"\s{2,}", out[0].strip()) == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert re.split(r"\s{2,}", out[1].strip()) == ["Images", "1", "1", human_size(size), "0B (0%)"]
+    assert re.split(r"\s{2,}", out[2].strip())[:3] == ["Containers", "1", "0"]
+    assert re.split(r"\s{2,}", out[3].strip())[:3] == ["Local Volumes", "1", "1"]
+    assert re.split(r"\s{2,}", out[4].strip()) == ["Build Cache", "0", "0", "0B", "0B"]
+    verbose = core_env.run("system", "df", "-v", check=True).stdout
+    assert "Images space usage:" in verbose and "Containers space usage:" in verbose
+    assert re.search(r"copy\s+v1\s+" + img.config_digest[7:19], verbose)
+    assert re.search(r"dfvol\s+1\s+", verbose) and "dfc" in verbose
+    bad = core_env.run("system", "df", "--nosuch")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_system_df_and_builder_prune(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    run = lambda *a: subprocess.run(["docker", *a], env=core_env.env, capture_output=True, text=True, timeout=120)  # noqa: E731
+    df = run("system", "df")
+    assert df.returncode == 0, df.stderr
+    assert re.split(r"\s{2,}", df.stdout.splitlines()[1].strip())[:4] == ["Images", "1", "0",
+                                                                          human_size(docker_size(img.files))]
+    assert run("system", "df", "-v").returncode == 0
+    pruned = run("builder", "prune", "-f")
+    assert pruned.returncode == 0 and "Total reclaimed space: 0B" in pruned.stdout, pruned.stderr
+    client = core_env.docker_client()
+    try:
+        assert client.api.prune_builds() == {"CachesDeleted": None, "SpaceReclaimed": 0}
+    finally:
+        client.close()

@@ -133,6 +133,15 @@ async def push(req: Request, services: ImageServices) -> Response:
     return progress_response(progress)
 
 
+async def build_prune(req: Request, services: ImageServices) -> Response:
+    """``POST /build/prune``: core has no builder, so no build cache: nothing is deleted (what
+    docker answers when its cache is empty)."""
+    req.filters({"until", "id", "parent", "type", "description", "inuse", "shared", "private"})
+    req.qint("keep-storage")
+    req.qbool("all")
+    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 ROUTES = [
     ("POST", "/images/create", pull),
     ("GET", "/images/json", list_images),
@@ -144,6 +153,7 @@ ROUTES = [
     ("GET", "/distribution/{name:path}/json", distribution),
     ("POST", "/auth", auth),
     ("POST", "/images/{name:path}/push", push),
+    ("POST", "/build/prune", build_prune),
 ]
 
 

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "image history": ("core.cli.cmd_image", "history", "Show the history of an image"),
     "image prune": ("core.cli.cmd_image", "prune", "Remove unused images"),
     "system events": ("core.cli.cmd_system", "events", "Get real time events from the server"),
+    "system df": ("core.cli.cmd_system", "df", "Show core disk usage"),
     "events": ("core.cli.cmd_system", "events", "Get real time events from the server"),
     # containers
     "run": ("core.cli.cmd_run", "run", "Create and run a new container from an image"),

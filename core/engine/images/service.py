@@ -162,6 +162,24 @@ class Images:
         rows[0]["Tags"] = [t.familiar() for t in image.tags] or None
         return rows
 
+    def disk_usage(self) -> tuple[int, list[Message]]:
+        """``GET /system/df``'s images: ``LayersSize`` (every layer once, by ChainID) and each
+        image's summary with ``SharedSize`` (its layers another image has too) and
+        ``Containers`` (how many use it)."""
+        images = self.store.list()
+        sizes: dict[str, int] = {}
+        holders: dict[str, int] = {}
+        for image in images:
+            for chain, diff in zip(image.chain_ids, image.config.diff_ids):
+                sizes[str(chain)] = self.store.layer_size(diff) or 0
+                holders[str(chain)] = holders.get(str(chain), 0) + 1
+        out = []
+        for image in images:
+            summary = image.summary(containers=len(self.store.users(image.id)))
+            summary["SharedSize"] = sum(sizes[str(c)] for c in set(image.chain_ids) if holders[str(c)] > 1)
+            out.append(summary)
+        return sum(sizes.values()), out
+
     # -- references ----------------------------------------------------------------------------
 
     def tag(self, name: str, repo: str | None, tag: str | None) -> None:
