@@ -14,6 +14,7 @@ import tarfile
 import pytest
 
 from core.units import human_size
+from tests.conftest import CORE as CORE_CMD
 
 
 def pull(env, ref, *args):
@@ -276,3 +277,164 @@ def test_docker_cli_system_df_and_builder_prune(core_env, test_images):
         assert client.api.prune_builds() == {"CachesDeleted": None, "SpaceReclaimed": 0}
     finally:
         client.close()
+
+
+# -- save / load -----------------------------------------------------------------------------------
+
+
+def _members(path) -> dict[str, bytes]:
+    with tarfile.open(path) as tf:
+        return {m.name: (tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()}
+
+
+def test_save_then_load_round_trips(core_env, test_images, tmp_path):
+    img = test_images["layered:latest"]
+    pull(core_env, img.reference)
+    archive = tmp_path / "layered.tar"
+    core_env.run("save", "-o", str(archive), img.reference, check=True)
+    files = _members(archive)
+    manifest = json.loads(files["manifest.json"])
+    assert manifest == [{"Config": img.config_digest[7:] + ".json", "RepoTags": [img.reference],
+                         "Layers": manifest[0]["Layers"]}]
+    assert len(manifest[0]["Layers"]) == len(img.diff_ids)
+    import hashlib
+    assert [f"sha256:{hashlib.sha256(files[p]).hexdigest()}" for p in manifest[0]["Layers"]] == img.diff_ids
+    assert hashlib.sha256(files[manifest[0]["Config"]]).hexdigest() == img.config_digest[7:]
+    repo = img.reference.rsplit(":", 1)[0]
+    assert json.loads(files["repositories"]) == {repo: {"latest": manifest[0]["Layers"][-1].split("/")[0]}}
+    size = inspect(core_env, img.reference)["Size"]
+    core_env.run("rmi", img.reference, check=True)
+    out = core_env.run("load", "-i", str(archive), check=True).stdout
+    assert out == f"Loaded image: {img.reference}\n"
+    info = inspect(core_env, img.reference)
+    assert (info["Id"], info["RootFS"]["Layers"], info["Size"]) == (img.config_digest, img.diff_ids, size)
+    from tests.test_images import assert_tree_matches, mounted
+    with mounted(core_env, img.config_digest) as root:
+        assert_tree_matches(root, img.files)
+    # by ID: no tags recorded; a repository name: all its tags
+    core_env.run("tag", img.reference, f"{repo}:other", check=True)
+    core_env.run("save", "-o", str(archive), img.config_digest[7:19], check=True)
+    assert json.loads(_members(archive)["manifest.json"])[0]["RepoTags"] is None
+    core_env.run("save", "-o", str(archive), repo, check=True)
+    assert json.loads(_members(archive)["manifest.json"])[0]["RepoTags"] == [img.reference, f"{repo}:other"]
+    ran = core_env.run("run", "--rm", img.reference, "true", timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    missing = core_env.run("save", "-o", str(archive), "nosuch:image")
+    assert missing.returncode == 1 and "No such image: nosuch:image" in missing.stderr
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_save_and_load_through_core(core_env, test_images, tmp_path):
+    """``docker save`` (from core's socket) piped into ``core load``, and ``core save`` into
+    ``docker load``; the SDK's ``save``/``load`` too."""
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    saved = subprocess.run(["docker", "save", img.reference], env=core_env.env, capture_output=True, timeout=120)
+    assert saved.returncode == 0, saved.stderr
+    core_env.run("rmi", img.reference, check=True)
+    loaded = subprocess.run(CORE_CMD + ["load"], input=saved.stdout, env=core_env.env, capture_output=True,
+                            timeout=120)
+    assert loaded.returncode == 0 and loaded.stdout == f"Loaded image: {img.reference}\n".encode(), loaded.stderr
+    core_saved = subprocess.run(CORE_CMD + ["save", img.reference], env=core_env.env, capture_output=True,
+                                timeout=120)
+    assert core_saved.returncode == 0, core_saved.stderr
+    core_env.run("rmi", img.reference, check=True)
+    docker_loaded = subprocess.run(["docker", "load"], input=core_saved.stdout, env=core_env.env,
+                                   capture_output=True, timeout=120)
+    assert docker_loaded.returncode == 0, docker_loaded.stderr
+    assert f"Loaded image: {img.reference}".encode() in docker_loaded.stdout
+    assert inspect(core_env, img.reference)["Id"] == img.config_digest
+    client = core_env.docker_client()
+    try:
+        data = b"".join(client.images.get(img.reference).save(named=True))
+        client.images.remove(img.reference)
+        [image] = client.images.load(data)
+        assert image.id == img.config_digest and img.reference in image.tags
+        import docker
+        with pytest.raises(docker.errors.ImageLoadError):
+            client.images.load(b"abc")
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed")
+def test_skopeo_docker_archive_loads(core_env, test_images, tmp_path):
+    img = test_images["layered:latest"]
+    archive = tmp_path / "skopeo.tar"
+    copy = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", "--src-no-creds",
+                           f"docker://{img.reference}", f"docker-archive:{archive}:made/by-skopeo:v1"],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert copy.returncode == 0, copy.stderr
+    core_env.run("version", check=True)
+    out = core_env.run("load", "-i", str(archive), check=True).stdout
+    assert out == "Loaded image: made/by-skopeo:v1\n"
+    assert inspect(core_env, "made/by-skopeo:v1")["Id"] == img.config_digest
+    from tests.test_images import assert_tree_matches, mounted
+    with mounted(core_env, img.config_digest) as root:
+        assert_tree_matches(root, img.files)
+
+
+def _archive(tmp_path, members: dict[str, bytes | tuple[str, str]]) -> str:
+    path = tmp_path / "hostile.tar"
+    with tarfile.open(path, "w") as tf:
+        for name, value in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(value, tuple):
+                info.type = tarfile.SYMTYPE if value[0] == "symlink" else tarfile.LNKTYPE
+                info.linkname = value[1]
+                tf.addfile(info)
+            else:
+                info.size = len(value)
+                tf.addfile(info, io.BytesIO(value))
+    return str(path)
+
+
+def test_load_refuses_hostile_archives(core_env, tmp_path):
+    import gzip
+    import hashlib
+
+    layer = _tar([("ok", "file", b"fine")])
+    diff = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff]}}).encode()
+    cname = hashlib.sha256(config).hexdigest() + ".json"
+
+    def manifest(layers, tags=None, config_name=cname):
+        return json.dumps([{"Config": config_name, "RepoTags": tags, "Layers": layers}]).encode()
+
+    escape = _tar([("../../etc/evil", "file", b"x")])
+    escape_config = json.dumps({"rootfs": {"type": "layers",
+                                           "diff_ids": ["sha256:" + hashlib.sha256(escape).hexdigest()]}}).encode()
+    cases = {
+        "not a tar": b"abc",
+        "no manifest": {"x": b"y"},
+        "a name outside": {"manifest.json": manifest(["../../../../etc/passwd"]), cname: config},
+        "a symlink out": {"manifest.json": manifest(["l.tar"]), cname: config, "l.tar": ("symlink", "/etc/passwd")},
+        "a symlink loop": {"manifest.json": manifest(["a"]), cname: config, "a": ("symlink", "b"),
+                           "b": ("symlink", "a")},
+        "a wrong layer": {"manifest.json": manifest(["l.tar"]), cname: config, "l.tar": layer + b"\0" * 512},
+        "a layer that escapes": {"manifest.json": manifest(["l.tar"], config_name="e.json"), "e.json": escape_config,
+                                 "l.tar": escape},
+        "bad json": {"manifest.json": b"{", cname: config},
+        "a bad tag": {"manifest.json": manifest(["l.tar"], ["UPPER:case"]), cname: config, "l.tar": layer},
+        "layers and diff IDs disagree": {"manifest.json": manifest([]), cname: config},
+    }
+    core_env.run("version", check=True)
+    for what, members in cases.items():
+        path = tmp_path / "raw.tar"
+        if isinstance(members, bytes):
+            path.write_bytes(members)
+            path = str(path)
+        else:
+            path = _archive(tmp_path, members)
+        proc = core_env.run("load", "-i", path)
+        assert proc.returncode == 1 and proc.stderr.strip() and "Traceback" not in proc.stderr, (what, proc)
+        assert core_env.run("images", "-q").stdout == "", what
+    blobs = core_env.data_root / "content" / "blobs" / "sha256"
+    assert not any(blobs.iterdir()), list(blobs.iterdir())
+    assert not any((core_env.data_root / "content" / "ingest").iterdir())
+    # and the same layer, gzipped, through a symlink inside the archive, loads
+    good = _archive(tmp_path, {"manifest.json": manifest(["dir/layer.tar"], ["ok/loaded:v1"]), cname: config,
+                               "blobs/l.tar.gz": gzip.compress(layer), "dir/layer.tar": ("symlink", "../blobs/l.tar.gz")})
+    assert core_env.run("load", "-i", good, check=True).stdout == "Loaded image: ok/loaded:v1\n"
+    assert inspect(core_env, "ok/loaded:v1")["Size"] == 4

@@ -1,4 +1,5 @@
-"""Image endpoints: pull, list, inspect, history, tag, remove, prune, push, distribution, auth.
+"""Image endpoints: pull, list, inspect, history, tag, remove, prune, push, distribution, auth,
+save (``/images/get``), load, and ``/build/prune``.
 
 Each handler parses the request, calls one method of the image service
 (:class:`core.engine.images.service.Images`) and renders its answer in docker's shape.
@@ -10,7 +11,7 @@ import binascii
 import json
 from typing import AsyncIterator, Protocol
 
-from core.api.http import Request, Response, Router, json_response
+from core.api.http import Request, Response, Route, Router, json_response
 from core.engine.images.service import IMAGE_FILTERS, Images, Progress
 from core.errors import InvalidArgument
 from core.reference import Reference, parse_reference
@@ -133,6 +134,28 @@ async def push(req: Request, services: ImageServices) -> Response:
     return progress_response(progress)
 
 
+async def save(req: Request, services: ImageServices) -> Response:
+    """``GET /images/{name}/get`` and ``GET /images/get?names=...``: docker's image archive."""
+    names = [req.params["name"]] if "name" in req.params else list(req.query.get("names") or [])
+    items = services.image_service.save_items(names)
+    return Response(status=200, body=services.image_service.save(items), content_type="application/x-tar")
+
+
+async def load(req: Request, services: ImageServices) -> Response:
+    """``POST /images/load``: the archive in the body; docker's JSON messages (an archive that
+    is refused is an ``error`` message, as docker answers)."""
+    if req.body_stream is not None:
+        receive = req.body_stream.receive
+    else:
+        pieces = [req.body, b""]
+
+        async def receive() -> bytes:
+            return pieces.pop(0) if pieces else b""
+
+    messages = await services.image_service.load(receive, storage=req.drivers["storage"])
+    return Response(status=200, body=b"".join(json.dumps(m).encode() + b"\r\n" for m in messages))
+
+
 async def build_prune(req: Request, services: ImageServices) -> Response:
     """``POST /build/prune``: core has no builder, so no build cache: nothing is deleted (what
     docker answers when its cache is empty)."""
@@ -154,6 +177,9 @@ ROUTES = [
     ("POST", "/auth", auth),
     ("POST", "/images/{name:path}/push", push),
     ("POST", "/build/prune", build_prune),
+    ("GET", "/images/get", save),
+    ("GET", "/images/{name:path}/get", save),
+    Route("POST", "/images/load", load, stream_body=True),
 ]
 
 

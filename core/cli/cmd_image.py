@@ -1,4 +1,4 @@
-"""Image commands: pull, push, images, rmi, tag, inspect, history, image prune, login, logout."""
+"""Image commands: pull, push, images, rmi, tag, inspect, history, image prune, save, load, login, logout."""
 from __future__ import annotations
 
 import sys
@@ -363,4 +363,81 @@ def logout(ctx, argv: list[str], prog: str) -> int:
         sys.stdout.write(f"Removing login credentials for {key}\n")
     else:
         sys.stdout.write(f"Not logged in to {key}\n")
+    return 0
+
+
+@command
+def save(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] IMAGE [IMAGE...]", "Save one or more images to a tar archive (streamed to STDOUT by default)",
+              aliases="core image save, core save")
+    f.add("output", "o", "string", help="Write to a file, instead of STDOUT")
+    args, rest = f.parse(argv)
+    f.require(rest, least=1)
+    if not args.output and sys.stdout.isatty():
+        raise CLIError("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    resp = ctx.client.request("GET", "/images/get", {"names": rest})
+    import os
+
+    target = None
+    try:
+        if args.output:
+            # written beside the destination, renamed into place once complete (as docker does)
+            directory = os.path.dirname(os.path.abspath(args.output))
+            target = os.path.join(directory, f".{os.path.basename(args.output)}.core-save-{os.getpid()}")
+            out = open(target, "wb")
+        else:
+            out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+        with out:
+            for chunk in resp.iter_chunks():
+                out.write(chunk)
+        if target is not None:
+            os.replace(target, args.output)
+            target = None
+    except OSError as exc:
+        raise CLIError(f"failed to save image: {exc.strerror or exc}", 1) from None
+    finally:
+        resp.close()
+        if target is not None:
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
+    return 0
+
+
+@command
+def load(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS]", "Load an image from a tar archive or STDIN", aliases="core image load, core load")
+    f.add("input", "i", "string", help="Read from tar archive file, instead of STDIN")
+    f.add("quiet", "q", help="Suppress the load output")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
+    import os
+    import stat
+    import tempfile
+
+    if args.input:
+        try:
+            source = open(args.input, "rb")
+        except OSError as exc:
+            raise CLIError(f"open {args.input}: {exc.strerror or exc}", 1) from None
+    else:
+        if sys.stdin.isatty():
+            raise CLIError("requested load from stdin, but stdin is empty", 1)
+        source = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    with source:
+        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            # a pipe (docker save x | core load): its length is needed up front
+            spool = tempfile.TemporaryFile()
+            while piece := source.read(1 << 20):
+                spool.write(piece)
+            spool.seek(0)
+            source.close()
+            source = spool
+        resp = ctx.client.request("POST", "/images/load", {"quiet": args.quiet or None}, raw_body=source,
+                                  headers={"Content-Type": "application/x-tar"})
+    try:
+        display_stream(resp.iter_json_lines())
+    finally:
+        resp.close()
     return 0

@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import trio
 
 from core import plugins
+from core.engine.images.archive import Loader, SaveItem, manifest_of, spool_file, write_archive
 from core.engine.images.content import ContentStore
 from core.engine.images.manifest import check_media_type, is_attestation, parse_config, parse_index, parse_manifest
 from core.engine.images.pull import Puller
@@ -259,6 +260,86 @@ class Images:
             except NotFound:
                 pass
         return [{"Deleted": d} for d in deleted]
+
+    # -- archives ------------------------------------------------------------------------------
+
+    def save_items(self, names: list[str]) -> list[SaveItem]:
+        """What ``docker save NAME...`` writes: each image once, with the references named —
+        ``repo`` is every tag of the repository, ``repo:tag`` that tag, an ID none.
+        ``NotFound`` (before anything is written) for a name that matches nothing."""
+        if not names:
+            raise InvalidArgument("no images named: give at least one image name or ID")
+        order: list[str] = []
+        found: dict[str, tuple[Image, list[Reference]]] = {}
+
+        def add(image: Image, ref: Reference | None) -> None:
+            if image.id not in found:
+                order.append(image.id)
+                found[image.id] = (image, [])
+            refs = found[image.id][1]
+            if ref is not None and all(str(r) != str(ref) for r in refs):
+                refs.append(ref)
+
+        for name in names:
+            try:
+                ref: Reference | None = parse_reference(name, default_tag=None)
+            except InvalidArgument:
+                ref = None
+            if ref is not None and ref.tag is None and ref.digest is None:
+                tagged = [(image, t) for image in self.store.list() for t in image.tags if t.name == ref.name]
+                for image, t in tagged:
+                    add(image, t)
+                if not tagged:
+                    add(self.store.lookup(name), None)  # an ID, or nothing
+                continue
+            image = self.store.lookup(name)
+            add(image, ref if ref is not None and ref.tag and ref.digest is None else None)
+        items = [SaveItem(found[i][0], tuple(found[i][1])) for i in order]
+        for item in items:
+            manifest_of(item.image, self.content)  # its blobs are here: checked before the stream starts
+        return items
+
+    def save(self, items: list[SaveItem]) -> AsyncIterator[bytes]:
+        """``docker save``: the archive of ``items`` (:func:`save_items`), as it is made."""
+        for item in items:
+            self.events.emit("image", "save", item.image.id, {"name": item.image.id})
+        return write_archive(items, self.content)
+
+    async def load(self, receive: Callable[[], Awaitable[bytes]], *, storage: str) -> list[Message]:
+        """``docker load``: read the archive (``receive()`` gives its pieces, ``b""`` at the
+        end) into a scratch file, then load every image it holds; docker's ``stream``
+        messages, and its ``error`` message last if the archive is refused."""
+        snapshotter = self.drivers.get("storage", storage)
+        messages: list[Message] = []
+        f = spool_file(self.content.root)
+        try:
+            pending: list[bytes] = []
+            size = 0
+            while True:
+                chunk = await receive()
+                if chunk:
+                    pending.append(chunk)
+                    size += len(chunk)
+                if pending and (not chunk or size >= 1 << 20):
+                    try:
+                        await trio.to_thread.run_sync(f.writelines, pending)
+                    except OSError as exc:
+                        raise Unavailable(f"cannot keep the uploaded archive: {exc.strerror or exc}") from None
+                    pending, size = [], 0
+                if not chunk:
+                    break
+            await trio.to_thread.run_sync(f.flush)
+            loader = Loader(f=f, store=self.store, content=self.content, snapshotter=snapshotter,
+                            emit=lambda line: messages.append({"stream": line}))
+            for image, refs in await loader.run():
+                self.events.emit("image", "load", image.id, {"name": image.id})
+                for ref in refs:
+                    self.events.emit("image", "tag", image.id, {"name": ref.familiar()})
+        except CoreError as exc:
+            messages.append({"errorDetail": {"message": exc.message}, "error": exc.message})
+        finally:
+            f.close()
+        return messages
 
     # -- registries ----------------------------------------------------------------------------
 
