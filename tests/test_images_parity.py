@@ -438,3 +438,72 @@ def test_load_refuses_hostile_archives(core_env, tmp_path):
                                "blobs/l.tar.gz": gzip.compress(layer), "dir/layer.tar": ("symlink", "../blobs/l.tar.gz")})
     assert core_env.run("load", "-i", good, check=True).stdout == "Loaded image: ok/loaded:v1\n"
     assert inspect(core_env, "ok/loaded:v1")["Size"] == 4
+
+
+# -- commit ----------------------------------------------------------------------------------------
+
+
+def test_commit_makes_an_image_of_the_changes(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    core_env.run("run", "--name", "box", "-e", "FROM_RUN=1", img.reference, "sh", "-c",
+                 "echo hello > /greeting; mkdir -p /d/e; echo x > /d/e/f; ln -s /greeting /link; "
+                 "ln /greeting /hard; rm /bin/ls", check=True, timeout=120)
+    out = core_env.run("commit", "-a", "Ann <ann@example.com>", "-m", "a message", "-c", "ENV COLOR=blue",
+                       "-c", 'CMD ["cat", "/greeting"]', "-c", "EXPOSE 8080", "-c", "LABEL stage=test",
+                       "-c", "WORKDIR /d", "box", "mine/committed:v1", check=True).stdout.strip()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", out)
+    info = inspect(core_env, "mine/committed:v1")
+    assert info["Id"] == out and info["RepoTags"] == ["mine/committed:v1"]
+    assert info["Author"] == "Ann <ann@example.com>" and info["Comment"] == "a message"
+    cfg = info["Config"]
+    assert cfg["Cmd"] == ["cat", "/greeting"] and cfg["WorkingDir"] == "/d"
+    assert "COLOR=blue" in cfg["Env"] and "FROM_RUN=1" in cfg["Env"]
+    assert cfg["ExposedPorts"] == {"8080/tcp": {}} and cfg["Labels"]["stage"] == "test"
+    assert info["RootFS"]["Layers"][:-1] == img.diff_ids and len(info["RootFS"]["Layers"]) == 2
+    # docker's size: the parent's, plus the new files (6 + 2 bytes, a 9-byte symlink, a hard link once)
+    assert info["Size"] == docker_size(img.files) + 6 + 2 + len("/greeting")
+    hist = json.loads(core_env.run("history", "--no-trunc", "--format", "{{json .}}", "mine/committed:v1",
+                                   check=True).stdout.splitlines()[0])
+    assert hist["Comment"] == "a message" and "rm /bin/ls" in hist["CreatedBy"]
+    ran = core_env.run("run", "--rm", "mine/committed:v1", timeout=120)
+    assert (ran.returncode, ran.stdout) == (0, "hello\n"), ran.stderr
+    check = core_env.run("run", "--rm", "mine/committed:v1", "sh", "-c",
+                         "cat /d/e/f; readlink /link; cat /hard; ls /bin/ls 2>&1; pwd", timeout=120)
+    assert check.stdout.splitlines()[:3] == ["x", "/greeting", "hello"], check
+    assert "No such file" in check.stdout and check.stdout.splitlines()[-1] == "/d"
+    # bad input: clear errors
+    bad = core_env.run("commit", "-c", "RUN echo", "box")
+    assert bad.returncode == 1 and "run is not a valid change command" in bad.stderr
+    missing = core_env.run("commit", "nosuch")
+    assert missing.returncode == 1 and "No such container: nosuch" in missing.stderr
+    untagged = core_env.run("commit", "box", check=True).stdout.strip()
+    assert inspect(core_env, untagged)["RepoTags"] == []
+
+
+def test_commit_of_a_running_container_through_the_sdk_and_docker_cli(core_env, test_images):
+    img = test_images["busybox:latest"]
+    pull(core_env, img.reference)
+    core_env.run("run", "-d", "--name", "live", img.reference, "sh", "-c", "echo up > /state; sleep 300",
+                 check=True, timeout=120)
+    client = core_env.docker_client()
+    try:
+        ctr = client.containers.get("live")
+        import time
+        for _ in range(100):
+            if ctr.exec_run("cat /state").output == b"up\n":
+                break
+            time.sleep(0.1)
+        image = ctr.commit("sdk/live", "v2", message="from the sdk", changes=["ENV A=1"])
+        assert image.tags == ["sdk/live:v2"] and "A=1" in image.attrs["Config"]["Env"]
+        ctr.reload()
+        assert ctr.status == "running"  # paused for the commit, then unpaused
+        out = client.containers.run("sdk/live:v2", "cat /state", remove=True)
+        assert out == b"up\n"
+    finally:
+        client.close()
+    if shutil.which("docker"):
+        proc = subprocess.run(["docker", "commit", "-c", "USER nobody", "live", "cli/live"], env=core_env.env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith("sha256:"), proc.stderr
+        assert inspect(core_env, "cli/live")["Config"]["User"] == "nobody"

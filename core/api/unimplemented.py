@@ -62,7 +62,6 @@ SWARM: tuple[tuple[str, str, int, str], ...] = (
 NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("POST", "/build"),
     ("POST", "/session"),
-    ("POST", "/commit"),
     ("GET", "/images/search"),
     ("GET", "/plugins"),
     ("GET", "/plugins/privileges"),

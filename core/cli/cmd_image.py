@@ -1,4 +1,4 @@
-"""Image commands: pull, push, images, rmi, tag, inspect, history, image prune, save, load, login, logout."""
+"""Image commands: pull, push, images, rmi, tag, inspect, history, image prune, save, load, commit, login, logout."""
 from __future__ import annotations
 
 import sys
@@ -440,4 +440,28 @@ def load(ctx, argv: list[str], prog: str) -> int:
         display_stream(resp.iter_json_lines())
     finally:
         resp.close()
+    return 0
+
+
+@command
+def commit(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] CONTAINER [REPOSITORY[:TAG]]", "Create a new image from a container's changes",
+              aliases="core container commit, core commit")
+    f.add("author", "a", "string", help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+    f.add("change", "c", "list", help="Apply Dockerfile instruction to the created image")
+    f.add("message", "m", "string", help="Commit message")
+    f.add("pause", "p", default=True, help="Pause container during commit")
+    args, rest = f.parse(argv)
+    f.require(rest, least=1, most=2)
+    repo = tag = ""
+    if len(rest) == 2:
+        if "@" in rest[1]:
+            raise CLIError("refusing to create a tag with a digest reference", 1)
+        repo, tag = _split_tag(rest[1])
+    params = {"container": rest[0], "repo": repo or None, "tag": tag or None, "comment": args.message or None,
+              "author": args.author or None, "changes": args.change or None, "pause": args.pause}
+    resp = ctx.client.request("POST", "/commit", params, body={})
+    data = resp.json()
+    resp.close()
+    sys.stdout.write(f"{data['Id']}\n")
     return 0

@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "image prune": ("core.cli.cmd_image", "prune", "Remove unused images"),
     "save": ("core.cli.cmd_image", "save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
     "load": ("core.cli.cmd_image", "load", "Load an image from a tar archive or STDIN"),
+    "commit": ("core.cli.cmd_image", "commit", "Create a new image from a container's changes"),
+    "container commit": ("core.cli.cmd_image", "commit", "Create a new image from a container's changes"),
     "image save": ("core.cli.cmd_image", "save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
     "image load": ("core.cli.cmd_image", "load", "Load an image from a tar archive or STDIN"),
     "system events": ("core.cli.cmd_system", "events", "Get real time events from the server"),

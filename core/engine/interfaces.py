@@ -110,3 +110,27 @@ class ContainerNetworks(Protocol):
 
     async def resolv_conf(self, container_id: str) -> str:
         """The contents of the container's ``/etc/resolv.conf``."""
+
+
+@attrs.frozen
+class CommitSource:
+    """A container as ``docker commit`` reads it (see :class:`CommitSources`)."""
+
+    id: str
+    name: str
+    image_id: str                  # the image it was created from (the new image's parent)
+    config: dict[str, Any]         # its Config, as inspect shows it
+    storage: str                   # its storage driver
+    key: str                       # its active snapshot (its parent is the image's top layer)
+    root: Any                      # core.engine.containers.archive.Root of its / (no volumes)
+    scratch: Any                   # a directory of the container's own, for mount points
+    ignore: frozenset[str]         # paths the engine puts there (mount points): not its changes
+
+
+@runtime_checkable
+class CommitSources(Protocol):
+    """What image commit needs of the containers."""
+
+    def commit_source(self, ref: str, *, pause: bool) -> Any:
+        """An async context manager giving the :class:`CommitSource` of container ``ref``
+        (``NotFound`` if none), paused while it is held when ``pause`` and it runs."""

@@ -28,7 +28,8 @@ from core.engine.images.manifest import check_media_type, is_attestation, parse_
 from core.engine.images.pull import Puller
 from core.engine.images.push import push_image
 from core.engine.images.store import Image, ImageStore, unix_time
-from core.engine.interfaces import EventSink
+from core.engine.images.commit import commit_container
+from core.engine.interfaces import CommitSources, EventSink
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound, Unavailable
 from core.reference import Reference, parse_reference
 from core.types import Platform
@@ -260,6 +261,21 @@ class Images:
             except NotFound:
                 pass
         return [{"Deleted": d} for d in deleted]
+
+    # -- commit --------------------------------------------------------------------------------
+
+    async def commit(self, containers: CommitSources, container: str, *, ref: Reference | None, comment: str,
+                     author: str, changes: list[str], config: dict[str, Any] | None, pause: bool) -> Image:
+        """``docker commit``: the image of ``container``'s changes (see
+        :mod:`core.engine.images.commit`), tagged ``ref`` if given."""
+        async with containers.commit_source(container, pause=pause) as src:
+            image = await commit_container(src, store=self.store, content=self.content,
+                                           snapshotter=self.drivers.get("storage", src.storage), ref=ref,
+                                           comment=comment, author=author, changes=changes, config=config)
+            self.events.emit("container", "commit", src.id,
+                             {"comment": comment, "imageID": image.id, "imageRef": ref.familiar() if ref else "",
+                              "name": src.name})
+        return image
 
     # -- archives ------------------------------------------------------------------------------
 
