@@ -10,7 +10,11 @@ a request, calls one method and renders the result; the rules live here:
 * removal as ``docker rmi`` does it, then garbage collection (:meth:`Images.collect`): the
   snapshots and blobs of a removed image that no other image uses go;
 * pull and push run in the background and report docker's JSON progress messages through a
-  :class:`Progress` stream; errors finding the image are raised before any progress is sent.
+  :class:`Progress` stream; errors finding the image are raised before any progress is sent;
+* ``save``/``load`` of docker's image archive (:mod:`core.engine.images.archive`), ``commit`` of
+  a container's changes (:mod:`core.engine.images.commit`, the container read through the
+  :class:`core.engine.interfaces.CommitSources` it is given), and the images' part of
+  ``system df`` (:meth:`Images.disk_usage`).
 """
 from __future__ import annotations
 
