@@ -455,6 +455,7 @@ def test_commit_makes_an_image_of_the_changes(core_env, test_images):
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", out)
     info = inspect(core_env, "mine/committed:v1")
     assert info["Id"] == out and info["RepoTags"] == ["mine/committed:v1"]
+    assert info["Parent"] == img.config_digest
     assert info["Author"] == "Ann <ann@example.com>" and info["Comment"] == "a message"
     cfg = info["Config"]
     assert cfg["Cmd"] == ["cat", "/greeting"] and cfg["WorkingDir"] == "/d"

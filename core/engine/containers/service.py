@@ -1582,8 +1582,11 @@ class Containers:
         c = self.lookup(ref)
         paused = False
         if pause and c.running and c.status != "paused":
-            await self.pause(c)
-            paused = True
+            try:
+                await self.pause(c)
+                paused = True
+            except CoreError:
+                pass  # it stopped meanwhile: nothing to pause (docker ignores this too)
         try:
             ignore = {"/proc", "/sys", "/dev", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"}
             yield CommitSource(id=c.id, name=c.name, image_id=c.image_id, config=json.loads(json.dumps(c.config)),

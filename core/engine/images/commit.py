@@ -11,7 +11,8 @@ The new config is docker's (``daemon/commit.go``): the ``config`` the client sen
 ``changes`` (Dockerfile instructions ``CMD``, ``ENTRYPOINT``, ``ENV``, ``EXPOSE``, ``LABEL``,
 ``ONBUILD``, ``STOPSIGNAL``, ``USER``, ``VOLUME``, ``WORKDIR``) applied, then merged over the
 container's config; ``container_config`` is the container's; one history entry (``created_by``
-its command) and the diff ID are added to the parent image's.
+its command) and the diff ID are added to the parent image's, whose ID is kept as ``parent``
+(docker's ``Parent`` in ``inspect``, ``ParentId`` in ``images``).
 """
 from __future__ import annotations
 
@@ -360,6 +361,7 @@ async def commit_container(src: CommitSource, *, store: ImageStore, content: Any
         "architecture": parent.config.platform.architecture,
         **({"variant": parent.config.platform.variant} if parent.config.platform.variant else {}),
         "os": parent.config.platform.os,
+        "parent": parent.id,
         **({"author": author} if author else {}),
         **({"comment": comment} if comment else {}),
         "config": new_config,

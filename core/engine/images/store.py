@@ -69,6 +69,12 @@ class Image:
     blobs: tuple[str, ...] = ()  # filled only for an image just removed
 
     @property
+    def parent(self) -> str:
+        """The image this one was committed on (``""`` for a pulled or loaded one)."""
+        value = self.config.raw.get("parent")
+        return value if isinstance(value, str) and value.startswith("sha256:") else ""
+
+    @property
     def short_id(self) -> str:
         return self.id.split(":", 1)[1][:12]
 
@@ -84,7 +90,7 @@ class Image:
             "Id": self.id,
             "RepoTags": [r.familiar() for r in self.tags],
             "RepoDigests": [r.familiar() for r in self.digests],
-            "Parent": "",
+            "Parent": self.parent,
             "Comment": raw.get("comment", "") if isinstance(raw.get("comment"), str) else "",
             "Created": self.config.created,
             "DockerVersion": raw.get("docker_version", "") if isinstance(raw.get("docker_version"), str) else "",
@@ -104,7 +110,7 @@ class Image:
         labels = self.config.config.get("Labels") or {}
         return {
             "Id": self.id,
-            "ParentId": "",
+            "ParentId": self.parent,
             "RepoTags": [r.familiar() for r in self.tags],
             "RepoDigests": [r.familiar() for r in self.digests],
             "Created": unix_time(self.config.created) or int(self.created),
