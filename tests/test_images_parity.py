@@ -508,3 +508,48 @@ def test_commit_of_a_running_container_through_the_sdk_and_docker_cli(core_env, 
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and proc.stdout.startswith("sha256:"), proc.stderr
         assert inspect(core_env, "cli/live")["Config"]["User"] == "nobody"
+
+
+def test_pull_all_tags_on_a_terminal_gives_each_tag_its_layer_lines(core_env, test_images):
+    """``core pull -a`` in a real pty: every tag's block of layer lines stays under its own
+    ``TAG: Pulling from`` line, and the last line is the repository."""
+    import pty
+    import select
+
+    repo = test_images["busybox:1.0"].reference.rsplit(":", 1)[0]
+    core_env.run("version", check=True)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(CORE_CMD + ["pull", "-a", repo], env=core_env.env, stdin=subprocess.DEVNULL,
+                                stdout=slave, stderr=subprocess.PIPE)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    term = _Terminal()
+    term.write(out.decode().replace("\r\n", "\n"))
+    screen = term.screen()
+    assert screen[-1] == repo
+    tags = test_images.tags("busybox")
+    heads = [i for i, line in enumerate(screen) if line.endswith(": Pulling from busybox")]
+    assert [screen[i].split(":")[0] for i in heads] == sorted(tags)
+    for start, end in zip(heads, heads[1:] + [len(screen)]):
+        block = screen[start + 1:end]
+        layers = [line for line in block if re.match(r"[0-9a-f]{12}: ", line)]
+        assert layers and all(line.endswith(("Pull complete", "Already exists")) for line in layers), block
+        assert any(line.startswith("Digest: sha256:") for line in block), block
