@@ -13,6 +13,9 @@ each the objects that satisfy what it asks for::
     networks   = NetworkManager(..., containers=ContainerDirectory(containers, ...), events=events)
     lifecycle  = Containers(store=containers, images=images, volumes=volumes, networks=networks, ...)
 
+Image commit reads a container through :class:`CommitSources` (the lifecycle provides it; the
+API hands it to ``Images.commit``), so the images package never imports the containers' one.
+
 A dependency runs one way only: networks know containers through :class:`ContainerDirectory`
 (a view of the container rows), never the lifecycle that uses the networks.
 """

@@ -10,8 +10,12 @@ The pipeline for one image::
         first); the layer whose parent is already committed is decompressed and unpacked
         *while it streams in*; the others finish downloading and are unpacked from the content
         store as soon as their parent is committed
-        the uncompressed stream's digest must equal the config's diff ID
+        the uncompressed stream's digest must equal the config's diff ID; the layer's size
+        (docker's: file contents and symlink targets, see LayerSizer) is counted on the way
     record the image, its tag and repo digest       -> "Digest: ...", "Status: ..."
+
+An image that is already here, its layers unpacked in this storage driver, is not pulled again:
+as docker, only "Digest" and "Status: Image is up to date" are said.
 
 A layer being unpacked is read ahead (a task keeps its download going into a bounded buffer)
 and decompressed in batches of what has arrived, one trip to a worker thread per batch; the
