@@ -553,3 +553,24 @@ def test_pull_all_tags_on_a_terminal_gives_each_tag_its_layer_lines(core_env, te
         layers = [line for line in block if re.match(r"[0-9a-f]{12}: ", line)]
         assert layers and all(line.endswith(("Pull complete", "Already exists")) for line in layers), block
         assert any(line.startswith("Digest: sha256:") for line in block), block
+
+
+def test_sizes_recorded_by_an_older_core_are_recounted_once(core_env, test_images):
+    import sqlite3
+
+    img = test_images["layered:latest"]
+    pull(core_env, img.reference)
+    right = inspect(core_env, img.reference)["Size"]
+    core_env.stop_daemons()
+    db = sqlite3.connect(core_env.data_root / "state.db")
+    with db:   # what an older core recorded: tar lengths, and no mark
+        db.execute("UPDATE layers SET size = size + 1536")
+        db.execute("UPDATE images SET size = size + 9999")
+        db.execute("DELETE FROM meta WHERE key = 'image_layer_sizes'")
+    db.close()
+    core_env.run("version", check=True)
+    import time
+    deadline = time.monotonic() + 60
+    while inspect(core_env, img.reference)["Size"] != right and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert inspect(core_env, img.reference)["Size"] == right

@@ -29,19 +29,28 @@ from core import plugins
 from core.engine.images.archive import Loader, SaveItem, manifest_of, spool_file, write_archive
 from core.engine.images.content import ContentStore
 from core.engine.images.manifest import check_media_type, is_attestation, parse_config, parse_index, parse_manifest
-from core.engine.images.pull import Puller
+from core.engine.images.pull import LayerSizer, Puller, decompress
 from core.engine.images.push import push_image
 from core.engine.images.store import Image, ImageStore, unix_time
 from core.engine.images.commit import commit_container
 from core.engine.interfaces import CommitSources, EventSink
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound, Unavailable
 from core.reference import Reference, parse_reference
-from core.types import Platform
+from core.types import Platform, layer_compression
 
 log = logging.getLogger("core.engine.images")
 PROGRESS_BUFFER = 1024
 IMAGE_FILTERS = frozenset({"dangling", "reference", "label", "before", "since", "until"})
 Message = dict[str, Any]
+
+
+SIZES_META = "image_layer_sizes"  # "content": the layers' sizes are docker's (file contents), not tar lengths
+
+
+async def _one_chunk_batches(stream: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        async for chunk in stream:
+            yield [chunk]
 
 
 class DriverLookup(Protocol):
@@ -121,14 +130,47 @@ class Images:
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Carry background pulls and pushes until cancelled (which cancels them)."""
+        """Carry background pulls and pushes until cancelled (which cancels them).  Once per
+        state database, the layer sizes an older core recorded (tar lengths) are recounted."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._recount_layer_sizes)
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+
+    async def _recount_layer_sizes(self) -> None:
+        """Layers recorded before sizes were docker's (the tar's length) get docker's size,
+        counted from their blobs in the content store; then the images' sizes follow.  Marked
+        done in the state database (:data:`SIZES_META`), so it runs once."""
+        state = self.store.state
+        if state.get_meta(SIZES_META) == "content":
+            return
+        try:
+            for image in self.store.list():
+                try:
+                    manifest = manifest_of(image, self.content)
+                except CoreError:
+                    continue
+                for layer, diff_id in zip(manifest.layers, image.config.diff_ids):
+                    if not self.content.exists(layer.digest):
+                        continue
+                    sizer = LayerSizer()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(sizer.run)
+                        stream = decompress(_one_chunk_batches(self.content.open(layer.digest)),
+                                            layer_compression(layer.media_type))
+                        async for _ in sizer.tee(stream):
+                            pass
+                        sizer.finish()
+                    if sizer.size is not None:
+                        self.store.record_layer(diff_id, sizer.size)
+                self.store.refresh_size(image.id)
+            state.set_meta(SIZES_META, "content")
+        except Exception as exc:  # noqa: BLE001 - never the daemon's end: retried at the next start
+            log.warning("recounting the layers' sizes failed (retried at the next start): %s", exc)
 
     def _background(self) -> trio.Nursery:
         if self._nursery is None:

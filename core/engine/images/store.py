@@ -234,6 +234,15 @@ class ImageStore:
         with self.state.transaction() as db:
             db.execute("INSERT OR REPLACE INTO layers(diff_id, size) VALUES(?, ?)", (str(diff_id), size))
 
+    def refresh_size(self, image_id: str) -> None:
+        """Recompute an image's size from its layers' (after they were corrected)."""
+        image = self.by_id(image_id)
+        if image is None:
+            return
+        size = sum(self.layer_size(d) or 0 for d in image.config.diff_ids)
+        with self.state.transaction() as db:
+            db.execute("UPDATE images SET size=? WHERE id=?", (size, image_id))
+
     def add(self, image_id: str, config_bytes: bytes, target: str, blobs: Iterable[str],
             tag: Reference | None, digest_ref: Reference | None) -> tuple[Image, bool]:
         """Record an image (idempotent) and point ``tag`` and ``digest_ref`` at it.
