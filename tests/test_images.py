@@ -160,7 +160,9 @@ def test_pull_all_tags_shares_layers(env, test_images):
     assert f"{shared}: Already exists" in out  # pulled earlier as busybox:latest's only layer
     for tag in test_images.tags("busybox"):
         assert f"{tag}: Pulling from busybox" in out
-    assert out.rstrip().endswith(f"Status: Downloaded newer image for {test_images.host}/busybox") or \
+    lines = out.rstrip().splitlines()
+    assert lines[-1] == f"{test_images.host}/busybox"   # docker ends with the repository pulled
+    assert lines[-2] == f"Status: Downloaded newer image for {test_images.host}/busybox" or \
         "Status: Image is up to date" in out
     listed = env.run("images", f"{test_images.host}/busybox", check=True).stdout
     for tag in test_images.tags("busybox"):

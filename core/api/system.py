@@ -1,4 +1,4 @@
-"""System endpoints: ``/_ping``, ``/version``, ``/info``."""
+"""System endpoints: ``/_ping``, ``/version``, ``/info``, ``/system/df``."""
 from __future__ import annotations
 
 import os
@@ -89,6 +89,9 @@ class SystemServices(Protocol):
     engine_id: str
     drivers: DriverSet
     info_counters: dict[str, Any]   # name -> count or callable giving it (containers, images)
+    image_service: Any              # core.engine.images.service.Images
+    containers: Any                 # core.engine.containers.service.Containers
+    volumes: Any                    # core.engine.volumes.VolumeStore
 
 
 async def ping(req: Request, services: SystemServices) -> Response:
@@ -147,6 +150,37 @@ async def info(req: Request, services: SystemServices) -> Response:
             for rep in reports
         ],
     })
+
+
+DF_TYPES = ("container", "image", "volume", "build-cache")
+
+
+async def disk_usage(req: Request, services: SystemServices) -> Response:
+    """``GET /system/df``: images (with their shared size and users), containers (with their
+    sizes), volumes (with their size and users), and no build cache (core has no builder)."""
+    import trio
+
+    from core.api.containers import summary_json
+    from core.errors import InvalidArgument
+
+    wanted = set(req.query.get("type") or DF_TYPES)
+    for kind in wanted - set(DF_TYPES):
+        raise InvalidArgument(f"unknown object type: {kind}")
+    out: dict[str, Any] = {}
+    if "image" in wanted:
+        out["LayersSize"], out["Images"] = services.image_service.disk_usage()
+    if "container" in wanted:
+        out["Containers"] = [summary_json(services, c, await services.containers.sizes(c))  # type: ignore[arg-type]
+                             for c in services.containers.list()]
+    if "volume" in wanted:
+        volumes = []
+        for vol in services.volumes.list():
+            size = await trio.to_thread.run_sync(services.volumes.usage, vol)
+            volumes.append(vol.to_json({"Size": size, "RefCount": len(services.volumes.users(vol.name))}))
+        out["Volumes"] = volumes
+    if "build-cache" in wanted:
+        out["BuildCache"] = []
+    return json_response(out)
 
 
 # docker info's fields that are the same on every host core runs on
@@ -209,6 +243,7 @@ ROUTES = [
     ("HEAD", "/_ping", ping),
     ("GET", "/version", version),
     ("GET", "/info", info),
+    ("GET", "/system/df", disk_usage),
 ]
 
 

@@ -13,6 +13,9 @@ each the objects that satisfy what it asks for::
     networks   = NetworkManager(..., containers=ContainerDirectory(containers, ...), events=events)
     lifecycle  = Containers(store=containers, images=images, volumes=volumes, networks=networks, ...)
 
+Image commit reads a container through :class:`CommitSources` (the lifecycle provides it; the
+API hands it to ``Images.commit``), so the images package never imports the containers' one.
+
 A dependency runs one way only: networks know containers through :class:`ContainerDirectory`
 (a view of the container rows), never the lifecycle that uses the networks.
 """
@@ -110,3 +113,27 @@ class ContainerNetworks(Protocol):
 
     async def resolv_conf(self, container_id: str) -> str:
         """The contents of the container's ``/etc/resolv.conf``."""
+
+
+@attrs.frozen
+class CommitSource:
+    """A container as ``docker commit`` reads it (see :class:`CommitSources`)."""
+
+    id: str
+    name: str
+    image_id: str                  # the image it was created from (the new image's parent)
+    config: dict[str, Any]         # its Config, as inspect shows it
+    storage: str                   # its storage driver
+    key: str                       # its active snapshot (its parent is the image's top layer)
+    root: Any                      # core.engine.containers.archive.Root of its / (no volumes)
+    scratch: Any                   # a directory of the container's own, for mount points
+    ignore: frozenset[str]         # paths the engine puts there (mount points): not its changes
+
+
+@runtime_checkable
+class CommitSources(Protocol):
+    """What image commit needs of the containers."""
+
+    def commit_source(self, ref: str, *, pause: bool) -> Any:
+        """An async context manager giving the :class:`CommitSource` of container ``ref``
+        (``NotFound`` if none), paused while it is held when ``pause`` and it runs."""

@@ -207,10 +207,11 @@ class VolumeStore:
         return vol
 
     def usage(self, vol: Volume) -> int:
-        from core.storage.fs import disk_usage
+        """docker's size of a volume: its files' contents (``-1`` if unreadable)."""
+        from core.storage.fs import content_size
 
         try:
-            return disk_usage(vol.mountpoint).size
+            return content_size(vol.mountpoint)
         except OSError:
             return -1
 

@@ -35,6 +35,7 @@ executor lost (a reboot) are marked exited (255); then restart policies apply, `
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ import signal as _signal
 import socket
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import attrs
 import trio
@@ -55,6 +56,7 @@ from core.engine import names
 from core.engine.containers import oci
 from core.contracts.executor import ExitStatus, IOConfig, Preparer
 from core.engine.concurrency import gather
+from core.engine.interfaces import CommitSource
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
 from core.engine.state import Migration, State
 
@@ -1571,6 +1573,32 @@ class Containers:
         mounts = await self.snapshotter(c).mounts(f"ctr-{c.id}")
         binds = [(m.source, m.destination, not m.rw) for m in c.mounts if volumes and m.type in ("bind", "volume")]
         return archive.Root(str(self.rootfs(c)), mounts=mounts, binds=binds)
+
+    # -- commit -------------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def commit_source(self, ref: str, *, pause: bool) -> AsyncIterator[CommitSource]:
+        """``docker commit``'s view of container ``ref`` (core.engine.interfaces.CommitSources):
+        paused while held, when ``pause`` and it runs (as docker; unpaused after)."""
+        c = self.lookup(ref)
+        paused = False
+        if pause and c.running and c.status != "paused":
+            try:
+                await self.pause(c)
+                paused = True
+            except CoreError:
+                pass  # it stopped meanwhile: nothing to pause (docker ignores this too)
+        try:
+            ignore = {"/proc", "/sys", "/dev", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"}
+            yield CommitSource(id=c.id, name=c.name, image_id=c.image_id, config=json.loads(json.dumps(c.config)),
+                               storage=c.storage, key=f"ctr-{c.id}", root=await self.root(c, volumes=False),
+                               scratch=self.dir(c), ignore=frozenset(ignore | {m.destination for m in c.mounts}))
+        finally:
+            if paused:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self.unpause(c)
+                    except CoreError as exc:
+                        log.warning("container %s: unpause after commit failed: %s", c.short_id, exc)
 
     # -- size ---------------------------------------------------------------------------------------------
     async def sizes(self, c: Container) -> tuple[int, int]:

@@ -26,7 +26,7 @@ MIGRATION = Migration(2, "images",
         id TEXT PRIMARY KEY,            -- sha256:<config digest>
         config BLOB NOT NULL,           -- the config JSON, exactly as pulled
         target TEXT NOT NULL,           -- digest of the manifest pulled (the image's own)
-        size INTEGER NOT NULL,          -- sum of the layers' uncompressed sizes
+        size INTEGER NOT NULL,          -- sum of the layers' sizes (see layers.size)
         created REAL NOT NULL           -- when this engine got it
     );
     CREATE TABLE image_tags (
@@ -47,7 +47,7 @@ MIGRATION = Migration(2, "images",
     );
     CREATE TABLE layers (               -- uncompressed layers, by diff ID
         diff_id TEXT PRIMARY KEY,
-        size INTEGER NOT NULL
+        size INTEGER NOT NULL           -- docker's size: file contents and symlink targets
     );
     CREATE INDEX image_blobs_digest ON image_blobs(digest)
     """
@@ -69,6 +69,12 @@ class Image:
     blobs: tuple[str, ...] = ()  # filled only for an image just removed
 
     @property
+    def parent(self) -> str:
+        """The image this one was committed on (``""`` for a pulled or loaded one)."""
+        value = self.config.raw.get("parent")
+        return value if isinstance(value, str) and value.startswith("sha256:") else ""
+
+    @property
     def short_id(self) -> str:
         return self.id.split(":", 1)[1][:12]
 
@@ -84,7 +90,7 @@ class Image:
             "Id": self.id,
             "RepoTags": [r.familiar() for r in self.tags],
             "RepoDigests": [r.familiar() for r in self.digests],
-            "Parent": "",
+            "Parent": self.parent,
             "Comment": raw.get("comment", "") if isinstance(raw.get("comment"), str) else "",
             "Created": self.config.created,
             "DockerVersion": raw.get("docker_version", "") if isinstance(raw.get("docker_version"), str) else "",
@@ -104,7 +110,7 @@ class Image:
         labels = self.config.config.get("Labels") or {}
         return {
             "Id": self.id,
-            "ParentId": "",
+            "ParentId": self.parent,
             "RepoTags": [r.familiar() for r in self.tags],
             "RepoDigests": [r.familiar() for r in self.digests],
             "Created": unix_time(self.config.created) or int(self.created),
@@ -228,6 +234,15 @@ class ImageStore:
         with self.state.transaction() as db:
             db.execute("INSERT OR REPLACE INTO layers(diff_id, size) VALUES(?, ?)", (str(diff_id), size))
 
+    def refresh_size(self, image_id: str) -> None:
+        """Recompute an image's size from its layers' (after they were corrected)."""
+        image = self.by_id(image_id)
+        if image is None:
+            return
+        size = sum(self.layer_size(d) or 0 for d in image.config.diff_ids)
+        with self.state.transaction() as db:
+            db.execute("UPDATE images SET size=? WHERE id=?", (size, image_id))
+
     def add(self, image_id: str, config_bytes: bytes, target: str, blobs: Iterable[str],
             tag: Reference | None, digest_ref: Reference | None) -> tuple[Image, bool]:
         """Record an image (idempotent) and point ``tag`` and ``digest_ref`` at it.
@@ -309,8 +324,9 @@ class ImageStore:
             if users and not force:
                 raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image is being "
                                f"used by stopped container {users[0][0][:12]}")
-            repos = {r.name for r in image.tags}
-            if len(repos) > 1 and not force:
+            # docker's isSingleReference: by ID, an image with several tags (in one repository or
+            # more) is removed only by force; one tag and the digests of its repository go with it
+            if (image.tags or image.digests) and not _single_reference(image) and not force:
                 raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image is "
                                "referenced in multiple repositories")
             with self.state.transaction() as db:
