@@ -572,15 +572,32 @@ class EtcdClient:
         data = await self.call("cluster/member/list", {}, require_leader=False)
         return [Member.from_json(m) for m in data.get("members") or ()]
 
-    async def member_add(self, peer_urls: Sequence[str]) -> tuple[Member, list[Member]]:
+    async def member_add(self, peer_urls: Sequence[str], *, wait: float = 20.0) -> tuple[Member, list[Member]]:
         """Add a member (not started yet); returns it and the cluster's members with it, which the
-        new member needs to start (:meth:`Bootstrap.from_members`)."""
-        data = await self.call("cluster/member/add", {"peerURLs": list(peer_urls)})
+        new member needs to start (:meth:`Bootstrap.from_members`).
+
+        etcd refuses ("unhealthy cluster") until every voting member has been connected for 5 s
+        (its strict reconfiguration check: a member that just joined counts only then); that
+        refusal is retried for up to ``wait`` seconds, then raised as
+        :class:`~core.errors.Unavailable`."""
+        data = await self._reconfigure("cluster/member/add", {"peerURLs": list(peer_urls)}, wait)
         return Member.from_json(data["member"]), [Member.from_json(m) for m in data.get("members") or ()]
 
-    async def member_remove(self, member_id: int) -> list[Member]:
-        data = await self.call("cluster/member/remove", {"ID": str(member_id)})
+    async def member_remove(self, member_id: int, *, wait: float = 20.0) -> list[Member]:
+        """Remove a member (retrying etcd's "unhealthy cluster" as :meth:`member_add` does); the
+        removed member's etcd exits by itself."""
+        data = await self._reconfigure("cluster/member/remove", {"ID": str(member_id)}, wait)
         return [Member.from_json(m) for m in data.get("members") or ()]
+
+    async def _reconfigure(self, path: str, body: dict[str, Any], wait: float) -> dict[str, Any]:
+        deadline = trio.current_time() + wait
+        while True:
+            try:
+                return await self.call(path, body)
+            except Unavailable as exc:
+                if "unhealthy cluster" not in str(exc) or trio.current_time() > deadline:
+                    raise
+            await trio.sleep(0.25)
 
     async def member_update(self, member_id: int, peer_urls: Sequence[str]) -> list[Member]:
         data = await self.call("cluster/member/update", {"ID": str(member_id), "peerURLs": list(peer_urls)})
