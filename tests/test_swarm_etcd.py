@@ -7,8 +7,11 @@ heartbeat/election timeouts (50/500 ms; production keeps etcd's 100/1000 ms).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -400,5 +403,87 @@ def test_a_stopped_member_is_unavailable_not_a_traceback(tmp_path):
             with pytest.raises(Exception) as info:
                 await c.put("/k", "v")
             assert type(info.value).__name__ == "Unavailable" and "not answering" in str(info.value)
+
+    run(main)
+
+
+ORPHAN = """
+import sys, trio
+from core.engine.swarm.etcd import Bootstrap, EtcdMember, EtcdSettings
+settings = EtcdSettings.load(sys.argv[1])
+async def main():
+    async with trio.open_nursery() as n:
+        member = await n.start(EtcdMember(settings, Bootstrap.new(settings)).serve)
+        async with member.client() as c:
+            await c.put("/k", "before the crash")
+        print(member.pid, flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+"""
+
+
+def test_after_a_daemon_crash_the_member_reattaches(machines3, workdir):
+    """A daemon killed outright leaves its etcd running; the next daemon stops that one (by the
+    pid file, checking its command line) and starts the member again from its data alone."""
+    host = machines3["mgr1"]
+    settings = settings_for(host, workdir, machines3.certs, port=2391)
+    path = settings.save()
+    assert EtcdSettings.load(path) == settings
+    daemon = subprocess.Popen([sys.executable, "-c", ORPHAN, str(path)], stdout=subprocess.PIPE, text=True)
+    orphan = None
+    try:
+        orphan = int(daemon.stdout.readline())
+        daemon.kill()
+        daemon.wait()
+        assert hs.pid_alive(orphan)  # etcd outlived the daemon that started it
+
+        async def main():
+            async with trio.open_nursery() as n:
+                member = await n.start(EtcdMember(EtcdSettings.load(path)).serve)  # no bootstrap
+                assert member.pid != orphan and not hs.pid_alive(orphan)
+                async with member.client() as c:
+                    with trio.fail_after(10):
+                        while True:
+                            try:
+                                assert (await c.get("/k")).value == b"before the crash"
+                                break
+                            except NoLeader:
+                                await trio.sleep(0.05)
+                await member.stop()
+
+        run(main)
+    finally:
+        daemon.kill()
+        if orphan and hs.pid_alive(orphan) and str(settings.data_dir).encode() in Path(f"/proc/{orphan}/cmdline").read_bytes():
+            os.kill(orphan, signal.SIGKILL)
+
+
+def test_peers_need_a_certificate_of_the_swarm_ca(machines3, workdir):
+    """The peer port is mutual TLS: a client without a certificate, or with one of another CA,
+    is refused; one with a certificate of the swarm's CA gets through."""
+    async def main():
+        async with etcd_cluster(machines3, workdir, n=1) as g:
+            url = g.members[0].settings.peer_url
+            assert url.startswith("https://")
+            target = url.removeprefix("https://")
+            mgr2 = machines3["mgr2"]
+            other = make_peer_certs(workdir / "other-ca", {"mgr2": mgr2.address})["mgr2"]
+            mine = machines3.certs["mgr2"]
+
+            def probe(cert: PeerTLS | None) -> subprocess.CompletedProcess:
+                args = ["openssl", "s_client", "-connect", target, "-CAfile", str(machines3.certs["mgr1"].ca_file),
+                        "-verify_return_error", "-brief"]
+                if cert:
+                    args += ["-cert", str(cert.cert_file), "-key", str(cert.key_file)]
+                # a TLS 1.3 server refuses a client certificate after the handshake: ask for
+                # something so the refusal shows
+                return subprocess.run([*mgr2.launcher, *args], input="GET /version HTTP/1.0\r\n\r\n",
+                                      capture_output=True, text=True, timeout=20)
+
+            ok = await trio.to_thread.run_sync(probe, mine)
+            assert "etcdserver" in ok.stdout, ok.stdout + ok.stderr
+            for cert in (None, other):
+                refused = await trio.to_thread.run_sync(probe, cert)
+                assert "etcdserver" not in refused.stdout, refused.stdout
 
     run(main)

@@ -692,6 +692,35 @@ class EtcdSettings:
     def pid_file(self) -> Path:
         return self.run_dir / "etcd.pid"
 
+    @property
+    def settings_file(self) -> Path:
+        return self.run_dir / "etcd.json"
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the settings as JSON (default ``swarm/etcd.json``), for :meth:`load` after a
+        daemon restart: a manager re-attaches its member knowing nothing else."""
+        path = path or self.settings_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = attrs.asdict(self, value_serializer=lambda _i, _a, v: str(v) if isinstance(v, Path) else v)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> EtcdSettings:
+        try:
+            data = json.loads(Path(path).read_text())
+            tls = data.pop("tls", None)
+            data["data_dir"] = Path(data["data_dir"])
+            data["launcher"] = tuple(data.get("launcher") or ())
+            return cls(**data, tls=PeerTLS(*(Path(tls[k]) for k in ("cert_file", "key_file", "ca_file")))
+                       if tls else None)
+        except FileNotFoundError:
+            raise NotFound(f"etcd: no member settings at {path}") from None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidArgument(f"etcd: unreadable member settings {path}: {exc}") from exc
+
 
 @attrs.frozen
 class Bootstrap:
