@@ -19,9 +19,9 @@ from typing import AsyncIterator
 import pytest
 import trio
 
-from core.errors import InvalidArgument, NotFound
+from core.errors import InvalidArgument, NotFound, Unavailable
 from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Bootstrap, Compare, EtcdClient, EtcdMember, EtcdSettings,
-                                    Get, NoLeader, PeerTLS, Put, SequenceConflict)
+                                    Get, Member, NoLeader, PeerTLS, Put, SequenceConflict, prefix_end)
 from core.testing import TrioThread
 from tests.support import hosts as hs
 
@@ -329,8 +329,12 @@ def test_losing_quorum_is_no_leader_then_it_comes_back(shared3):
     async def main():
         g = shared3
         await g.clients[2].put("/k", "1")
-        await g.members[0].stop()
-        await g.members[1].stop()
+        async with g.clients[2].watch("/k") as events:
+            await g.members[0].stop()
+            await g.members[1].stop()
+            with pytest.raises(NoLeader), trio.fail_after(15):  # a watch ends when the leader is gone
+                async for _ in events:
+                    pass
         began = time.monotonic()
         with pytest.raises(NoLeader) as info:
             for _ in range(50):  # the survivor notices within an election timeout
@@ -487,3 +491,29 @@ def test_peers_need_a_certificate_of_the_swarm_ca(machines3, workdir):
                 assert "etcdserver" not in refused.stdout, refused.stdout
 
     run(main)
+
+
+def test_etcd_missing_is_a_clear_error(tmp_path):
+    settings = EtcdSettings(name="x", data_dir=tmp_path / "swarm" / "etcd", advertise_addr="127.0.0.1",
+                            binary=str(tmp_path / "no-etcd"))
+
+    async def main():
+        with pytest.raises(Unavailable, match="etcd-server"):
+            await EtcdMember(settings, Bootstrap.new(settings)).serve()
+
+    run(main)
+
+
+def test_values_and_bootstrap():
+    assert prefix_end("/a/") == b"/a0" and prefix_end(b"a\xff") == b"b" and prefix_end("") == b"\0"
+    s = EtcdSettings(name="n2", data_dir=Path("/x/swarm/etcd"), advertise_addr="fd00::2", tls=None)
+    assert s.peer_url == "http://[fd00::2]:2380" and s.socket == Path("/x/swarm/etcd.sock:0")
+    members = [Member(1, "n1", ("http://10.0.0.1:2380",)), Member(2, "", ("http://[fd00::2]:2380",))]
+    boot = Bootstrap.from_members(s, members)
+    assert boot.state == "existing" and boot.initial_cluster == "n1=http://10.0.0.1:2380,n2=http://[fd00::2]:2380"
+    with pytest.raises(InvalidArgument):
+        Bootstrap.from_members(s, members[:1])  # this member was not added
+    assert Compare("mod", "/k", "==", 3).to_json() == {"key": "L2s=", "target": "MOD", "result": "EQUAL",
+                                                        "mod_revision": "3"}
+    with pytest.raises(InvalidArgument):
+        Compare("nope", "/k", "==", 3).to_json()

@@ -618,10 +618,8 @@ class EtcdClient:
         try:
             data = await self.call("election/leader", {"name": _b64(name)})
         except CoreError as exc:
-            if "no leader" in str(exc) and not isinstance(exc, NoLeader):
-                return None
-            if isinstance(exc, NoLeader) and "election: no leader" in exc.detail:
-                return None
+            if "election: no leader" in (exc.detail if isinstance(exc, NoLeader) else str(exc)):
+                return None  # nobody campaigns: not a quorum problem
             raise
         return KeyValue.from_json(data["kv"]) if data.get("kv") else None
 
@@ -835,7 +833,7 @@ class EtcdMember:
         s = self.settings
         s.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(s.run_dir, 0o700)
-        self._stop_stale()
+        await trio.to_thread.run_sync(self._stop_stale)
         with contextlib.suppress(FileNotFoundError):
             s.socket.unlink()
         with contextlib.suppress(OSError):
@@ -843,9 +841,13 @@ class EtcdMember:
                 s.log_file.replace(s.log_file.with_name("etcd.log.1"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         with open(s.log_file, "ab") as logf:
-            proc = await trio.lowlevel.open_process(self.argv(), cwd=str(s.run_dir), env=env,
-                                                    stdin=subprocess.DEVNULL, stdout=logf,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                proc = await trio.lowlevel.open_process(self.argv(), cwd=str(s.run_dir), env=env,
+                                                        stdin=subprocess.DEVNULL, stdout=logf,
+                                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise Unavailable(f"cannot run etcd ({s.binary}: {exc.strerror}); swarm managers need "
+                                  "Debian's etcd-server package") from exc
         s.pid_file.write_text(f"{proc.pid}\n")
         self.process = proc
         return proc
