@@ -102,3 +102,16 @@ def test_sweep_removes_what_a_killed_run_left():
             sleeper.kill()
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         subprocess.run(["rm", "-rf", str(root)])
+
+
+def test_a_host_pulls_from_the_test_registry_and_runs_a_container(cluster, test_images):
+    """The registry listens on the test process's loopback; forwarded, the same reference pulls
+    on every host, and the host's engine runs containers."""
+    ref = test_images["busybox:latest"].reference
+    port = int(ref.split("/", 1)[0].rsplit(":", 1)[1])
+    cluster.forward_loopback(port)
+    wrk1 = cluster["wrk1"]
+    wrk1.core("pull", ref, check=True, timeout=120)
+    out = wrk1.core("run", "--rm", ref, "echo", "hello from wrk1", check=True, timeout=120)  # default bridge
+    assert out.stdout.strip() == "hello from wrk1"
+    assert [i.tags for i in cluster["mgr1"].docker().images.list()] == []  # engines are separate

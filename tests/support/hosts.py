@@ -30,6 +30,8 @@ Usage::
         mgr1.exec("ping", "-c1", cluster["wrk1"].address)
         mgr1.cut(); mgr1.restore()                          # its underlay link down / up
         mgr1.stop(); mgr1.start()                           # its daemon
+        cluster.forward_loopback(registry_port)             # 127.0.0.1:PORT of the test process
+                                                            # answers inside every host too
 
 A test module sets ``CLUSTER_SHAPE = (managers, workers)`` (default ``(3, 2)``) for the
 module-scoped ``cluster`` fixture; tests of one module share that cluster.
@@ -37,6 +39,7 @@ module-scoped ``cluster`` fixture; tests of one module share that cluster.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -45,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -162,6 +166,88 @@ def _owner_of(run_id: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def _listen_in_netns(netns_path: Path, port: int) -> socket.socket:
+    """A TCP socket listening on 127.0.0.1:``port`` of another network namespace (made by a
+    short-lived thread that enters it: the calling thread's namespace never changes)."""
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(target, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns_path}: {os.strerror(err)}")
+            finally:
+                os.close(target)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(64)
+            out["sock"] = sock
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out["error"] = exc
+        # the thread ends here, inside the other namespace: nothing else runs on it
+
+    t = threading.Thread(target=work, name=f"netns-listen-{port}")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["sock"]
+
+
+class _Forwarder:
+    """Connections to 127.0.0.1:PORT inside a host's namespace, relayed to 127.0.0.1:PORT of
+    the test process's own namespace (where the test registry listens)."""
+
+    def __init__(self, netns_path: Path, port: int) -> None:
+        self.port = port
+        self.listener = _listen_in_netns(netns_path, port)
+        self.conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name=f"forward-{port}").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inner, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                outer = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                outer.settimeout(None)
+            except OSError:
+                inner.close()
+                continue
+            with self._lock:
+                self.conns += [inner, outer]
+            for a, b in ((inner, outer), (outer, inner)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self._lock:
+            for conn in self.conns:
+                with contextlib.suppress(OSError):
+                    conn.close()
+
+
 class Host:
     """One machine of a :class:`Cluster`: a network namespace, an address, an engine."""
 
@@ -192,6 +278,7 @@ class Host:
             "PYTHONUNBUFFERED": "1",
         }
         self._docker: Any = None
+        self._forwarders: list[_Forwarder] = []
 
     def __repr__(self) -> str:
         return f"<Host {self.name} {self.role} {self.address}>"
@@ -221,6 +308,11 @@ class Host:
         if check and proc.returncode != 0:
             raise AssertionError(f"[{self.name}] {' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
+
+    def forward_loopback(self, port: int) -> None:
+        """Make 127.0.0.1:``port`` of the test process (a registry, say) answer at 127.0.0.1:``port``
+        inside this host too, so references like ``127.0.0.1:PORT/busybox`` pull the same here."""
+        self._forwarders.append(_Forwarder(self.netns_path, port))
 
     def cut(self) -> None:
         """Unplug the host from the underlay (its link goes down: no carrier, packets dropped)."""
@@ -331,6 +423,7 @@ class Cluster:
         self.root = Path("/tmp") / f"{HARNESS_DIR_PREFIX}{self.run_id}"
         self.underlay = f"{NETNS_PREFIX}{self.run_id}-ul"
         self.hosts: list[Host] = []
+        self._forwarded: list[int] = []
         self._state: dict[str, Any] = {"owner": pid, "netns": [], "pids": {}}
         self.root.mkdir(mode=0o755)
         try:
@@ -366,9 +459,17 @@ class Cluster:
         host = Host(self, name, role, len(self.hosts) + 1)
         self.hosts.append(host)
         host._create()
+        for port in self._forwarded:
+            host.forward_loopback(port)
         if start:
             host.start()
         return host
+
+    def forward_loopback(self, port: int) -> None:
+        """:meth:`Host.forward_loopback` on every host, and on hosts added later."""
+        self._forwarded.append(port)
+        for host in self.hosts:
+            host.forward_loopback(port)
 
     @property
     def managers(self) -> list[Host]:
@@ -404,6 +505,8 @@ class Cluster:
         for host in self.hosts:
             with contextlib.suppress(Exception):
                 host.stop()
+            for fw in host._forwarders:
+                fw.close()
         _destroy(self.root, list(self._state["netns"]), dict(self._state["pids"]))
 
 
