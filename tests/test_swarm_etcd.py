@@ -225,6 +225,9 @@ def test_a_transaction_with_a_stale_revision_fails(machines3, workdir):
             assert result.succeeded and result.responses[1][0].value == b"v3"
             with pytest.raises(Exception, match="already exists"):
                 await c.create("/swarm/services/web", "again")
+            pid = g.members[0].pid
+        assert pid and not hs.pid_alive(pid)  # cancelled with its nursery: etcd is stopped
+        assert EtcdMember.reattach(workdir / "nobody") is None
 
     run(main)
 
@@ -443,7 +446,9 @@ def test_after_a_daemon_crash_the_member_reattaches(machines3, workdir):
 
         async def main():
             async with trio.open_nursery() as n:
-                member = await n.start(EtcdMember(EtcdSettings.load(path)).serve)  # no bootstrap
+                again = EtcdMember.reattach(workdir / "mgr1")  # what the daemon finds at start
+                assert again is not None and again.settings == settings and again.bootstrap is None
+                member = await n.start(again.serve)
                 assert member.pid != orphan and not hs.pid_alive(orphan)
                 async with member.client() as c:
                     with trio.fail_after(10):

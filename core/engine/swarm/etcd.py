@@ -15,6 +15,8 @@ Files, under the directory above its data directory (``<data-root>/swarm/``, mod
     swarm/etcd.log       etcd's log (moved to etcd.log.1 past 1 MiB at each start)
     swarm/etcd.pid       the running etcd's pid: a member a killed daemon left behind is stopped
                          (only if its command line names this data directory) before a new one
+    swarm/etcd.json      the member's settings (:meth:`EtcdSettings.save`), so a restarted daemon
+                         finds its member again (:meth:`EtcdMember.reattach`)
 
 Peers talk on ``https://<advertise-addr>:2380`` (:attr:`EtcdSettings.peer_port`) with mutual TLS
 given the node's certificate, key and the swarm's root CA (:class:`PeerTLS`; certificates must be
@@ -25,7 +27,7 @@ Life cycle: a member starts either a **new** cluster (``Bootstrap.new``), or **j
 an existing member added it (``EtcdClient.member_add`` on a manager, then
 ``Bootstrap.from_members`` on the joiner: ``--initial-cluster-state existing``), or -- when its
 data directory already holds a member -- just **re-attaches** (daemon restart: no bootstrap
-needed).  :meth:`EtcdMember.serve` runs it as a trio task: it reports readiness with
+needed; ``EtcdMember.reattach(data_root)`` builds it from the saved settings).  :meth:`EtcdMember.serve` runs it as a trio task: it reports readiness with
 ``task_status.started()`` once the client socket answers, restarts etcd if it dies (backing off
 up to 10 s), and stops it (SIGTERM, then SIGKILL after 10 s) when cancelled or on :meth:`stop`.
 :meth:`EtcdMember.leave` removes the member from its cluster and deletes its data.
@@ -633,6 +635,11 @@ class EtcdClient:
 # -- the member --------------------------------------------------------------------------------
 
 
+def member_data_dir(data_root: Path) -> Path:
+    """Where a node's etcd member keeps its data: ``<data-root>/swarm/etcd``."""
+    return Path(data_root) / "swarm" / "etcd"
+
+
 @attrs.frozen
 class PeerTLS:
     """The node's certificate and key and the swarm's root CA, for etcd's peer mutual TLS."""
@@ -775,6 +782,17 @@ class EtcdMember:
         self._scope: trio.CancelScope | None = None
         self._leaving = False
         self._stopped = trio.Event()
+
+    @classmethod
+    def reattach(cls, data_root: Path) -> EtcdMember | None:
+        """The member an earlier run of the daemon left under ``data_root`` (its settings saved
+        with :meth:`EtcdSettings.save` and its data directory holding a member), to serve again;
+        None when this node runs no member."""
+        path = member_data_dir(data_root).parent / "etcd.json"
+        if not path.exists():
+            return None
+        member = cls(EtcdSettings.load(path))
+        return member if member.initialized else None
 
     @property
     def initialized(self) -> bool:
