@@ -304,7 +304,8 @@ def _txn_response(item: dict[str, Any]) -> Any:
 _GRPC_ERRORS: dict[int, type[CoreError]] = {
     3: InvalidArgument, 5: NotFound, 6: AlreadyExists, 9: Conflict, 14: Unavailable, 8: Unavailable,
 }
-_NO_LEADER_TEXT = ("no leader", "request timed out", "leader changed", "timed out", "too many requests")
+# what etcd says when it has no leader, or could not commit a request for want of one
+_NO_LEADER_TEXT = ("etcdserver: no leader", "leader changed", "timed out")
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
 
 
@@ -341,7 +342,7 @@ class EtcdClient:
 
     async def _leader_missing(self) -> bool:
         try:
-            return (await self.status()).leader == 0
+            return (await self.status(timeout=1.0)).leader == 0
         except CoreError:
             return True
 
@@ -372,9 +373,8 @@ class EtcdClient:
             data = data["error"]
         message = str(data.get("message") or data.get("error") or data) if isinstance(data, dict) else str(data)
         code = _int(data.get("code")) if isinstance(data, dict) else 0
-        if code in (4, 14) or any(text in message for text in _NO_LEADER_TEXT):
-            if code == 4 or "leader" in message or "timed out" in message:
-                return NoLeader(message)
+        if code == 4 or any(text in message for text in _NO_LEADER_TEXT):  # 4: DeadlineExceeded
+            return NoLeader(message)
         cls = _GRPC_ERRORS.get(code, CoreError)
         return cls(f"etcd /v3/{path}: {message}")
 
@@ -563,9 +563,9 @@ class EtcdClient:
 
     # -- cluster --
 
-    async def status(self) -> Status:
+    async def status(self, *, timeout: float | None = None) -> Status:
         """This member's view (answers without a leader: ``leader`` is then 0)."""
-        data = await self.call("maintenance/status", {}, require_leader=False)
+        data = await self.call("maintenance/status", {}, require_leader=False, timeout=timeout)
         return Status(member_id=_int(data["header"].get("member_id")), leader=_int(data.get("leader")),
                       raft_term=_int(data.get("raftTerm")), revision=_int(data["header"].get("revision")),
                       version=data.get("version", ""))
