@@ -381,6 +381,37 @@ def test_a_killed_etcd_is_restarted_by_its_supervisor(machines3, workdir):
     run(main)
 
 
+def test_a_member_cut_off_the_network_has_no_leader_and_catches_up(shared3, machines3):
+    async def main():
+        g = shared3
+        cut = await g.leader_index()  # the worst case: the leader is cut off
+        rest = [i for i in range(3) if i != cut]
+        machines3.hosts[cut].cut()
+        try:
+            with trio.fail_after(15):
+                while True:  # the cut-off member notices within an election timeout or so
+                    try:
+                        await g.clients[cut].put("/partition", "cut side")
+                    except NoLeader:
+                        break
+                    await trio.sleep(0.1)
+            await g.leader_index(among=rest)
+            await g.clients[rest[0]].put("/partition", "majority side")
+        finally:
+            machines3.hosts[cut].restore()
+        with trio.fail_after(15):
+            while True:
+                try:
+                    if (await g.clients[cut].get("/partition")).value == b"majority side":
+                        break
+                except NoLeader:
+                    pass
+                await trio.sleep(0.1)
+        await g.leader_index()
+
+    shared3.run(main)
+
+
 def test_a_member_leaves_and_the_rest_carry_on(shared3):
     async def main():
         g = shared3

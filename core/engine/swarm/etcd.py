@@ -814,6 +814,7 @@ class EtcdMember:
                 "--listen-peer-urls", s.listen_peer_url, "--initial-advertise-peer-urls", s.peer_url,
                 "--heartbeat-interval", str(s.heartbeat_ms), "--election-timeout", str(s.election_ms),
                 "--auto-compaction-mode", "periodic", "--auto-compaction-retention", s.compaction_retention,
+                "--pre-vote",  # a member cut off and back does not depose a working leader (3.5's default)
                 "--enable-v2=false", "--logger", "zap", "--log-outputs", "stderr"]
         if not self.initialized:
             if self.bootstrap is None:
