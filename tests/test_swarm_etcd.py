@@ -2,7 +2,7 @@
 multi-host harness, peers over mutual TLS with certificates made here with openssl.
 
 Each test forms its own cluster (members added one by one, as ``swarm join`` will), with short
-heartbeat/election timeouts (50/500 ms; production keeps etcd's 100/1000 ms).
+heartbeat/election timeouts (50/500 ms; production keeps docker's 1/10 s).
 """
 from __future__ import annotations
 

@@ -32,8 +32,11 @@ needed; ``EtcdMember.reattach(data_root)`` builds it from the saved settings).  
 up to 10 s), and stops it (SIGTERM, then SIGKILL after 10 s) when cancelled or on :meth:`stop`.
 :meth:`EtcdMember.leave` removes the member from its cluster and deletes its data.
 
-Timing: production uses etcd's defaults (heartbeat 100 ms, election timeout 1000 ms), as docker's
-swarmkit Raft uses a 1 s tick; tests shorten them through :class:`EtcdSettings`.
+Timing: by default a member keeps docker's Raft timing -- swarmkit ticks once a second with
+``HeartbeatTick`` 1 and ``ElectionTick`` 10 (what ``docker info`` shows under Raft), so heartbeats
+every 1000 ms and an election timeout of 10000 ms (``Spec.Raft.HeartbeatTick``/``ElectionTick``
+times 1000 ms map onto :attr:`EtcdSettings.heartbeat_ms`/``election_ms``).  Tests shorten them
+(50/500 ms).  Members run with ``--pre-vote``, so one cut off and back does not depose a leader.
 
 The client (:class:`EtcdClient`)
 --------------------------------
@@ -446,6 +449,8 @@ class EtcdClient:
     # -- leases --
 
     async def lease_grant(self, ttl: int, *, lease_id: int = 0) -> Lease:
+        """A lease of ``ttl`` seconds.  etcd raises a TTL below 1.5 election timeouts to that
+        (15 s with docker's timing): the returned :attr:`Lease.ttl` is the one granted."""
         data = await self.call("lease/grant", {"TTL": str(ttl), "ID": str(lease_id)})
         if data.get("error"):
             raise CoreError(f"etcd: lease grant: {data['error']}")
@@ -659,8 +664,8 @@ class EtcdSettings:
     peer_port: int = DEFAULT_PEER_PORT
     listen_addr: str | None = None  # default: advertise_addr
     tls: PeerTLS | None = None  # None: plain http between peers (tests only)
-    heartbeat_ms: int = 100  # etcd's defaults
-    election_ms: int = 1000
+    heartbeat_ms: int = 1000  # docker's HeartbeatTick 1 x 1 s tick
+    election_ms: int = 10000  # docker's ElectionTick 10 x 1 s tick
     compaction_retention: str = "1h"  # periodic auto-compaction of old revisions
     binary: str = "etcd"
     #: an argv prefix to run etcd through (e.g. ``("nsenter", "--net=/run/netns/X")``)
