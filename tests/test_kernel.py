@@ -175,6 +175,7 @@ def test_second_daemon_on_the_same_socket_refuses(core_env):
                             timeout=60)
     assert second.returncode == 1
     assert "already listening on" in second.stderr
+    assert not (core_env.root / "data2").exists()  # a refused daemon creates nothing
 
 
 def test_sigterm_shuts_down_gracefully(core_env):
@@ -221,8 +222,36 @@ def test_socket_mode(shared_core):
 def test_no_daemon_and_no_autostart(core_env):
     proc = core_env.run("version", env={"CORE_NO_AUTOSTART": "1"})
     assert proc.returncode == 1
-    assert f"Cannot connect to the core daemon at {core_env.host}. Is the core daemon running?" in proc.stderr
+    assert f"Cannot connect to the Docker daemon at {core_env.host}. Is the docker daemon running?" in proc.stderr
     assert "Client:" in proc.stdout  # the client half is still printed, as docker does
+
+
+@pytest.mark.parametrize("how", ["-H", "CORE_HOST", "DOCKER_HOST"])
+def test_a_socket_elsewhere_is_not_started(core_env, how):
+    """Only the local engine (the socket of the environment's exec root) is started on demand:
+    a socket named elsewhere that does not answer is docker's error, and nothing is created."""
+    other = f"unix://{core_env.root}/elsewhere.sock"
+    env = {"CORE_HOST": "", "DOCKER_HOST": ""}
+    args = ["version"]
+    if how == "-H":
+        args = ["-H", other, "version"]
+    else:
+        env[how] = other
+    proc = core_env.run(*args, env=env)
+    assert proc.returncode == 1
+    assert f"Cannot connect to the Docker daemon at {other}. Is the docker daemon running?" in proc.stderr
+    assert not core_env.data_root.exists() and not (core_env.exec_root / "core.pid").exists()
+
+
+def test_the_local_engine_is_started_with_the_environments_roots(core_env):
+    env = {"CORE_HOST": "", "DOCKER_HOST": ""}  # nothing named: the exec root's own socket
+    try:
+        proc = core_env.run("info", "--format", "{{.DockerRootDir}}", env=env)
+    finally:
+        core_env._note_daemon()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(core_env.data_root)
+    assert core_env.socket.exists()
 
 
 def test_permission_denied_says_what_to_do(shared_core):

@@ -171,7 +171,9 @@ def _fail(message: str, code: int = 125) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    host = os.environ.get("CORE_HOST") or "unix:///run/core/core.sock"
+    # the local engine's socket is its exec root's, as the daemon it would start listens there
+    host = (os.environ.get("CORE_HOST") or os.environ.get("DOCKER_HOST")
+            or f"unix://{os.environ.get('CORE_EXEC_ROOT') or '/run/core'}/core.sock")
     drivers: list[str] = []
     debug = False
     # global options come before the command, as in docker

@@ -147,9 +147,10 @@ class Daemon:
         networks_api.register(self.router, self.networks)
         self.containers.wire_networks(_SyncNetworkViews(self.networks))
 
-    def bind(self) -> trio.socket.SocketType:
+    def check_socket(self) -> None:
+        """Refuse to start when another daemon answers on our socket; remove a stale one.  Called
+        before anything is created, so a refused daemon leaves no trace."""
         path = self.config.socket
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
             try:
@@ -160,6 +161,11 @@ class Daemon:
                 raise StartupError(f"another daemon is already listening on {path}; refusing to start")
             finally:
                 probe.close()
+
+    def bind(self) -> trio.socket.SocketType:
+        path = self.config.socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.check_socket()
         sock = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
         old = os.umask(0o117)
         try:
@@ -320,6 +326,7 @@ def run(config: DaemonConfig) -> int:
     )
     daemon = Daemon(config)
     try:
+        daemon.check_socket()
         daemon.open()
     except CoreError as exc:
         from core.errors import DriverError
