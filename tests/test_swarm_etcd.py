@@ -1,5 +1,5 @@
 """core.engine.swarm.etcd against real etcd members (Debian's etcd-server), one per machine of the
-multi-host harness, peers over mutual TLS with certificates made here with openssl.
+multi-host harness, peers over mutual TLS with the certificates of the swarm's own CA.
 
 Each test forms its own cluster (members added one by one, as ``swarm join`` will), with short
 heartbeat/election timeouts (50/500 ms; production keeps docker's 1/10 s).
@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from core.errors import InvalidArgument, NotFound, Unavailable
+from core.engine.swarm.ca import MANAGER_ROLE, NODE_CERT, NODE_KEY, ROOT_CERT, ClusterCA
 from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Bootstrap, Compare, EtcdClient, EtcdMember, EtcdSettings,
                                     Get, Member, NoLeader, PeerTLS, Put, SequenceConflict, prefix_end)
 from core.testing import TrioThread
@@ -30,26 +31,16 @@ pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-serve
 FAST = {"heartbeat_ms": 50, "election_ms": 500}
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_peer_certs(directory: Path, nodes: dict[str, str]) -> dict[str, PeerTLS]:
-    """A root CA and, per node (name -> address), a certificate for that address good for server
-    and client auth -- what the swarm's CA will hand each manager."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=swarm-ca",
-             cwd=directory)
+def make_peer_certs(directory: Path, nodes: dict[str, str], ca: ClusterCA | None = None) -> dict[str, PeerTLS]:
+    """Per node (name -> address), manager credentials from the swarm's CA (``core.engine.swarm.ca``:
+    a certificate for the node's address, good for server and client auth), saved as a node
+    keeps them, and the :class:`PeerTLS` pointing at them."""
+    ca = ca or ClusterCA.create()
     out = {}
     for name, address in nodes.items():
-        (directory / f"{name}.ext").write_text(
-            f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth,clientAuth\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n")
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext", cwd=directory)
-        out[name] = PeerTLS(directory / f"{name}.crt", directory / f"{name}.key", directory / "ca.crt")
+        d = directory / name
+        ca.issue(MANAGER_ROLE, name, ip_addresses=[address]).save(d)
+        out[name] = PeerTLS(cert_file=d / NODE_CERT, key_file=d / NODE_KEY, ca_file=d / ROOT_CERT)
     return out
 
 
@@ -507,7 +498,7 @@ def test_peers_need_a_certificate_of_the_swarm_ca(machines3, workdir):
             assert url.startswith("https://")
             target = url.removeprefix("https://")
             mgr2 = machines3["mgr2"]
-            other = make_peer_certs(workdir / "other-ca", {"mgr2": mgr2.address})["mgr2"]
+            other = make_peer_certs(workdir / "other-ca", {"mgr2": mgr2.address})["mgr2"]  # another swarm
             mine = machines3.certs["mgr2"]
 
             def probe(cert: PeerTLS | None) -> subprocess.CompletedProcess:
