@@ -347,8 +347,10 @@ def exec_error(name: str, exc: OSError) -> Fail:
     reason = os.strerror(exc.errno or 0).lower()
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return Fail("ProgramNotFound", f'exec: "{name}": {reason}', 127)
-    if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ETXTBSY):
+    if exc.errno in (errno.EACCES, errno.EISDIR):
         return Fail("ProgramNotRunnable", f'exec: "{name}": {reason}', 126)
+    if exc.errno in (errno.ENOEXEC, errno.EPERM, errno.ETXTBSY):  # docker's CLI exits 126 on these words
+        return Fail("ProgramNotRunnable", f'exec: "{name}": {reason}: permission denied', 126)
     return Fail("CoreError", f'exec: "{name}": {reason}', 126)
 
 
