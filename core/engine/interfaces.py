@@ -7,14 +7,17 @@ each the objects that satisfy what it asks for::
 
     state      = State(...)                      # migrations registered explicitly
     events     = Events()                        # EventSink
-    containers = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
-    images     = ImageStore(state, users=containers)
-    volumes    = VolumeStore(state, root, users=containers)
-    networks   = NetworkManager(..., containers=ContainerDirectory(containers, ...), events=events)
-    lifecycle  = Containers(store=containers, images=images, volumes=volumes, networks=networks, ...)
+    store      = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
+    files      = ContainerFiles(root / "containers")
+    images     = ImageStore(state, users=store)
+    volumes    = VolumeStore(state, root, users=store)
+    networks   = NetworkManager(..., containers=Directory(store, files), events=events)
+    containers = Containers(store=store, files=files, images=images, volumes=volumes,
+                            networks=networks, events=events, ...)   # ContainerNetworks: networks
 
 A dependency runs one way only: networks know containers through :class:`ContainerDirectory`
-(a view of the container rows), never the lifecycle that uses the networks.
+(a view of the container rows, :class:`core.engine.containers.files.Directory`), never the
+lifecycle that uses the networks.
 """
 from __future__ import annotations
 

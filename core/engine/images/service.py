@@ -175,7 +175,7 @@ class Images:
 
     async def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
         """``docker rmi``: docker's ``Untagged``/``Deleted`` records; what went is collected."""
-        records, gone = self.store.remove(name, force=force)
+        records, gone = await self.store.remove(name, force=force)
         if gone is not None:
             records += await self.collect(gone)
         for rec in records:
@@ -201,14 +201,14 @@ class Images:
             if not _match_until_label(image, filters):
                 continue
             reclaimed += image.size
-            records, gone = self.store.remove(image.id, force=True)
+            records, gone = await self.store.remove(image.id, force=True)
             if gone is not None:
                 records += await self.collect(gone)
             deleted += records
         return deleted, reclaimed
 
     async def _in_use(self, image_id: str) -> bool:
-        return bool(self.store.users(image_id))
+        return bool(await self.store.users.image_users(image_id))
 
     async def collect(self, image: Image) -> list[dict[str, str]]:
         """After an image record went: remove its snapshots and blobs that nothing else uses.
