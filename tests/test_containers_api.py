@@ -810,6 +810,21 @@ def test_archive_round_trip_and_stat(client, image, cleanup):
     assert info.value.status_code == 400 and "not a directory" in str(info.value)
 
 
+def test_detach_keys_are_read_as_docker_reads_them(client, image, cleanup):
+    """core.detachkeys, as moby/term: lower-case ``ctrl-<key>``, single characters, ``DEL``; no
+    spaces, no ``Ctrl-P`` — refused with docker's 400 at exec create, attach and start."""
+    c = run_bg(client, image, cleanup, ["sleep", "60"])
+    wait_status(c, "running")
+    url = client.api._url("/containers/{0}/exec", c.id)
+    assert client.api._post_json(url, data={"Cmd": ["true"], "DetachKeys": "ctrl-a,x,DEL"}).status_code == 201
+    for bad in ("ctrl-P", " ctrl-p", "Ctrl-p,ctrl-q"):
+        res = client.api._post_json(url, data={"Cmd": ["true"], "DetachKeys": bad})
+        assert res.status_code == 400 and f"Invalid detach keys ({bad}) provided" in res.json()["message"]
+    res = client.api._post(client.api._url("/containers/{0}/attach", c.id),
+                           params={"stream": 0, "stdout": 1, "detachKeys": "CTRL-Q"})
+    assert res.status_code == 400 and "Invalid detach keys (CTRL-Q) provided" in res.json()["message"]
+
+
 def test_archive_upload_of_any_size_streams(client, image, cleanup):
     """PUT /archive reads the body as it arrives: over the 16 MiB other requests may have, with
     Content-Length (the SDK given bytes) or chunked (given a generator, as docker cp sends)."""
