@@ -6,7 +6,7 @@ import platform
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.api.http import Request, Response, Router, json_response
@@ -88,7 +88,7 @@ class SystemServices(Protocol):
     config: DaemonConfig
     engine_id: str
     drivers: DriverSet
-    info_counters: dict[str, Any]   # name -> count or callable giving it (containers, images)
+    info_counters: dict[str, Callable[[], int]]   # name -> what counts it (containers, images)
 
 
 async def ping(req: Request, services: SystemServices) -> Response:
@@ -102,7 +102,7 @@ async def version(req: Request, services: SystemServices) -> Response:
 async def info(req: Request, services: SystemServices) -> Response:
     cfg = services.config
     counters = services.info_counters
-    count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
+    count = {k: fn() for k, fn in counters.items()}
     reports = services.drivers.reports()
     return json_response({
         "ID": services.engine_id,

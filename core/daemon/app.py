@@ -62,7 +62,6 @@ class Daemon:
         self.state: State | None = None
         self.engine_id = ""
         self._lock_fd: int | None = None
-        self._closers: list[Callable[[], Any]] = []
         self.events = Events()
         self.content: Any = None
         self.images: Any = None
@@ -261,17 +260,7 @@ class Daemon:
             scope.cancel()
             return
 
-    def on_close(self, closer: Callable[[], Any]) -> None:
-        self._closers.append(closer)
-
     async def aclose(self) -> None:
-        for closer in reversed(self._closers):
-            try:
-                result = closer()
-                if hasattr(result, "__await__"):
-                    await result
-            except Exception:
-                log.exception("error while shutting down")
         if self.drivers is not None:
             await self.drivers.aclose()
         if self.state is not None:
