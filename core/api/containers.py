@@ -371,7 +371,7 @@ async def _exec_session(containers: Containers, e: Exec, client: Any, leftover: 
         await close_client(client)
         return
     try:
-        att = await containers.execs.attach(e)
+        att = await containers.exec_attach(e)
     except CoreError as exc:  # e.g. the exec ended before we attached: wait for its exit all the same
         log.info("attach to exec %s: %s", e.id[:12], exc)
         await exited()
@@ -389,7 +389,7 @@ async def exec_start(req: Request, containers: Containers) -> Response:
         raise InvalidArgument("exec start: expected a JSON object")
     tty, console = body.get("Tty"), body.get("ConsoleSize")
     console_t = (int(console[0]), int(console[1])) if isinstance(console, list) and len(console) == 2 else None
-    containers.execs.check_startable(e)
+    containers.exec_startable(e)
     if body.get("Detach"):
         await containers.exec_start(e, tty=tty if isinstance(tty, bool) else None, console=console_t)
         return _empty_ok()

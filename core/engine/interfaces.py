@@ -84,6 +84,12 @@ class ContainerDirectory(Protocol):
 class ContainerNetworks(Protocol):
     """What the container lifecycle needs of the network service."""
 
+    async def check(self, container_id: str, host_config: dict[str, Any] | None,
+                    networking_config: dict[str, Any] | None, *,
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+        """``create``: check and record the request (nothing is made on the host); the errors
+        of :meth:`prepare`, except that a ``container:<name>`` target only has to exist."""
+
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
                       exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:

@@ -134,8 +134,8 @@ class Creator:
         prepared = networked = False
         try:
             networked = True  # the request is checked (and recorded) before anything is made
-            await parts.networks.prepare(cid, req.host_config, req.networking,
-                                         exposed_ports=req.config.get("ExposedPorts"))
+            await parts.networks.check(cid, req.host_config, req.networking,
+                                       exposed_ports=req.config.get("ExposedPorts"))
             cdir = parts.files.make(cid)
             from core.engine.images.pull import ensure_unpacked
 

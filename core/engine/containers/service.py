@@ -302,6 +302,14 @@ class Containers:
     def exec_lookup(self, exec_id: str) -> Exec:
         return self.execs.lookup(exec_id)
 
+    def exec_startable(self, e: Exec) -> None:
+        """``Conflict`` unless the exec can start now (not started, its container running)."""
+        self.execs.check_startable(e)
+
+    async def exec_attach(self, e: Exec) -> Any:
+        """A stream of a started exec's stdio."""
+        return await self.execs.attach(e)
+
     async def exec_start(self, e: Exec, *, tty: bool | None = None, console: tuple[int, int] | None = None) -> None:
         await self.execs.start(e, tty=tty, console=console)
 
