@@ -41,11 +41,11 @@ from typing import Any, Iterable
 
 import attrs
 
-from core.engine.containers.security import (  # noqa: F401 - part of this module's vocabulary
-    DEFAULT_CAPABILITIES, GO_ARCH, KNOWN_CAPABILITIES, SecurityOptions, all_capabilities, capabilities,
-    default_seccomp_profile, host_arch, kernel_version, normalize_capabilities, parse_security_opts, seccomp)
-from core.engine.containers.users import (  # noqa: F401
-    MAX_ID, ExecUser, GroupEntry, PasswdEntry, parse_group, parse_passwd, read_user_db, resolve_user)
+# part of this module's vocabulary (see __all__)
+from core.engine.containers.security import (
+    DEFAULT_CAPABILITIES, SecurityOptions, all_capabilities, capabilities, default_seccomp_profile,
+    normalize_capabilities, parse_security_opts, seccomp)
+from core.engine.containers.users import ExecUser, parse_group, parse_passwd, read_user_db, resolve_user
 from core.errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
