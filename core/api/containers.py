@@ -30,7 +30,7 @@ import trio
 from core.api.http import Request, Response, Route, Router, json_response, no_content
 from core.api.streams import close_client, content_type, frame, pump, wants_upgrade
 from core.detachkeys import parse_detach_keys
-from core.engine.containers import oci
+from core.engine.containers import archive, oci
 from core.engine.containers.logs import fixed_time, parse_since, parse_tail
 from core.engine.containers.ps import PRUNE_FILTERS, PS_FILTERS
 from core.engine.containers.service import Containers
@@ -303,8 +303,6 @@ def _archive_path(req: Request) -> str:
 
 
 def _stat_header(info: Any) -> list[tuple[str, str]]:
-    from core.engine.containers import archive
-
     return [("X-Docker-Container-Path-Stat", archive.stat_header(info))]
 
 
