@@ -532,6 +532,13 @@ class _Events:
         self.seen.append((type_, action, actor_id))
 
 
+class _NoContainers:
+    """The image service's :class:`core.engine.interfaces.ImageUsers` when no container exists."""
+
+    async def image_users(self, image_id):
+        return []
+
+
 def _image_service(tmp_path):
     import hashlib
 
@@ -544,7 +551,7 @@ def _image_service(tmp_path):
     from core.reference import parse_reference
     from core.types import Digest
 
-    store = ImageStore(State(tmp_path / "state.db", MIGRATIONS))
+    store = ImageStore(State(tmp_path / "state.db", MIGRATIONS), users=_NoContainers())
     content = ContentStore(tmp_path / "content")
     layer = lambda n: Digest.parse("sha256:" + hashlib.sha256(n.encode()).hexdigest())  # noqa: E731
     made = {}

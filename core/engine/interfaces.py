@@ -7,17 +7,20 @@ each the objects that satisfy what it asks for::
 
     state      = State(...)                      # migrations registered explicitly
     events     = Events()                        # EventSink
-    containers = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
-    images     = ImageStore(state, users=containers)
-    volumes    = VolumeStore(state, root, users=containers)
-    networks   = NetworkManager(..., containers=ContainerDirectory(containers, ...), events=events)
-    lifecycle  = Containers(store=containers, images=images, volumes=volumes, networks=networks, ...)
+    store      = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
+    files      = ContainerFiles(root / "containers")
+    images     = ImageStore(state, users=store)
+    volumes    = VolumeStore(state, root, users=store)
+    networks   = NetworkManager(..., containers=Directory(store, files), events=events)
+    containers = Containers(store=store, files=files, images=images, volumes=volumes,
+                            networks=networks, events=events, ...)   # ContainerNetworks: networks
 
 Image commit reads a container through :class:`CommitSources` (the lifecycle provides it; the
 API hands it to ``Images.commit``), so the images package never imports the containers' one.
 
 A dependency runs one way only: networks know containers through :class:`ContainerDirectory`
-(a view of the container rows), never the lifecycle that uses the networks.
+(a view of the container rows, :class:`core.engine.containers.files.Directory`), never the
+lifecycle that uses the networks.
 """
 from __future__ import annotations
 
@@ -83,6 +86,12 @@ class ContainerDirectory(Protocol):
 @runtime_checkable
 class ContainerNetworks(Protocol):
     """What the container lifecycle needs of the network service."""
+
+    async def check(self, container_id: str, host_config: dict[str, Any] | None,
+                    networking_config: dict[str, Any] | None, *,
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+        """``create``: check and record the request (nothing is made on the host); the errors
+        of :meth:`prepare`, except that a ``container:<name>`` target only has to exist."""
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,

@@ -210,7 +210,7 @@ class Images:
         rows[0]["Tags"] = [t.familiar() for t in image.tags] or None
         return rows
 
-    def disk_usage(self) -> tuple[int, list[Message]]:
+    async def disk_usage(self) -> tuple[int, list[Message]]:
         """``GET /system/df``'s images: ``LayersSize`` (every layer once, by ChainID) and each
         image's summary with ``SharedSize`` (its layers another image has too) and
         ``Containers`` (how many use it)."""
@@ -223,7 +223,7 @@ class Images:
                 holders[str(chain)] = holders.get(str(chain), 0) + 1
         out = []
         for image in images:
-            summary = image.summary(containers=len(self.store.users(image.id)))
+            summary = image.summary(containers=len(await self.store.users.image_users(image.id)))
             summary["SharedSize"] = sum(sizes[str(c)] for c in set(image.chain_ids) if holders[str(c)] > 1)
             out.append(summary)
         return sum(sizes.values()), out
@@ -241,7 +241,7 @@ class Images:
 
     async def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
         """``docker rmi``: docker's ``Untagged``/``Deleted`` records; what went is collected."""
-        records, gone = self.store.remove(name, force=force)
+        records, gone = await self.store.remove(name, force=force)
         if gone is not None:
             records += await self.collect(gone)
         for rec in records:
@@ -267,14 +267,14 @@ class Images:
             if not _match_until_label(image, filters):
                 continue
             reclaimed += image.size
-            records, gone = self.store.remove(image.id, force=True)
+            records, gone = await self.store.remove(image.id, force=True)
             if gone is not None:
                 records += await self.collect(gone)
             deleted += records
         return deleted, reclaimed
 
     async def _in_use(self, image_id: str) -> bool:
-        return bool(self.store.users(image_id))
+        return bool(await self.store.users.image_users(image_id))
 
     async def collect(self, image: Image) -> list[dict[str, str]]:
         """After an image record went: remove its snapshots and blobs that nothing else uses.

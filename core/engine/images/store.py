@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import attrs
 
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.engine.images.manifest import ImageConfig, chain_ids, parse_config
+from core.engine.interfaces import ImageUsers
 from core.reference import Reference, parse_reference
 from core.engine.state import Migration, State
 from core.types import Digest
@@ -151,15 +152,14 @@ def unix_time(rfc3339: str) -> int:
     return t
 
 
-# who uses an image: image id -> [(container id, running)]
-UsersFn = Callable[[str], list[tuple[str, bool]]]
-
-
 class ImageStore:
-    def __init__(self, state: State) -> None:
+    """The images of one daemon (rows of ``state.db``).  ``users`` says which containers use an
+    image (the container store: an image in use is not removed without force)."""
+
+    def __init__(self, state: State, *, users: ImageUsers) -> None:
         self.state = state
         self.db = state.db
-        self.users: UsersFn = lambda image_id: []
+        self.users = users
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -281,14 +281,14 @@ class ImageStore:
             db.execute("INSERT OR REPLACE INTO image_tags(name, image_id, tagged) VALUES(?, ?, ?)",
                        (str(ref), image.id, time.time()))
 
-    def remove(self, name: str, force: bool = False) -> tuple[list[dict[str, str]], Image | None]:
+    async def remove(self, name: str, force: bool = False) -> tuple[list[dict[str, str]], Image | None]:
         """``docker rmi NAME``: the ``Untagged``/``Deleted`` records, and the image if it went.
 
         The caller then removes the blobs (``image.blobs``) and snapshots nothing else uses.
         """
         image = self.lookup(name)
         by_reference = not _HEX.match(name) or self._is_reference(name, image)
-        users = self.users(image.id)
+        users = [(u.id, u.running) for u in await self.users.image_users(image.id)]
         running = [c for c, up in users if up]
         out: list[dict[str, str]] = []
         if by_reference:
@@ -315,7 +315,7 @@ class ImageStore:
                     out.append({"Untagged": d.familiar()})
             if users and (running or not force):
                 # still used: kept, untagged (as docker).  Forced, an image only stopped containers
-                # use is deleted (they keep their layers until they go: Containers._destroy)
+                # use is deleted (they keep their layers until they go: core.engine.containers.remove)
                 return out, None
         else:
             if running:
