@@ -91,7 +91,8 @@ class ContainerNetworks(Protocol):
 
     async def check(self, container_id: str, host_config: dict[str, Any] | None,
                     networking_config: dict[str, Any] | None, *,
-                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                    mac_address: str | None = None) -> None:
         """``create``: check and record the request (nothing is made on the host); the errors
         of :meth:`prepare`, except that a ``container:<name>`` target only has to exist."""
 
@@ -126,6 +127,13 @@ class ContainerNetworks(Protocol):
 
     async def resolv_conf(self, container_id: str) -> str:
         """The contents of the container's ``/etc/resolv.conf``."""
+
+    async def link_env(self, container_id: str) -> list[str]:
+        """The environment the container's legacy links (``--link``) give it, for its spec and
+        its execs (``[]`` without links); ``Conflict`` when a linked container does not run."""
+
+    async def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        """docker stats' ``{"networks": {...}}`` of the container (``{}``: none)."""
 
 
 @attrs.frozen

@@ -135,7 +135,8 @@ class Creator:
         try:
             networked = True  # the request is checked (and recorded) before anything is made
             await parts.networks.check(cid, req.host_config, req.networking,
-                                       exposed_ports=req.config.get("ExposedPorts"))
+                                       exposed_ports=req.config.get("ExposedPorts"),
+                                       mac_address=req.config.get("MacAddress"))
             cdir = parts.files.make(cid)
             from core.engine.images.pull import ensure_unpacked
 

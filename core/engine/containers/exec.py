@@ -123,7 +123,10 @@ class Execs:
             raise CoreError(f"cannot read the container's spec: {exc}") from exc
         size = console or tuple(e.config.get("ConsoleSize") or ()) or None
         user = await self._user(c, e)
-        process = oci.exec_process(container_spec=spec, config=c.config, hostname=c.hostname,
+        links = await self.parts.networks.link_env(c.id)  # legacy --link: before Config.Env
+        process = oci.exec_process(container_spec=spec, hostname=c.hostname,
+                                   config={**c.config, "Env": links + list(c.config.get("Env") or [])}
+                                   if links else c.config,
                                    cmd=e.config["Cmd"], env=e.config.get("Env") or [], user=user,
                                    working_dir=e.config.get("WorkingDir") or "", tty=tty_on,
                                    privileged=bool(e.config.get("Privileged")),

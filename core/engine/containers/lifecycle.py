@@ -154,8 +154,10 @@ class Lifecycle:
         joined = self._joined_namespaces(c)
         joined["network"] = netns or ""
         hc = {**c.host_config, "NetworkMode": "host" if netns is None else "container:sandbox"}
+        links = await self.parts.networks.link_env(c.id)  # legacy --link: before Config.Env
         return oci.build_spec(
-            config=c.config, host_config=c.host_config, rootfs=root, user=user, hostname=c.hostname,
+            config={**c.config, "Env": links + list(c.config.get("Env") or [])} if links else c.config,
+            host_config=c.host_config, rootfs=root, user=user, hostname=c.hostname,
             mounts=[oci_mount(m) for m in c.mounts], namespaces=oci.namespaces_for(hc, joined),
             cgroups_path=f"/{c.host_config.get('CgroupParent') or 'core'}/{c.id}".replace("//", "/"),
             etc_files=etc, terminal_size=term)
@@ -176,7 +178,8 @@ class Lifecycle:
         await rootfs.copy_up_volumes(self.parts, c, root)
         self.parts.files.check_etc(c)
         netns = await self.parts.networks.prepare(c.id, c.host_config, c.networking,
-                                                  exposed_ports=c.config.get("ExposedPorts"))
+                                                  exposed_ports=c.config.get("ExposedPorts"),
+                                                  mac_address=c.config.get("MacAddress"))
         spec = await self._spec(c, root, netns)
         bundle = self.parts.files.dir(c) / "bundle"
         bundle.mkdir(exist_ok=True)

@@ -40,7 +40,7 @@ The container code calls, in this order (all ``async``; see each docstring)::
     rm                      await networks.forget(cid)
     daemon start            await networks.restore([(cid, pid) for running containers])
     inspect / ps            await networks.settings(cid) / await networks.ps_ports(cid)
-    stats                   networks.net_stats(cid, pid)
+    stats                   await networks.net_stats(cid, pid)
     spec (start)            env = await networks.link_env(cid) + Config.Env   # legacy --link
 
 Errors are docker's messages in :mod:`core.errors` classes (``NotFound``: ``network x not
@@ -184,10 +184,10 @@ class NetworkManager:
         """``docker rm --link /<parent>/<alias>``; see :meth:`Sandboxes.remove_link`."""
         await self.sandboxes.remove_link(name)
 
-    def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+    async def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
         """docker stats' ``networks``: ``{"networks": {"eth0": {"rx_bytes": ..., ...}}}`` for a
         container with a namespace of its own and process ``pid`` (``{}`` otherwise: host
-        mode, no process).  Synchronous: one read of ``/proc/<pid>/net/dev``."""
+        mode, no process): one read of ``/proc/<pid>/net/dev``."""
         return self.renderer.net_stats(container_id, pid)
 
     async def hosts_file(self, container_id: str, *, domainname: str = "") -> str:
