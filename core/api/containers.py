@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import trio
 
 from core.engine.containers import archive
+from core.engine.containers import health  # p10ctr: healthchecks
 from core.engine.containers import oci
 from core.engine.containers.service import RUNNING, Container, NotModified, status_text
 from core.api.http import Request, Response, json_response, no_content
@@ -415,6 +416,7 @@ def state_json(c: Container) -> dict[str, Any]:
         "Error": st.error,
         "StartedAt": archive.rfc3339(st.started_at),
         "FinishedAt": archive.rfc3339(st.finished_at),
+        **({"Health": health.state_json(st.health)} if st.health is not None else {}),  # p10ctr: healthchecks
     }
 
 
@@ -491,7 +493,7 @@ def summary_json(daemon: Daemon, c: Container, sizes: tuple[int, int] | None = N
         "Ports": daemon.containers.networks.ps_ports(c.id) if daemon.containers.networks is not None else [],
         "Labels": c.config.get("Labels") or {},
         "State": c.status,
-        "Status": status_text(c.state),
+        "Status": status_text(c.state) + health.status_suffix(c),  # p10ctr: healthchecks
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "bridge"},
         "NetworkSettings": {"Networks": networks_of(c, daemon.containers.networks)},
         "Mounts": [m.to_json() for m in c.mounts if m.listed],
@@ -638,6 +640,7 @@ def register(daemon: Daemon) -> None:
         for value in filters.get("status", []):
             if value not in STATUSES:
                 raise InvalidArgument(f"invalid filter 'status={value}'")
+        health.check_filter(filters.get("health", []))  # p10ctr: healthchecks
         containers = daemon.containers.list()
         before = since = None
         if filters.get("before"):
@@ -679,7 +682,7 @@ def register(daemon: Daemon) -> None:
                 continue
             if "network" in filters and (c.host_config.get("NetworkMode") or "bridge") not in filters["network"]:
                 continue
-            if "health" in filters and "none" not in filters["health"]:
+            if "health" in filters and not health.filter_matches(c, filters["health"]):  # p10ctr: healthchecks
                 continue
             if "is-task" in filters and "true" in filters["is-task"]:
                 continue

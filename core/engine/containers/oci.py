@@ -43,6 +43,7 @@ from typing import Any, Iterable
 
 import attrs
 
+from core.engine.containers import health
 from core.errors import InvalidArgument
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -166,8 +167,10 @@ def merge_config(image: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     out["ExposedPorts"] = ports or None
     if not out.get("StopSignal") and image.get("StopSignal"):
         out["StopSignal"] = image["StopSignal"]
-    if out.get("Healthcheck") is None and image.get("Healthcheck") is not None:
-        out["Healthcheck"] = image["Healthcheck"]
+    health.validate(out.get("Healthcheck"))   # the request's (an image's is taken as it is)
+    out["Healthcheck"] = health.merge(out.get("Healthcheck"), image.get("Healthcheck"))
+    if out["Healthcheck"] is None:
+        del out["Healthcheck"]
     if out.get("OnBuild") is None and image.get("OnBuild") is not None:
         out["OnBuild"] = image["OnBuild"]
     if out.get("Shell") is None and image.get("Shell") is not None:

@@ -51,6 +51,7 @@ import attrs
 import trio
 
 from core.engine.containers import archive
+from core.engine.containers.health import HealthChecks  # p10ctr: healthchecks
 from core.engine import names
 from core.engine.containers import oci
 from core.contracts.executor import ExitStatus, IOConfig, Preparer
@@ -90,6 +91,7 @@ BACKOFF_RESET_AFTER = 10.0
 EXIT_UNKNOWN = 128
 EXIT_LOST = 255          # the executor has no record of a container it ran (a reboot)
 EXEC_KEEP = 300.0        # seconds a finished exec stays inspectable
+KILL_WAIT = 30.0         # seconds a SIGKILL's answer waits for the exit to be recorded (p10ctr)
 
 
 class NotModified(CoreError):
@@ -111,6 +113,7 @@ class ContainerStateRecord:
     restart_count: int = 0
     manually_stopped: bool = False
     has_been_started: bool = False
+    health: dict[str, Any] | None = None   # p10ctr: docker's State.Health (core.engine.containers.health)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerStateRecord:
@@ -571,6 +574,7 @@ class Containers:
         volumes.running_users = lambda name: [c.id for c in self.store.all()
                                               if c.running and name in volume_names(c.mounts)]
         images.users = self.image_users
+        self.health = HealthChecks(self)  # p10ctr: healthchecks
 
     # -- networking ---------------------------------------------------------------------------------
     def wire_networks(self, networks: Any) -> None:
@@ -1013,6 +1017,7 @@ class Containers:
         c.state.has_been_started = True
         c.cancel_restart = False
         c.starts += 1
+        self.health.started(c)  # p10ctr: healthchecks
         self.store.save(c)
         await self._connect_pending(c, ex, before_start=False)
         for mp in c.mounts:
@@ -1123,6 +1128,7 @@ class Containers:
         async with c.lock:
             if c.id not in self.store.by_id:
                 return
+            self.health.stopped(c)  # p10ctr: healthchecks
             ran_for = (time.time_ns() - c.state.started_at) / 1e9 if c.state.started_at else 0.0
             c.state.exit_code = status.code
             c.state.oom_killed = bool(status.oom_killed)
@@ -1220,7 +1226,8 @@ class Containers:
 
     # -- stop / kill ------------------------------------------------------------------------------------
     async def kill(self, c: Container, sig: int = _signal.SIGKILL, *, manual: bool = True) -> None:
-        """``docker kill``: ``Conflict`` unless it runs."""
+        """``docker kill``: ``Conflict`` unless it runs.  With SIGKILL it returns once the exit
+        is recorded (``docker kill`` then ``inspect`` shows it exited), as docker does."""
         if c.status == "restarting":
             c.cancel_restart = True
             self._cancel_restart(c)
@@ -1236,6 +1243,7 @@ class Containers:
                 c.cancel_restart = True
             self.store.save(c)
         ex = self.executor(c)
+        since = c.exits
         try:
             await ex.kill(c.id, sig)
         except Conflict:
@@ -1248,6 +1256,8 @@ class Containers:
                 await ex.resume(c.id)
             except CoreError:
                 pass
+        if sig == _signal.SIGKILL:  # p10ctr: as docker, a SIGKILL is answered once the exit is recorded
+            await self.wait_exit(c, since, KILL_WAIT)
 
     async def stop(self, c: Container, timeout: int | None = None, sig: int | None = None) -> None:
         """``docker stop``: the stop signal, ``timeout`` seconds (``-1``: forever), SIGKILL.
@@ -1305,6 +1315,7 @@ class Containers:
         if c.status != "running":
             raise Conflict(f"Container {c.id} is not running")
         await self.executor(c).pause(c.id)
+        self.health.stopped(c)  # p10ctr: healthchecks
         c.state.status = "paused"
         self.store.save(c)
         c.notify()
@@ -1315,6 +1326,7 @@ class Containers:
             raise Conflict(f"Container {c.id} is not paused")
         await self.executor(c).resume(c.id)
         c.state.status = "running"
+        self.health.resumed(c)  # p10ctr: healthchecks
         self.store.save(c)
         c.notify()
         self.emit("container", "unpause", c.id, c.event_attributes())
@@ -1608,6 +1620,8 @@ class Containers:
             if st is not None and st.status in ("running", "paused"):
                 c.state.status = st.status
                 c.state.pid = st.pid or c.state.pid
+                if st.status == "running":
+                    self.health.started(c)  # p10ctr: healthchecks
                 self.store.save(c)
                 nursery.start_soon(self._monitor, c)
                 continue
@@ -1666,7 +1680,8 @@ class Containers:
                 log.warning("container %s: restart at daemon start failed: %s", c.short_id, exc)
 
     async def close(self) -> None:
-        """Nothing to stop: containers outlive the daemon."""
+        """Nothing to stop: containers outlive the daemon (their health monitors end)."""
+        await self.health.close()  # p10ctr: healthchecks
 
 
 __all__ = [

@@ -1,0 +1,279 @@
+"""Healthchecks and friends, end to end: the Docker SDK for Python and the docker CLI against a
+real daemon, the real executor and busybox images pulled from the test registry on loopback.
+
+Health: ``--health-*`` and an image's ``HEALTHCHECK``, ``State.Health`` (status, streak, the
+last 5 results, output cut at 4096 bytes, timeouts, start period), ``(healthy)`` in ``ps``, the
+``health`` filter and ``health_status`` events."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import CoreEnv, wait_for
+from tests.support import images as im
+from tests.test_containers_api import pull, reap
+
+docker = pytest.importorskip("docker")
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def health_image(registry):
+    """busybox with a HEALTHCHECK (``test -e /tmp/ok``, every 200ms, 2 retries)."""
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="core-health-img-"))
+    try:
+        im.build_image(d, [im.busybox_rootfs_layer()],
+                       {"Env": im.DEFAULT_ENV, "Cmd": ["sleep", "600"],
+                        "Healthcheck": {"Test": ["CMD-SHELL", "test -e /tmp/ok && echo fine"],
+                                        "Interval": 200 * MS, "Retries": 2}},
+                       media="docker", tag="latest")
+        res = im.push(d, "healthy:latest", registry, src_tag="latest")
+        yield res.reference
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env(test_images, health_image):
+    e = CoreEnv()
+    try:
+        e.start_daemon()
+        pull(e, test_images["busybox:latest"].reference)
+        pull(e, health_image)
+        yield e
+    finally:
+        reap(e)
+        e.cleanup()
+
+
+@pytest.fixture(scope="module")
+def client(env):
+    c = env.docker_client()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def image(test_images):
+    return test_images["busybox:latest"].reference
+
+
+@pytest.fixture
+def made(client):
+    out: list = []
+    yield out
+    for c in out:
+        try:
+            c.remove(force=True, v=True)
+        except docker.errors.APIError:
+            pass
+
+
+def run(client, made, image, cmd="sleep 600", **kw):
+    c = client.containers.run(image, cmd, detach=True, **kw)
+    made.append(c)
+    return c
+
+
+def health(c) -> dict:
+    c.reload()
+    return c.attrs["State"].get("Health")
+
+
+def wait_health(c, status, timeout=15):
+    wait_for(lambda: (health(c) or {}).get("Status") == status, timeout=timeout, what=f"health {status}")
+    return health(c)
+
+
+# ------------------------------------------------------------------------------------------ health
+def test_health_cmd_starting_then_healthy_in_ps_and_events(client, made, image):
+    since = time.time() - 1
+    c = run(client, made, image, healthcheck={"test": ["CMD-SHELL", "echo ok; echo err >&2"],
+                                              "interval": 300 * MS, "retries": 2})
+    h = health(c)
+    assert h == {"Status": "starting", "FailingStreak": 0, "Log": []}
+    listed = client.api.containers(filters={"id": c.id})[0]
+    assert listed["Status"].endswith("(health: starting)"), listed["Status"]
+    h = wait_health(c, "healthy")
+    assert h["FailingStreak"] == 0
+    entry = h["Log"][-1]
+    assert entry["ExitCode"] == 0
+    assert entry["Output"] == "ok\nerr\n"
+    assert entry["Start"] <= entry["End"]
+    listed = client.api.containers(filters={"id": c.id})[0]
+    assert listed["Status"].startswith("Up ") and listed["Status"].endswith("(healthy)"), listed["Status"]
+    assert [x["Id"] for x in client.api.containers(filters={"health": "healthy"})] == [c.id]
+    assert c.id not in [x["Id"] for x in client.api.containers(filters={"health": "none"})]
+    events = client.api.events(since=since, until=time.time() + 1, decode=True,
+                               filters={"container": c.id, "event": "health_status"})
+    actions = [e["Action"] for e in events]
+    assert actions[:1] == ["health_status: healthy"], actions
+    # the log keeps the last 5 results
+    wait_for(lambda: len(health(c)["Log"]) == 5, timeout=15, what="5 results")
+    time.sleep(0.7)
+    assert len(health(c)["Log"]) == 5
+    # stopped: the last health stays, ps shows no health
+    c.kill()
+    c.reload()
+    assert c.status == "exited"
+    assert c.attrs["State"]["Health"]["Status"] == "healthy"
+    listed = client.api.containers(all=True, filters={"id": c.id})[0]
+    assert "health" not in listed["Status"]
+
+
+def test_health_unhealthy_after_retries_with_output_and_events(client, made, image):
+    since = time.time() - 1
+    c = run(client, made, image, healthcheck={"test": ["CMD", "sh", "-c", "echo no; exit 3"],
+                                              "interval": 200 * MS, "retries": 3})
+    h = wait_health(c, "unhealthy")
+    assert h["FailingStreak"] >= 3
+    assert all(e["ExitCode"] == 3 and e["Output"] == "no\n" for e in h["Log"])
+    assert [x["Id"] for x in client.api.containers(filters={"health": "unhealthy"})] == [c.id]
+    listed = client.api.containers(filters={"id": c.id})[0]
+    assert listed["Status"].endswith("(unhealthy)")
+    events = client.api.events(since=since, until=time.time() + 1, decode=True,
+                               filters={"container": c.id, "event": "health_status"})
+    assert [e["Action"] for e in events] == ["health_status: unhealthy"]
+    # recovers: healthy again, streak reset
+    c.exec_run(["sh", "-c", "true"])   # exec still works beside the probes
+    c2 = run(client, made, image, healthcheck={"test": ["CMD-SHELL", "test -e /tmp/ok"],
+                                               "interval": 200 * MS, "retries": 1})
+    wait_health(c2, "unhealthy")
+    c2.exec_run(["touch", "/tmp/ok"])
+    h2 = wait_health(c2, "healthy")
+    assert h2["FailingStreak"] == 0
+
+
+def test_health_output_cut_at_4096_bytes(client, made, image):
+    c = run(client, made, image, healthcheck={"test": ["CMD-SHELL", "head -c 10000 /dev/zero | tr '\\0' x"],
+                                              "interval": 200 * MS})
+    h = wait_health(c, "healthy")
+    out = h["Log"][-1]["Output"]
+    assert out == "x" * 4096 + "..."
+
+
+def test_health_timeout_kills_probe(client, made, image):
+    c = run(client, made, image, healthcheck={"test": ["CMD-SHELL", "echo slow; sleep 30"],
+                                              "interval": 200 * MS, "timeout": 300 * MS, "retries": 1})
+    t0 = time.monotonic()
+    h = wait_health(c, "unhealthy")
+    assert time.monotonic() - t0 < 10
+    entry = h["Log"][-1]
+    assert entry["ExitCode"] == -1
+    assert entry["Output"] == "Health check exceeded timeout (300ms): slow\n"
+
+
+def test_health_missing_program_is_a_failure(client, made, image):
+    c = run(client, made, image, healthcheck={"test": ["CMD", "/no/such/probe"], "interval": 200 * MS,
+                                              "retries": 1})
+    h = wait_health(c, "unhealthy")
+    assert h["Log"][-1]["ExitCode"] == -1
+    assert "/no/such/probe" in h["Log"][-1]["Output"]
+
+
+def test_health_start_period_does_not_count_failures(client, made, image):
+    c = run(client, made, image, healthcheck={"test": ["CMD-SHELL", "exit 1"], "interval": 200 * MS,
+                                              "retries": 1, "start_period": 30_000 * MS,
+                                              "start_interval": 200 * MS})
+    wait_for(lambda: len((health(c) or {}).get("Log") or []) >= 2, timeout=15, what="2 probes")
+    h = health(c)
+    assert h["Status"] == "starting" and h["FailingStreak"] == 0
+
+
+def test_image_healthcheck_and_no_healthcheck(client, made, health_image):
+    c = run(client, made, health_image, cmd=None)
+    assert c.attrs["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "test -e /tmp/ok && echo fine"]
+    wait_health(c, "unhealthy")
+    c.exec_run(["touch", "/tmp/ok"])
+    assert wait_health(c, "healthy")["Log"][-1]["Output"] == "fine\n"
+    # a request's fields override the image's, the rest is inherited
+    c2 = run(client, made, health_image, cmd=None, healthcheck={"retries": 7})
+    hc = c2.attrs["Config"]["Healthcheck"]
+    assert hc["Retries"] == 7 and hc["Interval"] == 200 * MS and hc["Test"][0] == "CMD-SHELL"
+    # --no-healthcheck
+    c3 = run(client, made, health_image, cmd=None, healthcheck={"test": ["NONE"]})
+    time.sleep(0.5)
+    c3.reload()
+    assert "Health" not in c3.attrs["State"]
+    assert c3.id in [x["Id"] for x in client.api.containers(filters={"health": "none"})]
+
+
+def test_health_restart_resets_to_starting_and_pause_stops_probes(client, made, image):
+    c = run(client, made, image, healthcheck={"test": ["CMD-SHELL", "true"], "interval": 200 * MS})
+    wait_health(c, "healthy")
+    c.pause()
+    n = len(health(c)["Log"])
+    first = health(c)["Log"][-1]["Start"]
+    time.sleep(0.8)
+    assert health(c)["Log"][-1]["Start"] == first and len(health(c)["Log"]) == n
+    c.unpause()
+    wait_for(lambda: health(c)["Log"][-1]["Start"] != first, timeout=10, what="probes after unpause")
+    c.restart(timeout=0)
+    h = health(c)
+    assert h["Status"] == "starting" and h["FailingStreak"] == 0
+    wait_health(c, "healthy")
+
+
+@pytest.mark.parametrize("hc, message", [
+    ({"Test": ["CMD", "true"], "Interval": 5}, "Interval in Healthcheck cannot be less than 1ms"),
+    ({"Test": ["CMD", "true"], "Timeout": 10}, "Timeout in Healthcheck cannot be less than 1ms"),
+    ({"Test": ["CMD", "true"], "Retries": -1}, "Retries in Healthcheck cannot be negative"),
+    ({"Test": ["CMD", "true"], "StartPeriod": 3}, "StartPeriod in Healthcheck cannot be less than 1ms"),
+    ({"Test": ["BOGUS", "true"]}, "unknown healthcheck type"),
+    ({"Test": "true"}, "Healthcheck.Test"),
+])
+def test_invalid_healthcheck_is_400(client, image, hc, message):
+    res = client.api._post_json(client.api._url("/containers/create"),
+                                data={"Image": image, "Cmd": ["true"], "Healthcheck": hc})
+    assert res.status_code == 400, res.text
+    assert message in res.json()["message"]
+
+
+def test_health_filter_value_checked(client):
+    with pytest.raises(docker.errors.APIError) as err:
+        client.api.containers(filters={"health": "sick"})
+    assert err.value.status_code == 400
+    assert "Unrecognised filter value for health: sick" in str(err.value)
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_health_flags_ps_and_events(env, made, client, image):
+    events: list[str] = []
+    proc = subprocess.Popen(["docker", "events", "--filter", "event=health_status", "--format", "{{.Action}}"],
+                            env=env.env, stdout=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: events.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.3)
+        out = subprocess.run(["docker", "run", "-d", "--health-cmd", "true", "--health-interval", "200ms",
+                              "--health-retries", "2", "--health-timeout", "2s", image, "sleep", "600"],
+                             env=env.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        cid = out.stdout.strip()
+        made.append(client.containers.get(cid))
+        wait_for(lambda: "(healthy)" in subprocess.run(
+            ["docker", "ps", "--filter", f"id={cid}", "--format", "{{.Status}}"], env=env.env,
+            capture_output=True, text=True).stdout, timeout=15, what="(healthy) in docker ps")
+        inspect = json.loads(subprocess.run(["docker", "inspect", cid], env=env.env, capture_output=True,
+                                            text=True).stdout)[0]
+        assert inspect["Config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 200 * MS,
+                                                    "Timeout": 2000 * MS, "Retries": 2}
+        assert inspect["State"]["Health"]["Status"] == "healthy"
+        wait_for(lambda: "health_status: healthy\n" in events, timeout=10, what="the health_status event")
+        out = subprocess.run(["docker", "run", "-d", "--no-healthcheck", image, "sleep", "600"],
+                             env=env.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        made.append(client.containers.get(out.stdout.strip()))
+        assert client.containers.get(out.stdout.strip()).attrs["Config"]["Healthcheck"] == {"Test": ["NONE"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
