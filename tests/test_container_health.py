@@ -277,3 +277,24 @@ def test_docker_cli_health_flags_ps_and_events(env, made, client, image):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ exec Tty
+def test_exec_tty_comes_from_exec_create(client, made, image):
+    c = run(client, made, image)
+    # created with a tty, started detached (the SDK sends "Tty": false): the process has a tty
+    exec_id = client.api.exec_create(c.id, ["sh", "-c", "if test -t 2; then echo tty; else echo none; fi > /tmp/t"],
+                                     tty=True)["Id"]
+    client.api.exec_start(exec_id, detach=True, tty=False)
+    wait_for(lambda: client.api.exec_inspect(exec_id)["ExitCode"] == 0, what="detached exec")
+    assert client.api.exec_inspect(exec_id)["ProcessConfig"]["tty"] is True
+    assert c.exec_run(["cat", "/tmp/t"]).output == b"tty\n"
+    # created without one, started with "Tty": true: no tty, the stream is raw
+    exec_id = client.api.exec_create(c.id, ["sh", "-c", "if test -t 1; then echo tty; else echo none; fi"])["Id"]
+    out = client.api.exec_start(exec_id, tty=True)
+    assert out == b"none\n"
+    # created with one, started without: a tty, its output framed as stdout
+    exec_id = client.api.exec_create(c.id, ["sh", "-c", "if test -t 1; then echo tty; else echo none; fi"],
+                                     tty=True)["Id"]
+    out = client.api.exec_start(exec_id, tty=False, demux=True)
+    assert out == (b"tty\r\n", None)

@@ -1289,10 +1289,13 @@ def register(daemon: Daemon) -> None:
             raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
         if c.status != "running":
             raise Conflict(f"Container {c.id} is not running")
+        # p10ctr: the process gets a terminal as the exec's create asked (docker: ExecConfig.Tty);
+        # the start's Tty only says how the stream is framed (raw with a tty, multiplexed without)
         if detach:
-            await daemon.containers.exec_start(e, tty=tty if isinstance(tty, bool) else None, console=console_t)
+            await daemon.containers.exec_start(e, console=console_t)
             return Response(status=200, body=b"", content_type=None)
-        tty_on = bool(tty) if isinstance(tty, bool) else bool(e.config.get("Tty"))
+        tty_on = bool(tty) if isinstance(tty, bool) else bool(e.config.get("Tty"))   # the framing
+        process_tty = bool(e.config.get("Tty"))
         keys = parse_detach_keys(e.config.get("DetachKeys"))
 
         async def exited() -> None:
@@ -1303,7 +1306,7 @@ def register(daemon: Daemon) -> None:
 
         async def run(stream: Any, leftover: bytes) -> None:
             try:
-                await daemon.containers.exec_start(e, tty=tty_on, console=console_t)
+                await daemon.containers.exec_start(e, console=console_t)
             except CoreError as exc:
                 msg = (exc.message + "\r\n").encode()
                 try:
@@ -1322,7 +1325,7 @@ def register(daemon: Daemon) -> None:
 
             await pump(stream, leftover, att, tty=tty_on, stdin=bool(e.config.get("AttachStdin")),
                        stdout=bool(e.config.get("AttachStdout")), stderr=bool(e.config.get("AttachStderr")),
-                       detach_keys=keys, stdin_once=not tty_on, before_close=exited)
+                       detach_keys=keys, stdin_once=not process_tty, before_close=exited)
 
         if not _wants_upgrade(req):
             raise InvalidArgument("exec start without Detach needs a connection upgrade (Upgrade: tcp)")
