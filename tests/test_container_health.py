@@ -298,3 +298,34 @@ def test_exec_tty_comes_from_exec_create(client, made, image):
                                      tty=True)["Id"]
     out = client.api.exec_start(exec_id, tty=False, demux=True)
     assert out == (b"tty\r\n", None)
+
+
+# ------------------------------------------------------------------------------- recursive read-only
+@pytest.fixture
+def tree_with_submount(tmp_path):
+    """A directory with a tmpfs mounted below it (unmounted afterwards)."""
+    top = tmp_path / "tree"
+    (top / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(top / "sub")], check=True)
+    try:
+        yield top
+    finally:
+        subprocess.run(["umount", "-l", str(top / "sub")], check=False)
+
+
+def test_read_only_bind_is_read_only_all_the_way_down(client, made, image, tree_with_submount):
+    top = str(tree_with_submount)
+    script = "touch /host/sub/x 2>/dev/null && echo sub-writable || echo sub-ro; " \
+             "touch /host/y 2>/dev/null && echo top-writable || echo top-ro"
+    c = client.containers.run(image, ["sh", "-c", script], volumes={top: {"bind": "/host", "mode": "ro"}},
+                              detach=True)
+    made.append(c)
+    c.wait(timeout=30)
+    assert c.logs() == b"sub-ro\ntop-ro\n"
+    # ReadOnlyNonRecursive: only the top is read-only (docker 20.10's behaviour, on request)
+    mount = docker.types.Mount("/host", top, type="bind", read_only=True)
+    mount["BindOptions"] = {"ReadOnlyNonRecursive": True}
+    c2 = client.containers.run(image, ["sh", "-c", script], mounts=[mount], detach=True)
+    made.append(c2)
+    c2.wait(timeout=30)
+    assert c2.logs() == b"sub-writable\ntop-ro\n"
