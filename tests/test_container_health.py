@@ -329,3 +329,48 @@ def test_read_only_bind_is_read_only_all_the_way_down(client, made, image, tree_
     made.append(c2)
     c2.wait(timeout=30)
     assert c2.logs() == b"sub-writable\ntop-ro\n"
+
+
+# ------------------------------------------------------------------------------------------ --runtime
+from tests.test_runc_example import RUNC, _cleanup_runc, runc_driver  # noqa: E402,F401 - a fixture
+
+
+@pytest.mark.skipif(RUNC is None, reason="runc is not installed (apt-get install runc)")
+def test_runtime_runc_runs_on_the_runc_executor(env, client, made, image, runc_driver):
+    try:
+        c = client.containers.run(image, ["sh", "-c", "echo on runc; sleep 600"], runtime="runc", detach=True)
+        made.append(c)
+        wait_for(lambda: c.logs() == b"on runc\n", timeout=30, what="the container's output")
+        c.reload()
+        assert c.attrs["HostConfig"]["Runtime"] == "runc"
+        # the runc executor holds it, the built-in one does not
+        assert (env.exec_root / "executor" / "runc").exists()
+        assert not (env.exec_root / "executor" / "container" / c.id).exists()
+        assert c.exec_run(["echo", "exec"]).output == b"exec\n"
+        c.kill()
+        c.reload()
+        assert c.status == "exited"
+        c.remove()
+        made.remove(c)
+        info = client.info()
+        assert "runc" in info["Runtimes"] and "core" in info["Runtimes"]
+    finally:
+        for c in list(made):
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError:
+                pass
+        made.clear()
+        _cleanup_runc(env)
+
+
+def test_runtime_default_and_unknown(client, made, image):
+    c = run(client, made, image)
+    assert c.attrs["HostConfig"]["Runtime"] == "core"
+    c2 = run(client, made, image, runtime="container")
+    assert c2.attrs["HostConfig"]["Runtime"] == "container"
+    assert c2.exec_run(["true"]).exit_code == 0
+    with pytest.raises(docker.errors.APIError) as err:
+        client.containers.create(image, "true", runtime="nope")
+    assert err.value.status_code == 400
+    assert "unknown or invalid runtime name: nope" in str(err.value)

@@ -52,6 +52,7 @@ import trio
 
 from core.engine.containers import archive
 from core.engine.containers.health import HealthChecks  # p10ctr: healthchecks
+from core.engine.containers import runtimes  # p10ctr: --runtime
 from core.engine import names
 from core.engine.containers import oci
 from core.contracts.executor import ExitStatus, IOConfig, Preparer
@@ -421,8 +422,6 @@ def unsupported(hc: dict[str, Any]) -> None:
                               "are not supported by this engine")
     if hc.get("StorageOpt"):
         raise InvalidArgument("--storage-opt is not supported by this engine's storage drivers")
-    if hc.get("Runtime") not in (None, "", "core"):
-        raise InvalidArgument(f"unknown or invalid runtime name: {hc['Runtime']}")
     if hc.get("UsernsMode") not in (None, "", "host"):
         raise InvalidArgument(f"user namespaces (--userns={hc['UsernsMode']}) are not supported by this engine")
     if hc.get("DeviceCgroupRules"):
@@ -710,7 +709,7 @@ class Containers:
             config[key] = bool(config.get(key, default))
         mounts = parse_mounts(hc, (config.get("Volumes") or {}).keys(), self._volumes_from)
         storage_name = drivers["storage"]
-        executor_name = drivers["executor"]
+        executor_name = runtimes.executor_for(hc.get("Runtime"), drivers["executor"], self.drivers)  # p10ctr: --runtime
         snapshotter = self.drivers.get("storage", storage_name)
         self.drivers.get("executor", executor_name)  # fails now if it cannot load
         name = name or self.store.unique_name()
