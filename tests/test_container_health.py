@@ -374,3 +374,32 @@ def test_runtime_default_and_unknown(client, made, image):
         client.containers.create(image, "true", runtime="nope")
     assert err.value.status_code == 400
     assert "unknown or invalid runtime name: nope" in str(err.value)
+
+
+# ------------------------------------------------------------------------------ --device-cgroup-rule
+def test_device_cgroup_rule_allows_a_device(client, made, image):
+    script = "mknod /tmp/fuse c 10 229; dd if=/tmp/fuse of=/dev/null count=0 2>&1; true"
+    c = client.containers.run(image, ["sh", "-c", script], detach=True)
+    made.append(c)
+    c.wait(timeout=30)
+    assert b"Operation not permitted" in c.logs()
+    c2 = client.containers.run(image, ["sh", "-c", script], detach=True, device_cgroup_rules=["c 10:229 rwm"])
+    made.append(c2)
+    c2.wait(timeout=30)
+    assert b"Operation not permitted" not in c2.logs(), c2.logs()
+    assert c2.attrs["HostConfig"]["DeviceCgroupRules"] == ["c 10:229 rwm"]
+    with pytest.raises(docker.errors.APIError) as err:
+        client.containers.create(image, "true", device_cgroup_rules=["c 10-229 rwm"])
+    assert err.value.status_code == 400
+    assert "invalid device cgroup rule format: 'c 10-229 rwm'" in str(err.value)
+
+
+def test_cli_device_cgroup_rule_flag(env, image):
+    bad = env.run("create", "--device-cgroup-rule", "x 1:2 r", image, "true")
+    assert bad.returncode != 0 and "invalid device cgroup format 'x 1:2 r'" in bad.stderr
+    ok = env.run("create", "--device-cgroup-rule", "c *:* m", "--device-cgroup-rule", "b 7:0 rw", image, "true")
+    assert ok.returncode == 0, ok.stderr
+    cid = ok.stdout.strip()
+    out = env.run("inspect", "-f", "{{json .HostConfig.DeviceCgroupRules}}", cid)
+    assert json.loads(out.stdout) == ["c *:* m", "b 7:0 rw"]
+    env.run("rm", cid)
