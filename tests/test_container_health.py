@@ -403,3 +403,46 @@ def test_cli_device_cgroup_rule_flag(env, image):
     out = env.run("inspect", "-f", "{{json .HostConfig.DeviceCgroupRules}}", cid)
     assert json.loads(out.stdout) == ["c *:* m", "b 7:0 rw"]
     env.run("rm", cid)
+
+
+# ------------------------------------------------------------------------- cp into a created container
+def _tar(name: str, data: bytes) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_cp_into_anonymous_volume_of_a_never_started_container(client, made, image):
+    c = client.containers.create(image, ["cat", "/data/hello"], volumes=["/data"])
+    made.append(c)
+    assert c.put_archive("/data", _tar("hello", b"into the volume\n"))
+    bits, stat = c.get_archive("/data/hello")
+    assert stat["size"] == len(b"into the volume\n")
+    c.start()
+    assert c.wait(timeout=30)["StatusCode"] == 0
+    assert c.logs() == b"into the volume\n"
+    # it went into the volume, not under it in the container's layer
+    vol = next(m for m in c.attrs["Mounts"] if m["Destination"] == "/data")
+    assert client.volumes.get(vol["Name"]).attrs["Mountpoint"]
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_cp_into_created_container_volume(env, client, made, image, tmp_path):
+    src = tmp_path / "f.txt"
+    src.write_text("via docker cp\n")
+    out = subprocess.run(["docker", "create", "-v", "/vol", image, "cat", "/vol/f.txt"], env=env.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cid = out.stdout.strip()
+    made.append(client.containers.get(cid))
+    cp = subprocess.run(["docker", "cp", str(src), f"{cid}:/vol/f.txt"], env=env.env, capture_output=True,
+                        text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    start = subprocess.run(["docker", "start", "-a", cid], env=env.env, capture_output=True, text=True, timeout=60)
+    assert start.stdout == "via docker cp\n", start.stderr
