@@ -446,3 +446,38 @@ def test_docker_cli_cp_into_created_container_volume(env, client, made, image, t
     assert cp.returncode == 0, cp.stderr
     start = subprocess.run(["docker", "start", "-a", cid], env=env.env, capture_output=True, text=True, timeout=60)
     assert start.stdout == "via docker cp\n", start.stderr
+
+
+# --------------------------------------------------------------------------------- daemon restart
+def test_health_after_a_daemon_restart(test_images, image):
+    """A running container's health is watched again by the next daemon (starting, then healthy);
+    an exited one keeps its last health."""
+    e = CoreEnv()
+    try:
+        e.start_daemon()
+        pull(e, image)
+        cl = e.docker_client()
+        try:
+            c = cl.containers.run(image, "sleep 600", detach=True,
+                                  healthcheck={"test": ["CMD-SHELL", "true"], "interval": 200 * MS})
+            wait_health(c, "healthy")
+            gone = cl.containers.run(image, "sleep 600", detach=True,
+                                     healthcheck={"test": ["CMD-SHELL", "exit 1"], "interval": 200 * MS,
+                                                  "retries": 1})
+            wait_health(gone, "unhealthy")
+            gone.kill()
+        finally:
+            cl.close()
+        e.stop_daemons()
+        e.start_daemon()
+        cl = e.docker_client()
+        try:
+            c = cl.containers.get(c.id)
+            assert c.attrs["State"]["Health"]["Status"] in ("starting", "healthy")
+            wait_health(c, "healthy")
+            assert cl.containers.get(gone.id).attrs["State"]["Health"]["Status"] == "unhealthy"
+        finally:
+            cl.close()
+    finally:
+        reap(e)
+        e.cleanup()

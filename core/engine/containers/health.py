@@ -22,7 +22,9 @@ in :attr:`ContainerStateRecord.health`):
   (``Start``, ``End``, ``ExitCode``, ``Output``).  A probe that runs longer than ``Timeout``
   is killed and recorded with exit code -1 and ``Health check exceeded timeout (30s)``; one that
   cannot run (a missing program) with -1 and the exec's error.
-- each change of ``Status`` emits a container event ``health_status: <status>``.
+- each change of ``Status`` emits a container event ``health_status: <status>``, is saved, and
+  wakes the container's waiters (``await c.changed()``; the swarm's update monitor reads
+  ``c.state.health["Status"]``).
 
 The interval (default 30 s) runs from the end of one probe to the start of the next, the first
 probe coming one interval after the start; during the start period while ``starting`` the
@@ -242,6 +244,9 @@ class HealthChecks:
                 except CoreError as exc:
                     log.warning("health check for container %s: %s", c.short_id, exc)
                     result = {"ExitCode": -1, "Output": exc.message}
+                except Exception as exc:  # noqa: BLE001 - a probe's bug must not end the daemon
+                    log.exception("health check for container %s", c.short_id)
+                    result = {"ExitCode": -1, "Output": f"{type(exc).__name__}: {exc}"}
                 result = {"Start": _rfc3339(start), "End": _rfc3339(time.time_ns()), **result}
                 if scope.cancel_called or self.monitors.get(c.id) is not scope:
                     return
