@@ -268,6 +268,9 @@ def test_docker_cli_health_flags_ps_and_events(env, made, client, image):
         assert inspect["Config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 200 * MS,
                                                     "Timeout": 2000 * MS, "Retries": 2}
         assert inspect["State"]["Health"]["Status"] == "healthy"
+        ours = env.run("ps", "--filter", "health=healthy", "--format", "{{.ID}} {{.Status}}")
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout.startswith(cid[:12]) and ours.stdout.rstrip().endswith("(healthy)"), ours.stdout
         wait_for(lambda: "health_status: healthy\n" in events, timeout=10, what="the health_status event")
         out = subprocess.run(["docker", "run", "-d", "--no-healthcheck", image, "sleep", "600"],
                              env=env.env, capture_output=True, text=True, timeout=60)
