@@ -8,12 +8,13 @@ A container's ``Config.Healthcheck`` (docker's ``HealthConfig``: the image's, or
     ``["CMD", ...]``     run the command in the container
     ``["CMD-SHELL", s]`` run ``s`` with the container's ``Shell`` (default ``/bin/sh -c``)
 
-While the container runs (not while it is paused) a :class:`HealthChecks` service runs one trio
-task per container (:meth:`HealthChecks.started`) that, after each interval, runs the probe as an
-exec of the container (its ``exec_create``/``exec_start``/``exec_die`` events are emitted, as
-docker's are), collects its output (stdout and stderr, at most :data:`MAX_OUTPUT` bytes, ``...``
-appended when cut), and records the result in ``State.Health`` (docker's ``Health`` object, kept
-in :attr:`ContainerStateRecord.health`):
+While the container runs (not while it is paused) :class:`HealthChecks` runs one trio task per
+container (:meth:`HealthChecks.started`) in the container service's nursery (``Parts.tasks``;
+the tasks end with :meth:`core.engine.containers.service.Containers.serve`).  After each
+interval it runs the probe as an exec of the container (its ``exec_create``/``exec_start``/
+``exec_die`` events are emitted, as docker's are), collects its output (stdout and stderr, at
+most :data:`MAX_OUTPUT` bytes, ``...`` appended when cut), and records the result in
+``State.Health`` (docker's ``Health`` object, kept in :attr:`ContainerStateRecord.health`):
 
 - ``Status``: ``starting`` from each start until a probe succeeds; ``healthy`` after a probe
   that exits 0; ``unhealthy`` after ``Retries`` (default 3) failures in a row.  Failures within
@@ -23,8 +24,7 @@ in :attr:`ContainerStateRecord.health`):
   is killed and recorded with exit code -1 and ``Health check exceeded timeout (30s)``; one that
   cannot run (a missing program) with -1 and the exec's error.
 - each change of ``Status`` emits a container event ``health_status: <status>``, is saved, and
-  wakes the container's waiters (``await c.changed()``; the swarm's update monitor reads
-  ``c.state.health["Status"]``).
+  wakes the container's waiters (``await c.changed()``).
 
 The interval (default 30 s) runs from the end of one probe to the start of the next, the first
 probe coming one interval after the start; during the start period while ``starting`` the
@@ -48,7 +48,9 @@ from core.errors import CoreError, InvalidArgument
 from core.units import go_duration
 
 if TYPE_CHECKING:
-    from core.engine.containers.service import Container, Containers
+    from core.engine.containers.context import Parts
+    from core.engine.containers.exec import Execs
+    from core.engine.containers.store import Container
 
 log = logging.getLogger("core.engine.containers.health")
 
@@ -172,13 +174,17 @@ def check_filter(values: list[str]) -> None:
 class HealthChecks:
     """One monitor task per running container that has a healthcheck.
 
-    The container service calls :meth:`started` when a container starts (or is re-adopted at
-    daemon start), :meth:`stopped` when it exits, is paused or removed, and :meth:`resumed`
-    when it is unpaused.  Monitors run in the container service's nursery.
+    The container service's parts call :meth:`started` when a container starts
+    (:class:`~core.engine.containers.lifecycle.Lifecycle`) or is re-adopted at daemon start
+    (:mod:`~core.engine.containers.restore`), :meth:`stopped` when it exits or is paused
+    (``Lifecycle.on_exit``, :class:`~core.engine.containers.stop.Stopper`), and :meth:`resumed`
+    when it is unpaused.  Monitors run in the container service's nursery (``parts.tasks``) and
+    end with it; probes are execs of ``execs``.
     """
 
-    def __init__(self, containers: Containers) -> None:
-        self.containers = containers
+    def __init__(self, parts: Parts, execs: Execs) -> None:
+        self.parts = parts
+        self.execs = execs
         self.monitors: dict[str, trio.CancelScope] = {}
 
     def started(self, c: Container) -> None:
@@ -207,14 +213,9 @@ class HealthChecks:
         scope = trio.CancelScope()
         self.monitors[c.id] = scope
         try:
-            self.containers._start_soon(self._monitor, c, scope)
+            self.parts.tasks.start_soon(self._monitor, c, scope)
         except CoreError:
             self.monitors.pop(c.id, None)
-
-    async def close(self) -> None:
-        for scope in self.monitors.values():
-            scope.cancel()
-        self.monitors.clear()
 
     # -- the loop ---------------------------------------------------------------------------------
     def _interval(self, c: Container, hc: dict[str, Any]) -> float:
@@ -278,23 +279,22 @@ class HealthChecks:
         if health["Status"] != old:
             # kept on disk at each change of status (and with any other save of the container)
             try:
-                self.containers.store.save(c)
+                self.parts.store.save(c)
             except Exception as exc:  # noqa: BLE001 - a failed save must not end the monitor
                 log.warning("container %s: saving its health: %s", c.short_id, exc)
-            self.containers.emit("container", f"health_status: {health['Status']}", c.id, c.event_attributes())
+            self.parts.emit(c, f"health_status: {health['Status']}")
             c.notify()
 
     async def _probe(self, c: Container, hc: dict[str, Any]) -> dict[str, Any]:
         """Run the probe once as an exec of ``c``: ``{"ExitCode", "Output"}``."""
         cmd = probe_command(c.config)
         assert cmd is not None
-        svc = self.containers
-        e = svc.exec_create(c, {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+        e = self.execs.create(c, {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True, "Tty": False,
                                 "User": c.config.get("User") or "", "WorkingDir": c.config.get("WorkingDir") or ""})
         try:
             with trio.move_on_after(EXEC_START_LIMIT) as starting:
                 try:
-                    await svc.exec_start(e)
+                    await self.execs.start(e)
                 except CoreError as exc:
                     return {"ExitCode": -1, "Output": e.error or exc.message}
             if starting.cancelled_caught:
@@ -304,7 +304,7 @@ class HealthChecks:
             timeout = _duration(hc, "Timeout", DEFAULT_TIMEOUT)
             with trio.move_on_after(timeout / 1e9) as deadline:
                 try:
-                    stream = await svc.executor(c).attach(c.id, e.id)
+                    stream = await self.parts.executor(c).attach(c.id, e.id)
                 except CoreError:       # it ended before we attached, its output gone with it
                     stream = None
                 if stream is not None:
@@ -329,7 +329,7 @@ class HealthChecks:
                 return {"ExitCode": -1, "Output": f"{msg}: {text}" if text else msg}
             return {"ExitCode": e.exit_code if e.exit_code is not None else -1, "Output": text}
         finally:
-            svc.execs.pop(e.id, None)   # probes are many: not kept for inspection
+            self.parts.execs.pop(e.id, None)   # probes are many: not kept for inspection
 
     @staticmethod
     def _kill(e: Any) -> None:
