@@ -14,7 +14,8 @@ from core.cli.flags import Flags
 from core.cli.flagvalues import (duration_ns, is_user_defined_network, labels_map, parse_cpus, parse_device,
                                  parse_expose, parse_memory, parse_mount, parse_port_specs, parse_restart_policy,
                                  parse_security_opts, parse_tmpfs, parse_ulimit, parse_volume, read_env,
-                                 validate_attach, validate_env, validate_extra_host, validate_ip, validate_label)
+                                 validate_attach, validate_device_cgroup_rule, validate_env, validate_extra_host,
+                                 validate_ip, validate_label)
 from core.units import ram_in_bytes
 
 TYPE_CHECKING = False
@@ -102,6 +103,8 @@ CONTAINER_FLAGS: list[Opt] = [
     Opt("attach", "a", "list", convert=validate_attach, help="Attach to STDIN, STDOUT or STDERR"),
     Opt("device", None, "list", "HostConfig.Devices", lambda v: [parse_device(d) for d in v or []],
         convert=lambda v: (parse_device(v), v)[1], help="Add a host device to the container"),
+    Opt("device-cgroup-rule", None, "list", "HostConfig.DeviceCgroupRules", OR_NONE,
+        convert=validate_device_cgroup_rule, help="Add a rule to the cgroup allowed devices list"),
     Opt("env", "e", "list", convert=validate_env, help="Set environment variables"),
     Opt("env-file", None, "list", help="Read in a file of environment variables"),
     Opt("entrypoint", None, "string", help="Overwrite the default ENTRYPOINT of the image"),

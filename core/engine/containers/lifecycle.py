@@ -6,6 +6,7 @@ and its restarts.
     start    mount the snapshot on rootfs/, write bundle/config.json (:mod:`.oci`), the network
              sandbox (:class:`core.engine.interfaces.ContainerNetworks`), executor create + start;
              a task watches the process  -> "running"
+    running  its healthcheck runs (:mod:`.health`) until it exits
     exit     the task records the exit code, unmounts, leaves the networks, emits ``die``,
              applies the restart policy (:mod:`.restart`: ``restarting``, then a start after the
              back-off) and ``--rm``  -> "exited"
@@ -32,6 +33,7 @@ from core.engine.containers import oci, rootfs
 from core.engine.containers.attach import connect_pending
 from core.engine.containers.context import Parts
 from core.engine.containers.files import write_atomic
+from core.engine.containers.health import HealthChecks
 from core.engine.containers.remove import Remover
 from core.engine.containers.restart import cancel_restart, should_restart
 from core.engine.containers.stop import Stopper
@@ -75,12 +77,13 @@ def _io_config(parts: Parts, c: Container) -> IOConfig:
 
 class Lifecycle:
     """Starts the containers of ``parts`` and watches them run; ``stopper`` and ``remover`` for
-    ``docker restart`` and ``--rm``."""
+    ``docker restart`` and ``--rm``; ``health`` runs their healthchecks while they run."""
 
-    def __init__(self, parts: Parts, stopper: Stopper, remover: Remover) -> None:
+    def __init__(self, parts: Parts, stopper: Stopper, remover: Remover, health: HealthChecks) -> None:
         self.parts = parts
         self.stopper = stopper
         self.remover = remover
+        self.health = health
 
     # -- start -------------------------------------------------------------------------------------
     async def start(self, c: Container) -> None:
@@ -277,6 +280,7 @@ class Lifecycle:
         c.state.has_been_started = True
         c.cancel_restart = False
         c.starts += 1
+        self.health.started(c)
         self.parts.store.save(c)
         await connect_pending(c, ex, before_start=False)
         for mp in c.mounts:
@@ -315,6 +319,7 @@ class Lifecycle:
         async with c.lock:
             if c.id not in self.parts.store.by_id:
                 return
+            self.health.stopped(c)
             ran_for = (time.time_ns() - c.state.started_at) / 1e9 if c.state.started_at else 0.0
             c.state.exit_code = status.code
             c.state.oom_killed = bool(status.oom_killed)
