@@ -24,8 +24,11 @@ import trio
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.daemon.config import DaemonConfig
 from core.daemon.drivers import HEADER, DriverSet
-from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
+from core.api import validate
+from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response, listen_backlog
+from core import plugins
 from core.errors import CoreError
+from core.hookspecs import KINDS
 from core.engine.containers import service as _containers
 from core.engine.events import Events
 from core.engine.images import store as _images
@@ -36,6 +39,8 @@ from core.engine import volumes as _volumes
 log = logging.getLogger("core.daemon")
 VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
 SERVER_HEADER = f"core/{__version__} (linux)"
+# on every response, as dockerd's version middleware sends them
+VERSION_HEADERS = (("Api-Version", API_VERSION), ("Docker-Experimental", "false"), ("Ostype", "linux"))
 # every table of the state database, by the engine service that keeps it
 MIGRATIONS: tuple[Migration, ...] = (_images.MIGRATION, _volumes.MIGRATION, _containers.MIGRATION,
                                      _networks.MIGRATION)
@@ -173,7 +178,7 @@ class Daemon:
             pass
         except PermissionError:
             pass
-        sock.listen(128)
+        sock.listen(listen_backlog())
         return trio.socket.from_stdlib_socket(sock)
 
     # -- requests ------------------------------------------------------------------------------
@@ -201,13 +206,16 @@ class Daemon:
             request.api_version = version
         else:
             request.api_version = API_VERSION
-        handler, params = self.router.resolve(request.method, request.path)
+        handler, params, pattern = self.router.match(request.method, request.path)
         if handler is None:
             return error_response(404, "page not found")
-        request.params = params
+        request.params, request.pattern = params, pattern
 
         async def run(req: Request) -> Response:
-            req.drivers = self.drivers.selection(req.headers.get(HEADER))
+            validate.check_request(req, pattern)   # 400 naming the field, before the handler
+            header = req.headers.get(HEADER)
+            validate.check_driver_header(header, plugins.available, KINDS)
+            req.drivers = self.drivers.selection(header)
             return await handler(req)
 
         return await dispatch_errors(run, request)
@@ -221,7 +229,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             sock = self.bind()
             pidfile.write_text(f"{os.getpid()}\n")
-            server = HTTPServer(self.dispatch, SERVER_HEADER, self.streams_body)
+            server = HTTPServer(self.dispatch, SERVER_HEADER, self.streams_body, headers=VERSION_HEADERS)
             listener = trio.SocketListener(sock)
             try:
                 async with trio.open_nursery() as nursery:
