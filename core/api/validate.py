@@ -40,7 +40,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from core.errors import InvalidArgument, NotFound
+from core.errors import DriverError, InvalidArgument
 
 if TYPE_CHECKING:
     from core.api.http import Request
@@ -407,20 +407,26 @@ def check_request(request: Request, pattern: str) -> None:
 
 def check_driver_header(header: str | None, available: Callable[[str], list[str]], kinds: tuple[str, ...]) -> None:
     """``X-Core-Driver: KIND=NAME[,KIND=NAME]``: known kinds, plain names (no path characters),
-    drivers that exist (404 naming the ones that do)."""
+    drivers that exist.  The errors are :class:`DriverError` (the CLI exits 125 on them) with
+    a client's status: 400, or 404 naming the drivers that exist."""
     if not header:
         return
     for item in header.split(","):
         kind, sep, name = item.strip().partition("=")
         shown = item.strip()[:80]
         if not sep or not kind or not name:
-            raise InvalidArgument(f'invalid driver selection "{shown}": expected KIND=NAME')
+            raise _driver_error(400, f'invalid driver selection "{shown}": expected KIND=NAME')
         if kind not in kinds:
-            raise InvalidArgument(f'invalid driver selection "{shown}": unknown kind "{kind[:32]}" '
-                                  f'(kinds: {", ".join(kinds)})')
+            raise _driver_error(400, f'unknown driver kind "{kind[:32]}" (kinds: {", ".join(kinds)})')
         if not DRIVER_NAME.match(name):
-            raise InvalidArgument(f'invalid driver selection "{shown}": a driver name is letters, '
-                                  'digits, "_", "." and "-"')
+            raise _driver_error(400, f'invalid driver selection "{shown}": a driver name is letters, '
+                                     'digits, "_", "." and "-"')
         names = available(kind)
         if name not in names:
-            raise NotFound(f'{kind} driver "{name}" not found (available: {", ".join(names)})')
+            raise _driver_error(404, f'{kind} driver "{name}" not found (available: {", ".join(names)})')
+
+
+def _driver_error(status: int, message: str) -> DriverError:
+    error = DriverError(message)
+    error.status = status
+    return error
