@@ -30,7 +30,9 @@ docker = pytest.importorskip("docker")
 # -- a raw client ---------------------------------------------------------------------------------
 
 def send(env: CoreEnv, data: bytes, timeout: float = 10.0, shut: bool = True) -> bytes:
-    """``data`` on a fresh connection; what comes back until the daemon closes it."""
+    """``data`` on a fresh connection; what comes back until the daemon closes it, within
+    ``timeout`` seconds (else ``TimeoutError``: a stream that goes on, say)."""
+    deadline = time.monotonic() + timeout
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(str(env.socket))
@@ -40,6 +42,10 @@ def send(env: CoreEnv, data: bytes, timeout: float = 10.0, shut: bool = True) ->
             s.shutdown(socket.SHUT_WR)
         out = b""
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no end of the answer within {timeout} s: {out[:200]!r}")
+            s.settimeout(left)
             chunk = s.recv(65536)
             if not chunk:
                 return out
@@ -530,3 +536,80 @@ def test_fuzz_every_route(bare, daemon_router):
     log = bare.daemon_log()
     assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
     assert "internal error" not in log
+
+
+@pytest.fixture(scope="module")
+def target_env(test_images):
+    """A daemon of the fuzz's own, with busybox and a running container ``target``."""
+    env = CoreEnv()
+    client = None
+    try:
+        env.start_daemon()
+        env.image = test_images["busybox:latest"].reference
+        proc = env.run("pull", env.image, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        client = env.docker_client()
+        yield env, client
+    finally:
+        if client is not None:
+            for c in client.containers.list(all=True, ignore_removed=True):
+                try:
+                    c.remove(force=True, v=True)
+                except docker.errors.APIError:
+                    pass
+            client.close()
+        env.cleanup()
+
+
+def _ensure_target(env: CoreEnv, client) -> None:
+    try:
+        c = client.containers.get("target")
+        if c.status != "running":
+            c.remove(force=True)
+            raise docker.errors.NotFound("gone")
+    except docker.errors.NotFound:
+        client.containers.run(env.image, ["sleep", "300"], name="target", detach=True)
+
+
+def test_fuzz_a_real_container_and_image(target_env, daemon_router):
+    """The same, with path parameters that name a running container and a pulled image, so
+    requests reach deeper than "no such container".  A request may take its time (``stop?t=``,
+    attach): a slow answer is not a failure, a 5xx or a traceback is."""
+    env, client = target_env
+    rnd = random.Random(SEED + 1)
+    names = ["target", "target", "target", env.image, "busybox", "bridge", "x"]
+    routes = [(m, p) for m, p in daemon_router.routes()
+              if (m, p) not in OFF_MACHINE and p.startswith(("/containers/{", "/images/{", "/exec/", "/containers/json",
+                                                             "/images/json"))]
+    failures, sent, slow = [], 0, 0
+    deadline = time.monotonic() + 40
+    for method, pattern in routes:
+        for _ in range(max(EXAMPLES // 2, 1)):
+            if time.monotonic() > deadline:
+                break
+            _ensure_target(env, client)
+            target = _target(method, pattern, rnd)
+            for prefix in ("/v1.47", "/v1.24", "/v1.41"):
+                target = target.removeprefix(prefix)
+            path, _, query = target.partition("?")
+            if pattern.startswith(("/containers/{id}", "/images/{name:path}")) and rnd.random() < 0.8:
+                pieces = pattern.split("/")
+                pieces[2] = urllib.parse.quote(rnd.choice(names), safe=":@")
+                path = "/".join(pieces)
+            target = path + ("?" + query if query else "")
+            body = _body((method, pattern), rnd)
+            try:
+                status, _h, out = request(env, method, target, body, timeout=2)
+            except (socket.timeout, TimeoutError):
+                slow += 1
+                continue
+            except (ConnectionError, ValueError, IndexError) as exc:
+                failures.append((method, target[:200], body[:200], f"no answer: {exc!r}"))
+                continue
+            sent += 1
+            if status >= 500 and status != 501:
+                failures.append((method, target[:200], body[:200], status, out[:300]))
+    assert sent > 200, (sent, slow)
+    assert not failures, f"seed {SEED + 1}: " + "\n".join(map(repr, failures[:20]))
+    log = env.daemon_log()
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]

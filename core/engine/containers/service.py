@@ -920,6 +920,8 @@ class Containers:
                 raise CoreError(f"failed to copy the image's files into volume {mp.name}: {exc}") from exc
 
     async def _start_locked(self, c: Container) -> None:
+        if c.id not in self.store.by_id:   # removed while the caller waited for the lock
+            raise NotFound(f"No such container: {c.id}")
         ex = self.executor(c)
         await self._prepare_executor(ex, c.id)
         for mp in c.mounts:
