@@ -32,12 +32,21 @@ A response body is bytes or an async iterator of bytes (sent chunked: pull progr
 -f``, events).  A response with ``hijack`` set answers ``101 UPGRADED`` and hands the raw stream
 to that callable (attach, exec).
 
+Before a handler runs, the daemon checks the request with :mod:`core.api.validate` (by the
+route's pattern, which :meth:`Router.match` gives): a body of a route with a schema is decoded
+and checked there, and :meth:`Request.json` then answers the checked body, its keys in the API's
+case.  Any JSON a handler parses itself (:meth:`Request.json`, :meth:`Request.qjson`,
+:meth:`Request.filters`) goes through :func:`core.api.validate.loads`, whose nesting is bounded.
+
 Errors raised by handlers become docker's JSON errors, ``{"message": "..."}``, with the status of
 the :class:`core.errors.CoreError` subclass; anything else is logged with its traceback and
-answered 500 — a client never sees a Python traceback.  Malformed HTTP gets 400, oversized
-headers 431, oversized bodies 413 — except on routes added with ``stream_body=True``
-(``docker cp`` uploads), whose handlers read the body as it arrives from
-:attr:`Request.body_stream`, of any size.
+answered 500 — a client never sees a Python traceback.  Malformed HTTP gets 400 (a chunk size
+that cannot be valid too, at once), oversized headers 431, oversized bodies 413, request lines
+of another HTTP than 1.x 505 — except that on routes added with ``stream_body=True`` (``docker
+cp`` uploads) the handlers read the body as it arrives from :attr:`Request.body_stream`, of any
+size.  Every response carries the headers given to :class:`HTTPServer` (docker's
+``Api-Version``, ``Docker-Experimental``, ``Ostype``) and a reason phrase; error answers are
+logged.
 """
 from __future__ import annotations
 
@@ -111,9 +120,12 @@ class Request:
         if value is None or value == "":
             return default
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise InvalidArgument(f'invalid value for "{name}": {value!r} is not an integer') from None
+        if not -(2 ** 63) <= number < 2 ** 63:   # Go's strconv.Atoi: out of range
+            raise InvalidArgument(f'invalid value for "{name}": {value!r} is out of range')
+        return number
 
     def qjson(self, name: str, default: Any = None) -> Any:
         """A query parameter holding JSON (docker's ``filters``)."""
