@@ -108,8 +108,8 @@ class List(T):
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise _mismatch(value, path, self.go)
-        if self.size is not None:
-            value = value[:self.size]   # a Go array drops what does not fit
+        if self.size is not None:   # a Go array: what does not fit is dropped, what is missing is zero
+            value = (value + [self.item.zero()] * self.size)[:self.size]
         return [self.item.zero() if v is None else self.item.check(v, path) for v in value]
 
     def zero(self) -> Any:
