@@ -379,6 +379,17 @@ def test_driver_selections_are_checked(busy, header, status, fragment):
     assert headers["x-core-error"] == "DriverError"   # the CLI exits 125 on these
 
 
+@pytest.mark.parametrize("payload", [b"[" * 100_000, b"[" * 900 + b"]" * 900, b"!", b'"x"'])
+def test_a_bad_registry_auth_header_is_400(bare, payload):
+    """Refused before anything is sent (the registry named is a closed port on loopback)."""
+    import base64
+
+    header = base64.urlsafe_b64encode(payload).decode()
+    status, _h, out = request(bare, "POST", "/v1.47/images/127.0.0.1:1/x/push",
+                              headers={"X-Registry-Auth": header})
+    assert status == 400 and "X-Registry-Auth" in message(out)
+
+
 def test_an_exec_over_the_pids_limit_is_409(busy):
     client = busy.docker_client()
     try:

@@ -66,8 +66,8 @@ class T:
 
 
 class Scalar(T):
-    def __init__(self, go: str, pytype: type, json_kind: str, zero: Any) -> None:
-        self.go, self._type, self._kind, self._zero = go, pytype, json_kind, zero
+    def __init__(self, go: str, pytype: type, zero: Any) -> None:
+        self.go, self._type, self._zero = go, pytype, zero
 
     def check(self, value: Any, path: str) -> Any:
         if isinstance(value, self._type) and not (self._type is not bool and isinstance(value, bool)):
@@ -192,12 +192,14 @@ def _mismatch(value: Any, path: str, go: str, number: bool = False) -> InvalidAr
     what = f"number {value!r}" if number else _kind(value)
     if len(what) > 64:
         what = what[:60] + "..."
+    if len(path) > 200:
+        path = path[:200] + "..."
     where = f"Go struct field {path}" if path else "Go value"
     return InvalidArgument(f"json: cannot unmarshal {what} into {where} of type {go}")
 
 
-STR = Scalar("string", str, "string", "")
-BOOL = Scalar("bool", bool, "bool", False)
+STR = Scalar("string", str, "")
+BOOL = Scalar("bool", bool, False)
 INT = Int("int", -(2 ** 63), 2 ** 63 - 1)
 INT64 = Int("int64", -(2 ** 63), 2 ** 63 - 1)
 UINT16 = Int("uint16", 0, 2 ** 16 - 1)
