@@ -665,14 +665,17 @@ def test_fuzz_create_and_start_well_typed_configs(target_env):
             body["Cmd"] = ["sleep", "5"]
         name = f"fz{made}"
         made += 1
+        step = "create"
         try:
             status, _h, out = request(env, "POST", f"/v1.47/containers/create?name={name}",
                                       json.dumps(body).encode(), timeout=10)
             if status == 201:
+                step = "start"
                 status, _h, out = request(env, "POST", f"/v1.47/containers/{name}/start", timeout=10)
+                step = "remove"
                 request(env, "DELETE", f"/v1.47/containers/{name}?force=1", timeout=20)
         except TimeoutError as exc:
-            failures.append((json.dumps(body)[:400], f"no answer: {exc}"))
+            failures.append((json.dumps(body)[:400], f"no answer to {step}: {exc}"))
             continue
         if os.environ.get("CORE_FUZZ_SHOW"):
             print(status, out[:150])
