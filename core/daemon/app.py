@@ -3,8 +3,13 @@
 Start-up order: lock the data root (a second daemon on it refuses to start), open the state
 database, resolve the drivers (an explicitly chosen driver that cannot load stops the daemon with
 exit code 125), bind the socket (mode 0660, group ``core`` if it exists), write the pid file,
-serve.  SIGTERM or SIGINT shuts down gracefully: the listener closes, in-flight requests are
-cancelled, drivers closed, socket and pid file removed.  Containers are not stopped by any of it.
+serve (listen backlog: the kernel's ``somaxconn``, as Go's).  SIGTERM or SIGINT shuts down
+gracefully: the listener closes, in-flight requests are cancelled, drivers closed, socket and pid
+file removed.  Containers are not stopped by any of it.
+
+Each request is routed (:meth:`Daemon.dispatch`: the ``/vX.Y`` prefix, docker's 404), checked by
+:mod:`core.api.validate` (its path, query, ``X-Core-Driver`` header and JSON body: a 400 naming
+the field before any handler runs), then handed to its route's handler.
 """
 from __future__ import annotations
 
