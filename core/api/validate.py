@@ -306,6 +306,7 @@ BODIES: dict[tuple[str, str], Struct] = {
     ("POST", "/networks/{id}/disconnect"): NETWORK_DISCONNECT,
     ("POST", "/volumes/create"): VOLUME_CREATE,
     ("POST", "/auth"): AUTH_CONFIG,
+    ("POST", "/commit"): CONTAINER_CONFIG,
 }
 
 
@@ -385,8 +386,8 @@ BODY_NAMES: dict[tuple[str, str], tuple[str, str]] = {
 
 def check_request(request: Request, pattern: str) -> None:
     """Everything about ``request`` that can be checked before its handler (route ``pattern``):
-    its path and query, and its JSON body if the route has a schema (the decoded body is left
-    for :meth:`Request.json`)."""
+    its path and query, and its JSON body if the route has a schema and the request has a body
+    (the decoded body is left for :meth:`Request.json`; an empty body is the handler's default)."""
     if "\0" in request.path:
         raise InvalidArgument("invalid request path: it holds a NUL byte")
     route = (request.method if request.method != "HEAD" else "GET", pattern)
@@ -399,7 +400,7 @@ def check_request(request: Request, pattern: str) -> None:
             if check is not None:
                 check(name, value)
     schema = BODIES.get(route)
-    if schema is not None and request.body_stream is None:
+    if schema is not None and request.body_stream is None and request.body.strip():
         body = check_body(schema, request.body)
         named = BODY_NAMES.get(route)
         if named is not None and isinstance(body.get(named[0]), str):
