@@ -80,21 +80,11 @@ def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, st
     import trio
 
     from core import plugins
-    from core.testing import close_driver
+    from core.testing.network import clear_network_driver
 
     context = plugins.context_for("network", "bridge", Path(data_root), Path(exec_root), options)
     if (context.root / "bridge.db").exists():
-        async def clear() -> None:
-            driver = plugins.load("network", "bridge").create(context)
-            try:
-                for net in await driver.networks():
-                    for ep in await driver.endpoints(net.id):
-                        await driver.leave(net.id, ep.endpoint_id)
-                    await driver.delete_network(net.id)
-            finally:
-                await close_driver(driver)
-
-        trio.run(clear)
+        trio.run(clear_network_driver, plugins.load("network", "bridge").create(context))
     table = options.get("nft-table")
     if table and table != "core":
         for family, name in (("inet", table), ("ip", f"{table}-nat")):
@@ -298,3 +288,5 @@ def shared_core():
 
 # the real registry on loopback, its token server, the fault proxy and the standard test images
 from tests.support.fixtures import *  # noqa: E402,F401,F403
+# machines for multi-host tests: network namespaces on an underlay bridge, one engine each
+from tests.support.hosts import cluster, machines  # noqa: E402,F401

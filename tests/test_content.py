@@ -1,7 +1,6 @@
 """The content store (core.engine.images.content): verified, atomic, resumable, bounded."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import signal
@@ -18,6 +17,7 @@ import trio
 from core.engine.images.content import INLINE_WRITE_MAX, ContentStore
 from core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
 from core.types import Descriptor, Digest
+from tests.support.aio import collect
 
 REPO = Path(__file__).resolve().parent.parent
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -31,12 +31,6 @@ def chunks(data: bytes, size: int = 65536):
     return [data[i:i + size] for i in range(0, len(data), size)]
 
 
-async def collect(aiter) -> bytes:
-    out = bytearray()
-    async with contextlib.aclosing(aiter) as it:
-        async for chunk in it:
-            out += chunk
-    return bytes(out)
 
 
 def ingest_dirs(store: ContentStore) -> list[Path]:

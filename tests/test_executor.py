@@ -48,7 +48,7 @@ from core.testing.executor import (DEFAULT_CAPS, ExecutorSuite, Harness, log_byt
 from core.shim import cgroups
 from tests.conftest import _kill_if_cmdline_has
 from core.shim.client import request as shim_request
-from core.shim.executor import ShimExecutor
+from core.shim.executor import ShimExecutor, pid_alive
 from drivers.executor_container import seccomp
 from drivers.executor_container.syscall_table import TABLES
 
@@ -60,15 +60,6 @@ MACHINE = os.uname().machine
 
 
 # =========================================================================== stale state
-def _alive(pid: int) -> bool:
-    """Running (a zombie counts as gone: PID 1 of these machines reaps when it likes)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _remove_cgroup_dirs(rel: str) -> None:
     version, mounts = cgroups.hierarchies()
     cg = cgroups.Cgroup(version, {n: os.path.join(p, rel.lstrip("/")) for n, p in mounts.items()})
@@ -86,7 +77,7 @@ def sweep_stale(ours: bool = False) -> None:
         if not m:
             return False
         pid = int(m.group(1))
-        return pid == os.getpid() if ours else pid != os.getpid() and not _alive(pid)
+        return pid == os.getpid() if ours else pid != os.getpid() and not pid_alive(pid)
 
     for root in Path("/tmp").glob("core-ct-*"):
         if not stale(root.name.removeprefix("core-ct-")):
@@ -338,7 +329,7 @@ def test_containers_survive_the_daemon_and_are_re_adopted(h):
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
     time.sleep(0.2)
-    assert _alive(shim) and _alive(init)
+    assert pid_alive(shim) and pid_alive(init)
     # a new driver object (a new daemon) finds it and carries on
     h.call(h.driver.aclose)
     h.driver = h.loaded.create(h.context)
@@ -362,9 +353,9 @@ def test_containers_survive_the_daemon_and_are_re_adopted(h):
     assert log_bytes(read_log(h.root / "indep.log"), "stdout") == b"got hello\nbye\n"
     h.call(h.driver.delete, cid)
     deadline = time.monotonic() + 5
-    while _alive(shim) and time.monotonic() < deadline:
+    while pid_alive(shim) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(shim)
+    assert not pid_alive(shim)
 
 
 def test_a_killed_shim_leaves_a_container_that_can_still_be_stopped(h):
@@ -376,7 +367,7 @@ def test_a_killed_shim_leaves_a_container_that_can_still_be_stopped(h):
     assert st.status == "running" and st.pid == init
     h.call(h.driver.kill, cid, signal.SIGKILL, True)
     deadline = time.monotonic() + 5
-    while _alive(init) and time.monotonic() < deadline:
+    while pid_alive(init) and time.monotonic() < deadline:
         time.sleep(0.02)
     status = h.call(h.driver.wait, cid)
     assert status.code == 255                 # nobody was there to reap it: unknown
@@ -534,7 +525,7 @@ def test_memory_per_idle_container(h, capsys):
     assert max(pss) < 10 * 1024
     for cid in ids:
         h.destroy(cid)
-    assert not any(_alive(p) for p in shims)
+    assert not any(pid_alive(p) for p in shims)
 
 
 def test_exec_that_fails_before_it_runs_has_an_exit_code(h):

@@ -175,6 +175,7 @@ def test_second_daemon_on_the_same_socket_refuses(core_env):
                             timeout=60)
     assert second.returncode == 1
     assert "already listening on" in second.stderr
+    assert not (core_env.root / "data2").exists()  # a refused daemon creates nothing
 
 
 def test_sigterm_shuts_down_gracefully(core_env):
@@ -221,8 +222,36 @@ def test_socket_mode(shared_core):
 def test_no_daemon_and_no_autostart(core_env):
     proc = core_env.run("version", env={"CORE_NO_AUTOSTART": "1"})
     assert proc.returncode == 1
-    assert f"Cannot connect to the core daemon at {core_env.host}. Is the core daemon running?" in proc.stderr
+    assert f"Cannot connect to the Docker daemon at {core_env.host}. Is the docker daemon running?" in proc.stderr
     assert "Client:" in proc.stdout  # the client half is still printed, as docker does
+
+
+@pytest.mark.parametrize("how", ["-H", "CORE_HOST", "DOCKER_HOST"])
+def test_a_socket_elsewhere_is_not_started(core_env, how):
+    """Only the local engine (the socket of the environment's exec root) is started on demand:
+    a socket named elsewhere that does not answer is docker's error, and nothing is created."""
+    other = f"unix://{core_env.root}/elsewhere.sock"
+    env = {"CORE_HOST": "", "DOCKER_HOST": ""}
+    args = ["version"]
+    if how == "-H":
+        args = ["-H", other, "version"]
+    else:
+        env[how] = other
+    proc = core_env.run(*args, env=env)
+    assert proc.returncode == 1
+    assert f"Cannot connect to the Docker daemon at {other}. Is the docker daemon running?" in proc.stderr
+    assert not core_env.data_root.exists() and not (core_env.exec_root / "core.pid").exists()
+
+
+def test_the_local_engine_is_started_with_the_environments_roots(core_env):
+    env = {"CORE_HOST": "", "DOCKER_HOST": ""}  # nothing named: the exec root's own socket
+    try:
+        proc = core_env.run("info", "--format", "{{.DockerRootDir}}", env=env)
+    finally:
+        core_env._note_daemon()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(core_env.data_root)
+    assert core_env.socket.exists()
 
 
 def test_permission_denied_says_what_to_do(shared_core):
@@ -462,3 +491,26 @@ def test_state_migrations_are_numbered_not_ordered(tmp_path):
         state.State(tmp_path / "twice.db", [*MIGRATIONS, state.Migration(2, "other", "CREATE TABLE x (y)")])
     with pytest.raises(state.CoreError, match=r"state migrations \[6, .*98\] are missing"):
         state.State(tmp_path / "other.db", [*MIGRATIONS, state.Migration(99, "gap", "CREATE TABLE gap (y)")])
+
+
+def test_the_kernel_imports_no_engine_api_daemon_or_cli():
+    """The micro-kernel's layering: the kernel (core/*.py, contracts, storage, shim, testing)
+    never imports the engine services, the API, the daemon or the CLI (``core/__main__.py`` is
+    the command's entry, not the kernel)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "core"
+    kernel = [p for p in root.glob("*.py") if p.name != "__main__.py"]
+    for pkg in ("contracts", "storage", "shim", "testing"):
+        kernel += sorted((root / pkg).rglob("*.py"))
+    outer = ("core.engine", "core.api", "core.daemon", "core.cli")
+    # the one exception: the suites' harness gives registry drivers the daemon's own content
+    # store (the implementation behind core.contracts.content), as the daemon would
+    allowed = {"core/testing/__init__.py: core.engine.images.content"}
+    bad = []
+    for path in kernel:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.relative_to(root.parent)}: {n}" for n in names if n.startswith(outer)]
+    assert not set(bad) - allowed, bad

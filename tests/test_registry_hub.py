@@ -3,7 +3,6 @@ its token server, the fault proxy, and tiny local HTTP servers for what a real r
 do on demand (oversized manifests, 500s, redirects to blob storage, TLS)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from drivers.registry_hub.client import HubClient
 from tests.support import images as im
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import require_registry_tools
+from tests.support.aio import collect
 
 # the fixtures registry, token_registry, test_images, fault_proxy and fresh_registry come from
 # tests.support.fixtures, which tests/conftest.py imports
@@ -52,12 +52,6 @@ def run(fn: Callable, *args):
     return trio.run(fn, *args)
 
 
-async def collect(stream) -> bytes:
-    out = bytearray()
-    async with contextlib.aclosing(stream) as chunks:
-        async for chunk in chunks:
-            out += chunk
-    return bytes(out)
 
 
 def ref(host, name: str):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 DEFAULT_HOST = "unix:///run/core/core.sock"
 DEFAULT_EXEC_ROOT = "/run/core"
+DEFAULT_CONFIG_FILE = "/etc/core/daemon.json"
 START_TIMEOUT = 30.0
 
 
@@ -166,10 +167,29 @@ class Client:
                 'run core as root, or join the "core" group (usermod -aG core $USER, then log in again)'
             ) from None
         except (FileNotFoundError, ConnectionRefusedError):
-            if not self.autostart or self._started:
-                raise CLIError(f"Cannot connect to the core daemon at {self.host}. Is the core daemon running?") from None
+            if not self.autostart or self._started or not self.is_local_engine():
+                # docker's words, which scripts and users look for
+                where = self.host if "://" in self.host else f"unix://{self.path}"
+                raise CLIError(f"Cannot connect to the Docker daemon at {where}. "
+                               "Is the docker daemon running?") from None
         self._start_daemon()
         return self._connect_once()
+
+    def is_local_engine(self) -> bool:
+        """Whether the socket is the local engine's own: the one a daemon started with the user's
+        environment (``CORE_EXEC_ROOT``, ``CORE_CONFIG_FILE``) listens on.  Only that engine is
+        started on demand; a socket named by ``-H`` or ``CORE_HOST``/``DOCKER_HOST`` that points
+        elsewhere is someone else's, and its absence is an error."""
+        exec_root = os.environ.get("CORE_EXEC_ROOT") or DEFAULT_EXEC_ROOT
+        own = {os.path.abspath(os.path.join(exec_root, "core.sock"))}
+        config = os.environ.get("CORE_CONFIG_FILE") or DEFAULT_CONFIG_FILE
+        try:
+            with open(config, "rb") as fh:
+                hosts = loads(fh.read() or b"{}").get("hosts") or []
+            own = {os.path.abspath(socket_path(h)) for h in hosts if isinstance(h, str)} or own
+        except (OSError, ValueError, AttributeError, CLIError):
+            pass  # the daemon itself reports a broken config when it starts
+        return os.path.abspath(self.path) in own
 
     def _start_daemon(self) -> None:
         import subprocess

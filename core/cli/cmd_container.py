@@ -12,8 +12,8 @@ import time
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import (confirm, each, ellipsis, fail_joined, familiar, go_quote, natural_key,
-                             parse_time, print_inspect, print_pruned, render_format, timestamp, truncate_id)
+from core.cli.format import (each, ellipsis, fail_joined, familiar, go_quote, natural_key,
+                             parse_time, print_inspect, render_format, timestamp, truncate_id)
 from core.cli.lean import dumps
 from core.units import bytes_size, human_duration, human_size, parse_go_duration
 
@@ -595,18 +595,11 @@ def port(ctx: Any, argv: list[str], prog: str) -> int:
 
 @command
 def prune(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "[OPTIONS]", "Remove all stopped containers")
-    f.add("filter", None, "list", typename="filter", help='Provide filter values (e.g. "until=<timestamp>")')
-    f.add("force", "f", help="Do not prompt for confirmation")
-    opts, args = f.parse(argv)
-    f.require(args, exact=0)
-    if not opts.force and not confirm("WARNING! This will remove all stopped containers.\n"
-                                      "Are you sure you want to continue?"):
-        return 0
-    filters = parse_filters(opts.filter)
-    report = ctx.client.post("/containers/prune", {"filters": dumps(filters) if filters else None}) or {}
-    print_pruned("Containers", report.get("ContainersDeleted") or [], report.get("SpaceReclaimed") or 0)
-    return 0
+    from core.cli.prune import simple_prune
+
+    return simple_prune(ctx, argv, prog, summary="Remove all stopped containers",
+                        warning="WARNING! This will remove all stopped containers.",
+                        path="/containers/prune", key="ContainersDeleted", title="Containers")
 
 
 # ================================================================================================

@@ -8,7 +8,7 @@ import sys
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import confirm, fail_joined, natural_key, print_inspect, print_pruned, render_format
+from core.cli.format import fail_joined, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -273,15 +273,9 @@ def disconnect(ctx: Any, argv: list[str], prog: str) -> int:
 
 @command
 def prune(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "[OPTIONS]", "Remove all unused networks")
-    f.add("filter", None, "list", typename="filter", help='Provide filter values (e.g. "until=<timestamp>")')
-    f.add("force", "f", help="Do not prompt for confirmation")
-    opts, args = f.parse(argv)
-    f.require(args, exact=0)
-    if not opts.force and not confirm("WARNING! This will remove all custom networks not used by "
-                                      "at least one container.\nAre you sure you want to continue?"):
-        return 0
-    filters = parse_filters(opts.filter)
-    report = ctx.client.post("/networks/prune", {"filters": json.dumps(filters) if filters else None}) or {}
-    print_pruned("Networks", report.get("NetworksDeleted") or [])
-    return 0
+    from core.cli.prune import simple_prune
+
+    return simple_prune(ctx, argv, prog, summary="Remove all unused networks",
+                        warning="WARNING! This will remove all custom networks not used by at least one "
+                                "container.",
+                        path="/networks/prune", key="NetworksDeleted", title="Networks", space=False)

@@ -6,7 +6,7 @@ import sys
 
 from core.cli.client import CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import confirm, each, natural_key, print_inspect, print_pruned, render_format
+from core.cli.format import each, natural_key, print_inspect, render_format
 from core.units import human_size
 
 TYPE_CHECKING = False
@@ -113,10 +113,10 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
 
 @command
 def prune(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "[OPTIONS]", "Remove unused local volumes")
-    f.add("all", "a", help="Remove all unused volumes, not just anonymous ones")
-    f.add("filter", None, "list", typename="filter", help='Provide filter values (e.g. "label=<label>")')
-    f.add("force", "f", help="Do not prompt for confirmation")
+    from core.cli.prune import confirmed, post_prune, prune_flags
+
+    f = prune_flags(prog, "Remove unused local volumes", "label=<label>",
+                    all_help="Remove all unused volumes, not just anonymous ones")
     opts, args = f.parse(argv)
     f.require(args, exact=0)
     filters = parse_filters(opts.filter)
@@ -130,8 +130,6 @@ def prune(ctx: Any, argv: list[str], prog: str) -> int:
     warning = ("WARNING! This will remove all local volumes not used by at least one container."
                if everything else
                "WARNING! This will remove anonymous local volumes not used by at least one container.")
-    if not opts.force and not confirm(f"{warning}\nAre you sure you want to continue?"):
+    if not confirmed(opts, warning):
         return 0
-    report = ctx.client.post("/volumes/prune", {"filters": json.dumps(filters) if filters else None}) or {}
-    print_pruned("Volumes", report.get("VolumesDeleted") or [], report.get("SpaceReclaimed") or 0)
-    return 0
+    return post_prune(ctx, "/volumes/prune", filters, "VolumesDeleted", "Volumes")

@@ -35,7 +35,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "image inspect": ("core.cli.cmd_image", "inspect", "Display detailed information on one or more images"),
     "image history": ("core.cli.cmd_image", "history", "Show the history of an image"),
     "image prune": ("core.cli.cmd_image", "prune", "Remove unused images"),
+    "save": ("core.cli.cmd_image", "save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
+    "load": ("core.cli.cmd_image", "load", "Load an image from a tar archive or STDIN"),
+    "commit": ("core.cli.cmd_image", "commit", "Create a new image from a container's changes"),
+    "container commit": ("core.cli.cmd_image", "commit", "Create a new image from a container's changes"),
+    "image save": ("core.cli.cmd_image", "save", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
+    "image load": ("core.cli.cmd_image", "load", "Load an image from a tar archive or STDIN"),
     "system events": ("core.cli.cmd_system", "events", "Get real time events from the server"),
+    "system df": ("core.cli.cmd_system", "df", "Show core disk usage"),
     "events": ("core.cli.cmd_system", "events", "Get real time events from the server"),
     # containers
     "run": ("core.cli.cmd_run", "run", "Create and run a new container from an image"),
@@ -171,7 +178,9 @@ def _fail(message: str, code: int = 125) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    host = os.environ.get("CORE_HOST") or "unix:///run/core/core.sock"
+    # the local engine's socket is its exec root's, as the daemon it would start listens there
+    host = (os.environ.get("CORE_HOST") or os.environ.get("DOCKER_HOST")
+            or f"unix://{os.environ.get('CORE_EXEC_ROOT') or '/run/core'}/core.sock")
     drivers: list[str] = []
     debug = False
     # global options come before the command, as in docker

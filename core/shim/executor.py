@@ -49,7 +49,8 @@ ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 __all__ = ["ID", "ShimExecutor"]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie counts as gone (PID 1 of a container host may reap late)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(") ", 1)[1][0] != "Z"
@@ -150,7 +151,7 @@ class ShimExecutor:
     def _orphan_state(self, container_id: str, d: Path) -> ContainerState:
         """The shim is gone without an exit file (killed): the init may still run."""
         pid = self._pid(d, "init.pid")
-        if pid and _pid_alive(pid) and self._in_cgroup(d, pid):
+        if pid and pid_alive(pid) and self._in_cgroup(d, pid):
             started = float(_read(d / "started") or 0.0)
             status = ContainerStatus.RUNNING if started else ContainerStatus.CREATED
             cg = self.cgroup(d)
@@ -247,7 +248,7 @@ class ShimExecutor:
             delivered = True
         except ShimGone:
             pid = self._pid(d, "init.pid")
-            if pid and _pid_alive(pid) and self._in_cgroup(d, pid):
+            if pid and pid_alive(pid) and self._in_cgroup(d, pid):
                 os.kill(pid, sig)
                 delivered = True
         except errors.Conflict:
@@ -280,7 +281,7 @@ class ShimExecutor:
                 if self._exit(d) is not None:
                     continue
                 pid = self._pid(d, "init.pid")
-                if pid and _pid_alive(pid) and self._in_cgroup(d, pid):
+                if pid and pid_alive(pid) and self._in_cgroup(d, pid):
                     # the shim was killed; its container runs on: wait for the init itself
                     try:
                         fd = os.pidfd_open(pid)
@@ -428,7 +429,7 @@ class ShimExecutor:
         if shim:
             await self._reap(d, shim)
         init = self._pid(d, "init.pid")
-        if init and _pid_alive(init) and self._in_cgroup(d, init):
+        if init and pid_alive(init) and self._in_cgroup(d, init):
             with contextlib.suppress(OSError):
                 os.kill(init, signals.SIGKILL)
         cg = self.cgroup(d)
@@ -460,7 +461,7 @@ class ShimExecutor:
                 return os.readlink(f"/proc/{pid}/cwd") == str(d)   # forked by the zygote
             except OSError:
                 return False
-        if not (_pid_alive(pid) and ours()):
+        if not (pid_alive(pid) and ours()):
             return
         with trio.move_on_after(5):
             try:
@@ -472,9 +473,9 @@ class ShimExecutor:
                     await trio.lowlevel.wait_readable(fd)
                 finally:
                     os.close(fd)
-            while _pid_alive(pid) and ours():
+            while pid_alive(pid) and ours():
                 await trio.sleep(0.01)
-        if _pid_alive(pid) and ours():
+        if pid_alive(pid) and ours():
             with contextlib.suppress(OSError):
                 os.kill(pid, signals.SIGKILL)
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
+from core.shim.executor import pid_alive  # noqa: F401  (the suites' and tests' one)
 from core import plugins
 
 if TYPE_CHECKING:
@@ -124,22 +125,6 @@ def options_from_env() -> dict[str, str]:
 async def close_driver(driver: Any) -> None:
     """Close a driver object the way the daemon does: ``aclose()``, every contract's name."""
     await driver.aclose()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie counts as gone; another user's process as alive): tells
-    the leftovers of a dead run, named after its pid, from those of a live one."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def unmount_below(root: Path) -> None:

@@ -463,6 +463,18 @@ class NetworkHarness:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+async def clear_network_driver(driver: Any) -> None:
+    """Leave every endpoint and delete every network a network driver has, then close it: what
+    a test leaves on the host, removed through the driver itself (bridges, nft rules, ports)."""
+    try:
+        for net in await driver.networks():
+            for ep in await driver.endpoints(net.id):
+                await driver.leave(net.id, ep.endpoint_id)
+            await driver.delete_network(net.id)
+    finally:
+        await close_driver(driver)
+
+
 def reap_stale() -> None:
     """Remove what runs of this suite that died half-way left: their namespaces, and everything
     their drivers made (each stale root's driver is rebuilt and cleared, then the root removed)."""
@@ -479,17 +491,8 @@ def reap_stale() -> None:
         try:
             info = json.loads((root / "suite.json").read_text())
 
-            async def clear(driver: Any) -> None:
-                try:
-                    for net in await driver.networks():
-                        for ep in await driver.endpoints(net.id):
-                            await driver.leave(net.id, ep.endpoint_id)
-                        await driver.delete_network(net.id)
-                finally:
-                    await close_driver(driver)
-
             _, _, driver = make_driver(info["kind"], info["name"], root, info["options"])
-            trio.run(clear, driver)
+            trio.run(clear_network_driver, driver)
         except (OSError, ValueError, KeyError, CoreError):
             pass
         shutil.rmtree(root, ignore_errors=True)
