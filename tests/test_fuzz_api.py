@@ -276,7 +276,8 @@ def _create(env: CoreEnv, fields: dict) -> tuple[int, str]:
     ({"Domainname": True}, "Domainname of type string"),
     ({"HostConfig": {"Memory": 10 ** 30}}, "HostConfig.Memory of type int64"),
     ({"StopTimeout": 2 ** 64}, "StopTimeout of type int"),
-    ({"HostConfig": {"ConsoleSize": [-1, 2]}}, "HostConfig.ConsoleSize of type uint"),
+    ({"HostConfig": {"ConsoleSize": [-1, 2]}}, "HostConfig.ConsoleSize of type uint16"),
+    ({"HostConfig": {"ConsoleSize": [2 ** 64 - 1]}}, "HostConfig.ConsoleSize of type uint16"),
 ])
 def test_bad_create_bodies_are_400_at_create(busy, fields, fragment):
     status, text = _create(busy, fields)
@@ -337,6 +338,12 @@ def test_lower_case_create_keys_reach_the_container(busy):
         except docker.errors.NotFound:
             pass
         client.close()
+
+
+@pytest.mark.parametrize("query", ["h=99999&w=10", "h=10&w=-1", "h=10&w=18446744073709551615"])
+def test_a_resize_beyond_a_terminals_size_is_400(busy, query):
+    status, _h, out = request(busy, "POST", f"/v1.47/containers/runner/resize?{query}")
+    assert status == 400, out
 
 
 def test_top_with_an_unterminated_quote_is_400(busy):

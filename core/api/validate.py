@@ -218,7 +218,8 @@ def _struct(go: str, spec: str, types: Mapping[str, T], embeds: tuple[Struct, ..
 
 _T: dict[str, T] = {"s": STR, "b": BOOL, "i": INT, "i64": INT64, "u16": UINT16, "u32": UINT32,
                     "u": UINT, "u64": UINT64, "ss": STRS, "sm": STRMAP, "slice": StrSlice(), "any": Any_(),
-                    "console": List(UINT, 2)}
+                    # [height, width] of a terminal: the kernel's winsize holds 16 bits each
+                    "console": List(UINT16, 2)}
 
 HEALTH = _struct("container.HealthConfig", "Test:ss Interval:i64 Timeout:i64 StartPeriod:i64 "
                  "StartInterval:i64 Retries:i", _T)
@@ -364,6 +365,15 @@ def _ps_args(_param: str, value: str) -> None:
         raise InvalidArgument(f"invalid ps_args {value!r}: {exc}") from None
 
 
+def _winsize(param: str, value: str) -> None:
+    try:
+        number = int(value) if value else 0
+    except ValueError:
+        return   # the handler's own message
+    if not 0 <= number <= 65535:
+        raise InvalidArgument(f'invalid value for "{param}": {value[:32]} is not a terminal size (0 to 65535)')
+
+
 def _filters(_param: str, value: str) -> None:
     if len(value) > MAX_FILTERS_BYTES:
         raise InvalidArgument(f"invalid filters: longer than {MAX_FILTERS_BYTES} bytes")
@@ -375,6 +385,8 @@ QUERY_CHECKS: dict[tuple[str, str] | str, dict[str, Callable[[str, str], None]]]
     ("POST", "/containers/create"): {"name": _name_check("container")},
     ("POST", "/containers/{id}/rename"): {"name": _name_check("container")},
     ("GET", "/containers/{id}/top"): {"ps_args": _ps_args},
+    ("POST", "/containers/{id}/resize"): {"h": _winsize, "w": _winsize},
+    ("POST", "/exec/{id}/resize"): {"h": _winsize, "w": _winsize},
 }
 
 #: body fields that are names, by route
