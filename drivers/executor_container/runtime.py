@@ -136,6 +136,11 @@ def open_console(bind_console: bool = False) -> None:
 def report(exc: BaseException) -> int:
     if isinstance(exc, Fail):
         kind, message, code = exc.kind, exc.message, exc.code
+    elif isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        # fork/clone refused: the container's pids limit (or the host's) is reached
+        kind, code = "Conflict", 1
+        message = ("cannot start another process in the container: its process limit "
+                   f"(--pids-limit) is reached ({exc.strerror})")
     elif isinstance(exc, OSError):
         kind = {errno.ENOENT: "NotFound", errno.EACCES: "Forbidden",
                 errno.EPERM: "Forbidden", errno.EINVAL: "InvalidArgument"}.get(exc.errno or 0,

@@ -205,6 +205,8 @@ class Lifecycle:
     async def start_locked(self, c: Container) -> None:
         """Run the container (its lock held); on failure everything made is undone and the
         error recorded in its state."""
+        if c.id not in self.parts.store.by_id:   # removed while the caller waited for the lock
+            raise NotFound(f"No such container: {c.id}")
         ex = self.parts.executor(c)
         await prepare_executor(ex, c.id)
         for mp in c.mounts:
