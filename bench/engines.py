@@ -3,15 +3,19 @@ podman, docker — run on the same image as core, pulled from the same local reg
 HTTP on 127.0.0.1: nothing leaves the machine)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from core.testing.registry_server import Registry
 from tests.conftest import purge_network_driver, remove_containers_under, stop_pid, unmount_under
+from tests.support.images import build_image, busybox_rootfs_layer, push
 
 NAMES = ("podman", "docker")
 
@@ -94,3 +98,16 @@ class Core:
             print(f"warning: removing the bench's bridge/nft tables: {exc}", file=sys.stderr)
         unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def served_busybox(work: Path, core: "Core") -> Iterator[str]:
+    """busybox, built under ``work`` by the test suite's image builder, pushed to a real registry
+    (Debian's docker-registry) on 127.0.0.1 that serves it while the block runs, and pulled by
+    ``core``: the image's reference."""
+    build_image(work / "layout", [busybox_rootfs_layer()], config={"Cmd": ["/bin/sh"]})
+    with Registry() as registry:
+        push(work / "layout", "busybox:latest", registry)
+        image = f"{registry.host}/busybox:latest"
+        core.run("pull", "-q", image)
+        yield image

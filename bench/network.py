@@ -28,9 +28,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
-from core.testing.registry_server import Registry  # noqa: E402
-
 from bench import engines  # noqa: E402
 from bench.engines import Core  # noqa: E402
 
@@ -68,11 +65,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="core-bench-netimg-", dir="/tmp"))
     core = Core()
     try:
-        build_image(work / "layout", [busybox_rootfs_layer()], config={"Cmd": ["/bin/sh"]})
-        with Registry() as registry:
-            push(work / "layout", "busybox:latest", registry)
-            image = f"{registry.host}/busybox:latest"
-            core.run("pull", "-q", image)
+        with engines.served_busybox(work, core) as image:
             base = [core.bin, "run", "--rm"]
             none, bridge = interleaved(args.n, base + ["--network", "none", image, "true"],
                                        base + [image, "true"], env=core.env)

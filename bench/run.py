@@ -34,9 +34,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.images import build_image, busybox_rootfs_layer, push  # noqa: E402
-from core.testing.registry_server import Registry  # noqa: E402
-
 from bench import engines  # noqa: E402
 from bench.engines import Core  # noqa: E402
 
@@ -80,11 +77,7 @@ def main() -> int:
     core = Core()
     pulled: dict[str, str] = {}
     try:
-        build_image(work / "layout", [busybox_rootfs_layer()], config={"Cmd": ["/bin/sh"]})
-        with Registry() as registry:
-            push(work / "layout", "busybox:latest", registry)
-            image = f"{registry.host}/busybox:latest"
-            core.run("pull", "-q", image)
+        with engines.served_busybox(work, core) as image:
 
             # 1. start-up
             ours = []

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from core.cli.client import CLIError
-from tests.conftest import CORE, CoreEnv, wait_for
+from tests.conftest import CORE, wait_for
+from tests.support.helpers import busybox_engine
 
 # =================================================================================================
 # 1. Pure parts
@@ -923,23 +924,18 @@ def _kill_leftovers(root: Path) -> None:
 @pytest.fixture(scope="module")
 def eng(test_images):
     """One daemon for the module, busybox pulled from the test registry."""
-    env = CoreEnv()
-    try:
-        ref = test_images["busybox:latest"].reference
-        proc = env.run("pull", ref, timeout=300)
-        assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
-        env.bb = ref
-        yield env
-    finally:
+    with busybox_engine(test_images) as env:
         try:
-            ids = env.run("ps", "-aq", timeout=30).stdout.split()
-            if ids:
-                env.run("rm", "-f", *ids, timeout=120)
-        except Exception:  # noqa: BLE001 - cleanup goes on
-            pass
-        env.stop_daemons()
-        _kill_leftovers(env.root)
-        env.cleanup()
+            yield env
+        finally:
+            try:
+                ids = env.run("ps", "-aq", timeout=30).stdout.split()
+                if ids:
+                    env.run("rm", "-f", *ids, timeout=120)
+            except Exception:  # noqa: BLE001 - cleanup goes on
+                pass
+            env.stop_daemons()
+            _kill_leftovers(env.root)
 
 
 def ok(proc):

@@ -3,6 +3,7 @@ against a real daemon, the real executor and storage drivers, and busybox images
 the test registry on loopback."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,18 +11,15 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CoreEnv, wait_for
+from tests.support.helpers import pull, recv_all
 
 docker = pytest.importorskip("docker")
-
-
-def pull(env: CoreEnv, ref: str) -> None:
-    proc = env.run("pull", ref, timeout=300)
-    assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
 
 
 def reap(env: CoreEnv) -> None:
@@ -49,27 +47,30 @@ def reap(env: CoreEnv) -> None:
                 pass
 
 
-@pytest.fixture
-def core_env():
-    """An isolated core of a test's own, reaped and cleaned up afterwards."""
+@contextlib.contextmanager
+def reaped_core() -> Iterator[CoreEnv]:
+    """An isolated core, reaped and cleaned up when the block ends."""
     e = CoreEnv()
     try:
         yield e
     finally:
         reap(e)
         e.cleanup()
+
+
+@pytest.fixture
+def core_env():
+    """An isolated core of a test's own, reaped and cleaned up afterwards."""
+    with reaped_core() as e:
+        yield e
 
 
 @pytest.fixture(scope="module")
 def env(test_images):
-    e = CoreEnv()
-    try:
+    with reaped_core() as e:
         e.start_daemon()
         pull(e, test_images["busybox:latest"].reference)
         yield e
-    finally:
-        reap(e)
-        e.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,15 @@ class Raw:
     def frame(self) -> tuple[int, bytes]:
         kind, size = struct.unpack(">BxxxL", self.recv_exact(8))
         return kind, self.recv_exact(size)
+
+    def payloads_until_closed(self) -> bytes:
+        """The payloads of the stream's frames up to the end of the connection, joined."""
+        out = b""
+        try:
+            while True:
+                out += self.frame()[1]
+        except EOFError:
+            return out
 
     def read_until_closed(self) -> bytes:
         out = self.buf
@@ -511,12 +521,7 @@ def test_attach_stdin_once_closes_stdin(env, client, image, cleanup):
     c.start()
     raw.sock.sendall(b"piped data\x10\x11 and more\n")  # in one read: not a detach without a tty
     raw.sock.shutdown(socket.SHUT_WR)
-    out = b""
-    try:
-        while True:
-            out += raw.frame()[1]
-    except EOFError:
-        pass
+    out = raw.payloads_until_closed()
     raw.close()
     assert out == b"piped data\x10\x11 and more\n"
     assert c.wait(timeout=10)["StatusCode"] == 0
@@ -609,12 +614,7 @@ def test_exec_detached_and_stdin(env, client, image, cleanup):
     assert status == 101
     raw.sock.sendall(b"via exec\n")
     raw.sock.shutdown(socket.SHUT_WR)
-    out = b""
-    try:
-        while True:
-            out += raw.frame()[1]
-    except EOFError:
-        pass
+    out = raw.payloads_until_closed()
     raw.close()
     assert out == b"via exec\n"
 
@@ -1366,14 +1366,9 @@ def test_prune_resize_stop_signal_wait_removed(env, client, image, cleanup):
     exec_id = client.api.exec_create(tty.id, ["sh", "-c", "sleep 0.5; stty size"], tty=True)["Id"]
     sock = client.api.exec_start(exec_id, socket=True, tty=True)
     client.api.exec_resize(exec_id, height=44, width=123)
-    out = b""
     raw_sock = getattr(sock, "_sock", sock)
     raw_sock.settimeout(10)
-    while True:
-        data = raw_sock.recv(4096)
-        if not data:
-            break
-        out += data
+    out = recv_all(raw_sock)
     sock.close()
     assert b"44 123" in out
     # stop with a signal of the caller's choice

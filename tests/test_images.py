@@ -18,19 +18,8 @@ import pytest
 import trio
 
 from core import plugins
-
-
-def pull(env, ref, *args, check=True):
-    proc = env.run("pull", *args, ref, timeout=300)
-    if check:
-        assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
-    return proc
-
-
-def inspect(env, name):
-    proc = env.run("image", "inspect", name)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)[0]
+from tests.support.helpers import inspect_image as inspect
+from tests.support.helpers import pull
 
 
 @contextlib.contextmanager
@@ -61,6 +50,12 @@ def mounted(env, image_id: str, storage: str = "overlay"):
         shutil.rmtree(target, ignore_errors=True)
 
 
+def assert_image_tree(env, img, storage: str = "overlay") -> None:
+    """Image ``img`` of the test set, mounted through ``storage``, holds exactly the files it was built with."""
+    with mounted(env, img.config_digest, storage=storage) as root:
+        assert_tree_matches(root, img.files)
+
+
 def assert_tree_matches(root: Path, files) -> None:
     """The mounted tree holds exactly the files the test image builder says the image has."""
     import hashlib
@@ -86,15 +81,8 @@ def assert_tree_matches(root: Path, files) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(test_images):
-    from tests.conftest import CoreEnv
-
-    e = CoreEnv()
-    try:
-        e.run("version", check=True)
-        yield e
-    finally:
-        e.cleanup()
+def env(test_images, shared_core):
+    return shared_core
 
 
 # -- pull ------------------------------------------------------------------------------------------
@@ -150,8 +138,7 @@ def test_pull_by_digest(env, test_images):
 def test_layered_image_unpacks_whiteouts_exactly(env, test_images):
     img = test_images["layered:latest"]
     pull(env, img.reference)
-    with mounted(env, img.config_digest) as root:
-        assert_tree_matches(root, img.files)
+    assert_image_tree(env, img)
 
 
 def test_pull_all_tags_shares_layers(env, test_images):
@@ -186,15 +173,13 @@ def test_multi_platform_index_selects_host_and_skips_attestations(env, test_imag
 def test_zstd_layers(env, test_images):
     img = test_images["zstd:latest"]
     pull(env, img.reference)
-    with mounted(env, img.config_digest) as root:
-        assert_tree_matches(root, img.files)
+    assert_image_tree(env, img)
 
 
 def test_130_layers_pull_and_mount(env, test_images):
     img = test_images["many:latest"]
     pull(env, img.reference)
-    with mounted(env, img.config_digest) as root:
-        assert_tree_matches(root, img.files)
+    assert_image_tree(env, img)
 
 
 def test_vfs_driver_side_by_side(env, test_images):
@@ -202,10 +187,8 @@ def test_vfs_driver_side_by_side(env, test_images):
     proc = env.run("--driver", "storage=vfs", "pull", img.reference, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (env.data_root / "storage" / "vfs").is_dir()
-    with mounted(env, img.config_digest, storage="vfs") as root:
-        assert_tree_matches(root, img.files)
-    with mounted(env, img.config_digest, storage="overlay") as root:
-        assert_tree_matches(root, img.files)
+    assert_image_tree(env, img, "vfs")
+    assert_image_tree(env, img, "overlay")
 
 
 # -- rmi, tag, history, prune ------------------------------------------------------------------------

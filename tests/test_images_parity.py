@@ -15,18 +15,8 @@ import pytest
 
 from core.units import human_size
 from tests.conftest import CORE as CORE_CMD
-
-
-def pull(env, ref, *args):
-    proc = env.run("pull", *args, ref, timeout=300)
-    assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
-    return proc
-
-
-def inspect(env, name):
-    proc = env.run("image", "inspect", name)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)[0]
+from tests.support.helpers import inspect_image as inspect
+from tests.support.helpers import pull
 
 
 def docker_size(files) -> int:

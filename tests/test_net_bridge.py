@@ -45,6 +45,7 @@ from core.testing.network import (PREFIX, RUN_TAG, HostSnapshot, NetworkHarness,
                                   normalized, nft_ruleset, reap_stale, tcp_exchange, udp_reachable)
 from drivers.net_bridge import ipam
 from drivers.net_bridge.nft import Ruleset
+from tests.support.helpers import pid_exists
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network tests make namespaces: run as root"),
@@ -66,26 +67,16 @@ def _reap_stale_extras() -> None:
         table = obj.get("table")
         if table and not obj.get("rule"):
             m = re.match(r"^corenet-t(\d+)-", table["name"])
-            if m and not _alive(int(m.group(1))):
+            if m and not pid_exists(int(m.group(1))):
                 subprocess.run(["nft", "delete", "table", table["family"], table["name"]],
                                capture_output=True)
     out = subprocess.run(["ip", "-j", "route", "show", "proto", str(ROUTE_PROTO)],
                          capture_output=True, text=True).stdout
     for r in json.loads(out or "[]"):
-        if r.get("metric") and not _alive(int(r["metric"])):
+        if r.get("metric") and not pid_exists(int(r["metric"])):
             subprocess.run(["ip", "route", "del", r["type"] if r.get("type") else "unicast",
                             r["dst"], "proto", str(ROUTE_PROTO), "metric", str(r["metric"])],
                            capture_output=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -25,6 +25,7 @@ import sys
 import pytest
 
 from tests.conftest import CoreEnv, wait_for
+from tests.support.helpers import busybox_engine
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network tests make namespaces: run as root"),
@@ -159,15 +160,8 @@ def client():
 @pytest.fixture(scope="module")
 def eng(test_images):
     """One daemon for the module, busybox pulled from the test registry."""
-    env = CoreEnv()
-    try:
-        ref = test_images["busybox:latest"].reference
-        proc = env.run("pull", ref, timeout=300)
-        assert proc.returncode == 0, (proc.stdout, proc.stderr, env.daemon_log()[-3000:])
-        env.bb = ref
+    with busybox_engine(test_images) as env:
         yield env
-    finally:
-        env.cleanup()
 
 
 @pytest.fixture

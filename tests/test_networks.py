@@ -44,6 +44,7 @@ from core import netns
 from core.engine.networks import dns
 from core.errors import Conflict, Forbidden, InvalidArgument, NotFound
 from tests.conftest import CoreEnv, _answers, purge_network_driver, unmount_under, wait_for
+from tests.support.helpers import pid_exists, recv_all
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network tests make namespaces: run as root"),
@@ -61,23 +62,13 @@ def next_table() -> str:
     return f"{TABLE_PREFIX}{next(_tables)}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 # =========================================================================== cleanup
 def _reap_stale() -> None:
     """What killed runs of this module left: their roots (drivers cleared) and nft tables."""
     pattern = re.compile(r"^core-nmt-(\d+)-")
     for root in Path("/tmp").glob("core-nmt-*"):
         m = pattern.match(root.name)
-        if not m or _alive(int(m.group(1))):
+        if not m or pid_exists(int(m.group(1))):
             continue
         try:
             options = json.loads((root / "options.json").read_text())
@@ -93,7 +84,7 @@ def _reap_stale() -> None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         m = re.match(r"^coretest-(\d+)-", table)
-        if not m or _alive(int(m.group(1))):
+        if not m or pid_exists(int(m.group(1))):
             continue
         try:
             purge_network_driver(root / "data", root / "run", {"nft-table": table})
@@ -106,7 +97,7 @@ def _reap_stale() -> None:
         tables = []
     for t in tables:
         m = re.match(r"^coretest-(\d+)-", t["name"])
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_exists(int(m.group(1))):
             subprocess.run(["nft", "delete", "table", t["family"], t["name"]], capture_output=True)
 
 
@@ -1069,12 +1060,7 @@ class NetEnv:
         head = (f"{method} /v1.47{path} HTTP/1.1\r\nHost: core\r\nContent-Length: {len(data)}\r\n"
                 "Content-Type: application/json\r\nConnection: close\r\n\r\n")
         s.sendall(head.encode() + data)
-        raw = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            raw += chunk
+        raw = recv_all(s)
         s.close()
         header, _, payload = raw.partition(b"\r\n\r\n")
         status = int(header.split()[1])

@@ -3,6 +3,7 @@ its token server, the fault proxy, and tiny local HTTP servers for what a real r
 do on demand (oversized manifests, 500s, redirects to blob storage, TLS)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import urllib.parse
+from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
@@ -45,6 +47,16 @@ CREDS = AuthConfig(username=TEST_USER, password=TEST_PASSWORD)
 def make_client(tmp_path: Path, config: dict | None = None, **kw) -> HubClient:
     kw.setdefault("backoff", 0.01)
     return HubClient(ContentStore(tmp_path / "content"), config, **kw)
+
+
+@contextlib.asynccontextmanager
+async def client_at(tmp_path: Path, config: dict | None = None, **kw) -> AsyncIterator[HubClient]:
+    """:func:`make_client`, closed when the block ends."""
+    client = make_client(tmp_path, config, **kw)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def run(fn: Callable, *args):
@@ -233,8 +245,7 @@ def test_plugin_refuses_a_context_without_content_store(tmp_path):
 # ------------------------------------------------------------------------------ pulling
 def test_resolve_schema2_oci_and_index_by_tag_and_digest(registry, test_images, tmp_path):
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             for name in ("busybox:latest", "layered:latest", "multi:latest"):
                 pushed = test_images[name]
                 for r in (ref(registry, name), parse_reference(pushed.ref(by_digest=True))):
@@ -254,8 +265,6 @@ def test_resolve_schema2_oci_and_index_by_tag_and_digest(registry, test_images, 
             wrong_size = Descriptor(child.media_type, child.digest, child.size - 1)
             with pytest.raises(InvalidArgument):
                 await client.fetch_manifest(ref(registry, "multi:latest"), wrong_size)
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -267,8 +276,7 @@ def test_fetch_blob_streams_verifies_and_stores(fault_proxy, test_images, tmp_pa
     seen: list[int] = []
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             data = await collect(client.fetch_blob(r, layer, progress=seen.append))
             assert "sha256:" + hashlib.sha256(data).hexdigest() == bb.layer_digests[0]
             assert client.content.exists(layer.digest) and client.content.ingests() == []
@@ -280,21 +288,16 @@ def test_fetch_blob_streams_verifies_and_stores(fault_proxy, test_images, tmp_pa
             assert fault_proxy.request_count("/blobs/") == before
             await client.fetch_blob_to_store(r, config_desc(bb))
             assert client.content.read_bytes(bb.config_digest, 1 << 20) == bb.config_bytes
-        finally:
-            await client.aclose()
 
     run(main)
 
 
 def test_tags_list(registry, test_images, tmp_path):
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             assert sorted(await client.tags(ref(registry, "busybox"))) == ["1.0", "1.1", "latest"]
             with pytest.raises(NotFound, match="pull access denied for 127.0.0.1:.*/nosuchrepo"):
                 await client.tags(ref(registry, "nosuchrepo"))
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -312,11 +315,8 @@ def test_tags_follow_link_pagination(tmp_path):
 
     with TinyServer(handler) as srv:
         async def main():
-            client = make_client(tmp_path)
-            try:
+            async with client_at(tmp_path) as client:
                 assert await client.tags(ref(srv, "repo")) == ["a", "b", "c"]
-            finally:
-                await client.aclose()
 
         run(main)
     assert [p for _m, p, _h in srv.requests] == list(pages)
@@ -324,8 +324,7 @@ def test_tags_follow_link_pagination(tmp_path):
 
 def test_not_found_messages(registry, test_images, tmp_path):
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             with pytest.raises(NotFound) as exc:
                 await client.resolve(ref(registry, "busybox:nope"))
             assert str(exc.value) == (f"manifest for {registry.host}/busybox:nope not found: "
@@ -335,8 +334,6 @@ def test_not_found_messages(registry, test_images, tmp_path):
             missing = Descriptor(im.MT_OCI_LAYER_GZIP, Digest.from_bytes(b"nothing"), 7)
             with pytest.raises(NotFound, match=f"blob {missing.digest} not found"):
                 await collect(client.fetch_blob(ref(registry, "busybox:latest"), missing))
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -347,8 +344,7 @@ def test_token_flow_reuses_tokens(token_registry, test_images, tmp_path):
     bb = test_images["busybox:latest"].image
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             ts.reset_counters()
             r = ref(token_registry, "busybox:latest")
             async with trio.open_nursery() as nursery:  # concurrent first requests: one token
@@ -366,8 +362,6 @@ def test_token_flow_reuses_tokens(token_registry, test_images, tmp_path):
             assert pdesc.digest == desc.digest and ts.issued == 2
             assert ts.requests[-1].user == TEST_USER
             assert ts.requests[-1].scopes == ["repository:private/busybox:pull"]
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -377,9 +371,8 @@ def test_token_expiry_is_honoured(token_registry, test_images, tmp_path):
     now = [1000.0]
 
     async def main():
-        client = make_client(tmp_path)
-        client._auth._clock = lambda: now[0]
-        try:
+        async with client_at(tmp_path) as client:
+            client._auth._clock = lambda: now[0]
             ts.reset_counters()
             r = ref(token_registry, "busybox:latest")
             await client.resolve(r)
@@ -389,16 +382,13 @@ def test_token_expiry_is_honoured(token_registry, test_images, tmp_path):
             now[0] += 25  # within the margin: a new token
             await client.resolve(r)
             assert ts.issued == 2
-        finally:
-            await client.aclose()
 
     run(main)
 
 
 def test_refused_credentials(token_registry, test_images, tmp_path):
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             p = ref(token_registry, "private/busybox:latest")
             with pytest.raises(Unauthorized, match="^unauthorized: authentication required$"):
                 await client.resolve(p, AuthConfig(username=TEST_USER, password="wrong"))
@@ -411,8 +401,6 @@ def test_refused_credentials(token_registry, test_images, tmp_path):
             assert await client.login(token_registry.host, CREDS) == "Login Succeeded"
             with pytest.raises(Unauthorized):
                 await client.login(token_registry.host, AuthConfig(username="bob", password="x"))
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -430,8 +418,7 @@ def test_identity_token_and_registry_token(token_registry, test_images, tmp_path
     p = ref(token_registry, "private/busybox:latest")
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             ts.reset_counters()
             desc, _ = await client.resolve(p, AuthConfig(identitytoken=refresh))
             assert str(desc.digest) == test_images["private/busybox:latest"].digest
@@ -442,8 +429,6 @@ def test_identity_token_and_registry_token(token_registry, test_images, tmp_path
             ts.reset_counters()
             desc, _ = await client.resolve(p, {"registrytoken": token})
             assert ts.requests == []
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -455,8 +440,7 @@ def test_basic_auth_challenge(registry, test_images, tmp_path):
         pytest.skip(f"no basic-auth registry: {exc}")
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             r = ref(reg, "busybox:latest")
             desc, _ = await client.resolve(r, {"username": "bob", "password": "bob-pw"})
             assert str(desc.digest) == test_images["busybox:latest"].digest
@@ -464,8 +448,6 @@ def test_basic_auth_challenge(registry, test_images, tmp_path):
                 await client.resolve(r, AuthConfig(username="bob", password="nope"))
             assert await client.login(reg.host, {"username": "bob", "password": "bob-pw"}) == \
                 "Login Succeeded"
-        finally:
-            await client.aclose()
 
     try:
         run(main)
@@ -482,13 +464,10 @@ def test_cut_mid_blob_resumes_with_range(fault_proxy, test_images, tmp_path):
     fault_proxy.cut_after(120_000, "/blobs/")  # the resumed request is cut again
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             data = await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"), layer))
             assert "sha256:" + hashlib.sha256(data).hexdigest() == str(layer.digest)
             assert client.content.exists(layer.digest)
-        finally:
-            await client.aclose()
 
     run(main)
     reqs = fault_proxy.matching(str(layer.digest), "GET")
@@ -504,21 +483,15 @@ def test_partial_ingest_from_an_earlier_pull_is_resumed(fault_proxy, test_images
     fault_proxy.cut_after(0, "/blobs/", times=None)  # then every try is cut at once
 
     async def main():
-        client = make_client(tmp_path, blob_attempts=2)
-        try:
+        async with client_at(tmp_path, blob_attempts=2) as client:
             with pytest.raises(Unavailable, match="no progress after 2 attempts"):
                 await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"), layer))
-        finally:
-            await client.aclose()
         [partial] = ContentStore(tmp_path / "content").ingests()
         assert partial.offset == 70_000 and not partial.active
         fault_proxy.clear_faults()
-        client = make_client(tmp_path)  # as after a daemon restart
-        try:
+        async with client_at(tmp_path) as client:  # as after a daemon restart
             data = await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"), layer))
             assert "sha256:" + hashlib.sha256(data).hexdigest() == str(layer.digest)
-        finally:
-            await client.aclose()
 
     run(main)
     assert fault_proxy.matching(str(layer.digest), "GET")[-1].header("Range") == "bytes=70000-"
@@ -538,11 +511,8 @@ def test_whole_blob_answer_to_a_range_request(tmp_path):
         store = ContentStore(tmp_path / "content")
         with store.ingest(f"blob-{digest}", desc) as w:  # an earlier, interrupted download
             await w.write(blob[:100_000])
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             assert await collect(client.fetch_blob(ref(srv, "x:latest"), desc)) == blob
-        finally:
-            await client.aclose()
 
     with TinyServer(handler) as srv:
         run(main)
@@ -555,8 +525,7 @@ def test_concurrent_fetches_of_one_blob_download_it_once(fault_proxy, test_image
     results: list[bytes] = []
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             async def one():
                 results.append(await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"),
                                                                layer)))
@@ -564,8 +533,6 @@ def test_concurrent_fetches_of_one_blob_download_it_once(fault_proxy, test_image
             async with trio.open_nursery() as nursery:
                 for _ in range(3):
                     nursery.start_soon(one)
-        finally:
-            await client.aclose()
 
     run(main)
     assert len(results) == 3 and all(r == bb.blob(bb.layer_digests[0]) for r in results)
@@ -578,8 +545,7 @@ def test_flipped_byte_keeps_nothing(fault_proxy, test_images, tmp_path):
     fault_proxy.flip_byte("/blobs/")
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             with pytest.raises(InvalidArgument, match=f"failed to verify blob {layer.digest}"):
                 await collect(client.fetch_blob(ref(fault_proxy, "busybox:latest"), layer))
             assert not client.content.exists(layer.digest)
@@ -589,8 +555,6 @@ def test_flipped_byte_keeps_nothing(fault_proxy, test_images, tmp_path):
             fault_proxy.flip_byte("/manifests/")
             with pytest.raises(InvalidArgument, match="the registry says sha256:.*the content hashes to"):
                 await client.resolve(ref(fault_proxy, "busybox:latest"))
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -613,8 +577,7 @@ def test_oversized_and_schema1_manifests(tmp_path):
 
     with TinyServer(handler) as srv:
         async def main():
-            client = make_client(tmp_path)
-            try:
+            async with client_at(tmp_path) as client:
                 for repo in ("big", "chunked"):
                     with pytest.raises(InvalidArgument, match="more than the 4194304"):
                         await client.resolve(ref(srv, f"{repo}:latest"))
@@ -624,8 +587,6 @@ def test_oversized_and_schema1_manifests(tmp_path):
                 with pytest.raises(InvalidArgument, match="unsupported manifest media type "
                                                           "application/vnd.example.thing"):
                     await client.resolve(ref(srv, "other:latest"))
-            finally:
-                await client.aclose()
 
         run(main)
 
@@ -636,12 +597,9 @@ def test_5xx_is_retried_then_unavailable(tmp_path):
 
     with TinyServer(handler) as srv:
         async def main():
-            client = make_client(tmp_path, attempts=3)
-            try:
+            async with client_at(tmp_path, attempts=3) as client:
                 with pytest.raises(Unavailable, match="500 Internal Server Error"):
                     await client.resolve(ref(srv, "busybox:latest"))
-            finally:
-                await client.aclose()
 
         run(main)
     assert len(srv.requests) == 3
@@ -651,12 +609,9 @@ def test_transient_5xx_recovers(fault_proxy, test_images, tmp_path):
     fault_proxy.fail_with(503, "/manifests/", times=2)
 
     async def main():
-        client = make_client(tmp_path, attempts=3)
-        try:
+        async with client_at(tmp_path, attempts=3) as client:
             desc, _ = await client.resolve(ref(fault_proxy, "busybox:latest"))
             assert str(desc.digest) == test_images["busybox:latest"].digest
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -665,12 +620,9 @@ def test_connection_refused_and_tls(tmp_path):
     port = closed_port()
 
     async def refused():
-        client = make_client(tmp_path, attempts=2)
-        try:
+        async with client_at(tmp_path, attempts=2) as client:
             with pytest.raises(Unavailable, match="connection refused"):
                 await client.resolve(ref(f"127.0.0.1:{port}", "busybox:latest"))
-        finally:
-            await client.aclose()
 
     run(refused)
 
@@ -708,14 +660,11 @@ def test_mirror_first_then_upstream(registry, fresh_registry, test_images, tmp_p
     with FaultProxy(fresh_registry) as empty_mirror:
         async def main():
             cfg = {"mirrors": {registry.host: [empty_mirror.url]}}
-            client = make_client(tmp_path, cfg)
-            try:
+            async with client_at(tmp_path, cfg) as client:
                 desc, _ = await client.resolve(ref(registry, "busybox:latest"))
                 assert str(desc.digest) == bb.digest
                 await client.fetch_blob_to_store(ref(registry, "busybox:latest"),
                                                  config_desc(bb.image))
-            finally:
-                await client.aclose()
 
         run(main)
         asked = [(r.method, r.path, r.status) for r in empty_mirror.requests]
@@ -729,8 +678,7 @@ def test_mirror_serves_when_upstream_is_down(fault_proxy, test_images, tmp_path)
 
     async def main():
         cfg = {"mirrors": {down: [f"http://{fault_proxy.host}"]}}
-        client = make_client(tmp_path, cfg, attempts=1)
-        try:
+        async with client_at(tmp_path, cfg, attempts=1) as client:
             r = ref(down, "busybox:latest")
             desc, _ = await client.resolve(r)
             assert str(desc.digest) == bb.digest
@@ -739,8 +687,6 @@ def test_mirror_serves_when_upstream_is_down(fault_proxy, test_images, tmp_path)
             fault_proxy.cut_after(10_000, "/blobs/")
             data = await collect(client.fetch_blob(r, config_desc(bb.image)))
             assert hashlib.sha256(data).hexdigest() == bb.config_digest.split(":")[1]
-        finally:
-            await client.aclose()
 
     run(main)
     assert fault_proxy.request_count("/v2/busybox/manifests/latest") == 1
@@ -762,13 +708,10 @@ def test_redirect_to_blob_storage_without_authorization(tmp_path):
 
         with TinyServer(registry) as reg_srv:
             async def main():
-                client = make_client(tmp_path)
-                try:
+                async with client_at(tmp_path) as client:
                     desc = Descriptor(im.MT_OCI_LAYER_GZIP, digest, len(blob))
                     got = await collect(client.fetch_blob(ref(reg_srv, "x:latest"), desc, CREDS))
                     assert got == blob and client.content.exists(digest)
-                finally:
-                    await client.aclose()
 
             run(main)
     assert [("authorization" in h) for _m, _p, h in reg_srv.requests] == [False, True]
@@ -784,8 +727,7 @@ def test_push_round_trip(fresh_registry, tmp_path):
     r = ref(fresh_registry, "pushed/image:v1")
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             # the config from memory, the layer from the content store
             layer_d = Descriptor(layer.media_type, layer.digest, layer.size)
             await client.content.write_blob(info.blob(layer.digest), layer_d)
@@ -811,8 +753,6 @@ def test_push_round_trip(fresh_registry, tmp_path):
             assert await client.push_blob(other_repo, layer_d,
                                           client.content.open(layer_d.digest)) is True
             assert await client.push_blob(other_repo, layer_d) is False
-        finally:
-            await client.aclose()
 
     run(main)
 
@@ -823,13 +763,10 @@ def test_push_needs_credentials_on_token_registry(token_registry, tmp_path):
     r = ref(token_registry, "pushed/tokens:latest")
 
     async def main():
-        client = make_client(tmp_path)
-        try:
+        async with client_at(tmp_path) as client:
             with pytest.raises((Unauthorized, Forbidden)):
                 await client.push_blob(r, desc, data)
             assert await client.push_blob(r, desc, data, CREDS) is True
             assert await client.push_blob(r, desc, data, CREDS) is False
-        finally:
-            await client.aclose()
 
     run(main)

@@ -56,22 +56,23 @@ def tmp() -> Path:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def overlay() -> Harness:
-    h = Harness("storage", "overlay")
+def _harness(name: str):
+    """A fixture body: a :class:`Harness` of storage driver ``name``, closed after the test."""
+    h = Harness("storage", name)
     try:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture
+def overlay() -> Harness:
+    yield from _harness("overlay")
 
 
 @pytest.fixture
 def vfs() -> Harness:
-    h = Harness("storage", "vfs")
-    try:
-        yield h
-    finally:
-        h.close()
+    yield from _harness("vfs")
 
 
 @contextlib.contextmanager

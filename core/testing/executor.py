@@ -65,7 +65,8 @@ from hypothesis import strategies as st
 from core.contracts.executor import ContainerState, ExitStatus, IOConfig
 from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound, ProgramNotFound,
                          ProgramNotRunnable)
-from core.testing import TrioThread, close_driver, make_driver, options_from_env
+from core.testing import TrioThread, close_driver, make_driver
+from core.testing.loading import DriverSuite
 
 __all__ = ["ExecutorSuite", "Harness", "Result", "make_rootfs", "make_spec", "BUSYBOX",
            "DEFAULT_CAPS", "DEFAULT_PATH"]
@@ -282,22 +283,14 @@ class Harness:
         async def go() -> Result:
             await ex.create(cid, bundle, io)
             stream = await ex.attach(cid)
-            out = {1: bytearray(), 2: bytearray()}
             try:
                 await ex.start(cid)
-                async with trio.open_nursery() as nursery:
-                    if stdin is not None:
-                        async def feed() -> None:
-                            await stream.send_stdin(stdin)
-                            await stream.close_stdin()
-                        nursery.start_soon(feed)
-                    while (got := await stream.receive()) is not None:
-                        out[got[0]] += got[1]
+                stdout, stderr = await _talk(stream, stdin)
                 status = await ex.wait(cid)
             finally:
                 await stream.aclose()
             await ex.delete(cid)
-            return Result(status, bytes(out[1]), bytes(out[2]), read_log(log))
+            return Result(status, stdout, stderr, read_log(log))
 
         return self._loop.run(go, timeout=timeout)
 
@@ -315,20 +308,12 @@ class Harness:
         async def go() -> tuple[int, bytes, bytes]:
             await ex.exec(cid, exec_id, proc, IOConfig(terminal=terminal, stdin=stdin is not None))
             stream = await ex.attach(cid, exec_id)
-            out = {1: bytearray(), 2: bytearray()}
             try:
-                async with trio.open_nursery() as nursery:
-                    if stdin is not None:
-                        async def feed() -> None:
-                            await stream.send_stdin(stdin)
-                            await stream.close_stdin()
-                        nursery.start_soon(feed)
-                    while (got := await stream.receive()) is not None:
-                        out[got[0]] += got[1]
+                stdout, stderr = await _talk(stream, stdin)
             finally:
                 await stream.aclose()
             code = await ex.wait_exec(cid, exec_id)
-            return code, bytes(out[1]), bytes(out[2])
+            return code, stdout, stderr
 
         return self._loop.run(go)
 
@@ -379,6 +364,20 @@ class Harness:
             raise AssertionError("cleaning up: " + "; ".join(errors))
 
 
+async def _talk(stream: Any, stdin: bytes | None) -> tuple[bytes, bytes]:
+    """Send ``stdin`` (then close it) while reading ``stream`` to its end: (stdout, stderr)."""
+    out = {1: bytearray(), 2: bytearray()}
+    async with trio.open_nursery() as nursery:
+        if stdin is not None:
+            async def feed() -> None:
+                await stream.send_stdin(stdin)
+                await stream.close_stdin()
+            nursery.start_soon(feed)
+        while (got := await stream.receive()) is not None:
+            out[got[0]] += got[1]
+    return bytes(out[1]), bytes(out[2])
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
     try:
         return [json.loads(line) for line in path.read_text().split("\n") if line]
@@ -425,16 +424,10 @@ _examples = settings(max_examples=8, deadline=None, derandomize=False,
 
 
 # =========================================================================== the suite
-class ExecutorSuite:
+class ExecutorSuite(DriverSuite):
     """The executor contract, for the driver under test (``name``, or ``--driver``)."""
 
     kind = "executor"
-    name: str | None = None
-
-    def driver_options(self) -> dict[str, str]:
-        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
-        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
-        return options_from_env()
 
     @pytest.fixture
     def h(self, driver_under_test):

@@ -24,14 +24,21 @@ PROTOCOLS = {
 }
 
 
-class LoadingSuite:
-    kind: str | None = None  # None: every kind given with --driver
+class DriverSuite:
+    """What every conformance suite shares: the driver under test (``kind`` and ``name``, or
+    ``--driver``) and the options it is made with; each suite subclasses it."""
+
+    kind: str | None = None
     name: str | None = None
 
     def driver_options(self) -> dict[str, str]:
         """``DriverContext.options`` of the driver under test (a fresh call per harness): by
         default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
         return options_from_env()
+
+
+class LoadingSuite(DriverSuite):
+    kind: str | None = None  # None: every kind given with --driver
 
     @pytest.fixture
     def built(self, driver_under_test):

@@ -68,7 +68,8 @@ from hypothesis import strategies as st
 from core.contracts.registry import AuthConfig
 from core.errors import InvalidArgument, NotFound, Unauthorized
 from core.reference import Reference, parse_reference
-from core.testing import TrioThread, close_driver, make_driver, options_from_env, temp_root
+from core.testing import TrioThread, close_driver, make_driver, temp_root
+from core.testing.loading import DriverSuite
 from core.testing.registry_server import Registry, RegistryError, http_request, registry_available
 from core.types import (MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER_GZIP,
                         MEDIA_TYPE_OCI_MANIFEST, Descriptor, Digest)
@@ -303,11 +304,10 @@ _examples = settings(max_examples=6, deadline=None, database=None,
 
 
 # =========================================================================== the suite
-class RegistrySuite:
+class RegistrySuite(DriverSuite):
     """The registry conformance suite; subclass it with ``name = "<driver>"``."""
 
     kind = "registry"
-    name: str | None = None
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -329,11 +329,6 @@ class RegistrySuite:
                         "docker-registry)")
         with Registry(auth="token", users={USER: PASSWORD}) as reg:
             yield reg
-
-    def driver_options(self) -> dict[str, str]:
-        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
-        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
-        return options_from_env()
 
     @pytest.fixture
     def harness(self, driver_under_test: tuple[str, str]) -> Iterator[RegistryHarness]:

@@ -59,8 +59,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from core.contracts.storage import SnapshotKind, Usage
 from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
 from core.storage.mount import mount_all, unmount
-from core.testing import (TrioThread, close_driver, make_driver, options_from_env, temp_root,
+from core.testing import (TrioThread, close_driver, make_driver, temp_root,
                           unmount_below)
+from core.testing.loading import DriverSuite
 
 __all__ = ["SnapshotterSuite", "LayerStackMachine", "Harness", "Layer", "Node", "read_tree",
            "assert_tree", "chunks", "unmount_below"]
@@ -666,20 +667,14 @@ def _assert_untouched(h: Harness, before: dict[str, Node]) -> None:
 
 
 # =========================================================================== the suite
-class SnapshotterSuite:
+class SnapshotterSuite(DriverSuite):
     """The storage conformance suite; subclass it with ``name = "<driver>"``."""
 
     kind = "storage"
-    name: str | None = None
 
     #: hypothesis settings of the layer-stack state machine (bounded: the suite runs in a minute)
     stateful_settings = settings(max_examples=100, stateful_step_count=10, deadline=None,
                                  database=None, suppress_health_check=list(HealthCheck))
-
-    def driver_options(self) -> dict[str, str]:
-        """``DriverContext.options`` of the driver under test (a fresh call per harness): by
-        default the JSON object in ``$CORE_TESTING_DRIVER_OPTIONS``, if set."""
-        return options_from_env()
 
     @pytest.fixture
     def harness(self, driver_under_test: tuple[str, str]) -> Iterator[Harness]:

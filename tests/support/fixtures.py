@@ -262,22 +262,14 @@ def build_and_push_stock_images(registry: Registry, layout_root: Path,
 @pytest.fixture(scope="session")
 def registry():
     require_registry_tools()
-    reg = Registry()
-    reg.start()
-    try:
+    with Registry() as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="session")
 def token_registry(registry):
-    reg = Registry(auth="token", users={TEST_USER: TEST_PASSWORD}, storage_dir=registry.storage_dir)
-    reg.start()
-    try:
+    with Registry(auth="token", users={TEST_USER: TEST_PASSWORD}, storage_dir=registry.storage_dir) as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture(scope="session")
@@ -302,9 +294,5 @@ def fault_proxy(registry):
 @pytest.fixture
 def fresh_registry():
     require_registry_tools()
-    reg = Registry()
-    reg.start()
-    try:
+    with Registry() as reg:
         yield reg
-    finally:
-        reg.stop()
