@@ -15,7 +15,7 @@ import pytest
 from core.cli import cmd_run, runconfig
 from core.cli.client import CLIError
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "cli_build_config.json").read_text())
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "golden" / "cli_build_config.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -814,7 +814,7 @@ def _private_uses(package: Path, own: str) -> list[str]:
 
 
 def test_executors_use_only_the_public_kit():
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     example = repo / "examples" / "core-runc-executor" / "core_runc_executor"
     assert _private_uses(example, "core_runc_executor") == []
     assert _private_uses(repo / "drivers" / "executor_container", "drivers.executor_container") == []

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import CoreEnv, wait_for
 from tests.support import images as im
-from tests.test_containers_api import pull, reap
+from tests.containers.test_containers_api import pull, reap
 
 docker = pytest.importorskip("docker")
 
@@ -335,7 +335,7 @@ def test_read_only_bind_is_read_only_all_the_way_down(client, made, image, tree_
 
 
 # ------------------------------------------------------------------------------------------ --runtime
-from tests.test_runc_example import RUNC, _cleanup_runc, runc_driver  # noqa: E402,F401 - a fixture
+from tests.drivers.test_runc_example import RUNC, _cleanup_runc, runc_driver  # noqa: E402,F401 - a fixture
 
 
 @pytest.mark.skipif(RUNC is None, reason="runc is not installed (apt-get install runc)")

@@ -1028,7 +1028,7 @@ def test_another_firewalls_forward_drop_does_not_break_core(h: NetworkHarness, m
     try:
         proc = subprocess.run(["nsenter", f"--net={netns_path(host)}", sys.executable, "-c",
                                DROP_SCRIPT, json.dumps(args)], capture_output=True, text=True,
-                              timeout=180, cwd=str(Path(__file__).resolve().parent.parent))
+                              timeout=180, cwd=str(Path(__file__).resolve().parents[2]))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -499,7 +499,7 @@ def test_the_kernel_imports_no_engine_api_daemon_or_cli():
     the command's entry, not the kernel)."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "core"
+    root = Path(__file__).resolve().parents[2] / "core"
     kernel = [p for p in root.glob("*.py") if p.name != "__main__.py"]
     for pkg in ("contracts", "storage", "shim", "testing"):
         kernel += sorted((root / pkg).rglob("*.py"))

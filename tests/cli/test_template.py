@@ -435,7 +435,7 @@ def test_module_imports_nothing_at_import_time():
     code = ("import sys; before = set(sys.modules); import core.cli.template; "
             "print(sorted(set(sys.modules) - before - {'core', 'core.cli', 'core.cli.template'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=pathlib.Path(__file__).resolve().parents[1]).stdout
+                         cwd=pathlib.Path(__file__).resolve().parents[2]).stdout
     assert out.strip() == "[]"
 
 

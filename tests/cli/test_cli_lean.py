@@ -79,7 +79,7 @@ def test_cli_hot_path_imports_only_c_modules():
             "core.cli.hijack, core.cli.dockerconfig, core.cli.format, core.cli.flags, core.cli.template, "
             "core.cli.runconfig, core.cli.flagvalues, core.detachkeys, "
             "core.cli.cmd_system, core.units, core.cli.cmd_image; print(' '.join(sorted(sys.modules)))")
-    mods = set(subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parent.parent)!r}); " + code],
+    mods = set(subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parents[2])!r}); " + code],
                               capture_output=True, text=True, check=True).stdout.split())
     heavy = {"json", "re", "enum", "socket", "signal", "threading", "typing", "urllib.parse", "queue", "ipaddress"}
     assert not heavy & mods, sorted(heavy & mods)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-COMPAT = Path(__file__).resolve().parent / "compat"
+COMPAT = Path(__file__).resolve().parents[1] / "compat"
 COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
 
 pytestmark = [

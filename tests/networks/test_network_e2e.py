@@ -641,12 +641,12 @@ def test_udp_publication(eng, client, rm):
 
 class _Upstream:
     """A resolver on the host's /30 address, port 53 (what ``--dns`` can name): the fake of
-    tests/test_networks.py (``upstream.example`` is 192.0.2.123, every other name NXDOMAIN)."""
+    tests/networks/test_networks.py (``upstream.example`` is 192.0.2.123, every other name NXDOMAIN)."""
 
     def __init__(self, ip: str) -> None:
         import threading
 
-        from tests.test_networks import FakeUpstream
+        from tests.networks.test_networks import FakeUpstream
 
         self.fake = FakeUpstream.__new__(FakeUpstream)
         f = self.fake

@@ -298,7 +298,7 @@ def test_save_then_load_round_trips(core_env, test_images, tmp_path):
     assert out == f"Loaded image: {img.reference}\n"
     info = inspect(core_env, img.reference)
     assert (info["Id"], info["RootFS"]["Layers"], info["Size"]) == (img.config_digest, img.diff_ids, size)
-    from tests.test_images import assert_tree_matches, mounted
+    from tests.images.test_images import assert_tree_matches, mounted
     with mounted(core_env, img.config_digest) as root:
         assert_tree_matches(root, img.files)
     # by ID: no tags recorded; a repository name: all its tags
@@ -359,7 +359,7 @@ def test_skopeo_docker_archive_loads(core_env, test_images, tmp_path):
     out = core_env.run("load", "-i", str(archive), check=True).stdout
     assert out == "Loaded image: made/by-skopeo:v1\n"
     assert inspect(core_env, "made/by-skopeo:v1")["Id"] == img.config_digest
-    from tests.test_images import assert_tree_matches, mounted
+    from tests.images.test_images import assert_tree_matches, mounted
     with mounted(core_env, img.config_digest) as root:
         assert_tree_matches(root, img.files)
 

@@ -19,7 +19,7 @@ from core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unav
 from core.types import Descriptor, Digest
 from tests.support.aio import collect
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 

@@ -12,7 +12,7 @@ import trio
 
 from core.api import unimplemented
 from core.api.http import Request, Response, Route, Router, json_response
-from tests.test_kernel import raw_http, split_response
+from tests.kernel.test_kernel import raw_http, split_response
 
 # every endpoint of docker-engine-api-v1.47.yaml (its ``paths:``), as METHOD PATH
 SPEC_ENDPOINTS = """

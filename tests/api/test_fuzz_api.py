@@ -23,7 +23,7 @@ import pytest
 from core.api import unimplemented, validate
 from core.errors import InvalidArgument
 from tests.conftest import CoreEnv
-from tests.test_api import daemon_router  # noqa: F401  (the fixture)
+from tests.api.test_api import daemon_router  # noqa: F401  (the fixture)
 
 docker = pytest.importorskip("docker")
 

@@ -55,7 +55,7 @@ pytestmark = [
 TABLE_PREFIX = f"coretest-{os.getpid()}-"
 ROOT_PREFIX = f"core-nmt-{os.getpid()}-"
 _tables = itertools.count()
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def next_table() -> str:

@@ -1,0 +1,1 @@
+"""Tests of the Engine API: routes, validation, fuzzing, resources over time, real clients."""

@@ -1,0 +1,1 @@
+"""Tests of containers: lifecycle, exec, attach, logs, healthchecks, OCI specs."""

@@ -1,0 +1,1 @@
+"""Tests of the built-in drivers and the kits they build on, through the conformance suites."""

@@ -1,0 +1,1 @@
+"""Tests of images: content store, pull, push, save/load, commit, sizes."""

@@ -1,0 +1,1 @@
+"""Tests of the kernel: contracts, driver loading, daemon start-up, value types, install, wiring, the harnesses."""

@@ -1,0 +1,1 @@
+"""Tests of networks: the network service, DNS, ports, links, end to end."""

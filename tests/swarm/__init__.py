@@ -1,0 +1,1 @@
+"""Tests of swarm mode: CA, tokens, transport, etcd, the cluster."""
