@@ -309,8 +309,11 @@ def test_a_daemon_restart_reattaches(swarm, cluster):
 def test_promote_and_demote(swarm, cluster):
     mgr1 = cluster["mgr1"]
     assert ok(mgr1, "node", "promote", "wrk1") == "Node wrk1 promoted to a manager in the swarm.\n"
-    wait_for("wrk1 a reachable manager", lambda: node_ls(mgr1)["wrk1"]["manager"] == "Reachable",
-             timeout=60)
+    try:
+        wait_for("wrk1 a reachable manager",
+                 lambda: node_ls(mgr1)["wrk1"]["manager"] == "Reachable", timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{node_ls(mgr1)}\nwrk1:\n{cluster['wrk1'].log()}") from None
     wait_for("wrk1 answering node ls", lambda: len(node_ls(cluster["wrk1"])) >= 6, timeout=30)
     assert ok(mgr1, "node", "demote", "wrk1") == "Manager wrk1 demoted in the swarm.\n"
     wait_for("wrk1 a worker again", lambda: node_ls(mgr1)["wrk1"]["manager"] == "", timeout=60)

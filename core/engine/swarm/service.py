@@ -538,16 +538,29 @@ class SwarmService:
             self._nursery.start_soon(self._change_role, new_role)
 
     async def _change_role(self, role: str) -> None:
-        """A promotion or demotion took effect (the node's certificate changed role)."""
-        async with self._lock:
-            try:
-                if role == "manager":
-                    await self._promote_self()
-                else:
-                    await self._demote_self()
-            except errors.CoreError as exc:
-                log.error("swarm role change to %s failed: %s", role, exc)
-                self.error = f"role change to {role} failed: {exc}"
+        """A promotion or demotion took effect (the node's certificate changed role): start or
+        stop the manager's parts, retrying (etcd may refuse a new member for a few seconds)."""
+        delay = 1.0
+        while self.local is not None and self.local["Role"] == role:
+            async with self._lock:
+                try:
+                    if role == "manager":
+                        if self._manager_up:
+                            return
+                        await self._promote_self()
+                    else:
+                        if not self._manager_up:
+                            return
+                        await self._demote_self()
+                    self.error = ""
+                    log.info("this node is now a %s", role)
+                    return
+                except errors.CoreError as exc:
+                    log.warning("swarm role change to %s failed (retrying in %.0f s): %s",
+                                role, delay, exc)
+                    self.error = f"role change to {role} failed: {exc}"
+            await trio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def _promote_self(self) -> None:
         assert self.local is not None and self.credentials is not None
@@ -560,6 +573,10 @@ class SwarmService:
 
     async def _demote_self(self) -> None:
         if self.member is not None and self.etcd is not None:
+            def drop(node: dict[str, Any]) -> None:
+                node.pop("ManagerStatus", None)
+
+            await self._store().update_node(self.local["NodeID"], drop)
             with contextlib.suppress(errors.CoreError):
                 await self.member.leave(self.etcd)
             self.member.forget()
