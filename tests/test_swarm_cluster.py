@@ -1,12 +1,14 @@
 """Swarm mode on the multi-host harness: the book's cluster of 3 managers and 3 workers.
 
-One cluster for the module (``CLUSTER_SHAPE``), made into a swarm once by the ``swarm``
+One cluster for the module (the harness's machines), made into a swarm once by the ``swarm``
 fixture with the real docker CLI (``swarm init``/``join``, the book's commands), then shared by
 the tests in file order: read-only checks first, the ones that cut, stop or remove hosts last.
-The dispatcher heartbeat is 1 s, so a node goes down within seconds.
+The dispatcher heartbeat is 1 s and the Raft tick 0.1 s (``CORE_SWARM_RAFT_TICK``), so a node
+goes down, and a new leader is elected, within seconds.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,14 +18,15 @@ from typing import Any
 import pytest
 
 from core.engine.swarm.etcd import NO_LEADER_MESSAGE
-from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS
+from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS, RAFT_TICK_ENV
+from tests.support.hosts import Cluster
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed"),
               pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")]
 
-CLUSTER_SHAPE = (3, 3)
 HEARTBEAT = 1.0
+RAFT_TICK = 0.1  # etcd: heartbeat 100 ms, election timeout 1 s (docker's ticks of 1 s are 10x)
 
 
 def docker(host, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -63,6 +66,24 @@ def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.25) -> An
                 return last
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """3 managers and 3 workers (the harness's machines), with a fast Raft tick."""
+    old = os.environ.get(RAFT_TICK_ENV)
+    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
+    try:
+        c = Cluster(3, 3)
+    finally:
+        if old is None:
+            del os.environ[RAFT_TICK_ENV]
+        else:
+            os.environ[RAFT_TICK_ENV] = old
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +354,3 @@ def test_leave_and_remove(swarm, cluster):
     wait_for("wrk4 down", lambda: node_ls(mgr1)["wrk4"]["status"] == "Down", timeout=20)
     assert ok(mgr1, "node", "rm", "wrk4").strip() == "wrk4"
     assert "wrk4" not in node_ls(cluster["mgr2"])
-
-
-from tests.support.hosts import cluster  # noqa: E402,F401

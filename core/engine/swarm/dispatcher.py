@@ -161,6 +161,13 @@ class _Ended(Exception):
     pass
 
 
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 class Agent:
     """A node's side: one session with a manager at a time, heartbeats, failover.
 
@@ -187,10 +194,10 @@ class Agent:
             try:
                 await self._one_session(task_status if not started else None)
                 started = True
-            except (errors.CoreError, _Ended, trio.TooSlowError) as exc:
+            except* (errors.CoreError, _Ended, trio.TooSlowError, OSError) as group:
                 if self.manager is not None:
                     started = True
-                log.info("swarm session ended: %s", exc)
+                log.info("swarm session ended: %s", _first(group))
                 self._next_manager()
             self.manager = None
             await trio.sleep(self.retry)

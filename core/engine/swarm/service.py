@@ -42,6 +42,7 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -80,6 +81,9 @@ AUTOLOCK_UNSUPPORTED = ("autolock is not supported by core: manager keys are not
                         "so there is no unlock key (use filesystem encryption for <data-root>/swarm)")
 EXTERNAL_CA_UNSUPPORTED = "external CAs are not supported by core: the swarm runs its own root CA"
 
+#: the Raft tick in seconds (swarmkit's is 1 s): etcd's heartbeat is ``Spec.Raft.HeartbeatTick``
+#: ticks, its election timeout ``ElectionTick`` ticks.  Tests shorten it through this variable.
+RAFT_TICK_ENV = "CORE_SWARM_RAFT_TICK"
 DEFAULT_LISTEN = "0.0.0.0:2377"
 PEER_PORT = 2380
 JOIN_TIMEOUT = 20.0  # moby's swarmConnectTimeout
@@ -323,6 +327,10 @@ class SwarmService:
         self.engine_version = engine_version
         self.cpus, self.memory = cpus, memory
         self.etcd_binary = etcd_binary
+        try:
+            self.raft_tick = float(os.environ.get(RAFT_TICK_ENV) or 1.0)
+        except ValueError:
+            raise errors.InvalidArgument(f"{RAFT_TICK_ENV} must be a number of seconds") from None
         self.local: dict[str, Any] | None = None  # state.json while in a swarm
         self.state = "inactive"  # inactive | pending | active | error
         self.error = ""
@@ -428,29 +436,42 @@ class SwarmService:
         self.member = self.server = self.dispatcher = self.agent = self.client = None
         self._manager_up = self._is_leader = False
 
-    def _etcd_settings(self, advertise_ip: str) -> EtcdSettings:
+    def _etcd_settings(self, advertise_ip: str, raft: dict[str, Any] | None = None) -> EtcdSettings:
+        """The member's settings: its address, peer TLS from the node's certificate files, and
+        docker's Raft timing (``Spec.Raft`` ticks times the tick, :data:`RAFT_TICK_ENV`)."""
+        raft = {**DEFAULT_SPEC["Raft"], **(raft or {})}
         tls = PeerTLS(self.certs_dir / swarm_ca.NODE_CERT, self.certs_dir / swarm_ca.NODE_KEY,
                       self.certs_dir / swarm_ca.ROOT_CERT)
+        tick_ms = self.raft_tick * 1000
         return EtcdSettings(name=self.local["NodeID"], data_dir=self.dir / "etcd",
                             advertise_addr=advertise_ip, peer_port=PEER_PORT, tls=tls,
-                            binary=self.etcd_binary)
+                            binary=self.etcd_binary,
+                            heartbeat_ms=max(1, round(raft["HeartbeatTick"] * tick_ms)),
+                            election_ms=max(1, round(raft["ElectionTick"] * tick_ms)))
 
     async def _start_node(self, *, manager: bool, bootstrap: Bootstrap | None,
                           wait_agent: bool, force_new: bool = False,
-                          after_etcd: Callable[[], Awaitable[None]] | None = None) -> None:
+                          after_etcd: Callable[[], Awaitable[None]] | None = None,
+                          settings: EtcdSettings | None = None) -> None:
         """Start what this node runs, from ``self.local`` and ``self.credentials``."""
         assert self._nursery is not None and self.local is not None
         await self._nursery.start(self._node_task)
         if manager:
-            await self._start_manager(bootstrap, force_new=force_new, after_etcd=after_etcd)
+            await self._start_manager(bootstrap, force_new=force_new, after_etcd=after_etcd,
+                                      settings=settings)
         await self._start_agent(wait=wait_agent)
 
     async def _start_manager(self, bootstrap: Bootstrap | None, *, force_new: bool = False,
-                             after_etcd: Callable[[], Awaitable[None]] | None = None) -> None:
+                             after_etcd: Callable[[], Awaitable[None]] | None = None,
+                             settings: EtcdSettings | None = None) -> None:
         n = self._node_nursery
         assert n is not None and self.local is not None and self.credentials is not None
-        adv_host, _ = transport.parse_address(self.local["AdvertiseAddr"])
-        settings = self._etcd_settings(adv_host)
+        if settings is None:
+            if bootstrap is None and (self.dir / "etcd.json").exists():
+                settings = EtcdSettings.load(self.dir / "etcd.json")  # re-attaching
+            else:
+                adv_host, _ = transport.parse_address(self.local["AdvertiseAddr"])
+                settings = self._etcd_settings(adv_host)
         settings.save()
         member_cls = _ForceNewMember if force_new else EtcdMember
         self.member = member_cls(settings, bootstrap)
@@ -568,8 +589,8 @@ class SwarmService:
         if self.credentials.identity.ip_addresses != (adv_host,) and self.client is not None:
             self.credentials = await self.client.renew(ip_addresses=[adv_host])
             self.credentials.save(self.certs_dir)
-        bootstrap = await self._ask_etcd_join(adv_host)
-        await self._start_manager(bootstrap)
+        bootstrap, settings = await self._ask_etcd_join(adv_host)
+        await self._start_manager(bootstrap, settings=settings)
 
     async def _demote_self(self) -> None:
         if self.member is not None and self.etcd is not None:
@@ -585,7 +606,7 @@ class SwarmService:
         assert self.local is not None
         await self._start_node(manager=False, bootstrap=None, wait_agent=False)
 
-    async def _ask_etcd_join(self, adv_host: str) -> Bootstrap:
+    async def _ask_etcd_join(self, adv_host: str) -> tuple[Bootstrap, EtcdSettings]:
         """A new manager: a manager adds it to the etcd cluster; the members it answers are the
         bootstrap of this node's member."""
         assert self.local is not None and self.credentials is not None
@@ -599,10 +620,11 @@ class SwarmService:
                                        addr=self.local["AdvertiseAddr"])
         finally:
             await client.aclose()
+        settings = self._etcd_settings(adv_host, answer.get("raft"))
         shutil.rmtree(settings.data_dir, ignore_errors=True)
         members = [Member(id=int(m["id"]), name=m["name"], peer_urls=tuple(m["peer_urls"]))
                    for m in answer["members"]]
-        return Bootstrap.from_members(settings, members)
+        return Bootstrap.from_members(settings, members), settings
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -736,11 +758,13 @@ class SwarmService:
 
         # recorded first: until the new member runs, a small cluster may have no quorum
         await self._store().update_node(peer.identity.node_id, mark)
+        raft = (await self._store().cluster()).cluster["Spec"]["Raft"]
         for m in await etcd.members():  # a member left behind by an earlier attempt
             if peer_url in m.peer_urls:
                 await etcd.member_remove(m.id)
-        _added, members = await etcd.member_add([peer_url])
-        return {"members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
+        _added, members = await etcd.member_add([peer_url])  # no quorum until it starts
+        return {"raft": raft,
+                "members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
                             for m in members]}
 
     # -- checks --------------------------------------------------------------------------------
@@ -819,9 +843,9 @@ class SwarmService:
                     record["Description"]["TLSInfo"] = tls_info(ca)
                     await store.put_node(record, 0)
 
-                settings = self._etcd_settings(adv_host)
+                settings = self._etcd_settings(adv_host, spec["Raft"])
                 await self._start_node(manager=True, bootstrap=Bootstrap.new(settings, ca.cluster_id),
-                                       wait_agent=True, after_etcd=first_objects)
+                                       wait_agent=True, after_etcd=first_objects, settings=settings)
                 self._save_local()
             except BaseException:
                 with trio.CancelScope(shield=True):
@@ -905,8 +929,9 @@ class SwarmService:
                     finally:
                         await client.aclose()
                     creds.save(self.certs_dir)
-                    bootstrap = await self._ask_etcd_join(adv_host)
-                    await self._start_node(manager=True, bootstrap=bootstrap, wait_agent=True)
+                    bootstrap, settings = await self._ask_etcd_join(adv_host)
+                    await self._start_node(manager=True, bootstrap=bootstrap, wait_agent=True,
+                                           settings=settings)
                 else:
                     await self._start_node(manager=False, bootstrap=None, wait_agent=True)
                 if availability != "active":
