@@ -276,6 +276,31 @@ def test_tokens_rotated_or_forged_are_refused(swarm, cluster):
     swarm["worker_token"] = new
 
 
+def test_ca_rotation(swarm, cluster):
+    mgr1 = cluster["mgr1"]
+    before = mgr1.docker().swarm.attrs
+    proc = docker(mgr1, "swarm", "ca", "--rotate", timeout=120)  # waits until every node renewed
+    assert proc.returncode == 0, proc.stderr
+    after = mgr1.docker().swarm.attrs
+    assert after["TLSInfo"]["CertIssuerPublicKey"] != before["TLSInfo"]["CertIssuerPublicKey"]
+    assert after["JoinTokens"]["Worker"] != before["JoinTokens"]["Worker"]  # the digest changed
+    swarm["worker_token"] = after["JoinTokens"]["Worker"]
+    swarm["manager_token"] = after["JoinTokens"]["Manager"]
+    wait_for("no rotation in progress",
+             lambda: not mgr1.docker().swarm.attrs["RootRotationInProgress"], timeout=30)
+    # every node renewed from the new key, and the swarm (etcd peers included) still works
+    def all_renewed() -> bool:
+        nodes = mgr1.docker().nodes.list()
+        return all(n.attrs["Description"]["TLSInfo"]["CertIssuerPublicKey"]
+                   == after["TLSInfo"]["CertIssuerPublicKey"] for n in nodes)
+    wait_for("every node renewed", all_renewed, timeout=30)
+    for host in cluster.managers:
+        wait_for(f"node ls on {host.name}", lambda host=host: all(
+            r["status"] == "Ready" for r in node_ls(host).values()), timeout=40)
+    ok(cluster["mgr3"], "node", "update", "--label-add", "rotated=yes", "wrk3")
+    assert cluster["mgr2"].docker().nodes.get("wrk3").attrs["Spec"]["Labels"] == {"rotated": "yes"}
+
+
 # -- failures ------------------------------------------------------------------------------------------
 
 def test_a_worker_cut_off_goes_down_and_comes_back(swarm, cluster):
@@ -354,3 +379,12 @@ def test_leave_and_remove(swarm, cluster):
     wait_for("wrk4 down", lambda: node_ls(mgr1)["wrk4"]["status"] == "Down", timeout=20)
     assert ok(mgr1, "node", "rm", "wrk4").strip() == "wrk4"
     assert "wrk4" not in node_ls(cluster["mgr2"])
+    # alone in a swarm of its own: the last manager can be neither demoted nor leave unforced
+    ok(wrk4, "swarm", "init", "--advertise-addr", wrk4.address)
+    proc = docker(wrk4, "node", "demote", "wrk4")
+    assert proc.returncode == 1 and "attempting to demote the last manager of the swarm" in proc.stderr
+    proc = docker(wrk4, "swarm", "leave")
+    assert proc.returncode == 1
+    assert "Removing the last manager erases all current state of the swarm." in proc.stderr
+    assert ok(wrk4, "swarm", "leave", "--force") == "Node left the swarm.\n"
+    assert ok(wrk4, "info", "--format", "{{.Swarm.LocalNodeState}}") == "inactive\n"

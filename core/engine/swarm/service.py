@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -542,13 +543,33 @@ class SwarmService:
             self.client.request_renewal()
 
     async def _keep_renewed(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The renewal loop; a manager that answers it cannot sign now (its etcd restarting,
+        no quorum) is asked again later.  Only a removed node (Forbidden) stops renewing."""
         assert self.client is not None
-        await self.client.keep_renewed(str(self.certs_dir), on_renewed=self._renewed,
-                                       task_status=task_status)
+        task_status.started()
+        while True:
+            try:
+                await self.client.keep_renewed(str(self.certs_dir), on_renewed=self._renewed)
+            except errors.Forbidden as exc:
+                log.error("certificate renewal refused: %s", exc)
+                self.error = str(exc)
+                return
+            except errors.CoreError as exc:
+                log.warning("certificate renewal failed, retrying: %s", exc)
+                self.client.request_renewal()
+            await trio.sleep(2.0)
 
     async def _renewed(self, creds: NodeCredentials) -> None:
         old_role = self.local["Role"] if self.local else None
+        old_trust = self.credentials.trust_pem if self.credentials else None
         self.credentials = creds
+        if old_trust != creds.trust_pem and self.member is not None and self.member.pid:
+            # etcd reads its peers' CA file only at start (its own certificate at each
+            # handshake): a new trust bundle (a CA rotation) needs a restart, which the
+            # member's supervisor does
+            log.info("the swarm's root CA changed: restarting the etcd member")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.member.pid, signal.SIGTERM)
         new_role = "manager" if creds.identity.is_manager else "worker"
         if self.server is not None and creds.identity.is_manager:
             self.server.update_credentials(creds)
@@ -766,6 +787,24 @@ class SwarmService:
         return {"raft": raft,
                 "members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
                             for m in members]}
+
+    async def _read(self, fn: Callable[[Store], Awaitable[Any]], *, wait: float = 10.0) -> Any:
+        """A read for the API: retried while the local etcd member is briefly away (restarting
+        after a CA rotation); losing the quorum is answered at once (docker's words)."""
+        store = self._require_manager()
+        deadline = trio.current_time() + wait
+        while True:
+            try:
+                return await fn(store)
+            except NoLeader:
+                raise
+            except errors.CoreError as exc:
+                if type(exc) not in (errors.CoreError, errors.Unavailable):
+                    raise
+                if trio.current_time() > deadline:
+                    raise errors.Unavailable(str(exc)) from None
+            await trio.sleep(0.2)
+            store = self._require_manager()
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -1013,8 +1052,7 @@ class SwarmService:
 
     async def inspect(self) -> dict[str, Any]:
         """``GET /swarm``."""
-        store = self._require_manager()
-        record = await store.cluster()
+        record = await self._read(lambda store: store.cluster())
         out = {"ID": record.cluster["ID"], "Version": {"Index": record.version}}
         out.update((k, v) for k, v in record.cluster.items() if k != "ID")
         out["JoinTokens"] = {"Worker": record.ca.join_token("worker"),
@@ -1067,12 +1105,10 @@ class SwarmService:
         return [swarm_nodes.render(n, v, leader=leader, sessions=sessions) for n, v in nodes]
 
     async def list_nodes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        store = self._require_manager()
-        return [n for n in await self._rendered(store) if swarm_nodes.matches(n, filters)]
+        return [n for n in await self._read(self._rendered) if swarm_nodes.matches(n, filters)]
 
     async def get_node(self, ref: str) -> dict[str, Any]:
-        store = self._require_manager()
-        rendered = await self._rendered(store)
+        rendered = await self._read(self._rendered)
         node, _v = swarm_nodes.find([(n, n["Version"]["Index"]) for n in rendered], ref)
         return node
 
@@ -1152,7 +1188,7 @@ class SwarmService:
                 with trio.fail_after(5):
                     swarm = await self.inspect()
                     out["Cluster"] = {k: v for k, v in swarm.items() if k != "JoinTokens"}
-                    nodes = await self._store().nodes()
+                    nodes = await self._read(lambda store: store.nodes(), wait=3.0)
                     out["Nodes"] = len(nodes)
                     out["Managers"] = sum(1 for n, _v in nodes if n.get("ManagerStatus"))
             except (errors.CoreError, trio.TooSlowError) as exc:
