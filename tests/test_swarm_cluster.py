@@ -388,3 +388,19 @@ def test_leave_and_remove(swarm, cluster):
     assert "Removing the last manager erases all current state of the swarm." in proc.stderr
     assert ok(wrk4, "swarm", "leave", "--force") == "Node left the swarm.\n"
     assert ok(wrk4, "info", "--format", "{{.Swarm.LocalNodeState}}") == "inactive\n"
+
+
+def test_force_new_cluster_after_losing_the_quorum(swarm, cluster):
+    mgr1, mgr2, mgr3 = cluster["mgr1"], cluster["mgr2"], cluster["mgr3"]
+    mgr2.stop()
+    mgr3.stop()
+    wait_for("the quorum lost", lambda: NO_LEADER_MESSAGE in docker(mgr1, "node", "ls").stderr,
+             timeout=30)
+    out = ok(mgr1, "swarm", "init", "--force-new-cluster", "--advertise-addr", mgr1.address,
+             timeout=120)
+    assert out.startswith("Swarm initialized: current node (") and mgr1.docker().swarm.attrs["ID"]
+    rows = wait_for("mgr2 and mgr3 down", lambda: (lambda rows: rows["mgr2"]["status"] == "Down"
+                                                   and rows["mgr3"]["status"] == "Down" and rows)(
+        node_ls(mgr1)), timeout=30)
+    assert rows["mgr1"]["manager"] == "Leader" and rows["wrk3"]["status"] == "Ready"
+    ok(mgr1, "node", "update", "--label-add", "survived=yes", "wrk3")  # writes work again

@@ -310,10 +310,18 @@ class _StoreCA(transport.CAService):
 
 
 class _ForceNewMember(EtcdMember):
-    """``swarm init --force-new-cluster``: the member restarts as a cluster of itself."""
+    """``swarm init --force-new-cluster``: the member's first start makes it a cluster of itself
+    (later restarts are plain: managers may have joined since)."""
+
+    _spawned = False
 
     def argv(self) -> list[str]:
-        return super().argv() + ["--force-new-cluster"]
+        return super().argv() + ([] if self._spawned else ["--force-new-cluster"])
+
+    async def _spawn(self):  # type: ignore[override]
+        proc = await super()._spawn()
+        self._spawned = True
+        return proc
 
 
 class SwarmService:
