@@ -16,8 +16,8 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
   :class:`core.engine.swarm.transport.Server`) with the CA calls (backed by the store: any
   manager signs, with the CA the store holds), the dispatcher, and ``etcd.join`` (a joining
   manager is added to the etcd cluster by a manager it dials);
-- the leadership loop: the holder of the etcd election ``/swarm/election`` runs the node-health
-  loop (:meth:`Dispatcher.watch_nodes`) and finishes root rotations.
+- the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
+  runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
 
 The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own state is in
 ``<data-root>/swarm/``::
@@ -41,7 +41,6 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -696,38 +695,30 @@ class SwarmService:
         return out
 
     async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Campaign in the etcd election; while leading, run the leader's loops."""
+        """While this manager's etcd member is the Raft leader (the swarm's Leader, as docker's
+        is its Raft leader), run the leader's loops: node health, the end of a root rotation.
+        A leader cut off from the others steps down when etcd does (its writes need a quorum
+        anyway)."""
         task_status.started()
-        assert self.local is not None
+        assert self.dispatcher is not None
+        leading = False
         while True:
             try:
-                store = self._store()
-                ttl = max(2, math.ceil((self.dispatcher.period if self.dispatcher else 5.0) * 2))
-                lease = await store.etcd.lease_grant(ttl)
-                try:
-                    async with trio.open_nursery() as nursery:
-                        async def keep() -> None:
-                            try:
-                                await store.etcd.keep_lease_alive(lease)
-                            finally:
-                                nursery.cancel_scope.cancel()
-
-                        nursery.start_soon(keep)
-                        from core.engine.swarm.store import ELECTION
-
-                        await store.etcd.campaign(ELECTION, self.local["NodeID"], lease.id)
-                        self._is_leader = True
+                status = await self._store().etcd.status(timeout=2.0)
+                if status.is_leader:
+                    if not leading:
                         log.info("this manager leads the swarm")
-                        assert self.dispatcher is not None
-                        await self.dispatcher.watch_nodes(self._leader_extra)
-                finally:
-                    self._is_leader = False
-                    with trio.CancelScope(shield=True), contextlib.suppress(errors.CoreError):
-                        with trio.move_on_after(2):
-                            await store.etcd.lease_revoke(lease.id)
-            except* errors.CoreError as group:
-                log.info("leadership: %s", group.exceptions[0])
-            await trio.sleep(1.0)
+                    leading = True
+                    await self.dispatcher.check_nodes()
+                    await self._leader_extra()
+                else:
+                    leading = False
+            except errors.CoreError as exc:
+                if leading:
+                    log.info("leadership: %s", exc)
+                leading = False
+            self._is_leader = leading
+            await trio.sleep(min(1.0, self.dispatcher.period / 4))
 
     async def _leader_extra(self) -> None:
         """Finish a root rotation once every node holds a certificate from the new key."""
