@@ -6,11 +6,13 @@ the API maps them to HTTP status codes and the CLI to exit codes::
     CoreError                 500  engine error, CLI exit 125
     ├── InvalidArgument       400  bad input: malformed reference, invalid option
     ├── NotFound              404  no such image / container / network / driver
+    │   └── ProgramNotFound   404  a container's (or exec's) program does not exist: exit 127
     ├── AlreadyExists         409  a name or key that is taken
     ├── Conflict              409  the object is in a state that forbids the operation
     ├── Unavailable           503  a backend (kernel feature, registry, daemon) cannot serve now
     ├── Unauthorized          401  a registry refused the credentials
     ├── Forbidden             403
+    │   └── ProgramNotRunnable 403 it exists but cannot be run (permission, a directory): 126
     ├── NotImplemented_       501  the driver does not implement this operation yet
     └── DriverError           500  a driver could not be loaded or selected (exit 125)
 """
@@ -56,6 +58,16 @@ class Unauthorized(CoreError):
 
 class Forbidden(CoreError):
     status = 403
+
+
+class ProgramNotFound(NotFound):
+    """The program a container or an exec runs does not exist (``exec: "foo": executable file
+    not found in $PATH``): docker's exit code 127.  Executors raise it from ``start``/``exec``."""
+
+
+class ProgramNotRunnable(Forbidden):
+    """The program exists but cannot be run (permission, not executable, a directory):
+    docker's exit code 126.  Executors raise it from ``start``/``exec``."""
 
 
 class NotImplemented_(CoreError):

@@ -151,9 +151,9 @@ def test_docker_sdk_sees_no_swarm(shared_core):
             client.swarm.leave()
         assert leave.value.status_code == 503
         assert leave.value.explanation == "This node is not part of a swarm"
-        with pytest.raises(docker.errors.APIError) as df:
-            client.df()
-        assert df.value.status_code == 501 and "GET /system/df" in df.value.explanation
+        with pytest.raises(docker.errors.APIError) as search:
+            client.images.search("busybox")
+        assert search.value.status_code == 501 and "GET /images/search" in search.value.explanation
     finally:
         client.close()
 
@@ -222,5 +222,7 @@ def test_docker_cli_prints_the_daemons_answers(shared_core):
 
     nodes = subprocess.run(["docker", "node", "ls"], env=shared_core.env, capture_output=True, text=True, timeout=60)
     assert (nodes.returncode, nodes.stderr) == (1, f"Error response from daemon: {unimplemented.NOT_A_MANAGER}\n")
-    df = subprocess.run(["docker", "system", "df"], env=shared_core.env, capture_output=True, text=True, timeout=60)
-    assert (df.returncode, df.stderr) == (1, "Error response from daemon: GET /system/df is not implemented yet\n")
+    search = subprocess.run(["docker", "search", "busybox"], env=shared_core.env, capture_output=True, text=True,
+                            timeout=60)
+    assert (search.returncode, search.stderr) == (1, "Error response from daemon: GET /images/search is not "
+                                                     "implemented yet\n")

@@ -810,6 +810,21 @@ def test_archive_round_trip_and_stat(client, image, cleanup):
     assert info.value.status_code == 400 and "not a directory" in str(info.value)
 
 
+def test_detach_keys_are_read_as_docker_reads_them(client, image, cleanup):
+    """core.detachkeys, as moby/term: lower-case ``ctrl-<key>``, single characters, ``DEL``; no
+    spaces, no ``Ctrl-P`` — refused with docker's 400 at exec create, attach and start."""
+    c = run_bg(client, image, cleanup, ["sleep", "60"])
+    wait_status(c, "running")
+    url = client.api._url("/containers/{0}/exec", c.id)
+    assert client.api._post_json(url, data={"Cmd": ["true"], "DetachKeys": "ctrl-a,x,DEL"}).status_code == 201
+    for bad in ("ctrl-P", " ctrl-p", "Ctrl-p,ctrl-q"):
+        res = client.api._post_json(url, data={"Cmd": ["true"], "DetachKeys": bad})
+        assert res.status_code == 400 and f"Invalid detach keys ({bad}) provided" in res.json()["message"]
+    res = client.api._post(client.api._url("/containers/{0}/attach", c.id),
+                           params={"stream": 0, "stdout": 1, "detachKeys": "CTRL-Q"})
+    assert res.status_code == 400 and "Invalid detach keys (CTRL-Q) provided" in res.json()["message"]
+
+
 def test_archive_upload_of_any_size_streams(client, image, cleanup):
     """PUT /archive reads the body as it arrives: over the 16 MiB other requests may have, with
     Content-Length (the SDK given bytes) or chunked (given a generator, as docker cp sends)."""
@@ -1385,53 +1400,20 @@ def test_storage_driver_chosen_per_request(env, client, image):
         client.api.remove_container(cid, force=True)
 
 
-# --------------------------------------------------------------------------------------- with networking wired
-NET_LAUNCHER = '''
-import sys
-from core.cli import main as cli
-from core.daemon import app
-
-_open = app.Daemon.open
-
-
-def open_(self):
-    """core's daemon with the network manager wired to the containers, as the lead will wire it."""
-    _open(self)
-    if getattr(self, "networks", None) is None:
-        from core.api import networks as networks_api
-
-        networks_api.register(self)
-    if self.containers.networks is None:
-        self.containers.wire_networks(self.networks)
-
-
-app.Daemon.open = open_
-sys.exit(cli.main(sys.argv[1:]))
-'''
-
-
+# --------------------------------------------------------------------------------------- with networking
 def test_containers_on_networks_when_wired(test_images):
-    """``Containers.wire_networks``: prepare/attach/detach/forget of core.engine.networks.service at the right
-    moments — an address on the default bridge, DNS by name on a user network, published ports."""
-    pytest.importorskip("core.engine.networks.service")
+    """The container service awaits its ``ContainerNetworks`` (core.engine.networks.service, wired in
+    ``Daemon.open``): prepare/attach/detach/forget at the right moments — an address on the default
+    bridge, DNS by name on a user network, published ports."""
     from core import plugins
-    from tests.conftest import _answers
 
     import trio
 
     env = CoreEnv()
     table = f"coretest-{os.getpid()}-c{int(time.time() * 1000) % 100000}"
     env.write_config({"driver-opts": {"network": {"nft-table": table}}})
-    launcher = env.root / "launcher.py"
-    launcher.write_text(NET_LAUNCHER)
-    env.env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    log = open(env.root / "daemon-0.log", "ab")
-    proc = subprocess.Popen([sys.executable, str(launcher), "daemon"], env=env.env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    log.close()
-    env.procs.append(proc)
     try:
-        wait_for(lambda: _answers(env.socket) or proc.poll() is not None, what="the daemon's socket")
+        proc = env.start_daemon()
         assert proc.poll() is None, env.daemon_log()
         image = test_images["busybox:latest"].reference
         pull(env, image)

@@ -160,7 +160,9 @@ def test_pull_all_tags_shares_layers(env, test_images):
     assert f"{shared}: Already exists" in out  # pulled earlier as busybox:latest's only layer
     for tag in test_images.tags("busybox"):
         assert f"{tag}: Pulling from busybox" in out
-    assert out.rstrip().endswith(f"Status: Downloaded newer image for {test_images.host}/busybox") or \
+    lines = out.rstrip().splitlines()
+    assert lines[-1] == f"{test_images.host}/busybox"   # docker ends with the repository pulled
+    assert lines[-2] == f"Status: Downloaded newer image for {test_images.host}/busybox" or \
         "Status: Image is up to date" in out
     listed = env.run("images", f"{test_images.host}/busybox", check=True).stdout
     for tag in test_images.tags("busybox"):
@@ -530,6 +532,13 @@ class _Events:
         self.seen.append((type_, action, actor_id))
 
 
+class _NoContainers:
+    """The image service's :class:`core.engine.interfaces.ImageUsers` when no container exists."""
+
+    async def image_users(self, image_id):
+        return []
+
+
 def _image_service(tmp_path):
     import hashlib
 
@@ -542,7 +551,7 @@ def _image_service(tmp_path):
     from core.reference import parse_reference
     from core.types import Digest
 
-    store = ImageStore(State(tmp_path / "state.db", MIGRATIONS))
+    store = ImageStore(State(tmp_path / "state.db", MIGRATIONS), users=_NoContainers())
     content = ContentStore(tmp_path / "content")
     layer = lambda n: Digest.parse("sha256:" + hashlib.sha256(n.encode()).hexdigest())  # noqa: E731
     made = {}

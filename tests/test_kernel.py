@@ -491,3 +491,26 @@ def test_state_migrations_are_numbered_not_ordered(tmp_path):
         state.State(tmp_path / "twice.db", [*MIGRATIONS, state.Migration(2, "other", "CREATE TABLE x (y)")])
     with pytest.raises(state.CoreError, match=r"state migrations \[6, .*98\] are missing"):
         state.State(tmp_path / "other.db", [*MIGRATIONS, state.Migration(99, "gap", "CREATE TABLE gap (y)")])
+
+
+def test_the_kernel_imports_no_engine_api_daemon_or_cli():
+    """The micro-kernel's layering: the kernel (core/*.py, contracts, storage, shim, testing)
+    never imports the engine services, the API, the daemon or the CLI (``core/__main__.py`` is
+    the command's entry, not the kernel)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "core"
+    kernel = [p for p in root.glob("*.py") if p.name != "__main__.py"]
+    for pkg in ("contracts", "storage", "shim", "testing"):
+        kernel += sorted((root / pkg).rglob("*.py"))
+    outer = ("core.engine", "core.api", "core.daemon", "core.cli")
+    # the one exception: the suites' harness gives registry drivers the daemon's own content
+    # store (the implementation behind core.contracts.content), as the daemon would
+    allowed = {"core/testing/__init__.py: core.engine.images.content"}
+    bad = []
+    for path in kernel:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.relative_to(root.parent)}: {n}" for n in names if n.startswith(outer)]
+    assert not set(bad) - allowed, bad

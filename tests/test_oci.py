@@ -15,7 +15,9 @@ import pytest
 from core.engine.containers import archive
 from core.engine import names
 from core.engine.containers import oci
-from core.engine.containers.service import hosts_file, human_duration, resolv_conf, status_text, ContainerStateRecord
+from core.engine.containers.files import hosts_file, resolv_conf
+from core.engine.containers.store import ContainerStateRecord, status_text
+from core.units import human_duration
 from core.errors import InvalidArgument, NotFound
 from core.engine.volumes import merge_tmpfs_options, parse_bind, parse_mount, parse_mounts, parse_tmpfs
 

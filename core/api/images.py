@@ -1,4 +1,5 @@
-"""Image endpoints: pull, list, inspect, history, tag, remove, prune, push, distribution, auth.
+"""Image endpoints: pull, list, inspect, history, tag, remove, prune, push, distribution, auth,
+save (``/images/get``), load, commit, and ``/build/prune``.
 
 Each handler parses the request, calls one method of the image service
 (:class:`core.engine.images.service.Images`) and renders its answer in docker's shape.
@@ -10,8 +11,9 @@ import binascii
 import json
 from typing import AsyncIterator, Protocol
 
-from core.api.http import Request, Response, Router, json_response
+from core.api.http import Request, Response, Route, Router, json_response
 from core.engine.images.service import IMAGE_FILTERS, Images, Progress
+from core.engine.interfaces import CommitSources
 from core.errors import InvalidArgument
 from core.reference import Reference, parse_reference
 from core.types import Platform
@@ -21,6 +23,7 @@ class ImageServices(Protocol):
     """What the image routes use."""
 
     image_service: Images
+    containers: CommitSources
 
 
 def registry_auth(req: Request) -> dict[str, str] | None:
@@ -133,6 +136,58 @@ async def push(req: Request, services: ImageServices) -> Response:
     return progress_response(progress)
 
 
+async def save(req: Request, services: ImageServices) -> Response:
+    """``GET /images/{name}/get`` and ``GET /images/get?names=...``: docker's image archive."""
+    names = [req.params["name"]] if "name" in req.params else list(req.query.get("names") or [])
+    items = services.image_service.save_items(names)
+    return Response(status=200, body=services.image_service.save(items), content_type="application/x-tar")
+
+
+async def load(req: Request, services: ImageServices) -> Response:
+    """``POST /images/load``: the archive in the body; docker's JSON messages (an archive that
+    is refused is an ``error`` message, as docker answers)."""
+    if req.body_stream is not None:
+        receive = req.body_stream.receive
+    else:
+        pieces = [req.body, b""]
+
+        async def receive() -> bytes:
+            return pieces.pop(0) if pieces else b""
+
+    messages = await services.image_service.load(receive, storage=req.drivers["storage"])
+    return Response(status=200, body=b"".join(json.dumps(m).encode() + b"\r\n" for m in messages))
+
+
+async def commit(req: Request, services: ImageServices) -> Response:
+    """``POST /commit?container=...``: the new image's ID."""
+    container = req.q("container")
+    if not container:
+        raise InvalidArgument("container is required: the container to commit")
+    repo, tag = req.q("repo") or "", req.q("tag") or ""
+    ref = None
+    if repo:
+        ref = parse_reference(f"{repo}:{tag}" if tag else repo)
+        if ref.digest is not None:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+    elif tag:
+        raise InvalidArgument("tag given without repository")
+    changes = [c for c in req.query.get("changes") or [] if c]
+    config = req.json(None)
+    image = await services.image_service.commit(
+        services.containers, container, ref=ref, comment=req.q("comment") or "", author=req.q("author") or "",
+        changes=changes, config=config, pause=req.qbool("pause", True))
+    return json_response({"Id": image.id}, status=201)
+
+
+async def build_prune(req: Request, services: ImageServices) -> Response:
+    """``POST /build/prune``: core has no builder, so no build cache: nothing is deleted (what
+    docker answers when its cache is empty)."""
+    req.filters({"until", "id", "parent", "type", "description", "inuse", "shared", "private"})
+    req.qint("keep-storage")
+    req.qbool("all")
+    return json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 ROUTES = [
     ("POST", "/images/create", pull),
     ("GET", "/images/json", list_images),
@@ -144,6 +199,11 @@ ROUTES = [
     ("GET", "/distribution/{name:path}/json", distribution),
     ("POST", "/auth", auth),
     ("POST", "/images/{name:path}/push", push),
+    ("POST", "/build/prune", build_prune),
+    ("POST", "/commit", commit),
+    ("GET", "/images/get", save),
+    ("GET", "/images/{name:path}/get", save),
+    Route("POST", "/images/load", load, stream_body=True),
 ]
 
 

@@ -1,5 +1,5 @@
 """System endpoints: ``/_ping``, ``/version``, ``/info`` (with the swarm service's ``Swarm``
-section and ``Swarm`` ping header)."""
+section and ``Swarm`` ping header), ``/system/df``."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import platform
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.api.http import Request, Response, Router, json_response
@@ -91,7 +91,10 @@ class SystemServices(Protocol):
     config: DaemonConfig
     engine_id: str
     drivers: DriverSet
-    info_counters: dict[str, Any]   # name -> count or callable giving it (containers, images)
+    info_counters: dict[str, Callable[[], int]]   # name -> what counts it (containers, images)
+    image_service: Any              # core.engine.images.service.Images
+    containers: Any                 # core.engine.containers.service.Containers
+    volumes: Any                    # core.engine.volumes.VolumeStore
     swarm: SwarmStatus | None       # the swarm service (None: the Swarm section of a lone node)
 
 
@@ -115,7 +118,7 @@ async def version(req: Request, services: SystemServices) -> Response:
 async def info(req: Request, services: SystemServices) -> Response:
     cfg = services.config
     counters = services.info_counters
-    count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
+    count = {k: fn() for k, fn in counters.items()}
     reports = services.drivers.reports()
     swarm = getattr(services, "swarm", None)
     swarm_info = await swarm.info() if swarm is not None else ENGINE_CONSTANTS["Swarm"]
@@ -163,6 +166,35 @@ async def info(req: Request, services: SystemServices) -> Response:
             for rep in reports
         ],
     })
+
+
+DF_TYPES = ("container", "image", "volume", "build-cache")
+
+
+async def disk_usage(req: Request, services: SystemServices) -> Response:
+    """``GET /system/df``: images (with their shared size and users), containers (with their
+    sizes), volumes (with their size and users), and no build cache (core has no builder)."""
+    import trio
+
+    from core.errors import InvalidArgument
+
+    wanted = set(req.query.get("type") or DF_TYPES)
+    for kind in wanted - set(DF_TYPES):
+        raise InvalidArgument(f"unknown object type: {kind}")
+    out: dict[str, Any] = {}
+    if "image" in wanted:
+        out["LayersSize"], out["Images"] = await services.image_service.disk_usage()
+    if "container" in wanted:
+        out["Containers"] = await services.containers.list({}, all_=True, size=True)
+    if "volume" in wanted:
+        volumes = []
+        for vol in services.volumes.list():
+            size = await trio.to_thread.run_sync(services.volumes.usage, vol)
+            volumes.append(vol.to_json({"Size": size, "RefCount": len(await services.volumes.users.volume_users(vol.name))}))
+        out["Volumes"] = volumes
+    if "build-cache" in wanted:
+        out["BuildCache"] = []
+    return json_response(out)
 
 
 # docker info's fields that are the same on every host core runs on
@@ -225,6 +257,7 @@ ROUTES = [
     ("HEAD", "/_ping", ping),
     ("GET", "/version", version),
     ("GET", "/info", info),
+    ("GET", "/system/df", disk_usage),
 ]
 
 

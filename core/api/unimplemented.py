@@ -48,14 +48,8 @@ SWARM: tuple[tuple[str, str, int, str], ...] = (
 # (method, path): answered 501 "METHOD PATH is not implemented yet"
 NOT_IMPLEMENTED: tuple[tuple[str, str], ...] = (
     ("POST", "/build"),
-    ("POST", "/build/prune"),
     ("POST", "/session"),
-    ("POST", "/commit"),
-    ("GET", "/system/df"),
     ("GET", "/images/search"),
-    ("GET", "/images/get"),
-    ("GET", "/images/{name:path}/get"),
-    ("POST", "/images/load"),
     ("GET", "/plugins"),
     ("GET", "/plugins/privileges"),
     ("POST", "/plugins/pull"),

@@ -1,4 +1,4 @@
-"""Image commands: pull, push, images, rmi, tag, inspect, history, image prune, login, logout."""
+"""Image commands: pull, push, images, rmi, tag, inspect, history, image prune, save, load, commit, login, logout."""
 from __future__ import annotations
 
 import sys
@@ -44,8 +44,8 @@ def pull(ctx, argv: list[str], prog: str) -> int:
         if not args.quiet:
             sys.stdout.write("Using default tag: latest\n")
     pull_image(ctx, repo, tag, args.platform, quiet=args.quiet)
-    if not args.all_tags:
-        sys.stdout.write(_canonical(repo, tag) + "\n")
+    # the reference pulled, fully qualified; with --all-tags the repository alone (as docker)
+    sys.stdout.write((_canonical(repo, tag) if not args.all_tags else _canonical(repo, "")) + "\n")
     return 0
 
 
@@ -72,6 +72,8 @@ def _canonical(repo: str, tag: str) -> str:
     name = repo
     if dockerconfig.registry_of(repo) == "docker.io" and not repo.startswith(("docker.io/", "index.docker.io/")):
         name = f"docker.io/{repo}" if "/" in repo else f"docker.io/library/{repo}"
+    if not tag:
+        return name
     sep = "@" if ":" in tag and tag.startswith("sha") else ":"
     return f"{name}{sep}{tag}"
 
@@ -184,7 +186,8 @@ def rmi(ctx, argv: list[str], prog: str) -> int:
     f.add("no-prune", None, help="Do not delete untagged parents")
     args, rest = f.parse(argv)
     f.require(rest, least=1)
-    failed = False
+    # as docker: every error is printed; with --force, images that do not exist are no failure
+    fatal = False
     for name in rest:
         try:
             resp = ctx.client.request("DELETE", f"/images/{name}",
@@ -195,9 +198,13 @@ def rmi(ctx, argv: list[str], prog: str) -> int:
                         sys.stdout.write(f"{key}: {rec[key]}\n")
             resp.sock.close()
         except APIError as exc:
-            sys.stderr.write(exc.message + "\n")
-            failed = True
-    return 1 if failed else 0
+            if exc.status == 404:
+                sys.stderr.write(f"Error: No such image: {name}\n")
+                fatal = fatal or not args.force
+            else:
+                sys.stderr.write(exc.message + "\n")
+                fatal = True
+    return 1 if fatal else 0
 
 
 @command
@@ -356,4 +363,105 @@ def logout(ctx, argv: list[str], prog: str) -> int:
         sys.stdout.write(f"Removing login credentials for {key}\n")
     else:
         sys.stdout.write(f"Not logged in to {key}\n")
+    return 0
+
+
+@command
+def save(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] IMAGE [IMAGE...]", "Save one or more images to a tar archive (streamed to STDOUT by default)",
+              aliases="core image save, core save")
+    f.add("output", "o", "string", help="Write to a file, instead of STDOUT")
+    args, rest = f.parse(argv)
+    f.require(rest, least=1)
+    if not args.output and sys.stdout.isatty():
+        raise CLIError("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    resp = ctx.client.request("GET", "/images/get", {"names": rest})
+    import os
+
+    target = None
+    try:
+        if args.output:
+            # written beside the destination, renamed into place once complete (as docker does)
+            directory = os.path.dirname(os.path.abspath(args.output))
+            target = os.path.join(directory, f".{os.path.basename(args.output)}.core-save-{os.getpid()}")
+            out = open(target, "wb")
+        else:
+            out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+        with out:
+            for chunk in resp.iter_chunks():
+                out.write(chunk)
+        if target is not None:
+            os.replace(target, args.output)
+            target = None
+    except OSError as exc:
+        raise CLIError(f"failed to save image: {exc.strerror or exc}", 1) from None
+    finally:
+        resp.close()
+        if target is not None:
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
+    return 0
+
+
+@command
+def load(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS]", "Load an image from a tar archive or STDIN", aliases="core image load, core load")
+    f.add("input", "i", "string", help="Read from tar archive file, instead of STDIN")
+    f.add("quiet", "q", help="Suppress the load output")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
+    import os
+    import stat
+    import tempfile
+
+    if args.input:
+        try:
+            source = open(args.input, "rb")
+        except OSError as exc:
+            raise CLIError(f"open {args.input}: {exc.strerror or exc}", 1) from None
+    else:
+        if sys.stdin.isatty():
+            raise CLIError("requested load from stdin, but stdin is empty", 1)
+        source = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    with source:
+        if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+            # a pipe (docker save x | core load): its length is needed up front
+            spool = tempfile.TemporaryFile()
+            while piece := source.read(1 << 20):
+                spool.write(piece)
+            spool.seek(0)
+            source.close()
+            source = spool
+        resp = ctx.client.request("POST", "/images/load", {"quiet": args.quiet or None}, raw_body=source,
+                                  headers={"Content-Type": "application/x-tar"})
+    try:
+        display_stream(resp.iter_json_lines())
+    finally:
+        resp.close()
+    return 0
+
+
+@command
+def commit(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS] CONTAINER [REPOSITORY[:TAG]]", "Create a new image from a container's changes",
+              aliases="core container commit, core commit")
+    f.add("author", "a", "string", help='Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+    f.add("change", "c", "list", help="Apply Dockerfile instruction to the created image")
+    f.add("message", "m", "string", help="Commit message")
+    f.add("pause", "p", default=True, help="Pause container during commit")
+    args, rest = f.parse(argv)
+    f.require(rest, least=1, most=2)
+    repo = tag = ""
+    if len(rest) == 2:
+        if "@" in rest[1]:
+            raise CLIError("refusing to create a tag with a digest reference", 1)
+        repo, tag = _split_tag(rest[1])
+    params = {"container": rest[0], "repo": repo or None, "tag": tag or None, "comment": args.message or None,
+              "author": args.author or None, "changes": args.change or None, "pause": args.pause}
+    resp = ctx.client.request("POST", "/commit", params, body={})
+    data = resp.json()
+    resp.close()
+    sys.stdout.write(f"{data['Id']}\n")
     return 0

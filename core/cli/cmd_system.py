@@ -1,4 +1,4 @@
-"""``core version``, ``core info`` and ``core events``."""
+"""``core version``, ``core info``, ``core events`` and ``core system df``."""
 from __future__ import annotations
 
 import os
@@ -207,4 +207,93 @@ def events(ctx, argv: list[str], prog: str) -> int:
             sys.stdout.flush()
     finally:
         resp.sock.close()
+    return 0
+
+
+def _share(part: int, total: int) -> str:
+    """docker's RECLAIMABLE: the size, and its share of the total when there is one."""
+    from core.units import human_size
+
+    return f"{human_size(part)} ({part * 100 // total}%)" if total > 0 else human_size(part)
+
+
+@command
+def df(ctx, argv: list[str], prog: str) -> int:
+    f = Flags(prog, "[OPTIONS]", "Show core disk usage")
+    f.add("format", None, "string", help=INSPECT_FORMAT_HELP)
+    f.add("verbose", "v", help="Show detailed information on space usage")
+    args, rest = f.parse(argv)
+    f.require(rest, exact=0)
+    from core.cli.format import ago, print_table, render_format
+    from core.units import human_size
+
+    data = ctx.client.get_json("/system/df")
+    images = data.get("Images") or []
+    containers = data.get("Containers") or []
+    volumes = data.get("Volumes") or []
+    cache = data.get("BuildCache") or []
+    layers = data.get("LayersSize") or 0
+    active = ("running", "paused", "restarting")
+    if not args.verbose:
+        used = sum(i["Size"] - i["SharedSize"] for i in images
+                   if i.get("Containers") and i.get("SharedSize", -1) != -1)
+        rw = sum(c.get("SizeRw") or 0 for c in containers)
+        idle_rw = sum(c.get("SizeRw") or 0 for c in containers if c.get("State") not in active)
+        vol_size = sum(v["UsageData"]["Size"] for v in volumes if v["UsageData"]["Size"] != -1)
+        vol_free = sum(v["UsageData"]["Size"] for v in volumes
+                       if v["UsageData"]["Size"] != -1 and v["UsageData"]["RefCount"] == 0)
+        cache_size = sum(b.get("Size") or 0 for b in cache)
+        rows = [
+            {"Type": "Images", "TotalCount": str(len(images)),
+             "Active": str(sum(1 for i in images if i.get("Containers"))),
+             "Size": human_size(layers), "Reclaimable": _share(layers - used, layers)},
+            {"Type": "Containers", "TotalCount": str(len(containers)),
+             "Active": str(sum(1 for c in containers if c.get("State") in active)),
+             "Size": human_size(rw), "Reclaimable": _share(idle_rw, rw)},
+            {"Type": "Local Volumes", "TotalCount": str(len(volumes)),
+             "Active": str(sum(1 for v in volumes if v["UsageData"]["RefCount"])),
+             "Size": human_size(vol_size), "Reclaimable": _share(vol_free, vol_size)},
+            {"Type": "Build Cache", "TotalCount": str(len(cache)),
+             "Active": str(sum(1 for b in cache if b.get("InUse"))),
+             "Size": human_size(cache_size), "Reclaimable": human_size(cache_size)},
+        ]
+        if args.format and args.format != "table":
+            render_format(args.format, rows, {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE",
+                                              "Size": "SIZE", "Reclaimable": "RECLAIMABLE"})
+            return 0
+        print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                    [[r["Type"], r["TotalCount"], r["Active"], r["Size"], r["Reclaimable"]] for r in rows])
+        return 0
+    from core.cli.cmd_image import _rows
+
+    sys.stdout.write("Images space usage:\n\n")
+    table = []
+    for image in images:
+        shared = image.get("SharedSize", 0)
+        for row in _rows([image], False, False):
+            table.append([row["Repository"], row["Tag"], row["ID"], row["CreatedSince"], row["Size"],
+                          human_size(shared), human_size(image["Size"] - shared),
+                          str(image.get("Containers", 0))])
+    print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"],
+                table)
+    sys.stdout.write("\nContainers space usage:\n\n")
+    table = []
+    for c in containers:
+        command = c.get("Command", "")
+        if len(command) > 20:
+            command = command[:19] + "…"
+        image = c.get("Image", "")
+        if image.startswith("sha256:"):
+            image = image[7:19]
+        table.append([c["Id"][:12], image, "\"" + command.replace("\\", "\\\\").replace("\"", "\\\"") + "\"",
+                      str(sum(1 for m in c.get("Mounts") or [] if m.get("Type") == "volume")),
+                      human_size(c.get("SizeRw") or 0, 3), ago(c.get("Created", 0)), c.get("Status", ""),
+                      ",".join(n.lstrip("/") for n in c.get("Names") or [])])
+    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "LOCAL VOLUMES", "SIZE", "CREATED", "STATUS", "NAMES"], table)
+    sys.stdout.write("\nLocal Volumes space usage:\n\n")
+    print_table(["VOLUME NAME", "LINKS", "SIZE"],
+                [[v["Name"], str(v["UsageData"]["RefCount"]), human_size(v["UsageData"]["Size"], 3)]
+                 for v in volumes])
+    sys.stdout.write(f"\nBuild cache usage: {human_size(sum(b.get('Size') or 0 for b in cache))}\n\n")
+    print_table(["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "USAGE", "SHARED"], [])
     return 0

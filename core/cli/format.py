@@ -247,39 +247,45 @@ def _progress_text(msg: dict[str, Any]) -> str:
 
 
 def display_stream(messages: Iterable[dict[str, Any]], out: TextIO = sys.stdout) -> None:
-    """Show a docker JSON-message stream (pull, push) as the docker CLI does.
+    """Show a docker JSON-message stream (pull, push, load) as the docker CLI does
+    (``jsonmessage.DisplayJSONMessagesStream``).
 
-    On a terminal each layer keeps one line, redrawn in place; elsewhere only the status lines
-    are printed, without progress bars.  An ``error`` message raises :class:`CLIError`.
+    On a terminal each layer -- a message with an ``id`` and a ``progressDetail`` -- keeps one
+    line, redrawn in place; a message of another kind (``latest: Pulling from ...``,
+    ``Digest: ...``) ends that block, so the layers of the next tag of a ``pull -a`` get lines
+    of their own.  Elsewhere only the status lines are printed, without progress bars.  An
+    ``error`` message raises :class:`CLIError`.
     """
     tty = out.isatty()
-    lines: dict[str, int] = {}  # id -> line index, on a terminal
-    count = 0
+    lines: dict[str, int] = {}  # id -> line of the current block, on a terminal
     for msg in messages:
         if msg.get("error") or msg.get("errorDetail"):
             message = msg.get("error") or (msg.get("errorDetail") or {}).get("message", "")
             raise CLIError(message)
+        if msg.get("aux") is not None and not msg.get("status") and not msg.get("stream"):
+            continue
         status = msg.get("status", "")
         ident = msg.get("id")
         progress = _progress_text(msg)
-        if not tty and progress:
-            continue  # docker disables progress bars off a terminal
-        text = f"{ident}: {status}" if ident else status
-        if tty and progress:
-            text += " " + progress
-        if tty and ident:
-            if ident in lines:
-                up = count - lines[ident]
-                out.write(f"\x1b[{up}A\x1b[2K\r{text}\n" + (f"\x1b[{up - 1}B" if up > 1 else ""))
-            else:
-                lines[ident] = count
-                count += 1
-                out.write(text + "\n")
-        else:
-            if msg.get("stream"):
-                out.write(msg["stream"])
-                continue
-            out.write(text + "\n")
+        is_progress = "progressDetail" in msg
+        diff = 0
+        if ident and is_progress:
+            if ident not in lines:
+                lines[ident] = len(lines)
+                if tty:
+                    out.write("\n")
+            diff = len(lines) - lines[ident]
             if tty:
-                count += 1
+                out.write(f"\x1b[{diff}A")
+        else:
+            lines = {}
+        if msg.get("stream"):
+            out.write(msg["stream"])
+        elif is_progress and tty:
+            text = f"{ident}: {status}" if ident else status
+            out.write(f"\x1b[2K\r{text}" + (f" {progress}" if progress else "") + "\r")
+        elif not (is_progress and progress):   # docker hides progress bars off a terminal
+            out.write((f"{ident}: {status}" if ident else status) + "\n")
+        if ident and tty and diff:
+            out.write(f"\x1b[{diff}B")
         out.flush()

@@ -50,9 +50,10 @@ Exit codes: the program's own (0-255), or 128+N when killed by signal N.  Errors
 - unknown ids raise ``NotFound``; ``create`` of an existing one ``AlreadyExists``;
 - ``start`` of a running container and ``exec``/``attach``/``kill`` of a stopped one raise
   ``Conflict``;
-- a program that does not exist raises ``NotFound`` with docker's message
-  (``exec: "foo": executable file not found in $PATH``; the CLI exits 127), one that cannot be
-  run (permission, not executable, a directory) ``Forbidden`` (exit 126) — raised by ``start``
+- a program that does not exist raises ``core.errors.ProgramNotFound`` (a ``NotFound``) with
+  docker's message (``exec: "foo": executable file not found in $PATH``; the CLI exits 127),
+  one that cannot be run (permission, not executable, a directory)
+  ``core.errors.ProgramNotRunnable`` (a ``Forbidden``; exit 126) — raised by ``start``
   (or ``exec``) before it returns, never reported only as an exit code;
 - a malformed bundle raises ``InvalidArgument``.
 """
@@ -349,8 +350,8 @@ class Executor(Protocol):
         """Run the program of a ``created`` container; return its pid on the host.
 
         Errors: ``Conflict`` unless the container is ``created`` (running, or stopped);
-        ``NotFound`` with docker's message when the program does not exist
-        (``exec: "foo": executable file not found in $PATH``), ``Forbidden`` when it cannot be
+        ``ProgramNotFound`` with docker's message when the program does not exist
+        (``exec: "foo": executable file not found in $PATH``), ``ProgramNotRunnable`` when it cannot be
         run (permission, a directory) — raised here, before ``start`` returns (the container
         then stops with exit code 127 or 126).
         """

@@ -26,7 +26,7 @@ from core.daemon.config import DaemonConfig
 from core.daemon.drivers import HEADER, DriverSet
 from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
 from core.errors import CoreError
-from core.engine.containers import service as _containers
+from core.engine.containers import store as _containers
 from core.engine.events import Events
 from core.engine.images import store as _images
 from core.engine.networks import service as _networks
@@ -62,27 +62,22 @@ class Daemon:
         self.state: State | None = None
         self.engine_id = ""
         self._lock_fd: int | None = None
-        self._closers: list[Callable[[], Any]] = []
         self.events = Events()
-        self.nursery: trio.Nursery | None = None  # for work that outlives one request (archives)
         self.content: Any = None
         self.images: Any = None
         self.image_service: Any = None  # core.engine.images.service.Images
-        self.volumes: Any = None
-        self.containers: Any = None
-        self.networks: Any = None
-        self.swarm: Any = None  # core.engine.swarm.service.SwarmService
-        from core.api import containers as containers_api
+        self.volumes: Any = None        # core.engine.volumes.VolumeStore
+        self.volume_service: Any = None  # core.engine.volume_service.Volumes
+        self.containers: Any = None     # core.engine.containers.service.Containers
+        self.networks: Any = None       # core.engine.networks.service.NetworkManager
+        self.swarm: Any = None          # core.engine.swarm.service.SwarmService
         from core.api import events
         from core.api import images as images_api
         from core.api import system, unimplemented
-        from core.api import volumes as volumes_api
 
         system.register(self.router, self)
         events.register(self.router, self)
         images_api.register(self.router, self)
-        containers_api.register(self)
-        volumes_api.register(self)
         unimplemented.register(self.router)
 
     # -- start-up ------------------------------------------------------------------------------
@@ -109,7 +104,9 @@ class Daemon:
         self._lock_fd = fd
 
     def open(self) -> None:
-        """Everything before serving: lock, directories, state, drivers."""
+        """Everything before serving: lock, directories, state, drivers; then every engine
+        service is built, in dependency order, each given its collaborators (the one place
+        where services are wired), and their routes registered."""
         self.lock()
         self.config.exec_root.mkdir(parents=True, exist_ok=True)
         self.state = State(self.config.data_root / "state.db", MIGRATIONS)
@@ -119,34 +116,46 @@ class Daemon:
 
             self.engine_id = str(uuid.uuid4())
             self.state.set_meta("engine-id", self.engine_id)
+        self._build_services()
+
+    def _build_services(self) -> None:
+        from core.api import containers as containers_api
+        from core.api import networks as networks_api
+        from core.api import volumes as volumes_api
+        from core.engine.containers.files import ContainerFiles, Directory
+        from core.engine.containers.service import Containers
+        from core.engine.containers.store import ContainerStore
         from core.engine.images.content import ContentStore
         from core.engine.images.service import Images
         from core.engine.images.store import ImageStore
+        from core.engine.networks.service import NetworkManager
+        from core.engine.volume_service import Volumes
+        from core.engine.volumes import VolumeStore
 
-        self.content = ContentStore(self.config.data_root / "content")
+        root = self.config.data_root
+        self.content = ContentStore(root / "content")
         # downloads cut by a crash stay resumable for a day, then go
         self.content.cleanup_ingests(max_age=24 * 3600)
-        self.images = ImageStore(self.state)
+        # the container rows first: the image, volume and network services ask about containers
+        container_store = ContainerStore(self.state)
+        container_files = ContainerFiles(root / "containers")
+        self.images = ImageStore(self.state, users=container_store)
         self.info_counters["Images"] = self.images.count
         self.drivers = DriverSet(self.config, content=self.content)
         self.image_service = Images(store=self.images, content=self.content, drivers=self.drivers,
                                     events=self.events)
         self.drivers.resolve_defaults()
-        from core.engine.containers.service import Containers
-        from core.engine.volumes import VolumeStore
-
-        self.volumes = VolumeStore(self.state, self.config.data_root / "volumes")
-        self.containers = Containers(state=self.state, data_root=self.config.data_root, images=self.images,
-                                     content=self.content, volumes=self.volumes, drivers=self.drivers,
-                                     emit=self.events.emit)
-        self.info_counters.update(self.containers.counters())
-        from core.api import networks as networks_api
-        from core.engine.networks.service import NetworkManager
-
+        self.volumes = VolumeStore(self.state, root / "volumes", users=container_store)
+        self.volume_service = Volumes(self.volumes, self.events)
         self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
-                                       containers=_ContainerDirectory(self.containers), events=self.events)
+                                       containers=Directory(container_store, container_files), events=self.events)
+        self.containers = Containers(store=container_store, files=container_files, drivers=self.drivers,
+                                     images=self.images, content=self.content, volumes=self.volumes,
+                                     networks=self.networks, events=self.events)
+        self.info_counters.update(self.containers.counters())
+        containers_api.register(self.router, self.containers)
+        volumes_api.register(self.router, self.volume_service)
         networks_api.register(self.router, self.networks)
-        self.containers.wire_networks(_SyncNetworkViews(self.networks))
         from core.api import swarm as swarm_api
         from core.api.system import mem_total
         from core.engine.swarm.service import SwarmService
@@ -239,7 +248,6 @@ class Daemon:
             listener = trio.SocketListener(sock)
             try:
                 async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
                     nursery.start_soon(self._on_signal, signals, nursery.cancel_scope)
                     if self.networks is not None:
                         await nursery.start(self.networks.serve)
@@ -248,7 +256,7 @@ class Daemon:
                     if self.swarm is not None:  # re-attaches to its swarm in the background
                         await nursery.start(self.swarm.serve)
                     if self.containers is not None:  # re-adopt running containers before answering
-                        await self.containers.restore(nursery)
+                        await nursery.start(self.containers.serve)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])
                     log.info("core daemon %s serving on unix://%s (data root %s)", __version__,
                              self.config.socket, self.config.data_root)
@@ -268,17 +276,7 @@ class Daemon:
             scope.cancel()
             return
 
-    def on_close(self, closer: Callable[[], Any]) -> None:
-        self._closers.append(closer)
-
     async def aclose(self) -> None:
-        for closer in reversed(self._closers):
-            try:
-                result = closer()
-                if hasattr(result, "__await__"):
-                    await result
-            except Exception:
-                log.exception("error while shutting down")
         if self.drivers is not None:
             await self.drivers.aclose()
         if self.state is not None:
@@ -286,46 +284,6 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-class _ContainerDirectory:
-    """The network service's :class:`core.engine.interfaces.ContainerDirectory` over today's
-    ``Containers``.  Transitional: the container service's own adapter replaces it."""
-
-    def __init__(self, containers: Any) -> None:
-        self._containers = containers
-
-    async def lookup(self, ref: str) -> Any:
-        from core.engine.interfaces import ContainerRef
-
-        c = self._containers.store.lookup(ref)
-        return ContainerRef(id=c.id, pid=c.state.pid if c.running else 0, running=c.running)
-
-    async def network_changed(self, container_id: str, hosts: str, resolv_conf: str) -> None:
-        c = self._containers.store.by_id.get(container_id)
-        if c is not None:
-            _containers._write_in_place(self._containers.dir(c) / "hosts", hosts)
-            _containers._write_in_place(self._containers.dir(c) / "resolv.conf", resolv_conf)
-
-
-class _SyncNetworkViews:
-    """The network service as today's ``Containers`` and ``core.api.containers`` use it: they
-    read a container's ``NetworkSettings`` and ``Ports`` synchronously.  Transitional: the
-    container service's split awaits :class:`core.engine.interfaces.ContainerNetworks`."""
-
-    def __init__(self, networks: Any) -> None:
-        self._networks = networks
-        self.prepare = networks.prepare
-        self.attach = networks.attach
-        self.detach = networks.detach
-        self.forget = networks.forget
-        self.restore = networks.restore
-
-    def settings(self, container_id: str) -> dict[str, Any]:
-        return self._networks.renderer.settings(container_id)
-
-    def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
-        return self._networks.renderer.ps_ports(container_id)
 
 
 def run(config: DaemonConfig) -> int:

@@ -7,14 +7,20 @@ each the objects that satisfy what it asks for::
 
     state      = State(...)                      # migrations registered explicitly
     events     = Events()                        # EventSink
-    containers = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
-    images     = ImageStore(state, users=containers)
-    volumes    = VolumeStore(state, root, users=containers)
-    networks   = NetworkManager(..., containers=ContainerDirectory(containers, ...), events=events)
-    lifecycle  = Containers(store=containers, images=images, volumes=volumes, networks=networks, ...)
+    store      = ContainerStore(state)           # ImageUsers, VolumeUsers (the rows only)
+    files      = ContainerFiles(root / "containers")
+    images     = ImageStore(state, users=store)
+    volumes    = VolumeStore(state, root, users=store)
+    networks   = NetworkManager(..., containers=Directory(store, files), events=events)
+    containers = Containers(store=store, files=files, images=images, volumes=volumes,
+                            networks=networks, events=events, ...)   # ContainerNetworks: networks
+
+Image commit reads a container through :class:`CommitSources` (the lifecycle provides it; the
+API hands it to ``Images.commit``), so the images package never imports the containers' one.
 
 A dependency runs one way only: networks know containers through :class:`ContainerDirectory`
-(a view of the container rows), never the lifecycle that uses the networks.
+(a view of the container rows, :class:`core.engine.containers.files.Directory`), never the
+lifecycle that uses the networks.
 """
 from __future__ import annotations
 
@@ -81,6 +87,12 @@ class ContainerDirectory(Protocol):
 class ContainerNetworks(Protocol):
     """What the container lifecycle needs of the network service."""
 
+    async def check(self, container_id: str, host_config: dict[str, Any] | None,
+                    networking_config: dict[str, Any] | None, *,
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+        """``create``: check and record the request (nothing is made on the host); the errors
+        of :meth:`prepare`, except that a ``container:<name>`` target only has to exist."""
+
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
                       exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
@@ -110,3 +122,27 @@ class ContainerNetworks(Protocol):
 
     async def resolv_conf(self, container_id: str) -> str:
         """The contents of the container's ``/etc/resolv.conf``."""
+
+
+@attrs.frozen
+class CommitSource:
+    """A container as ``docker commit`` reads it (see :class:`CommitSources`)."""
+
+    id: str
+    name: str
+    image_id: str                  # the image it was created from (the new image's parent)
+    config: dict[str, Any]         # its Config, as inspect shows it
+    storage: str                   # its storage driver
+    key: str                       # its active snapshot (its parent is the image's top layer)
+    root: Any                      # core.engine.containers.archive.Root of its / (no volumes)
+    scratch: Any                   # a directory of the container's own, for mount points
+    ignore: frozenset[str]         # paths the engine puts there (mount points): not its changes
+
+
+@runtime_checkable
+class CommitSources(Protocol):
+    """What image commit needs of the containers."""
+
+    def commit_source(self, ref: str, *, pause: bool) -> Any:
+        """An async context manager giving the :class:`CommitSource` of container ``ref``
+        (``NotFound`` if none), paused while it is held when ``pause`` and it runs."""

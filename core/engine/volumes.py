@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound
+from core.engine.interfaces import VolumeUsers
 from core.engine.state import Migration, State
 
 MIGRATION = Migration(3, "volumes",
@@ -117,15 +118,14 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
 
 
 class VolumeStore:
-    """The volumes of one daemon.  ``users(name)`` (set by the container store) lists the IDs
-    of the containers that use a volume; ``running_users(name)`` those running."""
+    """The volumes of one daemon.  ``users`` (the container store) says which containers use a
+    volume: one in use is not removed, one with a device stays mounted while one runs."""
 
-    def __init__(self, state: State, root: Path) -> None:
+    def __init__(self, state: State, root: Path, *, users: VolumeUsers) -> None:
         self.state = state
         self.db = state.db
         self.root = root
-        self.users: Callable[[str], list[str]] = lambda name: []
-        self.running_users: Callable[[str], list[str]] = lambda name: []
+        self.users = users
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o701)
 
@@ -188,16 +188,20 @@ class VolumeStore:
             raise
         return self.get(name), True
 
-    def remove(self, name: str, force: bool = False) -> Volume:
+    async def in_use(self, name: str) -> bool:
+        """Whether a container, running or not, uses volume ``name``."""
+        return bool(await self.users.volume_users(name))
+
+    async def remove(self, name: str, force: bool = False) -> Volume:
         """``docker volume rm``: refused while a container uses it; ``force`` ignores absence."""
         vol = self.find(name)
         if vol is None:
             if force:
                 return Volume(name, "local", 0, {}, {}, False, self.root / name / "_data")
             raise NotFound(f"get {name}: no such volume")
-        users = self.users(name)
+        users = await self.users.volume_users(name)
         if users:
-            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(u.id for u in users)}]")
         self._unmount(vol)
         with self.state.transaction() as db:
             db.execute("DELETE FROM volumes WHERE name=?", (name,))
@@ -207,10 +211,11 @@ class VolumeStore:
         return vol
 
     def usage(self, vol: Volume) -> int:
-        from core.storage.fs import disk_usage
+        """docker's size of a volume: its files' contents (``-1`` if unreadable)."""
+        from core.storage.fs import content_size
 
         try:
-            return disk_usage(vol.mountpoint).size
+            return content_size(vol.mountpoint)
         except OSError:
             return -1
 
@@ -241,10 +246,12 @@ class VolumeStore:
         except CoreError as exc:
             raise CoreError(f"error while mounting volume '{vol.mountpoint}': {exc.message}") from exc
 
-    def release(self, name: str) -> None:
+    async def release(self, name: str) -> None:
         """After a container using ``name`` stopped: unmount it if nothing running uses it."""
         vol = self.find(name)
-        if vol is None or not vol.options.get("type") or self.running_users(name):
+        if vol is None or not vol.options.get("type"):
+            return
+        if any(u.running for u in await self.users.volume_users(name)):
             return
         self._unmount(vol)
 

@@ -125,14 +125,15 @@ writes on the sync socket, one line each::
                               shim (a child subreaper: a helper that forks it and exits is fine)
     console                   with SCM_RIGHTS: the pty's master (``process.terminal``)
     created                   init only: created, waiting for the start pipe
-    error <Kind> <message>    a failure (NotFound, Forbidden, InvalidArgument, CoreError)
+    error <Kind> <message>    a failure (ProgramNotFound, ProgramNotRunnable, InvalidArgument, CoreError)
 
 ``init`` reports ``pid`` and ``created`` (the launcher's verdict is then ``ok``; an ``error``
 or end of file first fails the create), then waits for one byte on the start pipe and runs the
 program.  The sync socket must reach end of file exactly when the program runs (keep it
 close-on-exec, as runc's exec.fifo): the shim answers ``start`` (or ``exec``) then, with the
 error if an ``error`` line came first.  A program that cannot be found or run is reported as
-``error NotFound exec: "foo": executable file not found in $PATH`` (or ``Forbidden``) before
+``error ProgramNotFound exec: "foo": executable file not found in $PATH`` (or
+``ProgramNotRunnable``) before
 the process exits 127 (126).  A helper that exits non-zero having reported nothing fails the
 request with ``CoreError``.  The helper writes ``STATE/cgroup`` so that OOM kills, pause,
 top, stats and delete find the container's cgroup.

@@ -35,6 +35,7 @@ _ERRORS: dict[str, type[errors.CoreError]] = {
     "NotFound": errors.NotFound, "Conflict": errors.Conflict, "Forbidden": errors.Forbidden,
     "InvalidArgument": errors.InvalidArgument, "AlreadyExists": errors.AlreadyExists,
     "Unavailable": errors.Unavailable,
+    "ProgramNotFound": errors.ProgramNotFound, "ProgramNotRunnable": errors.ProgramNotRunnable,
 }
 
 __all__ = ["RuntimeHelper", "ShimAttachStream", "ShimConnection", "ShimGone", "Zygote", "connect",

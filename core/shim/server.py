@@ -275,7 +275,7 @@ class Shim:
             return
         if p.error is not None and not p.pid and p.status is None:
             # the helper failed before forking the process: it "exited" with the error
-            p.status = 127 if p.error[0] == "NotFound" else 126
+            p.status = 127 if p.error[0] in ("NotFound", "ProgramNotFound") else 126
             p.finished_at = time.time()
             self.check_done(p)
         if p.requester is not None:

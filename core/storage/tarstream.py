@@ -47,7 +47,7 @@ from typing import Callable
 
 from core.errors import InvalidArgument
 
-__all__ = ["TarReader", "TarEntry", "pax_time", "MAX_HEADER_BYTES", "MAX_PAX_RECORDS", "REGULAR",
+__all__ = ["TarReader", "TarEntry", "content_size", "pax_time", "MAX_HEADER_BYTES", "MAX_PAX_RECORDS", "REGULAR",
            "HARDLINK", "SYMLINK", "CHAR_DEVICE", "BLOCK_DEVICE", "DIRECTORY", "FIFO"]
 
 MAX_HEADER_BYTES = 1 << 20   # a PAX extended header, a GNU long name or link, a sparse map
@@ -554,3 +554,29 @@ class TarReader:
             if wanted is None and numbers:
                 wanted = 1 + 2 * _decimal(numbers[0], "sparse map count")
         return _sparse_pairs(numbers[1:wanted], "the sparse map")
+
+
+def content_size(fill: Callable[[], bytes]) -> int:
+    """The size docker gives a layer, read from its tar (``fill`` as for :class:`TarReader`):
+    the sum of what its files hold as they would lie on disk -- regular files (a sparse file's
+    full size) and symlinks (the length of their target), each path counted once (a later entry
+    for the same path replaces the earlier one), hard links and everything else nothing.
+
+    That is docker's ``directory.Size`` of an unpacked layer, the figure ``docker images``,
+    ``history``, ``inspect`` and ``system df`` show, not the tar's length (headers and padding
+    make a small-file layer half as large again).  ``InvalidArgument`` for a corrupt tar.
+    """
+    reader = TarReader(fill)
+    sizes: dict[str, int] = {}
+    while (entry := reader.next()) is not None:
+        name = entry.name.strip("/")
+        while name.startswith("./"):
+            name = name[2:]
+        if entry.type == REGULAR:
+            sizes[name] = entry.size
+        elif entry.type == SYMLINK:
+            sizes[name] = len(os.fsencode(entry.linkname))
+        else:
+            sizes.pop(name, None)
+    reader.drain()
+    return sum(sizes.values())

@@ -63,7 +63,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.contracts.executor import ContainerState, ExitStatus, IOConfig
-from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound
+from core.errors import (AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound, ProgramNotFound,
+                         ProgramNotRunnable)
 from core.testing import TrioThread, close_driver, make_driver, options_from_env
 
 __all__ = ["ExecutorSuite", "Harness", "Result", "make_rootfs", "make_spec", "BUSYBOX",
@@ -698,7 +699,7 @@ class ExecutorSuite:
 
     def test_missing_executable_is_not_found_at_start(self, h):
         cid = h.create(["no-such-program", "arg"])
-        with pytest.raises(NotFound) as info:
+        with pytest.raises(ProgramNotFound) as info:
             h.call(h.driver.start, cid)
         assert 'exec: "no-such-program": executable file not found in $PATH' in str(info.value)
         assert h.call(h.driver.wait, cid).code == 127
@@ -706,14 +707,14 @@ class ExecutorSuite:
 
     def test_missing_path_is_not_found(self, h):
         cid = h.create(["/no/such/file"])
-        with pytest.raises(NotFound):
+        with pytest.raises(ProgramNotFound):
             h.call(h.driver.start, cid)
         h.destroy(cid)
 
     @pytest.mark.parametrize("program", ["/etc", "/etc/passwd"])
     def test_unrunnable_program_is_forbidden(self, h, program):
         cid = h.create([program])
-        with pytest.raises(Forbidden) as info:
+        with pytest.raises(ProgramNotRunnable) as info:
             h.call(h.driver.start, cid)
         assert f'exec: "{program}": ' in str(info.value)
         assert h.call(h.driver.wait, cid).code == 126
@@ -722,7 +723,7 @@ class ExecutorSuite:
     def test_exec_of_a_missing_program_is_not_found(self, h):
         cid = h.create(["sleep", "1000"])
         h.call(h.driver.start, cid)
-        with pytest.raises(NotFound):
+        with pytest.raises(ProgramNotFound):
             h.call(h.driver.exec, cid, "e1", {"args": ["nope"], "cwd": "/",
                                               "env": [f"PATH={DEFAULT_PATH}"]}, IOConfig())
         h.destroy(cid)

@@ -254,7 +254,7 @@ class Process:
         try:
             os.chdir(self.cwd)
         except OSError as exc:
-            raise Fail("Forbidden" if exc.errno == errno.EACCES else "NotFound",
+            raise Fail("ProgramNotRunnable" if exc.errno == errno.EACCES else "ProgramNotFound",
                        f"chdir to cwd ({self.cwd!r}) set in config.json failed: "
                        f"{os.strerror(exc.errno or 0).lower()}", 126 if exc.errno == errno.EACCES
                        else 127) from None
@@ -334,21 +334,23 @@ def lookup(name: str, path_env: str | None) -> str:
         if err == 0:
             return name
         if err in (errno.ENOENT, errno.ENOTDIR):
-            raise Fail("NotFound", f'exec: "{name}": stat {name}: {os.strerror(err).lower()}', 127)
-        raise Fail("Forbidden", f'exec: "{name}": {os.strerror(err).lower()}', 126)
+            raise Fail("ProgramNotFound", f'exec: "{name}": stat {name}: {os.strerror(err).lower()}', 127)
+        raise Fail("ProgramNotRunnable", f'exec: "{name}": {os.strerror(err).lower()}', 126)
     for d in (DEFAULT_PATH if path_env is None else path_env).split(":"):
         candidate = os.path.join(d or ".", name)
         if executable(candidate) == 0:
             return candidate
-    raise Fail("NotFound", f'exec: "{name}": executable file not found in $PATH', 127)
+    raise Fail("ProgramNotFound", f'exec: "{name}": executable file not found in $PATH', 127)
 
 
 def exec_error(name: str, exc: OSError) -> Fail:
     reason = os.strerror(exc.errno or 0).lower()
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return Fail("NotFound", f'exec: "{name}": {reason}', 127)
-    if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ETXTBSY):
-        return Fail("Forbidden", f'exec: "{name}": {reason}', 126)
+        return Fail("ProgramNotFound", f'exec: "{name}": {reason}', 127)
+    if exc.errno in (errno.EACCES, errno.EISDIR):
+        return Fail("ProgramNotRunnable", f'exec: "{name}": {reason}', 126)
+    if exc.errno in (errno.ENOEXEC, errno.EPERM, errno.ETXTBSY):  # docker's CLI exits 126 on these words
+        return Fail("ProgramNotRunnable", f'exec: "{name}": {reason}: permission denied', 126)
     return Fail("CoreError", f'exec: "{name}": {reason}', 126)
 
 

@@ -14,7 +14,7 @@ What it does, and undoes (by PID and by path, even on ^C or SIGTERM):
    tag of the installed ``docker`` package (``7.2.0`` for docker 7.2.0; ``HEAD`` when no such tag)
    into a temporary directory, renamed ``dockerpy_tests`` so that it cannot be confused with core's
    own ``tests`` package (the editable install puts the clone on ``sys.path``).
-2. Starts Debian's docker-registry on 127.0.0.1 (``tests.support.registry``) and pushes into it,
+2. Starts Debian's docker-registry on 127.0.0.1 (``core.testing.registry_server``) and pushes into it,
    with skopeo, stand-ins built from Debian's busybox-static (``tests.support.images``) for the
    Docker Hub images the selected tests use: ``library/alpine:3.10``, ``library/alpine:latest``
    (alpine's users, groups and directories on busybox), ``library/busybox:latest``,
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
 
     from tests.conftest import CoreEnv
-    from tests.support.registry import Registry
+    from core.testing.registry_server import Registry
 
     out = args.out or Path(tempfile.mkdtemp(prefix=f"core-dockerpy-report-{time.strftime('%Y%m%dT%H%M%S')}-",
                                             dir="/tmp"))

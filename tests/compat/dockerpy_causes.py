@@ -31,8 +31,6 @@ CAUSES: dict[str, tuple[str, str]] = {
     "runtime-name": ("11", "HostConfig.Runtime 'runc' reported as 'core'"),
     "device-cgroup-rule": ("11", "DeviceCgroupRules refused: '--device-cgroup-rule is not supported by this engine'"),
     "healthcheck": ("11", "healthchecks do not run: no State.Health"),
-    "commit": ("10", "POST /commit is no route (404 'page not found')"),
-    "save-load": ("10", "GET /images/{name}/get, GET /images/get, POST /images/load are no routes (404)"),
     "import": ("—", "POST /images/create?fromSrc=- (docker import) refused: 'importing from a tarball (fromSrc) is "
                     "not supported'"),
     "build": ("—", "POST /build is no route (404 'page not found')"),
@@ -82,15 +80,6 @@ KNOWN: dict[str, list[str]] = {
     "api_exec_test.py::ExecTest::test_detach_with_config_file": ["detachkeys-case"],
     **{f"api_exec_test.py::ExecDemuxTest::test_exec_command_tty_{name}": ["exec-tty"]
        for name in ("no_stream_demux", "no_stream_no_demux", "stream_demux", "stream_no_demux")},
-    "api_image_test.py::CommitTest::test_commit": ["commit"],
-    "api_image_test.py::CommitTest::test_commit_with_changes": ["commit"],
-    "api_image_test.py::RemoveImageTest::test_remove": ["commit"],
-    "models_containers_test.py::ContainerTest::test_commit": ["commit"],
-    "api_image_test.py::ImportImageTest::test_get_load_image": ["save-load"],
-    "api_image_test.py::SaveLoadImagesTest::test_get_image_load_image": ["save-load"],
-    "models_images_test.py::ImageCollectionTest::test_load_error": ["save-load"],
-    "models_images_test.py::ImageCollectionTest::test_save_and_load": ["save-load"],
-    "models_images_test.py::ImageCollectionTest::test_save_and_load_repo_name": ["save-load"],
     **{f"api_image_test.py::ImportImageTest::test_{name}": ["import"]
        for name in ("import_from_bytes", "import_from_file", "import_from_stream",
                     "import_image_from_data_with_changes", "import_image_with_changes")},

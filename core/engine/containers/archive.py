@@ -20,8 +20,9 @@ resolved *inside* the root, as the container would see it:
   and entries below symlinks.
 
 The HTTP side (``GET``/``HEAD``/``PUT /containers/{id}/archive``) lives in
-``core.api.containers``; which root to use (``/proc/<pid>/root`` of a running container,
-or its snapshot mounted in a private mount namespace) in ``core.engine.containers.service``.
+``core.api.containers``, the streaming of the tars in ``core.engine.containers.copy``; which
+root to use (``/proc/<pid>/root`` of a running container, or its snapshot mounted in a private
+mount namespace) in ``core.engine.containers.rootfs``.
 """
 from __future__ import annotations
 

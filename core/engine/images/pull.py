@@ -10,8 +10,12 @@ The pipeline for one image::
         first); the layer whose parent is already committed is decompressed and unpacked
         *while it streams in*; the others finish downloading and are unpacked from the content
         store as soon as their parent is committed
-        the uncompressed stream's digest must equal the config's diff ID
+        the uncompressed stream's digest must equal the config's diff ID; the layer's size
+        (docker's: file contents and symlink targets, see LayerSizer) is counted on the way
     record the image, its tag and repo digest       -> "Digest: ...", "Status: ..."
+
+An image that is already here, its layers unpacked in this storage driver, is not pulled again:
+as docker, only "Digest" and "Status: Image is up to date" are said.
 
 A layer being unpacked is read ahead (a task keeps its download going into a bounded buffer)
 and decompressed in batches of what has arrived, one trip to a worker thread per batch; the
@@ -249,6 +253,55 @@ async def _counted(stream: AsyncIterator[bytes], counter: list[int]) -> AsyncIte
         yield chunk
 
 
+class LayerSizer:
+    """docker's size of a layer (:func:`core.storage.tarstream.content_size`), counted in a
+    worker thread from the uncompressed pieces :meth:`tee` passes on, while they are unpacked.
+
+    Run :meth:`run` in a nursery beside the consumer of :meth:`tee`'s stream; :attr:`size` is
+    the answer once both are done (``None`` if the tar could not be read: the unpacking says
+    why).  The pieces are handed over, never copied; a sizer that stopped reading does not
+    hold the stream up.
+    """
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[bytes](16)
+        self.size: int | None = None
+
+    async def tee(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for piece in stream:
+                if self._send is not None:
+                    try:
+                        await self._send.send(piece)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._send = None
+                yield piece
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        """The stream has ended (or its consumer stopped reading it)."""
+        if self._send is not None:
+            self._send.close()
+            self._send = None
+
+    async def run(self) -> None:
+        from core.storage.tarstream import content_size
+
+        def fill() -> bytes:
+            try:
+                return trio.from_thread.run(self._receive.receive)
+            except trio.EndOfChannel:
+                return b""
+
+        try:
+            self.size = await trio.to_thread.run_sync(content_size, fill, limiter=trio.CapacityLimiter(1))
+        except InvalidArgument:
+            self.size = None
+        finally:
+            self._receive.close()
+
+
 async def exists_committed(snapshotter: Any, name: str) -> bool:
     try:
         info = await snapshotter.stat(name)
@@ -268,16 +321,21 @@ async def unpack_layer(snapshotter: Any, images: ImageStore, parent: str, chain:
     await snapshotter.prepare(key, parent=parent)
     hasher = hashlib.sha256()
     count = [0]
+    sizer = LayerSizer()
     try:
         send, receive = trio.open_memory_channel[bytes | _StreamFailed](READ_AHEAD_CHUNKS)
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_ahead, stream, send)
-            try:
-                await snapshotter.apply_layer(
-                    key, _counted(decompress(_batches(receive), compression, hasher), count))
-            except Exception as exc:  # raised below, out of the nursery (not in a group)
-                error = exc
+            async with trio.open_nursery() as sizing:
+                sizing.start_soon(sizer.run)
+                try:
+                    await snapshotter.apply_layer(
+                        key, sizer.tee(_counted(decompress(_batches(receive), compression, hasher), count)))
+                except Exception as exc:  # raised below, out of the nursery (not in a group)
+                    error = exc
+                    sizing.cancel_scope.cancel()
+                sizer.finish()
             nursery.cancel_scope.cancel()  # the download, if the unpacking stopped early
         if error is not None:
             raise error
@@ -298,7 +356,7 @@ async def unpack_layer(snapshotter: Any, images: ImageStore, parent: str, chain:
         if isinstance(exc, InvalidArgument) and str(blob) not in exc.message:
             raise InvalidArgument(f"failed to register layer {blob}: {exc.message}") from exc
         raise
-    images.record_layer(diff_id, count[0])
+    images.record_layer(diff_id, sizer.size if sizer.size is not None else count[0])
     return count[0]
 
 
@@ -338,7 +396,8 @@ class Puller:
             await self.resolve()
         assert self.target is not None
         ref, target = self.ref, self.target
-        self.progress.status(f"Pulling from {ref.path}", id=ref.tag or str(ref.digest))
+        # a plain status (no progressDetail): docker's CLI starts a new block of layer lines
+        self.progress.emit({"status": f"Pulling from {ref.path}", "id": ref.tag or str(ref.digest)})
         blobs = [target]
         await self._store(target, self.target_bytes)
         manifest_desc, manifest_bytes = target, self.target_bytes
@@ -363,7 +422,8 @@ class Puller:
                                   f"{len(manifest.layers)} layers")
         blobs.append(manifest.config)
         blobs.extend(manifest.layers)
-        await self._layers(manifest.layers, config.diff_ids)
+        if not await self._have(str(manifest.config.digest), config.diff_ids):
+            await self._layers(manifest.layers, config.diff_ids)
         image_id = str(manifest.config.digest)
         tag = ref if ref.tag and ref.digest is None else None
         digest_ref = Reference(ref.domain, ref.path, None, target.digest)
@@ -373,6 +433,16 @@ class Puller:
         if final_status:
             self.status(ref.familiar(), changed)
         return image, changed
+
+    async def _have(self, image_id: str, diff_ids: tuple[Digest, ...]) -> bool:
+        """Whether the image is here, its layers unpacked in this storage driver: then, as
+        docker, nothing is said about its layers."""
+        if self.images.by_id(image_id) is None:
+            return False
+        for chain in chain_ids(diff_ids):
+            if not await exists_committed(self.snapshotter, str(chain)):
+                return False
+        return True
 
     def status(self, shown: str, changed: bool) -> None:
         if changed:

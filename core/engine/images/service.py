@@ -10,32 +10,47 @@ a request, calls one method and renders the result; the rules live here:
 * removal as ``docker rmi`` does it, then garbage collection (:meth:`Images.collect`): the
   snapshots and blobs of a removed image that no other image uses go;
 * pull and push run in the background and report docker's JSON progress messages through a
-  :class:`Progress` stream; errors finding the image are raised before any progress is sent.
+  :class:`Progress` stream; errors finding the image are raised before any progress is sent;
+* ``save``/``load`` of docker's image archive (:mod:`core.engine.images.archive`), ``commit`` of
+  a container's changes (:mod:`core.engine.images.commit`, the container read through the
+  :class:`core.engine.interfaces.CommitSources` it is given), and the images' part of
+  ``system df`` (:meth:`Images.disk_usage`).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import trio
 
 from core import plugins
+from core.engine.images.archive import Loader, SaveItem, manifest_of, spool_file, write_archive
 from core.engine.images.content import ContentStore
 from core.engine.images.manifest import check_media_type, is_attestation, parse_config, parse_index, parse_manifest
-from core.engine.images.pull import Puller
+from core.engine.images.pull import LayerSizer, Puller, decompress
 from core.engine.images.push import push_image
 from core.engine.images.store import Image, ImageStore, unix_time
-from core.engine.interfaces import EventSink
+from core.engine.images.commit import commit_container
+from core.engine.interfaces import CommitSources, EventSink
 from core.errors import Conflict, CoreError, InvalidArgument, NotFound, Unavailable
 from core.reference import Reference, parse_reference
-from core.types import Platform
+from core.types import Platform, layer_compression
 
 log = logging.getLogger("core.engine.images")
 PROGRESS_BUFFER = 1024
 IMAGE_FILTERS = frozenset({"dangling", "reference", "label", "before", "since", "until"})
 Message = dict[str, Any]
+
+
+SIZES_META = "image_layer_sizes"  # "content": the layers' sizes are docker's (file contents), not tar lengths
+
+
+async def _one_chunk_batches(stream: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        async for chunk in stream:
+            yield [chunk]
 
 
 class DriverLookup(Protocol):
@@ -115,14 +130,47 @@ class Images:
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Carry background pulls and pushes until cancelled (which cancels them)."""
+        """Carry background pulls and pushes until cancelled (which cancels them).  Once per
+        state database, the layer sizes an older core recorded (tar lengths) are recounted."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._recount_layer_sizes)
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+
+    async def _recount_layer_sizes(self) -> None:
+        """Layers recorded before sizes were docker's (the tar's length) get docker's size,
+        counted from their blobs in the content store; then the images' sizes follow.  Marked
+        done in the state database (:data:`SIZES_META`), so it runs once."""
+        state = self.store.state
+        if state.get_meta(SIZES_META) == "content":
+            return
+        try:
+            for image in self.store.list():
+                try:
+                    manifest = manifest_of(image, self.content)
+                except CoreError:
+                    continue
+                for layer, diff_id in zip(manifest.layers, image.config.diff_ids):
+                    if not self.content.exists(layer.digest):
+                        continue
+                    sizer = LayerSizer()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(sizer.run)
+                        stream = decompress(_one_chunk_batches(self.content.open(layer.digest)),
+                                            layer_compression(layer.media_type))
+                        async for _ in sizer.tee(stream):
+                            pass
+                        sizer.finish()
+                    if sizer.size is not None:
+                        self.store.record_layer(diff_id, sizer.size)
+                self.store.refresh_size(image.id)
+            state.set_meta(SIZES_META, "content")
+        except Exception as exc:  # noqa: BLE001 - never the daemon's end: retried at the next start
+            log.warning("recounting the layers' sizes failed (retried at the next start): %s", exc)
 
     def _background(self) -> trio.Nursery:
         if self._nursery is None:
@@ -162,6 +210,24 @@ class Images:
         rows[0]["Tags"] = [t.familiar() for t in image.tags] or None
         return rows
 
+    async def disk_usage(self) -> tuple[int, list[Message]]:
+        """``GET /system/df``'s images: ``LayersSize`` (every layer once, by ChainID) and each
+        image's summary with ``SharedSize`` (its layers another image has too) and
+        ``Containers`` (how many use it)."""
+        images = self.store.list()
+        sizes: dict[str, int] = {}
+        holders: dict[str, int] = {}
+        for image in images:
+            for chain, diff in zip(image.chain_ids, image.config.diff_ids):
+                sizes[str(chain)] = self.store.layer_size(diff) or 0
+                holders[str(chain)] = holders.get(str(chain), 0) + 1
+        out = []
+        for image in images:
+            summary = image.summary(containers=len(await self.store.users.image_users(image.id)))
+            summary["SharedSize"] = sum(sizes[str(c)] for c in set(image.chain_ids) if holders[str(c)] > 1)
+            out.append(summary)
+        return sum(sizes.values()), out
+
     # -- references ----------------------------------------------------------------------------
 
     def tag(self, name: str, repo: str | None, tag: str | None) -> None:
@@ -175,7 +241,7 @@ class Images:
 
     async def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
         """``docker rmi``: docker's ``Untagged``/``Deleted`` records; what went is collected."""
-        records, gone = self.store.remove(name, force=force)
+        records, gone = await self.store.remove(name, force=force)
         if gone is not None:
             records += await self.collect(gone)
         for rec in records:
@@ -201,14 +267,14 @@ class Images:
             if not _match_until_label(image, filters):
                 continue
             reclaimed += image.size
-            records, gone = self.store.remove(image.id, force=True)
+            records, gone = await self.store.remove(image.id, force=True)
             if gone is not None:
                 records += await self.collect(gone)
             deleted += records
         return deleted, reclaimed
 
     async def _in_use(self, image_id: str) -> bool:
-        return bool(self.store.users(image_id))
+        return bool(await self.store.users.image_users(image_id))
 
     async def collect(self, image: Image) -> list[dict[str, str]]:
         """After an image record went: remove its snapshots and blobs that nothing else uses.
@@ -241,6 +307,101 @@ class Images:
             except NotFound:
                 pass
         return [{"Deleted": d} for d in deleted]
+
+    # -- commit --------------------------------------------------------------------------------
+
+    async def commit(self, containers: CommitSources, container: str, *, ref: Reference | None, comment: str,
+                     author: str, changes: list[str], config: dict[str, Any] | None, pause: bool) -> Image:
+        """``docker commit``: the image of ``container``'s changes (see
+        :mod:`core.engine.images.commit`), tagged ``ref`` if given."""
+        async with containers.commit_source(container, pause=pause) as src:
+            image = await commit_container(src, store=self.store, content=self.content,
+                                           snapshotter=self.drivers.get("storage", src.storage), ref=ref,
+                                           comment=comment, author=author, changes=changes, config=config)
+            self.events.emit("container", "commit", src.id,
+                             {"comment": comment, "imageID": image.id, "imageRef": ref.familiar() if ref else "",
+                              "name": src.name})
+        return image
+
+    # -- archives ------------------------------------------------------------------------------
+
+    def save_items(self, names: list[str]) -> list[SaveItem]:
+        """What ``docker save NAME...`` writes: each image once, with the references named —
+        ``repo`` is every tag of the repository, ``repo:tag`` that tag, an ID none.
+        ``NotFound`` (before anything is written) for a name that matches nothing."""
+        if not names:
+            raise InvalidArgument("no images named: give at least one image name or ID")
+        order: list[str] = []
+        found: dict[str, tuple[Image, list[Reference]]] = {}
+
+        def add(image: Image, ref: Reference | None) -> None:
+            if image.id not in found:
+                order.append(image.id)
+                found[image.id] = (image, [])
+            refs = found[image.id][1]
+            if ref is not None and all(str(r) != str(ref) for r in refs):
+                refs.append(ref)
+
+        for name in names:
+            try:
+                ref: Reference | None = parse_reference(name, default_tag=None)
+            except InvalidArgument:
+                ref = None
+            if ref is not None and ref.tag is None and ref.digest is None:
+                tagged = [(image, t) for image in self.store.list() for t in image.tags if t.name == ref.name]
+                for image, t in tagged:
+                    add(image, t)
+                if not tagged:
+                    add(self.store.lookup(name), None)  # an ID, or nothing
+                continue
+            image = self.store.lookup(name)
+            add(image, ref if ref is not None and ref.tag and ref.digest is None else None)
+        items = [SaveItem(found[i][0], tuple(found[i][1])) for i in order]
+        for item in items:
+            manifest_of(item.image, self.content)  # its blobs are here: checked before the stream starts
+        return items
+
+    def save(self, items: list[SaveItem]) -> AsyncIterator[bytes]:
+        """``docker save``: the archive of ``items`` (:func:`save_items`), as it is made."""
+        for item in items:
+            self.events.emit("image", "save", item.image.id, {"name": item.image.id})
+        return write_archive(items, self.content)
+
+    async def load(self, receive: Callable[[], Awaitable[bytes]], *, storage: str) -> list[Message]:
+        """``docker load``: read the archive (``receive()`` gives its pieces, ``b""`` at the
+        end) into a scratch file, then load every image it holds; docker's ``stream``
+        messages, and its ``error`` message last if the archive is refused."""
+        snapshotter = self.drivers.get("storage", storage)
+        messages: list[Message] = []
+        f = spool_file(self.content.root)
+        try:
+            pending: list[bytes] = []
+            size = 0
+            while True:
+                chunk = await receive()
+                if chunk:
+                    pending.append(chunk)
+                    size += len(chunk)
+                if pending and (not chunk or size >= 1 << 20):
+                    try:
+                        await trio.to_thread.run_sync(f.writelines, pending)
+                    except OSError as exc:
+                        raise Unavailable(f"cannot keep the uploaded archive: {exc.strerror or exc}") from None
+                    pending, size = [], 0
+                if not chunk:
+                    break
+            await trio.to_thread.run_sync(f.flush)
+            loader = Loader(f=f, store=self.store, content=self.content, snapshotter=snapshotter,
+                            emit=lambda line: messages.append({"stream": line}))
+            for image, refs in await loader.run():
+                self.events.emit("image", "load", image.id, {"name": image.id})
+                for ref in refs:
+                    self.events.emit("image", "tag", image.id, {"name": ref.familiar()})
+        except CoreError as exc:
+            messages.append({"errorDetail": {"message": exc.message}, "error": exc.message})
+        finally:
+            f.close()
+        return messages
 
     # -- registries ----------------------------------------------------------------------------
 

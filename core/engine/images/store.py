@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import attrs
 
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.engine.images.manifest import ImageConfig, chain_ids, parse_config
+from core.engine.interfaces import ImageUsers
 from core.reference import Reference, parse_reference
 from core.engine.state import Migration, State
 from core.types import Digest
@@ -26,7 +27,7 @@ MIGRATION = Migration(2, "images",
         id TEXT PRIMARY KEY,            -- sha256:<config digest>
         config BLOB NOT NULL,           -- the config JSON, exactly as pulled
         target TEXT NOT NULL,           -- digest of the manifest pulled (the image's own)
-        size INTEGER NOT NULL,          -- sum of the layers' uncompressed sizes
+        size INTEGER NOT NULL,          -- sum of the layers' sizes (see layers.size)
         created REAL NOT NULL           -- when this engine got it
     );
     CREATE TABLE image_tags (
@@ -47,7 +48,7 @@ MIGRATION = Migration(2, "images",
     );
     CREATE TABLE layers (               -- uncompressed layers, by diff ID
         diff_id TEXT PRIMARY KEY,
-        size INTEGER NOT NULL
+        size INTEGER NOT NULL           -- docker's size: file contents and symlink targets
     );
     CREATE INDEX image_blobs_digest ON image_blobs(digest)
     """
@@ -69,6 +70,12 @@ class Image:
     blobs: tuple[str, ...] = ()  # filled only for an image just removed
 
     @property
+    def parent(self) -> str:
+        """The image this one was committed on (``""`` for a pulled or loaded one)."""
+        value = self.config.raw.get("parent")
+        return value if isinstance(value, str) and value.startswith("sha256:") else ""
+
+    @property
     def short_id(self) -> str:
         return self.id.split(":", 1)[1][:12]
 
@@ -84,7 +91,7 @@ class Image:
             "Id": self.id,
             "RepoTags": [r.familiar() for r in self.tags],
             "RepoDigests": [r.familiar() for r in self.digests],
-            "Parent": "",
+            "Parent": self.parent,
             "Comment": raw.get("comment", "") if isinstance(raw.get("comment"), str) else "",
             "Created": self.config.created,
             "DockerVersion": raw.get("docker_version", "") if isinstance(raw.get("docker_version"), str) else "",
@@ -104,7 +111,7 @@ class Image:
         labels = self.config.config.get("Labels") or {}
         return {
             "Id": self.id,
-            "ParentId": "",
+            "ParentId": self.parent,
             "RepoTags": [r.familiar() for r in self.tags],
             "RepoDigests": [r.familiar() for r in self.digests],
             "Created": unix_time(self.config.created) or int(self.created),
@@ -145,15 +152,14 @@ def unix_time(rfc3339: str) -> int:
     return t
 
 
-# who uses an image: image id -> [(container id, running)]
-UsersFn = Callable[[str], list[tuple[str, bool]]]
-
-
 class ImageStore:
-    def __init__(self, state: State) -> None:
+    """The images of one daemon (rows of ``state.db``).  ``users`` says which containers use an
+    image (the container store: an image in use is not removed without force)."""
+
+    def __init__(self, state: State, *, users: ImageUsers) -> None:
         self.state = state
         self.db = state.db
-        self.users: UsersFn = lambda image_id: []
+        self.users = users
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -228,6 +234,15 @@ class ImageStore:
         with self.state.transaction() as db:
             db.execute("INSERT OR REPLACE INTO layers(diff_id, size) VALUES(?, ?)", (str(diff_id), size))
 
+    def refresh_size(self, image_id: str) -> None:
+        """Recompute an image's size from its layers' (after they were corrected)."""
+        image = self.by_id(image_id)
+        if image is None:
+            return
+        size = sum(self.layer_size(d) or 0 for d in image.config.diff_ids)
+        with self.state.transaction() as db:
+            db.execute("UPDATE images SET size=? WHERE id=?", (size, image_id))
+
     def add(self, image_id: str, config_bytes: bytes, target: str, blobs: Iterable[str],
             tag: Reference | None, digest_ref: Reference | None) -> tuple[Image, bool]:
         """Record an image (idempotent) and point ``tag`` and ``digest_ref`` at it.
@@ -266,14 +281,14 @@ class ImageStore:
             db.execute("INSERT OR REPLACE INTO image_tags(name, image_id, tagged) VALUES(?, ?, ?)",
                        (str(ref), image.id, time.time()))
 
-    def remove(self, name: str, force: bool = False) -> tuple[list[dict[str, str]], Image | None]:
+    async def remove(self, name: str, force: bool = False) -> tuple[list[dict[str, str]], Image | None]:
         """``docker rmi NAME``: the ``Untagged``/``Deleted`` records, and the image if it went.
 
         The caller then removes the blobs (``image.blobs``) and snapshots nothing else uses.
         """
         image = self.lookup(name)
         by_reference = not _HEX.match(name) or self._is_reference(name, image)
-        users = self.users(image.id)
+        users = [(u.id, u.running) for u in await self.users.image_users(image.id)]
         running = [c for c, up in users if up]
         out: list[dict[str, str]] = []
         if by_reference:
@@ -300,7 +315,7 @@ class ImageStore:
                     out.append({"Untagged": d.familiar()})
             if users and (running or not force):
                 # still used: kept, untagged (as docker).  Forced, an image only stopped containers
-                # use is deleted (they keep their layers until they go: Containers._destroy)
+                # use is deleted (they keep their layers until they go: core.engine.containers.remove)
                 return out, None
         else:
             if running:
@@ -309,8 +324,9 @@ class ImageStore:
             if users and not force:
                 raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image is being "
                                f"used by stopped container {users[0][0][:12]}")
-            repos = {r.name for r in image.tags}
-            if len(repos) > 1 and not force:
+            # docker's isSingleReference: by ID, an image with several tags (in one repository or
+            # more) is removed only by force; one tag and the digests of its repository go with it
+            if (image.tags or image.digests) and not _single_reference(image) and not force:
                 raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image is "
                                "referenced in multiple repositories")
             with self.state.transaction() as db:

@@ -9,7 +9,7 @@ HEIGHT``), in a process of its own with the process's stdio on fds 0-2, the *syn
     pid <host pid>            the container's init (or the exec'd process)
     console                   with SCM_RIGHTS: the pty's master (``process.terminal``)
     created                   init: created, waiting to start
-    error <Kind> <message>    a failure (NotFound, Forbidden, InvalidArgument, CoreError)
+    error <Kind> <message>    a failure (ProgramNotFound, ProgramNotRunnable, InvalidArgument, CoreError)
 
 and end-of-file on the sync socket once the process runs its program.
 
@@ -94,13 +94,13 @@ def _lookup(name, path_env):
         if err == 0:
             return None
         if err in (errno.ENOENT, errno.ENOTDIR):
-            return ("NotFound", 'exec: "%s": stat %s: %s' % (name, name, os.strerror(err).lower()),
+            return ("ProgramNotFound", 'exec: "%s": stat %s: %s' % (name, name, os.strerror(err).lower()),
                     127)
-        return ("Forbidden", 'exec: "%s": %s' % (name, os.strerror(err).lower()), 126)
+        return ("ProgramNotRunnable", 'exec: "%s": %s' % (name, os.strerror(err).lower()), 126)
     for d in (DEFAULT_PATH if path_env is None else path_env).split(":"):
         if _executable(os.path.join(d or ".", name)) == 0:
             return None
-    return ("NotFound", 'exec: "%s": executable file not found in $PATH' % name, 127)
+    return ("ProgramNotFound", 'exec: "%s": executable file not found in $PATH' % name, 127)
 
 
 def check_program(root, process):
