@@ -270,9 +270,10 @@ def test_tokens_rotated_or_forged_are_refused(swarm, cluster):
     assert docker(extra, "info", "--format", "{{.Swarm.LocalNodeState}}").stdout == "inactive\n"
     assert "wrk4" not in node_ls(mgr1)
     # the new token works, through another manager
-    assert ok(extra, "swarm", "join", "--token", new, f"{cluster['mgr2'].address}:2377") == \
-        "This node joined a swarm as a worker.\n"
+    assert ok(extra, "swarm", "join", "--token", new, f"{cluster['mgr2'].address}:2377",
+              "--availability", "drain") == "This node joined a swarm as a worker.\n"
     wait_for("wrk4 ready", lambda: node_ls(mgr1).get("wrk4", {}).get("status") == "Ready")
+    assert node_ls(mgr1)["wrk4"]["availability"] == "Drain"
     swarm["worker_token"] = new
 
 
@@ -396,6 +397,8 @@ def test_force_new_cluster_after_losing_the_quorum(swarm, cluster):
     mgr3.stop()
     wait_for("the quorum lost", lambda: NO_LEADER_MESSAGE in docker(mgr1, "node", "ls").stderr,
              timeout=30)
+    proc = docker(mgr1, "node", "update", "--label-add", "lost=yes", "wrk3")  # writes too
+    assert proc.returncode == 1 and NO_LEADER_MESSAGE in proc.stderr
     out = ok(mgr1, "swarm", "init", "--force-new-cluster", "--advertise-addr", mgr1.address,
              timeout=120)
     assert out.startswith("Swarm initialized: current node (") and mgr1.docker().swarm.attrs["ID"]

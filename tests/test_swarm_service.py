@@ -166,3 +166,35 @@ def test_a_node_outside_a_swarm(tmp_path):
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="openssl is not installed")
+def test_peer_chain_with_the_cross_signed_roots_verifies_against_the_old_root(tmp_path):
+    """What etcd's peers are shown after a CA rotation (``etcd-peer.crt``) verifies against the
+    root a member started with before the rotation, and against the new one."""
+    import subprocess
+
+    from core.engine.swarm.ca import MANAGER_ROLE, ClusterCA, cert_pem
+
+    ca = ClusterCA.create()
+    old_root = ca.trust_pem
+    ca.start_rotation()
+    cross = cert_pem(ca.intermediates[0])
+    ca.finish_rotation()
+    creds = ca.issue(MANAGER_ROLE, ip_addresses=["10.0.0.1"])
+    leaf = creds.chain_pem
+    assert cross not in leaf  # after the rotation, node certificates carry no intermediate
+    (tmp_path / "old.pem").write_bytes(old_root)
+    (tmp_path / "new.pem").write_bytes(ca.trust_pem)
+    (tmp_path / "leaf.pem").write_bytes(leaf)
+    (tmp_path / "cross.pem").write_bytes(cross)
+
+    def verify(root: str, untrusted: bool) -> int:
+        argv = ["openssl", "verify", "-CAfile", str(tmp_path / root)]
+        if untrusted:
+            argv += ["-untrusted", str(tmp_path / "cross.pem")]
+        return subprocess.run(argv + [str(tmp_path / "leaf.pem")], capture_output=True).returncode
+
+    assert verify("old.pem", untrusted=False) != 0  # why the cross-signed root is needed
+    assert verify("old.pem", untrusted=True) == 0
+    assert verify("new.pem", untrusted=True) == 0

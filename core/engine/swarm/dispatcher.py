@@ -94,6 +94,8 @@ class Dispatcher:
             if isinstance(description, dict):
                 node["Description"].update({k: v for k, v in description.items()
                                             if k in ("Hostname", "Platform", "Resources", "Engine")})
+                if description.get("JoinAvailability") in ("active", "pause", "drain"):
+                    node["Spec"]["Availability"] = description["JoinAvailability"]
             node["Status"]["Addr"] = addr
 
         if await self.store.update_node(node_id, describe) is None:

@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -85,6 +84,7 @@ EXTERNAL_CA_UNSUPPORTED = "external CAs are not supported by core: the swarm run
 #: ticks, its election timeout ``ElectionTick`` ticks.  Tests shorten it through this variable.
 RAFT_TICK_ENV = "CORE_SWARM_RAFT_TICK"
 DEFAULT_LISTEN = "0.0.0.0:2377"
+PEER_CHAIN = "etcd-peer.crt"  # beside the node's certificate: what etcd's peers are shown
 PEER_PORT = 2380
 JOIN_TIMEOUT = 20.0  # moby's swarmConnectTimeout
 NS = 10**9
@@ -358,6 +358,8 @@ class SwarmService:
         self._digest = ""
         self._is_leader = False
         self._manager_up = False
+        self._join_availability: str | None = None
+        self._crosses: list[str] = []  # the cross-signed roots of the swarm's CA rotations
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -444,11 +446,28 @@ class SwarmService:
         self.member = self.server = self.dispatcher = self.agent = self.client = None
         self._manager_up = self._is_leader = False
 
+    @property
+    def peer_chain_file(self) -> Path:
+        return self.certs_dir / PEER_CHAIN
+
+    def _write_peer_chain(self, crosses: list[str] | None = None) -> None:
+        """The certificate etcd's peers see: the node's chain plus every cross-signed root of
+        the swarm's CA rotations.  etcd reads its trusted CA file only when it starts, so a
+        member started before a rotation trusts only the old root: the cross-signed roots let
+        it verify certificates from the new keys without a restart."""
+        if crosses is not None:
+            self._crosses = list(crosses)
+        if self.credentials is None:
+            return
+        chain = self.credentials.chain_pem
+        extra = b"".join(c.encode() for c in self._crosses if c.encode() not in chain)
+        swarm_ca._write(self.peer_chain_file, chain + extra, 0o644)
+
     def _etcd_settings(self, advertise_ip: str, raft: dict[str, Any] | None = None) -> EtcdSettings:
         """The member's settings: its address, peer TLS from the node's certificate files, and
         docker's Raft timing (``Spec.Raft`` ticks times the tick, :data:`RAFT_TICK_ENV`)."""
         raft = {**DEFAULT_SPEC["Raft"], **(raft or {})}
-        tls = PeerTLS(self.certs_dir / swarm_ca.NODE_CERT, self.certs_dir / swarm_ca.NODE_KEY,
+        tls = PeerTLS(self.peer_chain_file, self.certs_dir / swarm_ca.NODE_KEY,
                       self.certs_dir / swarm_ca.ROOT_CERT)
         tick_ms = self.raft_tick * 1000
         return EtcdSettings(name=self.local["NodeID"], data_dir=self.dir / "etcd",
@@ -522,8 +541,11 @@ class SwarmService:
             n.start_soon(self._guard, "agent", self.agent.run)
 
     def _description(self) -> dict[str, Any]:
-        return swarm_nodes.local_description(self.hostname(), self.engine_version, self.cpus,
+        desc = swarm_nodes.local_description(self.hostname(), self.engine_version, self.cpus,
                                              self.memory)
+        if self._join_availability is not None:  # swarm join --availability
+            desc["JoinAvailability"] = self._join_availability
+        return desc
 
     async def _on_session_update(self, info: dict[str, Any]) -> None:
         if self.local is None or self.credentials is None:
@@ -568,15 +590,9 @@ class SwarmService:
 
     async def _renewed(self, creds: NodeCredentials) -> None:
         old_role = self.local["Role"] if self.local else None
-        old_trust = self.credentials.trust_pem if self.credentials else None
         self.credentials = creds
-        if old_trust != creds.trust_pem and self.member is not None and self.member.pid:
-            # etcd reads its peers' CA file only at start (its own certificate at each
-            # handshake): a new trust bundle (a CA rotation) needs a restart, which the
-            # member's supervisor does
-            log.info("the swarm's root CA changed: restarting the etcd member")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.member.pid, signal.SIGTERM)
+        if self.member is not None:
+            self._write_peer_chain()
         new_role = "manager" if creds.identity.is_manager else "worker"
         if self.server is not None and creds.identity.is_manager:
             self.server.update_credentials(creds)
@@ -649,6 +665,7 @@ class SwarmService:
         finally:
             await client.aclose()
         settings = self._etcd_settings(adv_host, answer.get("raft"))
+        self._write_peer_chain([str(c) for c in answer.get("cross_signed") or []])
         shutil.rmtree(settings.data_dir, ignore_errors=True)
         members = [Member(id=int(m["id"]), name=m["name"], peer_urls=tuple(m["peer_urls"]))
                    for m in answer["members"]]
@@ -666,6 +683,9 @@ class SwarmService:
         return record.cluster["Spec"]["Dispatcher"]["HeartbeatPeriod"] / NS
 
     def _apply_cluster(self, record: ClusterRecord) -> None:
+        if record.cross_certs != self._crosses and self.member is not None:
+            self._write_peer_chain(record.cross_certs)
+        self._crosses = list(record.cross_certs)
         self._revoked = set(record.ca.revoked)
         self._digest = bundle_digest(record.ca.trust_pem)
         if self.dispatcher is not None:
@@ -778,12 +798,14 @@ class SwarmService:
 
         # recorded first: until the new member runs, a small cluster may have no quorum
         await self._store().update_node(peer.identity.node_id, mark)
-        raft = (await self._store().cluster()).cluster["Spec"]["Raft"]
+        record = await self._store().cluster()
+        raft = record.cluster["Spec"]["Raft"]
+        self._crosses = list(record.cross_certs)
         for m in await etcd.members():  # a member left behind by an earlier attempt
             if peer_url in m.peer_urls:
                 await etcd.member_remove(m.id)
         _added, members = await etcd.member_add([peer_url])  # no quorum until it starts
-        return {"raft": raft,
+        return {"raft": raft, "cross_signed": self._crosses,
                 "members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
                             for m in members]}
 
@@ -796,7 +818,8 @@ class SwarmService:
             try:
                 return await fn(store)
             except NoLeader:
-                raise
+                if trio.current_time() > deadline - wait + 2.0:  # a leader change takes a moment
+                    raise
             except errors.CoreError as exc:
                 if type(exc) not in (errors.CoreError, errors.Unavailable):
                     raise
@@ -871,10 +894,11 @@ class SwarmService:
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 shutil.rmtree(self.dir / "etcd", ignore_errors=True)
                 creds.save(self.certs_dir)
+                self._write_peer_chain([])
 
                 async def first_objects() -> None:
                     store = self._store()
-                    await store.create_cluster(ClusterRecord(cluster, ca, set(), 0))
+                    await store.create_cluster(ClusterRecord(cluster, ca, set(), 0, []))
                     record = swarm_nodes.new_record(node_id, "manager")
                     record["ManagerStatus"] = {"Addr": advertise}
                     record["Description"].update(self._description())
@@ -946,6 +970,7 @@ class SwarmService:
                             else local_ip_towards(*parsed[0]))
             remote_texts = [transport.format_address(h, p) for h, p in parsed]
             self.state = "pending"
+            self._join_availability = availability  # told with the first session
             try:
                 creds = await transport.join(remote_texts, token)
                 self.credentials = creds
@@ -972,25 +997,15 @@ class SwarmService:
                                            settings=settings)
                 else:
                     await self._start_node(manager=False, bootstrap=None, wait_agent=True)
-                if availability != "active":
-                    await self._set_own_availability(availability)
                 self._save_local()
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await self._stop_node()
                     self._forget_local()
                 raise
+            finally:
+                self._join_availability = None
             self.state = "active"
-
-    async def _set_own_availability(self, availability: str) -> None:
-        """``swarm join --availability``: asked of a manager through the session's client."""
-        if self.etcd is not None:
-            def change(node: dict[str, Any]) -> None:
-                node["Spec"]["Availability"] = availability
-            await self._store().update_node(self.local["NodeID"], change)
-        else:
-            log.warning("--availability %s on a worker is recorded only by a manager's "
-                        "node update", availability)
 
     def _forget_local(self) -> None:
         self.local = None
@@ -1079,6 +1094,7 @@ class SwarmService:
             if record.ca.rotating:
                 record.ca.finish_rotation()
             record.ca.start_rotation()
+            record.cross_certs.append(swarm_ca.cert_pem(record.ca.intermediates[0]).decode())
             record.rotation_issued = set()
             record.cluster["RootRotationInProgress"] = True
             record.cluster["TLSInfo"] = tls_info(record.ca)

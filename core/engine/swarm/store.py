@@ -6,7 +6,8 @@ Every manager reads and writes the cluster through its local etcd member
     /swarm/cluster          the cluster: {"Cluster": <docker's ClusterInfo without Version>,
                             "CA": <ClusterCA.to_json(): roots, signing key, join-token secrets,
                             revoked node IDs>, "RotationIssued": [node IDs with a certificate
-                            from the new key during a root rotation]}
+                            from the new key during a root rotation], "CrossSigned": [the
+                            cross-signed root of every rotation, for etcd's peers]}
     /swarm/nodes/<id>       a node: docker's Node object without Version
     /swarm/sessions/<id>    a node's dispatcher session: {"Manager", "Addr"}, attached to an etcd
                             lease the dispatcher refreshes at every heartbeat; the key vanishes
@@ -56,10 +57,12 @@ class ClusterRecord:
     ca: ClusterCA
     rotation_issued: set[str]
     version: int
+    cross_certs: list[str] = attrs.field(factory=list)  # every rotation's cross-signed root (PEM)
 
     def to_value(self) -> str:
         return json.dumps({"Cluster": self.cluster, "CA": self.ca.to_json(),
-                           "RotationIssued": sorted(self.rotation_issued)})
+                           "RotationIssued": sorted(self.rotation_issued),
+                           "CrossSigned": self.cross_certs})
 
 
 class Store:
@@ -77,7 +80,8 @@ class Store:
         data = kv.json()
         return ClusterRecord(cluster=data["Cluster"], ca=ClusterCA.from_json(data["CA"]),
                              rotation_issued=set(data.get("RotationIssued") or ()),
-                             version=kv.mod_revision)
+                             version=kv.mod_revision,
+                             cross_certs=list(data.get("CrossSigned") or ()))
 
     async def create_cluster(self, record: ClusterRecord) -> int:
         return await self.etcd.create(CLUSTER_KEY, record.to_value())
