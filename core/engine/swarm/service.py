@@ -10,8 +10,10 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
 **manager** also runs:
 
 - its etcd member (:class:`core.engine.swarm.etcd.EtcdMember`): peers on ``<advertise
-  IP>:2380`` with mutual TLS from the node's own certificate, the client endpoint a unix socket
-  under ``<data-root>/swarm/`` (local only);
+  IP>:2380`` with mutual TLS from the node's own certificate and key (shown with the
+  cross-signed roots of past CA rotations, ``etcd-peer.crt``: etcd reads its trusted CA only
+  when it starts), Raft timing from ``Spec.Raft`` (ticks of :data:`RAFT_TICK_ENV`), the client
+  endpoint a unix socket under ``<data-root>/swarm/`` (local only);
 - the swarm channel on the listen address (default ``0.0.0.0:2377``,
   :class:`core.engine.swarm.transport.Server`) with the CA calls (backed by the store: any
   manager signs, with the CA the store holds), the dispatcher, and ``etcd.join`` (a joining
@@ -23,11 +25,14 @@ The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own
 ``<data-root>/swarm/``::
 
     state.json        node ID, role, cluster ID, listen and advertise addresses, managers
-    certificates/     swarm-node.crt, swarm-node.key (0600), swarm-root-ca.crt
+    certificates/     swarm-node.crt, swarm-node.key (0600), swarm-root-ca.crt, etcd-peer.crt
     etcd/ etcd.json   a manager's etcd member and its settings (etcd.sock:0, etcd.log, etcd.pid)
 
 A daemon restart re-attaches: the member starts again on its data, the agent opens a session
-with the managers it last knew.
+with the managers it last knew.  Promotion and demotion take effect when the node's certificate
+renews with its new role (at once: the heartbeat answers tell the node): a promoted node asks a
+manager to add it to the etcd cluster and starts the manager's parts; a demoted one leaves the
+etcd cluster and stops them.
 
 Errors are docker's (moby's ``daemon/cluster/errors.go``, swarmkit's ``controlapi``): not in a
 swarm, not a manager, already in a swarm, no leader (quorum lost: :class:`NoLeader`), stale
