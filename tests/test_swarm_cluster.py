@@ -380,6 +380,12 @@ def test_leave_and_remove(swarm, cluster):
     wait_for("wrk4 down", lambda: node_ls(mgr1)["wrk4"]["status"] == "Down", timeout=20)
     assert ok(mgr1, "node", "rm", "wrk4").strip() == "wrk4"
     assert "wrk4" not in node_ls(cluster["mgr2"])
+    # a node removed while it is up (--force) is refused by the managers from then on
+    wrk3_id = node_ls(mgr1)["wrk3"]["id"]
+    assert ok(mgr1, "node", "rm", "--force", "wrk3").strip() == "wrk3"
+    wait_for("wrk3 told it was removed", lambda: f"node {wrk3_id} was removed from the swarm"
+             in cluster["wrk3"].docker().info()["Swarm"]["Error"], timeout=20)
+    assert "wrk3" not in node_ls(cluster["mgr3"])
     # alone in a swarm of its own: the last manager can be neither demoted nor leave unforced
     ok(wrk4, "swarm", "init", "--advertise-addr", wrk4.address)
     proc = docker(wrk4, "node", "demote", "wrk4")
@@ -397,7 +403,7 @@ def test_force_new_cluster_after_losing_the_quorum(swarm, cluster):
     mgr3.stop()
     wait_for("the quorum lost", lambda: NO_LEADER_MESSAGE in docker(mgr1, "node", "ls").stderr,
              timeout=30)
-    proc = docker(mgr1, "node", "update", "--label-add", "lost=yes", "wrk3")  # writes too
+    proc = docker(mgr1, "node", "update", "--label-add", "lost=yes", "wrk2")  # writes too
     assert proc.returncode == 1 and NO_LEADER_MESSAGE in proc.stderr
     out = ok(mgr1, "swarm", "init", "--force-new-cluster", "--advertise-addr", mgr1.address,
              timeout=120)
@@ -405,5 +411,5 @@ def test_force_new_cluster_after_losing_the_quorum(swarm, cluster):
     rows = wait_for("mgr2 and mgr3 down", lambda: (lambda rows: rows["mgr2"]["status"] == "Down"
                                                    and rows["mgr3"]["status"] == "Down" and rows)(
         node_ls(mgr1)), timeout=30)
-    assert rows["mgr1"]["manager"] == "Leader" and rows["wrk3"]["status"] == "Ready"
-    ok(mgr1, "node", "update", "--label-add", "survived=yes", "wrk3")  # writes work again
+    assert rows["mgr1"]["manager"] == "Leader" and rows["wrk2"]["status"] == "Ready"
+    ok(mgr1, "node", "update", "--label-add", "survived=yes", "wrk2")  # writes work again

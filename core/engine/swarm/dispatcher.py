@@ -174,6 +174,7 @@ class Agent:
         self.on_update = on_update
         self.retry = retry
         self.manager: str | None = None  # the address of the session's manager
+        self.error = ""  # the managers' refusal (a removed node), shown by /info
         self.connected = trio.Event()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -186,10 +187,13 @@ class Agent:
             except* (errors.CoreError, _Ended, trio.TooSlowError, OSError) as group:
                 if self.manager is not None:
                     started = True
-                log.info("swarm session ended: %s", _first(group))
+                first = _first(group)
+                log.info("swarm session ended: %s", first)
+                self.error = str(first) if isinstance(first, errors.Forbidden) else ""
                 self._next_manager()
             self.manager = None
-            await trio.sleep(self.retry)
+            # a removed node asks again, but seldom (it has to leave and join again)
+            await trio.sleep(self.retry * (10 if self.error else 1))
 
     def _next_manager(self) -> None:
         c = self.client

@@ -1199,7 +1199,7 @@ class SwarmService:
             "NodeAddr": transport.parse_address(self.local["AdvertiseAddr"])[0],
             "LocalNodeState": self.state,
             "ControlAvailable": False,
-            "Error": self.error,
+            "Error": self.error or (self.agent.error if self.agent is not None else ""),
             "RemoteManagers": [dict(m) for m in self.local.get("RemoteManagers") or []] or None,
         }
         if self.local["Role"] == "manager" and self._manager_up:
