@@ -3,7 +3,8 @@ read them (``--memory 512m``, ``--health-interval 1m30s``).
 
 - Printing: :func:`human_size` (decimal, ``"4.26MB"``: image and layer sizes, pull progress),
   :func:`bytes_size` (binary, ``"1.5GiB"``: memory in ``info`` and ``stats``),
-  :func:`human_duration` (``"About a minute"``: ``Up 5 minutes``, ``2 hours ago``).
+  :func:`human_duration` (``"About a minute"``: ``Up 5 minutes``, ``2 hours ago``),
+  :func:`go_duration` (Go's ``time.Duration.String``, ``"1m30s"``: healthcheck messages).
 - Reading: :func:`ram_in_bytes` (go-units RAMInBytes, binary multiples: ``--memory``,
   ``--shm-size``, tmpfs sizes), :func:`parse_go_duration` (Go's time.ParseDuration).
 
@@ -61,6 +62,36 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def go_duration(ns: int) -> str:
+    """Go's ``time.Duration.String()`` of ``ns`` nanoseconds: ``"500ms"``, ``"1.5s"``, ``"1m30s"``, ``"2h0m0s"``."""
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(int(ns))
+
+    def frac(value: int, scale: int) -> str:
+        whole, rest = divmod(value, scale)
+        text = str(whole)
+        if rest:
+            text += "." + f"{rest:0{len(str(scale)) - 1}d}".rstrip("0")
+        return text
+
+    if ns < 1_000:
+        return f"{sign}{ns}ns"
+    if ns < 1_000_000:
+        return f"{sign}{frac(ns, 1_000)}\u00b5s"
+    if ns < 1_000_000_000:
+        return f"{sign}{frac(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = frac(rest, 1_000_000_000) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}"
+    return sign + seconds
 
 
 _RAM_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}

@@ -382,7 +382,8 @@ def test_restart_and_rename(client, image, cleanup):
 
 def test_auto_remove(client, image):
     c = client.containers.run(image, ["true"], detach=True, auto_remove=True)
-    wait_for(lambda: not any(x.id == c.id for x in client.containers.list(all=True)), what="auto removal")
+    wait_for(lambda: not any(x.id == c.id for x in client.containers.list(all=True, ignore_removed=True)),
+             what="auto removal")
 
 
 def test_restart_policy_on_failure_counts(client, image, cleanup):

@@ -367,8 +367,8 @@ def test_versioned_paths(shared_core, prefix):
     (b"GET /version HTTP/1.1\r\n\r\n", 400, "bad request"),  # no Host header
     (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n", 431, "bad request"),
     (b"POST /version HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n" + b"x" * 17_000_000, 413, "too large"),
-    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Core-Driver: storage\r\n\r\n", 500, "expected KIND=NAME"),
-    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Core-Driver: storage=nope\r\n\r\n", 500, 'storage driver "nope" not found'),
+    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Core-Driver: storage\r\n\r\n", 400, "expected KIND=NAME"),
+    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Core-Driver: storage=nope\r\n\r\n", 404, 'storage driver "nope" not found'),
 ])
 def test_malformed_requests_get_json_errors(shared_core, request_bytes, status, fragment):
     try:

@@ -482,6 +482,96 @@ def test_a_taken_host_port_is_a_clear_error(h: NetworkHarness) -> None:
     assert [str(b) for b in h.call(h.driver.endpoint, net.id, "b").ports] == []
 
 
+def _exchange6(address: str, port: int, proto: str = "tcp", timeout: float = 3.0) -> str | None:
+    """What the echo server answers over IPv6: the peer address it saw (None: no answer)."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET6, kind) as s:
+        s.settimeout(timeout)
+        try:
+            if proto == "tcp":
+                s.connect((address, port))
+                return s.recv(256).decode().strip() or None
+            s.sendto(b"six", (address, port))
+            data = s.recv(256).decode()
+            peer, _, echoed = data.partition(" ")
+            return peer if echoed == "six" else None
+        except OSError:
+            return None
+
+
+def _taken(family: int, proto: str, address: str, port: int) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM) as s:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind((address, port))
+            return False
+        except OSError:
+            return True
+
+
+@pytest.mark.skipif(not socket.has_ipv6 or not Path("/proc/net/if_inet6").exists(),
+                    reason="the host has no IPv6")
+def test_published_ports_are_held_and_answer_on_ipv6(h: NetworkHarness, procs: Procs) -> None:
+    """docker's ``-p P:80`` (``ipv6``): ``0.0.0.0:P`` and ``[::]:P``, both held by the endpoint's
+    proxy while it lives (no other program can bind them), IPv6 carried to the container by
+    the proxy; ``[::1]:P`` alone is IPv6 only; on leave the ports are free again."""
+    net = h.create(NetworkSpec())
+    ns = h.ns.new()
+    h.join(net.id, "web", ns)
+    serve(procs, ns, "80", "53/udp")
+    port, uport, lport = free_port(), free_port(), free_port()
+    got = h.publish(net.id, "web", [PortBinding(80, host_port=port, ipv6=True),
+                                    PortBinding(53, "udp", host_port=uport, ipv6=True),
+                                    *PortBinding.parse(f"[::1]:{lport}:80")])
+    assert [str(b) for b in got] == [f"0.0.0.0:{port}->80/tcp", f"[::]:{port}->80/tcp",
+                                     f"0.0.0.0:{uport}->53/udp", f"[::]:{uport}->53/udp",
+                                     f"[::1]:{lport}->80/tcp"]
+    assert [str(b) for b in h.call(h.driver.endpoint, net.id, "web").ports] == [str(b) for b in got]
+    # held: another program cannot take them
+    assert _taken(socket.AF_INET, "tcp", "0.0.0.0", port)
+    assert _taken(socket.AF_INET6, "tcp", "::", port)
+    assert _taken(socket.AF_INET, "udp", "0.0.0.0", uport)
+    assert _taken(socket.AF_INET6, "udp", "::", uport)
+    assert _taken(socket.AF_INET6, "tcp", "::1", lport)
+    assert not _taken(socket.AF_INET, "tcp", "127.0.0.1", lport)  # [::1] is not IPv4
+    # IPv4 is NAT-ed as before (the container sees the gateway for the host's loopback) ...
+    assert tcp_exchange("127.0.0.1", port) == str(net.gateway)
+    # ... and IPv6 arrives through the proxy
+    assert _exchange6("::1", port) == str(net.gateway)
+    assert _exchange6("::1", uport, "udp") == str(net.gateway)
+    assert _exchange6("::1", lport) == str(net.gateway)
+    # a port held by the endpoint is refused to another, on either family
+    h.join(net.id, "other", h.ns.new())
+    with pytest.raises(Conflict):
+        h.publish(net.id, "other", PortBinding.parse(f"[::]:{port}:80"))
+    h.leave(net.id, "web")
+    assert _exchange6("::1", port, timeout=1) is None
+    for family, proto, address, p in ((socket.AF_INET, "tcp", "0.0.0.0", port),
+                                      (socket.AF_INET6, "tcp", "::", port),
+                                      (socket.AF_INET6, "udp", "::", uport),
+                                      (socket.AF_INET6, "tcp", "::1", lport)):
+        assert not _taken(family, proto, address, p), (address, p, proto)
+
+
+def test_a_proxy_ends_with_its_endpoints_namespace(h: NetworkHarness) -> None:
+    """No proxy holds ports for an endpoint that cannot be reached any more: when the
+    endpoint's namespace is gone (the state that would have told to stop it wiped), the proxy
+    ends by itself within a few seconds and the port is free again."""
+    net = h.create(NetworkSpec())
+    ns = h.ns.new()
+    h.join(net.id, "gone", ns)
+    port = free_port()
+    h.publish(net.id, "gone", PortBinding.parse(f"{port}:80"))
+    assert _taken(socket.AF_INET, "tcp", "0.0.0.0", port)
+    h.ns.delete(ns)
+    deadline = time.monotonic() + 10
+    while _taken(socket.AF_INET, "tcp", "0.0.0.0", port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _taken(socket.AF_INET, "tcp", "0.0.0.0", port)
+    h.leave(net.id, "gone")
+
+
 def test_ephemeral_ports_skip_bound_tcp_and_udp_ports(h: NetworkHarness) -> None:
     """The first ephemeral candidates are taken by a TCP listener and a UDP socket: both are
     skipped, for a TCP publication as for a UDP one."""
@@ -609,8 +699,8 @@ def test_default_mtu_is_the_uplinks_and_options_are_checked(h: NetworkHarness) -
         h.create(NetworkSpec(options={"com.docker.network.bridge.nonsense": "1"}))
     with pytest.raises(InvalidArgument):
         h.create(NetworkSpec(mtu=1400, options={"mtu": "1300"}))
-    with pytest.raises(InvalidArgument):
-        h.create(NetworkSpec(enable_ipv6=True))
+    with pytest.raises(InvalidArgument):  # an IPv6 subnet without IPv6 enabled
+        h.create(NetworkSpec(subnet6="fd00::/64"))
     with pytest.raises(AlreadyExists):  # a device of that name that is not ours
         h.create(NetworkSpec(options={"com.docker.network.bridge.name": "lo"}))
     with pytest.raises(AlreadyExists):
@@ -677,10 +767,42 @@ def test_subnet_selection_avoids_the_hosts_routes(h: NetworkHarness) -> None:
         assert not net.subnet.overlaps(blocked) and net.subnet != first
         assert net.subnet == ipam.choose_subnet(ipam.DEFAULT_POOLS,
                                                 [n for n in host_routes() if n != net.subnet])
-        with pytest.raises(Conflict):  # a subnet given by the user must not overlap either
-            h.create(NetworkSpec(subnet=first))
+        # a subnet the user gives may overlap a route of the host: docker accepts it
+        given = h.create(NetworkSpec(subnet=blocked))
+        assert given.subnet == blocked
+        h.delete(given.id)
     finally:
         subprocess.run(["ip", "route", "del", *route], capture_output=True)
+
+
+def test_a_bridge_left_on_the_host_is_adopted(h: NetworkHarness) -> None:
+    """The default network's device left behind (a crash, a wiped data root) is taken over, as
+    dockerd takes over docker0: addresses set to the network's, endpoints join it.  A device
+    of that name of another kind is refused."""
+    device = h.driver.default_device()
+    subprocess.run(["ip", "link", "add", device, "type", "bridge"], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.254.254.1/30", "dev", device], check=True,
+                       capture_output=True)
+        net = h.create(NetworkSpec(name="bridge", default=True))
+        assert net.interface == device
+        shown = json.loads(subprocess.run(["ip", "-j", "-4", "addr", "show", device],
+                                          capture_output=True, text=True, check=True).stdout)
+        addresses = {f"{a['local']}/{a['prefixlen']}" for a in shown[0]["addr_info"]}
+        assert addresses == {f"{net.gateway}/{net.subnet.prefixlen}"}
+        ep = h.join(net.id, "e", h.ns.new())
+        assert ep.address.ip in net.subnet
+        h.leave(net.id, "e")
+        h.delete(net.id)
+    finally:
+        subprocess.run(["ip", "link", "del", device], capture_output=True)
+    subprocess.run(["ip", "link", "add", device, "type", "veth", "peer", "name", f"{device[:11]}p"],
+                   check=True, capture_output=True)
+    try:
+        with pytest.raises(AlreadyExists, match="a device of that name exists"):
+            h.create(NetworkSpec(name="bridge", default=True))
+    finally:
+        subprocess.run(["ip", "link", "del", device], capture_output=True)
 
 
 def test_ipam_and_publications_survive_a_new_driver_object(h: NetworkHarness, client: Client,
@@ -722,7 +844,9 @@ def test_a_restart_repairs_what_a_reboot_took(h: NetworkHarness, client: Client,
     h.call(h.driver.aclose)
     subprocess.run(["nft", "delete", "table", "inet", table], check=True)
     subprocess.run(["nft", "delete", "table", "ip", f"{table}-nat"], check=True)
-    assert tcp_exchange(client.host_ip, b.host_port, client.path, timeout=1) is None
+    # without the NAT rules the port's proxy still answers (it holds the port): the container
+    # sees the host's connection, not the client's
+    assert tcp_exchange(client.host_ip, b.host_port, client.path, timeout=1) != client.ip
     h.driver = h._loop.run_sync(h.loaded.create, h.context)
     h.networks()  # reading needs no kernel work; the first change repairs
     h.join(net.id, "e2", h.ns.new())
@@ -945,13 +1069,15 @@ def test_another_firewalls_forward_drop_does_not_break_core(h: NetworkHarness, m
     ("8000-8001:80-81", ["0.0.0.0:8000->80/tcp", "0.0.0.0:8001->81/tcp"]),
     ("8000-8010:80", ["0.0.0.0:8000-8010->80/tcp"]),
     ("80-81/udp", ["0.0.0.0:0->80/udp", "0.0.0.0:0->81/udp"]),
+    ("[::1]:80:80", ["[::1]:80->80/tcp"]),
+    ("[::]::80/udp", ["[::]:0->80/udp"]),
 ])
 def test_port_specs(spec: str, expected: list[str]) -> None:
     assert [str(b) for b in PortBinding.parse(spec)] == expected
 
 
 @pytest.mark.parametrize("spec", ["", "x", "0", "70000", "1:2:3:4", "8000-8002:80-81",
-                                  "80/sctp", "[::1]:80:80", "300.0.0.1:80:80", "90-80"])
+                                  "80/sctp", "[::1:80:80", "[zz]:80:80", "300.0.0.1:80:80", "90-80"])
 def test_bad_port_specs(spec: str) -> None:
     with pytest.raises(InvalidArgument):
         PortBinding.parse(spec)
@@ -1037,3 +1163,73 @@ def test_rendering_adds_and_removes_the_same_things() -> None:
         removed = {line.replace("delete ", "", 1) for line in r.remove_network(net)
                    if line.startswith("delete element")}
         assert added == removed
+
+
+ECHO6 = textwrap.dedent("""
+    import socket
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", 7)); s.listen(8)
+    print("ready", flush=True)
+    while True:
+        c, peer = s.accept(); c.sendall((peer[0] + "\\n").encode()); c.close()
+""")
+
+
+def _connect6(address: str, port: int) -> str | None:
+    try:
+        with socket.create_connection((address, port), timeout=3) as c:
+            return c.recv(256).decode().strip()
+    except OSError:
+        return None
+
+
+def test_ipv6_networks(h: NetworkHarness, procs: Procs) -> None:
+    """``--ipv6``: a random ULA /64 (or the given subnet), the gateway ``::1`` on the bridge,
+    endpoints numbered from ``::2`` (or ``--ip6``) with a default route; they reach each other
+    and the gateway over IPv6 at once (no duplicate address detection to wait for)."""
+    auto = h.create(NetworkSpec(enable_ipv6=True))
+    assert auto.subnet6 is not None and auto.subnet6.prefixlen == 64
+    assert str(auto.subnet6).startswith("fd") and auto.gateway6 == auto.subnet6.network_address + 1
+    given = ipaddress.IPv6Network("fd00:c0de:%x::/64" % (os.getpid() & 0xFFFF))
+    net = h.create(NetworkSpec(enable_ipv6=True, subnet6=given))
+    assert net.subnet6 == given and net.gateway6 == given.network_address + 1
+    with pytest.raises(PoolOverlaps):
+        h.create(NetworkSpec(enable_ipv6=True, subnet6=given))
+    shown = json.loads(subprocess.run(["ip", "-j", "-6", "addr", "show", net.interface],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert f"{net.gateway6}/64" in {f"{a['local']}/{a['prefixlen']}" for a in shown[0]["addr_info"]}
+    ns1, ns2 = h.ns.new(), h.ns.new()
+    e1 = h.join(net.id, "e1", ns1)
+    e2 = h.join(net.id, "e2", ns2, EndpointRequest(address6=given.network_address + 0x99))
+    assert str(e1.address6) == f"{given.network_address + 2}/64" and e1.gateway6 == net.gateway6
+    assert e2.address6.ip == given.network_address + 0x99
+    with pytest.raises(Conflict):
+        h.join(net.id, "e3", h.ns.new(), EndpointRequest(address6=given.network_address + 0x99))
+    with pytest.raises(InvalidArgument):
+        h.join(net.id, "e4", h.ns.new(), EndpointRequest(address6="fd99::1"))
+    procs.start(ns2, "-c", ECHO6)
+    assert call_in_netns(netns_path(ns1), _connect6, str(e2.address6.ip), 7) == str(e1.address6.ip)
+    with socket.socket(socket.AF_INET6) as listener:  # the host, at the gateway's address
+        listener.bind((str(net.gateway6), 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with call_in_netns(netns_path(ns1), socket.create_connection, (str(net.gateway6), port), 3):
+            peer = listener.accept()[0]
+            assert peer.getpeername()[0] == str(e1.address6.ip)
+            peer.close()
+    routes = subprocess.run(["nsenter", f"--net={netns_path(ns1)}", "ip", "-6", "route", "show", "default"],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"via {net.gateway6}" in routes, routes
+    ranged = ipaddress.IPv6Network("fd00:c0df:%x::/64" % (os.getpid() & 0xFFFF))
+    rnet = h.create(NetworkSpec(enable_ipv6=True, subnet6=ranged, gateway6=ranged[0xFFFF],
+                                ip_range6=ipaddress.IPv6Network((int(ranged.network_address) | 1 << 32, 96))))
+    assert rnet.ip_range6 is not None and rnet.gateway6 == ranged[0xFFFF]
+    first = h.join(rnet.id, "r1", h.ns.new())
+    assert first.address6.ip == ranged[(1 << 32)], first  # the range's first address
+    h.leave(rnet.id, "r1")
+    v4only = h.create(NetworkSpec())
+    assert v4only.subnet6 is None
+    with pytest.raises(InvalidArgument, match="does not have IPv6"):
+        h.join(v4only.id, "e5", h.ns.new(), EndpointRequest(address6=given.network_address + 5))
+    h.leave(net.id, "e1")
+    h.leave(net.id, "e2")

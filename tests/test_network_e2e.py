@@ -198,12 +198,19 @@ def test_published_port_from_loopback_other_host_and_hairpin(eng, client, rm):
     # another host, through the veth, at the host's address
     assert "hello-from-web" in wait_answer(client.host_ip, port, "hello-from-web", netns=client.netns)
 
-    assert ok(eng.run("ps", "--filter", "name=^web$", "--format", "{{.Ports}}")) == f"0.0.0.0:{port}->80/tcp\n"
+    # on IPv6 too, as docker publishes a port with no host address: [::]:P, reached at [::1]
+    assert "hello-from-web" in wait_answer("::1", port, "hello-from-web")
+    assert ok(eng.run("ps", "--filter", "name=^web$", "--format", "{{.Ports}}")) == \
+        f"0.0.0.0:{port}->80/tcp, [::]:{port}->80/tcp\n"
     table = ok(eng.run("ps", "--filter", "name=^web$"))
-    assert f"0.0.0.0:{port}->80/tcp" in table
-    assert ok(eng.run("port", "web")) == f"80/tcp -> 0.0.0.0:{port}\n"
-    assert ok(eng.run("port", "web", "80")) == f"0.0.0.0:{port}\n"
-    assert ok(eng.run("port", "web", "80/tcp")) == f"0.0.0.0:{port}\n"
+    assert f"0.0.0.0:{port}->80/tcp, [::]:{port}->80/tcp" in table
+    assert ok(eng.run("port", "web")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
+    assert ok(eng.run("port", "web", "80")) == f"0.0.0.0:{port}\n[::]:{port}\n"
+    assert ok(eng.run("port", "web", "80/tcp")) == f"0.0.0.0:{port}\n[::]:{port}\n"
+    # the port is held while the container runs: a host program cannot take it
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        with socket.socket(family) as s, pytest.raises(OSError):
+            s.bind((address, port))
     missing = eng.run("port", "web", "81")
     assert missing.returncode != 0 and "No public port '81' published for web" in missing.stderr, missing
 
@@ -256,9 +263,10 @@ def test_publish_all_exposed_ports(eng, client, rm):
     lines = ok(eng.run("port", "all")).splitlines()
     mapping = {}
     for line in lines:
-        m = re.fullmatch(r"(\d+/(?:tcp|udp)) -> 0\.0\.0\.0:(\d+)", line)
+        m = re.fullmatch(r"(\d+/(?:tcp|udp)) -> (0\.0\.0\.0|\[::\]):(\d+)", line)
         assert m, lines
-        mapping[m.group(1)] = int(m.group(2))
+        assert mapping.setdefault(m.group(1), int(m.group(3))) == int(m.group(3)), lines
+    assert len(lines) == 6, lines  # 0.0.0.0 and [::], the same port
     assert set(mapping) == {"80/tcp", "8000/udp", "8001/udp"}, lines
     low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
     assert all(low <= p <= high for p in mapping.values()), mapping
@@ -456,7 +464,8 @@ def test_docker_sdk_networks_and_ports(eng, rm):
         rm["containers"].append("sdkweb")
         assert "hello-from-sdk" in wait_answer("127.0.0.1", port, "hello-from-sdk")
         c.reload()
-        assert c.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}, c.ports
+        assert c.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)},
+                                      {"HostIp": "::", "HostPort": str(port)}]}, c.ports
 
         net.connect(c, aliases=["sdkalias"])
         net.reload()
@@ -508,7 +517,8 @@ def test_ports_survive_daemon_sigkill_and_nothing_is_left(test_images, client):
         assert "hello-from-keep" in wait_answer("127.0.0.1", port, "hello-from-keep")
         # a command starts it again; the port still answers, everywhere
         assert "keep" in ok(env.run("ps", "--format", "{{.Names}}")).split()
-        assert ok(env.run("port", "keep")) == f"80/tcp -> 0.0.0.0:{port}\n"
+        assert ok(env.run("port", "keep")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
+        assert "hello-from-keep" in wait_answer("::1", port, "hello-from-keep")  # its proxy lives on
         assert "hello-from-keep" in wait_answer("127.0.0.1", port, "hello-from-keep")
         assert "hello-from-keep" in wait_answer(client.host_ip, port, "hello-from-keep", netns=client.netns)
         # and the DNS of user networks is back
@@ -557,7 +567,7 @@ def test_restart_keeps_names_ports_and_static_ip(eng, client, rm):
     assert look.returncode == 0 and "10.214.9.50" in look.stdout, look
     ok(eng.run("restart", "-t", "1", "rsweb"))
     assert "hello-from-rs" in wait_answer("127.0.0.1", port, "hello-from-rs")
-    assert ok(eng.run("port", "rsweb")) == f"80/tcp -> 0.0.0.0:{port}\n"
+    assert ok(eng.run("port", "rsweb")) == f"80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"
     # the container reaches the other by name, both ways
     ping = eng.run("exec", "rsweb", "ping", "-c", "1", "-W", "3", "rsq")
     assert ping.returncode == 0, (ping.stdout, ping.stderr)
@@ -618,7 +628,7 @@ def test_udp_publication(eng, client, rm):
         s.bind(("0.0.0.0", 0))
         port = s.getsockname()[1]
     run_d(eng, rm, "udp", "-p", f"{port}:5353/udp")
-    assert ok(eng.run("port", "udp")) == f"5353/udp -> 0.0.0.0:{port}\n"
+    assert ok(eng.run("port", "udp")) == f"5353/udp -> 0.0.0.0:{port}\n5353/udp -> [::]:{port}\n"
     pid = inspect_field(eng, "udp", "{{.State.Pid}}")
     server = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", _UDP_ECHO, "5353"],
                               stdout=subprocess.PIPE, text=True)
@@ -707,3 +717,206 @@ def test_publication_on_one_address_and_ranges(eng, client, rm):
         assert "hello-from-ranged" in wait_answer(client.host_ip, port, "hello-from-ranged", netns=client.netns)
         assert "hello-from-ranged" in wait_answer(client.host_ip, port, "hello-from-ranged")  # from the host
         assert http_get("127.0.0.1", port, timeout=1) is None  # not on loopback
+
+
+def test_a_default_bridge_left_on_the_host_is_adopted(test_images):
+    """A bridge of the default network's name already on the host (a crash, a wiped data root)
+    is taken over, as dockerd takes over docker0: the daemon starts and ``run`` works."""
+    import hashlib
+
+    env = CoreEnv()
+    device = "core" + hashlib.sha256(env.nft_table.encode()).hexdigest()[:8]
+    subprocess.run(["ip", "link", "add", device, "type", "bridge"], check=True, capture_output=True)
+    try:
+        ref = test_images["busybox:latest"].reference
+        ok(env.run("pull", ref, timeout=300))
+        assert inspect_field(env, "bridge", '{{index .Options "com.docker.network.bridge.name"}}') == device
+        out = ok(env.run("run", "--rm", ref, "sh", "-c", "ip -4 -o addr show eth0"))
+        subnet = inspect_field(env, "bridge", "{{(index .IPAM.Config 0).Subnet}}")
+        assert ipaddress.IPv4Interface(out.split()[3]).ip in ipaddress.IPv4Network(subnet), out
+    finally:
+        env.cleanup()
+        subprocess.run(["ip", "link", "del", device], capture_output=True)
+
+
+def test_mac_address_link_local_ips_stats_and_ipam_options(eng, rm):
+    """Docker SDK: the container-wide ``Config.MacAddress`` (the SDK's ``mac_address``),
+    ``IPAMConfig.LinkLocalIPs``, per-interface counters in stats' ``networks``, and
+    ``IPAM.Options`` null when not sent (the CLI sends ``{}``, and sees it)."""
+    docker = pytest.importorskip("docker")
+    client = eng.docker_client()
+    try:
+        mac = "02:42:0a:0b:0c:0d"
+        c = client.containers.run(eng.bb, ["sleep", "600"], name="macc", mac_address=mac, detach=True)
+        rm["containers"].append("macc")
+        c.reload()
+        assert c.attrs["NetworkSettings"]["MacAddress"] == mac
+        assert c.attrs["NetworkSettings"]["Networks"]["bridge"]["MacAddress"] == mac
+        assert ok(eng.run("exec", "macc", "cat", "/sys/class/net/eth0/address")).strip() == mac
+        ok(eng.run("exec", "macc", "ping", "-c", "1", "-W", "2",
+                   c.attrs["NetworkSettings"]["Gateway"]))  # some traffic to count
+        stats = c.stats(stream=False)
+        eth0 = stats["networks"]["eth0"]
+        assert set(eth0) == {"rx_bytes", "rx_packets", "rx_errors", "rx_dropped",
+                             "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"}, eth0
+        assert eth0["tx_packets"] >= 1 and eth0["rx_bytes"] > 0 and "lo" not in stats["networks"]
+        bad = eng.run("run", "--rm", "--network", "host", "--mac-address", mac, eng.bb, "true")
+        assert bad.returncode == 125 and "conflicting options" in bad.stderr, bad
+
+        net = client.networks.create("llnet")
+        rm["networks"].append("llnet")
+        assert client.networks.get("llnet").attrs["IPAM"]["Options"] is None
+        rm["networks"].append("clinet")
+        ok(eng.run("network", "create", "clinet"))
+        assert inspect_field(eng, "clinet", "{{json .IPAM.Options}}") == "{}"
+        api = client.api
+        cfg = api.create_networking_config({"llnet": api.create_endpoint_config(
+            link_local_ips=["169.254.10.10", "fe80::10"])})
+        made = api.create_container(eng.bb, ["sleep", "600"], name="llc", networking_config=cfg,
+                                    host_config=api.create_host_config(network_mode="llnet"))
+        rm["containers"].append("llc")
+        api.start(made["Id"])
+        addrs = ok(eng.run("exec", "llc", "ip", "addr", "show", "eth0"))
+        assert "169.254.10.10/16" in addrs and "fe80::10/64" in addrs, addrs
+        ipam = api.inspect_container(made["Id"])["NetworkSettings"]["Networks"]["llnet"]["IPAMConfig"]
+        assert ipam == {"LinkLocalIPs": ["169.254.10.10", "fe80::10"]}, ipam
+        assert net.name == "llnet"
+        with pytest.raises(docker.errors.APIError) as info:
+            api.create_container(eng.bb, ["true"], name="llbad", networking_config=api.create_networking_config(
+                {"llnet": api.create_endpoint_config(link_local_ips=["nonsense"])}),
+                host_config=api.create_host_config(network_mode="llnet"))
+        assert info.value.status_code == 400 and "invalid link-local IP address" in str(info.value)
+        # the CLI's --link-local-ip
+        out = ok(eng.run("run", "--rm", "--network", "llnet", "--link-local-ip", "169.254.7.7", eng.bb,
+                         "ip", "-4", "addr", "show", "eth0"))
+        assert "169.254.7.7/16" in out, out
+    finally:
+        client.close()
+
+
+def test_legacy_links_env_hosts_dns_and_removal(eng, rm):
+    """``--link`` on the default bridge: docker's variables and /etc/hosts line; on a
+    user-defined network the alias answers in the embedded DNS; ``rm --link`` (docker CLI
+    too) removes it; a child that is missing or stopped is docker's error."""
+    run_d(eng, rm, "lk-db", "-e", "SECRET=s3", "--expose", "5432", "--expose", "53/udp")
+    db_ip = container_ip(eng, "lk-db", "bridge")
+    run_d(eng, rm, "lk-web", "--link", "lk-db:db")
+    env = dict(line.split("=", 1) for line in ok(eng.run("exec", "lk-web", "env")).splitlines() if "=" in line)
+    assert env["DB_PORT"] == f"udp://{db_ip}:53", env  # docker's: the lowest port number
+    assert env["DB_PORT_5432_TCP"] == f"tcp://{db_ip}:5432"
+    assert env["DB_PORT_5432_TCP_ADDR"] == db_ip and env["DB_PORT_5432_TCP_PORT"] == "5432"
+    assert env["DB_PORT_5432_TCP_PROTO"] == "tcp" and env["DB_PORT_53_UDP"] == f"udp://{db_ip}:53"
+    assert env["DB_NAME"] == "/lk-web/db" and env["DB_ENV_SECRET"] == "s3"
+    hosts = ok(eng.run("exec", "lk-web", "cat", "/etc/hosts"))
+    db_id = inspect_field(eng, "lk-db", "{{.Id}}")
+    assert f"{db_ip}\tdb {db_id[:12]} lk-db\n" in hosts, hosts
+    ping = eng.run("exec", "lk-web", "ping", "-c", "1", "-W", "2", "db")
+    assert ping.returncode == 0, ping
+    # a child that does not exist, or does not run
+    missing = eng.run("run", "-d", "--name", "lk-bad", "--link", "nosuchthing:x", eng.bb, "true")
+    rm["containers"].append("lk-bad")
+    assert missing.returncode != 0 and "could not get container for nosuchthing" in missing.stderr, missing
+    ok(eng.run("create", "--name", "lk-stopped", eng.bb, "sleep", "60"))
+    rm["containers"].append("lk-stopped")
+    stopped = eng.run("run", "-d", "--name", "lk-bad2", "--link", "lk-stopped:s", eng.bb, "true")
+    rm["containers"].append("lk-bad2")
+    assert stopped.returncode != 0 and "Cannot link to a non running container" in stopped.stderr, stopped
+    # rm --link, through the docker CLI
+    if shutil.which("docker"):
+        out = subprocess.run(["docker", "rm", "--link", "/lk-web/db"], capture_output=True, text=True,
+                             env={**os.environ, "DOCKER_HOST": eng.host}, timeout=60)
+    else:
+        out = eng.run("rm", "--link", "/lk-web/db")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    hosts = ok(eng.run("exec", "lk-web", "cat", "/etc/hosts"))
+    assert "\tdb " not in hosts, hosts
+    gone = eng.run("rm", "--link", "/lk-web/db")
+    assert gone.returncode != 0 and "No such link" in gone.stderr, gone
+    # on a user-defined network: the alias is a name in the linking container's DNS only
+    rm["networks"].append("lknet")
+    ok(eng.run("network", "create", "lknet"))
+    run_d(eng, rm, "lk-child", "--network", "lknet")
+    run_d(eng, rm, "lk-parent", "--network", "lknet", "--link", "lk-child:kid")
+    child_ip = container_ip(eng, "lk-child", "lknet")
+    look = eng.run("exec", "lk-parent", "nslookup", "kid")
+    assert look.returncode == 0 and child_ip in look.stdout, look
+    run_d(eng, rm, "lk-other", "--network", "lknet")
+    look = eng.run("exec", "lk-other", "nslookup", "kid")
+    assert child_ip not in look.stdout, look
+
+
+def test_ipv6_networks_cli_and_sdk(eng, rm):
+    """``network create --ipv6`` with an IPv6 ``--subnet`` (and, through the SDK, without one:
+    a ULA /64), ``--ip6``, inspect's IPv6 fields, IPv6 between containers and AAAA answers of
+    the embedded DNS."""
+    docker = pytest.importorskip("docker")
+    six = ipaddress.IPv6Network("fd00:c0de:%x::/64" % random.randint(0, 0xFFFF))
+    rm["networks"].append("v6net")
+    ok(eng.run("network", "create", "--ipv6", "--subnet", str(six), "v6net"))
+    inspect = json.loads(ok(eng.run("network", "inspect", "v6net")))[0]
+    assert inspect["EnableIPv6"] is True
+    configs = inspect["IPAM"]["Config"]
+    assert {"Subnet": str(six), "Gateway": str(six.network_address + 1)} in configs, configs
+    assert any(":" not in c["Subnet"] for c in configs), configs  # and an IPv4 subnet
+    fixed = six.network_address + 0x99
+    run_d(eng, rm, "v6a", "--network", "v6net", "--ip6", str(fixed))
+    run_d(eng, rm, "v6b", "--network", "v6net")
+    assert inspect_field(eng, "v6a", '{{(index .NetworkSettings.Networks "v6net").GlobalIPv6Address}}') == str(fixed)
+    b6 = inspect_field(eng, "v6b", '{{(index .NetworkSettings.Networks "v6net").GlobalIPv6Address}}')
+    assert ipaddress.IPv6Address(b6) in six
+    assert inspect_field(eng, "v6b", '{{(index .NetworkSettings.Networks "v6net").GlobalIPv6PrefixLen}}') == "64"
+    assert inspect_field(eng, "v6b", '{{(index .NetworkSettings.Networks "v6net").IPv6Gateway}}') == \
+        str(six.network_address + 1)
+    members = json.loads(ok(eng.run("network", "inspect", "v6net")))[0]["Containers"]
+    assert {m["IPv6Address"] for m in members.values()} == {f"{fixed}/64", f"{b6}/64"}
+    ping = eng.run("exec", "v6b", "ping", "-6", "-c", "1", "-W", "3", str(fixed))
+    assert ping.returncode == 0, (ping.stdout, ping.stderr)
+    look = eng.run("exec", "v6b", "nslookup", "-type=AAAA", "v6a")
+    assert look.returncode == 0 and str(fixed) in look.stdout, look
+    bad = eng.run("run", "--rm", "--network", "v6net", "--ip6", "fd99::1", eng.bb, "true")
+    assert bad.returncode == 125 and "no configured subnet" in bad.stderr, bad
+    missing = eng.run("network", "create", "--subnet", "fd00:1::/64", "v6bad")
+    assert missing.returncode != 0 and "IPv6 enabled" in missing.stderr, missing
+
+    client = eng.docker_client()
+    try:
+        net = client.networks.create("v6auto", enable_ipv6=True)
+        rm["networks"].append("v6auto")
+        net.reload()
+        assert net.attrs["EnableIPv6"] is True
+        auto = [c for c in net.attrs["IPAM"]["Config"] if ":" in c["Subnet"]]
+        assert len(auto) == 1 and auto[0]["Subnet"].startswith("fd") and auto[0]["Subnet"].endswith("::/64")
+        with pytest.raises(docker.errors.APIError):
+            client.networks.create("v6none", ipam=docker.types.IPAMConfig(
+                pool_configs=[docker.types.IPAMPool(subnet="fd00:2::/64")]))
+    finally:
+        client.close()
+
+
+def test_default_bridge_with_fixed_cidr_v6(test_images):
+    """daemon.json ``"ipv6": true, "fixed-cidr-v6": ...``: the default bridge has that IPv6
+    subnet and its containers addresses in it; a bad value is a clear error."""
+    six = ipaddress.IPv6Network("fd00:b1d:%x::/64" % random.randint(0, 0xFFFF))
+    env = CoreEnv()
+    try:
+        env.write_config({"ipv6": True, "fixed-cidr-v6": str(six)})
+        ref = test_images["busybox:latest"].reference
+        ok(env.run("pull", ref, timeout=300))
+        bridge = json.loads(ok(env.run("network", "inspect", "bridge")))[0]
+        assert bridge["EnableIPv6"] is True
+        assert {"Subnet": str(six), "Gateway": str(six.network_address + 1)} in bridge["IPAM"]["Config"]
+        ok(env.run("run", "-d", "--name", "b6", ref, "sleep", "600"))
+        address = inspect_field(env, "b6", "{{.NetworkSettings.GlobalIPv6Address}}")
+        assert ipaddress.IPv6Address(address) in six
+        out = ok(env.run("exec", "b6", "ip", "-6", "addr", "show", "eth0"))
+        assert f"{address}/64" in out, out
+    finally:
+        env.cleanup()
+    bad = CoreEnv()
+    try:
+        bad.write_config({"fixed-cidr-v6": str(six)})
+        proc = bad.run("version", timeout=60)
+        assert proc.returncode != 0 and '"fixed-cidr-v6" needs "ipv6": true' in (proc.stderr + bad.daemon_log()), \
+            (proc.stdout, proc.stderr)
+    finally:
+        bad.cleanup()

@@ -626,7 +626,13 @@ def test_port_bindings_parse_docker_forms() -> None:
                               publish_all=True, exposed=["5000/tcp", "8080/tcp", "4000"])
     assert [str(b) for b in got] == [
         "0.0.0.0:80->8080/tcp", "127.0.0.1:0->53/udp", "0.0.0.0:9000-9010->9000/tcp",
-        "0.0.0.0:17000->7000/tcp", "0.0.0.0:17001->7001/tcp", "0.0.0.0:0->4000/tcp"]
+        "0.0.0.0:17000->7000/tcp", "0.0.0.0:17001->7001/tcp", "[::]:6000->6000/tcp",
+        "0.0.0.0:0->4000/tcp"]
+    # an empty HostIp asks for IPv6 too (docker's 0.0.0.0 and :: bindings); a given one does not
+    assert [b.ipv6 for b in got] == [True, False, True, True, True, False, True]
+    (v4,) = parse_port_bindings({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]})
+    (v6,) = parse_port_bindings({"80/tcp": [{"HostIp": "[::1]", "HostPort": "80"}]})
+    assert not v4.ipv6 and str(v6) == "[::1]:80->80/tcp"
     for bad, message in (({"80/sctp": []}, "not supported"), ({"eighty": []}, "invalid port"),
                          ({"80/tcp": [{"HostPort": "x"}]}, "invalid hostPort: x"),
                          ({"80/tcp": [{"HostPort": "70000"}]}, "invalid hostPort"),
@@ -775,10 +781,12 @@ def test_default_bridge_run_with_published_port(h: Harness) -> None:
     assert net["Aliases"] is None and net["DNSNames"] is None  # the default bridge: no DNS by name
     assert (settings["IPAddress"], settings["Gateway"], settings["EndpointID"]) == \
         (net["IPAddress"], gateway, net["EndpointID"])
-    assert settings["Ports"] == {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}],
+    assert settings["Ports"] == {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)},
+                                              {"HostIp": "::", "HostPort": str(port)}],
                                  "9090/tcp": None}
     assert settings["SandboxKey"] == c["path"] == str(h.config.exec_root / "netns" / c["id"][:12])
     assert h.call(m.ps_ports, c["id"]) == [{"IP": "0.0.0.0", "PrivatePort": 8080, "PublicPort": port, "Type": "tcp"},
+                                   {"IP": "::", "PrivatePort": 8080, "PublicPort": port, "Type": "tcp"},
                                    {"PrivatePort": 9090, "Type": "tcp"}]
     # the files the container gets
     hosts = c["info"]["HostsFile"]
@@ -1129,7 +1137,8 @@ def test_api_networks_with_docker_sdk(net_env: NetEnv) -> None:
         assert len(net.id) == 64
         got = client.networks.get("sdknet").attrs
         assert got["Id"] == net.id and got["Scope"] == "local" and got["Driver"] == "bridge"
-        assert got["IPAM"] == {"Driver": "default", "Options": {},
+        # the SDK sends no IPAM.Options: docker shows null (the docker CLI sends {}: {} shown)
+        assert got["IPAM"] == {"Driver": "default", "Options": None,
                                "Config": [{"Subnet": subnet, "Gateway": gateway}]}
         assert got["Labels"] == {"team": "blue"} and got["Containers"] == {}
         assert got["Options"] == {"com.docker.network.driver.mtu": "1400"}

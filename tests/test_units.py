@@ -78,3 +78,12 @@ class TestDetachKeys:
         assert detachkeys.parse_detach_keys("ctrl-a,x") == b"\x01x"
         with pytest.raises(InvalidArgument, match=r"^Invalid detach keys \(ctrl-P\) provided$"):
             detachkeys.parse_detach_keys("ctrl-P")
+
+
+@pytest.mark.parametrize("ns, text", [
+    (0, "0s"), (500, "500ns"), (1500, "1.5\u00b5s"), (300_000_000, "300ms"), (1_000_000_000, "1s"),
+    (1_500_000_000, "1.5s"), (30_000_000_000, "30s"), (90_000_000_000, "1m30s"), (7_200_000_000_000, "2h0m0s"),
+    (-2_000_000_000, "-2s"),
+])
+def test_go_duration(ns, text):
+    assert units.go_duration(ns) == text

@@ -353,13 +353,15 @@ async def exec_create(req: Request, containers: Containers) -> Response:
 async def _exec_session(containers: Containers, e: Exec, client: Any, leftover: bytes, tty: bool,
                         console: tuple[int, int] | None) -> None:
     """A hijacked ``exec start``: run it, pump its stdio; the client's connection closes once
-    its exit code is recorded, since clients inspect the exec as soon as its stream ends."""
+    its exit code is recorded, since clients inspect the exec as soon as its stream ends.
+    ``tty`` is how the stream is framed (the start's ``Tty``: raw, else multiplexed); the
+    process has a terminal when the exec's create asked for one."""
     async def exited() -> None:
         with trio.move_on_after(10):
             await e.done.wait()
 
     try:
-        await containers.exec_start(e, tty=tty, console=console)
+        await containers.exec_start(e, console=console)
     except CoreError as exc:
         msg = (exc.message + "\r\n").encode()
         try:
@@ -377,7 +379,8 @@ async def _exec_session(containers: Containers, e: Exec, client: Any, leftover: 
         return
     await pump(client, leftover, att, tty=tty, stdin=bool(e.config.get("AttachStdin")),
                stdout=bool(e.config.get("AttachStdout")), stderr=bool(e.config.get("AttachStderr")),
-               detach_keys=parse_detach_keys(e.config.get("DetachKeys")), stdin_once=not tty, before_close=exited)
+               detach_keys=parse_detach_keys(e.config.get("DetachKeys")),
+               stdin_once=not e.config.get("Tty"), before_close=exited)
 
 
 async def exec_start(req: Request, containers: Containers) -> Response:
@@ -389,9 +392,9 @@ async def exec_start(req: Request, containers: Containers) -> Response:
     console_t = (int(console[0]), int(console[1])) if isinstance(console, list) and len(console) == 2 else None
     containers.exec_startable(e)
     if body.get("Detach"):
-        await containers.exec_start(e, tty=tty if isinstance(tty, bool) else None, console=console_t)
+        await containers.exec_start(e, console=console_t)
         return _empty_ok()
-    tty_on = bool(tty) if isinstance(tty, bool) else bool(e.config.get("Tty"))
+    tty_on = bool(tty) if isinstance(tty, bool) else bool(e.config.get("Tty"))   # the framing only
     parse_detach_keys(e.config.get("DetachKeys"))
     if not wants_upgrade(req):
         raise InvalidArgument("exec start without Detach needs a connection upgrade (Upgrade: tcp)")

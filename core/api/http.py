@@ -32,20 +32,31 @@ A response body is bytes or an async iterator of bytes (sent chunked: pull progr
 -f``, events).  A response with ``hijack`` set answers ``101 UPGRADED`` and hands the raw stream
 to that callable (attach, exec).
 
+Before a handler runs, the daemon checks the request with :mod:`core.api.validate` (by the
+route's pattern, which :meth:`Router.match` gives): a body of a route with a schema is decoded
+and checked there, and :meth:`Request.json` then answers the checked body, its keys in the API's
+case.  Any JSON a handler parses itself (:meth:`Request.json`, :meth:`Request.qjson`,
+:meth:`Request.filters`) goes through :func:`core.api.validate.loads`, whose nesting is bounded.
+
 Errors raised by handlers become docker's JSON errors, ``{"message": "..."}``, with the status of
 the :class:`core.errors.CoreError` subclass; anything else is logged with its traceback and
-answered 500 — a client never sees a Python traceback.  Malformed HTTP gets 400, oversized
-headers 431, oversized bodies 413 — except on routes added with ``stream_body=True``
-(``docker cp`` uploads), whose handlers read the body as it arrives from
-:attr:`Request.body_stream`, of any size.
+answered 500 — a client never sees a Python traceback.  Malformed HTTP gets 400 (a chunk size
+that cannot be valid too, at once), oversized headers 431, oversized bodies 413, request lines
+of another HTTP than 1.x 505 — except that on routes added with ``stream_body=True`` (``docker
+cp`` uploads) the handlers read the body as it arrives from :attr:`Request.body_stream`, of any
+size.  Every response carries the headers given to :class:`HTTPServer` (docker's
+``Api-Version``, ``Docker-Experimental``, ``Ostype``) and a reason phrase; error answers are
+logged.
 """
 from __future__ import annotations
 
 import functools
+import http
 import io
 import json
 import logging
 import re
+import socket
 import urllib.parse
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Union
 
@@ -53,12 +64,15 @@ import attrs
 import h11
 import trio
 
+from core.api.validate import loads
 from core.errors import CoreError, InvalidArgument
 
 log = logging.getLogger("core.http")
+_UNSET: Any = object()
 
 MAX_HEADER_BYTES = 1024 * 1024  # as Go's net/http
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_CHUNK_BYTES = 2 ** 63 - 1  # a chunk of a streamed body (Go's limit: its length is an int64)
 RECEIVE_SIZE = 64 * 1024
 JSON = "application/json"
 
@@ -87,6 +101,9 @@ class Request:
     stream: Any = None  # the connection's trio stream, for hijacking handlers
     drivers: dict[str, str] = attrs.field(factory=dict)  # the driver of each kind for this request
     body_stream: BodyStream | None = None  # routes with stream_body=True: the body, unread
+    pattern: str = ""  # the route's path pattern, once resolved
+    target: str = ""  # the request target as sent (path and query, not decoded)
+    _json: Any = attrs.field(default=_UNSET, init=False, repr=False)
 
     def q(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -103,19 +120,19 @@ class Request:
         if value is None or value == "":
             return default
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise InvalidArgument(f'invalid value for "{name}": {value!r} is not an integer') from None
+        if not -(2 ** 63) <= number < 2 ** 63:   # Go's strconv.Atoi: out of range
+            raise InvalidArgument(f'invalid value for "{name}": {value!r} is out of range')
+        return number
 
     def qjson(self, name: str, default: Any = None) -> Any:
         """A query parameter holding JSON (docker's ``filters``)."""
         value = self.q(name)
         if not value:
             return default
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise InvalidArgument(f'invalid value for "{name}": not valid JSON') from None
+        return loads(value, f'the value of "{name}"')
 
     def filters(self, known: set[str] | frozenset[str] | None = None) -> dict[str, list[str]]:
         """docker's ``filters`` parameter: ``{"name": ["x"]}`` (or the old ``{"name": {"x": true}}``,
@@ -139,12 +156,16 @@ class Request:
         return out
 
     def json(self, default: Any = None) -> Any:
+        """The JSON body; for a route with a schema (:mod:`core.api.validate`), as validated."""
+        if self._json is not _UNSET:
+            return self._json
         if not self.body.strip():
             return default
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"invalid JSON in request body: {exc}") from None
+        return loads(self.body)
+
+    def set_json(self, value: Any) -> None:
+        """What :meth:`json` answers from now on (the body as :mod:`core.api.validate` decoded it)."""
+        self._json = value
 
 
 class BodyStream:
@@ -159,9 +180,10 @@ class BodyStream:
     async def receive(self) -> bytes:
         while not self.done:
             if self._conn.they_are_waiting_for_100_continue:
-                await _send(self._conn, self._stream, h11.InformationalResponse(status_code=100, headers=[]))
+                await _send(self._conn, self._stream, h11.InformationalResponse(status_code=100, headers=[],
+                                                                                   reason=b"Continue"))
             try:
-                event = await _receive_event(self._conn, self._stream)
+                event = await _receive_event(self._conn, self._stream, MAX_CHUNK_BYTES)
             except h11.RemoteProtocolError as exc:
                 raise InvalidArgument(f"the request body ended early: {exc}") from None
             if isinstance(event, h11.Data):
@@ -255,7 +277,7 @@ class Router:
     """Routes by method and path pattern: ``/containers/{id}/json``, ``/images/{name:path}/json``."""
 
     def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
         self._streaming: set[Handler] = set()
 
     def include(self, routes: Iterable[RouteEntry], services: Any) -> None:
@@ -267,22 +289,31 @@ class Router:
     def add(self, method: str, pattern: str, handler: Handler, stream_body: bool = False) -> None:
         """``stream_body``: the handler reads the body itself (``Request.body_stream``), any size."""
         regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})", pattern)
-        self._routes.append((method, re.compile(f"^{regex}$"), handler))
+        self._routes.append((method, re.compile(f"^{regex}$"), handler, pattern))
         if stream_body:
             self._streaming.add(handler)
+
+    def routes(self) -> list[tuple[str, str]]:
+        """Every route, ``(method, path pattern)``, in the order they are tried."""
+        return [(method, pattern) for method, _regex, _handler, pattern in self._routes]
 
     def streams_body(self, method: str, path: str) -> bool:
         handler, _params = self.resolve(method, path)
         return handler is not None and handler in self._streaming
 
     def resolve(self, method: str, path: str) -> tuple[Handler | None, dict[str, str]]:
+        handler, params, _pattern = self.match(method, path)
+        return handler, params
+
+    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], str]:
+        """The handler of a request, its path parameters and the route's pattern."""
         lookup = "GET" if method == "HEAD" else method
-        for m, regex, handler in self._routes:
+        for m, regex, handler, pattern in self._routes:
             if m == lookup or (m == "HEAD" and method == "HEAD"):
                 match = regex.match(path)
                 if match:
-                    return handler, match.groupdict()
-        return None, {}
+                    return handler, match.groupdict(), pattern
+        return None, {}, ""
 
 
 def _bind(handler: ServiceHandler, services: Any) -> Handler:
@@ -293,11 +324,23 @@ def _bind(handler: ServiceHandler, services: Any) -> Handler:
     return bound
 
 
-async def _receive_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
+def _chunk_left(conn: h11.Connection) -> int:
+    """What is left of the chunk h11 is reading (the size its header announced): h11 keeps it
+    in its chunked reader, and has no public name for it."""
+    return getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0) or 0
+
+
+async def _receive_event(conn: h11.Connection, stream: trio.abc.Stream, max_chunk: int = MAX_BODY_BYTES) -> Any:
+    """The next h11 event.  A chunk announcing more than ``max_chunk`` bytes is refused (400)
+    at once: waiting for data that can never be taken would hang the connection."""
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
+        left = _chunk_left(conn)
+        if left > max_chunk:
+            raise h11.RemoteProtocolError(f"invalid chunk size {left}: larger than a request body "
+                                          f"may be ({max_chunk} bytes)", error_status_hint=400)
         data = await stream.receive_some(RECEIVE_SIZE)
         conn.receive_data(data)  # b"" means EOF, which h11 turns into ConnectionClosed or an error
 
@@ -308,36 +351,74 @@ async def _send(conn: h11.Connection, stream: trio.abc.Stream, event: Any) -> No
         await stream.send_all(data)
 
 
+def listen_backlog() -> int:
+    """The listen backlog Go's net package uses: the kernel's ``net.core.somaxconn``."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            n = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return socket.SOMAXCONN
+    return n if n > 0 else socket.SOMAXCONN
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
+def _message_of(response: Response) -> str:
+    if isinstance(response.body, (bytes, bytearray)) and response.content_type == JSON:
+        try:
+            message = json.loads(response.body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str):
+            return message
+    return ""
+
+
 class HTTPServer:
-    """Serves ``dispatch(request) -> Response`` over any trio listener."""
+    """Serves ``dispatch(request) -> Response`` over any trio listener.
+
+    Every response carries the ``Server`` header and ``headers`` (the daemon's docker version
+    headers: ``Api-Version``, ``Docker-Experimental``, ``Ostype``), and a reason phrase in its
+    status line.  A request line of another HTTP than 1.x is answered 505, as Go's server does.
+    Every request is logged at debug level (``Calling GET /v1.47/info``, as dockerd ``-D``),
+    every error answer at info (4xx) or error (5xx) level with its status and message.
+    """
 
     def __init__(self, dispatch: Callable[[Request], Awaitable[Response]], server_header: str,
-                 streams_body: Callable[[str, str], bool] | None = None) -> None:
+                 streams_body: Callable[[str, str], bool] | None = None,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
         """``streams_body(method, path)``: whether that request's body is left to its handler."""
         self.dispatch = dispatch
         self.server_header = server_header
         self.streams_body = streams_body
+        self.headers = [("Server", server_header), *headers]
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         try:
             while True:
+                early: Response | None = None
                 try:
                     request = await self._read_request(conn, stream)
                 except h11.RemoteProtocolError as exc:
-                    status = exc.error_status_hint or 400
-                    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                        await self._send_response(conn, stream, error_response(status, f"bad request: {exc}"), False)
-                        await _linger(stream)
-                    return
+                    early = error_response(exc.error_status_hint or 400, f"bad request: {exc}")
                 except _BodyTooLarge:
-                    await self._send_response(conn, stream, error_response(
-                        413, f"request body too large (more than {MAX_BODY_BYTES} bytes)"), False)
-                    await _linger(stream)
+                    early = error_response(413, f"request body too large (more than {MAX_BODY_BYTES} bytes)")
+                except _VersionNotSupported:
+                    early = error_response(505, "unsupported protocol version")
+                if early is not None:
+                    _log_answer(conn, None, early)
+                    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        await self._send_response(conn, stream, early, False)
+                        await _linger(stream)
                     return
                 if request is None:
                     return
+                log.debug("Calling %s %s", request.method, _short(request.target))
                 response = await self.dispatch(request)
+                _log_answer(conn, request, response)
                 unread = request.body_stream is not None and not await request.body_stream.drain()
                 if unread:   # answered before reading the body: the connection cannot go on
                     response.headers.append(("Connection", "close"))
@@ -369,6 +450,8 @@ class HTTPServer:
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
+        if not event.http_version.startswith(b"1."):
+            raise _VersionNotSupported()
         method = event.method.decode("ascii", "replace").upper()
         target = event.target.decode("latin-1")
         raw_path, _, raw_query = target.partition("?")
@@ -377,7 +460,7 @@ class HTTPServer:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         request = Request(method=method, path=urllib.parse.unquote(raw_path),
                           query=urllib.parse.parse_qs(raw_query, keep_blank_values=True),
-                          headers=headers, stream=stream)
+                          headers=headers, stream=stream, target=target)
         if self.streams_body is not None and self.streams_body(method, request.path):
             request.body_stream = BodyStream(conn, stream)
             return request
@@ -399,24 +482,28 @@ class HTTPServer:
 
     async def _send_response(self, conn: h11.Connection, stream: trio.abc.Stream, response: Response,
                              head_only: bool) -> None:
-        headers = [("Server", self.server_header)]
+        own = {name.lower() for name, _value in response.headers}
+        headers = [(name, value) for name, value in self.headers if name.lower() not in own]
         if response.content_type:
             headers.append(("Content-Type", response.content_type))
         headers += response.headers
         if response.hijack is not None:
             headers += [("Connection", "Upgrade"), ("Upgrade", "tcp")]
-            await _send(conn, stream, h11.InformationalResponse(status_code=101, headers=headers))
+            await _send(conn, stream, h11.InformationalResponse(status_code=101, headers=headers,
+                                                                reason=b"UPGRADED"))
             return
         body = response.body
         if isinstance(body, (bytes, bytearray)):
             headers.append(("Content-Length", str(len(body))))
-            await _send(conn, stream, h11.Response(status_code=response.status, headers=headers))
+            await _send(conn, stream, h11.Response(status_code=response.status, headers=headers,
+                                                   reason=_reason(response.status)))
             if body and not head_only and response.status not in (204, 304):
                 await _send(conn, stream, h11.Data(data=body))
             await _send(conn, stream, h11.EndOfMessage())
             return
         # a streamed body: chunked; the iterator is closed whatever happens to the client
-        await _send(conn, stream, h11.Response(status_code=response.status, headers=headers))
+        await _send(conn, stream, h11.Response(status_code=response.status, headers=headers,
+                                               reason=_reason(response.status)))
         try:
             if not head_only:
                 async for chunk in body:
@@ -432,6 +519,29 @@ class HTTPServer:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _VersionNotSupported(Exception):
+    pass
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _log_answer(conn: h11.Connection, request: Request | None, response: Response) -> None:
+    """An error answer in the daemon log: method, path, status and message."""
+    if response.status < 400:
+        return
+    if request is not None:
+        what = f"{request.method} {_short(request.target)}"
+    else:
+        what = "a malformed request"
+    level = logging.ERROR if response.status >= 500 and response.status not in (501, 503) else logging.INFO
+    log.log(level, "%s: %d %s", what, response.status, _short(_message_of(response), 500))
 
 
 async def _linger(stream: trio.abc.Stream, limit: int = 64 * 1024 * 1024, seconds: float = 2.0) -> None:

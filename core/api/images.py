@@ -34,7 +34,7 @@ def registry_auth(req: Request) -> dict[str, str] | None:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         data = json.loads(raw) if raw.strip() else {}
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument("invalid X-Registry-Auth header: not base64url-encoded JSON") from None
     if not isinstance(data, dict):
         raise InvalidArgument("invalid X-Registry-Auth header: not a JSON object")

@@ -1,6 +1,7 @@
 """Network endpoints: ``/networks`` (list), ``/networks/{id}`` (inspect, remove),
-``/networks/create``, ``/networks/{id}/connect``, ``/networks/{id}/disconnect`` and
-``/networks/prune``.
+``/networks/create``, ``/networks/{id}/connect``, ``/networks/{id}/disconnect``,
+``/networks/prune``, and the removal of a legacy link (``DELETE
+/containers/<parent>/<alias>?link=1``).
 
 :data:`ROUTES` is the table; each handler parses the request, calls one method of the network
 service (:class:`core.engine.networks.service.NetworkManager`) and renders its answer.
@@ -70,6 +71,17 @@ async def disconnect(req: Request, networks: NetworkManager) -> Response:
     return _empty_ok()
 
 
+async def remove_link(req: Request, networks: NetworkManager) -> Response:
+    """``DELETE /containers/<parent>/<alias>?link=1`` (``docker rm --link /web/db``): a
+    container's path of more than one segment is a link's name (the docker CLI sends
+    ``/containers//web/db``)."""
+    name = "/".join(p for p in (req.params.get("parent"), req.params["link"]) if p)
+    if not req.qbool("link"):
+        raise NotFound(f"No such container: {name}")
+    await networks.remove_link(name)
+    return no_content()
+
+
 async def prune(req: Request, networks: NetworkManager) -> Response:
     deleted = await networks.prune(req.filters())
     return json_response({"NetworksDeleted": deleted or None})
@@ -85,6 +97,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/networks/{id}/connect", connect),
     ("POST", "/networks/{id}/disconnect", disconnect),
     ("POST", "/networks/prune", prune),
+    ("DELETE", "/containers//{link:path}", remove_link),
+    ("DELETE", "/containers/{parent}/{link:path}", remove_link),
 ]
 
 

@@ -155,7 +155,9 @@ async def info(req: Request, services: SystemServices) -> Response:
         "Labels": [],
         "ExperimentalBuild": False,
         "ServerVersion": __version__,
-        "Runtimes": {"core": {"path": req.drivers.get("executor", "")}},
+        # --runtime NAME: core (the request's executor) or any executor driver by name
+        "Runtimes": {"core": {"path": req.drivers.get("executor", "")},
+                     **{r.name: {"path": r.name} for r in reports if r.kind == "executor" and r.status == "ok"}},
         "DefaultRuntime": "core",
         **ENGINE_CONSTANTS,
         "Swarm": swarm_info,

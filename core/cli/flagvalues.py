@@ -487,6 +487,15 @@ def parse_tmpfs(values: list[str]) -> dict[str, str]:
     return out
 
 
+def validate_device_cgroup_rule(value: str) -> str:
+    """opts.ValidateDeviceCgroupRule: ``TYPE MAJOR:MINOR ACCESS`` (``c 1:3 mr``, ``a *:* rwm``)."""
+    import re
+
+    if not re.match(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$", value):
+        raise ValueError(f"invalid device cgroup format '{value}'")
+    return value
+
+
 def parse_device(spec: str) -> dict[str, str]:
     """``--device /dev/x[:/dev/y][:rwm]`` → a DeviceMapping."""
     arr = spec.split(":")

@@ -14,7 +14,8 @@ from core.cli.flags import Flags
 from core.cli.flagvalues import (duration_ns, is_user_defined_network, labels_map, parse_cpus, parse_device,
                                  parse_expose, parse_memory, parse_mount, parse_port_specs, parse_restart_policy,
                                  parse_security_opts, parse_tmpfs, parse_ulimit, parse_volume, read_env,
-                                 validate_attach, validate_env, validate_extra_host, validate_ip, validate_label)
+                                 validate_attach, validate_device_cgroup_rule, validate_env, validate_extra_host,
+                                 validate_ip, validate_label)
 from core.units import ram_in_bytes
 
 TYPE_CHECKING = False
@@ -102,6 +103,8 @@ CONTAINER_FLAGS: list[Opt] = [
     Opt("attach", "a", "list", convert=validate_attach, help="Attach to STDIN, STDOUT or STDERR"),
     Opt("device", None, "list", "HostConfig.Devices", lambda v: [parse_device(d) for d in v or []],
         convert=lambda v: (parse_device(v), v)[1], help="Add a host device to the container"),
+    Opt("device-cgroup-rule", None, "list", "HostConfig.DeviceCgroupRules", OR_NONE,
+        convert=validate_device_cgroup_rule, help="Add a rule to the cgroup allowed devices list"),
     Opt("env", "e", "list", convert=validate_env, help="Set environment variables"),
     Opt("env-file", None, "list", help="Read in a file of environment variables"),
     Opt("entrypoint", None, "string", help="Overwrite the default ENTRYPOINT of the image"),
@@ -140,6 +143,7 @@ CONTAINER_FLAGS: list[Opt] = [
     Opt("ip", None, "string", help="IPv4 address (e.g., 172.30.100.104)"),
     Opt("ip6", None, "string", help="IPv6 address (e.g., 2001:db8::33)"),
     Opt("link", None, "list", "HostConfig.Links", OR_NONE, help="Add link to another container"),
+    Opt("link-local-ip", None, "list", help="Container IPv4/IPv6 link-local addresses"),
     Opt("mac-address", None, "string", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Opt("publish", "p", "list", help="Publish a container's port(s) to the host"),
     Opt("publish-all", "P", "bool", "HostConfig.PublishAllPorts", help="Publish all exposed ports to random ports"),
@@ -391,8 +395,9 @@ def _networking(opts: Any) -> tuple[str, dict[str, dict[str, Any]]]:
                 ep["Aliases"] = list(opts.network_alias)
             if opts.link and is_user_defined_network(name):
                 ep["Links"] = list(opts.link)
-            if opts.ip or opts.ip6:
-                ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", opts.ip), ("IPv6Address", opts.ip6)) if v}
+            if opts.ip or opts.ip6 or opts.link_local_ip:
+                ep["IPAMConfig"] = {k: v for k, v in (("IPv4Address", opts.ip), ("IPv6Address", opts.ip6),
+                                                      ("LinkLocalIPs", list(opts.link_local_ip or []))) if v}
             if opts.mac_address:
                 ep["MacAddress"] = opts.mac_address
         if name in endpoints:

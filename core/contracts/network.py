@@ -7,8 +7,8 @@ endpoint ports on the host.  It owns its address management (IPAM) and keeps it 
 Vocabulary
 ----------
 ``network_id``   the kernel's id of a network (docker's 64 hex digits).  A network is a
-                 broadcast domain with one IPv4 subnet, a gateway on the host and an address
-                 pool; the driver's host-side device (a bridge, a VXLAN...) is its
+                 broadcast domain with one IPv4 subnet (and, with ``enable_ipv6``, one IPv6
+                 subnet), a gateway on the host and an address pool; the driver's host-side device (a bridge, a VXLAN...) is its
                  ``Network.interface``.
 ``endpoint_id``  the kernel's id of one attachment, unique within its network (the container's
                  id serves).  An endpoint is an interface inside a network namespace, an
@@ -71,9 +71,9 @@ Errors (``core.errors``):
   the network has; a device name that is taken.
 - ``Conflict``: ``delete_network`` while endpoints remain; a requested address in use
   (``Address already in use``); a host port in use (``Bind for 0.0.0.0:8080 failed: port is
-  already allocated``); a subnet overlapping a route of the host.  A subnet overlapping
-  another network of the driver is :class:`PoolOverlaps`, a ``Conflict`` (docker tells
-  the two apart).
+  already allocated``).  A subnet overlapping another network of the driver is
+  :class:`PoolOverlaps`, a ``Conflict``.  A subnet the user gives (``--subnet``) may overlap
+  the host's routes, as docker allows; only subnets the driver chooses avoid them.
 - ``InvalidArgument``: malformed input — a gateway or address outside the subnet, an
   ``ip_range`` outside it, an option the driver does not know or an unusable value, a
   publication on an internal network.
@@ -127,6 +127,15 @@ def _ipv4_address(value: Any) -> ipaddress.IPv4Address:
     return address
 
 
+def _host_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    try:
+        return ipaddress.ip_address(str(value).strip("[]") if value is not None else value)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid IP address: {value!r}") from None
+
+
 def _optional_address(value: Any) -> ipaddress.IPv4Address | None:
     return None if value is None or value == "" else _ipv4_address(value)
 
@@ -148,6 +157,32 @@ def _ipv4_network(value: Any) -> ipaddress.IPv4Network:
 
 def _optional_network(value: Any) -> ipaddress.IPv4Network | None:
     return None if value is None or value == "" else _ipv4_network(value)
+
+
+def _optional_network6(value: Any) -> ipaddress.IPv6Network | None:
+    if value is None or value == "" or isinstance(value, ipaddress.IPv6Network):
+        return value or None
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid subnet: {value!r}") from None
+    if not isinstance(network, ipaddress.IPv6Network):
+        raise InvalidArgument(f"invalid IPv6 subnet: {value}")
+    if str(network) != str(value) and isinstance(value, str) and "/" in value:
+        raise InvalidArgument(f"invalid subnet {value}: it should be {network}")
+    return network
+
+
+def _optional_address6(value: Any) -> ipaddress.IPv6Address | None:
+    if value is None or value == "" or isinstance(value, ipaddress.IPv6Address):
+        return value or None
+    try:
+        address = ipaddress.ip_address(value)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid IPv6 address: {value!r}") from None
+    if not isinstance(address, ipaddress.IPv6Address):
+        raise InvalidArgument(f"invalid IPv6 address: {value}")
+    return address
 
 
 def _aux(value: Any) -> FrozenMap:
@@ -218,7 +253,12 @@ class NetworkSpec:
                        between the network and anything outside it.
     ``mtu``            the endpoints' MTU; ``None``: the driver's default (the bridge driver
                        takes the MTU of the host's default-route interface).
-    ``enable_ipv6``    ``--ipv6`` (drivers without IPv6 raise ``InvalidArgument``).
+    ``enable_ipv6``    ``--ipv6``: the network has an IPv6 subnet too (drivers without IPv6
+                       raise ``InvalidArgument``).
+    ``subnet6``        the IPv6 ``--subnet`` (needs ``enable_ipv6``); ``None``: the driver
+                       chooses one (the bridge driver: a random ULA ``/64``).
+    ``gateway6``       the IPv6 ``--gateway``; ``None``: the subnet's first address (``::1``).
+    ``ip_range6``      the IPv6 ``--ip-range`` (within ``subnet6``).
     ``default``        the host's default network (docker's ``bridge``, made by the kernel at
                        start): the driver picks what is not given — its device (a name that
                        another engine sharing the host would not pick) and docker's options
@@ -241,11 +281,23 @@ class NetworkSpec:
     enable_ipv6: bool = False
     options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
     default: bool = False
+    subnet6: ipaddress.IPv6Network | None = attrs.field(default=None,
+                                                        converter=_optional_network6)
+    gateway6: ipaddress.IPv6Address | None = attrs.field(default=None,
+                                                         converter=_optional_address6)
+    ip_range6: ipaddress.IPv6Network | None = attrs.field(default=None,
+                                                          converter=_optional_network6)
 
     def __attrs_post_init__(self) -> None:
         if self.subnet is None and (self.gateway is not None or self.ip_range is not None
                                     or self.aux_addresses):
             raise InvalidArgument("a gateway, ip range or aux address needs a subnet (--subnet)")
+        if (self.subnet6 is not None or self.gateway6 is not None) and not self.enable_ipv6:
+            raise InvalidArgument("an IPv6 subnet or gateway needs IPv6 enabled (--ipv6)")
+        if (self.gateway6 is not None or self.ip_range6 is not None) and self.subnet6 is None:
+            raise InvalidArgument("an IPv6 gateway or ip range needs an IPv6 subnet (--subnet)")
+        if self.ip_range6 is not None and not self.ip_range6.subnet_of(self.subnet6):
+            raise InvalidArgument(f"no matching subnet for range {self.ip_range6}")
 
 
 @attrs.frozen
@@ -270,6 +322,9 @@ class Network:
     mtu: int = 1500
     subnet_given: bool = False
     options: FrozenMap = attrs.field(factory=FrozenMap, converter=_options)
+    subnet6: ipaddress.IPv6Network | None = None   # IPv6 enabled: its subnet and gateway
+    gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -281,11 +336,14 @@ class EndpointRequest:
     ``mac``             ``--mac-address`` (``None``: :func:`mac_for_address` of the address).
     ``interface_name``  the interface's name inside the namespace (``eth0``, ``eth1`` for a
                         second network): ``AlreadyExists`` if the namespace has one of that name.
+    ``address6``        ``--ip6`` on a network with IPv6 (``None``: the next free one there).
     """
 
     address: ipaddress.IPv4Address | None = attrs.field(default=None, converter=_optional_address)
     mac: str | None = attrs.field(default=None, converter=_mac)
     interface_name: str = attrs.field(default="eth0", validator=_check_ifname)
+    address6: ipaddress.IPv6Address | None = attrs.field(default=None,
+                                                         converter=_optional_address6)
 
 
 class IPProtocol(enum.Enum):
@@ -314,16 +372,23 @@ class PortBinding:
 
     ``host_port`` 0 asks for an ephemeral port (from the host's ``ip_local_port_range``);
     ``host_port_end`` above ``host_port`` asks for any free port of ``host_port..host_port_end``
-    (docker's ``-p 8000-8010:80``).  ``host_ip`` ``0.0.0.0`` is every address of the host,
-    loopback included.  Bindings returned by :meth:`NetworkDriver.publish` have a concrete
-    ``host_port`` and ``host_port_end`` 0.  ``str()`` gives docker's ``0.0.0.0:8080->80/tcp``.
+    (docker's ``-p 8000-8010:80``).  ``host_ip`` ``0.0.0.0`` is every IPv4 address of the host,
+    loopback included; an IPv6 ``host_ip`` (``::``, ``::1``) publishes on IPv6 (the container
+    is reached over IPv4 all the same).  ``ipv6`` with ``host_ip`` ``0.0.0.0`` asks for the
+    port on ``::`` too, the same port number — docker's binding for a ``HostIp`` left empty
+    (``-p 8080:80``), where the host has IPv6; the driver then returns two bindings, ``0.0.0.0``
+    and ``::``.  Bindings returned by :meth:`NetworkDriver.publish` have a concrete
+    ``host_port``, ``host_port_end`` 0 and ``ipv6`` false.  ``str()`` gives docker's
+    ``0.0.0.0:8080->80/tcp`` (``[::]:8080->80/tcp``).
     """
 
     container_port: int = attrs.field(validator=_check_port)
     protocol: IPProtocol = attrs.field(default=IPProtocol.TCP, converter=_protocol)
-    host_ip: ipaddress.IPv4Address = attrs.field(default=ANY_IPV4, converter=_ipv4_address)
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address = attrs.field(
+        default=ANY_IPV4, converter=_host_address)
     host_port: int = attrs.field(default=0, validator=_check_port)
     host_port_end: int = attrs.field(default=0, validator=_check_port)
+    ipv6: bool = attrs.field(default=False, converter=bool)
 
     def __attrs_post_init__(self) -> None:
         if self.host_port_end and (not self.host_port or self.host_port_end < self.host_port):
@@ -331,23 +396,29 @@ class PortBinding:
 
     def __str__(self) -> str:
         host = f"{self.host_port}-{self.host_port_end}" if self.host_port_end else str(self.host_port)
-        return f"{self.host_ip}:{host}->{self.container_port}/{self.protocol.value}"
+        ip = f"[{self.host_ip}]" if self.host_ip.version == 6 else str(self.host_ip)
+        return f"{ip}:{host}->{self.container_port}/{self.protocol.value}"
 
     @classmethod
     def parse(cls, spec: str) -> list[PortBinding]:
         """Docker's ``-p`` syntax: ``[ip:][hostPort:]containerPort[/tcp|udp]``, with ranges.
 
         ``80`` and ``80-82`` get ephemeral host ports; ``8080:80``; ``127.0.0.1:8080:80``;
-        ``127.0.0.1::80`` (ephemeral on loopback); ``8000-8002:80-82`` (one to one);
-        ``8000-8010:80`` (one port of the range).  ``InvalidArgument`` otherwise (IPv6 host
-        addresses and ``sctp`` included).
+        ``127.0.0.1::80`` (ephemeral on loopback); ``[::1]:8080:80`` (IPv6); ``8000-8002:80-82``
+        (one to one); ``8000-8010:80`` (one port of the range).  ``InvalidArgument`` otherwise
+        (``sctp`` included).  The bindings are IPv4 only (``ipv6`` false) unless an IPv6 address
+        is given.
         """
         if not isinstance(spec, str) or not spec:
             raise InvalidArgument(f"invalid port specification: {spec!r}")
         rest, _, proto = spec.partition("/")
         protocol = _protocol(proto or "tcp")
+        v6 = None
         if rest.startswith("["):
-            raise InvalidArgument(f"invalid port specification {spec!r}: IPv6 is not supported")
+            v6, sep, rest = rest[1:].partition("]:")
+            if not sep:
+                raise InvalidArgument(f"invalid port specification: {spec!r}")
+            rest = f"x:{rest}"
         parts = rest.split(":")
         if len(parts) == 1:
             host_ip, host, container = "0.0.0.0", "", parts[0]
@@ -357,7 +428,7 @@ class PortBinding:
             host_ip, host, container = parts
         else:
             raise InvalidArgument(f"invalid port specification: {spec!r}")
-        ip = _ipv4_address(host_ip or "0.0.0.0")
+        ip = _host_address(v6) if v6 is not None else _ipv4_address(host_ip or "0.0.0.0")
 
         def span(text: str, what: str) -> tuple[int, int]:
             low, sep, high = text.partition("-")
@@ -401,6 +472,8 @@ class Endpoint:
     mac: str
     mtu: int
     ports: tuple[PortBinding, ...] = ()
+    address6: ipaddress.IPv6Interface | None = None   # on a network with IPv6
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 # --------------------------------------------------------------------------- the driver
@@ -412,7 +485,7 @@ class NetworkDriver(Protocol):
         """Create the network: its device, address, firewall and NAT rules; return it.
 
         ``AlreadyExists`` (the id, or a device name in ``options``, is taken), ``Conflict``
-        (the subnet overlaps another network or a route of the host), ``InvalidArgument``
+        (the subnet overlaps another network of the driver), ``InvalidArgument``
         (see :class:`NetworkSpec`), ``Unavailable`` (no free subnet in the driver's pools).
         """
 

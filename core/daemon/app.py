@@ -3,8 +3,13 @@
 Start-up order: lock the data root (a second daemon on it refuses to start), open the state
 database, resolve the drivers (an explicitly chosen driver that cannot load stops the daemon with
 exit code 125), bind the socket (mode 0660, group ``core`` if it exists), write the pid file,
-serve.  SIGTERM or SIGINT shuts down gracefully: the listener closes, in-flight requests are
-cancelled, drivers closed, socket and pid file removed.  Containers are not stopped by any of it.
+serve (listen backlog: the kernel's ``somaxconn``, as Go's).  SIGTERM or SIGINT shuts down
+gracefully: the listener closes, in-flight requests are cancelled, drivers closed, socket and pid
+file removed.  Containers are not stopped by any of it.
+
+Each request is routed (:meth:`Daemon.dispatch`: the ``/vX.Y`` prefix, docker's 404), checked by
+:mod:`core.api.validate` (its path, query, ``X-Core-Driver`` header and JSON body: a 400 naming
+the field before any handler runs), then handed to its route's handler.
 """
 from __future__ import annotations
 
@@ -24,8 +29,11 @@ import trio
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.daemon.config import DaemonConfig
 from core.daemon.drivers import HEADER, DriverSet
-from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response
+from core.api import validate
+from core.api.http import HTTPServer, Request, Response, Router, dispatch_errors, error_response, listen_backlog
+from core import plugins
 from core.errors import CoreError
+from core.hookspecs import KINDS
 from core.engine.containers import store as _containers
 from core.engine.events import Events
 from core.engine.images import store as _images
@@ -36,6 +44,8 @@ from core.engine import volumes as _volumes
 log = logging.getLogger("core.daemon")
 VERSIONED = re.compile(r"^/v([0-9]+)\.([0-9]+)(/.*)$")
 SERVER_HEADER = f"core/{__version__} (linux)"
+# on every response, as dockerd's version middleware sends them
+VERSION_HEADERS = (("Api-Version", API_VERSION), ("Docker-Experimental", "false"), ("Ostype", "linux"))
 # every table of the state database, by the engine service that keeps it
 MIGRATIONS: tuple[Migration, ...] = (_images.MIGRATION, _volumes.MIGRATION, _containers.MIGRATION,
                                      _networks.MIGRATION)
@@ -148,7 +158,9 @@ class Daemon:
         self.volumes = VolumeStore(self.state, root / "volumes", users=container_store)
         self.volume_service = Volumes(self.volumes, self.events)
         self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
-                                       containers=Directory(container_store, container_files), events=self.events)
+                                       containers=Directory(container_store, container_files), events=self.events,
+                                       default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6
+                                       else None)
         self.containers = Containers(store=container_store, files=container_files, drivers=self.drivers,
                                      images=self.images, content=self.content, volumes=self.volumes,
                                      networks=self.networks, events=self.events)
@@ -196,7 +208,7 @@ class Daemon:
             pass
         except PermissionError:
             pass
-        sock.listen(128)
+        sock.listen(listen_backlog())
         return trio.socket.from_stdlib_socket(sock)
 
     # -- requests ------------------------------------------------------------------------------
@@ -224,13 +236,16 @@ class Daemon:
             request.api_version = version
         else:
             request.api_version = API_VERSION
-        handler, params = self.router.resolve(request.method, request.path)
+        handler, params, pattern = self.router.match(request.method, request.path)
         if handler is None:
             return error_response(404, "page not found")
-        request.params = params
+        request.params, request.pattern = params, pattern
 
         async def run(req: Request) -> Response:
-            req.drivers = self.drivers.selection(req.headers.get(HEADER))
+            validate.check_request(req, pattern)   # 400 naming the field, before the handler
+            header = req.headers.get(HEADER)
+            validate.check_driver_header(header, plugins.available, KINDS)
+            req.drivers = self.drivers.selection(header)
             return await handler(req)
 
         return await dispatch_errors(run, request)
@@ -244,7 +259,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             sock = self.bind()
             pidfile.write_text(f"{os.getpid()}\n")
-            server = HTTPServer(self.dispatch, SERVER_HEADER, self.streams_body)
+            server = HTTPServer(self.dispatch, SERVER_HEADER, self.streams_body, headers=VERSION_HEADERS)
             listener = trio.SocketListener(sock)
             try:
                 async with trio.open_nursery() as nursery:

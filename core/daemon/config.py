@@ -12,7 +12,8 @@ The file takes docker's ``daemon.json`` keys where they exist, plus ``drivers``:
       "driver-opts": {"network": {"key": "value"}},   # options for any kind
       "registry-mirrors": ["https://mirror.example"], # mirrors of Docker Hub
       "mirrors": {"registry.example:5000": ["http://127.0.0.1:5001"]},  # mirrors of any registry
-      "insecure-registries": ["myhost:5000", "10.0.0.0/8"]
+      "insecure-registries": ["myhost:5000", "10.0.0.0/8"],
+      "ipv6": true, "fixed-cidr-v6": "fd00:1::/64"  # IPv6 on the default bridge (when made)
     }
 
 Flags win over the file.  Unknown keys are an error, as in docker.
@@ -47,6 +48,7 @@ DEFAULT_DRIVERS: dict[str, tuple[str, ...]] = {
 KNOWN_KEYS = {
     "data-root", "exec-root", "hosts", "drivers", "storage-driver", "storage-opts", "driver-opts",
     "registry-mirrors", "mirrors", "insecure-registries", "debug", "log-level", "group",
+    "ipv6", "fixed-cidr-v6",
 }
 
 
@@ -87,6 +89,8 @@ class DaemonConfig:
     group: str = "core"
     debug: bool = False
     config_file: Path | None = None
+    ipv6: bool = False                 # the default bridge gets IPv6 (docker's "ipv6")
+    fixed_cidr_v6: str | None = None   # ... in this subnet (else a random ULA /64)
 
 
 def _expect(key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -160,6 +164,21 @@ def load(config_file: str | None, *, data_root: str | None = None, exec_root: st
         cfg.group = _expect("group", data["group"], str, "a group name")
     if data.get("debug") is True:
         cfg.debug = True
+    if "ipv6" in data:
+        cfg.ipv6 = _expect("ipv6", data["ipv6"], bool, "true or false")
+    if "fixed-cidr-v6" in data:
+        text = _expect("fixed-cidr-v6", data["fixed-cidr-v6"], str, "an IPv6 CIDR")
+        import ipaddress
+
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            network = None
+        if not isinstance(network, ipaddress.IPv6Network):
+            raise InvalidArgument(f'daemon config: "fixed-cidr-v6": invalid IPv6 CIDR {text!r}')
+        if not cfg.ipv6:
+            raise InvalidArgument('daemon config: "fixed-cidr-v6" needs "ipv6": true')
+        cfg.fixed_cidr_v6 = str(network)
 
     data_root = data_root or os.environ.get("CORE_DATA_ROOT")
     exec_root = exec_root or os.environ.get("CORE_EXEC_ROOT")

@@ -4,8 +4,9 @@ The daemon resolves one *default* driver per kind at start-up (from ``--driver``
 config file; for storage, when nothing is named, the first of overlay, vfs that can run here).
 A driver named explicitly that cannot be loaded or cannot run here stops the daemon with a
 :class:`DriverError` — never a warning and a fallback.  A request may name other drivers for one
-operation (the CLI's ``--driver KIND=NAME``, sent as the ``X-Core-Driver`` header); those are
-loaded on first use and kept.
+operation (the CLI's ``--driver KIND=NAME``, sent as the ``X-Core-Driver`` header, whose form
+and names :func:`core.api.validate.check_driver_header` checks first); those are loaded on first
+use and kept.
 """
 from __future__ import annotations
 

@@ -128,12 +128,18 @@ def parse_time(value: str | None, name: str) -> float | None:
         raise InvalidArgument(f"invalid {name} value {value!r}: expected a unix timestamp") from None
 
 
+_PREFIX_ACTIONS = ("health_status", "exec_create", "exec_start")
+
+
 def matches(event: Event, filters: dict[str, list[str]]) -> bool:
     """Whether ``event`` passes docker's event filters (each key: any of its values)."""
     for key, values in filters.items():
         if key == "type" and event["Type"] not in values:
             return False
-        if key == "event" and event["Action"] not in values:
+        if key == "event" and event["Action"] not in values and not (
+                # docker (moby#25798): these match their "<action>: <detail>" forms too
+                any(v in _PREFIX_ACTIONS for v in values)
+                and event["Action"].split(":", 1)[0] in values):
             return False
         if key in ("container", "image", "network", "volume") and event["Type"] == key:
             attrs = event["Actor"]["Attributes"]

@@ -36,6 +36,8 @@ class ContainerRef:
     id: str
     pid: int          # its init's pid while it runs, else 0
     running: bool
+    name: str = ""                 # without the leading "/"
+    env: tuple[str, ...] = ()      # its Config.Env (legacy links pass it on)
 
 
 @attrs.frozen
@@ -89,15 +91,18 @@ class ContainerNetworks(Protocol):
 
     async def check(self, container_id: str, host_config: dict[str, Any] | None,
                     networking_config: dict[str, Any] | None, *,
-                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                    mac_address: str | None = None) -> None:
         """``create``: check and record the request (nothing is made on the host); the errors
         of :meth:`prepare`, except that a ``container:<name>`` target only has to exist."""
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
-                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                      mac_address: str | None = None) -> str | None:
         """Before ``executor.create``: record the request and make the sandbox; returns the path
-        of the network namespace the container joins (``None``: the host's)."""
+        of the network namespace the container joins (``None``: the host's).  ``mac_address``:
+        the container-wide ``Config.MacAddress``."""
 
     async def attach(self, container_id: str, name: str, hostname: str, pid: int) -> dict[str, Any]:
         """Between ``executor.create`` and ``executor.start``: join the container's networks."""
@@ -122,6 +127,13 @@ class ContainerNetworks(Protocol):
 
     async def resolv_conf(self, container_id: str) -> str:
         """The contents of the container's ``/etc/resolv.conf``."""
+
+    async def link_env(self, container_id: str) -> list[str]:
+        """The environment the container's legacy links (``--link``) give it, for its spec and
+        its execs (``[]`` without links); ``Conflict`` when a linked container does not run."""
+
+    async def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        """docker stats' ``{"networks": {...}}`` of the container (``{}``: none)."""
 
 
 @attrs.frozen

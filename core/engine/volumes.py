@@ -22,7 +22,9 @@ Mounts of a container
 docker's rules and error messages (absolute destinations, no duplicates, bind sources created
 for ``-v`` but required for ``--mount``...).  The container keeps them; at start
 :func:`oci_mount` gives each one's OCI runtime-spec mount, and ``MountPoint.to_json`` is what
-``docker inspect`` shows under ``Mounts``.
+``docker inspect`` shows under ``Mounts``.  A read-only bind is read-only all the way down
+(``-v /:/host:ro`` leaves no writable ``/host/dev/shm``), as docker 25+ makes it: runc's ``rro``
+option, unless ``BindOptions.ReadOnlyNonRecursive`` (or ``NonRecursive``) is set.
 """
 from __future__ import annotations
 
@@ -281,6 +283,7 @@ class MountPoint:
     copy_data: bool = True         # volume: populate it from the image when it is empty
     anonymous: bool = False
     recursive: bool = True         # bind: rbind (NonRecursive: bind)
+    ro_recursive: bool = True      # read-only all the way down (rro; BindOptions.ReadOnlyNonRecursive: not)
     options: list[str] = attrs.field(factory=list)  # tmpfs options (already merged)
     subpath: str = ""
     listed: bool = True            # shown in inspect's Mounts (--tmpfs mounts are not)
@@ -422,7 +425,8 @@ def parse_mount(m: Any) -> MountPoint:
         if propagation not in PROPAGATIONS:
             raise InvalidArgument(f'invalid mount config for type "bind": invalid propagation mode: {propagation}')
         return MountPoint(type="bind", destination=dest, source=os.path.normpath(source), rw=not read_only,
-                          propagation=propagation, recursive=not bind_opts.get("NonRecursive"))
+                          propagation=propagation, recursive=not bind_opts.get("NonRecursive"),
+                          ro_recursive=not bind_opts.get("ReadOnlyNonRecursive"))
     if kind == "volume":
         vol_opts = vol_opts or {}
         if source:
@@ -561,6 +565,8 @@ def oci_mount(mp: MountPoint, readonly_rootfs: bool = False) -> dict[str, Any]:
     options.append(mp.propagation or "rprivate")
     if not mp.rw:
         options.append("ro")
+        if mp.recursive and mp.ro_recursive:
+            options.append("rro")   # docker 25+: the mounts below a read-only bind are read-only too
     return {"destination": mp.destination, "type": "bind", "source": mp.source, "options": options}
 
 

@@ -1,6 +1,6 @@
 """The Linux system calls the runtime needs and Python 3.11's ``os`` lacks, through ctypes.
 
-unshare(2), setns(2), mount(2), umount2(2), pivot_root(2), sethostname(2), setdomainname(2),
+unshare(2), setns(2), mount(2), mount_setattr(2), umount2(2), pivot_root(2), sethostname(2), setdomainname(2),
 prctl(2) (bounding set, keep-caps, no-new-privs, ambient set, child subreaper), capset(2) and
 seccomp(2) — plus the tables that go with them: namespace types, mount flags and options (split
 as mount(8) and :mod:`core.storage.mount` split them), capability names, rlimit names.
@@ -151,8 +151,8 @@ _libc.capset.argtypes = (ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
 
 _MACHINE = os.uname().machine
 _SYSCALLS = {  # the few numbers glibc has no wrapper for
-    "x86_64": {"pivot_root": 155, "seccomp": 317},
-    "aarch64": {"pivot_root": 41, "seccomp": 277},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "mount_setattr": 442},
 }
 
 
@@ -184,6 +184,26 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
     _check(_libc.mount(enc(source), os.fsencode(target), enc(fstype), flags, enc(data)),
            f"mount {source or 'none'} on {target} (type {fstype or '-'}, flags {flags:#x}"
            f"{', ' + data if data else ''})")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+
+
+def mount_setattr_recursive(target: str, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2) with ``AT_RECURSIVE``: set (and clear) ``MOUNT_ATTR_*`` on the mount at
+    ``target`` and every mount below it (Linux 5.12; ``ENOSYS`` before)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    _check(_libc.syscall(ctypes.c_long(_syscall_number("mount_setattr")), ctypes.c_int(AT_FDCWD),
+                         ctypes.c_char_p(os.fsencode(target)), ctypes.c_uint(AT_RECURSIVE),
+                         ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           f"mount_setattr {target} (AT_RECURSIVE, set {attr_set:#x})")
 
 
 def umount2(target: str, flags: int = 0) -> None:

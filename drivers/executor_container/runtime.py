@@ -20,7 +20,8 @@ It reports to the shim on the sync socket, one line per message::
     then forks: the child is PID 1 of the new PID namespace.  The helper writes ``pid`` and
     exits at once — the init is re-parented to the shim, a child subreaper.  The init makes
     ``/`` rslave (``linux.rootfsPropagation``), binds the rootfs onto itself, performs
-    ``mounts[]`` in order (binds with their flags applied by a remount; cgroup v1 hierarchies
+    ``mounts[]`` in order (binds with their flags applied by a remount, runc's ``rro`` by
+    ``mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`` over every mount below; cgroup v1 hierarchies
     mounted one by one under a tmpfs, as runc), creates the standard devices (mknod) and the
     ``/dev`` symlinks, creates ``process.cwd``, ``pivot_root(".", ".")`` +
     ``umount2(".", MNT_DETACH)``, writes sysctls, makes ``readonlyPaths`` read-only, masks
@@ -135,6 +136,11 @@ def open_console(bind_console: bool = False) -> None:
 def report(exc: BaseException) -> int:
     if isinstance(exc, Fail):
         kind, message, code = exc.kind, exc.message, exc.code
+    elif isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+        # fork/clone refused: the container's pids limit (or the host's) is reached
+        kind, code = "Conflict", 1
+        message = ("cannot start another process in the container: its process limit "
+                   f"(--pids-limit) is reached ({exc.strerror})")
     elif isinstance(exc, OSError):
         kind = {errno.ENOENT: "NotFound", errno.EACCES: "Forbidden",
                 errno.EPERM: "Forbidden", errno.EINVAL: "InvalidArgument"}.get(exc.errno or 0,
@@ -568,6 +574,11 @@ class Container:
             extra = flags & ~(linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT)
             if extra:
                 _remount_bind(dest, extra)
+            if "rro" in data:   # runc's recursive read-only: the mounts below the bind too
+                try:
+                    linux.mount_setattr_recursive(dest, linux.MOUNT_ATTR_RDONLY)
+                except OSError as exc:
+                    raise Fail("CoreError", f"making {dest_rel} recursively read-only: {exc}") from None
         elif fstype == "cgroup":
             self.mount_cgroup(dest, flags)
         else:

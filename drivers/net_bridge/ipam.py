@@ -123,3 +123,40 @@ def next_address(subnet: IPv4Network, ip_range: IPv4Network | None, reserved: se
         if candidate not in used and candidate not in reserved:
             return IPv4Address(candidate)
     return None
+
+
+# --------------------------------------------------------------------------- IPv6
+def random_ula(taken: Iterable[ipaddress.IPv6Network] = ()) -> ipaddress.IPv6Network:
+    """A random unique-local ``/64`` (``fdXX:XXXX:XXXX:XXXX::/64``, RFC 4193) overlapping
+    none of ``taken``: the IPv6 subnet of a network created with ``--ipv6`` and no subnet."""
+    import secrets
+
+    taken = list(taken)
+    while True:
+        prefix = (0xFD << 120) | (secrets.randbits(56) << 64)
+        subnet = ipaddress.IPv6Network((prefix, 64))
+        if not any(subnet.overlaps(t) for t in taken):
+            return subnet
+
+
+def check_layout6(subnet: ipaddress.IPv6Network, gateway: ipaddress.IPv6Address) -> None:
+    if subnet.prefixlen > 126:
+        raise InvalidArgument(f"subnet {subnet} is too small: it must be /126 or larger")
+    if gateway not in subnet or gateway == subnet.network_address:
+        raise InvalidArgument(f"no matching subnet for gateway {gateway} "
+                              f"(it must be a host address of {subnet})")
+
+
+def next_address6(subnet: ipaddress.IPv6Network, reserved: set[int], used: set[int],
+                  limit: int = 1 << 16, ip_range: ipaddress.IPv6Network | None = None
+                  ) -> ipaddress.IPv6Address | None:
+    """The lowest free address of ``ip_range`` (else ``subnet``) after the subnet's first
+    (``::1``, the gateway's by default), among the first ``limit``; ``None`` when none is
+    free."""
+    space = ip_range or subnet
+    low = max(int(space.network_address), int(subnet.network_address) + 1)
+    high = min(int(space.broadcast_address), low + limit)
+    for candidate in range(low, high + 1):
+        if candidate not in used and candidate not in reserved:
+            return ipaddress.IPv6Address(candidate)
+    return None

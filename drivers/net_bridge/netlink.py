@@ -1,7 +1,11 @@
 """Links, addresses, routes and namespaces of the bridge driver, over netlink (pyroute2).
 
-Synchronous code, run in worker threads by the driver (one thread hop per operation).  The host
-side uses one long-lived rtnetlink socket.  Inside a container's namespace the driver opens a
+Synchronous code, run by the driver in one thread of its own (:class:`NetlinkThread`, one thread
+hop per operation).  The host side uses one long-lived rtnetlink socket — and pyroute2 (0.9)
+gives a socket a netlink socket and an event loop *per thread that uses it*, kept until the
+socket is closed: used from trio's pool of worker threads, which come and go, it left two
+netlink sockets behind for every operation after an idle pause.  So :class:`HostNet` is made,
+used and closed in that one thread only.  Inside a container's namespace the driver opens a
 socket *in* that namespace: a worker thread enters it with ``setns(2)`` (which moves only the
 calling thread), creates the socket — a netlink socket belongs to the namespace it was created in
 — and goes back at once.  No helper process, no ``ip netns exec``.
@@ -25,8 +29,11 @@ import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+import trio
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -35,7 +42,50 @@ from core.errors import AlreadyExists, CoreError, InvalidArgument, NotFound, Una
 
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+T = TypeVar("T")
+
+
+class NetlinkThread:
+    """One long-lived thread that runs every call on the host's netlink sockets.
+
+    pyroute2's sockets keep per-thread state (a kernel socket, an event loop) for every thread
+    that ever used them until they are closed, so a socket must stay with one thread: this one.
+    :meth:`run` is awaited from trio (not cancellable half-way: the call finishes, as with
+    ``trio.to_thread.run_sync``); :meth:`close` runs a last call (closing the sockets) and ends
+    the thread.
+    """
+
+    def __init__(self, name: str = "core-bridge-netlink") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_future: Any) -> None:
+            try:
+                token.run_sync_soon(done.set)
+            except trio.RunFinishedError:
+                pass
+
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(wake)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return future.result()
+
+    def close(self, last: Callable[[], Any] | None = None) -> None:
+        """Run ``last`` in the thread (errors logged), then end the thread.  Blocking."""
+        if last is not None:
+            try:
+                self._pool.submit(last).result()
+            except Exception:
+                log.exception("closing the bridge driver's netlink sockets failed")
+        self._pool.shutdown(wait=True)
 
 
 def _setns(fd: int) -> None:
@@ -80,7 +130,8 @@ def read_sysctl(path: str) -> str | None:
 
 class HostNet:
     """The host side: one rtnetlink socket (and an nftables one for a cheap chain listing).
-    Not thread-safe: the driver serialises its calls."""
+    Not thread-safe, and bound to the thread that made it: the driver makes it, calls it and
+    closes it in its :class:`NetlinkThread`."""
 
     def __init__(self) -> None:
         self.ipr = IPRoute()
@@ -107,16 +158,33 @@ class HostNet:
                 return None
             raise netlink_error(exc, f"cannot look up {name}") from exc
 
-    def taken_networks(self) -> list[ipaddress.IPv4Network]:
+    def link_kind(self, name: str) -> str | None:
+        """The kind of the link called ``name`` (``bridge``, ``veth``...; ``""`` for a device
+        without one, such as ``lo``), or ``None`` if there is none."""
+        msg = self.link(name)
+        if msg is None:
+            return None
+        info = msg.get_attr("IFLA_LINKINFO")
+        return (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
+
+    def taken_networks(self, ignore: str | None = None) -> list[ipaddress.IPv4Network]:
         """Every IPv4 network the host routes (any table but ``local``) or has an address in;
-        default routes excepted."""
+        default routes excepted, and the routes and addresses of the device ``ignore``."""
+        skip = None
+        if ignore is not None:
+            msg = self.link(ignore)
+            skip = msg["index"] if msg is not None else None
         taken = set()
         for r in self.ipr.route("dump", family=2):
             table = r.get_attr("RTA_TABLE") or r.get("table")
             if table == 255 or not r.get("dst_len"):
                 continue
+            if skip is not None and r.get_attr("RTA_OIF") == skip:
+                continue
             taken.add(ipaddress.IPv4Network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}", strict=False))
         for a in self.ipr.get_addr(family=2):
+            if skip is not None and a["index"] == skip:
+                continue
             taken.add(ipaddress.IPv4Network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}",
                                             strict=False))
         return sorted(taken)
@@ -138,9 +206,11 @@ class HostNet:
         return default
 
     # ----------------------------------------------------------------------- bridges
-    def ensure_bridge(self, name: str, mac: str, gateway: ipaddress.IPv4Interface, mtu: int) -> None:
-        """Create the bridge (or repair it): MAC, MTU, the gateway address, up,
-        ``route_localnet``.  ``AlreadyExists`` if ``name`` is a device of another kind."""
+    def ensure_bridge(self, name: str, mac: str, gateway: ipaddress.IPv4Interface, mtu: int,
+                      gateway6: ipaddress.IPv6Interface | None = None) -> None:
+        """Create the bridge (or repair it): MAC, MTU, the gateway address (and the IPv6 one,
+        without duplicate address detection), up, ``route_localnet``.  ``AlreadyExists`` if
+        ``name`` is a device of another kind."""
         self._bridges.pop(name, None)
         msg = self.link(name)
         try:
@@ -162,6 +232,13 @@ class HostNet:
             if want not in addresses:
                 self.ipr.addr("add", index=index, address=want[0], prefixlen=want[1],
                               broadcast=str(gateway.network.broadcast_address))
+            if gateway6 is not None:
+                write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "0")
+                have6 = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                         for a in self.ipr.get_addr(family=10, index=index)}
+                if (str(gateway6.ip), gateway6.network.prefixlen) not in have6:
+                    self.ipr.addr("add", index=index, address=str(gateway6.ip),
+                                  prefixlen=gateway6.network.prefixlen, flags=IFA_F_NODAD)
             self.ipr.link("set", index=index, state="up")
         except NetlinkError as exc:
             raise netlink_error(exc, f"cannot set up bridge {name}") from exc
@@ -184,7 +261,8 @@ class HostNet:
     # ----------------------------------------------------------------------- endpoints
     def attach(self, *, bridge: str, host_if: str, netns_path: str, ifname: str, mac: str,
                address: ipaddress.IPv4Interface, gateway: ipaddress.IPv4Address | None,
-               mtu: int) -> None:
+               mtu: int, address6: ipaddress.IPv6Interface | None = None,
+               gateway6: ipaddress.IPv6Address | None = None) -> None:
         """Make the endpoint; on failure remove what was made and raise."""
         try:
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -215,6 +293,12 @@ class HostNet:
                     if gateway is not None:
                         inner.route("add", dst="0.0.0.0/0", gateway=str(gateway),
                                     oif=inner_index, proto=3)
+                    if address6 is not None:
+                        inner.addr("add", index=inner_index, address=str(address6.ip),
+                                   prefixlen=address6.network.prefixlen, flags=IFA_F_NODAD)
+                        if gateway6 is not None:
+                            inner.route("add", dst="::/0", gateway=str(gateway6),
+                                        oif=inner_index, proto=3, family=10)
                 except NetlinkError as exc:
                     raise netlink_error(exc, f"cannot configure {ifname} in {netns_path}") from exc
         except BaseException:

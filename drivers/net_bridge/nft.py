@@ -232,13 +232,15 @@ table ip {n} {{
 
     # ----------------------------------------------------------------------- ports
     def add_ports(self, ports: Iterable[tuple[PortRecord, str]]) -> list[str]:
+        """DNAT map elements of the IPv4 publications (IPv6 ones are the proxy's alone)."""
         return [f"add element ip {self.nat} pub-{p.protocol} "
                 f"{{ {_key(p.host_ip)} . {p.host_port} : {ip} . {p.container_port} }}"
-                for p, ip in ports]
+                for p, ip in ports if p.host_ip.version == 4]
 
     def remove_ports(self, ports: Iterable[PortRecord]) -> list[str]:
         return [f"delete element ip {self.nat} pub-{p.protocol} "
-                f"{{ {_key(p.host_ip)} . {p.host_port} }}" for p in ports]
+                f"{{ {_key(p.host_ip)} . {p.host_port} }}" for p in ports
+                if p.host_ip.version == 4]
 
     # ----------------------------------------------------------------------- other tables
     def foreign_plan(self, chains: list[dict[str, Any]], rules: list[dict[str, Any]],

@@ -19,18 +19,18 @@ import attrs
 
 from core.sqlite import Database
 
-_VERSION = 1
+_VERSION = 2  # 2: IPv6 (networks.subnet6/gateway6, endpoints.address6)
 _SCHEMA = (
     """CREATE TABLE networks (
         id TEXT PRIMARY KEY, name TEXT NOT NULL, bridge TEXT NOT NULL UNIQUE,
         subnet TEXT NOT NULL, gateway TEXT NOT NULL, ip_range TEXT, aux TEXT NOT NULL,
         internal INTEGER NOT NULL, mtu INTEGER NOT NULL, subnet_given INTEGER NOT NULL,
         icc INTEGER NOT NULL, masquerade INTEGER NOT NULL, options TEXT NOT NULL,
-        cursor INTEGER NOT NULL DEFAULT 0)""",
+        cursor INTEGER NOT NULL DEFAULT 0, subnet6 TEXT, gateway6 TEXT, ip_range6 TEXT)""",
     """CREATE TABLE endpoints (
         network_id TEXT NOT NULL REFERENCES networks(id), endpoint_id TEXT NOT NULL,
         address TEXT NOT NULL, mac TEXT NOT NULL, host_if TEXT NOT NULL UNIQUE,
-        ifname TEXT NOT NULL, netns TEXT NOT NULL, mtu INTEGER NOT NULL,
+        ifname TEXT NOT NULL, netns TEXT NOT NULL, mtu INTEGER NOT NULL, address6 TEXT,
         PRIMARY KEY (network_id, endpoint_id), UNIQUE (network_id, address))""",
     """CREATE TABLE ports (
         protocol TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL,
@@ -59,6 +59,9 @@ class NetRecord:
     masquerade: bool
     options: dict[str, str]
     cursor: int = 0
+    subnet6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+    ip_range6: ipaddress.IPv6Network | None = None
 
 
 @attrs.define
@@ -71,12 +74,13 @@ class EpRecord:
     ifname: str
     netns: str
     mtu: int
+    address6: ipaddress.IPv6Address | None = None
 
 
 @attrs.frozen
 class PortRecord:
     protocol: str
-    host_ip: ipaddress.IPv4Address
+    host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     host_port: int
     network_id: str
     endpoint_id: str
@@ -90,6 +94,17 @@ class Store(Database):
     def __init__(self, path: Path) -> None:
         super().__init__(path, "network database", _VERSION, _SCHEMA)
 
+    def _upgrade(self, found: int, version: int, schema: tuple[str, ...]) -> None:  # type: ignore[override]
+        if found == 1:
+            for statement in ("ALTER TABLE networks ADD COLUMN subnet6 TEXT",
+                              "ALTER TABLE networks ADD COLUMN gateway6 TEXT",
+                              "ALTER TABLE networks ADD COLUMN ip_range6 TEXT",
+                              "ALTER TABLE endpoints ADD COLUMN address6 TEXT"):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {version}")
+            return
+        super()._upgrade(found, version, schema)
+
     def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.transaction():
             return self._db.execute(sql, args).fetchall()
@@ -98,12 +113,15 @@ class Store(Database):
     @staticmethod
     def _net(row: tuple) -> NetRecord:
         (id_, name, bridge, subnet, gateway, ip_range, aux, internal, mtu, given, icc, masq,
-         options, cursor) = row
+         options, cursor, subnet6, gateway6, ip_range6) = row
         return NetRecord(id_, name, bridge, ipaddress.IPv4Network(subnet),
                          ipaddress.IPv4Address(gateway),
                          ipaddress.IPv4Network(ip_range) if ip_range else None, json.loads(aux),
                          bool(internal), mtu, bool(given), bool(icc), bool(masq),
-                         json.loads(options), cursor)
+                         json.loads(options), cursor,
+                         ipaddress.IPv6Network(subnet6) if subnet6 else None,
+                         ipaddress.IPv6Address(gateway6) if gateway6 else None,
+                         ipaddress.IPv6Network(ip_range6) if ip_range6 else None)
 
     def networks(self) -> list[NetRecord]:
         return [self._net(r) for r in self._q("SELECT * FROM networks ORDER BY rowid")]
@@ -115,11 +133,13 @@ class Store(Database):
     def add_network(self, n: NetRecord) -> None:
         with self.transaction():
             self._db.execute(
-                "INSERT INTO networks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO networks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (n.id, n.name, n.bridge, str(n.subnet), str(n.gateway),
                  str(n.ip_range) if n.ip_range else None, json.dumps(n.aux), int(n.internal),
                  n.mtu, int(n.subnet_given), int(n.icc), int(n.masquerade),
-                 json.dumps(n.options), n.cursor))
+                 json.dumps(n.options), n.cursor, str(n.subnet6) if n.subnet6 else None,
+                 str(n.gateway6) if n.gateway6 else None,
+                 str(n.ip_range6) if n.ip_range6 else None))
 
     def remove_network(self, network_id: str) -> None:
         with self.transaction():
@@ -134,8 +154,9 @@ class Store(Database):
     # ----------------------------------------------------------------------- endpoints
     @staticmethod
     def _ep(row: tuple) -> EpRecord:
-        net, ep, address, mac, host_if, ifname, netns, mtu = row
-        return EpRecord(net, ep, ipaddress.IPv4Address(address), mac, host_if, ifname, netns, mtu)
+        net, ep, address, mac, host_if, ifname, netns, mtu, address6 = row
+        return EpRecord(net, ep, ipaddress.IPv4Address(address), mac, host_if, ifname, netns, mtu,
+                        ipaddress.IPv6Address(address6) if address6 else None)
 
     def endpoints(self, network_id: str | None = None) -> list[EpRecord]:
         if network_id is None:
@@ -149,6 +170,11 @@ class Store(Database):
         rows = self._q("SELECT * FROM endpoints WHERE network_id = ? AND endpoint_id = ?",
                        (network_id, endpoint_id))
         return self._ep(rows[0]) if rows else None
+
+    def used_addresses6(self, network_id: str) -> set[int]:
+        return {int(ipaddress.IPv6Address(a)) for (a,) in
+                self._q("SELECT address6 FROM endpoints WHERE network_id = ? AND address6 IS NOT NULL",
+                        (network_id,))}
 
     def used_addresses(self, network_id: str) -> set[int]:
         return {int(ipaddress.IPv4Address(a)) for (a,) in
@@ -167,9 +193,10 @@ class Store(Database):
 
     def add_endpoint(self, e: EpRecord) -> None:
         with self.transaction():
-            self._db.execute("INSERT INTO endpoints VALUES (?,?,?,?,?,?,?,?)",
+            self._db.execute("INSERT INTO endpoints VALUES (?,?,?,?,?,?,?,?,?)",
                              (e.network_id, e.endpoint_id, str(e.address), e.mac, e.host_if,
-                              e.ifname, e.netns, e.mtu))
+                              e.ifname, e.netns, e.mtu,
+                              str(e.address6) if e.address6 else None))
 
     def remove_endpoint(self, network_id: str, endpoint_id: str, bury: str | None = None) -> None:
         """Forget the endpoint; ``bury`` names its host link, to be deleted later (graveyard)."""
@@ -185,7 +212,7 @@ class Store(Database):
     @staticmethod
     def _port(row: tuple) -> PortRecord:
         proto, host_ip, host_port, net, ep, cport, seq = row
-        return PortRecord(proto, ipaddress.IPv4Address(host_ip), host_port, net, ep, cport, seq)
+        return PortRecord(proto, ipaddress.ip_address(host_ip), host_port, net, ep, cport, seq)
 
     def ports(self, network_id: str | None = None, endpoint_id: str | None = None) -> list[PortRecord]:
         if network_id is None:
@@ -213,6 +240,10 @@ class Store(Database):
     def get_meta(self, key: str) -> str | None:
         rows = self._q("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
+
+    def delete_meta(self, key: str) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction():

@@ -691,8 +691,9 @@ class Root:
     ``mounts``  when not empty, the operation runs in a private mount namespace of its own
                 thread, where these storage mounts are performed on ``path`` first (a stopped
                 container's snapshot), and ``binds`` — ``(source, destination, read_only)`` of
-                its volumes — on top; the namespace, and every mount in it, goes when the
-                thread ends.  Nothing of it is seen on the host.
+                its volumes — on top (a mount point the image lacks is made in the
+                container's layer, as a start makes it); the namespace, and every mount in it,
+                goes when the thread ends.  Nothing of it is seen on the host.
     """
 
     def __init__(self, path: str, mounts: list[Any] | None = None,
@@ -701,6 +702,28 @@ class Root:
         self.mounts = list(mounts or [])
         self.binds = list(binds or [])
         self.expect = expect  # a directory the opened root must be (a pid reused by another process is not)
+
+
+def _mount_point(root_fd: int, dest: str, source: str) -> int:
+    """An ``O_PATH`` descriptor of a volume's or bind's mount point in the root, made first
+    when the image has none (docker too makes it in the container's layer, as a start would:
+    ``docker cp`` into a volume of a never-started container reaches the volume)."""
+    is_dir = not os.path.exists(source) or os.path.isdir(source)
+    try:
+        return open_in_root(root_fd, dest, os.O_PATH | (os.O_DIRECTORY if is_dir else 0))
+    except FileNotFoundError:
+        pass
+    if is_dir:
+        fd = mkdir_in_root(root_fd, dest)
+    else:
+        parent, name = split_path(dest)
+        pfd = mkdir_in_root(root_fd, parent)
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=pfd))
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+    return fd
 
 
 def _setup_private(roots: list[Root]) -> None:
@@ -718,9 +741,9 @@ def _setup_private(roots: list[Root]) -> None:
         try:
             for source, dest, read_only in root.binds:
                 try:
-                    tfd = open_in_root(rfd, dest, os.O_PATH | os.O_DIRECTORY)
+                    tfd = _mount_point(rfd, dest, source)
                 except OSError:
-                    continue  # no mount point in the image yet: its files are not reachable anyway
+                    continue  # no mount point can be made there (a file in the way): not reachable
                 try:
                     target = f"/proc/self/fd/{tfd}"
                     _sys_mount(source, target, "", _MS_BIND | _MS_REC, None)

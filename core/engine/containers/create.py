@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import trio
 
-from core.engine.containers import oci
+from core.engine.containers import oci, runtimes
 from core.engine.containers.context import Parts
 from core.engine.containers.hostconfig import normalize_host_config, unsupported
 from core.engine.containers.lifecycle import prepare_executor
@@ -115,11 +115,17 @@ class Creator:
         if not isinstance(body, dict):
             raise InvalidArgument("config cannot be empty in order to create a container")
         cid = new_id()
+        hc = body.get("HostConfig")
+        runtime = hc.get("Runtime") if isinstance(hc, dict) else None
         try:   # first of all: docker run starts it next (a hint; nothing is made yet)
-            await prepare_executor(self.parts.drivers.get("executor", drivers["executor"]), cid)
+            hint = runtimes.executor_for(runtime, drivers["executor"], self.parts.drivers)
+            await prepare_executor(self.parts.drivers.get("executor", hint), cid)
         except CoreError:
             pass   # the driver's loading error is reported below, in order
         req = self.check(cid, body, name, platform)
+        # HostConfig.Runtime (--runtime NAME) picks the executor driver by name
+        drivers = {**drivers, "executor": runtimes.executor_for(req.host_config.get("Runtime"), drivers["executor"],
+                                                                self.parts.drivers)}
         snapshotter = self.parts.drivers.get("storage", drivers["storage"])
         self.parts.drivers.get("executor", drivers["executor"])  # fails now if it cannot load
         c = await self._make(req, snapshotter, drivers)
@@ -135,7 +141,8 @@ class Creator:
         try:
             networked = True  # the request is checked (and recorded) before anything is made
             await parts.networks.check(cid, req.host_config, req.networking,
-                                       exposed_ports=req.config.get("ExposedPorts"))
+                                       exposed_ports=req.config.get("ExposedPorts"),
+                                       mac_address=req.config.get("MacAddress"))
             cdir = parts.files.make(cid)
             from core.engine.images.pull import ensure_unpacked
 

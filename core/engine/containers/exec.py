@@ -77,15 +77,15 @@ class Execs:
         _check_running(c)
         return c
 
-    async def start(self, e: Exec, *, tty: bool | None = None, console: tuple[int, int] | None = None) -> None:
-        """Run an exec's process (the caller attaches to it unless detached).
+    async def start(self, e: Exec, *, console: tuple[int, int] | None = None) -> None:
+        """Run an exec's process (the caller attaches to it unless detached).  It gets a
+        terminal when the exec's create asked for one (``Tty``), as docker's does: the start's
+        ``Tty`` only frames the stream.
 
         A process that cannot be started gets docker's exit code (127 not found, 126 cannot be
         run, 126 otherwise) and the error is raised."""
         c = self.check_startable(e)
         e.started = True
-        if tty is not None:
-            e.config["Tty"] = tty
         try:
             e.pid = await self._run(c, e, bool(e.config.get("Tty")), console)
         except BaseException as exc:
@@ -123,7 +123,10 @@ class Execs:
             raise CoreError(f"cannot read the container's spec: {exc}") from exc
         size = console or tuple(e.config.get("ConsoleSize") or ()) or None
         user = await self._user(c, e)
-        process = oci.exec_process(container_spec=spec, config=c.config, hostname=c.hostname,
+        links = await self.parts.networks.link_env(c.id)  # legacy --link: before Config.Env
+        process = oci.exec_process(container_spec=spec, hostname=c.hostname,
+                                   config={**c.config, "Env": links + list(c.config.get("Env") or [])}
+                                   if links else c.config,
                                    cmd=e.config["Cmd"], env=e.config.get("Env") or [], user=user,
                                    working_dir=e.config.get("WorkingDir") or "", tty=tty_on,
                                    privileged=bool(e.config.get("Privileged")),

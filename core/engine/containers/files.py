@@ -195,7 +195,8 @@ class Directory:
 
     async def lookup(self, ref: str) -> ContainerRef:
         c = self._store.lookup(ref)
-        return ContainerRef(id=c.id, pid=c.state.pid if c.running else 0, running=c.running)
+        return ContainerRef(id=c.id, pid=c.state.pid if c.running else 0, running=c.running,
+                            name=c.name.lstrip("/"), env=tuple(c.config.get("Env") or ()))
 
     async def network_changed(self, container_id: str, hosts: str, resolv_conf: str) -> None:
         c = self._store.by_id.get(container_id)

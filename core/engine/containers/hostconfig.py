@@ -76,12 +76,8 @@ def unsupported(hc: dict[str, Any]) -> None:
                               "are not supported by this engine")
     if hc.get("StorageOpt"):
         raise InvalidArgument("--storage-opt is not supported by this engine's storage drivers")
-    if hc.get("Runtime") not in (None, "", "core"):
-        raise InvalidArgument(f"unknown or invalid runtime name: {hc['Runtime']}")
     if hc.get("UsernsMode") not in (None, "", "host"):
         raise InvalidArgument(f"user namespaces (--userns={hc['UsernsMode']}) are not supported by this engine")
-    if hc.get("DeviceCgroupRules"):
-        raise InvalidArgument("--device-cgroup-rule is not supported by this engine")
     if hc.get("Isolation") not in (None, "", "default"):
         raise InvalidArgument(f"invalid isolation '{hc['Isolation']}' on linux")
 

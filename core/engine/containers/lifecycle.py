@@ -6,6 +6,7 @@ and its restarts.
     start    mount the snapshot on rootfs/, write bundle/config.json (:mod:`.oci`), the network
              sandbox (:class:`core.engine.interfaces.ContainerNetworks`), executor create + start;
              a task watches the process  -> "running"
+    running  its healthcheck runs (:mod:`.health`) until it exits
     exit     the task records the exit code, unmounts, leaves the networks, emits ``die``,
              applies the restart policy (:mod:`.restart`: ``restarting``, then a start after the
              back-off) and ``--rm``  -> "exited"
@@ -32,6 +33,7 @@ from core.engine.containers import oci, rootfs
 from core.engine.containers.attach import connect_pending
 from core.engine.containers.context import Parts
 from core.engine.containers.files import write_atomic
+from core.engine.containers.health import HealthChecks
 from core.engine.containers.remove import Remover
 from core.engine.containers.restart import cancel_restart, should_restart
 from core.engine.containers.stop import Stopper
@@ -75,12 +77,13 @@ def _io_config(parts: Parts, c: Container) -> IOConfig:
 
 class Lifecycle:
     """Starts the containers of ``parts`` and watches them run; ``stopper`` and ``remover`` for
-    ``docker restart`` and ``--rm``."""
+    ``docker restart`` and ``--rm``; ``health`` runs their healthchecks while they run."""
 
-    def __init__(self, parts: Parts, stopper: Stopper, remover: Remover) -> None:
+    def __init__(self, parts: Parts, stopper: Stopper, remover: Remover, health: HealthChecks) -> None:
         self.parts = parts
         self.stopper = stopper
         self.remover = remover
+        self.health = health
 
     # -- start -------------------------------------------------------------------------------------
     async def start(self, c: Container) -> None:
@@ -154,8 +157,10 @@ class Lifecycle:
         joined = self._joined_namespaces(c)
         joined["network"] = netns or ""
         hc = {**c.host_config, "NetworkMode": "host" if netns is None else "container:sandbox"}
+        links = await self.parts.networks.link_env(c.id)  # legacy --link: before Config.Env
         return oci.build_spec(
-            config=c.config, host_config=c.host_config, rootfs=root, user=user, hostname=c.hostname,
+            config={**c.config, "Env": links + list(c.config.get("Env") or [])} if links else c.config,
+            host_config=c.host_config, rootfs=root, user=user, hostname=c.hostname,
             mounts=[oci_mount(m) for m in c.mounts], namespaces=oci.namespaces_for(hc, joined),
             cgroups_path=f"/{c.host_config.get('CgroupParent') or 'core'}/{c.id}".replace("//", "/"),
             etc_files=etc, terminal_size=term)
@@ -176,7 +181,8 @@ class Lifecycle:
         await rootfs.copy_up_volumes(self.parts, c, root)
         self.parts.files.check_etc(c)
         netns = await self.parts.networks.prepare(c.id, c.host_config, c.networking,
-                                                  exposed_ports=c.config.get("ExposedPorts"))
+                                                  exposed_ports=c.config.get("ExposedPorts"),
+                                                  mac_address=c.config.get("MacAddress"))
         spec = await self._spec(c, root, netns)
         bundle = self.parts.files.dir(c) / "bundle"
         bundle.mkdir(exist_ok=True)
@@ -199,6 +205,8 @@ class Lifecycle:
     async def start_locked(self, c: Container) -> None:
         """Run the container (its lock held); on failure everything made is undone and the
         error recorded in its state."""
+        if c.id not in self.parts.store.by_id:   # removed while the caller waited for the lock
+            raise NotFound(f"No such container: {c.id}")
         ex = self.parts.executor(c)
         await prepare_executor(ex, c.id)
         for mp in c.mounts:
@@ -274,6 +282,7 @@ class Lifecycle:
         c.state.has_been_started = True
         c.cancel_restart = False
         c.starts += 1
+        self.health.started(c)
         self.parts.store.save(c)
         await connect_pending(c, ex, before_start=False)
         for mp in c.mounts:
@@ -312,6 +321,7 @@ class Lifecycle:
         async with c.lock:
             if c.id not in self.parts.store.by_id:
                 return
+            self.health.stopped(c)
             ran_for = (time.time_ns() - c.state.started_at) / 1e9 if c.state.started_at else 0.0
             c.state.exit_code = status.code
             c.state.oom_killed = bool(status.oom_killed)

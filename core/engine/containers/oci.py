@@ -41,6 +41,7 @@ from typing import Any, Iterable
 
 import attrs
 
+from core.engine.containers import health
 # part of this module's vocabulary (see __all__)
 from core.engine.containers.security import (
     DEFAULT_CAPABILITIES, SecurityOptions, all_capabilities, capabilities, default_seccomp_profile,
@@ -147,8 +148,10 @@ def merge_config(image: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     out["ExposedPorts"] = ports or None
     if not out.get("StopSignal") and image.get("StopSignal"):
         out["StopSignal"] = image["StopSignal"]
-    if out.get("Healthcheck") is None and image.get("Healthcheck") is not None:
-        out["Healthcheck"] = image["Healthcheck"]
+    health.validate(out.get("Healthcheck"))   # the request's (an image's is taken as it is)
+    out["Healthcheck"] = health.merge(out.get("Healthcheck"), image.get("Healthcheck"))
+    if out["Healthcheck"] is None:
+        del out["Healthcheck"]
     if out.get("OnBuild") is None and image.get("OnBuild") is not None:
         out["OnBuild"] = image["OnBuild"]
     if out.get("Shell") is None and image.get("Shell") is not None:
@@ -295,6 +298,7 @@ def _int_field(hc: dict[str, Any], key: str) -> int:
 def check_resources(hc: dict[str, Any], ncpu: int | None = None) -> list[str]:
     """Validate the resource options of a HostConfig as docker does; returns warnings."""
     warnings: list[str] = []
+    device_cgroup_rules(hc.get("DeviceCgroupRules"))   # validates
     memory = _int_field(hc, "Memory")
     if 0 < memory < 6 * 1024 * 1024:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
@@ -437,6 +441,31 @@ def check_sysctls(sysctls: Any, *, host_network: bool, host_ipc: bool, host_uts:
         else:
             raise InvalidArgument(f"sysctl '{key}' is not whitelisted")
         out[key] = value
+    return out
+
+
+_DEVICE_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+
+
+def device_cgroup_rules(values: Any) -> list[dict[str, Any]]:
+    """``HostConfig.DeviceCgroupRules`` (``--device-cgroup-rule 'c 1:3 mr'``) as OCI device
+    cgroup rules, each an *allow* (``*``: any major or minor; type ``a``: every device)."""
+    if values is None:
+        return []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise InvalidArgument("invalid DeviceCgroupRules: expected a list of strings")
+    out: list[dict[str, Any]] = []
+    for value in values:
+        m = _DEVICE_CGROUP_RULE.match(value)
+        if m is None:
+            raise InvalidArgument(f"invalid device cgroup rule format: '{value}'")
+        kind, major, minor, access = m.groups()
+        rule: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+        if major != "*":
+            rule["major"] = int(major)
+        if minor != "*":
+            rule["minor"] = int(minor)
+        out.append(rule)
     return out
 
 
@@ -587,6 +616,7 @@ def build_spec(*, config: dict[str, Any], host_config: dict[str, Any], rootfs: P
         dev, rule = device(d["PathOnHost"], d.get("PathInContainer") or "", d.get("CgroupPermissions") or "rwm")
         devices.append(dev)
         rules.append(rule)
+    rules += device_cgroup_rules(hc.get("DeviceCgroupRules"))
     linux: dict[str, Any] = {
         "resources": resources(hc, privileged=privileged, device_rules=rules),
         "cgroupsPath": cgroups_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from core.engine.containers import health
 from core.engine.containers.logs import parse_since
 from core.engine.containers.store import RUNNING, Container, ContainerStore
 from core.engine.filters import label_match
@@ -35,6 +36,7 @@ class Selection:
         for value in filters.get("status", []):
             if value not in STATUSES:
                 raise InvalidArgument(f"invalid filter 'status={value}'")
+        health.check_filter(filters.get("health", []))
         self.filters = filters
         self.all = all_ or any(k in filters for k in ("status", "before", "since", "exited"))
         self.before = store.lookup(filters["before"][0]) if filters.get("before") else None
@@ -77,7 +79,7 @@ class Selection:
             return False
         if "network" in f and (c.host_config.get("NetworkMode") or "bridge") not in f["network"]:
             return False
-        if "health" in f and "none" not in f["health"]:
+        if "health" in f and not health.filter_matches(c, f["health"]):
             return False
         if "is-task" in f and "true" in f["is-task"]:
             return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.engine.containers import archive
+from core.engine.containers import archive, health
 from core.engine.containers.context import Parts
 from core.engine.containers.store import RUNNING, Container, status_text
 from core.errors import CoreError
@@ -24,6 +24,7 @@ def state_json(c: Container) -> dict[str, Any]:
         "Error": st.error,
         "StartedAt": archive.rfc3339(st.started_at),
         "FinishedAt": archive.rfc3339(st.finished_at),
+        **({"Health": health.state_json(st.health)} if st.health is not None else {}),
     }
 
 
@@ -101,7 +102,7 @@ async def summary_json(parts: Parts, c: Container, sizes: tuple[int, int] | None
         "Ports": await parts.networks.ps_ports(c.id),
         "Labels": c.config.get("Labels") or {},
         "State": c.status,
-        "Status": status_text(c.state),
+        "Status": status_text(c.state) + health.status_suffix(c),
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "bridge"},
         "NetworkSettings": {"Networks": settings["Networks"]},
         "Mounts": [m.to_json() for m in c.mounts if m.listed],

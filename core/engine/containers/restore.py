@@ -1,10 +1,10 @@
 """The daemon starts again: containers are re-adopted from their executors.
 
 Each executor says which containers it still has: those still running are watched again
-(logs, attach, exec, stop carry on — the shim holds them); those that exited meanwhile get
-their exit recorded; those the executor lost (a reboot) are marked exited (255); then restart
-policies apply, ``always`` and ``unless-stopped`` (unless stopped by hand) coming back, and
-``--rm`` containers that exited go.
+(logs, attach, exec, stop carry on — the shim holds them; their healthchecks start again);
+those that exited meanwhile get their exit recorded; those the executor lost (a reboot) are
+marked exited (255); then restart policies apply, ``always`` and ``unless-stopped`` (unless
+stopped by hand) coming back, and ``--rm`` containers that exited go.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import trio
 from core.contracts.executor import ExitStatus
 from core.engine.containers import rootfs
 from core.engine.containers.context import Parts
+from core.engine.containers.health import HealthChecks
 from core.engine.containers.lifecycle import Lifecycle
 from core.engine.containers.restart import should_restart
 from core.engine.containers.store import EXIT_LOST, Container
@@ -50,9 +51,10 @@ async def _lost(parts: Parts, c: Container) -> None:
     await rootfs.unmount(parts, c)
 
 
-async def restore(parts: Parts, lifecycle: Lifecycle, nursery: trio.Nursery) -> None:
-    """Re-adopt running containers, record exits that happened while the daemon was away, then
-    restart what the restart policies say (in the background, in ``nursery``)."""
+async def restore(parts: Parts, lifecycle: Lifecycle, health: HealthChecks, nursery: trio.Nursery) -> None:
+    """Re-adopt running containers (their healthchecks run again, ``health``), record exits
+    that happened while the daemon was away, then restart what the restart policies say (in the
+    background, in ``nursery``)."""
     states, broken = await _executor_states(parts)
     restarts: list[Container] = []
     for c in parts.store.all():
@@ -66,6 +68,8 @@ async def restore(parts: Parts, lifecycle: Lifecycle, nursery: trio.Nursery) -> 
         if st is not None and st.status in ("running", "paused"):
             c.state.status = st.status
             c.state.pid = st.pid or c.state.pid
+            if st.status == "running":
+                health.started(c)
             parts.store.save(c)
             nursery.start_soon(lifecycle.monitor, c)
             continue

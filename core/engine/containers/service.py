@@ -11,6 +11,8 @@ figures.  :class:`Containers` is its facade; the work is done by
   :mod:`~core.engine.containers.restart`), attach in :mod:`~core.engine.containers.attach`;
 - :mod:`~core.engine.containers.stop`       ``kill``/``stop``/``pause``; :mod:`~.remove` ``rm``;
 - :mod:`~core.engine.containers.exec`       ``exec``; :mod:`~.restore` the daemon's restart;
+- :mod:`~core.engine.containers.health`     healthchecks (``State.Health``), probes run as execs;
+  :mod:`~.runtimes` ``HostConfig.Runtime`` -> the executor driver;
 - :mod:`~core.engine.containers.rootfs`     the snapshot, mounted; sizes; :mod:`~.copy` ``cp``,
   ``export``, ``diff`` (tars by :mod:`~.archive`); :mod:`~.oci` the runtime spec;
 - :mod:`~core.engine.containers.render`     docker's JSON; :mod:`~.ps` list and prune filters;
@@ -48,6 +50,7 @@ from core.engine.containers.context import Drivers, Parts
 from core.engine.containers.create import Creator
 from core.engine.containers.exec import Execs
 from core.engine.containers.files import ContainerFiles
+from core.engine.containers.health import HealthChecks
 from core.engine.containers.hostconfig import normalize_host_config
 from core.engine.containers.lifecycle import Lifecycle
 from core.engine.containers.logs import read_logs
@@ -72,17 +75,18 @@ class Containers:
                                    volumes=volumes, networks=networks, events=events)
         self.store = store
         self.creator = Creator(parts)
-        self.stopper = Stopper(parts)
-        self.remover = Remover(parts, self.stopper)
-        self.lifecycle = Lifecycle(parts, self.stopper, self.remover)
         self.execs = Execs(parts)
+        self.health = HealthChecks(parts, self.execs)
+        self.stopper = Stopper(parts, self.health)
+        self.remover = Remover(parts, self.stopper)
+        self.lifecycle = Lifecycle(parts, self.stopper, self.remover, self.health)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run the service until cancelled: re-adopt the containers (:mod:`.restore`), report
         readiness through ``task_status``, then run the containers' monitors, restarts and
         archives in its nursery.  Cancelled, it stops watching; the containers run on."""
         async def ready(nursery: trio.Nursery) -> None:
-            await restore(self.parts, self.lifecycle, nursery)
+            await restore(self.parts, self.lifecycle, self.health, nursery)
 
         await self.parts.tasks.run(ready, task_status)
 
@@ -315,8 +319,9 @@ class Containers:
         """A stream of a started exec's stdio."""
         return await self.execs.attach(e)
 
-    async def exec_start(self, e: Exec, *, tty: bool | None = None, console: tuple[int, int] | None = None) -> None:
-        await self.execs.start(e, tty=tty, console=console)
+    async def exec_start(self, e: Exec, *, console: tuple[int, int] | None = None) -> None:
+        """Run the exec's process (with a terminal when its create asked for one, ``Tty``)."""
+        await self.execs.start(e, console=console)
 
     async def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         await self.execs.resize(self.execs.lookup(exec_id), width, height)

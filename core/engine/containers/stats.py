@@ -58,6 +58,7 @@ async def sample(parts: Parts, c: Container, previous: dict[str, Any] | None) ->
             out["memory_stats"] = {**memory, "limit": total}  # no limit: docker shows the host's memory
     out["read"] = archive.rfc3339(time.time_ns())
     out["name"], out["id"] = "/" + c.name, c.id
+    out.update(await parts.networks.net_stats(c.id, c.state.pid))  # docker's per-interface "networks"
     if previous is not None:
         out["preread"] = previous["read"]
         out["precpu_stats"] = previous.get("cpu_stats", out["precpu_stats"])

@@ -1,5 +1,6 @@
 """Signals to a running container: ``kill``, ``stop`` (the stop signal, a grace period, then
-SIGKILL), ``pause``/``unpause``, and waiting for an exit."""
+SIGKILL), ``pause``/``unpause`` (the healthcheck pauses with the container), and waiting for
+an exit."""
 from __future__ import annotations
 
 import signal as _signal
@@ -8,18 +9,22 @@ import trio
 
 from core.engine.containers import oci
 from core.engine.containers.context import Parts
+from core.engine.containers.health import HealthChecks
 from core.engine.containers.restart import cancel_restart
 from core.engine.containers.store import Container, NotModified
 from core.errors import Conflict, CoreError, NotFound
 
 DEFAULT_STOP_TIMEOUT = 10
+KILL_WAIT = 30.0         # seconds a SIGKILL's answer waits for the exit to be recorded
 
 
 class Stopper:
-    """``kill``, ``stop``, ``pause``, ``unpause`` of the containers of ``parts``."""
+    """``kill``, ``stop``, ``pause``, ``unpause`` of the containers of ``parts``; ``health``
+    told of pauses."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, health: HealthChecks) -> None:
         self.parts = parts
+        self.health = health
 
     async def wait_exit(self, c: Container, since: int, timeout: float | None = None) -> bool:
         """Wait until more than ``since`` exits have been recorded (or the container is gone)."""
@@ -30,7 +35,8 @@ class Stopper:
         return False
 
     async def kill(self, c: Container, sig: int = _signal.SIGKILL, *, manual: bool = True) -> None:
-        """``docker kill``: ``Conflict`` unless it runs."""
+        """``docker kill``: ``Conflict`` unless it runs.  With SIGKILL it returns once the exit
+        is recorded (``docker kill`` then ``inspect`` shows it exited), as docker does."""
         if c.status == "restarting":
             c.cancel_restart = True
             cancel_restart(self.parts.store, c)
@@ -46,6 +52,7 @@ class Stopper:
                 c.cancel_restart = True
             self.parts.store.save(c)
         ex = self.parts.executor(c)
+        since = c.exits
         try:
             await ex.kill(c.id, sig)
         except Conflict:
@@ -58,6 +65,8 @@ class Stopper:
                 await ex.resume(c.id)
             except CoreError:
                 pass
+        if sig == _signal.SIGKILL:
+            await self.wait_exit(c, since, KILL_WAIT)
 
     async def stop(self, c: Container, timeout: int | None = None, sig: int | None = None) -> None:
         """``docker stop``: the stop signal, ``timeout`` seconds (``-1``: forever), SIGKILL.
@@ -96,6 +105,7 @@ class Stopper:
         if c.status != "running":
             raise Conflict(f"Container {c.id} is not running")
         await self.parts.executor(c).pause(c.id)
+        self.health.stopped(c)
         c.state.status = "paused"
         self.parts.store.save(c)
         c.notify()
@@ -106,6 +116,7 @@ class Stopper:
             raise Conflict(f"Container {c.id} is not paused")
         await self.parts.executor(c).resume(c.id)
         c.state.status = "running"
+        self.health.resumed(c)
         self.parts.store.save(c)
         c.notify()
         self.parts.emit(c, "unpause")

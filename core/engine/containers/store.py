@@ -74,6 +74,7 @@ class ContainerStateRecord:
     restart_count: int = 0
     manually_stopped: bool = False
     has_been_started: bool = False
+    health: dict[str, Any] | None = None   # docker's State.Health (core.engine.containers.health)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ContainerStateRecord:

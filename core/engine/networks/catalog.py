@@ -40,8 +40,9 @@ class NetworkCatalog:
     (the service's one lock: a network cannot go while a container joins it)."""
 
     def __init__(self, store: NetworkStore, drivers: NetworkDrivers, events: EventSink,
-                 renderer: Renderer, lock: trio.Lock) -> None:
+                 renderer: Renderer, lock: trio.Lock, default_ipv6: str | None = None) -> None:
         self.store = store
+        self.default_ipv6 = default_ipv6  # the default bridge's IPv6: a subnet, "auto" or None
         self.drivers = drivers
         self.events = events
         self.renderer = renderer
@@ -76,12 +77,20 @@ class NetworkCatalog:
 
     def spec(self, net: NetRecord) -> NetworkSpec:
         configs = net.ipam.get("Config") or []
-        first = configs[0] if configs else {}
+        first = next((c for c in configs if ":" not in c.get("Subnet", "")), {})
+        six = next((c for c in configs if ":" in c.get("Subnet", "")), {})
+        kernel = net.kernel or {}
         return NetworkSpec(name=net.name, subnet=first.get("Subnet") or None,
                            gateway=first.get("Gateway") or None,
                            ip_range=first.get("IPRange") or None,
                            aux_addresses=first.get("AuxiliaryAddresses") or None,
-                           internal=net.internal, options=net.options)
+                           internal=net.internal, options=net.options,
+                           enable_ipv6=bool(net.ipam.get("EnableIPv6")),
+                           # made again (a lost network): the IPv6 subnet it had
+                           subnet6=six.get("Subnet") or kernel.get("subnet6") or None,
+                           gateway6=six.get("Gateway") or (kernel.get("gateway6") if not six
+                                                           else None) or None,
+                           ip_range6=six.get("IPRange") or None)
 
     async def _reconcile(self) -> None:
         """The records get the driver's current values; networks the driver lost are made
@@ -131,7 +140,9 @@ class NetworkCatalog:
                 made = await driver.network(net.id)
             except NotFound:
                 made = await driver.create_network(net.id, NetworkSpec(
-                    name="bridge", default=True, options=net.options))
+                    name="bridge", default=True, options=net.options,
+                    enable_ipv6=self.default_ipv6 is not None,
+                    subnet6=None if self.default_ipv6 in (None, "auto") else self.default_ipv6))
         except CoreError as exc:
             self._bridge_error = str(exc)
             log.error("cannot make the default bridge network: %s", exc)

@@ -164,6 +164,10 @@ def a_record(address: str) -> tuple[int, bytes]:
     return TYPE_A, ipaddress.IPv4Address(address).packed
 
 
+def aaaa_record(address: str) -> tuple[int, bytes]:
+    return TYPE_AAAA, ipaddress.IPv6Address(address).packed
+
+
 def ptr_record(name: str) -> tuple[int, bytes]:
     return TYPE_PTR, encode_name(name)
 

@@ -12,6 +12,7 @@ import trio
 
 from core.engine.networks import dns
 from core.engine.networks.files import FALLBACK_NAMESERVERS, resolv_parts
+from core.engine.networks.links import parse_link
 from core.engine.networks.render import dns_names
 from core.engine.networks.store import NetworkStore
 from core.errors import CoreError
@@ -25,6 +26,7 @@ class _Member:
     container_name: str
     names: set[str]
     address: str
+    address6: str = ""
 
 
 class DNSView:
@@ -41,6 +43,7 @@ class DNSView:
         self._members: dict[str, list[_Member]] = {}       # network -> attached containers
         self._network_names: dict[str, str] = {}
         self._forwards: dict[str, list[str] | None] = {}   # container -> --dns (None: host's)
+        self._links: dict[str, dict[str, str]] = {}        # container -> link alias -> child
         self._resolv_cache: tuple[float, int, list[str]] | None = None
 
     def on_user_network(self, container_id: str) -> bool:
@@ -55,6 +58,7 @@ class DNSView:
         members: dict[str, list[_Member]] = {}
         forwards: dict[str, list[str] | None] = {}
         external: set[str] = set()
+        link_aliases: dict[str, dict[str, str]] = {}
         for ep in self.store.attached_endpoints():
             net = nets.get(ep.network_id)
             sb = sandboxes.get(ep.container_id)
@@ -64,27 +68,45 @@ class DNSView:
             members.setdefault(net.id, []).append(_Member(
                 container_id=ep.container_id, container_name=sb.name,
                 names={n.lower() for n in dns_names(sb, ep)},
-                address=ep.state["address"]))
+                address=ep.state["address"], address6=ep.state.get("address6") or ""))
+            for text in list(ep.config.get("Links") or []) + (
+                    [f"{c}:{a}" for c, a in sb.request.get("Links") or []]
+                    if ep.position == 0 else []):
+                try:
+                    child, alias = parse_link(text)
+                except CoreError:
+                    continue
+                link_aliases.setdefault(ep.container_id, {})[alias.lower()] = child
             if not net.internal:
                 external.add(ep.container_id)
             forwards[ep.container_id] = sb.request.get("Dns") or None
         self._dns_networks = dns_networks
         self._members = members
+        self._links = link_aliases
         self._network_names = {n.id: n.name for n in nets.values()}
         self._forwards = {cid: f for cid, f in forwards.items() if cid in external}
 
-    def resolve(self, container_id: str, name: str) -> list[str] | None:
+    def resolve(self, container_id: str, name: str, six: bool = False) -> list[str] | None:
         """Addresses of ``name`` for the container asking: the first of its user-defined
         networks (in interface order) with a container of that name, short ID or alias
-        (``name`` or ``name.<network>``).  None if none has it."""
+        (``name`` or ``name.<network>``).  None if none has it.  ``six``: the IPv6 addresses
+        (an empty list when the name has none)."""
         name = name.lower().rstrip(".")
+        links = self._links.get(container_id, {})
         for network_id in self._dns_networks.get(container_id, []):
             suffix = "." + self._network_names.get(network_id, "").lower()
             short = name[:-len(suffix)] if name.endswith(suffix) else None
-            found = [m.address for m in self._members.get(network_id, [])
-                     if name in m.names or (short is not None and short in m.names)]
-            if found:
-                return found
+            members = self._members.get(network_id, [])
+            hits = [m for m in members
+                    if name in m.names or (short is not None and short in m.names)]
+            child = links.get(name) or (links.get(short) if short is not None else None)
+            if not hits and child:  # a link alias (--link child:alias), this container's only
+                hits = [m for m in members
+                        if m.container_name == child or m.container_id == child
+                        or (len(child) >= 12 and m.container_id.startswith(child))]
+            if hits:
+                return [m.address6 for m in hits if m.address6] if six else \
+                    [m.address for m in hits]
         return None
 
     def reverse(self, container_id: str, address: str) -> str | None:
@@ -131,12 +153,12 @@ class _ContainerAnswerer:
         if query.qclass != dns.CLASS_IN:
             return None
         if query.qtype in (dns.TYPE_A, dns.TYPE_AAAA):
-            found = self.view.resolve(self.container_id, query.name)
+            six = query.qtype == dns.TYPE_AAAA
+            found = self.view.resolve(self.container_id, query.name, six)
             if found is None:
                 return None
-            if query.qtype == dns.TYPE_AAAA:
-                return dns.NOERROR, []  # the name exists, with IPv4 addresses only
-            return dns.NOERROR, [dns.a_record(a) for a in dns.shuffled(found)]
+            record = dns.aaaa_record if six else dns.a_record
+            return dns.NOERROR, [record(a) for a in dns.shuffled(found)]
         if query.qtype == dns.TYPE_PTR:
             address = dns.reverse_address(query.name)
             if address is not None:

@@ -99,11 +99,17 @@ class Endpoints:
             index += 1
             ifname = f"eth{index}"
         request = EndpointRequest(address=address, mac=ep.config.get("MacAddress") or None,
-                                  interface_name=ifname)
+                                  interface_name=ifname,
+                                  address6=(ep.config.get("IPAMConfig") or {}).get("IPv6Address")
+                                  or None)
         endpoint_id = secrets.token_hex(32)
         driver = self.driver(net.driver)
         made = await driver.join(net.id, endpoint_id, path, request)
         try:
+            link_local = (ep.config.get("IPAMConfig") or {}).get("LinkLocalIPs") or []
+            if link_local:  # docker's --link-local-ip: extra addresses on the interface
+                await trio.to_thread.run_sync(_add_addresses, path, made.interface_name,
+                                              link_local)
             with self.store.transaction():
                 if ep.network_id != net.id:  # the network was made again under the same name
                     self.store.delete_endpoint(ep.container_id, ep.network_id)
@@ -113,6 +119,10 @@ class Endpoints:
                             "prefixlen": made.address.network.prefixlen,
                             "gateway": str(made.gateway) if made.gateway else "",
                             "mac": made.mac, "interface": made.interface_name}
+                six = getattr(made, "address6", None)
+                if six is not None:
+                    ep.state.update(address6=str(six.ip), prefixlen6=six.network.prefixlen,
+                                    gateway6=str(made.gateway6) if made.gateway6 else "")
                 self.store.save_endpoint(ep)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -169,6 +179,35 @@ class Endpoints:
                                           attached[0].state["interface"])
         except (CoreError, OSError) as exc:
             log.warning("container %s: cannot move its default route: %s", sb.container_id, exc)
+
+
+def _add_addresses(path: str, ifname: str, addresses: list[str]) -> None:
+    """Add ``addresses`` to ``ifname`` in the namespace at ``path`` (IPv4 link-local ones as
+    /16, IPv6 ones as /64; others as host addresses).  Blocking."""
+
+    def work() -> None:
+        import ipaddress
+
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=ifname)
+            if not index:
+                raise CoreError(f"no interface {ifname} in {path}")
+            for text in addresses:
+                ip = ipaddress.ip_address(text)
+                if ip.version == 4:
+                    prefix = 16 if ip.is_link_local else 32
+                else:
+                    prefix = 64 if ip.is_link_local else 128
+                try:
+                    ipr.addr("add", index=index[0], address=str(ip), prefixlen=prefix)
+                except NetlinkError as exc:
+                    raise CoreError(f"cannot add link-local address {ip} to {ifname}: "
+                                    f"{os.strerror(exc.code)}") from None
+
+    netns.run_in(path, work)
 
 
 def _default_route(path: str, gateway: str | None, ifname: str | None) -> None:

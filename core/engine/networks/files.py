@@ -155,6 +155,11 @@ class ContainerFiles:
         for entry in sb.request.get("ExtraHosts") or []:
             host, ip = parse_extra_host(entry)
             extra.append((host, self._host_gateway() if ip == "host-gateway" else ip))
+        from core.engine.networks.links import hosts_line, legacy_links
+
+        for _child_id, alias, child, address in legacy_links(self.store, sb):
+            if child is not None and address:
+                extra.append(hosts_line(address, alias, child.hostname, child.name))
         if sb.mode == "host":
             try:
                 base = Path(self.hosts_path).read_text()

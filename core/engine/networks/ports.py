@@ -37,8 +37,10 @@ def parse_port_bindings(port_bindings: Any, publish_all: bool = False,
     """``HostConfig.PortBindings`` (``{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}``) and,
     with ``PublishAllPorts``, an ephemeral binding for each exposed port not bound otherwise.
 
-    IPv6 host addresses are skipped (the bridge driver is IPv4 only).  ``InvalidArgument`` for
-    malformed keys, host ports or addresses.
+    An empty ``HostIp`` asks for ``0.0.0.0`` and ``::`` (docker's two bindings where the host
+    has IPv6: :attr:`PortBinding.ipv6`); ``0.0.0.0`` for IPv4 alone; an IPv6 address (``::``,
+    ``::1``, bracketed or not) for IPv6 alone.  ``InvalidArgument`` for malformed keys, host
+    ports or addresses.
     """
     if port_bindings is None:
         port_bindings = {}
@@ -55,12 +57,11 @@ def parse_port_bindings(port_bindings: Any, publish_all: bool = False,
         for value in values:
             if not isinstance(value, dict):
                 raise InvalidArgument(f"invalid PortBindings for {key}: expected objects")
-            host_ip = value.get("HostIp") or "0.0.0.0"
-            if not isinstance(host_ip, str):
-                raise InvalidArgument(f"invalid HostIp for {key}: {host_ip!r}")
-            if ":" in host_ip:
-                log.info("publication of %s on IPv6 address %s skipped: IPv4 only", key, host_ip)
-                continue
+            given = value.get("HostIp") or ""
+            if not isinstance(given, str):
+                raise InvalidArgument(f"invalid HostIp for {key}: {given!r}")
+            host_ip = given.strip("[]") or "0.0.0.0"
+            both = not given  # docker: an empty HostIp is 0.0.0.0 and :: (where there is IPv6)
             host_port = value.get("HostPort") or ""
             if not isinstance(host_port, str):
                 host_port = str(host_port)
@@ -78,18 +79,18 @@ def parse_port_bindings(port_bindings: Any, publish_all: bool = False,
                     raise InvalidArgument(f"invalid ranges specified for container and host "
                                           f"ports: {key} and {host_port}")
                 for offset, port in enumerate(ports):
-                    out.append(PortBinding(port, proto, host_ip, low + offset))
+                    out.append(PortBinding(port, proto, host_ip, low + offset, ipv6=both))
             else:
                 for port in ports:
                     out.append(PortBinding(port, proto, host_ip, low,
-                                           high if high > low else 0))
+                                           high if high > low else 0, ipv6=both))
         bound.update((p, proto) for p in ports)
     if publish_all:
         for key in exposed:
             ports, proto = port_key(key)
             for port in ports:
                 if (port, proto) not in bound:
-                    out.append(PortBinding(port, proto))
+                    out.append(PortBinding(port, proto, ipv6=True))
     return out
 
 

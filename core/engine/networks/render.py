@@ -52,7 +52,8 @@ class Renderer:
             settings = self.endpoint_settings(sb, ep, net)
             out["Networks"][net.name if net else ep.network_name] = settings
             if net is not None and net.default_bridge and ep.endpoint_id:
-                for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress"):
+                for key in ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "MacAddress",
+                            "IPv6Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen"):
                     out[key] = settings[key]
         return out
 
@@ -72,7 +73,9 @@ class Renderer:
             "Gateway": state.get("gateway", ""),
             "IPAddress": state.get("address", ""),
             "IPPrefixLen": state.get("prefixlen", 0),
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": state.get("gateway6", ""),
+            "GlobalIPv6Address": state.get("address6", ""),
+            "GlobalIPv6PrefixLen": state.get("prefixlen6", 0),
             "DNSNames": dns_names(sb, ep) if user and ep.endpoint_id else None,
         }
 
@@ -82,6 +85,35 @@ class Renderer:
         if sb is None or not sb.attached:
             return []
         return ps_ports(sb.ports)
+
+    def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        """docker stats' ``networks`` of the container (``{}``: host mode, or no process)."""
+        sb = self.store.sandbox(container_id)
+        if sb is None or sb.mode == "host" or not pid:
+            return {}
+        if sb.mode.startswith("container:"):
+            other = self.store.sandbox(sb.mode.split(":", 1)[1])
+            if other is not None and other.mode == "host":
+                return {}
+        try:
+            with open(f"/proc/{pid}/net/dev") as f:
+                lines = f.readlines()[2:]
+        except OSError:
+            return {}
+        keys = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped")
+        tx = ("tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+        out: dict[str, Any] = {}
+        for line in lines:
+            name, _, rest = line.partition(":")
+            name = name.strip()
+            fields = rest.split()
+            if name == "lo" or len(fields) < 16:
+                continue
+            counters = [int(x) for x in fields]
+            entry = dict(zip(keys, counters[0:4]))
+            entry.update(zip(tx, counters[8:12]))
+            out[name] = dict(sorted(entry.items()))
+        return {"networks": out}
 
     def network_json(self, net: NetRecord, containers: bool = True) -> dict[str, Any]:
         """docker network inspect's object; ``Containers``: the attached ones (else empty)."""
@@ -96,10 +128,16 @@ class Renderer:
                 if kernel.get("aux"):
                     entry["AuxiliaryAddresses"] = dict(kernel["aux"])
                 config.append(entry)
+                if kernel.get("subnet6"):
+                    six: dict[str, Any] = {"Subnet": kernel["subnet6"],
+                                           "Gateway": kernel["gateway6"]}
+                    if kernel.get("ip_range6"):
+                        six["IPRange"] = kernel["ip_range6"]
+                    config.append(six)
             else:
                 config = list(net.ipam.get("Config") or [])
             ipam = {"Driver": net.ipam.get("Driver") or "default",
-                    "Options": None if net.predefined else (net.ipam.get("Options") or {}),
+                    "Options": None if net.predefined else net.ipam.get("Options"),
                     "Config": config}
         else:
             ipam = {"Driver": "default", "Options": None, "Config": None}
@@ -113,12 +151,14 @@ class Renderer:
                     "EndpointID": ep.endpoint_id,
                     "MacAddress": state.get("mac", ""),
                     "IPv4Address": f"{state['address']}/{state['prefixlen']}" if state else "",
-                    "IPv6Address": "",
+                    "IPv6Address": (f"{state['address6']}/{state['prefixlen6']}"
+                                    if state.get("address6") else ""),
                 }
         return {
             "Name": net.name, "Id": net.id, "Created": rfc3339_nano(net.created),
             "Scope": net.scope, "Driver": net.driver, "EnableIPv4": net.has_driver,
-            "EnableIPv6": False, "IPAM": ipam, "Internal": net.internal,
+            "EnableIPv6": bool((kernel or {}).get("subnet6") or net.ipam.get("EnableIPv6")),
+            "IPAM": ipam, "Internal": net.internal,
             "Attachable": net.attachable, "Ingress": False, "ConfigFrom": {"Network": ""},
             "ConfigOnly": False, "Containers": members, "Options": options,
             "Labels": dict(net.labels),

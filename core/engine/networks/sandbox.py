@@ -33,7 +33,7 @@ from core.engine.networks.endpoints import Endpoints
 from core.engine.networks.files import ContainerFiles
 from core.engine.networks.render import Renderer
 from core.engine.networks.store import EndpointRow, NetRecord, NetworkStore, Sandbox
-from core.engine.networks import validate
+from core.engine.networks import links, validate
 from core.errors import Conflict, CoreError, Forbidden, InvalidArgument, NotFound
 
 log = logging.getLogger("core.engine.networks.sandbox")
@@ -73,16 +73,18 @@ class Sandboxes:
     # ------------------------------------------------------------------ prepare
     async def check(self, container_id: str, host_config: dict[str, Any] | None,
                     networking_config: dict[str, Any] | None, *,
-                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                    mac_address: str | None = None) -> None:
         """``create``: check a new container's networking request and record it (nothing is
         made on the host).  Same arguments and errors as :meth:`prepare`, except that a
         ``container:<name>`` target only has to exist (it must run at start)."""
         await self._prepare(container_id, host_config, networking_config, exposed_ports,
-                            make=False)
+                            make=False, mac_address=mac_address)
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
-                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                      mac_address: str | None = None) -> str | None:
         """``start``, before ``executor.create``: make the container's sandbox (a fresh network
         namespace) and return its path, which the executor must put the container in (the OCI
         spec's ``network`` namespace ``path``); ``None`` means the host's namespace
@@ -92,7 +94,10 @@ class Sandboxes:
         ``PublishAllPorts``, ``Dns``, ``DnsSearch``, ``DnsOptions``, ``ExtraHosts``);
         ``networking_config`` docker's NetworkingConfig (``EndpointsConfig``: per network
         ``Aliases``, ``IPAMConfig.IPv4Address``, ``MacAddress``); ``exposed_ports`` the
-        container's ``Config.ExposedPorts`` (for ``PublishAllPorts`` and inspect's ``Ports``).
+        container's ``Config.ExposedPorts`` (for ``PublishAllPorts`` and inspect's ``Ports``);
+        ``mac_address`` the container-wide ``Config.MacAddress`` (API < 1.44, the docker CLI's
+        ``--mac-address``), which goes to the endpoint of ``NetworkMode``'s network unless its
+        EndpointSettings name one.
 
         The first call of :meth:`check` or :meth:`prepare` for a container records the request;
         later calls use the record (as ``network connect``/``disconnect`` changed it).  The
@@ -106,12 +111,12 @@ class Sandboxes:
         could not be made).
         """
         return await self._prepare(container_id, host_config, networking_config, exposed_ports,
-                                   make=True)
+                                   make=True, mac_address=mac_address)
 
     async def _prepare(self, container_id: str, host_config: dict[str, Any] | None,
                        networking_config: dict[str, Any] | None,
                        exposed_ports: Iterable[str] | dict[str, Any] | None,
-                       make: bool) -> str | None:
+                       make: bool, mac_address: str | None = None) -> str | None:
         hc = dict(host_config or {})
         mode = hc.get("NetworkMode") or "default"
         if not isinstance(mode, str):
@@ -141,7 +146,7 @@ class Sandboxes:
                 for ep in wanted:
                     self.store.row_network(ep)  # network x not found
             else:
-                wanted = self._plan(container_id, mode, endpoints_config)
+                wanted = self._plan(container_id, mode, endpoints_config, mac_address)
             first = self.store.row_network(wanted[0]) if wanted else None
             kind = "host" if first is not None and first.driver == "host" else \
                 "none" if first is not None and first.driver == "null" else "networks"
@@ -150,6 +155,13 @@ class Sandboxes:
                     await self.catalog.kernel(self.store.row_network(ep))
             if existing is not None and existing.mode == kind:
                 request = existing.request  # recorded by the first call
+            elif request.get("Links"):  # legacy links name their children by ID from now on
+                if kind == "host":
+                    raise InvalidArgument("conflicting options: host type networking can't be "
+                                          "used with links. This would result in undefined "
+                                          "behavior")
+                request["Links"] = [[await self._link_child(name), alias]
+                                    for name, alias in request["Links"]]
             sb = Sandbox(container_id=container_id, mode=kind, request=request,
                          sandbox_id=existing.sandbox_id if existing else secrets.token_hex(32),
                          netns="" if kind == "host" else self.sandbox_path(container_id),
@@ -174,13 +186,22 @@ class Sandboxes:
                 raise CoreError(f"cannot create the network namespace {path}: {exc}") from exc
             return path
 
-    def _plan(self, container_id: str, mode: str,
-              endpoints_config: dict[str, Any]) -> list[EndpointRow]:
-        """The endpoints a new container asks for: its NetworkMode network first, then the
-        other networks of EndpointsConfig, in order."""
+    def _plan(self, container_id: str, mode: str, endpoints_config: dict[str, Any],
+              mac_address: str | None = None) -> list[EndpointRow]:
+        """The endpoints a new container asks for: its NetworkMode network first (with the
+        container-wide ``mac_address`` unless its settings name one), then the other networks
+        of EndpointsConfig, in order."""
         primary = self.store.lookup(mode)
-        nets = [(primary, endpoints_config.get(mode) or endpoints_config.get(primary.name)
-                 or endpoints_config.get(primary.id) or endpoints_config.get("default"), mode)]
+        first = (endpoints_config.get(mode) or endpoints_config.get(primary.name)
+                 or endpoints_config.get(primary.id) or endpoints_config.get("default"))
+        if mac_address:
+            if not isinstance(mac_address, str):
+                raise InvalidArgument(f"invalid MacAddress: {mac_address!r}")
+            if primary.driver in ("host", "null"):
+                raise InvalidArgument("conflicting options: mac-address and the network mode")
+            if not isinstance(first, dict) or not first.get("MacAddress"):
+                first = {**(first if isinstance(first, dict) else {}), "MacAddress": mac_address}
+        nets = [(primary, first, mode)]
         for key, cfg in endpoints_config.items():
             # the docker CLI names the default network "default" (the bridge, on Linux)
             net = self.store.lookup("bridge" if key == "default" else key)
@@ -225,6 +246,58 @@ class Sandboxes:
             self.store.delete_endpoints_of(container_id)
             self.store.save_sandbox(sb)
         return path
+
+    async def _link_child(self, name: str) -> str:
+        try:
+            return (await self._container(name))[0]
+        except NotFound as exc:
+            raise InvalidArgument(f"could not get container for {name}: {exc.message}") from None
+
+    async def link_env(self, container_id: str) -> list[str]:
+        """The environment the container's legacy links give it (see
+        :mod:`core.engine.networks.links`), checked as docker does when it starts: every
+        child must run, on the default bridge (``Conflict`` otherwise)."""
+        sb = self.store.sandbox(container_id)
+        found = links.legacy_links(self.store, sb)
+        env: list[str] = []
+        for child_id, alias, child, _address in found:
+            ref = await self.containers.lookup(child_id)
+            name = getattr(ref, "name", "") or (child.name if child else "") or child_id[:12]
+            parent = (sb.name if sb and sb.name else "") or container_id[:12]
+            if not ref.running:
+                raise Conflict(f"Cannot link to a non running container: /{name} AS "
+                               f"/{parent}/{alias}")
+            address = next((ep.state["address"] for ep in self.store.endpoints_of(child_id)
+                            if ep.endpoint_id and ep.state and (n := self.store.net(ep.network_id))
+                            is not None and n.default_bridge), None)
+            if address is None:
+                raise InvalidArgument(f"Cannot link to /{name}, as it does not belong to the "
+                                      "default network")
+            exposed = (child.request.get("ExposedPorts") if child else None) or []
+            env += links.link_env(parent, alias, address, exposed, getattr(ref, "env", ()) or ())
+        return env
+
+    async def remove_link(self, name: str) -> str:
+        """``DELETE /containers/<parent>/<alias>?link=1``: forget the parent's link ``alias``;
+        returns the parent's ID (its ``/etc/hosts`` is to be rewritten).  ``NotFound`` for an
+        unknown parent or link."""
+        parent_ref, _, alias = name.strip("/").rpartition("/")
+        if not parent_ref:
+            raise InvalidArgument("Conflict, cannot remove the default link name of the container")
+        try:
+            parent_id = (await self._container(parent_ref))[0]
+        except NotFound:
+            raise NotFound(f"Cannot get parent /{parent_ref} for link name {name}") from None
+        async with self.lock:
+            sb = self.store.sandbox(parent_id)
+            kept = [link for link in (sb.request.get("Links") or []) if link[1] != alias] \
+                if sb is not None else []
+            if sb is None or len(kept) == len(sb.request.get("Links") or []):
+                raise NotFound(f"No such link: {name}")
+            sb.request = {**sb.request, "Links": kept}
+            self.store.save_sandbox(sb)
+        await self._changed(parent_id)
+        return parent_id
 
     async def _joined_path(self, other_id: str) -> str | None:
         cid, pid, running = await self._container(other_id)

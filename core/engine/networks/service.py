@@ -40,6 +40,8 @@ The container code calls, in this order (all ``async``; see each docstring)::
     rm                      await networks.forget(cid)
     daemon start            await networks.restore([(cid, pid) for running containers])
     inspect / ps            await networks.settings(cid) / await networks.ps_ports(cid)
+    stats                   await networks.net_stats(cid, pid)
+    spec (start)            env = await networks.link_env(cid) + Config.Env   # legacy --link
 
 Errors are docker's messages in :mod:`core.errors` classes (``NotFound``: ``network x not
 found``; ``Forbidden``: pre-defined networks, active endpoints, duplicate endpoints...).
@@ -68,14 +70,16 @@ class NetworkManager:
 
     ``resolv_conf_path`` and ``hosts_path`` are the host's files; ``dns_upstreams``
     (``[(ip, port)]``, replacing the host's resolvers for forwarding) and ``dns_timeout`` are
-    knobs for tests.
+    knobs for tests.  ``default_ipv6`` gives the default bridge IPv6 when it is made: an IPv6
+    subnet (the daemon's ``fixed-cidr-v6``) or ``"auto"`` (a ULA /64); ``None``: IPv4 only.
     """
 
     def __init__(self, state: State, drivers: NetworkDrivers, *, exec_root: Path,
                  containers: ContainerDirectory, events: EventSink,
                  resolv_conf_path: str = "/etc/resolv.conf", hosts_path: str = "/etc/hosts",
                  dns_upstreams: list[tuple[str, int]] | None = None,
-                 dns_timeout: float = dns.FORWARD_TIMEOUT) -> None:
+                 dns_timeout: float = dns.FORWARD_TIMEOUT,
+                 default_ipv6: str | None = None) -> None:
         lock = trio.Lock()
         self.store = store = NetworkStore(state)
         self.renderer = Renderer(store)
@@ -84,7 +88,8 @@ class NetworkManager:
         self.view = DNSView(store, resolv_conf_path=resolv_conf_path,
                             dns_upstreams=dns_upstreams)
         self.servers = DNSServers(self.view, timeout=dns_timeout)
-        self.catalog = NetworkCatalog(store, drivers, events, self.renderer, lock)
+        self.catalog = NetworkCatalog(store, drivers, events, self.renderer, lock,
+                                      default_ipv6=default_ipv6)
         self.endpoints = Endpoints(store, self.catalog, self.servers)
         self.sandboxes = Sandboxes(store=store, catalog=self.catalog, endpoints=self.endpoints,
                                    view=self.view, servers=self.servers, files=self.files,
@@ -132,17 +137,19 @@ class NetworkManager:
     # ------------------------------------------------------------------ ContainerNetworks
     async def check(self, container_id: str, host_config: dict[str, Any] | None,
                     networking_config: dict[str, Any] | None, *,
-                    exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> None:
+                    exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                    mac_address: str | None = None) -> None:
         """``create``: check and record a container's request; see :meth:`Sandboxes.check`."""
         await self.sandboxes.check(container_id, host_config, networking_config,
-                                   exposed_ports=exposed_ports)
+                                   exposed_ports=exposed_ports, mac_address=mac_address)
 
     async def prepare(self, container_id: str, host_config: dict[str, Any] | None,
                       networking_config: dict[str, Any] | None, *,
-                      exposed_ports: Iterable[str] | dict[str, Any] | None = None) -> str | None:
+                      exposed_ports: Iterable[str] | dict[str, Any] | None = None,
+                      mac_address: str | None = None) -> str | None:
         """Before ``executor.create``: the sandbox's path; see :meth:`Sandboxes.prepare`."""
         return await self.sandboxes.prepare(container_id, host_config, networking_config,
-                                            exposed_ports=exposed_ports)
+                                            exposed_ports=exposed_ports, mac_address=mac_address)
 
     async def attach(self, container_id: str, name: str, hostname: str, pid: int) -> dict[str, Any]:
         """Join the container's networks; see :meth:`Sandboxes.attach`."""
@@ -167,6 +174,21 @@ class NetworkManager:
     async def ps_ports(self, container_id: str) -> list[dict[str, Any]]:
         """``docker ps``'s ``Ports`` of the container."""
         return self.renderer.ps_ports(container_id)
+
+    async def link_env(self, container_id: str) -> list[str]:
+        """Before the container's spec is written: the environment its legacy links give it
+        (``[]`` without links); see :meth:`Sandboxes.link_env`."""
+        return await self.sandboxes.link_env(container_id)
+
+    async def remove_link(self, name: str) -> None:
+        """``docker rm --link /<parent>/<alias>``; see :meth:`Sandboxes.remove_link`."""
+        await self.sandboxes.remove_link(name)
+
+    async def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
+        """docker stats' ``networks``: ``{"networks": {"eth0": {"rx_bytes": ..., ...}}}`` for a
+        container with a namespace of its own and process ``pid`` (``{}`` otherwise: host
+        mode, no process): one read of ``/proc/<pid>/net/dev``."""
+        return self.renderer.net_stats(container_id, pid)
 
     async def hosts_file(self, container_id: str, *, domainname: str = "") -> str:
         """The contents of the container's ``/etc/hosts``; see :meth:`ContainerFiles.hosts`."""

@@ -148,7 +148,10 @@ def kernel_of(net: Network) -> dict[str, Any]:
     return {"interface": net.interface, "subnet": str(net.subnet), "gateway": str(net.gateway),
             "ip_range": str(net.ip_range) if net.ip_range else None,
             "aux": dict(net.aux_addresses), "internal": net.internal, "mtu": net.mtu,
-            "subnet_given": net.subnet_given}
+            "subnet_given": net.subnet_given,
+            "subnet6": str(net.subnet6) if getattr(net, "subnet6", None) else None,
+            "gateway6": str(net.gateway6) if getattr(net, "gateway6", None) else None,
+            "ip_range6": str(net.ip_range6) if getattr(net, "ip_range6", None) else None}
 
 
 class NetworkStore:

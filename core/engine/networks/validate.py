@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import attrs
 
 from core.contracts.network import EndpointRequest
+from core.engine.networks import links
 from core.engine.networks.files import parse_extra_host
 from core.engine.networks.ports import exposed_keys, parse_port_bindings
 from core.engine.networks.store import NetRecord
@@ -72,11 +73,36 @@ def endpoint_config(net: NetRecord, cfg: Any) -> dict[str, Any]:
                 ipaddress.IPv4Network(net.kernel["subnet"]):
             raise InvalidArgument(f"no configured subnet or ip-range contain the IP address "
                                   f"{address}")
-    if ipam.get("IPv6Address"):
-        raise InvalidArgument(f"invalid IPv6 address {ipam['IPv6Address']}: network "
-                              f"{net.name} does not have IPv6 enabled")
-    if address:
-        out["IPAMConfig"] = {"IPv4Address": address}
+    address6 = ipam.get("IPv6Address") or ""
+    if address6:
+        try:
+            parsed6 = ipaddress.ip_address(address6)
+        except (ValueError, TypeError):
+            raise InvalidArgument(f"invalid IPv6 address: {address6!r}") from None
+        if not isinstance(parsed6, ipaddress.IPv6Address):
+            raise InvalidArgument(f"invalid IPv6 address: {address6}")
+        address6 = str(parsed6)
+        subnet6 = (net.kernel or {}).get("subnet6") or next(
+            (c["Subnet"] for c in net.ipam.get("Config") or [] if ":" in c.get("Subnet", "")), None)
+        if not (net.kernel or {}).get("subnet6") and not net.ipam.get("EnableIPv6"):
+            raise InvalidArgument(f"invalid IPv6 address {address6}: network {net.name} does "
+                                  "not have IPv6 enabled")
+        if not any(":" in c.get("Subnet", "") for c in net.ipam.get("Config") or []):
+            raise InvalidArgument("user specified IP address is supported only when "
+                                  "connecting to networks with user configured subnets")
+        if subnet6 and parsed6 not in ipaddress.ip_network(subnet6):
+            raise InvalidArgument(f"no configured subnet or ip-range contain the IP address "
+                                  f"{address6}")
+    link_local = str_list(ipam.get("LinkLocalIPs"), "LinkLocalIPs")
+    for ip in link_local:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidArgument(f"invalid link-local IP address: {ip}") from None
+    if address or address6 or link_local:
+        out["IPAMConfig"] = {k: v for k, v in (("IPv4Address", address),
+                                               ("IPv6Address", address6),
+                                               ("LinkLocalIPs", link_local)) if v}
     aliases = str_list(cfg.get("Aliases"), "Aliases")
     if aliases:
         if not net.user_defined:
@@ -87,6 +113,8 @@ def endpoint_config(net: NetRecord, cfg: Any) -> dict[str, Any]:
     if links:
         out["Links"] = links
     mac = cfg.get("MacAddress") or ""
+    if mac and not net.has_driver:
+        raise InvalidArgument("conflicting options: mac-address and the network mode")
     if mac:
         out["MacAddress"] = EndpointRequest(mac=mac).mac  # InvalidArgument if malformed
     driver_opts = str_map(cfg.get("DriverOpts"), "DriverOpts")
@@ -111,6 +139,7 @@ def host_request(hc: dict[str, Any], exposed: Iterable[str]) -> dict[str, Any]:
         "Dns": dns_servers,
         "DnsSearch": str_list(hc.get("DnsSearch"), "DnsSearch"),
         "DnsOptions": str_list(hc.get("DnsOptions"), "DnsOptions"),
+        "Links": links.parse_links(str_list(hc.get("Links"), "Links")),  # names: see _prepare
     }
 
 
@@ -155,8 +184,6 @@ def create_request(body: Any, default_driver: str = "bridge") -> CreateRequest:
         raise NotFound(f'plugin "{driver_name}" not found')
     if body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
         raise InvalidArgument("config-only networks are not supported")
-    if body.get("EnableIPv6"):
-        raise InvalidArgument("IPv6 is not supported by the bridge network driver")
     if body.get("EnableIPv4") is False:
         raise InvalidArgument("IPv4 cannot be disabled on a bridge network")
     ipam = body.get("IPAM") or {}
@@ -169,16 +196,25 @@ def create_request(body: Any, default_driver: str = "bridge") -> CreateRequest:
     if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
         raise InvalidArgument("invalid IPAM.Config: expected a list of objects")
     configs = [check_pool(c) for c in configs]
-    if len(configs) > 1:
-        raise InvalidArgument("the bridge network driver supports one IPv4 subnet per network")
+    v6 = [c for c in configs if ":" in c.get("Subnet", "")]
+    if len(configs) - len(v6) > 1 or len(v6) > 1:
+        raise InvalidArgument("the bridge network driver supports one IPv4 and one IPv6 subnet "
+                              "per network")
+    enable_ipv6 = bool(body.get("EnableIPv6"))
+    if v6 and not enable_ipv6:
+        raise InvalidArgument(f"invalid network config: IPv6 subnet {v6[0]['Subnet']} needs "
+                              "IPv6 enabled (--ipv6)")
     options = str_map(body.get("Options"), "Options")
     labels = str_map(body.get("Labels"), "Labels")
     internal = bool(body.get("Internal"))
     return CreateRequest(name=name, driver=driver_name, options=options, labels=labels,
                          internal=internal, attachable=bool(body.get("Attachable")),
                          ipam={"Driver": "default",
-                               "Options": str_map(ipam.get("Options"), "IPAM.Options"),
-                               "Config": configs})
+                               # docker keeps what was sent: null when not given
+                               "Options": (None if ipam.get("Options") is None
+                                           else str_map(ipam.get("Options"), "IPAM.Options")),
+                               "Config": configs,
+                               "EnableIPv6": enable_ipv6})  # kept, not shown under IPAM
 
 
 def check_pool(config: dict[str, Any]) -> dict[str, Any]:
@@ -192,9 +228,6 @@ def check_pool(config: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise InvalidArgument(f"invalid network config:\ninvalid subnet {subnet_text}: "
                                   f"invalid CIDR address: {subnet_text}") from None
-        if isinstance(subnet, ipaddress.IPv6Network):
-            raise InvalidArgument("IPv6 is not supported by the bridge network driver "
-                                  f"(subnet {subnet_text})")
         if str(subnet) != subnet_text and "/" in subnet_text:
             raise InvalidArgument(f"invalid network config:\ninvalid subnet {subnet_text}: it "
                                   f"should be {subnet}")
@@ -206,7 +239,8 @@ def check_pool(config: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise InvalidArgument(f"invalid network config:\ninvalid ip-range {range_text}: "
                                   f"invalid CIDR address: {range_text}") from None
-        if subnet is None or not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
+        if subnet is None or ip_range.version != subnet.version or \
+                not ip_range.subnet_of(subnet):  # type: ignore[arg-type]
             raise InvalidArgument(f"invalid network config:\nno matching subnet for range "
                                   f"{range_text}")
         out["IPRange"] = str(ip_range)
@@ -233,6 +267,9 @@ def check_pool(config: dict[str, Any]) -> dict[str, Any]:
             if subnet is None or address not in subnet:
                 raise InvalidArgument(f"invalid network config:\nno matching subnet for aux-address "
                                       f"{ip}")
+            if address.version == 6:
+                raise InvalidArgument(f"invalid network config:\nIPv6 auxiliary addresses are "
+                                      f"not supported ({host}={ip})")
         out["AuxiliaryAddresses"] = aux
     return out
 
