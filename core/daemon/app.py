@@ -80,6 +80,7 @@ class Daemon:
         self.volume_service: Any = None  # core.engine.volume_service.Volumes
         self.containers: Any = None     # core.engine.containers.service.Containers
         self.networks: Any = None       # core.engine.networks.service.NetworkManager
+        self.swarm: Any = None          # core.engine.swarm.service.SwarmService
         from core.api import events
         from core.api import images as images_api
         from core.api import system, unimplemented
@@ -167,6 +168,13 @@ class Daemon:
         containers_api.register(self.router, self.containers)
         volumes_api.register(self.router, self.volume_service)
         networks_api.register(self.router, self.networks)
+        from core.api import swarm as swarm_api
+        from core.api.system import mem_total
+        from core.engine.swarm.service import SwarmService
+
+        self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
+                                  cpus=os.cpu_count() or 1, memory=mem_total())
+        swarm_api.register(self.router, self.swarm)
 
     def check_socket(self) -> None:
         """Refuse to start when another daemon answers on our socket; remove a stale one.  Called
@@ -260,6 +268,8 @@ class Daemon:
                         await nursery.start(self.networks.serve)
                     if self.image_service is not None:
                         await nursery.start(self.image_service.serve)
+                    if self.swarm is not None:  # re-attaches to its swarm in the background
+                        await nursery.start(self.swarm.serve)
                     if self.containers is not None:  # re-adopt running containers before answering
                         await nursery.start(self.containers.serve)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])
