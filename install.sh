@@ -37,6 +37,14 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+packaged_etcd_off() {
+  # Debian's etcd-server enables a stand-alone etcd service on localhost; core's daemon runs its
+  # own members (swarm managers), so the packaged one is stopped and disabled where systemd runs
+  if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet etcd.service 2>/dev/null; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  fi
+}
+
 launcher() {  # $1 the virtualenv's python, $2 the `core` command to write (over pip's script)
   local root
   # -I: not from the current directory (this clone), but from where core is installed
@@ -61,6 +69,7 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || {
 case $mode in
   install)
     apt_install $(packages ci/apt-runtime.txt)
+    packaged_etcd_off
     prefix=${CORE_PREFIX:-/opt/core}
     # Debian's python3, not whichever python3 comes first on root's PATH (one under /root is
     # unreadable for the members of the core group who run the CLI)
@@ -84,6 +93,7 @@ case $mode in
     ;;
   --test)
     apt_install $(packages ci/apt-runtime.txt ci/apt-packages.txt)
+    packaged_etcd_off
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     # compat mode: a plain path entry, no import hook on the CLI's start-up path

@@ -288,3 +288,5 @@ def shared_core():
 
 # the real registry on loopback, its token server, the fault proxy and the standard test images
 from tests.support.fixtures import *  # noqa: E402,F401,F403
+# machines for multi-host tests: network namespaces on an underlay bridge, one engine each
+from tests.support.hosts import cluster, machines  # noqa: E402,F401

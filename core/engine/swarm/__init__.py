@@ -1,0 +1,7 @@
+"""Swarm mode: the cluster's state in etcd, node identity, and the loops of managers and agents.
+
+- :mod:`core.engine.swarm.etcd` -- the etcd member a manager's daemon runs and supervises
+  (:class:`~core.engine.swarm.etcd.EtcdMember`) and the v3 client the daemon talks to it with
+  (:class:`~core.engine.swarm.etcd.EtcdClient`): consensus, replication and leader election are
+  etcd's; losing quorum surfaces as :class:`~core.engine.swarm.etcd.NoLeader`.
+"""

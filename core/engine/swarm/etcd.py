@@ -1,0 +1,969 @@
+"""The swarm's store: an etcd member run by the daemon, and the v3 client the daemon uses.
+
+Every manager's daemon runs one etcd member (Debian's ``etcd-server``, 3.4) and reads and writes
+the swarm's state through it only.  Consensus, replication and leader election are etcd's.
+
+The member (:class:`EtcdMember`)
+--------------------------------
+
+Files, under the directory above its data directory (``<data-root>/swarm/``, mode 0700)::
+
+    swarm/etcd/          etcd's --data-dir (``member/`` inside once it has started once)
+    swarm/etcd.sock:0    the client endpoint: a unix socket, so only the local daemon reaches it
+                         (etcd 3.4 takes ``unix://NAME:PORT`` and binds NAME:PORT relative to
+                         its working directory, hence the odd name)
+    swarm/etcd.log       etcd's log (moved to etcd.log.1 past 1 MiB at each start)
+    swarm/etcd.pid       the running etcd's pid: a member a killed daemon left behind is stopped
+                         (only if its command line names this data directory) before a new one
+
+Peers talk on ``https://<advertise-addr>:2380`` (:attr:`EtcdSettings.peer_port`) with mutual TLS
+given the node's certificate, key and the swarm's root CA (:class:`PeerTLS`; certificates must be
+valid for the node's address and allow both server and client auth).  Without TLS (tests only)
+the peer URL is plain ``http``.
+
+Life cycle: a member starts either a **new** cluster (``Bootstrap.new``), or **joins** one after
+an existing member added it (``EtcdClient.member_add`` on a manager, then
+``Bootstrap.from_members`` on the joiner: ``--initial-cluster-state existing``), or -- when its
+data directory already holds a member -- just **re-attaches** (daemon restart: no bootstrap
+needed).  :meth:`EtcdMember.serve` runs it as a trio task: it reports readiness with
+``task_status.started()`` once the client socket answers, restarts etcd if it dies (backing off
+up to 10 s), and stops it (SIGTERM, then SIGKILL after 10 s) when cancelled or on :meth:`stop`.
+:meth:`EtcdMember.leave` removes the member from its cluster and deletes its data.
+
+Timing: production uses etcd's defaults (heartbeat 100 ms, election timeout 1000 ms), as docker's
+swarmkit Raft uses a 1 s tick; tests shorten them through :class:`EtcdSettings`.
+
+The client (:class:`EtcdClient`)
+--------------------------------
+
+etcd's gRPC-JSON gateway (``/v3/...``) over the unix socket with httpx (trio through anyio).
+Keys are text, values bytes (``str`` values are UTF-8 encoded); both travel base64-encoded as
+the gateway wants.  Revisions are etcd's (docker's ``Version.Index`` is a key's
+``mod_revision``).  Operations: get / range by prefix / put / delete, transactions
+(:class:`Compare`, :class:`Put`, :class:`Get`, :class:`Delete`; :meth:`EtcdClient.put_if`
+raises :class:`SequenceConflict` on a stale revision), leases (grant, keep-alive, revoke, TTL),
+watches (:meth:`EtcdClient.watch`, streaming), members (list, add, remove), status, and leader
+election (etcd's election service: campaign, leader, proclaim, resign).
+
+Errors are core's: the socket not answering is :class:`~core.errors.Unavailable`; a member with
+no leader (quorum lost) or a request that timed out for want of one is :class:`NoLeader`, whose
+message is docker's ("The swarm does not have a leader. ..."); unknown leases or members are
+:class:`~core.errors.NotFound`; a reconfiguration etcd refuses (it would lose quorum) is
+:class:`~core.errors.Conflict`.  Requests on keys, leases, watches and elections carry etcd's
+*require leader* flag, so a member without a leader refuses them at once rather than hanging.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Literal, Sequence
+
+import attrs
+import httpx
+import trio
+
+from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound, Unavailable
+
+log = logging.getLogger("core.swarm.etcd")
+
+#: what docker answers when the managers have no quorum (swarmkit's raft.ErrNoRaftMember family)
+NO_LEADER_MESSAGE = ("The swarm does not have a leader. It's possible that too few managers are "
+                     "online. Make sure more than half of the managers are online.")
+DEFAULT_PEER_PORT = 2380
+CLIENT_SOCKET_NAME = "etcd.sock:0"
+LOG_ROTATE_BYTES = 1 << 20
+
+
+class NoLeader(Unavailable):
+    """The member has no leader: too few managers are online (or a request timed out for it).
+
+    ``str()`` is docker's message; :attr:`detail` is what etcd said."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(NO_LEADER_MESSAGE)
+        self.detail = detail
+
+
+class SequenceConflict(Conflict):
+    """An optimistic update lost: the key's ``mod_revision`` was not the one expected."""
+
+    def __init__(self, message: str = "update out of sequence") -> None:
+        super().__init__(message)
+
+
+class WatchCompacted(Conflict):
+    """A watch asked for revisions etcd has compacted away; restart from :attr:`revision`."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(f"etcd: required revision has been compacted (oldest available {revision})")
+        self.revision = revision
+
+
+# -- values ------------------------------------------------------------------------------------
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def _int(value: Any) -> int:
+    return int(value) if value not in (None, "") else 0
+
+
+def prefix_end(prefix: str | bytes) -> bytes:
+    """The ``range_end`` that makes a range cover every key starting with ``prefix``."""
+    key = bytearray(prefix.encode() if isinstance(prefix, str) else prefix)
+    while key:
+        if key[-1] < 0xFF:
+            key[-1] += 1
+            return bytes(key)
+        key.pop()
+    return b"\0"  # every key
+
+
+@attrs.frozen
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyValue:
+        return cls(key=_unb64(data.get("key")).decode(errors="surrogateescape"), value=_unb64(data.get("value")),
+                   create_revision=_int(data.get("create_revision")), mod_revision=_int(data.get("mod_revision")),
+                   version=_int(data.get("version")), lease=_int(data.get("lease")))
+
+    def json(self) -> Any:
+        """The value parsed as JSON."""
+        return json.loads(self.value)
+
+
+@attrs.frozen
+class Event:
+    """One change a watch saw: ``type`` is ``"PUT"`` or ``"DELETE"`` (then ``kv.value`` is empty)."""
+
+    type: Literal["PUT", "DELETE"]
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
+@attrs.frozen
+class Member:
+    id: int
+    name: str  # empty while an added member has not started yet
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...] = ()
+    is_learner: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Member:
+        return cls(id=_int(data.get("ID")), name=data.get("name", ""),
+                   peer_urls=tuple(data.get("peerURLs") or ()), client_urls=tuple(data.get("clientURLs") or ()),
+                   is_learner=bool(data.get("isLearner")))
+
+
+@attrs.frozen
+class Status:
+    member_id: int
+    leader: int  # 0: no leader
+    raft_term: int
+    revision: int
+    version: str
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader != 0 and self.leader == self.member_id
+
+
+@attrs.frozen
+class Lease:
+    id: int
+    ttl: int
+
+
+@attrs.frozen
+class LeaderKey:
+    """What :meth:`EtcdClient.campaign` returns: the winner's key in the election."""
+
+    name: str
+    key: str
+    rev: int
+    lease: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": _b64(self.name), "key": _b64(self.key), "rev": str(self.rev), "lease": str(self.lease)}
+
+
+# -- transactions ------------------------------------------------------------------------------
+
+_OPS = {"==": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
+_TARGETS = {"mod": ("MOD", "mod_revision"), "create": ("CREATE", "create_revision"),
+            "version": ("VERSION", "version"), "value": ("VALUE", "value"), "lease": ("LEASE", "lease")}
+
+
+@attrs.frozen
+class Compare:
+    """One condition of a transaction: ``Compare("mod", key, "==", 7)``.
+
+    ``target`` is ``mod`` / ``create`` (revisions), ``version``, ``value`` or ``lease``; a key that
+    does not exist has revision and version 0, so ``Compare("create", key, "==", 0)`` means "absent".
+    """
+
+    target: Literal["mod", "create", "version", "value", "lease"]
+    key: str
+    op: Literal["==", "!=", "<", ">"]
+    value: int | str | bytes
+
+    def to_json(self) -> dict[str, Any]:
+        if self.target not in _TARGETS or self.op not in _OPS:
+            raise InvalidArgument(f"etcd: invalid compare {self.target} {self.op}")
+        target, field = _TARGETS[self.target]
+        value = _b64(self.value) if self.target == "value" else str(int(self.value))  # type: ignore[arg-type]
+        return {"key": _b64(self.key), "target": target, "result": _OPS[self.op], field: value}
+
+
+@attrs.frozen
+class Put:
+    key: str
+    value: str | bytes
+    lease: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key), "value": _b64(self.value)}
+        if self.lease:
+            body["lease"] = str(self.lease)
+        return {"request_put": body}
+
+
+@attrs.frozen
+class Get:
+    key: str
+    prefix: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key)}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        return {"request_range": body}
+
+
+@attrs.frozen
+class Delete:
+    key: str
+    prefix: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key)}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        return {"request_delete_range": body}
+
+
+@attrs.frozen
+class TxnResult:
+    """``succeeded``: the compares held (the success ops ran).  ``responses``: one per op, in
+    order -- a list of :class:`KeyValue` for a Get, the revision for a Put, the count of deleted
+    keys for a Delete."""
+
+    succeeded: bool
+    revision: int
+    responses: list[Any]
+
+
+def _txn_response(item: dict[str, Any]) -> Any:
+    if "response_range" in item:
+        return [KeyValue.from_json(kv) for kv in item["response_range"].get("kvs") or ()]
+    if "response_put" in item:
+        return _int((item["response_put"].get("header") or {}).get("revision"))
+    if "response_delete_range" in item:
+        return _int(item["response_delete_range"].get("deleted"))
+    return item
+
+
+# -- the client --------------------------------------------------------------------------------
+
+# gRPC codes the gateway answers with
+_GRPC_ERRORS: dict[int, type[CoreError]] = {
+    3: InvalidArgument, 5: NotFound, 6: AlreadyExists, 9: Conflict, 14: Unavailable, 8: Unavailable,
+}
+_NO_LEADER_TEXT = ("no leader", "request timed out", "leader changed", "timed out", "too many requests")
+_REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
+
+
+class EtcdClient:
+    """etcd's v3 API through its JSON gateway on the member's unix socket.
+
+    ``EtcdClient(socket)`` (or ``url="http://127.0.0.1:2379"``); ``timeout`` bounds each unary
+    request.  Use as an async context manager or call :meth:`aclose`.
+    """
+
+    def __init__(self, socket: str | os.PathLike[str] | None = None, *, url: str | None = None,
+                 timeout: float = 5.0) -> None:
+        if (socket is None) == (url is None):
+            raise InvalidArgument("EtcdClient: give either a unix socket or a URL")
+        self.endpoint = str(socket) if socket is not None else str(url)
+        self.timeout = timeout
+        transport = httpx.AsyncHTTPTransport(uds=str(socket)) if socket is not None else None
+        self._http = httpx.AsyncClient(transport=transport, base_url=url or "http://etcd",
+                                       timeout=httpx.Timeout(timeout))
+
+    async def __aenter__(self) -> EtcdClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing --
+
+    def _unavailable(self, exc: Exception) -> Unavailable:
+        return Unavailable(f"etcd is not answering on {self.endpoint}: {exc}")
+
+    async def _leader_missing(self) -> bool:
+        try:
+            return (await self.status()).leader == 0
+        except CoreError:
+            return True
+
+    async def call(self, path: str, body: dict[str, Any], *, timeout: float | None = None,
+                   require_leader: bool = True) -> dict[str, Any]:
+        """POST ``body`` to ``/v3/<path>`` and return the answer; errors become core's."""
+        headers = _REQUIRE_LEADER if require_leader else None
+        try:
+            response = await self._http.post(f"/v3/{path}", json=body, headers=headers,
+                                              timeout=timeout if timeout is not None else self.timeout)
+        except httpx.TimeoutException as exc:
+            if await self._leader_missing():
+                raise NoLeader(f"etcd /v3/{path}: no answer in time, and no leader") from exc
+            raise Unavailable(f"etcd /v3/{path}: no answer within {timeout or self.timeout} s") from exc
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {"error": response.text}
+        if response.status_code != 200 or (isinstance(data, dict) and "error" in data and "code" in data):
+            raise self._error(path, data)
+        return data
+
+    @staticmethod
+    def _error(path: str, data: Any) -> CoreError:
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):  # a stream's error frame
+            data = data["error"]
+        message = str(data.get("message") or data.get("error") or data) if isinstance(data, dict) else str(data)
+        code = _int(data.get("code")) if isinstance(data, dict) else 0
+        if code in (4, 14) or any(text in message for text in _NO_LEADER_TEXT):
+            if code == 4 or "leader" in message or "timed out" in message:
+                return NoLeader(message)
+        cls = _GRPC_ERRORS.get(code, CoreError)
+        return cls(f"etcd /v3/{path}: {message}")
+
+    # -- keys --
+
+    async def get(self, key: str) -> KeyValue | None:
+        kvs = await self.range(key)
+        return kvs[0] if kvs else None
+
+    async def range(self, key: str, *, prefix: bool = False, limit: int = 0, revision: int = 0,
+                    keys_only: bool = False, serializable: bool = False) -> list[KeyValue]:
+        """The key, or every key under ``key`` with ``prefix=True`` (sorted by key)."""
+        body: dict[str, Any] = {"key": _b64(key)}
+        if prefix:
+            body["range_end"] = _b64(prefix_end(key))
+        if limit:
+            body["limit"] = str(limit)
+        if revision:
+            body["revision"] = str(revision)
+        if keys_only:
+            body["keys_only"] = True
+        if serializable:
+            body["serializable"] = True
+        data = await self.call("kv/range", body)
+        return [KeyValue.from_json(kv) for kv in data.get("kvs") or ()]
+
+    async def get_prefix(self, prefix: str) -> list[KeyValue]:
+        return await self.range(prefix, prefix=True)
+
+    async def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
+        """Store ``value`` at ``key``; returns the revision of the write."""
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        data = await self.call("kv/put", body)
+        return _int(data["header"].get("revision"))
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        """Delete the key (or all under the prefix); returns how many were deleted."""
+        body: dict[str, Any] = {"key": _b64(key)}
+        if prefix:
+            body["range_end"] = _b64(prefix_end(key))
+        data = await self.call("kv/deleterange", body)
+        return _int(data.get("deleted"))
+
+    async def txn(self, compare: Iterable[Compare], success: Iterable[Put | Get | Delete] = (),
+                  failure: Iterable[Put | Get | Delete] = ()) -> TxnResult:
+        data = await self.call("kv/txn", {"compare": [c.to_json() for c in compare],
+                                          "success": [op.to_json() for op in success],
+                                          "failure": [op.to_json() for op in failure]})
+        return TxnResult(succeeded=bool(data.get("succeeded")), revision=_int(data["header"].get("revision")),
+                         responses=[_txn_response(item) for item in data.get("responses") or ()])
+
+    async def put_if(self, key: str, value: str | bytes, mod_revision: int, *, lease: int = 0) -> int:
+        """Store ``value`` only if the key's ``mod_revision`` is still the one given (0: the key
+        must not exist); returns the new revision, or raises :class:`SequenceConflict`."""
+        result = await self.txn([Compare("mod", key, "==", mod_revision)], [Put(key, value, lease)])
+        if not result.succeeded:
+            raise SequenceConflict()
+        return result.revision
+
+    async def create(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
+        """Store ``value`` only if the key does not exist (else :class:`~core.errors.AlreadyExists`)."""
+        result = await self.txn([Compare("create", key, "==", 0)], [Put(key, value, lease)])
+        if not result.succeeded:
+            raise AlreadyExists(f"etcd: key {key} already exists")
+        return result.revision
+
+    # -- leases --
+
+    async def lease_grant(self, ttl: int, *, lease_id: int = 0) -> Lease:
+        data = await self.call("lease/grant", {"TTL": str(ttl), "ID": str(lease_id)})
+        if data.get("error"):
+            raise CoreError(f"etcd: lease grant: {data['error']}")
+        return Lease(id=_int(data.get("ID")), ttl=_int(data.get("TTL")))
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh the lease once; returns its TTL, or raises NotFound if it has expired."""
+        data = await self.call("lease/keepalive", {"ID": str(lease_id)})
+        result = data.get("result", data)
+        ttl = _int(result.get("TTL"))
+        if ttl <= 0:
+            raise NotFound(f"etcd: lease {lease_id:x} has expired")
+        return ttl
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        await self.call("lease/revoke", {"ID": str(lease_id)})
+
+    async def lease_time_to_live(self, lease_id: int) -> int:
+        """Seconds the lease has left; -1 if it has expired or never existed."""
+        data = await self.call("lease/timetolive", {"ID": str(lease_id)})
+        return _int(data.get("TTL"))
+
+    async def keep_lease_alive(self, lease: Lease, *,
+                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Refresh ``lease`` every third of its TTL until cancelled.  Returns (raising) when the
+        lease is gone or etcd lost its leader for longer than the TTL."""
+        task_status.started()
+        interval = max(lease.ttl / 3, 0.2)
+        last_ok = time.monotonic()
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.lease_keepalive(lease.id)
+                last_ok = time.monotonic()
+            except NotFound:
+                raise
+            except Unavailable:
+                if time.monotonic() - last_ok > lease.ttl:
+                    raise
+
+    # -- watches --
+
+    @contextlib.asynccontextmanager
+    async def watch(self, key: str, *, prefix: bool = False, start_revision: int = 0,
+                    prev_kv: bool = False) -> AsyncIterator[AsyncIterator[Event]]:
+        """``async with client.watch(key) as events: async for event in events: ...``
+
+        The watch is in place when the ``with`` block starts (changes after that are seen; with
+        ``start_revision`` also the ones since that revision).  The iteration raises
+        :class:`NoLeader` if the member loses its leader, :class:`WatchCompacted` if
+        ``start_revision`` is too old.
+        """
+        create: dict[str, Any] = {"key": _b64(key)}
+        if prefix:
+            create["range_end"] = _b64(prefix_end(key))
+        if start_revision:
+            create["start_revision"] = str(start_revision)
+        if prev_kv:
+            create["prev_kv"] = True
+        request = self._http.build_request("POST", "/v3/watch", json={"create_request": create},
+                                           headers=_REQUIRE_LEADER,
+                                           timeout=httpx.Timeout(self.timeout, read=None))
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise NoLeader("etcd watch: no answer in time") from exc
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise self._error("watch", response.json())
+            frames = self._frames(response)
+            first = await frames.__anext__()
+            if not first.get("created"):
+                raise CoreError(f"etcd watch: unexpected first answer {first}")
+            yield self._events(first, frames)
+        except StopAsyncIteration:
+            raise Unavailable("etcd watch: the stream ended before the watch was created") from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def _frames(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                frame = json.loads(line)
+                if "error" in frame:
+                    raise self._error("watch", frame)
+                yield frame.get("result", frame)
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _events(self, first: dict[str, Any], frames: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Event]:
+        frame: dict[str, Any] | None = first
+        while True:
+            if frame is not None:
+                if _int(frame.get("compact_revision")):
+                    raise WatchCompacted(_int(frame["compact_revision"]))
+                if frame.get("canceled"):
+                    reason = frame.get("cancel_reason") or "canceled"
+                    if "leader" in reason:
+                        raise NoLeader(f"etcd watch: {reason}")
+                    raise Unavailable(f"etcd watch: {reason}")
+                for ev in frame.get("events") or ():
+                    yield Event(type="DELETE" if ev.get("type") == "DELETE" else "PUT",
+                                kv=KeyValue.from_json(ev.get("kv") or {}),
+                                prev_kv=KeyValue.from_json(ev["prev_kv"]) if ev.get("prev_kv") else None)
+            try:
+                frame = await frames.__anext__()
+            except StopAsyncIteration:
+                raise Unavailable("etcd watch: the stream ended (member stopped?)") from None
+
+    # -- cluster --
+
+    async def status(self) -> Status:
+        """This member's view (answers without a leader: ``leader`` is then 0)."""
+        data = await self.call("maintenance/status", {}, require_leader=False)
+        return Status(member_id=_int(data["header"].get("member_id")), leader=_int(data.get("leader")),
+                      raft_term=_int(data.get("raftTerm")), revision=_int(data["header"].get("revision")),
+                      version=data.get("version", ""))
+
+    async def members(self) -> list[Member]:
+        data = await self.call("cluster/member/list", {}, require_leader=False)
+        return [Member.from_json(m) for m in data.get("members") or ()]
+
+    async def member_add(self, peer_urls: Sequence[str], *, wait: float = 20.0) -> tuple[Member, list[Member]]:
+        """Add a member (not started yet); returns it and the cluster's members with it, which the
+        new member needs to start (:meth:`Bootstrap.from_members`).
+
+        etcd refuses ("unhealthy cluster") until every voting member has been connected for 5 s
+        (its strict reconfiguration check: a member that just joined counts only then); that
+        refusal is retried for up to ``wait`` seconds, then raised as
+        :class:`~core.errors.Unavailable`."""
+        data = await self._reconfigure("cluster/member/add", {"peerURLs": list(peer_urls)}, wait)
+        return Member.from_json(data["member"]), [Member.from_json(m) for m in data.get("members") or ()]
+
+    async def member_remove(self, member_id: int, *, wait: float = 20.0) -> list[Member]:
+        """Remove a member (retrying etcd's "unhealthy cluster" as :meth:`member_add` does); the
+        removed member's etcd exits by itself."""
+        data = await self._reconfigure("cluster/member/remove", {"ID": str(member_id)}, wait)
+        return [Member.from_json(m) for m in data.get("members") or ()]
+
+    async def _reconfigure(self, path: str, body: dict[str, Any], wait: float) -> dict[str, Any]:
+        deadline = trio.current_time() + wait
+        while True:
+            try:
+                return await self.call(path, body)
+            except Unavailable as exc:
+                if "unhealthy cluster" not in str(exc) or trio.current_time() > deadline:
+                    raise
+            await trio.sleep(0.25)
+
+    async def member_update(self, member_id: int, peer_urls: Sequence[str]) -> list[Member]:
+        data = await self.call("cluster/member/update", {"ID": str(member_id), "peerURLs": list(peer_urls)})
+        return [Member.from_json(m) for m in data.get("members") or ()]
+
+    # -- election (etcd's v3election service) --
+
+    async def campaign(self, name: str, value: str | bytes, lease: int) -> LeaderKey:
+        """Wait until this lease's holder leads election ``name`` (no timeout: cancel to give up)."""
+        data = await self.call("election/campaign", {"name": _b64(name), "value": _b64(value), "lease": str(lease)},
+                               timeout=math.inf)
+        leader = data["leader"]
+        return LeaderKey(name=name, key=_unb64(leader.get("key")).decode(), rev=_int(leader.get("rev")),
+                         lease=_int(leader.get("lease")))
+
+    async def leader(self, name: str) -> KeyValue | None:
+        """The current leader's key and value, None if nobody leads ``name``."""
+        try:
+            data = await self.call("election/leader", {"name": _b64(name)})
+        except CoreError as exc:
+            if "election: no leader" in (exc.detail if isinstance(exc, NoLeader) else str(exc)):
+                return None  # nobody campaigns: not a quorum problem
+            raise
+        return KeyValue.from_json(data["kv"]) if data.get("kv") else None
+
+    async def proclaim(self, leader: LeaderKey, value: str | bytes) -> None:
+        await self.call("election/proclaim", {"leader": leader.to_json(), "value": _b64(value)})
+
+    async def resign(self, leader: LeaderKey) -> None:
+        await self.call("election/resign", {"leader": leader.to_json()})
+
+
+# -- the member --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PeerTLS:
+    """The node's certificate and key and the swarm's root CA, for etcd's peer mutual TLS."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@attrs.frozen
+class EtcdSettings:
+    """How to run a member.  ``name`` is the member's name in the cluster (the swarm node ID)."""
+
+    name: str
+    data_dir: Path  # <data-root>/swarm/etcd
+    advertise_addr: str  # the node's address other managers reach it at
+    peer_port: int = DEFAULT_PEER_PORT
+    listen_addr: str | None = None  # default: advertise_addr
+    tls: PeerTLS | None = None  # None: plain http between peers (tests only)
+    heartbeat_ms: int = 100  # etcd's defaults
+    election_ms: int = 1000
+    compaction_retention: str = "1h"  # periodic auto-compaction of old revisions
+    binary: str = "etcd"
+    #: an argv prefix to run etcd through (e.g. ``("nsenter", "--net=/run/netns/X")``)
+    launcher: tuple[str, ...] = ()
+    start_timeout: float = 60.0
+
+    @staticmethod
+    def _host(addr: str) -> str:
+        return f"[{addr}]" if ":" in addr else addr
+
+    @property
+    def peer_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self._host(self.advertise_addr)}:{self.peer_port}"
+
+    @property
+    def listen_peer_url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self._host(self.listen_addr or self.advertise_addr)}:{self.peer_port}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir.parent
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / CLIENT_SOCKET_NAME
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "etcd.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "etcd.pid"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.run_dir / "etcd.json"
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write the settings as JSON (default ``swarm/etcd.json``), for :meth:`load` after a
+        daemon restart: a manager re-attaches its member knowing nothing else."""
+        path = path or self.settings_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = attrs.asdict(self, value_serializer=lambda _i, _a, v: str(v) if isinstance(v, Path) else v)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> EtcdSettings:
+        try:
+            data = json.loads(Path(path).read_text())
+            tls = data.pop("tls", None)
+            data["data_dir"] = Path(data["data_dir"])
+            data["launcher"] = tuple(data.get("launcher") or ())
+            return cls(**data, tls=PeerTLS(*(Path(tls[k]) for k in ("cert_file", "key_file", "ca_file")))
+                       if tls else None)
+        except FileNotFoundError:
+            raise NotFound(f"etcd: no member settings at {path}") from None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidArgument(f"etcd: unreadable member settings {path}: {exc}") from exc
+
+
+@attrs.frozen
+class Bootstrap:
+    """How a member without data joins the world: the cluster's members (name -> peer URL, this
+    one included) and whether that cluster is ``new`` or ``existing``."""
+
+    members: dict[str, str]
+    state: Literal["new", "existing"]
+    token: str = "core-swarm"
+
+    @classmethod
+    def new(cls, settings: EtcdSettings, token: str = "core-swarm") -> Bootstrap:
+        """A cluster of this one member (``swarm init``)."""
+        return cls({settings.name: settings.peer_url}, "new", token)
+
+    @classmethod
+    def from_members(cls, settings: EtcdSettings, members: Iterable[Member], token: str = "core-swarm") -> Bootstrap:
+        """Join an existing cluster, given its members as :meth:`EtcdClient.member_add` returned
+        them (the added, not yet started member has no name: it is this one)."""
+        table: dict[str, str] = {}
+        for m in members:
+            name = m.name or (settings.name if settings.peer_url in m.peer_urls else "")
+            if not name:
+                raise InvalidArgument(f"etcd: member {m.id:x} has no name and is not {settings.peer_url}")
+            for url in m.peer_urls:
+                table.setdefault(name, url)
+        if table.get(settings.name) != settings.peer_url:
+            raise InvalidArgument(f"etcd: {settings.peer_url} was not added to the cluster")
+        return cls(table, "existing", token)
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{name}={url}" for name, url in self.members.items())
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+class EtcdMember:
+    """One etcd member, run and supervised by the daemon (see the module docstring).
+
+    ``bootstrap`` is needed only when the data directory holds no member yet.
+    """
+
+    def __init__(self, settings: EtcdSettings, bootstrap: Bootstrap | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.process: trio.Process | None = None
+        self.restarts = 0  # times etcd died and was started again
+        self._scope: trio.CancelScope | None = None
+        self._leaving = False
+        self._stopped = trio.Event()
+
+    @property
+    def initialized(self) -> bool:
+        """The data directory holds a member: starting it needs no bootstrap."""
+        return (self.settings.data_dir / "member").is_dir()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    def client(self, timeout: float = 5.0) -> EtcdClient:
+        return EtcdClient(self.settings.socket, timeout=timeout)
+
+    def argv(self) -> list[str]:
+        s = self.settings
+        argv = [*s.launcher, s.binary, "--name", s.name, "--data-dir", str(s.data_dir),
+                "--listen-client-urls", f"unix://{CLIENT_SOCKET_NAME}",
+                "--advertise-client-urls", f"unix://{CLIENT_SOCKET_NAME}",
+                "--listen-peer-urls", s.listen_peer_url, "--initial-advertise-peer-urls", s.peer_url,
+                "--heartbeat-interval", str(s.heartbeat_ms), "--election-timeout", str(s.election_ms),
+                "--auto-compaction-mode", "periodic", "--auto-compaction-retention", s.compaction_retention,
+                "--enable-v2=false", "--logger", "zap", "--log-outputs", "stderr"]
+        if not self.initialized:
+            if self.bootstrap is None:
+                raise InvalidArgument(f"etcd: {s.data_dir} holds no member and no cluster to start or join was given")
+            argv += ["--initial-cluster", self.bootstrap.initial_cluster,
+                     "--initial-cluster-state", self.bootstrap.state,
+                     "--initial-cluster-token", self.bootstrap.token]
+        if s.tls:
+            argv += ["--peer-cert-file", str(s.tls.cert_file), "--peer-key-file", str(s.tls.key_file),
+                     "--peer-trusted-ca-file", str(s.tls.ca_file), "--peer-client-cert-auth"]
+        return argv
+
+    def _stop_stale(self) -> None:
+        """Stop an etcd a killed daemon left running on this data directory."""
+        try:
+            pid = int(self.settings.pid_file.read_text())
+        except (OSError, ValueError):
+            return
+        needle = str(self.settings.data_dir).encode()
+        if needle not in _cmdline(pid):
+            return
+        log.warning("stopping etcd (pid %d) left running on %s", pid, self.settings.data_dir)
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and needle in _cmdline(pid):
+                time.sleep(0.05)
+            if needle not in _cmdline(pid):
+                return
+
+    async def _spawn(self) -> trio.Process:
+        s = self.settings
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(s.run_dir, 0o700)
+        await trio.to_thread.run_sync(self._stop_stale)
+        with contextlib.suppress(FileNotFoundError):
+            s.socket.unlink()
+        with contextlib.suppress(OSError):
+            if s.log_file.stat().st_size > LOG_ROTATE_BYTES:
+                s.log_file.replace(s.log_file.with_name("etcd.log.1"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        with open(s.log_file, "ab") as logf:
+            try:
+                proc = await trio.lowlevel.open_process(self.argv(), cwd=str(s.run_dir), env=env,
+                                                        stdin=subprocess.DEVNULL, stdout=logf,
+                                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise Unavailable(f"cannot run etcd ({s.binary}: {exc.strerror}); swarm managers need "
+                                  "Debian's etcd-server package") from exc
+        s.pid_file.write_text(f"{proc.pid}\n")
+        self.process = proc
+        return proc
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.settings.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def _wait_ready(self, proc: trio.Process) -> None:
+        deadline = trio.current_time() + self.settings.start_timeout
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.settings.socket)),
+                                     base_url="http://etcd", timeout=2.0) as http:
+            while True:
+                if proc.returncode is not None or proc.poll() is not None:
+                    raise Unavailable(f"etcd exited with status {proc.returncode} while starting:\n{self.log_tail()}")
+                if self.settings.socket.exists():
+                    try:
+                        if (await http.get("/version")).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                if trio.current_time() > deadline:
+                    raise Unavailable(f"etcd did not start within {self.settings.start_timeout} s:\n{self.log_tail()}")
+                await trio.sleep(0.05)
+
+    async def _terminate(self, proc: trio.Process) -> None:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                with trio.move_on_after(10):
+                    await proc.wait()
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+            with contextlib.suppress(FileNotFoundError):
+                self.settings.pid_file.unlink()
+
+    async def serve(self, *, task_status: trio.TaskStatus[EtcdMember] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run etcd until cancelled or :meth:`stop`; start it again whenever it dies.
+
+        ``task_status.started(self)`` once the member answers on its socket.  Failing to start
+        the first time raises :class:`~core.errors.Unavailable` (with etcd's last log lines);
+        later deaths are logged and retried with a back-off of 0.5 s doubling to 10 s.
+        """
+        self.argv()  # refuses early when there is neither a member nor a bootstrap
+        started = False
+        backoff = 0.5
+        self._stopped = trio.Event()
+        try:
+            with trio.CancelScope() as self._scope:
+                while True:
+                    proc = await self._spawn()
+                    began = trio.current_time()
+                    try:
+                        await self._wait_ready(proc)
+                        if not started:
+                            started = True
+                            task_status.started(self)
+                        await proc.wait()
+                    except Unavailable:
+                        if not started:
+                            raise
+                    finally:
+                        await self._terminate(proc)
+                    if self._leaving:
+                        return
+                    self.restarts += 1
+                    if trio.current_time() - began > 30:
+                        backoff = 0.5
+                    log.warning("etcd exited with status %s; starting it again in %.1f s:\n%s",
+                                proc.returncode, backoff, self.log_tail(5))
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self._scope = None
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop the member (``serve`` returns) and wait until etcd has exited."""
+        if self._scope is not None:
+            self._scope.cancel()
+            await self._stopped.wait()
+
+    def kill(self) -> None:
+        """SIGKILL etcd (tests: a crashed member); ``serve`` starts it again."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    async def leave(self, client: EtcdClient | None = None) -> None:
+        """Remove this member from its cluster, stop it and delete its data.
+
+        ``client`` talks to any member (default: this one's socket)."""
+        own = client or self.client()
+        try:
+            me = (await own.status()).member_id if client is None else None
+            if me is None:
+                members = await own.members()
+                me = next((m.id for m in members if m.name == self.settings.name), None)
+            self._leaving = True
+            if me is not None:
+                await own.member_remove(me)
+        finally:
+            if client is None:
+                await own.aclose()
+        await self.stop()
+        self.forget()
+
+    def forget(self) -> None:
+        """Delete the member's data (the member must be stopped)."""
+        if self.pid is not None:
+            raise Conflict("etcd: the member is still running")
+        shutil.rmtree(self.settings.data_dir, ignore_errors=True)
+        for path in (self.settings.socket, self.settings.pid_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
