@@ -428,3 +428,109 @@ def test_the_commands_are_in_the_cli_tables():
         module, func, _ = main.COMMANDS[name]
         assert callable(getattr(__import__(module, fromlist=[func]), func))
     assert main.ALIASES["node list"] == "node ls" and main.ALIASES["node remove"] == "node rm"
+
+
+# -- the same requests and output as docker's own CLI (where it is installed) ------------------------
+
+
+def _zero_free(v):
+    """A request body without Go's zero values (docker's CLI sends them, core's leaves them out)."""
+    if isinstance(v, dict):
+        v = {k: _zero_free(x) for k, x in v.items()}
+        return {k: x for k, x in v.items() if x not in ("", 0, False, None, {}, [])}
+    if isinstance(v, list):
+        return [_zero_free(x) for x in v]
+    return v
+
+
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory):
+    """An Engine API on a unix socket that answers from a table and records what it is asked."""
+    import os
+    import socketserver
+    import threading
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import parse_qs, urlsplit
+
+    answers = {("GET", "/swarm"): SWARM, ("GET", "/info"): info(), ("POST", "/swarm/init"): NODE_ID,
+               ("GET", f"/nodes/{NODE_ID}"): node(NODE_ID, "mgr1", role="manager", leader=True),
+               ("GET", "/nodes"): NODES, ("GET", "/nodes/wrk1"): node("wrk1id", "wrk1", labels={"a": "1"}),
+               ("GET", "/nodes/mgr2"): node("mgr2id", "mgr2", role="manager")}
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def handle_one_request(self):
+            try:
+                super().handle_one_request()
+            except BrokenPipeError:
+                self.close_connection = True
+
+        def _serve(self):
+            url = urlsplit(self.path)
+            path = url.path
+            if path.startswith("/v1."):
+                path = "/" + path.split("/", 2)[2]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if path != "/_ping":
+                calls.append((self.command, path, parse_qs(url.query), _zero_free(json.loads(body)) if body else None))
+            answer = answers.get((self.command, path))
+            data = b"OK" if path == "/_ping" else json.dumps(answer).encode() if answer is not None else b""
+            self.send_response(200)
+            self.send_header("Api-Version", "1.47")
+            self.send_header("Content-Type", "text/plain" if path == "/_ping" else "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = do_HEAD = _serve
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    root = tmp_path_factory.mktemp("api")
+    server = Server(str(root / "api.sock"), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = dict(os.environ, DOCKER_HOST=f"unix://{root}/api.sock", CORE_HOST=f"unix://{root}/api.sock",
+               DOCKER_CONFIG=str(root / "docker-config"), CORE_NO_AUTOSTART="1")
+    try:
+        yield env, calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("docker"), reason="no docker CLI here")
+@pytest.mark.parametrize("argv", [
+    "swarm init --advertise-addr 10.0.0.1:2377 --listen-addr 10.0.0.1",
+    "swarm init --dispatcher-heartbeat 2s --cert-expiry 1h --task-history-limit 3 --default-addr-pool 10.20.0.0/16 "
+    "--availability drain --force-new-cluster",
+    "swarm join --token X --advertise-addr 10.0.0.4 10.0.0.1:2377",
+    "swarm join-token worker", "swarm join-token -q manager", "swarm join-token --rotate worker",
+    "swarm leave -f", "swarm update --dispatcher-heartbeat 1s --snapshot-interval 5", "swarm ca",
+    "swarm ca --rotate -d", "node ls", "node ls --format json", "node inspect self", "node inspect --pretty self",
+    "node update --label-add b=2 --label-rm a --availability drain wrk1", "node promote wrk1", "node demote mgr2",
+    "node rm -f wrk1",
+])
+def test_same_requests_and_output_as_the_docker_cli(recorder, argv):
+    import subprocess
+    import sys
+
+    env, calls = recorder
+    seen = {}
+    for who, cmd in (("docker", ["docker"]), ("core", [sys.executable, "-m", "core"])):
+        calls.clear()
+        proc = subprocess.run(cmd + argv.split(), env=env, capture_output=True, text=True, timeout=60)
+        seen[who] = (list(calls), proc.stdout.replace("docker swarm", "core swarm"), proc.returncode)
+    (docker_calls, docker_out, docker_rc), (core_calls, core_out, core_rc) = seen["docker"], seen["core"]
+    assert (core_rc, docker_rc) == (0, 0)
+    assert core_calls == docker_calls
+    if "inspect self" not in argv or "--pretty" in argv:  # inspect: the JSON's key order is each one's
+        assert core_out == docker_out
