@@ -90,8 +90,12 @@ class Ctx:
 
 
 def info(node_id=NODE_ID, control=True, state="active"):
-    return {"Swarm": {"NodeID": node_id, "LocalNodeState": state, "ControlAvailable": control,
-                      "Cluster": {"TLSInfo": SWARM["TLSInfo"]}}}
+    cluster = {k: v for k, v in SWARM.items() if k != "JoinTokens"}
+    cluster.update(DefaultAddrPool=["10.0.0.0/8"], SubnetSize=24, DataPathPort=4789)
+    return {"Swarm": {"NodeID": node_id, "NodeAddr": "10.0.0.1", "LocalNodeState": state, "ControlAvailable": control,
+                      "Error": "", "RemoteManagers": [{"NodeID": "b", "Addr": "10.0.0.2:2377"},
+                                                       {"NodeID": node_id, "Addr": "10.0.0.1:2377"}],
+                      "Nodes": 6, "Managers": 3, "Cluster": cluster if control else None}}
 
 
 def run(fn, ctx, *argv, prog="core x"):
@@ -288,6 +292,21 @@ def test_unlock_key_reports_the_daemons_refusal():
         run(cmd_swarm.unlock_key, ctx)
     assert err.value.message == ("could not fetch unlock key: Error response from daemon: "
                                  "autolock is not supported by core")
+
+
+def test_info_swarm_section():
+    lines = cmd_swarm.info_lines(info()["Swarm"])
+    assert lines == [
+        f"  NodeID: {NODE_ID}", "  Is Manager: true", "  ClusterID: abajmipo7b4xz5ip2nrla6b11", "  Managers: 3",
+        "  Nodes: 6", "  Default Address Pool: 10.0.0.0/8  ", "  SubnetSize: 24", "  Data Path Port: 4789",
+        "  Orchestration:", "   Task History Retention Limit: 5", "  Raft:", "   Snapshot Interval: 10000",
+        "   Heartbeat Tick: 0", "   Election Tick: 0", "  Dispatcher:", "   Heartbeat Period: 5 seconds",
+        "  CA Configuration:", "   Expiry Duration: 3 months", "   Force Rotate: 0", "  Autolock Managers: false",
+        "  Root Rotation In Progress: false", "  Node Address: 10.0.0.1", "  Manager Addresses:",
+        "   10.0.0.1:2377", "   10.0.0.2:2377"]
+    worker = cmd_swarm.info_lines(info(control=False)["Swarm"])
+    assert worker[:2] == [f"  NodeID: {NODE_ID}", "  Is Manager: false"] and worker[2] == "  Node Address: 10.0.0.1"
+    assert cmd_swarm.info_lines({"LocalNodeState": "inactive"}) == []
 
 
 @pytest.mark.parametrize("ns,text", [(5 * 10**9, "5s"), (90 * 24 * 3600 * 10**9, "2160h0m0s"),
@@ -517,7 +536,7 @@ def recorder(tmp_path_factory):
     "swarm leave -f", "swarm update --dispatcher-heartbeat 1s --snapshot-interval 5", "swarm ca",
     "swarm ca --rotate -d", "node ls", "node ls --format json", "node inspect self", "node inspect --pretty self",
     "node update --label-add b=2 --label-rm a --availability drain wrk1", "node promote wrk1", "node demote mgr2",
-    "node rm -f wrk1",
+    "node rm -f wrk1", "info",
 ])
 def test_same_requests_and_output_as_the_docker_cli(recorder, argv):
     import subprocess
@@ -531,6 +550,15 @@ def test_same_requests_and_output_as_the_docker_cli(recorder, argv):
         seen[who] = (list(calls), proc.stdout.replace("docker swarm", "core swarm"), proc.returncode)
     (docker_calls, docker_out, docker_rc), (core_calls, core_out, core_rc) = seen["docker"], seen["core"]
     assert (core_rc, docker_rc) == (0, 0)
+    if argv == "info":  # the swarm section; the rest of info is each engine's own
+        def section(text):
+            lines = text.splitlines()
+            start = lines.index(" Swarm: active")
+            end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  "))
+            return lines[start:end]
+
+        assert section(core_out) == section(docker_out)
+        return
     assert core_calls == docker_calls
     if "inspect self" not in argv or "--pretty" in argv:  # inspect: the JSON's key order is each one's
         assert core_out == docker_out

@@ -263,6 +263,61 @@ def _unlock_key(ctx: Any) -> str:
     return answer.get("UnlockKey", "")
 
 
+def info_lines(swarm: dict[str, Any]) -> list[str]:
+    """The lines ``core info`` prints under `` Swarm: <state>`` (docker's printSwarmInfo): node,
+    role, and on a manager the cluster's settings; nothing when inactive or locked."""
+    from core.units import human_duration
+
+    def go(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    state = swarm.get("LocalNodeState") or "inactive"
+    if state in ("inactive", "locked"):
+        return []
+    out = [f"  NodeID: {swarm.get('NodeID', '')}"]
+    if swarm.get("Error"):
+        out.append(f"  Error: {swarm['Error']}")
+    control = bool(swarm.get("ControlAvailable"))
+    out.append(f"  Is Manager: {go(control)}")
+    cluster = swarm.get("Cluster")
+    if cluster and control and not swarm.get("Error") and state != "error":
+        spec = cluster.get("Spec") or {}
+        out += [f"  ClusterID: {cluster.get('ID', '')}", f"  Managers: {swarm.get('Managers', 0)}",
+                f"  Nodes: {swarm.get('Nodes', 0)}"]
+        if cluster.get("DefaultAddrPool") is not None:
+            out.append("  Default Address Pool: " + "".join(p + "  " for p in cluster["DefaultAddrPool"]))
+            out.append(f"  SubnetSize: {cluster.get('SubnetSize', 0)}")
+        if (cluster.get("DataPathPort") or 0) > 0:
+            out.append(f"  Data Path Port: {cluster['DataPathPort']}")
+        raft = spec.get("Raft") or {}
+        ca_config = spec.get("CAConfig") or {}
+        out += ["  Orchestration:",
+                f"   Task History Retention Limit: {(spec.get('Orchestration') or {}).get('TaskHistoryRetentionLimit') or 0}",
+                "  Raft:", f"   Snapshot Interval: {raft.get('SnapshotInterval') or 0}"]
+        if raft.get("KeepOldSnapshots") is not None:
+            out.append(f"   Number of Old Snapshots to Retain: {raft['KeepOldSnapshots']}")
+        out += [f"   Heartbeat Tick: {raft.get('HeartbeatTick') or 0}", f"   Election Tick: {raft.get('ElectionTick') or 0}",
+                "  Dispatcher:",
+                f"   Heartbeat Period: {human_duration((spec.get('Dispatcher') or {}).get('HeartbeatPeriod', 0) / 1e9)}",
+                "  CA Configuration:",
+                f"   Expiry Duration: {human_duration((ca_config.get('NodeCertExpiry') or 0) / 1e9)}",
+                f"   Force Rotate: {ca_config.get('ForceRotate') or 0}"]
+        signing = (ca_config.get("SigningCACert") or "").strip()
+        if signing:
+            out.append(f"   Signing CA Certificate: \n{signing}\n")
+        if ca_config.get("ExternalCAs"):
+            out.append("   External CAs:")
+            out += [f"     {e.get('Protocol', '')}: {e.get('URL', '')}" for e in ca_config["ExternalCAs"]]
+        out.append(f"  Autolock Managers: {go(bool((spec.get('EncryptionConfig') or {}).get('AutoLockManagers')))}")
+        out.append(f"  Root Rotation In Progress: {go(bool(cluster.get('RootRotationInProgress')))}")
+    out.append(f"  Node Address: {swarm.get('NodeAddr', '')}")
+    managers = sorted(m.get("Addr", "") for m in swarm.get("RemoteManagers") or [])
+    if managers:
+        out.append("  Manager Addresses:")
+        out += [f"   {m}" for m in managers]
+    return out
+
+
 # -- commands ------------------------------------------------------------------------------------
 
 
