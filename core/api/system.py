@@ -1,4 +1,5 @@
-"""System endpoints: ``/_ping``, ``/version``, ``/info``."""
+"""System endpoints: ``/_ping``, ``/version``, ``/info`` (with the swarm service's ``Swarm``
+section and ``Swarm`` ping header)."""
 from __future__ import annotations
 
 import os
@@ -20,12 +21,14 @@ GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"
 BUILD_TIME = "2026-11-27T00:00:00.000000000+00:00"
 
 
-def ping_headers() -> list[tuple[str, str]]:
+def ping_headers(swarm: str = "inactive") -> list[tuple[str, str]]:
+    """``swarm``: moby's ``Swarm`` header, ``inactive``, ``pending``, ``error``,
+    ``active/manager`` or ``active/worker``."""
     return [
         ("Api-Version", API_VERSION),
         ("Ostype", "linux"),
         ("Docker-Experimental", "false"),
-        ("Swarm", "inactive"),
+        ("Swarm", swarm),
         ("Cache-Control", "no-cache, no-store, must-revalidate"),
         ("Pragma", "no-cache"),
     ]
@@ -89,10 +92,20 @@ class SystemServices(Protocol):
     engine_id: str
     drivers: DriverSet
     info_counters: dict[str, Any]   # name -> count or callable giving it (containers, images)
+    swarm: SwarmStatus | None       # the swarm service (None: the Swarm section of a lone node)
+
+
+class SwarmStatus(Protocol):
+    """What ``/_ping`` and ``/info`` ask of the swarm service."""
+
+    def status_text(self) -> str: ...
+    async def info(self) -> dict[str, Any]: ...
 
 
 async def ping(req: Request, services: SystemServices) -> Response:
-    return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8", headers=ping_headers())
+    swarm = getattr(services, "swarm", None)
+    headers = ping_headers(swarm.status_text() if swarm is not None else "inactive")
+    return Response(status=200, body=b"OK", content_type="text/plain; charset=utf-8", headers=headers)
 
 
 async def version(req: Request, services: SystemServices) -> Response:
@@ -104,6 +117,8 @@ async def info(req: Request, services: SystemServices) -> Response:
     counters = services.info_counters
     count = {k: (fn() if callable(fn) else fn) for k, fn in counters.items()}
     reports = services.drivers.reports()
+    swarm = getattr(services, "swarm", None)
+    swarm_info = await swarm.info() if swarm is not None else ENGINE_CONSTANTS["Swarm"]
     return json_response({
         "ID": services.engine_id,
         "Containers": count.get("Containers", 0),
@@ -140,6 +155,7 @@ async def info(req: Request, services: SystemServices) -> Response:
         "Runtimes": {"core": {"path": req.drivers.get("executor", "")}},
         "DefaultRuntime": "core",
         **ENGINE_CONSTANTS,
+        "Swarm": swarm_info,
         # core's own section: every driver found, how it fares, and which is in use
         "Drivers": [
             {**rep.to_json(), "Default": services.drivers.defaults.get(rep.kind) == rep.name,

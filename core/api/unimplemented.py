@@ -2,11 +2,10 @@
 
 A docker client that calls one gets a clear JSON error instead of ``404 page not found``:
 
-* swarm mode's endpoints answer as a docker daemon that is not in a swarm does — 503 with
-  moby's messages (``daemon/cluster``: ``errNoManager`` for what needs a manager, ``errNoSwarm``
-  for ``swarm leave``; the volume router's for cluster volume updates).  Clients depend on it: docker-py's ``client.swarm`` takes 503 as "no
-  swarm", ``docker info`` and ``docker node ls`` print the message.  ``swarm init`` and ``swarm
-  join`` would make this node a swarm's: they answer 501 until swarm mode exists.
+* the swarm endpoints not served yet (services, tasks, secrets, configs) answer as a docker
+  daemon that is not a manager does — 503 with moby's ``errNoManager`` message (the volume
+  router's for cluster volume updates).  The swarm and node endpoints themselves are
+  :mod:`core.api.swarm`'s.
 * every other endpoint of the spec core lacks answers 501 naming the endpoint.
 
 The tables below are the whole of it: one row per endpoint of
@@ -21,21 +20,9 @@ from core.api.http import Request, Response, Router, error_response
 # moby's daemon/cluster messages, word for word
 NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
                  "connect this node to swarm and try again.")
-NOT_IN_A_SWARM = "This node is not part of a swarm"
 
 # (method, path, status, message)
 SWARM: tuple[tuple[str, str, int, str], ...] = (
-    ("GET", "/swarm", 503, NOT_A_MANAGER),
-    ("POST", "/swarm/leave", 503, NOT_IN_A_SWARM),
-    ("POST", "/swarm/update", 503, NOT_A_MANAGER),
-    ("GET", "/swarm/unlockkey", 503, NOT_A_MANAGER),
-    ("POST", "/swarm/unlock", 503, NOT_A_MANAGER),
-    ("POST", "/swarm/init", 501, "swarm mode is not implemented yet (POST /swarm/init)"),
-    ("POST", "/swarm/join", 501, "swarm mode is not implemented yet (POST /swarm/join)"),
-    ("GET", "/nodes", 503, NOT_A_MANAGER),
-    ("GET", "/nodes/{id}", 503, NOT_A_MANAGER),
-    ("DELETE", "/nodes/{id}", 503, NOT_A_MANAGER),
-    ("POST", "/nodes/{id}/update", 503, NOT_A_MANAGER),
     ("GET", "/services", 503, NOT_A_MANAGER),
     ("POST", "/services/create", 503, NOT_A_MANAGER),
     ("GET", "/services/{id}", 503, NOT_A_MANAGER),

@@ -71,6 +71,7 @@ class Daemon:
         self.volumes: Any = None
         self.containers: Any = None
         self.networks: Any = None
+        self.swarm: Any = None  # core.engine.swarm.service.SwarmService
         from core.api import containers as containers_api
         from core.api import events
         from core.api import images as images_api
@@ -146,6 +147,13 @@ class Daemon:
                                        containers=_ContainerDirectory(self.containers), events=self.events)
         networks_api.register(self.router, self.networks)
         self.containers.wire_networks(_SyncNetworkViews(self.networks))
+        from core.api import swarm as swarm_api
+        from core.api.system import mem_total
+        from core.engine.swarm.service import SwarmService
+
+        self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
+                                  cpus=os.cpu_count() or 1, memory=mem_total())
+        swarm_api.register(self.router, self.swarm)
 
     def check_socket(self) -> None:
         """Refuse to start when another daemon answers on our socket; remove a stale one.  Called
@@ -237,6 +245,8 @@ class Daemon:
                         await nursery.start(self.networks.serve)
                     if self.image_service is not None:
                         await nursery.start(self.image_service.serve)
+                    if self.swarm is not None:  # re-attaches to its swarm in the background
+                        await nursery.start(self.swarm.serve)
                     if self.containers is not None:  # re-adopt running containers before answering
                         await self.containers.restore(nursery)
                     await nursery.start(trio.serve_listeners, server.handle, [listener])

@@ -1,0 +1,1138 @@
+"""The swarm service: this engine as a node of a swarm (moby's ``daemon/cluster``, on etcd).
+
+One :class:`SwarmService` per daemon, started with ``await nursery.start(swarm.serve)``.  Its
+operations are the Engine API's swarm and node endpoints (:mod:`core.api.swarm`).
+
+What runs where
+---------------
+Every node runs the **agent** (:class:`core.engine.swarm.dispatcher.Agent`): a session with
+some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed`).  A
+**manager** also runs:
+
+- its etcd member (:class:`core.engine.swarm.etcd.EtcdMember`): peers on ``<advertise
+  IP>:2380`` with mutual TLS from the node's own certificate, the client endpoint a unix socket
+  under ``<data-root>/swarm/`` (local only);
+- the swarm channel on the listen address (default ``0.0.0.0:2377``,
+  :class:`core.engine.swarm.transport.Server`) with the CA calls (backed by the store: any
+  manager signs, with the CA the store holds), the dispatcher, and ``etcd.join`` (a joining
+  manager is added to the etcd cluster by a manager it dials);
+- the leadership loop: the holder of the etcd election ``/swarm/election`` runs the node-health
+  loop (:meth:`Dispatcher.watch_nodes`) and finishes root rotations.
+
+The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own state is in
+``<data-root>/swarm/``::
+
+    state.json        node ID, role, cluster ID, listen and advertise addresses, managers
+    certificates/     swarm-node.crt, swarm-node.key (0600), swarm-root-ca.crt
+    etcd/ etcd.json   a manager's etcd member and its settings (etcd.sock:0, etcd.log, etcd.pid)
+
+A daemon restart re-attaches: the member starts again on its data, the agent opens a session
+with the managers it last knew.
+
+Errors are docker's (moby's ``daemon/cluster/errors.go``, swarmkit's ``controlapi``): not in a
+swarm, not a manager, already in a swarm, no leader (quorum lost: :class:`NoLeader`), stale
+versions (``update out of sequence``), last-manager refusals.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import logging
+import math
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import trio
+from cryptography.hazmat.primitives import serialization
+
+from core import errors
+from core.engine.swarm import ca as swarm_ca
+from core.engine.swarm import nodes as swarm_nodes
+from core.engine.swarm import tokens as swarm_tokens
+from core.engine.swarm import transport
+from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
+from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
+from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
+                                    PeerTLS, SequenceConflict)
+from core.engine.swarm.store import ClusterRecord, Store, now_text
+
+log = logging.getLogger("core.swarm")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request otherwise
+
+# moby's daemon/cluster/errors.go, word for word
+ERR_NO_SWARM = "This node is not part of a swarm"
+ERR_SWARM_EXISTS = ('This node is already part of a swarm. Use "docker swarm leave" to leave this '
+                    "swarm and join another one.")
+ERR_NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify "
+                   "cluster state. Please run this command on a manager node or promote the current "
+                   "node to a manager.")
+ERR_NO_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
+                  "to connect this node to swarm and try again.")
+ERR_JOIN_TIMEOUT = ('Timeout was reached before node joined. The attempt to join the swarm will '
+                    'continue in the background. Use the "docker info" command to see the current '
+                    "swarm status of your node.")
+AUTOLOCK_UNSUPPORTED = ("autolock is not supported by core: manager keys are not encrypted at rest, "
+                        "so there is no unlock key (use filesystem encryption for <data-root>/swarm)")
+EXTERNAL_CA_UNSUPPORTED = "external CAs are not supported by core: the swarm runs its own root CA"
+
+DEFAULT_LISTEN = "0.0.0.0:2377"
+PEER_PORT = 2380
+JOIN_TIMEOUT = 20.0  # moby's swarmConnectTimeout
+NS = 10**9
+
+DEFAULT_SPEC: dict[str, Any] = {
+    "Name": "default",
+    "Labels": {},
+    "Orchestration": {"TaskHistoryRetentionLimit": 5},
+    "Raft": {"SnapshotInterval": 10000, "KeepOldSnapshots": 0, "LogEntriesForSlowFollowers": 500,
+             "ElectionTick": 10, "HeartbeatTick": 1},
+    "Dispatcher": {"HeartbeatPeriod": 5 * NS},
+    "CAConfig": {"NodeCertExpiry": 90 * 24 * 3600 * NS},
+    "TaskDefaults": {},
+    "EncryptionConfig": {"AutoLockManagers": False},
+}
+
+
+# -- the spec --------------------------------------------------------------------------------------
+
+def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    value = spec.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.InvalidArgument(f"invalid swarm spec: {name} must be an object")
+    return value
+
+
+def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A full cluster spec from what the API sent: docker's defaults where a value is missing,
+    null or zero; checked as moby and swarmkit check it."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise errors.InvalidArgument("invalid swarm spec: expected a JSON object")
+    name = given.get("Name") or "default"
+    if name != "default":
+        raise errors.InvalidArgument('swarm spec must be named "default"')
+    spec = json.loads(json.dumps(DEFAULT_SPEC))
+    labels = given.get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise errors.InvalidArgument("invalid swarm spec: Labels must be an object")
+    spec["Labels"] = labels
+    orch = _section(given, "Orchestration")
+    if orch.get("TaskHistoryRetentionLimit") is not None:
+        limit = orch["TaskHistoryRetentionLimit"]
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise errors.InvalidArgument("invalid TaskHistoryRetentionLimit: expected an integer")
+        spec["Orchestration"]["TaskHistoryRetentionLimit"] = limit
+    for key, value in _section(given, "Raft").items():
+        if value:
+            spec["Raft"][key] = value
+    disp = _section(given, "Dispatcher")
+    period = disp.get("HeartbeatPeriod")
+    if period:
+        if not isinstance(period, int) or isinstance(period, bool):
+            raise errors.InvalidArgument("invalid HeartbeatPeriod: expected nanoseconds")
+        if period < 0:
+            raise errors.InvalidArgument("heartbeat time period cannot be a negative duration")
+        spec["Dispatcher"]["HeartbeatPeriod"] = period
+    ca_config = _section(given, "CAConfig")
+    expiry = ca_config.get("NodeCertExpiry")
+    if expiry:
+        if not isinstance(expiry, int) or isinstance(expiry, bool):
+            raise errors.InvalidArgument("invalid NodeCertExpiry: expected nanoseconds")
+        swarm_ca.validate_node_cert_expiry(dt.timedelta(microseconds=expiry / 1000))
+        spec["CAConfig"]["NodeCertExpiry"] = expiry
+    if ca_config.get("ExternalCAs"):
+        raise errors.InvalidArgument(EXTERNAL_CA_UNSUPPORTED)
+    if ca_config.get("SigningCACert") or ca_config.get("SigningCAKey"):
+        raise errors.InvalidArgument("a root CA certificate and key of your own are not supported "
+                                     "by core: rotate with `swarm ca --rotate` instead")
+    force = ca_config.get("ForceRotate")
+    if force:
+        spec["CAConfig"]["ForceRotate"] = int(force)
+    elif current is not None and current.get("CAConfig", {}).get("ForceRotate"):
+        spec["CAConfig"]["ForceRotate"] = current["CAConfig"]["ForceRotate"]
+    if _section(given, "EncryptionConfig").get("AutoLockManagers"):
+        raise errors.InvalidArgument(AUTOLOCK_UNSUPPORTED)
+    task_defaults = _section(given, "TaskDefaults")
+    if task_defaults:
+        spec["TaskDefaults"] = task_defaults
+    return spec
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def tls_info(ca: ClusterCA) -> dict[str, str]:
+    """docker's TLSInfo of the cluster: the bundle, and the signing root's subject and key."""
+    return {
+        "TrustRoot": ca.trust_pem.decode(),
+        "CertIssuerSubject": _b64(ca.signer_cert.subject.public_bytes()),
+        "CertIssuerPublicKey": _b64(ca.signer_cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
+    }
+
+
+def parse_pool(pool: Any, subnet_size: Any) -> tuple[list[str], int]:
+    if pool in (None, []):
+        pool = ["10.0.0.0/8"]
+    if not isinstance(pool, list):
+        raise errors.InvalidArgument("invalid DefaultAddrPool: expected a list of CIDRs")
+    out = []
+    for cidr in pool:
+        try:
+            out.append(str(ipaddress.ip_network(str(cidr), strict=False)))
+        except ValueError:
+            raise errors.InvalidArgument(f"invalid default address pool {cidr!r}: not a CIDR") from None
+    size = int(subnet_size or 24)
+    for cidr in out:
+        if size > 32 or size < ipaddress.ip_network(cidr).prefixlen:
+            raise errors.InvalidArgument(f"invalid subnet size {size} for pool {cidr}")
+    return out, size
+
+
+# -- addresses -------------------------------------------------------------------------------------
+
+def split_addr(text: Any, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``:port`` (moby's ``validateAddr`` keeps what it cannot parse)."""
+    if not isinstance(text, str) or not text.strip():
+        raise errors.InvalidArgument("invalid empty address")
+    text = text.strip().removeprefix("tcp://")
+    if text.startswith(":"):
+        text = "0.0.0.0" + text
+    return transport.parse_address(text, default_port)
+
+
+def _resolve_host(host: str) -> str:
+    """An IP as is; an interface name to its first IPv4 address."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            links = ipr.link_lookup(ifname=host)
+            if links:
+                for msg in ipr.get_addr(index=links[0], family=socket.AF_INET):
+                    return msg.get_attr("IFA_ADDRESS")
+    except Exception:  # noqa: BLE001 - pyroute2 missing or the interface gone: say so below
+        pass
+    raise errors.InvalidArgument(f"failed to resolve address {host!r}: not an IP address "
+                                 "or an interface with an IPv4 address")
+
+
+def default_advertise_ip() -> str:
+    """The address docker would pick: the one of the default route's interface, or the only
+    address of the machine; several without a default route is docker's refusal."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # a route lookup; nothing is sent
+            ip = s.getsockname()[0]
+            if ip and not ip.startswith("127."):
+                return ip
+    except OSError:
+        pass
+    found: list[tuple[str, str]] = []
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            for msg in ipr.get_addr(family=socket.AF_INET):
+                ip = msg.get_attr("IFA_ADDRESS")
+                if ip and not ip.startswith("127."):
+                    found.append((ip, names.get(msg["index"], "?")))
+    except Exception:  # noqa: BLE001
+        pass
+    if len(found) == 1:
+        return found[0][0]
+    if not found:
+        raise errors.InvalidArgument("could not find the system's IP address - specify one with "
+                                     "--advertise-addr")
+    listed = " and ".join(f"{ip} on {name}" for ip, name in found[:2])
+    raise errors.InvalidArgument("could not choose an IP address to advertise since this system "
+                                 f"has multiple addresses on different interfaces ({listed}) - "
+                                 "specify one with --advertise-addr")
+
+
+def local_ip_towards(host: str, port: int) -> str:
+    """The local address this machine uses to reach ``host`` (a joining node's default)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, port))
+            return s.getsockname()[0]
+    except OSError as exc:
+        raise errors.InvalidArgument(f"could not find the local address to reach {host}: "
+                                     f"{exc.strerror or exc} - specify one with --advertise-addr"
+                                     ) from None
+
+
+# -- the service -----------------------------------------------------------------------------------
+
+class _StoreCA(transport.CAService):
+    """The CA calls with the CA the store holds (any manager signs; rotations and token changes
+    made on another manager apply at once)."""
+
+    def __init__(self, svc: SwarmService) -> None:
+        super().__init__(None, on_join=svc._on_join, role_of=svc._role_of, on_issue=svc._on_issue)  # type: ignore[arg-type]
+        self.svc = svc
+
+    async def _load(self) -> None:
+        self.ca = (await self.svc._store().cluster()).ca
+        self.svc._revoked = set(self.ca.revoked)
+
+    async def root(self, peer, args):
+        await self._load()
+        return await super().root(peer, args)
+
+    async def join(self, peer, args):
+        await self._load()
+        return await super().join(peer, args)
+
+    async def renew(self, peer, args):
+        await self._load()
+        return await super().renew(peer, args)
+
+
+class _ForceNewMember(EtcdMember):
+    """``swarm init --force-new-cluster``: the member restarts as a cluster of itself."""
+
+    def argv(self) -> list[str]:
+        return super().argv() + ["--force-new-cluster"]
+
+
+class SwarmService:
+    """This daemon's part in a swarm (see the module docstring)."""
+
+    def __init__(self, data_root: Path, *, hostname: Callable[[], str] = socket.gethostname,
+                 engine_version: str = "", cpus: int = 1, memory: int = 0,
+                 etcd_binary: str = "etcd") -> None:
+        self.dir = Path(data_root) / "swarm"
+        self.certs_dir = self.dir / "certificates"
+        self.hostname = hostname
+        self.engine_version = engine_version
+        self.cpus, self.memory = cpus, memory
+        self.etcd_binary = etcd_binary
+        self.local: dict[str, Any] | None = None  # state.json while in a swarm
+        self.state = "inactive"  # inactive | pending | active | error
+        self.error = ""
+        self._lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._node_scope: trio.CancelScope | None = None
+        self._node_nursery: trio.Nursery | None = None
+        self._node_done: trio.Event | None = None
+        self.credentials: NodeCredentials | None = None
+        self.member: EtcdMember | None = None
+        self.etcd: EtcdClient | None = None
+        self.server: transport.Server | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.agent: Agent | None = None
+        self.client: transport.ManagerClient | None = None
+        self._revoked: set[str] = set()
+        self._digest = ""
+        self._is_leader = False
+        self._manager_up = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def _save_local(self) -> None:
+        assert self.local is not None
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.state_file.with_name("state.json.tmp")
+        tmp.write_text(json.dumps(self.local, indent=1))
+        tmp.replace(self.state_file)
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; a node that was in a swarm re-attaches in the background."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.state_file.exists():
+                try:
+                    self.local = json.loads(self.state_file.read_text())
+                    self.credentials = NodeCredentials.load(self.certs_dir)
+                except (OSError, ValueError, errors.CoreError) as exc:
+                    self.state, self.error = "error", f"cannot re-attach to the swarm: {exc}"
+                    log.error("%s", self.error)
+                else:
+                    self.state = "active"
+                    nursery.start_soon(self._reattach)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _reattach(self) -> None:
+        try:
+            await self._start_node(manager=self.local["Role"] == "manager", bootstrap=None,
+                                   wait_agent=False)
+        except errors.CoreError as exc:
+            self.state, self.error = "error", f"cannot re-attach to the swarm: {exc}"
+            log.error("%s", self.error)
+
+    async def _guard(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run a component: errors before it is up go to whoever started it; later ones are
+        logged (the component is down, the daemon goes on)."""
+        started = False
+
+        class _Status:
+            @staticmethod
+            def started(value: Any = None) -> None:
+                nonlocal started
+                started = True
+                task_status.started(value)
+
+        try:
+            await fn(*args, task_status=_Status)
+        except Exception:
+            if not started:
+                raise
+            log.exception("swarm component %s failed", name)
+
+    async def _node_task(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        done = trio.Event()
+        self._node_done = done
+        try:
+            with trio.CancelScope() as scope:
+                self._node_scope = scope
+                async with trio.open_nursery() as nursery:
+                    self._node_nursery = nursery
+                    task_status.started()
+                    await trio.sleep_forever()
+        finally:
+            self._node_nursery = None
+            if self.etcd is not None:
+                with trio.CancelScope(shield=True):
+                    await self.etcd.aclose()
+            self.etcd = None
+            done.set()
+
+    async def _stop_node(self) -> None:
+        if self._node_scope is not None:
+            self._node_scope.cancel()
+            if self._node_done is not None:
+                await self._node_done.wait()
+        self._node_scope = None
+        self.member = self.server = self.dispatcher = self.agent = self.client = None
+        self._manager_up = self._is_leader = False
+
+    def _etcd_settings(self, advertise_ip: str) -> EtcdSettings:
+        tls = PeerTLS(self.certs_dir / swarm_ca.NODE_CERT, self.certs_dir / swarm_ca.NODE_KEY,
+                      self.certs_dir / swarm_ca.ROOT_CERT)
+        return EtcdSettings(name=self.local["NodeID"], data_dir=self.dir / "etcd",
+                            advertise_addr=advertise_ip, peer_port=PEER_PORT, tls=tls,
+                            binary=self.etcd_binary)
+
+    async def _start_node(self, *, manager: bool, bootstrap: Bootstrap | None,
+                          wait_agent: bool, force_new: bool = False,
+                          after_etcd: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start what this node runs, from ``self.local`` and ``self.credentials``."""
+        assert self._nursery is not None and self.local is not None
+        await self._nursery.start(self._node_task)
+        if manager:
+            await self._start_manager(bootstrap, force_new=force_new, after_etcd=after_etcd)
+        await self._start_agent(wait=wait_agent)
+
+    async def _start_manager(self, bootstrap: Bootstrap | None, *, force_new: bool = False,
+                             after_etcd: Callable[[], Awaitable[None]] | None = None) -> None:
+        n = self._node_nursery
+        assert n is not None and self.local is not None and self.credentials is not None
+        adv_host, _ = transport.parse_address(self.local["AdvertiseAddr"])
+        settings = self._etcd_settings(adv_host)
+        settings.save()
+        member_cls = _ForceNewMember if force_new else EtcdMember
+        self.member = member_cls(settings, bootstrap)
+        await n.start(self._guard, "etcd", self.member.serve)
+        self.etcd = EtcdClient(settings.socket, timeout=5.0)
+        if after_etcd is not None:
+            await after_etcd()
+        record = await self._store().cluster()
+        self._apply_cluster(record)
+        self.server = transport.Server(self.credentials, is_revoked=lambda nid: nid in self._revoked)
+        _StoreCA(self).install(self.server)
+        self.dispatcher = Dispatcher(self._store(), self.local["NodeID"], period=self._period(record),
+                                     managers=self._managers, trust_digest=lambda: self._digest)
+        self.dispatcher.install(self.server)
+        from core.engine.swarm.transport import Access
+
+        self.server.register("etcd.join", self._etcd_join, access=Access.MANAGER)
+        host, port = split_addr(self.local["ListenAddr"], transport.DEFAULT_PORT)
+        await n.start(self._guard, "server", self.server.serve, host, port)
+        n.start_soon(self._guard, "cluster-watch", self._watch_cluster)
+        n.start_soon(self._guard, "leadership", self._leadership)
+        self._manager_up = True
+
+    async def _start_agent(self, *, wait: bool) -> None:
+        n = self._node_nursery
+        assert n is not None and self.local is not None and self.credentials is not None
+        addrs = [m["Addr"] for m in self.local.get("RemoteManagers") or []] or [self.local["JoinAddr"]]
+        if self.local["Role"] == "manager":  # its own channel first
+            own = self.local["AdvertiseAddr"]
+            addrs = [own] + [a for a in addrs if a != own]
+        self.client = transport.ManagerClient(self.credentials, addrs)
+        self.agent = Agent(self.client, description=self._description, on_update=self._on_session_update)
+        n.start_soon(self._guard, "renewal", self._keep_renewed)
+        if wait:
+            with trio.move_on_after(JOIN_TIMEOUT) as scope:
+                await n.start(self._guard, "agent", self.agent.run)
+            if scope.cancelled_caught:
+                raise errors.Unavailable(ERR_JOIN_TIMEOUT)
+        else:
+            n.start_soon(self._guard, "agent", self.agent.run)
+
+    def _description(self) -> dict[str, Any]:
+        return swarm_nodes.local_description(self.hostname(), self.engine_version, self.cpus,
+                                             self.memory)
+
+    async def _on_session_update(self, info: dict[str, Any]) -> None:
+        if self.local is None or self.credentials is None:
+            return
+        managers = info.get("managers")
+        if isinstance(managers, list) and managers:
+            if managers != self.local.get("RemoteManagers"):
+                self.local["RemoteManagers"] = managers
+                self._save_local()
+                if self.client is not None:
+                    own = self.local["AdvertiseAddr"] if self.local["Role"] == "manager" else None
+                    addrs = [m["Addr"] for m in managers]
+                    if own in addrs:
+                        addrs = [own] + [a for a in addrs if a != own]
+                    current = self.agent.manager if self.agent else None
+                    self.client.set_addresses(addrs)
+                    if current in addrs:
+                        self.client._current = addrs.index(current)
+        wanted = info.get("role")
+        have = "manager" if self.credentials.identity.is_manager else "worker"
+        digest = info.get("digest")
+        if self.client is not None and ((wanted in swarm_nodes.ROLES and wanted != have)
+                                        or (digest and digest != bundle_digest(self.credentials.trust_pem))):
+            self.client.request_renewal()
+
+    async def _keep_renewed(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        assert self.client is not None
+        await self.client.keep_renewed(str(self.certs_dir), on_renewed=self._renewed,
+                                       task_status=task_status)
+
+    async def _renewed(self, creds: NodeCredentials) -> None:
+        old_role = self.local["Role"] if self.local else None
+        self.credentials = creds
+        new_role = "manager" if creds.identity.is_manager else "worker"
+        if self.server is not None and creds.identity.is_manager:
+            self.server.update_credentials(creds)
+        if self.local is not None and new_role != old_role:
+            self.local["Role"] = new_role
+            self._save_local()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._change_role, new_role)
+
+    async def _change_role(self, role: str) -> None:
+        """A promotion or demotion took effect (the node's certificate changed role): start or
+        stop the manager's parts, retrying (etcd may refuse a new member for a few seconds)."""
+        delay = 1.0
+        while self.local is not None and self.local["Role"] == role:
+            async with self._lock:
+                try:
+                    if role == "manager":
+                        if self._manager_up:
+                            return
+                        await self._promote_self()
+                    else:
+                        if not self._manager_up:
+                            return
+                        await self._demote_self()
+                    self.error = ""
+                    log.info("this node is now a %s", role)
+                    return
+                except errors.CoreError as exc:
+                    log.warning("swarm role change to %s failed (retrying in %.0f s): %s",
+                                role, delay, exc)
+                    self.error = f"role change to {role} failed: {exc}"
+            await trio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _promote_self(self) -> None:
+        assert self.local is not None and self.credentials is not None
+        adv_host, _ = transport.parse_address(self.local["AdvertiseAddr"])
+        if self.credentials.identity.ip_addresses != (adv_host,) and self.client is not None:
+            self.credentials = await self.client.renew(ip_addresses=[adv_host])
+            self.credentials.save(self.certs_dir)
+        bootstrap = await self._ask_etcd_join(adv_host)
+        await self._start_manager(bootstrap)
+
+    async def _demote_self(self) -> None:
+        if self.member is not None and self.etcd is not None:
+            def drop(node: dict[str, Any]) -> None:
+                node.pop("ManagerStatus", None)
+
+            await self._store().update_node(self.local["NodeID"], drop)
+            with contextlib.suppress(errors.CoreError):
+                await self.member.leave(self.etcd)
+            self.member.forget()
+        # the whole node restarts as a worker (the agent keeps the same credentials)
+        await self._stop_node()
+        assert self.local is not None
+        await self._start_node(manager=False, bootstrap=None, wait_agent=False)
+
+    async def _ask_etcd_join(self, adv_host: str) -> Bootstrap:
+        """A new manager: a manager adds it to the etcd cluster; the members it answers are the
+        bootstrap of this node's member."""
+        assert self.local is not None and self.credentials is not None
+        addrs = [m["Addr"] for m in self.local.get("RemoteManagers") or []] or [self.local["JoinAddr"]]
+        own = self.local["AdvertiseAddr"]
+        client = transport.ManagerClient(self.credentials, [a for a in addrs if a != own] or addrs,
+                                         timeout=60.0)  # etcd may wait out its 5 s health rule
+        settings = self._etcd_settings(adv_host)
+        try:
+            answer = await client.call("etcd.join", peer_url=settings.peer_url,
+                                       addr=self.local["AdvertiseAddr"])
+        finally:
+            await client.aclose()
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+        members = [Member(id=int(m["id"]), name=m["name"], peer_urls=tuple(m["peer_urls"]))
+                   for m in answer["members"]]
+        return Bootstrap.from_members(settings, members)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _store(self) -> Store:
+        if self.etcd is None:
+            raise errors.Unavailable(NoLeader().message)
+        return Store(self.etcd)
+
+    @staticmethod
+    def _period(record: ClusterRecord) -> float:
+        return record.cluster["Spec"]["Dispatcher"]["HeartbeatPeriod"] / NS
+
+    def _apply_cluster(self, record: ClusterRecord) -> None:
+        self._revoked = set(record.ca.revoked)
+        self._digest = bundle_digest(record.ca.trust_pem)
+        if self.dispatcher is not None:
+            self.dispatcher.period = self._period(record)
+
+    async def _watch_cluster(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the cached CA facts (revocations, bundle digest, heartbeat period) current."""
+        task_status.started()
+        while True:
+            try:
+                record = await self._store().cluster()
+                self._apply_cluster(record)
+                if self.dispatcher is not None:
+                    for node_id in list(self.dispatcher.sessions.nodes):
+                        if node_id in self._revoked:
+                            self.dispatcher.forget(node_id)
+            except errors.CoreError as exc:
+                log.debug("cluster refresh: %s", exc)
+            await trio.sleep(1.0)
+
+    async def _managers(self) -> list[dict[str, str]]:
+        out = []
+        for node, _v in await self._store().nodes():
+            ms = node.get("ManagerStatus")
+            if ms and ms.get("Addr"):
+                out.append({"NodeID": node["ID"], "Addr": ms["Addr"]})
+        return out
+
+    async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Campaign in the etcd election; while leading, run the leader's loops."""
+        task_status.started()
+        assert self.local is not None
+        while True:
+            try:
+                store = self._store()
+                ttl = max(2, math.ceil((self.dispatcher.period if self.dispatcher else 5.0) * 2))
+                lease = await store.etcd.lease_grant(ttl)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        async def keep() -> None:
+                            try:
+                                await store.etcd.keep_lease_alive(lease)
+                            finally:
+                                nursery.cancel_scope.cancel()
+
+                        nursery.start_soon(keep)
+                        from core.engine.swarm.store import ELECTION
+
+                        await store.etcd.campaign(ELECTION, self.local["NodeID"], lease.id)
+                        self._is_leader = True
+                        log.info("this manager leads the swarm")
+                        assert self.dispatcher is not None
+                        await self.dispatcher.watch_nodes(self._leader_extra)
+                finally:
+                    self._is_leader = False
+                    with trio.CancelScope(shield=True), contextlib.suppress(errors.CoreError):
+                        with trio.move_on_after(2):
+                            await store.etcd.lease_revoke(lease.id)
+            except* errors.CoreError as group:
+                log.info("leadership: %s", group.exceptions[0])
+            await trio.sleep(1.0)
+
+    async def _leader_extra(self) -> None:
+        """Finish a root rotation once every node holds a certificate from the new key."""
+        store = self._store()
+        record = await store.cluster()
+        if not record.ca.rotating:
+            return
+        ids = {n["ID"] for n, _v in await store.nodes()}
+        if ids <= record.rotation_issued:
+            record.ca.finish_rotation()
+            record.rotation_issued = set()
+            record.cluster["RootRotationInProgress"] = False
+            record.cluster["TLSInfo"] = tls_info(record.ca)
+            with contextlib.suppress(SequenceConflict):
+                await store.update_cluster(record)
+                log.info("root CA rotation finished")
+
+    # -- CA call hooks (manager side) ----------------------------------------------------------
+
+    async def _on_join(self, node_id: str, role: str) -> None:
+        r = "manager" if role == MANAGER_ROLE else "worker"
+        await self._store().put_node(swarm_nodes.new_record(node_id, r), 0)
+
+    async def _role_of(self, node_id: str) -> str:
+        found = await self._store().node(node_id)
+        if found is None:
+            raise errors.Forbidden(f"node {node_id} was removed from the swarm")
+        return MANAGER_ROLE if found[0]["Spec"]["Role"] == "manager" else WORKER_ROLE
+
+    async def _on_issue(self, node_id: str, chain: bytes) -> None:
+        store = self._store()
+        record = await store.cluster()
+        info = tls_info(record.ca)
+
+        def set_tls(node: dict[str, Any]) -> None:
+            node["Description"]["TLSInfo"] = info
+
+        await store.update_node(node_id, set_tls)
+        if record.ca.rotating and record.ca.issued_by_current(chain) \
+                and node_id not in record.rotation_issued:
+            for _ in range(5):
+                record.rotation_issued.add(node_id)
+                try:
+                    await store.update_cluster(record)
+                    return
+                except SequenceConflict:
+                    record = await store.cluster()
+
+    async def _etcd_join(self, peer: transport.Peer, args: dict) -> dict:
+        """A manager that joined (or was promoted) asks to be added to the etcd cluster."""
+        peer_url = transport._str_arg(args, "peer_url")
+        addr = transport._str_arg(args, "addr")
+        etcd = self._store().etcd
+
+        def mark(node: dict[str, Any]) -> None:
+            node["ManagerStatus"] = {"Addr": addr}
+
+        # recorded first: until the new member runs, a small cluster may have no quorum
+        await self._store().update_node(peer.identity.node_id, mark)
+        for m in await etcd.members():  # a member left behind by an earlier attempt
+            if peer_url in m.peer_urls:
+                await etcd.member_remove(m.id)
+        _added, members = await etcd.member_add([peer_url])
+        return {"members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
+                            for m in members]}
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _require_manager(self) -> Store:
+        if self.state == "inactive" or self.local is None:
+            raise errors.Unavailable(ERR_NO_MANAGER)
+        if self.local["Role"] != "manager":
+            raise errors.Unavailable(ERR_NOT_MANAGER)
+        if self.etcd is None or not self._manager_up:
+            raise errors.Unavailable("This node is not a swarm manager. Manager is being prepared "
+                                     "or has trouble connecting to the cluster.")
+        return self._store()
+
+    # -- init / join / leave -------------------------------------------------------------------
+
+    async def init(self, req: dict[str, Any]) -> str:
+        """``POST /swarm/init``: this node becomes the first manager of a new swarm."""
+        if not isinstance(req, dict):
+            raise errors.InvalidArgument("invalid swarm init request: expected a JSON object")
+        async with self._lock:
+            if self.local is not None:
+                if req.get("ForceNewCluster") and self.local.get("Role") == "manager":
+                    return await self._force_new_cluster()
+                raise errors.Unavailable(ERR_SWARM_EXISTS)
+            listen_text = req.get("ListenAddr") or DEFAULT_LISTEN
+            try:
+                listen_host, listen_port = split_addr(listen_text, transport.DEFAULT_PORT)
+            except errors.InvalidArgument as exc:
+                raise errors.InvalidArgument(f"invalid ListenAddr {listen_text!r}: {exc}") from None
+            listen_host = _resolve_host(listen_host)
+            adv_text = req.get("AdvertiseAddr") or ""
+            if adv_text:
+                adv_host, adv_port = split_addr(adv_text, listen_port)
+                adv_host = _resolve_host(adv_host)
+            else:
+                adv_port = listen_port
+                adv_host = (listen_host if listen_host not in ("0.0.0.0", "::")
+                            else default_advertise_ip())
+            if ipaddress.ip_address(adv_host).is_unspecified:
+                raise errors.InvalidArgument(f"advertise address must be a non-zero IP address: "
+                                             f"{adv_host}")
+            spec = normalize_spec(req.get("Spec"))
+            pool, subnet_size = parse_pool(req.get("DefaultAddrPool"), req.get("SubnetSize"))
+            data_port = int(req.get("DataPathPort") or 4789)
+            if not 1024 <= data_port <= 49151:
+                raise errors.InvalidArgument(f"data path port {data_port} is out of the range "
+                                             "1024-49151")
+            expiry = dt.timedelta(microseconds=spec["CAConfig"]["NodeCertExpiry"] / 1000)
+            ca = ClusterCA.create(node_cert_expiry=expiry)
+            node_id = swarm_ca.new_id()
+            creds = ca.issue(MANAGER_ROLE, node_id, ip_addresses=[adv_host])
+            advertise = transport.format_address(adv_host, adv_port)
+            t = now_text()
+            cluster = {"ID": ca.cluster_id, "CreatedAt": t, "UpdatedAt": t, "Spec": spec,
+                       "TLSInfo": tls_info(ca), "RootRotationInProgress": False,
+                       "DefaultAddrPool": pool, "SubnetSize": subnet_size,
+                       "DataPathPort": data_port}
+            self.state = "pending"
+            self.local = {"NodeID": node_id, "ClusterID": ca.cluster_id, "Role": "manager",
+                          "ListenAddr": transport.format_address(listen_host, listen_port),
+                          "AdvertiseAddr": advertise, "JoinAddr": advertise,
+                          "RemoteManagers": [{"NodeID": node_id, "Addr": advertise}]}
+            self.credentials = creds
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
+                creds.save(self.certs_dir)
+
+                async def first_objects() -> None:
+                    store = self._store()
+                    await store.create_cluster(ClusterRecord(cluster, ca, set(), 0))
+                    record = swarm_nodes.new_record(node_id, "manager")
+                    record["ManagerStatus"] = {"Addr": advertise}
+                    record["Description"].update(self._description())
+                    record["Description"]["TLSInfo"] = tls_info(ca)
+                    await store.put_node(record, 0)
+
+                settings = self._etcd_settings(adv_host)
+                await self._start_node(manager=True, bootstrap=Bootstrap.new(settings, ca.cluster_id),
+                                       wait_agent=True, after_etcd=first_objects)
+                self._save_local()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._stop_node()
+                    self._forget_local()
+                raise
+            self.state = "active"
+            return node_id
+
+    async def _force_new_cluster(self) -> str:
+        """``swarm init --force-new-cluster`` on a manager: its etcd member becomes a cluster of
+        one (the other managers are dropped from it), keeping the swarm's state."""
+        assert self.local is not None
+        await self._stop_node()
+        await self._start_node(manager=True, bootstrap=None, wait_agent=False, force_new=True)
+        store = self._store()
+        own = self.local["NodeID"]
+        for node, _v in await store.nodes():
+            if node["ID"] != own and node.get("ManagerStatus"):
+                def drop(n: dict[str, Any]) -> None:
+                    n.pop("ManagerStatus", None)
+                    n["Spec"]["Role"] = "worker"
+                await store.update_node(node["ID"], drop)
+        return own
+
+    async def join(self, req: dict[str, Any]) -> None:
+        """``POST /swarm/join``: join the swarm of ``RemoteAddrs`` with ``JoinToken``."""
+        if not isinstance(req, dict):
+            raise errors.InvalidArgument("invalid swarm join request: expected a JSON object")
+        async with self._lock:
+            if self.local is not None:
+                raise errors.Unavailable(ERR_SWARM_EXISTS)
+            listen_text = req.get("ListenAddr") or DEFAULT_LISTEN
+            try:
+                listen_host, listen_port = split_addr(listen_text, transport.DEFAULT_PORT)
+            except errors.InvalidArgument as exc:
+                raise errors.InvalidArgument(f"invalid ListenAddr {listen_text!r}: {exc}") from None
+            listen_host = _resolve_host(listen_host)
+            remotes = req.get("RemoteAddrs") or []
+            if not isinstance(remotes, list) or not remotes:
+                raise errors.InvalidArgument("at least 1 RemoteAddr is required to join")
+            parsed = []
+            for r in remotes:
+                try:
+                    parsed.append(split_addr(r, transport.DEFAULT_PORT))
+                except errors.InvalidArgument as exc:
+                    raise errors.InvalidArgument(f"invalid remoteAddr {r!r}: {exc}") from None
+            token = req.get("JoinToken")
+            swarm_tokens.parse_token(token)
+            availability = req.get("Availability") or "active"
+            if availability not in swarm_nodes.AVAILABILITIES:
+                raise errors.InvalidArgument(f'invalid Availability: "{availability}"')
+            adv_text = req.get("AdvertiseAddr") or ""
+            if adv_text:
+                adv_host, adv_port = split_addr(adv_text, listen_port)
+                adv_host = _resolve_host(adv_host)
+            else:
+                adv_port = listen_port
+                adv_host = (listen_host if listen_host not in ("0.0.0.0", "::")
+                            else local_ip_towards(*parsed[0]))
+            remote_texts = [transport.format_address(h, p) for h, p in parsed]
+            self.state = "pending"
+            try:
+                creds = await transport.join(remote_texts, token)
+                self.credentials = creds
+                identity = creds.identity
+                role = "manager" if identity.is_manager else "worker"
+                advertise = transport.format_address(adv_host, adv_port)
+                self.local = {"NodeID": identity.node_id, "ClusterID": identity.cluster_id,
+                              "Role": role,
+                              "ListenAddr": transport.format_address(listen_host, listen_port),
+                              "AdvertiseAddr": advertise, "JoinAddr": remote_texts[0],
+                              "RemoteManagers": []}
+                self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
+                creds.save(self.certs_dir)
+                if role == "manager":
+                    client = transport.ManagerClient(creds, remote_texts)
+                    try:  # a manager's certificate carries its address (etcd's peers check it)
+                        self.credentials = creds = await client.renew(ip_addresses=[adv_host])
+                    finally:
+                        await client.aclose()
+                    creds.save(self.certs_dir)
+                    bootstrap = await self._ask_etcd_join(adv_host)
+                    await self._start_node(manager=True, bootstrap=bootstrap, wait_agent=True)
+                else:
+                    await self._start_node(manager=False, bootstrap=None, wait_agent=True)
+                if availability != "active":
+                    await self._set_own_availability(availability)
+                self._save_local()
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._stop_node()
+                    self._forget_local()
+                raise
+            self.state = "active"
+
+    async def _set_own_availability(self, availability: str) -> None:
+        """``swarm join --availability``: asked of a manager through the session's client."""
+        if self.etcd is not None:
+            def change(node: dict[str, Any]) -> None:
+                node["Spec"]["Availability"] = availability
+            await self._store().update_node(self.local["NodeID"], change)
+        else:
+            log.warning("--availability %s on a worker is recorded only by a manager's "
+                        "node update", availability)
+
+    def _forget_local(self) -> None:
+        self.local = None
+        self.credentials = None
+        self.state = "inactive"
+        self.error = ""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    async def leave(self, force: bool) -> None:
+        """``POST /swarm/leave``: moby's refusals for managers unless ``force``."""
+        async with self._lock:
+            if self.local is None:
+                raise errors.Unavailable(ERR_NO_SWARM)
+            if self.local["Role"] == "manager" and not force:
+                msg = "You are attempting to leave the swarm on a node that is participating as a manager. "
+                try:
+                    reachable, unreachable = await self._manager_counts()
+                except errors.CoreError:
+                    msg += "Doing so may lose the consensus of your cluster. "
+                else:
+                    if reachable - 1 <= (reachable + unreachable) // 2:  # losing quorum
+                        if reachable + unreachable <= 1:
+                            raise errors.Unavailable(
+                                msg + "Removing the last manager erases all current state of the "
+                                "swarm. Use `--force` to ignore this message. ")
+                        msg += (f"Removing this node leaves {reachable - 1} managers out of "
+                                f"{reachable + unreachable}. Without a Raft quorum your swarm "
+                                "will be inaccessible. ")
+                msg += ("The only way to restore a swarm that has lost consensus is to reinitialize "
+                        "it with `--force-new-cluster`. Use `--force` to suppress this message.")
+                raise errors.Unavailable(msg)
+            if self.local["Role"] == "manager" and self.member is not None and self.etcd is not None:
+                with trio.move_on_after(30), contextlib.suppress(errors.CoreError):
+                    if len(await self.etcd.members()) > 1:
+                        def drop(node: dict[str, Any]) -> None:
+                            node.pop("ManagerStatus", None)
+                        with contextlib.suppress(errors.CoreError):
+                            await self._store().update_node(self.local["NodeID"], drop)
+                        await self.member.leave(self.etcd)
+            await self._stop_node()
+            self._forget_local()
+
+    async def _manager_counts(self) -> tuple[int, int]:
+        store = self._store()
+        nodes = await store.nodes()
+        sessions = await store.sessions()
+        leader = await store.leader()
+        reachable = unreachable = 0
+        for node, _v in nodes:
+            if node.get("ManagerStatus"):
+                if node["ID"] in sessions or node["ID"] == leader:
+                    reachable += 1
+                else:
+                    unreachable += 1
+        return reachable, unreachable
+
+    # -- the cluster ---------------------------------------------------------------------------
+
+    async def inspect(self) -> dict[str, Any]:
+        """``GET /swarm``."""
+        store = self._require_manager()
+        record = await store.cluster()
+        out = {"ID": record.cluster["ID"], "Version": {"Index": record.version}}
+        out.update((k, v) for k, v in record.cluster.items() if k != "ID")
+        out["JoinTokens"] = {"Worker": record.ca.join_token("worker"),
+                             "Manager": record.ca.join_token("manager")}
+        return out
+
+    async def update(self, version: int | None, spec: Any, *, rotate_worker: bool = False,
+                     rotate_manager: bool = False, rotate_unlock: bool = False) -> None:
+        """``POST /swarm/update``."""
+        store = self._require_manager()
+        if version is None:
+            raise errors.InvalidArgument("invalid swarm version: the version query parameter is "
+                                         "required")
+        if rotate_unlock:
+            raise errors.InvalidArgument(AUTOLOCK_UNSUPPORTED)
+        record = await store.cluster()
+        if record.version != version:
+            raise SequenceConflict()
+        old_spec = record.cluster["Spec"]
+        new_spec = normalize_spec(spec, old_spec)
+        if new_spec["CAConfig"]["NodeCertExpiry"] != old_spec["CAConfig"]["NodeCertExpiry"]:
+            record.ca.node_cert_expiry = dt.timedelta(
+                microseconds=new_spec["CAConfig"]["NodeCertExpiry"] / 1000)
+        if new_spec["CAConfig"].get("ForceRotate", 0) != old_spec["CAConfig"].get("ForceRotate", 0):
+            if record.ca.rotating:
+                record.ca.finish_rotation()
+            record.ca.start_rotation()
+            record.rotation_issued = set()
+            record.cluster["RootRotationInProgress"] = True
+            record.cluster["TLSInfo"] = tls_info(record.ca)
+        record.cluster["Spec"] = new_spec
+        if rotate_worker:
+            record.ca.rotate_token("worker")
+        if rotate_manager:
+            record.ca.rotate_token("manager")
+        await store.update_cluster(record, version)
+        self._apply_cluster(record)
+
+    async def unlock_key(self) -> dict[str, str]:
+        """``GET /swarm/unlockkey``: autolock is not supported, so there is no key."""
+        self._require_manager()
+        return {"UnlockKey": ""}
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    async def _rendered(self, store: Store) -> list[dict[str, Any]]:
+        nodes = await store.nodes()
+        sessions = await store.sessions()
+        leader = await store.leader()
+        return [swarm_nodes.render(n, v, leader=leader, sessions=sessions) for n, v in nodes]
+
+    async def list_nodes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        store = self._require_manager()
+        return [n for n in await self._rendered(store) if swarm_nodes.matches(n, filters)]
+
+    async def get_node(self, ref: str) -> dict[str, Any]:
+        store = self._require_manager()
+        rendered = await self._rendered(store)
+        node, _v = swarm_nodes.find([(n, n["Version"]["Index"]) for n in rendered], ref)
+        return node
+
+    async def update_node(self, ref: str, version: int | None, spec: Any) -> None:
+        store = self._require_manager()
+        if version is None:
+            raise errors.InvalidArgument("invalid node version: the version query parameter is "
+                                         "required")
+        new_spec = swarm_nodes.parse_spec(spec)
+        node, current = swarm_nodes.find(await store.nodes(), ref)
+        if current != version:
+            raise SequenceConflict()
+        old_role = node["Spec"]["Role"]
+        if old_role == "manager" and new_spec["Role"] == "worker":
+            managers = [n for n, _v in await store.nodes()
+                        if n["Spec"]["Role"] == "manager" and n.get("ManagerStatus")]
+            if len(managers) <= 1:
+                raise errors.Conflict("attempting to demote the last manager of the swarm")
+            reachable, unreachable = await self._manager_counts()
+            is_reachable = node["ID"] in await store.sessions()
+            if (reachable - (1 if is_reachable else 0)) <= (reachable + unreachable - 1) // 2:
+                raise errors.Conflict("can't remove member from the raft: this would result in a "
+                                      "loss of quorum")
+        node["Spec"] = {**new_spec}
+        await store.put_node(node, version)
+        if old_role != new_spec["Role"]:
+            log.info("node %s: role %s -> %s (takes effect at its next renewal)", node["ID"],
+                     old_role, new_spec["Role"])
+
+    async def remove_node(self, ref: str, force: bool) -> None:
+        store = self._require_manager()
+        node, version = swarm_nodes.find(await store.nodes(), ref)
+        node_id = node["ID"]
+        if node["Spec"]["Role"] == "manager" and node.get("ManagerStatus"):
+            raise errors.Conflict(f"node {node_id} is a cluster manager and is a member of the raft "
+                                  "cluster. It must be demoted to worker before removal")
+        if not force and node["Status"]["State"] == "ready":
+            raise errors.Conflict(f"node {node_id} is not down and can't be removed")
+        for _ in range(5):
+            record = await store.cluster()
+            record.ca.revoke(node_id)
+            try:
+                await store.update_cluster(record)
+                break
+            except SequenceConflict:
+                continue
+        await store.delete_node(node_id, version)
+        self._revoked.add(node_id)
+        if self.dispatcher is not None:
+            self.dispatcher.forget(node_id)
+
+    # -- what /info and /_ping show --------------------------------------------------------------
+
+    def status_text(self) -> str:
+        """The ``Swarm`` header of ``/_ping``: ``inactive``, ``pending``, ``error``,
+        ``active/manager`` or ``active/worker``."""
+        if self.state == "active" and self.local is not None:
+            return f"active/{self.local['Role']}"
+        return self.state
+
+    async def info(self) -> dict[str, Any]:
+        """docker's ``Swarm`` section of ``/info``."""
+        if self.local is None:
+            return {"NodeID": "", "NodeAddr": "", "LocalNodeState": self.state,
+                    "ControlAvailable": False, "Error": self.error, "RemoteManagers": None}
+        out: dict[str, Any] = {
+            "NodeID": self.local["NodeID"],
+            "NodeAddr": transport.parse_address(self.local["AdvertiseAddr"])[0],
+            "LocalNodeState": self.state,
+            "ControlAvailable": False,
+            "Error": self.error,
+            "RemoteManagers": [dict(m) for m in self.local.get("RemoteManagers") or []] or None,
+        }
+        if self.local["Role"] == "manager" and self._manager_up:
+            out["ControlAvailable"] = True
+            try:
+                with trio.fail_after(5):
+                    swarm = await self.inspect()
+                    out["Cluster"] = {k: v for k, v in swarm.items() if k != "JoinTokens"}
+                    nodes = await self._store().nodes()
+                    out["Nodes"] = len(nodes)
+                    out["Managers"] = sum(1 for n, _v in nodes if n.get("ManagerStatus"))
+            except (errors.CoreError, trio.TooSlowError) as exc:
+                out["Error"] = str(exc) if not isinstance(exc, trio.TooSlowError) else NoLeader().message
+        return out
+
+    async def aclose(self) -> None:
+        await self._stop_node()
