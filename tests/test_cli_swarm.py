@@ -562,3 +562,13 @@ def test_same_requests_and_output_as_the_docker_cli(recorder, argv):
     assert core_calls == docker_calls
     if "inspect self" not in argv or "--pretty" in argv:  # inspect: the JSON's key order is each one's
         assert core_out == docker_out
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2026-12-07T12:00:19.151292000Z", "2026-12-07 12:00:19.151292 +0000 UTC"),
+    ("2026-12-07T12:00:19.000Z", "2026-12-07 12:00:19 +0000 UTC"),
+    ("2026-12-07T12:00:10.100Z", "2026-12-07 12:00:10.1 +0000 UTC"),
+    ("2026-12-07T12:00:19Z", "2026-12-07 12:00:19 +0000 UTC"),
+])
+def test_joined_at_is_gos_time_string(text, expected):
+    assert cmd_node._go_time(text) == expected

@@ -75,9 +75,13 @@ def node_row(node: dict[str, Any], swarm_info: dict[str, Any]) -> dict[str, Any]
 
 
 def _go_time(rfc3339: str) -> str:
+    """Go's time.String() of an RFC 3339 time: the fraction without its trailing zeros."""
+    import re
+
     from core.cli.cmd_network import go_time
 
-    return go_time(rfc3339)
+    text = re.sub(r"\.(\d*?)0+(?=\D|$)", lambda m: "." + m.group(1) if m.group(1) else "", rfc3339 or "", count=1)
+    return go_time(text)
 
 
 def pretty_node(node: dict[str, Any]) -> str:
