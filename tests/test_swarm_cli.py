@@ -135,6 +135,17 @@ def test_swarm_update_and_token_rotation(swarm, cluster):
     assert new != swarm["worker_token"]
 
 
+def test_ca_rotate_waits_until_every_node_trusts_the_new_root(swarm, cluster):
+    mgr1 = cluster["mgr1"]
+    before = core(mgr1, "swarm", "ca")
+    out = core(mgr1, "swarm", "ca", "--rotate")
+    after = core(mgr1, "swarm", "ca")
+    assert after != before and out.endswith(after)
+    assert "desired root digest: sha256:" in out
+    roots = core(mgr1, "node", "inspect", "--format", "{{json .Description.TLSInfo.TrustRoot}}", "self", "wrk1")
+    assert [json.loads(r).strip() for r in roots.splitlines()] == [after.strip()] * 2
+
+
 def test_leave_and_rm(swarm, cluster):
     mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
     node_id = core(mgr1, "node", "inspect", "--format", "{{.ID}}", "wrk1").strip()

@@ -606,11 +606,15 @@ def ca(ctx: Any, argv: list[str], prog: str) -> int:
     from core.cli.format import display_stream
 
     def stream() -> Any:
+        shown: dict[str, Any] = {}  # each line again only when it changed (docker repeats them all)
         while True:
             current = ctx.client.get_json("/swarm") or {}
             nodes = ctx.client.get_json("/nodes") or []
             messages, done = rotation_progress(current, nodes)
-            yield from messages
+            for msg in messages:
+                if shown.get(msg["id"]) != msg:
+                    shown[msg["id"]] = msg
+                    yield msg
             if done:
                 return
             time.sleep(0.2)
