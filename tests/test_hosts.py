@@ -115,3 +115,19 @@ def test_a_host_pulls_from_the_test_registry_and_runs_a_container(cluster, test_
     out = wrk1.core("run", "--rm", ref, "echo", "hello from wrk1", check=True, timeout=120)  # default bridge
     assert out.stdout.strip() == "hello from wrk1"
     assert [i.tags for i in cluster["mgr1"].docker().images.list()] == []  # engines are separate
+
+
+def test_teardown_after_a_crash_removes_running_containers(test_images):
+    """A host whose daemon was killed with a container running: close() still leaves no process."""
+    ref = test_images["busybox:latest"].reference
+    with hs.Cluster(0, 1) as c:
+        wrk1 = c["wrk1"]
+        wrk1.forward_loopback(int(ref.split("/", 1)[0].rsplit(":", 1)[1]))
+        cid = wrk1.core("run", "-d", "--network", "none", ref, "sleep", "300", check=True, timeout=120).stdout.strip()
+        pid = wrk1.docker().containers.get(cid).attrs["State"]["Pid"]
+        assert pid and Path(f"/proc/{pid}").exists()
+        wrk1.kill()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the container outlived the harness"
+        time.sleep(0.05)

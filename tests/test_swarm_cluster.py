@@ -186,8 +186,12 @@ def test_docker_sdk_swarm_and_nodes(swarm, cluster):
     with pytest.raises(docker_sdk.errors.NotFound):
         client.nodes.get("no-such-node")
     # swarm update through the SDK: the version is checked, the spec kept
-    client.swarm.update(task_history_retention_limit=7)
-    assert client.swarm.attrs["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 7
+    # (a spec without a heartbeat period would reset it to docker's default 5 s, as docker does)
+    client.swarm.update(task_history_retention_limit=7,
+                        dispatcher_heartbeat_period=int(HEARTBEAT * 1e9))
+    spec = client.swarm.attrs["Spec"]
+    assert spec["Orchestration"]["TaskHistoryRetentionLimit"] == 7
+    assert spec["Dispatcher"]["HeartbeatPeriod"] == int(HEARTBEAT * 1e9)
 
 
 def test_unlock_key_is_not_supported(swarm, cluster):

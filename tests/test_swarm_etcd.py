@@ -1,8 +1,8 @@
 """core.engine.swarm.etcd against real etcd members (Debian's etcd-server), one per machine of the
-multi-host harness, peers over mutual TLS with certificates made here with openssl.
+multi-host harness, peers over mutual TLS with the certificates of the swarm's own CA.
 
 Each test forms its own cluster (members added one by one, as ``swarm join`` will), with short
-heartbeat/election timeouts (50/500 ms; production keeps etcd's 100/1000 ms).
+heartbeat/election timeouts (50/500 ms; production keeps docker's 1/10 s).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from core.errors import InvalidArgument, NotFound, Unavailable
+from core.engine.swarm.ca import MANAGER_ROLE, NODE_CERT, NODE_KEY, ROOT_CERT, ClusterCA
 from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Bootstrap, Compare, EtcdClient, EtcdMember, EtcdSettings,
                                     Get, Member, NoLeader, PeerTLS, Put, SequenceConflict, prefix_end)
 from core.testing import TrioThread
@@ -30,26 +31,16 @@ pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-serve
 FAST = {"heartbeat_ms": 50, "election_ms": 500}
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_peer_certs(directory: Path, nodes: dict[str, str]) -> dict[str, PeerTLS]:
-    """A root CA and, per node (name -> address), a certificate for that address good for server
-    and client auth -- what the swarm's CA will hand each manager."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=swarm-ca",
-             cwd=directory)
+def make_peer_certs(directory: Path, nodes: dict[str, str], ca: ClusterCA | None = None) -> dict[str, PeerTLS]:
+    """Per node (name -> address), manager credentials from the swarm's CA (``core.engine.swarm.ca``:
+    a certificate for the node's address, good for server and client auth), saved as a node
+    keeps them, and the :class:`PeerTLS` pointing at them."""
+    ca = ca or ClusterCA.create()
     out = {}
     for name, address in nodes.items():
-        (directory / f"{name}.ext").write_text(
-            f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth,clientAuth\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n")
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext", cwd=directory)
-        out[name] = PeerTLS(directory / f"{name}.crt", directory / f"{name}.key", directory / "ca.crt")
+        d = directory / name
+        ca.issue(MANAGER_ROLE, name, ip_addresses=[address]).save(d)
+        out[name] = PeerTLS(cert_file=d / NODE_CERT, key_file=d / NODE_KEY, ca_file=d / ROOT_CERT)
     return out
 
 
@@ -225,6 +216,9 @@ def test_a_transaction_with_a_stale_revision_fails(machines3, workdir):
             assert result.succeeded and result.responses[1][0].value == b"v3"
             with pytest.raises(Exception, match="already exists"):
                 await c.create("/swarm/services/web", "again")
+            pid = g.members[0].pid
+        assert pid and not hs.pid_alive(pid)  # cancelled with its nursery: etcd is stopped
+        assert EtcdMember.reattach(workdir / "nobody") is None
 
     run(main)
 
@@ -378,6 +372,37 @@ def test_a_killed_etcd_is_restarted_by_its_supervisor(machines3, workdir):
     run(main)
 
 
+def test_a_member_cut_off_the_network_has_no_leader_and_catches_up(shared3, machines3):
+    async def main():
+        g = shared3
+        cut = await g.leader_index()  # the worst case: the leader is cut off
+        rest = [i for i in range(3) if i != cut]
+        machines3.hosts[cut].cut()
+        try:
+            with trio.fail_after(15):
+                while True:  # the cut-off member notices within an election timeout or so
+                    try:
+                        await g.clients[cut].put("/partition", "cut side")
+                    except NoLeader:
+                        break
+                    await trio.sleep(0.1)
+            await g.leader_index(among=rest)
+            await g.clients[rest[0]].put("/partition", "majority side")
+        finally:
+            machines3.hosts[cut].restore()
+        with trio.fail_after(15):
+            while True:
+                try:
+                    if (await g.clients[cut].get("/partition")).value == b"majority side":
+                        break
+                except NoLeader:
+                    pass
+                await trio.sleep(0.1)
+        await g.leader_index()
+
+    shared3.run(main)
+
+
 def test_a_member_leaves_and_the_rest_carry_on(shared3):
     async def main():
         g = shared3
@@ -443,7 +468,9 @@ def test_after_a_daemon_crash_the_member_reattaches(machines3, workdir):
 
         async def main():
             async with trio.open_nursery() as n:
-                member = await n.start(EtcdMember(EtcdSettings.load(path)).serve)  # no bootstrap
+                again = EtcdMember.reattach(workdir / "mgr1")  # what the daemon finds at start
+                assert again is not None and again.settings == settings and again.bootstrap is None
+                member = await n.start(again.serve)
                 assert member.pid != orphan and not hs.pid_alive(orphan)
                 async with member.client() as c:
                     with trio.fail_after(10):
@@ -471,7 +498,7 @@ def test_peers_need_a_certificate_of_the_swarm_ca(machines3, workdir):
             assert url.startswith("https://")
             target = url.removeprefix("https://")
             mgr2 = machines3["mgr2"]
-            other = make_peer_certs(workdir / "other-ca", {"mgr2": mgr2.address})["mgr2"]
+            other = make_peer_certs(workdir / "other-ca", {"mgr2": mgr2.address})["mgr2"]  # another swarm
             mine = machines3.certs["mgr2"]
 
             def probe(cert: PeerTLS | None) -> subprocess.CompletedProcess:

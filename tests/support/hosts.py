@@ -131,8 +131,10 @@ def _destroy(root: Path, netns: list[str], pids: dict[str, str]) -> None:
     for pidfile in root.glob("*/data/swarm/etcd.pid"):
         with contextlib.suppress(OSError, ValueError):
             _terminate(int(pidfile.read_text()), str(pidfile.parent), timeout=5.0)
-    if root.exists():
-        _remove_containers_under(root)
+    if root.is_dir():
+        for host_root in root.iterdir():  # each host's engine: its shims, containers, cgroups
+            if (host_root / "run").is_dir():
+                _remove_containers_under(host_root)
     for ns in netns:
         if (NETNS_DIR / ns).exists():
             _ip("netns", "delete", ns, check=False)

@@ -49,7 +49,7 @@ class Dispatcher:
         self.sessions = Sessions(period)
         self._managers = managers
         self._trust_digest = trust_digest
-        self._leases: dict[str, tuple[int, str]] = {}  # node ID -> (lease ID, address)
+        self._leases: dict[str, tuple[int, str, int]] = {}  # node ID -> (lease, address, TTL)
 
     @property
     def period(self) -> float:
@@ -67,16 +67,17 @@ class Dispatcher:
 
     async def _touch(self, node_id: str, addr: str | None = None) -> None:
         held = self._leases.get(node_id)
-        if held is not None and addr is None:
+        ttl = lease_ttl(self.period)
+        if held is not None and addr is None and held[2] == ttl:
             try:
                 await self.store.etcd.lease_keepalive(held[0])
                 return
             except errors.NotFound:
                 pass
         addr = addr if addr is not None else (held[1] if held else "")
-        lease = await self.store.etcd.lease_grant(lease_ttl(self.period))
+        lease = await self.store.etcd.lease_grant(ttl)  # a new period: a new lease
         await self.store.put_session(node_id, {"Manager": self.node_id, "Addr": addr}, lease.id)
-        self._leases[node_id] = (lease.id, addr)
+        self._leases[node_id] = (lease.id, addr, ttl)
 
     async def _extras(self, node_id: str) -> dict[str, Any]:
         found = await self.store.node(node_id)

@@ -15,6 +15,8 @@ Files, under the directory above its data directory (``<data-root>/swarm/``, mod
     swarm/etcd.log       etcd's log (moved to etcd.log.1 past 1 MiB at each start)
     swarm/etcd.pid       the running etcd's pid: a member a killed daemon left behind is stopped
                          (only if its command line names this data directory) before a new one
+    swarm/etcd.json      the member's settings (:meth:`EtcdSettings.save`), so a restarted daemon
+                         finds its member again (:meth:`EtcdMember.reattach`)
 
 Peers talk on ``https://<advertise-addr>:2380`` (:attr:`EtcdSettings.peer_port`) with mutual TLS
 given the node's certificate, key and the swarm's root CA (:class:`PeerTLS`; certificates must be
@@ -25,13 +27,16 @@ Life cycle: a member starts either a **new** cluster (``Bootstrap.new``), or **j
 an existing member added it (``EtcdClient.member_add`` on a manager, then
 ``Bootstrap.from_members`` on the joiner: ``--initial-cluster-state existing``), or -- when its
 data directory already holds a member -- just **re-attaches** (daemon restart: no bootstrap
-needed).  :meth:`EtcdMember.serve` runs it as a trio task: it reports readiness with
+needed; ``EtcdMember.reattach(data_root)`` builds it from the saved settings).  :meth:`EtcdMember.serve` runs it as a trio task: it reports readiness with
 ``task_status.started()`` once the client socket answers, restarts etcd if it dies (backing off
 up to 10 s), and stops it (SIGTERM, then SIGKILL after 10 s) when cancelled or on :meth:`stop`.
 :meth:`EtcdMember.leave` removes the member from its cluster and deletes its data.
 
-Timing: production uses etcd's defaults (heartbeat 100 ms, election timeout 1000 ms), as docker's
-swarmkit Raft uses a 1 s tick; tests shorten them through :class:`EtcdSettings`.
+Timing: by default a member keeps docker's Raft timing -- swarmkit ticks once a second with
+``HeartbeatTick`` 1 and ``ElectionTick`` 10 (what ``docker info`` shows under Raft), so heartbeats
+every 1000 ms and an election timeout of 10000 ms (``Spec.Raft.HeartbeatTick``/``ElectionTick``
+times 1000 ms map onto :attr:`EtcdSettings.heartbeat_ms`/``election_ms``).  Tests shorten them
+(50/500 ms).  Members run with ``--pre-vote``, so one cut off and back does not depose a leader.
 
 The client (:class:`EtcdClient`)
 --------------------------------
@@ -302,7 +307,8 @@ def _txn_response(item: dict[str, Any]) -> Any:
 _GRPC_ERRORS: dict[int, type[CoreError]] = {
     3: InvalidArgument, 5: NotFound, 6: AlreadyExists, 9: Conflict, 14: Unavailable, 8: Unavailable,
 }
-_NO_LEADER_TEXT = ("no leader", "request timed out", "leader changed", "timed out", "too many requests")
+# what etcd says when it has no leader, or could not commit a request for want of one
+_NO_LEADER_TEXT = ("etcdserver: no leader", "leader changed", "timed out")
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
 
 
@@ -339,7 +345,7 @@ class EtcdClient:
 
     async def _leader_missing(self) -> bool:
         try:
-            return (await self.status()).leader == 0
+            return (await self.status(timeout=1.0)).leader == 0
         except CoreError:
             return True
 
@@ -370,9 +376,8 @@ class EtcdClient:
             data = data["error"]
         message = str(data.get("message") or data.get("error") or data) if isinstance(data, dict) else str(data)
         code = _int(data.get("code")) if isinstance(data, dict) else 0
-        if code in (4, 14) or any(text in message for text in _NO_LEADER_TEXT):
-            if code == 4 or "leader" in message or "timed out" in message:
-                return NoLeader(message)
+        if code == 4 or any(text in message for text in _NO_LEADER_TEXT):  # 4: DeadlineExceeded
+            return NoLeader(message)
         cls = _GRPC_ERRORS.get(code, CoreError)
         return cls(f"etcd /v3/{path}: {message}")
 
@@ -444,6 +449,8 @@ class EtcdClient:
     # -- leases --
 
     async def lease_grant(self, ttl: int, *, lease_id: int = 0) -> Lease:
+        """A lease of ``ttl`` seconds.  etcd raises a TTL below 1.5 election timeouts to that
+        (15 s with docker's timing): the returned :attr:`Lease.ttl` is the one granted."""
         data = await self.call("lease/grant", {"TTL": str(ttl), "ID": str(lease_id)})
         if data.get("error"):
             raise CoreError(f"etcd: lease grant: {data['error']}")
@@ -561,9 +568,9 @@ class EtcdClient:
 
     # -- cluster --
 
-    async def status(self) -> Status:
+    async def status(self, *, timeout: float | None = None) -> Status:
         """This member's view (answers without a leader: ``leader`` is then 0)."""
-        data = await self.call("maintenance/status", {}, require_leader=False)
+        data = await self.call("maintenance/status", {}, require_leader=False, timeout=timeout)
         return Status(member_id=_int(data["header"].get("member_id")), leader=_int(data.get("leader")),
                       raft_term=_int(data.get("raftTerm")), revision=_int(data["header"].get("revision")),
                       version=data.get("version", ""))
@@ -633,6 +640,11 @@ class EtcdClient:
 # -- the member --------------------------------------------------------------------------------
 
 
+def member_data_dir(data_root: Path) -> Path:
+    """Where a node's etcd member keeps its data: ``<data-root>/swarm/etcd``."""
+    return Path(data_root) / "swarm" / "etcd"
+
+
 @attrs.frozen
 class PeerTLS:
     """The node's certificate and key and the swarm's root CA, for etcd's peer mutual TLS."""
@@ -652,8 +664,8 @@ class EtcdSettings:
     peer_port: int = DEFAULT_PEER_PORT
     listen_addr: str | None = None  # default: advertise_addr
     tls: PeerTLS | None = None  # None: plain http between peers (tests only)
-    heartbeat_ms: int = 100  # etcd's defaults
-    election_ms: int = 1000
+    heartbeat_ms: int = 1000  # docker's HeartbeatTick 1 x 1 s tick
+    election_ms: int = 10000  # docker's ElectionTick 10 x 1 s tick
     compaction_retention: str = "1h"  # periodic auto-compaction of old revisions
     binary: str = "etcd"
     #: an argv prefix to run etcd through (e.g. ``("nsenter", "--net=/run/netns/X")``)
@@ -776,6 +788,17 @@ class EtcdMember:
         self._leaving = False
         self._stopped = trio.Event()
 
+    @classmethod
+    def reattach(cls, data_root: Path) -> EtcdMember | None:
+        """The member an earlier run of the daemon left under ``data_root`` (its settings saved
+        with :meth:`EtcdSettings.save` and its data directory holding a member), to serve again;
+        None when this node runs no member."""
+        path = member_data_dir(data_root).parent / "etcd.json"
+        if not path.exists():
+            return None
+        member = cls(EtcdSettings.load(path))
+        return member if member.initialized else None
+
     @property
     def initialized(self) -> bool:
         """The data directory holds a member: starting it needs no bootstrap."""
@@ -796,6 +819,7 @@ class EtcdMember:
                 "--listen-peer-urls", s.listen_peer_url, "--initial-advertise-peer-urls", s.peer_url,
                 "--heartbeat-interval", str(s.heartbeat_ms), "--election-timeout", str(s.election_ms),
                 "--auto-compaction-mode", "periodic", "--auto-compaction-retention", s.compaction_retention,
+                "--pre-vote",  # a member cut off and back does not depose a working leader (3.5's default)
                 "--enable-v2=false", "--logger", "zap", "--log-outputs", "stderr"]
         if not self.initialized:
             if self.bootstrap is None:
