@@ -1,12 +1,14 @@
 """Swarm mode on the multi-host harness: the book's cluster of 3 managers and 3 workers.
 
-One cluster for the module (``CLUSTER_SHAPE``), made into a swarm once by the ``swarm``
+One cluster for the module (the harness's machines), made into a swarm once by the ``swarm``
 fixture with the real docker CLI (``swarm init``/``join``, the book's commands), then shared by
 the tests in file order: read-only checks first, the ones that cut, stop or remove hosts last.
-The dispatcher heartbeat is 1 s, so a node goes down within seconds.
+The dispatcher heartbeat is 1 s and the Raft tick 0.1 s (``CORE_SWARM_RAFT_TICK``), so a node
+goes down, and a new leader is elected, within seconds.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,14 +18,15 @@ from typing import Any
 import pytest
 
 from core.engine.swarm.etcd import NO_LEADER_MESSAGE
-from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS
+from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS, RAFT_TICK_ENV
+from tests.support.hosts import Cluster
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed"),
               pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")]
 
-CLUSTER_SHAPE = (3, 3)
 HEARTBEAT = 1.0
+RAFT_TICK = 0.1  # etcd: heartbeat 100 ms, election timeout 1 s (docker's ticks of 1 s are 10x)
 
 
 def docker(host, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -63,6 +66,24 @@ def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.25) -> An
                 return last
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """3 managers and 3 workers (the harness's machines), with a fast Raft tick."""
+    old = os.environ.get(RAFT_TICK_ENV)
+    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
+    try:
+        c = Cluster(3, 3)
+    finally:
+        if old is None:
+            del os.environ[RAFT_TICK_ENV]
+        else:
+            os.environ[RAFT_TICK_ENV] = old
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +276,31 @@ def test_tokens_rotated_or_forged_are_refused(swarm, cluster):
     swarm["worker_token"] = new
 
 
+def test_ca_rotation(swarm, cluster):
+    mgr1 = cluster["mgr1"]
+    before = mgr1.docker().swarm.attrs
+    proc = docker(mgr1, "swarm", "ca", "--rotate", timeout=120)  # waits until every node renewed
+    assert proc.returncode == 0, proc.stderr
+    after = mgr1.docker().swarm.attrs
+    assert after["TLSInfo"]["CertIssuerPublicKey"] != before["TLSInfo"]["CertIssuerPublicKey"]
+    assert after["JoinTokens"]["Worker"] != before["JoinTokens"]["Worker"]  # the digest changed
+    swarm["worker_token"] = after["JoinTokens"]["Worker"]
+    swarm["manager_token"] = after["JoinTokens"]["Manager"]
+    wait_for("no rotation in progress",
+             lambda: not mgr1.docker().swarm.attrs["RootRotationInProgress"], timeout=30)
+    # every node renewed from the new key, and the swarm (etcd peers included) still works
+    def all_renewed() -> bool:
+        nodes = mgr1.docker().nodes.list()
+        return all(n.attrs["Description"]["TLSInfo"]["CertIssuerPublicKey"]
+                   == after["TLSInfo"]["CertIssuerPublicKey"] for n in nodes)
+    wait_for("every node renewed", all_renewed, timeout=30)
+    for host in cluster.managers:
+        wait_for(f"node ls on {host.name}", lambda host=host: all(
+            r["status"] == "Ready" for r in node_ls(host).values()), timeout=40)
+    ok(cluster["mgr3"], "node", "update", "--label-add", "rotated=yes", "wrk3")
+    assert cluster["mgr2"].docker().nodes.get("wrk3").attrs["Spec"]["Labels"] == {"rotated": "yes"}
+
+
 # -- failures ------------------------------------------------------------------------------------------
 
 def test_a_worker_cut_off_goes_down_and_comes_back(swarm, cluster):
@@ -333,6 +379,28 @@ def test_leave_and_remove(swarm, cluster):
     wait_for("wrk4 down", lambda: node_ls(mgr1)["wrk4"]["status"] == "Down", timeout=20)
     assert ok(mgr1, "node", "rm", "wrk4").strip() == "wrk4"
     assert "wrk4" not in node_ls(cluster["mgr2"])
+    # alone in a swarm of its own: the last manager can be neither demoted nor leave unforced
+    ok(wrk4, "swarm", "init", "--advertise-addr", wrk4.address)
+    proc = docker(wrk4, "node", "demote", "wrk4")
+    assert proc.returncode == 1 and "attempting to demote the last manager of the swarm" in proc.stderr
+    proc = docker(wrk4, "swarm", "leave")
+    assert proc.returncode == 1
+    assert "Removing the last manager erases all current state of the swarm." in proc.stderr
+    assert ok(wrk4, "swarm", "leave", "--force") == "Node left the swarm.\n"
+    assert ok(wrk4, "info", "--format", "{{.Swarm.LocalNodeState}}") == "inactive\n"
 
 
-from tests.support.hosts import cluster  # noqa: E402,F401
+def test_force_new_cluster_after_losing_the_quorum(swarm, cluster):
+    mgr1, mgr2, mgr3 = cluster["mgr1"], cluster["mgr2"], cluster["mgr3"]
+    mgr2.stop()
+    mgr3.stop()
+    wait_for("the quorum lost", lambda: NO_LEADER_MESSAGE in docker(mgr1, "node", "ls").stderr,
+             timeout=30)
+    out = ok(mgr1, "swarm", "init", "--force-new-cluster", "--advertise-addr", mgr1.address,
+             timeout=120)
+    assert out.startswith("Swarm initialized: current node (") and mgr1.docker().swarm.attrs["ID"]
+    rows = wait_for("mgr2 and mgr3 down", lambda: (lambda rows: rows["mgr2"]["status"] == "Down"
+                                                   and rows["mgr3"]["status"] == "Down" and rows)(
+        node_ls(mgr1)), timeout=30)
+    assert rows["mgr1"]["manager"] == "Leader" and rows["wrk3"]["status"] == "Ready"
+    ok(mgr1, "node", "update", "--label-add", "survived=yes", "wrk3")  # writes work again

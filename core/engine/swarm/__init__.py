@@ -8,4 +8,10 @@
 - :mod:`core.engine.swarm.ca`, :mod:`~core.engine.swarm.tokens` -- the swarm's root CA, node
   certificates and join tokens.
 - :mod:`core.engine.swarm.transport` -- the mutual-TLS node-to-manager channel (port 2377).
+- :mod:`core.engine.swarm.store` -- the cluster's objects in etcd, in docker's shapes (key layout);
+  :mod:`~core.engine.swarm.nodes` -- docker's Node: rendering, lookups, filters.
+- :mod:`core.engine.swarm.dispatcher` -- node sessions and heartbeats on the managers (etcd
+  leases), node health on the leader, and every node's agent.
+- :mod:`core.engine.swarm.service` -- the swarm service the daemon runs: init, join, leave,
+  update, nodes; what ``/info`` and ``/_ping`` say.
 """

@@ -9,10 +9,9 @@ and etcd deletes the key.  A heartbeat answers the period, the role the swarm wa
 node, the digest of the current trust bundle (a node renews its certificate when either
 differs from its own) and the managers' addresses (the node fails over between them).
 
-The leader (the holder of the managers' etcd election) runs :meth:`Dispatcher.watch_nodes`:
-a node with a session key is ``ready``, a ready node without one goes ``down`` (``heartbeat
-failure``); it also finishes a root CA rotation once every node holds a certificate from the
-new key.
+The leader (the manager whose etcd member is the Raft leader) runs
+:meth:`Dispatcher.check_nodes` several times a period: a node with a session key is ``ready``,
+a ready node without one goes ``down`` (``heartbeat failure``).
 
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
 heartbeats on it; when the manager stops answering it opens a session with the next one.
@@ -145,20 +144,15 @@ class Dispatcher:
                 await self.store.update_node(node_id, down)
                 log.info("node %s is down (heartbeat failure)", node_id)
 
-    async def watch_nodes(self, extra: Callable[[], Awaitable[None]] | None = None) -> None:
-        """The leader's loop: :meth:`check_nodes` (and ``extra``) several times a period."""
-        while True:
-            try:
-                await self.check_nodes()
-                if extra is not None:
-                    await extra()
-            except errors.CoreError as exc:
-                log.warning("node health check failed: %s", exc)
-            await trio.sleep(min(1.0, self.period / 4))
-
-
 class _Ended(Exception):
     pass
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 class Agent:
@@ -187,10 +181,10 @@ class Agent:
             try:
                 await self._one_session(task_status if not started else None)
                 started = True
-            except (errors.CoreError, _Ended, trio.TooSlowError) as exc:
+            except* (errors.CoreError, _Ended, trio.TooSlowError, OSError) as group:
                 if self.manager is not None:
                     started = True
-                log.info("swarm session ended: %s", exc)
+                log.info("swarm session ended: %s", _first(group))
                 self._next_manager()
             self.manager = None
             await trio.sleep(self.retry)

@@ -735,7 +735,9 @@ class EtcdSettings:
 @attrs.frozen
 class Bootstrap:
     """How a member without data joins the world: the cluster's members (name -> peer URL, this
-    one included) and whether that cluster is ``new`` or ``existing``."""
+    one included) and whether that cluster is ``new`` or ``existing``.  ``token`` (etcd's
+    --initial-cluster-token) matters only to a new cluster: pass the swarm's cluster ID so two
+    swarms never mistake each other's members."""
 
     members: dict[str, str]
     state: Literal["new", "existing"]

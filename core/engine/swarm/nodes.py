@@ -3,7 +3,7 @@
 A node record (``/swarm/nodes/<id>``, :mod:`core.engine.swarm.store`) is docker's ``Node``
 without ``Version`` and with ``ManagerStatus`` holding only ``Addr`` (present while the node is
 a member of the managers' etcd cluster).  What the API shows (:func:`render`) adds the version
-and the live parts of ``ManagerStatus``: ``Leader`` (the holder of the managers' etcd election)
+and the live parts of ``ManagerStatus``: ``Leader`` (the manager whose etcd member is the Raft leader)
 and ``Reachability`` (``reachable`` while the manager keeps a dispatcher session, else
 ``unreachable``).
 """

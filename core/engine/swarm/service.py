@@ -16,8 +16,8 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
   :class:`core.engine.swarm.transport.Server`) with the CA calls (backed by the store: any
   manager signs, with the CA the store holds), the dispatcher, and ``etcd.join`` (a joining
   manager is added to the etcd cluster by a manager it dials);
-- the leadership loop: the holder of the etcd election ``/swarm/election`` runs the node-health
-  loop (:meth:`Dispatcher.watch_nodes`) and finishes root rotations.
+- the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
+  runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
 
 The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own state is in
 ``<data-root>/swarm/``::
@@ -41,8 +41,9 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import math
+import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -80,6 +81,9 @@ AUTOLOCK_UNSUPPORTED = ("autolock is not supported by core: manager keys are not
                         "so there is no unlock key (use filesystem encryption for <data-root>/swarm)")
 EXTERNAL_CA_UNSUPPORTED = "external CAs are not supported by core: the swarm runs its own root CA"
 
+#: the Raft tick in seconds (swarmkit's is 1 s): etcd's heartbeat is ``Spec.Raft.HeartbeatTick``
+#: ticks, its election timeout ``ElectionTick`` ticks.  Tests shorten it through this variable.
+RAFT_TICK_ENV = "CORE_SWARM_RAFT_TICK"
 DEFAULT_LISTEN = "0.0.0.0:2377"
 PEER_PORT = 2380
 JOIN_TIMEOUT = 20.0  # moby's swarmConnectTimeout
@@ -305,10 +309,18 @@ class _StoreCA(transport.CAService):
 
 
 class _ForceNewMember(EtcdMember):
-    """``swarm init --force-new-cluster``: the member restarts as a cluster of itself."""
+    """``swarm init --force-new-cluster``: the member's first start makes it a cluster of itself
+    (later restarts are plain: managers may have joined since)."""
+
+    _spawned = False
 
     def argv(self) -> list[str]:
-        return super().argv() + ["--force-new-cluster"]
+        return super().argv() + ([] if self._spawned else ["--force-new-cluster"])
+
+    async def _spawn(self):  # type: ignore[override]
+        proc = await super()._spawn()
+        self._spawned = True
+        return proc
 
 
 class SwarmService:
@@ -323,6 +335,10 @@ class SwarmService:
         self.engine_version = engine_version
         self.cpus, self.memory = cpus, memory
         self.etcd_binary = etcd_binary
+        try:
+            self.raft_tick = float(os.environ.get(RAFT_TICK_ENV) or 1.0)
+        except ValueError:
+            raise errors.InvalidArgument(f"{RAFT_TICK_ENV} must be a number of seconds") from None
         self.local: dict[str, Any] | None = None  # state.json while in a swarm
         self.state = "inactive"  # inactive | pending | active | error
         self.error = ""
@@ -428,29 +444,42 @@ class SwarmService:
         self.member = self.server = self.dispatcher = self.agent = self.client = None
         self._manager_up = self._is_leader = False
 
-    def _etcd_settings(self, advertise_ip: str) -> EtcdSettings:
+    def _etcd_settings(self, advertise_ip: str, raft: dict[str, Any] | None = None) -> EtcdSettings:
+        """The member's settings: its address, peer TLS from the node's certificate files, and
+        docker's Raft timing (``Spec.Raft`` ticks times the tick, :data:`RAFT_TICK_ENV`)."""
+        raft = {**DEFAULT_SPEC["Raft"], **(raft or {})}
         tls = PeerTLS(self.certs_dir / swarm_ca.NODE_CERT, self.certs_dir / swarm_ca.NODE_KEY,
                       self.certs_dir / swarm_ca.ROOT_CERT)
+        tick_ms = self.raft_tick * 1000
         return EtcdSettings(name=self.local["NodeID"], data_dir=self.dir / "etcd",
                             advertise_addr=advertise_ip, peer_port=PEER_PORT, tls=tls,
-                            binary=self.etcd_binary)
+                            binary=self.etcd_binary,
+                            heartbeat_ms=max(1, round(raft["HeartbeatTick"] * tick_ms)),
+                            election_ms=max(1, round(raft["ElectionTick"] * tick_ms)))
 
     async def _start_node(self, *, manager: bool, bootstrap: Bootstrap | None,
                           wait_agent: bool, force_new: bool = False,
-                          after_etcd: Callable[[], Awaitable[None]] | None = None) -> None:
+                          after_etcd: Callable[[], Awaitable[None]] | None = None,
+                          settings: EtcdSettings | None = None) -> None:
         """Start what this node runs, from ``self.local`` and ``self.credentials``."""
         assert self._nursery is not None and self.local is not None
         await self._nursery.start(self._node_task)
         if manager:
-            await self._start_manager(bootstrap, force_new=force_new, after_etcd=after_etcd)
+            await self._start_manager(bootstrap, force_new=force_new, after_etcd=after_etcd,
+                                      settings=settings)
         await self._start_agent(wait=wait_agent)
 
     async def _start_manager(self, bootstrap: Bootstrap | None, *, force_new: bool = False,
-                             after_etcd: Callable[[], Awaitable[None]] | None = None) -> None:
+                             after_etcd: Callable[[], Awaitable[None]] | None = None,
+                             settings: EtcdSettings | None = None) -> None:
         n = self._node_nursery
         assert n is not None and self.local is not None and self.credentials is not None
-        adv_host, _ = transport.parse_address(self.local["AdvertiseAddr"])
-        settings = self._etcd_settings(adv_host)
+        if settings is None:
+            if bootstrap is None and (self.dir / "etcd.json").exists():
+                settings = EtcdSettings.load(self.dir / "etcd.json")  # re-attaching
+            else:
+                adv_host, _ = transport.parse_address(self.local["AdvertiseAddr"])
+                settings = self._etcd_settings(adv_host)
         settings.save()
         member_cls = _ForceNewMember if force_new else EtcdMember
         self.member = member_cls(settings, bootstrap)
@@ -521,13 +550,33 @@ class SwarmService:
             self.client.request_renewal()
 
     async def _keep_renewed(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The renewal loop; a manager that answers it cannot sign now (its etcd restarting,
+        no quorum) is asked again later.  Only a removed node (Forbidden) stops renewing."""
         assert self.client is not None
-        await self.client.keep_renewed(str(self.certs_dir), on_renewed=self._renewed,
-                                       task_status=task_status)
+        task_status.started()
+        while True:
+            try:
+                await self.client.keep_renewed(str(self.certs_dir), on_renewed=self._renewed)
+            except errors.Forbidden as exc:
+                log.error("certificate renewal refused: %s", exc)
+                self.error = str(exc)
+                return
+            except errors.CoreError as exc:
+                log.warning("certificate renewal failed, retrying: %s", exc)
+                self.client.request_renewal()
+            await trio.sleep(2.0)
 
     async def _renewed(self, creds: NodeCredentials) -> None:
         old_role = self.local["Role"] if self.local else None
+        old_trust = self.credentials.trust_pem if self.credentials else None
         self.credentials = creds
+        if old_trust != creds.trust_pem and self.member is not None and self.member.pid:
+            # etcd reads its peers' CA file only at start (its own certificate at each
+            # handshake): a new trust bundle (a CA rotation) needs a restart, which the
+            # member's supervisor does
+            log.info("the swarm's root CA changed: restarting the etcd member")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.member.pid, signal.SIGTERM)
         new_role = "manager" if creds.identity.is_manager else "worker"
         if self.server is not None and creds.identity.is_manager:
             self.server.update_credentials(creds)
@@ -568,8 +617,8 @@ class SwarmService:
         if self.credentials.identity.ip_addresses != (adv_host,) and self.client is not None:
             self.credentials = await self.client.renew(ip_addresses=[adv_host])
             self.credentials.save(self.certs_dir)
-        bootstrap = await self._ask_etcd_join(adv_host)
-        await self._start_manager(bootstrap)
+        bootstrap, settings = await self._ask_etcd_join(adv_host)
+        await self._start_manager(bootstrap, settings=settings)
 
     async def _demote_self(self) -> None:
         if self.member is not None and self.etcd is not None:
@@ -585,7 +634,7 @@ class SwarmService:
         assert self.local is not None
         await self._start_node(manager=False, bootstrap=None, wait_agent=False)
 
-    async def _ask_etcd_join(self, adv_host: str) -> Bootstrap:
+    async def _ask_etcd_join(self, adv_host: str) -> tuple[Bootstrap, EtcdSettings]:
         """A new manager: a manager adds it to the etcd cluster; the members it answers are the
         bootstrap of this node's member."""
         assert self.local is not None and self.credentials is not None
@@ -599,10 +648,11 @@ class SwarmService:
                                        addr=self.local["AdvertiseAddr"])
         finally:
             await client.aclose()
+        settings = self._etcd_settings(adv_host, answer.get("raft"))
         shutil.rmtree(settings.data_dir, ignore_errors=True)
         members = [Member(id=int(m["id"]), name=m["name"], peer_urls=tuple(m["peer_urls"]))
                    for m in answer["members"]]
-        return Bootstrap.from_members(settings, members)
+        return Bootstrap.from_members(settings, members), settings
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -645,38 +695,30 @@ class SwarmService:
         return out
 
     async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Campaign in the etcd election; while leading, run the leader's loops."""
+        """While this manager's etcd member is the Raft leader (the swarm's Leader, as docker's
+        is its Raft leader), run the leader's loops: node health, the end of a root rotation.
+        A leader cut off from the others steps down when etcd does (its writes need a quorum
+        anyway)."""
         task_status.started()
-        assert self.local is not None
+        assert self.dispatcher is not None
+        leading = False
         while True:
             try:
-                store = self._store()
-                ttl = max(2, math.ceil((self.dispatcher.period if self.dispatcher else 5.0) * 2))
-                lease = await store.etcd.lease_grant(ttl)
-                try:
-                    async with trio.open_nursery() as nursery:
-                        async def keep() -> None:
-                            try:
-                                await store.etcd.keep_lease_alive(lease)
-                            finally:
-                                nursery.cancel_scope.cancel()
-
-                        nursery.start_soon(keep)
-                        from core.engine.swarm.store import ELECTION
-
-                        await store.etcd.campaign(ELECTION, self.local["NodeID"], lease.id)
-                        self._is_leader = True
+                status = await self._store().etcd.status(timeout=2.0)
+                if status.is_leader:
+                    if not leading:
                         log.info("this manager leads the swarm")
-                        assert self.dispatcher is not None
-                        await self.dispatcher.watch_nodes(self._leader_extra)
-                finally:
-                    self._is_leader = False
-                    with trio.CancelScope(shield=True), contextlib.suppress(errors.CoreError):
-                        with trio.move_on_after(2):
-                            await store.etcd.lease_revoke(lease.id)
-            except* errors.CoreError as group:
-                log.info("leadership: %s", group.exceptions[0])
-            await trio.sleep(1.0)
+                    leading = True
+                    await self.dispatcher.check_nodes()
+                    await self._leader_extra()
+                else:
+                    leading = False
+            except errors.CoreError as exc:
+                if leading:
+                    log.info("leadership: %s", exc)
+                leading = False
+            self._is_leader = leading
+            await trio.sleep(min(1.0, self.dispatcher.period / 4))
 
     async def _leader_extra(self) -> None:
         """Finish a root rotation once every node holds a certificate from the new key."""
@@ -736,12 +778,32 @@ class SwarmService:
 
         # recorded first: until the new member runs, a small cluster may have no quorum
         await self._store().update_node(peer.identity.node_id, mark)
+        raft = (await self._store().cluster()).cluster["Spec"]["Raft"]
         for m in await etcd.members():  # a member left behind by an earlier attempt
             if peer_url in m.peer_urls:
                 await etcd.member_remove(m.id)
-        _added, members = await etcd.member_add([peer_url])
-        return {"members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
+        _added, members = await etcd.member_add([peer_url])  # no quorum until it starts
+        return {"raft": raft,
+                "members": [{"id": str(m.id), "name": m.name, "peer_urls": list(m.peer_urls)}
                             for m in members]}
+
+    async def _read(self, fn: Callable[[Store], Awaitable[Any]], *, wait: float = 10.0) -> Any:
+        """A read for the API: retried while the local etcd member is briefly away (restarting
+        after a CA rotation); losing the quorum is answered at once (docker's words)."""
+        store = self._require_manager()
+        deadline = trio.current_time() + wait
+        while True:
+            try:
+                return await fn(store)
+            except NoLeader:
+                raise
+            except errors.CoreError as exc:
+                if type(exc) not in (errors.CoreError, errors.Unavailable):
+                    raise
+                if trio.current_time() > deadline:
+                    raise errors.Unavailable(str(exc)) from None
+            await trio.sleep(0.2)
+            store = self._require_manager()
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -819,9 +881,9 @@ class SwarmService:
                     record["Description"]["TLSInfo"] = tls_info(ca)
                     await store.put_node(record, 0)
 
-                settings = self._etcd_settings(adv_host)
+                settings = self._etcd_settings(adv_host, spec["Raft"])
                 await self._start_node(manager=True, bootstrap=Bootstrap.new(settings, ca.cluster_id),
-                                       wait_agent=True, after_etcd=first_objects)
+                                       wait_agent=True, after_etcd=first_objects, settings=settings)
                 self._save_local()
             except BaseException:
                 with trio.CancelScope(shield=True):
@@ -905,8 +967,9 @@ class SwarmService:
                     finally:
                         await client.aclose()
                     creds.save(self.certs_dir)
-                    bootstrap = await self._ask_etcd_join(adv_host)
-                    await self._start_node(manager=True, bootstrap=bootstrap, wait_agent=True)
+                    bootstrap, settings = await self._ask_etcd_join(adv_host)
+                    await self._start_node(manager=True, bootstrap=bootstrap, wait_agent=True,
+                                           settings=settings)
                 else:
                     await self._start_node(manager=False, bootstrap=None, wait_agent=True)
                 if availability != "active":
@@ -988,8 +1051,7 @@ class SwarmService:
 
     async def inspect(self) -> dict[str, Any]:
         """``GET /swarm``."""
-        store = self._require_manager()
-        record = await store.cluster()
+        record = await self._read(lambda store: store.cluster())
         out = {"ID": record.cluster["ID"], "Version": {"Index": record.version}}
         out.update((k, v) for k, v in record.cluster.items() if k != "ID")
         out["JoinTokens"] = {"Worker": record.ca.join_token("worker"),
@@ -1042,12 +1104,10 @@ class SwarmService:
         return [swarm_nodes.render(n, v, leader=leader, sessions=sessions) for n, v in nodes]
 
     async def list_nodes(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-        store = self._require_manager()
-        return [n for n in await self._rendered(store) if swarm_nodes.matches(n, filters)]
+        return [n for n in await self._read(self._rendered) if swarm_nodes.matches(n, filters)]
 
     async def get_node(self, ref: str) -> dict[str, Any]:
-        store = self._require_manager()
-        rendered = await self._rendered(store)
+        rendered = await self._read(self._rendered)
         node, _v = swarm_nodes.find([(n, n["Version"]["Index"]) for n in rendered], ref)
         return node
 
@@ -1127,7 +1187,7 @@ class SwarmService:
                 with trio.fail_after(5):
                     swarm = await self.inspect()
                     out["Cluster"] = {k: v for k, v in swarm.items() if k != "JoinTokens"}
-                    nodes = await self._store().nodes()
+                    nodes = await self._read(lambda store: store.nodes(), wait=3.0)
                     out["Nodes"] = len(nodes)
                     out["Managers"] = sum(1 for n, _v in nodes if n.get("ManagerStatus"))
             except (errors.CoreError, trio.TooSlowError) as exc:

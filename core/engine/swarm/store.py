@@ -11,7 +11,6 @@ Every manager reads and writes the cluster through its local etcd member
     /swarm/sessions/<id>    a node's dispatcher session: {"Manager", "Addr"}, attached to an etcd
                             lease the dispatcher refreshes at every heartbeat; the key vanishes
                             when the heartbeats stop (that is how the leader sees a node go down)
-    /swarm/election         etcd's election (v3election) of the leader among the managers
 
 A stored object's ``Version.Index`` is its key's ``mod_revision``: an update names the version it
 read and is an etcd transaction comparing it, so a stale one fails like docker's ``update out of
@@ -34,7 +33,6 @@ PREFIX = "/swarm/"
 CLUSTER_KEY = PREFIX + "cluster"
 NODES = PREFIX + "nodes/"
 SESSIONS = PREFIX + "sessions/"
-ELECTION = PREFIX + "election"
 
 
 def now_text() -> str:
@@ -149,9 +147,15 @@ class Store:
         await self.etcd.put(SESSIONS + node_id, json.dumps(value), lease=lease)
 
     async def leader(self) -> str | None:
-        """The node ID of the manager that holds the election, None when nobody does."""
-        kv = await self.etcd.leader(ELECTION)
-        return kv.value.decode() if kv is not None else None
+        """The node ID of the manager whose etcd member is the Raft leader (members are named
+        by node ID), None while there is none."""
+        status = await self.etcd.status(timeout=2.0)
+        if not status.leader:
+            return None
+        for member in await self.etcd.members():
+            if member.id == status.leader:
+                return member.name or None
+        return None
 
 
 def cluster_txn_put(record: ClusterRecord) -> tuple[Compare, Put]:
