@@ -572,3 +572,24 @@ def test_same_requests_and_output_as_the_docker_cli(recorder, argv):
 ])
 def test_joined_at_is_gos_time_string(text, expected):
     assert cmd_node._go_time(text) == expected
+
+
+def test_ca_rotate_waits_out_a_moment_without_leader(capsys, monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    no_leader = APIError(503, "The swarm does not have a leader. It's possible that too few managers are online. "
+                              "Make sure more than half of the managers are online.")
+    answers = iter([SWARM, no_leader, no_leader, SWARM, SWARM])
+
+    def swarm():
+        a = next(answers, SWARM)
+        if isinstance(a, Exception):
+            raise a
+        return json.loads(json.dumps(a))
+
+    ctx = Ctx({("GET", "/swarm"): swarm, ("POST", "/swarm/update"): None, ("GET", "/nodes"): [node("a", "mgr1")]})
+    assert run(cmd_swarm.ca, ctx, "--rotate") == 0
+    assert capsys.readouterr().out.endswith(ROOT)
+    other = Ctx({("GET", "/swarm"): SWARM, ("POST", "/swarm/update"): None,
+                 ("GET", "/nodes"): APIError(503, "This node is not a swarm manager.")})
+    with pytest.raises(APIError):
+        run(cmd_swarm.ca, other, "--rotate")

@@ -520,6 +520,7 @@ def unlock(ctx: Any, argv: list[str], prog: str) -> int:
 # -- ca ------------------------------------------------------------------------------------------
 
 CERTS_ROTATED = "  rotated TLS certificates"
+ROTATION_NO_LEADER_GRACE = 60.0  # seconds
 ROOTS_ROTATED = "  rotated CA certificates"
 
 
@@ -605,11 +606,24 @@ def ca(ctx: Any, argv: list[str], prog: str) -> int:
 
     from core.cli.format import display_stream
 
+    from core.cli.client import APIError
+
+    def read() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        # core's managers restart their etcd members on the new trust bundle: a moment without a
+        # leader is part of the rotation, not a reason to stop watching it
+        deadline = time.monotonic() + ROTATION_NO_LEADER_GRACE
+        while True:
+            try:
+                return ctx.client.get_json("/swarm") or {}, ctx.client.get_json("/nodes") or []
+            except APIError as exc:
+                if exc.status != 503 or "does not have a leader" not in exc.detail or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
     def stream() -> Any:
         shown: dict[str, Any] = {}  # each line again only when it changed (docker repeats them all)
         while True:
-            current = ctx.client.get_json("/swarm") or {}
-            nodes = ctx.client.get_json("/nodes") or []
+            current, nodes = read()
             messages, done = rotation_progress(current, nodes)
             for msg in messages:
                 if shown.get(msg["id"]) != msg:
@@ -628,5 +642,5 @@ def ca(ctx: Any, argv: list[str], prog: str) -> int:
     except KeyboardInterrupt:
         sys.stdout.write("Operation continuing in background.\n")
         return 0
-    display_trust_root(ctx.client.get_json("/swarm") or {})
+    display_trust_root(read()[0])
     return 0
