@@ -118,6 +118,12 @@ def info(ctx, argv: list[str], prog: str) -> int:
         f"  Network: {' '.join(s.get('Plugins', {}).get('Network') or [])}",
         f"  Log: {' '.join(s.get('Plugins', {}).get('Log') or [])}",
         f" Swarm: {s.get('Swarm', {}).get('LocalNodeState', 'inactive')}",
+    ]
+    if (s.get("Swarm") or {}).get("LocalNodeState", "inactive") != "inactive":
+        from core.cli.cmd_swarm import info_lines
+
+        out += info_lines(s["Swarm"])
+    out += [
         " Drivers:",
     ]
     drivers = s.get("Drivers") or []

@@ -108,7 +108,7 @@ class Flags:
             width = max(width, len(head))
             text = f.help
             if f.show_default and f.default not in (False, "", 0, None, []) and f.kind != "list":
-                text += f' (default "{f.default}")' if f.kind == "string" else \
+                text += f' (default "{f.default}")' if f.typename == "string" else \
                     f" (default {'true' if f.default is True else f.default})"
             lines.append((head, text))
         if lines:

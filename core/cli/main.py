@@ -98,6 +98,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "network connect": ("core.cli.cmd_network", "connect", "Connect a container to a network"),
     "network disconnect": ("core.cli.cmd_network", "disconnect", "Disconnect a container from a network"),
     "network prune": ("core.cli.cmd_network", "prune", "Remove all unused networks"),
+    # swarm mode
+    "swarm init": ("core.cli.cmd_swarm", "init", "Initialize a swarm"),
+    "swarm join": ("core.cli.cmd_swarm", "join", "Join a swarm as a node and/or manager"),
+    "swarm join-token": ("core.cli.cmd_swarm", "join_token", "Manage join tokens"),
+    "swarm leave": ("core.cli.cmd_swarm", "leave", "Leave the swarm"),
+    "swarm update": ("core.cli.cmd_swarm", "update", "Update the swarm"),
+    "swarm ca": ("core.cli.cmd_swarm", "ca", "Display and rotate the root CA"),
+    "swarm unlock-key": ("core.cli.cmd_swarm", "unlock_key", "Manage the unlock key"),
+    "swarm unlock": ("core.cli.cmd_swarm", "unlock", "Unlock swarm"),
+    "node ls": ("core.cli.cmd_node", "ls", "List nodes in the swarm"),
+    "node inspect": ("core.cli.cmd_node", "inspect", "Display detailed information on one or more nodes"),
+    "node update": ("core.cli.cmd_node", "update", "Update a node"),
+    "node promote": ("core.cli.cmd_node", "promote", "Promote one or more nodes to manager in the swarm"),
+    "node demote": ("core.cli.cmd_node", "demote", "Demote one or more nodes from manager in the swarm"),
+    "node rm": ("core.cli.cmd_node", "rm", "Remove one or more nodes from the swarm"),
 }
 GROUPS = {
     "network": "Manage networks",
@@ -105,6 +120,8 @@ GROUPS = {
     "image": "Manage images",
     "container": "Manage containers",
     "volume": "Manage volumes",
+    "swarm": "Manage Swarm",
+    "node": "Manage Swarm nodes",
 }
 # docker's aliases: the same command reached by another path
 ALIASES: dict[str, str] = {
@@ -112,6 +129,7 @@ ALIASES: dict[str, str] = {
     "image list": "image ls", "image remove": "image rm",
     "container ps": "container ls", "container list": "container ls", "container remove": "container rm",
     "volume list": "volume ls", "volume remove": "volume rm",
+    "node list": "node ls", "node remove": "node rm",
 }
 
 USAGE = """Usage:  core [OPTIONS] COMMAND
