@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from core.api.http import Request, Response, Route, Router, json_response, no_content
+from core.api.http import Request, Response, Route, json_response, no_content
 from core.api.streams import close_client, content_type, frame, pump, wants_upgrade
 from core.detachkeys import parse_detach_keys
 from core.engine.containers import archive, oci
@@ -448,7 +448,3 @@ ROUTES: list[Route | tuple[str, str, Any]] = [
     ("GET", "/exec/{id}/json", exec_inspect),
 ]
 
-
-def register(router: Router, containers: Containers) -> None:
-    """Add :data:`ROUTES` to ``router``, each handler given the service ``containers``."""
-    router.include(ROUTES, containers)

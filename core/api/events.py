@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import AsyncIterator, Protocol
 
-from core.api.http import Request, Response, Router
+from core.api.http import Request, Response
 from core.engine.events import Events, Subscription, parse_time
 from core.errors import InvalidArgument
 
@@ -40,6 +40,3 @@ async def _lines(subscription: Subscription) -> AsyncIterator[bytes]:
 
 ROUTES = [("GET", "/events", events)]
 
-
-def register(router: Router, services: EventServices) -> None:
-    router.include(ROUTES, services)

@@ -1,8 +1,9 @@
 """A small HTTP/1.1 server for the Engine API: h11 over trio streams, and its routing table.
 
 Routes are data.  Each route module (``core.api.images``, ``core.api.system``, ...) declares a
-module-level table and the daemon hands the :class:`Router` that table with the object its
-handlers need::
+module-level table, ``ROUTES``, and the daemon (``Daemon._routes``, the one place) hands the
+:class:`Router` each table with the service its handlers call: ``router.include(ROUTES,
+services)``::
 
     ROUTES = [
         ("GET", "/images/json", list_images),
@@ -12,9 +13,6 @@ handlers need::
 
     async def list_images(req: Request, services: ImageServices) -> Response:
         ...  # parse the request, call one service method, render
-
-    def register(router: Router, services: ImageServices) -> None:
-        router.include(ROUTES, services)
 
 A route is a ``(method, path, handler)`` tuple or a :class:`Route` (which can also say
 ``stream_body``).  A handler is a module-level ``async def handler(request, services) ->

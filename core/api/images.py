@@ -11,7 +11,7 @@ import binascii
 import json
 from typing import AsyncIterator, Protocol
 
-from core.api.http import Request, Response, Route, Router, json_response
+from core.api.http import Request, Response, Route, json_response
 from core.engine.images.service import IMAGE_FILTERS, Images, Progress
 from core.engine.interfaces import CommitSources
 from core.errors import InvalidArgument
@@ -206,6 +206,3 @@ ROUTES = [
     Route("POST", "/images/load", load, stream_body=True),
 ]
 
-
-def register(router: Router, services: ImageServices) -> None:
-    router.include(ROUTES, services)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from core.api.http import Request, Response, Router, json_response, no_content
+from core.api.http import Request, Response, json_response, no_content
 from core.engine.networks.service import NetworkManager
 from core.errors import InvalidArgument, NotFound
 
@@ -101,7 +101,3 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/containers/{parent}/{link:path}", remove_link),
 ]
 
-
-def register(router: Router, networks: NetworkManager) -> None:
-    """Add :data:`ROUTES` to ``router``, each handler given the service ``networks``."""
-    router.include(ROUTES, networks)

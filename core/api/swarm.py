@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Protocol
 
-from core.api.http import Request, Response, Router, json_response
+from core.api.http import Request, Response, json_response
 from core.engine.swarm.nodes import FILTERS as NODE_FILTERS
 from core.errors import Conflict, InvalidArgument
 
@@ -121,7 +121,3 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/nodes/{id}/update", update_node),
 ]
 
-
-def register(router: Router, swarm: SwarmOperations) -> None:
-    """Add :data:`ROUTES` to ``router``, each handler given the service ``swarm``."""
-    router.include(ROUTES, swarm)

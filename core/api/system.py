@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from core import API_VERSION, MIN_API_VERSION, __version__
-from core.api.http import Request, Response, Router, json_response
+from core.api.http import Request, Response, json_response
 
 if TYPE_CHECKING:
     from core.daemon.config import DaemonConfig
@@ -262,9 +262,6 @@ ROUTES = [
     ("GET", "/system/df", disk_usage),
 ]
 
-
-def register(router: Router, services: SystemServices) -> None:
-    router.include(ROUTES, services)
 
 
 def _read(path: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.api.http import Request, Response, Router, error_response
+from core.api.http import Request, Response, error_response
 
 # moby's daemon/cluster messages, word for word
 NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
@@ -76,7 +76,3 @@ ROUTES = [(method, path, _answer(status, message)) for method, path, status, mes
     for method, path in NOT_IMPLEMENTED
 ]
 
-
-def register(router: Router) -> None:
-    """Add the answers to ``router``, after every route that is served (they never shadow one)."""
-    router.include(ROUTES, None)

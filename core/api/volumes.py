@@ -6,7 +6,7 @@ service (:class:`core.engine.volume_service.Volumes`) and renders its answer.
 """
 from __future__ import annotations
 
-from core.api.http import Request, Response, Router, json_response, no_content
+from core.api.http import Request, Response, json_response, no_content
 from core.engine.volume_service import LIST_FILTERS, PRUNE_FILTERS, Volumes
 
 
@@ -40,7 +40,3 @@ ROUTES = [
     ("POST", "/volumes/prune", prune),
 ]
 
-
-def register(router: Router, volumes: Volumes) -> None:
-    """Add :data:`ROUTES` to ``router``, each handler given the service ``volumes``."""
-    router.include(ROUTES, volumes)

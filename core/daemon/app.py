@@ -61,7 +61,8 @@ class StartupError(CoreError):
 
 
 class Daemon:
-    """The daemon's state and its API.  Route modules register with :meth:`routes`."""
+    """The daemon's state and its API: :meth:`open` builds and wires the engine services and
+    registers every route table of :mod:`core.api` (:meth:`_routes`)."""
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
@@ -81,14 +82,6 @@ class Daemon:
         self.containers: Any = None     # core.engine.containers.service.Containers
         self.networks: Any = None       # core.engine.networks.service.NetworkManager
         self.swarm: Any = None          # core.engine.swarm.service.SwarmService
-        from core.api import events
-        from core.api import images as images_api
-        from core.api import system, unimplemented
-
-        system.register(self.router, self)
-        events.register(self.router, self)
-        images_api.register(self.router, self)
-        unimplemented.register(self.router)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -129,9 +122,6 @@ class Daemon:
         self._build_services()
 
     def _build_services(self) -> None:
-        from core.api import containers as containers_api
-        from core.api import networks as networks_api
-        from core.api import volumes as volumes_api
         from core.engine.containers.files import ContainerFiles, Directory
         from core.engine.containers.service import Containers
         from core.engine.containers.store import ContainerStore
@@ -165,16 +155,23 @@ class Daemon:
                                      images=self.images, content=self.content, volumes=self.volumes,
                                      networks=self.networks, events=self.events)
         self.info_counters.update(self.containers.counters())
-        containers_api.register(self.router, self.containers)
-        volumes_api.register(self.router, self.volume_service)
-        networks_api.register(self.router, self.networks)
-        from core.api import swarm as swarm_api
         from core.api.system import mem_total
         from core.engine.swarm.service import SwarmService
 
         self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
                                   cpus=os.cpu_count() or 1, memory=mem_total())
-        swarm_api.register(self.router, self.swarm)
+        self._routes()
+
+    def _routes(self) -> None:
+        """Every route table of the Engine API, each handler given the service it calls; the
+        501/503 answers of what core does not serve last (they never shadow a served route)."""
+        from core.api import containers, events, images, networks, swarm, system, unimplemented, volumes
+
+        for table, services in ((system.ROUTES, self), (events.ROUTES, self), (images.ROUTES, self),
+                                (containers.ROUTES, self.containers), (volumes.ROUTES, self.volume_service),
+                                (networks.ROUTES, self.networks), (swarm.ROUTES, self.swarm),
+                                (unimplemented.ROUTES, None)):
+            self.router.include(table, services)
 
     def check_socket(self) -> None:
         """Refuse to start when another daemon answers on our socket; remove a stale one.  Called
