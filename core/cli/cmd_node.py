@@ -15,6 +15,7 @@ import sys
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.flagvalues import kv_map
 from core.cli.format import fail_joined, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
@@ -231,15 +232,6 @@ def update_nodes(ctx: Any, refs: list[str], merge: Callable[[dict[str, Any]], An
     return 0
 
 
-def _kv_map(values: list[str]) -> dict[str, str]:
-    """docker's opts.ConvertKVStringsToMap: ``k=v`` → k: v, ``k`` → k: ""."""
-    out: dict[str, str] = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
-
-
 @command
 def update(ctx: Any, argv: list[str], prog: str) -> int:
     f = Flags(prog, "[OPTIONS] NODE", "Update a node")
@@ -259,7 +251,7 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
         labels = spec.get("Labels") or {}
         spec["Labels"] = labels
         if opts.label_add:
-            labels.update(_kv_map(opts.label_add))
+            labels.update(kv_map(opts.label_add))
         for key in opts.label_rm or []:
             if key not in labels:
                 raise CLIError(f"key {key} doesn't exist in node's labels")
