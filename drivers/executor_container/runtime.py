@@ -60,13 +60,13 @@ import fcntl  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import stat  # noqa: E402
 import struct  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 from core.shim import cgroups  # noqa: E402
+from core.shim.sigreset import reset_signals  # noqa: E402
 from drivers.executor_container import linux, seccomp  # noqa: E402
 
 SYNC_FD, START_FD = 3, 4
@@ -286,19 +286,6 @@ class Process:
             linux.seccomp_install(*self.seccomp)
         except OSError as exc:
             raise Fail("CoreError", f"installing the seccomp filter: {exc}") from None
-
-
-def reset_signals() -> None:
-    """Default dispositions and an empty mask: ignored signals stay ignored across execve (and
-    Python ignores SIGPIPE and SIGXFSZ)."""
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def dict_env(env: list[str]) -> dict[bytes, bytes]:
