@@ -8,6 +8,7 @@ import sys
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.flagvalues import kv_map
 from core.cli.format import fail_joined, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
@@ -54,14 +55,6 @@ def network_row(n: dict[str, Any], trunc: bool = True) -> dict[str, Any]:
         "Name": n.get("Name", ""),
         "Scope": n.get("Scope", ""),
     }
-
-
-def _kv(values: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values or []:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -180,19 +173,19 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
     opts, args = f.parse(argv)
     f.require(args, exact=1)
     config = ipam_config(_split(opts.subnet), _split(opts.ip_range), _split(opts.gateway),
-                         _kv(opts.aux_address))
+                         kv_map(opts.aux_address))
     body: dict[str, Any] = {
         "Name": args[0],
         "Driver": opts.driver,
         "Scope": opts.scope,
         "EnableIPv6": opts.ipv6 if "ipv6" in opts.changed else None,
-        "IPAM": {"Driver": opts.ipam_driver, "Config": config, "Options": _kv(opts.ipam_opt)},
+        "IPAM": {"Driver": opts.ipam_driver, "Config": config, "Options": kv_map(opts.ipam_opt)},
         "Internal": opts.internal,
         "Attachable": opts.attachable,
         "Ingress": opts.ingress,
         "ConfigOnly": opts.config_only,
-        "Options": _kv(opts.opt),
-        "Labels": _kv(opts.label),
+        "Options": kv_map(opts.opt),
+        "Labels": kv_map(opts.label),
     }
     if "ipv4" in opts.changed:
         body["EnableIPv4"] = opts.ipv4
@@ -254,7 +247,7 @@ def connect(ctx: Any, argv: list[str], prog: str) -> int:
     if opts.link:
         endpoint["Links"] = list(opts.link)
     if opts.driver_opt:
-        endpoint["DriverOpts"] = _kv(_split(opts.driver_opt))
+        endpoint["DriverOpts"] = kv_map(_split(opts.driver_opt))
     if opts.gw_priority:
         endpoint["GwPriority"] = opts.gw_priority
     ctx.client.post(f"/networks/{args[0]}/connect", body={"Container": args[1], "EndpointConfig": endpoint})

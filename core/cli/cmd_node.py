@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.client import APIError, CLIError
+from core.cli.client import CLIError
 from core.cli.flags import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.format import fail_joined, natural_key, print_inspect, render_format
+from core.cli.flagvalues import kv_map
+from core.cli.format import each, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -231,15 +232,6 @@ def update_nodes(ctx: Any, refs: list[str], merge: Callable[[dict[str, Any]], An
     return 0
 
 
-def _kv_map(values: list[str]) -> dict[str, str]:
-    """docker's opts.ConvertKVStringsToMap: ``k=v`` → k: v, ``k`` → k: ""."""
-    out: dict[str, str] = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
-
-
 @command
 def update(ctx: Any, argv: list[str], prog: str) -> int:
     f = Flags(prog, "[OPTIONS] NODE", "Update a node")
@@ -259,7 +251,7 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
         labels = spec.get("Labels") or {}
         spec["Labels"] = labels
         if opts.label_add:
-            labels.update(_kv_map(opts.label_add))
+            labels.update(kv_map(opts.label_add))
         for key in opts.label_rm or []:
             if key not in labels:
                 raise CLIError(f"key {key} doesn't exist in node's labels")
@@ -268,7 +260,12 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
     return update_nodes(ctx, args, merge, lambda ref: sys.stdout.write(ref + "\n"))
 
 
-def _set_role(ctx: Any, refs: list[str], role: str) -> int:
+def _set_role(ctx: Any, argv: list[str], prog: str, summary: str, role: str) -> int:
+    """``promote`` and ``demote``: no flags, the nodes' role set to ``role``."""
+    f = Flags(prog, "NODE [NODE...]", summary)
+    _opts, refs = f.parse(argv)
+    f.require(refs, least=1)
+
     def merge(node: dict[str, Any]) -> Any:
         if node["Spec"].get("Role") == role:
             sys.stdout.write(f"Node {node.get('ID', '')} is already a {role}.\n")
@@ -287,18 +284,12 @@ def _set_role(ctx: Any, refs: list[str], role: str) -> int:
 
 @command
 def promote(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "NODE [NODE...]", "Promote one or more nodes to manager in the swarm")
-    opts, args = f.parse(argv)
-    f.require(args, least=1)
-    return _set_role(ctx, args, "manager")
+    return _set_role(ctx, argv, prog, "Promote one or more nodes to manager in the swarm", "manager")
 
 
 @command
 def demote(ctx: Any, argv: list[str], prog: str) -> int:
-    f = Flags(prog, "NODE [NODE...]", "Demote one or more nodes from manager in the swarm")
-    opts, args = f.parse(argv)
-    f.require(args, least=1)
-    return _set_role(ctx, args, "worker")
+    return _set_role(ctx, argv, prog, "Demote one or more nodes from manager in the swarm", "worker")
 
 
 @command
@@ -308,13 +299,5 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("force", "f", help="Force remove a node from the swarm")
     opts, args = f.parse(argv)
     f.require(args, least=1)
-    errors = []
-    for ref in args:
-        try:
-            resp = ctx.client.request("DELETE", f"/nodes/{ref}", {"force": "1" if opts.force else None})
-            resp.close()
-        except APIError as exc:
-            errors.append(exc.message)
-            continue
-        sys.stdout.write(ref + "\n")
-    return fail_joined(errors)
+    return each(args, lambda ref: ctx.client.request("DELETE", f"/nodes/{ref}",
+                                                     {"force": "1" if opts.force else None}).close())

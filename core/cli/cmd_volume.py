@@ -6,6 +6,7 @@ import sys
 
 from core.cli.client import CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.flagvalues import kv_map
 from core.cli.format import each, natural_key, print_inspect, render_format
 from core.units import human_size
 
@@ -38,14 +39,6 @@ def volume_row(v: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _kv(values: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values or []:
-        k, _, v = item.partition("=")
-        out[k] = v
-    return out
-
-
 @command
 def create(ctx: Any, argv: list[str], prog: str) -> int:
     f = Flags(prog, "[OPTIONS] [VOLUME]", "Create a volume")
@@ -59,7 +52,7 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
         raise CLIError("conflicting options: cannot specify a volume-name through both --name and as a positional "
                        "arg", 1)
     name = args[0] if args else opts.name
-    body = {"Name": name, "Driver": opts.driver, "DriverOpts": _kv(opts.opt), "Labels": _kv(opts.label)}
+    body = {"Name": name, "Driver": opts.driver, "DriverOpts": kv_map(opts.opt), "Labels": kv_map(opts.label)}
     vol = ctx.client.post("/volumes/create", body=body) or {}
     sys.stdout.write(vol.get("Name", name) + "\n")
     return 0

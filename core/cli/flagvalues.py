@@ -1,7 +1,8 @@
 """The values of ``run``, ``create`` and ``exec`` flags, as docker's ``opts`` package reads them:
 published ports, env and label files, mounts and volumes, devices, ulimits, restart policies,
-security options, CPUs.  Plain functions, tested without a daemon; each raises ValueError with
-docker's message.  Sizes and durations are :mod:`core.units`'.
+security options, CPUs; and the ``key=value`` maps other commands' flags share (:func:`kv_map`).
+Plain functions, tested without a daemon; each raises ValueError with docker's message.  Sizes
+and durations are :mod:`core.units`'.
 """
 from __future__ import annotations
 
@@ -216,8 +217,17 @@ def validate_label(value: str) -> str:
     return value
 
 
-def labels_map(values: list[str], files: list[str] = ()) -> dict[str, str]:
+def kv_map(values: list[str] | None, sep: str = "=") -> dict[str, str]:
+    """opts.ConvertKVStringsToMap: ``k=v`` → k: v, ``k`` → k: "" (a later key wins); ``sep``
+    splits at another character (``--tmpfs PATH:OPTIONS``)."""
     out: dict[str, str] = {}
+    for item in values or []:
+        key, _, value = item.partition(sep)
+        out[key] = value
+    return out
+
+
+def labels_map(values: list[str], files: list[str] = ()) -> dict[str, str]:
     lines: list[str] = []
     for path in files:
         try:
@@ -225,10 +235,7 @@ def labels_map(values: list[str], files: list[str] = ()) -> dict[str, str]:
                 lines += parse_env_lines(f.read().splitlines(), lambda _k: None)
         except OSError as exc:
             raise ValueError(f"open {path}: {exc.strerror}") from None
-    for item in lines + list(values):
-        k, _, v = item.partition("=")
-        out[k] = v
-    return out
+    return kv_map(lines + list(values))
 
 
 def validate_attach(value: str) -> str:
@@ -480,11 +487,8 @@ def parse_volume(spec: str) -> tuple[str | None, str]:
 
 
 def parse_tmpfs(values: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for t in values:
-        path, _, options = t.partition(":")
-        out[path] = options
-    return out
+    """``--tmpfs PATH[:OPTIONS]`` (repeatable) as HostConfig.Tmpfs: path → options."""
+    return kv_map(values, ":")
 
 
 def validate_device_cgroup_rule(value: str) -> str:

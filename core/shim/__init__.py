@@ -15,6 +15,8 @@ actually creates a container (``runc create`` or namespaces and mounts by hand).
 :mod:`core.shim.cgroups`       a container's cgroups (v1 and v2) and the ``cgroup`` state file
 :mod:`core.shim.server`        the shim program itself (C modules only: it stays in memory):
                                reactor, lifecycle, requests, launcher
+:mod:`core.shim.sigreset`      ``reset_signals``: default dispositions and an empty mask, as a
+                               new program expects (the zygote's shims, a runtime's processes)
 :mod:`core.shim.stdio`         the shim's processes (stdio, log, replay) and client connections
 :mod:`core.shim.zygote`        the warm spawner program: forks shims without starting Python
 =============================  ==============================================================

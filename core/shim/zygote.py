@@ -30,6 +30,7 @@ import json  # noqa: E402
 import select  # noqa: E402
 
 import server  # noqa: E402
+from sigreset import reset_signals  # noqa: E402
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 PRCTL = LIBC.prctl
@@ -50,15 +51,8 @@ def become_shim(conn_fd, argv):
         os.dup2(err, 2)
         os.dup2(conn, 3)
         os.closerange(4, 1 << 16)
-        for sig in range(1, _signal.NSIG):
-            if sig in (_signal.SIGKILL, _signal.SIGSTOP):
-                continue
-            try:
-                _signal.signal(sig, _signal.SIG_DFL)
-            except (OSError, ValueError, RuntimeError):
-                pass
+        reset_signals()
         _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)   # as a fresh interpreter has it
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         # the executor recognises its shim by its cwd (the cmdline is the zygote's)
         os.chdir(state)
         gc.enable()

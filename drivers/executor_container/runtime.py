@@ -60,13 +60,13 @@ import fcntl  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import stat  # noqa: E402
 import struct  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 from core.shim import cgroups  # noqa: E402
+from core.shim.sigreset import reset_signals  # noqa: E402
 from drivers.executor_container import linux, seccomp  # noqa: E402
 
 SYNC_FD, START_FD = 3, 4
@@ -286,19 +286,6 @@ class Process:
             linux.seccomp_install(*self.seccomp)
         except OSError as exc:
             raise Fail("CoreError", f"installing the seccomp filter: {exc}") from None
-
-
-def reset_signals() -> None:
-    """Default dispositions and an empty mask: ignored signals stay ignored across execve (and
-    Python ignores SIGPIPE and SIGXFSZ)."""
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def dict_env(env: list[str]) -> dict[bytes, bytes]:
@@ -692,23 +679,37 @@ def init_main(state_dir: str, bundle: str, container_id: str) -> int:
         finally:
             placing.result()
         ctr.enter_namespaces()
+    except BaseException as exc:
+        return report(exc)
+
+    def child() -> None:
+        os.set_inheritable(START_FD, False)
+        ctr.setup_rootfs()
+        send("created")
+        try:
+            go = os.read(START_FD, 1)
+        except OSError:
+            go = b""
+        if not go:
+            os._exit(0)   # deleted before it started
+        os.close(START_FD)
+        ctr.process.finish_and_exec()
+
+    return fork_child(child)
+
+
+def fork_child(child: Callable[[], None]) -> int:
+    """Fork the container's process, which runs ``child()`` (it execs the program or exits;
+    an error in it is reported on the sync socket and is its exit status) without the sync
+    socket across its execve; report its ``pid``.  Returns the helper's exit code."""
+    try:
         pid = os.fork()
     except BaseException as exc:
         return report(exc)
     if pid == 0:
         try:
             os.set_inheritable(SYNC_FD, False)
-            os.set_inheritable(START_FD, False)
-            ctr.setup_rootfs()
-            send("created")
-            try:
-                go = os.read(START_FD, 1)
-            except OSError:
-                go = b""
-            if not go:
-                os._exit(0)   # deleted before it started
-            os.close(START_FD)
-            ctr.process.finish_and_exec()
+            child()
         except BaseException as exc:
             os._exit(report(exc))
         os._exit(1)
@@ -803,20 +804,15 @@ def exec_main(state_dir: str, exec_id: str, init_pid: int) -> int:
         for fd, flag in fds:
             linux.setns(fd, flag)
             os.close(fd)
-        pid = os.fork()
     except BaseException as exc:
         return report(exc)
-    if pid == 0:
-        try:
-            os.set_inheritable(SYNC_FD, False)
-            if proc.terminal:
-                open_console()
-            proc.finish_and_exec()
-        except BaseException as exc:
-            os._exit(report(exc))
-        os._exit(1)
-    send(f"pid {pid}")
-    return 0
+
+    def child() -> None:
+        if proc.terminal:
+            open_console()
+        proc.finish_and_exec()
+
+    return fork_child(child)
 
 
 def main(argv: list[str]) -> int:

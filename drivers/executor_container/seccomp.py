@@ -159,18 +159,15 @@ def _condition(asm: _Asm, cond: dict[str, Any], fail: str) -> None:
         asm.emit(LD_W_ABS, lo_off)
         asm.emit(AND_K, vlo)
         asm.emit(JEQ_K, two & 0xFFFFFFFF, 0, fail)
-    elif op in ("SCMP_CMP_GT", "SCMP_CMP_GE"):
+    elif op in ("SCMP_CMP_GT", "SCMP_CMP_GE", "SCMP_CMP_LT", "SCMP_CMP_LE"):
+        # unsigned 64-bit: the high words decide unless equal, then the low words; LT is "not
+        # GE" and LE "not GT", so they jump the other way
+        above, below = (ok, fail) if op in ("SCMP_CMP_GT", "SCMP_CMP_GE") else (fail, ok)
         asm.emit(LD_W_ABS, hi_off)
-        asm.emit(JGT_K, vhi, ok, 0)
-        asm.emit(JEQ_K, vhi, 0, fail)
+        asm.emit(JGT_K, vhi, above, 0)
+        asm.emit(JEQ_K, vhi, 0, below)
         asm.emit(LD_W_ABS, lo_off)
-        asm.emit(JGT_K if op == "SCMP_CMP_GT" else JGE_K, vlo, ok, fail)
-    elif op in ("SCMP_CMP_LT", "SCMP_CMP_LE"):
-        asm.emit(LD_W_ABS, hi_off)
-        asm.emit(JGT_K, vhi, fail, 0)
-        asm.emit(JEQ_K, vhi, 0, ok)
-        asm.emit(LD_W_ABS, lo_off)
-        asm.emit(JGE_K if op == "SCMP_CMP_LT" else JGT_K, vlo, fail, ok)
+        asm.emit(JGE_K if op in ("SCMP_CMP_GE", "SCMP_CMP_LT") else JGT_K, vlo, above, below)
     else:
         raise SeccompError(f"seccomp operator {op!r} is not supported")
     asm.place(ok)

@@ -830,20 +830,22 @@ def changes(base_fd: int, top_fd: int, ignore: set[str] | frozenset[str] = froze
         except OSError:
             return None
 
-    def added_tree(path: str, fd: int) -> None:
-        for name in sorted(os.listdir(fd)):
-            child = f"{path}/{name}"
-            if skip(child):
-                continue
-            found[child] = 1
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                cfd = sub(fd, name)
-                if cfd is not None:
-                    try:
-                        added_tree(child, cfd)
-                    finally:
-                        os.close(cfd)
+    def added_tree(path: str, parent_fd: int, dir_name: str) -> None:
+        """Everything below the directory ``dir_name`` of ``parent_fd`` (at ``path``) is added."""
+        fd = sub(parent_fd, dir_name)
+        if fd is None:
+            return
+        try:
+            for name in sorted(os.listdir(fd)):
+                child = f"{path}/{name}"
+                if skip(child):
+                    continue
+                found[child] = 1
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    added_tree(child, fd, name)
+        finally:
+            os.close(fd)
 
     def walk(path: str, bfd: int | None, tfd: int) -> None:
         tnames = set(os.listdir(tfd))
@@ -862,12 +864,7 @@ def changes(base_fd: int, top_fd: int, ignore: set[str] | frozenset[str] = froze
             if bst is None or stat.S_IFMT(bst.st_mode) != stat.S_IFMT(tst.st_mode):
                 found[child] = 1 if bst is None else 0
                 if is_dir:
-                    cfd = sub(tfd, name)
-                    if cfd is not None:
-                        try:
-                            added_tree(child, cfd)
-                        finally:
-                            os.close(cfd)
+                    added_tree(child, tfd, name)
                 continue
             if (tst.st_mode, tst.st_uid, tst.st_gid, tst.st_rdev) != (bst.st_mode, bst.st_uid, bst.st_gid, bst.st_rdev) \
                     or (not is_dir and (tst.st_size != bst.st_size or tst.st_mtime_ns != bst.st_mtime_ns)):

@@ -343,6 +343,12 @@ def check_resources(hc: dict[str, Any], ncpu: int | None = None) -> list[str]:
     return warnings
 
 
+def _set_fields(hc: dict[str, Any], *pairs: tuple[str, str]) -> dict[str, Any]:
+    """``{field: hc[key]}`` for each ``(key, field)`` whose HostConfig value is set (not zero or
+    empty: docker's "unset")."""
+    return {field: hc[key] for key, field in pairs if hc.get(key)}
+
+
 def resources(hc: dict[str, Any], *, privileged: bool = False,
               device_rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``linux.resources`` from a HostConfig: memory, cpu, pids, blkio, device cgroup rules."""
@@ -351,38 +357,21 @@ def resources(hc: dict[str, Any], *, privileged: bool = False,
         res["devices"] = [{"allow": True, "access": "rwm"}]
     else:
         res["devices"] = [dict(r) for r in DEFAULT_DEVICE_RULES] + list(device_rules or [])
-    memory: dict[str, Any] = {}
-    if hc.get("Memory"):
-        memory["limit"] = hc["Memory"]
-    if hc.get("MemoryReservation"):
-        memory["reservation"] = hc["MemoryReservation"]
-    if hc.get("MemorySwap"):
-        memory["swap"] = hc["MemorySwap"]
+    memory = _set_fields(hc, ("Memory", "limit"), ("MemoryReservation", "reservation"), ("MemorySwap", "swap"))
     if hc.get("MemorySwappiness") not in (None, -1):
         memory["swappiness"] = hc["MemorySwappiness"]
     if hc.get("OomKillDisable"):
         memory["disableOOMKiller"] = True
     if memory:
         res["memory"] = memory
-    cpu: dict[str, Any] = {}
-    if hc.get("CpuShares"):
-        cpu["shares"] = hc["CpuShares"]
+    cpu = _set_fields(hc, ("CpuShares", "shares"))
     if hc.get("NanoCpus"):
         cpu["period"] = CPU_PERIOD
         cpu["quota"] = hc["NanoCpus"] * CPU_PERIOD // 1_000_000_000
     else:
-        if hc.get("CpuPeriod"):
-            cpu["period"] = hc["CpuPeriod"]
-        if hc.get("CpuQuota"):
-            cpu["quota"] = hc["CpuQuota"]
-    if hc.get("CpuRealtimePeriod"):
-        cpu["realtimePeriod"] = hc["CpuRealtimePeriod"]
-    if hc.get("CpuRealtimeRuntime"):
-        cpu["realtimeRuntime"] = hc["CpuRealtimeRuntime"]
-    if hc.get("CpusetCpus"):
-        cpu["cpus"] = hc["CpusetCpus"]
-    if hc.get("CpusetMems"):
-        cpu["mems"] = hc["CpusetMems"]
+        cpu.update(_set_fields(hc, ("CpuPeriod", "period"), ("CpuQuota", "quota")))
+    cpu.update(_set_fields(hc, ("CpuRealtimePeriod", "realtimePeriod"), ("CpuRealtimeRuntime", "realtimeRuntime"),
+                           ("CpusetCpus", "cpus"), ("CpusetMems", "mems")))
     if cpu:
         res["cpu"] = cpu
     pids = hc.get("PidsLimit")

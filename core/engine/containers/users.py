@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import attrs
 
@@ -48,12 +48,18 @@ def _int(text: str) -> int | None:
     return value if text.strip() == text and not text.startswith("+") else None
 
 
-def parse_passwd(data: bytes | None) -> list[PasswdEntry]:
-    out = []
+def _records(data: bytes | None, least: int) -> Iterator[list[str]]:
+    """The ``:``-separated fields of each line of a passwd or group file that has a name and at
+    least ``least`` fields (comments and short lines are passed over)."""
     for line in (data or b"").decode("utf-8", "replace").splitlines():
         parts = line.strip().split(":")
-        if len(parts) < 4 or not parts[0] or parts[0].startswith("#"):
-            continue
+        if len(parts) >= least and parts[0] and not parts[0].startswith("#"):
+            yield parts
+
+
+def parse_passwd(data: bytes | None) -> list[PasswdEntry]:
+    out = []
+    for parts in _records(data, 4):
         uid, gid = _int(parts[2]), _int(parts[3])
         if uid is None or gid is None:
             continue
@@ -63,10 +69,7 @@ def parse_passwd(data: bytes | None) -> list[PasswdEntry]:
 
 def parse_group(data: bytes | None) -> list[GroupEntry]:
     out = []
-    for line in (data or b"").decode("utf-8", "replace").splitlines():
-        parts = line.strip().split(":")
-        if len(parts) < 3 or not parts[0] or parts[0].startswith("#"):
-            continue
+    for parts in _records(data, 3):
         gid = _int(parts[2])
         if gid is None:
             continue
