@@ -114,6 +114,7 @@ def test_memory_below_usage_is_a_conflict(env, client, image):
         with pytest.raises(docker.errors.APIError) as exc:
             c.update(mem_limit="8m", memswap_limit="8m")
         assert exc.value.status_code == 409, exc.value.explanation
+        assert "Device or resource busy" in exc.value.explanation
         c.reload()
         assert c.attrs["HostConfig"]["Memory"] == 64 * MB   # unchanged
     finally:
