@@ -134,7 +134,7 @@ def test_restart_policy(client, running):
 def test_stopped_container_update_applies_at_next_start(env, client, image):
     c = client.containers.create(image, ["sleep", "300"])
     try:
-        post_update(client, c.id, {"Memory": 48 * MB, "PidsLimit": 20})
+        post_update(client, c.id, {"Memory": 48 * MB, "MemorySwap": -1, "PidsLimit": 20})
         c.reload()
         assert c.attrs["HostConfig"]["Memory"] == 48 * MB
         c.start()
@@ -153,6 +153,8 @@ def test_stopped_container_update_applies_at_next_start(env, client, image):
     ({"Memory": 64 * MB, "MemorySwap": 32 * MB}, "Minimum memoryswap limit should be larger than memory limit"),
     ({"MemorySwap": 32 * MB}, "You should always set the Memory limit when using Memoryswap limit"),
     ({"BlkioWeight": 5}, "Range of blkio weight is from 10 to 1000"),
+    ({"Memory": 64 * MB}, "Memory limit should be smaller than already set memoryswap limit, "
+                          "update the memoryswap at the same time"),
     ({"CpuPeriod": 10}, "CPU cfs period can not be less than 1ms"),
     ({"Memory": "lots"}, "cannot unmarshal string into Go struct field Memory of type int64"),
 ])
@@ -169,7 +171,7 @@ def test_unknown_container_is_404(client):
 
 
 def test_core_cli(env, running):
-    p = env.run("update", "-m", "80m", "--pids-limit", "30", "--cpus", "0.5", "--restart",
+    p = env.run("update", "-m", "80m", "--memory-swap", "160m", "--pids-limit", "30", "--cpus", "0.5", "--restart",
                 "unless-stopped", running.name)
     assert (p.returncode, p.stdout) == (0, running.name + "\n"), p.stderr
     assert cgroup_file(env, running.id, "pids", "pids.max") == "30"

@@ -54,8 +54,8 @@ def merge(cid: str, hc: dict[str, Any], body: Any) -> tuple[dict[str, Any], dict
     oci.check_resources({k: v for k, v in req.items() if k not in ("MemorySwap", "MemoryReservation")})
     new = dict(hc)
     mem = req.get("Memory")
-    if mem is not None and mem > 0 and (hc.get("MemorySwap") or 0) > 0 and \
-            mem > hc["MemorySwap"] and "MemorySwap" not in req:
+    # as dockerd: even a container with no swap limit (0) needs one given with a new memory
+    if mem is not None and mem > (hc.get("MemorySwap") or 0) and "MemorySwap" not in req:
         raise _conflict(cid, "Memory limit should be smaller than already set memoryswap limit, "
                         "update the memoryswap at the same time")
     if req.get("NanoCpus") and (hc.get("CpuPeriod") or hc.get("CpuQuota")) and \
