@@ -14,8 +14,9 @@ The streams are docker's (:mod:`core.api.streams`):
 - ``archive`` (``docker cp``) and ``export`` stream tars as they are made; the ``archive`` PUT
   reads its body as it arrives (``stream_body``).
 
-Not served: ``attach/ws`` (501), resource changes through ``update`` (501; the restart policy
-can be changed).
+``update`` changes resources in place when the container's executor can (else 501).
+
+Not served: ``attach/ws`` (501).
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ async def rename(req: Request, containers: Containers) -> Response:
 
 async def update(req: Request, containers: Containers) -> Response:
     c = containers.lookup(req.params["id"])
-    return json_response({"Warnings": containers.update(c.id, req.json({}) or {})})
+    return json_response({"Warnings": await containers.update(c.id, req.json({}) or {})})
 
 
 async def prune(req: Request, containers: Containers) -> Response:

@@ -1,5 +1,5 @@
 """Container commands: ps, stop, kill, restart, pause, unpause, rm, logs, wait, inspect, top, port,
-rename, container prune, stats.
+rename, update, container prune, stats.
 
 ``run``, ``create``, ``start``, ``attach`` and ``exec`` live in :mod:`core.cli.cmd_run`, ``cp`` in
 :mod:`core.cli.cmd_cp`; the flag parser in :mod:`core.cli.flags`, output helpers in
@@ -413,6 +413,55 @@ def get_timestamp(value: str, now: float | None = None) -> str:
         t = dt.timestamp()
         return f"{int(t)}.{int(round((t - int(t)) * 1e9)):09d}"
     raise ValueError(f'failed to parse value as time or duration: "{value}"')
+
+
+@command
+def update(ctx: Any, argv: list[str], prog: str) -> int:
+    """``docker update``: resources and restart policy, in place; prints each name."""
+    from core.cli.flagvalues import parse_cpus, parse_memory, parse_restart_policy
+
+    f = Flags(prog, "[OPTIONS] CONTAINER [CONTAINER...]", "Update configuration of one or more containers",
+              aliases="core container update, core update")
+    f.add("blkio-weight", None, "int", typename="uint16",
+          help="Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)")
+    f.add("cpu-period", None, "int", help="Limit CPU CFS (Completely Fair Scheduler) period")
+    f.add("cpu-quota", None, "int", help="Limit CPU CFS (Completely Fair Scheduler) quota")
+    f.add("cpu-shares", "c", "int", help="CPU shares (relative weight)")
+    f.add("cpus", None, "string", typename="decimal", convert=parse_cpus, help="Number of CPUs")
+    f.add("cpuset-cpus", None, "string", help="CPUs in which to allow execution (0-3, 0,1)")
+    f.add("cpuset-mems", None, "string", help="MEMs in which to allow execution (0-3, 0,1)")
+    f.add("memory", "m", "string", typename="bytes", convert=parse_memory, help="Memory limit")
+    f.add("memory-reservation", None, "string", typename="bytes", convert=parse_memory,
+          help="Memory soft limit")
+    f.add("memory-swap", None, "string", typename="bytes", convert=parse_memory,
+          help="Swap limit equal to memory plus swap: -1 to enable unlimited swap")
+    f.add("pids-limit", None, "int", help="Tune container pids limit (set -1 for unlimited)")
+    f.add("restart", None, "string", convert=parse_restart_policy,
+          help="Restart policy to apply when a container exits")
+    opts, args = f.parse(argv)
+    f.require(args, least=1)
+    if not opts.changed:
+        raise CLIError("you must provide one or more flags when using this command", 1)
+    if "blkio-weight" in opts.changed and not 0 <= opts.blkio_weight <= 65535:
+        raise CLIError(f'invalid argument "{opts.blkio_weight}" for "--blkio-weight" flag: '
+                       f'strconv.ParseUint: parsing "{opts.blkio_weight}": value out of range', 125)
+    body: dict[str, Any] = {
+        "BlkioWeight": opts.blkio_weight or 0, "CpuPeriod": opts.cpu_period or 0,
+        "CpuQuota": opts.cpu_quota or 0, "CpuShares": opts.cpu_shares or 0,
+        "NanoCpus": opts.cpus or 0, "CpusetCpus": opts.cpuset_cpus or "",
+        "CpusetMems": opts.cpuset_mems or "", "Memory": opts.memory or 0,
+        "MemoryReservation": opts.memory_reservation or 0, "MemorySwap": opts.memory_swap or 0,
+        "RestartPolicy": opts.restart if "restart" in opts.changed else {"Name": "", "MaximumRetryCount": 0},
+    }
+    if "pids-limit" in opts.changed:
+        body["PidsLimit"] = opts.pids_limit
+
+    def one(name: str) -> None:
+        answer = ctx.client.post(f"/containers/{name}/update", body=body) or {}
+        for warning in answer.get("Warnings") or []:
+            sys.stderr.write(f"{warning}\n")
+
+    return each(args, one)
 
 
 @command

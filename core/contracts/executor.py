@@ -36,6 +36,11 @@ and when a start begins, before the bundle exists, on executors that are instanc
 ``Preparer``).  An executor may get ready there — warm caches, prime the kernel — and must
 return at once and never fail; executors without it are simply not told.
 
+Optional: the :class:`ResourceUpdater` Protocol (``async def update_resources(container_id,
+resources: Resources) -> None``): change the resource limits of a created, running or paused
+container in place (``docker update``); the kernel uses it on executors that are instances of
+``ResourceUpdater`` and answers 501 for the others.
+
 Resource use comes back typed (:class:`ContainerStats`); :func:`docker_stats` renders it in
 the shape of docker's stats.  Writing an executor: the public kit :mod:`core.shim` (a shim,
 its documented protocol, a launcher, a client and :class:`core.shim.executor.ShimExecutor`)
@@ -293,6 +298,54 @@ class Preparer(Protocol):
 
     async def prepare(self, container_id: str) -> None:
         """Get ready for ``create``/``start`` of ``container_id``."""
+
+
+@attrs.frozen
+class Resources:
+    """The resource limits ``docker update`` changes, in docker's units; ``None``: unchanged.
+
+    ``memory``              limit in bytes (``-1``: unlimited);
+    ``memory_reservation``  soft limit in bytes;
+    ``memory_swap``         memory + swap limit in bytes (``-1``: unlimited swap), as docker's
+                            ``MemorySwap`` (not the swap alone);
+    ``cpu_period``/``cpu_quota``  CFS period and quota in microseconds (quota ``-1``: none);
+    ``cpu_shares``          relative weight (2..262144, v2 converts it to ``cpu.weight``);
+    ``cpuset_cpus``/``cpuset_mems``  the CPUs and memory nodes allowed (``"0-1,3"``);
+    ``pids_limit``          the most processes (``0`` or ``-1``: unlimited);
+    ``blkio_weight``        block-I/O weight (10..1000).
+
+    The kernel turns docker's ``NanoCpus`` into ``cpu_period``/``cpu_quota``.
+    """
+
+    memory: int | None = None
+    memory_reservation: int | None = None
+    memory_swap: int | None = None
+    cpu_shares: int | None = None
+    cpu_period: int | None = None
+    cpu_quota: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    pids_limit: int | None = None
+    blkio_weight: int | None = None
+
+
+@runtime_checkable
+class ResourceUpdater(Protocol):
+    """An optional capability an executor may implement besides :class:`Executor`:
+    ``docker update`` of a container's resources in place.
+
+    The kernel calls :meth:`update_resources` only on executors that are instances of this
+    Protocol (``isinstance(executor, ResourceUpdater)``), for a container that is created,
+    running or paused; others make ``docker update`` of resources answer 501.  Only the fields
+    that are not ``None`` change.  Errors: an unknown id raises ``NotFound``; a container with
+    no cgroup (stopped) ``Conflict``; a limit the kernel refuses (a memory limit below the
+    current usage, CPUs that do not exist) ``Conflict`` or ``InvalidArgument`` with the
+    kernel's reason.  The new values need not survive the container's next ``create``: the
+    kernel writes them into the bundle it makes then.
+    """
+
+    async def update_resources(self, container_id: str, resources: Resources) -> None:
+        """Apply ``resources`` to the container's cgroup."""
 
 
 @runtime_checkable

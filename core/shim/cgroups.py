@@ -8,7 +8,7 @@ enabled in the parents' ``cgroup.subtree_control``.
 
 :class:`Cgroup` creates it, applies ``linux.resources`` (memory limit/reservation/swap, cpu
 shares/quota/period/cpuset, pids limit, v1 device rules), moves processes in, freezes and thaws,
-lists the pids, reads resource statistics (:class:`core.contracts.executor.ContainerStats`), kills every process in it and
+changes them in place (:meth:`Cgroup.update`, ``docker update``), lists the pids, reads resource statistics (:class:`core.contracts.executor.ContainerStats`), kills every process in it and
 removes it.  Its paths are saved to the container's state directory (:meth:`save`/:meth:`load`,
 the ``cgroup`` file of :mod:`core.shim`'s protocol) so the shim (OOM kills) and
 :class:`core.shim.executor.ShimExecutor` (pause, top, stats, delete) find them.
@@ -82,6 +82,14 @@ def _write(path: str, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
+
+
+def _write_file(path: str, value: str) -> None:
+    """:func:`_write` whose ``OSError`` names the file."""
+    try:
+        _write(path, value)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def _read(path: str) -> str:
@@ -322,6 +330,83 @@ class Cgroup:
                 access = rule.get("access") or "rwm"
                 entry = "a" if kind == "a" else f"{kind} {major}:{minor} {access}"
                 _write(f"{d}/devices.{'allow' if rule.get('allow') else 'deny'}", entry)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Change the limits of a live cgroup (``docker update``).  ``values`` holds docker's
+        fields (``memory``, ``memory_reservation``, ``memory_swap``, ``cpu_shares``,
+        ``cpu_period``, ``cpu_quota``, ``cpuset_cpus``, ``cpuset_mems``, ``pids_limit``,
+        ``blkio_weight``), those to change only; ``-1`` means unlimited where docker has it.
+        Raises ``OSError`` as the kernel refuses a write (``EBUSY``: a memory limit below the
+        usage), with the file in its ``filename``."""
+        v = values
+        m = self._controller("memory")
+        if m:
+            limit, swap = v.get("memory"), v.get("memory_swap")
+            if self.version == 1:
+                if v.get("memory_reservation") is not None:
+                    _write_file(f"{m}/memory.soft_limit_in_bytes", str(v["memory_reservation"]))
+                memsw = f"{m}/memory.memsw.limit_in_bytes"
+                has_memsw = os.path.exists(memsw)
+                # memory.limit <= memsw.limit always: raise memsw first when growing
+                if has_memsw and swap is not None and limit is not None and \
+                        (int(swap) < 0 or int(swap) >= _read_int(memsw)):
+                    _write_file(memsw, "-1" if int(swap) < 0 else str(swap))
+                    swap = None
+                if limit is not None:
+                    if has_memsw and swap is None and int(limit) > 0 and \
+                            int(limit) > _read_int(memsw):
+                        _write_file(memsw, str(limit))
+                    _write_file(f"{m}/memory.limit_in_bytes", "-1" if int(limit) < 0 else str(limit))
+                if has_memsw and swap is not None:
+                    _write_file(memsw, "-1" if int(swap) < 0 else str(swap))
+            else:
+                if v.get("memory_reservation") is not None:
+                    _write_file(f"{m}/memory.low", str(v["memory_reservation"]))
+                if limit is not None:
+                    _write_file(f"{m}/memory.max", "max" if int(limit) < 0 else str(limit))
+                if swap is not None and os.path.exists(f"{m}/memory.swap.max"):
+                    mem = int(limit) if limit is not None else _read_int(f"{m}/memory.max")
+                    value = "max" if int(swap) < 0 else str(max(0, int(swap) - mem))
+                    _write_file(f"{m}/memory.swap.max", value)
+        c = self._controller("cpu")
+        if c:
+            shares, quota, period = v.get("cpu_shares"), v.get("cpu_quota"), v.get("cpu_period")
+            if self.version == 1:
+                if shares:
+                    _write_file(f"{c}/cpu.shares", str(shares))
+                if period:
+                    _write_file(f"{c}/cpu.cfs_period_us", str(period))
+                if quota is not None:
+                    _write_file(f"{c}/cpu.cfs_quota_us", str(quota if int(quota) > 0 else -1))
+            else:
+                if shares:
+                    weight = 1 + ((int(shares) - 2) * 9999) // (_MAX_SHARES - 2)
+                    _write_file(f"{c}/cpu.weight", str(max(1, min(10000, weight))))
+                if quota is not None or period:
+                    old = _read(f"{c}/cpu.max").split()
+                    q = ("max" if int(quota) <= 0 else str(quota)) if quota is not None else old[0]
+                    _write_file(f"{c}/cpu.max", f"{q} {period or old[1]}")
+        s = self._controller("cpuset")
+        if s:
+            if v.get("cpuset_cpus"):
+                _write_file(f"{s}/cpuset.cpus", v["cpuset_cpus"])
+            if v.get("cpuset_mems"):
+                _write_file(f"{s}/cpuset.mems", v["cpuset_mems"])
+        p = self._controller("pids")
+        if p and v.get("pids_limit") is not None:
+            n = int(v["pids_limit"])
+            _write_file(f"{p}/pids.max", str(n) if n > 0 else "max")
+        if v.get("blkio_weight"):
+            if self.version == 2:
+                path = f"{self.paths['']}/io.weight"
+                if os.path.exists(path):
+                    _write_file(path, f"default {v['blkio_weight']}")
+            else:
+                b = self._controller("blkio")
+                for name in ("blkio.weight", "blkio.bfq.weight"):
+                    if b and os.path.exists(f"{b}/{name}"):
+                        _write_file(f"{b}/{name}", str(v["blkio_weight"]))
+                        break
 
     # ------------------------------------------------------------------ processes
     def join(self, pid: int) -> None:

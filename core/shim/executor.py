@@ -3,7 +3,8 @@
 :class:`ShimExecutor` implements :class:`core.contracts.executor.Executor` over one shim per
 container (:mod:`core.shim`), given a :class:`~core.shim.client.RuntimeHelper` — the program the
 shim spawns to create a container or an exec.  The built-in ``container`` executor and the
-``runc`` example are both subclasses.  Pause, resume, top, stats and ``kill --all`` work on the
+``runc`` example are both subclasses.  Pause, resume, top, stats, ``kill --all`` and
+``update_resources`` (:class:`core.contracts.executor.ResourceUpdater`, ``docker update``) work on the
 container's cgroup as the ``cgroup`` state file names it (:mod:`core.shim.cgroups`).
 
 State of a container, under ``<state root>/<id>/`` (a runtime directory: after a reboot no
@@ -26,6 +27,7 @@ Public override points, for subclasses:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -35,10 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from core import errors
-from core.contracts.executor import ContainerState, ContainerStats, ContainerStatus, ExitStatus, IOConfig
+from core.contracts.executor import (ContainerState, ContainerStats, ContainerStatus, ExitStatus, IOConfig,
+                                     Resources)
 from core.shim import cgroups
 from core.shim.client import (REQUEST_TIMEOUT, RuntimeHelper, ShimAttachStream, ShimGone, Zygote, compile_server,
                               connect, decode_answer, decode_error, launcher_argv, request, run_launcher)
@@ -317,6 +321,29 @@ class ShimExecutor:
             await trio.to_thread.run_sync(cg.thaw)
         except OSError as exc:
             raise errors.CoreError(f"resuming {container_id}: {exc}") from exc
+
+    async def update_resources(self, container_id: str, resources: Resources) -> None:
+        """:class:`core.contracts.executor.ResourceUpdater`: write the container's cgroup files
+        (:meth:`core.shim.cgroups.Cgroup.update`)."""
+        d, st = await self.live(container_id)
+        if st.status == ContainerStatus.STOPPED:
+            raise errors.Conflict(f"container {container_id} is not running")
+        cg = self.cgroup(d)
+        if cg is None:
+            raise errors.Conflict(f"container {container_id} has no cgroup")
+        values = {k: v for k, v in attrs.asdict(resources).items() if v is not None}
+        try:
+            await trio.to_thread.run_sync(cg.update, values)
+        except OSError as exc:
+            what = os.path.basename(exc.filename or "") or "cgroup"
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EBUSY:
+                raise errors.Conflict(f"cannot set {what}: {reason} (the container uses more "
+                                      f"than the new limit)") from exc
+            if exc.errno in (errno.EINVAL, errno.ERANGE):
+                raise errors.InvalidArgument(f"cannot set {what}: {reason}") from exc
+            raise errors.CoreError(f"updating the resources of {container_id}: {what}: "
+                                   f"{reason}") from exc
 
     async def attach(self, container_id: str, exec_id: str | None = None) -> ShimAttachStream:
         d = self.state_dir(container_id)

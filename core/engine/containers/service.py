@@ -44,7 +44,8 @@ from typing import Any, AsyncIterator, BinaryIO, Callable
 
 import trio
 
-from core.engine.containers import copy, ps, render, rootfs, stats, top
+from core.contracts.executor import ResourceUpdater
+from core.engine.containers import copy, ps, render, rootfs, stats, top, update
 from core.engine.containers.attach import attach
 from core.engine.containers.context import Drivers, Parts
 from core.engine.containers.create import Creator
@@ -161,19 +162,22 @@ class Containers:
         self.store.rename(c, new)
         self.parts.emit(c, "rename", oldName=f"/{old}")
 
-    def update(self, ref: str, body: Any) -> list[str]:
-        """``docker update``: only the restart policy can change; returns docker's warnings."""
+    async def update(self, ref: str, body: Any) -> list[str]:
+        """``docker update``: resources (:mod:`~core.engine.containers.update`; applied to a
+        running container by its executor, a :class:`core.contracts.executor.ResourceUpdater`)
+        and the restart policy, stored in the HostConfig for inspect and the next start;
+        returns docker's warnings."""
         c = self.lookup(ref)
-        if not isinstance(body, dict):
-            raise InvalidArgument("update: expected a JSON object")
-        resources = {k: v for k, v in body.items() if k != "RestartPolicy" and v not in (None, 0, "", [], {})}
-        if resources:
-            raise NotImplemented_("updating the resources of a container is not supported yet; "
-                                  "only its restart policy can be changed")
-        if "RestartPolicy" in body:
-            hc = normalize_host_config({**c.host_config, "RestartPolicy": body["RestartPolicy"]})
-            c.host_config["RestartPolicy"] = hc["RestartPolicy"]
-            self.store.save(c)
+        hc, req = update.merge(c.id, c.host_config, body)
+        if req and c.status in RUNNING:
+            ex = self.parts.executor(c)
+            if not isinstance(ex, ResourceUpdater):
+                raise NotImplemented_(f"the executor {c.executor!r} of container {c.short_id} "
+                                      "cannot change the resources of a running container; "
+                                      "stop it, update it, start it again")
+            await ex.update_resources(c.id, update.executor_resources(hc, req))
+        c.host_config.update(hc)
+        self.store.save(c)
         self.parts.emit(c, "update")
         return []
 
