@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from core import API_VERSION, MIN_API_VERSION, __version__
 from core.api.http import Request, Response, json_response
+from core.shim import cgroups
 
 if TYPE_CHECKING:
     from core.daemon.config import DaemonConfig
@@ -138,6 +139,7 @@ async def info(req: Request, services: SystemServices) -> Response:
             "Log": ["json-file"],
         },
         **HOST_LIMITS,
+        "SwapLimit": cgroups.swap_limit(),
         "IPv4Forwarding": _read("/proc/sys/net/ipv4/ip_forward") == "1",
         "BridgeNfIptables": False,
         "BridgeNfIp6tables": False,
@@ -201,7 +203,7 @@ async def disk_usage(req: Request, services: SystemServices) -> Response:
 
 # docker info's fields that are the same on every host core runs on
 HOST_LIMITS = {
-    "MemoryLimit": True, "SwapLimit": False, "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True,
+    "MemoryLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True,
     "CPUSet": True, "PidsLimit": True,
 }
 ENGINE_CONSTANTS = {

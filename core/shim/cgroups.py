@@ -37,6 +37,19 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
+def swap_limit() -> bool:
+    """Whether the kernel limits swap per cgroup (docker's ``SwapLimit``): v1's
+    ``memory.memsw.*`` files (swap accounting on), v2's ``memory.swap.max``."""
+    version, mounts = hierarchies()
+    if version == 2:
+        try:
+            return any(os.path.exists(os.path.join(ROOT, d, "memory.swap.max")) for d in os.listdir(ROOT))
+        except OSError:
+            return False
+    return any("memory" in name.split(",") and os.path.exists(os.path.join(point, "memory.memsw.limit_in_bytes"))
+               for name, point in mounts.items())
+
+
 def hierarchies() -> tuple[int, dict[str, str]]:
     """``(version, {name: mount point})``: on v1, one entry per hierarchy named by its
     controllers (``"memory"``, ``"cpu,cpuacct"``, ``"name=systemd"``) plus ``""`` for a hybrid

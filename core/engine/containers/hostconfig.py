@@ -5,6 +5,7 @@ from typing import Any
 
 from core.engine.containers import oci
 from core.errors import InvalidArgument
+from core.shim import cgroups
 
 
 def normalize_host_config(hc: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +55,8 @@ def normalize_host_config(hc: dict[str, Any]) -> dict[str, Any]:
         if out.get(key) is None and default is not None:
             out[key] = default
         out.setdefault(key, default)
+    if out["Memory"] and not out["MemorySwap"] and cgroups.swap_limit():
+        out["MemorySwap"] = 2 * out["Memory"]  # docker's default: as much swap as memory
     if not out.get("IpcMode"):
         out["IpcMode"] = "private"
     if out["IpcMode"] not in ("private", "shareable", "none", "host") and not str(out["IpcMode"]).startswith("container:"):
