@@ -73,30 +73,13 @@ def env(test_images):
         yield e
 
 
-@pytest.fixture(scope="module")
-def client(env):
-    c = env.docker_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def image(test_images):
-    return test_images["busybox:latest"].reference
+# ``client``, ``image`` and ``made`` are tests/containers/conftest.py's
 
 
 @pytest.fixture
-def cleanup(client):
-    """Containers and volumes a test made, removed (forcefully) whatever happens."""
-    made: list = []
-    yield made
-    for c in made:
-        try:
-            c.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError:
-            pass
+def cleanup(made):
+    """The containers a test made (``made``: removed, forcefully, whatever happens)."""
+    return made
 
 
 def run_bg(client, image, cleanup, cmd, **kw):
@@ -261,28 +244,22 @@ def test_missing_image_is_404(client):
     assert "No such image" in str(info.value)
 
 
-def test_command_not_found_is_400_and_127(client, image, cleanup):
-    c = client.containers.create(image, ["no-such-program"])
+@pytest.mark.parametrize("command, messages, code", [
+    ("no-such-program", ("failed to create task for container",
+                         'exec: "no-such-program": executable file not found in $PATH'), 127),
+    ("/etc/passwd", ("permission denied",), 126),
+], ids=["not-found-127", "not-executable-126"])
+def test_a_command_that_cannot_run_is_400_and_its_exit_code(client, image, cleanup, command, messages, code):
+    c = client.containers.create(image, [command])
     cleanup.append(c)
     with pytest.raises(docker.errors.APIError) as info:
         c.start()
     assert info.value.status_code == 400
-    assert "failed to create task for container" in str(info.value)
-    assert 'exec: "no-such-program": executable file not found in $PATH' in str(info.value)
+    for message in messages:
+        assert message in str(info.value)
     c.reload()
-    assert c.attrs["State"]["ExitCode"] == 127
+    assert c.attrs["State"]["ExitCode"] == code
     assert c.status == "created"
-
-
-def test_command_not_executable_is_126(client, image, cleanup):
-    c = client.containers.create(image, ["/etc/passwd"])
-    cleanup.append(c)
-    with pytest.raises(docker.errors.APIError) as info:
-        c.start()
-    assert info.value.status_code == 400
-    assert "permission denied" in str(info.value)
-    c.reload()
-    assert c.attrs["State"]["ExitCode"] == 126
 
 
 # --------------------------------------------------------------------------------------- lifecycle
