@@ -924,9 +924,7 @@ class SwarmService:
                                        wait_agent=True, after_etcd=first_objects, settings=settings)
                 self._save_local()
             except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._stop_node()
-                    self._forget_local()
+                await self._undo_start()
                 raise
             self.state = "active"
             return node_id
@@ -1002,13 +1000,18 @@ class SwarmService:
                     await self._start_node(manager=False, bootstrap=None, wait_agent=True)
                 self._save_local()
             except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._stop_node()
-                    self._forget_local()
+                await self._undo_start()
                 raise
             finally:
                 self._join_availability = None
             self.state = "active"
+
+    async def _undo_start(self) -> None:
+        """What a failed (or cancelled) init or join leaves undone: the node stopped, its local
+        state forgotten, shielded from the cancellation."""
+        with trio.CancelScope(shield=True):
+            await self._stop_node()
+            self._forget_local()
 
     def _forget_local(self) -> None:
         self.local = None
