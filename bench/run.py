@@ -36,17 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import engines  # noqa: E402
 from bench.engines import Core  # noqa: E402
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+from bench.proc import pss_kib  # noqa: E402
 
 
 def runc_bundle(root: Path) -> Path:

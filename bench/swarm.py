@@ -33,21 +33,11 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.proc import pss_kib  # noqa: E402
 from tests.support.hosts import Cluster, Host, _netns_pids  # noqa: E402
 
 # docker 20.10 on the same shape (seconds), from the project's issue
 DOCKER = {"init": 0.7, "joins": 1.6, "down": "11.8–14.3", "ready": 8.7, "leader": 20.4}
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def comm(pid: int) -> str:

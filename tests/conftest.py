@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import pytest
 # the tests)
 from core.testing import pid_alive
 from core.testing import unmount_below as unmount_under
+# tests and bench import these two from here
+from tests.support.helpers import socket_answers as _answers, stop_pid  # noqa: F401
 
 CORE = [sys.executable, "-m", "core"]
 REPO = Path(__file__).resolve().parent.parent
@@ -35,28 +36,6 @@ def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
-
-def _answers(path: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.02)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _kill_if_cmdline_has(pid: int, needle: str) -> None:

@@ -89,7 +89,7 @@ import enum
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -112,19 +112,42 @@ __all__ = [
 ANY_IPV4 = ipaddress.IPv4Address("0.0.0.0")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_A = TypeVar("_A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+_N = TypeVar("_N", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 
 # --------------------------------------------------------------------------- converters
-def _ipv4_address(value: Any) -> ipaddress.IPv4Address:
-    if isinstance(value, ipaddress.IPv4Address):
-        return value
+def _parse_address(value: Any, family: type[_A], invalid: str, other_family: str) -> _A:
+    """``value`` as an address of ``family`` (``IPv4Address``/``IPv6Address``): ``InvalidArgument``
+    ``"<invalid>: <value!r>"`` when it is no address, ``"<other_family>: <value>"`` when it is
+    one of the other family."""
     try:
         address = ipaddress.ip_address(value)
     except (ValueError, TypeError):
-        raise InvalidArgument(f"invalid IPv4 address: {value!r}") from None
-    if not isinstance(address, ipaddress.IPv4Address):
-        raise InvalidArgument(f"IPv6 is not supported: {value}")
+        raise InvalidArgument(f"{invalid}: {value!r}") from None
+    if not isinstance(address, family):
+        raise InvalidArgument(f"{other_family}: {value}")
     return address
+
+
+def _parse_network(value: Any, family: type[_N], other_family: str) -> _N:
+    """``value`` as a subnet of ``family``, host bits refused as docker does."""
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"invalid subnet: {value!r}") from None
+    if not isinstance(network, family):
+        raise InvalidArgument(f"{other_family}: {value}")
+    if str(network) != str(value) and isinstance(value, str) and "/" in value:
+        # docker: "invalid subnet 172.30.0.1/24: it should be 172.30.0.0/24"
+        raise InvalidArgument(f"invalid subnet {value}: it should be {network}")
+    return network
+
+
+def _ipv4_address(value: Any) -> ipaddress.IPv4Address:
+    if isinstance(value, ipaddress.IPv4Address):
+        return value
+    return _parse_address(value, ipaddress.IPv4Address, "invalid IPv4 address", "IPv6 is not supported")
 
 
 def _host_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -143,16 +166,7 @@ def _optional_address(value: Any) -> ipaddress.IPv4Address | None:
 def _ipv4_network(value: Any) -> ipaddress.IPv4Network:
     if isinstance(value, ipaddress.IPv4Network):
         return value
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except (ValueError, TypeError):
-        raise InvalidArgument(f"invalid subnet: {value!r}") from None
-    if not isinstance(network, ipaddress.IPv4Network):
-        raise InvalidArgument(f"IPv6 is not supported: {value}")
-    if str(network) != str(value) and isinstance(value, str) and "/" in value:
-        # docker: "invalid subnet 172.30.0.1/24: it should be 172.30.0.0/24"
-        raise InvalidArgument(f"invalid subnet {value}: it should be {network}")
-    return network
+    return _parse_network(value, ipaddress.IPv4Network, "IPv6 is not supported")
 
 
 def _optional_network(value: Any) -> ipaddress.IPv4Network | None:
@@ -162,27 +176,13 @@ def _optional_network(value: Any) -> ipaddress.IPv4Network | None:
 def _optional_network6(value: Any) -> ipaddress.IPv6Network | None:
     if value is None or value == "" or isinstance(value, ipaddress.IPv6Network):
         return value or None
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except (ValueError, TypeError):
-        raise InvalidArgument(f"invalid subnet: {value!r}") from None
-    if not isinstance(network, ipaddress.IPv6Network):
-        raise InvalidArgument(f"invalid IPv6 subnet: {value}")
-    if str(network) != str(value) and isinstance(value, str) and "/" in value:
-        raise InvalidArgument(f"invalid subnet {value}: it should be {network}")
-    return network
+    return _parse_network(value, ipaddress.IPv6Network, "invalid IPv6 subnet")
 
 
 def _optional_address6(value: Any) -> ipaddress.IPv6Address | None:
     if value is None or value == "" or isinstance(value, ipaddress.IPv6Address):
         return value or None
-    try:
-        address = ipaddress.ip_address(value)
-    except (ValueError, TypeError):
-        raise InvalidArgument(f"invalid IPv6 address: {value!r}") from None
-    if not isinstance(address, ipaddress.IPv6Address):
-        raise InvalidArgument(f"invalid IPv6 address: {value}")
-    return address
+    return _parse_address(value, ipaddress.IPv6Address, "invalid IPv6 address", "invalid IPv6 address")
 
 
 def _aux(value: Any) -> FrozenMap:

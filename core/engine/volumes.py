@@ -28,6 +28,7 @@ option, unless ``BindOptions.ReadOnlyNonRecursive`` (or ``NonRecursive``) is set
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -503,14 +504,9 @@ def parse_mounts(host_config: dict[str, Any], image_volumes: Iterable[str],
             copy.anonymous = False  # the volume belongs to the other container
             copy.copy_data = False
             out[copy.destination] = copy
-    for spec in host_config.get("Binds") or []:
-        mp = parse_bind(spec)
-        if mp.destination in explicit:
-            raise InvalidArgument(f"Duplicate mount point: {mp.destination}")
-        explicit.add(mp.destination)
-        out[mp.destination] = mp
-    for m in host_config.get("Mounts") or []:
-        mp = parse_mount(m)
+    binds = (parse_bind(spec) for spec in host_config.get("Binds") or [])
+    mounts = (parse_mount(m) for m in host_config.get("Mounts") or [])
+    for mp in itertools.chain(binds, mounts):  # parsed and checked in this order
         if mp.destination in explicit:
             raise InvalidArgument(f"Duplicate mount point: {mp.destination}")
         explicit.add(mp.destination)

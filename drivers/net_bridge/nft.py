@@ -207,10 +207,7 @@ table ip {n} {{
             f"add element inet {t} to-bridge {{ {qb} : jump to-{br} }}",
             f"add element ip {n} bridges {{ {qb} }}",
         ]
-        if not net.internal:
-            out.append(f"add element ip {n} hairpin {{ {net.subnet} . {qb} }}")
-            if net.masquerade:
-                out.append(f"add element ip {n} masq {{ {net.subnet} }}")
+        out += [f"add element {e}" for e in self._nat_elements(net)]
         return out
 
     def remove_network(self, net: NetRecord) -> list[str]:
@@ -224,10 +221,16 @@ table ip {n} {{
             f"delete element inet {t} bridges {{ {qb} }}",
             f"delete element ip {n} bridges {{ {qb} }}",
         ]
-        if not net.internal:
-            out.append(f"delete element ip {n} hairpin {{ {net.subnet} . {qb} }}")
-            if net.masquerade:
-                out.append(f"delete element ip {n} masq {{ {net.subnet} }}")
+        out += [f"delete element {e}" for e in self._nat_elements(net)]
+        return out
+
+    def _nat_elements(self, net: NetRecord) -> list[str]:
+        """A network's elements of the nat table's hairpin and masq sets (none when internal)."""
+        if net.internal:
+            return []
+        out = [f"ip {self.nat} hairpin {{ {net.subnet} . {_q(net.bridge)} }}"]
+        if net.masquerade:
+            out.append(f"ip {self.nat} masq {{ {net.subnet} }}")
         return out
 
     # ----------------------------------------------------------------------- ports

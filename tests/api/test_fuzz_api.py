@@ -10,6 +10,7 @@ left out, and network creation is only sent bodies validation refuses, so no bri
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -17,6 +18,8 @@ import socket
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -91,29 +94,36 @@ def bare():
         env.cleanup()
 
 
-@pytest.fixture(scope="module")
-def busy(test_images):
-    """A daemon with busybox and a running container ``runner`` (pids limit 4)."""
+@contextlib.contextmanager
+def busybox_daemon(test_images) -> Iterator[tuple[CoreEnv, Any]]:
+    """A daemon of its own with the registry's busybox pulled (``env.image``) and a docker SDK
+    client on it; its containers are removed, the client closed and the daemon cleaned up at the end."""
     env = CoreEnv()
     client = None
     try:
         env.start_daemon()
-        ref = test_images["busybox:latest"].reference
-        proc = env.run("pull", ref, timeout=300)
+        env.image = test_images["busybox:latest"].reference
+        proc = env.run("pull", env.image, timeout=300)
         assert proc.returncode == 0, proc.stderr
         client = env.docker_client()
-        client.containers.run(ref, ["sleep", "300"], name="runner", detach=True, pids_limit=4)
-        env.image = ref
-        yield env
+        yield env, client
     finally:
         if client is not None:
-            for c in client.containers.list(all=True):
+            for c in client.containers.list(all=True, ignore_removed=True):
                 try:
                     c.remove(force=True, v=True)
                 except docker.errors.APIError:
                     pass
             client.close()
         env.cleanup()
+
+
+@pytest.fixture(scope="module")
+def busy(test_images):
+    """A daemon with busybox and a running container ``runner`` (pids limit 4)."""
+    with busybox_daemon(test_images) as (env, client):
+        client.containers.run(env.image, ["sleep", "300"], name="runner", detach=True, pids_limit=4)
+        yield env
 
 
 # -- the type checks, without a daemon -----------------------------------------------------------
@@ -565,24 +575,8 @@ def test_fuzz_every_route(bare, daemon_router):
 @pytest.fixture(scope="module")
 def target_env(test_images):
     """A daemon of the fuzz's own, with busybox and a running container ``target``."""
-    env = CoreEnv()
-    client = None
-    try:
-        env.start_daemon()
-        env.image = test_images["busybox:latest"].reference
-        proc = env.run("pull", env.image, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        client = env.docker_client()
-        yield env, client
-    finally:
-        if client is not None:
-            for c in client.containers.list(all=True, ignore_removed=True):
-                try:
-                    c.remove(force=True, v=True)
-                except docker.errors.APIError:
-                    pass
-            client.close()
-        env.cleanup()
+    with busybox_daemon(test_images) as pair:
+        yield pair
 
 
 def _ensure_target(env: CoreEnv, client) -> None:

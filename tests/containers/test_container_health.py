@@ -55,29 +55,6 @@ def env(test_images, health_image):
         e.cleanup()
 
 
-@pytest.fixture(scope="module")
-def client(env):
-    c = env.docker_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def image(test_images):
-    return test_images["busybox:latest"].reference
-
-
-@pytest.fixture
-def made(client):
-    out: list = []
-    yield out
-    for c in out:
-        try:
-            c.remove(force=True, v=True)
-        except docker.errors.APIError:
-            pass
-
-
 def run(client, made, image, cmd="sleep 600", **kw):
     c = client.containers.run(image, cmd, detach=True, **kw)
     made.append(c)

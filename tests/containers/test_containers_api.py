@@ -4,15 +4,18 @@ the test registry on loopback."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,30 +76,26 @@ def env(test_images):
         yield e
 
 
-@pytest.fixture(scope="module")
-def client(env):
-    c = env.docker_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def image(test_images):
-    return test_images["busybox:latest"].reference
+# ``client``, ``image`` and ``made`` are tests/containers/conftest.py's
 
 
 @pytest.fixture
-def cleanup(client):
-    """Containers and volumes a test made, removed (forcefully) whatever happens."""
-    made: list = []
-    yield made
-    for c in made:
-        try:
-            c.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError:
-            pass
+def cleanup(made):
+    """The containers a test made (``made``: removed, forcefully, whatever happens)."""
+    return made
+
+
+def tar_of(name: str, data: bytes = b"", **fields: Any) -> bytes:
+    """An uncompressed tar of one entry ``name`` holding ``data``; ``fields`` are other
+    ``TarInfo`` attributes (``uid``, ``mode``, ``type``, ``linkname``...)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        for field, value in fields.items():
+            setattr(info, field, value)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def run_bg(client, image, cleanup, cmd, **kw):
@@ -261,28 +260,22 @@ def test_missing_image_is_404(client):
     assert "No such image" in str(info.value)
 
 
-def test_command_not_found_is_400_and_127(client, image, cleanup):
-    c = client.containers.create(image, ["no-such-program"])
+@pytest.mark.parametrize("command, messages, code", [
+    ("no-such-program", ("failed to create task for container",
+                         'exec: "no-such-program": executable file not found in $PATH'), 127),
+    ("/etc/passwd", ("permission denied",), 126),
+], ids=["not-found-127", "not-executable-126"])
+def test_a_command_that_cannot_run_is_400_and_its_exit_code(client, image, cleanup, command, messages, code):
+    c = client.containers.create(image, [command])
     cleanup.append(c)
     with pytest.raises(docker.errors.APIError) as info:
         c.start()
     assert info.value.status_code == 400
-    assert "failed to create task for container" in str(info.value)
-    assert 'exec: "no-such-program": executable file not found in $PATH' in str(info.value)
+    for message in messages:
+        assert message in str(info.value)
     c.reload()
-    assert c.attrs["State"]["ExitCode"] == 127
+    assert c.attrs["State"]["ExitCode"] == code
     assert c.status == "created"
-
-
-def test_command_not_executable_is_126(client, image, cleanup):
-    c = client.containers.create(image, ["/etc/passwd"])
-    cleanup.append(c)
-    with pytest.raises(docker.errors.APIError) as info:
-        c.start()
-    assert info.value.status_code == 400
-    assert "permission denied" in str(info.value)
-    c.reload()
-    assert c.attrs["State"]["ExitCode"] == 126
 
 
 # --------------------------------------------------------------------------------------- lifecycle
@@ -781,18 +774,10 @@ def test_volume_api(client, image, cleanup):
 
 # --------------------------------------------------------------------------------------- cp
 def test_archive_round_trip_and_stat(client, image, cleanup):
-    import io
-    import tarfile
-
     c = run_bg(client, image, cleanup, ["sleep", "60"])
     wait_status(c, "running")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = b"copied in\n"
-        ti = tarfile.TarInfo("dir/file.txt")
-        ti.size, ti.uid, ti.gid, ti.mode = len(data), 1000, 1000, 0o640
-        tar.addfile(ti, io.BytesIO(data))
-    assert c.put_archive("/tmp", buf.getvalue())
+    archive = tar_of("dir/file.txt", b"copied in\n", uid=1000, gid=1000, mode=0o640)
+    assert c.put_archive("/tmp", archive)
     r = c.exec_run(["stat", "-c", "%u:%g %a %s", "/tmp/dir/file.txt"])
     assert r.output.strip() == b"1000:1000 640 10"
     stream, st = c.get_archive("/tmp/dir/file.txt")
@@ -807,7 +792,7 @@ def test_archive_round_trip_and_stat(client, image, cleanup):
         c.get_archive("/no/such/path")
     assert f"Could not find the file /no/such/path in container {c.name}" in str(info.value)
     with pytest.raises(docker.errors.APIError) as info:
-        c.put_archive("/etc/passwd", buf.getvalue())
+        c.put_archive("/etc/passwd", archive)
     assert info.value.status_code == 400 and "not a directory" in str(info.value)
 
 
@@ -830,18 +815,11 @@ def test_archive_upload_of_any_size_streams(client, image, cleanup):
     """PUT /archive reads the body as it arrives: over the 16 MiB other requests may have, with
     Content-Length (the SDK given bytes) or chunked (given a generator, as docker cp sends)."""
     import hashlib
-    import io
-    import tarfile
 
     c = run_bg(client, image, cleanup, ["sleep", "60"])
     wait_status(c, "running")
     payload = hashlib.sha256(b"seed").digest() * (40 * 1024 * 1024 // 32)   # 40 MiB
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        ti = tarfile.TarInfo("big.bin")
-        ti.size = len(payload)
-        tar.addfile(ti, io.BytesIO(payload))
-    data = buf.getvalue()
+    data = tar_of("big.bin", payload)
     want = hashlib.md5(payload).hexdigest()
     assert c.put_archive("/tmp", data)
     assert c.exec_run(["md5sum", "/tmp/big.bin"]).output.split()[0].decode() == want
@@ -856,18 +834,11 @@ def test_archive_upload_of_any_size_streams(client, image, cleanup):
 def test_refused_upload_leaves_the_connection_usable(env, client, image, cleanup):
     """Refused before its body was read (a hostile entry first): the rest is drained and the
     same keep-alive connection serves the next request (the SDK reuses it at once)."""
-    import io
     import socket as socketlib
-    import tarfile
 
     c = run_bg(client, image, cleanup, ["sleep", "60"])
     wait_status(c, "running")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        ti = tarfile.TarInfo("../escape")
-        ti.size = 0
-        t.addfile(ti, io.BytesIO(b""))
-    body = buf.getvalue()
+    body = tar_of("../escape")
     s = socketlib.socket(socketlib.AF_UNIX)
     s.settimeout(20)
     s.connect(str(env.socket))
@@ -891,7 +862,6 @@ def test_archive_upload_cut_short(env, client, image, cleanup):
     """A client that goes away in the middle of an upload: a clear error for it, the daemon
     carries on, what arrived is extracted no further."""
     import socket as socketlib
-    import tarfile
 
     c = run_bg(client, image, cleanup, ["sleep", "60"])
     wait_status(c, "running")
@@ -912,9 +882,6 @@ def test_archive_upload_cut_short(env, client, image, cleanup):
 
 
 def test_archive_symlinks_stay_inside(client, image, cleanup, tmp_path):
-    import io
-    import tarfile
-
     c = run_bg(client, image, cleanup, ["sleep", "60"])
     wait_status(c, "running")
     assert c.exec_run(["sh", "-c", "ln -s / /tmp/rootlink; ln -s ../../../../../../etc /tmp/up; "
@@ -928,41 +895,23 @@ def test_archive_symlinks_stay_inside(client, image, cleanup, tmp_path):
     tar = tarfile.open(fileobj=io.BytesIO(b"".join(stream)))
     assert tar.getmember("rootlink").issym()
     # extraction through a symlinked directory lands inside the container
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        ti = tarfile.TarInfo("planted")
-        ti.size = 3
-        t.addfile(ti, io.BytesIO(b"abc"))
-    assert c.put_archive("/tmp/up", buf.getvalue())
+    assert c.put_archive("/tmp/up", tar_of("planted", b"abc"))
     assert c.exec_run(["cat", "/etc/planted"]).output == b"abc"
     assert not Path("/etc/planted").exists()
     # hostile archive entries are refused
     for name, kind, link in (("../escape", tarfile.REGTYPE, ""), ("/abs", tarfile.REGTYPE, ""),
                              ("rootlink/etc/evil", tarfile.REGTYPE, "")):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as t:
-            ti = tarfile.TarInfo(name)
-            ti.type, ti.linkname, ti.size = kind, link, 0
-            t.addfile(ti, io.BytesIO(b""))
         with pytest.raises(docker.errors.APIError):
-            c.put_archive("/tmp", buf.getvalue())
+            c.put_archive("/tmp", tar_of(name, type=kind, linkname=link))
     assert not Path("/etc/evil").exists()
 
 
 def test_archive_of_stopped_container_and_export(client, image, cleanup):
-    import io
-    import tarfile
-
     c = run_bg(client, image, cleanup, ["sh", "-c", "echo stopped > /made-here"])
     c.wait(timeout=10)
     stream, st = c.get_archive("/made-here")
     assert tarfile.open(fileobj=io.BytesIO(b"".join(stream))).extractfile("made-here").read() == b"stopped\n"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        ti = tarfile.TarInfo("into-stopped")
-        ti.size = 2
-        t.addfile(ti, io.BytesIO(b"ok"))
-    assert c.put_archive("/", buf.getvalue())
+    assert c.put_archive("/", tar_of("into-stopped", b"ok"))
     names = tarfile.open(fileobj=io.BytesIO(b"".join(c.export()))).getnames()
     assert "made-here" in names and "into-stopped" in names and "bin/busybox" in names
     c.start()

@@ -14,6 +14,7 @@ was killed is cleaned up by the next (``reap_stale`` and ``_reap_stale_extras``)
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import itertools
@@ -164,11 +165,8 @@ class Procs:
 
 @pytest.fixture
 def procs() -> Any:
-    p = Procs()
-    try:
+    with contextlib.closing(Procs()) as p:
         yield p
-    finally:
-        p.close()
 
 
 ECHO = textwrap.dedent("""

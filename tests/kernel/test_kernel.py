@@ -13,6 +13,7 @@ import pytest
 
 from core.cli.main import COMMANDS, GROUPS
 from tests.conftest import _answers, wait_for
+from tests.support.helpers import recv_all
 
 BUILTIN = [
     ("storage", "overlay"), ("storage", "vfs"), ("network", "bridge"), ("network", "overlay"),
@@ -21,20 +22,12 @@ BUILTIN = [
 
 
 def raw_http(sock_path, data: bytes, timeout=10) -> bytes:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(str(sock_path))
-    try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
         s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
-    finally:
-        s.close()
+        return recv_all(s)
 
 
 def split_response(raw: bytes) -> tuple[int, dict, bytes]:

@@ -17,6 +17,7 @@ is removed by the next (``_reap_stale``).
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -480,11 +481,8 @@ def h() -> Any:
 
 @pytest.fixture
 def upstream() -> Any:
-    server = FakeUpstream()
-    try:
+    with contextlib.closing(FakeUpstream()) as server:
         yield server
-    finally:
-        server.close()
 
 
 def free_port() -> int:

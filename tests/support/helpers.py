@@ -2,7 +2,9 @@
 
 * :func:`pid_exists` -- whether a pid is taken (a zombie or another user's process counts), for
   sweeps of what a killed run left behind.
+* :func:`stop_pid` -- SIGTERM a process this run started, SIGKILL if it is still there after a while.
 * :func:`recv_all` -- everything a socket sends until the peer closes it.
+* :func:`socket_answers` -- whether a Unix socket (a daemon's) accepts a connection.
 * :func:`pull` and :func:`inspect_image` -- ``core pull`` and ``core image inspect`` of an engine
   (:class:`tests.conftest.CoreEnv`), asserting success with the daemon's log in the message.
 * :func:`busybox_engine` -- a fresh engine with the test registry's ``busybox:latest`` pulled
@@ -13,10 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from core.testing import pid_alive
 
 
 def pid_exists(pid: int) -> bool:
@@ -28,6 +35,32 @@ def pid_exists(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid``; SIGKILL when it is still alive after ``timeout`` seconds."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.02)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def socket_answers(path: Path) -> bool:
+    """Whether the Unix socket at ``path`` accepts a connection."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def recv_all(sock: socket.socket) -> bytes:

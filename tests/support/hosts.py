@@ -44,7 +44,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +56,7 @@ import pytest
 
 from core.testing import pid_alive
 from core.testing import unmount_below
+from tests.support.helpers import socket_answers as _answers, stop_pid
 
 HARNESS_DIR_PREFIX = "core-hosts-"
 NETNS_PREFIX = "coreh"
@@ -75,17 +75,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def _answers(path: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -97,16 +86,7 @@ def _terminate(pid: int, needle: str | None = None, timeout: float = 10.0) -> No
     """SIGTERM ``pid`` (if its command line names ``needle``), SIGKILL after ``timeout``."""
     if needle is not None and needle.encode() not in _cmdline(pid):
         return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.02)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    stop_pid(pid, timeout)
 
 
 def _netns_pids(netns: str) -> list[int]:

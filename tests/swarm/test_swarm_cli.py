@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER
+from tests.support.swarm import init_words, manager_join_words
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -64,17 +65,12 @@ def swarm(cluster) -> dict[str, Any]:
 
 def test_init_join_and_join_token_print_the_join_commands(swarm, cluster):
     mgr1 = cluster["mgr1"]
-    m = re.fullmatch(r"Swarm initialized: current node \((\w{25})\) is now a manager\.\n\n"
-                     r"To add a worker to this swarm, run the following command:\n\n"
-                     r"    core swarm join --token (SWMTKN-1-\w{50}-\w{25}) ([\d.]+:2377)\n\n"
-                     r"To add a manager to this swarm, run 'core swarm join-token manager' and "
-                     r"follow the instructions\.\n", swarm["init"])
+    m = re.fullmatch(init_words("core"), swarm["init"])
     assert m, swarm["init"]
     assert m.group(2) == swarm["worker_token"] and m.group(3) == f"{mgr1.address}:2377"
     assert swarm["join"] == "This node joined a swarm as a worker.\n"
-    assert core(mgr1, "swarm", "join-token", "manager") == (
-        "To add a manager to this swarm, run the following command:\n\n"
-        f"    core swarm join --token {swarm['manager_token']} {mgr1.address}:2377\n\n")
+    assert core(mgr1, "swarm", "join-token", "manager") == manager_join_words(
+        "core", swarm["manager_token"], f"{mgr1.address}:2377")
 
 
 def test_node_ls_marks_this_node_and_the_leader(swarm, cluster):

@@ -121,6 +121,18 @@ async def form(nursery: trio.Nursery, hosts: list[hs.Host], workdir: Path,
     return Members(nursery, members)
 
 
+async def wait_for_value(client: EtcdClient, key: str, value: bytes, timeout: float) -> None:
+    """Until ``client``'s member reads ``value`` at ``key`` (a member without a leader yet retries)."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                if (await client.get(key)).value == value:
+                    return
+            except NoLeader:
+                pass
+            await trio.sleep(0.1)
+
+
 def run(afn, timeout: float = 90):
     async def bounded():
         with trio.fail_after(timeout):
@@ -306,14 +318,7 @@ def test_leader_killed_new_leader_elected_and_restart_reattaches(shared3):
         # the stopped member's data directory holds a member: it starts without a bootstrap
         g.members[old].bootstrap = None
         await g.restart(old)
-        with trio.fail_after(10):
-            while True:
-                try:
-                    if (await g.clients[old].get("/k")).value == b"after":
-                        break
-                except NoLeader:
-                    pass
-                await trio.sleep(0.1)
+        await wait_for_value(g.clients[old], "/k", b"after", 10)
         assert len(await g.clients[old].members()) == 3
 
     shared3.run(main)
@@ -390,14 +395,7 @@ def test_a_member_cut_off_the_network_has_no_leader_and_catches_up(shared3, mach
             await g.clients[rest[0]].put("/partition", "majority side")
         finally:
             machines3.hosts[cut].restore()
-        with trio.fail_after(15):
-            while True:
-                try:
-                    if (await g.clients[cut].get("/partition")).value == b"majority side":
-                        break
-                except NoLeader:
-                    pass
-                await trio.sleep(0.1)
+        await wait_for_value(g.clients[cut], "/partition", b"majority side", 15)
         await g.leader_index()
 
     shared3.run(main)

@@ -217,6 +217,18 @@ def create_request(body: Any, default_driver: str = "bridge") -> CreateRequest:
                                "EnableIPv6": enable_ipv6})  # kept, not shown under IPAM
 
 
+def _pool_address(text: str, subnet: Any, what: str, shown: str, match_what: str) -> Any:
+    """An address of an IPAM pool (its gateway, an auxiliary address), which must be in the pool's
+    ``subnet``: docker's "invalid <what> <shown>" and "no matching subnet for <match_what> <text>"."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid network config:\ninvalid {what} {shown}") from None
+    if subnet is None or address not in subnet:
+        raise InvalidArgument(f"invalid network config:\nno matching subnet for {match_what} {text}")
+    return address
+
+
 def check_pool(config: dict[str, Any]) -> dict[str, Any]:
     """One IPAM.Config entry with docker's messages ("invalid network config: ...")."""
     out: dict[str, Any] = {}
@@ -246,27 +258,12 @@ def check_pool(config: dict[str, Any]) -> dict[str, Any]:
         out["IPRange"] = str(ip_range)
     gateway = config.get("Gateway") or ""
     if gateway:
-        try:
-            address = ipaddress.ip_address(gateway)
-        except ValueError:
-            raise InvalidArgument(f"invalid network config:\ninvalid gateway address "
-                                  f"{gateway}") from None
-        if subnet is None or address not in subnet:
-            raise InvalidArgument(f"invalid network config:\nno matching subnet for gateway "
-                                  f"{gateway}")
-        out["Gateway"] = str(address)
+        out["Gateway"] = str(_pool_address(gateway, subnet, "gateway address", gateway, "gateway"))
     aux = config.get("AuxiliaryAddresses") or {}
     if aux:
         aux = str_map(aux, "AuxiliaryAddresses")
         for host, ip in aux.items():
-            try:
-                address = ipaddress.ip_address(ip)
-            except ValueError:
-                raise InvalidArgument(f"invalid network config:\ninvalid auxiliary address "
-                                      f"{host}={ip}") from None
-            if subnet is None or address not in subnet:
-                raise InvalidArgument(f"invalid network config:\nno matching subnet for aux-address "
-                                      f"{ip}")
+            address = _pool_address(ip, subnet, "auxiliary address", f"{host}={ip}", "aux-address")
             if address.version == 6:
                 raise InvalidArgument(f"invalid network config:\nIPv6 auxiliary addresses are "
                                       f"not supported ({host}={ip})")

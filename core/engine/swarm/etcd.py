@@ -139,6 +139,21 @@ def prefix_end(prefix: str | bytes) -> bytes:
     return b"\0"  # every key
 
 
+def _key_range(key: str, prefix: bool) -> dict[str, Any]:
+    """The ``key`` (and with ``prefix``, the ``range_end``) fields of a range, delete or watch."""
+    body: dict[str, Any] = {"key": _b64(key)}
+    if prefix:
+        body["range_end"] = _b64(prefix_end(key))
+    return body
+
+
+def _put_body(key: str, value: str | bytes, lease: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        body["lease"] = str(lease)
+    return body
+
+
 @attrs.frozen
 class KeyValue:
     key: str
@@ -250,10 +265,7 @@ class Put:
     lease: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key), "value": _b64(self.value)}
-        if self.lease:
-            body["lease"] = str(self.lease)
-        return {"request_put": body}
+        return {"request_put": _put_body(self.key, self.value, self.lease)}
 
 
 @attrs.frozen
@@ -262,10 +274,7 @@ class Get:
     prefix: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key)}
-        if self.prefix:
-            body["range_end"] = _b64(prefix_end(self.key))
-        return {"request_range": body}
+        return {"request_range": _key_range(self.key, self.prefix)}
 
 
 @attrs.frozen
@@ -274,10 +283,7 @@ class Delete:
     prefix: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key)}
-        if self.prefix:
-            body["range_end"] = _b64(prefix_end(self.key))
-        return {"request_delete_range": body}
+        return {"request_delete_range": _key_range(self.key, self.prefix)}
 
 
 @attrs.frozen
@@ -390,9 +396,7 @@ class EtcdClient:
     async def range(self, key: str, *, prefix: bool = False, limit: int = 0, revision: int = 0,
                     keys_only: bool = False, serializable: bool = False) -> list[KeyValue]:
         """The key, or every key under ``key`` with ``prefix=True`` (sorted by key)."""
-        body: dict[str, Any] = {"key": _b64(key)}
-        if prefix:
-            body["range_end"] = _b64(prefix_end(key))
+        body = _key_range(key, prefix)
         if limit:
             body["limit"] = str(limit)
         if revision:
@@ -409,18 +413,12 @@ class EtcdClient:
 
     async def put(self, key: str, value: str | bytes, *, lease: int = 0) -> int:
         """Store ``value`` at ``key``; returns the revision of the write."""
-        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-        if lease:
-            body["lease"] = str(lease)
-        data = await self.call("kv/put", body)
+        data = await self.call("kv/put", _put_body(key, value, lease))
         return _int(data["header"].get("revision"))
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
         """Delete the key (or all under the prefix); returns how many were deleted."""
-        body: dict[str, Any] = {"key": _b64(key)}
-        if prefix:
-            body["range_end"] = _b64(prefix_end(key))
-        data = await self.call("kv/deleterange", body)
+        data = await self.call("kv/deleterange", _key_range(key, prefix))
         return _int(data.get("deleted"))
 
     async def txn(self, compare: Iterable[Compare], success: Iterable[Put | Get | Delete] = (),
@@ -503,9 +501,7 @@ class EtcdClient:
         :class:`NoLeader` if the member loses its leader, :class:`WatchCompacted` if
         ``start_revision`` is too old.
         """
-        create: dict[str, Any] = {"key": _b64(key)}
-        if prefix:
-            create["range_end"] = _b64(prefix_end(key))
+        create = _key_range(key, prefix)
         if start_revision:
             create["start_revision"] = str(start_revision)
         if prev_kv:

@@ -219,6 +219,27 @@ def split_addr(text: Any, default_port: int) -> tuple[str, int]:
     return transport.parse_address(text, default_port)
 
 
+def _listen_addr(req: dict[str, Any]) -> tuple[str, int]:
+    """The request's ``ListenAddr`` (default ``0.0.0.0:2377``) as a host IP and a port."""
+    listen_text = req.get("ListenAddr") or DEFAULT_LISTEN
+    try:
+        listen_host, listen_port = split_addr(listen_text, transport.DEFAULT_PORT)
+    except errors.InvalidArgument as exc:
+        raise errors.InvalidArgument(f"invalid ListenAddr {listen_text!r}: {exc}") from None
+    return _resolve_host(listen_host), listen_port
+
+
+def _advertise_addr(req: dict[str, Any], listen_host: str, listen_port: int,
+                    fallback: Callable[[], str]) -> tuple[str, int]:
+    """The request's ``AdvertiseAddr``; without one, the listen address, or ``fallback()`` when
+    that is a wildcard (the port is the listen port where the request gives none)."""
+    adv_text = req.get("AdvertiseAddr") or ""
+    if adv_text:
+        adv_host, adv_port = split_addr(adv_text, listen_port)
+        return _resolve_host(adv_host), adv_port
+    return (listen_host if listen_host not in ("0.0.0.0", "::") else fallback()), listen_port
+
+
 def _resolve_host(host: str) -> str:
     """An IP as is; an interface name to its first IPv4 address."""
     try:
@@ -856,20 +877,8 @@ class SwarmService:
                 if req.get("ForceNewCluster") and self.local.get("Role") == "manager":
                     return await self._force_new_cluster()
                 raise errors.Unavailable(ERR_SWARM_EXISTS)
-            listen_text = req.get("ListenAddr") or DEFAULT_LISTEN
-            try:
-                listen_host, listen_port = split_addr(listen_text, transport.DEFAULT_PORT)
-            except errors.InvalidArgument as exc:
-                raise errors.InvalidArgument(f"invalid ListenAddr {listen_text!r}: {exc}") from None
-            listen_host = _resolve_host(listen_host)
-            adv_text = req.get("AdvertiseAddr") or ""
-            if adv_text:
-                adv_host, adv_port = split_addr(adv_text, listen_port)
-                adv_host = _resolve_host(adv_host)
-            else:
-                adv_port = listen_port
-                adv_host = (listen_host if listen_host not in ("0.0.0.0", "::")
-                            else default_advertise_ip())
+            listen_host, listen_port = _listen_addr(req)
+            adv_host, adv_port = _advertise_addr(req, listen_host, listen_port, default_advertise_ip)
             if ipaddress.ip_address(adv_host).is_unspecified:
                 raise errors.InvalidArgument(f"advertise address must be a non-zero IP address: "
                                              f"{adv_host}")
@@ -915,9 +924,7 @@ class SwarmService:
                                        wait_agent=True, after_etcd=first_objects, settings=settings)
                 self._save_local()
             except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._stop_node()
-                    self._forget_local()
+                await self._undo_start()
                 raise
             self.state = "active"
             return node_id
@@ -945,12 +952,7 @@ class SwarmService:
         async with self._lock:
             if self.local is not None:
                 raise errors.Unavailable(ERR_SWARM_EXISTS)
-            listen_text = req.get("ListenAddr") or DEFAULT_LISTEN
-            try:
-                listen_host, listen_port = split_addr(listen_text, transport.DEFAULT_PORT)
-            except errors.InvalidArgument as exc:
-                raise errors.InvalidArgument(f"invalid ListenAddr {listen_text!r}: {exc}") from None
-            listen_host = _resolve_host(listen_host)
+            listen_host, listen_port = _listen_addr(req)
             remotes = req.get("RemoteAddrs") or []
             if not isinstance(remotes, list) or not remotes:
                 raise errors.InvalidArgument("at least 1 RemoteAddr is required to join")
@@ -965,14 +967,8 @@ class SwarmService:
             availability = req.get("Availability") or "active"
             if availability not in swarm_nodes.AVAILABILITIES:
                 raise errors.InvalidArgument(f'invalid Availability: "{availability}"')
-            adv_text = req.get("AdvertiseAddr") or ""
-            if adv_text:
-                adv_host, adv_port = split_addr(adv_text, listen_port)
-                adv_host = _resolve_host(adv_host)
-            else:
-                adv_port = listen_port
-                adv_host = (listen_host if listen_host not in ("0.0.0.0", "::")
-                            else local_ip_towards(*parsed[0]))
+            adv_host, adv_port = _advertise_addr(req, listen_host, listen_port,
+                                                 lambda: local_ip_towards(*parsed[0]))
             remote_texts = [transport.format_address(h, p) for h, p in parsed]
             self.state = "pending"
             self._join_availability = availability  # told with the first session
@@ -1004,13 +1000,18 @@ class SwarmService:
                     await self._start_node(manager=False, bootstrap=None, wait_agent=True)
                 self._save_local()
             except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._stop_node()
-                    self._forget_local()
+                await self._undo_start()
                 raise
             finally:
                 self._join_availability = None
             self.state = "active"
+
+    async def _undo_start(self) -> None:
+        """What a failed (or cancelled) init or join leaves undone: the node stopped, its local
+        state forgotten, shielded from the cancellation."""
+        with trio.CancelScope(shield=True):
+            await self._stop_node()
+            self._forget_local()
 
     def _forget_local(self) -> None:
         self.local = None
