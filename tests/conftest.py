@@ -5,6 +5,7 @@ test spawned) and every directory removed — even when the test fails.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,14 +63,36 @@ def purge_network_driver(data_root: Path, exec_root: Path, options: dict[str, st
     from core.testing.network import clear_network_driver
 
     context = plugins.context_for("network", "bridge", Path(data_root), Path(exec_root), options)
-    if (context.root / "bridge.db").exists():
-        trio.run(clear_network_driver, plugins.load("network", "bridge").create(context))
+    # the user networks' bridges by name, known before the driver forgets them: what is removed
+    # when the driver cannot clear its state (a failure there left bridges on hosts before)
+    bridges = [f"br-{nid[:12]}" for nid in _engine_network_ids(Path(data_root))]
     table = options.get("nft-table")
     if table and table != "core":
-        for family, name in (("inet", table), ("ip", f"{table}-nat")):
-            subprocess.run(["nft", "delete", "table", family, name], capture_output=True)
-        bridge = "core" + hashlib.sha256(table.encode()).hexdigest()[:8]
-        subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+        bridges.append("core" + hashlib.sha256(table.encode()).hexdigest()[:8])
+    try:
+        if (context.root / "bridge.db").exists():
+            trio.run(clear_network_driver, plugins.load("network", "bridge").create(context))
+    finally:
+        if table and table != "core":
+            for family, name in (("inet", table), ("ip", f"{table}-nat")):
+                subprocess.run(["nft", "delete", "table", family, name], capture_output=True)
+        for bridge in bridges:
+            if Path("/sys/class/net", bridge).exists():
+                subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+
+
+def _engine_network_ids(data_root: Path) -> list[str]:
+    """The IDs of the networks an engine's state database records (none when it has none)."""
+    import sqlite3
+
+    db = data_root / "state.db"
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            return [row[0] for row in conn.execute("SELECT id FROM networks")]
+    except sqlite3.Error:
+        return []
 
 
 def remove_containers_under(root: Path) -> None:
@@ -194,8 +217,9 @@ class CoreEnv:
         remove_containers_under(self.root)
         try:
             purge_network_driver(self.data_root, self.exec_root, {"nft-table": self.nft_table})
-        except Exception:  # noqa: BLE001 - best effort; the session sweep retries
-            pass
+        except Exception:  # noqa: BLE001 - the root stays, so the next session's sweep retries
+            unmount_under(self.root)
+            return
         unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 

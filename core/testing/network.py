@@ -78,13 +78,20 @@ from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, Not
 
 __all__ = ["NetworkSuite", "NetworkMachine", "NetworkHarness", "Namespaces", "HostSnapshot",
            "reap_stale", "netns_path", "call_in_netns", "socket_in", "netns_view", "udp_reachable",
-           "tcp_exchange", "ping", "free_subnet", "PREFIX", "RUN_TAG"]
+           "tcp_exchange", "ping", "free_subnet", "PREFIX", "RUN_TAG", "run_tag"]
 
 PREFIX = "core-nt"
 """Namespaces ``core-nt-<pid>-<n>`` and roots ``/tmp/core-nt-<pid>-*`` belong to this suite."""
-RUN_TAG = f"c0{os.getpid() & 0xFFFFFF:06x}"
-"""The first 8 hex digits of every network id this process makes (so ``br-<id[:12]>`` bridges
-of a run can be told apart)."""
+
+
+def run_tag(pid: int) -> str:
+    """The first 8 hex digits of every network id the run of process ``pid`` makes."""
+    return f"c0{pid & 0xFFFFFF:06x}"
+
+
+RUN_TAG = run_tag(os.getpid())
+"""This run's tag (so ``br-<id[:12]>`` bridges of a run can be told apart, and those of a dead
+run removed by :func:`reap_stale` when its driver cannot clear them)."""
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _ids = itertools.count()
@@ -450,17 +457,20 @@ class NetworkHarness:
             self.delete(net.id)
 
     def close(self) -> None:
+        cleared = self.driver is None
         try:
             if self.driver is not None:
                 try:
                     self.clear()
+                    cleared = True
                 finally:
                     self.call(close_driver, self.driver)
                     self.driver = None
         finally:
             self._loop.close()
             self.ns.close()
-            shutil.rmtree(self.root, ignore_errors=True)
+            if cleared:  # else the root stays: reap_stale clears the driver's leftovers later
+                shutil.rmtree(self.root, ignore_errors=True)
 
 
 async def clear_network_driver(driver: Any) -> None:
@@ -490,11 +500,12 @@ def reap_stale() -> None:
             continue
         try:
             info = json.loads((root / "suite.json").read_text())
-
             _, _, driver = make_driver(info["kind"], info["name"], root, info["options"])
             trio.run(clear_network_driver, driver)
-        except (OSError, ValueError, KeyError, CoreError):
-            pass
+        except Exception:  # noqa: BLE001 - the driver cannot clear it: remove the run's bridges by name
+            for link in host_links():
+                if link.startswith(f"br-{run_tag(int(m.group(1)))}"):
+                    subprocess.run(["ip", "link", "delete", link], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1238,3 +1238,23 @@ def test_cli_network_commands(net_env: NetEnv) -> None:
     assert core("network", "ls", "-q").stdout.count("\n") == 3
     help_ = core("network", "--help")
     assert help_.returncode == 0 and "connect" in help_.stdout and "prune" in help_.stdout
+
+
+def test_an_engines_bridges_go_even_when_its_driver_cannot_clear_them(core_env):
+    """The tests' cleanup (``purge_network_driver``) removes an engine's bridges and nft tables
+    by name when the bridge driver cannot be rebuilt on its state (a corrupt database here):
+    such failures used to leave ``br-*`` and ``core*`` bridges on the host."""
+    from tests.conftest import purge_network_driver
+
+    core_env.start_daemon()
+    nid = core_env.run("network", "create", "leftover", check=True).stdout.strip()
+    core_env.stop_daemons()
+    bridge = Path("/sys/class/net") / f"br-{nid[:12]}"
+    assert bridge.exists()
+    for db in core_env.data_root.glob("network/bridge/bridge.db*"):
+        db.write_bytes(b"not a database")
+    with pytest.raises(Exception):
+        purge_network_driver(core_env.data_root, core_env.exec_root, {"nft-table": core_env.nft_table})
+    assert not bridge.exists()
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert core_env.nft_table not in tables
