@@ -37,17 +37,26 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
+_SWAP_LIMIT: list[bool] = []
+
+
 def swap_limit() -> bool:
     """Whether the kernel limits swap per cgroup (docker's ``SwapLimit``): v1's
-    ``memory.memsw.*`` files (swap accounting on), v2's ``memory.swap.max``."""
-    version, mounts = hierarchies()
-    if version == 2:
-        try:
-            return any(os.path.exists(os.path.join(ROOT, d, "memory.swap.max")) for d in os.listdir(ROOT))
-        except OSError:
-            return False
-    return any("memory" in name.split(",") and os.path.exists(os.path.join(point, "memory.memsw.limit_in_bytes"))
-               for name, point in mounts.items())
+    ``memory.memsw.*`` files (swap accounting on), v2's ``memory.swap.max``.  Read once per
+    process (it is the kernel's configuration): container create asks every time."""
+    if not _SWAP_LIMIT:
+        version, mounts = hierarchies()
+        if version == 2:
+            try:
+                found = any(os.path.exists(os.path.join(ROOT, d, "memory.swap.max")) for d in os.listdir(ROOT))
+            except OSError:
+                found = False
+        else:
+            found = any("memory" in name.split(",")
+                        and os.path.exists(os.path.join(point, "memory.memsw.limit_in_bytes"))
+                        for name, point in mounts.items())
+        _SWAP_LIMIT.append(found)
+    return _SWAP_LIMIT[0]
 
 
 def hierarchies() -> tuple[int, dict[str, str]]:
