@@ -114,6 +114,16 @@ def _write_file(path: str, value: str) -> None:
         raise OSError(exc.errno, exc.strerror, path) from None
 
 
+def _cpu_weight(shares: Any) -> str:
+    """cgroup v2's ``cpu.weight`` for docker's ``CpuShares`` (runc's conversion)."""
+    return str(max(1, min(10000, 1 + ((int(shares) - 2) * 9999) // (_MAX_SHARES - 2))))
+
+
+def _pids_max(limit: Any) -> str:
+    """``pids.max`` for docker's ``PidsLimit`` (0 or negative: unlimited)."""
+    return str(int(limit)) if int(limit) > 0 else "max"
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -328,21 +338,11 @@ class Cgroup:
                     _write(f"{c}/cpu.cfs_quota_us", str(quota))
             else:
                 if shares:
-                    weight = 1 + ((int(shares) - 2) * 9999) // (_MAX_SHARES - 2)
-                    _write(f"{c}/cpu.weight", str(max(1, min(10000, weight))))
+                    _write(f"{c}/cpu.weight", _cpu_weight(shares))
                 if quota or period:
                     q = "max" if not quota or int(quota) < 0 else str(quota)
                     _write(f"{c}/cpu.max", f"{q} {period or 100000}")
-        s = self._controller("cpuset")
-        if s and (cpu.get("cpus") or cpu.get("mems")):
-            if cpu.get("cpus"):
-                _write(f"{s}/cpuset.cpus", cpu["cpus"])
-            if cpu.get("mems"):
-                _write(f"{s}/cpuset.mems", cpu["mems"])
-        p = self._controller("pids")
-        if p and pids.get("limit") is not None:
-            limit = int(pids["limit"])
-            _write(f"{p}/pids.max", str(limit) if limit > 0 else "max")
+        self._set_cpuset_and_pids(cpu.get("cpus"), cpu.get("mems"), pids.get("limit"), _write)
         d = self._controller("devices") if self.version == 1 else None
         if d and r.get("devices"):
             for rule in r["devices"]:
@@ -352,6 +352,18 @@ class Cgroup:
                 access = rule.get("access") or "rwm"
                 entry = "a" if kind == "a" else f"{kind} {major}:{minor} {access}"
                 _write(f"{d}/devices.{'allow' if rule.get('allow') else 'deny'}", entry)
+
+    def _set_cpuset_and_pids(self, cpus: Any, mems: Any, pids: Any, write: Any) -> None:
+        """The cpuset (CPUs, memory nodes) and pids limit, as given (``None``/empty: unchanged),
+        each written with ``write`` (at create, or raising with the file's name at update)."""
+        s = self._controller("cpuset")
+        if s and cpus:
+            write(f"{s}/cpuset.cpus", cpus)
+        if s and mems:
+            write(f"{s}/cpuset.mems", mems)
+        p = self._controller("pids")
+        if p and pids is not None:
+            write(f"{p}/pids.max", _pids_max(pids))
 
     def update(self, values: dict[str, Any]) -> None:
         """Change the limits of a live cgroup (``docker update``).  ``values`` holds docker's
@@ -402,22 +414,12 @@ class Cgroup:
                     _write_file(f"{c}/cpu.cfs_quota_us", str(quota if int(quota) > 0 else -1))
             else:
                 if shares:
-                    weight = 1 + ((int(shares) - 2) * 9999) // (_MAX_SHARES - 2)
-                    _write_file(f"{c}/cpu.weight", str(max(1, min(10000, weight))))
+                    _write_file(f"{c}/cpu.weight", _cpu_weight(shares))
                 if quota is not None or period:
                     old = _read(f"{c}/cpu.max").split()
                     q = ("max" if int(quota) <= 0 else str(quota)) if quota is not None else old[0]
                     _write_file(f"{c}/cpu.max", f"{q} {period or old[1]}")
-        s = self._controller("cpuset")
-        if s:
-            if v.get("cpuset_cpus"):
-                _write_file(f"{s}/cpuset.cpus", v["cpuset_cpus"])
-            if v.get("cpuset_mems"):
-                _write_file(f"{s}/cpuset.mems", v["cpuset_mems"])
-        p = self._controller("pids")
-        if p and v.get("pids_limit") is not None:
-            n = int(v["pids_limit"])
-            _write_file(f"{p}/pids.max", str(n) if n > 0 else "max")
+        self._set_cpuset_and_pids(v.get("cpuset_cpus"), v.get("cpuset_mems"), v.get("pids_limit"), _write_file)
         if v.get("blkio_weight"):
             if self.version == 2:
                 path = f"{self.paths['']}/io.weight"
