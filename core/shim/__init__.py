@@ -19,6 +19,7 @@ actually creates a container (``runc create`` or namespaces and mounts by hand).
                                new program expects (the zygote's shims, a runtime's processes)
 :mod:`core.shim.stdio`         the shim's processes (stdio, log, replay) and client connections
 :mod:`core.shim.zygote`        the warm spawner program: forks shims without starting Python
+:mod:`core.shim.lookup`        finding a container's program as runc does (for runtime helpers)
 =============================  ==============================================================
 
 Writing an executor
@@ -42,7 +43,9 @@ free the runtime's own record of a deleted container, and any contract method (`
 With ``zygote=True`` (the built-in executor's choice) the helper module is imported once by the
 zygote and its ``main`` runs in a forked child for every container: its import must start no
 thread and hold no state a fork would break.  Without, each shim is started by the launcher and
-each helper is a fresh ``python -I -S`` process.
+each helper is a fresh ``python -I -S`` process.  A helper may import the kit's standard-library modules
+(:mod:`core.shim.cgroups`: ``Cgroup.of_pid(pid).save(STATE/cgroup)``; :mod:`core.shim.lookup`):
+the shim puts core's directory on its path.
 
 PROTOCOL
 --------

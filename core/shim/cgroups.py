@@ -213,6 +213,26 @@ class Cgroup:
         return cls(version, {name: os.path.join(point, path.lstrip("/"))
                              for name, point in mounts.items()})
 
+    @classmethod
+    def of_pid(cls, pid: int) -> Cgroup | None:
+        """The cgroup process ``pid`` is in (one made by someone else: runc's), a real
+        controller first (the shim reads the first path as the init's); None when there is none."""
+        version, mounts = hierarchies()
+        paths: dict[str, str] = {}
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if version == 2 and controllers == "" and "" in mounts:
+                    paths[""] = os.path.join(mounts[""], path.lstrip("/"))
+                elif version == 1:
+                    for name, point in mounts.items():
+                        if name and set(name.split(",")) == set(controllers.split(",")):
+                            paths[name] = os.path.join(point, path.lstrip("/"))
+        if not paths:
+            return None
+        order = sorted(paths, key=lambda n: (0 if "memory" in n.split(",") else 1 if not n.startswith("name=") else 2))
+        return cls(version, {name: paths[name] for name in order})
+
     def save(self, state_file: str) -> None:
         tmp = f"{state_file}.tmp"
         with open(tmp, "w") as f:

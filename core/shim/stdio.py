@@ -24,10 +24,15 @@ MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold
 PR_SET_CHILD_SUBREAPER = 36
 
 
+CORE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def helper_code(path, module):
-    """The ``python -c`` source that runs the runtime helper ``module`` (from ``path``)."""
-    return ("import sys; sys.path.insert(0, %r); "
-            "sys.exit(__import__(%r, fromlist=['main']).main(sys.argv))" % (path, module))
+    """The ``python -c`` source that runs the runtime helper ``module`` (from ``path``); core's
+    own directory comes after it, so a helper may import the kit's standard-library modules
+    (:mod:`core.shim.cgroups`, :mod:`core.shim.lookup`)."""
+    return ("import sys; sys.path.insert(0, %r); sys.path.append(%r); "
+            "sys.exit(__import__(%r, fromlist=['main']).main(sys.argv))" % (path, CORE_ROOT, module))
 
 
 def jdump(obj):

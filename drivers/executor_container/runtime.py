@@ -66,12 +66,12 @@ import struct  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 from core.shim import cgroups  # noqa: E402
+from core.shim.lookup import look_path  # noqa: E402
 from core.shim.sigreset import reset_signals  # noqa: E402
 from drivers.executor_container import linux, seccomp  # noqa: E402
 
 SYNC_FD, START_FD = 3, 4
 TIOCGPTN, TIOCSPTLCK = 0x80045430, 0x40045431
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # runc's default devices (specconv.AllowedDevices): path, major, minor
 DEFAULT_DEVICES = (("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7),
                    ("/dev/random", 1, 8), ("/dev/urandom", 1, 9), ("/dev/tty", 5, 0))
@@ -313,27 +313,10 @@ def home_of(uid: int) -> str:
 
 def lookup(name: str, path_env: str | None) -> str:
     """Go's ``exec.LookPath``, as runc runs it inside the container (docker's messages)."""
-    def executable(path: str) -> int:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            return exc.errno or errno.ENOENT
-        if stat.S_ISDIR(st.st_mode):
-            return errno.EISDIR
-        return 0 if st.st_mode & 0o111 else errno.EACCES
-
-    if "/" in name:
-        err = executable(name)
-        if err == 0:
-            return name
-        if err in (errno.ENOENT, errno.ENOTDIR):
-            raise Fail("ProgramNotFound", f'exec: "{name}": stat {name}: {os.strerror(err).lower()}', 127)
-        raise Fail("ProgramNotRunnable", f'exec: "{name}": {os.strerror(err).lower()}', 126)
-    for d in (DEFAULT_PATH if path_env is None else path_env).split(":"):
-        candidate = os.path.join(d or ".", name)
-        if executable(candidate) == 0:
-            return candidate
-    raise Fail("ProgramNotFound", f'exec: "{name}": executable file not found in $PATH', 127)
+    path, failure = look_path(name, path_env)
+    if failure:
+        raise Fail(*failure)
+    return path
 
 
 def exec_error(name: str, exc: OSError) -> Fail:

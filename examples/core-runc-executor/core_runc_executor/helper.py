@@ -26,25 +26,24 @@ that failure from ``start`` with docker's message, so the lookup is done first, 
 in the container's root: a failing init is replaced by a placeholder process that reports the
 error when it is started and exits 127 (not found) or 126 (cannot run), as runc's init would.
 """
-import errno
 import fcntl
 import json
 import os
 import select
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 import termios
 import time
 
+from core.shim.cgroups import Cgroup
+from core.shim.lookup import DEFAULT_PATH, look_path
 from core_runc_executor.runc import error_text, find_runc
 
 SYNC_FD, START_FD = 3, 4
 TIOCGPTPEER = 0x5441
 HELD = []       # fds of the process's output kept open until finish()
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class Fail(Exception):
@@ -77,32 +76,6 @@ def report(exc):
 
 
 # ----------------------------------------------------------------------------- the lookup
-def _executable(path):
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return exc.errno or errno.ENOENT
-    if stat.S_ISDIR(st.st_mode):
-        return errno.EISDIR
-    return 0 if st.st_mode & 0o111 else errno.EACCES
-
-
-def _lookup(name, path_env):
-    """Go's exec.LookPath as runc runs it in the container: (kind, message, code) or None."""
-    if "/" in name:
-        err = _executable(name)
-        if err == 0:
-            return None
-        if err in (errno.ENOENT, errno.ENOTDIR):
-            return ("ProgramNotFound", 'exec: "%s": stat %s: %s' % (name, name, os.strerror(err).lower()),
-                    127)
-        return ("ProgramNotRunnable", 'exec: "%s": %s' % (name, os.strerror(err).lower()), 126)
-    for d in (DEFAULT_PATH if path_env is None else path_env).split(":"):
-        if _executable(os.path.join(d or ".", name)) == 0:
-            return None
-    return ("ProgramNotFound", 'exec: "%s": executable file not found in $PATH' % name, 127)
-
-
 def check_program(root, process):
     """The lookup of ``process.args[0]``, chrooted in ``root`` (a child does it: symlinks
     resolve as in the container).  None when runnable, else (kind, message, code)."""
@@ -123,7 +96,7 @@ def check_program(root, process):
                 os.chdir(process.get("cwd") or "/")
             except OSError:
                 os.chdir("/")
-            os.write(w, json.dumps(_lookup(args[0], path_env)).encode())
+            os.write(w, json.dumps(look_path(args[0], path_env)[1]).encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -249,47 +222,11 @@ def read_pid(path):
 
 
 def save_cgroup(state, pid):
-    """``<state>/cgroup``, the state file of core's shim protocol (:mod:`core.shim`): ``version N``
-    then ``NAME PATH``."""
-    mounts, version = {}, 0
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if len(rfields) < 3 or len(fields) < 5:
-                continue
-            if rfields[0] == "cgroup2" and fields[4].startswith("/sys/fs/cgroup"):
-                mounts.setdefault("", fields[4])
-            elif rfields[0] == "cgroup":
-                names = [o for o in rfields[2].split(",") if o not in ("rw", "ro")
-                         and not o.startswith(("release_agent=", "clone_children", "noprefix",
-                                               "xattr", "cpuset_v2_mode"))]
-                if names:
-                    mounts.setdefault(",".join(names), fields[4])
-    version = 1 if any(mounts) else (2 if "" in mounts else 0)
-    if not version:
-        return
-    paths = {}
-    with open("/proc/%d/cgroup" % pid) as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if version == 2 and controllers == "":
-                paths[""] = os.path.join(mounts[""], path.lstrip("/"))
-            elif version == 1:
-                for name, point in mounts.items():
-                    if name and set(name.split(",")) == set(controllers.split(",")):
-                        paths[name] = os.path.join(point, path.lstrip("/"))
-    if not paths:
-        return
-    # the shim reads the first path for the init's cgroup: put a real controller first
-    order = sorted(paths, key=lambda n: (0 if "memory" in n.split(",") else
-                                         1 if not n.startswith("name=") else 2))
-    tmp = os.path.join(state, "cgroup.tmp")
-    with open(tmp, "w") as f:
-        f.write("version %d\n" % version)
-        for name in order:
-            f.write("%s %s\n" % (name or "-", paths[name]))
-    os.rename(tmp, os.path.join(state, "cgroup"))
+    """``<state>/cgroup``, the state file of core's shim protocol (:mod:`core.shim`): runc's cgroup
+    of the init."""
+    cgroup = Cgroup.of_pid(pid)
+    if cgroup is not None:
+        cgroup.save(os.path.join(state, "cgroup"))
 
 
 def drained(fd, timeout=2.0):
