@@ -1258,3 +1258,4 @@ def test_an_engines_bridges_go_even_when_its_driver_cannot_clear_them(core_env):
     assert not bridge.exists()
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     assert core_env.nft_table not in tables
+    shutil.rmtree(core_env.data_root / "network")  # the corrupt state: the fixture's cleanup completes

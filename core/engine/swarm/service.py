@@ -413,9 +413,18 @@ class SwarmService:
                     log.error("%s", self.error)
                 else:
                     self.state = "active"
-                    nursery.start_soon(self._reattach)
+                    nursery.start_soon(self._background, "re-attach", self._reattach)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _background(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """A task of the service's own nursery: its failure is logged and shown in ``/info``'s
+        ``Error``, never let out (it would close the service's nursery, and stop the daemon)."""
+        try:
+            await fn(*args)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.exception("swarm %s failed", name)
+            self.error = f"{name} failed: {exc}"
 
     async def _reattach(self) -> None:
         try:
@@ -455,6 +464,9 @@ class SwarmService:
                     self._node_nursery = nursery
                     task_status.started()
                     await trio.sleep_forever()
+        except Exception as exc:  # noqa: BLE001 - a component failed: this node's parts stop, the service goes on
+            log.exception("swarm node stopped")
+            self.error = f"the swarm node stopped: {exc}"
         finally:
             self._node_nursery = None
             if self.etcd is not None:
@@ -626,7 +638,7 @@ class SwarmService:
             self.local["Role"] = new_role
             self._save_local()
             assert self._nursery is not None
-            self._nursery.start_soon(self._change_role, new_role)
+            self._nursery.start_soon(self._background, "role change", self._change_role, new_role)
 
     async def _change_role(self, role: str) -> None:
         """A promotion or demotion took effect (the node's certificate changed role): start or
