@@ -386,6 +386,9 @@ class SwarmService:
         self._manager_up = False
         self._join_availability: str | None = None
         self._crosses: list[str] = []  # the cross-signed roots of the swarm's CA rotations
+        #: what the leader runs while it leads: ``await loop(store)``, cancelled when the
+        #: leadership is lost (the orchestrator, the scheduler, the updater, the task reaper)
+        self.leader_loops: list[Callable[[Store], Awaitable[None]]] = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -754,29 +757,54 @@ class SwarmService:
 
     async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """While this manager's etcd member is the Raft leader (the swarm's Leader, as docker's
-        is its Raft leader), run the leader's loops: node health, the end of a root rotation.
-        A leader cut off from the others steps down when etcd does (its writes need a quorum
-        anyway)."""
+        is its Raft leader), run the leader's loops: node health, the end of a root rotation,
+        and every loop of :attr:`leader_loops` (orchestration, scheduling...), started when
+        the leadership is won and cancelled when it is lost.  A leader cut off from the others
+        steps down when etcd does (its writes need a quorum anyway)."""
         task_status.started()
         assert self.dispatcher is not None
         leading = False
-        while True:
-            try:
-                status = await self._store().etcd.status(timeout=2.0)
-                if status.is_leader:
-                    if not leading:
-                        log.info("this manager leads the swarm")
-                    leading = True
-                    await self.dispatcher.check_nodes()
-                    await self._leader_extra()
-                else:
+        loops: trio.CancelScope | None = None
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    status = await self._store().etcd.status(timeout=2.0)
+                    if status.is_leader:
+                        if not leading:
+                            log.info("this manager leads the swarm")
+                        leading = True
+                        await self.dispatcher.check_nodes()
+                        await self._leader_extra()
+                    else:
+                        leading = False
+                except errors.CoreError as exc:
+                    if leading:
+                        log.info("leadership: %s", exc)
                     leading = False
-            except errors.CoreError as exc:
-                if leading:
-                    log.info("leadership: %s", exc)
-                leading = False
-            self._is_leader = leading
-            await trio.sleep(min(1.0, self.dispatcher.period / 4))
+                self._is_leader = leading
+                if leading and loops is None:
+                    loops = trio.CancelScope()
+                    nursery.start_soon(self._lead, loops)
+                elif not leading and loops is not None:
+                    loops.cancel()
+                    loops = None
+                await trio.sleep(min(1.0, self.dispatcher.period / 4))
+
+    async def _lead(self, scope: trio.CancelScope) -> None:
+        """Run the leader's loops (each restarted a second after it fails) until ``scope`` is
+        cancelled (the leadership is lost)."""
+        async def keep(loop: Callable[[Store], Awaitable[None]]) -> None:
+            while True:
+                try:
+                    await loop(self._store())
+                except Exception:  # noqa: BLE001 - a loop's failure must not end the leadership
+                    log.exception("leader loop %s failed", getattr(loop, "__qualname__", loop))
+                await trio.sleep(1.0)
+
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for loop in self.leader_loops:
+                    nursery.start_soon(keep, loop)
 
     async def _leader_extra(self) -> None:
         """Finish a root rotation once every node holds a certificate from the new key."""

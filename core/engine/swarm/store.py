@@ -12,6 +12,16 @@ Every manager reads and writes the cluster through its local etcd member
     /swarm/sessions/<id>    a node's dispatcher session: {"Manager", "Addr"}, attached to an etcd
                             lease the dispatcher refreshes at every heartbeat; the key vanishes
                             when the heartbeats stop (that is how the leader sees a node go down)
+    /swarm/services/<id>    a service: docker's Service object without Version
+    /swarm/tasks/<id>       a task: docker's Task object without Version
+                            (:mod:`core.engine.swarm.tasks` has its states and life cycle)
+    /swarm/networks/<id>    a swarm-scoped network: docker's Network object (overlay, ingress)
+                            with its allocation (VNI, subnets) under ``"Allocation"``
+
+The object kinds (services, tasks, networks, and nodes too) share one set of generic calls:
+:meth:`Store.objects`, :meth:`Store.get`, :meth:`Store.put`, :meth:`Store.put_many`,
+:meth:`Store.delete`, :meth:`Store.update` and :meth:`Store.watch`, each naming its kind by
+its key prefix (:data:`SERVICES`, :data:`TASKS`, :data:`NETWORKS`, :data:`NODES`).
 
 A stored object's ``Version.Index`` is its key's ``mod_revision``: an update names the version it
 read and is an etcd transaction comparing it, so a stale one fails like docker's ``update out of
@@ -34,6 +44,10 @@ PREFIX = "/swarm/"
 CLUSTER_KEY = PREFIX + "cluster"
 NODES = PREFIX + "nodes/"
 SESSIONS = PREFIX + "sessions/"
+SERVICES = PREFIX + "services/"
+TASKS = PREFIX + "tasks/"
+NETWORKS = PREFIX + "networks/"
+TXN_OPS = 100  # puts per etcd transaction (etcd's --max-txn-ops default is 128)
 
 
 def now_text() -> str:
@@ -93,23 +107,93 @@ class Store:
         return await self.etcd.put_if(CLUSTER_KEY, record.to_value(),
                                       record.version if version is None else version)
 
+    # -- any kind of object (services, tasks, networks, nodes) --
+
+    async def objects(self, kind: str) -> list[tuple[dict[str, Any], int]]:
+        """Every object of a kind (its key prefix, e.g. :data:`TASKS`), with its version."""
+        return [(kv.json(), kv.mod_revision) for kv in await self.etcd.get_prefix(kind)]
+
+    async def get(self, kind: str, object_id: str) -> tuple[dict[str, Any], int] | None:
+        kv = await self.etcd.get(kind + object_id)
+        return (kv.json(), kv.mod_revision) if kv is not None else None
+
+    async def put(self, kind: str, obj: dict[str, Any], version: int | None = None, *,
+                  stamp: bool = True) -> int:
+        """Write an object (keyed by its ``ID``); with ``version`` only if the stored one is
+        still at it (0: it must be new), else :class:`SequenceConflict`.  ``UpdatedAt`` is set
+        unless ``stamp`` is false.  Returns the new version."""
+        if stamp:
+            obj = {**obj, "UpdatedAt": now_text()}
+        value = json.dumps(obj)
+        if version is None:
+            return await self.etcd.put(kind + obj["ID"], value)
+        return await self.etcd.put_if(kind + obj["ID"], value, version)
+
+    async def put_many(self, kind: str, objs: list[dict[str, Any]], *, stamp: bool = True) -> int:
+        """Write many objects unconditionally, :data:`TXN_OPS` per etcd transaction (what the
+        leader's loops use to create or change tasks by the hundred); returns the last revision."""
+        revision = 0
+        now = now_text()
+        for i in range(0, len(objs), TXN_OPS):
+            puts = [Put(kind + o["ID"], json.dumps({**o, "UpdatedAt": now} if stamp else o))
+                    for o in objs[i:i + TXN_OPS]]
+            revision = (await self.etcd.txn([], puts)).revision
+        return revision
+
+    async def delete(self, kind: str, object_id: str, version: int | None = None) -> bool:
+        """Delete an object (with ``version``: only if still at it, else
+        :class:`SequenceConflict`); False if it did not exist."""
+        from core.engine.swarm.etcd import Delete
+
+        if version is None:
+            return await self.etcd.delete(kind + object_id) > 0
+        result = await self.etcd.txn([Compare("mod", kind + object_id, "==", version)],
+                                     [Delete(kind + object_id)])
+        if not result.succeeded:
+            raise SequenceConflict()
+        return True
+
+    async def update(self, kind: str, object_id: str, change, *,
+                     attempts: int = 5) -> dict[str, Any] | None:
+        """Read-modify-write an object (``change(obj)`` edits it in place; returning False
+        means "nothing to write"), retrying lost races; None when it does not exist."""
+        for _ in range(attempts):
+            found = await self.get(kind, object_id)
+            if found is None:
+                return None
+            obj, version = found
+            if change(obj) is False:
+                return obj
+            try:
+                await self.put(kind, obj, version)
+                return obj
+            except SequenceConflict:
+                continue
+        raise SequenceConflict()
+
+    def watch(self, kind: str, *, start_revision: int = 0):
+        """``async with store.watch(TASKS) as events: async for e in events`` — the changes of
+        a kind (:class:`core.engine.swarm.etcd.Event`; ``e.kv.json()`` for a PUT's object, the
+        ID is ``e.kv.key[len(kind):]``).  Read with :meth:`objects` first and watch from its
+        revision + 1 (``start_revision``) to miss nothing."""
+        return self.etcd.watch(kind, prefix=True, start_revision=start_revision)
+
+    async def revision(self) -> int:
+        """The store's current revision (to start a watch after a read)."""
+        result = await self.etcd.txn([], [])
+        return result.revision
+
     # -- nodes --
 
     async def nodes(self) -> list[tuple[dict[str, Any], int]]:
-        return [(kv.json(), kv.mod_revision) for kv in await self.etcd.get_prefix(NODES)]
+        return await self.objects(NODES)
 
     async def node(self, node_id: str) -> tuple[dict[str, Any], int] | None:
-        kv = await self.etcd.get(NODES + node_id)
-        return (kv.json(), kv.mod_revision) if kv is not None else None
+        return await self.get(NODES, node_id)
 
     async def put_node(self, node: dict[str, Any], version: int | None = None) -> int:
         """Write a node; with ``version`` only if the stored one is still at it (0: new)."""
-        node = copy.deepcopy(node)
-        node["UpdatedAt"] = now_text()
-        value = json.dumps(node)
-        if version is None:
-            return await self.etcd.put(NODES + node["ID"], value)
-        return await self.etcd.put_if(NODES + node["ID"], value, version)
+        return await self.put(NODES, copy.deepcopy(node), version)
 
     async def delete_node(self, node_id: str, version: int) -> None:
         from core.engine.swarm.etcd import Delete
@@ -122,19 +206,7 @@ class Store:
     async def update_node(self, node_id: str, change, *, attempts: int = 5) -> dict[str, Any] | None:
         """Read-modify-write a node (``change(node)`` edits it in place), retrying lost races;
         None when the node does not exist."""
-        for _ in range(attempts):
-            found = await self.node(node_id)
-            if found is None:
-                return None
-            node, version = found
-            if change(node) is False:
-                return node
-            try:
-                await self.put_node(node, version)
-                return node
-            except SequenceConflict:
-                continue
-        raise SequenceConflict()
+        return await self.update(NODES, node_id, change, attempts=attempts)
 
     # -- sessions --
 

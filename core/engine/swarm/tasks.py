@@ -1,0 +1,107 @@
+"""Tasks: what a service's desired state becomes, one slot at a time (swarmkit's ``api.Task``).
+
+A task is stored at ``/swarm/tasks/<id>`` (:data:`core.engine.swarm.store.TASKS`) in docker's
+API shape (``GET /tasks``), without ``Version``::
+
+    {"ID", "CreatedAt", "UpdatedAt", "Labels": {}, "Spec": <the service's TaskTemplate>,
+     "ServiceID", "Slot": <1..N; absent for a global service's task>, "NodeID": <"" until
+     assigned>, "Status": {"Timestamp", "State", "Message", "Err", "ContainerStatus":
+     {"ContainerID", "PID", "ExitCode"}, "PortStatus": {}}, "DesiredState", "NetworksAttachments": [],
+     "ServiceAnnotations": {"Name", "Labels"},      # the service's name, for container names
+     "SpecVersion": {"Index": <the service's version the task was made from>}}
+
+Who writes what (swarmkit's split, on etcd):
+
+- the **orchestrator** (leader) creates tasks in state ``new`` with ``DesiredState`` running
+  (or ``ready`` for start-first updates' new tasks until they take over) and sets
+  ``DesiredState`` to ``shutdown``/``remove`` on the tasks it retires;
+- the **scheduler** (leader) moves ``new``/``pending`` tasks to ``assigned`` with a ``NodeID``,
+  or leaves them ``pending`` with docker's reason in ``Status.Err`` (``no suitable node (...)``);
+- the **agent** (the node the task is assigned to) moves it on from ``assigned``: accepted,
+  preparing (pull), ready (container created), starting, running, then complete/failed/
+  shutdown/rejected; it reports each change through its manager's dispatcher
+  (:ref:`the node protocol <node-protocol>` below), never writes etcd itself.
+- the **task reaper** (leader) deletes the oldest finished tasks of a slot beyond
+  ``Orchestration.TaskHistoryRetentionLimit`` and tasks of removed services once they are down.
+
+A task's ``Status.State`` only moves forward (:func:`advances`); ``DesiredState`` too.
+
+.. _node-protocol:
+
+The node protocol (over the swarm channel, :mod:`core.engine.swarm.transport`)
+-------------------------------------------------------------------------------
+- manager → node, on the node's ``session`` stream: ``{"assignments": [task, ...]}``, the
+  complete set of tasks assigned to the node that it must run or stop (every task with that
+  ``NodeID`` whose ``DesiredState`` or ``Status.State`` is not yet past ``running``, plus those
+  with ``DesiredState`` ``shutdown``/``remove`` whose ``Status.State`` is not yet terminal),
+  each with its ``Version`` (``{"Index"}``).  Sent when the session opens and whenever that set
+  or a member of it changes.
+- node → manager: the call ``tasks.status`` with ``{"session_id", "updates": [{"ID": <task
+  id>, "Status": <docker's TaskStatus>}, ...]}``; answers ``{}``.  The dispatcher refuses a
+  task that is not assigned to the calling node (``Forbidden``) and ignores a state that would
+  move backwards.
+- logs: manager → node ``{"logs": {"id": <subscription>, "tasks": [ids], "follow", "tail",
+  "timestamps", "since"}}`` and node → manager the call ``logs.publish`` with ``{"id", "messages":
+  [{"task": id, "stream": "stdout"|"stderr", "time", "data": <base64>}], "close": bool}``.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from core.engine.swarm.store import now_text
+
+#: docker's task states, in their order (swarmkit's ``api.TaskState``)
+STATES = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
+          "running", "complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+ORDER = {state: i for i, state in enumerate(STATES)}
+#: a task in one of these states has stopped for good
+TERMINAL = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+
+
+def advances(current: str, new: str) -> bool:
+    """Whether ``new`` is a move forward from ``current`` (states never go back)."""
+    return ORDER.get(new, -1) > ORDER.get(current, -1)
+
+
+def is_terminal(task: dict[str, Any]) -> bool:
+    return task.get("Status", {}).get("State") in TERMINAL
+
+
+def is_active(task: dict[str, Any]) -> bool:
+    """A task the orchestrator counts: desired to run and not finished."""
+    return task.get("DesiredState") in ("ready", "running") and not is_terminal(task)
+
+
+def new_task_id() -> str:
+    """Swarmkit's IDs: 25 characters of base 36."""
+    n = secrets.randbits(128)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = []
+    while len(out) < 25:
+        n, r = divmod(n, 36)
+        out.append(digits[r])
+    return "".join(out)
+
+
+def status(state: str, message: str = "", err: str = "", **extra: Any) -> dict[str, Any]:
+    """A ``TaskStatus`` stamped now."""
+    out: dict[str, Any] = {"Timestamp": now_text(), "State": state, "Message": message}
+    if err:
+        out["Err"] = err
+    out.update(extra)
+    return out
+
+
+def container_name(task: dict[str, Any]) -> str:
+    """docker's name for a task's container: ``<service>.<slot>.<task id>`` (a global service's
+    task uses the node ID in place of the slot)."""
+    name = task.get("ServiceAnnotations", {}).get("Name", "")
+    slot = task.get("Slot") or task.get("NodeID", "")
+    return f"{name}.{slot}.{task['ID']}"
+
+
+def task_name(task: dict[str, Any]) -> str:
+    """``service ps``'s NAME: ``<service>.<slot>`` (``<service>.<node id>`` when global)."""
+    name = task.get("ServiceAnnotations", {}).get("Name", "")
+    return f"{name}.{task.get('Slot') or task.get('NodeID', '')}"
