@@ -53,6 +53,7 @@ found``; ``Forbidden``: pre-defined networks, active endpoints, duplicate endpoi
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -68,7 +69,9 @@ from core.engine.networks.render import Renderer
 from core.engine.networks.sandbox import Sandboxes
 from core.engine.networks.store import MIGRATION, PREDEFINED, NetRecord, NetworkStore
 from core.engine.state import State
-from core.errors import AlreadyExists, NotFound
+from core.errors import AlreadyExists, CoreError, NotFound
+
+log = logging.getLogger("core.engine.networks")
 
 
 class NetworkManager:
@@ -220,11 +223,16 @@ class NetworkManager:
     async def list_networks(self, filters: dict[str, list[str]] | None = None
                             ) -> list[dict[str, Any]]:
         """``GET /networks``: the local networks (:meth:`NetworkCatalog.list_networks`), then the
-        swarm's this node shows."""
+        swarm's this node shows (left out, as docker does, when the swarm cannot answer)."""
         out = self.catalog.list_networks(filters)
         if self.cluster is not None and self.cluster.active():
             seen = {n["Id"] for n in out}
-            out += [n for n in await self.cluster.list_networks(filters) if n["Id"] not in seen]
+            try:
+                swarm = await self.cluster.list_networks(filters)
+            except CoreError as exc:
+                log.warning("swarm networks left out of the list: %s", exc)
+                swarm = []
+            out += [n for n in swarm if n["Id"] not in seen]
         return out
 
     async def inspect_network(self, ref: str, scope: str = "") -> dict[str, Any]:
@@ -252,9 +260,13 @@ class NetworkManager:
                 or body.get("Scope") == "swarm"):
             taken = {n.name for n in self.store.networks()}
             return await self.cluster.create_network(body, taken=taken)
-        if isinstance(body, dict) and self.cluster is not None and self.cluster.active() \
-                and body.get("Name") in await self.cluster.names():
-            raise AlreadyExists(f"network with name {body['Name']} already exists")
+        if isinstance(body, dict) and self.cluster is not None and self.cluster.active():
+            try:
+                taken = await self.cluster.names()
+            except CoreError:  # docker's check too is skipped when the swarm cannot answer
+                taken = set()
+            if body.get("Name") in taken:
+                raise AlreadyExists(f"network with name {body['Name']} already exists")
         return await self.catalog.create_network(body, default_driver)
 
     async def remove_network(self, ref: str) -> None:

@@ -21,6 +21,11 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
 - the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
   runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
 
+The swarm's networks (overlay, ingress) are :attr:`SwarmService.networks`
+(:class:`core.engine.swarm.networks.SwarmNetworks`): ``swarm init`` stores the ``ingress``
+network, a manager's channel answers a worker's ``networks.node`` call, ``swarm leave`` forgets
+the node's copies.
+
 The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own state is in
 ``<data-root>/swarm/``::
 
