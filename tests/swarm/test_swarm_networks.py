@@ -350,6 +350,36 @@ def test_what_a_node_shows_and_what_a_removal_checks(etcd):
     etcd.run(main)
 
 
+def test_a_tasks_attachments_in_dockers_shape(etcd):
+    """What the leader's loops call when they create a task: its NetworksAttachments (ingress
+    first when it publishes ports), all or nothing, given back by detach."""
+    from core.errors import NotFound
+
+    async def main():
+        async with etcd.client() as c:
+            store = Store(c)
+            await _clear(store)
+            ingress = await SwarmNetworks(None).create_ingress(store)  # type: ignore[arg-type]
+            net = await create_network(store, _request("uber-net", Labels={"a": "b"}, Attachable=True))
+            alloc = AddressAllocator(store)
+            atts = await alloc.attach([{"Target": "uber-net"}, net["ID"][:7]], "task1", ingress=True)
+            assert [a["Network"]["ID"] for a in atts] == [ingress["ID"], net["ID"]]  # uber-net once
+            assert [a["Addresses"] for a in atts] == [["10.0.0.2/24"], ["10.0.1.2/24"]]
+            shown = atts[1]["Network"]
+            assert shown["Spec"]["Name"] == "uber-net" and shown["Spec"]["Attachable"] is True
+            assert shown["Spec"]["Labels"] == {"a": "b"} and shown["Version"]["Index"] > 0
+            assert shown["DriverState"] == {"Name": "overlay", "Options": {
+                "com.docker.network.driver.overlay.vxlanid_list": "4097"}}
+            assert shown["IPAMOptions"]["Configs"] == [{"Subnet": "10.0.1.0/24", "Gateway": "10.0.1.1"}]
+            with pytest.raises(NotFound, match="network nope not found"):
+                await alloc.attach(["uber-net", "nope"], "task2")
+            assert "task2" not in (await alloc.addresses(net["ID"])).values()  # all or nothing
+            await alloc.detach(atts, "task1")
+            assert await alloc.addresses(net["ID"]) == {} and await alloc.addresses(ingress["ID"]) == {}
+
+    etcd.run(main)
+
+
 # -- on a swarm of the harness ---------------------------------------------------------------------
 
 def core(host, *args: str) -> subprocess.CompletedProcess:

@@ -28,9 +28,12 @@ address space``).  The gateway is the subnet's first address unless ``--gateway`
 :class:`AddressAllocator` is what the leader's loops call when they create tasks (and what
 service VIPs and attachable containers will use)::
 
-    allocator = AddressAllocator(store)
+    allocator = AddressAllocator(store)               # in a leader loop: ``loop(store)``'s store
     address = await allocator.allocate(network_id, task_id)     # "10.0.1.5/24"
     await allocator.release(network_id, address, task_id)
+    # or a whole task at once: its NetworksAttachments in docker's shape
+    task["NetworksAttachments"] = await allocator.attach(spec_networks, task_id, ingress=publishes)
+    await allocator.detach(task["NetworksAttachments"], task_id)      # when the task is gone
 
 :class:`SwarmNetworks` is the swarm side of the engine's networks API: the network service
 (:class:`core.engine.networks.service.NetworkManager`) hands it every swarm-scoped operation
@@ -165,6 +168,25 @@ def filtered(nets: list[dict[str, Any]], filters: dict[str, list[str]] | None) -
             continue
         out.append(net)
     return out
+
+
+def swarm_object(net: dict[str, Any], version: int) -> dict[str, Any]:
+    """docker's *swarm* Network object (what a task's ``NetworksAttachments[].Network`` holds):
+    ``Spec`` as asked, ``DriverState`` and ``IPAMOptions`` as allocated."""
+    configs = [dict(c) for c in net.get("Allocation", {}).get("Subnets", [])]
+    user_options = {k: v for k, v in (net.get("Options") or {}).items() if k != VXLAN_OPTION}
+    return {
+        "ID": net["ID"], "Version": {"Index": version}, "CreatedAt": net.get("CreatedAt", ""),
+        "UpdatedAt": net.get("UpdatedAt", net.get("CreatedAt", "")),
+        "Spec": {"Name": net["Name"], "Labels": dict(net.get("Labels") or {}),
+                 "DriverConfiguration": {"Name": "overlay", "Options": user_options},
+                 "IPAMOptions": {"Driver": {"Name": "default"}, "Configs": configs},
+                 "Scope": "swarm", "Internal": bool(net.get("Internal")),
+                 "Attachable": bool(net.get("Attachable")), "Ingress": bool(net.get("Ingress"))},
+        "DriverState": {"Name": "overlay",
+                        "Options": {VXLAN_OPTION: str(net.get("Allocation", {}).get("VNI", ""))}},
+        "IPAMOptions": {"Driver": {"Name": "default"}, "Configs": configs},
+    }
 
 
 def find(nets: list[dict[str, Any]], ref: str, key: str = "ID") -> dict[str, Any]:
@@ -393,6 +415,44 @@ class AddressAllocator:
             [Compare("create", key, "!=", 0)]
         result = await self.store.etcd.txn(compare, [Delete(key)])
         return result.succeeded
+
+    async def attach(self, targets: list[Any], owner: str, *, ingress: bool = False
+                     ) -> list[dict[str, Any]]:
+        """A task's ``NetworksAttachments``: for each target (a ``NetworkAttachmentConfig`` or
+        its ``Target``: a network name, ID or ID prefix) docker's ``{"Network": <swarm Network
+        object>, "Addresses": ["ip/prefix"]}``, with ``ingress`` the ingress network first (a task
+        of a service publishing ports in ingress mode).  All or nothing: on an error the
+        addresses taken are given back.  ``NotFound``: ``network X not found``."""
+        stored = await self.store.objects(NETWORKS)
+        chosen: list[tuple[dict[str, Any], int]] = []
+        if ingress:
+            chosen += [(n, v) for n, v in stored if n.get("Ingress")]
+            if not chosen:
+                raise errors.NotFound("the swarm has no ingress network")
+        versions = {n["ID"]: v for n, v in stored}
+        for target in targets:
+            ref = target.get("Target", "") if isinstance(target, dict) else str(target)
+            net = find([n for n, _v in stored], ref)
+            if all(net["ID"] != c["ID"] for c, _v in chosen):
+                chosen.append((net, versions[net["ID"]]))
+        out: list[dict[str, Any]] = []
+        try:
+            for net, version in chosen:
+                address = await self.allocate(net["ID"], owner)
+                out.append({"Network": swarm_object(net, version), "Addresses": [address]})
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.detach(out, owner)
+            raise
+        return out
+
+    async def detach(self, attachments: list[dict[str, Any]], owner: str) -> None:
+        """Give back the addresses of a task's ``NetworksAttachments`` (those ``owner`` holds)."""
+        for att in attachments or []:
+            net_id = (att.get("Network") or {}).get("ID", "")
+            for address in att.get("Addresses") or []:
+                if net_id:
+                    await self.release(net_id, address, owner)
 
     async def release_owner(self, owner: str) -> int:
         """Give back every address ``owner`` holds on any network; returns how many."""
