@@ -597,6 +597,10 @@ def test_rm_refused_while_a_service_uses_it_then_prune(cluster, swarm):
         assert set(ls(mgr1)) >= {"uber-net", "ingress"} and "unused" not in ls(mgr1)
     finally:
         trio.run(lambda: put_service(delete=True))
+    # the routing mesh's network: docker's question first ("n": kept)
+    proc = mgr1.core("network", "rm", "ingress", input="n\n")
+    assert proc.returncode == 0 and proc.stdout.startswith("WARNING! Before removing the routing-mesh network")
+    assert "ingress" in ls(mgr2)
     assert ok(mgr2, "network", "rm", "uber-net").strip() == "uber-net"
     assert "uber-net" not in ls(mgr1)
     proc = core(mgr1, "network", "rm", "uber-net")
@@ -610,3 +614,15 @@ def test_after_swarm_leave_no_swarm_network_is_left(cluster, swarm):
     names = ls(wrk1)
     assert "ingress" not in names and not any(scope == "swarm" for _d, scope in names.values())
     assert set(names) == {"bridge", "host", "none"}
+
+
+def test_ingress_can_be_removed_when_asked(cluster, swarm):
+    mgr1, mgr2 = cluster["mgr1"], cluster["mgr2"]
+    proc = mgr1.core("network", "rm", "ingress", input="y\n")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1].endswith("ingress"), proc.stderr
+    assert "ingress" not in ls(mgr2)
+    ok(mgr2, "network", "create", "-d", "overlay", "--ingress", "my-ingress")
+    net = inspect(mgr1, "my-ingress")
+    assert net["Ingress"] is True and net["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
+    proc = core(mgr1, "network", "create", "-d", "overlay", "--ingress", "second-ingress")
+    assert proc.returncode != 0 and "ingress network already exists" in proc.stderr
