@@ -167,6 +167,14 @@ class ClusterNetworks(Protocol):
     async def prune(self, filters: dict[str, list[str]] | None = None) -> list[str]:
         """The swarm part of ``POST /networks/prune``: the names removed."""
 
+    async def attach_container(self, ref: str, container_id: str) -> dict[str, Any]:
+        """A local container joins an attachable swarm network: ``{"Network": <docker's swarm
+        Network object>, "Addresses": ["ip/prefix"]}`` (the address unique in the swarm);
+        ``Forbidden`` when the network is not attachable, ``NotFound``."""
+
+    async def detach_container(self, network_id: str, container_id: str) -> None:
+        """The container left the network: its address is given back."""
+
 
 @attrs.frozen
 class CommitSource:

@@ -380,6 +380,47 @@ def test_a_tasks_attachments_in_dockers_shape(etcd):
     etcd.run(main)
 
 
+def test_attachable_networks_give_a_nodes_containers_addresses(etcd):
+    """The manager's side of ``networks.attach``/``networks.detach`` (a node's container on an
+    attachable network); the node then shows the network."""
+    async def main():
+        async with etcd.client() as c:
+            store = Store(c)
+            await _clear(store)
+
+            class FakeSwarm:
+                local = {"Role": "manager", "NodeID": "m1"}
+                state = "active"
+                client = None
+
+                def _store(self) -> Store:
+                    return store
+
+                _require_manager = _store
+
+            class Peer:
+                node_id = "w1"
+
+            nets = SwarmNetworks(FakeSwarm())  # type: ignore[arg-type]
+            await nets.create_ingress(store)
+            await nets.create_network({"Name": "att", "Driver": "overlay", "Attachable": True})
+            await nets.create_network({"Name": "closed", "Driver": "overlay"})
+            with pytest.raises(Forbidden, match="Could not attach to network closed: rpc error: code = "
+                                                "PermissionDenied desc = network closed not manually attachable"):
+                await nets._attach(Peer(), {"network": "closed", "container": "c1"})
+            got = await nets._attach(Peer(), {"network": "att", "container": "c1"})
+            assert got["Network"]["Spec"]["Name"] == "att" and got["Addresses"] == ["10.0.1.2/24"]
+            assert (await nets._attach(Peer(), {"network": "att", "container": "c1"})) == got  # idempotent
+            shown = await nets._node_networks(Peer(), {})
+            assert sorted(n["Name"] for n in shown["networks"]) == ["att", "ingress"]
+            await nets._detach(Peer(), {"network": got["Network"]["ID"], "container": "c1"})
+            assert await AddressAllocator(store).addresses(got["Network"]["ID"]) == {}
+            shown = await nets._node_networks(Peer(), {})
+            assert [n["Name"] for n in shown["networks"]] == ["ingress"]
+
+    etcd.run(main)
+
+
 # -- on a swarm of the harness ---------------------------------------------------------------------
 
 def core(host, *args: str) -> subprocess.CompletedProcess:

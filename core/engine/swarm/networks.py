@@ -603,10 +603,14 @@ class SwarmNetworks:
             "Ingress": True, "Options": {}, "Labels": {}})
 
     def install(self, server: Server) -> None:
-        """A manager's swarm channel serves ``networks.node``: the networks a node shows."""
+        """A manager's swarm channel serves ``networks.node`` (the networks a node shows),
+        ``networks.attach`` and ``networks.detach`` (a node's container on an attachable
+        network: its address, given by a manager)."""
         from core.engine.swarm.transport import Access
 
         server.register("networks.node", self._node_networks, access=Access.NODE)
+        server.register("networks.attach", self._attach, access=Access.NODE)
+        server.register("networks.detach", self._detach, access=Access.NODE)
 
     async def _node_networks(self, peer: Peer, args: dict) -> dict:
         store = self.swarm._store()
@@ -615,8 +619,49 @@ class SwarmNetworks:
         for task, _v in await store.objects(TASKS):
             if task.get("NodeID") == node_id and task.get("Status", {}).get("State") not in TERMINAL:
                 mine |= task_networks(task)
+        for kv in await store.etcd.get_prefix(ADDRESSES):  # its attachable containers
+            if kv.value.decode().startswith(f"{node_id}/"):
+                mine.add(kv.key[len(ADDRESSES):].split("/", 1)[0])
         nets = [n for n, _v in await store.objects(NETWORKS) if n.get("Ingress") or n["ID"] in mine]
         return {"networks": nets}
+
+    async def _attach(self, peer: Peer, args: dict) -> dict:
+        ref, container = str(args.get("network") or ""), str(args.get("container") or "")
+        if not ref or not container:
+            raise errors.InvalidArgument("networks.attach: network and container are required")
+        store = self.swarm._store()
+        stored = await store.objects(NETWORKS)
+        net = find([n for n, _v in stored], ref)
+        if not net.get("Attachable"):
+            raise errors.Forbidden(f"Could not attach to network {ref}: rpc error: code = "
+                                   f"PermissionDenied desc = network {ref} not manually attachable")
+        version = next(v for n, v in stored if n["ID"] == net["ID"])
+        address = await AddressAllocator(store).allocate(net["ID"], f"{peer.node_id}/{container}")
+        return {"Network": swarm_object(net, version), "Addresses": [address]}
+
+    async def _detach(self, peer: Peer, args: dict) -> dict:
+        network, container = str(args.get("network") or ""), str(args.get("container") or "")
+        alloc = AddressAllocator(self.swarm._store())
+        owner = f"{peer.node_id}/{container}"
+        for ip, holder in (await alloc.addresses(network)).items():
+            if holder == owner:
+                await alloc.release(network, ip, owner)
+        return {}
+
+    async def attach_container(self, ref: str, container_id: str) -> dict[str, Any]:
+        """A local container joins an attachable swarm network (``run --network``, ``network
+        connect``): ``{"Network": <swarm Network object>, "Addresses": ["ip/prefix"]}``, the
+        address given by a manager (the ``networks.attach`` call; owner ``<node>/<container>``).
+        ``NotFound`` outside a swarm or for an unknown network; ``Forbidden``: not attachable
+        (docker's words)."""
+        if not self.active() or self.swarm.client is None:
+            raise errors.NotFound(f"network {ref} not found")
+        return await self.swarm.client.call("networks.attach", network=ref, container=container_id)
+
+    async def detach_container(self, network_id: str, container_id: str) -> None:
+        """The container left the network (or went): its address is given back."""
+        if self.active() and self.swarm.client is not None:
+            await self.swarm.client.call("networks.detach", network=network_id, container=container_id)
 
     def forget_local(self) -> None:
         """``swarm leave``: the node's traces of the swarm's networks go (today the networks a
