@@ -413,6 +413,8 @@ def test_attachable_networks_give_a_nodes_containers_addresses(etcd):
             assert (await nets._attach(Peer(), {"network": "att", "container": "c1"})) == got  # idempotent
             shown = await nets._node_networks(Peer(), {})
             assert sorted(n["Name"] for n in shown["networks"]) == ["att", "ingress"]
+            await store.put_node({"ID": "w1", "Description": {"Hostname": "wrk1"}, "Status": {"Addr": "10.9.0.4"}})
+            assert (await nets.inspect_network("att"))["Peers"] == [{"Name": "wrk1", "IP": "10.9.0.4"}]
             await nets._detach(Peer(), {"network": got["Network"]["ID"], "container": "c1"})
             assert await AddressAllocator(store).addresses(got["Network"]["ID"]) == {}
             shown = await nets._node_networks(Peer(), {})

@@ -507,13 +507,17 @@ class SwarmNetworks:
         return list(self._known.values())
 
     async def _peers(self, net: dict[str, Any]) -> list[dict[str, str]]:
-        """``Peers``: the nodes with a task on the network (name and address), as known."""
+        """``Peers``: the nodes with a task or an attached container on the network (host name
+        and address), as known."""
         if self.swarm.local is None or self.swarm.local.get("Role") != "manager":
             return []
         store = self.swarm._require_manager()
         node_ids = {t.get("NodeID") for t, _v in await store.objects(TASKS)
                     if net["ID"] in task_networks(t) and t.get("NodeID")
                     and t.get("Status", {}).get("State") not in TERMINAL}
+        for owner in (await AddressAllocator(store).addresses(net["ID"])).values():
+            if "/" in owner:  # a node's attachable container: "<node>/<container>"
+                node_ids.add(owner.split("/", 1)[0])
         out = []
         for node, _v in await store.nodes():
             if node["ID"] in node_ids:
