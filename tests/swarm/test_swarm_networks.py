@@ -559,6 +559,10 @@ def test_refused_on_a_worker_with_dockers_message(cluster, swarm):
     proc = docker_cli(cluster["wrk1"], "network", "create", "--driver", "overlay", "wnet")
     assert proc.returncode != 0 and ERR_NOT_MANAGER in proc.stderr
     assert "wnet" not in ls(cluster["mgr1"])
+    proc = cluster["wrk1"].core("network", "rm", "ingress", input="y\n")
+    assert proc.returncode != 0 and swarm_networks.ERR_WORKER in proc.stderr
+    proc = core(cluster["wrk1"], "network", "rm", "uber-net")
+    assert proc.returncode != 0 and "network uber-net not found" in proc.stderr
 
 
 def test_overlapping_subnets_are_refused(cluster, swarm):

@@ -74,6 +74,9 @@ ATTEMPTS = 50             # lost races of one create / one allocation before giv
 # docker's words (moby's daemon/network.go, libnetwork's ipam, swarmkit's controlapi)
 ERR_NOT_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
                    "to connect this node to swarm and try again.")
+ERR_WORKER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify "
+              "cluster state. Please run this command on a manager node or promote the current "
+              "node to a manager.")
 ERR_OVERLAP = "invalid pool request: Pool overlaps with other one on this address space"
 
 
@@ -558,7 +561,11 @@ class SwarmNetworks:
 
     async def remove_network(self, ref: str) -> dict[str, Any]:
         """``DELETE /networks/{id}`` of a swarm network: refused while a service or a task uses
-        it (swarmkit's messages); returns the removed object."""
+        it (swarmkit's messages); returns the removed object.  On a worker, a network it shows
+        is refused with docker's words for workers, another is not found."""
+        if self.active() and self.swarm.local.get("Role") != "manager":
+            find(await self._objects(), ref)
+            raise errors.Unavailable(ERR_WORKER)
         store = self._manager()
         net = find([n for n, _v in await store.objects(NETWORKS)], ref)
         services = [s for s, _v in await store.objects(SERVICES)]
