@@ -415,6 +415,15 @@ def test_attachable_networks_give_a_nodes_containers_addresses(etcd):
             assert sorted(n["Name"] for n in shown["networks"]) == ["att", "ingress"]
             await store.put_node({"ID": "w1", "Description": {"Hostname": "wrk1"}, "Status": {"Addr": "10.9.0.4"}})
             assert (await nets.inspect_network("att"))["Peers"] == [{"Name": "wrk1", "IP": "10.9.0.4"}]
+            await store.put_node({"ID": "m1", "Description": {"Hostname": "mgr1"}, "Status": {"Addr": "10.9.0.2"}})
+            task = {"ID": "t9", "NodeID": "m1", "Status": {"State": "running"}, "DesiredState": "running"}
+            task["NetworksAttachments"] = await AddressAllocator(store).attach(["att"], "t9")
+            await store.put(TASKS, task)
+            assert await swarm_networks.peers(store, got["Network"]["ID"]) == [
+                {"NodeID": "m1", "Name": "mgr1", "IP": "10.9.0.2", "Endpoints": ["10.0.1.3"]},
+                {"NodeID": "w1", "Name": "wrk1", "IP": "10.9.0.4", "Endpoints": ["10.0.1.2"]}]
+            await AddressAllocator(store).detach(task["NetworksAttachments"], "t9")
+            await store.delete(TASKS, "t9")
             await nets._detach(Peer(), {"network": got["Network"]["ID"], "container": "c1"})
             assert await AddressAllocator(store).addresses(got["Network"]["ID"]) == {}
             shown = await nets._node_networks(Peer(), {})

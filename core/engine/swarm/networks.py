@@ -468,6 +468,33 @@ class AddressAllocator:
         return n
 
 
+async def peers(store: Store, network_id: str) -> list[dict[str, Any]]:
+    """The nodes a network spans: those with a task on it that has not finished, or with an
+    attached container, each ``{"NodeID", "Name" (host name), "IP" (its underlay address),
+    "Endpoints": [the network's addresses there]}``, sorted by name — what inspect's ``Peers``
+    shows and what the overlay's forwarding entries follow."""
+    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    live = {tid for tid, t in tasks.items()
+            if t.get("NodeID") and t.get("Status", {}).get("State") not in TERMINAL}
+    by_node: dict[str, set[str]] = {}
+    for tid in live:
+        if network_id in task_networks(tasks[tid]):
+            by_node.setdefault(tasks[tid]["NodeID"], set())
+    for ip, owner in (await AddressAllocator(store).addresses(network_id)).items():
+        if "/" in owner:  # a node's attachable container: "<node>/<container>"
+            by_node.setdefault(owner.split("/", 1)[0], set()).add(ip)
+        elif owner in live:
+            by_node.setdefault(tasks[owner]["NodeID"], set()).add(ip)
+    out = []
+    for node, _v in await store.nodes():
+        if node["ID"] in by_node:
+            out.append({"NodeID": node["ID"],
+                        "Name": node.get("Description", {}).get("Hostname", node["ID"]),
+                        "IP": node.get("Status", {}).get("Addr", ""),
+                        "Endpoints": sorted(by_node[node["ID"]], key=ipaddress.ip_address)})
+    return sorted(out, key=lambda p: (p["Name"], p["NodeID"]))
+
+
 # -- the API's side --------------------------------------------------------------------------------
 
 class SwarmNetworks:
@@ -511,22 +538,11 @@ class SwarmNetworks:
 
     async def _peers(self, net: dict[str, Any]) -> list[dict[str, str]]:
         """``Peers``: the nodes with a task or an attached container on the network (host name
-        and address), as known."""
+        and address), as known (a manager's answer; ``[]`` on a worker)."""
         if self.swarm.local is None or self.swarm.local.get("Role") != "manager":
             return []
-        store = self.swarm._require_manager()
-        node_ids = {t.get("NodeID") for t, _v in await store.objects(TASKS)
-                    if net["ID"] in task_networks(t) and t.get("NodeID")
-                    and t.get("Status", {}).get("State") not in TERMINAL}
-        for owner in (await AddressAllocator(store).addresses(net["ID"])).values():
-            if "/" in owner:  # a node's attachable container: "<node>/<container>"
-                node_ids.add(owner.split("/", 1)[0])
-        out = []
-        for node, _v in await store.nodes():
-            if node["ID"] in node_ids:
-                out.append({"Name": node.get("Description", {}).get("Hostname", node["ID"]),
-                            "IP": node.get("Status", {}).get("Addr", "")})
-        return sorted(out, key=lambda p: p["Name"])
+        found = await peers(self.swarm._require_manager(), net["ID"])
+        return [{"Name": p["Name"], "IP": p["IP"]} for p in found]
 
     async def list_networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         """``GET /networks``' swarm part (``[]`` outside a swarm)."""
