@@ -11,7 +11,9 @@ each the objects that satisfy what it asks for::
     files      = ContainerFiles(root / "containers")
     images     = ImageStore(state, users=store)
     volumes    = VolumeStore(state, root, users=store)
-    networks   = NetworkManager(..., containers=Directory(store, files), events=events)
+    swarm      = SwarmService(data_root, ...)    # swarm.networks: ClusterNetworks
+    networks   = NetworkManager(..., containers=Directory(store, files), events=events,
+                                cluster=swarm.networks)
     containers = Containers(store=store, files=files, images=images, volumes=volumes,
                             networks=networks, events=events, ...)   # ContainerNetworks: networks
 

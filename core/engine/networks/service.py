@@ -18,7 +18,7 @@ Wiring
 The daemon's start-up builds the service with its collaborators and runs it::
 
     networks = NetworkManager(state, drivers, exec_root=config.exec_root,
-                              containers=directory, events=events)
+                              containers=directory, events=events, cluster=swarm.networks)
     await nursery.start(networks.serve)     # predefined networks, default bridge; then serves
 
 ``containers`` is a :class:`core.engine.interfaces.ContainerDirectory` (``network connect`` looks
