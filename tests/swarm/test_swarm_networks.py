@@ -432,6 +432,33 @@ def test_attachable_networks_give_a_nodes_containers_addresses(etcd):
     etcd.run(main)
 
 
+def test_the_leader_frees_addresses_whose_owner_is_gone(etcd):
+    async def main():
+        async with etcd.client() as c:
+            store = Store(c)
+            await _clear(store)
+            await store.etcd.delete(TASKS, prefix=True)
+            await store.etcd.delete(SERVICES, prefix=True)
+            net = await create_network(store, _request("reap"))
+            alloc = AddressAllocator(store)
+            await store.put_node({"ID": "n1"})
+            await store.put(SERVICES, {"ID": "s1"})
+            await store.put(TASKS, {"ID": "live", "Status": {"State": "running"}})
+            await store.put(TASKS, {"ID": "done", "Status": {"State": "complete"}})
+            for owner in ("live", "done", "missing", "n1/c1", "n9/c1", "vip:s1", "vip:s9"):
+                await alloc.allocate(net["ID"], owner)
+            candidates = await swarm_networks.reap_addresses_once(store, {})
+            assert len(candidates) == 4  # a first pass only marks them
+            assert len(await alloc.addresses(net["ID"])) == 7
+            await swarm_networks.reap_addresses_once(store, candidates)
+            assert sorted((await alloc.addresses(net["ID"])).values()) == ["live", "n1/c1", "vip:s1"]
+            await store.etcd.delete(TASKS, prefix=True)
+            await store.etcd.delete(SERVICES, prefix=True)
+            await store.etcd.delete(swarm_networks.PREFIX + "nodes/n1")
+
+    etcd.run(main)
+
+
 # -- on a swarm of the harness ---------------------------------------------------------------------
 
 def core(host, *args: str) -> subprocess.CompletedProcess:

@@ -495,6 +495,49 @@ async def peers(store: Store, network_id: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: (p["Name"], p["NodeID"]))
 
 
+async def orphan_addresses(store: Store) -> dict[str, int]:
+    """Address keys whose owner is gone, with their ``mod_revision``: a task that no longer
+    exists or has finished (swarmkit frees a task's addresses when it ends), a ``<node>/<container>``
+    of a node removed from the swarm, a ``vip:<service>`` of a removed service."""
+    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    nodes = {n["ID"] for n, _v in await store.nodes()}
+    services = {s["ID"] for s, _v in await store.objects(SERVICES)}
+    out = {}
+    for kv in await store.etcd.get_prefix(ADDRESSES):
+        owner = kv.value.decode()
+        if owner.startswith("vip:"):
+            gone = owner[4:] not in services
+        elif "/" in owner:
+            gone = owner.split("/", 1)[0] not in nodes
+        else:
+            task = tasks.get(owner)
+            gone = task is None or task.get("Status", {}).get("State") in TERMINAL
+        if gone:
+            out[kv.key] = kv.mod_revision
+    return out
+
+
+async def reap_addresses_once(store: Store, candidates: dict[str, int]) -> dict[str, int]:
+    """One pass of :func:`reap_addresses`: frees the orphans that already were orphans, unchanged,
+    at the previous pass (``candidates``; an address allocated just before its task is written
+    is never taken for an orphan), and returns this pass's new candidates."""
+    found = await orphan_addresses(store)
+    for key, revision in found.items():
+        if candidates.get(key) == revision:
+            await store.etcd.txn([Compare("mod", key, "==", revision)], [Delete(key)])
+    return {k: r for k, r in found.items() if candidates.get(k) != r}
+
+
+async def reap_addresses(store: Store, *, period: float = 30.0) -> None:
+    """A leader loop: every ``period`` seconds, free the addresses whose owner is gone
+    (:func:`orphan_addresses`) that were already orphaned a pass earlier — the safety net behind
+    :meth:`AddressAllocator.detach` (a leader that died between a task's end and its release)."""
+    candidates: dict[str, int] = {}
+    while True:
+        candidates = await reap_addresses_once(store, candidates)
+        await trio.sleep(period)
+
+
 # -- the API's side --------------------------------------------------------------------------------
 
 class SwarmNetworks:

@@ -69,7 +69,7 @@ from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCrede
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
 from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
                                     PeerTLS, SequenceConflict)
-from core.engine.swarm.networks import SwarmNetworks
+from core.engine.swarm.networks import SwarmNetworks, reap_addresses
 from core.engine.swarm.store import ClusterRecord, Store, now_text
 
 log = logging.getLogger("core.swarm")
@@ -397,6 +397,7 @@ class SwarmService:
         self.leader_loops: list[Callable[[Store], Awaitable[None]]] = []
         #: the swarm's networks (overlay, ingress) for the networks API, and their allocators
         self.networks = SwarmNetworks(self)
+        self.leader_loops.append(reap_addresses)  # addresses whose owner is gone are freed
 
     # -- life cycle ----------------------------------------------------------------------------
 
