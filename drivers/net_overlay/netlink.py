@@ -191,6 +191,14 @@ def xfrm_program(reqid: int, local: str, remotes: Iterable[str],
     xfrm_clear(reqid)
     if not keys:
         return
+    try:
+        _xfrm_add(reqid, local, remotes, keys)
+    except BaseException:
+        xfrm_clear(reqid)  # all or nothing
+        raise
+
+
+def _xfrm_add(reqid: int, local: str, remotes: Iterable[str], keys: list[tuple[bytes, int]]) -> None:
     for remote in sorted(set(remotes)):
         for key, tag in keys:
             enc, auth = derive(key)

@@ -59,3 +59,37 @@ class TestOverlay(MultiHostSuite):
         pair.endpoints(nid)
         with pytest.raises(InvalidArgument, match="routing mesh"):
             pair.a.publish(nid, "ep-a", PortBinding.parse("8080:80"))
+
+
+def test_xfrm_clear_removes_the_engines_policies_only(machines) -> None:
+    """The IPsec clean-up (kernels without ESP still take policies): what carries the engine's
+    reqid goes, another engine's stays; a failed programming leaves nothing."""
+    cluster = machines(0, 1)
+    host = cluster.hosts[0]
+    code = (
+        "from drivers.net_overlay import netlink as nl\n"
+        "def policy(dst, reqid):\n"
+        "    nl._ip_xfrm('policy', 'add', 'src', '10.0.0.1/32', 'dst', dst + '/32', 'proto', 'udp',\n"
+        "                'dport', '4789', 'dir', 'out', 'tmpl', 'src', '10.0.0.1', 'dst', dst,\n"
+        "                'proto', 'esp', 'reqid', str(reqid), 'mode', 'transport')\n"
+        "policy('10.0.0.2', 70000); policy('10.0.0.3', 70001)\n"
+        "nl.xfrm_clear(70000)\n"
+        "out = nl._ip_xfrm('policy', 'list').stdout\n"
+        "assert 'reqid 70001' in out and 'reqid 70000 ' not in out, out\n"
+        "if nl.esp_support() is None:\n"
+        "    nl.xfrm_program(70000, '10.0.0.1', ['10.0.0.2'], [(b'k' * 16, 3)])\n"
+        "    assert 'reqid 70000' in nl._ip_xfrm('state', 'list').stdout\n"
+        "else:\n"
+        "    try:\n"
+        "        nl.xfrm_program(70000, '10.0.0.1', ['10.0.0.2'], [(b'k' * 16, 3)])\n"
+        "    except Exception:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise AssertionError('programmed without ESP')\n"
+        "nl.xfrm_clear(70000); nl.xfrm_clear(70001)\n"
+        "assert not nl._ip_xfrm('policy', 'list').stdout.strip()\n"
+        "assert not nl._ip_xfrm('state', 'list').stdout.strip()\n")
+    import sys
+
+    proc = host.exec(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr
