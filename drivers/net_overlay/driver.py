@@ -33,6 +33,9 @@ engine's reqid), for UDP to port 4789 between nodes that share an encrypted netw
 without ESP (``CONFIG_INET_ESP``) makes ``create_network`` of an encrypted network
 ``Unavailable`` — these test machines' kernel is one.
 
+Driver options: none of its own; the bridge driver's (``nft-table``, ``default-address-pools``),
+which the daemon hands every network driver, are accepted and ignored.
+
 State: ``<root>/overlay.json`` (written atomically): networks, their peers and endpoints, the keys.
 
 Network options (``-o``): ``com.docker.network.driver.mtu`` (or ``mtu``), ``encrypted``
@@ -59,7 +62,9 @@ from drivers.net_bridge.netlink import NetlinkThread
 from drivers.net_overlay import netlink as nl
 
 log = logging.getLogger(__name__)
-DRIVER_OPTIONS = ("nft-table",)  # the daemon's network driver options are shared with bridge
+# the daemon gives every network driver the same options (daemon.json's driver-opts.network):
+# the bridge driver's, which the overlay accepts and has no use for
+DRIVER_OPTIONS = ("nft-table", "default-address-pools")
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"
 OPT_ENCRYPTED = "encrypted"

@@ -81,7 +81,7 @@ class OverlayNet(HostNet):
             if self.link(vxlan) is None:
                 self.ipr.link("add", ifname=vxlan, kind="vxlan", vxlan_id=vni,
                               vxlan_local=local, vxlan_port=VXLAN_PORT, vxlan_learning=0,
-                              vxlan_proxy=1, mtu=mtu)
+                              vxlan_proxy=1, vxlan_udp_csum=0, mtu=mtu)
             vx = self.link(vxlan)["index"]
             self.ipr.link("set", index=vx, master=br, state="up")
             self.ipr.link("set", index=br, state="up")
