@@ -1464,6 +1464,22 @@ class MultiHostSuite:
         assert ea.gateway is None
         assert not [r for r in netns_view(ns_a)["routes"] if r[0] == "default"]
 
+    def test_peers_may_come_before_the_endpoints(self, pair: MultiHostPair) -> None:
+        """The engine learns the cluster's endpoints (its own node's among them) before its
+        tasks join: the peers are programmed when the first endpoint joins."""
+        nid, _, _ = pair.network()
+        both = [Peer("10.77.0.2", mac_for_address(ipaddress.IPv4Address("10.77.0.2")),
+                     pair.hosts[0].address),
+                Peer("10.77.0.3", mac_for_address(ipaddress.IPv4Address("10.77.0.3")),
+                     pair.hosts[1].address)]
+        pair.a.set_peers(nid, both)
+        pair.b.set_peers(nid, both)
+        ns_a, ns_b, _, _ = pair.endpoints(nid, peers=False)
+        assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0)
+        assert udp_reachable(ns_b, ns_a, "10.77.0.2", 3.0)
+        with pytest.raises(Conflict):  # a remote endpoint's address is not this node's to give
+            pair.a.join(nid, "c", netns_path(pair.ns.new()), EndpointRequest(address="10.77.0.3"))
+
     def test_removed_peers_are_cut_off(self, pair: MultiHostPair) -> None:
         nid, _, _ = pair.network()
         ns_a, ns_b, ea, eb = pair.endpoints(nid)

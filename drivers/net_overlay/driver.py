@@ -339,7 +339,7 @@ class OverlayDriver:
         subnet = ipaddress.IPv4Network(net["subnet"])
         gateway = ipaddress.IPv4Address(net["gateway"])
         taken = {ep["address"] for ep in net["endpoints"].values()}
-        taken.update(p[0] for p in net["peers"])
+        taken.update(p[0] for p in self._remote(net))  # the node's own may be listed first
         reserved = {str(gateway), *net["aux"].values()}
         if request.address is not None:
             a = request.address
