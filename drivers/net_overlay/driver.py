@@ -141,7 +141,10 @@ class OverlayDriver:
         for nid, net in self._state["networks"].items():
             if net["endpoints"]:
                 self._ensure(nid, net)
-        self._sync_xfrm()
+        if self._had_xfrm():
+            self._sync_xfrm()
+        elif nl.has_ip():  # a crash may have left the engine's IPsec state: its reqid says so
+            nl.xfrm_clear(self.reqid)
 
     # ======================================================================= helpers
     def _record(self, network_id: str) -> dict[str, Any]:

@@ -141,6 +141,10 @@ class OverlayNet(HostNet):
 
 
 # =========================================================================== IPsec (XFRM)
+def has_ip() -> bool:
+    return shutil.which("ip") is not None
+
+
 def _ip_xfrm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     ip = shutil.which("ip")
     if ip is None:
