@@ -31,7 +31,7 @@ from collections.abc import Iterable
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from core.errors import CoreError, InvalidArgument, Unavailable
+from core.errors import Conflict, CoreError, InvalidArgument, Unavailable
 from drivers.net_bridge.netlink import HostNet, netlink_error
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ class OverlayNet(HostNet):
             self.ipr.link("set", index=br, state="up")
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
-                raise CoreError(f"cannot create the VXLAN device of VNI {vni}: another device of "
-                                f"this host uses VNI {vni} on port {VXLAN_PORT}") from exc
+                raise Conflict(f"cannot create the VXLAN device of VNI {vni}: another device of "
+                               f"this host uses VNI {vni} on port {VXLAN_PORT}") from exc
             raise netlink_error(exc, f"cannot set up overlay devices {bridge}/{vxlan}") from exc
 
     def remove_overlay(self, bridge: str, vxlan: str) -> None:

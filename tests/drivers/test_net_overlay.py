@@ -93,3 +93,56 @@ def test_xfrm_clear_removes_the_engines_policies_only(machines) -> None:
 
     proc = host.exec(sys.executable, "-c", code)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_two_engines_on_one_host_stay_apart(machines, tmp_path) -> None:
+    """Two engines (two roots) in one host: their devices differ, each one's sweep and clean-up
+    leave the other's alone; one VNI twice on one host is a clear Conflict."""
+    from core.errors import Conflict
+    from core.testing.network import Namespaces, RemoteDriver
+
+    cluster = machines(0, 2)
+    h1, h2 = cluster.hosts
+    ns = Namespaces()
+    drivers = []
+    try:
+        one = RemoteDriver("network", "overlay", str(h1.netns_path), tmp_path / "one")
+        drivers.append(one)
+        two = RemoteDriver("network", "overlay", str(h1.netns_path), tmp_path / "two")
+        drivers.append(two)
+        far = RemoteDriver("network", "overlay", str(h2.netns_path), tmp_path / "far")
+        drivers.append(far)
+        nid1, nid2 = network_id(), network_id()
+        spec = lambda vni, host: NetworkSpec(subnet="10.77.0.0/24",  # noqa: E731
+                                             multi_host=MultiHost(vni=vni, local=host.address))
+        one.create_network(nid1, spec(4301, h1))
+        two.create_network(nid2, spec(4302, h1))
+        far.create_network(nid1, spec(4301, h2))
+        e1, e2, e3 = ns.new(), ns.new(), ns.new()
+        a = one.join(nid1, "a", netns_path(e1), EndpointRequest(address="10.77.0.2"))
+        two.join(nid2, "b", netns_path(e2), EndpointRequest(address="10.77.0.2"))
+        c = far.join(nid1, "c", netns_path(e3), EndpointRequest(address="10.77.0.3"))
+        peers = [Peer(a.address.ip, a.mac, h1.address), Peer(c.address.ip, c.mac, h2.address)]
+        one.set_peers(nid1, peers)
+        far.set_peers(nid1, peers)
+        mine = {n for n in links_in(str(h1.netns_path)) if n.startswith("ov")}
+        assert len(mine) == 6 and len({n[3:7] for n in mine}) == 2
+        two.reopen()  # its start-up sweep
+        two.leave(nid2, "b")
+        two.delete_network(nid2)
+        assert {n for n in links_in(str(h1.netns_path)) if n.startswith("ov")} < mine
+        assert udp_reachable(netns_path(e1), netns_path(e3), "10.77.0.3", 3.0)
+        nid3 = network_id()  # one VNI twice on one host
+        two.create_network(nid3, NetworkSpec(subnet="10.79.0.0/24",
+                                             multi_host=MultiHost(vni=4301, local=h1.address)))
+        with pytest.raises(Conflict, match="VNI 4301"):
+            two.join(nid3, "d", netns_path(ns.new()))
+        assert not [n for n in links_in(str(h1.netns_path)) if n.startswith("ovb")
+                    and n not in mine], "the failed join left a device"
+    finally:
+        for d in drivers:
+            try:
+                d.clear()
+            finally:
+                d.close()
+        ns.close()
