@@ -547,7 +547,8 @@ class Endpoint:
     """One attachment as the driver made it (``docker inspect``'s ``NetworkSettings.Networks``).
 
     ``address`` is the endpoint's address with the subnet's prefix (``172.30.0.2/24``);
-    ``gateway`` is ``None`` on an internal network (no default route); ``host_interface`` is
+    ``gateway`` is ``None`` on an internal network (no default route) and on a multi-host
+    network whose endpoints have no way out through it (the overlay's, as docker's); ``host_interface`` is
     the host-side device of the endpoint (the bridge driver's ``veth<7 hex>``); ``ports`` are
     its publications, with concrete host ports.
     """

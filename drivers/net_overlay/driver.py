@@ -39,7 +39,9 @@ which the daemon hands every network driver, are accepted and ignored.
 State: ``<root>/overlay.json`` (written atomically): networks, their peers and endpoints, the keys.
 
 Network options (``-o``): ``com.docker.network.driver.mtu`` (or ``mtu``), ``encrypted``
-(docker passes it; ``multi_host.encrypted`` rules), ``com.docker.network.driver.overlay.vxlanid_list``
+(docker's ``--opt encrypted``, any value: the network is encrypted if this option or
+``multi_host.encrypted`` says so — never sent in clear by mistake),
+``com.docker.network.driver.overlay.vxlanid_list``
 (docker's record of the VNI: must agree with ``multi_host.vni``).
 """
 from __future__ import annotations
@@ -75,6 +77,10 @@ def _check_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value or "\0" in value or len(value) > 255:
         raise InvalidArgument(f"invalid {what} {value!r}")
     return value
+
+
+def _encrypted(spec: NetworkSpec) -> bool:
+    return bool(spec.multi_host.encrypted) or OPT_ENCRYPTED in spec.options
 
 
 class OverlayDriver:
@@ -216,7 +222,7 @@ class OverlayDriver:
             return value
         if spec.mtu is not None:
             return spec.mtu
-        overhead = nl.VXLAN_OVERHEAD + (nl.ESP_OVERHEAD if spec.multi_host.encrypted else 0)
+        overhead = nl.VXLAN_OVERHEAD + (nl.ESP_OVERHEAD if _encrypted(spec) else 0)
         return underlay - overhead
 
     # ======================================================================= networks
@@ -261,7 +267,7 @@ class OverlayDriver:
                                    f"{other['name'] or other_id[:12]}")
             underlay = await self._net(self._host.underlay_mtu, str(spec.multi_host.local))
             mtu = self._mtu(spec, underlay)
-            if spec.multi_host.encrypted:
+            if _encrypted(spec):
                 why = await trio.to_thread.run_sync(nl.esp_support)
                 if why is not None:
                     raise Unavailable(f"cannot create encrypted network {spec.name or network_id[:12]}: {why}")
@@ -270,7 +276,7 @@ class OverlayDriver:
                 "ip_range": str(spec.ip_range) if spec.ip_range else None,
                 "aux": dict(spec.aux_addresses), "internal": spec.internal, "mtu": mtu,
                 "options": dict(spec.options), "vni": spec.multi_host.vni,
-                "local": str(spec.multi_host.local), "encrypted": spec.multi_host.encrypted,
+                "local": str(spec.multi_host.local), "encrypted": _encrypted(spec),
                 "peers": [], "endpoints": {}}
             self._save()
             return self._network(network_id, state["networks"][network_id])

@@ -54,6 +54,21 @@ class TestOverlay(MultiHostSuite):
         pair.a.networks()  # the first call starts the driver: its sweep
         assert not [n for n in links_in(host) if n.startswith("ov")]
 
+    def test_the_encrypted_option_is_never_ignored(self, pair: MultiHostPair) -> None:
+        """docker's ``--opt encrypted`` encrypts even if the engine forgot ``multi_host``'s flag;
+        on a kernel without ESP it is refused with the reason, never sent in clear."""
+        from core.errors import Unavailable
+        from drivers.net_overlay.netlink import esp_support
+
+        nid = network_id()
+        spec = pair.spec(4400, "10.77.0.0/24", pair.hosts[0], options={"encrypted": ""})
+        if esp_support() is not None:
+            with pytest.raises(Unavailable, match="ESP"):
+                pair.a.create_network(nid, spec)
+            assert pair.a.networks() == []
+        else:
+            assert pair.a.create_network(nid, spec).multi_host.encrypted
+
     def test_ports_are_not_published(self, pair: MultiHostPair) -> None:
         nid, _, _ = pair.network()
         pair.endpoints(nid)
