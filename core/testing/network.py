@@ -1190,13 +1190,15 @@ def xfrm_in(path: str) -> str:
 
 
 class Capture:
-    """IPv4 packets seen on ``interface`` of the namespace at ``path`` (an AF_PACKET socket
-    made there, read by a thread): :attr:`packets` holds ``(protocol, src, dst, udp dport)``."""
+    """IPv4 packets seen on ``interface`` of the namespace at ``path``, both ways (an AF_PACKET
+    socket made there, read by a thread): :attr:`packets` holds ``(protocol, src, dst, udp
+    dport)``."""
 
     def __init__(self, path: str, interface: str) -> None:
         self.packets: list[tuple[int, str, str, int | None]] = []
+        # ETH_P_ALL: a socket bound to one protocol (ETH_P_IP) sees only what comes in
         self.sock = call_in_netns(path, socket.socket, socket.AF_PACKET, socket.SOCK_RAW,
-                                  socket.htons(0x0800))
+                                  socket.htons(0x0003))
         self.sock.bind((interface, 0))
         self.sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -1208,6 +1210,8 @@ class Capture:
             try:
                 frame = self.sock.recv(65535)
             except (socket.timeout, OSError):
+                continue
+            if frame[12:14] != b"\x08\x00":
                 continue
             ip = frame[14:]
             if len(ip) < 20 or ip[0] >> 4 != 4:
@@ -1433,13 +1437,21 @@ class MultiHostSuite:
         pair.a.set_peers(nid, both)
         pair.b.set_peers(nid, both)
         assert set(pair.a.peers(nid)) == set(both)
-        assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0), "UDP a -> b"
-        assert udp_reachable(ns_b, ns_a, "10.77.0.2", 3.0), "UDP b -> a"
-        server = TcpServer(ns_b, 8080)
+        host_a, host_b = pair.hosts[0], pair.hosts[1]
+        capture = Capture(host_a.netns_path, host_a.interface)
         try:
-            assert tcp_exchange("10.77.0.3", 8080, ns_a) == "10.77.0.2", "TCP a -> b"
+            assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0), "UDP a -> b"
+            assert udp_reachable(ns_b, ns_a, "10.77.0.2", 3.0), "UDP b -> a"
+            server = TcpServer(ns_b, 8080)
+            try:
+                assert tcp_exchange("10.77.0.3", 8080, ns_a) == "10.77.0.2", "TCP a -> b"
+            finally:
+                server.close()
         finally:
-            server.close()
+            packets = capture.close()
+        # the traffic crossed the underlay between the two VTEPs, encapsulated (VXLAN: UDP 4789)
+        assert (17, host_a.address, host_b.address, 4789) in packets, sorted(set(packets))
+        assert (17, host_b.address, host_a.address, 4789) in packets, packets[:20]
 
     def test_mtu_and_payloads_larger_than_it(self, pair: MultiHostPair) -> None:
         nid, net, _ = pair.network()
@@ -1517,8 +1529,11 @@ class MultiHostSuite:
         before = links_in(host)
         nid, _, _ = pair.network()
         assert links_in(host) == before, "devices made before any endpoint joined"
-        _, _, _, _ = pair.endpoints(nid)
+        _, ns_b, _, _ = pair.endpoints(nid)
         assert links_in(host) - before, "no device while an endpoint is joined"
+        pair.ns.delete(os.path.basename(ns_b))  # the container is gone before it leaves
+        pair.b.leave(nid, "ep-b")
+        assert pair.b.endpoints(nid) == []
         pair.a.leave(nid, "ep-a")
         deadline = time.monotonic() + 5
         while links_in(host) != before and time.monotonic() < deadline:
