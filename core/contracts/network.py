@@ -643,7 +643,11 @@ class MultiHostNetworkDriver(NetworkDriver, Protocol):
     """A network driver whose networks span hosts (see "Multi-host networks" in the module
     docstring).  Its ``create_network`` takes :attr:`NetworkSpec.multi_host`; its ``join``
     takes the address the managers allocated (``EndpointRequest.address``, checked against
-    this node's endpoints only, whether or not the subnet was user-chosen)."""
+    this node's endpoints only, whether or not the subnet was user-chosen).
+
+    A driver whose networks *all* need ``multi_host`` (the overlay's do) says so with a class
+    attribute ``multi_host_only = True``: the single-host conformance suite then skips it.
+    """
 
     async def set_peers(self, network_id: str, peers: Sequence[Peer]) -> None:
         """Replace the network's remote endpoints with ``peers``: from now on traffic to a

@@ -514,6 +514,25 @@ def reap_stale() -> None:
 
 
 _reaped = False
+_multi_host: dict[str, bool] = {}
+
+
+def _multi_host_only(kind: str, name: str, options: dict[str, str]) -> bool:
+    """Whether the driver says its networks all need ``NetworkSpec.multi_host``
+    (``multi_host_only = True`` on a :class:`MultiHostNetworkDriver`); built once in a scratch
+    root to ask."""
+    if name not in _multi_host:
+        from core.contracts.network import MultiHostNetworkDriver
+
+        root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-", dir="/tmp"))
+        try:
+            _, _, driver = make_driver(kind, name, root, options)
+            _multi_host[name] = (isinstance(driver, MultiHostNetworkDriver)
+                                 and bool(getattr(driver, "multi_host_only", False)))
+            trio.run(close_driver, driver)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    return _multi_host[name]
 
 
 # =========================================================================== the model
@@ -743,6 +762,8 @@ class NetworkSuite:
         if not _reaped:
             _reaped = True
             reap_stale()
+        if _multi_host_only(self.kind, self.driver_name, self.driver_options()):
+            pytest.skip(f"{self.driver_name}'s networks are multi-host only: MultiHostSuite proves it")
 
     @pytest.fixture
     def h(self) -> Iterator[NetworkHarness]:

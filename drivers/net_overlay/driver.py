@@ -86,6 +86,8 @@ def _encrypted(spec: NetworkSpec) -> bool:
 class OverlayDriver:
     """A :class:`core.contracts.network.MultiHostNetworkDriver`; see the module docstring."""
 
+    multi_host_only = True  # every network needs NetworkSpec.multi_host
+
     def __init__(self, root: Path, options: dict[str, str] | None = None) -> None:
         unknown = sorted(set(options or {}) - set(DRIVER_OPTIONS))
         if unknown:
