@@ -29,7 +29,9 @@ option ``com.docker.network.driver.mtu`` says otherwise.
 Encrypted networks (``multi_host.encrypted``, docker's ``--opt encrypted``): IPsec ESP in
 transport mode between the VTEPs (cbc(aes) + hmac(sha256), keys derived from the swarm's
 :class:`~core.contracts.network.DataPathKey` s; ``ip xfrm``, states and policies carrying the
-engine's reqid), for UDP to port 4789 between nodes that share an encrypted network.  A kernel
+engine's reqid) for the VXLAN packets of those networks only: an nftables table of the engine,
+``ip core-ov-<tag>``, marks their packets (by VNI) for the ``out`` policies, drops them while
+there is no key, and drops those that arrive without IPsec.  A kernel
 without ESP (``CONFIG_INET_ESP``) makes ``create_network`` of an encrypted network
 ``Unavailable`` — these test machines' kernel is one.
 
@@ -59,7 +61,7 @@ import trio
 
 from core.contracts.network import (DataPathKey, Endpoint, EndpointRequest, MultiHost, Network,
                                     NetworkSpec, Peer, PoolOverlaps, PortBinding, mac_for_address)
-from core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
+from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound, Unavailable
 from drivers.net_bridge.netlink import NetlinkThread
 from drivers.net_overlay import netlink as nl
 
@@ -153,6 +155,10 @@ class OverlayDriver:
             self._sync_xfrm()
         elif nl.has_ip():  # a crash may have left the engine's IPsec state: its reqid says so
             nl.xfrm_clear(self.reqid)
+            try:
+                nl.firewall_clear(self.tag)
+            except CoreError as exc:  # no nft: no table either
+                log.debug("no overlay firewall table to clear: %s", exc)
 
     # ======================================================================= helpers
     def _record(self, network_id: str) -> dict[str, Any]:
@@ -174,20 +180,23 @@ class OverlayDriver:
         return [tuple(p) for p in net["peers"] if p[2] != net["local"]]
 
     def _sync_xfrm(self) -> None:
-        """(Netlink thread.)  IPsec towards every VTEP sharing an encrypted network with
-        endpoints here; none if there is none."""
+        """(Netlink thread.)  IPsec and the marking/dropping nftables table for every encrypted
+        network with endpoints here, towards the VTEPs of its peers; nothing if there is none."""
         assert self._state is not None
         remotes: dict[str, set[str]] = {}
+        vnis: set[int] = set()
         for net in self._state["networks"].values():
             if net["encrypted"] and net["endpoints"]:
+                vnis.add(net["vni"])
                 remotes.setdefault(net["local"], set()).update(p[2] for p in self._remote(net))
         keys = [(bytes.fromhex(k["key"]), k["tag"]) for k in self._state["keys"]]
-        if not any(remotes.values()) or not keys:
-            if self._had_xfrm():
-                nl.xfrm_clear(self.reqid)
+        if not vnis:
+            nl.firewall_clear(self.tag)
+            nl.xfrm_clear(self.reqid)
             return
+        nl.firewall_program(self.tag, vnis, keys=bool(keys))  # no keys: dropped, never in clear
         for local, vteps in remotes.items():  # one underlay address per node in practice
-            nl.xfrm_program(self.reqid, local, vteps, keys)
+            nl.xfrm_program(self.reqid, nl.mark_for(self.tag), local, vteps, keys)
 
     def _had_xfrm(self) -> bool:
         return any(n["encrypted"] for n in self._state["networks"].values())

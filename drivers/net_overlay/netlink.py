@@ -1,5 +1,6 @@
 """The overlay driver's kernel side: VXLAN devices, bridges, FDB and neighbour entries (netlink,
-pyroute2) and IPsec (``ip xfrm``: pyroute2 has no XFRM support).
+pyroute2), IPsec (``ip xfrm``: pyroute2 has no XFRM support) and the nftables table that picks
+the encrypted networks' packets (``nft``).
 
 Synchronous; the driver runs it in its own :class:`drivers.net_bridge.netlink.NetlinkThread`
 (one thread per netlink socket, see there), and reuses the bridge driver's
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import ipaddress
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -184,36 +185,91 @@ def derive(key: bytes) -> tuple[str, str]:
     return "0x" + enc.hex(), "0x" + auth.hex()
 
 
-def xfrm_program(reqid: int, local: str, remotes: Iterable[str],
+def mark_for(tag: str) -> int:
+    """The engine's packet mark for VXLAN packets of its encrypted networks (``0xc0e0<tag>``)."""
+    return 0xC0E00000 | int(tag, 16)
+
+
+def firewall_table(tag: str) -> str:
+    return f"core-ov-{tag}"
+
+
+def firewall_program(tag: str, vnis: Iterable[int], keys: bool) -> None:
+    """The engine's nftables table ``ip core-ov-<tag>`` for its encrypted networks' VNIs (the
+    VNI is bits 32-55 of the VXLAN header, ``@th,96,24`` past the UDP header):
+
+    - ``out`` (a ``route`` chain: a new mark re-routes, and so re-looks-up XFRM) marks their
+      VXLAN packets with :func:`mark_for` — the only packets the ``out`` policies select — or,
+      with no ``keys`` yet, drops them: an encrypted network never sends in clear;
+    - ``in`` drops their VXLAN packets that did not come through IPsec (``meta ipsec missing``).
+
+    Replaced atomically; no VNI: the table is deleted (:func:`firewall_clear`)."""
+    vnis = sorted(set(vnis))
+    if not vnis:
+        firewall_clear(tag)
+        return
+    table, listed = firewall_table(tag), ", ".join(str(v) for v in vnis)
+    verdict = f"meta mark set {mark_for(tag):#x}" if keys else "drop"
+    _nft(f"""table ip {table} {{}}
+delete table ip {table}
+table ip {table} {{
+  chain out {{
+    type route hook output priority mangle; policy accept;
+    udp dport {VXLAN_PORT} @th,96,24 {{ {listed} }} {verdict}
+  }}
+  chain in {{
+    type filter hook input priority filter; policy accept;
+    udp dport {VXLAN_PORT} @th,96,24 {{ {listed} }} meta ipsec missing drop
+  }}
+}}
+""")
+
+
+def firewall_clear(tag: str) -> None:
+    """Delete the engine's table, if there is one."""
+    _nft(f"table ip {firewall_table(tag)} {{}}\ndelete table ip {firewall_table(tag)}\n")
+
+
+def _nft(script: str) -> None:
+    nft = shutil.which("nft") or ("/usr/sbin/nft" if os.access("/usr/sbin/nft", os.X_OK) else None)
+    if nft is None:
+        raise Unavailable("encrypted overlay networks need nft (Debian's nftables package)")
+    proc = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise CoreError(f"nft failed: {proc.stderr.strip()}")
+
+
+def xfrm_program(reqid: int, mark: int, local: str, remotes: Iterable[str],
                  keys: list[tuple[bytes, int]]) -> None:
     """Make this host's IPsec state the overlay's for ``remotes``: for each remote VTEP and key
     an ESP transport state each way (all keys accepted in, the primary — the first — used
-    out), and an ``out`` policy for UDP to port 4789 towards the VTEP.  The selector is the
-    port, not the VNI: between two nodes that share an encrypted network, the VXLAN traffic of
-    their other overlays is encrypted too (more than asked, never less).  Everything made
-    carries ``reqid``; what it had beyond this is removed."""
+    out), and an ``out`` policy for UDP to port 4789 towards the VTEP carrying ``mark`` (the
+    VXLAN packets of encrypted networks only: :func:`firewall_program` marks them).
+    Everything made carries ``reqid``; what it had beyond this is removed; all or nothing."""
     xfrm_clear(reqid)
     if not keys:
         return
     try:
-        _xfrm_add(reqid, local, remotes, keys)
+        for remote in sorted(set(remotes)):
+            for key, tag in keys:
+                enc, auth = derive(key)
+                for src, dst in ((local, remote), (remote, local)):
+                    _ip_xfrm("state", "add", "src", src, "dst", dst, "proto", "esp", "spi",
+                             hex(spi(tag, src, dst)), "reqid", str(reqid), "mode", "transport",
+                             "auth", "hmac(sha256)", auth, "enc", "cbc(aes)", enc)
+            xfrm_policy(reqid, mark, local, remote, spi(keys[0][1], local, remote))
     except BaseException:
-        xfrm_clear(reqid)  # all or nothing
+        xfrm_clear(reqid)
         raise
 
 
-def _xfrm_add(reqid: int, local: str, remotes: Iterable[str], keys: list[tuple[bytes, int]]) -> None:
-    for remote in sorted(set(remotes)):
-        for key, tag in keys:
-            enc, auth = derive(key)
-            for src, dst in ((local, remote), (remote, local)):
-                _ip_xfrm("state", "add", "src", src, "dst", dst, "proto", "esp", "spi",
-                         hex(spi(tag, src, dst)), "reqid", str(reqid), "mode", "transport",
-                         "auth", "hmac(sha256)", auth, "enc", "cbc(aes)", enc)
-        primary = keys[0][1]
-        _ip_xfrm("policy", "add", "src", f"{local}/32", "dst", f"{remote}/32", "proto", "udp",
-                 "dport", str(VXLAN_PORT), "dir", "out", "tmpl", "src", local, "dst", remote, "proto", "esp", "spi",
-                 hex(spi(primary, local, remote)), "reqid", str(reqid), "mode", "transport")
+def xfrm_policy(reqid: int, mark: int, local: str, remote: str, out_spi: int) -> None:
+    """The ``out`` policy towards ``remote``: marked VXLAN packets go through ESP with SPI
+    ``out_spi`` (a policy whose state is missing drops them)."""
+    _ip_xfrm("policy", "add", "src", f"{local}/32", "dst", f"{remote}/32", "proto", "udp",
+             "dport", str(VXLAN_PORT), "dir", "out", "mark", hex(mark), "mask", "0xffffffff",
+             "tmpl", "src", local, "dst", remote, "proto", "esp", "spi", hex(out_spi),
+             "reqid", str(reqid), "mode", "transport")
 
 
 def xfrm_clear(reqid: int) -> None:
@@ -243,10 +299,3 @@ def xfrm_clear(reqid: int) -> None:
             block = []
         block.append(line)
 
-
-def is_address(value: str) -> bool:
-    try:
-        ipaddress.IPv4Address(value)
-        return True
-    except ValueError:
-        return False
