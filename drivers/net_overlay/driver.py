@@ -102,6 +102,7 @@ class OverlayDriver:
         self._thread: NetlinkThread | None = None
         self._host: nl.OverlayNet | None = None
         self._lock = trio.Lock()
+        self._starting = trio.Lock()
         self._closed = False
 
     # ======================================================================= plumbing
@@ -125,14 +126,21 @@ class OverlayDriver:
     async def _start(self) -> dict[str, Any]:
         if self._closed:
             raise Unavailable("the overlay network driver is closed")
-        if self._state is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            try:
-                self._state = json.loads(self._path().read_text())
-            except FileNotFoundError:
-                self._state = {"networks": {}, "keys": []}
-            self._host = await self._net(nl.OverlayNet)
-            await self._net(self._repair)
+        async with self._starting:  # one start, whichever call comes first
+            if self._state is None:
+                self.root.mkdir(parents=True, exist_ok=True)
+                try:
+                    state = json.loads(self._path().read_text())
+                except FileNotFoundError:
+                    state = {"networks": {}, "keys": []}
+                if self._host is None:
+                    self._host = await self._net(nl.OverlayNet)
+                self._state = state
+                try:
+                    await self._net(self._repair)
+                except BaseException:
+                    self._state = None  # the next call tries again
+                    raise
         return self._state
 
     def _repair(self) -> None:
