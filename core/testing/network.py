@@ -20,7 +20,7 @@ on a trio loop of their own (:class:`NetworkHarness`), and every check looks at 
 at what the driver says: "containers" are network namespaces the suite makes
 (``ip netns add core-nt-<pid>-<n>``), their interfaces, addresses and routes are read from
 inside them, and reachability is tested with UDP datagrams between sockets opened inside them
-(and, once, with ``ping`` run by ``nsenter``).  Four parts:
+(and, once, with ``ping`` run by ``nsenter``).  Five parts:
 
 1. **Sequences against a model** (:class:`NetworkMachine`, hypothesis): networks with chosen or
    automatic subnets, ip ranges, internal or not; joins (dynamic and static addresses, taken
@@ -37,6 +37,16 @@ inside them, and reachability is tested with UDP datagrams between sockets opene
    loopback and the host's addresses, released by ``leave``.
 4. **Restarts**: a new driver object on the same root has the same networks, endpoints,
    addresses and publications, and never hands out a live address again.
+5. **Multi-host drivers** (:class:`MultiHostSuite`, for a
+   :class:`~core.contracts.network.MultiHostNetworkDriver`): the driver runs in two hosts —
+   network namespaces on one underlay (:class:`Underlay`, or the hosts of your own harness:
+   override :meth:`MultiHostSuite.make_hosts`) — each in a process of its own
+   (:class:`RemoteDriver`, ``python -m core.testing.network serve``); the same network is made
+   on both with the swarm's allocation, endpoints join with the managers' addresses, peers are
+   set, and traffic between the hosts is checked (TCP, UDP, payloads above the MTU, VXLAN or
+   ESP seen on the underlay with an AF_PACKET :class:`Capture`), as is what is left in the
+   hosts afterwards (links, XFRM state).  A driver whose networks are all multi-host
+   (``multi_host_only = True``) skips parts 1-4.
 
 Cleanup is by construction: every namespace, network and endpoint a test makes is removed even
 when it fails, and a run that was killed half-way is cleaned up by the next one
