@@ -26,6 +26,7 @@ lifecycle that uses the networks.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 import attrs
@@ -169,13 +170,25 @@ class ClusterNetworks(Protocol):
     async def prune(self, filters: dict[str, list[str]] | None = None) -> list[str]:
         """The swarm part of ``POST /networks/prune``: the names removed."""
 
-    async def attach_container(self, ref: str, container_id: str) -> dict[str, Any]:
+    async def attach_container(self, ref: str, container_id: str, *,
+                               names: list[str] | None = None) -> dict[str, Any]:
         """A local container joins an attachable swarm network: ``{"Network": <docker's swarm
-        Network object>, "Addresses": ["ip/prefix"]}`` (the address unique in the swarm);
+        Network object>, "Addresses": ["ip/prefix"]}`` (the address unique in the swarm, the
+        same on every ask; ``names``: its DNS names, recorded for the other nodes);
         ``Forbidden`` when the network is not attachable, ``NotFound``."""
 
     async def detach_container(self, network_id: str, container_id: str) -> None:
         """The container left the network: its address is given back."""
+
+    def data_address(self) -> str | None:
+        """The node's underlay address for overlay traffic (None outside a swarm)."""
+
+    async def endpoints(self, network_id: str) -> list[dict[str, Any]]:
+        """A swarm network's endpoints across the swarm: ``[{"Address", "NodeID", "VTEP",
+        "Names"}]``; ``Unavailable`` when no manager answers."""
+
+    def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` at ``swarm leave``, while the node can still reach the managers."""
 
 
 @attrs.frozen

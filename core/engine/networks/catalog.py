@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import trio
 
-from core.contracts.network import NetworkDriver, NetworkSpec, PoolOverlaps
+from core.contracts.network import MultiHost, NetworkDriver, NetworkSpec, PoolOverlaps
 from core.engine.filters import label_match, matches, until
 from core.engine.interfaces import EventSink
 from core.engine.networks.render import Renderer
@@ -48,6 +48,9 @@ class NetworkCatalog:
         self.renderer = renderer
         self.lock = lock
         self._bridge_error = ""
+        #: a swarm network's ``NetworkSpec.multi_host`` (set by
+        #: :class:`core.engine.networks.swarmlocal.SwarmLocal`); None: no swarm networks here
+        self.multi_host: Callable[[NetRecord], MultiHost | None] | None = None
 
     def driver(self, name: str) -> NetworkDriver:
         return self.drivers.get("network", name)
@@ -90,7 +93,9 @@ class NetworkCatalog:
                            subnet6=six.get("Subnet") or kernel.get("subnet6") or None,
                            gateway6=six.get("Gateway") or (kernel.get("gateway6") if not six
                                                            else None) or None,
-                           ip_range6=six.get("IPRange") or None)
+                           ip_range6=six.get("IPRange") or None,
+                           multi_host=(self.multi_host(net) if net.scope == "swarm"
+                                       and self.multi_host is not None else None))
 
     async def _reconcile(self) -> None:
         """The records get the driver's current values; networks the driver lost are made
@@ -282,7 +287,7 @@ class NetworkCatalog:
         before = until(filters["until"][-1]) if filters.get("until") else None
         removed = []
         for net in self.store.networks():
-            if net.predefined or self.store.active_on(net.id):
+            if net.predefined or net.scope == "swarm" or self.store.active_on(net.id):
                 continue
             if before is not None and net.created >= before:
                 continue

@@ -45,6 +45,9 @@ class DNSView:
         self._forwards: dict[str, list[str] | None] = {}   # container -> --dns (None: host's)
         self._links: dict[str, dict[str, str]] = {}        # container -> link alias -> child
         self._resolv_cache: tuple[float, int, list[str]] | None = None
+        #: swarm networks: the names of the endpoints on other nodes (network -> name ->
+        #: addresses), kept by :class:`core.engine.networks.swarmlocal.SwarmLocal`
+        self.remote: dict[str, dict[str, list[str]]] = {}
 
     def on_user_network(self, container_id: str) -> bool:
         """Whether the container is attached to a user-defined network (it has a server)."""
@@ -107,6 +110,10 @@ class DNSView:
             if hits:
                 return [m.address6 for m in hits if m.address6] if six else \
                     [m.address for m in hits]
+            remote = self.remote.get(network_id) or {}
+            found = remote.get(name) or (remote.get(short) if short is not None else None)
+            if found:
+                return [] if six else list(found)
         return None
 
     def reverse(self, container_id: str, address: str) -> str | None:

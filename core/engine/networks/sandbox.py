@@ -31,7 +31,7 @@ from core.engine.networks.catalog import NetworkCatalog
 from core.engine.networks.dnsview import DNSServers, DNSView
 from core.engine.networks.endpoints import Endpoints
 from core.engine.networks.files import ContainerFiles
-from core.engine.networks.render import Renderer
+from core.engine.networks.render import Renderer, dns_names
 from core.engine.networks.store import EndpointRow, NetRecord, NetworkStore, Sandbox
 from core.engine.networks import links, validate
 from core.errors import Conflict, CoreError, Forbidden, InvalidArgument, NotFound
@@ -61,6 +61,9 @@ class Sandboxes:
         self.containers = containers
         self.exec_root = Path(exec_root)
         self.lock = lock
+        #: the node's swarm networks (:class:`core.engine.networks.swarmlocal.SwarmLocal`), set
+        #: by the service when the daemon is in a swarm's reach
+        self.swarm: Any = None
 
     def sandbox_path(self, container_id: str) -> str:
         """The container's namespace file: ``<exec-root>/netns/<cid[:12]>``."""
@@ -129,6 +132,7 @@ class Sandboxes:
         endpoints_config = (networking_config or {}).get("EndpointsConfig") or {}
         if not isinstance(endpoints_config, dict):
             raise InvalidArgument("invalid NetworkingConfig.EndpointsConfig: expected an object")
+        endpoints_config = await self._swarm_networks(container_id, mode, endpoints_config)
 
         async with self.lock:
             existing = self.store.sandbox(container_id)
@@ -185,6 +189,35 @@ class Sandboxes:
             except OSError as exc:
                 raise CoreError(f"cannot create the network namespace {path}: {exc}") from exc
             return path
+
+    async def _swarm_networks(self, container_id: str, mode: str,
+                              endpoints_config: dict[str, Any]) -> dict[str, Any]:
+        """Swarm networks the container names that are not local yet are made local (see
+        :mod:`core.engine.networks.swarmlocal`), and the managers' address of the container on
+        each goes into its endpoint settings; the recorded endpoints of a container started
+        again find their swarm networks the same way.  Returns the endpoint settings."""
+        if self.swarm is None or not self.swarm.active():
+            return endpoints_config
+        out = dict(endpoints_config)
+        refs = [] if mode in ("bridge", "host", "none") or mode.startswith("container:") \
+            else [mode]
+        refs += [k for k in endpoints_config if k not in refs and k != "default"]
+        for ep in self.store.endpoints_of(container_id):
+            if self.store.net(ep.network_id) is None and self.store.net_named(ep.network_name) is None:
+                await self.swarm.materialize(ep.network_id, container_id)
+        for ref in refs:
+            try:
+                net = self.store.lookup(ref)
+                if net.scope != "swarm":
+                    continue
+            except NotFound:
+                pass
+            net, address = await self.swarm.materialize(ref, container_id)
+            cfg = out.get(ref)
+            cfg = dict(cfg) if isinstance(cfg, dict) else {}
+            cfg["IPAMConfig"] = {**(cfg.get("IPAMConfig") or {}), "IPv4Address": address}
+            out[ref] = cfg
+        return out
 
     def _plan(self, container_id: str, mode: str, endpoints_config: dict[str, Any],
               mac_address: str | None = None) -> list[EndpointRow]:
@@ -343,6 +376,12 @@ class Sandboxes:
             sb.name, sb.hostname, sb.pid = name, hostname or container_id[:12], int(pid or 0)
             if sb.mode == "networks":
                 await self.endpoints.join_all(sb)
+                if self.swarm is not None:
+                    for ep in self.store.endpoints_of(container_id):
+                        net = self.store.net(ep.network_id)
+                        if net is not None and net.scope == "swarm":
+                            sb.name = name
+                            await self.swarm.publish_names(net, container_id, dns_names(sb, ep))
             elif sb.mode in ("host", "none"):
                 for ep in self.store.endpoints_of(container_id):
                     ep.endpoint_id = secrets.token_hex(32)
@@ -396,7 +435,11 @@ class Sandboxes:
     async def forget(self, container_id: str) -> None:
         """``docker rm``: :meth:`detach`, then drop everything recorded about the container."""
         await self.detach(container_id)
+        swarm_nets = [ep.network_id for ep in self.store.endpoints_of(container_id)
+                      if (n := self.store.net(ep.network_id)) is not None and n.scope == "swarm"]
         self.store.forget_container(container_id)
+        if swarm_nets and self.swarm is not None:
+            await self.swarm.release(container_id, swarm_nets)
 
     async def restore(self, running: Iterable[tuple[str, int]]) -> None:
         """At daemon start, with the containers still running (``(id, pid)``): their sandboxes,

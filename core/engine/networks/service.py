@@ -27,7 +27,10 @@ containers up by name; a running container's files are handed back when its netw
 (``Scope`` ``swarm``: overlay, ingress), to which the API's operations on them go — ``ls`` shows
 them beside the local ones, ``inspect``/``rm`` find them when no local network matches,
 ``create -d overlay`` (or ``Scope: swarm``, ``Ingress``) stores one, ``prune`` prunes both.
-Without it (or outside a swarm) swarm networks are refused with docker's message.
+Without it (or outside a swarm) swarm networks are refused with docker's message.  A container
+of this engine on an attachable swarm network gets the network made locally through the overlay
+driver (:mod:`~core.engine.networks.swarmlocal`: address from the managers, peers kept in step,
+removed with its last container and at ``swarm leave``).
 The service is a :class:`core.engine.interfaces.ContainerNetworks`.
 
 Containers
@@ -68,6 +71,7 @@ from core.engine.networks.files import ContainerFiles
 from core.engine.networks.render import Renderer
 from core.engine.networks.sandbox import Sandboxes
 from core.engine.networks.store import MIGRATION, PREDEFINED, NetRecord, NetworkStore
+from core.engine.networks.swarmlocal import SwarmLocal
 from core.engine.state import State
 from core.errors import AlreadyExists, CoreError, NotFound
 
@@ -106,6 +110,10 @@ class NetworkManager:
                                    view=self.view, servers=self.servers, files=self.files,
                                    renderer=self.renderer, containers=containers,
                                    exec_root=exec_root, lock=lock)
+        self.swarm = SwarmLocal(store, self.catalog, self.endpoints, self.view, cluster, lock)
+        if cluster is not None:
+            self.sandboxes.swarm = self.swarm
+            cluster.on_leave(self.swarm.leave)
 
     @property
     def dns_upstreams(self) -> list[tuple[str, int]] | None:
@@ -130,6 +138,8 @@ class NetworkManager:
             try:
                 await self.catalog.start()
                 self.view.reindex()
+                if self.cluster is not None:
+                    nursery.start_soon(self.swarm.keep_peers)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
@@ -273,6 +283,10 @@ class NetworkManager:
         """``DELETE /networks/{id}``; see :meth:`NetworkCatalog.remove_network`; a swarm network
         when no local one matches."""
         try:
+            local = self.store.lookup(ref)
+            if local.scope == "swarm" and self.cluster is not None and self.cluster.active():
+                await self.cluster.remove_network(local.id)  # the swarm's: the managers decide
+                return
             await self.catalog.remove_network(ref)
         except NotFound:
             if self.cluster is None or not self.cluster.active():

@@ -46,7 +46,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -61,9 +63,12 @@ if TYPE_CHECKING:
     from core.engine.swarm.service import SwarmService
     from core.engine.swarm.transport import Peer, Server
 
+log = logging.getLogger("core.engine.swarm.networks")
+
 IPAM = PREFIX + "ipam/"
 SEQUENCE_KEY = IPAM + "networks"
 ADDRESSES = IPAM + "addresses/"
+NAMES = IPAM + "names/"   # <net>/<ip>: {"owner", "names"} of a node's attached container (its DNS)
 VNI_FIRST = 4096          # docker's first overlay VNI
 VNI_LAST = (1 << 24) - 1
 VXLAN_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
@@ -495,6 +500,38 @@ async def peers(store: Store, network_id: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: (p["Name"], p["NodeID"]))
 
 
+async def endpoints_of(store: Store, network_id: str) -> list[dict[str, Any]]:
+    """The network's endpoints across the swarm, for the nodes' data path and embedded DNS:
+    ``[{"Address": ip, "NodeID", "VTEP": the node's address, "Names": [DNS names]}]`` — the
+    attached containers of nodes (owner ``<node>/<container>``) and the live tasks; service
+    VIPs and finished tasks are left out."""
+    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    nodes = {n["ID"]: n for n, _v in await store.nodes()}
+    names: dict[str, list[str]] = {}
+    prefix = f"{NAMES}{network_id}/"
+    for kv in await store.etcd.get_prefix(prefix):
+        with contextlib.suppress(ValueError, AttributeError):
+            names[kv.key[len(prefix):]] = list(json.loads(kv.value).get("names") or [])
+    out = []
+    for ip, owner in (await AddressAllocator(store).addresses(network_id)).items():
+        if owner.startswith("vip:"):
+            continue
+        if "/" in owner:
+            node_id = owner.split("/", 1)[0]
+        else:
+            task = tasks.get(owner)
+            if task is None or not task.get("NodeID") or \
+                    task.get("Status", {}).get("State") in TERMINAL:
+                continue
+            node_id = task["NodeID"]
+        node = nodes.get(node_id)
+        if node is None or not node.get("Status", {}).get("Addr"):
+            continue
+        out.append({"Address": ip, "NodeID": node_id, "VTEP": node["Status"]["Addr"],
+                    "Names": names.get(ip, [])})
+    return sorted(out, key=lambda e: ipaddress.ip_address(e["Address"]))
+
+
 async def orphan_addresses(store: Store) -> dict[str, int]:
     """Address keys whose owner is gone, with their ``mod_revision``: a task that no longer
     exists or has finished (swarmkit frees a task's addresses when it ends), a ``<node>/<container>``
@@ -548,6 +585,7 @@ class SwarmNetworks:
         self.swarm = swarm
         #: a worker's last answer from its manager: the networks it shows (``{id: object}``)
         self._known: dict[str, dict[str, Any]] = {}
+        self._leave_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def active(self) -> bool:
         """Whether this node is in a swarm (its swarm networks exist for it)."""
@@ -681,6 +719,7 @@ class SwarmNetworks:
         server.register("networks.node", self._node_networks, access=Access.NODE)
         server.register("networks.attach", self._attach, access=Access.NODE)
         server.register("networks.detach", self._detach, access=Access.NODE)
+        server.register("networks.peers", self._peers_call, access=Access.NODE)
 
     async def _node_networks(self, peer: Peer, args: dict) -> dict:
         store = self.swarm._store()
@@ -706,8 +745,21 @@ class SwarmNetworks:
             raise errors.Forbidden(f"Could not attach to network {ref}: rpc error: code = "
                                    f"PermissionDenied desc = network {ref} not manually attachable")
         version = next(v for n, v in stored if n["ID"] == net["ID"])
-        address = await AddressAllocator(store).allocate(net["ID"], f"{peer.node_id}/{container}")
+        owner = f"{peer.node_id}/{container}"
+        address = await AddressAllocator(store).allocate(net["ID"], owner)  # idempotent
+        names = args.get("names")
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            await store.etcd.put(f"{NAMES}{net['ID']}/{address.split('/', 1)[0]}",
+                                 json.dumps({"owner": owner, "names": names}))
         return {"Network": swarm_object(net, version), "Addresses": [address]}
+
+    async def _peers_call(self, peer: Peer, args: dict) -> dict:
+        """``networks.peers``: every endpoint of a network with the node it lives on —
+        ``{"peers": [{"Address", "NodeID", "VTEP", "Names"}]}`` (see :func:`endpoints_of`)."""
+        network = str(args.get("network") or "")
+        if not network:
+            raise errors.InvalidArgument("networks.peers: network is required")
+        return {"peers": await endpoints_of(self.swarm._store(), network)}
 
     async def _detach(self, peer: Peer, args: dict) -> dict:
         network, container = str(args.get("network") or ""), str(args.get("container") or "")
@@ -716,26 +768,63 @@ class SwarmNetworks:
         for ip, holder in (await alloc.addresses(network)).items():
             if holder == owner:
                 await alloc.release(network, ip, owner)
+                await alloc.store.etcd.delete(f"{NAMES}{network}/{ip}")
         return {}
 
-    async def attach_container(self, ref: str, container_id: str) -> dict[str, Any]:
+    async def attach_container(self, ref: str, container_id: str, *,
+                               names: list[str] | None = None) -> dict[str, Any]:
         """A local container joins an attachable swarm network (``run --network``, ``network
         connect``): ``{"Network": <swarm Network object>, "Addresses": ["ip/prefix"]}``, the
         address given by a manager (the ``networks.attach`` call; owner ``<node>/<container>``).
-        ``NotFound`` outside a swarm or for an unknown network; ``Forbidden``: not attachable
-        (docker's words)."""
+        Asking again gives the same address; ``names`` (the container's DNS names on the
+        network) are recorded for the other nodes' embedded DNS.  ``NotFound`` outside a swarm
+        or for an unknown network; ``Forbidden``: not attachable (docker's words)."""
         if not self.active() or self.swarm.client is None:
             raise errors.NotFound(f"network {ref} not found")
-        return await self.swarm.client.call("networks.attach", network=ref, container=container_id)
+        args: dict[str, Any] = {"network": ref, "container": container_id}
+        if names is not None:
+            args["names"] = list(names)
+        return await self.swarm.client.call("networks.attach", **args)
 
     async def detach_container(self, network_id: str, container_id: str) -> None:
         """The container left the network (or went): its address is given back."""
         if self.active() and self.swarm.client is not None:
             await self.swarm.client.call("networks.detach", network=network_id, container=container_id)
 
+    def data_address(self) -> str | None:
+        """The node's underlay address for overlay traffic (its advertise address' IP), or None
+        outside a swarm."""
+        if self.swarm.local is None:
+            return None
+        addr = self.swarm.local.get("AdvertiseAddr") or ""
+        return addr.rsplit(":", 1)[0].strip("[]") or None
+
+    async def endpoints(self, network_id: str) -> list[dict[str, Any]]:
+        """Every endpoint of a swarm network across the swarm, as a manager knows it (the
+        ``networks.peers`` call): ``[{"Address", "NodeID", "VTEP", "Names"}]``.
+        ``Unavailable`` when no manager answers."""
+        if not self.active() or self.swarm.client is None:
+            raise errors.Unavailable("this node is not in a swarm")
+        answer = await self.swarm.client.call("networks.peers", network=network_id)
+        return list(answer.get("peers") or [])
+
+    def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """``hook`` runs at ``swarm leave``, before the node's channel closes (the network
+        service removes the node's overlay networks, their devices and endpoints)."""
+        self._leave_hooks.append(hook)
+
+    async def run_leave_hooks(self) -> None:
+        """``swarm leave``: every :meth:`on_leave` hook, failures logged."""
+        for hook in self._leave_hooks:
+            try:
+                with trio.move_on_after(30):
+                    await hook()
+            except Exception:  # noqa: BLE001 - leaving goes on
+                log.exception("swarm leave: a network hook failed")
+
     def forget_local(self) -> None:
-        """``swarm leave``: the node's traces of the swarm's networks go (today the networks a
-        worker remembered; the overlay driver's devices will follow)."""
+        """``swarm leave``: the node's traces of the swarm's networks go (the networks a worker
+        remembered; the overlay devices went with :meth:`run_leave_hooks`)."""
         self._known.clear()
 
 

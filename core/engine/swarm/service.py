@@ -1102,6 +1102,7 @@ class SwarmService:
                         with contextlib.suppress(errors.CoreError):
                             await self._store().update_node(self.local["NodeID"], drop)
                         await self.member.leave(self.etcd)
+            await self.networks.run_leave_hooks()  # the node's overlays go while it can still say so
             await self._stop_node()
             self.networks.forget_local()
             self._forget_local()

@@ -1,0 +1,243 @@
+"""The node's side of swarm (overlay) networks: a container of this engine on an attachable
+swarm network, the network made locally through its multi-host driver, and its peers kept in
+step with the cluster.
+
+The swarm's managers own the network (VNI, subnet) and every endpoint's address; this engine
+asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the node's part:
+
+- ``run --network uber-net`` (``prepare`` / ``network connect``): a network that is not a
+  local one but a swarm network is *materialized*: ``cluster.attach_container`` gives the
+  network (docker's swarm Network object) and the container's address (the same on every ask);
+  the engine records a local network row with the swarm network's ID, name and ``Scope:
+  swarm`` and creates it in the ``overlay`` driver (``NetworkSpec.multi_host``: the VNI and the
+  node's data-path address); the endpoint's ``IPAMConfig.IPv4Address`` is the managers' address;
+- ``attach``: after the join, the container's DNS names are handed to the managers, so that
+  the other nodes' embedded DNS answer them;
+- :meth:`SwarmLocal.keep_peers` (in the network service's nursery): every ``period`` seconds,
+  for each local swarm network, the managers' list of its endpoints (``cluster.endpoints``)
+  becomes the driver's peers (``set_peers``: the endpoints of *other* nodes, at their node's
+  address) and the DNS view's remote names;
+- ``rm`` of a container: its address is given back; the local network row and the driver's
+  network go with the last container that names it (the driver's devices already went when
+  the last endpoint left);
+- ``swarm leave`` (:meth:`SwarmLocal.leave`, a hook the cluster runs): every container is taken
+  off the swarm networks, their addresses given back, the networks removed from the driver
+  and the rows.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from core.contracts.network import MultiHost, Peer, mac_for_address
+from core.engine.interfaces import ClusterNetworks
+from core.engine.networks.catalog import NetworkCatalog
+from core.engine.networks.dnsview import DNSView
+from core.engine.networks.endpoints import Endpoints
+from core.engine.networks.store import NetRecord, NetworkStore, kernel_of
+from core.errors import CoreError, InvalidArgument, NotFound
+
+log = logging.getLogger("core.engine.networks.swarmlocal")
+
+VXLAN_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+PEERS_PERIOD = 1.0
+
+
+class SwarmLocal:
+    """The node's swarm networks (see the module docstring); changes hold ``lock``."""
+
+    def __init__(self, store: NetworkStore, catalog: NetworkCatalog, endpoints: Endpoints,
+                 view: DNSView, cluster: ClusterNetworks | None, lock: trio.Lock,
+                 period: float = PEERS_PERIOD) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.endpoints = endpoints
+        self.view = view
+        self.cluster = cluster
+        self.lock = lock
+        self.period = period
+        self._peers: dict[str, list[Peer]] = {}
+        catalog.multi_host = self.multi_host
+
+    # ------------------------------------------------------------------ helpers
+    def active(self) -> bool:
+        return self.cluster is not None and self.cluster.active()
+
+    def multi_host(self, net: NetRecord) -> MultiHost | None:
+        """The ``NetworkSpec.multi_host`` of a local row of a swarm network (None for others)."""
+        if net.scope != "swarm" or self.cluster is None:
+            return None
+        local = self.cluster.data_address()
+        vni = net.options.get(VXLAN_OPTION, "")
+        if not local or not vni.isdigit():
+            raise InvalidArgument(f"network {net.name}: this node is not in a swarm")
+        return MultiHost(vni=int(vni), local=local)
+
+    # ------------------------------------------------------------------ containers
+    async def materialize(self, ref: str, container_id: str) -> tuple[NetRecord, str]:
+        """The local row of swarm network ``ref`` (made, with its driver network, if missing)
+        and the container's address on it (``ip``).  ``NotFound``, ``Forbidden`` (not
+        attachable: docker's words), ``Unavailable`` (no manager answers)."""
+        assert self.cluster is not None
+        answer = await self.cluster.attach_container(ref, container_id)
+        obj = answer.get("Network") or {}
+        addresses = answer.get("Addresses") or []
+        if not obj.get("ID") or not addresses:
+            raise CoreError(f"network {ref}: the managers gave no address")
+        spec = obj.get("Spec") or {}
+        async with self.lock:
+            net = self.store.net(obj["ID"])
+            if net is None:
+                configs = (obj.get("IPAMOptions") or {}).get("Configs") or []
+                options = dict((spec.get("DriverConfiguration") or {}).get("Options") or {})
+                options.update((obj.get("DriverState") or {}).get("Options") or {})
+                net = NetRecord(
+                    id=obj["ID"], name=spec.get("Name") or obj["ID"], driver="overlay",
+                    scope="swarm", created=_now(),
+                    options=options, labels=dict(spec.get("Labels") or {}),
+                    internal=bool(spec.get("Internal")),
+                    attachable=bool(spec.get("Attachable")),
+                    ipam={"Driver": "default", "Options": None,
+                          "Config": [{k: v for k, v in c.items() if k in ("Subnet", "Gateway")}
+                                     for c in configs]},
+                    kernel=None)
+                self.store.insert_net(net)
+            if net.kernel is None:
+                driver = self.catalog.driver(net.driver)
+                try:
+                    made = await driver.network(net.id)
+                except NotFound:
+                    try:
+                        made = await driver.create_network(net.id, self.catalog.spec(net))
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            if not self.store.endpoints_on(net.id):
+                                self.store.delete_net(net.id)
+                        raise
+                net.kernel = kernel_of(made)
+                self.store.set_kernel(net.id, net.kernel)
+        return net, addresses[0].split("/", 1)[0]
+
+    async def publish_names(self, net: NetRecord, container_id: str, names: list[str]) -> None:
+        """After the join: the container's DNS names go to the managers (failures logged)."""
+        if not self.active():
+            return
+        try:
+            await self.cluster.attach_container(net.id, container_id, names=names)
+        except CoreError as exc:
+            log.warning("container %s: its names on %s are not known to the swarm: %s",
+                        container_id, net.name, exc)
+
+    async def release(self, container_id: str, network_ids: list[str]) -> None:
+        """``rm`` (the rows are gone): the container's addresses go back to the managers; a
+        network no container names any more goes from the driver and the rows."""
+        for nid in network_ids:
+            if self.active():
+                try:
+                    await self.cluster.detach_container(nid, container_id)
+                except CoreError as exc:
+                    log.warning("container %s: its address on %s stays allocated: %s",
+                                container_id, nid, exc)
+        async with self.lock:
+            for nid in network_ids:
+                await self._drop_if_unused(nid)
+
+    async def _drop_if_unused(self, network_id: str) -> None:
+        net = self.store.net(network_id)
+        if net is None or net.scope != "swarm" or self.store.endpoints_on(network_id):
+            return
+        with trio.CancelScope(shield=True):
+            try:
+                await self.catalog.driver(net.driver).delete_network(net.id)
+            except NotFound:
+                pass
+            except CoreError as exc:
+                log.error("swarm network %s: cannot remove it from the driver: %s", net.name, exc)
+                return
+            self.store.delete_net(net.id)
+            self._peers.pop(net.id, None)
+            self.view.remote.pop(net.id, None)
+
+    async def leave(self) -> None:
+        """``swarm leave``: every container off the swarm networks, their addresses given back,
+        the networks gone from the driver and the rows."""
+        nets = [n for n in self.store.networks() if n.scope == "swarm"]
+        released: list[tuple[str, str]] = []
+        async with self.lock:
+            for net in nets:
+                for ep in self.store.endpoints_on(net.id):
+                    if ep.endpoint_id:
+                        try:
+                            await self.endpoints.leave_one(net, ep)
+                        except CoreError as exc:
+                            log.error("container %s: leaving %s: %s", ep.container_id,
+                                      net.name, exc)
+                        self.catalog.emit("disconnect", net, {"container": ep.container_id})
+                    self.store.delete_endpoint(ep.container_id, net.id)
+                    released.append((net.id, ep.container_id))
+        for nid, cid in released:
+            try:
+                await self.cluster.detach_container(nid, cid)
+            except CoreError as exc:
+                log.warning("container %s: its address on %s stays allocated: %s", cid, nid, exc)
+        async with self.lock:
+            for net in nets:
+                await self._drop_if_unused(net.id)
+            self.view.remote.clear()
+            self.view.reindex()
+
+    # ------------------------------------------------------------------ peers
+    async def keep_peers(self) -> None:
+        """Run until cancelled: the driver's peers and the DNS view's remote names of every
+        local swarm network follow the managers' list of its endpoints."""
+        while True:
+            await self.sync_once()
+            await trio.sleep(self.period)
+
+    async def sync_once(self) -> None:
+        """One pass of :meth:`keep_peers` (failures logged: the next pass tries again)."""
+        if not self.active():
+            return
+        local = self.cluster.data_address()
+        for net in [n for n in self.store.networks() if n.scope == "swarm"]:
+            try:
+                found = await self.cluster.endpoints(net.id)
+            except CoreError as exc:
+                log.debug("swarm network %s: no peers from the managers: %s", net.name, exc)
+                continue
+            remote = [e for e in found if e.get("VTEP") != local]
+            try:
+                peers = [Peer(e["Address"], mac_for_address(_ip(e["Address"])), e["VTEP"])
+                         for e in remote]
+            except (CoreError, KeyError, ValueError) as exc:
+                log.warning("swarm network %s: bad peers from the managers: %s", net.name, exc)
+                continue
+            names: dict[str, list[str]] = {}
+            for e in remote:
+                for name in e.get("Names") or []:
+                    names.setdefault(str(name).lower(), []).append(e["Address"])
+            self.view.remote[net.id] = names
+            if peers != self._peers.get(net.id):
+                async with self.lock:
+                    if self.store.net(net.id) is None:
+                        continue
+                    try:
+                        await self.catalog.driver(net.driver).set_peers(net.id, peers)
+                    except CoreError as exc:
+                        log.warning("swarm network %s: setting peers: %s", net.name, exc)
+                        continue
+                self._peers[net.id] = peers
+
+
+def _ip(text: str) -> Any:
+    import ipaddress
+
+    return ipaddress.IPv4Address(text)
+
+
+def _now() -> int:
+    import time
+
+    return time.time_ns()

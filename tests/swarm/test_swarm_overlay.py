@@ -1,0 +1,168 @@
+"""The overlay data path on real nodes (core.engine.networks.swarmlocal + drivers/net_overlay):
+containers of two hosts of a swarm (the multi-host harness: 2 managers, 1 worker) on an
+attachable overlay network reach each other by address and by name (the embedded DNS answers
+the other node's container), over TCP (a download much larger than the MTU), UDP (a datagram
+larger than the MTU: fragments through the VXLAN tunnel) and ICMP; ``rm`` of the last container
+removes the node's overlay devices and its local row of the network; ``swarm leave`` takes a
+running container off the overlay and leaves no overlay device on the node.
+
+One shared cluster for the module: the tests run in file order and build on each other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from core.engine.swarm.service import RAFT_TICK_ENV
+from tests.support.hosts import Cluster
+
+pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
+
+CLUSTER_SHAPE = (2, 1)
+RAFT_TICK = 0.1
+BIG = 200_000       # bytes served over TCP
+DATAGRAM = 3000     # bytes of one UDP datagram (the overlay's MTU is 1450)
+
+
+def ok(host, *args: str, timeout: float = 60) -> str:
+    proc = host.core(*args, timeout=timeout)
+    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.stderr}\n{host.log()}"
+    return proc.stdout
+
+
+def wait_for(what: str, check, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def overlay_devices(host) -> list[str]:
+    out = host.exec("ip", "-o", "link", "show", check=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+            if line.split(":")[1].strip().startswith(("ovb", "ovx", "ove"))]
+
+
+def sandbox(host, name: str) -> str:
+    cid = ok(host, "inspect", "-f", "{{.Id}}", name).strip()
+    return str(host.exec_root / "netns" / cid[:12])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    old = os.environ.get(RAFT_TICK_ENV)
+    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
+    try:
+        c = Cluster(*CLUSTER_SHAPE)
+    finally:
+        if old is None:
+            del os.environ[RAFT_TICK_ENV]
+        else:
+            os.environ[RAFT_TICK_ENV] = old
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def swarm(cluster, test_images) -> dict[str, Any]:
+    mgr1, mgr2, wrk1 = cluster["mgr1"], cluster["mgr2"], cluster["wrk1"]
+    ref = test_images["busybox:latest"].reference
+    cluster.forward_loopback(int(ref.split("/", 1)[0].rsplit(":", 1)[1]))
+    ok(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--dispatcher-heartbeat", "1s")
+    manager_token = ok(mgr1, "swarm", "join-token", "-q", "manager").strip()
+    worker_token = ok(mgr1, "swarm", "join-token", "-q", "worker").strip()
+    ok(mgr2, "swarm", "join", "--token", manager_token, "--advertise-addr", mgr2.address, f"{mgr1.address}:2377")
+    ok(wrk1, "swarm", "join", "--token", worker_token, "--advertise-addr", wrk1.address, f"{mgr1.address}:2377")
+    for host in (mgr1, wrk1):
+        ok(host, "pull", ref, timeout=120)
+    ok(mgr1, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.30.0.0/24", "uber-net")
+    ok(mgr1, "network", "create", "-d", "overlay", "closed-net")
+    return {"image": ref}
+
+
+def test_containers_on_two_hosts_talk_over_the_overlay(cluster, swarm):
+    mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
+    image = swarm["image"]
+    ok(mgr1, "run", "-d", "--name", "c1", "--network", "uber-net", image, "sh", "-c",
+       f"mkdir -p /www && head -c {BIG} /dev/zero > /www/big && exec httpd -f -p 80 -h /www")
+    ok(wrk1, "run", "-d", "--name", "c2", "--network", "uber-net", image, "sleep", "3600")
+    a1 = ok(mgr1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"uber-net\").IPAddress}}", "c1").strip()
+    a2 = ok(wrk1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"uber-net\").IPAddress}}", "c2").strip()
+    assert a1.startswith("10.30.0.") and a2.startswith("10.30.0.") and a1 != a2
+    # the network made locally is the swarm's (same ID, scope swarm)
+    net_id = ok(mgr1, "network", "inspect", "-f", "{{.Id}}", "uber-net").strip()
+    assert ok(wrk1, "network", "inspect", "-f", "{{.Id}} {{.Scope}} {{.Driver}}", "uber-net").split() == \
+        [net_id, "swarm", "overlay"]
+
+    # ICMP by address, a packet larger than the MTU, both ways (the peers are programmed)
+    wait_for("c2 pings c1", lambda: wrk1.core("exec", "c2", "ping", "-c1", "-W1", a1).returncode == 0)
+    assert wrk1.core("exec", "c2", "ping", "-c1", "-W2", "-s", "3000", a1).returncode == 0
+    assert mgr1.core("exec", "c1", "ping", "-c1", "-W2", a2).returncode == 0
+    # by name: the embedded DNS answers the other node's container
+    wait_for("c2 resolves c1", lambda: wrk1.core("exec", "c2", "ping", "-c1", "-W1", "c1").returncode == 0)
+    wait_for("c1 resolves c2", lambda: mgr1.core("exec", "c1", "ping", "-c1", "-W1", "c2").returncode == 0)
+    # TCP by name: a download of many MTUs
+    got = ok(wrk1, "exec", "c2", "sh", "-c", "wget -q -O - http://c1/big | wc -c")
+    assert int(got.strip()) == BIG
+    # UDP: one datagram larger than the MTU, from c2's namespace to c1's
+    server = subprocess.Popen(
+        ["nsenter", f"--net={sandbox(mgr1, 'c1')}", sys.executable, "-c",
+         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5001));"
+         "s.settimeout(20); data, peer = s.recvfrom(65535); print(len(data), peer[0])"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        subprocess.run(["nsenter", f"--net={sandbox(wrk1, 'c2')}", sys.executable, "-c",
+                        f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+                        f"s.sendto(b'x' * {DATAGRAM}, ('{a1}', 5001))"], check=True, timeout=20)
+        out, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert out.split() == [str(DATAGRAM), a2]
+
+
+def test_only_attachable_networks_take_containers(cluster, swarm):
+    proc = cluster["wrk1"].core("run", "-d", "--network", "closed-net", swarm["image"], "sleep", "1")
+    assert proc.returncode != 0
+    assert "not manually attachable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rm_of_the_last_container_removes_the_nodes_overlay(cluster, swarm):
+    mgr1 = cluster["mgr1"]
+    assert overlay_devices(mgr1)
+    ok(mgr1, "rm", "-f", "c1")
+    assert overlay_devices(mgr1) == []
+    # the swarm's network stays (a manager shows it), the node's own row went
+    assert ok(mgr1, "network", "inspect", "-f", "{{.Scope}}", "uber-net").strip() == "swarm"
+    # and the address went back: a new container may take it again
+    wait_for("c2's peers forget c1", lambda: cluster["wrk1"].core(
+        "exec", "c2", "ping", "-c1", "-W1", "c1").returncode != 0)
+
+
+def test_swarm_leave_leaves_no_overlay_behind(cluster, swarm):
+    wrk1 = cluster["wrk1"]
+    assert overlay_devices(wrk1)
+    ok(wrk1, "swarm", "leave")
+    assert overlay_devices(wrk1) == []
+    assert "uber-net" not in ok(wrk1, "network", "ls", "--format", "{{.Name}}").split()
+    nets = ok(wrk1, "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "c2")
+    assert "uber-net" not in nets.split()
+    ok(wrk1, "rm", "-f", "c2")
