@@ -183,9 +183,10 @@ class ClusterNetworks(Protocol):
     def data_address(self) -> str | None:
         """The node's underlay address for overlay traffic (None outside a swarm)."""
 
-    async def endpoints(self, network_id: str) -> list[dict[str, Any]]:
-        """A swarm network's endpoints across the swarm: ``[{"Address", "NodeID", "VTEP",
-        "Names"}]``; ``Unavailable`` when no manager answers."""
+    async def network_state(self, network_id: str) -> dict[str, Any]:
+        """A swarm network across the swarm: ``{"peers": [{"Address", "NodeID", "VTEP",
+        "Names"}], "names": {service DNS name: [ip]}, "backends": {vip: [task ip]}}``;
+        ``Unavailable`` when no manager answers."""
 
     def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` at ``swarm leave``, while the node can still reach the managers."""

@@ -208,8 +208,8 @@ class Sandboxes:
         for ref in refs:
             try:
                 net = self.store.lookup(ref)
-                if net.scope != "swarm":
-                    continue
+                if net.scope != "swarm" or self.swarm.allocated(net.id, endpoints_config.get(ref)):
+                    continue  # a local network, or a swarm task's (its address is the leader's)
             except NotFound:
                 pass
             net, address = await self.swarm.materialize(ref, container_id)
@@ -379,8 +379,8 @@ class Sandboxes:
                 if self.swarm is not None:
                     for ep in self.store.endpoints_of(container_id):
                         net = self.store.net(ep.network_id)
-                        if net is not None and net.scope == "swarm":
-                            sb.name = name
+                        if net is not None and net.scope == "swarm" and \
+                                not self.swarm.allocated(net.id, ep.config):
                             await self.swarm.publish_names(net, container_id, dns_names(sb, ep))
             elif sb.mode in ("host", "none"):
                 for ep in self.store.endpoints_of(container_id):

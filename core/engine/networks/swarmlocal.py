@@ -27,6 +27,7 @@ asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the
 from __future__ import annotations
 
 import logging
+import subprocess
 from typing import Any
 
 import trio
@@ -43,6 +44,7 @@ log = logging.getLogger("core.engine.networks.swarmlocal")
 
 VXLAN_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 PEERS_PERIOD = 1.0
+VIP_TABLE = "core-vip"
 
 
 class SwarmLocal:
@@ -59,6 +61,8 @@ class SwarmLocal:
         self.lock = lock
         self.period = period
         self._peers: dict[str, list[Peer]] = {}
+        self._vip_rules: dict[str, str] = {}   # container -> its VIP rules as last written
+        self._task_addresses: set[tuple[str, str]] = set()  # (network, ip) of tasks' endpoints
         catalog.multi_host = self.multi_host
 
     # ------------------------------------------------------------------ helpers
@@ -86,6 +90,12 @@ class SwarmLocal:
         addresses = answer.get("Addresses") or []
         if not obj.get("ID") or not addresses:
             raise CoreError(f"network {ref}: the managers gave no address")
+        net = await self.ensure_network(obj)
+        return net, addresses[0].split("/", 1)[0]
+
+    async def ensure_network(self, obj: dict[str, Any]) -> NetRecord:
+        """The local row (and driver network) of a swarm network given as docker's swarm
+        Network object (a task's ``NetworksAttachments[].Network``), made if missing."""
         spec = obj.get("Spec") or {}
         async with self.lock:
             net = self.store.net(obj["ID"])
@@ -95,9 +105,8 @@ class SwarmLocal:
                 options.update((obj.get("DriverState") or {}).get("Options") or {})
                 net = NetRecord(
                     id=obj["ID"], name=spec.get("Name") or obj["ID"], driver="overlay",
-                    scope="swarm", created=_now(),
-                    options=options, labels=dict(spec.get("Labels") or {}),
-                    internal=bool(spec.get("Internal")),
+                    scope="swarm", created=_now(), options=options,
+                    labels=dict(spec.get("Labels") or {}), internal=bool(spec.get("Internal")),
                     attachable=bool(spec.get("Attachable")),
                     ipam={"Driver": "default", "Options": None,
                           "Config": [{k: v for k, v in c.items() if k in ("Subnet", "Gateway")}
@@ -118,7 +127,35 @@ class SwarmLocal:
                         raise
                 net.kernel = kernel_of(made)
                 self.store.set_kernel(net.id, net.kernel)
-        return net, addresses[0].split("/", 1)[0]
+        return net
+
+    async def task_networking(self, attachments: list[dict[str, Any]], *,
+                              aliases: list[str] = ()) -> dict[str, Any]:
+        """A swarm task's container create settings from its ``NetworksAttachments``: the
+        networks made locally, and ``{"NetworkMode": <first network's ID>, "EndpointsConfig":
+        {<ID>: {"IPAMConfig": {"IPv4Address": <the task's address>}, "Aliases": aliases}}}``
+        ({} without attachments).  The addresses are the leader's: no other is asked for."""
+        out: dict[str, Any] = {}
+        endpoints: dict[str, Any] = {}
+        for att in attachments or []:
+            obj = att.get("Network") or {}
+            if not obj.get("ID") or not att.get("Addresses"):
+                continue
+            net = await self.ensure_network(obj)
+            address = att["Addresses"][0].split("/", 1)[0]
+            self._task_addresses.add((net.id, address))
+            endpoints[net.id] = {"IPAMConfig": {"IPv4Address": address},
+                                 "Aliases": list(aliases)}
+            out.setdefault("NetworkMode", net.id)
+        if endpoints:
+            out["EndpointsConfig"] = endpoints
+        return out
+
+    def allocated(self, network_id: str, config: Any) -> bool:
+        """Whether an endpoint's settings carry a task's address the leader allocated."""
+        address = ((config or {}).get("IPAMConfig") or {}).get("IPv4Address") \
+            if isinstance(config, dict) else None
+        return bool(address) and (network_id, address) in self._task_addresses
 
     async def publish_names(self, net: NetRecord, container_id: str, names: list[str]) -> None:
         """After the join: the container's DNS names go to the managers (failures logged)."""
@@ -201,24 +238,27 @@ class SwarmLocal:
         if not self.active():
             return
         local = self.cluster.data_address()
+        backends: dict[str, dict[str, list[str]]] = {}
         for net in [n for n in self.store.networks() if n.scope == "swarm"]:
             try:
-                found = await self.cluster.endpoints(net.id)
+                state = await self.cluster.network_state(net.id)
             except CoreError as exc:
                 log.debug("swarm network %s: no peers from the managers: %s", net.name, exc)
                 continue
-            remote = [e for e in found if e.get("VTEP") != local]
+            remote = [e for e in state.get("peers") or [] if e.get("VTEP") != local]
             try:
                 peers = [Peer(e["Address"], mac_for_address(_ip(e["Address"])), e["VTEP"])
                          for e in remote]
             except (CoreError, KeyError, ValueError) as exc:
                 log.warning("swarm network %s: bad peers from the managers: %s", net.name, exc)
                 continue
-            names: dict[str, list[str]] = {}
+            names: dict[str, list[str]] = {k.lower(): list(v) for k, v in
+                                           (state.get("names") or {}).items()}
             for e in remote:
                 for name in e.get("Names") or []:
                     names.setdefault(str(name).lower(), []).append(e["Address"])
             self.view.remote[net.id] = names
+            backends[net.id] = {k: list(v) for k, v in (state.get("backends") or {}).items()}
             if peers != self._peers.get(net.id):
                 async with self.lock:
                     if self.store.net(net.id) is None:
@@ -229,6 +269,54 @@ class SwarmLocal:
                         log.warning("swarm network %s: setting peers: %s", net.name, exc)
                         continue
                 self._peers[net.id] = peers
+        await self._balance(backends)
+
+    # ------------------------------------------------------------------ VIP load balancing
+    async def _balance(self, backends: dict[str, dict[str, list[str]]]) -> None:
+        """Each attached container on swarm networks gets, in its own namespace, the nftables
+        table ``ip core-vip``: new connections to a service's VIP are DNATed to one of its
+        serving tasks in turn (``numgen inc``; replies are un-NATed by conntrack in the same
+        namespace).  Written only when it changes."""
+        wanted: dict[str, str] = {}
+        paths: dict[str, str] = {}
+        for ep in self.store.attached_endpoints():
+            if ep.network_id not in backends or not ep.endpoint_id:
+                continue
+            sb = self.store.sandbox(ep.container_id)
+            if sb is None or not sb.netns:
+                continue
+            paths[ep.container_id] = sb.netns
+            wanted.setdefault(ep.container_id, "")
+            wanted[ep.container_id] += vip_rules(backends[ep.network_id])
+        for cid, rules in wanted.items():
+            if self._vip_rules.get(cid) == rules:
+                continue
+            script = (f"table ip {VIP_TABLE}\ndelete table ip {VIP_TABLE}\n"
+                      f"table ip {VIP_TABLE} {{\n chain out {{\n"
+                      f"  type nat hook output priority -100; policy accept;\n{rules} }}\n}}\n")
+            try:
+                await trio.run_process(["nsenter", f"--net={paths[cid]}", "nft", "-f", "-"],
+                                       stdin=script.encode(), capture_stdout=True,
+                                       capture_stderr=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                err = getattr(exc, "stderr", b"") or b""
+                log.warning("container %s: VIP rules: %s %s", cid, exc, err.decode(errors="replace"))
+                continue
+            self._vip_rules[cid] = rules
+        for cid in set(self._vip_rules) - set(wanted):
+            del self._vip_rules[cid]
+
+
+def vip_rules(backends: dict[str, list[str]]) -> str:
+    """nft rules of one network's VIPs (see :meth:`SwarmLocal._balance`)."""
+    out = ""
+    for vip, addresses in sorted(backends.items()):
+        if not addresses:  # no task serves: connections to the VIP go nowhere
+            continue
+        table = ", ".join(f"{i} : {a}" for i, a in enumerate(addresses))
+        out += (f"  ip daddr {vip} meta l4proto {{ tcp, udp }} "
+                f"dnat to numgen inc mod {len(addresses)} map {{ {table} }}\n")
+    return out
 
 
 def _ip(text: str) -> Any:

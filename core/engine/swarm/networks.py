@@ -754,12 +754,17 @@ class SwarmNetworks:
         return {"Network": swarm_object(net, version), "Addresses": [address]}
 
     async def _peers_call(self, peer: Peer, args: dict) -> dict:
-        """``networks.peers``: every endpoint of a network with the node it lives on —
-        ``{"peers": [{"Address", "NodeID", "VTEP", "Names"}]}`` (see :func:`endpoints_of`)."""
+        """``networks.peers``: every endpoint of a network with the node it lives on, and its
+        services' DNS records and VIP backends — ``{"peers": [{"Address", "NodeID", "VTEP",
+        "Names"}], "names": {name: [ip]}, "backends": {vip: [ip]}}`` (see :func:`endpoints_of`
+        and :func:`core.engine.swarm.vip.service_records`)."""
+        from core.engine.swarm.vip import service_records
+
         network = str(args.get("network") or "")
         if not network:
             raise errors.InvalidArgument("networks.peers: network is required")
-        return {"peers": await endpoints_of(self.swarm._store(), network)}
+        store = self.swarm._store()
+        return {"peers": await endpoints_of(store, network), **await service_records(store, network)}
 
     async def _detach(self, peer: Peer, args: dict) -> dict:
         network, container = str(args.get("network") or ""), str(args.get("container") or "")
@@ -799,14 +804,13 @@ class SwarmNetworks:
         addr = self.swarm.local.get("AdvertiseAddr") or ""
         return addr.rsplit(":", 1)[0].strip("[]") or None
 
-    async def endpoints(self, network_id: str) -> list[dict[str, Any]]:
-        """Every endpoint of a swarm network across the swarm, as a manager knows it (the
-        ``networks.peers`` call): ``[{"Address", "NodeID", "VTEP", "Names"}]``.
-        ``Unavailable`` when no manager answers."""
+    async def network_state(self, network_id: str) -> dict[str, Any]:
+        """A swarm network across the swarm, as a manager knows it (the ``networks.peers``
+        call): ``{"peers": [{"Address", "NodeID", "VTEP", "Names"}], "names": {service DNS
+        name: [ip]}, "backends": {vip: [task ip]}}``.  ``Unavailable`` when no manager answers."""
         if not self.active() or self.swarm.client is None:
             raise errors.Unavailable("this node is not in a swarm")
-        answer = await self.swarm.client.call("networks.peers", network=network_id)
-        return list(answer.get("peers") or [])
+        return await self.swarm.client.call("networks.peers", network=network_id)
 
     def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
         """``hook`` runs at ``swarm leave``, before the node's channel closes (the network

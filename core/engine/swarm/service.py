@@ -70,6 +70,7 @@ from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
 from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
                                     PeerTLS, SequenceConflict)
 from core.engine.swarm.networks import SwarmNetworks, reap_addresses
+from core.engine.swarm.vip import allocate_vips
 from core.engine.swarm.store import ClusterRecord, Store, now_text
 
 log = logging.getLogger("core.swarm")
@@ -398,6 +399,7 @@ class SwarmService:
         #: the swarm's networks (overlay, ingress) for the networks API, and their allocators
         self.networks = SwarmNetworks(self)
         self.leader_loops.append(reap_addresses)  # addresses whose owner is gone are freed
+        self.leader_loops.append(allocate_vips)   # services' virtual IPs (core.engine.swarm.vip)
 
     # -- life cycle ----------------------------------------------------------------------------
 
