@@ -18,8 +18,11 @@ import time
 from typing import Any
 
 import pytest
+import trio
 
+from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.service import RAFT_TICK_ENV
+from core.engine.swarm.store import SERVICES, TASKS, Store
 from tests.support.hosts import Cluster
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -100,7 +103,7 @@ def test_containers_on_two_hosts_talk_over_the_overlay(cluster, swarm):
     mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
     image = swarm["image"]
     ok(mgr1, "run", "-d", "--name", "c1", "--network", "uber-net", image, "sh", "-c",
-       f"mkdir -p /www && head -c {BIG} /dev/zero > /www/big && exec httpd -f -p 80 -h /www")
+       f"mkdir -p /www && head -c {BIG} /dev/zero > /www/big && echo c1 > /www/who && exec httpd -f -p 80 -h /www")
     ok(wrk1, "run", "-d", "--name", "c2", "--network", "uber-net", image, "sleep", "3600")
     a1 = ok(mgr1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"uber-net\").IPAddress}}", "c1").strip()
     a2 = ok(wrk1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"uber-net\").IPAddress}}", "c2").strip()
@@ -137,6 +140,77 @@ def test_containers_on_two_hosts_talk_over_the_overlay(cluster, swarm):
             server.kill()
             server.wait()
     assert out.split() == [str(DATAGRAM), a2]
+
+
+def _etcd(host, afn) -> Any:
+    """Run ``afn(store)`` against a manager's etcd member (its client socket)."""
+    async def main():
+        async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10.0) as c:
+            return await afn(Store(c))
+
+    return trio.run(main)
+
+
+def test_service_names_and_vip_balancing(cluster, swarm):
+    """A service's VIP (allocated by the leader), its name and ``tasks.<name>`` in the DNS of
+    another node's container, and connections to the VIP balanced over its running tasks by
+    nftables in that container's namespace.  The service's tasks are written into the store
+    by the test (their containers are attachable ones: c1 and c3 on mgr1)."""
+    mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
+    ok(mgr1, "run", "-d", "--name", "c3", "--network", "uber-net", swarm["image"], "sh", "-c",
+       "mkdir -p /www && echo c3 > /www/who && exec httpd -f -p 80 -h /www")
+    net_id = ok(mgr1, "network", "inspect", "-f", "{{.Id}}", "uber-net").strip()
+    addr = {n: ok(mgr1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"uber-net\").IPAddress}}", n).strip()
+            for n in ("c1", "c3")}
+
+    async def add_service(store: Store) -> None:
+        await store.put(SERVICES, {"ID": "svcweb", "Spec": {
+            "Name": "web", "TaskTemplate": {"Networks": [{"Target": net_id}]}}}, 0)
+
+    _etcd(mgr1, add_service)
+
+    async def vips(store: Store) -> list:
+        found = await store.get(SERVICES, "svcweb")
+        return (found[0].get("Endpoint") or {}).get("VirtualIPs") or []
+
+    vip = wait_for("the service's VIP", lambda: _etcd(mgr1, vips))[0]["Addr"].split("/")[0]
+    assert vip.startswith("10.30.0.") and vip not in addr.values()
+
+    async def add_tasks(store: Store) -> None:
+        for name, state in (("c1", "running"), ("c3", "running"), ("gone", "shutdown")):
+            await store.put(TASKS, {
+                "ID": f"task{name}", "ServiceID": "svcweb", "NodeID": "n/a", "DesiredState": "running",
+                "Status": {"State": state},
+                "NetworksAttachments": [{"Network": {"ID": net_id},
+                                         "Addresses": [f"{addr.get(name, '10.30.0.250')}/24"]}]}, 0)
+
+    _etcd(mgr1, add_tasks)
+    try:
+        try:
+            wait_for("web answers through its VIP", lambda: wrk1.core(
+                "exec", "c2", "wget", "-q", "-O", "-", "http://web/who").returncode == 0)
+        except AssertionError:
+            print("LOG", wrk1.log())
+            print("NS", wrk1.core("exec", "c2", "nslookup", "web", "127.0.0.11"))
+            print("NFT", subprocess.run(["nsenter", f"--net={sandbox(wrk1, 'c2')}", "nft", "list", "ruleset"],
+                                        capture_output=True, text=True))
+            print("WGET", wrk1.core("exec", "c2", "wget", "-q", "-O", "-", "http://web/who"))
+            raise
+        seen = {ok(wrk1, "exec", "c2", "wget", "-q", "-O", "-", "http://web/who").strip()
+                for _ in range(6)}
+        assert seen == {"c1", "c3"}
+        assert ok(wrk1, "exec", "c2", "wget", "-q", "-O", "-", f"http://{vip}/who").strip() in seen
+        looked = ok(wrk1, "exec", "c2", "nslookup", "tasks.web", "127.0.0.11")
+        assert addr["c1"] in looked and addr["c3"] in looked and "10.30.0.250" not in looked
+        assert vip in ok(wrk1, "exec", "c2", "nslookup", "web", "127.0.0.11")
+    finally:
+        async def remove(store: Store) -> None:
+            for name in ("c1", "c3", "gone"):
+                await store.delete(TASKS, f"task{name}")
+            await store.delete(SERVICES, "svcweb")
+
+        _etcd(mgr1, remove)
+    ok(mgr1, "rm", "-f", "c3")
 
 
 def test_only_attachable_networks_take_containers(cluster, swarm):
