@@ -55,9 +55,10 @@ def wait_for(what: str, check, timeout: float = 30.0) -> Any:
 
 
 def overlay_devices(host) -> list[str]:
+    """The overlay driver's devices and the routing mesh's link on ``host``."""
     out = host.exec("ip", "-o", "link", "show", check=True).stdout
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
-            if line.split(":")[1].strip().startswith(("ovb", "ovx", "ove"))]
+            if line.split(":")[1].strip().startswith(("ovb", "ovx", "ove", "ovm"))]
 
 
 def sandbox(host, name: str) -> str:
@@ -96,7 +97,12 @@ def swarm(cluster, test_images) -> dict[str, Any]:
         ok(host, "pull", ref, timeout=120)
     ok(mgr1, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.30.0.0/24", "uber-net")
     ok(mgr1, "network", "create", "-d", "overlay", "closed-net")
-    return {"image": ref}
+    # every node's routing mesh: its ingress sandbox on the ingress overlay (devices ovb/ovx/ove + ovm)
+    baseline = {}
+    for host in cluster:
+        baseline[host.name] = wait_for(f"{host.name}'s ingress sandbox", lambda: sorted(
+            d for d in overlay_devices(host)) if any(d.startswith("ovm") for d in overlay_devices(host)) else None)
+    return {"image": ref, "baseline": baseline}
 
 
 def test_containers_on_two_hosts_talk_over_the_overlay(cluster, swarm):
@@ -221,9 +227,9 @@ def test_only_attachable_networks_take_containers(cluster, swarm):
 
 def test_rm_of_the_last_container_removes_the_nodes_overlay(cluster, swarm):
     mgr1 = cluster["mgr1"]
-    assert overlay_devices(mgr1)
+    assert sorted(overlay_devices(mgr1)) != swarm["baseline"]["mgr1"]
     ok(mgr1, "rm", "-f", "c1")
-    assert overlay_devices(mgr1) == []
+    assert sorted(overlay_devices(mgr1)) == swarm["baseline"]["mgr1"]  # the ingress sandbox's only
     # the swarm's network stays (a manager shows it), the node's own row went
     assert ok(mgr1, "network", "inspect", "-f", "{{.Scope}}", "uber-net").strip() == "swarm"
     # and the address went back: a new container may take it again
@@ -236,6 +242,8 @@ def test_swarm_leave_leaves_no_overlay_behind(cluster, swarm):
     assert overlay_devices(wrk1)
     ok(wrk1, "swarm", "leave")
     assert overlay_devices(wrk1) == []
+    assert "core-mesh" not in wrk1.exec("nft", "list", "tables", check=True).stdout
+    assert not list((wrk1.exec_root / "netns").glob("ingress*"))
     assert "uber-net" not in ok(wrk1, "network", "ls", "--format", "{{.Name}}").split()
     nets = ok(wrk1, "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "c2")
     assert "uber-net" not in nets.split()

@@ -110,7 +110,8 @@ class NetworkManager:
                                    view=self.view, servers=self.servers, files=self.files,
                                    renderer=self.renderer, containers=containers,
                                    exec_root=exec_root, lock=lock)
-        self.swarm = SwarmLocal(store, self.catalog, self.endpoints, self.view, cluster, lock)
+        self.swarm = SwarmLocal(store, self.catalog, self.endpoints, self.view, cluster, lock,
+                                exec_root=exec_root)
         if cluster is not None:
             self.sandboxes.swarm = self.swarm
             cluster.on_leave(self.swarm.leave)

@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import trio
 
-from core.contracts.network import MultiHost, Peer, mac_for_address
+from core.contracts.network import EndpointRequest, MultiHost, Peer, mac_for_address
 from core.engine.interfaces import ClusterNetworks
 from core.engine.networks.catalog import NetworkCatalog
 from core.engine.networks.dnsview import DNSView
 from core.engine.networks.endpoints import Endpoints
+from core.engine.networks.mesh import Mesh
 from core.engine.networks.store import NetRecord, NetworkStore, kernel_of
 from core.errors import CoreError, InvalidArgument, NotFound
 
@@ -45,6 +47,7 @@ log = logging.getLogger("core.engine.networks.swarmlocal")
 VXLAN_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 PEERS_PERIOD = 1.0
 VIP_TABLE = "core-vip"
+INGRESS_SANDBOX = "ingress-sbox"   # the managers' owner <node>/ingress-sbox of its address
 
 
 class SwarmLocal:
@@ -52,7 +55,7 @@ class SwarmLocal:
 
     def __init__(self, store: NetworkStore, catalog: NetworkCatalog, endpoints: Endpoints,
                  view: DNSView, cluster: ClusterNetworks | None, lock: trio.Lock,
-                 period: float = PEERS_PERIOD) -> None:
+                 period: float = PEERS_PERIOD, exec_root: Path | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.endpoints = endpoints
@@ -63,6 +66,9 @@ class SwarmLocal:
         self._peers: dict[str, list[Peer]] = {}
         self._vip_rules: dict[str, str] = {}   # container -> its VIP rules as last written
         self._task_addresses: set[tuple[str, str]] = set()  # (network, ip) of tasks' endpoints
+        self.mesh = Mesh(exec_root) if exec_root is not None else None
+        self._ingress: str | None = None   # the ingress network's ID while the mesh is up
+        self._leaving = False
         catalog.multi_host = self.multi_host
 
     # ------------------------------------------------------------------ helpers
@@ -183,7 +189,8 @@ class SwarmLocal:
 
     async def _drop_if_unused(self, network_id: str) -> None:
         net = self.store.net(network_id)
-        if net is None or net.scope != "swarm" or self.store.endpoints_on(network_id):
+        if net is None or net.scope != "swarm" or self.store.endpoints_on(network_id) \
+                or network_id == self._ingress:
             return
         with trio.CancelScope(shield=True):
             try:
@@ -200,6 +207,7 @@ class SwarmLocal:
     async def leave(self) -> None:
         """``swarm leave``: every container off the swarm networks, their addresses given back,
         the networks gone from the driver and the rows."""
+        self._leaving = True   # the peers loop makes no mesh again while the node leaves
         nets = [n for n in self.store.networks() if n.scope == "swarm"]
         released: list[tuple[str, str]] = []
         async with self.lock:
@@ -214,6 +222,16 @@ class SwarmLocal:
                         self.catalog.emit("disconnect", net, {"container": ep.container_id})
                     self.store.delete_endpoint(ep.container_id, net.id)
                     released.append((net.id, ep.container_id))
+        if self._ingress is not None and self.mesh is not None:
+            ingress, self._ingress = self._ingress, None
+            net = self.store.net(ingress)
+            if net is not None:
+                try:
+                    await self.catalog.driver(net.driver).leave(net.id, INGRESS_SANDBOX)
+                except CoreError as exc:
+                    log.warning("routing mesh: leaving ingress: %s", exc)
+            await self.mesh.close()
+            released.append((ingress, INGRESS_SANDBOX))
         for nid, cid in released:
             try:
                 await self.cluster.detach_container(nid, cid)
@@ -236,8 +254,18 @@ class SwarmLocal:
     async def sync_once(self) -> None:
         """One pass of :meth:`keep_peers` (failures logged: the next pass tries again)."""
         if not self.active():
+            self._leaving = False
+            return
+        if self._leaving:
             return
         local = self.cluster.data_address()
+        if self.mesh is not None and self._ingress is None:
+            try:
+                await self._make_mesh()
+            except (CoreError, OSError, subprocess.CalledProcessError) as exc:
+                err = getattr(exc, "stderr", b"") or b""
+                log.warning("routing mesh: not ready: %s %s", exc,
+                            err.decode(errors="replace") if isinstance(err, bytes) else err)
         backends: dict[str, dict[str, list[str]]] = {}
         for net in [n for n in self.store.networks() if n.scope == "swarm"]:
             try:
@@ -258,6 +286,13 @@ class SwarmLocal:
                 for name in e.get("Names") or []:
                     names.setdefault(str(name).lower(), []).append(e["Address"])
             self.view.remote[net.id] = names
+            if net.id == self._ingress and self.mesh is not None:
+                try:
+                    await self.mesh.program(state.get("published") or [])
+                except (OSError, subprocess.CalledProcessError) as exc:
+                    err = getattr(exc, "stderr", b"") or b""
+                    log.warning("routing mesh: %s %s", exc,
+                                err.decode(errors="replace") if isinstance(err, bytes) else err)
             backends[net.id] = {k: list(v) for k, v in (state.get("backends") or {}).items()}
             if peers != self._peers.get(net.id):
                 async with self.lock:
@@ -270,6 +305,23 @@ class SwarmLocal:
                         continue
                 self._peers[net.id] = peers
         await self._balance(backends)
+
+    async def _make_mesh(self) -> None:
+        """The node's ingress sandbox on the ingress network (see :mod:`.mesh`)."""
+        assert self.mesh is not None and self.cluster is not None
+        ingress = next((n for n in await self.cluster.list_networks() if n.get("Ingress")), None)
+        if ingress is None:
+            return
+        net, address = await self.materialize(ingress["Id"], INGRESS_SANDBOX)
+        path = await self.mesh.make_sandbox()
+        driver = self.catalog.driver(net.driver)
+        async with self.lock:
+            try:
+                await driver.endpoint(net.id, INGRESS_SANDBOX)
+            except NotFound:
+                await driver.join(net.id, INGRESS_SANDBOX, path,
+                                  EndpointRequest(address=address, interface_name="eth0"))
+        self._ingress = net.id
 
     # ------------------------------------------------------------------ VIP load balancing
     async def _balance(self, backends: dict[str, dict[str, list[str]]]) -> None:

@@ -74,6 +74,7 @@ VNI_LAST = (1 << 24) - 1
 VXLAN_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 MTU_OPTION = "com.docker.network.driver.mtu"
 INGRESS_NAME = "ingress"
+INGRESS_SANDBOX = "ingress-sbox"   # the owner <node>/ingress-sbox: a node's routing-mesh endpoint
 ATTEMPTS = 50             # lost races of one create / one allocation before giving up
 
 # docker's words (moby's daemon/network.go, libnetwork's ipam, swarmkit's controlapi)
@@ -741,7 +742,8 @@ class SwarmNetworks:
         store = self.swarm._store()
         stored = await store.objects(NETWORKS)
         net = find([n for n, _v in stored], ref)
-        if not net.get("Attachable"):
+        sandbox = bool(args.get("ingress")) and net.get("Ingress") and container == INGRESS_SANDBOX
+        if not net.get("Attachable") and not sandbox:  # the node's ingress sandbox may join ingress
             raise errors.Forbidden(f"Could not attach to network {ref}: rpc error: code = "
                                    f"PermissionDenied desc = network {ref} not manually attachable")
         version = next(v for n, v in stored if n["ID"] == net["ID"])
@@ -787,6 +789,8 @@ class SwarmNetworks:
         if not self.active() or self.swarm.client is None:
             raise errors.NotFound(f"network {ref} not found")
         args: dict[str, Any] = {"network": ref, "container": container_id}
+        if container_id == INGRESS_SANDBOX:
+            args["ingress"] = True
         if names is not None:
             args["names"] = list(names)
         return await self.swarm.client.call("networks.attach", **args)

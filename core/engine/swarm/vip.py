@@ -110,9 +110,26 @@ def _task_address(task: dict[str, Any], network_id: str) -> str | None:
     return None
 
 
+def ingress_ports(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ports a service publishes in ingress mode: ``[{"Protocol", "PublishedPort",
+    "TargetPort"}]``."""
+    ports = ((svc.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+    out = []
+    for p in ports:
+        if isinstance(p, dict) and (p.get("PublishMode") or "ingress") == "ingress" \
+                and p.get("PublishedPort") and p.get("TargetPort"):
+            out.append({"Protocol": p.get("Protocol") or "tcp",
+                        "PublishedPort": int(p["PublishedPort"]), "TargetPort": int(p["TargetPort"])})
+    return out
+
+
 async def service_records(store: Store, network_id: str) -> dict[str, Any]:
     """The services on a network: ``{"names": {name: [addresses]}, "backends": {vip:
-    [addresses]}}`` (see the module docstring; names in lower case)."""
+    [addresses]}, "published": [...]}`` (see the module docstring; names in lower case).
+    ``published``, on the ingress network only, is the routing mesh's table:
+    ``[{"Protocol", "PublishedPort", "TargetPort", "Backends": [task addresses]}]``."""
+    found = await store.get(NETWORKS, network_id)
+    ingress = bool(found and found[0].get("Ingress"))
     services = {s["ID"]: s for s, _v in await store.objects(SERVICES)}
     tasks = [t for t, _v in await store.objects(TASKS)]
     by_service: dict[str, list[str]] = {}
@@ -123,7 +140,11 @@ async def service_records(store: Store, network_id: str) -> dict[str, Any]:
             by_service.setdefault(sid, []).append(address)
     names: dict[str, list[str]] = {}
     backends: dict[str, list[str]] = {}
+    published: list[dict[str, Any]] = []
     for sid, svc in services.items():
+        if ingress:
+            addresses = sorted(by_service.get(sid, []), key=ipaddress.ip_address)
+            published += [{**p, "Backends": addresses} for p in ingress_ports(svc)]
         name = ((svc.get("Spec") or {}).get("Name") or "").lower()
         vip = next((v["Addr"].split("/", 1)[0]
                     for v in (svc.get("Endpoint") or {}).get("VirtualIPs") or []
@@ -137,4 +158,6 @@ async def service_records(store: Store, network_id: str) -> dict[str, Any]:
         elif vip is not None:
             names[name] = [vip]
             backends[vip] = addresses
-    return {"names": names, "backends": backends}
+    if ingress:
+        return {"names": {}, "backends": {}, "published": published}
+    return {"names": names, "backends": backends, "published": []}

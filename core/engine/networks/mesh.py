@@ -1,0 +1,146 @@
+"""The routing mesh on one node: the ingress sandbox and the nftables that send a published
+port of any node to the service's tasks across the swarm (docker's ingress-sbox, with nftables
+where docker uses IPVS, which this kernel lacks).
+
+Made by :class:`core.engine.networks.swarmlocal.SwarmLocal` when the node is in a swarm::
+
+    host namespace                          ingress sandbox (<exec-root>/netns/ingress_sbox)
+    ------------------------------------    -----------------------------------------------
+    nft table ip core-mesh-<tag>:           eth0: an endpoint on the ingress overlay, its
+      prerouting/output, to a local           address the managers' (owner <node>/ingress-sbox)
+      address, published port P ->          ovm<tag>s: 169.254.N.2/30, default route to the host
+      dnat to 169.254.N.2:P                 nft table ip core-mesh:
+    ovm<tag>h: 169.254.N.1/30  <-- veth -->   prerouting: dport P -> dnat to numgen over the
+                                                service's tasks (their ingress addresses)
+                                              postrouting: out eth0 -> masquerade (the tasks
+                                                answer the sandbox: replies return the same way)
+
+``<tag>`` is four hex digits of the engine's exec root (engines sharing a host never share a
+device name or a table) and ``N`` comes from it too.  The table of published ports comes from
+the managers with the ingress network's state (``published``: protocol, published and target
+port, the serving tasks' addresses) and is written again only when it changes; a task wanted
+stopped leaves it at the next pass.  :meth:`Mesh.close` (``swarm leave``) removes all of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from core import netns
+
+log = logging.getLogger("core.engine.networks.mesh")
+
+SANDBOX_NAME = "ingress_sbox"
+SANDBOX_TABLE = "core-mesh"
+
+
+def tag_of(exec_root: Path) -> str:
+    return hashlib.sha256(str(exec_root).encode()).hexdigest()[:4]
+
+
+async def _run(argv: list[str], stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return await trio.run_process(argv, stdin=stdin, capture_stdout=True, capture_stderr=True,
+                                  check=check)
+
+
+class Mesh:
+    """One node's routing mesh (see the module docstring)."""
+
+    def __init__(self, exec_root: Path) -> None:
+        self.exec_root = Path(exec_root)
+        self.tag = tag_of(self.exec_root)
+        n = int(self.tag, 16) % 250 + 1
+        self.host_ip, self.sbox_ip = f"169.254.{n}.1", f"169.254.{n}.2"
+        self.host_if, self.sbox_if = f"ovm{self.tag}h", f"ovm{self.tag}s"
+        self.host_table = f"core-mesh-{self.tag}"
+        self.path = str(self.exec_root / "netns" / SANDBOX_NAME)
+        self._written: Any = None
+
+    def exists(self) -> bool:
+        return netns.exists(self.path)
+
+    def _in_sbox(self, *argv: str) -> list[str]:
+        return ["nsenter", f"--net={self.path}", *argv]
+
+    async def make_sandbox(self) -> str:
+        """The sandbox namespace with its link to the host (idempotent); returns its path."""
+        if not netns.exists(self.path):
+            await trio.to_thread.run_sync(netns.create, self.path)
+        have = await _run(["ip", "link", "show", self.host_if], check=False)
+        if have.returncode != 0:
+            await _run(["ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
+                        self.sbox_if])
+            await self._move_peer()
+            await _run(["ip", "addr", "replace", f"{self.host_ip}/30", "dev", self.host_if])
+            await _run(["ip", "link", "set", self.host_if, "up"])
+        await _run(self._in_sbox("ip", "addr", "replace", f"{self.sbox_ip}/30", "dev", self.sbox_if))
+        await _run(self._in_sbox("ip", "link", "set", self.sbox_if, "up"))
+        await _run(self._in_sbox("ip", "link", "set", "lo", "up"))
+        await _run(self._in_sbox("ip", "route", "replace", "default", "via", self.host_ip))
+        await _run(self._in_sbox("sysctl", "-qw", "net.ipv4.ip_forward=1"))
+        await _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        return self.path
+
+    async def _move_peer(self) -> None:
+        from pyroute2 import IPRoute
+
+        def move() -> None:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                with IPRoute() as ipr:
+                    idx = ipr.link_lookup(ifname=self.sbox_if)
+                    if idx:
+                        ipr.link("set", index=idx[0], net_ns_fd=fd)
+            finally:
+                os.close(fd)
+
+        await trio.to_thread.run_sync(move)
+
+    async def program(self, published: list[dict[str, Any]]) -> None:
+        """The nftables of the published ports (written only when they change)."""
+        key = sorted((p["Protocol"], p["PublishedPort"], p["TargetPort"], tuple(p["Backends"]))
+                     for p in published)
+        if key == self._written:
+            return
+        host_rules = ""
+        sbox_rules = ""
+        for proto, port, target, backends in key:
+            if proto not in ("tcp", "udp"):
+                continue
+            host_rules += f"  fib daddr type local {proto} dport {port} dnat to {self.sbox_ip}:{port}\n"
+            if backends:
+                table = ", ".join(f"{i} : {a}" for i, a in enumerate(backends))
+                sbox_rules += (f"  {proto} dport {port} dnat to numgen inc mod {len(backends)} "
+                               f"map {{ {table} }} : {target}\n")
+        host = (f"table ip {self.host_table}\ndelete table ip {self.host_table}\n"
+                f"table ip {self.host_table} {{\n"
+                f" chain pre {{\n  type nat hook prerouting priority -100; policy accept;\n"
+                f"{host_rules} }}\n"
+                f" chain out {{\n  type nat hook output priority -100; policy accept;\n"
+                f"{host_rules} }}\n}}\n")
+        sbox = (f"table ip {SANDBOX_TABLE}\ndelete table ip {SANDBOX_TABLE}\n"
+                f"table ip {SANDBOX_TABLE} {{\n"
+                f" chain pre {{\n  type nat hook prerouting priority -100; policy accept;\n"
+                f"{sbox_rules} }}\n"
+                f" chain post {{\n  type nat hook postrouting priority 100; policy accept;\n"
+                f"  oifname \"eth0\" masquerade\n }}\n}}\n")
+        await _run(["nft", "-f", "-"], stdin=host.encode())
+        await _run(self._in_sbox("nft", "-f", "-"), stdin=sbox.encode())
+        self._written = key
+
+    async def close(self) -> None:
+        """Everything of the mesh off the node: the host's table, the link, the namespace."""
+        await _run(["nft", "delete", "table", "ip", self.host_table], check=False)
+        await _run(["ip", "link", "del", self.host_if], check=False)
+        if netns.exists(self.path):
+            try:
+                await trio.to_thread.run_sync(netns.delete, self.path)
+            except OSError as exc:
+                log.warning("routing mesh: removing %s: %s", self.path, exc)
+        self._written = None
