@@ -158,8 +158,11 @@ class Daemon:
         from core.api.system import mem_total
         from core.engine.swarm.service import SwarmService
 
+        drivers = self.drivers
         self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
-                                  cpus=os.cpu_count() or 1, memory=mem_total())
+                                  cpus=os.cpu_count() or 1, memory=mem_total(),
+                                  containers=self.containers, images=self.image_service,
+                                  events=self.events, drivers=lambda: drivers.selection(None))
         self._routes()
 
     def _routes(self) -> None:

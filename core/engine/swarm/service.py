@@ -61,10 +61,12 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
+from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
 from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
                                     PeerTLS, SequenceConflict)
 from core.engine.swarm.store import ClusterRecord, Store, now_text
+from core.engine.swarm.worker import Worker
 
 log = logging.getLogger("core.swarm")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request otherwise
@@ -354,8 +356,13 @@ class SwarmService:
 
     def __init__(self, data_root: Path, *, hostname: Callable[[], str] = socket.gethostname,
                  engine_version: str = "", cpus: int = 1, memory: int = 0,
-                 etcd_binary: str = "etcd") -> None:
+                 etcd_binary: str = "etcd", containers: TaskContainers | None = None,
+                 images: ImagePuller | None = None, events: EventSource | None = None,
+                 drivers: Callable[[], dict[str, str]] | None = None) -> None:
         self.dir = Path(data_root) / "swarm"
+        # the local engine the node's task runner uses (None: this node runs no tasks)
+        self.containers, self.images, self.events = containers, images, events
+        self.drivers = drivers or dict
         self.certs_dir = self.dir / "certificates"
         self.hostname = hostname
         self.engine_version = engine_version
@@ -380,6 +387,7 @@ class SwarmService:
         self.dispatcher: Dispatcher | None = None
         self.agent: Agent | None = None
         self.client: transport.ManagerClient | None = None
+        self.worker: Worker | None = None
         self._revoked: set[str] = set()
         self._digest = ""
         self._is_leader = False
@@ -484,7 +492,7 @@ class SwarmService:
             if self._node_done is not None:
                 await self._node_done.wait()
         self._node_scope = None
-        self.member = self.server = self.dispatcher = self.agent = self.client = None
+        self.member = self.server = self.dispatcher = self.agent = self.client = self.worker = None
         self._manager_up = self._is_leader = False
 
     @property
@@ -554,12 +562,14 @@ class SwarmService:
         self.dispatcher = Dispatcher(self._store(), self.local["NodeID"], period=self._period(record),
                                      managers=self._managers, trust_digest=lambda: self._digest)
         self.dispatcher.install(self.server)
+        self.dispatcher.logs.manager_client = self._manager_client
         from core.engine.swarm.transport import Access
 
         self.server.register("etcd.join", self._etcd_join, access=Access.MANAGER)
         host, port = split_addr(self.local["ListenAddr"], transport.DEFAULT_PORT)
         await n.start(self._guard, "server", self.server.serve, host, port)
         n.start_soon(self._guard, "cluster-watch", self._watch_cluster)
+        n.start_soon(self._guard, "dispatcher", self.dispatcher.serve)
         n.start_soon(self._guard, "leadership", self._leadership)
         self._manager_up = True
 
@@ -571,7 +581,19 @@ class SwarmService:
             own = self.local["AdvertiseAddr"]
             addrs = [own] + [a for a in addrs if a != own]
         self.client = transport.ManagerClient(self.credentials, addrs)
-        self.agent = Agent(self.client, description=self._description, on_update=self._on_session_update)
+        on_update = self._on_session_update
+        if self.containers is not None and self.images is not None and self.events is not None:
+            client = self.client
+            self.worker = Worker(containers=self.containers, images=self.images, events=self.events,
+                                 call=lambda name, **args: client.call(name, **args),
+                                 node=self._node_facts, drivers=self.drivers)
+            await n.start(self._guard, "worker", self.worker.run)
+            worker = self.worker
+
+            async def on_update(info: dict[str, Any]) -> None:
+                await self._on_session_update(info)
+                await worker.on_update(info)
+        self.agent = Agent(self.client, description=self._description, on_update=on_update)
         n.start_soon(self._guard, "renewal", self._keep_renewed)
         if wait:
             with trio.move_on_after(JOIN_TIMEOUT) as scope:
@@ -580,6 +602,30 @@ class SwarmService:
                 raise errors.Unavailable(ERR_JOIN_TIMEOUT)
         else:
             n.start_soon(self._guard, "agent", self.agent.run)
+
+    def _node_facts(self) -> dict[str, str]:
+        """This node for the task templates (``{{.Node.ID}}``, ``{{.Node.Hostname}}``)."""
+        import platform
+
+        return {"ID": (self.local or {}).get("NodeID", ""), "Hostname": self.hostname(),
+                "Architecture": platform.machine()}
+
+    async def _manager_client(self, node_id: str) -> transport.ManagerClient | None:
+        """A client of the swarm channel to another manager (the log relay)."""
+        for m in await self._managers():
+            if m["NodeID"] == node_id and self.credentials is not None:
+                return transport.ManagerClient(self.credentials, [m["Addr"]])
+        return None
+
+    async def logs(self, task_ids: list[str], *, follow: bool = False, tail: int | None = None,
+                   timestamps: bool = False, since: float = 0):
+        """The tasks' logs gathered from the nodes that run them: ``(task ID, stream, time,
+        data)`` (:meth:`core.engine.swarm.dispatcher.LogBroker.logs`); a manager's call."""
+        self._require_manager()
+        assert self.dispatcher is not None
+        async for item in self.dispatcher.logs.logs(task_ids, follow=follow, tail=tail,
+                                                    timestamps=timestamps, since=since):
+            yield item
 
     def _description(self) -> dict[str, Any]:
         desc = swarm_nodes.local_description(self.hostname(), self.engine_version, self.cpus,
