@@ -216,8 +216,11 @@ def test_an_exit_is_complete_or_failed_with_dockers_error(swarm):
     ok = put_task(mgr1, swarm["ids"]["mgr1"], swarm["image"], slot=3, spec={"Command": ["true"]})
     bad = put_task(mgr1, swarm["ids"]["mgr1"], swarm["image"], slot=4,
                    spec={"Command": ["/bin/sh", "-c", "exit 3"]})
-    wait_for("both finished", lambda: state_of(mgr1, ok["ID"]) == "complete"
-             and state_of(mgr1, bad["ID"]) == "failed", timeout=60)
+    try:
+        wait_for("both finished", lambda: state_of(mgr1, ok["ID"]) == "complete"
+                 and state_of(mgr1, bad["ID"]) == "failed", timeout=60)
+    except AssertionError:
+        raise AssertionError(f"{get_task(mgr1, ok['ID'])}\n{get_task(mgr1, bad['ID'])}\n{mgr1.log()[-5000:]}")
     status = get_task(mgr1, bad["ID"])["Status"]
     assert status["Err"] == "task: non-zero exit (3)" and status["ContainerStatus"]["ExitCode"] == 3
 
@@ -230,3 +233,20 @@ def test_a_bad_image_is_rejected_with_the_error(swarm):
     err = get_task(mgr1, task["ID"])["Status"]["Err"]
     assert "no-such-image" in err, err
     assert container(wrk1, task) is None
+
+
+def test_a_task_with_a_healthcheck_runs_once_healthy(swarm, test_images):
+    mgr1, wrk1 = swarm["mgr1"], swarm["wrk1"]
+    pinned = f"{swarm['image']}@{test_images['busybox:latest'].digest}"  # as docker's CLI pins it
+    task = put_task(mgr1, swarm["ids"]["wrk1"], pinned, slot=6, spec={
+        "Command": ["/bin/sh", "-c", "sleep 2; touch /tmp/ok; exec sleep 1000"],
+        "Healthcheck": {"Test": ["CMD-SHELL", "test -e /tmp/ok"], "Interval": 300_000_000,
+                        "Retries": 30}})
+    wait_for("the container started", lambda: (container(wrk1, task) or {}).get("State", {}).get("Running"),
+             timeout=60)
+    assert state_of(mgr1, task["ID"]) == "starting"
+    wait_for("the task running", lambda: state_of(mgr1, task["ID"]) == "running", timeout=30)
+    assert container(wrk1, task)["State"]["Health"]["Status"] == "healthy"
+    set_desired(mgr1, task["ID"], "remove")
+    wait_for("the task shut down", lambda: state_of(mgr1, task["ID"]) == "shutdown", timeout=30)
+    wait_for("its container removed", lambda: container(wrk1, task) is None)

@@ -438,14 +438,11 @@ class Worker:
             # docker's agent too: a failed pull is no error when the image is here already;
             # create says "No such image" when it is not
             log.info("task %s: pulling %s: %s", t.id, body["Image"], exc)
-            pull_error = str(exc)
-        else:
-            pull_error = ""
         try:
             container, _warnings = await self.containers.create(
                 body, name=swarm_tasks.container_name(t.task), drivers=self.drivers())
         except errors.CoreError as exc:
-            self.report(t, "rejected", "preparing", pull_error or str(exc))
+            self.report(t, "rejected", "preparing", str(exc))
             return False
         t.container = container.id
         self.report(t, "ready", "prepared")
@@ -456,6 +453,12 @@ class Worker:
         has_health = bool((info.get("Config") or {}).get("Healthcheck", {}).get("Test")) and \
             (info["Config"]["Healthcheck"]["Test"] or ["NONE"])[0] != "NONE"
         while True:
+            poke = t.poke  # taken before the inspect: a death after it still wakes us
+            found = await self._inspect(t)
+            if found is None:
+                self.report(t, "failed", "started", "task: container removed")
+                return
+            info = found
             state = info.get("State") or {}
             if not state.get("Running"):
                 code = int(state.get("ExitCode") or 0)
@@ -472,12 +475,7 @@ class Worker:
                 return
             if not has_health or health == "healthy":
                 self.report(t, "running", "started", pid=int(state.get("Pid") or 0))
-            await t.poke.wait()
-            found = await self._inspect(t)
-            if found is None:
-                self.report(t, "failed", "started", "task: container removed")
-                return
-            info = found
+            await poke.wait()
 
     def _grace(self, t: _Task) -> int:
         spec = t.task.get("Spec", {}).get("ContainerSpec") or {}
