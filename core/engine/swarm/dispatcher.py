@@ -13,8 +13,15 @@ The leader (the manager whose etcd member is the Raft leader) runs
 :meth:`Dispatcher.check_nodes` several times a period: a node with a session key is ``ready``,
 a ready node without one goes ``down`` (``heartbeat failure``).
 
+The dispatcher is also the managers' side of the node protocol
+(:mod:`core.engine.swarm.tasks`): :class:`Assignments` (one watch of the tasks per manager,
+each node's set pushed on its session), :class:`TaskStatusWriter` (the call ``tasks.status``)
+and :class:`LogBroker` (``service logs``: ``logs`` items, ``logs.publish``, ``logs.relay``).
+
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
-heartbeats on it; when the manager stops answering it opens a session with the next one.
+heartbeats on it; when the manager stops answering it opens a session with the next one.  It
+hands every item of the session to ``on_update``: the node's task runner
+(:class:`core.engine.swarm.worker.Worker`) takes the assignments and log requests.
 """
 from __future__ import annotations
 

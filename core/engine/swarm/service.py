@@ -6,7 +6,9 @@ operations are the Engine API's swarm and node endpoints (:mod:`core.api.swarm`)
 What runs where
 ---------------
 Every node runs the **agent** (:class:`core.engine.swarm.dispatcher.Agent`): a session with
-some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed`).  A
+some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed`), and the
+**task runner** (:class:`core.engine.swarm.worker.Worker`, given the local containers, images
+and events through the constructor): it runs the tasks the session assigns to the node.  A
 **manager** also runs:
 
 - its etcd member (:class:`core.engine.swarm.etcd.EtcdMember`): peers on ``<advertise
@@ -16,7 +18,8 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
   endpoint a unix socket under ``<data-root>/swarm/`` (local only);
 - the swarm channel on the listen address (default ``0.0.0.0:2377``,
   :class:`core.engine.swarm.transport.Server`) with the CA calls (backed by the store: any
-  manager signs, with the CA the store holds), the dispatcher, and ``etcd.join`` (a joining
+  manager signs, with the CA the store holds), the dispatcher (sessions, the node protocol's
+  assignments, task states and logs: :meth:`logs`), and ``etcd.join`` (a joining
   manager is added to the etcd cluster by a manager it dials);
 - the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
   runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
