@@ -250,3 +250,15 @@ def test_a_task_with_a_healthcheck_runs_once_healthy(swarm, test_images):
     set_desired(mgr1, task["ID"], "remove")
     wait_for("the task shut down", lambda: state_of(mgr1, task["ID"]) == "shutdown", timeout=30)
     wait_for("its container removed", lambda: container(wrk1, task) is None)
+
+
+def test_leaving_the_swarm_removes_the_nodes_task_containers(swarm):
+    mgr1, wrk1 = swarm["mgr1"], swarm["wrk1"]
+    task = put_task(mgr1, swarm["ids"]["wrk1"], swarm["image"], slot=7, spec={"Command": LOOP})
+    wait_for("the task running", lambda: state_of(mgr1, task["ID"]) == "running", timeout=60)
+    core(wrk1, "run", "-d", "--name", "not-a-task", "--label", "com.docker.swarm.node.id=elsewhere",
+         swarm["image"], "sleep", "1000")
+    core(wrk1, "swarm", "leave")
+    assert container(wrk1, task) is None
+    assert wrk1.core("inspect", "not-a-task").returncode == 0  # not a task of this node: kept
+    core(wrk1, "rm", "-f", "not-a-task")

@@ -69,7 +69,7 @@ from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
 from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
                                     PeerTLS, SequenceConflict)
 from core.engine.swarm.store import ClusterRecord, Store, now_text
-from core.engine.swarm.worker import Worker
+from core.engine.swarm.worker import Worker, remove_task_containers
 
 log = logging.getLogger("core.swarm")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request otherwise
@@ -391,6 +391,7 @@ class SwarmService:
         self.agent: Agent | None = None
         self.client: transport.ManagerClient | None = None
         self.worker: Worker | None = None
+        self._managers_cache: tuple[float, list[dict[str, str]]] | None = None
         self._revoked: set[str] = set()
         self._digest = ""
         self._is_leader = False
@@ -797,11 +798,17 @@ class SwarmService:
             await trio.sleep(1.0)
 
     async def _managers(self) -> list[dict[str, str]]:
+        """The managers' addresses (every session and heartbeat answer carries them): read at
+        most once a second, since reading them reads every node (a thousand, at scale)."""
+        cached = self._managers_cache
+        if cached is not None and trio.current_time() - cached[0] < 1.0:
+            return cached[1]
         out = []
         for node, _v in await self._store().nodes():
             ms = node.get("ManagerStatus")
             if ms and ms.get("Addr"):
                 out.append({"NodeID": node["ID"], "Addr": ms["Addr"]})
+        self._managers_cache = (trio.current_time(), out)
         return out
 
     async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -1140,7 +1147,10 @@ class SwarmService:
                         with contextlib.suppress(errors.CoreError):
                             await self._store().update_node(self.local["NodeID"], drop)
                         await self.member.leave(self.etcd)
+            node_id = self.local["NodeID"]
             await self._stop_node()
+            if self.containers is not None:  # docker removes the node's task containers
+                await remove_task_containers(self.containers, node_id)
             self._forget_local()
 
     async def _manager_counts(self) -> tuple[int, int]:

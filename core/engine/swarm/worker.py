@@ -27,6 +27,9 @@ Swarm tasks survive a daemon restart: containers outlive the daemon, and on star
 finds its task containers by label and re-adopts them; a running one keeps running (its state
 is reported if the manager's differs), one that died meanwhile is reported.
 
+Leaving the swarm (``swarm leave``) removes the node's task containers, as docker does
+(:func:`remove_task_containers`).
+
 Logs: a ``logs`` item asks for some tasks' logs; the worker reads their containers' logs and
 publishes them with the call ``logs.publish`` until done (or, following, until the manager
 says the reader is gone).
@@ -210,6 +213,20 @@ def exit_status(code: int) -> tuple[str, str, str]:
 def _rfc3339(time_ns: int) -> str:
     t = dt.datetime.fromtimestamp(time_ns / NS, dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{time_ns % NS:09d}Z"
+
+
+async def remove_task_containers(containers: TaskContainers, node_id: str) -> int:
+    """``swarm leave``: the node's task containers go, as docker's do; returns how many."""
+    removed = 0
+    for c in await containers.list({"label": [f"{LABEL}.node.id={node_id}"]}, all_=True):
+        try:
+            await containers.remove(c["Id"], force=True)
+            removed += 1
+        except errors.NotFound:
+            pass
+        except errors.CoreError as exc:
+            log.warning("swarm leave: removing task container %s: %s", c["Id"][:12], exc)
+    return removed
 
 
 # -- the runner --------------------------------------------------------------------------------
