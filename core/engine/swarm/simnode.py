@@ -50,9 +50,15 @@ class Stats:
         self.reported = 0                      # task states reported
         self.errors = 0
 
+    nodes: list[SimNode]
+
     def to_json(self) -> dict[str, Any]:
+        nodes = getattr(self, "nodes", [])
         return {"joined": self.joined, "in_session": self.in_session, "calls": dict(self.calls),
-                "reported": self.reported, "errors": self.errors}
+                "reported": self.reported, "errors": self.errors,
+                "tasks": sum(len(n.states) for n in nodes),
+                "running": sum(1 for n in nodes for s in n.states.values() if s == "running"),
+                "pending": sum(len(n._pending) for n in nodes)}
 
 
 class SimNode:
@@ -140,8 +146,13 @@ class SimNode:
             if not task_id:
                 continue
             seen.add(task_id)
-            known = self.states.get(task_id) or task.get("Status", {}).get("State", "assigned")
+            theirs = task.get("Status", {}).get("State", "assigned")
+            known = self.states.get(task_id) or theirs
             self.states[task_id] = known
+            if swarm_tasks.advances(theirs, known) and task_id not in self._pending:
+                # a report lost with a session: the managers are told again
+                self._pending[task_id] = swarm_tasks.status(known, known)
+                self._wake.set()
             if known in swarm_tasks.TERMINAL:
                 continue
             desired = task.get("DesiredState", "running")
@@ -169,11 +180,13 @@ class SimNode:
                 continue
             try:
                 await client.call("tasks.status", updates=[{"ID": i, "Status": s} for i, s in batch.items()])
-            except (errors.CoreError, trio.TooSlowError, OSError):
-                self.stats.errors += 1
+            except BaseException as exc:  # an error, or the session's end: sent again later
                 for task_id, status in batch.items():
                     self._pending.setdefault(task_id, status)
                 self._wake.set()
+                if not isinstance(exc, (errors.CoreError, trio.TooSlowError, OSError)):
+                    raise
+                self.stats.errors += 1
                 await trio.sleep(RETRY)
                 continue
             self.stats.calls[address] += 1
@@ -184,6 +197,7 @@ async def run_many(managers: list[str], token: str, count: int, prefix: str, *,
                    stats_file: Path | None = None, join_concurrency: int = 8) -> None:
     """``count`` simulated nodes named ``<prefix><i>``, joined ``join_concurrency`` at a time."""
     stats = Stats()
+    stats.nodes = []
     limit = trio.CapacityLimiter(join_concurrency)
 
     async def one(i: int) -> None:
@@ -196,6 +210,7 @@ async def run_many(managers: list[str], token: str, count: int, prefix: str, *,
                     log.info("%s%d: join: %s; again", prefix, i, exc)
                     stats.errors += 1
                     await trio.sleep(RETRY)
+        stats.nodes.append(node)
         await node.run()
 
     async def write_stats() -> None:

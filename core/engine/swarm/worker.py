@@ -239,6 +239,7 @@ class _Task:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     poke: trio.Event = attrs.field(factory=trio.Event)
     health: str = ""
+    status: dict[str, Any] | None = None  # the last status reported
 
     @property
     def id(self) -> str:
@@ -321,6 +322,11 @@ class Worker:
                 self._nursery.start_soon(self._control, t)
             else:
                 t.task = task
+                theirs = task.get("Status", {}).get("State", "")
+                if t.status is not None and swarm_tasks.advances(theirs, t.state) \
+                        and task_id not in self._reports:
+                    self._reports[task_id] = t.status  # a report the managers missed: again
+                    self._report_wake.set()
                 t.wake()
         for task_id in [i for i in self.tasks if i not in wanted]:
             t = self.tasks.pop(task_id)
@@ -357,6 +363,7 @@ class Worker:
             status["ContainerStatus"] = {"ContainerID": t.container, "PID": pid,
                                          "ExitCode": exit_code or 0}
         status["PortStatus"] = {}
+        t.status = status
         self._reports[t.id] = status
         self._report_wake.set()
         log.debug("task %s: %s %s", t.id, state, err)
@@ -371,11 +378,13 @@ class Worker:
                 continue
             try:
                 await self.call("tasks.status", updates=[{"ID": i, "Status": s} for i, s in batch.items()])
-            except (errors.CoreError, trio.TooSlowError, OSError) as exc:
-                log.info("reporting task states: %s; again soon", exc)
+            except BaseException as exc:
                 for task_id, status in batch.items():  # a newer state reported meanwhile wins
                     self._reports.setdefault(task_id, status)
                 self._report_wake.set()
+                if not isinstance(exc, (errors.CoreError, trio.TooSlowError, OSError)):
+                    raise
+                log.info("reporting task states: %s; again soon", exc)
                 await trio.sleep(1.0)
 
     # -- one task --
