@@ -430,8 +430,9 @@ class LogBroker:
     async def logs(self, task_ids: list[str], *, follow: bool = False, tail: int | None = None,
                    timestamps: bool = False, since: float = 0) -> AsyncIterator[tuple[str, str, str, bytes]]:
         """The tasks' log entries ``(task ID, "stdout"|"stderr", time (RFC 3339), data)`` from
-        every node that holds one; ends when every node sent all (never with ``follow``).
-        A node without a session (down) is skipped."""
+        every node that holds one; ends when every node sent all (with ``follow``, when the
+        reader stops).  ``tail``: the last lines of each task (None: all); ``since``: unix
+        seconds.  A node without a session (down) is skipped."""
         opts = {"follow": bool(follow), "tail": tail, "timestamps": bool(timestamps), "since": since}
         by_node = await self._task_nodes(task_ids)
         sessions = await self.store.sessions()

@@ -546,9 +546,8 @@ class Worker:
         follow = bool(req.get("follow"))
         tail = req.get("tail")
         tail = int(tail) if isinstance(tail, int) and tail >= 0 else None
-        since = req.get("since") or 0
-        try:
-            since = int(float(since))
+        try:  # unix seconds (docker's ``since``), the container logs' nanoseconds
+            since = int(float(req.get("since") or 0) * NS)
         except (TypeError, ValueError):
             since = 0
         closed = trio.Event()
