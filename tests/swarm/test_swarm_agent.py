@@ -157,11 +157,13 @@ from core.engine.swarm.transport import ManagerClient
 async def main():
     client = ManagerClient(NodeCredentials.load({str(mgr1.data_root / 'swarm' / 'certificates')!r}),
                            [{mgr1.address + ':2377'!r}])
-    out = []
-    async with client.stream("logs.relay", tasks=[{task['ID']!r}], follow=False, tail=None,
-                             timestamps=False, since=0) as items:
-        async for m in items:
-            out.append(m)
+    out = {{}}
+    for tail in (None, 1):
+        out[str(tail)] = []
+        async with client.stream("logs.relay", tasks=[{task['ID']!r}], follow=False, tail=tail,
+                                 timestamps=False, since=0) as items:
+            async for m in items:
+                out[str(tail)].append(m)
     await client.aclose()
     print(json.dumps(out))
 trio.run(main)
@@ -169,9 +171,11 @@ trio.run(main)
     proc = mgr1.exec(sys.executable, "-c", script, timeout=60)
     assert proc.returncode == 0, proc.stderr
     import base64
-    got = [(m["task"], m["stream"], base64.b64decode(m["data"])) for m in json.loads(proc.stdout)]
-    assert (task["ID"], "stdout", b"hello from web-1-wrk1\n") in got
-    assert (task["ID"], "stderr", b"oops\n") in got
+    answers = json.loads(proc.stdout)
+    got = [(m["task"], m["stream"], base64.b64decode(m["data"])) for m in answers["None"]]
+    assert sorted(got) == [(task["ID"], "stderr", b"oops\n"), (task["ID"], "stdout", b"hello from web-1-wrk1\n")]
+    assert all(m["time"].endswith("Z") for m in answers["None"])
+    assert [(m["stream"], base64.b64decode(m["data"])) for m in answers["1"]] == [("stderr", b"oops\n")]
 
 
 def test_a_daemon_restart_re_adopts_the_running_task(swarm):
