@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import random
 import resource
 import sys
 from collections import Counter
@@ -37,6 +38,7 @@ from core.engine.swarm.ca import NodeCredentials
 log = logging.getLogger("core.swarm.simnode")
 
 RETRY = 1.0
+MAX_BACKOFF = 16.0
 REPORT_DELAY = 0.2
 
 
@@ -75,6 +77,7 @@ class SimNode:
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake = trio.Event()
         self._start = hash(hostname) % len(self.managers)
+        self.beats = 0  # heartbeats answered (a session that got some was a good one)
 
     @property
     def node_id(self) -> str:
@@ -89,15 +92,20 @@ class SimNode:
     async def run(self) -> None:
         """Keep a session for ever (failing over between the managers)."""
         n = 0
+        backoff = RETRY
         while True:
             address = self.managers[(self._start + n) % len(self.managers)]
+            beats = self.beats
             try:
                 await self._session(address)
             except (errors.CoreError, trio.TooSlowError, OSError, StopAsyncIteration) as exc:
                 log.debug("%s: session with %s ended: %s", self.hostname, address, exc)
                 self.stats.errors += 1
             n += 1
-            await trio.sleep(RETRY)
+            # backed off, with jitter, like docker's agent: a thousand nodes retrying in step
+            # would keep overloaded managers overloaded
+            backoff = RETRY if self.beats > beats else min(backoff * 2, MAX_BACKOFF)
+            await trio.sleep(backoff * random.uniform(0.5, 1.5))
 
     async def _session(self, address: str) -> None:
         client = transport.ManagerClient(self.credentials, [address])
@@ -131,6 +139,7 @@ class SimNode:
                 await trio.sleep(period)
                 answer = await client.call("heartbeat", session_id=session_id)
                 self.stats.calls[address] += 1
+                self.beats += 1
                 period = float(answer.get("period") or period)
         except (errors.CoreError, trio.TooSlowError, OSError):
             self.stats.errors += 1
@@ -209,7 +218,7 @@ async def run_many(managers: list[str], token: str, count: int, prefix: str, *,
                 except (errors.Unavailable, trio.TooSlowError, OSError) as exc:
                     log.info("%s%d: join: %s; again", prefix, i, exc)
                     stats.errors += 1
-                    await trio.sleep(RETRY)
+                    await trio.sleep(RETRY * random.uniform(1, 4))
         stats.nodes.append(node)
         await node.run()
 
