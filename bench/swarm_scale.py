@@ -229,10 +229,10 @@ class Simulation:
             per = -(-a.nodes // a.procs)
             victims = self.procs[:max(1, a.fail // per)]
             failed_prefixes = tuple(f"sim{i}-" for i in range(len(victims)))
-            failed = {n["ID"] for n in self.nodes() if n["Description"]["Hostname"].startswith(failed_prefixes)}
-            live = {n["ID"] for n in self.nodes() if n["ID"] not in failed}
+            ready = [n for n in self.nodes() if n["Status"]["State"] == "ready"]  # not a retried join's leftover
+            failed = {n["ID"] for n in ready if n["Description"]["Hostname"].startswith(failed_prefixes)}
+            live = {n["ID"] for n in ready if n["ID"] not in failed}
             r["failed_nodes"] = len(failed)
-            t = time.monotonic()
             for p in victims:
                 p.send_signal(signal.SIGKILL)
             for p in victims:

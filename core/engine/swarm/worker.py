@@ -396,6 +396,9 @@ class Worker:
             except errors.CoreError as exc:
                 log.info("task %s: %s", t.id, exc)
                 self.report(t, "failed", err=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug fails this task, not the node's runner
+                log.exception("task %s failed", t.id)
+                self.report(t, "failed", err=f"internal error: {type(exc).__name__}: {exc}")
 
     async def _inspect(self, t: _Task) -> dict[str, Any] | None:
         if not t.container:
