@@ -8,7 +8,7 @@ import json
 import pytest
 
 from core import errors
-from core.engine.swarm.dispatcher import Assignments
+from core.engine.swarm.assignments import Assignments
 from core.engine.swarm.worker import container_body, exit_status, expand, registry_auth, task_labels
 
 
