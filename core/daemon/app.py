@@ -155,7 +155,8 @@ class Daemon:
                                   cpus=os.cpu_count() or 1, memory=mem_total(),
                                   local_engine=lambda: LocalEngine(
                                       containers=self.containers, images=self.image_service,
-                                      events=self.events, drivers=lambda: drivers.selection(None)))
+                                      events=self.events, drivers=lambda: drivers.selection(None),
+                                      networking=lambda atts: self.networks.swarm.task_networking(atts)))
         self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
                                        containers=Directory(container_store, container_files), events=self.events,
                                        default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6

@@ -370,6 +370,10 @@ class LocalEngine:
     images: ImagePuller
     events: EventSource
     drivers: Callable[[], dict[str, str]] = dict  # the drivers in use (for the node's description)
+    #: a task's networks (its ``NetworksAttachments``) made on the node: ``await
+    #: networking(attachments)`` -> ``{"NetworkMode", "EndpointsConfig"}`` for container create
+    #: (the network service's ``swarm.task_networking``); None: tasks get the default network
+    networking: Callable[..., Awaitable[dict[str, Any]]] | None = None
 
 
 class SwarmService:
@@ -615,7 +619,8 @@ class SwarmService:
             self.worker = Worker(containers=engine.containers, images=engine.images,
                                  events=engine.events,
                                  call=lambda name, **args: client.call(name, **args),
-                                 node=self._node_facts, drivers=engine.drivers)
+                                 node=self._node_facts, drivers=engine.drivers,
+                                 networking=engine.networking)
             await n.start(self._guard, "worker", self.worker.run)
             worker = self.worker
 

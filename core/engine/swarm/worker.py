@@ -256,13 +256,16 @@ class Worker:
     ``call(name, **args)`` is a call on the swarm channel to the node's manager (the agent's
     :class:`~core.engine.swarm.transport.ManagerClient`); ``node()`` is this node's
     ``{"ID", "Hostname", "Architecture"}`` for the templates; ``drivers()`` the engine's
-    default drivers for container create.
+    default drivers for container create; ``networking(attachments)`` (optional) makes a task's
+    networks on the node and gives its container's ``NetworkMode`` and ``EndpointsConfig``.
     """
 
     def __init__(self, *, containers: TaskContainers, images: ImagePuller, events: EventSource,
                  call: Call, node: Callable[[], dict[str, str]],
-                 drivers: Callable[[], dict[str, str]]) -> None:
+                 drivers: Callable[[], dict[str, str]],
+                 networking: Callable[..., Awaitable[dict[str, Any]]] | None = None) -> None:
         self.containers = containers
+        self.networking = networking
         self.images = images
         self.events = events
         self.call = call
@@ -458,6 +461,12 @@ class Worker:
         node = self.node()
         try:
             body = container_body(t.task, node)
+            if self.networking is not None and t.task.get("NetworksAttachments"):
+                # the task's overlay networks on this node, with the leader's addresses
+                net = await self.networking(t.task["NetworksAttachments"])
+                if net.get("NetworkMode"):
+                    body["HostConfig"]["NetworkMode"] = net["NetworkMode"]
+                    body["NetworkingConfig"] = {"EndpointsConfig": net["EndpointsConfig"]}
         except errors.CoreError as exc:
             self.report(t, "rejected", "preparing", str(exc))
             return False

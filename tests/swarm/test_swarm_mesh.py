@@ -1,0 +1,159 @@
+"""The book's uber-net / uber-svc walk on the multi-host harness (one manager, two workers):
+a service on an overlay network publishing port 80 in ingress mode, with tasks on mgr1 and wrk1
+and none on wrk2.  The tasks are run by the nodes' task runners; the test plays the leader's
+orchestrator and scheduler (it writes the service and its tasks, with their network attachments
+from the swarm's allocator, into the managers' store, as tests/swarm/test_swarm_agent.py does).
+
+- port 80 answers on every node's address, wrk2's included (the routing mesh: each node's
+  ingress sandbox, nftables dnat over the ingress overlay), and spreads over both tasks;
+- inside a task, the service's name is its VIP (balanced over the tasks by nftables in the
+  task's namespace) and ``tasks.<service>`` the tasks' addresses, on the overlay;
+- after the service and its tasks are gone, no node publishes port 80 any more and the tasks'
+  overlay devices are gone.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any, Callable
+
+import pytest
+import trio
+
+from core.engine.swarm import tasks as swarm_tasks
+from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
+from core.engine.swarm.networks import AddressAllocator
+from core.engine.swarm.store import SERVICES, TASKS, Store, now_text
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
+
+CLUSTER_SHAPE = (1, 2)
+SERVICE_ID = "uberSvc000000000000000000"
+SERVE = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def core(host, *args: str) -> str:
+    proc = host.core(*args)
+    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
+    return proc.stdout
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def with_store(host, fn) -> Any:
+    async def main():
+        async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10) as etcd:
+            return await fn(Store(etcd))
+    return trio.run(main)
+
+
+def fetch(client, address: str) -> str | None:
+    proc = client.exec("/bin/busybox", "wget", "-q", "-O", "-", f"http://{address}:80/", timeout=20)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def swarm(cluster, test_images) -> dict[str, Any]:
+    mgr1, wrk1, wrk2 = cluster["mgr1"], cluster["wrk1"], cluster["wrk2"]
+    cluster.forward_loopback(test_images.registry.port)
+    core(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--dispatcher-heartbeat", "1s")
+    token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
+    for w in (wrk1, wrk2):
+        core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
+    wait_for("the nodes ready", lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split()
+             == ["Ready"] * 3)
+    ids = {h: core(mgr1, "node", "inspect", "--format", "{{.ID}}", h).strip() for h in ("mgr1", "wrk1", "wrk2")}
+    net_id = core(mgr1, "network", "create", "-d", "overlay", "uber-net").strip()
+    image = test_images["busybox:latest"].reference
+    service = {"ID": SERVICE_ID, "CreatedAt": now_text(), "Spec": {
+        "Name": "uber-svc", "Mode": {"Replicated": {"Replicas": 2}},
+        "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": SERVE}, "Networks": [{"Target": net_id}]},
+        "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80,
+                                                  "PublishMode": "ingress"}]}}}
+
+    async def create(store: Store) -> list[dict[str, Any]]:
+        await store.put(SERVICES, service, 0)
+        tasks = []
+        for slot, node in ((1, "mgr1"), (2, "wrk1")):
+            task_id = swarm_tasks.new_task_id()
+            task = {"ID": task_id, "CreatedAt": now_text(), "Labels": {},
+                    "Spec": {"ContainerSpec": {"Image": image, "Command": SERVE},
+                             "RestartPolicy": {"Condition": "none"}, "Networks": [{"Target": net_id}]},
+                    "ServiceID": SERVICE_ID, "Slot": slot, "NodeID": ids[node],
+                    "Status": swarm_tasks.status("assigned", "scheduler assigned task to node"),
+                    "DesiredState": "running",
+                    "NetworksAttachments": await AddressAllocator(store).attach([net_id], task_id, ingress=True),
+                    "ServiceAnnotations": {"Name": "uber-svc", "Labels": {}}, "SpecVersion": {"Index": 1}}
+            await store.put(TASKS, task, 0)
+            tasks.append(task)
+        return tasks
+
+    tasks = with_store(mgr1, create)
+
+    def running() -> bool:
+        async def states(store: Store) -> list[str]:
+            return [(await store.get(TASKS, t["ID"]))[0]["Status"]["State"] for t in tasks]
+        return with_store(mgr1, states) == ["running", "running"]
+
+    wait_for("both tasks running", running, timeout=90)
+    return {"ids": ids, "net": net_id, "tasks": tasks, "image": image}
+
+
+def test_port_80_answers_on_every_node_and_spreads_over_the_tasks(cluster, swarm):
+    mgr1, wrk1, wrk2 = cluster["mgr1"], cluster["wrk1"], cluster["wrk2"]
+    names = {core(h, "ps", "-q", "--no-trunc").split()[0][:12] for h in (mgr1, wrk1)}
+    for target in (mgr1, wrk1, wrk2):
+        for client in (mgr1, wrk2):
+            got = wait_for(f"port 80 of {target.name} from {client.name}", lambda: fetch(client, target.address))
+            assert got in names
+    seen = {fetch(mgr1, wrk2.address) for _ in range(8)}   # wrk2 runs no task
+    assert seen == names
+
+
+def test_inside_a_task_the_service_name_is_its_vip(cluster, swarm):
+    mgr1 = cluster["mgr1"]
+    task = swarm_tasks.container_name(swarm["tasks"][0])
+    svc = with_store(mgr1, lambda s: s.get(SERVICES, SERVICE_ID))[0]
+    vips = {v["NetworkID"]: v["Addr"].split("/")[0] for v in svc["Endpoint"]["VirtualIPs"]}
+    vip = vips[swarm["net"]]
+    def lookup() -> str | None:
+        out = core(mgr1, "exec", task, "nslookup", "uber-svc", "127.0.0.11")
+        return out if vip in out else None
+
+    wait_for("the service's name", lookup)
+    addresses = [a["Addresses"][0].split("/")[0] for t in swarm["tasks"] for a in t["NetworksAttachments"]
+                 if a["Network"]["ID"] == swarm["net"]]
+    tasks_out = core(mgr1, "exec", task, "nslookup", "tasks.uber-svc", "127.0.0.11")
+    assert all(a in tasks_out for a in addresses)
+    seen = {core(mgr1, "exec", task, "wget", "-q", "-O", "-", "http://uber-svc/").strip() for _ in range(6)}
+    assert len(seen) == 2
+
+
+def test_after_the_service_goes_no_node_publishes_port_80(cluster, swarm):
+    mgr1 = cluster["mgr1"]
+
+    async def remove(store: Store) -> None:
+        for t in swarm["tasks"]:
+            await store.update(TASKS, t["ID"], lambda t: t.update(DesiredState="remove"))
+        await store.delete(SERVICES, SERVICE_ID)
+
+    with_store(mgr1, remove)
+    for host in cluster:
+        wait_for(f"{host.name} stops publishing", lambda: "dport 80" not in host.exec(
+            "nft", "list", "ruleset", check=True).stdout)
+    for host in cluster:
+        assert fetch(mgr1, host.address) is None
