@@ -157,3 +157,22 @@ def test_after_the_service_goes_no_node_publishes_port_80(cluster, swarm):
             "nft", "list", "ruleset", check=True).stdout)
     for host in cluster:
         assert fetch(mgr1, host.address) is None
+
+
+def test_network_rm_and_swarm_leave_leave_nothing(cluster, swarm):
+    mgr1 = cluster["mgr1"]
+
+    def gone() -> bool:
+        return all(not core(h, "ps", "-aq") for h in cluster)
+
+    wait_for("the task containers removed", gone)
+    core(mgr1, "network", "rm", "uber-net")
+    for host in cluster:
+        assert "uber-net" not in core(host, "network", "ls", "--format", "{{.Name}}").split()
+    for name in ("wrk2", "wrk1"):
+        host = cluster[name]
+        core(host, "swarm", "leave")
+        links = host.exec("ip", "-o", "link", "show", check=True).stdout
+        assert not any(part.strip().startswith("ov") for line in links.splitlines()
+                       for part in line.split(":")[1:2]), links
+        assert "core-mesh" not in host.exec("nft", "list", "tables", check=True).stdout
