@@ -14,8 +14,20 @@ throughput >= 0.8 x underlay.  A benchmark, not a test: it prints, it never fail
 
     PYTHONPATH=. .venv/bin/python bench/swarm_net.py [-t 3] [-n 2000] [-r 3]
 
-The routing mesh, ``service scale`` convergence and rolling-update drops are measured when those
-parts exist (later work of issue 13).
+``--mesh`` measures the routing mesh instead, on three hosts with daemons (one manager, two
+workers; a registry on loopback with the tests' busybox image): a service publishing port 80
+in ingress mode with one task on wrk1 (the bench plays the leader: it writes the service and
+its tasks into the managers' store, as tests/swarm/test_swarm_mesh.py does); the request latency
+(a new TCP connection, ``GET /`` of busybox httpd, the answer read: median of ``-n``) from wrk2
+through the mesh at wrk2's own address (no task there: host -> ingress sandbox -> overlay ->
+task) against the same request to an httpd on wrk1's underlay address (the floor); then a second
+task is added (a ``service scale`` 1 -> 2 as the leader writes it) and the bench reports the time
+from the task's ``running`` report until the mesh's first answer from it.  Target (issue 13):
+added latency through the mesh <= 0.2 ms per request.
+
+    PYTHONPATH=. .venv/bin/python bench/swarm_net.py --mesh [-n 300]
+
+Rolling-update drops are not measured yet.
 """
 from __future__ import annotations
 
@@ -90,12 +102,134 @@ def pair_run(server_ns: str, server: list[str], client_ns: str, client: list[str
             srv.wait()
 
 
+HTTP_CLIENT = r'''
+import socket, statistics, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+times = []
+for _ in range(n):
+    t0 = time.perf_counter()
+    c = socket.create_connection((host, port), timeout=5)
+    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    while c.recv(65536):
+        pass
+    c.close()
+    times.append(time.perf_counter() - t0)
+print(statistics.median(times))
+'''
+
+
+def mesh_main(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    import trio
+
+    from core.engine.swarm import tasks as swarm_tasks
+    from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
+    from core.engine.swarm.networks import AddressAllocator
+    from core.engine.swarm.store import SERVICES, TASKS, Store, now_text
+    from core.testing.registry_server import Registry
+    from tests.support.fixtures import build_and_push_stock_images
+
+    serve = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+    def core(host, *argv: str) -> str:
+        proc = host.core(*argv, timeout=120)
+        if proc.returncode != 0:
+            raise SystemExit(f"[{host.name}] core {' '.join(argv)}: {proc.stderr}")
+        return proc.stdout
+
+    def store_do(host, fn):
+        async def run():
+            async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10) as etcd:
+                return await fn(Store(etcd))
+        return trio.run(run)
+
+    def until(check, timeout: float = 90.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = check()
+            if got:
+                return got
+            time.sleep(0.05)
+        raise SystemExit("timed out")
+
+    with Registry() as registry, tempfile.TemporaryDirectory() as layouts, Cluster(1, 2) as cluster:
+        image = build_and_push_stock_images(registry, Path(layouts))["busybox:latest"].reference
+        cluster.forward_loopback(registry.port)
+        mgr1, wrk1, wrk2 = cluster["mgr1"], cluster["wrk1"], cluster["wrk2"]
+        core(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--dispatcher-heartbeat", "1s")
+        token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
+        for w in (wrk1, wrk2):
+            core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
+        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3)
+        ids = {h: core(mgr1, "node", "inspect", "--format", "{{.ID}}", h).strip() for h in ("mgr1", "wrk1", "wrk2")}
+        svc_id = "benchMesh0000000000000000"
+        store_do(mgr1, lambda s: s.put(SERVICES, {"ID": svc_id, "CreatedAt": now_text(), "Spec": {
+            "Name": "bench", "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": serve}},
+            "EndpointSpec": {"Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80,
+                                        "PublishMode": "ingress"}]}}}, 0))
+
+        def add_task(node: str, slot: int) -> str:
+            async def put(store: Store) -> str:
+                tid = swarm_tasks.new_task_id()
+                await store.put(TASKS, {
+                    "ID": tid, "CreatedAt": now_text(), "Labels": {}, "ServiceID": svc_id, "Slot": slot,
+                    "Spec": {"ContainerSpec": {"Image": image, "Command": serve},
+                             "RestartPolicy": {"Condition": "none"}},
+                    "NodeID": ids[node], "DesiredState": "running",
+                    "Status": swarm_tasks.status("assigned", "scheduler assigned task to node"),
+                    "NetworksAttachments": await AddressAllocator(store).attach([], tid, ingress=True),
+                    "ServiceAnnotations": {"Name": "bench", "Labels": {}}, "SpecVersion": {"Index": 1}}, 0)
+                return tid
+            return store_do(mgr1, put)
+
+        def state(tid: str) -> str:
+            return store_do(mgr1, lambda s: s.get(TASKS, tid))[0]["Status"]["State"]
+
+        def fetch(host, address: str) -> str:
+            proc = host.exec("/bin/busybox", "wget", "-q", "-O", "-", f"http://{address}:80/", timeout=10)
+            return proc.stdout.strip() if proc.returncode == 0 else ""
+
+        first = add_task("wrk1", 1)
+        until(lambda: state(first) == "running")
+        until(lambda: fetch(wrk2, wrk2.address))
+        floor = subprocess.Popen([*wrk1.launcher, "/bin/busybox", "httpd", "-f", "-p", "8081", "-h", "/etc"])
+        try:
+            time.sleep(0.5)
+            lat = {}
+            for kind, address, port in (("underlay", wrk1.address, 8081), ("mesh", wrk2.address, 80)):
+                out = wrk2.exec(sys.executable, "-c", HTTP_CLIENT.replace("GET /", "GET /hostname")
+                                if kind == "underlay" else HTTP_CLIENT, address, str(port), str(args.n),
+                                timeout=300)
+                lat[kind] = float(out.stdout.strip())
+        finally:
+            floor.terminate()
+            floor.wait()
+        print(f"request latency (new connection, GET): underlay {lat['underlay'] * 1e3:.3f} ms, "
+              f"through the mesh (node without a task) {lat['mesh'] * 1e3:.3f} ms, "
+              f"added {(lat['mesh'] - lat['underlay']) * 1e3:+.3f} ms (target <= 0.2 ms)")
+        before = {fetch(wrk2, wrk2.address) for _ in range(4)}
+        second = add_task("mgr1", 2)
+        until(lambda: state(second) == "running")
+        t_running = time.monotonic()
+        until(lambda: fetch(wrk2, wrk2.address) not in before)
+        print(f"scale 1 -> 2: the mesh answers from the new task {time.monotonic() - t_running:.2f} s "
+              f"after it reported running")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-t", type=float, default=3.0, help="seconds per throughput run (default 3)")
     ap.add_argument("-n", type=int, default=2000, help="round trips per latency run (default 2000)")
     ap.add_argument("-r", type=int, default=3, help="rounds, alternating overlay and underlay (default 3)")
+    ap.add_argument("--mesh", action="store_true", help="measure the routing mesh instead (see above)")
     args = ap.parse_args()
+    if args.mesh:
+        if args.n == 2000:
+            args.n = 300
+        return mesh_main(args)
     with Cluster(0, 2, daemons=False) as cluster:
         h1, h2 = cluster.hosts
         ns = Namespaces()

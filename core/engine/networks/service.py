@@ -237,13 +237,14 @@ class NetworkManager:
         swarm's this node shows (left out, as docker does, when the swarm cannot answer)."""
         out = self.catalog.list_networks(filters)
         if self.cluster is not None and self.cluster.active():
-            seen = {n["Id"] for n in out}
             try:
                 swarm = await self.cluster.list_networks(filters)
             except CoreError as exc:
                 log.warning("swarm networks left out of the list: %s", exc)
-                swarm = []
-            out += [n for n in swarm if n["Id"] not in seen]
+            else:
+                # a swarm network made on this node shows as the swarm shows it (and not at all
+                # once the swarm has removed it)
+                out = [n for n in out if n.get("Scope") != "swarm"] + swarm
         return out
 
     async def inspect_network(self, ref: str, scope: str = "") -> dict[str, Any]:
@@ -253,7 +254,15 @@ class NetworkManager:
             raise NotFound(f"network {ref} not found")
         if scope in ("", "local"):
             try:
-                return self.catalog.inspect_network(ref)
+                found = self.catalog.inspect_network(ref)
+                if found.get("Scope") == "swarm" and self.cluster is not None and \
+                        self.cluster.active() and scope != "local":
+                    try:  # made on this node: the swarm's object, with the node's containers
+                        return {**await self.cluster.inspect_network(found["Id"]),
+                                "Containers": found.get("Containers") or {}}
+                    except CoreError:
+                        pass
+                return found
             except NotFound:
                 if scope == "local" or self.cluster is None or not self.cluster.active():
                     raise

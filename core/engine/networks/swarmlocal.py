@@ -222,16 +222,7 @@ class SwarmLocal:
                         self.catalog.emit("disconnect", net, {"container": ep.container_id})
                     self.store.delete_endpoint(ep.container_id, net.id)
                     released.append((net.id, ep.container_id))
-        if self._ingress is not None and self.mesh is not None:
-            ingress, self._ingress = self._ingress, None
-            net = self.store.net(ingress)
-            if net is not None:
-                try:
-                    await self.catalog.driver(net.driver).leave(net.id, INGRESS_SANDBOX)
-                except CoreError as exc:
-                    log.warning("routing mesh: leaving ingress: %s", exc)
-            await self.mesh.close()
-            released.append((ingress, INGRESS_SANDBOX))
+        await self._close_mesh()
         for nid, cid in released:
             try:
                 await self.cluster.detach_container(nid, cid)
@@ -259,9 +250,17 @@ class SwarmLocal:
         if self._leaving:
             return
         local = self.cluster.data_address()
-        if self.mesh is not None and self._ingress is None:
+        try:
+            listed = await self.cluster.list_networks()
+        except CoreError as exc:
+            log.debug("swarm networks: no list from the managers: %s", exc)
+            listed = None
+        if listed is not None:
+            await self._forget_removed(listed)
+        ingress = next((n for n in listed or [] if n.get("Ingress")), None)
+        if self.mesh is not None and self._ingress is None and ingress is not None:
             try:
-                await self._make_mesh()
+                await self._make_mesh(ingress["Id"])
             except (CoreError, OSError, subprocess.CalledProcessError) as exc:
                 err = getattr(exc, "stderr", b"") or b""
                 log.warning("routing mesh: not ready: %s %s", exc,
@@ -306,13 +305,41 @@ class SwarmLocal:
                 self._peers[net.id] = peers
         await self._balance(backends)
 
-    async def _make_mesh(self) -> None:
+    async def _forget_removed(self, listed: list[dict[str, Any]]) -> None:
+        """Swarm networks removed from the swarm go from the node: the mesh of an ingress
+        network that is no more (or was replaced), rows without endpoints."""
+        ids = {n["Id"] for n in listed}
+        ingress = next((n["Id"] for n in listed if n.get("Ingress")), None)
+        if self._ingress is not None and self._ingress != ingress:
+            await self._close_mesh()
+        for net in [n for n in self.store.networks() if n.scope == "swarm" and n.id not in ids]:
+            async with self.lock:
+                await self._drop_if_unused(net.id)
+
+    async def _close_mesh(self) -> None:
+        """The node's ingress sandbox, its link and tables, and its ingress address, gone."""
+        if self._ingress is None or self.mesh is None:
+            return
+        ingress, self._ingress = self._ingress, None
+        net = self.store.net(ingress)
+        if net is not None:
+            try:
+                await self.catalog.driver(net.driver).leave(net.id, INGRESS_SANDBOX)
+            except CoreError as exc:
+                log.warning("routing mesh: leaving ingress: %s", exc)
+        await self.mesh.close()
+        if self.active():
+            try:
+                await self.cluster.detach_container(ingress, INGRESS_SANDBOX)
+            except CoreError as exc:
+                log.warning("routing mesh: its ingress address stays allocated: %s", exc)
+        async with self.lock:
+            await self._drop_if_unused(ingress)
+
+    async def _make_mesh(self, ingress_id: str) -> None:
         """The node's ingress sandbox on the ingress network (see :mod:`.mesh`)."""
         assert self.mesh is not None and self.cluster is not None
-        ingress = next((n for n in await self.cluster.list_networks() if n.get("Ingress")), None)
-        if ingress is None:
-            return
-        net, address = await self.materialize(ingress["Id"], INGRESS_SANDBOX)
+        net, address = await self.materialize(ingress_id, INGRESS_SANDBOX)
         path = await self.mesh.make_sandbox()
         driver = self.catalog.driver(net.driver)
         async with self.lock:
