@@ -20,14 +20,31 @@ asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the
 - ``rm`` of a container: its address is given back; the local network row and the driver's
   network go with the last container that names it (the driver's devices already went when
   the last endpoint left);
+- a swarm task (:meth:`SwarmLocal.task_networking`, called by the node's task runner): its
+  networks made locally from its ``NetworksAttachments``, its container created with the
+  leader's addresses (no other is asked for);
+- service discovery: the managers' state of each network also carries its services' DNS
+  records (``<service>``, ``tasks.<service>``), merged into the DNS view's remote names, and
+  their VIP backends, written as nftables DNAT rules (table ``ip core-vip``) into the namespace
+  of every local container on the network;
+- the routing mesh (:mod:`core.engine.networks.mesh`): the node's ingress sandbox on the
+  ingress network, made when the node is in a swarm, programmed from the ingress network's
+  ``published`` table, removed when the ingress network goes;
+- a swarm network the swarm removed goes from the node once no container uses it;
 - ``swarm leave`` (:meth:`SwarmLocal.leave`, a hook the cluster runs): every container is taken
-  off the swarm networks, their addresses given back, the networks removed from the driver
-  and the rows.
+  off the swarm networks, their addresses given back, the mesh and the networks removed from
+  the driver and the rows.
+
+The loop polls (one ``networks.peers`` call per network and pass, one networks list): simple
+and robust to failovers, but its cost grows with nodes x networks; a watch pushed on the node's
+session is the next step for large swarms.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -398,13 +415,9 @@ def vip_rules(backends: dict[str, list[str]]) -> str:
     return out
 
 
-def _ip(text: str) -> Any:
-    import ipaddress
-
+def _ip(text: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(text)
 
 
 def _now() -> int:
-    import time
-
     return time.time_ns()
