@@ -217,6 +217,22 @@ def test_only_attachable_networks_take_containers(cluster, swarm):
     assert "not manually attachable" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_network_connect_and_disconnect_of_a_running_container(cluster, swarm):
+    wrk1 = cluster["wrk1"]
+    ok(wrk1, "run", "-d", "--name", "c4", swarm["image"], "sleep", "3600")
+    try:
+        ok(wrk1, "network", "connect", "uber-net", "c4")
+        address = ok(wrk1, "inspect", "-f", "{{(index .NetworkSettings.Networks \"uber-net\").IPAddress}}", "c4")
+        assert address.strip().startswith("10.30.0.")
+        wait_for("c4 reaches c1 by name", lambda: wrk1.core("exec", "c4", "ping", "-c1", "-W1", "c1").returncode == 0)
+        ok(wrk1, "network", "disconnect", "uber-net", "c4")
+        assert "uber-net" not in ok(wrk1, "inspect", "-f",
+                                    "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "c4").split()
+        assert wrk1.core("exec", "c4", "ping", "-c1", "-W1", "c1").returncode != 0
+    finally:
+        wrk1.core("rm", "-f", "c4")
+
+
 def test_rm_of_the_last_container_removes_the_nodes_overlay(cluster, swarm):
     mgr1 = cluster["mgr1"]
     assert sorted(overlay_devices(mgr1)) != swarm["baseline"]["mgr1"]

@@ -473,9 +473,21 @@ class Sandboxes:
         """``docker network connect``: a running container gets the endpoint at once (the
         next free ``eth<n>``, its DNS server if it had none); a stopped one at its next start.
         ``Forbidden``: ``endpoint with name x already exists in network y``, host/none/shared
-        namespaces.  ``NotFound``: the network or the container."""
-        net = self.store.lookup(network_ref)
+        namespaces.  ``NotFound``: the network or the container.  An attachable swarm network
+        is made on the node first, the address the managers'."""
+        swarm = self.swarm is not None and self.swarm.active()
+        try:
+            net: NetRecord | None = self.store.lookup(network_ref)
+        except NotFound:
+            if not swarm:
+                raise
+            net = None  # perhaps the swarm's
         cid, _pid, running = await self._container(container_ref)
+        if swarm and (net is None or net.scope == "swarm"):
+            swarm_cfg = await self._swarm_networks(cid, "none", {network_ref: endpoint_config})
+            endpoint_config = swarm_cfg.get(network_ref)
+            net = self.store.lookup(network_ref)
+        assert net is not None
         async with self.lock:
             sb = self.store.sandbox(cid)
             if sb is None:
@@ -501,6 +513,9 @@ class Sandboxes:
             path = self.endpoints.join_path(sb)
             try:
                 await self.endpoints.join_one(sb, net, ep, path, len(rows))
+                if net.scope == "swarm" and self.swarm is not None and \
+                        not self.swarm.allocated(net.id, ep.config):
+                    await self.swarm.publish_names(net, cid, dns_names(sb, ep))
                 if net.user_defined:
                     self.view.reindex()
                     await self.servers.start(cid, path)
@@ -546,6 +561,8 @@ class Sandboxes:
         if was_attached:
             self.catalog.emit("disconnect", net, {"container": cid})
             await self._changed(cid)
+        if net.scope == "swarm" and self.swarm is not None:
+            await self.swarm.release(cid, [net.id])
 
     async def _force_disconnect(self, net: NetRecord, name: str) -> None:
         async with self.lock:

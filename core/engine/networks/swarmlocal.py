@@ -114,7 +114,23 @@ class SwarmLocal:
         if not obj.get("ID") or not addresses:
             raise CoreError(f"network {ref}: the managers gave no address")
         net = await self.ensure_network(obj)
-        return net, addresses[0].split("/", 1)[0]
+        address = addresses[0].split("/", 1)[0]
+        await self._unpeer(net, address)
+        return net, address
+
+    async def _unpeer(self, net: NetRecord, address: str) -> None:
+        """An address the managers gave an endpoint of this node is no remote peer any more
+        (it was one a moment ago: freed elsewhere and given again before the next pass)."""
+        driver = self.catalog.driver(net.driver)
+        async with self.lock:
+            try:
+                peers = await driver.peers(net.id)
+            except NotFound:
+                return
+            kept = [p for p in peers if str(p.address) != address]
+            if len(kept) != len(peers):
+                await driver.set_peers(net.id, kept)
+                self._peers[net.id] = kept
 
     async def ensure_network(self, obj: dict[str, Any]) -> NetRecord:
         """The local row (and driver network) of a swarm network given as docker's swarm
@@ -166,6 +182,7 @@ class SwarmLocal:
                 continue
             net = await self.ensure_network(obj)
             address = att["Addresses"][0].split("/", 1)[0]
+            await self._unpeer(net, address)
             self._task_addresses.add((net.id, address))
             endpoints[net.id] = {"IPAMConfig": {"IPv4Address": address},
                                  "Aliases": list(aliases)}
