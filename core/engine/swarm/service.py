@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives import serialization
 
 from core import errors
 from core.engine.swarm import ca as swarm_ca
+from core.engine.swarm import leader as swarm_leader
 from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
@@ -388,7 +389,7 @@ class SwarmService:
         self._crosses: list[str] = []  # the cross-signed roots of the swarm's CA rotations
         #: what the leader runs while it leads: ``await loop(store)``, cancelled when the
         #: leadership is lost (the orchestrator, the scheduler, the updater, the task reaper)
-        self.leader_loops: list[Callable[[Store], Awaitable[None]]] = []
+        self.leader_loops: list[Callable[[Store], Awaitable[None]]] = swarm_leader.loops()
 
     # -- life cycle ----------------------------------------------------------------------------
 
