@@ -440,3 +440,15 @@ def test_scale_2000_replicas_over_100_nodes_decided_fast():
     assigned = [t for t in out.tasks.values() if t["Status"]["State"] == "assigned"]
     assert len(assigned) == 2000 and set(per_node(assigned).values()) == {20}
     assert took < 5, took
+
+
+def test_node_no_longer_meeting_constraints_rejects_and_moves():
+    sim = Sim([node("n1", labels={"zone": "a"}), node("n2", labels={"zone": "a"})],
+              [service(replicas=2, placement={"Constraints": ["node.labels.zone==a"]})])
+    sim.settle()
+    on_n1 = [t for t in sim.running() if t["NodeID"] == "n1"]
+    sim.view.nodes["n1"] = node("n1", labels={"zone": "b"})
+    sim.settle()
+    assert per_node(sim.running()) == {"n2": 2}
+    old = sim.view.tasks[on_n1[0]["ID"]]["Status"]
+    assert old["State"] == "rejected" and old["Err"] == "assigned node no longer meets constraints"

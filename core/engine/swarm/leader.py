@@ -74,9 +74,13 @@ class Leader:
                 table = getattr(view, attr)
                 oid = key[len(kind):]
                 if value is None:
-                    table.pop(oid, None)
-                    view.versions.pop(key, None)
-                elif revision >= view.versions.get(key, 0):
+                    # a tombstone: an older PUT of the key still in the watch's queue (our own
+                    # write's echo) must not bring the object back
+                    if revision >= view.versions.get(key, 0):
+                        table.pop(oid, None)
+                        view.versions[key] = revision
+                elif revision > view.versions.get(key, 0) or (
+                        revision == view.versions.get(key, 0) and oid in table):
                     obj = json.loads(value)
                     obj.setdefault("ID", oid)
                     table[oid] = obj
@@ -139,10 +143,10 @@ class Leader:
 
     async def _reread(self, store: Store, key: str) -> None:
         kv = await store.etcd.get(key)
+        self.view.versions.pop(key, None)
         if kv is None:
-            self._apply(self.view, key, None, 0)
+            self._apply(self.view, key, None, await store.revision())
         else:
-            self.view.versions.pop(key, None)
             self._apply(self.view, key, kv.value, kv.mod_revision)
 
     # -- the loop --

@@ -214,8 +214,10 @@ class Orchestrator:
             node = view.nodes.get(t["NodeID"]) if t.get("NodeID") else None
             if t.get("NodeID") and node_down(node):
                 orphan = t
-                if state_of(t) not in TERMINAL:
-                    orphan = changed(t, Status=status("orphaned", "task orphaned: node is down"))
+                if state_of(t) not in TERMINAL and state_of(t) not in ("new", "allocated", "pending"):
+                    # swarmkit's dispatcher: it may have run on; nobody knows (message kept)
+                    orphan = changed(t, Status={**(t.get("Status") or {}), "State": "orphaned",
+                                                "Timestamp": now_text()})
                 if global_:
                     out.put(view, changed(orphan, DesiredState="shutdown"))
                 else:
@@ -225,6 +227,12 @@ class Orchestrator:
                     out.put(view, changed(t, DesiredState="shutdown"))
                 else:
                     self._restart(view, out, service, t, now, delay=0)  # no delay off a drained node
+            elif (not global_ and node is not None and state_of(t) not in TERMINAL
+                  and not node_matches(task_constraints(t.get("Spec") or {}), node)):
+                # swarmkit's constraint enforcer: the node no longer meets the constraints
+                rejected = changed(t, Status=status("rejected", "task rejected by constraint enforcer",
+                                                    "assigned node no longer meets constraints"))
+                self._restart(view, out, service, rejected, now, delay=0)
             elif state_of(t) in ENDED:
                 self._restart(view, out, service, t, now, node_id=t.get("NodeID", "") if global_ else "")
 

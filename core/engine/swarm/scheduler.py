@@ -27,6 +27,7 @@ resources on 1 node``, ``max replicas per node limit exceed``...), most frequent
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import ipaddress
 import re
@@ -131,8 +132,13 @@ def node_matches(constraints: list[tuple[str, bool, str]], node: dict[str, Any])
 
 
 def task_constraints(spec: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    return _constraints(tuple(((spec.get("Placement") or {}).get("Constraints")) or ()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _constraints(exprs: tuple[str, ...]) -> list[tuple[str, bool, str]]:
     try:
-        return parse_constraints(((spec.get("Placement") or {}).get("Constraints")) or ())
+        return parse_constraints(exprs)
     except InvalidArgument:
         return [("node.id", True, "\0")]  # unparseable: matches nothing (the front refuses these)
 
