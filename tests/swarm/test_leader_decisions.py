@@ -452,3 +452,16 @@ def test_node_no_longer_meeting_constraints_rejects_and_moves():
     assert per_node(sim.running()) == {"n2": 2}
     old = sim.view.tasks[on_n1[0]["ID"]]["Status"]
     assert old["State"] == "rejected" and old["Err"] == "assigned node no longer meets constraints"
+
+
+def test_constraint_change_moves_only_tasks_on_nodes_that_no_longer_fit():
+    svc = service(replicas=2, update={"Parallelism": 0, "Monitor": 0})
+    sim = Sim([node("n1", labels={"disk": "ssd"}), node("n2")], [svc])
+    sim.settle()
+    before = {t["NodeID"]: t["ID"] for t in sim.running()}
+    svc["Spec"]["TaskTemplate"]["Placement"] = {"Constraints": ["node.labels.disk==ssd"]}
+    sim.put_service(svc)
+    sim.settle()
+    after = sim.running()
+    assert per_node(after) == {"n1": 2}
+    assert before["n1"] in {t["ID"] for t in after}  # the task already on a fitting node stayed

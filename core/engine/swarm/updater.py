@@ -1,8 +1,9 @@
 """The updater: rolling updates and rollbacks of services (swarmkit's ``manager/orchestrator/update``).
 
 A slot (a global service's node) is *dirty* when its runnable task's ``Spec`` is not the
-service's ``TaskTemplate`` (a ``ForceUpdate`` increment changes it too), or when it holds more
-than one runnable task.  An update that changes no task (only ``UpdateConfig``, say) replaces
+service's ``TaskTemplate`` (a ``ForceUpdate`` increment changes it too; a change of
+``Placement`` alone leaves a task whose node meets the new constraints where it is), or when it
+holds more than one runnable task.  An update that changes no task (only ``UpdateConfig``, say) replaces
 nothing.  While a service has dirty slots the updater rolls them, :meth:`Updater.step` being
 called on every pass of the leader's loop (:mod:`core.engine.swarm.leader`):
 
@@ -44,6 +45,7 @@ import attrs
 
 from core.engine.swarm.orchestrator import (SECOND, Changes, View, changed, is_global, new_task,
                                             runnable, state_of, template)
+from core.engine.swarm.scheduler import node_matches, task_constraints
 from core.engine.swarm.store import SERVICES, now_text
 from core.engine.swarm.tasks import TERMINAL
 
@@ -75,6 +77,18 @@ class Run:
     next_at: float = 0.0
     done_at: float | None = None
     batches: int = 0
+
+
+def is_dirty(task: dict[str, Any], tmpl: dict[str, Any], view: View) -> bool:
+    """swarmkit's ``IsTaskDirty``: the task's spec is not the template -- unless only the
+    placement differs and the task's node meets the new constraints (it stays where it is)."""
+    spec = task.get("Spec") or {}
+    if spec == tmpl:
+        return False
+    if {k: v for k, v in spec.items() if k != "Placement"} != {k: v for k, v in tmpl.items() if k != "Placement"}:
+        return True
+    node = view.nodes.get(task.get("NodeID", ""))
+    return node is None or not node_matches(task_constraints(tmpl), node)
 
 
 def slot_key(task: dict[str, Any]) -> Any:
@@ -115,7 +129,7 @@ class Updater:
             run = None  # the spec changed under the update: start over
         in_batch = set(run.batch.values()) if run else set()
         dirty = sorted((k for k, ts in slots.items()
-                        if k not in in_batch and (len(ts) > 1 or ts[0].get("Spec") != tmpl)),
+                        if k not in in_batch and (len(ts) > 1 or is_dirty(ts[0], tmpl, view))),
                        key=lambda k: (isinstance(k, str), k))
         if run is None:
             self.runs.pop(sid, None)
@@ -159,7 +173,7 @@ class Updater:
     def _update_slot(self, view: View, out: Changes, service: dict[str, Any], run: Run, key: Any,
                      live: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
         tmpl = run.target
-        clean = [t for t in live if t.get("Spec") == tmpl]
+        clean = [t for t in live if not is_dirty(t, tmpl, view)]
         if clean:  # a task with the new spec is there already: keep it, stop the others
             keep = max(clean, key=lambda t: (state_of(t) == "running", t.get("CreatedAt", "")))
             for t in live:
