@@ -465,3 +465,57 @@ def test_constraint_change_moves_only_tasks_on_nodes_that_no_longer_fit():
     after = sim.running()
     assert per_node(after) == {"n1": 2}
     assert before["n1"] in {t["ID"] for t in after}  # the task already on a fitting node stayed
+
+
+# -- network attachments --------------------------------------------------------------------
+
+class FakeAllocator:
+    def __init__(self) -> None:
+        self.held: dict[str, list[str]] = {}
+        self.missing: set[str] = set()
+
+    async def attach(self, targets, owner, *, ingress=False):
+        from core.errors import NotFound
+        names = (["ingress"] if ingress else []) + [t["Target"] for t in targets]
+        for n in names:
+            if n in self.missing:
+                raise NotFound(f"network {n} not found")
+        self.held[owner] = names
+        return [{"Network": {"ID": n}, "Addresses": [f"10.0.{i}.{len(self.held)}/24"]} for i, n in enumerate(names)]
+
+    async def detach(self, attachments, owner):
+        self.held.pop(owner, None)
+
+
+def test_tasks_get_network_attachments_before_scheduling_and_give_them_back():
+    import trio
+
+    svc = service(replicas=2)
+    svc["Spec"]["TaskTemplate"]["Networks"] = [{"Target": "backend"}]
+    svc["Endpoint"] = {"Spec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]}}
+    sim = Sim([node("n1")], [svc])
+    alloc = sim.leader.allocator = FakeAllocator()
+    alloc.missing.add("backend")
+
+    def run_step():
+        out = trio.run(sim.leader.step, None)
+        for tid in out.deletes:
+            sim.view.tasks.pop(tid, None)
+        sim.agent()
+        return out
+
+    run_step()
+    tasks = sim.tasks()
+    assert len(tasks) == 2 and all(t["Status"]["State"] == "new" for t in tasks)
+    assert tasks[0]["Status"]["Err"] == "network backend not found"
+    alloc.missing.clear()
+    for _ in range(3):
+        run_step()
+    tasks = sim.running()
+    assert len(tasks) == 2
+    assert [a["Network"]["ID"] for a in tasks[0]["NetworksAttachments"]] == ["ingress", "backend"]
+    victim = tasks[0]
+    sim.view.tasks[victim["ID"]] = {**victim, "Status": status("failed", "x")}
+    for _ in range(3):
+        run_step()
+    assert victim["ID"] not in alloc.held and len(alloc.held) == 2

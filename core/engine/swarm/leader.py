@@ -10,8 +10,14 @@ update's delay or monitor period) runs one pass:
 
 1. the orchestrator (:mod:`core.engine.swarm.orchestrator`): tasks created, restarted, retired;
 2. the updater (:mod:`core.engine.swarm.updater`): rolling updates, rollbacks, ``UpdateStatus``;
-3. the scheduler (:mod:`core.engine.swarm.scheduler`): tasks assigned to nodes;
-4. the reaper (:mod:`core.engine.swarm.reaper`): old and removed tasks deleted.
+3. network attachments, when the build has the swarm networks' allocator
+   (``core.engine.swarm.networks.AddressAllocator``): a new task whose template names
+   ``Networks``, or whose service publishes a port in ingress mode, gets its
+   ``NetworksAttachments`` (addresses) before it may be scheduled (a failure -- a network that
+   does not exist -- stays on the task as ``Status.Err`` and is tried again); a stopped task's
+   addresses are given back;
+4. the scheduler (:mod:`core.engine.swarm.scheduler`): tasks assigned to nodes;
+5. the reaper (:mod:`core.engine.swarm.reaper`): old and removed tasks deleted.
 
 Each step sees the previous ones' decisions.  The writes go to etcd in transactions of up to
 :data:`~core.engine.swarm.store.TXN_OPS` operations, each compared with the version it was
@@ -30,10 +36,11 @@ import trio
 
 from core.engine.swarm import reaper
 from core.engine.swarm.etcd import Compare, Delete, Get, Put
-from core.engine.swarm.orchestrator import Changes, Orchestrator, View
+from core.engine.swarm.orchestrator import Changes, Orchestrator, View, runnable, state_of
 from core.engine.swarm.scheduler import schedule, to_place
 from core.engine.swarm.store import (CLUSTER_KEY, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Store,
                                      now_text)
+from core.engine.swarm.tasks import TERMINAL, status
 from core.engine.swarm.updater import Updater
 
 log = logging.getLogger("core.swarm.leader")
@@ -44,8 +51,13 @@ KINDS = {SERVICES: "services", TASKS: "tasks", NODES: "nodes"}
 class Leader:
     """The leader's state between passes (restart history, updates in progress) and its loop."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, settle: float = 0.01) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, settle: float = 0.01,
+                 allocator: Any = None) -> None:
         self.clock = clock
+        #: the swarm networks' address allocator (``attach(targets, task_id, ingress=)`` ->
+        #: NetworksAttachments, ``detach(attachments, task_id)``); None: tasks get none
+        self.allocator = allocator
+        self.released: set[str] = set()
         self.settle = settle  # seconds to gather a burst of changes into one pass
         self.orchestrator = Orchestrator()
         self.updater = Updater()
@@ -90,12 +102,23 @@ class Leader:
     # -- one pass --
 
     def decide(self, now: float | None = None) -> Changes:
-        """One pass over the view (pure but for the steps' memory): what to write."""
+        """One pass over the view (pure but for the steps' memory): what to write.  (Without
+        network allocation: :meth:`step` does that between :meth:`plan` and :meth:`place`.)"""
+        return self.place(self.plan(now))
+
+    def plan(self, now: float | None = None) -> Changes:
+        """The orchestrator's and the updater's decisions."""
         now = self.clock() if now is None else now
+        out = self.orchestrator.reconcile(self.view, now)
+        self.updater.step(self.view, now, out)
+        return out
+
+    def place(self, out: Changes) -> Changes:
+        """The scheduler's and the reaper's decisions, added to ``out``."""
         view = self.view
-        out = self.orchestrator.reconcile(view, now)
-        self.updater.step(view, now, out)
         waiting = to_place(view.tasks.values())
+        if self.allocator is not None:
+            waiting = [t for t in waiting if allocated(view, t)]
         if waiting:
             for t in schedule(waiting, view.nodes.values(), view.tasks.values()):
                 out.put(view, t)
@@ -104,6 +127,42 @@ class Leader:
             out.tasks.pop(tid, None)
         self.passes += 1
         return out
+
+    async def step(self, store: Store) -> Changes:
+        """One pass with the network allocation: plan, give new tasks their addresses, place."""
+        out = self.plan()
+        if self.allocator is not None:
+            await self.allocate(out)
+        return self.place(out)
+
+    # -- network attachments (the allocator of core.engine.swarm.networks) --
+
+    async def allocate(self, out: Changes) -> None:
+        """Give the new tasks that need them their ``NetworksAttachments`` (a task is scheduled
+        only once it has them); give back the addresses of tasks that have stopped."""
+        from core.errors import CoreError
+
+        assert self.allocator is not None
+        for t in list(self.view.tasks.values()):
+            if not allocated(self.view, t) and runnable(t) and state_of(t) == "new":
+                targets, ingress = needs_networks(self.view, t)
+                try:
+                    attachments = await self.allocator.attach(targets, t["ID"], ingress=ingress)
+                except CoreError as exc:
+                    err = str(exc)
+                    if (t.get("Status") or {}).get("Err") != err:
+                        out.put(self.view, {**t, "Status": status("new", "allocation failed", err)})
+                    continue
+                out.put(self.view, {**t, "NetworksAttachments": attachments,
+                                    "Status": status("new", "created")})
+            elif (t.get("NetworksAttachments") and state_of(t) in TERMINAL and not runnable(t)
+                  and t["ID"] not in self.released):
+                try:
+                    await self.allocator.detach(t["NetworksAttachments"], t["ID"])
+                    self.released.add(t["ID"])
+                except CoreError as exc:
+                    log.info("releasing the addresses of task %s: %s", t["ID"], exc)
+        self.released &= set(self.view.tasks)
 
     async def write(self, store: Store, out: Changes) -> bool:
         """Write a pass's decisions; False when some lost a race (the next pass decides again)."""
@@ -179,18 +238,48 @@ class Leader:
                         self._apply(self.view, event.kv.key,
                                     None if event.type == "DELETE" else event.kv.value,
                                     event.kv.mod_revision)
-                    out = self.decide()
+                    out = await self.step(store)
                     wake = out.wake
                     if out.tasks or out.services or out.deletes:
                         if not await self.write(store, out):
                             wake = 0.0
 
 
+def needs_networks(view: View, task: dict[str, Any]) -> tuple[list[Any], bool]:
+    """What a task attaches to: its template's ``Networks`` and, when its service publishes a
+    port in ingress mode, the ingress network."""
+    targets = list((task.get("Spec") or {}).get("Networks") or ())
+    service = view.services.get(task.get("ServiceID", "")) or {}
+    endpoint = (service.get("Endpoint") or {}).get("Spec") or (service.get("Spec") or {}).get("EndpointSpec") or {}
+    ingress = any((p.get("PublishMode") or "ingress") == "ingress" for p in endpoint.get("Ports") or ())
+    return targets, ingress
+
+
+def allocated(view: View, task: dict[str, Any]) -> bool:
+    """Whether the task has the network attachments it needs (or needs none)."""
+    if task.get("NetworksAttachments"):
+        return True
+    targets, ingress = needs_networks(view, task)
+    return not targets and not ingress
+
+
+def default_allocator(store: Store) -> Any:
+    """The swarm networks' allocator when this build has it (core.engine.swarm.networks)."""
+    try:
+        from core.engine.swarm.networks import AddressAllocator  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return AddressAllocator(store)
+
+
 def loops(**options: Any) -> list[Callable[[Store], Awaitable[None]]]:
     """The leader's loops for :attr:`SwarmService.leader_loops` (a new :class:`Leader` each time
     the leadership is won: nothing carries over from an earlier term but the store)."""
     async def lead(store: Store) -> None:
-        await Leader(**options).run(store)
+        opts = dict(options)
+        if "allocator" not in opts:
+            opts["allocator"] = default_allocator(store)
+        await Leader(**opts).run(store)
 
     lead.__qualname__ = "leader.lead"
     return [lead]
