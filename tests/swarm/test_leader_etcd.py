@@ -210,3 +210,37 @@ def test_scale_replicas_over_fake_nodes(tmp_path, replicas, nodes):
             assert took < 60
 
     trio.run(main)
+
+
+def test_a_new_leader_resumes_an_update(tmp_path):
+    """Leadership lost in the middle of a rolling update: the next leader (nothing in memory)
+    finishes it from the store, with one task per slot."""
+    async def main():
+        async with etcd_store(tmp_path) as (store, nursery):
+            for i in range(2):
+                await store.put(NODES, node(f"n{i}"))
+            nursery.start_soon(fake_agent, store)
+            first = trio.CancelScope()
+
+            async def lead_until_cancelled():
+                with first:
+                    await Leader().run(store)
+            nursery.start_soon(lead_until_cancelled)
+            svc = service(4, UpdateConfig={"Parallelism": 1, "Delay": S, "Monitor": S // 10})
+            await store.put(SERVICES, svc, 0)
+            await wait_for(store, lambda ts_, s: len(running(ts_)) == 4)
+            svc = (await store.get(SERVICES, "web"))[0]
+            svc["PreviousSpec"] = copy.deepcopy(svc["Spec"])
+            svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] = "img:2"
+            await store.put(SERVICES, svc)
+            await wait_for(store, lambda ts_, s: len(running(ts_, "img:2")) == 1)
+            first.cancel()  # the leadership is lost
+            await trio.sleep(0.5)
+            nursery.start_soon(Leader().run, store)
+            tasks = await wait_for(store, lambda ts_, s: (s.get("UpdateStatus") or {}).get("State") == "completed"
+                                   and ts_, timeout=30)
+            live = [t for t in tasks if t["DesiredState"] in ("ready", "running")]
+            assert sorted(t["Slot"] for t in live) == [1, 2, 3, 4]
+            assert len(running(tasks, "img:2")) == 4
+
+    trio.run(main)
