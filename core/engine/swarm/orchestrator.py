@@ -198,6 +198,9 @@ class Orchestrator:
                         out.put(view, changed(t, DesiredState="remove"))
         for sid, service in view.services.items():
             tasks = by_service.get(sid, [])
+            mode = (service.get("Spec") or {}).get("Mode") or {}
+            if "Replicated" not in mode and "Global" not in mode:
+                continue  # jobs: not orchestrated here (the API refuses them)
             if is_global(service):
                 self._global(view, out, service, tasks, now)
             else:
