@@ -519,3 +519,10 @@ def test_tasks_get_network_attachments_before_scheduling_and_give_them_back():
     for _ in range(3):
         run_step()
     assert victim["ID"] not in alloc.held and len(alloc.held) == 2
+
+
+def test_loops_switch(monkeypatch):
+    from core.engine.swarm import leader
+    assert len(leader.loops()) == 1
+    monkeypatch.setenv(leader.LOOPS_ENV, "0")
+    assert leader.loops() == []

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any, Awaitable, Callable
 
@@ -272,9 +273,18 @@ def default_allocator(store: Store) -> Any:
     return AddressAllocator(store)
 
 
+#: set to ``0`` in a daemon's environment, the leader runs none of these loops: for tests that
+#: play the leader themselves (they write tasks of services that do not exist, which the
+#: orchestrator would remove)
+LOOPS_ENV = "CORE_SWARM_LEADER_LOOPS"
+
+
 def loops(**options: Any) -> list[Callable[[Store], Awaitable[None]]]:
     """The leader's loops for :attr:`SwarmService.leader_loops` (a new :class:`Leader` each time
-    the leadership is won: nothing carries over from an earlier term but the store)."""
+    the leadership is won: nothing carries over from an earlier term but the store); none when
+    :data:`LOOPS_ENV` is ``0``."""
+    if os.environ.get(LOOPS_ENV, "1").strip().lower() in ("0", "no", "off", "false"):
+        return []
     async def lead(store: Store) -> None:
         opts = dict(options)
         if "allocator" not in opts:
