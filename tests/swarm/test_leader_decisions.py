@@ -526,3 +526,16 @@ def test_loops_switch(monkeypatch):
     assert len(leader.loops()) == 1
     monkeypatch.setenv(leader.LOOPS_ENV, "0")
     assert leader.loops() == []
+
+
+def test_empty_parts_of_a_spec_change_nothing():
+    """A client that sends ``"Placement": {}`` (the Docker SDK's update) replaces no task."""
+    svc = service(replicas=2)
+    sim = Sim([node("n1")], [svc])
+    sim.settle()
+    before = {t["ID"] for t in sim.running()}
+    svc["Spec"]["TaskTemplate"].update(Placement={}, Resources={"Limits": {}, "Reservations": {}}, Networks=[])
+    svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"] = []
+    sim.put_service(svc)
+    sim.settle()
+    assert {t["ID"] for t in sim.running()} == before and "UpdateStatus" not in sim.view.services["svc1"]

@@ -79,13 +79,27 @@ class Run:
     batches: int = 0
 
 
+def normal(value: Any) -> Any:
+    """A spec as protobuf compares it: empty values (``{}``, ``[]``, ``""``, ``0``, ``False``,
+    None) are the same as absent ones (clients send ``"Placement": {}`` or leave it out)."""
+    if isinstance(value, dict):
+        out = {k: normal(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ({}, [], "", 0, False, None)}
+    if isinstance(value, list):
+        return [normal(v) for v in value]
+    return value
+
+
 def is_dirty(task: dict[str, Any], tmpl: dict[str, Any], view: View) -> bool:
     """swarmkit's ``IsTaskDirty``: the task's spec is not the template -- unless only the
     placement differs and the task's node meets the new constraints (it stays where it is)."""
     spec = task.get("Spec") or {}
     if spec == tmpl:
         return False
-    if {k: v for k, v in spec.items() if k != "Placement"} != {k: v for k, v in tmpl.items() if k != "Placement"}:
+    a, b = normal(spec), normal(tmpl)
+    if a == b:
+        return False
+    if {k: v for k, v in a.items() if k != "Placement"} != {k: v for k, v in b.items() if k != "Placement"}:
         return True
     node = view.nodes.get(task.get("NodeID", ""))
     return node is None or not node_matches(task_constraints(tmpl), node)
