@@ -539,3 +539,22 @@ def test_empty_parts_of_a_spec_change_nothing():
     sim.put_service(svc)
     sim.settle()
     assert {t["ID"] for t in sim.running()} == before and "UpdateStatus" not in sim.view.services["svc1"]
+
+
+def test_defaults_sent_back_change_nothing():
+    """The Docker SDK's update sends the spec read with insertDefaults: no task is replaced."""
+    svc = service(replicas=2, restart={})
+    del svc["Spec"]["TaskTemplate"]["RestartPolicy"]
+    sim = Sim([node("n1")], [svc])
+    sim.settle()
+    before = {t["ID"] for t in sim.running()}
+    tmpl = svc["Spec"]["TaskTemplate"]
+    tmpl["ContainerSpec"].update(StopGracePeriod=10 * S, DNSConfig={}, Isolation="default")
+    tmpl.update(RestartPolicy={"Condition": "any", "Delay": 5 * S, "MaxAttempts": 0}, Runtime="container")
+    sim.put_service(svc)
+    sim.settle()
+    assert {t["ID"] for t in sim.running()} == before
+    tmpl["ContainerSpec"]["StopGracePeriod"] = 20 * S
+    sim.put_service(svc)
+    sim.settle(advance=1)
+    assert not ({t["ID"] for t in sim.running()} & before)

@@ -1,8 +1,8 @@
 """The updater: rolling updates and rollbacks of services (swarmkit's ``manager/orchestrator/update``).
 
 A slot (a global service's node) is *dirty* when its runnable task's ``Spec`` is not the
-service's ``TaskTemplate`` (a ``ForceUpdate`` increment changes it too; a change of
-``Placement`` alone leaves a task whose node meets the new constraints where it is), or when it
+service's ``TaskTemplate`` (a ``ForceUpdate`` increment changes it too; specs are compared by meaning: swarmkit's defaults
+and empty parts equal absent ones; a change of ``Placement`` alone leaves a task whose node meets the new constraints where it is), or when it
 holds more than one runnable task.  An update that changes no task (only ``UpdateConfig``, say) replaces
 nothing.  While a service has dirty slots the updater rolls them, :meth:`Updater.step` being
 called on every pass of the leader's loop (:mod:`core.engine.swarm.leader`):
@@ -79,6 +79,30 @@ class Run:
     batches: int = 0
 
 
+#: what an unset part of a TaskTemplate means (swarmkit's ``api/defaults``; ``GET
+#: /services/{id}?insertDefaults=true`` shows them and the Docker SDK's update sends them back)
+TASK_DEFAULTS = {"ContainerSpec": {"StopGracePeriod": 10 * SECOND, "Isolation": "default"},
+                 "RestartPolicy": {"Condition": "any", "Delay": 5 * SECOND, "MaxAttempts": 0},
+                 "Runtime": "container"}
+
+
+def _with_defaults(spec: Any, defaults: dict[str, Any]) -> Any:
+    if not isinstance(spec, dict):
+        return spec
+    out = dict(spec)
+    for k, v in defaults.items():
+        if isinstance(v, dict):
+            out[k] = _with_defaults(out.get(k) or {}, v)
+        elif out.get(k) is None:
+            out[k] = v
+    return out
+
+
+def same_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two task specs mean the same (defaults and empty parts as absent ones)."""
+    return a == b or normal(_with_defaults(a, TASK_DEFAULTS)) == normal(_with_defaults(b, TASK_DEFAULTS))
+
+
 def normal(value: Any) -> Any:
     """A spec as protobuf compares it: empty values (``{}``, ``[]``, ``""``, ``0``, ``False``,
     None) are the same as absent ones (clients send ``"Placement": {}`` or leave it out)."""
@@ -94,11 +118,9 @@ def is_dirty(task: dict[str, Any], tmpl: dict[str, Any], view: View) -> bool:
     """swarmkit's ``IsTaskDirty``: the task's spec is not the template -- unless only the
     placement differs and the task's node meets the new constraints (it stays where it is)."""
     spec = task.get("Spec") or {}
-    if spec == tmpl:
+    if same_spec(spec, tmpl):
         return False
-    a, b = normal(spec), normal(tmpl)
-    if a == b:
-        return False
+    a, b = normal(_with_defaults(spec, TASK_DEFAULTS)), normal(_with_defaults(tmpl, TASK_DEFAULTS))
     if {k: v for k, v in a.items() if k != "Placement"} != {k: v for k, v in b.items() if k != "Placement"}:
         return True
     node = view.nodes.get(task.get("NodeID", ""))
