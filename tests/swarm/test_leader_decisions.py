@@ -558,3 +558,11 @@ def test_defaults_sent_back_change_nothing():
     sim.put_service(svc)
     sim.settle(advance=1)
     assert not ({t["ID"] for t in sim.running()} & before)
+
+
+def test_tasks_of_a_down_node_start_elsewhere_without_the_restart_delay():
+    sim = Sim([node("n1"), node("n2")], [service(replicas=2, restart={"Condition": "any", "Delay": 5 * S})])
+    sim.settle()
+    sim.view.nodes["n1"] = node("n1", state="down")
+    sim.settle()  # the clock does not move
+    assert per_node(sim.running()) == {"n2": 2}

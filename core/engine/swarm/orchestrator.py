@@ -27,8 +27,10 @@ agent prepares it -- pull, create -- and starts it when it turns ``running``), a
 restart supervisor does.  A slot whose last task ended without a restart stays empty.
 
 Nodes: a task on a node that is ``down`` (or was removed) is marked ``orphaned`` and replaced
-(the restart policy applies: the node's heartbeat grace has passed already); a task on a
-``drain`` node is shut down and replaced; a ``pause`` node gets nothing new (the scheduler).
+at once (the restart policy's condition and attempts apply, not its delay: the node's heartbeat
+grace has passed already -- swarmkit waits the delay here too); a task on a ``drain`` node is
+shut down and replaced (no delay either, as swarmkit); a ``pause`` node gets nothing new (the
+scheduler).
 
 A service that no longer exists has its tasks' ``DesiredState`` set to ``remove``; unassigned
 tasks desired shut down are marked ``shutdown`` at once (no agent will).
@@ -223,8 +225,8 @@ class Orchestrator:
                                                 "Timestamp": now_text()})
                 if global_:
                     out.put(view, changed(orphan, DesiredState="shutdown"))
-                else:
-                    self._restart(view, out, service, orphan, now)
+                else:  # no restart delay: the node's heartbeat grace has passed already
+                    self._restart(view, out, service, orphan, now, delay=0)
             elif node is not None and availability(node) == "drain":
                 if global_:
                     out.put(view, changed(t, DesiredState="shutdown"))
