@@ -1,11 +1,11 @@
 """What the swarm's leader runs: the orchestrator, the updater, the scheduler and the task reaper,
-driven by one watch of the store.
+driven by watches of the store.
 
 :func:`loops` gives :attr:`core.engine.swarm.service.SwarmService.leader_loops`: each ``async def
 loop(store)`` runs while this manager leads and is cancelled when the leadership is lost.  There
 is one loop, :meth:`Leader.run`: it reads the services, tasks, nodes and the cluster, keeps that
-view current from a watch of ``/swarm/`` (no polling: a change is acted on as soon as etcd
-reports it), and after every batch of changes (or when a timer is due: a restart delay, an
+view current from watches of their keys (not of the sessions, which every heartbeat
+refreshes; no polling: a change is acted on as soon as etcd reports it), and after every batch of changes (or when a timer is due: a restart delay, an
 update's delay or monitor period) runs one pass:
 
 1. the orchestrator (:mod:`core.engine.swarm.orchestrator`): tasks created, restarted, retired;
@@ -27,6 +27,7 @@ that lost their race are dropped and the next pass decides again on the fresh ob
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -217,15 +218,19 @@ class Leader:
         changed = trio.Event()
         pending: list[Any] = []
 
-        async with store.watch(PREFIX, start_revision=revision + 1) as events:
-            async def follow() -> None:
-                nonlocal changed
+        async with contextlib.AsyncExitStack() as stack:
+            # what the steps read; not the sessions (refreshed at every heartbeat) nor addresses
+            streams = [await stack.enter_async_context(store.watch(kind, start_revision=revision + 1))
+                       for kind in (SERVICES, TASKS, NODES, CLUSTER_KEY)]
+
+            async def follow(events) -> None:
                 async for event in events:
                     pending.append(event)
                     changed.set()
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(follow)
+                for events in streams:
+                    nursery.start_soon(follow, events)
                 wake: float | None = 0.0
                 while True:
                     if wake is None or wake > self.clock():
