@@ -566,3 +566,20 @@ def test_tasks_of_a_down_node_start_elsewhere_without_the_restart_delay():
     sim.view.nodes["n1"] = node("n1", state="down")
     sim.settle()  # the clock does not move
     assert per_node(sim.running()) == {"n2": 2}
+
+
+def test_node_down_during_a_stop_first_update_adds_no_second_task_to_the_slot():
+    svc = service(replicas=2, update={"Parallelism": 2, "Order": "stop-first", "Monitor": 0})
+    sim = Sim([node("n1"), node("n2"), node("n3")], [svc])
+    sim.settle()
+    svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] = "img:2"
+    sim.put_service(svc)
+    sim.decide()  # new tasks (desired ready) made, old ones told to stop
+    down = {t["NodeID"] for t in sim.tasks() if t["Spec"]["ContainerSpec"]["Image"] == "img:1"}
+    for nid in list(down)[:1]:
+        sim.view.nodes[nid] = node(nid, state="down")
+    sim.settle(advance=0.5)
+    live = sim.tasks()
+    assert sorted(t["Slot"] for t in live) == [1, 2]
+    assert all(t["Spec"]["ContainerSpec"]["Image"] == "img:2" and t["Status"]["State"] == "running" for t in live)
+    assert sim.view.services["svc1"]["UpdateStatus"]["State"] == "completed"

@@ -169,12 +169,18 @@ class Orchestrator:
         return len(history) < attempts
 
     def _restart(self, view: View, out: Changes, service: dict[str, Any], task: dict[str, Any],
-                 now: float, *, node_id: str = "", delay: int | None = None) -> None:
-        """Shut ``task`` down and put a replacement in its slot if the policy says so."""
+                 now: float, *, node_id: str = "", delay: int | None = None,
+                 slot: list[dict[str, Any]] = ()) -> None:
+        """Shut ``task`` down and put a replacement in its slot if the policy says so (and the
+        slot holds no other runnable task: an update's new one, say)."""
         out.put(view, changed(task, DesiredState="shutdown"))
         key = (task.get("ServiceID", ""), task.get("Slot") or task.get("NodeID", ""))
         if not self.should_restart(task, key, now):
             return
+        for other in slot:
+            other = view.tasks.get(other["ID"], other)
+            if other["ID"] != task["ID"] and runnable(other) and state_of(other) not in TERMINAL:
+                return
         policy = (task.get("Spec") or {}).get("RestartPolicy") or {}
         if delay is None:
             delay = policy.get("Delay")
@@ -213,9 +219,14 @@ class Orchestrator:
     def _node_checks(self, view: View, out: Changes, service: dict[str, Any],
                      tasks: list[dict[str, Any]], now: float, global_: bool) -> None:
         """Tasks on down, removed or drained nodes, and tasks that ended: shut down, replaced."""
+        slots: dict[Any, list[dict[str, Any]]] = {}
+        for t in tasks:
+            slots.setdefault(t.get("Slot") or t.get("NodeID", ""), []).append(t)
         for t in list(tasks):
+            t = view.tasks.get(t["ID"], t)
             if not runnable(t):
                 continue
+            slot = slots.get(t.get("Slot") or t.get("NodeID", ""), [])
             node = view.nodes.get(t["NodeID"]) if t.get("NodeID") else None
             if t.get("NodeID") and node_down(node):
                 orphan = t
@@ -226,20 +237,21 @@ class Orchestrator:
                 if global_:
                     out.put(view, changed(orphan, DesiredState="shutdown"))
                 else:  # no restart delay: the node's heartbeat grace has passed already
-                    self._restart(view, out, service, orphan, now, delay=0)
+                    self._restart(view, out, service, orphan, now, delay=0, slot=slot)
             elif node is not None and availability(node) == "drain":
                 if global_:
                     out.put(view, changed(t, DesiredState="shutdown"))
                 else:
-                    self._restart(view, out, service, t, now, delay=0)  # no delay off a drained node
+                    self._restart(view, out, service, t, now, delay=0, slot=slot)  # no delay off a drained node
             elif (not global_ and node is not None and state_of(t) not in TERMINAL
                   and not node_matches(task_constraints(t.get("Spec") or {}), node)):
                 # swarmkit's constraint enforcer: the node no longer meets the constraints
                 rejected = changed(t, Status=status("rejected", "task rejected by constraint enforcer",
                                                     "assigned node no longer meets constraints"))
-                self._restart(view, out, service, rejected, now, delay=0)
+                self._restart(view, out, service, rejected, now, delay=0, slot=slot)
             elif state_of(t) in ENDED:
-                self._restart(view, out, service, t, now, node_id=t.get("NodeID", "") if global_ else "")
+                self._restart(view, out, service, t, now, node_id=t.get("NodeID", "") if global_ else "",
+                              slot=slot)
 
     @staticmethod
     def _current(view: View, out: Changes, sid: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
