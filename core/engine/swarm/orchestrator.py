@@ -63,6 +63,18 @@ class View:
     nodes: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     cluster: dict[str, Any] = attrs.field(factory=dict)
     versions: dict[str, int] = attrs.field(factory=dict)  # store key -> mod_revision
+    #: one copy of each service version's TaskTemplate, shared by the tasks made from it
+    #: (nothing edits a task's Spec in place)
+    templates: dict[tuple[str, int], dict[str, Any]] = attrs.field(factory=dict)
+
+    def template_of(self, service: dict[str, Any], version: int) -> dict[str, Any]:
+        key = (service["ID"], version)
+        spec = self.templates.get(key)
+        if spec is None or spec is not template(service) and spec != template(service):
+            if len(self.templates) > 1000:
+                self.templates.clear()
+            spec = self.templates[key] = copy.deepcopy(template(service))
+        return spec
 
     def by_service(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
@@ -120,13 +132,14 @@ def availability(node: dict[str, Any]) -> str:
 
 
 def new_task(service: dict[str, Any], version: int, *, slot: int | None = None, node_id: str = "",
-             desired: str = "running") -> dict[str, Any]:
+             desired: str = "running", view: View | None = None) -> dict[str, Any]:
     """A task of ``service`` (its version ``version``) in state ``new``."""
     t = now_text()
     spec = service.get("Spec") or {}
     task: dict[str, Any] = {
         "ID": new_task_id(), "CreatedAt": t, "UpdatedAt": t, "Labels": {},
-        "Spec": copy.deepcopy(template(service)), "ServiceID": service["ID"],
+        "Spec": view.template_of(service, version) if view is not None else copy.deepcopy(template(service)),
+        "ServiceID": service["ID"],
         "NodeID": node_id, "Status": status("new", "created"), "DesiredState": desired,
         "NetworksAttachments": [],
         "ServiceAnnotations": {"Name": spec.get("Name", ""), "Labels": dict(spec.get("Labels") or {})},
@@ -187,7 +200,7 @@ class Orchestrator:
             delay = DEFAULT_RESTART_DELAY if delay is None else int(delay)
         version = view.versions.get(SERVICES + service["ID"], 0)
         new = new_task(service, version, slot=task.get("Slot"), node_id=node_id,
-                       desired="ready" if delay > 0 else "running")
+                       desired="ready" if delay > 0 else "running", view=view)
         if delay > 0:
             self.start_after[new["ID"]] = now + delay / SECOND
             out.due(now + delay / SECOND)
@@ -289,7 +302,7 @@ class Orchestrator:
                 slot += 1
                 while slot in taken:
                     slot += 1
-                out.put(view, new_task(service, version, slot=slot))
+                out.put(view, new_task(service, version, slot=slot, view=view))
         elif len(live) > want:
             for s in self._surplus(live, want):
                 for t in live[s]:
@@ -341,7 +354,7 @@ class Orchestrator:
                 if (state_of(last) in ENDED and state_of(last) != "shutdown"
                         and not self.should_restart(last, (service["ID"], node_id), now)):
                     continue  # ended and not to be restarted
-            out.put(view, new_task(service, version, node_id=node_id))
+            out.put(view, new_task(service, version, node_id=node_id, view=view))
 
     def _promote_and_settle(self, view: View, out: Changes, now: float) -> None:
         """Start delayed replacements whose delay has passed and whose slot's other tasks have

@@ -114,13 +114,28 @@ def normal(value: Any) -> Any:
     return value
 
 
-def is_dirty(task: dict[str, Any], tmpl: dict[str, Any], view: View) -> bool:
+def meaning(spec: dict[str, Any]) -> Any:
+    return normal(_with_defaults(spec, TASK_DEFAULTS))
+
+
+def is_dirty(task: dict[str, Any], tmpl: dict[str, Any], view: View,
+             memo: dict[int, Any] | None = None) -> bool:
     """swarmkit's ``IsTaskDirty``: the task's spec is not the template -- unless only the
-    placement differs and the task's node meets the new constraints (it stays where it is)."""
+    placement differs and the task's node meets the new constraints (it stays where it is).
+    ``memo`` keeps specs' meanings by object (tasks made from one template share it)."""
     spec = task.get("Spec") or {}
-    if same_spec(spec, tmpl):
+    if spec is tmpl or spec == tmpl:
         return False
-    a, b = normal(_with_defaults(spec, TASK_DEFAULTS)), normal(_with_defaults(tmpl, TASK_DEFAULTS))
+    memo = {} if memo is None else memo
+    a = memo.get(id(spec))
+    if a is None:
+        a = memo[id(spec)] = (meaning(spec), spec)
+    b = memo.get(id(tmpl))
+    if b is None:
+        b = memo[id(tmpl)] = (meaning(tmpl), tmpl)
+    a, b = a[0], b[0]
+    if a == b:
+        return False
     if {k: v for k, v in a.items() if k != "Placement"} != {k: v for k, v in b.items() if k != "Placement"}:
         return True
     node = view.nodes.get(task.get("NodeID", ""))
@@ -155,6 +170,7 @@ class Updater:
             return
         rollback = state == "rollback_started"
         tmpl = template(service)
+        memo: dict[int, Any] = {}  # spec meanings, for this pass
         slots: dict[Any, list[dict[str, Any]]] = {}
         for t in tasks:
             t = view.tasks.get(t["ID"], t)
@@ -165,7 +181,7 @@ class Updater:
             run = None  # the spec changed under the update: start over
         in_batch = set(run.batch.values()) if run else set()
         dirty = sorted((k for k, ts in slots.items()
-                        if k not in in_batch and (len(ts) > 1 or is_dirty(ts[0], tmpl, view))),
+                        if k not in in_batch and (len(ts) > 1 or is_dirty(ts[0], tmpl, view, memo))),
                        key=lambda k: (isinstance(k, str), k))
         if run is None:
             self.runs.pop(sid, None)
@@ -181,7 +197,7 @@ class Updater:
             self.runs.pop(sid, None)
             return
         if run.batch:
-            self._follow_batch(view, now, out, run, cfg)
+            self._follow_batch(view, now, out, run, cfg, slots)
         if run.batch:
             return
         if dirty:
@@ -191,7 +207,7 @@ class Updater:
                 return
             parallelism = int(cfg["Parallelism"] or 0) or len(dirty)
             for key in dirty[:parallelism]:
-                self._update_slot(view, out, service, run, key, slots[key], cfg)
+                self._update_slot(view, out, service, run, key, slots[key], cfg, memo)
             run.batches += 1
             if not run.batch:  # only leftovers to shut down: no new tasks to wait for
                 run.next_at = now + int(cfg["Delay"] or 0) / SECOND
@@ -207,9 +223,9 @@ class Updater:
             out.due(run.done_at)
 
     def _update_slot(self, view: View, out: Changes, service: dict[str, Any], run: Run, key: Any,
-                     live: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
-        tmpl = run.target
-        clean = [t for t in live if not is_dirty(t, tmpl, view)]
+                     live: list[dict[str, Any]], cfg: dict[str, Any], memo: dict[int, Any]) -> None:
+        tmpl = template(service)
+        clean = [t for t in live if not is_dirty(t, tmpl, view, memo)]
         if clean:  # a task with the new spec is there already: keep it, stop the others
             keep = max(clean, key=lambda t: (state_of(t) == "running", t.get("CreatedAt", "")))
             for t in live:
@@ -219,9 +235,11 @@ class Updater:
         start_first = cfg.get("Order") == "start-first"
         version = view.versions.get(SERVICES + service["ID"], 0)
         if is_global(service):
-            new = new_task(service, version, node_id=key, desired="running" if start_first else "ready")
+            new = new_task(service, version, node_id=key, desired="running" if start_first else "ready",
+                           view=view)
         else:
-            new = new_task(service, version, slot=key, desired="running" if start_first else "ready")
+            new = new_task(service, version, slot=key, desired="running" if start_first else "ready",
+                           view=view)
         if not start_first:
             for t in live:
                 out.put(view, changed(t, DesiredState="shutdown"))
@@ -229,7 +247,8 @@ class Updater:
         run.batch[new["ID"]] = key
         run.created.add(new["ID"])
 
-    def _follow_batch(self, view: View, now: float, out: Changes, run: Run, cfg: dict[str, Any]) -> None:
+    def _follow_batch(self, view: View, now: float, out: Changes, run: Run, cfg: dict[str, Any],
+                      slots: dict[Any, list[dict[str, Any]]]) -> None:
         start_first = cfg.get("Order") == "start-first"
         for tid, key in list(run.batch.items()):
             t = view.tasks.get(tid)
@@ -237,9 +256,9 @@ class Updater:
             if st == "running":
                 run.running_at.setdefault(tid, now)
                 if start_first:
-                    for o in view.tasks.values():
-                        if (o.get("ServiceID") == t.get("ServiceID") and slot_key(o) == key
-                                and o["ID"] != tid and runnable(o)):
+                    for o in slots.get(key, ()):
+                        o = view.tasks.get(o["ID"], o)
+                        if o["ID"] != tid and runnable(o):
                             out.put(view, changed(o, DesiredState="shutdown"))
                 del run.batch[tid]
             elif st in TERMINAL or t is None or not runnable(t):
