@@ -583,3 +583,32 @@ def test_node_down_during_a_stop_first_update_adds_no_second_task_to_the_slot():
     assert sorted(t["Slot"] for t in live) == [1, 2]
     assert all(t["Spec"]["ContainerSpec"]["Image"] == "img:2" and t["Status"]["State"] == "running" for t in live)
     assert sim.view.services["svc1"]["UpdateStatus"]["State"] == "completed"
+
+
+@settings(max_examples=25, deadline=None)
+@given(replicas=st.integers(1, 12), parallelism=st.integers(0, 4), order=st.sampled_from(["stop-first", "start-first"]),
+       images=st.lists(st.sampled_from(["img:1", "img:2", "img:3"]), min_size=1, max_size=3),
+       scale_to=st.none() | st.integers(0, 12))
+def test_property_updates_converge_to_the_last_spec(replicas, parallelism, order, images, scale_to):
+    """Whatever updates follow each other (and a scale in the middle), the service ends with one
+    running task in each of N slots, all of the last spec, and no update in progress."""
+    svc = service(replicas=replicas, update={"Parallelism": parallelism, "Order": order, "Monitor": 0,
+                                             "Delay": S // 2})
+    sim = Sim([node(f"n{i}") for i in range(4)], [svc])
+    sim.settle()
+    for i, image in enumerate(images):
+        svc = copy.deepcopy(sim.view.services["svc1"])
+        svc.pop("UpdateStatus", None)
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] = image
+        if i == 1 and scale_to is not None:
+            svc["Spec"]["Mode"]["Replicated"]["Replicas"] = scale_to
+        sim.put_service(svc)
+        sim.decide()
+        sim.agent()
+    sim.settle(rounds=400, advance=0.25)
+    want = svc["Spec"]["Mode"]["Replicated"]["Replicas"]
+    live = sim.tasks()
+    slots = [t["Slot"] for t in live]
+    assert len(slots) == len(set(slots)) == want  # (a scale-down keeps the balance, not slots 1..N)
+    assert all(t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == images[-1] for t in live)
+    assert (sim.view.services["svc1"].get("UpdateStatus") or {}).get("State") in (None, "completed")
