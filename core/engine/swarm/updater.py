@@ -189,9 +189,10 @@ class Updater:
                 if state in ("updating", "rollback_started"):
                     self._write_status(view, out, service, completed=True, rollback=rollback)
                 return
-            if state not in ("updating", "rollback_started"):
-                self._write_status(view, out, service, started=True)
             run = self.runs[sid] = Run(target=copy.deepcopy(tmpl), rollback=rollback, total=len(dirty))
+        if state not in ("updating", "rollback_started"):  # (again if the last write lost a race)
+            self._write_status(view, out, service, started=True)
+            service = view.services[sid]
         cfg = config(service, rollback)
         if self._failures(view, now, out, service, run, cfg):
             self.runs.pop(sid, None)
