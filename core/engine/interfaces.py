@@ -11,7 +11,11 @@ each the objects that satisfy what it asks for::
     files      = ContainerFiles(root / "containers")
     images     = ImageStore(state, users=store)
     volumes    = VolumeStore(state, root, users=store)
-    networks   = NetworkManager(..., containers=Directory(store, files), events=events)
+    swarm      = SwarmService(data_root, ..., local_engine=lambda: LocalEngine(containers, ...))
+                                                 # swarm.networks: ClusterNetworks; the local
+                                                 # engine is asked for when the node starts
+    networks   = NetworkManager(..., containers=Directory(store, files), events=events,
+                                cluster=swarm.networks)
     containers = Containers(store=store, files=files, images=images, volumes=volumes,
                             networks=networks, events=events, ...)   # ContainerNetworks: networks
 
@@ -136,6 +140,46 @@ class ContainerNetworks(Protocol):
         """docker stats' ``{"networks": {...}}`` of the container (``{}``: none)."""
 
 
+@runtime_checkable
+class ClusterNetworks(Protocol):
+    """The swarm's networks (overlay, ingress: ``Scope`` ``swarm``) as the network service sees
+    them: it hands every swarm-scoped operation of the networks API here
+    (:class:`core.engine.swarm.networks.SwarmNetworks`).  Outside a swarm the reads answer
+    nothing and the changes are refused with docker's messages."""
+
+    def active(self) -> bool:
+        """Whether this node is in a swarm."""
+
+    async def names(self) -> set[str]:
+        """The names the swarm's networks take (a local network may not reuse one)."""
+
+    async def list_networks(self, filters: dict[str, list[str]] | None = None
+                            ) -> list[dict[str, Any]]:
+        """The swarm networks this node shows, as docker's Network objects, filtered."""
+
+    async def inspect_network(self, ref: str) -> dict[str, Any]:
+        """One swarm network by ID, name or ID prefix; ``NotFound``."""
+
+    async def create_network(self, body: dict[str, Any], *, taken: set[str] = frozenset()
+                             ) -> dict[str, str]:
+        """``POST /networks/create`` of a swarm network (``taken``: the local networks' names);
+        ``{"Id", "Warning"}``."""
+
+    async def remove_network(self, ref: str) -> dict[str, Any]:
+        """``DELETE /networks/{id}`` of a swarm network; returns the removed object."""
+
+    async def prune(self, filters: dict[str, list[str]] | None = None) -> list[str]:
+        """The swarm part of ``POST /networks/prune``: the names removed."""
+
+    async def attach_container(self, ref: str, container_id: str) -> dict[str, Any]:
+        """A local container joins an attachable swarm network: ``{"Network": <docker's swarm
+        Network object>, "Addresses": ["ip/prefix"]}`` (the address unique in the swarm);
+        ``Forbidden`` when the network is not attachable, ``NotFound``."""
+
+    async def detach_container(self, network_id: str, container_id: str) -> None:
+        """The container left the network: its address is given back."""
+
+
 @attrs.frozen
 class CommitSource:
     """A container as ``docker commit`` reads it (see :class:`CommitSources`)."""
@@ -158,3 +202,52 @@ class CommitSources(Protocol):
     def commit_source(self, ref: str, *, pause: bool) -> Any:
         """An async context manager giving the :class:`CommitSource` of container ``ref``
         (``NotFound`` if none), paused while it is held when ``pause`` and it runs."""
+
+
+@runtime_checkable
+class TaskContainers(Protocol):
+    """What the swarm's task runner (:mod:`core.engine.swarm.worker`) needs of the local
+    containers: the container service's own calls (:class:`core.engine.containers.service.Containers`)."""
+
+    async def create(self, body: Any, *, name: str | None, drivers: dict[str, str],
+                     platform: str | None = None) -> tuple[Any, list[str]]:
+        """``docker create``: the container (with ``.id``) and docker's warnings."""
+
+    async def start(self, ref: str) -> None:
+        """``docker start``."""
+
+    async def stop(self, ref: str, timeout: int | None = None, sig: int | None = None) -> None:
+        """``docker stop`` (its ``StopSignal``, then SIGKILL after ``timeout`` seconds)."""
+
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        """``docker rm``."""
+
+    async def inspect(self, ref: str, *, size: bool = False) -> dict[str, Any]:
+        """``docker inspect``."""
+
+    async def list(self, filters: dict[str, list[str]], *, all_: bool = False, limit: int = 0,
+                   size: bool = False) -> list[dict[str, Any]]:
+        """``docker ps``."""
+
+    def logs(self, ref: str, *, tail: int | None, since: int, until: int,
+             follow: bool) -> tuple[Any, Any]:
+        """``docker logs``: the container and its ``(stream, bytes, time_ns)`` entries (an
+        async iterator)."""
+
+
+@runtime_checkable
+class ImagePuller(Protocol):
+    """What the swarm's task runner needs of the image service."""
+
+    async def pull_image(self, image: str, *, auth: dict[str, str] | None = None) -> None:
+        """Pull ``image`` (a reference as ``docker pull`` takes it) to the end with the default
+        storage and registry drivers; errors are raised with docker's message."""
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """The engine's event stream, read (:class:`core.engine.events.Events`)."""
+
+    def subscribe(self, *, since: float | None = None, until: float | None = None,
+                  filters: dict[str, list[str]] | None = None) -> Any:
+        """An async iterator of events (docker's shape), closed with ``aclose()``."""
