@@ -1,8 +1,8 @@
 """The leader's loop inside real daemons (SwarmService.leader_loops) on the multi-host harness:
 one manager and two workers; a service written straight into the managers' etcd (the service API
 is another part's) gets its tasks created and assigned over the nodes, and a worker cut off from
-the others has its tasks orphaned and assigned elsewhere once it is marked down.  No agent runs
-the tasks here (that is the agent's part): they stay ``assigned``."""
+the others has its tasks orphaned and assigned elsewhere once it is marked down.  The nodes' agents
+run the tasks (a small image from the test registry)."""
 from __future__ import annotations
 
 import os
@@ -32,7 +32,7 @@ def ok(host, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def swarm():
+def swarm(test_images):
     old = os.environ.get(RAFT_TICK_ENV)
     os.environ[RAFT_TICK_ENV] = "0.1"
     try:
@@ -43,6 +43,8 @@ def swarm():
         else:
             os.environ[RAFT_TICK_ENV] = old
     try:
+        c.forward_loopback(test_images.registry.port)
+        c.image = test_images["busybox:latest"].reference
         mgr = c["mgr1"]
         ok(mgr, "swarm", "init", "--advertise-addr", f"{mgr.address}:2377", "--listen-addr",
            f"{mgr.address}:2377", "--dispatcher-heartbeat", "1s")
@@ -82,22 +84,28 @@ def wait_tasks(cluster, check, timeout: float = 30.0) -> list[dict]:
 def test_service_tasks_assigned_and_moved_off_a_down_node(swarm):
     service = {"ID": "svc0000000000000000000001", "CreatedAt": now_text(),
                "Spec": {"Name": "web", "Labels": {}, "Mode": {"Replicated": {"Replicas": 6}},
-                        "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "ForceUpdate": 0}}}
+                        "TaskTemplate": {"ContainerSpec": {"Image": swarm.image,
+                                                           "Command": ["sleep", "1000"]},
+                                         "ForceUpdate": 0}}}
+    wait_tasks(swarm, lambda tasks, nodes: len(nodes) == 3 and all(
+        n["Status"]["State"] == "ready" for n in nodes.values()))
     store_call(swarm, lambda store: store.put(SERVICES, service, 0))
 
     def assigned(tasks, nodes):
         live = [t for t in tasks if t["DesiredState"] in ("ready", "running")]
-        return len(live) == 6 and all(t["Status"]["State"] == "assigned" for t in live)
-    tasks = wait_tasks(swarm, assigned)
+        return len(live) == 6 and all(t["Status"]["State"] == "running" for t in live)
+    tasks = wait_tasks(swarm, assigned, timeout=60)
     by_node: dict[str, int] = {}
     for t in tasks:
+        if t["DesiredState"] not in ("ready", "running"):
+            continue
         by_node[t["NodeID"]] = by_node.get(t["NodeID"], 0) + 1
     assert sorted(by_node.values()) == [2, 2, 2]
 
     wrk1 = swarm["wrk1"]
     wrk1_id = next(n["ID"] for n, _v in store_call(swarm, lambda s: s.nodes())
                    if n["Description"]["Hostname"] == "wrk1")
-    moved = [t["ID"] for t in tasks if t["NodeID"] == wrk1_id]
+    moved = [t["ID"] for t in tasks if t["NodeID"] == wrk1_id and t["DesiredState"] == "running"]
     wrk1.cut()
     try:
         def replaced(tasks, nodes):
