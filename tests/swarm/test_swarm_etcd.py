@@ -21,8 +21,9 @@ import trio
 
 from core.errors import InvalidArgument, NotFound, Unavailable
 from core.engine.swarm.ca import MANAGER_ROLE, NODE_CERT, NODE_KEY, ROOT_CERT, ClusterCA
-from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Bootstrap, Compare, EtcdClient, EtcdMember, EtcdSettings,
-                                    Get, Member, NoLeader, PeerTLS, Put, SequenceConflict, prefix_end)
+from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Compare, EtcdClient, Get, Member, NoLeader, Put,
+                                    SequenceConflict, prefix_end)
+from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
 from core.testing import TrioThread
 from tests.support import hosts as hs
 
@@ -436,7 +437,7 @@ def test_a_stopped_member_is_unavailable_not_a_traceback(tmp_path):
 
 ORPHAN = """
 import sys, trio
-from core.engine.swarm.etcd import Bootstrap, EtcdMember, EtcdSettings
+from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings
 settings = EtcdSettings.load(sys.argv[1])
 async def main():
     async with trio.open_nursery() as n:

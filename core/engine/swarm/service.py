@@ -9,7 +9,7 @@ Every node runs the **agent** (:class:`core.engine.swarm.dispatcher.Agent`): a s
 some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed`).  A
 **manager** also runs:
 
-- its etcd member (:class:`core.engine.swarm.etcd.EtcdMember`): peers on ``<advertise
+- its etcd member (:class:`core.engine.swarm.etcd_member.EtcdMember`): peers on ``<advertise
   IP>:2380`` with mutual TLS from the node's own certificate and key (shown with the
   cross-signed roots of past CA rotations, ``etcd-peer.crt``: etcd reads its trusted CA only
   when it starts), Raft timing from ``Spec.Raft`` (ticks of :data:`RAFT_TICK_ENV`), the client
@@ -62,8 +62,8 @@ from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
-from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
-                                    PeerTLS, SequenceConflict)
+from core.engine.swarm.etcd import EtcdClient, Member, NoLeader, SequenceConflict
+from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
 from core.engine.swarm.store import ClusterRecord, Store, now_text
 
 log = logging.getLogger("core.swarm")
