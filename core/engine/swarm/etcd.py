@@ -28,8 +28,9 @@ import json
 import logging
 import math
 import os
+import re
 import time
-from typing import Any, AsyncIterator, Iterable, Literal, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Sequence
 
 import attrs
 import httpx
@@ -272,6 +273,9 @@ _GRPC_ERRORS: dict[int, type[CoreError]] = {
 # what etcd says when it has no leader, or could not commit a request for want of one
 _NO_LEADER_TEXT = ("etcdserver: no leader", "leader changed", "timed out")
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
+# the peers a member is connected to, in its metrics (a gauge of 1 each)
+_ACTIVE_PEER = re.compile(r'^etcd_network_active_peers\{[^}]*Remote="([0-9a-f]+)"[^}]*\}\s+1(?:\.0*)?\s*$',
+                          re.M)
 
 
 class EtcdClient:
@@ -535,28 +539,69 @@ class EtcdClient:
         """Add a member (not started yet); returns it and the cluster's members with it, which the
         new member needs to start (:meth:`Bootstrap.from_members`).
 
-        etcd refuses ("unhealthy cluster") until every voting member has been connected for 5 s
-        (its strict reconfiguration check: a member that just joined counts only then); that
-        refusal is retried for up to ``wait`` seconds, then raised as
-        :class:`~core.errors.Unavailable`."""
-        data = await self._reconfigure("cluster/member/add", {"peerURLs": list(peer_urls)}, wait)
+        Members run without etcd's strict reconfiguration check (it waits until every member has
+        been connected for 5 s), so this checks instead, as that check does but at this moment:
+        the cluster has a leader, enough members have started to keep a quorum with the new one,
+        and this member is connected to every other.  While it is not, the add is retried for up
+        to ``wait`` seconds, then refused as :class:`~core.errors.Unavailable` (``unhealthy
+        cluster``)."""
+        data = await self._reconfigure("cluster/member/add", {"peerURLs": list(peer_urls)}, wait,
+                                       self._check_add)
         return Member.from_json(data["member"]), [Member.from_json(m) for m in data.get("members") or ()]
 
     async def member_remove(self, member_id: int, *, wait: float = 20.0) -> list[Member]:
-        """Remove a member (retrying etcd's "unhealthy cluster" as :meth:`member_add` does); the
-        removed member's etcd exits by itself."""
-        data = await self._reconfigure("cluster/member/remove", {"ID": str(member_id)}, wait)
+        """Remove a member (checked as etcd's strict reconfiguration check would: a member
+        that is up may go only if the members left connected keep a quorum; retried as
+        :meth:`member_add`); the removed member's etcd exits by itself."""
+        data = await self._reconfigure("cluster/member/remove", {"ID": str(member_id)}, wait,
+                                       lambda: self._check_remove(member_id))
         return [Member.from_json(m) for m in data.get("members") or ()]
 
-    async def _reconfigure(self, path: str, body: dict[str, Any], wait: float) -> dict[str, Any]:
+    async def _reconfigure(self, path: str, body: dict[str, Any], wait: float,
+                           check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
         deadline = trio.current_time() + wait
         while True:
             try:
+                await check()
                 return await self.call(path, body)
             except Unavailable as exc:
                 if "unhealthy cluster" not in str(exc) or trio.current_time() > deadline:
                     raise
-            await trio.sleep(0.25)
+            await trio.sleep(0.1)
+
+    async def active_peers(self) -> set[int]:
+        """The members this one is connected to now (etcd's ``etcd_network_active_peers``)."""
+        try:
+            response = await self._http.get("/metrics")
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return {int(m.group(1), 16) for m in _ACTIVE_PEER.finditer(response.text)}
+
+    async def _check_add(self) -> None:
+        status = await self.status()
+        if not status.leader:
+            raise NoLeader("etcd: no leader to add a member")
+        members = await self.members()
+        started = sum(1 for m in members if m.name)  # a member has a name once it has started
+        if started < (len(members) + 1) // 2 + 1 and not (started == 1 and len(members) == 1):
+            raise Unavailable("etcd: unhealthy cluster: too few members have started")
+        active = await self.active_peers()
+        down = [m for m in members if m.id != status.member_id and m.id not in active]
+        if down:
+            raise Unavailable("etcd: unhealthy cluster: not connected to member(s) "
+                              + ", ".join(m.name or f"{m.id:x}" for m in down))
+
+    async def _check_remove(self, member_id: int) -> None:
+        status = await self.status()
+        members = await self.members()
+        if member_id not in {m.id for m in members}:
+            return  # etcd answers NotFound
+        active = await self.active_peers()
+        if member_id != status.member_id and member_id not in active:
+            return  # a member that is down is not part of the working quorum
+        up = 1 + sum(1 for m in members if m.id != status.member_id and m.id in active)
+        if up - 1 < 1 + (len(members) - 1) // 2:
+            raise Unavailable("etcd: unhealthy cluster: removing the member would lose the quorum")
 
     async def member_update(self, member_id: int, peer_urls: Sequence[str]) -> list[Member]:
         data = await self.call("cluster/member/update", {"ID": str(member_id), "peerURLs": list(peer_urls)})

@@ -29,11 +29,16 @@ needed; ``EtcdMember.reattach(data_root)`` builds it from the saved settings).  
 up to 10 s), and stops it (SIGTERM, then SIGKILL after 10 s) when cancelled or on :meth:`stop`.
 :meth:`EtcdMember.leave` removes the member from its cluster and deletes its data.
 
-Timing: by default a member keeps docker's Raft timing -- swarmkit ticks once a second with
-``HeartbeatTick`` 1 and ``ElectionTick`` 10 (what ``docker info`` shows under Raft), so heartbeats
-every 1000 ms and an election timeout of 10000 ms (``Spec.Raft.HeartbeatTick``/``ElectionTick``
-times 1000 ms map onto :attr:`EtcdSettings.heartbeat_ms`/``election_ms``).  Tests shorten them
-(50/500 ms).  Members run with ``--pre-vote``, so one cut off and back does not depose a leader.
+Timing: :attr:`EtcdSettings.heartbeat_ms`/``election_ms`` (etcd's ``--heartbeat-interval`` and
+``--election-timeout``) are docker's ``Spec.Raft.HeartbeatTick``/``ElectionTick`` (1 and 10 by
+default) times the Raft tick (0.1 s, :data:`core.engine.swarm.service.RAFT_TICK_ENV`): etcd's own
+defaults, 100 ms and 1000 ms.  A fresh single member elects itself after 1 to 10 heartbeats
+(etcd fast-forwards all but one of its election ticks), so ``swarm init`` waits at most one
+election timeout.  Members run with ``--pre-vote``, so one cut off and back does not depose a
+leader, and with ``--strict-reconfig-check=false``: etcd's own check refuses a new member until
+every member has been connected for 5 s, which made each manager join wait that long;
+:meth:`EtcdClient.member_add` checks instead that the cluster has a leader and that every member
+has started and is connected now.
 """
 from __future__ import annotations
 
@@ -86,8 +91,8 @@ class EtcdSettings:
     peer_port: int = DEFAULT_PEER_PORT
     listen_addr: str | None = None  # default: advertise_addr
     tls: PeerTLS | None = None  # None: plain http between peers (tests only)
-    heartbeat_ms: int = 1000  # docker's HeartbeatTick 1 x 1 s tick
-    election_ms: int = 10000  # docker's ElectionTick 10 x 1 s tick
+    heartbeat_ms: int = 100  # docker's HeartbeatTick 1 x the 0.1 s tick
+    election_ms: int = 1000  # docker's ElectionTick 10 x the 0.1 s tick
     compaction_retention: str = "1h"  # periodic auto-compaction of old revisions
     binary: str = "etcd"
     #: an argv prefix to run etcd through (e.g. ``("nsenter", "--net=/run/netns/X")``)
@@ -244,6 +249,7 @@ class EtcdMember:
                 "--heartbeat-interval", str(s.heartbeat_ms), "--election-timeout", str(s.election_ms),
                 "--auto-compaction-mode", "periodic", "--auto-compaction-retention", s.compaction_retention,
                 "--pre-vote",  # a member cut off and back does not depose a working leader (3.5's default)
+                "--strict-reconfig-check=false",  # EtcdClient.member_add/remove check without a 5 s wait
                 "--enable-v2=false", "--logger", "zap", "--log-outputs", "stderr"]
         if not self.initialized:
             if self.bootstrap is None:
