@@ -15,9 +15,10 @@ leader) runs :meth:`Dispatcher.check_nodes` several times a period and notes, fo
 key, when it last saw its ``mod_revision`` move, on its own monotonic clock (no clocks are
 compared across managers).  A node whose key has not moved for :func:`down_after` (1.5 periods;
 the agent beats twice a period, so that is two beats missed in a row) or has no key at all is
-``down`` (``heartbeat failure``); a down node whose key moves again is ``ready`` at the next
-check.  A new leader (or one whose checks stalled) starts every node's deadline afresh.  The
-lease is the backstop: when a manager dies, the keys of its sessions vanish by themselves.
+``down`` (``heartbeat failure``) and its key is deleted (unless it moved meanwhile: a manager
+shows ``Unreachable`` at once); the node's next heartbeat puts it again and the node is
+``ready`` at the next check.  A new leader (or one whose checks stalled) starts every node's
+deadline afresh.  The lease is the backstop: keys nobody checks vanish by themselves.
 
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
 heartbeats on it twice a period; when the manager stops answering (within about a period) it
@@ -35,6 +36,7 @@ import trio
 
 from core import errors
 from core.engine.swarm import tokens as swarm_tokens
+from core.engine.swarm.etcd import Compare, Delete
 from core.engine.swarm.store import SESSIONS, Store
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
 
@@ -189,7 +191,13 @@ class Dispatcher:
         for node_id in set(self._beats) - set(values):
             del self._beats[node_id]
         limit = down_after(self.period)
-        return {n for n, (_rev, seen) in self._beats.items() if now - seen <= limit}, values
+        alive = {n for n, (_rev, seen) in self._beats.items() if now - seen <= limit}
+        for node_id in set(self._beats) - alive:  # a late session key goes now, not at its lease's end
+            rev = self._beats.pop(node_id)[0]
+            key = SESSIONS + node_id
+            await self.store.etcd.txn([Compare("mod", key, "==", rev)], [Delete(key)])
+            values.pop(node_id, None)
+        return alive, values
 
     async def check_nodes(self) -> None:
         """One pass of the leader's node-health loop (see the module docstring)."""
