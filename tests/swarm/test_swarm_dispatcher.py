@@ -1,8 +1,9 @@
 """The leader's node health (:meth:`Dispatcher.check_nodes`) against a real etcd member.
 
-One member on a machine of the harness (a network namespace, no daemon), a heartbeat period of
-0.6 s: a node whose session key stops moving is ``down`` after 1.5 periods (its key deleted),
-``ready`` again at its next heartbeat; a new leader gives every node a fresh deadline.
+One member on a machine of the harness (a network namespace, no daemon); the dispatcher's clock
+(trio's) is a mock the test jumps, so a loaded machine cannot make it late: a node whose
+session key stops moving is ``down`` after 1.5 periods (its key deleted), ``ready`` again at its
+next heartbeat; a new leader, or one whose checks stalled, gives every node a fresh deadline.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm.dispatcher import Dispatcher, down_after
@@ -19,7 +21,7 @@ from tests.support import hosts as hs
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server (Debian) is not installed")
 
-PERIOD = 0.6
+PERIOD = 60.0  # seconds of trio's clock, which the test jumps
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,12 @@ async def state(store: Store, node_id: str) -> str:
 
 
 def test_down_by_heartbeat_deadline_and_ready_at_the_next_beat(member_settings):
+    clock = MockClock(rate=1.0)  # trio's clock runs, and the test jumps it: no timing races
+
+    async def check_after(d: Dispatcher, seconds: float) -> None:
+        clock.jump(seconds)
+        await d.check_nodes()
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             member = await nursery.start(EtcdMember(member_settings, Bootstrap.new(member_settings)).serve)
@@ -55,33 +63,41 @@ def test_down_by_heartbeat_deadline_and_ready_at_the_next_beat(member_settings):
                 await d.check_nodes()
                 assert await state(store, "n1") == "ready"
                 for _ in range(4):  # beats twice a period: ready throughout
-                    await trio.sleep(PERIOD / 2)
+                    clock.jump(PERIOD / 2)
                     await d._touch("n1")
                     await d.check_nodes()
                     assert await state(store, "n1") == "ready"
-                # the beats stop: down after 1.5 periods, and the session key goes with it
-                stopped = trio.current_time()
-                while await state(store, "n1") == "ready":
-                    await trio.sleep(PERIOD / 8)
-                    await d.check_nodes()
-                    assert trio.current_time() - stopped < down_after(PERIOD) + PERIOD
-                assert trio.current_time() - stopped >= down_after(PERIOD)
+                # the beats stop: still ready 1.4 periods later (checked every half period) ...
+                await check_after(d, PERIOD / 2)
+                await check_after(d, PERIOD / 2)
+                await check_after(d, PERIOD * 0.4)
+                assert await state(store, "n1") == "ready"
+                # ... down at 1.5, and the session key goes with it
+                await check_after(d, PERIOD * 0.15)
                 found = await store.node("n1")
-                assert found is not None and found[0]["Status"]["Message"] == "heartbeat failure"
+                assert found is not None and found[0]["Status"] == {
+                    "State": "down", "Message": "heartbeat failure", "Addr": "10.0.0.9"}
                 assert await etcd.get(SESSIONS + "n1") is None
                 # the next heartbeat (same session, same lease) puts the key again: ready
                 await d._touch("n1")
                 await d.check_nodes()
                 assert await state(store, "n1") == "ready"
                 assert (await etcd.get(SESSIONS + "n1")).json()["Addr"] == "10.0.0.9"
-                # a new leader (another dispatcher) starts every deadline afresh
-                await trio.sleep(PERIOD)
+                # a new leader (another dispatcher) gives every node a fresh deadline
+                clock.jump(PERIOD)
                 d2 = dispatcher(store)
                 await d2.check_nodes()
                 assert await state(store, "n1") == "ready"
-                await trio.sleep(down_after(PERIOD) + PERIOD / 4)
-                await d2.check_nodes()
+                await check_after(d2, PERIOD / 2)
+                await check_after(d2, PERIOD / 2)
+                await check_after(d2, PERIOD * 0.6)
                 assert await state(store, "n1") == "down"
+                # so does a leader whose checks stalled for more than a period
+                await d._touch("n1")
+                await d.check_nodes()
+                assert await state(store, "n1") == "ready"
+                await check_after(d, down_after(PERIOD) + PERIOD)
+                assert await state(store, "n1") == "ready"
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    trio.run(main, clock=clock)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any, Awaitable, Callable
 
 import attrs
@@ -313,8 +314,9 @@ class Agent:
                         nonlocal period
                         try:
                             while True:
-                                # twice a period: the leader marks a node down after 1.5
-                                await trio.sleep(period / BEATS_PER_PERIOD)
+                                # twice a period (the leader marks a node down after 1.5),
+                                # a little early at random so the nodes' beats spread out
+                                await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
                                 answer = await beat.call("heartbeat", session_id=session_id)
                                 period = self.period = float(answer.get("period") or period)
                                 beat.timeout = self._patience()
