@@ -19,6 +19,10 @@ message is docker's ("The swarm does not have a leader. ..."); unknown leases or
 :class:`~core.errors.NotFound`; a reconfiguration etcd refuses (it would lose quorum) is
 :class:`~core.errors.Conflict`.  Requests on keys, leases, watches and elections carry etcd's
 *require leader* flag, so a member without a leader refuses them at once rather than hanging.
+
+The member's names (``EtcdMember``, ``EtcdSettings``, ``Bootstrap``, ``PeerTLS``,
+``CLIENT_SOCKET_NAME``...) are :mod:`core.engine.swarm.etcd_member`'s; importing them from here
+still works (a module ``__getattr__``), as it did before the two were split.
 """
 from __future__ import annotations
 
@@ -632,3 +636,19 @@ class EtcdClient:
 
     async def resign(self, leader: LeaderKey) -> None:
         await self.call("election/resign", {"leader": leader.to_json()})
+
+
+# -- the member's names, importable from here as before the split ------------------------------
+
+_MEMBER_NAMES = frozenset({"Bootstrap", "EtcdMember", "EtcdSettings", "PeerTLS", "member_data_dir",
+                           "DEFAULT_PEER_PORT", "CLIENT_SOCKET_NAME", "LOG_ROTATE_BYTES"})
+
+
+def __getattr__(name: str) -> Any:
+    """``from core.engine.swarm.etcd import EtcdMember`` still works: the member's names live in
+    :mod:`core.engine.swarm.etcd_member` (imported on first use: it imports this module)."""
+    if name in _MEMBER_NAMES:
+        from core.engine.swarm import etcd_member
+
+        return getattr(etcd_member, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
