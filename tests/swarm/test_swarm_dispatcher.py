@@ -67,13 +67,15 @@ def test_down_by_heartbeat_deadline_and_ready_at_the_next_beat(member_settings):
                     await d._touch("n1")
                     await d.check_nodes()
                     assert await state(store, "n1") == "ready"
-                # the beats stop: still ready 1.4 periods later (checked every half period) ...
+                # the beats stop.  The last one was seen by a check half a period after the one
+                # before: credited with the middle, a quarter period before.  Still ready 1.45
+                # periods after that (checked every half period) ...
                 await check_after(d, PERIOD / 2)
                 await check_after(d, PERIOD / 2)
-                await check_after(d, PERIOD * 0.4)
+                await check_after(d, PERIOD * 0.2)
                 assert await state(store, "n1") == "ready"
-                # ... down at 1.5, and the session key goes with it
-                await check_after(d, PERIOD * 0.15)
+                # ... down past 1.5, and the session key goes with it
+                await check_after(d, PERIOD * 0.1)
                 found = await store.node("n1")
                 assert found is not None and found[0]["Status"] == {
                     "State": "down", "Message": "heartbeat failure", "Addr": "10.0.0.9"}

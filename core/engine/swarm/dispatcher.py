@@ -12,8 +12,9 @@ and the managers' addresses (the node fails over between them).
 Node health is decided by heartbeat deadlines, not by the lease (etcd will not grant a lease
 shorter than 1.5 election timeouts): the leader (the manager whose etcd member is the Raft
 leader) runs :meth:`Dispatcher.check_nodes` several times a period and notes, for each session
-key, when it last saw its ``mod_revision`` move, on its own monotonic clock (no clocks are
-compared across managers).  A node whose key has not moved for :func:`down_after` (1.5 periods;
+key, when its ``mod_revision`` last moved, on its own monotonic clock (no clocks are compared
+across managers; a key seen moved is credited with the middle of the time since the previous
+check, so a slow check loop does not delay the verdict by a whole loop).  A node whose key has not moved for :func:`down_after` (1.5 periods;
 the agent beats twice a period, so that is two beats missed in a row) or has no key at all is
 ``down`` (``heartbeat failure``) and its key is deleted (unless it moved meanwhile: a manager
 shows ``Unreachable`` at once); the node's next heartbeat puts it again and the node is
@@ -175,10 +176,13 @@ class Dispatcher:
     async def _alive(self) -> tuple[set[str], dict[str, dict[str, Any]]]:
         """The leader's view of the sessions: the nodes whose key moved within
         :func:`down_after`, and every session's value."""
-        now = trio.current_time()
-        if self._checked is None or now - self._checked > max(2.0, self.period):
+        now, previous = trio.current_time(), self._checked
+        if previous is None or now - previous > max(2.0, self.period):
             self._beats.clear()  # a new leadership, or checks that stalled: deadlines afresh
+            previous = None
         self._checked = now
+        # a key that moved since the last check moved, on average, half-way between the two
+        moved_at = now if previous is None else (previous + now) / 2
         values: dict[str, dict[str, Any]] = {}
         for kv in await self.store.etcd.get_prefix(SESSIONS):
             node_id = kv.key[len(SESSIONS):]
@@ -188,7 +192,7 @@ class Dispatcher:
                 values[node_id] = {}
             seen = self._beats.get(node_id)
             if seen is None or seen[0] != kv.mod_revision:
-                self._beats[node_id] = (kv.mod_revision, now)
+                self._beats[node_id] = (kv.mod_revision, moved_at)
         for node_id in set(self._beats) - set(values):
             del self._beats[node_id]
         limit = down_after(self.period)
