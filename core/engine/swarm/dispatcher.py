@@ -14,12 +14,13 @@ shorter than 1.5 election timeouts): the leader (the manager whose etcd member i
 leader) runs :meth:`Dispatcher.check_nodes` several times a period and notes, for each session
 key, when its ``mod_revision`` last moved, on its own monotonic clock (no clocks are compared
 across managers; a key seen moved is credited with the middle of the time since the previous
-check, so a slow check loop does not delay the verdict by a whole loop).  A node whose key has not moved for :func:`down_after` (1.5 periods;
-the agent beats twice a period, so that is two beats missed in a row) or has no key at all is
-``down`` (``heartbeat failure``) and its key is deleted (unless it moved meanwhile: a manager
-shows ``Unreachable`` at once); the node's next heartbeat puts it again and the node is
-``ready`` at the next check.  A new leader (or one whose checks stalled) starts every node's
-deadline afresh.  The lease is the backstop: keys nobody checks vanish by themselves.
+check, so a slow check loop does not delay the verdict by a whole loop).  A node whose key has
+not moved for :func:`down_after` (1.5 periods; the agent beats twice a period, so that is two
+beats missed in a row) or has no key at all is ``down`` (``heartbeat failure``) and its key is
+deleted (unless it moved meanwhile: a manager shows ``Unreachable`` at once); the node's next
+heartbeat puts it again and the node is ``ready`` at the next check.  A new leader (or one
+whose checks stalled) starts every node's deadline afresh.  The lease is the backstop: keys
+nobody checks vanish by themselves.
 
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
 heartbeats on it twice a period; when the manager stops answering (within about a period) it
@@ -85,7 +86,7 @@ class Dispatcher:
         self._managers = managers
         self._trust_digest = trust_digest
         self._leases: dict[str, _Held] = {}  # node ID -> its session's lease
-        # the leader's view: node ID -> (the session key's mod_revision, when it was first seen)
+        # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
         self._checked: float | None = None  # trio.current_time() of the last check_nodes
 
