@@ -406,7 +406,14 @@ class EtcdMember:
                 me = next((m.id for m in members if m.name == self.settings.name), None)
             self._leaving = True
             if me is not None:
-                await own.member_remove(me)
+                try:
+                    await own.member_remove(me)
+                except Unavailable as exc:
+                    # asked through its own socket, a member that applies its own removal stops
+                    # at once, and may answer that instead of the result
+                    if own.endpoint != str(self.settings.socket) or "server stopped" not in str(exc):
+                        raise
+                    log.info("etcd member %s removed itself (it stopped before answering)", self.settings.name)
         finally:
             if client is None:
                 await own.aclose()
