@@ -58,7 +58,7 @@ import httpx
 import trio
 
 from core.engine.swarm.etcd import EtcdClient, Member
-from core.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from core.errors import Conflict, CoreError, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger("core.swarm.etcd")
 
@@ -394,6 +394,39 @@ class EtcdMember:
         if self.pid is not None:
             os.kill(self.pid, signal.SIGKILL)
 
+    async def _exits(self, within: float) -> bool:
+        """Whether etcd exits (or has exited) within ``within`` seconds."""
+        proc = self.process
+        with trio.move_on_after(within):
+            while proc is not None and proc.poll() is None:
+                await trio.sleep(0.05)
+            return True
+        return False
+
+    async def _remove(self, client: EtcdClient, me: int, wait: float = 20.0) -> None:
+        """Remove this member (``me``) through ``client``.  A member asked through its own
+        socket stops as it applies its own removal and may answer that ("server stopped"), or
+        nothing; a leader that removes itself may answer "leader changed": each is checked
+        (etcd exited, or the member is no longer listed) and the removal asked again if not."""
+        deadline = trio.current_time() + wait
+        own = client.endpoint == str(self.settings.socket)
+        while True:
+            try:
+                await client.member_remove(me, wait=max(0.0, deadline - trio.current_time()))
+                return
+            except NotFound:
+                return  # removed already
+            except Unavailable:
+                if own and await self._exits(1.0):
+                    log.info("etcd member %s removed itself (it stopped before answering)", self.settings.name)
+                    return
+                with contextlib.suppress(CoreError):
+                    if me not in {m.id for m in await client.members()}:
+                        return
+                if trio.current_time() > deadline:
+                    raise
+            await trio.sleep(0.2)
+
     async def leave(self, client: EtcdClient | None = None) -> None:
         """Remove this member from its cluster, stop it and delete its data.
 
@@ -406,14 +439,7 @@ class EtcdMember:
                 me = next((m.id for m in members if m.name == self.settings.name), None)
             self._leaving = True
             if me is not None:
-                try:
-                    await own.member_remove(me)
-                except Unavailable as exc:
-                    # asked through its own socket, a member that applies its own removal stops
-                    # at once, and may answer that instead of the result
-                    if own.endpoint != str(self.settings.socket) or "server stopped" not in str(exc):
-                        raise
-                    log.info("etcd member %s removed itself (it stopped before answering)", self.settings.name)
+                await self._remove(own, me)
         finally:
             if client is None:
                 await own.aclose()
