@@ -359,7 +359,7 @@ def normalize_spec(body: Any) -> dict[str, Any]:
     runtime = tt.get("Runtime") or "container"
     if runtime != "container" or tt.get("PluginSpec") or tt.get("NetworkAttachmentSpec"):
         raise _bad(f"TaskSpec: runtime {runtime!r} is not supported: core runs containers only")
-    if not tt.get("ContainerSpec"):
+    if tt.get("ContainerSpec") is None:
         raise _bad("TaskSpec: missing runtime")
     tt["ContainerSpec"] = _container_spec(_obj(tt["ContainerSpec"], "TaskSpec.ContainerSpec"))
     if "Resources" in tt:
