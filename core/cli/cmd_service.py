@@ -552,13 +552,13 @@ def wait_for_service(ctx: Any, service_id: str, *, quiet: bool = False, poll: fl
     screen = _Screen(quiet)
     converged_at = 0.0
     while True:
-        service = ctx.client.get_json(f"/services/{service_id}", {"insertDefaults": "1"})
+        service = ctx.client.get_json(f"/services/{service_id}")  # as stored: what tasks copy
         tasks = ctx.client.get_json("/tasks", {"filters": json.dumps({"service": [service["ID"]]})}) or []
         running, wanted, lines, error = convergence(service, tasks)
         if error:
             raise CLIError(error, 1)
         overall = [("overall progress", f"{max(running, 0)} out of {wanted} tasks")]
-        monitor = min((service["Spec"].get("UpdateConfig") or {}).get("Monitor", 5 * NS), 5 * NS) / NS
+        monitor = min((service["Spec"].get("UpdateConfig") or {}).get("Monitor") or 5 * NS, 5 * NS) / NS
         if running == wanted and (service.get("UpdateStatus") or {}).get("State") not in ("updating",
                                                                                           "rollback_started"):
             converged_at = converged_at or time.monotonic()

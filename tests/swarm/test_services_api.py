@@ -292,6 +292,123 @@ def test_docker_sdk_services(swarm, cluster):
     assert client.services.list() == []
 
 
+# -- tasks, as the leader would write them --------------------------------------------------------
+
+def _store_call(host, fn) -> Any:
+    """``fn(store)`` on the host's etcd member (its client socket), from the test process."""
+    import trio
+
+    from core.engine.swarm.etcd import EtcdClient
+    from core.engine.swarm.store import Store
+
+    async def run() -> Any:
+        async with EtcdClient(host.data_root / "swarm" / "etcd.sock:0") as etcd:
+            return await fn(Store(etcd))
+
+    return trio.run(run)
+
+
+def _fake_task(service: dict[str, Any], node_id: str, slot: int, state: str, *, desired: str = "running",
+               err: str = "", age: float = 0.0) -> dict[str, Any]:
+    import datetime as dt
+
+    from core.engine.swarm.tasks import new_task_id
+
+    t = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=age)
+    stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    status = {"Timestamp": stamp, "State": state, "Message": state}
+    if err:
+        status["Err"] = err
+    return {"ID": new_task_id(), "CreatedAt": stamp, "UpdatedAt": stamp, "Labels": {},
+            "Spec": service["Spec"]["TaskTemplate"], "ServiceID": service["ID"], "Slot": slot, "NodeID": node_id,
+            "Status": status, "DesiredState": desired,
+            "ServiceAnnotations": {"Name": service["Spec"]["Name"], "Labels": {}},
+            "SpecVersion": {"Index": service["Version"]["Index"]}}
+
+
+@pytest.mark.skipif(HAVE_LEADER_LOOPS, reason="the real leader loops would reconcile these hand-written tasks")
+def test_tasks_in_dockers_tables_and_progress(swarm, cluster):
+    """Tasks written into the store as the leader's loops would write them: ``service ls``,
+    ``service ps`` (history lines, errors, --no-trunc, filters), ``node ps``, ``GET /tasks`` and the
+    progress of a ``service create`` that waits for convergence."""
+    import subprocess
+
+    from core.engine.swarm.store import TASKS
+
+    mgr1 = cluster["mgr1"]
+    node_id = mgr1.docker().info()["Swarm"]["NodeID"]
+    written: list[str] = []
+
+    def put(tasks: list[dict[str, Any]]) -> None:
+        written.extend(t["ID"] for t in tasks)
+        _store_call(mgr1, lambda store: store.put_many(TASKS, tasks))
+
+    try:
+        core(mgr1, "service", "create", "-d", "--name", "web-fe", "-p", "8080:8080", "--replicas", "2",
+             swarm["image"])
+        svc = mgr1.docker().api.inspect_service("web-fe")
+        old = _fake_task(svc, node_id, 1, "failed", desired="shutdown", err="task: non-zero exit (1)", age=90)
+        one = _fake_task(svc, node_id, 1, "running", age=30)
+        two = _fake_task(svc, node_id, 2, "running", age=30)
+        put([old, one, two])
+        row = core(mgr1, "service", "ls").splitlines()[1].split()
+        assert row[1:4] == ["web-fe", "replicated", "2/2"]
+        lines = core(mgr1, "service", "ps", "web-fe").splitlines()
+        assert len(lines) == 4
+        assert lines[1].split()[:6] == [one["ID"][:12], "web-fe.1", swarm["image"], "mgr1", "Running", "Running"]
+        assert re.search(r" Running 3\d seconds ago ", lines[1])
+        assert lines[2].split()[:7] == [old["ID"][:12], "\\_", "web-fe.1", swarm["image"], "mgr1", "Shutdown",
+                                        "Failed"]
+        assert lines[2].rstrip().endswith('Failed about a minute ago   "task: non-zero exit (1)"')
+        assert lines[3].split()[1] == "web-fe.2"
+        wide = core(mgr1, "service", "ps", "--no-trunc", "web-fe").splitlines()
+        assert wide[1].split()[:3] == [one["ID"], f"web-fe.1.{one['ID']}", f"{swarm['image']}@{swarm['digest']}"]
+        assert sorted(core(mgr1, "service", "ps", "-q", "-f", "desired-state=running", "web-fe").split()) == \
+            sorted([one["ID"][:12], two["ID"][:12]])
+        assert core(mgr1, "service", "ps", "--format", "{{.Name}} {{.Node}}", "-f", "name=web-fe.2",
+                    "web-fe") == "web-fe.2 mgr1\n"
+        assert core(mgr1, "node", "ps").splitlines()[1:] == lines[1:]
+        assert core(mgr1, "node", "ps", "-q", "mgr1").split() == [l.split()[0] for l in lines[1:]]
+        tasks = mgr1.docker().api.tasks(filters={"service": "web-fe", "desired-state": "running"})
+        assert sorted(t["ID"] for t in tasks) == sorted([one["ID"], two["ID"]])
+        assert mgr1.docker().api.tasks(filters={"node": "mgr1", "name": "web-fe.1"})[0]["Slot"] == 1
+        task = mgr1.docker().api.inspect_task(one["ID"][:10])
+        assert task["ID"] == one["ID"] and task["Version"]["Index"] > 0
+        assert core(mgr1, "service", "logs", "web-fe") == ""  # no log gathering yet: nothing, no error
+
+        # a create that waits: the progress ends when both tasks run the current spec
+        proc = subprocess.Popen([*mgr1.launcher, *__import__("tests.support.hosts", fromlist=["CORE"]).CORE,
+                                 "service", "create", "--name", "conv", "--replicas", "2", swarm["image"]],
+                                env=mgr1.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for("the service", lambda: "conv" in core(mgr1, "service", "ls", "--format", "{{.Name}}"))
+            conv = mgr1.docker().api.inspect_service("conv")
+            put([_fake_task(conv, node_id, 1, "running"), _fake_task(conv, node_id, 2, "starting")])
+            time.sleep(1.5)
+            assert proc.poll() is None  # one task is not running yet
+            put([_fake_task(conv, node_id, 2, "running")])
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        out_lines = out.splitlines()
+        assert out_lines[0] == conv["ID"]
+        assert "overall progress: 1 out of 2 tasks" in out_lines
+        assert "overall progress: 2 out of 2 tasks" in out_lines
+        assert "verify: Waiting 5 seconds to verify that tasks are stable..." in out_lines
+        assert out_lines[-1] == "verify: Service converged"
+    finally:
+        _rm(mgr1, "web-fe", "conv")
+
+        async def drop(store) -> None:
+            for task_id in written:
+                await store.delete(TASKS, task_id)
+
+        _store_call(mgr1, drop)
+
+
 @pytest.mark.skipif(not HAVE_LEADER_LOOPS, reason="needs issue 12's leader loops and agent (orchestrator, "
                                                   "scheduler, task runner): runs once they are merged")
 def test_book_web_fe_walk(swarm, cluster):
