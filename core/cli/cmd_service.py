@@ -889,7 +889,8 @@ def pretty_service(service: dict[str, Any], networks: dict[str, str]) -> str:
         if hc.get("Test"):
             out.append("  Tests:")
             out += [f"\t Test = {t}" for t in hc["Test"]]
-    return "\n".join(out) + "\n"
+            out[-1] += " "
+    return "\n".join(out) + "\n\n"  # the template's last line, then the formatter's
 
 
 @command

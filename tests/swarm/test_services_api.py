@@ -155,7 +155,7 @@ def test_update_stale_version_rollback_and_pretty(swarm, cluster):
         assert ("RollbackConfig:\n Parallelism:\t1\n On failure:\tpause\n Monitoring Period: 5s\n"
                 " Max failure ratio: 0\n Rollback order:    stop-first\n") in pretty
         assert f"ContainerSpec:\n Image:\t\t{swarm['image2']}@{swarm['digest2']}\n Env:\t\tA=1 \n" in pretty
-        assert pretty.endswith("Endpoint Mode:\tvip\n")
+        assert pretty.endswith("Endpoint Mode:\tvip\n\n")
 
         # an update naming the version read before the last one is refused, nothing changes
         status, body = api(mgr1, "POST", f"/services/{after['ID']}/update?version={before['Version']['Index']}",
@@ -290,6 +290,53 @@ def test_docker_sdk_services(swarm, cluster):
     finally:
         svc.remove()
     assert client.services.list() == []
+
+
+def docker_cli(host, *args: str, code: int = 0) -> str:
+    import subprocess
+
+    proc = subprocess.run(["docker", *args], env={**host.env, "DOCKER_CLI_HINTS": "false"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, f"[{host.name}] docker {' '.join(args)}: {proc.returncode}\n{proc.stderr}"
+    return proc.stdout if code == 0 else proc.stderr
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
+def test_docker_cli_side_by_side(swarm, cluster):
+    """docker's own CLI on core's socket: its service commands work, and core's print the same."""
+    mgr1 = cluster["mgr1"]
+    image = swarm["image"]
+    try:
+        out = docker_cli(mgr1, "service", "create", "-d", "--name", "dk", "--replicas", "3", "-p", "8081:80",
+                         "--label", "a=b", "--env", "X=1", "--limit-cpu", "0.5", "--reserve-memory", "32m",
+                         "--constraint", "node.role==manager", "--placement-pref", "spread=node.labels.zone",
+                         "--health-cmd", "true", "--health-interval", "5s", "--update-delay", "3s",
+                         "--mount", "type=volume,source=data,target=/data", image, "sleep", "60")
+        service_id = out.strip().splitlines()[-1]
+        [svc] = json.loads(docker_cli(mgr1, "service", "inspect", "dk"))
+        assert svc["ID"] == service_id
+        assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == f"{image}@{swarm['digest']}"
+        assert svc["Spec"]["UpdateConfig"]["Delay"] == 3 * 10**9
+        assert docker_cli(mgr1, "service", "inspect", "--pretty", "dk") == \
+            core(mgr1, "service", "inspect", "--pretty", "dk")
+        assert docker_cli(mgr1, "service", "ls") == core(mgr1, "service", "ls")
+        assert docker_cli(mgr1, "service", "ps", "dk") == core(mgr1, "service", "ps", "dk")
+        docker_cli(mgr1, "service", "update", "-d", "--env-add", "Y=2", "--publish-add", "8082:82", "dk")
+        [svc] = json.loads(core(mgr1, "service", "inspect", "dk"))
+        assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"] == ["X=1", "Y=2"]
+        assert [p["PublishedPort"] for p in svc["Endpoint"]["Ports"]] == [8081, 8082]
+        assert docker_cli(mgr1, "service", "inspect", "--pretty", "dk") == \
+            core(mgr1, "service", "inspect", "--pretty", "dk")
+        docker_cli(mgr1, "service", "scale", "-d", "dk=4")
+        assert mgr1.docker().services.get("dk").attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 4
+        docker_cli(mgr1, "service", "rollback", "-d", "dk")
+        [svc] = json.loads(core(mgr1, "service", "inspect", "dk"))
+        assert svc["Spec"]["Mode"]["Replicated"]["Replicas"] == 3 and svc["UpdateStatus"]["State"] == "rollback_started"
+        err = docker_cli(mgr1, "service", "create", "-d", "--name", "dk", image, code=1)
+        assert "name conflicts with an existing object" in err
+        assert docker_cli(mgr1, "service", "rm", "dk") == "dk\n"
+    finally:
+        _rm(mgr1, "dk")
 
 
 # -- tasks, as the leader would write them --------------------------------------------------------
