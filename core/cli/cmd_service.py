@@ -495,83 +495,122 @@ def _bar(state: str) -> str:
     return "[" + "=" * filled + ">" + " " * (width - filled) + "] "
 
 
-def _current(task: dict[str, Any], service: dict[str, Any]) -> bool:
-    """Whether a task runs the service's current spec (what the updater moves tasks to)."""
-    tspec = task.get("Spec") or {}
-    sspec = service["Spec"]["TaskTemplate"]
-    return (tspec.get("ContainerSpec") == sspec.get("ContainerSpec")
-            and (tspec.get("ForceUpdate") or 0) == (sspec.get("ForceUpdate") or 0))
+#: docker's order of task states (the progress display's ``numberedStates``)
+NUMBERED = {state: i + 1 for i, state in enumerate(
+    ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+     "complete", "shutdown", "failed", "rejected"))}
+TERMINAL = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
 
 
-def convergence(service: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[int, int, list[tuple[str, str]], str]:
-    """How far a service is: (tasks running the current spec, tasks wanted, a progress line per
-    slot or node, an error that ends the wait)."""
+def _pick(tasks: list[dict[str, Any]], key: str, active: set[str] | None) -> dict[Any, dict[str, Any]]:
+    """One task per slot (or node): the lowest desired state, then the lowest observed state, as
+    docker's progress picks them; tasks on nodes that are down are left out."""
+    out: dict[Any, dict[str, Any]] = {}
+    for t in tasks:
+        desired = NUMBERED.get(t.get("DesiredState", ""), 0)
+        state = NUMBERED.get((t.get("Status") or {}).get("State", ""), 0)
+        if not desired or not state:
+            continue
+        k = t.get(key) or (0 if key == "Slot" else "")
+        old = out.get(k)
+        if old is not None:
+            old_desired = NUMBERED.get(old.get("DesiredState", ""), 0)
+            if old_desired < desired:
+                continue
+            if old_desired == desired and NUMBERED.get((old.get("Status") or {}).get("State", ""), 0) <= state:
+                continue
+        if active is not None and t.get("NodeID") and t["NodeID"] not in active:
+            continue
+        out[k] = t
+    return out
+
+
+def _task_line(t: dict[str, Any]) -> str:
+    status = t.get("Status") or {}
+    if status.get("Err"):
+        err = status["Err"]
+        return err if len(err) <= 50 else err[:49] + "…"
+    state = status.get("State", "")
+    return f"{state:<{LONGEST_STATE}} {_bar(state)}"
+
+
+def convergence(service: dict[str, Any], tasks: list[dict[str, Any]], active: set[str] | None,
+                rollback: bool = False) -> tuple[int, int, list[tuple[str, str]]]:
+    """How far a service is, from its up-to-date tasks (docker's ``_up-to-date`` filter): (tasks
+    running, tasks wanted, the progress lines: overall, then one per slot or node)."""
     mode = service["Spec"].get("Mode") or {}
-    update = (service.get("UpdateStatus") or {}).get("State", "")
-    if update == "paused":
-        return 0, 0, [], f"service update paused: {service['UpdateStatus'].get('Message', '')}"
-    if update == "rollback_paused":
-        return 0, 0, [], f"service rollback paused: {service['UpdateStatus'].get('Message', '')}"
-    live = [t for t in tasks if t.get("DesiredState") in ("running", "ready")
-            and (t.get("Status") or {}).get("State") not in ("complete", "shutdown", "failed", "rejected",
-                                                             "remove", "orphaned")]
-    newest: dict[Any, dict[str, Any]] = {}
-    for t in sorted(tasks, key=lambda t: t.get("CreatedAt", "")):
-        key = t.get("Slot") or t.get("NodeID")
-        if t.get("DesiredState") in ("running", "ready"):
-            newest[key] = t
     lines: list[tuple[str, str]] = []
+    running = 0
     if "Replicated" in mode:
         wanted = mode["Replicated"].get("Replicas", 1)
-        running = 0
-        for slot in range(1, wanted + 1):
-            t = newest.get(slot)
-            state = (t.get("Status") or {}).get("State", "new") if t else "new"
-            if t is not None and state == "running" and _current(t, service):
+        picked = _pick(tasks, "Slot", active)
+        for i, slot in enumerate(sorted(picked, key=lambda s: s or 0), start=1):
+            t = picked[slot]
+            if t.get("DesiredState") not in TERMINAL and (t.get("Status") or {}).get("State") == "running":
                 running += 1
-            shown = state if t is not None and _current(t, service) else "new"
-            lines.append((f"{slot}/{wanted}", f"{shown:<{LONGEST_STATE}} {_bar(shown)}"))
-        extra = [t for t in live if (t.get("Slot") or 0) > wanted]
-        if extra:
-            running = min(running, wanted - 1) if wanted else -1
+            if i <= wanted and wanted <= 100 and t.get("DesiredState") not in TERMINAL and \
+                    ((t.get("Status") or {}).get("State") not in TERMINAL or (t.get("Status") or {}).get("Err")):
+                lines.append((f"{i}/{wanted}", _task_line(t)))
     else:
-        wanted = len(newest)
-        running = 0
-        for key in sorted(newest, key=str):
-            t = newest[key]
-            state = (t.get("Status") or {}).get("State", "new")
-            if state == "running" and _current(t, service):
+        picked = _pick(tasks, "NodeID", None)
+        wanted = len(picked)
+        if not wanted:
+            return 0, -1, [("overall progress", "waiting for new tasks")]
+        for node_id in sorted(picked):
+            t = picked[node_id]
+            if active is not None and node_id not in active:
+                continue
+            if t.get("DesiredState") not in TERMINAL and (t.get("Status") or {}).get("State") == "running":
                 running += 1
-            lines.append((str(key)[:12], f"{state:<{LONGEST_STATE}} {_bar(state)}"))
-    return running, wanted, lines, ""
+            if wanted <= 100:
+                lines.append((truncate_id(node_id), _task_line(t)))
+    overall = (f"rolling back update: {running} out of {wanted} tasks" if rollback
+               else f"{running} out of {wanted} tasks")
+    return running, wanted, [("overall progress", overall)] + lines
 
 
 def wait_for_service(ctx: Any, service_id: str, *, quiet: bool = False, poll: float = 0.5) -> None:
-    """docker's ``waitOnService``: progress until every task runs the current spec, then the
-    monitor period (at most 5 s) to verify they stay up."""
+    """docker's ``waitOnService``: progress until the service's up-to-date tasks run, then its
+    update monitor period (default 5 s) to verify they stay up; a paused update or rollback,
+    or a rollback that completed instead, ends it with docker's error."""
     screen = _Screen(quiet)
     converged_at = 0.0
+    rollback = False
+    notes: list[tuple[str, str]] = []
     while True:
         service = ctx.client.get_json(f"/services/{service_id}")  # as stored: what tasks copy
-        tasks = ctx.client.get_json("/tasks", {"filters": json.dumps({"service": [service["ID"]]})}) or []
-        running, wanted, lines, error = convergence(service, tasks)
-        if error:
-            raise CLIError(error, 1)
-        overall = [("overall progress", f"{max(running, 0)} out of {wanted} tasks")]
-        monitor = min((service["Spec"].get("UpdateConfig") or {}).get("Monitor") or 5 * NS, 5 * NS) / NS
-        if running == wanted and (service.get("UpdateStatus") or {}).get("State") not in ("updating",
-                                                                                          "rollback_started"):
+        tasks = ctx.client.get_json("/tasks", {"filters": json.dumps({"service": [service["ID"]],
+                                                                      "_up-to-date": ["true"]})}) or []
+        nodes = ctx.client.get_json("/nodes") or []
+        active = {n["ID"] for n in nodes if (n.get("Status") or {}).get("State") != "down"}
+        status = service.get("UpdateStatus") or {}
+        state = status.get("State", "")
+        if state == "paused":
+            raise CLIError(f"service update paused: {status.get('Message', '')}", 1)
+        if state == "rollback_paused":
+            raise CLIError(f"service rollback paused: {status.get('Message', '')}", 1)
+        if state == "updating":
+            rollback = False
+        if state == "rollback_started":
+            if not rollback and status.get("Message"):
+                notes = [("rollback", status["Message"])]
+            rollback = True
+        running, wanted, lines = convergence(service, tasks, active, rollback)
+        converged = running == wanted
+        if state == "rollback_completed" and not converged:
+            raise CLIError(f"service rolled back: {status.get('Message', '')}", 1)
+        monitor = ((service["Spec"].get("UpdateConfig") or {}).get("Monitor") or 5 * NS) / NS
+        if converged:
             converged_at = converged_at or time.monotonic()
             waited = time.monotonic() - converged_at
             if waited >= monitor:
-                screen.show(overall + lines + [("verify", "Service converged")])
+                screen.show(notes + lines + [("verify", "Service converged")])
                 return
             left = int(monitor - waited + 0.999)
-            screen.show(overall + lines + [("verify", f"Waiting {left} seconds to verify that tasks "
-                                                      "are stable...")])
+            screen.show(notes + lines + [("verify", f"Waiting {left} seconds to verify that tasks are stable...")])
         else:
             converged_at = 0.0
-            screen.show(overall + lines)
+            screen.show(notes + lines)
         time.sleep(poll)
 
 
@@ -684,7 +723,7 @@ def task_rows(ctx: Any, tasks: list[dict[str, Any]], *, trunc: bool = True, reso
     previous = None
     for t in ordered:
         name = name_of(t)
-        shown = name if trunc else f"{name}.{t['ID']}"
+        shown = name  # docker's --no-trunc leaves the name as it is
         if name == previous:
             shown = " \\_ " + shown
         previous = name

@@ -82,7 +82,7 @@ DEFAULTS: dict[str, Any] = {
 DYNAMIC_PORTS = (30000, 32767)  # swarmkit's dynamic published port range
 RESOLVE_TIMEOUT = 8.0
 SERVICE_FILTERS = frozenset({"id", "name", "label", "mode"})
-TASK_FILTERS = frozenset({"id", "name", "service", "node", "label", "desired-state"})
+TASK_FILTERS = frozenset({"id", "name", "service", "node", "label", "desired-state", "_up-to-date"})
 _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
 _CONSTRAINT = re.compile(r"^\s*([\w.\-/]+)\s*(==|!=)\s*(\S.*?)\s*$")
 ERR_NAME_CONFLICT = "rpc error: code = AlreadyExists desc = name conflicts with an existing object"
@@ -535,6 +535,12 @@ def _service_matches(service: dict[str, Any], filters: dict[str, list[str]]) -> 
     return True
 
 
+def up_to_date(task: dict[str, Any], service: dict[str, Any] | None) -> bool:
+    """Whether a task runs its service's current spec (swarmkit's ``!IsTaskDirty``): the task's
+    ``Spec`` is the service's ``TaskTemplate`` as stored."""
+    return service is not None and task.get("Spec") == service["Spec"].get("TaskTemplate")
+
+
 def _check_filters(filters: dict[str, list[str]], known: frozenset[str]) -> None:
     for key in filters:
         if key not in known:
@@ -829,7 +835,8 @@ class SwarmServices:
 
     async def list_tasks(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         """``GET /tasks``: filters ``id``, ``name`` (prefixes of ``service.slot.id``),
-        ``service`` and ``node`` (IDs, names or ID prefixes), ``label``, ``desired-state``."""
+        ``service`` and ``node`` (IDs, names or ID prefixes), ``label``, ``desired-state``, and
+        docker's internal ``_up-to-date`` (tasks running their service's current spec)."""
         _check_filters(filters, TASK_FILTERS)
         tasks = await self._tasks()
         if "service" in filters:
@@ -851,8 +858,13 @@ class SwarmServices:
                 except errors.NotFound:
                     continue
             tasks = [(t, v) for t, v in tasks if t.get("NodeID") in wanted_nodes]
+        by_id: dict[str, dict[str, Any]] = {}
+        if "_up-to-date" in filters:  # what docker's CLI asks while it shows progress
+            by_id = {s["ID"]: s for s, _v in await self._services()}
         out = []
         for task, version in tasks:
+            if "_up-to-date" in filters and not up_to_date(task, by_id.get(task.get("ServiceID", ""))):
+                continue
             if "id" in filters and not any(task["ID"].startswith(v) for v in filters["id"]):
                 continue
             full_name = f"{swarm_tasks.task_name(task)}.{task['ID']}"
