@@ -511,3 +511,82 @@ def test_book_web_fe_walk(swarm, cluster):
         assert core(mgr1, "service", "ls", "-q") == ""
     finally:
         _rm(mgr1, "web-fe")
+
+
+# -- logs: the route's framing and the CLI's prefixes (no cluster: a gatherer that yields lines) ----
+
+def test_logs_are_framed_and_prefixed_as_dockers(capfdbinary):
+    import struct
+
+    import trio
+
+    from core.api.http import Request
+    from core.api.services import service_logs
+    from core.cli.cmd_service import logs as logs_command
+    from core.engine.swarm.services import LogSelector
+
+    task_id, node_id, service_id = "t" * 25, "n" * 25, "s" * 25
+    lines = [(task_id, "stdout", "2026-12-07T10:00:00.123Z", b"hello\n"),
+             (task_id, "stderr", "2026-12-07T10:00:01Z", b"oops\n")]
+
+    class Gatherer:
+        asked: dict = {}
+
+        async def logs(self, selector, *, follow, tail, timestamps, since):
+            Gatherer.asked = {"selector": selector, "follow": follow, "tail": tail, "since": since}
+            for line in lines:
+                yield line
+
+    class Services:
+        gatherer = Gatherer()
+
+        async def logs_of(self, ref, *, task):
+            return LogSelector(services=(service_id,)), False, {task_id: {"NodeID": node_id, "ServiceID": service_id}}
+
+        async def task(self, task_id):
+            return None
+
+    query = {"stdout": ["1"], "stderr": ["1"], "details": ["1"], "timestamps": ["1"], "tail": ["10"],
+             "follow": ["1"]}
+    req = Request(method="GET", path=f"/services/{service_id}/logs", query=query, headers={},
+                  params={"id": service_id})
+
+    async def collect() -> bytes:
+        response = await service_logs(req, Services())
+        assert response.content_type == "application/vnd.docker.multiplexed-stream"
+        return b"".join([chunk async for chunk in response.body])
+
+    body = trio.run(collect)
+    assert Gatherer.asked == {"selector": LogSelector(services=(service_id,)), "follow": True, "tail": 10,
+                              "since": 0.0}
+    details = (f"com.docker.swarm.node.id={node_id},com.docker.swarm.service.id={service_id},"
+               f"com.docker.swarm.task.id={task_id}").encode()
+    first = b"2026-12-07T10:00:00.123000000Z " + details + b" hello\n"
+    second = b"2026-12-07T10:00:01.000000000Z " + details + b" oops\n"
+    assert body == struct.pack(">BxxxL", 1, len(first)) + first + struct.pack(">BxxxL", 2, len(second)) + second
+
+    class Answer:
+        def iter_chunks(self):
+            yield body[:7]  # frames split anywhere
+            yield body[7:]
+
+        def close(self):
+            pass
+
+    class Client:
+        def get_json(self, path, params=None):
+            return {f"/services/web": {"ID": service_id, "Spec": {"TaskTemplate": {"ContainerSpec": {}}}},
+                    f"/tasks/{task_id}": {"ID": task_id, "Slot": 1, "ServiceAnnotations": {"Name": "web"}},
+                    f"/nodes/{node_id}": {"ID": node_id, "Description": {"Hostname": "mgr1"}}}[path]
+
+        def request(self, method, path, params=None):
+            assert path == f"/services/{service_id}/logs" and params["details"] == "1"
+            return Answer()
+
+    class Ctx:
+        client = Client()
+
+    assert logs_command(Ctx(), ["-t", "web"], "core service logs") == 0
+    out, err = capfdbinary.readouterr()
+    assert out == f"2026-12-07T10:00:00.123000000Z web.1.{task_id[:12]}@mgr1    | hello\n".encode()
+    assert err == f"2026-12-07T10:00:01.000000000Z web.1.{task_id[:12]}@mgr1    | oops\n".encode()
