@@ -146,6 +146,7 @@ def test_update_stale_version_rollback_and_pretty(swarm, cluster):
             before["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         assert after["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"] == ["A=1"]
         assert after["Spec"]["Labels"] == {"x": "y"}
+        assert after["Endpoint"] == {"Spec": {}}  # nothing published: docker's empty endpoint
 
         pretty = core(mgr1, "service", "inspect", "--pretty", "uber-svc")
         assert f"\nID:\t\t{after['ID']}\nName:\t\tuber-svc\nLabels:\n x=y\nService Mode:\tReplicated\n Replicas:\t3\n" \
@@ -174,6 +175,20 @@ def test_update_stale_version_rollback_and_pretty(swarm, cluster):
             after["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         assert back["UpdateStatus"]["State"] == "rollback_started"
         assert back["UpdateStatus"]["Message"] == "manually requested rollback"
+
+        core(mgr1, "service", "update", "-d", "--force", "--publish-add", "9000:90", "--publish-add", "91",
+             "uber-svc")
+        [forced] = json.loads(core(mgr1, "service", "inspect", "uber-svc"))
+        assert forced["Spec"]["TaskTemplate"]["ForceUpdate"] == 1
+        assert [(p["TargetPort"], p["PublishedPort"]) for p in forced["Endpoint"]["Ports"]] == [(90, 9000), (91, 30000)]
+        core(mgr1, "service", "update", "-d", "--publish-rm", "90", "--replicas", "4", "uber-svc")
+        [fewer] = json.loads(core(mgr1, "service", "inspect", "uber-svc"))
+        assert [(p["TargetPort"], p["PublishedPort"]) for p in fewer["Endpoint"]["Ports"]] == [(91, 30000)]
+        assert fewer["Spec"]["Mode"]["Replicated"]["Replicas"] == 4
+        core(mgr1, "service", "update", "-d", "--publish-rm", "91", "uber-svc")
+        [last] = json.loads(core(mgr1, "service", "inspect", "uber-svc"))
+        assert last["Endpoint"] == {"Spec": {}} and last["Spec"]["EndpointSpec"] == {"Mode": "vip"}
+
 
         # scale: replicated yes, global no (docker's words), nothing changed for the refused one
         assert core(mgr1, "service", "scale", "-d", "uber-svc=5") == "uber-svc scaled to 5\n"

@@ -707,8 +707,9 @@ class SwarmServices:
                   current: dict[str, Any] | None) -> dict[str, Any]:
         """The service's ``Endpoint``: its spec, the ports with ingress ports allocated."""
         es = spec.get("EndpointSpec")
-        endpoint: dict[str, Any] = {"Spec": copy.deepcopy(es) if es else {}}
         ports = (es or {}).get("Ports") or []
+        # docker shows the endpoint's spec once something is allocated for it (ports, VIPs)
+        endpoint: dict[str, Any] = {"Spec": copy.deepcopy(es) if es and ports else {}}
         taken: dict[tuple[int, str], dict[str, Any]] = {}
         for other in others:
             for p in (other.get("Endpoint") or {}).get("Ports") or []:
