@@ -605,3 +605,51 @@ def test_logs_are_framed_and_prefixed_as_dockers(capfdbinary):
     out, err = capfdbinary.readouterr()
     assert out == f"2026-12-07T10:00:00.123000000Z web.1.{task_id[:12]}@mgr1    | hello\n".encode()
     assert err == f"2026-12-07T10:00:01.000000000Z web.1.{task_id[:12]}@mgr1    | oops\n".encode()
+
+
+def test_with_registry_auth_pins_through_a_token_registry_and_keeps_the_credentials(swarm, cluster, token_registry,
+                                                                                   tmp_path):
+    """``--with-registry-auth``: the daemon resolves the digest with the credentials, stores them
+    for the agents (``ContainerSpec.PullOptions.RegistryAuth``) and never shows them."""
+    import subprocess
+
+    from core.engine.swarm.store import SERVICES
+    from tests.support.fixtures import TEST_PASSWORD, TEST_USER
+    from tests.support.hosts import CORE
+
+    mgr1 = cluster["mgr1"]
+    cluster.forward_loopback(token_registry.port)
+    cluster.forward_loopback(token_registry.token_server.port)
+    image = f"{token_registry.host}/busybox:latest"  # the token registry shares the plain one's storage
+    env = {**mgr1.env, "DOCKER_CONFIG": str(tmp_path)}
+
+    def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess:
+        proc = subprocess.run([*mgr1.launcher, *CORE, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == code, proc.stderr
+        return proc
+
+    try:
+        proc = subprocess.run([*mgr1.launcher, *CORE, "login", "-u", TEST_USER, "--password-stdin",
+                               token_registry.host], input=TEST_PASSWORD, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        # a registry that does not answer: docker's warning, the tag as given
+        nowhere = "127.0.0.1:1/nothing:latest"
+        proc = cli("service", "create", "-d", "--name", "anon", nowhere)
+        assert proc.stderr.startswith(f"image {nowhere} could not be accessed on a registry to record\nits digest.")
+        assert mgr1.docker().api.inspect_service("anon")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == nowhere
+        proc = cli("service", "create", "-d", "--with-registry-auth", "--name", "authed", image)
+        assert proc.stderr == ""
+        svc = mgr1.docker().api.inspect_service("authed")
+        cs = svc["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert cs["Image"] == f"{image}@{swarm['digest']}" and "PullOptions" not in cs
+        stored, _version = _store_call(mgr1, lambda store: store.get(SERVICES, svc["ID"]))
+        auth = stored["Spec"]["TaskTemplate"]["ContainerSpec"]["PullOptions"]["RegistryAuth"]
+        decoded = json.loads(__import__("base64").urlsafe_b64decode(auth + "=" * (-len(auth) % 4)))
+        assert decoded["username"] == TEST_USER and decoded["password"] == TEST_PASSWORD
+        # an update without the flag keeps them (registryAuthFrom=spec)
+        cli("service", "update", "-d", "--env-add", "A=1", "authed")
+        stored, _version = _store_call(mgr1, lambda store: store.get(SERVICES, svc["ID"]))
+        assert stored["Spec"]["TaskTemplate"]["ContainerSpec"]["PullOptions"]["RegistryAuth"] == auth
+    finally:
+        _rm(mgr1, "anon", "authed")
