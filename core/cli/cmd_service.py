@@ -115,7 +115,7 @@ def parse_publish(value: str) -> list[dict[str, Any]]:
             else:
                 raise ValueError(f"invalid field key {key}")
         if not port.get("TargetPort"):
-            raise ValueError(f"missing mandatory field 'target'")
+            raise ValueError("missing mandatory field 'target'")
         return [port]
     from core.cli.flagvalues import parse_port_range, split_proto_port
 
@@ -232,6 +232,8 @@ def _spec_flags(f: Flags, update: bool) -> None:
     f.add("no-healthcheck", None, help="Disable any container-specified HEALTHCHECK")
     f.add("endpoint-mode", None, "string", default=d("vip"), help="Endpoint mode (vip or dnsrr)")
     f.add("with-registry-auth", None, help="Send registry authentication details to swarm agents")
+    f.add("no-resolve-image", None, help="Do not query the registry to resolve image digest and supported "
+                                         "platforms (core's daemon pins the digest itself)")
 
 
 def _create_flags(f: Flags) -> None:
@@ -274,9 +276,10 @@ def _update_flags(f: Flags) -> None:
           help="Remove a placement preference")
 
 
-def _apply(spec: dict[str, Any], opts: Any, given: Any) -> None:
-    """Set the spec's fields from the flags in ``given`` (a name → bool test): on create, every
-    flag given or with a default; on update, the flags given."""
+def _apply(spec: dict[str, Any], opts: Any, given: Any, creating: bool = False) -> None:
+    """Set the spec's fields from the flags in ``given`` (a name → bool test).  On create, an
+    update or rollback config with any flag given gets every field, the defaults included (as
+    docker's CLI makes it); on update only the flags given change."""
     tt = spec.setdefault("TaskTemplate", {})
     cs = tt.setdefault("ContainerSpec", {})
     if given("replicas"):
@@ -332,21 +335,13 @@ def _apply(spec: dict[str, Any], opts: Any, given: Any) -> None:
                                          "max-failure-ratio", "order")]
         if not any(given(n) for n in names):
             continue
+        chosen = set(names) if creating else {n for n in names if given(n)}
         uc = spec.get(key) or {}
         spec[key] = uc
-        value = lambda n: getattr(opts, f"{kind}_{n}".replace("-", "_"))  # noqa: E731
-        if given(f"{kind}-parallelism"):
-            uc["Parallelism"] = value("parallelism")
-        if given(f"{kind}-delay"):
-            uc["Delay"] = value("delay")
-        if given(f"{kind}-failure-action"):
-            uc["FailureAction"] = value("failure-action")
-        if given(f"{kind}-monitor"):
-            uc["Monitor"] = value("monitor")
-        if given(f"{kind}-max-failure-ratio"):
-            uc["MaxFailureRatio"] = value("max-failure-ratio")
-        if given(f"{kind}-order"):
-            uc["Order"] = value("order")
+        for name, field in zip(names, ("Parallelism", "Delay", "FailureAction", "Monitor", "MaxFailureRatio",
+                                       "Order")):
+            if name in chosen:
+                uc[field] = getattr(opts, name.replace("-", "_"))
     health_flags = ("health-cmd", "health-interval", "health-timeout", "health-retries", "health-start-period")
     if given("no-healthcheck"):
         if any(given(f) for f in health_flags):
@@ -422,7 +417,7 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
         "Name": opts.name,
         "Labels": kv_map(opts.label),
         "TaskTemplate": {"ContainerSpec": cs, "ForceUpdate": 0},
-        "Mode": {"Global": {}} if opts.mode == "global" else {"Replicated": {"Replicas": 1}},
+        "Mode": {"Global": {}} if opts.mode == "global" else {"Replicated": {}},
     }
     placement: dict[str, Any] = {}
     if opts.constraint:
@@ -436,10 +431,9 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
     ports = [p for group in opts.publish or [] for p in group]
     if ports:
         spec["EndpointSpec"] = {"Mode": "vip", "Ports": ports}
-    defaults = {fl.long for fl in f.flags if fl.default not in (None, "", False, 0, [])}
-    _apply(spec, opts, lambda name: name in opts.changed or (name in defaults and name != "mode"))
-    if not ports and spec.get("EndpointSpec", {}).get("Mode") == "vip" and "endpoint-mode" not in opts.changed:
-        spec["EndpointSpec"] = {"Mode": "vip"}
+    # as docker's CLI: only what the flags give; the daemon's defaults do the rest (inspect shows them)
+    _apply(spec, opts, lambda name: name in opts.changed, creating=True)
+    spec.setdefault("EndpointSpec", {"Mode": "vip"})
     headers = _registry_header(image) if opts.with_registry_auth else {}
     resp = ctx.client.request("POST", "/services/create", body=spec, headers=headers)
     try:
@@ -966,11 +960,10 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
 # -- update / scale / rollback --------------------------------------------------------------------------
 
 def _send_update(ctx: Any, service: dict[str, Any], spec: dict[str, Any], *, rollback: bool = False,
-                 headers: dict[str, str] | None = None) -> Any:
+                 headers: dict[str, str] | None = None, auth_from: str | None = None) -> Any:
     version = (service.get("Version") or {}).get("Index", 0)
-    params = {"version": str(version), "rollback": "previous" if rollback else None}
-    if not headers:
-        params["registryAuthFrom"] = "previous-spec" if rollback else "spec"
+    params = {"version": str(version), "rollback": "previous" if rollback else None,
+              "registryAuthFrom": None if headers else auth_from}
     resp = ctx.client.request("POST", f"/services/{service['ID']}/update", params, body=spec,
                               headers=headers or {})
     try:
@@ -994,7 +987,7 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
     opts, args = f.parse(argv)
     f.require(args, exact=1)
     ref = args[0]
-    service = ctx.client.get_json(f"/services/{ref}")
+    service = ctx.client.get_json(f"/services/{ref}", {"insertDefaults": "false"})
     if opts.rollback:
         answer = _send_update(ctx, service, service["Spec"], rollback=True)
         _print_warnings(answer)
@@ -1080,7 +1073,7 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
     if opts.force:
         tt["ForceUpdate"] = int(tt.get("ForceUpdate") or 0) + 1
     headers = _registry_header(cs.get("Image", "")) if opts.with_registry_auth else None
-    answer = _send_update(ctx, service, spec, headers=headers)
+    answer = _send_update(ctx, service, spec, headers=headers, auth_from="spec")
     _print_warnings(answer)
     sys.stdout.write(ref + "\n")
     sys.stdout.flush()
@@ -1096,7 +1089,7 @@ def rollback(ctx: Any, argv: list[str], prog: str) -> int:
     f.add("quiet", "q", help="Suppress progress output")
     opts, args = f.parse(argv)
     f.require(args, exact=1)
-    service = ctx.client.get_json(f"/services/{args[0]}")
+    service = ctx.client.get_json(f"/services/{args[0]}", {"insertDefaults": "false"})
     answer = _send_update(ctx, service, service["Spec"], rollback=True)
     _print_warnings(answer)
     sys.stdout.write(args[0] + "\n")
@@ -1125,7 +1118,7 @@ def scale(ctx: Any, argv: list[str], prog: str) -> int:
                           "invalid syntax")
             continue
         try:
-            service = ctx.client.get_json(f"/services/{name}")
+            service = ctx.client.get_json(f"/services/{name}", {"insertDefaults": "false"})
             mode = (service.get("Spec") or {}).get("Mode") or {}
             if "Replicated" not in mode:
                 raise CLIError("scale can only be used with replicated or replicated-job mode", 1)

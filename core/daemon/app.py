@@ -187,13 +187,13 @@ class Daemon:
     def _routes(self) -> None:
         """Every route table of the Engine API, each handler given the service it calls; the
         501/503 answers of what core does not serve last (they never shadow a served route)."""
-        from core.api import (containers, events, images, networks, services, swarm, system, unimplemented,
-                              volumes)
+        from core.api import containers, events, images, networks, swarm, system, unimplemented, volumes
+        from core.api import services as service_api
 
         for table, services in ((system.ROUTES, self), (events.ROUTES, self), (images.ROUTES, self),
                                 (containers.ROUTES, self.containers), (volumes.ROUTES, self.volume_service),
                                 (networks.ROUTES, self.networks), (swarm.ROUTES, self.swarm),
-                                (services.ROUTES, self.swarm_services),
+                                (service_api.ROUTES, self.swarm_services),
                                 (unimplemented.ROUTES, None)):
             self.router.include(table, services)
 

@@ -590,7 +590,7 @@ def test_logs_are_framed_and_prefixed_as_dockers(capfdbinary):
 
     class Client:
         def get_json(self, path, params=None):
-            return {f"/services/web": {"ID": service_id, "Spec": {"TaskTemplate": {"ContainerSpec": {}}}},
+            return {"/services/web": {"ID": service_id, "Spec": {"TaskTemplate": {"ContainerSpec": {}}}},
                     f"/tasks/{task_id}": {"ID": task_id, "Slot": 1, "ServiceAnnotations": {"Name": "web"}},
                     f"/nodes/{node_id}": {"ID": node_id, "Description": {"Hostname": "mgr1"}}}[path]
 
