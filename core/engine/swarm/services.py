@@ -767,6 +767,11 @@ class SwarmServices:
             service = {"ID": new_service_id(), "CreatedAt": t, "UpdatedAt": t, "Spec": spec,
                        "Endpoint": self._endpoint(spec, services, None)}
             await store.put(SERVICES, service, 0, stamp=False)
+            # another manager may have taken the name at the same moment: the first written stays
+            same = [(v, s["ID"]) for s, v in await store.objects(SERVICES) if s["Spec"].get("Name") == spec["Name"]]
+            if same and min(same)[1] != service["ID"]:
+                await store.delete(SERVICES, service["ID"])
+                raise errors.Conflict(ERR_NAME_CONFLICT)
         return {"ID": service["ID"], "Warnings": warnings or None}
 
     async def update(self, ref: str, version: int | None, body: Any, *, rollback: str = "",
