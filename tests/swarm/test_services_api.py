@@ -246,6 +246,60 @@ def test_bad_input_gets_dockers_errors(swarm, cluster):
     assert core(mgr1, "service", "ls", "-q") == ""  # nothing was created
 
 
+def test_mangled_specs_are_client_errors(swarm, cluster):
+    """Random damage to a full spec (wrong types, odd values, nulls): 4xx, never 5xx, nothing
+    stored but what was valid."""
+    import copy
+    import random
+
+    mgr1 = cluster["mgr1"]
+    rnd = random.Random(20261207)
+    base = {"Name": "fz", "Labels": {"a": "b"},
+            "TaskTemplate": {"ContainerSpec": {"Image": swarm["image"], "Args": ["sleep", "1"], "Env": ["A=1"],
+                                               "Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}],
+                                               "Healthcheck": {"Test": ["CMD", "true"], "Interval": 10**9},
+                                               "StopGracePeriod": 10**9},
+                             "Resources": {"Limits": {"NanoCPUs": 10**9, "MemoryBytes": 2**26}},
+                             "RestartPolicy": {"Condition": "on-failure", "Delay": 10**9, "MaxAttempts": 3},
+                             "Placement": {"Constraints": ["node.role==manager"],
+                                           "Preferences": [{"Spread": {"SpreadDescriptor": "node.id"}}]},
+                             "Networks": [{"Target": "nonet"}]},
+            "Mode": {"Replicated": {"Replicas": 2}},
+            "UpdateConfig": {"Parallelism": 2, "Delay": 10**9, "FailureAction": "pause", "MaxFailureRatio": 0.5},
+            "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8090}]}}
+    odd = [None, -1, 0, 2**70, 1.5, "", "x", "-1", True, [], [None], {}, {"a": None}, ["x", 1], "\u2603" * 70]
+
+    def paths(obj, prefix=()):
+        yield prefix
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from paths(v, prefix + (k,))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                yield from paths(v, prefix + (i,))
+
+    every = [p for p in paths(base) if p]
+    failures = []
+    for _ in range(120):
+        body = copy.deepcopy(base)
+        for _ in range(rnd.randint(1, 3)):
+            where = rnd.choice(every)
+            node = body
+            try:
+                for k in where[:-1]:
+                    node = node[k]
+                node[where[-1]] = rnd.choice(odd)
+            except (KeyError, IndexError, TypeError):
+                continue
+        status, answer = api(mgr1, "POST", "/services/create", body)
+        if status >= 500:
+            failures.append((status, answer, body))
+        if status == 201:
+            mgr1.docker().api.remove_service(answer["ID"])
+    assert not failures, failures[:3]
+    assert "Traceback" not in mgr1.log()
+
+
 def test_filters_and_tasks(swarm, cluster):
     mgr1 = cluster["mgr1"]
     try:
