@@ -942,7 +942,7 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
         except APIError as exc:
             if exc.status != 404:
                 raise
-            errors.append(f"no such service: {ref}" if opts.pretty else exc.message)
+            errors.append(f"Error: no such service: {ref}")
     if opts.pretty:
         if errors:
             raise CLIError(errors[0], 1)

@@ -404,6 +404,23 @@ def test_docker_cli_side_by_side(swarm, cluster):
         err = docker_cli(mgr1, "service", "create", "-d", "--name", "dk", image, code=1)
         assert "name conflicts with an existing object" in err
         assert docker_cli(mgr1, "service", "rm", "dk") == "dk\n"
+        # what each says of a service that is not there
+        import os
+        import subprocess
+
+        for args in (["service", "inspect", "nope"], ["service", "inspect", "--pretty", "nope"],
+                     ["service", "ps", "nope"], ["service", "rm", "nope"], ["service", "scale", "-d", "nope=2"],
+                     ["service", "update", "-d", "--replicas", "2", "nope"], ["service", "rollback", "-d", "nope"],
+                     ["service", "logs", "nope"]):
+            theirs = subprocess.run(["docker", *args], env={**mgr1.env, "DOCKER_CLI_HINTS": "false"},
+                                    capture_output=True, text=True, timeout=60)
+            ours = mgr1.core(*args)
+            if os.environ.get("SHOW_DIFF"):
+                print("\n", args, "\n D", (theirs.returncode, theirs.stdout, theirs.stderr), "\n C",
+                      (ours.returncode, ours.stdout, ours.stderr))
+                continue
+            assert (ours.returncode, ours.stdout, ours.stderr) == \
+                (theirs.returncode, theirs.stdout, theirs.stderr), args
     finally:
         _rm(mgr1, "dk")
 
