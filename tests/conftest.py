@@ -245,6 +245,23 @@ def sweep_stale_engines() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+#: scratch directories of session fixtures, named ``<prefix><owner pid>-<random>``: they hold no
+#: host state (no mounts, daemons or devices), only files a killed run could not remove
+SCRATCH_PREFIXES = ("core-images-", "core-registry-", "core-test-api-")
+
+
+def sweep_stale_scratch() -> None:
+    """Remove the scratch directories of test processes that are gone."""
+    for prefix in SCRATCH_PREFIXES:
+        for path in Path("/tmp").glob(prefix + "*"):
+            owner = path.name[len(prefix):].split("-", 1)[0]
+            if owner.isdigit() and pid_alive(int(owner)):
+                continue
+            if not owner.isdigit() and time.time() - path.stat().st_mtime < 6 * 3600:
+                continue  # an older run's name without its owner: only when surely stale
+            shutil.rmtree(path, ignore_errors=True)
+
+
 # Skips CI may have: what the project's own files cannot install (the docker CLI ships with the
 # machine image; Debian's docker.io would bring a whole engine).
 CI_ALLOWED_SKIPS = ("docker CLI",)
@@ -266,6 +283,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_stale_engines():
     sweep_stale_engines()
+    sweep_stale_scratch()
     yield
 
 

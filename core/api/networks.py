@@ -39,10 +39,7 @@ async def list_networks(req: Request, networks: NetworkManager) -> Response:
 
 
 async def inspect_network(req: Request, networks: NetworkManager) -> Response:
-    scope = req.q("scope")
-    if scope and scope != "local":
-        raise NotFound(f"network {req.params['id']} not found")
-    return json_response(await networks.inspect_network(req.params["id"]))
+    return json_response(await networks.inspect_network(req.params["id"], req.q("scope") or ""))
 
 
 async def create_network(req: Request, networks: NetworkManager) -> Response:

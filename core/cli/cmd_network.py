@@ -9,7 +9,7 @@ import sys
 from core.cli.client import APIError, CLIError
 from core.cli.flags import INSPECT_FORMAT_HELP, Flags, command, parse_filters
 from core.cli.flagvalues import kv_map
-from core.cli.format import fail_joined, natural_key, print_inspect, render_format
+from core.cli.format import confirm, fail_joined, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,6 +21,11 @@ NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scop
                    "IPv4": "IPV4", "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS",
                    "CreatedAt": "CREATED AT"}
 DEFAULT_FORMAT = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
+# docker/cli's network rm, word for word
+INGRESS_WARNING = ("WARNING! Before removing the routing-mesh network, make sure all the nodes in your "
+                   "swarm run the same docker engine version. Otherwise, removal may not be effective "
+                   "and functionality of newly create ingress networks will be impaired.\n"
+                   "Are you sure you want to continue?")
 
 
 def _bool(value: Any) -> str:
@@ -207,6 +212,12 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, least=1)
     errors = []
     for name in args:
+        try:  # docker asks before the routing mesh's network goes
+            ingress = bool((ctx.client.get_json(f"/networks/{name}") or {}).get("Ingress"))
+        except APIError:
+            ingress = False
+        if ingress and not confirm(INGRESS_WARNING):
+            continue
         try:
             resp = ctx.client.request("DELETE", f"/networks/{name}")
             resp.sock.close()

@@ -10,6 +10,7 @@ kind       protocol                                module
 =========  ======================================  =============================
 storage    :class:`Snapshotter`                    ``core.contracts.storage``
 network    :class:`NetworkDriver`                  ``core.contracts.network``
+           (multi-host: :class:`MultiHostNetworkDriver`)
 executor   :class:`Executor`                       ``core.contracts.executor``
 registry   :class:`RegistryClient`                 ``core.contracts.registry``
 =========  ======================================  =============================
@@ -26,7 +27,7 @@ import attrs
 
 from core.contracts.content import ContentIngester, ContentProvider, ContentStore, Ingest
 from core.contracts.executor import Executor
-from core.contracts.network import NetworkDriver
+from core.contracts.network import MultiHostNetworkDriver, NetworkDriver
 from core.contracts.registry import RegistryClient, RegistryConfig
 from core.contracts.storage import Snapshotter, SnapshotInfo, SnapshotKind, Usage
 
@@ -69,6 +70,7 @@ __all__ = [
     "DriverContext",
     "Ingest",
     "Executor",
+    "MultiHostNetworkDriver",
     "NetworkDriver",
     "RegistryClient",
     "RegistryConfig",

@@ -82,6 +82,32 @@ Errors (``core.errors``):
 
 A failed call changes nothing: a ``join`` that fails half-way removes what it made and frees
 the address; a ``publish`` publishes all of its bindings or none.
+
+Multi-host networks (swarm overlays)
+------------------------------------
+A driver whose networks span hosts (the built-in ``overlay``) is also a
+:class:`MultiHostNetworkDriver`.  The swarm's managers allocate what must be the same on every
+node — the network id, a VNI, the subnet and gateway, each endpoint's address — and every node's
+engine hands it to its own driver: ``NetworkSpec.multi_host`` (a :class:`MultiHost`: VNI, the
+node's underlay address, ``encrypted``), ``EndpointRequest.address`` on ``join`` (the managers'
+address; the driver checks it only against this node's endpoints).  The engine then tells the
+driver where the *remote* endpoints are, as tasks come and go elsewhere::
+
+    await n.create_network(nid, NetworkSpec(name="uber-net", subnet="10.0.1.0/24",
+                                            multi_host=MultiHost(vni=4097, local="10.1.0.11")))
+    ep = await n.join(nid, task_id, netns, EndpointRequest(address="10.0.1.5"))
+    await n.set_peers(nid, [Peer("10.0.1.6", mac_for_address(...), vtep="10.1.0.12"), ...])
+    await n.set_keys([DataPathKey(key=..., tag=3), ...])     # encrypted networks only
+
+``set_peers`` replaces the network's whole peer list (the engine computes it from the
+cluster's state; an entry whose VTEP is the node's own address is ignored); the driver programs
+them whenever the network has a data path on the node, and keeps them across restarts.  A
+driver may create the network's devices only when the first endpoint joins on the node and
+remove them when the last leaves (the overlay does); ``create_network`` and ``delete_network``
+then only record and forget.  Endpoints of a multi-host network may have no gateway (docker's
+overlay endpoints have none: their way out is another network, docker's ``docker_gwbridge``).
+The conformance suite for these drivers is :class:`core.testing.network.MultiHostSuite` (two
+hosts on one underlay).
 """
 from __future__ import annotations
 
@@ -97,8 +123,12 @@ from core.errors import Conflict, InvalidArgument
 from core.types import FrozenMap
 
 __all__ = [
+    "DataPathKey",
     "Endpoint",
     "EndpointRequest",
+    "MultiHost",
+    "MultiHostNetworkDriver",
+    "Peer",
     "IPProtocol",
     "Network",
     "NetworkDriver",
@@ -238,6 +268,60 @@ class PoolOverlaps(Conflict):
     """``create_network``: the subnet overlaps one of another network of the driver."""
 
 
+# --------------------------------------------------------------------------- multi-host
+def _check_vni(_inst: Any, _attr: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 0xFFFFFF:
+        raise InvalidArgument(f"invalid VNI {value!r}: it must be between 1 and 16777215")
+
+
+@attrs.frozen
+class MultiHost:
+    """A multi-host network's allocation by the swarm (:attr:`NetworkSpec.multi_host`).
+
+    ``vni``        the VXLAN network identifier the managers allocated (the same on every node).
+    ``local``      this node's underlay address (``--data-path-addr``, else ``--advertise-addr``):
+                   the tunnel's local end (VTEP); its interface's MTU less the encapsulation
+                   is the network's default MTU.
+    ``encrypted``  ``--opt encrypted``: the data path between nodes is IPsec ESP, with the keys
+                   of :meth:`MultiHostNetworkDriver.set_keys`.
+    """
+
+    vni: int = attrs.field(validator=_check_vni)
+    local: ipaddress.IPv4Address = attrs.field(converter=_ipv4_address)
+    encrypted: bool = attrs.field(default=False, converter=bool)
+
+
+@attrs.frozen
+class Peer:
+    """A remote endpoint of a multi-host network: its ``address`` and ``mac`` on the network,
+    and ``vtep``, the underlay address of the node it lives on."""
+
+    address: ipaddress.IPv4Address = attrs.field(converter=_ipv4_address)
+    mac: str = attrs.field(converter=_mac)
+    vtep: ipaddress.IPv4Address = attrs.field(converter=_ipv4_address)
+
+    def __attrs_post_init__(self) -> None:
+        if self.mac is None:
+            raise InvalidArgument("a peer needs a MAC address")
+
+
+def _key(value: Any) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) < 16:
+        raise InvalidArgument("a data path key is at least 16 bytes")
+    return bytes(value)
+
+
+@attrs.frozen
+class DataPathKey:
+    """A swarm data-path key (docker's ``networking:gcm`` keys, generated and rotated by the
+    managers): ``key`` (16 bytes or more: the driver derives its cipher and integrity keys
+    from it) and ``tag`` (the managers' Lamport time of the key, a non-negative integer that
+    tells keys apart: the driver derives SPIs from it)."""
+
+    key: bytes = attrs.field(converter=_key, repr=False)
+    tag: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+
 # --------------------------------------------------------------------------- networks
 @attrs.frozen
 class NetworkSpec:
@@ -266,6 +350,9 @@ class NetworkSpec:
     ``options``        ``-o key=value``, driver-specific (``com.docker.network.bridge.name``,
                        ``com.docker.network.driver.mtu``, ...); each driver documents the keys
                        it knows, and rejects others with ``InvalidArgument``.
+    ``multi_host``     a :class:`MultiHost`: the network spans the swarm's nodes (see the module
+                       docstring); the engine passes it only to drivers that are
+                       :class:`MultiHostNetworkDriver` (the overlay requires it).
 
     Addresses and subnets are ``ipaddress`` objects (strings are converted); malformed values
     raise ``InvalidArgument``.
@@ -287,6 +374,8 @@ class NetworkSpec:
                                                          converter=_optional_address6)
     ip_range6: ipaddress.IPv6Network | None = attrs.field(default=None,
                                                           converter=_optional_network6)
+    multi_host: MultiHost | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(MultiHost)))
 
     def __attrs_post_init__(self) -> None:
         if self.subnet is None and (self.gateway is not None or self.ip_range is not None
@@ -325,6 +414,7 @@ class Network:
     subnet6: ipaddress.IPv6Network | None = None   # IPv6 enabled: its subnet and gateway
     gateway6: ipaddress.IPv6Address | None = None
     ip_range6: ipaddress.IPv6Network | None = None
+    multi_host: MultiHost | None = None   # a multi-host network: its allocation
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -457,7 +547,8 @@ class Endpoint:
     """One attachment as the driver made it (``docker inspect``'s ``NetworkSettings.Networks``).
 
     ``address`` is the endpoint's address with the subnet's prefix (``172.30.0.2/24``);
-    ``gateway`` is ``None`` on an internal network (no default route); ``host_interface`` is
+    ``gateway`` is ``None`` on an internal network (no default route) and on a multi-host
+    network whose endpoints have no way out through it (the overlay's, as docker's); ``host_interface`` is
     the host-side device of the endpoint (the bridge driver's ``veth<7 hex>``); ``ports`` are
     its publications, with concrete host ports.
     """
@@ -545,3 +636,34 @@ class NetworkDriver(Protocol):
     async def aclose(self) -> None:
         """Release what the driver holds in the daemon.  Networks, endpoints and publications
         stay on the host and in the driver's state, for the next daemon to carry on."""
+
+
+@runtime_checkable
+class MultiHostNetworkDriver(NetworkDriver, Protocol):
+    """A network driver whose networks span hosts (see "Multi-host networks" in the module
+    docstring).  Its ``create_network`` takes :attr:`NetworkSpec.multi_host`; its ``join``
+    takes the address the managers allocated (``EndpointRequest.address``, checked against
+    this node's endpoints only, whether or not the subnet was user-chosen).
+
+    A driver whose networks *all* need ``multi_host`` (the overlay's do) says so with a class
+    attribute ``multi_host_only = True``: the single-host conformance suite then skips it.
+    """
+
+    async def set_peers(self, network_id: str, peers: Sequence[Peer]) -> None:
+        """Replace the network's remote endpoints with ``peers``: from now on traffic to a
+        peer's address goes to its MAC at its VTEP, and nothing goes to endpoints no longer
+        listed.  Peers whose VTEP is the node's own underlay address are ignored.  Kept across
+        daemon restarts; programmed whenever the network has a data path on the node.
+        ``NotFound`` (the network), ``InvalidArgument`` (a peer's address outside the subnet, or
+        two peers with one address).
+        """
+
+    async def peers(self, network_id: str) -> list[Peer]:
+        """The network's peers as last set.  ``NotFound`` if the network is unknown."""
+
+    async def set_keys(self, keys: Sequence[DataPathKey]) -> None:
+        """The swarm's data-path keys, the first one the primary (used to send; every key is
+        accepted on receipt, so that nodes can rotate one after another).  Applies to every
+        encrypted network of the driver, now and later; kept across daemon restarts.
+        ``InvalidArgument`` (no key, or two with one tag).
+        """

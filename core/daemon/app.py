@@ -148,19 +148,20 @@ class Daemon:
         self.drivers.resolve_defaults()
         self.volumes = VolumeStore(self.state, root / "volumes", users=container_store)
         self.volume_service = Volumes(self.volumes, self.events)
-        self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
-                                       containers=Directory(container_store, container_files), events=self.events,
-                                       default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6
-                                       else None)
-        self.containers = Containers(store=container_store, files=container_files, drivers=self.drivers,
-                                     images=self.images, content=self.content, volumes=self.volumes,
-                                     networks=self.networks, events=self.events)
-        self.info_counters.update(self.containers.counters())
         from core.api.system import mem_total
         from core.engine.swarm.service import SwarmService
 
         self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
                                   cpus=os.cpu_count() or 1, memory=mem_total())
+        self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
+                                       containers=Directory(container_store, container_files), events=self.events,
+                                       default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6
+                                       else None,
+                                       cluster=self.swarm.networks)
+        self.containers = Containers(store=container_store, files=container_files, drivers=self.drivers,
+                                     images=self.images, content=self.content, volumes=self.volumes,
+                                     networks=self.networks, events=self.events)
+        self.info_counters.update(self.containers.counters())
         from core.engine.swarm.services import SwarmServices
 
         self.swarm_services = SwarmServices(self.swarm, resolve_image=self._resolve_image)

@@ -11,7 +11,9 @@ each the objects that satisfy what it asks for::
     files      = ContainerFiles(root / "containers")
     images     = ImageStore(state, users=store)
     volumes    = VolumeStore(state, root, users=store)
-    networks   = NetworkManager(..., containers=Directory(store, files), events=events)
+    swarm      = SwarmService(data_root, ...)    # swarm.networks: ClusterNetworks
+    networks   = NetworkManager(..., containers=Directory(store, files), events=events,
+                                cluster=swarm.networks)
     containers = Containers(store=store, files=files, images=images, volumes=volumes,
                             networks=networks, events=events, ...)   # ContainerNetworks: networks
 
@@ -134,6 +136,46 @@ class ContainerNetworks(Protocol):
 
     async def net_stats(self, container_id: str, pid: int) -> dict[str, Any]:
         """docker stats' ``{"networks": {...}}`` of the container (``{}``: none)."""
+
+
+@runtime_checkable
+class ClusterNetworks(Protocol):
+    """The swarm's networks (overlay, ingress: ``Scope`` ``swarm``) as the network service sees
+    them: it hands every swarm-scoped operation of the networks API here
+    (:class:`core.engine.swarm.networks.SwarmNetworks`).  Outside a swarm the reads answer
+    nothing and the changes are refused with docker's messages."""
+
+    def active(self) -> bool:
+        """Whether this node is in a swarm."""
+
+    async def names(self) -> set[str]:
+        """The names the swarm's networks take (a local network may not reuse one)."""
+
+    async def list_networks(self, filters: dict[str, list[str]] | None = None
+                            ) -> list[dict[str, Any]]:
+        """The swarm networks this node shows, as docker's Network objects, filtered."""
+
+    async def inspect_network(self, ref: str) -> dict[str, Any]:
+        """One swarm network by ID, name or ID prefix; ``NotFound``."""
+
+    async def create_network(self, body: dict[str, Any], *, taken: set[str] = frozenset()
+                             ) -> dict[str, str]:
+        """``POST /networks/create`` of a swarm network (``taken``: the local networks' names);
+        ``{"Id", "Warning"}``."""
+
+    async def remove_network(self, ref: str) -> dict[str, Any]:
+        """``DELETE /networks/{id}`` of a swarm network; returns the removed object."""
+
+    async def prune(self, filters: dict[str, list[str]] | None = None) -> list[str]:
+        """The swarm part of ``POST /networks/prune``: the names removed."""
+
+    async def attach_container(self, ref: str, container_id: str) -> dict[str, Any]:
+        """A local container joins an attachable swarm network: ``{"Network": <docker's swarm
+        Network object>, "Addresses": ["ip/prefix"]}`` (the address unique in the swarm);
+        ``Forbidden`` when the network is not attachable, ``NotFound``."""
+
+    async def detach_container(self, network_id: str, container_id: str) -> None:
+        """The container left the network: its address is given back."""
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ on a trio loop of their own (:class:`NetworkHarness`), and every check looks at 
 at what the driver says: "containers" are network namespaces the suite makes
 (``ip netns add core-nt-<pid>-<n>``), their interfaces, addresses and routes are read from
 inside them, and reachability is tested with UDP datagrams between sockets opened inside them
-(and, once, with ``ping`` run by ``nsenter``).  Four parts:
+(and, once, with ``ping`` run by ``nsenter``).  Five parts:
 
 1. **Sequences against a model** (:class:`NetworkMachine`, hypothesis): networks with chosen or
    automatic subnets, ip ranges, internal or not; joins (dynamic and static addresses, taken
@@ -37,6 +37,16 @@ inside them, and reachability is tested with UDP datagrams between sockets opene
    loopback and the host's addresses, released by ``leave``.
 4. **Restarts**: a new driver object on the same root has the same networks, endpoints,
    addresses and publications, and never hands out a live address again.
+5. **Multi-host drivers** (:class:`MultiHostSuite`, for a
+   :class:`~core.contracts.network.MultiHostNetworkDriver`): the driver runs in two hosts —
+   network namespaces on one underlay (:class:`Underlay`, or the hosts of your own harness:
+   override :meth:`MultiHostSuite.make_hosts`) — each in a process of its own
+   (:class:`RemoteDriver`, ``python -m core.testing.network serve``); the same network is made
+   on both with the swarm's allocation, endpoints join with the managers' addresses, peers are
+   set, and traffic between the hosts is checked (TCP, UDP, payloads above the MTU, VXLAN or
+   ESP seen on the underlay with an AF_PACKET :class:`Capture`), as is what is left in the
+   hosts afterwards (links, XFRM state).  A driver whose networks are all multi-host
+   (``multi_host_only = True``) skips parts 1-4.
 
 Cleanup is by construction: every namespace, network and endpoint a test makes is removed even
 when it fails, and a run that was killed half-way is cleaned up by the next one
@@ -46,6 +56,7 @@ delete what it has).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import ipaddress
@@ -57,6 +68,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -64,6 +76,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
@@ -72,11 +85,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
     run_state_machine_as_test
 
 from core.testing import TrioThread, close_driver, make_driver, options_from_env, pid_alive
-from core.contracts.network import (Endpoint, EndpointRequest, Network, NetworkSpec, PortBinding,
-                                    mac_for_address)
+from core.contracts.network import (Endpoint, EndpointRequest, MultiHost, Network, NetworkSpec,
+                                    Peer, PortBinding, mac_for_address)
 from core.errors import AlreadyExists, Conflict, CoreError, InvalidArgument, NotFound
 
-__all__ = ["NetworkSuite", "NetworkMachine", "NetworkHarness", "Namespaces", "HostSnapshot",
+__all__ = ["NetworkSuite", "NetworkMachine", "NetworkHarness", "MultiHostSuite", "MultiHostPair",
+           "RemoteDriver", "HostContext", "Underlay", "Capture", "tcp_transfer", "udp_datagram", "Namespaces", "HostSnapshot",
            "reap_stale", "netns_path", "call_in_netns", "socket_in", "netns_view", "udp_reachable",
            "tcp_exchange", "ping", "free_subnet", "PREFIX", "RUN_TAG", "run_tag"]
 
@@ -510,6 +524,25 @@ def reap_stale() -> None:
 
 
 _reaped = False
+_multi_host: dict[str, bool] = {}
+
+
+def _multi_host_only(kind: str, name: str, options: dict[str, str]) -> bool:
+    """Whether the driver says its networks all need ``NetworkSpec.multi_host``
+    (``multi_host_only = True`` on a :class:`MultiHostNetworkDriver`); built once in a scratch
+    root to ask."""
+    if name not in _multi_host:
+        from core.contracts.network import MultiHostNetworkDriver
+
+        root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-", dir="/tmp"))
+        try:
+            _, _, driver = make_driver(kind, name, root, options)
+            _multi_host[name] = (isinstance(driver, MultiHostNetworkDriver)
+                                 and bool(getattr(driver, "multi_host_only", False)))
+            trio.run(close_driver, driver)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    return _multi_host[name]
 
 
 # =========================================================================== the model
@@ -739,6 +772,8 @@ class NetworkSuite:
         if not _reaped:
             _reaped = True
             reap_stale()
+        if _multi_host_only(self.kind, self.driver_name, self.driver_options()):
+            pytest.skip(f"{self.driver_name}'s networks are multi-host only: MultiHostSuite proves it")
 
     @pytest.fixture
     def h(self) -> Iterator[NetworkHarness]:
@@ -985,5 +1020,616 @@ def _host_addresses() -> list[str]:
                 if a["scope"] == 0 and not a.get_attr("IFA_ADDRESS").startswith("127.")]
 
 
+# =========================================================================== multi-host
+class RemoteDriver:
+    """A network driver running in another host's network namespace: a process of its own
+    (``nsenter --net=<host> python -m core.testing.network serve ...``) that loads the driver
+    through its entry point on ``root`` and runs the calls it is sent (pickled, over its stdin
+    and stdout) on a trio loop.  Errors come back as the driver's exceptions.  The process ends
+    when :meth:`close` is called or the test process dies (its stdin closes)."""
+
+    def __init__(self, kind: str, name: str, host_netns: str, root: Path,
+                 options: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+        config = json.dumps({"kind": kind, "name": name, "root": str(root),
+                             "options": dict(options or {})})
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net={host_netns}", sys.executable, "-m", "core.testing.network",
+             "serve", config], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._lock = threading.Lock()
+        try:
+            self.call("__ping__")
+        except BaseException:
+            self.kill()
+            raise
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``await driver.<method>(*args, **kwargs)`` in the host; its result or its error."""
+        with self._lock:
+            _send(self.proc.stdin, (method, args, kwargs))
+            reply = _receive(self.proc.stdout)
+        if reply is None:
+            raise RuntimeError(f"the driver process of {method} exited "
+                               f"({self.proc.poll()}); see its stderr above")
+        status, value = reply
+        if status == "err":
+            raise value
+        return value
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return functools.partial(self.call, method)
+
+    def reopen(self) -> None:
+        """Close the driver and build it again on the same root (a daemon restart)."""
+        self.call("__reopen__")
+
+    def clear(self) -> None:
+        """Leave every endpoint and delete every network."""
+        self.call("__clear__")
+
+    def close(self) -> None:
+        """Close the driver and end the process (killed if it does not end in 10 s)."""
+        if self.proc.poll() is None:
+            try:
+                self.call("__close__")
+            except Exception:  # noqa: BLE001 - ending it regardless
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _send(stream: Any, obj: Any) -> None:
+    import pickle
+
+    data = pickle.dumps(obj)
+    stream.write(len(data).to_bytes(4, "big") + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> Any:
+    import pickle
+
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    size = int.from_bytes(head, "big")
+    data = stream.read(size)
+    return pickle.loads(data) if len(data) == size else None
+
+
+def _serve(config: dict[str, Any]) -> None:
+    """The process of a :class:`RemoteDriver` (stdout carries replies only: prints go to stderr)."""
+    import pickle
+
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr
+
+    async def main() -> None:
+        loaded, context, driver = make_driver(config["kind"], config["name"], Path(config["root"]),
+                                              config["options"])
+        while True:
+            message = await trio.to_thread.run_sync(_receive, requests)
+            if message is None:
+                await close_driver(driver)
+                return
+            method, args, kwargs = message
+            try:
+                if method == "__ping__":
+                    result: Any = None
+                elif method == "__multi_host__":
+                    from core.contracts.network import MultiHostNetworkDriver
+
+                    result = isinstance(driver, MultiHostNetworkDriver)
+                elif method == "__reopen__":
+                    await close_driver(driver)
+                    driver = loaded.create(context)
+                    result = None
+                elif method == "__clear__":
+                    for net in await driver.networks():
+                        for ep in await driver.endpoints(net.id):
+                            await driver.leave(net.id, ep.endpoint_id)
+                        await driver.delete_network(net.id)
+                    result = None
+                elif method == "__close__":
+                    await close_driver(driver)
+                    _send(replies, ("ok", None))
+                    return
+                else:
+                    result = await getattr(driver, method)(*args, **kwargs)
+                reply: tuple[str, Any] = ("ok", result)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                reply = ("err", exc)
+            try:
+                pickle.dumps(reply)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                reply = ("err", RuntimeError(repr(reply[1])))
+            _send(replies, reply)
+
+    trio.run(main)
+
+
+@attrs.frozen
+class HostContext:
+    """One host of a multi-host test: its network namespace (``netns_path``), its underlay
+    address (``address``, IPv4) and the interface that holds it there (``interface``)."""
+
+    name: str
+    netns_path: str
+    address: str
+    interface: str = "eth0"
+
+
+class Underlay:
+    """``count`` hosts on one underlay of the suite's own: namespaces ``core-nt-<pid>-<n>``, a
+    bridge in one of them, a veth ``eth0`` into each host with ``10.251.<x>.<10+i>/24`` (MTU
+    1500).  :meth:`close` removes them all (so everything a driver made in them goes too)."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.ns = Namespaces()
+        self.hosts: list[HostContext] = []
+        try:
+            ul = self.ns.new()
+            prefix = f"10.251.{os.getpid() % 250}"
+            _ip_run("-n", ul, "link", "add", "br0", "type", "bridge")
+            _ip_run("-n", ul, "link", "set", "br0", "up")
+            for i in range(count):
+                host = self.ns.new()
+                _ip_run("-n", ul, "link", "add", f"h{i}", "type", "veth", "peer", "name", "eth0",
+                        "netns", host)
+                _ip_run("-n", ul, "link", "set", f"h{i}", "master", "br0", "up")
+                _ip_run("-n", host, "link", "set", "lo", "up")
+                _ip_run("-n", host, "addr", "add", f"{prefix}.{10 + i}/24", "dev", "eth0")
+                _ip_run("-n", host, "link", "set", "eth0", "up")
+                self.hosts.append(HostContext(f"host{i}", netns_path(host), f"{prefix}.{10 + i}"))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.ns.close()
+
+
+def _ip_run(*args: str) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def links_in(path: str) -> set[str]:
+    """The names of the links in the namespace at ``path``."""
+    return set(netns_view(path)["links"])
+
+
+def xfrm_in(path: str) -> str:
+    """``ip xfrm state`` and ``ip xfrm policy`` of the namespace at ``path`` ("" if none)."""
+    out = []
+    for what in ("state", "policy"):
+        proc = subprocess.run(["nsenter", f"--net={path}", "ip", "xfrm", what], capture_output=True,
+                              text=True, timeout=30)
+        out.append(proc.stdout.strip())
+    return "\n".join(o for o in out if o)
+
+
+class Capture:
+    """IPv4 packets seen on ``interface`` of the namespace at ``path``, both ways (an AF_PACKET
+    socket made there, read by a thread): :attr:`packets` holds ``(protocol, src, dst, udp
+    dport)``."""
+
+    def __init__(self, path: str, interface: str) -> None:
+        self.packets: list[tuple[int, str, str, int | None]] = []
+        # ETH_P_ALL: a socket bound to one protocol (ETH_P_IP) sees only what comes in
+        self.sock = call_in_netns(path, socket.socket, socket.AF_PACKET, socket.SOCK_RAW,
+                                  socket.htons(0x0003))
+        self.sock.bind((interface, 0))
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="core-testing-capture")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self.sock.recv(65535)
+            except (socket.timeout, OSError):
+                continue
+            if frame[12:14] != b"\x08\x00":
+                continue
+            ip = frame[14:]
+            if len(ip) < 20 or ip[0] >> 4 != 4:
+                continue
+            ihl = (ip[0] & 15) * 4
+            proto = ip[9]
+            dport = int.from_bytes(ip[ihl + 2:ihl + 4], "big") if proto == 17 else None
+            self.packets.append((proto, socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]),
+                                 dport))
+
+    def close(self) -> list[tuple[int, str, str, int | None]]:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        return self.packets
+
+
+def tcp_transfer(src: str, dst: str, address: str, size: int, timeout: float = 20.0) -> bool:
+    """Whether ``size`` bytes sent over TCP from namespace ``src`` to a server in namespace
+    ``dst`` at ``address`` arrive whole and in order (a digest of both ends compared)."""
+    import hashlib
+
+    payload = secrets.token_bytes(size)
+    server = call_in_netns(dst, socket.socket, socket.AF_INET, socket.SOCK_STREAM)
+    got: list[bytes] = []
+
+    def receive() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(timeout)
+            digest, n = hashlib.sha256(), 0
+            try:
+                while n < size:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    n += len(chunk)
+            except OSError:
+                pass
+            got.append(digest.digest() if n == size else b"")
+
+    server.bind((address, 0))
+    server.listen(1)
+    server.settimeout(timeout)
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    client = socket_in(src, socket.SOCK_STREAM)
+    try:
+        client.settimeout(timeout)
+        client.connect((address, server.getsockname()[1]))
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+    except OSError:
+        return False
+    finally:
+        client.close()
+        thread.join(timeout)
+        server.close()
+    return bool(got) and got[0] == hashlib.sha256(payload).digest()
+
+
+def udp_datagram(src: str, dst: str, address: str, size: int, timeout: float = 3.0) -> bool:
+    """Whether one UDP datagram of ``size`` bytes (fragmented if larger than the MTU) from
+    namespace ``src`` reaches a socket at ``address`` in namespace ``dst`` whole (retried)."""
+    payload = secrets.token_bytes(size)
+    rx, tx = socket_in(dst), socket_in(src)
+    try:
+        rx.bind((address, 0))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tx.sendto(payload, (address, rx.getsockname()[1]))
+            rx.settimeout(0.3)
+            try:
+                data, _ = rx.recvfrom(size + 1)
+                if data == payload:
+                    return True
+            except socket.timeout:
+                continue
+        return False
+    except OSError:
+        return False
+    finally:
+        rx.close()
+        tx.close()
+
+
+class MultiHostPair:
+    """What a :class:`MultiHostSuite` test gets: the driver in two hosts (``a``, ``b``: each a
+    :class:`RemoteDriver`), their :class:`HostContext` s, and namespaces for endpoints."""
+
+    def __init__(self, suite: MultiHostSuite, hosts: list[HostContext]) -> None:
+        self.hosts = hosts
+        self.ns = Namespaces()
+        self.roots: list[Path] = []
+        self.drivers: list[RemoteDriver] = []
+        try:
+            for host in hosts[:2]:
+                root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{os.getpid()}-", dir="/tmp"))
+                self.roots.append(root)
+                self.drivers.append(RemoteDriver(suite.kind, suite.driver_name, host.netns_path,
+                                                 root, suite.driver_options()))
+        except BaseException:
+            self.close()
+            raise
+        self.a, self.b = self.drivers
+
+    def spec(self, vni: int, subnet: str, host: HostContext, **kwargs: Any) -> NetworkSpec:
+        return NetworkSpec(name=kwargs.pop("name", "ov"), subnet=subnet,
+                           multi_host=MultiHost(vni=vni, local=host.address,
+                                                encrypted=kwargs.pop("encrypted", False)),
+                           **kwargs)
+
+    def network(self, vni: int = 4097, subnet: str = "10.77.0.0/24", **kwargs: Any
+                ) -> tuple[str, Network, Network]:
+        """The same network (id, VNI, subnet) created on both hosts."""
+        nid = network_id()
+        na = self.a.create_network(nid, self.spec(vni, subnet, self.hosts[0], **dict(kwargs)))
+        nb = self.b.create_network(nid, self.spec(vni, subnet, self.hosts[1], **dict(kwargs)))
+        return nid, na, nb
+
+    def endpoints(self, nid: str, first: str = "10.77.0.2", second: str = "10.77.0.3",
+                  peers: bool = True) -> tuple[str, str, Endpoint, Endpoint]:
+        """An endpoint on each host (namespaces ``na``, ``nb``), with the managers' addresses;
+        with ``peers``, each host told of the other's endpoint (and of its own, to be ignored)."""
+        na, nb = self.ns.new(), self.ns.new()
+        ea = self.a.join(nid, "ep-a", netns_path(na), EndpointRequest(address=first))
+        eb = self.b.join(nid, "ep-b", netns_path(nb), EndpointRequest(address=second))
+        if peers:
+            both = [Peer(ea.address.ip, ea.mac, self.hosts[0].address),
+                    Peer(eb.address.ip, eb.mac, self.hosts[1].address)]
+            self.a.set_peers(nid, both)
+            self.b.set_peers(nid, both)
+        return netns_path(na), netns_path(nb), ea, eb
+
+    def close(self) -> None:
+        try:
+            for driver in self.drivers:
+                try:
+                    driver.clear()
+                finally:
+                    driver.close()
+        finally:
+            self.ns.close()
+            for root in self.roots:
+                shutil.rmtree(root, ignore_errors=True)
+
+
+class MultiHostSuite:
+    """The conformance suite of multi-host network drivers
+    (:class:`core.contracts.network.MultiHostNetworkDriver`): the driver runs in two hosts
+    (network namespaces on one underlay, :class:`Underlay`, unless :meth:`make_hosts` gives
+    others) — each its own process (:class:`RemoteDriver`) — and the same network is created on
+    both with the swarm's allocation; endpoints are namespaces made by the test.  It checks
+    TCP and UDP between endpoints on different hosts only once peers are set, payloads larger
+    than the overlay's MTU (fragmented UDP, a TCP stream), the MTU (underlay − 50, or the
+    ``com.docker.network.driver.mtu`` option), that removed peers are cut off, a restart of
+    the driver keeping the data path, errors, encrypted networks (the underlay carries ESP, IP
+    protocol 50, and no VXLAN — or, on a kernel without ESP, ``Unavailable`` at create), and
+    that the last ``leave`` and ``delete_network`` leave no device and no XFRM state in the
+    hosts.
+
+    Subclass it with ``name = "<driver>"``; override :meth:`make_hosts` to run on hosts of your
+    own harness (the project's tests use its multi-host harness, ``tests/support/hosts.py``).
+    """
+
+    kind = "network"
+    name: str | None = None
+    driver_name: str
+    #: the underlay MTU of the hosts (:class:`Underlay`'s)
+    underlay_mtu = 1500
+
+    def driver_options(self) -> dict[str, str]:
+        return options_from_env()
+
+    @contextlib.contextmanager
+    def make_hosts(self) -> Iterator[list[HostContext]]:
+        """Two hosts (:class:`HostContext`) on one underlay, removed afterwards."""
+        underlay = Underlay(2)
+        try:
+            yield underlay.hosts
+        finally:
+            underlay.close()
+
+    @pytest.fixture(autouse=True)
+    def _setup(self, driver_under_test: tuple[str, str]) -> None:
+        global _reaped
+        if os.geteuid() != 0:
+            pytest.skip("the multi-host network suite makes namespaces and devices: run as root")
+        self.driver_name = driver_under_test[1]
+        if not _reaped:
+            _reaped = True
+            reap_stale()
+
+    @pytest.fixture
+    def pair(self) -> Iterator[MultiHostPair]:
+        with self.make_hosts() as hosts:
+            before = [links_in(h.netns_path) for h in hosts[:2]]
+            p = MultiHostPair(self, hosts)
+            if not p.a.call("__multi_host__"):
+                p.close()
+                pytest.skip(f"{self.driver_name} is not a multi-host network driver")
+            try:
+                yield p
+            finally:
+                p.close()
+            after = [links_in(h.netns_path) for h in hosts[:2]]
+            assert after == before, f"links left in the hosts: {[a - b for a, b in zip(after, before)]}"
+            for h in hosts[:2]:
+                assert xfrm_in(h.netns_path) == "", f"XFRM state left in {h.name}"
+
+    # ------------------------------------------------------------------- traffic
+    def test_endpoints_on_two_hosts_talk_once_peers_are_set(self, pair: MultiHostPair) -> None:
+        nid, net_a, net_b = pair.network()
+        assert net_a.multi_host.vni == net_b.multi_host.vni == 4097
+        ns_a, ns_b, ea, eb = pair.endpoints(nid, peers=False)
+        assert not udp_reachable(ns_a, ns_b, "10.77.0.3", 0.5), "reached before any peer was set"
+        both = [Peer(ea.address.ip, ea.mac, pair.hosts[0].address),
+                Peer(eb.address.ip, eb.mac, pair.hosts[1].address)]
+        pair.a.set_peers(nid, both)
+        pair.b.set_peers(nid, both)
+        assert set(pair.a.peers(nid)) == set(both)
+        host_a, host_b = pair.hosts[0], pair.hosts[1]
+        capture = Capture(host_a.netns_path, host_a.interface)
+        try:
+            assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0), "UDP a -> b"
+            assert udp_reachable(ns_b, ns_a, "10.77.0.2", 3.0), "UDP b -> a"
+            server = TcpServer(ns_b, 8080)
+            try:
+                assert tcp_exchange("10.77.0.3", 8080, ns_a) == "10.77.0.2", "TCP a -> b"
+            finally:
+                server.close()
+        finally:
+            packets = capture.close()
+        # the traffic crossed the underlay between the two VTEPs, encapsulated (VXLAN: UDP 4789)
+        assert (17, host_a.address, host_b.address, 4789) in packets, sorted(set(packets))
+        assert (17, host_b.address, host_a.address, 4789) in packets, packets[:20]
+
+    def test_mtu_and_payloads_larger_than_it(self, pair: MultiHostPair) -> None:
+        nid, net, _ = pair.network()
+        assert net.mtu == self.underlay_mtu - 50
+        ns_a, ns_b, ea, _ = pair.endpoints(nid)
+        assert ea.mtu == net.mtu
+        assert netns_view(ns_a)["links"]["eth0"]["mtu"] == net.mtu
+        assert udp_datagram(ns_a, ns_b, "10.77.0.3", 8000), "a fragmented UDP datagram"
+        assert tcp_transfer(ns_a, ns_b, "10.77.0.3", 4 << 20), "4 MiB over TCP"
+        assert tcp_transfer(ns_b, ns_a, "10.77.0.2", 1 << 20), "1 MiB back over TCP"
+
+    def test_the_mtu_option(self, pair: MultiHostPair) -> None:
+        nid, net, _ = pair.network(options={"com.docker.network.driver.mtu": "1300"})
+        assert net.mtu == 1300
+        ns_a, ns_b, _, _ = pair.endpoints(nid)
+        assert netns_view(ns_b)["links"]["eth0"]["mtu"] == 1300
+        assert tcp_transfer(ns_a, ns_b, "10.77.0.3", 1 << 20)
+
+    def test_endpoints_have_no_route_out(self, pair: MultiHostPair) -> None:
+        nid, _, _ = pair.network(internal=True)
+        ns_a, _, ea, _ = pair.endpoints(nid)
+        assert ea.gateway is None
+        assert not [r for r in netns_view(ns_a)["routes"] if r[0] == "default"]
+
+    def test_peers_may_come_before_the_endpoints(self, pair: MultiHostPair) -> None:
+        """The engine learns the cluster's endpoints (its own node's among them) before its
+        tasks join: the peers are programmed when the first endpoint joins."""
+        nid, _, _ = pair.network()
+        both = [Peer("10.77.0.2", mac_for_address(ipaddress.IPv4Address("10.77.0.2")),
+                     pair.hosts[0].address),
+                Peer("10.77.0.3", mac_for_address(ipaddress.IPv4Address("10.77.0.3")),
+                     pair.hosts[1].address)]
+        pair.a.set_peers(nid, both)
+        pair.b.set_peers(nid, both)
+        ns_a, ns_b, _, _ = pair.endpoints(nid, peers=False)
+        assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0)
+        assert udp_reachable(ns_b, ns_a, "10.77.0.2", 3.0)
+        with pytest.raises(Conflict):  # a remote endpoint's address is not this node's to give
+            pair.a.join(nid, "c", netns_path(pair.ns.new()), EndpointRequest(address="10.77.0.3"))
+
+    def test_removed_peers_are_cut_off(self, pair: MultiHostPair) -> None:
+        nid, _, _ = pair.network()
+        ns_a, ns_b, ea, eb = pair.endpoints(nid)
+        assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0)
+        pair.a.set_peers(nid, [])
+        assert not udp_reachable(ns_a, ns_b, "10.77.0.3", 0.5), "a removed peer is still reached"
+        pair.a.set_peers(nid, [Peer(eb.address.ip, eb.mac, pair.hosts[1].address)])
+        assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0), "the peer is back"
+
+    def test_networks_with_other_vnis_are_apart(self, pair: MultiHostPair) -> None:
+        nid1, nid2 = network_id(), network_id()   # the same subnet, two VNIs
+        pair.a.create_network(nid1, pair.spec(4101, "10.77.0.0/24", pair.hosts[0]))
+        pair.b.create_network(nid2, pair.spec(4102, "10.77.0.0/24", pair.hosts[1]))
+        na, nb = pair.ns.new(), pair.ns.new()
+        ea = pair.a.join(nid1, "a", netns_path(na), EndpointRequest(address="10.77.0.2"))
+        eb = pair.b.join(nid2, "b", netns_path(nb), EndpointRequest(address="10.77.0.3"))
+        pair.a.set_peers(nid1, [Peer(eb.address.ip, eb.mac, pair.hosts[1].address)])
+        pair.b.set_peers(nid2, [Peer(ea.address.ip, ea.mac, pair.hosts[0].address)])
+        assert not udp_reachable(netns_path(na), netns_path(nb), "10.77.0.3", 0.5), \
+            "traffic crossed from one VNI to another"
+
+    def test_a_restart_keeps_the_data_path(self, pair: MultiHostPair) -> None:
+        nid, _, _ = pair.network()
+        ns_a, ns_b, _, _ = pair.endpoints(nid)
+        peers = pair.a.peers(nid)
+        pair.a.reopen()
+        pair.b.reopen()
+        assert pair.a.peers(nid) == peers
+        assert [e.endpoint_id for e in pair.b.endpoints(nid)] == ["ep-b"]
+        assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0)
+
+    # ------------------------------------------------------------------- lifecycle
+    def test_the_last_leave_removes_the_data_path(self, pair: MultiHostPair) -> None:
+        host = pair.hosts[0].netns_path
+        before = links_in(host)
+        nid, _, _ = pair.network()
+        assert links_in(host) == before, "devices made before any endpoint joined"
+        _, ns_b, _, _ = pair.endpoints(nid)
+        assert links_in(host) - before, "no device while an endpoint is joined"
+        pair.ns.delete(os.path.basename(ns_b))  # the container is gone before it leaves
+        pair.b.leave(nid, "ep-b")
+        assert pair.b.endpoints(nid) == []
+        pair.a.leave(nid, "ep-a")
+        deadline = time.monotonic() + 5
+        while links_in(host) != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert links_in(host) == before, f"left after the last leave: {links_in(host) - before}"
+        pair.a.delete_network(nid)
+        assert [n.id for n in pair.a.networks()] == []
+
+    def test_errors(self, pair: MultiHostPair) -> None:
+        host = pair.hosts[0]
+        with pytest.raises(InvalidArgument):  # no swarm allocation
+            pair.a.create_network(network_id(), NetworkSpec(subnet="10.78.0.0/24"))
+        with pytest.raises(InvalidArgument):  # an underlay address that is not the host's
+            pair.a.create_network(network_id(), NetworkSpec(
+                subnet="10.78.0.0/24", multi_host=MultiHost(vni=5000, local="192.0.2.77")))
+        nid, _, _ = pair.network()
+        with pytest.raises(Conflict):  # the subnet overlaps
+            pair.a.create_network(network_id(), pair.spec(4200, "10.77.0.128/25", host))
+        with pytest.raises(Conflict):  # the VNI is taken
+            pair.a.create_network(network_id(), pair.spec(4097, "10.79.0.0/24", host))
+        with pytest.raises(InvalidArgument):
+            pair.a.set_peers(nid, [Peer("10.99.0.1", "02:42:0a:63:00:01", pair.hosts[1].address)])
+        with pytest.raises(NotFound):
+            pair.a.set_peers(network_id(), [])
+        _, _, _, _ = pair.endpoints(nid)
+        with pytest.raises(Conflict):  # the address is taken on this host
+            pair.a.join(nid, "again", netns_path(pair.ns.new()), EndpointRequest(address="10.77.0.2"))
+        with pytest.raises(Conflict):
+            pair.a.delete_network(nid)
+
+    # ------------------------------------------------------------------- encryption
+    def test_encrypted_networks_carry_esp(self, pair: MultiHostPair) -> None:
+        from core.contracts.network import DataPathKey
+        from core.errors import Unavailable
+
+        pair.a.set_keys([DataPathKey(key=b"k" * 16, tag=2), DataPathKey(key=b"j" * 16, tag=1)])
+        pair.b.set_keys([DataPathKey(key=b"k" * 16, tag=2), DataPathKey(key=b"j" * 16, tag=1)])
+        try:
+            nid, net, _ = pair.network(encrypted=True)
+        except Unavailable as exc:
+            assert "ESP" in str(exc), exc
+            pytest.skip(f"this kernel cannot encrypt: {exc}")
+        assert net.multi_host.encrypted and net.mtu < self.underlay_mtu - 50
+        ns_a, ns_b, _, _ = pair.endpoints(nid)
+        host_a = pair.hosts[0]
+        capture = Capture(host_a.netns_path, host_a.interface)
+        try:
+            assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0), "UDP over the encrypted network"
+            assert tcp_transfer(ns_a, ns_b, "10.77.0.3", 1 << 20), "TCP over the encrypted network"
+        finally:
+            packets = capture.close()
+        between = [p for p in packets if {p[1], p[2]} == {host_a.address, pair.hosts[1].address}]
+        assert any(p[0] == 50 for p in between), "no ESP on the underlay"
+        assert not [p for p in between if p[3] == 4789], "VXLAN in clear on the underlay"
+
+
 class TestNetwork(NetworkSuite):
     """Collected when this module is run with ``--pyargs``; runs for every ``--driver network=``."""
+
+
+class TestMultiHostNetwork(MultiHostSuite):
+    """Collected with ``--pyargs`` too; skipped for drivers that are not multi-host."""
+
+
+if __name__ == "__main__":  # the process of a RemoteDriver: python -m core.testing.network serve CONFIG
+    if sys.argv[1:2] != ["serve"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m core.testing.network serve CONFIG-JSON")
+    _serve(json.loads(sys.argv[2]))

@@ -236,7 +236,7 @@ class Registry:
             return self
         if not registry_available():
             raise RegistryError(f"{REGISTRY_BIN} missing: install Debian's docker-registry")
-        self.workdir = Path(tempfile.mkdtemp(prefix="core-registry-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"core-registry-{os.getpid()}-"))
         try:
             self.storage_dir = self._storage_arg or (self.workdir / "storage")
             self.storage_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,11 @@
-"""Entry point of the built-in network driver "overlay": registers it with the kernel."""
+"""Entry point of the built-in network driver "overlay": registers it with the kernel.
+
+The library is :mod:`drivers.net_overlay.driver`, imported on use (no pyroute2 import for
+``core info``).
+"""
 from __future__ import annotations
+
+import os
 
 from core.hookspecs import hookimpl
 
@@ -8,13 +14,13 @@ NAME = "overlay"
 
 @hookimpl
 def core_driver_describe() -> str:
-    return "VXLAN overlay networks across swarm nodes (not implemented yet)"
+    return "VXLAN overlay networks across swarm nodes (bridge + VXLAN per network, static peers, IPsec)"
 
 
 @hookimpl
 def core_driver_probe(context):
-    import os
-
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN) to create VXLAN devices and bridges"
     if not os.path.isdir("/sys/module/vxlan"):
         return "kernel has no vxlan support (module vxlan not loaded)"
     return None
@@ -22,6 +28,6 @@ def core_driver_probe(context):
 
 @hookimpl
 def core_network_driver(context):
-    from core.unimplemented import Unimplemented
+    from drivers.net_overlay.driver import OverlayDriver
 
-    return Unimplemented("network", NAME)
+    return OverlayDriver(context.root, context.options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -61,7 +62,7 @@ def daemon_router():
     from core.daemon.app import Daemon
     from core.daemon.config import DaemonConfig
 
-    root = Path(tempfile.mkdtemp(prefix="core-test-api-"))
+    root = Path(tempfile.mkdtemp(prefix=f"core-test-api-{os.getpid()}-"))
     daemon = Daemon(DaemonConfig(data_root=root / "data", exec_root=root / "run"))
     try:
         daemon.open()   # every service built, every route registered

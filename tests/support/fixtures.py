@@ -274,7 +274,7 @@ def token_registry(registry):
 
 @pytest.fixture(scope="session")
 def test_images(registry):
-    root = Path(tempfile.mkdtemp(prefix="core-images-"))
+    root = Path(tempfile.mkdtemp(prefix=f"core-images-{os.getpid()}-"))
     try:
         yield build_and_push_stock_images(registry, root)
     finally:

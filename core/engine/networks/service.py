@@ -18,11 +18,16 @@ Wiring
 The daemon's start-up builds the service with its collaborators and runs it::
 
     networks = NetworkManager(state, drivers, exec_root=config.exec_root,
-                              containers=directory, events=events)
+                              containers=directory, events=events, cluster=swarm.networks)
     await nursery.start(networks.serve)     # predefined networks, default bridge; then serves
 
 ``containers`` is a :class:`core.engine.interfaces.ContainerDirectory` (``network connect`` looks
 containers up by name; a running container's files are handed back when its networks change).
+``cluster`` (optional) is a :class:`core.engine.interfaces.ClusterNetworks`: the swarm's networks
+(``Scope`` ``swarm``: overlay, ingress), to which the API's operations on them go — ``ls`` shows
+them beside the local ones, ``inspect``/``rm`` find them when no local network matches,
+``create -d overlay`` (or ``Scope: swarm``, ``Ingress``) stores one, ``prune`` prunes both.
+Without it (or outside a swarm) swarm networks are refused with docker's message.
 The service is a :class:`core.engine.interfaces.ContainerNetworks`.
 
 Containers
@@ -48,12 +53,13 @@ found``; ``Forbidden``: pre-defined networks, active endpoints, duplicate endpoi
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 import trio
 
-from core.engine.interfaces import ContainerDirectory, EventSink
+from core.engine.interfaces import ClusterNetworks, ContainerDirectory, EventSink
 from core.engine.networks import dns
 from core.engine.networks.catalog import NetworkCatalog, NetworkDrivers
 from core.engine.networks.dnsview import DNSServers, DNSView
@@ -63,6 +69,9 @@ from core.engine.networks.render import Renderer
 from core.engine.networks.sandbox import Sandboxes
 from core.engine.networks.store import MIGRATION, PREDEFINED, NetRecord, NetworkStore
 from core.engine.state import State
+from core.errors import AlreadyExists, CoreError, NotFound
+
+log = logging.getLogger("core.engine.networks")
 
 
 class NetworkManager:
@@ -79,8 +88,10 @@ class NetworkManager:
                  resolv_conf_path: str = "/etc/resolv.conf", hosts_path: str = "/etc/hosts",
                  dns_upstreams: list[tuple[str, int]] | None = None,
                  dns_timeout: float = dns.FORWARD_TIMEOUT,
-                 default_ipv6: str | None = None) -> None:
+                 default_ipv6: str | None = None,
+                 cluster: ClusterNetworks | None = None) -> None:
         lock = trio.Lock()
+        self.cluster = cluster
         self.store = store = NetworkStore(state)
         self.renderer = Renderer(store)
         self.files = ContainerFiles(store, resolv_conf_path=resolv_conf_path,
@@ -211,25 +222,70 @@ class NetworkManager:
 
     async def list_networks(self, filters: dict[str, list[str]] | None = None
                             ) -> list[dict[str, Any]]:
-        """``GET /networks``; see :meth:`NetworkCatalog.list_networks`."""
-        return self.catalog.list_networks(filters)
+        """``GET /networks``: the local networks (:meth:`NetworkCatalog.list_networks`), then the
+        swarm's this node shows (left out, as docker does, when the swarm cannot answer)."""
+        out = self.catalog.list_networks(filters)
+        if self.cluster is not None and self.cluster.active():
+            seen = {n["Id"] for n in out}
+            try:
+                swarm = await self.cluster.list_networks(filters)
+            except CoreError as exc:
+                log.warning("swarm networks left out of the list: %s", exc)
+                swarm = []
+            out += [n for n in swarm if n["Id"] not in seen]
+        return out
 
-    async def inspect_network(self, ref: str) -> dict[str, Any]:
-        """docker network inspect's object (``Containers``: its attached containers)."""
-        return self.catalog.inspect_network(ref)
+    async def inspect_network(self, ref: str, scope: str = "") -> dict[str, Any]:
+        """docker network inspect's object (``Containers``: its attached containers); a swarm
+        network when no local one matches (``scope``: ``local``/``swarm`` looks only there)."""
+        if scope not in ("", "local", "swarm", "global"):
+            raise NotFound(f"network {ref} not found")
+        if scope in ("", "local"):
+            try:
+                return self.catalog.inspect_network(ref)
+            except NotFound:
+                if scope == "local" or self.cluster is None or not self.cluster.active():
+                    raise
+        if scope == "global" or self.cluster is None or not self.cluster.active():
+            raise NotFound(f"network {ref} not found")
+        return await self.cluster.inspect_network(ref)
 
     async def create_network(self, body: dict[str, Any], default_driver: str = "bridge"
                              ) -> dict[str, str]:
-        """``POST /networks/create``; see :meth:`NetworkCatalog.create_network`."""
+        """``POST /networks/create``; see :meth:`NetworkCatalog.create_network`.  A swarm network
+        (driver ``overlay``, ``Scope: swarm`` or ``Ingress``) goes to the cluster; a local one may
+        not take a swarm network's name."""
+        if isinstance(body, dict) and self.cluster is not None and (
+                (body.get("Driver") or default_driver) == "overlay" or body.get("Ingress")
+                or body.get("Scope") == "swarm"):
+            taken = {n.name for n in self.store.networks()}
+            return await self.cluster.create_network(body, taken=taken)
+        if isinstance(body, dict) and self.cluster is not None and self.cluster.active():
+            try:
+                taken = await self.cluster.names()
+            except CoreError:  # docker's check too is skipped when the swarm cannot answer
+                taken = set()
+            if body.get("Name") in taken:
+                raise AlreadyExists(f"network with name {body['Name']} already exists")
         return await self.catalog.create_network(body, default_driver)
 
-    async def remove_network(self, ref: str) -> NetRecord:
-        """``DELETE /networks/{id}``; see :meth:`NetworkCatalog.remove_network`."""
-        return await self.catalog.remove_network(ref)
+    async def remove_network(self, ref: str) -> None:
+        """``DELETE /networks/{id}``; see :meth:`NetworkCatalog.remove_network`; a swarm network
+        when no local one matches."""
+        try:
+            await self.catalog.remove_network(ref)
+        except NotFound:
+            if self.cluster is None or not self.cluster.active():
+                raise
+            await self.cluster.remove_network(ref)
 
     async def prune(self, filters: dict[str, list[str]] | None = None) -> list[str]:
-        """``POST /networks/prune``; see :meth:`NetworkCatalog.prune`."""
-        return await self.catalog.prune(filters)
+        """``POST /networks/prune``; see :meth:`NetworkCatalog.prune`; on a manager also the
+        swarm networks nothing uses (not ingress), as docker's ``clusterNetworksPrune``."""
+        removed = await self.catalog.prune(filters)
+        if self.cluster is not None and self.cluster.active():
+            removed = (await self.cluster.prune(filters)) + removed
+        return removed
 
 
 __all__ = ["MIGRATION", "NetworkManager", "NetRecord", "PREDEFINED"]

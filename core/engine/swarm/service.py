@@ -21,6 +21,11 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
 - the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
   runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
 
+The swarm's networks (overlay, ingress) are :attr:`SwarmService.networks`
+(:class:`core.engine.swarm.networks.SwarmNetworks`): ``swarm init`` stores the ``ingress``
+network, a manager's channel answers a worker's ``networks.node`` call, ``swarm leave`` forgets
+the node's copies.
+
 The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own state is in
 ``<data-root>/swarm/``::
 
@@ -64,6 +69,7 @@ from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCrede
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
 from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
                                     PeerTLS, SequenceConflict)
+from core.engine.swarm.networks import SwarmNetworks, reap_addresses
 from core.engine.swarm.store import ClusterRecord, Store, now_text
 
 log = logging.getLogger("core.swarm")
@@ -389,6 +395,9 @@ class SwarmService:
         #: what the leader runs while it leads: ``await loop(store)``, cancelled when the
         #: leadership is lost (the orchestrator, the scheduler, the updater, the task reaper)
         self.leader_loops: list[Callable[[Store], Awaitable[None]]] = []
+        #: the swarm's networks (overlay, ingress) for the networks API, and their allocators
+        self.networks = SwarmNetworks(self)
+        self.leader_loops.append(reap_addresses)  # addresses whose owner is gone are freed
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -557,6 +566,7 @@ class SwarmService:
         from core.engine.swarm.transport import Access
 
         self.server.register("etcd.join", self._etcd_join, access=Access.MANAGER)
+        self.networks.install(self.server)
         host, port = split_addr(self.local["ListenAddr"], transport.DEFAULT_PORT)
         await n.start(self._guard, "server", self.server.serve, host, port)
         n.start_soon(self._guard, "cluster-watch", self._watch_cluster)
@@ -958,6 +968,7 @@ class SwarmService:
                     record["Description"].update(self._description())
                     record["Description"]["TLSInfo"] = tls_info(ca)
                     await store.put_node(record, 0)
+                    await self.networks.create_ingress(store)
 
                 settings = self._etcd_settings(adv_host, spec["Raft"])
                 await self._start_node(manager=True, bootstrap=Bootstrap.new(settings, ca.cluster_id),
@@ -1092,6 +1103,7 @@ class SwarmService:
                             await self._store().update_node(self.local["NodeID"], drop)
                         await self.member.leave(self.etcd)
             await self._stop_node()
+            self.networks.forget_local()
             self._forget_local()
 
     async def _manager_counts(self) -> tuple[int, int]:

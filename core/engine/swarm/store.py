@@ -17,6 +17,8 @@ Every manager reads and writes the cluster through its local etcd member
                             (:mod:`core.engine.swarm.tasks` has its states and life cycle)
     /swarm/networks/<id>    a swarm-scoped network: docker's Network object (overlay, ingress)
                             with its allocation (VNI, subnets) under ``"Allocation"``
+    /swarm/ipam/...         the networks' allocation sequence and endpoint addresses
+                            (:mod:`core.engine.swarm.networks` writes both)
 
 The object kinds (services, tasks, networks, and nodes too) share one set of generic calls:
 :meth:`Store.objects`, :meth:`Store.get`, :meth:`Store.put`, :meth:`Store.put_many`,
