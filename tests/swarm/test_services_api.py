@@ -392,7 +392,8 @@ def test_docker_cli_side_by_side(swarm, cluster):
         assert docker_cli(mgr1, "service", "ps", "dk") == core(mgr1, "service", "ps", "dk")
         docker_cli(mgr1, "service", "update", "-d", "--env-add", "Y=2", "--publish-add", "8082:82", "dk")
         [svc] = json.loads(core(mgr1, "service", "inspect", "dk"))
-        assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"] == ["X=1", "Y=2"]
+        env = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+        assert sorted(env) == ["X=1", "Y=2"]  # docker's CLI orders them as a Go map: at random
         assert [p["PublishedPort"] for p in svc["Endpoint"]["Ports"]] == [8081, 8082]
         assert docker_cli(mgr1, "service", "inspect", "--pretty", "dk") == \
             core(mgr1, "service", "inspect", "--pretty", "dk")
