@@ -330,6 +330,25 @@ def test_filters_and_tasks(swarm, cluster):
         _rm(mgr1, "alpha", "beta")
 
 
+def test_networks_are_named_or_refused(swarm, cluster):
+    """``--network NAME``: stored as the swarm network's ID, as docker stores it; an unknown one
+    is refused, nothing created."""
+    mgr1 = cluster["mgr1"]
+    net_id = core(mgr1, "network", "create", "-d", "overlay", "svcnet").strip()
+    try:
+        core(mgr1, "service", "create", "-d", "--name", "netsvc", "--network", "svcnet", swarm["image"])
+        spec = mgr1.docker().api.inspect_service("netsvc")["Spec"]
+        assert spec["TaskTemplate"]["Networks"] == [{"Target": net_id}]
+        core(mgr1, "service", "update", "-d", "--network-rm", "svcnet", "netsvc")
+        assert "Networks" not in mgr1.docker().api.inspect_service("netsvc")["Spec"]["TaskTemplate"]
+        err = core(mgr1, "service", "create", "-d", "--name", "lost", "--network", "nope", swarm["image"], code=1)
+        assert "network nope not found" in err
+        assert "lost" not in core(mgr1, "service", "ls", "--format", "{{.Name}}").split()
+    finally:
+        _rm(mgr1, "netsvc", "lost")
+        mgr1.core("network", "rm", "svcnet")
+
+
 def test_docker_sdk_services(swarm, cluster):
     import docker.types
 
