@@ -149,10 +149,14 @@ class Daemon:
         self.volumes = VolumeStore(self.state, root / "volumes", users=container_store)
         self.volume_service = Volumes(self.volumes, self.events)
         from core.api.system import mem_total
-        from core.engine.swarm.service import SwarmService
+        from core.engine.swarm.service import LocalEngine, SwarmService
 
+        drivers = self.drivers
         self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
-                                  cpus=os.cpu_count() or 1, memory=mem_total())
+                                  cpus=os.cpu_count() or 1, memory=mem_total(),
+                                  local_engine=lambda: LocalEngine(
+                                      containers=self.containers, images=self.image_service,
+                                      events=self.events, drivers=lambda: drivers.selection(None)))
         self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
                                        containers=Directory(container_store, container_files), events=self.events,
                                        default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6

@@ -11,7 +11,9 @@ each the objects that satisfy what it asks for::
     files      = ContainerFiles(root / "containers")
     images     = ImageStore(state, users=store)
     volumes    = VolumeStore(state, root, users=store)
-    swarm      = SwarmService(data_root, ...)    # swarm.networks: ClusterNetworks
+    swarm      = SwarmService(data_root, ..., local_engine=lambda: LocalEngine(containers, ...))
+                                                 # swarm.networks: ClusterNetworks; the local
+                                                 # engine is asked for when the node starts
     networks   = NetworkManager(..., containers=Directory(store, files), events=events,
                                 cluster=swarm.networks)
     containers = Containers(store=store, files=files, images=images, volumes=volumes,
@@ -200,3 +202,52 @@ class CommitSources(Protocol):
     def commit_source(self, ref: str, *, pause: bool) -> Any:
         """An async context manager giving the :class:`CommitSource` of container ``ref``
         (``NotFound`` if none), paused while it is held when ``pause`` and it runs."""
+
+
+@runtime_checkable
+class TaskContainers(Protocol):
+    """What the swarm's task runner (:mod:`core.engine.swarm.worker`) needs of the local
+    containers: the container service's own calls (:class:`core.engine.containers.service.Containers`)."""
+
+    async def create(self, body: Any, *, name: str | None, drivers: dict[str, str],
+                     platform: str | None = None) -> tuple[Any, list[str]]:
+        """``docker create``: the container (with ``.id``) and docker's warnings."""
+
+    async def start(self, ref: str) -> None:
+        """``docker start``."""
+
+    async def stop(self, ref: str, timeout: int | None = None, sig: int | None = None) -> None:
+        """``docker stop`` (its ``StopSignal``, then SIGKILL after ``timeout`` seconds)."""
+
+    async def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> None:
+        """``docker rm``."""
+
+    async def inspect(self, ref: str, *, size: bool = False) -> dict[str, Any]:
+        """``docker inspect``."""
+
+    async def list(self, filters: dict[str, list[str]], *, all_: bool = False, limit: int = 0,
+                   size: bool = False) -> list[dict[str, Any]]:
+        """``docker ps``."""
+
+    def logs(self, ref: str, *, tail: int | None, since: int, until: int,
+             follow: bool) -> tuple[Any, Any]:
+        """``docker logs``: the container and its ``(stream, bytes, time_ns)`` entries (an
+        async iterator)."""
+
+
+@runtime_checkable
+class ImagePuller(Protocol):
+    """What the swarm's task runner needs of the image service."""
+
+    async def pull_image(self, image: str, *, auth: dict[str, str] | None = None) -> None:
+        """Pull ``image`` (a reference as ``docker pull`` takes it) to the end with the default
+        storage and registry drivers; errors are raised with docker's message."""
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """The engine's event stream, read (:class:`core.engine.events.Events`)."""
+
+    def subscribe(self, *, since: float | None = None, until: float | None = None,
+                  filters: dict[str, list[str]] | None = None) -> Any:
+        """An async iterator of events (docker's shape), closed with ``aclose()``."""

@@ -437,6 +437,22 @@ class Images:
 
         return progress.start(self._background(), run, f"pull of {ref}")
 
+    async def pull_image(self, image: str, *, auth: dict[str, str] | None = None) -> None:
+        """Pull ``image`` to the end with the default drivers (the swarm's task runner, an
+        :class:`core.engine.interfaces.ImagePuller`); the error the pull ended with is raised."""
+        ref = parse_reference(image)
+        progress = await self.pull(ref, all_tags=False, auth=auth, platform=None,
+                                   storage=None, registry=None)  # type: ignore[arg-type]
+        error = None
+        try:
+            async for message in progress:
+                if "error" in message:
+                    error = message["error"]
+        finally:
+            progress.close()
+        if error is not None:
+            raise CoreError(error)
+
     async def push(self, ref: Reference, *, auth: dict[str, str] | None, registry: str) -> Progress:
         """``docker push``: the local image ``ref`` names, in the background."""
         image = self.store.lookup(str(ref))

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from core import errors
+from core.engine.swarm.assignments import Assignments, LogBroker, TaskStatusWriter
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm.store import Store
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
@@ -46,6 +47,10 @@ class Dispatcher:
         self.store = store
         self.node_id = node_id
         self.sessions = Sessions(period)
+        # the node protocol (core.engine.swarm.assignments): tasks to the nodes, states back, logs
+        self.assignments = Assignments(store, self.sessions)
+        self.task_status = TaskStatusWriter(store)
+        self.logs = LogBroker(store, self.sessions, node_id)
         self._managers = managers
         self._trust_digest = trust_digest
         self._leases: dict[str, tuple[int, str, int]] = {}  # node ID -> (lease, address, TTL)
@@ -63,6 +68,13 @@ class Dispatcher:
 
         server.register("session", self.session, access=Access.NODE, stream=True)
         server.register("heartbeat", self.heartbeat, access=Access.NODE)
+        server.register("tasks.status", self.task_status.call, access=Access.NODE)
+        self.logs.install(server)
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The dispatcher's own loop (every manager): the assignment index's watch of the
+        tasks (see :class:`Assignments`)."""
+        await self.assignments.run(task_status=task_status)
 
     async def _touch(self, node_id: str, addr: str | None = None) -> None:
         held = self._leases.get(node_id)
@@ -107,7 +119,8 @@ class Dispatcher:
         async def send_first_with_extras(item: Any) -> None:
             nonlocal first
             if first:
-                item, first = {**item, **extras}, False
+                # the session is registered now: the set taken here misses no later change
+                item, first = {**item, **extras, **self.assignments.message(node_id)}, False
             await send(item)
 
         return await self.sessions.session(peer, args, send_first_with_extras)
@@ -145,6 +158,7 @@ class Dispatcher:
 
                 await self.store.update_node(node_id, down)
                 log.info("node %s is down (heartbeat failure)", node_id)
+
 
 class _Ended(Exception):
     pass

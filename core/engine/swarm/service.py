@@ -6,7 +6,9 @@ operations are the Engine API's swarm and node endpoints (:mod:`core.api.swarm`)
 What runs where
 ---------------
 Every node runs the **agent** (:class:`core.engine.swarm.dispatcher.Agent`): a session with
-some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed`).  A
+some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed`), and the
+**task runner** (:class:`core.engine.swarm.worker.Worker`, given the local containers, images
+and events through the constructor): it runs the tasks the session assigns to the node.  A
 **manager** also runs:
 
 - its etcd member (:class:`core.engine.swarm.etcd.EtcdMember`): peers on ``<advertise
@@ -16,7 +18,8 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
   endpoint a unix socket under ``<data-root>/swarm/`` (local only);
 - the swarm channel on the listen address (default ``0.0.0.0:2377``,
   :class:`core.engine.swarm.transport.Server`) with the CA calls (backed by the store: any
-  manager signs, with the CA the store holds), the dispatcher, and ``etcd.join`` (a joining
+  manager signs, with the CA the store holds), the dispatcher (sessions, the node protocol's
+  assignments, task states and logs: :meth:`logs`), and ``etcd.join`` (a joining
   manager is added to the etcd cluster by a manager it dials);
 - the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
   runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
@@ -57,6 +60,7 @@ import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import attrs
 import trio
 from cryptography.hazmat.primitives import serialization
 
@@ -66,11 +70,13 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
+from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
 from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
                                     PeerTLS, SequenceConflict)
 from core.engine.swarm.networks import SwarmNetworks, reap_addresses
 from core.engine.swarm.store import ClusterRecord, Store, now_text
+from core.engine.swarm.worker import Worker, remove_task_containers
 
 log = logging.getLogger("core.swarm")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request otherwise
@@ -355,13 +361,28 @@ class _ForceNewMember(EtcdMember):
         return proc
 
 
+@attrs.frozen
+class LocalEngine:
+    """The node's own engine services, as the swarm's task runner uses them."""
+
+    containers: TaskContainers
+    images: ImagePuller
+    events: EventSource
+    drivers: Callable[[], dict[str, str]] = dict  # the drivers in use (for the node's description)
+
+
 class SwarmService:
     """This daemon's part in a swarm (see the module docstring)."""
 
     def __init__(self, data_root: Path, *, hostname: Callable[[], str] = socket.gethostname,
                  engine_version: str = "", cpus: int = 1, memory: int = 0,
-                 etcd_binary: str = "etcd") -> None:
+                 etcd_binary: str = "etcd",
+                 local_engine: Callable[[], LocalEngine | None] = lambda: None) -> None:
         self.dir = Path(data_root) / "swarm"
+        #: the local engine the node's task runner uses, asked for when the node starts (the
+        #: daemon builds it after this service: the network service needs the swarm's
+        #: networks); None: this node runs no tasks
+        self.local_engine = local_engine
         self.certs_dir = self.dir / "certificates"
         self.hostname = hostname
         self.engine_version = engine_version
@@ -386,6 +407,8 @@ class SwarmService:
         self.dispatcher: Dispatcher | None = None
         self.agent: Agent | None = None
         self.client: transport.ManagerClient | None = None
+        self.worker: Worker | None = None
+        self._managers_cache: tuple[float, list[dict[str, str]]] | None = None
         self._revoked: set[str] = set()
         self._digest = ""
         self._is_leader = False
@@ -493,7 +516,7 @@ class SwarmService:
             if self._node_done is not None:
                 await self._node_done.wait()
         self._node_scope = None
-        self.member = self.server = self.dispatcher = self.agent = self.client = None
+        self.member = self.server = self.dispatcher = self.agent = self.client = self.worker = None
         self._manager_up = self._is_leader = False
 
     @property
@@ -563,6 +586,7 @@ class SwarmService:
         self.dispatcher = Dispatcher(self._store(), self.local["NodeID"], period=self._period(record),
                                      managers=self._managers, trust_digest=lambda: self._digest)
         self.dispatcher.install(self.server)
+        self.dispatcher.logs.manager_client = self._manager_client
         from core.engine.swarm.transport import Access
 
         self.server.register("etcd.join", self._etcd_join, access=Access.MANAGER)
@@ -570,6 +594,7 @@ class SwarmService:
         host, port = split_addr(self.local["ListenAddr"], transport.DEFAULT_PORT)
         await n.start(self._guard, "server", self.server.serve, host, port)
         n.start_soon(self._guard, "cluster-watch", self._watch_cluster)
+        n.start_soon(self._guard, "dispatcher", self.dispatcher.serve)
         n.start_soon(self._guard, "leadership", self._leadership)
         self._manager_up = True
 
@@ -581,7 +606,21 @@ class SwarmService:
             own = self.local["AdvertiseAddr"]
             addrs = [own] + [a for a in addrs if a != own]
         self.client = transport.ManagerClient(self.credentials, addrs)
-        self.agent = Agent(self.client, description=self._description, on_update=self._on_session_update)
+        on_update = self._on_session_update
+        engine = self.local_engine()
+        if engine is not None:
+            client = self.client
+            self.worker = Worker(containers=engine.containers, images=engine.images,
+                                 events=engine.events,
+                                 call=lambda name, **args: client.call(name, **args),
+                                 node=self._node_facts, drivers=engine.drivers)
+            await n.start(self._guard, "worker", self.worker.run)
+            worker = self.worker
+
+            async def on_update(info: dict[str, Any]) -> None:
+                await self._on_session_update(info)
+                await worker.on_update(info)
+        self.agent = Agent(self.client, description=self._description, on_update=on_update)
         n.start_soon(self._guard, "renewal", self._keep_renewed)
         if wait:
             with trio.move_on_after(JOIN_TIMEOUT) as scope:
@@ -590,6 +629,30 @@ class SwarmService:
                 raise errors.Unavailable(ERR_JOIN_TIMEOUT)
         else:
             n.start_soon(self._guard, "agent", self.agent.run)
+
+    def _node_facts(self) -> dict[str, str]:
+        """This node for the task templates (``{{.Node.ID}}``, ``{{.Node.Hostname}}``)."""
+        import platform
+
+        return {"ID": (self.local or {}).get("NodeID", ""), "Hostname": self.hostname(),
+                "Architecture": platform.machine()}
+
+    async def _manager_client(self, node_id: str) -> transport.ManagerClient | None:
+        """A client of the swarm channel to another manager (the log relay)."""
+        for m in await self._managers():
+            if m["NodeID"] == node_id and self.credentials is not None:
+                return transport.ManagerClient(self.credentials, [m["Addr"]])
+        return None
+
+    async def logs(self, task_ids: list[str], *, follow: bool = False, tail: int | None = None,
+                   timestamps: bool = False, since: float = 0):
+        """The tasks' logs gathered from the nodes that run them: ``(task ID, stream, time,
+        data)`` (:meth:`core.engine.swarm.dispatcher.LogBroker.logs`); a manager's call."""
+        self._require_manager()
+        assert self.dispatcher is not None
+        async for item in self.dispatcher.logs.logs(task_ids, follow=follow, tail=tail,
+                                                    timestamps=timestamps, since=since):
+            yield item
 
     def _description(self) -> dict[str, Any]:
         desc = swarm_nodes.local_description(self.hostname(), self.engine_version, self.cpus,
@@ -758,11 +821,17 @@ class SwarmService:
             await trio.sleep(1.0)
 
     async def _managers(self) -> list[dict[str, str]]:
+        """The managers' addresses (every session and heartbeat answer carries them): read at
+        most once a second, since reading them reads every node (a thousand, at scale)."""
+        cached = self._managers_cache
+        if cached is not None and trio.current_time() - cached[0] < 1.0:
+            return cached[1]
         out = []
         for node, _v in await self._store().nodes():
             ms = node.get("ManagerStatus")
             if ms and ms.get("Addr"):
                 out.append({"NodeID": node["ID"], "Addr": ms["Addr"]})
+        self._managers_cache = (trio.current_time(), out)
         return out
 
     async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -1102,8 +1171,12 @@ class SwarmService:
                         with contextlib.suppress(errors.CoreError):
                             await self._store().update_node(self.local["NodeID"], drop)
                         await self.member.leave(self.etcd)
+            node_id = self.local["NodeID"]
             await self._stop_node()
             self.networks.forget_local()
+            engine = self.local_engine()
+            if engine is not None:  # docker removes the node's task containers
+                await remove_task_containers(engine.containers, node_id)
             self._forget_local()
 
     async def _manager_counts(self) -> tuple[int, int]:

@@ -31,18 +31,29 @@ A task's ``Status.State`` only moves forward (:func:`advances`); ``DesiredState`
 The node protocol (over the swarm channel, :mod:`core.engine.swarm.transport`)
 -------------------------------------------------------------------------------
 - manager → node, on the node's ``session`` stream: ``{"assignments": [task, ...]}``, the
-  complete set of tasks assigned to the node that it must run or stop (every task with that
-  ``NodeID`` whose ``DesiredState`` or ``Status.State`` is not yet past ``running``, plus those
-  with ``DesiredState`` ``shutdown``/``remove`` whose ``Status.State`` is not yet terminal),
-  each with its ``Version`` (``{"Index"}``).  Sent when the session opens and whenever that set
-  or a member of it changes.
-- node → manager: the call ``tasks.status`` with ``{"session_id", "updates": [{"ID": <task
-  id>, "Status": <docker's TaskStatus>}, ...]}``; answers ``{}``.  The dispatcher refuses a
-  task that is not assigned to the calling node (``Forbidden``) and ignores a state that would
-  move backwards.
+  complete set of tasks assigned to the node: every task with that ``NodeID`` whose
+  ``Status.State`` is at least ``assigned``, until the task is deleted (a finished task stays
+  in the set, and its container on the node, until the leader's task reaper deletes it; then
+  the node removes the container), each with its ``Version`` (``{"Index"}``).  Sent in the
+  session's first item and whenever the set changes for the node: a task added or deleted, or
+  a change other than its ``Status`` (which the node reported itself).  Every manager keeps
+  one watch of the tasks for all its sessions (:class:`core.engine.swarm.dispatcher.Assignments`).
+- node → manager: the call ``tasks.status`` with ``{"updates": [{"ID": <task id>, "Status":
+  <docker's TaskStatus>}, ...]}`` (any manager: the caller is the node of its certificate);
+  answers ``{}``.  The dispatcher refuses a task that is not assigned to the calling node
+  (``Forbidden``), ignores a state that would move backwards and a task that was deleted, and
+  writes the rest in etcd transactions comparing the versions it read.  The node sends its
+  changes gathered, the latest state of each task, and sends them again after a failure.
 - logs: manager → node ``{"logs": {"id": <subscription>, "tasks": [ids], "follow", "tail",
   "timestamps", "since"}}`` and node → manager the call ``logs.publish`` with ``{"id", "messages":
-  [{"task": id, "stream": "stdout"|"stderr", "time", "data": <base64>}], "close": bool}``.
+  [{"task": id, "stream": "stdout"|"stderr", "time", "data": <base64>}], "close": bool}``,
+  answered ``{"open": bool}`` (false: the reader is gone, the node stops).  A manager whose
+  reader wants tasks of nodes in session with another manager asks that one with the call
+  ``logs.relay`` (manager to manager, a stream of the same messages).
+
+The service's registry credentials (``--with-registry-auth``) travel in the task's
+``Spec.ContainerSpec.PullOptions.RegistryAuth`` (the client's ``X-Registry-Auth``: base64url
+JSON), as swarmkit keeps them; the node pulls with them.
 """
 from __future__ import annotations
 
