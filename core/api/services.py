@@ -145,10 +145,12 @@ async def _logs(req: Request, services: ServiceOperations, *, task: bool) -> Res
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
     follow, timestamps, details = req.qbool("follow"), req.qbool("timestamps"), req.qbool("details")
     tail, since = _tail(req.q("tail")), _since(req.q("since"))
-    selector, tty, known = await services.logs_of(req.params["id"], task=task)
+    task_ids, tty, known = await services.logs_of(req.params["id"], task=task)
 
     async def body() -> AsyncIterator[bytes]:
-        source = services.gatherer.logs(selector, follow=follow, tail=tail, timestamps=timestamps,
+        if not task_ids:
+            return
+        source = services.gatherer.logs(task_ids, follow=follow, tail=tail, timestamps=timestamps,
                                         since=since)
         try:
             async for task_id, stream, time, data in source:

@@ -168,7 +168,7 @@ class Daemon:
         self.info_counters.update(self.containers.counters())
         from core.engine.swarm.services import SwarmServices
 
-        self.swarm_services = SwarmServices(self.swarm, resolve_image=self._resolve_image)
+        self.swarm_services = SwarmServices(self.swarm, resolve_image=self._resolve_image, logs=self.swarm)
         self._routes()
 
     async def _resolve_image(self, image: str, auth: str) -> str | None:

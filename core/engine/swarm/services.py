@@ -44,8 +44,10 @@ spec's (``previous-spec``).
 Logs
 ----
 ``service logs`` and ``task logs`` are gathered from the nodes by the agent side, behind the
-small :class:`TaskLogs` interface: ``logs(selector, follow, tail, timestamps, since)`` yields
-``(task_id, stream, time, data)``.  Until a gatherer is given, the logs of a service are empty.
+small :class:`TaskLogs` interface: ``logs(task_ids, follow, tail, timestamps, since)`` yields
+``(task_id, stream, time, data)`` — the swarm service's :meth:`~core.engine.swarm.service.
+SwarmService.logs`, which the daemon hands over.  A service's logs are those of the tasks it has
+when they are asked for.
 """
 from __future__ import annotations
 
@@ -55,7 +57,6 @@ import re
 import secrets
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
-import attrs
 import trio
 
 from core import errors
@@ -555,34 +556,26 @@ def _check_filters(filters: dict[str, list[str]], known: frozenset[str]) -> None
 
 # -- logs ------------------------------------------------------------------------------------------
 
-@attrs.frozen
-class LogSelector:
-    """Whose logs: the tasks of these services and these tasks (swarmkit's ``LogSelector``)."""
-
-    services: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = ()
-
-
 #: one line of a task's output: (task ID, "stdout"|"stderr", RFC 3339 time, the bytes)
 LogMessage = tuple[str, str, str, bytes]
 
 
 class TaskLogs(Protocol):
-    """The agent side's log gathering (implemented over the node protocol's ``logs``
-    subscription, :mod:`core.engine.swarm.tasks`): the output of the selected tasks on every
-    node, ``tail`` lines of each (None: all), only after ``since`` (Unix time, 0: from the
-    start), then new output while ``follow``; ends when every node has sent what it has (or,
-    with ``follow``, when the consumer stops reading)."""
+    """The agent side's log gathering (:meth:`core.engine.swarm.service.SwarmService.logs`,
+    over the node protocol's ``logs`` subscription, :mod:`core.engine.swarm.tasks`): the output
+    of these tasks from the nodes that hold them, ``tail`` lines of each (None: all), only after
+    ``since`` (Unix seconds, 0: from the start), then new output while ``follow``; ends when
+    every node has sent what it has (or, with ``follow``, when the reader stops)."""
 
-    def logs(self, selector: LogSelector, *, follow: bool, tail: int | None, timestamps: bool,
-             since: float) -> AsyncIterator[LogMessage]: ...
+    def logs(self, task_ids: list[str], *, follow: bool = False, tail: int | None = None,
+             timestamps: bool = False, since: float = 0) -> AsyncIterator[LogMessage]: ...
 
 
 class NoLogs:
-    """The gatherer until the agent side gives one: nothing to show."""
+    """A gatherer with nothing to show (when none is given)."""
 
-    async def logs(self, selector: LogSelector, *, follow: bool, tail: int | None,
-                   timestamps: bool, since: float) -> AsyncIterator[LogMessage]:
+    async def logs(self, task_ids: list[str], *, follow: bool = False, tail: int | None = None,
+                   timestamps: bool = False, since: float = 0) -> AsyncIterator[LogMessage]:
         return
         yield  # an async generator that yields nothing
 
@@ -889,17 +882,18 @@ class SwarmServices:
 
     # -- logs --
 
-    async def logs_of(self, ref: str, *, task: bool) -> tuple[LogSelector, bool, dict[str, dict[str, Any]]]:
-        """What ``/services/{id}/logs`` or ``/tasks/{id}/logs`` asks of the gatherer: the
-        selector, whether the service has a TTY (raw stream) and the tasks by ID (for details)."""
+    async def logs_of(self, ref: str, *, task: bool) -> tuple[list[str], bool, dict[str, dict[str, Any]]]:
+        """What ``/services/{id}/logs`` or ``/tasks/{id}/logs`` asks of the gatherer: the task
+        IDs (a service's: every task it has now), whether the service has a TTY (raw stream)
+        and the tasks by ID (for the details of each line)."""
         if task:
             t, _v = find(await self._tasks(), ref, "task")
             tty = bool(t.get("Spec", {}).get("ContainerSpec", {}).get("TTY"))
-            return LogSelector(tasks=(t["ID"],)), tty, {t["ID"]: t}
+            return [t["ID"]], tty, {t["ID"]: t}
         service, _v = await self._find(ref)
         tty = bool(service["Spec"]["TaskTemplate"]["ContainerSpec"].get("TTY"))
         tasks = {t["ID"]: t for t, _v in await self._tasks() if t.get("ServiceID") == service["ID"]}
-        return LogSelector(services=(service["ID"],)), tty, tasks
+        return sorted(tasks), tty, tasks
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """One stored task (for the details of a log line from a task started after the
