@@ -604,6 +604,41 @@ def test_tasks_in_dockers_tables_and_progress(swarm, cluster):
         _store_call(mgr1, drop)
 
 
+@pytest.mark.skipif(HAVE_LEADER_LOOPS, reason="the real leader loops would reconcile a hand-written task")
+def test_logs_of_a_task_the_agent_runs(swarm, cluster):
+    """A task assigned by hand to this node: its agent runs it, and ``service logs`` (core's and
+    docker's CLI) shows its output with docker's ``<service>.<slot>.<task>@<node>    |`` prefix."""
+    from core.engine.swarm.store import TASKS
+
+    mgr1 = cluster["mgr1"]
+    node_id = mgr1.docker().info()["Swarm"]["NodeID"]
+    core(mgr1, "service", "create", "-d", "--name", "talker", swarm["image"], "sh", "-c",
+         "echo hello-from-task; echo oops >&2; sleep 60")
+    svc = mgr1.docker().api.inspect_service("talker")
+    task = _fake_task(svc, node_id, 1, "assigned")
+    try:
+        _store_call(mgr1, lambda store: store.put_many(TASKS, [task]))
+        wait_for("the task running", lambda: (mgr1.docker().api.inspect_task(task["ID"])["Status"]["State"]
+                                              == "running"), timeout=60)
+        prefix = f"talker.1.{task['ID'][:12]}@mgr1    | "
+
+        def both() -> Any:
+            proc = mgr1.core("service", "logs", "talker")
+            return proc if "hello-from-task" in proc.stdout and "oops" in proc.stderr else None
+
+        proc = wait_for("the task's output", both, timeout=30)
+        assert proc.stdout == prefix + "hello-from-task\n" and proc.stderr == prefix + "oops\n"
+        assert core(mgr1, "service", "logs", "--raw", task["ID"]) == "hello-from-task\n"
+        if shutil.which("docker"):
+            assert docker_cli(mgr1, "service", "logs", "talker") == proc.stdout
+    finally:
+        def stop(t: dict[str, Any]) -> None:
+            t["DesiredState"] = "shutdown"
+
+        _store_call(mgr1, lambda store: store.update(TASKS, task["ID"], stop))
+        _rm(mgr1, "talker")
+
+
 @pytest.mark.skipif(not HAVE_LEADER_LOOPS, reason="needs issue 12's leader loops and agent (orchestrator, "
                                                   "scheduler, task runner): runs once they are merged")
 def test_book_web_fe_walk(swarm, cluster):
