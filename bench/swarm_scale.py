@@ -113,7 +113,16 @@ class Simulation:
     # -- the parts --
 
     def start_swarm(self) -> None:
-        c = self.cluster = Cluster(3, 0)
+        old = os.environ.get("CORE_SWARM_LEADER_LOOPS")
+        if self.args.direct:  # the bench plays the scheduler: the managers run no leader loops
+            os.environ["CORE_SWARM_LEADER_LOOPS"] = "0"
+        try:
+            c = self.cluster = Cluster(3, 0)  # (the daemons take the environment now)
+        finally:
+            if old is None:
+                os.environ.pop("CORE_SWARM_LEADER_LOOPS", None)
+            else:
+                os.environ["CORE_SWARM_LEADER_LOOPS"] = old
         self.sim = c.add_host("sim", start=False)
         mgr1 = c["mgr1"]
         core(mgr1, "swarm", "init", "--advertise-addr", f"{mgr1.address}:2377", "--listen-addr",

@@ -2,10 +2,10 @@
 
 A docker client that calls one gets a clear JSON error instead of ``404 page not found``:
 
-* the swarm endpoints not served yet (services, tasks, secrets, configs) answer as a docker
+* the swarm endpoints not served yet (secrets, configs) answer as a docker
   daemon that is not a manager does — 503 with moby's ``errNoManager`` message (the volume
   router's for cluster volume updates).  The swarm and node endpoints themselves are
-  :mod:`core.api.swarm`'s.
+  :mod:`core.api.swarm`'s, the service and task endpoints :mod:`core.api.services`'.
 * every other endpoint of the spec core lacks answers 501 naming the endpoint.
 
 The tables below are the whole of it: one row per endpoint of
@@ -23,15 +23,6 @@ NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "
 
 # (method, path, status, message)
 SWARM: tuple[tuple[str, str, int, str], ...] = (
-    ("GET", "/services", 503, NOT_A_MANAGER),
-    ("POST", "/services/create", 503, NOT_A_MANAGER),
-    ("GET", "/services/{id}", 503, NOT_A_MANAGER),
-    ("DELETE", "/services/{id}", 503, NOT_A_MANAGER),
-    ("POST", "/services/{id}/update", 503, NOT_A_MANAGER),
-    ("GET", "/services/{id}/logs", 503, NOT_A_MANAGER),
-    ("GET", "/tasks", 503, NOT_A_MANAGER),
-    ("GET", "/tasks/{id}", 503, NOT_A_MANAGER),
-    ("GET", "/tasks/{id}/logs", 503, NOT_A_MANAGER),
     ("GET", "/secrets", 503, NOT_A_MANAGER),
     ("POST", "/secrets/create", 503, NOT_A_MANAGER),
     ("GET", "/secrets/{id}", 503, NOT_A_MANAGER),

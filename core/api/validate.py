@@ -6,7 +6,8 @@ exception inside a handler.
 Bodies.  :data:`BODIES` maps a route, ``(method, path pattern)`` as the route tables write it,
 to the schema of its JSON body.  The schemas are the types of ``docker-engine-api-v1.47.yaml``
 (``ContainerConfig``, ``HostConfig``, ``Resources``, ``NetworkingConfig``,
-``EndpointSettings``, ``ExecConfig``, ``NetworkCreateRequest``, ``VolumeCreateOptions``, ...)
+``EndpointSettings``, ``ExecConfig``, ``NetworkCreateRequest``, ``VolumeCreateOptions``,
+``ServiceSpec``, ...)
 written as data with the Go types moby decodes them into, and :func:`check_body` decodes a
 body as moby's ``encoding/json`` does:
 
@@ -296,6 +297,45 @@ VOLUME_CREATE = _struct("volume.CreateOptions", "Name:s Driver:s DriverOpts:sm L
 AUTH_CONFIG = _struct("registry.AuthConfig", "username:s password:s auth:s email:s serveraddress:s "
                       "identitytoken:s registrytoken:s", _T)
 
+_DURATION = INT64  # Go's time.Duration: nanoseconds
+_SWARM_RESOURCES = _struct("swarm.Limit", "NanoCPUs:i64 MemoryBytes:i64 Pids:i64", _T)
+_UPDATE_CONFIG = Struct("swarm.UpdateConfig", {
+    **_struct("", "Parallelism:u64 Delay:i64 FailureAction:s Monitor:i64 Order:s", _T).fields,
+    "MaxFailureRatio": Any_()})  # a float32: the services front checks it
+SERVICE_SPEC = Struct("swarm.ServiceSpec", {
+    **_struct("", "Name:s Labels:sm", _T).fields,
+    "TaskTemplate": Struct("swarm.TaskSpec", {
+        **_struct("", "ForceUpdate:u64 Runtime:s", _T).fields,
+        "ContainerSpec": Struct("swarm.ContainerSpec", {
+            **_struct("", "Image:s Labels:sm Command:ss Args:ss Hostname:s Env:ss Dir:s User:s Groups:ss "
+                      "TTY:b OpenStdin:b ReadOnly:b StopSignal:s StopGracePeriod:i64 Hosts:ss Isolation:s "
+                      "Init:b Sysctls:sm CapabilityAdd:ss CapabilityDrop:ss", _T).fields,
+            "Mounts": List(MOUNT), "Healthcheck": HEALTH,
+            "DNSConfig": _struct("swarm.DNSConfig", "Nameservers:ss Search:ss Options:ss", _T),
+            "Ulimits": List(_struct("units.Ulimit", "Name:s Hard:i64 Soft:i64", _T)),
+        }),
+        "Resources": Struct("swarm.ResourceRequirements", {
+            "Limits": _SWARM_RESOURCES,
+            "Reservations": _struct("swarm.Resources", "NanoCPUs:i64 MemoryBytes:i64", _T)}),
+        "RestartPolicy": _struct("swarm.RestartPolicy", "Condition:s Delay:i64 MaxAttempts:u64 Window:i64", _T),
+        "Placement": Struct("swarm.Placement", {
+            **_struct("", "Constraints:ss MaxReplicas:u64", _T).fields,
+            "Preferences": List(Struct("swarm.PlacementPreference", {
+                "Spread": _struct("swarm.SpreadOver", "SpreadDescriptor:s", _T)})),
+            "Platforms": List(_struct("swarm.Platform", "Architecture:s OS:s", _T))}),
+        "Networks": List(_struct("swarm.NetworkAttachmentConfig", "Target:s Aliases:ss DriverOpts:sm", _T)),
+        "LogDriver": _struct("swarm.Driver", "Name:s Options:sm", _T),
+    }),
+    "Mode": Struct("swarm.ServiceMode", {
+        "Replicated": _struct("swarm.ReplicatedService", "Replicas:u64", _T), "Global": Any_(),
+        "ReplicatedJob": Any_(), "GlobalJob": Any_()}),
+    "UpdateConfig": _UPDATE_CONFIG, "RollbackConfig": _UPDATE_CONFIG,
+    "Networks": List(_struct("swarm.NetworkAttachmentConfig", "Target:s Aliases:ss DriverOpts:sm", _T)),
+    "EndpointSpec": Struct("swarm.EndpointSpec", {
+        "Mode": STR, "Ports": List(_struct("swarm.PortConfig", "Name:s Protocol:s TargetPort:u32 "
+                                           "PublishedPort:u32 PublishMode:s", _T))}),
+})
+
 #: the JSON body of each route, by ``(method, path pattern)`` as the route tables write them
 BODIES: dict[tuple[str, str], Struct] = {
     ("POST", "/containers/create"): CONTAINER_CREATE,
@@ -308,6 +348,8 @@ BODIES: dict[tuple[str, str], Struct] = {
     ("POST", "/volumes/create"): VOLUME_CREATE,
     ("POST", "/auth"): AUTH_CONFIG,
     ("POST", "/commit"): CONTAINER_CONFIG,
+    ("POST", "/services/create"): SERVICE_SPEC,
+    ("POST", "/services/{id}/update"): SERVICE_SPEC,
 }
 
 

@@ -1,4 +1,4 @@
-"""Node commands: ``node ls``, ``inspect``, ``update``, ``promote``, ``demote``, ``rm`` — docker's
+"""Node commands: ``node ls``, ``inspect``, ``update``, ``promote``, ``demote``, ``rm``, ``ps`` — docker's
 flags, requests and output (docker/cli's ``cli/command/node``), spoken to any daemon with
 docker's Engine API (``GET /nodes``, ``GET/DELETE /nodes/<id>``, ``POST /nodes/<id>/update?version=``).
 
@@ -301,3 +301,29 @@ def rm(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, least=1)
     return each(args, lambda ref: ctx.client.request("DELETE", f"/nodes/{ref}",
                                                      {"force": "1" if opts.force else None}).close())
+
+
+@command
+def ps(ctx: Any, argv: list[str], prog: str) -> int:
+    """``node ps [NODE...]``: the tasks on the nodes (default ``self``), docker's task table."""
+    from core.cli.cmd_service import print_tasks, ps_flags
+
+    f = Flags(prog, "[OPTIONS] [NODE...]", "List tasks running on one or more nodes, defaults to current node")
+    ps_flags(f)
+    opts, args = f.parse(argv)
+    filters = parse_filters(opts.filter)
+    tasks: list[dict[str, Any]] = []
+    errors = []
+    for ref in args or ["self"]:
+        try:
+            node = ctx.client.get_json(f"/nodes/{node_reference(ctx, ref)}")
+        except CLIError as exc:
+            errors.append(exc.message)
+            continue
+        found = ctx.client.get_json("/tasks", {"filters": json.dumps({**filters, "node": [node["ID"]]})}) or []
+        tasks += found
+    if tasks or not errors:
+        print_tasks(ctx, tasks, opts)
+    if errors:
+        raise CLIError("\n".join(errors), 1)
+    return 0

@@ -115,6 +115,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "node promote": ("core.cli.cmd_node", "promote", "Promote one or more nodes to manager in the swarm"),
     "node demote": ("core.cli.cmd_node", "demote", "Demote one or more nodes from manager in the swarm"),
     "node rm": ("core.cli.cmd_node", "rm", "Remove one or more nodes from the swarm"),
+    "node ps": ("core.cli.cmd_node", "ps", "List tasks running on one or more nodes, defaults to current node"),
+    "service create": ("core.cli.cmd_service", "create", "Create a new service"),
+    "service inspect": ("core.cli.cmd_service", "inspect", "Display detailed information on one or more services"),
+    "service logs": ("core.cli.cmd_service", "logs", "Fetch the logs of a service or task"),
+    "service ls": ("core.cli.cmd_service", "ls", "List services"),
+    "service ps": ("core.cli.cmd_service", "ps", "List the tasks of one or more services"),
+    "service rm": ("core.cli.cmd_service", "rm", "Remove one or more services"),
+    "service rollback": ("core.cli.cmd_service", "rollback", "Revert changes to a service's configuration"),
+    "service scale": ("core.cli.cmd_service", "scale", "Scale one or multiple replicated services"),
+    "service update": ("core.cli.cmd_service", "update", "Update a service"),
 }
 GROUPS = {
     "network": "Manage networks",
@@ -124,6 +134,7 @@ GROUPS = {
     "volume": "Manage volumes",
     "swarm": "Manage Swarm",
     "node": "Manage Swarm nodes",
+    "service": "Manage Swarm services",
 }
 # docker's aliases: the same command reached by another path
 ALIASES: dict[str, str] = {
@@ -132,6 +143,7 @@ ALIASES: dict[str, str] = {
     "container ps": "container ls", "container list": "container ls", "container remove": "container rm",
     "volume list": "volume ls", "volume remove": "volume rm",
     "node list": "node ls", "node remove": "node rm",
+    "service list": "service ls", "service remove": "service rm",
 }
 
 USAGE = """Usage:  core [OPTIONS] COMMAND

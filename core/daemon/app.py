@@ -82,6 +82,7 @@ class Daemon:
         self.containers: Any = None     # core.engine.containers.service.Containers
         self.networks: Any = None       # core.engine.networks.service.NetworkManager
         self.swarm: Any = None          # core.engine.swarm.service.SwarmService
+        self.swarm_services: Any = None  # core.engine.swarm.services.SwarmServices
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -166,16 +167,39 @@ class Daemon:
                                      images=self.images, content=self.content, volumes=self.volumes,
                                      networks=self.networks, events=self.events)
         self.info_counters.update(self.containers.counters())
+        from core.engine.swarm.services import SwarmServices
+
+        self.swarm_services = SwarmServices(self.swarm, resolve_image=self._resolve_image, logs=self.swarm)
         self._routes()
+
+    async def _resolve_image(self, image: str, auth: str) -> str | None:
+        """A service image's digest from the registry (``X-Registry-Auth`` as sent), for the
+        services front to pin it; None when the registry does not say."""
+        import base64
+        import json
+
+        from core.reference import parse_reference
+
+        creds = None
+        if auth:
+            try:
+                creds = json.loads(base64.urlsafe_b64decode(auth + "=" * (-len(auth) % 4))) or None
+            except ValueError:
+                creds = None
+        answer = await self.image_service.distribution(parse_reference(image), auth=creds,
+                                                       registry=self.drivers.defaults["registry"])
+        return answer["Descriptor"].get("digest")
 
     def _routes(self) -> None:
         """Every route table of the Engine API, each handler given the service it calls; the
         501/503 answers of what core does not serve last (they never shadow a served route)."""
         from core.api import containers, events, images, networks, swarm, system, unimplemented, volumes
+        from core.api import services as service_api
 
         for table, services in ((system.ROUTES, self), (events.ROUTES, self), (images.ROUTES, self),
                                 (containers.ROUTES, self.containers), (volumes.ROUTES, self.volume_service),
                                 (networks.ROUTES, self.networks), (swarm.ROUTES, self.swarm),
+                                (service_api.ROUTES, self.swarm_services),
                                 (unimplemented.ROUTES, None)):
             self.router.include(table, services)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from core.api import services as services_api
 from core.api import swarm as swarm_api
 from core.api import unimplemented, validate
 from core.errors import InvalidArgument
@@ -544,7 +545,8 @@ def test_fuzz_every_route(bare, daemon_router):
     for what is not implemented, and 503 where the unimplemented table says so), and the daemon
     logs no traceback."""
     rnd = random.Random(SEED)
-    designed = {(m, p) for m, p, *_ in unimplemented.SWARM} | {(m, p) for m, p, _h in swarm_api.ROUTES}
+    designed = ({(m, p) for m, p, *_ in unimplemented.SWARM} | {(m, p) for m, p, _h in swarm_api.ROUTES}
+                | {(m, p) for m, p, _h in services_api.ROUTES})
     routes = [r for r in daemon_router.routes() if r not in OFF_MACHINE]
     assert len(routes) > 100
     failures, sent = [], 0

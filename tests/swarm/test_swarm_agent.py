@@ -4,7 +4,8 @@ written into the store as the leader's scheduler writes them (state ``assigned``
 local engine, and every change comes back through the dispatcher (``tasks.status``).
 
 The leader's loops (orchestrator, scheduler) are not needed here: the tests play the leader
-and read the store directly through the manager's etcd socket.
+and read the store directly through the manager's etcd socket (the daemons run with
+``CORE_SWARM_LEADER_LOOPS=0``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leader_loops():
+    """The tests play the leader (tasks of services that do not exist, which the real
+    orchestrator would remove): the daemons run without the leader's loops (autouse: set before
+    the module's ``cluster`` starts them)."""
+    from core.engine.swarm.leader import LOOPS_ENV
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(LOOPS_ENV, "0")
+    yield
+    mp.undo()
 SERVICE_ID = "svcagent0000000000000000a"
 
 

@@ -3,12 +3,16 @@
 One cluster for the module (the harness's machines), made into a swarm once by the ``swarm``
 fixture with the real docker CLI (``swarm init``/``join``, the book's commands), then shared by
 the tests in file order: read-only checks first, the ones that cut, stop or remove hosts last.
-The dispatcher heartbeat is 1 s and the Raft tick 0.1 s (``CORE_SWARM_RAFT_TICK``), so a node
-goes down, and a new leader is elected, within seconds.
+The dispatcher heartbeat is 1 s and the Raft tick core's default 0.1 s, so the timing targets
+of issue 11 are checked here: a cut-off worker is ``Down`` within 2 heartbeat periods (≤ 3 s
+measured through ``docker node ls``) and ``Ready`` again within about one, a new leader answers
+within 5 s, and joins wait for no fixed delay.  Certificates are renewed by the nodes themselves
+(a CA made to issue 12-second certificates), and the root CA rotates with every node Ready.
 """
 from __future__ import annotations
 
-import os
+import datetime as dt
+import json
 import re
 import shutil
 import subprocess
@@ -16,9 +20,10 @@ import time
 from typing import Any
 
 import pytest
+from cryptography import x509
 
-from core.engine.swarm.etcd import NO_LEADER_MESSAGE
-from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS, RAFT_TICK_ENV
+from core.engine.swarm.etcd import NO_LEADER_MESSAGE, EtcdClient, SequenceConflict
+from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS
 from tests.support.hosts import Cluster
 from tests.support.swarm import init_words, manager_join_words
 
@@ -27,7 +32,6 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")]
 
 HEARTBEAT = 1.0
-RAFT_TICK = 0.1  # etcd: heartbeat 100 ms, election timeout 1 s (docker's ticks of 1 s are 10x)
 
 
 def docker(host, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -71,16 +75,8 @@ def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.25) -> An
 
 @pytest.fixture(scope="module")
 def cluster():
-    """3 managers and 3 workers (the harness's machines), with a fast Raft tick."""
-    old = os.environ.get(RAFT_TICK_ENV)
-    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
-    try:
-        c = Cluster(3, 3)
-    finally:
-        if old is None:
-            del os.environ[RAFT_TICK_ENV]
-        else:
-            os.environ[RAFT_TICK_ENV] = old
+    """3 managers and 3 workers (the harness's machines), with the default Raft tick."""
+    c = Cluster(3, 3)
     try:
         yield c
     finally:
@@ -99,12 +95,14 @@ def swarm(cluster) -> dict[str, Any]:
     out["init_seconds"] = time.monotonic() - t0
     out["worker_token"] = ok(mgr1, "swarm", "join-token", "-q", "worker").strip()
     out["manager_token"] = ok(mgr1, "swarm", "join-token", "-q", "manager").strip()
-    out["joins"] = {}
+    out["joins"], out["join_seconds"] = {}, {}
     for host in cluster.managers[1:] + cluster.workers:
         token = out["manager_token"] if host.role == "manager" else out["worker_token"]
+        t0 = time.monotonic()
         out["joins"][host.name] = ok(host, "swarm", "join", "--token", token,
                                      f"{mgr1.address}:2377", "--advertise-addr", host.address,
                                      "--listen-addr", f"{host.address}:2377")
+        out["join_seconds"][host.name] = time.monotonic() - t0
     wait_for("every node ready", lambda: all(r["status"] == "Ready"
                                              for r in node_ls(mgr1).values())
              and len(node_ls(mgr1)) == 6)
@@ -124,7 +122,10 @@ def test_init_and_join_print_dockers_words(swarm, cluster):
     m = re.match(init_words("docker"), swarm["init"])
     assert m, swarm["init"]
     assert m.group(2) == swarm["worker_token"] and m.group(3) == f"{mgr1.address}:2377"
-    assert swarm["init_seconds"] < 30
+    # no fixed waits: etcd elects its first member within an election timeout (1 s), and a
+    # manager joining right after another is not held back by etcd's 5 s health rule
+    assert swarm["init_seconds"] < 10
+    assert swarm["join_seconds"]["mgr3"] < 4, swarm["join_seconds"]
     for name, text in swarm["joins"].items():
         role = "manager" if name.startswith("mgr") else "worker"
         assert text == f"This node joined a swarm as a {role}.\n"
@@ -272,6 +273,64 @@ def test_tokens_rotated_or_forged_are_refused(swarm, cluster):
     swarm["worker_token"] = new
 
 
+def _set_node_cert_lifetime(host, expiry: float, backdate: float) -> None:
+    """The test's time machine: make the swarm's CA (in etcd, through ``host``'s member) issue
+    certificates of ``expiry`` seconds, backdated by ``backdate`` -- docker's API refuses less
+    than an hour, and renewals come at 50-80% of a certificate's life."""
+    import trio
+
+    async def main() -> None:
+        async with EtcdClient(host.data_root / "swarm" / "etcd.sock:0") as etcd:
+            while True:
+                kv = await etcd.get("/swarm/cluster")
+                record = kv.json()
+                record["CA"]["NodeCertExpiry"], record["CA"]["Backdate"] = expiry, backdate
+                try:
+                    await etcd.put_if("/swarm/cluster", json.dumps(record), kv.mod_revision)
+                    return
+                except SequenceConflict:
+                    continue
+
+    trio.run(main)
+
+
+def _cert(host) -> x509.Certificate:
+    path = host.data_root / "swarm" / "certificates" / "swarm-node.crt"
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_certificates_renew_by_themselves(swarm, cluster):
+    mgr1 = cluster["mgr1"]
+    hosts = cluster.managers + cluster.workers
+    _set_node_cert_lifetime(mgr1, 12, 0)
+    try:
+        # every node takes a short certificate at once (a rotation makes them all renew)
+        proc = docker(mgr1, "swarm", "ca", "--rotate", timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        short = {h.name: _cert(h) for h in hosts}
+        assert all(c.not_valid_after_utc - c.not_valid_before_utc == dt.timedelta(seconds=12)
+                   for c in short.values()), short
+        # ... and renews it by itself, at 50-80% of its life, staying Ready throughout
+        deadline = time.monotonic() + 30
+        renewed: set[str] = set()
+        while time.monotonic() < deadline and len(renewed) < len(hosts):
+            renewed |= {h.name for h in hosts if _cert(h).serial_number != short[h.name].serial_number}
+            rows = node_ls(cluster["mgr2"])
+            assert all(rows[h.name]["status"] == "Ready" for h in hosts), rows
+            time.sleep(0.5)
+        assert renewed == {h.name for h in hosts}, f"not renewed: {set(short) - renewed}"
+    finally:
+        _set_node_cert_lifetime(mgr1, 90 * 24 * 3600, 3600)
+    # back to docker's 90 days: each node's next renewal (within 12 s) brings one
+    wait_for("90-day certificates everywhere", lambda: all(
+        _cert(h).not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=80)
+        for h in hosts), timeout=40)
+    ok(cluster["mgr3"], "node", "update", "--label-add", "renewed=yes", "wrk1")
+    assert cluster["mgr1"].docker().nodes.get("wrk1").attrs["Spec"]["Labels"]["renewed"] == "yes"
+    swarm["worker_token"] = mgr1.docker().swarm.attrs["JoinTokens"]["Worker"]
+    swarm["manager_token"] = mgr1.docker().swarm.attrs["JoinTokens"]["Manager"]
+
+
 def test_ca_rotation(swarm, cluster):
     mgr1 = cluster["mgr1"]
     before = mgr1.docker().swarm.attrs
@@ -304,14 +363,18 @@ def test_a_worker_cut_off_goes_down_and_comes_back(swarm, cluster):
     wrk3.cut()
     try:
         t0 = time.monotonic()
-        wait_for("wrk3 down", lambda: node_ls(mgr1)["wrk3"]["status"] == "Down", timeout=30)
+        wait_for("wrk3 down", lambda: node_ls(mgr1)["wrk3"]["status"] == "Down", timeout=30,
+                 every=0.1)
         down = time.monotonic() - t0
-        assert down < 15
+        # within 2 heartbeat periods (the leader's deadline is 1.5), plus node ls's own time
+        assert down < 2 * HEARTBEAT + 1, f"Down after {down:.2f} s"
     finally:
         wrk3.restore()
     t0 = time.monotonic()
-    wait_for("wrk3 ready", lambda: node_ls(mgr1)["wrk3"]["status"] == "Ready", timeout=30)
-    assert time.monotonic() - t0 < 20
+    wait_for("wrk3 ready", lambda: node_ls(mgr1)["wrk3"]["status"] == "Ready", timeout=30,
+             every=0.1)
+    ready = time.monotonic() - t0
+    assert ready < HEARTBEAT + 2, f"Ready after {ready:.2f} s"
 
 
 def test_the_leader_cut_off_a_new_leader_answers(swarm, cluster):
@@ -322,8 +385,9 @@ def test_the_leader_cut_off_a_new_leader_answers(swarm, cluster):
         t0 = time.monotonic()
         new = wait_for("a new leader", lambda: (lambda rows: next(
             (n for n, r in rows.items() if r["manager"] == "Leader" and n != old.name), None))(
-                node_ls(others[0])), timeout=40)
-        assert time.monotonic() - t0 < 30
+                node_ls(others[0])), timeout=40, every=0.1)
+        elected = time.monotonic() - t0
+        assert elected < 5, f"a new leader after {elected:.2f} s"
         rows = node_ls(others[1])
         assert rows[new]["manager"] == "Leader"
         wait_for("the old leader unreachable",

@@ -21,8 +21,9 @@ import trio
 
 from core.errors import InvalidArgument, NotFound, Unavailable
 from core.engine.swarm.ca import MANAGER_ROLE, NODE_CERT, NODE_KEY, ROOT_CERT, ClusterCA
-from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Bootstrap, Compare, EtcdClient, EtcdMember, EtcdSettings,
-                                    Get, Member, NoLeader, PeerTLS, Put, SequenceConflict, prefix_end)
+from core.engine.swarm.etcd import (NO_LEADER_MESSAGE, Compare, EtcdClient, Get, Member, NoLeader, Put,
+                                    SequenceConflict, prefix_end)
+from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
 from core.testing import TrioThread
 from tests.support import hosts as hs
 
@@ -115,7 +116,7 @@ async def form(nursery: trio.Nursery, hosts: list[hs.Host], workdir: Path,
     async with members[0].client() as c:
         for host in hosts[1:]:
             s = settings_for(host, workdir, certs, port)
-            _, after = await c.member_add([s.peer_url])  # waits out etcd's 5 s health check
+            _, after = await c.member_add([s.peer_url])  # once the members are connected
             members.append(EtcdMember(s, Bootstrap.from_members(s, after)))
             await nursery.start(members[-1].serve)
     return Members(nursery, members)
@@ -143,8 +144,8 @@ def run(afn, timeout: float = 90):
 
 @pytest.fixture(scope="module")
 def shared3(machines3):
-    """One 3-member cluster over mutual TLS for the module (forming one takes ~10 s: etcd adds
-    a member only once all have been connected for 5 s).  Its supervisors run in a trio loop of
+    """One 3-member cluster over mutual TLS for the module (forming one takes a second or two:
+    members are added without etcd's 5 s health wait).  Its supervisors run in a trio loop of
     their own; tests run their bodies there with ``shared3.run(afn)`` and leave it with three
     members and a leader."""
     loop = TrioThread(timeout=120)
@@ -401,6 +402,37 @@ def test_a_member_cut_off_the_network_has_no_leader_and_catches_up(shared3, mach
     shared3.run(main)
 
 
+def test_member_changes_are_checked_without_waiting(shared3, machines3):
+    """Members run without etcd's strict reconfiguration check (its 5 s wait); the client checks
+    instead: a member added or removed only while the members it would need are connected."""
+    async def main():
+        g = shared3
+        ids = [(await c.status()).member_id for c in g.clients]
+        assert await g.clients[0].active_peers() == {ids[1], ids[2]}
+        cut = 2 if await g.leader_index() != 2 else 1
+        other = 3 - cut  # neither 0 nor the cut one
+        machines3.hosts[cut].cut()
+        try:
+            with trio.fail_after(30):
+                while ids[cut] in await g.clients[0].active_peers():
+                    await trio.sleep(0.1)
+            members = await g.clients[0].members()
+            with pytest.raises(Unavailable, match="unhealthy cluster: not connected to member"):
+                await g.clients[0].member_add(["https://10.255.255.1:2390"], wait=0.5)
+            # removing a member that is up would leave 1 of 2 connected: refused
+            with pytest.raises(Unavailable, match="would lose the quorum"):
+                await g.clients[0].member_remove(ids[other], wait=0.5)
+            assert await g.clients[0].members() == members  # nothing changed
+        finally:
+            machines3.hosts[cut].restore()
+        with trio.fail_after(30):
+            while await g.clients[0].active_peers() != {ids[1], ids[2]}:
+                await trio.sleep(0.1)
+        await g.leader_index()
+
+    shared3.run(main)
+
+
 def test_a_member_leaves_and_the_rest_carry_on(shared3):
     async def main():
         g = shared3
@@ -436,7 +468,7 @@ def test_a_stopped_member_is_unavailable_not_a_traceback(tmp_path):
 
 ORPHAN = """
 import sys, trio
-from core.engine.swarm.etcd import Bootstrap, EtcdMember, EtcdSettings
+from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings
 settings = EtcdSettings.load(sys.argv[1])
 async def main():
     async with trio.open_nursery() as n:
@@ -542,3 +574,4 @@ def test_values_and_bootstrap():
                                                         "mod_revision": "3"}
     with pytest.raises(InvalidArgument):
         Compare("nope", "/k", "==", 3).to_json()
+

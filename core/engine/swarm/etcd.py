@@ -1,45 +1,8 @@
-"""The swarm's store: an etcd member run by the daemon, and the v3 client the daemon uses.
+"""The v3 client of the swarm's store: the daemon's only way to its etcd member.
 
-Every manager's daemon runs one etcd member (Debian's ``etcd-server``, 3.4) and reads and writes
-the swarm's state through it only.  Consensus, replication and leader election are etcd's.
-
-The member (:class:`EtcdMember`)
---------------------------------
-
-Files, under the directory above its data directory (``<data-root>/swarm/``, mode 0700)::
-
-    swarm/etcd/          etcd's --data-dir (``member/`` inside once it has started once)
-    swarm/etcd.sock:0    the client endpoint: a unix socket, so only the local daemon reaches it
-                         (etcd 3.4 takes ``unix://NAME:PORT`` and binds NAME:PORT relative to
-                         its working directory, hence the odd name)
-    swarm/etcd.log       etcd's log (moved to etcd.log.1 past 1 MiB at each start)
-    swarm/etcd.pid       the running etcd's pid: a member a killed daemon left behind is stopped
-                         (only if its command line names this data directory) before a new one
-    swarm/etcd.json      the member's settings (:meth:`EtcdSettings.save`), so a restarted daemon
-                         finds its member again (:meth:`EtcdMember.reattach`)
-
-Peers talk on ``https://<advertise-addr>:2380`` (:attr:`EtcdSettings.peer_port`) with mutual TLS
-given the node's certificate, key and the swarm's root CA (:class:`PeerTLS`; certificates must be
-valid for the node's address and allow both server and client auth).  Without TLS (tests only)
-the peer URL is plain ``http``.
-
-Life cycle: a member starts either a **new** cluster (``Bootstrap.new``), or **joins** one after
-an existing member added it (``EtcdClient.member_add`` on a manager, then
-``Bootstrap.from_members`` on the joiner: ``--initial-cluster-state existing``), or -- when its
-data directory already holds a member -- just **re-attaches** (daemon restart: no bootstrap
-needed; ``EtcdMember.reattach(data_root)`` builds it from the saved settings).  :meth:`EtcdMember.serve` runs it as a trio task: it reports readiness with
-``task_status.started()`` once the client socket answers, restarts etcd if it dies (backing off
-up to 10 s), and stops it (SIGTERM, then SIGKILL after 10 s) when cancelled or on :meth:`stop`.
-:meth:`EtcdMember.leave` removes the member from its cluster and deletes its data.
-
-Timing: by default a member keeps docker's Raft timing -- swarmkit ticks once a second with
-``HeartbeatTick`` 1 and ``ElectionTick`` 10 (what ``docker info`` shows under Raft), so heartbeats
-every 1000 ms and an election timeout of 10000 ms (``Spec.Raft.HeartbeatTick``/``ElectionTick``
-times 1000 ms map onto :attr:`EtcdSettings.heartbeat_ms`/``election_ms``).  Tests shorten them
-(50/500 ms).  Members run with ``--pre-vote``, so one cut off and back does not depose a leader.
-
-The client (:class:`EtcdClient`)
---------------------------------
+Every manager's daemon runs one etcd member (:mod:`core.engine.swarm.etcd_member`) and reads
+and writes the swarm's state through it only, with this client.  Consensus, replication and
+leader election are etcd's.
 
 etcd's gRPC-JSON gateway (``/v3/...``) over the unix socket with httpx (trio through anyio).
 Keys are text, values bytes (``str`` values are UTF-8 encoded); both travel base64-encoded as
@@ -56,6 +19,10 @@ message is docker's ("The swarm does not have a leader. ..."); unknown leases or
 :class:`~core.errors.NotFound`; a reconfiguration etcd refuses (it would lose quorum) is
 :class:`~core.errors.Conflict`.  Requests on keys, leases, watches and elections carry etcd's
 *require leader* flag, so a member without a leader refuses them at once rather than hanging.
+
+The member's names (``EtcdMember``, ``EtcdSettings``, ``Bootstrap``, ``PeerTLS``,
+``CLIENT_SOCKET_NAME``...) are :mod:`core.engine.swarm.etcd_member`'s; importing them from here
+still works (a module ``__getattr__``), as it did before the two were split.
 """
 from __future__ import annotations
 
@@ -65,12 +32,9 @@ import json
 import logging
 import math
 import os
-import shutil
-import signal
-import subprocess
+import re
 import time
-from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Literal, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Sequence
 
 import attrs
 import httpx
@@ -83,9 +47,6 @@ log = logging.getLogger("core.swarm.etcd")
 #: what docker answers when the managers have no quorum (swarmkit's raft.ErrNoRaftMember family)
 NO_LEADER_MESSAGE = ("The swarm does not have a leader. It's possible that too few managers are "
                      "online. Make sure more than half of the managers are online.")
-DEFAULT_PEER_PORT = 2380
-CLIENT_SOCKET_NAME = "etcd.sock:0"
-LOG_ROTATE_BYTES = 1 << 20
 
 
 class NoLeader(Unavailable):
@@ -316,6 +277,9 @@ _GRPC_ERRORS: dict[int, type[CoreError]] = {
 # what etcd says when it has no leader, or could not commit a request for want of one
 _NO_LEADER_TEXT = ("etcdserver: no leader", "leader changed", "timed out")
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
+# the peers a member is connected to, in its metrics (a gauge of 1 each)
+_ACTIVE_PEER = re.compile(r'^etcd_network_active_peers\{[^}]*Remote="([0-9a-f]+)"[^}]*\}\s+1(?:\.0*)?\s*$',
+                          re.M)
 
 
 class EtcdClient:
@@ -579,28 +543,69 @@ class EtcdClient:
         """Add a member (not started yet); returns it and the cluster's members with it, which the
         new member needs to start (:meth:`Bootstrap.from_members`).
 
-        etcd refuses ("unhealthy cluster") until every voting member has been connected for 5 s
-        (its strict reconfiguration check: a member that just joined counts only then); that
-        refusal is retried for up to ``wait`` seconds, then raised as
-        :class:`~core.errors.Unavailable`."""
-        data = await self._reconfigure("cluster/member/add", {"peerURLs": list(peer_urls)}, wait)
+        Members run without etcd's strict reconfiguration check (it waits until every member has
+        been connected for 5 s), so this checks instead, as that check does but at this moment:
+        the cluster has a leader, enough members have started to keep a quorum with the new one,
+        and this member is connected to every other.  While it is not, the add is retried for up
+        to ``wait`` seconds, then refused as :class:`~core.errors.Unavailable` (``unhealthy
+        cluster``)."""
+        data = await self._reconfigure("cluster/member/add", {"peerURLs": list(peer_urls)}, wait,
+                                       self._check_add)
         return Member.from_json(data["member"]), [Member.from_json(m) for m in data.get("members") or ()]
 
     async def member_remove(self, member_id: int, *, wait: float = 20.0) -> list[Member]:
-        """Remove a member (retrying etcd's "unhealthy cluster" as :meth:`member_add` does); the
-        removed member's etcd exits by itself."""
-        data = await self._reconfigure("cluster/member/remove", {"ID": str(member_id)}, wait)
+        """Remove a member (checked as etcd's strict reconfiguration check would: a member
+        that is up may go only if the members left connected keep a quorum; retried as
+        :meth:`member_add`); the removed member's etcd exits by itself."""
+        data = await self._reconfigure("cluster/member/remove", {"ID": str(member_id)}, wait,
+                                       lambda: self._check_remove(member_id))
         return [Member.from_json(m) for m in data.get("members") or ()]
 
-    async def _reconfigure(self, path: str, body: dict[str, Any], wait: float) -> dict[str, Any]:
+    async def _reconfigure(self, path: str, body: dict[str, Any], wait: float,
+                           check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
         deadline = trio.current_time() + wait
         while True:
             try:
+                await check()
                 return await self.call(path, body)
             except Unavailable as exc:
                 if "unhealthy cluster" not in str(exc) or trio.current_time() > deadline:
                     raise
-            await trio.sleep(0.25)
+            await trio.sleep(0.1)
+
+    async def active_peers(self) -> set[int]:
+        """The members this one is connected to now (etcd's ``etcd_network_active_peers``)."""
+        try:
+            response = await self._http.get("/metrics")
+        except (httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return {int(m.group(1), 16) for m in _ACTIVE_PEER.finditer(response.text)}
+
+    async def _check_add(self) -> None:
+        status = await self.status()
+        if not status.leader:
+            raise NoLeader("etcd: no leader to add a member")
+        members = await self.members()
+        started = sum(1 for m in members if m.name)  # a member has a name once it has started
+        if started < (len(members) + 1) // 2 + 1 and not (started == 1 and len(members) == 1):
+            raise Unavailable("etcd: unhealthy cluster: too few members have started")
+        active = await self.active_peers()
+        down = [m for m in members if m.id != status.member_id and m.id not in active]
+        if down:
+            raise Unavailable("etcd: unhealthy cluster: not connected to member(s) "
+                              + ", ".join(m.name or f"{m.id:x}" for m in down))
+
+    async def _check_remove(self, member_id: int) -> None:
+        status = await self.status()
+        members = await self.members()
+        if member_id not in {m.id for m in members}:
+            return  # etcd answers NotFound
+        active = await self.active_peers()
+        if member_id != status.member_id and member_id not in active:
+            return  # a member that is down is not part of the working quorum
+        up = 1 + sum(1 for m in members if m.id != status.member_id and m.id in active)
+        if up - 1 < 1 + (len(members) - 1) // 2:
+            raise Unavailable("etcd: unhealthy cluster: removing the member would lose the quorum")
 
     async def member_update(self, member_id: int, peer_urls: Sequence[str]) -> list[Member]:
         data = await self.call("cluster/member/update", {"ID": str(member_id), "peerURLs": list(peer_urls)})
@@ -633,359 +638,17 @@ class EtcdClient:
         await self.call("election/resign", {"leader": leader.to_json()})
 
 
-# -- the member --------------------------------------------------------------------------------
+# -- the member's names, importable from here as before the split ------------------------------
+
+_MEMBER_NAMES = frozenset({"Bootstrap", "EtcdMember", "EtcdSettings", "PeerTLS", "member_data_dir",
+                           "DEFAULT_PEER_PORT", "CLIENT_SOCKET_NAME", "LOG_ROTATE_BYTES"})
 
 
-def member_data_dir(data_root: Path) -> Path:
-    """Where a node's etcd member keeps its data: ``<data-root>/swarm/etcd``."""
-    return Path(data_root) / "swarm" / "etcd"
+def __getattr__(name: str) -> Any:
+    """``from core.engine.swarm.etcd import EtcdMember`` still works: the member's names live in
+    :mod:`core.engine.swarm.etcd_member` (imported on first use: it imports this module)."""
+    if name in _MEMBER_NAMES:
+        from core.engine.swarm import etcd_member
 
-
-@attrs.frozen
-class PeerTLS:
-    """The node's certificate and key and the swarm's root CA, for etcd's peer mutual TLS."""
-
-    cert_file: Path
-    key_file: Path
-    ca_file: Path
-
-
-@attrs.frozen
-class EtcdSettings:
-    """How to run a member.  ``name`` is the member's name in the cluster (the swarm node ID)."""
-
-    name: str
-    data_dir: Path  # <data-root>/swarm/etcd
-    advertise_addr: str  # the node's address other managers reach it at
-    peer_port: int = DEFAULT_PEER_PORT
-    listen_addr: str | None = None  # default: advertise_addr
-    tls: PeerTLS | None = None  # None: plain http between peers (tests only)
-    heartbeat_ms: int = 1000  # docker's HeartbeatTick 1 x 1 s tick
-    election_ms: int = 10000  # docker's ElectionTick 10 x 1 s tick
-    compaction_retention: str = "1h"  # periodic auto-compaction of old revisions
-    binary: str = "etcd"
-    #: an argv prefix to run etcd through (e.g. ``("nsenter", "--net=/run/netns/X")``)
-    launcher: tuple[str, ...] = ()
-    start_timeout: float = 60.0
-
-    @staticmethod
-    def _host(addr: str) -> str:
-        return f"[{addr}]" if ":" in addr else addr
-
-    @property
-    def peer_url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{self._host(self.advertise_addr)}:{self.peer_port}"
-
-    @property
-    def listen_peer_url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{self._host(self.listen_addr or self.advertise_addr)}:{self.peer_port}"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.data_dir.parent
-
-    @property
-    def socket(self) -> Path:
-        return self.run_dir / CLIENT_SOCKET_NAME
-
-    @property
-    def log_file(self) -> Path:
-        return self.run_dir / "etcd.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.run_dir / "etcd.pid"
-
-    @property
-    def settings_file(self) -> Path:
-        return self.run_dir / "etcd.json"
-
-    def save(self, path: Path | None = None) -> Path:
-        """Write the settings as JSON (default ``swarm/etcd.json``), for :meth:`load` after a
-        daemon restart: a manager re-attaches its member knowing nothing else."""
-        path = path or self.settings_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = attrs.asdict(self, value_serializer=lambda _i, _a, v: str(v) if isinstance(v, Path) else v)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> EtcdSettings:
-        try:
-            data = json.loads(Path(path).read_text())
-            tls = data.pop("tls", None)
-            data["data_dir"] = Path(data["data_dir"])
-            data["launcher"] = tuple(data.get("launcher") or ())
-            return cls(**data, tls=PeerTLS(*(Path(tls[k]) for k in ("cert_file", "key_file", "ca_file")))
-                       if tls else None)
-        except FileNotFoundError:
-            raise NotFound(f"etcd: no member settings at {path}") from None
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise InvalidArgument(f"etcd: unreadable member settings {path}: {exc}") from exc
-
-
-@attrs.frozen
-class Bootstrap:
-    """How a member without data joins the world: the cluster's members (name -> peer URL, this
-    one included) and whether that cluster is ``new`` or ``existing``.  ``token`` (etcd's
-    --initial-cluster-token) matters only to a new cluster: pass the swarm's cluster ID so two
-    swarms never mistake each other's members."""
-
-    members: dict[str, str]
-    state: Literal["new", "existing"]
-    token: str = "core-swarm"
-
-    @classmethod
-    def new(cls, settings: EtcdSettings, token: str = "core-swarm") -> Bootstrap:
-        """A cluster of this one member (``swarm init``)."""
-        return cls({settings.name: settings.peer_url}, "new", token)
-
-    @classmethod
-    def from_members(cls, settings: EtcdSettings, members: Iterable[Member], token: str = "core-swarm") -> Bootstrap:
-        """Join an existing cluster, given its members as :meth:`EtcdClient.member_add` returned
-        them (the added, not yet started member has no name: it is this one)."""
-        table: dict[str, str] = {}
-        for m in members:
-            name = m.name or (settings.name if settings.peer_url in m.peer_urls else "")
-            if not name:
-                raise InvalidArgument(f"etcd: member {m.id:x} has no name and is not {settings.peer_url}")
-            for url in m.peer_urls:
-                table.setdefault(name, url)
-        if table.get(settings.name) != settings.peer_url:
-            raise InvalidArgument(f"etcd: {settings.peer_url} was not added to the cluster")
-        return cls(table, "existing", token)
-
-    @property
-    def initial_cluster(self) -> str:
-        return ",".join(f"{name}={url}" for name, url in self.members.items())
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-class EtcdMember:
-    """One etcd member, run and supervised by the daemon (see the module docstring).
-
-    ``bootstrap`` is needed only when the data directory holds no member yet.
-    """
-
-    def __init__(self, settings: EtcdSettings, bootstrap: Bootstrap | None = None) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
-        self.process: trio.Process | None = None
-        self.restarts = 0  # times etcd died and was started again
-        self._scope: trio.CancelScope | None = None
-        self._leaving = False
-        self._stopped = trio.Event()
-
-    @classmethod
-    def reattach(cls, data_root: Path) -> EtcdMember | None:
-        """The member an earlier run of the daemon left under ``data_root`` (its settings saved
-        with :meth:`EtcdSettings.save` and its data directory holding a member), to serve again;
-        None when this node runs no member."""
-        path = member_data_dir(data_root).parent / "etcd.json"
-        if not path.exists():
-            return None
-        member = cls(EtcdSettings.load(path))
-        return member if member.initialized else None
-
-    @property
-    def initialized(self) -> bool:
-        """The data directory holds a member: starting it needs no bootstrap."""
-        return (self.settings.data_dir / "member").is_dir()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.process.returncode is None else None
-
-    def client(self, timeout: float = 5.0) -> EtcdClient:
-        return EtcdClient(self.settings.socket, timeout=timeout)
-
-    def argv(self) -> list[str]:
-        s = self.settings
-        argv = [*s.launcher, s.binary, "--name", s.name, "--data-dir", str(s.data_dir),
-                "--listen-client-urls", f"unix://{CLIENT_SOCKET_NAME}",
-                "--advertise-client-urls", f"unix://{CLIENT_SOCKET_NAME}",
-                "--listen-peer-urls", s.listen_peer_url, "--initial-advertise-peer-urls", s.peer_url,
-                "--heartbeat-interval", str(s.heartbeat_ms), "--election-timeout", str(s.election_ms),
-                "--auto-compaction-mode", "periodic", "--auto-compaction-retention", s.compaction_retention,
-                "--pre-vote",  # a member cut off and back does not depose a working leader (3.5's default)
-                "--enable-v2=false", "--logger", "zap", "--log-outputs", "stderr"]
-        if not self.initialized:
-            if self.bootstrap is None:
-                raise InvalidArgument(f"etcd: {s.data_dir} holds no member and no cluster to start or join was given")
-            argv += ["--initial-cluster", self.bootstrap.initial_cluster,
-                     "--initial-cluster-state", self.bootstrap.state,
-                     "--initial-cluster-token", self.bootstrap.token]
-        if s.tls:
-            argv += ["--peer-cert-file", str(s.tls.cert_file), "--peer-key-file", str(s.tls.key_file),
-                     "--peer-trusted-ca-file", str(s.tls.ca_file), "--peer-client-cert-auth"]
-        return argv
-
-    def _stop_stale(self) -> None:
-        """Stop an etcd a killed daemon left running on this data directory."""
-        try:
-            pid = int(self.settings.pid_file.read_text())
-        except (OSError, ValueError):
-            return
-        needle = str(self.settings.data_dir).encode()
-        if needle not in _cmdline(pid):
-            return
-        log.warning("stopping etcd (pid %d) left running on %s", pid, self.settings.data_dir)
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and needle in _cmdline(pid):
-                time.sleep(0.05)
-            if needle not in _cmdline(pid):
-                return
-
-    async def _spawn(self) -> trio.Process:
-        s = self.settings
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(s.run_dir, 0o700)
-        await trio.to_thread.run_sync(self._stop_stale)
-        with contextlib.suppress(FileNotFoundError):
-            s.socket.unlink()
-        with contextlib.suppress(OSError):
-            if s.log_file.stat().st_size > LOG_ROTATE_BYTES:
-                s.log_file.replace(s.log_file.with_name("etcd.log.1"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-        with open(s.log_file, "ab") as logf:
-            try:
-                proc = await trio.lowlevel.open_process(self.argv(), cwd=str(s.run_dir), env=env,
-                                                        stdin=subprocess.DEVNULL, stdout=logf,
-                                                        stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
-                raise Unavailable(f"cannot run etcd ({s.binary}: {exc.strerror}); swarm managers need "
-                                  "Debian's etcd-server package") from exc
-        s.pid_file.write_text(f"{proc.pid}\n")
-        self.process = proc
-        return proc
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.settings.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def _wait_ready(self, proc: trio.Process) -> None:
-        deadline = trio.current_time() + self.settings.start_timeout
-        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(self.settings.socket)),
-                                     base_url="http://etcd", timeout=2.0) as http:
-            while True:
-                if proc.returncode is not None or proc.poll() is not None:
-                    raise Unavailable(f"etcd exited with status {proc.returncode} while starting:\n{self.log_tail()}")
-                if self.settings.socket.exists():
-                    try:
-                        if (await http.get("/version")).status_code == 200:
-                            return
-                    except httpx.HTTPError:
-                        pass
-                if trio.current_time() > deadline:
-                    raise Unavailable(f"etcd did not start within {self.settings.start_timeout} s:\n{self.log_tail()}")
-                await trio.sleep(0.05)
-
-    async def _terminate(self, proc: trio.Process) -> None:
-        with trio.CancelScope(shield=True):
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-                with trio.move_on_after(10):
-                    await proc.wait()
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-            with contextlib.suppress(FileNotFoundError):
-                self.settings.pid_file.unlink()
-
-    async def serve(self, *, task_status: trio.TaskStatus[EtcdMember] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run etcd until cancelled or :meth:`stop`; start it again whenever it dies.
-
-        ``task_status.started(self)`` once the member answers on its socket.  Failing to start
-        the first time raises :class:`~core.errors.Unavailable` (with etcd's last log lines);
-        later deaths are logged and retried with a back-off of 0.5 s doubling to 10 s.
-        """
-        self.argv()  # refuses early when there is neither a member nor a bootstrap
-        started = False
-        backoff = 0.5
-        self._stopped = trio.Event()
-        try:
-            with trio.CancelScope() as self._scope:
-                while True:
-                    proc = await self._spawn()
-                    began = trio.current_time()
-                    try:
-                        await self._wait_ready(proc)
-                        if not started:
-                            started = True
-                            task_status.started(self)
-                        await proc.wait()
-                    except Unavailable:
-                        if not started:
-                            raise
-                    finally:
-                        await self._terminate(proc)
-                    if self._leaving:
-                        return
-                    self.restarts += 1
-                    if trio.current_time() - began > 30:
-                        backoff = 0.5
-                    log.warning("etcd exited with status %s; starting it again in %.1f s:\n%s",
-                                proc.returncode, backoff, self.log_tail(5))
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self._scope = None
-            self._stopped.set()
-
-    async def stop(self) -> None:
-        """Stop the member (``serve`` returns) and wait until etcd has exited."""
-        if self._scope is not None:
-            self._scope.cancel()
-            await self._stopped.wait()
-
-    def kill(self) -> None:
-        """SIGKILL etcd (tests: a crashed member); ``serve`` starts it again."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-
-    async def leave(self, client: EtcdClient | None = None) -> None:
-        """Remove this member from its cluster, stop it and delete its data.
-
-        ``client`` talks to any member (default: this one's socket)."""
-        own = client or self.client()
-        try:
-            me = (await own.status()).member_id if client is None else None
-            if me is None:
-                members = await own.members()
-                me = next((m.id for m in members if m.name == self.settings.name), None)
-            self._leaving = True
-            if me is not None:
-                await own.member_remove(me)
-        finally:
-            if client is None:
-                await own.aclose()
-        await self.stop()
-        self.forget()
-
-    def forget(self) -> None:
-        """Delete the member's data (the member must be stopped)."""
-        if self.pid is not None:
-            raise Conflict("etcd: the member is still running")
-        shutil.rmtree(self.settings.data_dir, ignore_errors=True)
-        for path in (self.settings.socket, self.settings.pid_file):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        return getattr(etcd_member, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ some manager, heartbeats, certificate renewal (:meth:`ManagerClient.keep_renewed
 and events through the constructor): it runs the tasks the session assigns to the node.  A
 **manager** also runs:
 
-- its etcd member (:class:`core.engine.swarm.etcd.EtcdMember`): peers on ``<advertise
+- its etcd member (:class:`core.engine.swarm.etcd_member.EtcdMember`): peers on ``<advertise
   IP>:2380`` with mutual TLS from the node's own certificate and key (shown with the
   cross-signed roots of past CA rotations, ``etcd-peer.crt``: etcd reads its trusted CA only
   when it starts), Raft timing from ``Spec.Raft`` (ticks of :data:`RAFT_TICK_ENV`), the client
@@ -66,14 +66,15 @@ from cryptography.hazmat.primitives import serialization
 
 from core import errors
 from core.engine.swarm import ca as swarm_ca
+from core.engine.swarm import leader as swarm_leader
 from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
 from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
-from core.engine.swarm.etcd import (Bootstrap, EtcdClient, EtcdMember, EtcdSettings, Member, NoLeader,
-                                    PeerTLS, SequenceConflict)
+from core.engine.swarm.etcd import EtcdClient, Member, NoLeader, SequenceConflict
+from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
 from core.engine.swarm.networks import SwarmNetworks, reap_addresses
 from core.engine.swarm.vip import allocate_vips
 from core.engine.swarm.store import ClusterRecord, Store, now_text
@@ -98,9 +99,13 @@ AUTOLOCK_UNSUPPORTED = ("autolock is not supported by core: manager keys are not
                         "so there is no unlock key (use filesystem encryption for <data-root>/swarm)")
 EXTERNAL_CA_UNSUPPORTED = "external CAs are not supported by core: the swarm runs its own root CA"
 
-#: the Raft tick in seconds (swarmkit's is 1 s): etcd's heartbeat is ``Spec.Raft.HeartbeatTick``
-#: ticks, its election timeout ``ElectionTick`` ticks.  Tests shorten it through this variable.
+#: the Raft tick in seconds: etcd's heartbeat is ``Spec.Raft.HeartbeatTick`` ticks, its election
+#: timeout ``ElectionTick`` ticks.  swarmkit ticks once a second; core's 0.1 s makes docker's
+#: default ticks (1 and 10) etcd's own defaults (heartbeat 100 ms, election 1 s, made for LANs):
+#: a new leader within about 2 s of losing one, a first leader within 1 s of ``swarm init``.
+#: Managers far apart (RTTs of tens of ms) want a longer tick: set this variable for the daemon.
 RAFT_TICK_ENV = "CORE_SWARM_RAFT_TICK"
+DEFAULT_RAFT_TICK = 0.1
 DEFAULT_LISTEN = "0.0.0.0:2377"
 PEER_CHAIN = "etcd-peer.crt"  # beside the node's certificate: what etcd's peers are shown
 PEER_PORT = 2380
@@ -394,7 +399,7 @@ class SwarmService:
         self.cpus, self.memory = cpus, memory
         self.etcd_binary = etcd_binary
         try:
-            self.raft_tick = float(os.environ.get(RAFT_TICK_ENV) or 1.0)
+            self.raft_tick = float(os.environ.get(RAFT_TICK_ENV) or DEFAULT_RAFT_TICK)
         except ValueError:
             raise errors.InvalidArgument(f"{RAFT_TICK_ENV} must be a number of seconds") from None
         self.local: dict[str, Any] | None = None  # state.json while in a swarm
@@ -422,7 +427,7 @@ class SwarmService:
         self._crosses: list[str] = []  # the cross-signed roots of the swarm's CA rotations
         #: what the leader runs while it leads: ``await loop(store)``, cancelled when the
         #: leadership is lost (the orchestrator, the scheduler, the updater, the task reaper)
-        self.leader_loops: list[Callable[[Store], Awaitable[None]]] = []
+        self.leader_loops: list[Callable[[Store], Awaitable[None]]] = swarm_leader.loops()
         #: the swarm's networks (overlay, ingress) for the networks API, and their allocators
         self.networks = SwarmNetworks(self)
         self.leader_loops.append(reap_addresses)  # addresses whose owner is gone are freed

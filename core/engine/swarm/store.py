@@ -9,9 +9,10 @@ Every manager reads and writes the cluster through its local etcd member
                             from the new key during a root rotation], "CrossSigned": [the
                             cross-signed root of every rotation, for etcd's peers]}
     /swarm/nodes/<id>       a node: docker's Node object without Version
-    /swarm/sessions/<id>    a node's dispatcher session: {"Manager", "Addr"}, attached to an etcd
-                            lease the dispatcher refreshes at every heartbeat; the key vanishes
-                            when the heartbeats stop (that is how the leader sees a node go down)
+    /swarm/sessions/<id>    a node's dispatcher session: {"Manager", "Addr", "Beat"}, put again
+                            at every heartbeat (the leader marks a node down when its key's
+                            revision stops moving, and deletes the key), under an etcd lease
+                            the dispatcher keeps alive (:mod:`core.engine.swarm.dispatcher`)
     /swarm/services/<id>    a service: docker's Service object without Version
     /swarm/tasks/<id>       a task: docker's Task object without Version
                             (:mod:`core.engine.swarm.tasks` has its states and life cycle)

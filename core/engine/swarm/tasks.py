@@ -13,7 +13,9 @@ API shape (``GET /tasks``), without ``Version``::
 Who writes what (swarmkit's split, on etcd):
 
 - the **orchestrator** (leader) creates tasks in state ``new`` with ``DesiredState`` running
-  (or ``ready`` for start-first updates' new tasks until they take over) and sets
+  (or ``ready`` -- the agent prepares the task (pull, create) but does not start it -- for a
+  restart's replacement until its restart delay has passed and for a stop-first update's new
+  task until the old one has stopped; :mod:`core.engine.swarm.orchestrator`) and sets
   ``DesiredState`` to ``shutdown``/``remove`` on the tasks it retires;
 - the **scheduler** (leader) moves ``new``/``pending`` tasks to ``assigned`` with a ``NodeID``,
   or leaves them ``pending`` with docker's reason in ``Status.Err`` (``no suitable node (...)``);

@@ -48,6 +48,7 @@ import attrs
 import trio
 
 from core import errors
+from core.engine.containers.store import NotModified  # stop's answer for a stopped container
 from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
 from core.engine.swarm import tasks as swarm_tasks
 
@@ -525,7 +526,7 @@ class Worker:
             return
         try:
             await self.containers.stop(t.container, timeout=-(-self._grace(t) // NS))
-        except (errors.NotFound, errors.NotModified):
+        except (errors.NotFound, NotModified):
             pass
 
     async def _shutdown(self, t: _Task) -> None:
