@@ -1,8 +1,7 @@
 """The book's uber-net / uber-svc walk on the multi-host harness (one manager, two workers):
 a service on an overlay network publishing port 80 in ingress mode, with tasks on mgr1 and wrk1
-and none on wrk2.  The tasks are run by the nodes' task runners; the test plays the leader's
-orchestrator and scheduler (it writes the service and its tasks, with their network attachments
-from the swarm's allocator, into the managers' store, as tests/swarm/test_swarm_agent.py does).
+and none on wrk2.  ``core service create --network uber-net -p 80:80 --replicas 2`` (kept off wrk2 by a
+constraint), the leader's loops and the nodes' task runners doing the rest.
 
 - port 80 answers on every node's address, wrk2's included (the routing mesh: each node's
   ingress sandbox, nftables dnat over the ingress overlay), and spreads over both tasks;
@@ -20,16 +19,13 @@ from typing import Any, Callable
 import pytest
 import trio
 
-from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
-from core.engine.swarm.networks import AddressAllocator
-from core.engine.swarm.store import SERVICES, TASKS, Store, now_text
+from core.engine.swarm.store import SERVICES, TASKS, Store
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 2)
-SERVICE_ID = "uberSvc000000000000000000"
 SERVE = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
 
 
@@ -76,41 +72,21 @@ def swarm(cluster, test_images) -> dict[str, Any]:
         core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
     wait_for("the nodes ready", lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split()
              == ["Ready"] * 3)
-    ids = {h: core(mgr1, "node", "inspect", "--format", "{{.ID}}", h).strip() for h in ("mgr1", "wrk1", "wrk2")}
     net_id = core(mgr1, "network", "create", "-d", "overlay", "uber-net").strip()
     image = test_images["busybox:latest"].reference
-    service = {"ID": SERVICE_ID, "CreatedAt": now_text(), "Spec": {
-        "Name": "uber-svc", "Mode": {"Replicated": {"Replicas": 2}},
-        "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": SERVE}, "Networks": [{"Target": net_id}]},
-        "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80,
-                                                  "PublishMode": "ingress"}]}}}
+    core(mgr1, "service", "create", "-d", "--name", "uber-svc", "--network", "uber-net", "-p", "80:80",
+         "--replicas", "2", "--replicas-max-per-node", "1", "--constraint", "node.hostname!=wrk2",
+         image, *SERVE)
 
-    async def create(store: Store) -> list[dict[str, Any]]:
-        await store.put(SERVICES, service, 0)
-        tasks = []
-        for slot, node in ((1, "mgr1"), (2, "wrk1")):
-            task_id = swarm_tasks.new_task_id()
-            task = {"ID": task_id, "CreatedAt": now_text(), "Labels": {},
-                    "Spec": {"ContainerSpec": {"Image": image, "Command": SERVE},
-                             "RestartPolicy": {"Condition": "none"}, "Networks": [{"Target": net_id}]},
-                    "ServiceID": SERVICE_ID, "Slot": slot, "NodeID": ids[node],
-                    "Status": swarm_tasks.status("assigned", "scheduler assigned task to node"),
-                    "DesiredState": "running",
-                    "NetworksAttachments": await AddressAllocator(store).attach([net_id], task_id, ingress=True),
-                    "ServiceAnnotations": {"Name": "uber-svc", "Labels": {}}, "SpecVersion": {"Index": 1}}
-            await store.put(TASKS, task, 0)
-            tasks.append(task)
-        return tasks
+    def tasks() -> list[dict[str, Any]] | None:
+        async def read(store: Store) -> list[dict[str, Any]]:
+            return [t for t, _v in await store.objects(TASKS)
+                    if t.get("Status", {}).get("State") == "running" and t.get("DesiredState") == "running"]
+        found = with_store(mgr1, read)
+        return found if len(found) == 2 else None
 
-    tasks = with_store(mgr1, create)
-
-    def running() -> bool:
-        async def states(store: Store) -> list[str]:
-            return [(await store.get(TASKS, t["ID"]))[0]["Status"]["State"] for t in tasks]
-        return with_store(mgr1, states) == ["running", "running"]
-
-    wait_for("both tasks running", running, timeout=90)
-    return {"ids": ids, "net": net_id, "tasks": tasks, "image": image}
+    running = wait_for("both tasks running", tasks, timeout=120)
+    return {"net": net_id, "tasks": running, "image": image}
 
 
 def test_port_80_answers_on_every_node_and_spreads_over_the_tasks(cluster, swarm):
@@ -126,8 +102,8 @@ def test_port_80_answers_on_every_node_and_spreads_over_the_tasks(cluster, swarm
 
 def test_inside_a_task_the_service_name_is_its_vip(cluster, swarm):
     mgr1 = cluster["mgr1"]
-    task = swarm_tasks.container_name(swarm["tasks"][0])
-    svc = with_store(mgr1, lambda s: s.get(SERVICES, SERVICE_ID))[0]
+    task = core(mgr1, "ps", "--format", "{{.Names}}").split()[0]   # mgr1's task
+    svc = with_store(mgr1, lambda s: s.objects(SERVICES))[0][0]
     vips = {v["NetworkID"]: v["Addr"].split("/")[0] for v in svc["Endpoint"]["VirtualIPs"]}
     vip = vips[swarm["net"]]
     def lookup() -> str | None:
@@ -146,12 +122,7 @@ def test_inside_a_task_the_service_name_is_its_vip(cluster, swarm):
 def test_after_the_service_goes_no_node_publishes_port_80(cluster, swarm):
     mgr1 = cluster["mgr1"]
 
-    async def remove(store: Store) -> None:
-        for t in swarm["tasks"]:
-            await store.update(TASKS, t["ID"], lambda t: t.update(DesiredState="remove"))
-        await store.delete(SERVICES, SERVICE_ID)
-
-    with_store(mgr1, remove)
+    core(mgr1, "service", "rm", "uber-svc")
     for host in cluster:
         wait_for(f"{host.name} stops publishing", lambda: "dport 80" not in host.exec(
             "nft", "list", "ruleset", check=True).stdout)
