@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 
+from core.engine.swarm.vip import virtual_ips
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.service import RAFT_TICK_ENV
 from core.engine.swarm.store import SERVICES, TASKS, Store
@@ -174,7 +175,7 @@ def test_service_names_and_vip_balancing(cluster, swarm):
             svc = next(s for s, _v in await store.objects(SERVICES) if s["Spec"]["Name"] == "web")
             running = [t for t, _v in await store.objects(TASKS) if t.get("ServiceID") == svc["ID"]
                        and t["Status"]["State"] == "running"]
-            return (svc.get("Endpoint") or {}).get("VirtualIPs") or [], running
+            return (await virtual_ips(store)).get(svc["ID"], []), running
 
         vips, tasks = wait_for("the service's VIP and tasks", lambda: (
             got if (got := _etcd(mgr1, state))[0] and len(got[1]) == 2 else None), timeout=90)

@@ -11,7 +11,7 @@ The stored service is docker's ``Service`` without ``Version``::
     {"ID", "CreatedAt", "UpdatedAt", "Spec": <ServiceSpec, normalized>,
      "PreviousSpec": <the spec before the last update; absent until one>,
      "Endpoint": {"Spec": <Spec.EndpointSpec or {}>, "Ports": [<PortConfig with PublishedPort
-                  allocated>], "VirtualIPs": [<filled by the networking part>]},
+                  allocated>], "VirtualIPs": [<core.engine.swarm.vip's, at render>]},
      "UpdateStatus": <written by the updater; reset by an update, set by a rollback>}
 
 Specs
@@ -62,6 +62,7 @@ import trio
 from core import errors
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Store, now_text
+from core.engine.swarm.vip import virtual_ips, with_vips
 
 NS = 10**9
 #: what docker's inspect shows of a spec's unset parts (swarmkit's ``api/defaults``)
@@ -620,7 +621,8 @@ class SwarmServices:
         ``status``, each service's ``ServiceStatus`` (running, desired, completed tasks)."""
         _check_filters(filters, SERVICE_FILTERS)
         services = [(s, v) for s, v in await self._services() if _service_matches(s, filters)]
-        out = [render(s, v) for s, v in services]
+        vips = await self.swarm._read(virtual_ips)
+        out = [render(with_vips(s, vips), v) for s, v in services]
         if status and out:
             counts = self.task_counts(await self._tasks(), await self._nodes())
             for svc in out:
@@ -657,7 +659,8 @@ class SwarmServices:
     async def get(self, ref: str, *, insert_defaults: bool = False) -> dict[str, Any]:
         """``GET /services/{id}``: by ID, name or ID prefix."""
         service, version = await self._find(ref)
-        return render(service, version, insert_defaults=insert_defaults)
+        vips = await self.swarm._read(virtual_ips)
+        return render(with_vips(service, vips), version, insert_defaults=insert_defaults)
 
     # -- writes --
 

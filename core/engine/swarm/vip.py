@@ -16,17 +16,19 @@ DNS answer (swarmkit's allocator for ``Endpoint.VirtualIPs``, libnetwork's servi
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from typing import Any
 
 import trio
 
 from core import errors
-from core.engine.swarm.store import NETWORKS, SERVICES, TASKS, SequenceConflict, Store
+from core.engine.swarm.store import NETWORKS, PREFIX, SERVICES, TASKS, Store
 
 log = logging.getLogger("core.engine.swarm.vip")
 
 PERIOD = 1.0
+VIPS = PREFIX + "ipam/vips/"   # <service ID>: its VIPs, [{"NetworkID", "Addr"}]
 
 
 def endpoint_mode(svc: dict[str, Any]) -> str:
@@ -63,7 +65,8 @@ async def vips_once(store: Store) -> None:
 
     nets = [n for n, _v in await store.objects(NETWORKS)]
     alloc = AddressAllocator(store)
-    for svc, version in await store.objects(SERVICES):
+    vips = await virtual_ips(store)
+    for svc, _version in await store.objects(SERVICES):
         owner = f"vip:{svc['ID']}"
         wanted: list[dict[str, str]] = []
         if endpoint_mode(svc) == "vip":
@@ -72,20 +75,39 @@ async def vips_once(store: Store) -> None:
                     wanted.append({"NetworkID": nid, "Addr": await alloc.allocate(nid, owner)})
                 except errors.CoreError as exc:
                     log.warning("service %s: no virtual IP on network %s: %s", svc["ID"], nid, exc)
-        have = (svc.get("Endpoint") or {}).get("VirtualIPs") or []
+        have = vips.pop(svc["ID"], [])
         if have == wanted:
             continue
         for old in have:
             if old not in wanted and old.get("NetworkID"):
                 await alloc.release(old["NetworkID"], old.get("Addr", ""), owner)
-        endpoint = dict(svc.get("Endpoint") or {})
-        endpoint["VirtualIPs"] = wanted
-        if not wanted:
-            endpoint.pop("VirtualIPs")
+        if wanted:
+            await store.etcd.put(VIPS + svc["ID"], json.dumps(wanted))
+        else:
+            await store.etcd.delete(VIPS + svc["ID"])
+    for gone in vips:  # services removed: their record goes (the reaper frees the addresses)
+        await store.etcd.delete(VIPS + gone)
+
+
+async def virtual_ips(store: Store) -> dict[str, list[dict[str, str]]]:
+    """Every service's VIPs: ``{service ID: [{"NetworkID", "Addr"}]}`` (what the API shows as
+    ``Endpoint.VirtualIPs``)."""
+    out = {}
+    for kv in await store.etcd.get_prefix(VIPS):
         try:
-            await store.put(SERVICES, {**svc, "Endpoint": endpoint}, version, stamp=False)
-        except SequenceConflict:
-            pass  # the service changed meanwhile: the next pass sees it
+            out[kv.key[len(VIPS):]] = list(json.loads(kv.value))
+        except ValueError:
+            continue
+    return out
+
+
+def with_vips(service: dict[str, Any], vips: dict[str, list[dict[str, str]]]) -> dict[str, Any]:
+    """A stored service with its ``Endpoint.VirtualIPs`` from ``vips`` (for rendering)."""
+    if not vips.get(service.get("ID", "")):
+        return service
+    endpoint = dict(service.get("Endpoint") or {"Spec": {}})
+    endpoint["VirtualIPs"] = vips[service["ID"]]
+    return {**service, "Endpoint": endpoint}
 
 
 async def allocate_vips(store: Store, *, period: float = PERIOD) -> None:
@@ -130,7 +152,8 @@ async def service_records(store: Store, network_id: str) -> dict[str, Any]:
     ``[{"Protocol", "PublishedPort", "TargetPort", "Backends": [task addresses]}]``."""
     found = await store.get(NETWORKS, network_id)
     ingress = bool(found and found[0].get("Ingress"))
-    services = {s["ID"]: s for s, _v in await store.objects(SERVICES)}
+    vips = await virtual_ips(store)
+    services = {s["ID"]: with_vips(s, vips) for s, _v in await store.objects(SERVICES)}
     tasks = [t for t, _v in await store.objects(TASKS)]
     by_service: dict[str, list[str]] = {}
     for task in tasks:
