@@ -280,6 +280,10 @@ class Worker:
         self._report_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.first_set = trio.Event()
+        #: one pull at a time per image: tasks of one service landing together wait for the
+        #: same pull (two pulls of one blob race in the content store, and the loser's create
+        #: would find no image)
+        self._pulls: dict[str, trio.Lock] = {}
 
     # -- what the agent hands over --
 
@@ -471,8 +475,10 @@ class Worker:
         except errors.CoreError as exc:
             self.report(t, "rejected", "preparing", str(exc))
             return False
+        lock = self._pulls.setdefault(body["Image"], trio.Lock())
         try:
-            await self.images.pull_image(body["Image"], auth=registry_auth(t.task))
+            async with lock:
+                await self.images.pull_image(body["Image"], auth=registry_auth(t.task))
         except errors.CoreError as exc:
             # docker's agent too: a failed pull is no error when the image is here already;
             # create says "No such image" when it is not
