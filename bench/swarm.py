@@ -380,7 +380,7 @@ def _services_walk(cluster: Cluster, mgr1: Host, image: str, image2: str,
         wrk = cluster[name]
         gone = {node_ids(mgr1)[name]}
         print(f"  cutting {name} ({counts[name]} of web's tasks)", flush=True)
-        before = {t["ID"] for t in tasks}
+        before = {t["ID"] for t in tasks_of(mgr1, "web") or []}
         wrk.cut()
         t0, wall0 = time.perf_counter(), time.time()
         seen: dict[str, float] = {}
