@@ -14,7 +14,7 @@ import trio
 from trio.testing import MockClock
 
 from core.engine.swarm import nodes as swarm_nodes
-from core.engine.swarm.dispatcher import Dispatcher, down_after
+from core.engine.swarm.dispatcher import Dispatcher, check_interval, down_after
 from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings
 from core.engine.swarm.store import SESSIONS, Store
 from tests.support import hosts as hs
@@ -43,6 +43,16 @@ async def state(store: Store, node_id: str) -> str:
     found = await store.node(node_id)
     assert found is not None
     return found[0]["Status"]["State"]
+
+
+def test_check_interval_a_tenth_of_a_period_within_bounds():
+    # the default 5 s: checks every 0.5 s, so a cut node is Down at most 0.5 s after its deadline
+    # (7.5 s after its last beat) and its tasks run elsewhere within about 8 s of the cut
+    assert check_interval(5.0) == 0.5
+    assert check_interval(1.0) == 0.25  # the tests' 1 s heartbeat: as before
+    assert check_interval(0.4) == 0.1  # short periods: a quarter of one
+    assert check_interval(60.0) == 1.0
+    assert all(check_interval(p) <= p / 4 for p in (0.2, 1, 2, 5, 10, 30))
 
 
 def test_down_by_heartbeat_deadline_and_ready_at_the_next_beat(member_settings):

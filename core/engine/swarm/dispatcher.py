@@ -11,7 +11,8 @@ and the managers' addresses (the node fails over between them).
 
 Node health is decided by heartbeat deadlines, not by the lease (etcd will not grant a lease
 shorter than 1.5 election timeouts): the leader (the manager whose etcd member is the Raft
-leader) runs :meth:`Dispatcher.check_nodes` several times a period and notes, for each session
+leader) runs :meth:`Dispatcher.check_nodes` every :func:`check_interval` (a tenth of a period,
+0.5 s at the default 5 s) and notes, for each session
 key, when its ``mod_revision`` last moved, on its own monotonic clock (no clocks are compared
 across managers; a key seen moved is credited with the middle of the time since the previous
 check, so a slow check loop does not delay the verdict by a whole loop).  A node whose key has
@@ -62,6 +63,15 @@ def lease_ttl(period: float) -> int:
 def down_after(period: float) -> float:
     """Seconds without a heartbeat after which the leader marks a node down."""
     return period * DOWN_AFTER_PERIODS
+
+
+def check_interval(period: float) -> float:
+    """Seconds between the leader's node checks: a tenth of a period, at least 0.25 s (a quarter
+    of a period if that is shorter), at most 1 s.  The verdict on a cut node comes up to one
+    interval after its deadline (:func:`down_after` from its last beat, which was up to half a
+    period before the cut), and the orchestrator replaces its tasks right after: at the default
+    5 s period, Down 5-8 s after the cut."""
+    return min(1.0, period / 4, max(0.25, period / 10))
 
 
 @attrs.define

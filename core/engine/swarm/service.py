@@ -72,7 +72,7 @@ from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
 from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
-from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest
+from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest, check_interval
 from core.engine.swarm.etcd import EtcdClient, Member, NoLeader, SequenceConflict
 from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
 from core.engine.swarm.networks import SwarmNetworks, reap_addresses
@@ -879,7 +879,7 @@ class SwarmService:
                 elif not leading and loops is not None:
                     loops.cancel()
                     loops = None
-                await trio.sleep(min(1.0, self.dispatcher.period / 4))
+                await trio.sleep(check_interval(self.dispatcher.period))
 
     async def _lead(self, scope: trio.CancelScope) -> None:
         """Run the leader's loops (each restarted a second after it fails) until ``scope`` is
