@@ -29,6 +29,7 @@ node whose network comes back is ``ready`` again within about a period.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -66,13 +67,21 @@ def down_after(period: float) -> float:
 
 @attrs.define
 class _Held:
-    """A session's lease as this dispatcher holds it."""
+    """The lease of this dispatcher's session keys (one for all its nodes)."""
 
     lease: int
-    addr: str
     ttl: int
     kept: float  # trio.current_time() of the last grant or keep-alive
-    beat: int = 0
+
+
+@attrs.define
+class _Batch:
+    """Session opens and heartbeats gathered for one etcd transaction (see :meth:`Dispatcher._touch`)."""
+
+    nodes: dict[str, str] = attrs.field(factory=dict)  # node ID -> its address
+    done: trio.Event = attrs.field(factory=trio.Event)
+    found: dict[str, dict[str, Any] | None] = attrs.field(factory=dict)  # node ID -> its record
+    error: BaseException | None = None
 
 
 class Dispatcher:
@@ -90,7 +99,13 @@ class Dispatcher:
         self.logs = LogBroker(store, self.sessions, node_id)
         self._managers = managers
         self._trust_digest = trust_digest
-        self._leases: dict[str, _Held] = {}  # node ID -> its session's lease
+        self._held: _Held | None = None  # the lease of this dispatcher's session keys
+        self._addrs: dict[str, str] = {}  # node ID -> its session's address
+        self._beat: dict[str, int] = {}  # node ID -> the heartbeats its session key counted
+        self._batch: _Batch | None = None  # the heartbeats gathering for the next write
+        # the leader's view of the node records' states (to read them only when it matters)
+        self._states: dict[str, str] = {}
+        self._states_read: float | None = None
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
         self._checked: float | None = None  # trio.current_time() of the last check_nodes
@@ -116,37 +131,86 @@ class Dispatcher:
         tasks (see :class:`Assignments`)."""
         await self.assignments.run(task_status=task_status)
 
-    async def _touch(self, node_id: str, addr: str | None = None) -> None:
+    def _gather(self) -> float:
+        """How long a batch of session-key writes gathers heartbeats before it is written."""
+        return min(0.2, self.period / 20)
+
+    async def _touch(self, node_id: str, addr: str | None = None) -> dict[str, Any] | None:
         """A session opened (``addr`` given) or a heartbeat: put the session key again (its
-        ``mod_revision`` is what the leader watches) and keep its lease alive."""
+        ``mod_revision`` is what the leader watches) under this dispatcher's lease, and read
+        the node's record (None: removed).
+
+        Writes are batched: the first caller gathers for :meth:`_gather` seconds, then writes
+        every node that beat meanwhile in one etcd transaction per :data:`~core.engine.swarm.
+        store.TXN_OPS` / 2 nodes (each a put of the key and a get of the record) and keeps the
+        lease alive; the others wait for that write."""
+        if addr is not None:
+            self._addrs[node_id] = addr
+        batch = self._batch
+        if batch is not None:
+            batch.nodes[node_id] = self._addrs.get(node_id, "")
+            await batch.done.wait()
+        else:
+            batch = self._batch = _Batch()
+            batch.nodes[node_id] = self._addrs.get(node_id, "")
+            try:
+                with trio.move_on_after(self._gather()):
+                    await trio.sleep_forever()  # cancelled: write at once, still for the others
+            finally:
+                self._batch = None
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + max(10.0, self.period * 2)
+                    try:
+                        await self._write(batch)
+                    except (errors.CoreError, OSError) as exc:
+                        batch.error = exc
+                    if scope.cancelled_caught and batch.error is None:
+                        batch.error = errors.Unavailable("the session keys' write timed out")
+                    batch.done.set()
+        if batch.error is not None:
+            raise errors.Unavailable(f"the session could not be recorded: {batch.error}")
+        return batch.found.get(node_id)
+
+    async def _lease(self) -> int:
         etcd = self.store.etcd
-        held = self._leases.get(node_id)
         ttl = lease_ttl(self.period)
         now = trio.current_time()
-        if held is not None and addr is None and held.ttl == ttl:
-            if now - held.kept >= held.ttl / 3:
-                try:
-                    await etcd.lease_keepalive(held.lease)
-                    held.kept = now
-                except errors.NotFound:
-                    held = None
-        else:
-            held = None
-        if held is None:
-            addr = addr if addr is not None else (self._leases[node_id].addr
-                                                  if node_id in self._leases else "")
-            lease = await etcd.lease_grant(ttl)  # a new session or period: a new lease
-            held = _Held(lease.id, addr, ttl, now)
-            self._leases[node_id] = held
-        held.beat += 1
-        await self.store.put_session(node_id, {"Manager": self.node_id, "Addr": held.addr,
-                                               "Beat": held.beat}, held.lease)
+        held = self._held
+        if held is not None and held.ttl == ttl:
+            if now - held.kept < held.ttl / 3:
+                return held.lease
+            try:
+                await etcd.lease_keepalive(held.lease)
+                held.kept = now
+                return held.lease
+            except errors.NotFound:
+                pass
+        lease = await etcd.lease_grant(ttl)  # the first session, a new period, or expired
+        self._held = _Held(lease.id, ttl, now)
+        return lease.id
 
-    async def _extras(self, node_id: str) -> dict[str, Any]:
-        found = await self.store.node(node_id)
+    async def _write(self, batch: _Batch) -> None:
+        from core.engine.swarm.etcd import Get, Put
+        from core.engine.swarm.store import NODES, TXN_OPS
+
+        lease = await self._lease()
+        items = list(batch.nodes.items())
+        step = max(1, TXN_OPS // 2)
+        for i in range(0, len(items), step):
+            ops: list[Any] = []
+            for node_id, addr in items[i:i + step]:
+                beat = self._beat[node_id] = self._beat.get(node_id, 0) + 1
+                ops.append(Put(SESSIONS + node_id, json.dumps(
+                    {"Manager": self.node_id, "Addr": addr, "Beat": beat}), lease))
+                ops.append(Get(NODES + node_id))
+            result = await self.store.etcd.txn([], ops)
+            for (node_id, _addr), kvs in zip(items[i:i + step], result.responses[1::2]):
+                batch.found[node_id] = kvs[0].json() if kvs else None
+
+    async def _extras(self, node_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
         if found is None:
             raise errors.Forbidden(f"node {node_id} was removed from the swarm")
-        return {"role": found[0]["Spec"]["Role"], "digest": self._trust_digest(),
+        return {"role": found["Spec"]["Role"], "digest": self._trust_digest(),
                 "managers": await self._managers()}
 
     async def session(self, peer: Peer, args: dict, send) -> Any:
@@ -164,8 +228,7 @@ class Dispatcher:
 
         if await self.store.update_node(node_id, describe) is None:
             raise errors.Forbidden(f"node {node_id} was removed from the swarm")
-        await self._touch(node_id, addr)
-        extras = await self._extras(node_id)
+        extras = await self._extras(node_id, await self._touch(node_id, addr))
         first = True
 
         async def send_first_with_extras(item: Any) -> None:
@@ -179,12 +242,13 @@ class Dispatcher:
 
     async def heartbeat(self, peer: Peer, args: dict) -> dict:
         result = await self.sessions.heartbeat(peer, args)
-        await self._touch(peer.identity.node_id)
-        return {**result, **await self._extras(peer.identity.node_id)}
+        node_id = peer.identity.node_id
+        return {**result, **await self._extras(node_id, await self._touch(node_id))}
 
     def forget(self, node_id: str) -> None:
         """A removed node: end its session here."""
-        self._leases.pop(node_id, None)
+        self._addrs.pop(node_id, None)
+        self._beat.pop(node_id, None)
         self.sessions.close(node_id)
 
     async def _alive(self) -> tuple[set[str], dict[str, dict[str, Any]]]:
@@ -193,6 +257,7 @@ class Dispatcher:
         now, previous = trio.current_time(), self._checked
         if previous is None or now - previous > max(2.0, self.period):
             self._beats.clear()  # a new leadership, or checks that stalled: deadlines afresh
+            self._states_read = None
             previous = None
         self._checked = now
         # a key that moved since the last check moved, on average, half-way between the two
@@ -221,8 +286,16 @@ class Dispatcher:
     async def check_nodes(self) -> None:
         """One pass of the leader's node-health loop (see the module docstring)."""
         alive, sessions = await self._alive()
+        now, states = trio.current_time(), self._states
+        if (self._states_read is not None and now - self._states_read < self.period
+                and alive <= states.keys()
+                and all((state == "ready") == (node_id in alive) for node_id, state in states.items())):
+            return  # the records read last agree with the sessions: nothing to write
+        self._states_read = now
+        states.clear()
         for node, _version in await self.store.nodes():
             node_id, state = node["ID"], node["Status"]["State"]
+            states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
             if node_id in alive and state != "ready":
                 addr = sessions[node_id].get("Addr") or node["Status"].get("Addr", "")
 

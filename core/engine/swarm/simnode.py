@@ -2,7 +2,7 @@
 that speak the real node protocol (:mod:`core.engine.swarm.tasks`) without running anything.
 
 Each :class:`SimNode` joins with a token (the CA's ``ca.join`` call: a key, a CSR, a
-certificate), opens its session with a manager, heartbeats at the period the manager gives,
+certificate), opens its session with a manager, heartbeats twice a period (the one the manager gives),
 and answers its assignments at once: a task to run is reported ``running``, a task wanted
 stopped ``shutdown`` (through ``tasks.status``, gathered).  No container, no image.  Many run
 in one process, each a trio task with two connections (its session stream, its calls).
@@ -34,6 +34,7 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm import transport
 from core.engine.swarm.ca import NodeCredentials
+from core.engine.swarm.dispatcher import BEATS_PER_PERIOD
 
 log = logging.getLogger("core.swarm.simnode")
 
@@ -136,7 +137,9 @@ class SimNode:
                           period: float, scope: trio.CancelScope) -> None:
         try:
             while True:
-                await trio.sleep(period)
+                # twice a period, a little early at random, as the real agent beats
+                # (core.engine.swarm.dispatcher.Agent; a node is down after 1.5 periods)
+                await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
                 answer = await client.call("heartbeat", session_id=session_id)
                 self.stats.calls[address] += 1
                 self.beats += 1
