@@ -158,18 +158,24 @@ class Dispatcher:
                     await trio.sleep_forever()  # cancelled: write at once, still for the others
             finally:
                 self._batch = None
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + max(10.0, self.period * 2)
-                    try:
-                        await self._write(batch)
-                    except (errors.CoreError, OSError) as exc:
-                        batch.error = exc
+                try:
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + max(10.0, self.period * 2)
+                        try:
+                            await self._write(batch)
+                        except Exception as exc:  # (the etcd client's, its HTTP pool's)
+                            batch.error = exc
                     if scope.cancelled_caught and batch.error is None:
                         batch.error = errors.Unavailable("the session keys' write timed out")
+                finally:
                     batch.done.set()
-        if batch.error is not None:
+        if batch.error is not None or node_id not in batch.found:
             raise errors.Unavailable(f"the session could not be recorded: {batch.error}")
-        return batch.found.get(node_id)
+        found = batch.found[node_id]
+        if found is None:  # removed?  (read again: a refusal must be sure)
+            again = await self.store.node(node_id)
+            found = again[0] if again is not None else None
+        return found
 
     async def _lease(self) -> int:
         etcd = self.store.etcd
