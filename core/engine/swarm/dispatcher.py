@@ -39,7 +39,7 @@ import json
 import logging
 import math
 import random
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import attrs
 import trio
@@ -292,11 +292,15 @@ class Dispatcher:
             del self._beats[node_id]
         limit = down_after(self.period)
         alive = {n for n, (_rev, seen) in self._beats.items() if now - seen <= limit}
-        for node_id in set(self._beats) - alive:  # a late session key goes now, not at its lease's end
-            rev = self._beats.pop(node_id)[0]
+        late = {node_id: self._beats.pop(node_id)[0] for node_id in set(self._beats) - alive}
+        for node_id in late:
+            values.pop(node_id, None)
+
+        async def delete(node_id: str, rev: int) -> None:  # a late key goes now, not at its lease's end
             key = SESSIONS + node_id
             await self.store.etcd.txn([Compare("mod", key, "==", rev)], [Delete(key)])
-            values.pop(node_id, None)
+
+        await _each(late.items(), delete)
         return alive, values
 
     async def check_nodes(self) -> None:
@@ -309,6 +313,7 @@ class Dispatcher:
             return  # the records read last agree with the sessions: nothing to write
         self._states_read = now
         states.clear()
+        changes: list[tuple[str, Any, str]] = []
         for node, _version in await self.store.nodes():
             node_id, state = node["ID"], node["Status"]["State"]
             states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
@@ -318,8 +323,7 @@ class Dispatcher:
                 def ready(n: dict[str, Any], addr: str = addr) -> None:
                     n["Status"] = {"State": "ready", "Addr": addr}
 
-                await self.store.update_node(node_id, ready)
-                log.info("node %s is ready", node_id)
+                changes.append((node_id, ready, "ready"))
             elif node_id not in alive and state == "ready":
                 def down(n: dict[str, Any]) -> bool | None:
                     if n["Status"]["State"] != "ready":
@@ -328,8 +332,34 @@ class Dispatcher:
                                    "Addr": n["Status"].get("Addr", "")}
                     return None
 
-                await self.store.update_node(node_id, down)
-                log.info("node %s is down (heartbeat failure)", node_id)
+                changes.append((node_id, down, "down (heartbeat failure)"))
+
+        async def change(node_id: str, fn: Any, what: str) -> None:
+            await self.store.update_node(node_id, fn)
+            log.info("node %s is %s", node_id, what)
+
+        await _each(changes, change)  # (a hundred nodes failing at once: not one by one)
+        self._checked = trio.current_time()  # (a long check is no stall)
+
+
+#: etcd calls the leader's health check makes at once
+CHECK_CONCURRENCY = 16
+
+
+async def _each(items: Iterable[tuple[Any, ...]], fn: Callable[..., Awaitable[None]]) -> None:
+    """``fn(*item)`` for every item, :data:`CHECK_CONCURRENCY` at a time."""
+    limit = trio.CapacityLimiter(CHECK_CONCURRENCY)
+
+    async def one(item: tuple[Any, ...]) -> None:
+        async with limit:
+            await fn(*item)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                nursery.start_soon(one, item)
+    except BaseExceptionGroup as group:  # the first error, as the callers expect it
+        raise _first(group) from None
 
 
 class _Ended(Exception):
