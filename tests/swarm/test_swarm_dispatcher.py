@@ -69,7 +69,9 @@ def test_down_by_heartbeat_deadline_and_ready_at_the_next_beat(member_settings):
                 store = Store(etcd)
                 await store.put_node(swarm_nodes.new_record("n1", "worker"), 0)
                 d = dispatcher(store)
-                await d._touch("n1", "10.0.0.9")  # the session opens
+                found = await d._touch("n1", "10.0.0.9")  # the session opens (and reads the record)
+                assert found is not None and found["ID"] == "n1"
+                assert await d._touch("gone") is None
                 await d.check_nodes()
                 assert await state(store, "n1") == "ready"
                 for _ in range(4):  # beats twice a period: ready throughout

@@ -3,11 +3,15 @@
 The dispatcher (:class:`Dispatcher`, every manager) serves the ``session`` and ``heartbeat``
 calls of the swarm channel (:mod:`core.engine.swarm.transport`).  When a node opens a session
 the dispatcher records the node's description and address and puts ``/swarm/sessions/<id>``
-(``{"Manager", "Addr", "Beat"}``) with an etcd lease of :func:`lease_ttl` (two periods); each
-heartbeat puts the key again (``Beat`` counts them, so its ``mod_revision`` moves) and keeps the
-lease alive.  A heartbeat answers the period, the role the swarm wants for the node, the digest
-of the current trust bundle (a node renews its certificate when either differs from its own)
-and the managers' addresses (the node fails over between them).
+(``{"Manager", "Addr", "Beat"}``) under the dispatcher's own etcd lease of :func:`lease_ttl`
+(two periods; one lease for all its sessions, kept alive as they beat); each heartbeat puts the
+key again (``Beat`` counts them, so its ``mod_revision`` moves).  The puts are batched: the
+session opens and heartbeats that arrive within :meth:`Dispatcher._gather` (at most 0.2 s) are
+written together, one etcd transaction per 50 nodes that also reads their node records (a
+removed node is refused), so a thousand nodes beating twice a period cost a few transactions
+a second, not a thousand.  A heartbeat answers the period, the role the swarm wants for the
+node, the digest of the current trust bundle (a node renews its certificate when either differs
+from its own) and the managers' addresses (the node fails over between them).
 
 Node health is decided by heartbeat deadlines, not by the lease (etcd will not grant a lease
 shorter than 1.5 election timeouts): the leader (the manager whose etcd member is the Raft
@@ -20,8 +24,9 @@ not moved for :func:`down_after` (1.5 periods; the agent beats twice a period, s
 beats missed in a row) or has no key at all is ``down`` (``heartbeat failure``) and its key is
 deleted (unless it moved meanwhile: a manager shows ``Unreachable`` at once); the node's next
 heartbeat puts it again and the node is ``ready`` at the next check.  A new leader (or one
-whose checks stalled) starts every node's deadline afresh.  The lease is the backstop: keys
-nobody checks vanish by themselves.
+whose checks stalled) starts every node's deadline afresh.  The leader reads the node records
+only when the sessions disagree with the states it read last, and at least once a period.  The
+lease is the backstop: the keys of a manager that died vanish by themselves.
 
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
 heartbeats on it twice a period; when the manager stops answering (within about a period) it
@@ -30,10 +35,12 @@ node whose network comes back is ``ready`` again within about a period.
 """
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import math
 import random
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import attrs
 import trio
@@ -76,13 +83,21 @@ def check_interval(period: float) -> float:
 
 @attrs.define
 class _Held:
-    """A session's lease as this dispatcher holds it."""
+    """The lease of this dispatcher's session keys (one for all its nodes)."""
 
     lease: int
-    addr: str
     ttl: int
     kept: float  # trio.current_time() of the last grant or keep-alive
-    beat: int = 0
+
+
+@attrs.define
+class _Batch:
+    """Session opens and heartbeats gathered for one etcd transaction (see :meth:`Dispatcher._touch`)."""
+
+    nodes: dict[str, str] = attrs.field(factory=dict)  # node ID -> its address
+    done: trio.Event = attrs.field(factory=trio.Event)
+    found: dict[str, dict[str, Any] | None] = attrs.field(factory=dict)  # node ID -> its record
+    error: BaseException | None = None
 
 
 class Dispatcher:
@@ -100,7 +115,13 @@ class Dispatcher:
         self.logs = LogBroker(store, self.sessions, node_id)
         self._managers = managers
         self._trust_digest = trust_digest
-        self._leases: dict[str, _Held] = {}  # node ID -> its session's lease
+        self._held: _Held | None = None  # the lease of this dispatcher's session keys
+        self._addrs: dict[str, str] = {}  # node ID -> its session's address
+        self._beat: dict[str, int] = {}  # node ID -> the heartbeats its session key counted
+        self._batch: _Batch | None = None  # the heartbeats gathering for the next write
+        # the leader's view of the node records' states (to read them only when it matters)
+        self._states: dict[str, str] = {}
+        self._states_read: float | None = None
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
         self._checked: float | None = None  # trio.current_time() of the last check_nodes
@@ -126,37 +147,92 @@ class Dispatcher:
         tasks (see :class:`Assignments`)."""
         await self.assignments.run(task_status=task_status)
 
-    async def _touch(self, node_id: str, addr: str | None = None) -> None:
+    def _gather(self) -> float:
+        """How long a batch of session-key writes gathers heartbeats before it is written."""
+        return min(0.2, self.period / 20)
+
+    async def _touch(self, node_id: str, addr: str | None = None) -> dict[str, Any] | None:
         """A session opened (``addr`` given) or a heartbeat: put the session key again (its
-        ``mod_revision`` is what the leader watches) and keep its lease alive."""
+        ``mod_revision`` is what the leader watches) under this dispatcher's lease, and read
+        the node's record (None: removed).
+
+        Writes are batched: the first caller gathers for :meth:`_gather` seconds, then writes
+        every node that beat meanwhile in one etcd transaction per :data:`~core.engine.swarm.
+        store.TXN_OPS` / 2 nodes (each a put of the key and a get of the record) and keeps the
+        lease alive; the others wait for that write."""
+        if addr is not None:
+            self._addrs[node_id] = addr
+        batch = self._batch
+        if batch is not None:
+            batch.nodes[node_id] = self._addrs.get(node_id, "")
+            await batch.done.wait()
+        else:
+            batch = self._batch = _Batch()
+            batch.nodes[node_id] = self._addrs.get(node_id, "")
+            try:
+                with trio.move_on_after(self._gather()):
+                    await trio.sleep_forever()  # cancelled: write at once, still for the others
+            finally:
+                self._batch = None
+                try:
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + max(10.0, self.period * 2)
+                        try:
+                            await self._write(batch)
+                        except Exception as exc:  # (the etcd client's, its HTTP pool's)
+                            batch.error = exc
+                    if scope.cancelled_caught and batch.error is None:
+                        batch.error = errors.Unavailable("the session keys' write timed out")
+                finally:
+                    batch.done.set()
+        if batch.error is not None or node_id not in batch.found:
+            raise errors.Unavailable(f"the session could not be recorded: {batch.error}")
+        found = batch.found[node_id]
+        if found is None:  # removed?  (read again: a refusal must be sure)
+            again = await self.store.node(node_id)
+            found = again[0] if again is not None else None
+        return found
+
+    async def _lease(self) -> int:
         etcd = self.store.etcd
-        held = self._leases.get(node_id)
         ttl = lease_ttl(self.period)
         now = trio.current_time()
-        if held is not None and addr is None and held.ttl == ttl:
-            if now - held.kept >= held.ttl / 3:
-                try:
-                    await etcd.lease_keepalive(held.lease)
-                    held.kept = now
-                except errors.NotFound:
-                    held = None
-        else:
-            held = None
-        if held is None:
-            addr = addr if addr is not None else (self._leases[node_id].addr
-                                                  if node_id in self._leases else "")
-            lease = await etcd.lease_grant(ttl)  # a new session or period: a new lease
-            held = _Held(lease.id, addr, ttl, now)
-            self._leases[node_id] = held
-        held.beat += 1
-        await self.store.put_session(node_id, {"Manager": self.node_id, "Addr": held.addr,
-                                               "Beat": held.beat}, held.lease)
+        held = self._held
+        if held is not None and held.ttl == ttl:
+            if now - held.kept < held.ttl / 3:
+                return held.lease
+            try:
+                await etcd.lease_keepalive(held.lease)
+                held.kept = now
+                return held.lease
+            except errors.NotFound:
+                pass
+        lease = await etcd.lease_grant(ttl)  # the first session, a new period, or expired
+        self._held = _Held(lease.id, ttl, now)
+        return lease.id
 
-    async def _extras(self, node_id: str) -> dict[str, Any]:
-        found = await self.store.node(node_id)
+    async def _write(self, batch: _Batch) -> None:
+        from core.engine.swarm.etcd import Get, Put
+        from core.engine.swarm.store import NODES, TXN_OPS
+
+        lease = await self._lease()
+        items = list(batch.nodes.items())
+        step = max(1, TXN_OPS // 2)
+        for i in range(0, len(items), step):
+            ops: list[Any] = []
+            for node_id, addr in items[i:i + step]:
+                beat = self._beat[node_id] = self._beat.get(node_id, 0) + 1
+                ops.append(Put(SESSIONS + node_id, json.dumps(
+                    {"Manager": self.node_id, "Addr": addr, "Beat": beat}), lease))
+                ops.append(Get(NODES + node_id))
+            result = await self.store.etcd.txn([], ops)
+            for (node_id, _addr), kvs in zip(items[i:i + step], result.responses[1::2]):
+                batch.found[node_id] = kvs[0].json() if kvs else None
+
+    async def _extras(self, node_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
         if found is None:
             raise errors.Forbidden(f"node {node_id} was removed from the swarm")
-        return {"role": found[0]["Spec"]["Role"], "digest": self._trust_digest(),
+        return {"role": found["Spec"]["Role"], "digest": self._trust_digest(),
                 "managers": await self._managers()}
 
     async def session(self, peer: Peer, args: dict, send) -> Any:
@@ -164,18 +240,21 @@ class Dispatcher:
         addr = peer.address.rsplit(":", 1)[0].strip("[]")
         description = args.get("description")
 
-        def describe(node: dict[str, Any]) -> None:
+        def describe(node: dict[str, Any]) -> bool | None:
+            before = json.dumps([node["Description"], node["Spec"], node["Status"]], sort_keys=True)
             if isinstance(description, dict):
                 node["Description"].update({k: v for k, v in description.items()
                                             if k in ("Hostname", "Platform", "Resources", "Engine")})
                 if description.get("JoinAvailability") in ("active", "pause", "drain"):
                     node["Spec"]["Availability"] = description["JoinAvailability"]
             node["Status"]["Addr"] = addr
+            after = json.dumps([node["Description"], node["Spec"], node["Status"]], sort_keys=True)
+            return False if after == before else None  # a session opened again: nothing to write
 
-        if await self.store.update_node(node_id, describe) is None:
-            raise errors.Forbidden(f"node {node_id} was removed from the swarm")
-        await self._touch(node_id, addr)
-        extras = await self._extras(node_id)
+        found = await self._touch(node_id, addr)  # (the record read with the session key's write)
+        if found is not None and describe(copy.deepcopy(found)) is not False:
+            found = await self.store.update_node(node_id, describe)
+        extras = await self._extras(node_id, found)
         first = True
 
         async def send_first_with_extras(item: Any) -> None:
@@ -189,12 +268,13 @@ class Dispatcher:
 
     async def heartbeat(self, peer: Peer, args: dict) -> dict:
         result = await self.sessions.heartbeat(peer, args)
-        await self._touch(peer.identity.node_id)
-        return {**result, **await self._extras(peer.identity.node_id)}
+        node_id = peer.identity.node_id
+        return {**result, **await self._extras(node_id, await self._touch(node_id))}
 
     def forget(self, node_id: str) -> None:
         """A removed node: end its session here."""
-        self._leases.pop(node_id, None)
+        self._addrs.pop(node_id, None)
+        self._beat.pop(node_id, None)
         self.sessions.close(node_id)
 
     async def _alive(self) -> tuple[set[str], dict[str, dict[str, Any]]]:
@@ -203,6 +283,7 @@ class Dispatcher:
         now, previous = trio.current_time(), self._checked
         if previous is None or now - previous > max(2.0, self.period):
             self._beats.clear()  # a new leadership, or checks that stalled: deadlines afresh
+            self._states_read = None
             previous = None
         self._checked = now
         # a key that moved since the last check moved, on average, half-way between the two
@@ -221,26 +302,38 @@ class Dispatcher:
             del self._beats[node_id]
         limit = down_after(self.period)
         alive = {n for n, (_rev, seen) in self._beats.items() if now - seen <= limit}
-        for node_id in set(self._beats) - alive:  # a late session key goes now, not at its lease's end
-            rev = self._beats.pop(node_id)[0]
+        late = {node_id: self._beats.pop(node_id)[0] for node_id in set(self._beats) - alive}
+        for node_id in late:
+            values.pop(node_id, None)
+
+        async def delete(node_id: str, rev: int) -> None:  # a late key goes now, not at its lease's end
             key = SESSIONS + node_id
             await self.store.etcd.txn([Compare("mod", key, "==", rev)], [Delete(key)])
-            values.pop(node_id, None)
+
+        await _each(late.items(), delete)
         return alive, values
 
     async def check_nodes(self) -> None:
         """One pass of the leader's node-health loop (see the module docstring)."""
         alive, sessions = await self._alive()
+        now, states = trio.current_time(), self._states
+        if (self._states_read is not None and now - self._states_read < self.period
+                and alive <= states.keys()
+                and all((state == "ready") == (node_id in alive) for node_id, state in states.items())):
+            return  # the records read last agree with the sessions: nothing to write
+        self._states_read = now
+        states.clear()
+        changes: list[tuple[str, Any, str]] = []
         for node, _version in await self.store.nodes():
             node_id, state = node["ID"], node["Status"]["State"]
+            states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
             if node_id in alive and state != "ready":
                 addr = sessions[node_id].get("Addr") or node["Status"].get("Addr", "")
 
                 def ready(n: dict[str, Any], addr: str = addr) -> None:
                     n["Status"] = {"State": "ready", "Addr": addr}
 
-                await self.store.update_node(node_id, ready)
-                log.info("node %s is ready", node_id)
+                changes.append((node_id, ready, "ready"))
             elif node_id not in alive and state == "ready":
                 def down(n: dict[str, Any]) -> bool | None:
                     if n["Status"]["State"] != "ready":
@@ -249,8 +342,34 @@ class Dispatcher:
                                    "Addr": n["Status"].get("Addr", "")}
                     return None
 
-                await self.store.update_node(node_id, down)
-                log.info("node %s is down (heartbeat failure)", node_id)
+                changes.append((node_id, down, "down (heartbeat failure)"))
+
+        async def change(node_id: str, fn: Any, what: str) -> None:
+            await self.store.update_node(node_id, fn)
+            log.info("node %s is %s", node_id, what)
+
+        await _each(changes, change)  # (a hundred nodes failing at once: not one by one)
+        self._checked = trio.current_time()  # (a long check is no stall)
+
+
+#: etcd calls the leader's health check makes at once
+CHECK_CONCURRENCY = 16
+
+
+async def _each(items: Iterable[tuple[Any, ...]], fn: Callable[..., Awaitable[None]]) -> None:
+    """``fn(*item)`` for every item, :data:`CHECK_CONCURRENCY` at a time."""
+    limit = trio.CapacityLimiter(CHECK_CONCURRENCY)
+
+    async def one(item: tuple[Any, ...]) -> None:
+        async with limit:
+            await fn(*item)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                nursery.start_soon(one, item)
+    except BaseExceptionGroup as group:  # the first error, as the callers expect it
+        raise _first(group) from None
 
 
 class _Ended(Exception):

@@ -419,6 +419,7 @@ class SwarmService:
         self.client: transport.ManagerClient | None = None
         self.worker: Worker | None = None
         self._managers_cache: tuple[float, list[dict[str, str]]] | None = None
+        self._managers_lock = trio.Lock()
         self._revoked: set[str] = set()
         self._digest = ""
         self._is_leader = False
@@ -834,17 +835,22 @@ class SwarmService:
 
     async def _managers(self) -> list[dict[str, str]]:
         """The managers' addresses (every session and heartbeat answer carries them): read at
-        most once a second, since reading them reads every node (a thousand, at scale)."""
+        most once a second, since reading them reads every node (a thousand, at scale), and by
+        one caller at a time (the others wait for its answer)."""
         cached = self._managers_cache
         if cached is not None and trio.current_time() - cached[0] < 1.0:
             return cached[1]
-        out = []
-        for node, _v in await self._store().nodes():
-            ms = node.get("ManagerStatus")
-            if ms and ms.get("Addr"):
-                out.append({"NodeID": node["ID"], "Addr": ms["Addr"]})
-        self._managers_cache = (trio.current_time(), out)
-        return out
+        async with self._managers_lock:
+            cached = self._managers_cache
+            if cached is not None and trio.current_time() - cached[0] < 1.0:
+                return cached[1]
+            out = []
+            for node, _v in await self._store().nodes():
+                ms = node.get("ManagerStatus")
+                if ms and ms.get("Addr"):
+                    out.append({"NodeID": node["ID"], "Addr": ms["Addr"]})
+            self._managers_cache = (trio.current_time(), out)
+            return out
 
     async def _leadership(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """While this manager's etcd member is the Raft leader (the swarm's Leader, as docker's

@@ -2,7 +2,7 @@
 that speak the real node protocol (:mod:`core.engine.swarm.tasks`) without running anything.
 
 Each :class:`SimNode` joins with a token (the CA's ``ca.join`` call: a key, a CSR, a
-certificate), opens its session with a manager, heartbeats at the period the manager gives,
+certificate), opens its session with a manager, heartbeats twice a period (the one the manager gives),
 and answers its assignments at once: a task to run is reported ``running``, a task wanted
 stopped ``shutdown`` (through ``tasks.status``, gathered).  No container, no image.  Many run
 in one process, each a trio task with two connections (its session stream, its calls).
@@ -34,6 +34,7 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm import transport
 from core.engine.swarm.ca import NodeCredentials
+from core.engine.swarm.dispatcher import BEATS_PER_PERIOD
 
 log = logging.getLogger("core.swarm.simnode")
 
@@ -51,6 +52,11 @@ class Stats:
         self.calls: Counter[str] = Counter()   # manager address -> calls made
         self.reported = 0                      # task states reported
         self.errors = 0
+        self.why: Counter[str] = Counter()     # what ended sessions (the error's first words)
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.why[f"{what}: {type(exc).__name__}: {' '.join(str(exc).split()[:6])}"] += 1
 
     nodes: list[SimNode]
 
@@ -58,6 +64,7 @@ class Stats:
         nodes = getattr(self, "nodes", [])
         return {"joined": self.joined, "in_session": self.in_session, "calls": dict(self.calls),
                 "reported": self.reported, "errors": self.errors,
+                "why": dict(self.why.most_common(8)),
                 "tasks": sum(len(n.states) for n in nodes),
                 "running": sum(1 for n in nodes for s in n.states.values() if s == "running"),
                 "pending": sum(len(n._pending) for n in nodes)}
@@ -100,7 +107,7 @@ class SimNode:
                 await self._session(address)
             except (errors.CoreError, trio.TooSlowError, OSError, StopAsyncIteration) as exc:
                 log.debug("%s: session with %s ended: %s", self.hostname, address, exc)
-                self.stats.errors += 1
+                self.stats.failed("session", exc)
             n += 1
             # backed off, with jitter, like docker's agent: a thousand nodes retrying in step
             # would keep overloaded managers overloaded
@@ -136,13 +143,15 @@ class SimNode:
                           period: float, scope: trio.CancelScope) -> None:
         try:
             while True:
-                await trio.sleep(period)
+                # twice a period, a little early at random, as the real agent beats
+                # (core.engine.swarm.dispatcher.Agent; a node is down after 1.5 periods)
+                await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
                 answer = await client.call("heartbeat", session_id=session_id)
                 self.stats.calls[address] += 1
                 self.beats += 1
                 period = float(answer.get("period") or period)
-        except (errors.CoreError, trio.TooSlowError, OSError):
-            self.stats.errors += 1
+        except (errors.CoreError, trio.TooSlowError, OSError) as exc:
+            self.stats.failed("heartbeat", exc)
             scope.cancel()
 
     def _assigned(self, item: dict[str, Any]) -> None:
@@ -195,7 +204,7 @@ class SimNode:
                 self._wake.set()
                 if not isinstance(exc, (errors.CoreError, trio.TooSlowError, OSError)):
                     raise
-                self.stats.errors += 1
+                self.stats.failed("report", exc)
                 await trio.sleep(RETRY)
                 continue
             self.stats.calls[address] += 1
@@ -217,7 +226,7 @@ async def run_many(managers: list[str], token: str, count: int, prefix: str, *,
                     break
                 except (errors.Unavailable, trio.TooSlowError, OSError) as exc:
                     log.info("%s%d: join: %s; again", prefix, i, exc)
-                    stats.errors += 1
+                    stats.failed("join", exc)
                     await trio.sleep(RETRY * random.uniform(1, 4))
         stats.nodes.append(node)
         await node.run()
