@@ -787,9 +787,11 @@ class SwarmServices:
         async with self._lock:
             service, current = await self._find(ref)
             if current != version:
-                from core.engine.swarm.etcd import SequenceConflict
+                if not await self._only_status_moved(store, service, version):
+                    from core.engine.swarm.etcd import SequenceConflict
 
-                raise SequenceConflict()
+                    raise SequenceConflict()
+                version = current
             old = service["Spec"]
             if rollback == "previous":
                 if service.get("PreviousSpec") is None:
@@ -821,6 +823,21 @@ class SwarmServices:
             service["Endpoint"] = self._endpoint(new, others, service)
             await store.put(SERVICES, service, version)
         return {"Warnings": warnings or None}
+
+    @staticmethod
+    async def _only_status_moved(store: Store, service: dict[str, Any], version: int) -> bool:
+        """Whether the service read at ``version`` had the spec it has now: the versions since
+        are the swarm's own writes (the updater's ``UpdateStatus``), which docker's clients
+        cannot tell from a user's change between their read and their write.  etcd keeps the
+        object as it was at that revision (until compaction: then the update is refused)."""
+        try:
+            then = await store.etcd.range(SERVICES + service["ID"], revision=version)
+        except errors.CoreError:
+            return False
+        if not then or then[0].mod_revision != version:
+            return False
+        old = then[0].json()
+        return old.get("Spec") == service.get("Spec") and old.get("PreviousSpec") == service.get("PreviousSpec")
 
     async def remove(self, ref: str) -> None:
         """``DELETE /services/{id}``: the orchestrator shuts its tasks down, the reaper removes them."""
