@@ -265,6 +265,7 @@ def test_task_container_removed_by_hand_is_replaced(swarm):
         assert new["Slot"] == task["Slot"] and new["NodeID"] == swarm.node_ids["wrk1"]
         [old] = [t for t in swarm.tasks("byhand") if t["ID"] == task["ID"]]
         assert old["Status"]["State"] == "failed" and old["DesiredState"] == "shutdown"
+        assert old["Status"]["Err"] == "task: non-zero exit (137)"  # rm -f kills it first, as docker says
         assert _task_container(wrk1, new["ID"])
     finally:
         swarm.rm("byhand")
@@ -280,6 +281,10 @@ def test_drain_moves_tasks_off_the_node(swarm):
         live = wait_for("3 tasks running off wrk2", lambda: (lambda ts: ts if ts and all(
             t["NodeID"] != swarm.node_ids["wrk2"] for t in ts) else None)(swarm.running("drainy", 3)),
             cluster=swarm.cluster)
+        wait_for("the drained tasks shut down", lambda: all(
+            t["DesiredState"] == "shutdown" and t["Status"]["State"] == "shutdown"
+            for t in swarm.tasks("drainy") if t["NodeID"] == swarm.node_ids["wrk2"]), cluster=swarm.cluster)
+        assert core(mgr, "node", "inspect", "--format", "{{.Spec.Availability}}", "wrk2") == "drain\n"
         wait_for("no task container left on wrk2",
                  lambda: core(swarm.cluster["wrk2"], "ps", "-q", "--filter",
                               "label=com.docker.swarm.service.name=drainy") == "", cluster=swarm.cluster)
