@@ -200,6 +200,7 @@ def test_failing_update_pauses(swarm):
         assert failed and us["Message"] in {f"update paused due to failure or early termination of task {t['ID']}"
                                             for t in failed}
         assert failed[0]["Status"]["Err"] == "task: non-zero exit (1)"
+        assert any(row[3].startswith("Failed ") and row[4] == '"task: non-zero exit (1)"' for row in swarm.ps("pausy"))
         # paused before the next batch (10 s later): the other slot was not touched
         assert any(t["Spec"]["ContainerSpec"]["Args"] == ["sleep", "3600"] for t in swarm.live("pausy"))
         assert "update paused due to failure" in core(swarm.mgr, "service", "inspect", "--pretty", "pausy")
