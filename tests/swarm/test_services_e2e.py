@@ -303,6 +303,7 @@ def test_daemon_restart_on_a_node_reschedules_nothing(swarm):
                      swarm.image, "sleep", "3600")
         before = wait_for("2 tasks running", lambda: swarm.running("steady", 2), cluster=swarm.cluster)
         containers = {t["ID"]: _task_container(wrk2, t["ID"]) for t in before}
+        started = core(wrk2, "inspect", "--format", "{{.State.StartedAt}}", *containers.values())
         time.sleep(2.5)  # the agent has heard the new period
         wrk2.stop()
         wrk2.start()
@@ -313,6 +314,8 @@ def test_daemon_restart_on_a_node_reschedules_nothing(swarm):
         assert after and {t["ID"] for t in after} == set(containers)
         assert len(swarm.tasks("steady")) == 2  # no task was replaced
         assert {t["ID"]: _task_container(wrk2, t["ID"]) for t in after} == containers
+        # the same containers, never restarted
+        assert core(wrk2, "inspect", "--format", "{{.State.StartedAt}}", *containers.values()) == started
         assert swarm.node_states() == ["ready"] * 3
     finally:
         core(mgr, "swarm", "update", "--dispatcher-heartbeat", "1s")
