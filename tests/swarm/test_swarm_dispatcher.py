@@ -3,7 +3,8 @@
 One member on a machine of the harness (a network namespace, no daemon); the dispatcher's clock
 (trio's) is a mock the test jumps, so a loaded machine cannot make it late: a node whose
 session key stops moving is ``down`` after 1.5 periods (its key deleted), ``ready`` again at its
-next heartbeat; a new leader, or one whose checks stalled, gives every node a fresh deadline.
+next heartbeat; a new leader, or one whose checks stalled, gives every node a fresh deadline; a
+shortened period keeps the old deadline until the nodes have heard the new one.
 """
 from __future__ import annotations
 
@@ -112,6 +113,26 @@ def test_down_by_heartbeat_deadline_and_ready_at_the_next_beat(member_settings):
                 assert await state(store, "n1") == "ready"
                 await check_after(d, down_after(PERIOD) + PERIOD)
                 assert await state(store, "n1") == "ready"
+                # a shortened period: the node beats at the old one until it hears the new one,
+                # so the old deadline holds for a while (1.5 old periods) ...
+                await d._touch("n1")
+                await d.check_nodes()
+                d.period = PERIOD / 10
+                for _ in range(19):  # checked often (no stall), no beat for 0.95 old periods
+                    await check_after(d, PERIOD / 20)
+                assert await state(store, "n1") == "ready"
+                await d._touch("n1")  # its next beat, at the old period: it hears the new one
+                for _ in range(20):
+                    await check_after(d, PERIOD / 20)
+                    await d._touch("n1")
+                assert await state(store, "n1") == "ready"
+                # ... then the new one holds
+                await check_after(d, PERIOD / 20)
+                await check_after(d, PERIOD / 20)
+                await check_after(d, PERIOD / 20)
+                await check_after(d, PERIOD / 20)
+                assert await state(store, "n1") == "down"
+                d.period = PERIOD  # a longer period needs no grace
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=clock)

@@ -24,7 +24,10 @@ not moved for :func:`down_after` (1.5 periods; the agent beats twice a period, s
 beats missed in a row) or has no key at all is ``down`` (``heartbeat failure``) and its key is
 deleted (unless it moved meanwhile: a manager shows ``Unreachable`` at once); the node's next
 heartbeat puts it again and the node is ``ready`` at the next check.  A new leader (or one
-whose checks stalled) starts every node's deadline afresh.  The leader reads the node records
+whose checks stalled) starts every node's deadline afresh.  When the period is shortened
+(``swarm update --dispatcher-heartbeat``) the nodes beat at the old one until a heartbeat's
+answer tells them the new one: the old deadline holds for :func:`down_after` the old period
+after the change, so no node is marked down for it.  The leader reads the node records
 only when the sessions disagree with the states it read last, and at least once a period.  The
 lease is the backstop: the keys of a manager that died vanish by themselves.
 
@@ -125,6 +128,8 @@ class Dispatcher:
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
         self._checked: float | None = None  # trio.current_time() of the last check_nodes
+        # a shortened period: (the old one, when a check first saw the change)
+        self._shortened: tuple[float, float | None] | None = None
 
     @property
     def period(self) -> float:
@@ -132,6 +137,9 @@ class Dispatcher:
 
     @period.setter
     def period(self, value: float) -> None:
+        old = self.sessions.period
+        if value < old:  # the nodes beat at the old period until a heartbeat's answer says the new one
+            self._shortened = (max(old, self._shortened[0] if self._shortened else 0.0), None)
         self.sessions.period = value
 
     def install(self, server: Server) -> None:
@@ -301,6 +309,15 @@ class Dispatcher:
         for node_id in set(self._beats) - set(values):
             del self._beats[node_id]
         limit = down_after(self.period)
+        if self._shortened is not None:  # the old deadline holds until every node heard the new period
+            old, since = self._shortened
+            if since is None:
+                self._shortened = (old, now)
+                since = now
+            if now - since <= down_after(old):
+                limit = max(limit, down_after(old))
+            else:
+                self._shortened = None
         alive = {n for n, (_rev, seen) in self._beats.items() if now - seen <= limit}
         late = {node_id: self._beats.pop(node_id)[0] for node_id in set(self._beats) - alive}
         for node_id in late:
