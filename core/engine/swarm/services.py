@@ -52,6 +52,7 @@ when they are asked for.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 import secrets
@@ -63,6 +64,8 @@ from core import errors
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Store, now_text
 from core.engine.swarm.vip import virtual_ips, with_vips
+
+log = logging.getLogger("core.swarm.services")
 
 NS = 10**9
 #: what docker's inspect shows of a spec's unset parts (swarmkit's ``api/defaults``)
@@ -837,7 +840,12 @@ class SwarmServices:
         if not then or then[0].mod_revision != version:
             return False
         old = then[0].json()
-        return old.get("Spec") == service.get("Spec") and old.get("PreviousSpec") == service.get("PreviousSpec")
+        moved = sorted(k for k in set(old) | set(service) if old.get(k) != service.get(k))
+        if old.get("Spec") == service.get("Spec") and old.get("PreviousSpec") == service.get("PreviousSpec"):
+            return True
+        log.info("service %s: update at version %d refused, changed since: %s", service["ID"], version,
+                 ", ".join(moved))
+        return False
 
     async def remove(self, ref: str) -> None:
         """``DELETE /services/{id}``: the orchestrator shuts its tasks down, the reaper removes them."""
