@@ -440,13 +440,8 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
         answer = resp.json()
     finally:
         resp.close()
-    _print_warnings(answer)
     service_id = answer.get("ID", "")
-    sys.stdout.write(service_id + "\n")
-    sys.stdout.flush()
-    if not opts.detach:
-        wait_for_service(ctx, service_id, quiet=opts.quiet)
-    return 0
+    return _answered(ctx, answer, service_id, service_id, opts)
 
 
 # -- waiting for convergence ----------------------------------------------------------------------------
@@ -987,6 +982,17 @@ def _send_update(ctx: Any, service: dict[str, Any], spec: dict[str, Any], *, rol
         resp.close()
 
 
+def _answered(ctx: Any, answer: Any, shown: str, service_id: str, opts: Any) -> int:
+    """The end of create, update and rollback: the daemon's warnings, the service as the user
+    named it, then (without ``-d``) docker's progress until the service converged."""
+    _print_warnings(answer)
+    sys.stdout.write(shown + "\n")
+    sys.stdout.flush()
+    if not opts.detach:
+        wait_for_service(ctx, service_id, quiet=opts.quiet)
+    return 0
+
+
 def _remove_by_key(items: list[str], keys: list[str]) -> list[str]:
     drop = set(keys)
     return [i for i in items if i.split("=", 1)[0] not in drop]
@@ -1003,12 +1009,7 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
     service = ctx.client.get_json(f"/services/{ref}", {"insertDefaults": "false"})
     if opts.rollback:
         answer = _send_update(ctx, service, service["Spec"], rollback=True)
-        _print_warnings(answer)
-        sys.stdout.write(ref + "\n")
-        sys.stdout.flush()
-        if not opts.detach:
-            wait_for_service(ctx, service["ID"], quiet=opts.quiet)
-        return 0
+        return _answered(ctx, answer, ref, service["ID"], opts)
     import copy
     from core.cli.flagvalues import kv_map
 
@@ -1087,12 +1088,7 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
         tt["ForceUpdate"] = int(tt.get("ForceUpdate") or 0) + 1
     headers = _registry_header(cs.get("Image", "")) if opts.with_registry_auth else None
     answer = _send_update(ctx, service, spec, headers=headers, auth_from="spec")
-    _print_warnings(answer)
-    sys.stdout.write(ref + "\n")
-    sys.stdout.flush()
-    if not opts.detach:
-        wait_for_service(ctx, service["ID"], quiet=opts.quiet)
-    return 0
+    return _answered(ctx, answer, ref, service["ID"], opts)
 
 
 @command
@@ -1104,12 +1100,7 @@ def rollback(ctx: Any, argv: list[str], prog: str) -> int:
     f.require(args, exact=1)
     service = ctx.client.get_json(f"/services/{args[0]}", {"insertDefaults": "false"})
     answer = _send_update(ctx, service, service["Spec"], rollback=True)
-    _print_warnings(answer)
-    sys.stdout.write(args[0] + "\n")
-    sys.stdout.flush()
-    if not opts.detach:
-        wait_for_service(ctx, service["ID"], quiet=opts.quiet)
-    return 0
+    return _answered(ctx, answer, args[0], service["ID"], opts)
 
 
 @command

@@ -44,6 +44,9 @@ def tag_of(exec_root: Path) -> str:
     return hashlib.sha256(str(exec_root).encode()).hexdigest()[:4]
 
 
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
 async def _run(argv: list[str], stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
     return await trio.run_process(argv, stdin=stdin, capture_stdout=True, capture_stderr=True,
                                   check=check)
@@ -84,7 +87,7 @@ class Mesh:
         await _run(self._in_sbox("ip", "link", "set", "lo", "up"))
         await _run(self._in_sbox("ip", "route", "replace", "default", "via", self.host_ip))
         await _run(self._in_sbox("sysctl", "-qw", "net.ipv4.ip_forward=1"))
-        await _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        await trio.Path(IP_FORWARD).write_text("1")  # the host's (as the bridge driver sets it)
         return self.path
 
     async def _move_peer(self) -> None:
