@@ -23,6 +23,7 @@ stopped leaves it at the next pass.  :meth:`Mesh.close` (``swarm leave``) remove
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -52,6 +53,17 @@ async def _run(argv: list[str], stdin: bytes | None = None, check: bool = True) 
                                   check=check)
 
 
+def _address(ipr: Any, index: int, address: str) -> None:
+    """``address``/30 on the link (already there: fine)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        ipr.addr("add", index=index, address=address, prefixlen=30)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+
+
 class Mesh:
     """One node's routing mesh (see the module docstring)."""
 
@@ -75,35 +87,40 @@ class Mesh:
         """The sandbox namespace with its link to the host (idempotent); returns its path."""
         if not netns.exists(self.path):
             await trio.to_thread.run_sync(netns.create, self.path)
-        have = await _run(["ip", "link", "show", self.host_if], check=False)
-        if have.returncode != 0:
-            await _run(["ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
-                        self.sbox_if])
-            await self._move_peer()
-            await _run(["ip", "addr", "replace", f"{self.host_ip}/30", "dev", self.host_if])
-            await _run(["ip", "link", "set", self.host_if, "up"])
-        await _run(self._in_sbox("ip", "addr", "replace", f"{self.sbox_ip}/30", "dev", self.sbox_if))
-        await _run(self._in_sbox("ip", "link", "set", self.sbox_if, "up"))
-        await _run(self._in_sbox("ip", "link", "set", "lo", "up"))
-        await _run(self._in_sbox("ip", "route", "replace", "default", "via", self.host_ip))
-        await _run(self._in_sbox("sysctl", "-qw", "net.ipv4.ip_forward=1"))
-        await trio.Path(IP_FORWARD).write_text("1")  # the host's (as the bridge driver sets it)
+        await trio.to_thread.run_sync(self._host_side)
+        await trio.to_thread.run_sync(netns.run_in, self.path, self._sandbox_side)
         return self.path
 
-    async def _move_peer(self) -> None:
+    def _host_side(self) -> None:
+        """The veth pair (its peer moved into the sandbox), the host's end addressed and up,
+        the host forwarding (as the bridge driver sets it).  Blocking."""
         from pyroute2 import IPRoute
 
-        def move() -> None:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                with IPRoute() as ipr:
-                    idx = ipr.link_lookup(ifname=self.sbox_if)
-                    if idx:
-                        ipr.link("set", index=idx[0], net_ns_fd=fd)
-            finally:
-                os.close(fd)
+        with IPRoute() as ipr:
+            if not ipr.link_lookup(ifname=self.host_if):
+                ipr.link("add", ifname=self.host_if, kind="veth", peer=self.sbox_if)
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    ipr.link("set", index=ipr.link_lookup(ifname=self.sbox_if)[0], net_ns_fd=fd)
+                finally:
+                    os.close(fd)
+            index = ipr.link_lookup(ifname=self.host_if)[0]
+            _address(ipr, index, self.host_ip)
+            ipr.link("set", index=index, state="up")
+        Path(IP_FORWARD).write_text("1")
 
-        await trio.to_thread.run_sync(move)
+    def _sandbox_side(self) -> None:
+        """Inside the sandbox: its end addressed and up, loopback up, the default route via the
+        host's end, forwarding on (this namespace's own).  Blocking, in the namespace."""
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=self.sbox_if)[0]
+            _address(ipr, index, self.sbox_ip)
+            ipr.link("set", index=index, state="up")
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.route("replace", dst="0.0.0.0/0", gateway=self.host_ip)
+        Path(IP_FORWARD).write_text("1")
 
     async def program(self, published: list[dict[str, Any]]) -> None:
         """The nftables of the published ports (written only when they change)."""
@@ -137,10 +154,17 @@ class Mesh:
         await _run(self._in_sbox("nft", "-f", "-"), stdin=sbox.encode())
         self._written = key
 
+    def _unlink(self) -> None:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=self.host_if):
+                ipr.link("del", index=index)
+
     async def close(self) -> None:
         """Everything of the mesh off the node: the host's table, the link, the namespace."""
         await _run(["nft", "delete", "table", "ip", self.host_table], check=False)
-        await _run(["ip", "link", "del", self.host_if], check=False)
+        await trio.to_thread.run_sync(self._unlink)
         if netns.exists(self.path):
             try:
                 await trio.to_thread.run_sync(netns.delete, self.path)
