@@ -249,14 +249,21 @@ class Dispatcher:
         description = args.get("description")
 
         def describe(node: dict[str, Any]) -> bool | None:
-            before = json.dumps([node["Description"], node["Spec"], node["Status"]], sort_keys=True)
+            before = json.dumps([node["Description"], node["Spec"], node["Status"],
+                                 node.get("DataPathAddr")], sort_keys=True)
             if isinstance(description, dict):
                 node["Description"].update({k: v for k, v in description.items()
                                             if k in ("Hostname", "Platform", "Resources", "Engine")})
                 if description.get("JoinAvailability") in ("active", "pause", "drain"):
                     node["Spec"]["Availability"] = description["JoinAvailability"]
+                # --data-path-addr: the node's VXLAN underlay end (kept out of the API's view)
+                if isinstance(description.get("DataPathAddr"), str):
+                    node["DataPathAddr"] = description["DataPathAddr"]
+                else:
+                    node.pop("DataPathAddr", None)
             node["Status"]["Addr"] = addr
-            after = json.dumps([node["Description"], node["Spec"], node["Status"]], sort_keys=True)
+            after = json.dumps([node["Description"], node["Spec"], node["Status"],
+                                node.get("DataPathAddr")], sort_keys=True)
             return False if after == before else None  # a session opened again: nothing to write
 
         found = await self._touch(node_id, addr)  # (the record read with the session key's write)

@@ -496,9 +496,15 @@ async def peers(store: Store, network_id: str) -> list[dict[str, Any]]:
         if node["ID"] in by_node:
             out.append({"NodeID": node["ID"],
                         "Name": node.get("Description", {}).get("Hostname", node["ID"]),
-                        "IP": node.get("Status", {}).get("Addr", ""),
+                        "IP": vtep(node),
                         "Endpoints": sorted(by_node[node["ID"]], key=ipaddress.ip_address)})
     return sorted(out, key=lambda p: (p["Name"], p["NodeID"]))
+
+
+def vtep(node: dict[str, Any]) -> str:
+    """A node's underlay address for overlay traffic: its ``--data-path-addr`` if it gave one,
+    else the address its session comes from (``Status.Addr``)."""
+    return node.get("DataPathAddr") or (node.get("Status") or {}).get("Addr", "")
 
 
 async def endpoints_of(store: Store, network_id: str) -> list[dict[str, Any]]:
@@ -526,9 +532,9 @@ async def endpoints_of(store: Store, network_id: str) -> list[dict[str, Any]]:
                 continue
             node_id = task["NodeID"]
         node = nodes.get(node_id)
-        if node is None or not node.get("Status", {}).get("Addr"):
+        if node is None or not vtep(node):
             continue
-        out.append({"Address": ip, "NodeID": node_id, "VTEP": node["Status"]["Addr"],
+        out.append({"Address": ip, "NodeID": node_id, "VTEP": vtep(node),
                     "Names": names.get(ip, [])})
     return sorted(out, key=lambda e: ipaddress.ip_address(e["Address"]))
 
@@ -801,10 +807,12 @@ class SwarmNetworks:
             await self.swarm.client.call("networks.detach", network=network_id, container=container_id)
 
     def data_address(self) -> str | None:
-        """The node's underlay address for overlay traffic (its advertise address' IP), or None
-        outside a swarm."""
+        """The node's underlay address for overlay traffic (its ``--data-path-addr``, else its
+        advertise address' IP), or None outside a swarm."""
         if self.swarm.local is None:
             return None
+        if self.swarm.local.get("DataPathAddr"):
+            return self.swarm.local["DataPathAddr"]
         addr = self.swarm.local.get("AdvertiseAddr") or ""
         return addr.rsplit(":", 1)[0].strip("[]") or None
 

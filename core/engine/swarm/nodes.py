@@ -2,7 +2,8 @@
 
 A node record (``/swarm/nodes/<id>``, :mod:`core.engine.swarm.store`) is docker's ``Node``
 without ``Version`` and with ``ManagerStatus`` holding only ``Addr`` (present while the node is
-a member of the managers' etcd cluster).  What the API shows (:func:`render`) adds the version
+a member of the managers' etcd cluster), and ``DataPathAddr`` (the node's ``--data-path-addr``,
+its VXLAN underlay end, when it gave one: not shown by the API, as docker's node has none).  What the API shows (:func:`render`) adds the version
 and the live parts of ``ManagerStatus``: ``Leader`` (the manager whose etcd member is the Raft leader)
 and ``Reachability`` (``reachable`` while the manager keeps a dispatcher session, else
 ``unreachable``).
@@ -54,7 +55,7 @@ def render(node: dict[str, Any], version: int, *, leader: str | None,
            sessions: dict[str, Any]) -> dict[str, Any]:
     """The API's view of a stored node."""
     out = {"ID": node["ID"], "Version": {"Index": version}}
-    out.update((k, copy.deepcopy(v)) for k, v in node.items() if k not in ("ID", "ManagerStatus"))
+    out.update((k, copy.deepcopy(v)) for k, v in node.items() if k not in ("ID", "ManagerStatus", "DataPathAddr"))
     ms = node.get("ManagerStatus")
     if ms is not None:
         is_leader = leader == node["ID"]

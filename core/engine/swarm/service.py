@@ -32,7 +32,8 @@ the node's copies.
 The cluster's state is in etcd (:mod:`core.engine.swarm.store`).  The node's own state is in
 ``<data-root>/swarm/``::
 
-    state.json        node ID, role, cluster ID, listen and advertise addresses, managers
+    state.json        node ID, role, cluster ID, listen, advertise (and data path) addresses,
+                      managers
     certificates/     swarm-node.crt, swarm-node.key (0600), swarm-root-ca.crt, etcd-peer.crt
     etcd/ etcd.json   a manager's etcd member and its settings (etcd.sock:0, etcd.log, etcd.pid)
 
@@ -276,6 +277,24 @@ def _resolve_host(host: str) -> str:
         pass
     raise errors.InvalidArgument(f"failed to resolve address {host!r}: not an IP address "
                                  "or an interface with an IPv4 address")
+
+
+def _data_path_addr(req: dict[str, Any]) -> str | None:
+    """The request's ``DataPathAddr`` (``--data-path-addr``: an IP or an interface name) as
+    an IP, None without one: the node's VXLAN underlay address instead of the advertise
+    address."""
+    text = req.get("DataPathAddr") or ""
+    if not text:
+        return None
+    if not isinstance(text, str):
+        raise errors.InvalidArgument(f"invalid data path address: {text!r}")
+    try:
+        host = _resolve_host(text.strip())
+    except errors.InvalidArgument as exc:
+        raise errors.InvalidArgument(f"invalid data path address: {exc}") from None
+    if ipaddress.ip_address(host).is_unspecified:
+        raise errors.InvalidArgument(f"data path address must be a non-zero IP address: {host}")
+    return host
 
 
 def default_advertise_ip() -> str:
@@ -672,6 +691,8 @@ class SwarmService:
                                              self.memory)
         if self._join_availability is not None:  # swarm join --availability
             desc["JoinAvailability"] = self._join_availability
+        if self.local is not None and self.local.get("DataPathAddr"):  # the VXLAN underlay end
+            desc["DataPathAddr"] = self.local["DataPathAddr"]
         return desc
 
     async def _on_session_update(self, info: dict[str, Any]) -> None:
@@ -1019,6 +1040,7 @@ class SwarmService:
             if ipaddress.ip_address(adv_host).is_unspecified:
                 raise errors.InvalidArgument(f"advertise address must be a non-zero IP address: "
                                              f"{adv_host}")
+            data_addr = _data_path_addr(req)
             spec = normalize_spec(req.get("Spec"))
             pool, subnet_size = parse_pool(req.get("DefaultAddrPool"), req.get("SubnetSize"))
             data_port = int(req.get("DataPathPort") or 4789)
@@ -1040,6 +1062,8 @@ class SwarmService:
                           "ListenAddr": transport.format_address(listen_host, listen_port),
                           "AdvertiseAddr": advertise, "JoinAddr": advertise,
                           "RemoteManagers": [{"NodeID": node_id, "Addr": advertise}]}
+            if data_addr:
+                self.local["DataPathAddr"] = data_addr
             self.credentials = creds
             try:
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -1107,6 +1131,7 @@ class SwarmService:
                 raise errors.InvalidArgument(f'invalid Availability: "{availability}"')
             adv_host, adv_port = _advertise_addr(req, listen_host, listen_port,
                                                  lambda: local_ip_towards(*parsed[0]))
+            data_addr = _data_path_addr(req)
             remote_texts = [transport.format_address(h, p) for h, p in parsed]
             self.state = "pending"
             self._join_availability = availability  # told with the first session
@@ -1121,6 +1146,8 @@ class SwarmService:
                               "ListenAddr": transport.format_address(listen_host, listen_port),
                               "AdvertiseAddr": advertise, "JoinAddr": remote_texts[0],
                               "RemoteManagers": []}
+                if data_addr:
+                    self.local["DataPathAddr"] = data_addr
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 shutil.rmtree(self.dir / "etcd", ignore_errors=True)
                 creds.save(self.certs_dir)
