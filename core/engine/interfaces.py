@@ -173,11 +173,13 @@ class ClusterNetworks(Protocol):
         """The swarm part of ``POST /networks/prune``: the names removed."""
 
     async def attach_container(self, ref: str, container_id: str, *,
-                               names: list[str] | None = None) -> dict[str, Any]:
+                               names: list[str] | None = None,
+                               address: str | None = None) -> dict[str, Any]:
         """A local container joins an attachable swarm network: ``{"Network": <docker's swarm
         Network object>, "Addresses": ["ip/prefix"]}`` (the address unique in the swarm, the
-        same on every ask; ``names``: its DNS names, recorded for the other nodes);
-        ``Forbidden`` when the network is not attachable, ``NotFound``."""
+        same on every ask; ``address``: the one the container asks for, ``--ip``; ``names``:
+        its DNS names, recorded for the other nodes); ``Forbidden`` when the network is not
+        attachable, ``Conflict`` (``Address already in use``), ``NotFound``."""
 
     async def detach_container(self, network_id: str, container_id: str) -> None:
         """The container left the network: its address is given back."""

@@ -65,7 +65,8 @@ class DNSView:
         for ep in self.store.attached_endpoints():
             net = nets.get(ep.network_id)
             sb = sandboxes.get(ep.container_id)
-            if net is None or sb is None or not net.user_defined or not ep.state:
+            if net is None or sb is None or not net.user_defined or not ep.state \
+                    or net.gateway_bridge:
                 continue
             dns_networks.setdefault(ep.container_id, []).append(net.id)
             members.setdefault(net.id, []).append(_Member(

@@ -1,5 +1,6 @@
 """A container's endpoints: joining its sandbox to networks through their drivers, leaving
-them, its published ports, and its default route (the first non-internal network gives it)."""
+them, its published ports, and its default route (the first non-internal network with a
+gateway gives it; a container on swarm networks only has ``docker_gwbridge`` for that)."""
 from __future__ import annotations
 
 import logging
@@ -155,7 +156,11 @@ class Endpoints:
                                        bool(request.get("PublishAllPorts")), exposed)
         if not bindings:
             return portmap(exposed, ())
-        gateway = next(((n, e) for n, e in joined if not n.internal), None)
+        # the first network that gives a way out (docker_gwbridge for a container on swarm
+        # networks only: the overlay gives no gateway), else the first non-internal one
+        gateway = next(((n, e) for n, e in joined if not n.internal and e.state
+                        and e.state.get("gateway")), None) \
+            or next(((n, e) for n, e in joined if not n.internal), None)
         if gateway is None:
             log.info("container %s: ports not published: no external network", sb.container_id)
             return portmap(exposed, ())

@@ -167,7 +167,8 @@ class ContainerFiles:
                 base = HOSTS_DEFAULT
             return build_hosts(base=base, extra_hosts=extra)
         addresses = [ep.state["address"] for ep in self.store.endpoints_of(container_id)
-                     if ep.endpoint_id and ep.state]
+                     if ep.endpoint_id and ep.state
+                     and not ((n := self.store.net(ep.network_id)) and n.gateway_bridge)]
         return build_hosts(hostname=sb.hostname or container_id[:12], addresses=addresses,
                            domainname=domainname, extra_hosts=extra)
 

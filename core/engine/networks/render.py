@@ -49,6 +49,8 @@ class Renderer:
             return out
         for ep in self.store.endpoints_of(container_id):
             net = self.store.net(ep.network_id) or self.store.net_named(ep.network_name)
+            if net is not None and net.gateway_bridge:
+                continue  # docker shows no docker_gwbridge endpoint in a container's settings
             settings = self.endpoint_settings(sb, ep, net)
             out["Networks"][net.name if net else ep.network_name] = settings
             if net is not None and net.default_bridge and ep.endpoint_id:
@@ -147,7 +149,9 @@ class Renderer:
                 sb = self.store.sandbox(ep.container_id)
                 state = ep.state or {}
                 members[ep.container_id] = {
-                    "Name": sb.name if sb else "",
+                    # docker's docker_gwbridge endpoints are gateway_<container ID[:12]>
+                    "Name": f"gateway_{ep.container_id[:12]}" if net.gateway_bridge
+                    else sb.name if sb else "",
                     "EndpointID": ep.endpoint_id,
                     "MacAddress": state.get("mac", ""),
                     "IPv4Address": f"{state['address']}/{state['prefixlen']}" if state else "",

@@ -14,6 +14,16 @@ What a container asked for (its networks with their endpoint settings, ports, DN
 recorded by the first ``check``/``prepare`` (rows of ``network_sandboxes`` and
 ``network_endpoints``); ``network connect``/``disconnect`` change those rows, and later starts
 use them — not the container's original ``NetworkingConfig``.
+
+A container on swarm (overlay) networks that no local network gives a way out (a non-internal
+network with a gateway: bridge and the like) also gets an endpoint on ``docker_gwbridge``, as
+in docker: the node's bridge network (``Scope: local``, made on first need with docker's
+options: no inter-container traffic, masquerade; its device is the bridge driver's
+``br-<id>``, so each engine of a host has its own), the last interface in the container,
+the default route and the published ports (``mode=host``) through it.  Internal swarm
+networks give no such need.  The endpoint is recorded as a row of its own, hidden from the
+container's ``NetworkSettings``, DNS names and ``/etc/hosts``; ``network inspect
+docker_gwbridge`` shows it as ``gateway_<container ID[:12]>``.
 """
 from __future__ import annotations
 
@@ -32,7 +42,7 @@ from core.engine.networks.dnsview import DNSServers, DNSView
 from core.engine.networks.endpoints import Endpoints
 from core.engine.networks.files import ContainerFiles
 from core.engine.networks.render import Renderer, dns_names
-from core.engine.networks.store import EndpointRow, NetRecord, NetworkStore, Sandbox
+from core.engine.networks.store import GWBRIDGE, EndpointRow, NetRecord, NetworkStore, Sandbox
 from core.engine.networks import links, validate
 from core.errors import Conflict, CoreError, Forbidden, InvalidArgument, NotFound
 
@@ -41,6 +51,9 @@ log = logging.getLogger("core.engine.networks.sandbox")
 HOST_NET_ERROR = "container cannot be disconnected from host network or connected to host network"
 NONE_NET_ERROR = ("container cannot be connected to multiple networks with one of the networks in "
                   "private (none) mode")
+#: docker's options of ``docker_gwbridge`` (its device name left to the bridge driver: per engine)
+GWBRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true"}
 SHARED_NET_ERROR = ("container sharing network namespace with another container or host cannot be "
                     "connected to any other network")
 
@@ -133,6 +146,8 @@ class Sandboxes:
         if not isinstance(endpoints_config, dict):
             raise InvalidArgument("invalid NetworkingConfig.EndpointsConfig: expected an object")
         endpoints_config = await self._swarm_networks(container_id, mode, endpoints_config)
+        if self._names_swarm_network(container_id, mode, endpoints_config):
+            await self.ensure_gwbridge()
 
         async with self.lock:
             existing = self.store.sandbox(container_id)
@@ -151,6 +166,7 @@ class Sandboxes:
                     self.store.row_network(ep)  # network x not found
             else:
                 wanted = self._plan(container_id, mode, endpoints_config, mac_address)
+            wanted, dropped = self._gateway_rows(container_id, wanted)
             first = self.store.row_network(wanted[0]) if wanted else None
             kind = "host" if first is not None and first.driver == "host" else \
                 "none" if first is not None and first.driver == "null" else "networks"
@@ -174,6 +190,8 @@ class Sandboxes:
                          ports={})
             with self.store.transaction():
                 self.store.save_sandbox(sb)
+                for ep in dropped:
+                    self.store.delete_endpoint(ep.container_id, ep.network_id)
                 for ep in wanted:
                     self.store.save_endpoint(ep)
             if kind == "host" or not make:
@@ -212,12 +230,73 @@ class Sandboxes:
                     continue  # a local network, or a swarm task's (its address is the leader's)
             except NotFound:
                 pass
-            net, address = await self.swarm.materialize(ref, container_id)
             cfg = out.get(ref)
             cfg = dict(cfg) if isinstance(cfg, dict) else {}
+            wanted = (cfg.get("IPAMConfig") or {}).get("IPv4Address") \
+                if isinstance(cfg.get("IPAMConfig"), dict) else None
+            net, address = await self.swarm.materialize(ref, container_id, wanted or None)
             cfg["IPAMConfig"] = {**(cfg.get("IPAMConfig") or {}), "IPv4Address": address}
             out[ref] = cfg
         return out
+
+    # ------------------------------------------------------------------ docker_gwbridge
+    def _names_swarm_network(self, container_id: str, mode: str,
+                             endpoints_config: dict[str, Any]) -> bool:
+        """Whether the container's networks (asked for, or recorded) include a non-internal
+        swarm network (then ``docker_gwbridge`` may be needed)."""
+        refs = [mode, *endpoints_config] + [ep.network_id
+                                             for ep in self.store.endpoints_of(container_id)]
+        for ref in refs:
+            try:
+                net = self.store.lookup(ref)
+            except (NotFound, InvalidArgument):
+                continue
+            if net.scope == "swarm" and not net.internal:
+                return True
+        return False
+
+    async def ensure_gwbridge(self) -> NetRecord:
+        """The node's ``docker_gwbridge`` network, made with docker's options if missing."""
+        net = self.store.net_named(GWBRIDGE)
+        if net is not None:
+            return net
+        try:
+            await self.catalog.create_network({"Name": GWBRIDGE, "Driver": "bridge",
+                                               "Options": dict(GWBRIDGE_OPTIONS)})
+        except CoreError as exc:
+            if self.store.net_named(GWBRIDGE) is None:  # (not a concurrent maker's)
+                raise CoreError(f"cannot make {GWBRIDGE}: {exc}") from exc
+        return self.store.net_named(GWBRIDGE)
+
+    def _needs_gateway(self, nets: list[NetRecord]) -> bool:
+        """docker's rule: a container on a non-internal swarm network and on no local network
+        that gives it a way out gets an endpoint on docker_gwbridge."""
+        if not any(n.scope == "swarm" and not n.internal for n in nets):
+            return False
+        return not any(n.scope != "swarm" and n.has_driver and not n.internal
+                       and not n.gateway_bridge for n in nets)
+
+    def _gateway_rows(self, container_id: str, rows: list[EndpointRow]
+                      ) -> tuple[list[EndpointRow], list[EndpointRow]]:
+        """``rows`` with the docker_gwbridge row added (last) or taken out as needed; and the
+        rows taken out."""
+        nets = [(ep, self.store.net(ep.network_id)) for ep in rows]
+        gw = [ep for ep, n in nets if n is not None and n.gateway_bridge]
+        others = [ep for ep, n in nets if not (n is not None and n.gateway_bridge)]
+        wanted = self._needs_gateway([n for ep, n in nets if n is not None and not n.gateway_bridge])
+        if not wanted:
+            return others, gw
+        if gw:
+            return others + gw, []
+        net = self.store.net_named(GWBRIDGE)
+        if net is None:
+            log.warning("container %s: no %s: it has no way out of its swarm networks",
+                        container_id, GWBRIDGE)
+            return others, []
+        row = EndpointRow(container_id=container_id, network_id=net.id, network_name=net.name,
+                          position=max((e.position for e in rows), default=-1) + 1,
+                          config=validate.endpoint_config(net, None), endpoint_id="", state=None)
+        return others + [row], []
 
     def _plan(self, container_id: str, mode: str, endpoints_config: dict[str, Any],
               mac_address: str | None = None) -> list[EndpointRow]:
@@ -488,6 +567,8 @@ class Sandboxes:
             endpoint_config = swarm_cfg.get(network_ref)
             net = self.store.lookup(network_ref)
         assert net is not None
+        if net.scope == "swarm" and not net.internal:
+            await self.ensure_gwbridge()
         async with self.lock:
             sb = self.store.sandbox(cid)
             if sb is None:
@@ -511,8 +592,17 @@ class Sandboxes:
                 self.store.save_endpoint(ep)
                 return
             path = self.endpoints.join_path(sb)
+            gateway: tuple[NetRecord, EndpointRow] | None = None
             try:
                 await self.endpoints.join_one(sb, net, ep, path, len(rows))
+                wanted, _dropped = self._gateway_rows(cid, self.store.endpoints_of(cid))
+                new_gw = next((e for e in wanted if not e.endpoint_id
+                               and (n := self.store.net(e.network_id)) and n.gateway_bridge), None)
+                if new_gw is not None:  # on swarm networks only now: the way out
+                    gw_net = self.store.row_network(new_gw)
+                    self.store.save_endpoint(new_gw)
+                    gateway = (gw_net, new_gw)
+                    await self.endpoints.join_one(sb, gw_net, new_gw, path, len(rows) + 1)
                 if net.scope == "swarm" and self.swarm is not None and \
                         not self.swarm.allocated(net.id, ep.config):
                     await self.swarm.publish_names(net, cid, dns_names(sb, ep))
@@ -521,6 +611,9 @@ class Sandboxes:
                     await self.servers.start(cid, path)
             except BaseException:
                 with trio.CancelScope(shield=True):
+                    if gateway is not None:
+                        await self.endpoints.leave_one(*gateway)
+                        self.store.delete_endpoint(cid, gateway[0].id)
                     await self.endpoints.leave_one(net, ep)
                     self.store.delete_endpoint(cid, net.id)
                     self.view.reindex()
@@ -553,6 +646,12 @@ class Sandboxes:
                 gave_route = bool(was_attached and ep.state and ep.state.get("gateway"))
                 await self.endpoints.leave_one(net, ep)
                 self.store.delete_endpoint(cid, net.id)
+                _kept, unneeded = self._gateway_rows(cid, self.store.endpoints_of(cid))
+                for gw in unneeded:  # no swarm network left that needs docker_gwbridge
+                    gave_route = gave_route or bool(gw.endpoint_id and gw.state
+                                                    and gw.state.get("gateway"))
+                    await self.endpoints.leave_one(self.store.net(gw.network_id), gw)
+                    self.store.delete_endpoint(cid, gw.network_id)
                 if gave_route and sb is not None and sb.attached:
                     await self.endpoints.reroute(sb)
                 self.view.reindex()

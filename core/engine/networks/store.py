@@ -61,6 +61,9 @@ SCHEMA = """
 MIGRATION = Migration(5, "networks", SCHEMA)
 
 PREDEFINED = ("bridge", "host", "none")
+#: docker's name of the node's bridge network that gives containers on swarm (overlay) networks
+#: their way out (see :mod:`core.engine.networks.sandbox`)
+GWBRIDGE = "docker_gwbridge"
 
 
 @attrs.define
@@ -94,6 +97,12 @@ class NetRecord:
     def user_defined(self) -> bool:
         """Docker's user-defined networks: DNS by name, aliases, ``--ip``."""
         return not self.predefined
+
+    @property
+    def gateway_bridge(self) -> bool:
+        """``docker_gwbridge``: its endpoints are no container's network as docker shows them
+        (no inspect entry, no DNS names, no /etc/hosts line)."""
+        return self.name == GWBRIDGE and self.scope == "local"
 
 
 @attrs.define

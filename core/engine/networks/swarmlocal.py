@@ -103,12 +103,14 @@ class SwarmLocal:
         return MultiHost(vni=int(vni), local=local)
 
     # ------------------------------------------------------------------ containers
-    async def materialize(self, ref: str, container_id: str) -> tuple[NetRecord, str]:
+    async def materialize(self, ref: str, container_id: str, address: str | None = None
+                          ) -> tuple[NetRecord, str]:
         """The local row of swarm network ``ref`` (made, with its driver network, if missing)
-        and the container's address on it (``ip``).  ``NotFound``, ``Forbidden`` (not
-        attachable: docker's words), ``Unavailable`` (no manager answers)."""
+        and the container's address on it (``ip``; ``address`` if given: ``--ip``, reserved
+        by the managers).  ``NotFound``, ``Forbidden`` (not attachable: docker's words),
+        ``Conflict`` (the address is taken), ``Unavailable`` (no manager answers)."""
         assert self.cluster is not None
-        answer = await self.cluster.attach_container(ref, container_id)
+        answer = await self.cluster.attach_container(ref, container_id, address=address)
         obj = answer.get("Network") or {}
         addresses = answer.get("Addresses") or []
         if not obj.get("ID") or not addresses:

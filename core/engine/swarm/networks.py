@@ -754,7 +754,18 @@ class SwarmNetworks:
                                    f"PermissionDenied desc = network {ref} not manually attachable")
         version = next(v for n, v in stored if n["ID"] == net["ID"])
         owner = f"{peer.node_id}/{container}"
-        address = await AddressAllocator(store).allocate(net["ID"], owner)  # idempotent
+        wanted = args.get("address") or None  # run --ip / network connect --ip
+        if wanted is not None:
+            try:
+                wanted = str(ipaddress.IPv4Address(str(wanted)))
+            except ValueError:
+                raise errors.InvalidArgument(f"invalid IPv4 address: {args['address']!r}") from None
+        try:
+            address = await AddressAllocator(store).allocate(net["ID"], owner,  # idempotent
+                                                             address=wanted)
+        except errors.Conflict:  # libnetwork's IPAM words
+            raise errors.Conflict(f"Address already in use: {wanted} on network "
+                                  f"{net.get('Name') or ref}") from None
         names = args.get("names")
         if isinstance(names, list) and all(isinstance(n, str) for n in names):
             await store.etcd.put(f"{NAMES}{net['ID']}/{address.split('/', 1)[0]}",
@@ -785,10 +796,13 @@ class SwarmNetworks:
         return {}
 
     async def attach_container(self, ref: str, container_id: str, *,
-                               names: list[str] | None = None) -> dict[str, Any]:
+                               names: list[str] | None = None,
+                               address: str | None = None) -> dict[str, Any]:
         """A local container joins an attachable swarm network (``run --network``, ``network
         connect``): ``{"Network": <swarm Network object>, "Addresses": ["ip/prefix"]}``, the
-        address given by a manager (the ``networks.attach`` call; owner ``<node>/<container>``).
+        address given by a manager (the ``networks.attach`` call; owner ``<node>/<container>``),
+        ``address`` if the container asks for one (``--ip``: reserved swarm-wide; ``Conflict``
+        ``Address already in use`` when another holds it, ``InvalidArgument`` outside the subnet).
         Asking again gives the same address; ``names`` (the container's DNS names on the
         network) are recorded for the other nodes' embedded DNS.  ``NotFound`` outside a swarm
         or for an unknown network; ``Forbidden``: not attachable (docker's words)."""
@@ -799,6 +813,8 @@ class SwarmNetworks:
             args["ingress"] = True
         if names is not None:
             args["names"] = list(names)
+        if address:
+            args["address"] = address
         return await self.swarm.client.call("networks.attach", **args)
 
     async def detach_container(self, network_id: str, container_id: str) -> None:
