@@ -260,6 +260,53 @@ def test_resources_and_max_replicas():
     assert errs == ["no suitable node (max replicas per node limit exceed)"]
 
 
+def test_host_mode_ports_one_task_per_node():
+    """swarmkit's HostPortFilter: a node where a task publishes the port in host mode takes no
+    other task publishing it; the tasks carry the service's host-mode ports (Endpoint)."""
+    svc = service(replicas=4)
+    port = {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}
+    svc["Spec"]["EndpointSpec"] = {"Ports": [port]}
+    svc["Endpoint"] = {"Spec": {"Ports": [port]}, "Ports": [port]}
+    sim = Sim([node("n1"), node("n2"), node("n3")], [svc])
+    sim.settle()
+    tasks = sim.tasks()
+    assert all(t["Endpoint"] == {"Ports": [port]} for t in tasks)
+    assert per_node([t for t in tasks if t["NodeID"]]) == {"n1": 1, "n2": 1, "n3": 1}
+    assert [t["Status"]["Err"] for t in tasks if t["Status"]["State"] == "pending"] == [
+        "no suitable node (host-mode port already in use on 3 nodes)"]
+    # another service on another port is not held back; one on the same port is
+    other = {**port, "PublishedPort": 8081}
+    t2 = {"ID": "x", "ServiceID": "svc2", "Spec": {}, "Status": status("pending", "p"),
+          "DesiredState": "running", "Endpoint": {"Ports": [other]}}
+    t3 = {**t2, "ID": "y", "ServiceID": "svc3", "Endpoint": {"Ports": [port]}}
+    placed = scheduler.schedule([t2, t3], sim.view.nodes.values(), tasks)
+    assert [(t["ID"], t["Status"]["State"]) for t in placed] == [("x", "assigned"), ("y", "pending")]
+
+
+def test_nodes_where_a_service_failed_often_come_last():
+    """swarmkit's maxFailures: five recent failures of the service's tasks on a node put it
+    after the others (a host port taken there by another program, say)."""
+    from core.engine.swarm.store import now_text
+
+    nodes = [node("n1"), node("n2")]
+    busy = {"ID": "b", "ServiceID": "other", "NodeID": "n2", "Spec": {}, "DesiredState": "running",
+            "Status": status("running", "running")}
+
+    def failed(i: int) -> dict:
+        return {"ID": f"f{i}", "ServiceID": "svc1", "NodeID": "n1", "Spec": {},
+                "DesiredState": "shutdown", "Status": {**status("failed", "failed"), "Timestamp": now_text()}}
+
+    todo = {"ID": "t", "ServiceID": "svc1", "Spec": {}, "Status": status("pending", "p"),
+            "DesiredState": "running"}
+    four = scheduler.schedule([todo], nodes, [busy] + [failed(i) for i in range(4)])
+    assert four[0]["NodeID"] == "n1"   # fewer tasks in all
+    five = scheduler.schedule([todo], nodes, [busy] + [failed(i) for i in range(5)])
+    assert five[0]["NodeID"] == "n2"
+    later = scheduler.schedule([todo], nodes, [busy] + [failed(i) for i in range(5)],
+                               now=time.time() + scheduler.FAILURE_WINDOW + 1)
+    assert later[0]["NodeID"] == "n1"  # old failures no longer count
+
+
 def test_constraints_parse_and_match():
     n = node("abc", labels={"zone": "East"}, hostname="host1")
     n["Description"]["Engine"]["Labels"] = {"disk": "ssd"}

@@ -145,6 +145,11 @@ def new_task(service: dict[str, Any], version: int, *, slot: int | None = None, 
         "ServiceAnnotations": {"Name": spec.get("Name", ""), "Labels": dict(spec.get("Labels") or {})},
         "SpecVersion": {"Index": version},
     }
+    ports = [copy.deepcopy(p) for p in ((service.get("Endpoint") or {}).get("Ports")
+                                        or (spec.get("EndpointSpec") or {}).get("Ports") or ())
+             if p.get("PublishMode") == "host"]
+    if ports:  # swarmkit's Task.Endpoint: the node publishes these itself (mode=host)
+        task["Endpoint"] = {"Ports": ports}
     if slot is not None:
         task["Slot"] = slot
     return task

@@ -15,18 +15,24 @@ explanation): the node is ready and its availability ``active``; resources (the 
 ``Description.Resources`` minus what its other active tasks reserve); ``Placement.Constraints``
 (``node.id``, ``node.hostname``, ``node.role``, ``node.ip``, ``node.platform.os``/``arch``,
 ``node.labels.X``, ``engine.labels.X``; ``==``/``!=``, values compared case-insensitively);
-``Placement.Platforms``; ``Placement.MaxReplicas`` tasks of the service per node.
+``Placement.Platforms``; host-mode published ports (``--publish mode=host``: a node where an
+active task already publishes the port is out); ``Placement.MaxReplicas`` tasks of the service
+per node.
 
 Among the nodes left: ``Placement.Preferences`` ``spread`` descriptors first (hierarchical: the
 branch -- label value -- with the fewest tasks of the service, nodes without the label forming
-their own branch), then the node with the fewest tasks of the service, then the fewest tasks in
-all.  A task that fits nowhere stays ``pending`` with ``Err`` ``no suitable node (<reasons>)``,
+their own branch), then -- swarmkit's ``maxFailures`` -- a node where tasks of the service
+failed :data:`MAX_FAILURES` times or more in the last :data:`FAILURE_WINDOW` seconds comes after
+those with fewer failures (a task that fails on a node, such as one whose host port is taken
+there by another program, is placed elsewhere after a few attempts), then the node with the
+fewest tasks of the service, then the fewest tasks in all.  A task that fits nowhere stays ``pending`` with ``Err`` ``no suitable node (<reasons>)``,
 each reason swarmkit's (``scheduling constraints not satisfied on 3 nodes``, ``insufficient
 resources on 1 node``, ``max replicas per node limit exceed``...), most frequent first.
 """
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import functools
 import heapq
 import ipaddress
@@ -43,7 +49,11 @@ _KEY = re.compile(r"(?i)^[a-z_][a-z0-9\-_.]+$")
 _VALUE = re.compile(r"(?i)^[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+$")
 
 # the filters, in swarmkit's pipeline order, with their explanation
-READY, RESOURCES, CONSTRAINTS, PLATFORM, MAX_REPLICAS = range(5)
+READY, RESOURCES, CONSTRAINTS, PLATFORM, HOST_PORT, MAX_REPLICAS = range(6)
+#: swarmkit's ``maxFailures`` and ``monitorFailures``: failures of a service's tasks on a node
+#: that put the node after the others, and how long a failure counts (seconds)
+MAX_FAILURES = 5
+FAILURE_WINDOW = 300.0
 
 
 def explain(kind: int, n: int) -> str:
@@ -58,6 +68,9 @@ def explain(kind: int, n: int) -> str:
                 else f"scheduling constraints not satisfied on {n} nodes")
     if kind == PLATFORM:
         return "unsupported platform on 1 node" if one else f"unsupported platform on {n} nodes"
+    if kind == HOST_PORT:
+        return "host-mode port already in use on 1 node" if one \
+            else f"host-mode port already in use on {n} nodes"
     return "max replicas per node limit exceed"
 
 
@@ -150,6 +163,34 @@ def reservations(task: dict[str, Any]) -> tuple[int, int]:
     return int(res.get("NanoCPUs") or 0), int(res.get("MemoryBytes") or 0)
 
 
+def host_ports(task: dict[str, Any]) -> frozenset[tuple[int, str]]:
+    """The ``(port, protocol)`` a task publishes on its node (``mode=host``, a fixed port)."""
+    return frozenset((int(p["PublishedPort"]), p.get("Protocol") or "tcp")
+                     for p in ((task.get("Endpoint") or {}).get("Ports") or ())
+                     if p.get("PublishMode") == "host" and p.get("PublishedPort"))
+
+
+def _seconds(text: Any) -> float | None:
+    """An RFC 3339 timestamp as POSIX seconds (None if it is not one)."""
+    if not isinstance(text, str) or len(text) < 19:
+        return None
+    try:
+        base = dt.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+    return base.timestamp()
+
+
+def failed_recently(task: dict[str, Any], now: float) -> bool:
+    """A task that failed on its node (``failed``/``rejected``) less than
+    :data:`FAILURE_WINDOW` ago."""
+    st = task.get("Status") or {}
+    if not task.get("NodeID") or st.get("State") not in ("failed", "rejected"):
+        return False
+    when = _seconds(st.get("Timestamp"))
+    return when is not None and now - when < FAILURE_WINDOW
+
+
 def occupies(task: dict[str, Any]) -> bool:
     """A task that counts on its node (load, reservations, replicas per node)."""
     return (bool(task.get("NodeID")) and task.get("DesiredState") in ("ready", "running")
@@ -160,7 +201,8 @@ def occupies(task: dict[str, Any]) -> bool:
 class NodeInfo:
     """One node with what its tasks use (swarmkit's ``NodeInfo``)."""
 
-    __slots__ = ("node", "id", "total", "by_service", "cpu", "memory", "ready")
+    __slots__ = ("node", "id", "total", "by_service", "cpu", "memory", "ready", "ports",
+                 "failures")
 
     def __init__(self, node: dict[str, Any]) -> None:
         self.node = node
@@ -170,6 +212,8 @@ class NodeInfo:
         self.memory = int(res.get("MemoryBytes") or 0)
         self.total = 0
         self.by_service: dict[str, int] = {}
+        self.ports: set[tuple[int, str]] = set()       # host-mode ports its tasks publish
+        self.failures: dict[str, int] = {}             # service -> recent failures here
         self.ready = ((node.get("Status") or {}).get("State") == "ready"
                       and (node.get("Spec") or {}).get("Availability") == "active")
 
@@ -180,16 +224,29 @@ class NodeInfo:
         cpu, mem = reservations(task)
         self.cpu -= cpu
         self.memory -= mem
+        self.ports |= host_ports(task)
+
+    def failed(self, sid: str) -> int:
+        """The service's recent failures here, when they are enough to count (else 0)."""
+        n = self.failures.get(sid, 0)
+        return n if n >= MAX_FAILURES else 0
 
     def fits(self, cpu: int, mem: int) -> bool:
         return cpu <= self.cpu and mem <= self.memory
 
 
-def node_infos(nodes: Iterable[dict[str, Any]], tasks: Iterable[dict[str, Any]]) -> dict[str, NodeInfo]:
+def node_infos(nodes: Iterable[dict[str, Any]], tasks: Iterable[dict[str, Any]],
+               now: float | None = None) -> dict[str, NodeInfo]:
+    import time
+
+    now = time.time() if now is None else now
     infos = {n["ID"]: NodeInfo(n) for n in nodes}
     for t in tasks:
         if occupies(t) and t["NodeID"] in infos:
             infos[t["NodeID"]].add(t)
+        elif failed_recently(t, now) and t["NodeID"] in infos:
+            failures = infos[t["NodeID"]].failures
+            failures[t.get("ServiceID", "")] = failures.get(t.get("ServiceID", ""), 0) + 1
     return infos
 
 
@@ -224,7 +281,8 @@ def _spread_value(node: dict[str, Any], key: str) -> str | None:
 
 # -- deciding ------------------------------------------------------------------------------------
 
-def _filter(spec, constraints, cpu, mem, max_replicas, sid, info: NodeInfo) -> int | None:
+def _filter(spec, constraints, cpu, mem, max_replicas, sid, info: NodeInfo,
+            ports: frozenset[tuple[int, str]] = frozenset()) -> int | None:
     """The first filter ``info`` fails for a task, None if it passes them all."""
     if not info.ready:
         return READY
@@ -234,6 +292,8 @@ def _filter(spec, constraints, cpu, mem, max_replicas, sid, info: NodeInfo) -> i
         return CONSTRAINTS
     if not _platform_ok(spec, info.node):
         return PLATFORM
+    if ports and ports & info.ports:
+        return HOST_PORT
     if max_replicas and info.by_service.get(sid, 0) >= max_replicas:
         return MAX_REPLICAS
     return None
@@ -256,10 +316,11 @@ def _pending(task: dict[str, Any], err: str) -> dict[str, Any] | None:
 
 
 def schedule(to_place: Iterable[dict[str, Any]], nodes: Iterable[dict[str, Any]],
-             tasks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+             tasks: Iterable[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
     """Place ``to_place`` (tasks waiting for a node) on ``nodes``, given every task of the
-    cluster (``tasks``: the nodes' load).  Returns the changed tasks (copies)."""
-    infos = node_infos(nodes, tasks)
+    cluster (``tasks``: the nodes' load and recent failures; ``now``: POSIX seconds).
+    Returns the changed tasks (copies)."""
+    infos = node_infos(nodes, tasks, now)
     out: list[dict[str, Any]] = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for t in sorted(to_place, key=lambda t: (t.get("ServiceID", ""), t.get("Slot") or 0, t["ID"])):
@@ -268,7 +329,7 @@ def schedule(to_place: Iterable[dict[str, Any]], nodes: Iterable[dict[str, Any]]
             continue
         # tasks of one service with one spec share their filters' verdicts
         key = (t.get("ServiceID", ""), repr(sorted(((t.get("Spec") or {}).get("Placement") or {}).items()))
-               + repr(reservations(t)))
+               + repr(reservations(t)) + repr(sorted(host_ports(t))))
         groups.setdefault(key, []).append(t)
     for group in groups.values():
         if _spread_keys(group[0].get("Spec") or {}):
@@ -285,7 +346,8 @@ def _place_preassigned(t: dict[str, Any], infos: dict[str, NodeInfo], out: list)
     if info is None:
         failure: int | None = READY
     else:
-        failure = _filter(spec, task_constraints(spec), cpu, mem, 0, t.get("ServiceID", ""), info)
+        failure = _filter(spec, task_constraints(spec), cpu, mem, 0, t.get("ServiceID", ""), info,
+                          host_ports(t))
     if failure is None:
         assert info is not None
         info.add(t)
@@ -301,22 +363,23 @@ def _place_group(group: list[dict[str, Any]], infos: dict[str, NodeInfo], out: l
     constraints = task_constraints(spec)
     cpu, mem = reservations(first)
     max_replicas = int((spec.get("Placement") or {}).get("MaxReplicas") or 0)
+    ports = host_ports(first)
     failures: dict[int, int] = {}
-    heap: list[tuple[int, int, str]] = []
+    heap: list[tuple[int, int, int, str]] = []
     for info in infos.values():
-        failure = _filter(spec, constraints, cpu, mem, max_replicas, sid, info)
+        failure = _filter(spec, constraints, cpu, mem, max_replicas, sid, info, ports)
         if failure is None:
-            heap.append((info.by_service.get(sid, 0), info.total, info.id))
+            heap.append((info.failed(sid), info.by_service.get(sid, 0), info.total, info.id))
         else:
             failures[failure] = failures.get(failure, 0) + 1
     heapq.heapify(heap)
     for i, t in enumerate(group):
         chosen = None
         while heap:
-            _svc, _total, node_id = heapq.heappop(heap)
+            _failed, _svc, _total, node_id = heapq.heappop(heap)
             info = infos[node_id]
             # counts only grow within the group: a node failing now fails for the rest too
-            failure = _filter(spec, (), cpu, mem, max_replicas, sid, info)
+            failure = _filter(spec, (), cpu, mem, max_replicas, sid, info, ports)
             if failure is None:
                 chosen = info
                 break
@@ -329,7 +392,8 @@ def _place_group(group: list[dict[str, Any]], infos: dict[str, NodeInfo], out: l
             return
         chosen.add(t)
         out.append(_assigned(t, chosen.id, "scheduler assigned task to node"))
-        heapq.heappush(heap, (chosen.by_service.get(sid, 0), chosen.total, chosen.id))
+        heapq.heappush(heap, (chosen.failed(sid), chosen.by_service.get(sid, 0), chosen.total,
+                              chosen.id))
 
 
 def _place_spread(group: list[dict[str, Any]], infos: dict[str, NodeInfo], out: list) -> None:
@@ -339,12 +403,13 @@ def _place_spread(group: list[dict[str, Any]], infos: dict[str, NodeInfo], out: 
     cpu, mem = reservations(group[0])
     max_replicas = int((spec.get("Placement") or {}).get("MaxReplicas") or 0)
     keys = _spread_keys(spec)
+    ports = host_ports(group[0])
     paths = {i.id: tuple(_spread_value(i.node, k) for k in keys) for i in infos.values()}
     for t in group:
         failures: dict[int, int] = {}
         eligible = []
         for info in infos.values():
-            failure = _filter(spec, constraints, cpu, mem, max_replicas, sid, info)
+            failure = _filter(spec, constraints, cpu, mem, max_replicas, sid, info, ports)
             if failure is None:
                 eligible.append(info)
             else:
@@ -368,7 +433,8 @@ def _place_spread(group: list[dict[str, Any]], infos: dict[str, NodeInfo], out: 
             best = min(branches, key=load)
             chosen_path += (best,)
             candidates = branches[best]
-        chosen = min(candidates, key=lambda i: (i.by_service.get(sid, 0), i.total, i.id))
+        chosen = min(candidates, key=lambda i: (i.failed(sid), i.by_service.get(sid, 0), i.total,
+                                                i.id))
         chosen.add(t)
         out.append(_assigned(t, chosen.id, "scheduler assigned task to node"))
 

@@ -932,7 +932,8 @@ class SwarmServices:
 
 def render_task(task: dict[str, Any], version: int) -> dict[str, Any]:
     out: dict[str, Any] = {"ID": task["ID"], "Version": {"Index": version}}
-    out.update((k, copy.deepcopy(v)) for k, v in task.items() if k != "ID")
+    # (``Endpoint``, swarmkit's copy of the service's host-mode ports, is not in docker's API)
+    out.update((k, copy.deepcopy(v)) for k, v in task.items() if k not in ("ID", "Endpoint"))
     spec = out.get("Spec")
     if isinstance(spec, dict):
         spec.get("ContainerSpec", {}).pop("PullOptions", None)

@@ -8,7 +8,9 @@ API shape (``GET /tasks``), without ``Version``::
      assigned>, "Status": {"Timestamp", "State", "Message", "Err", "ContainerStatus":
      {"ContainerID", "PID", "ExitCode"}, "PortStatus": {}}, "DesiredState", "NetworksAttachments": [],
      "ServiceAnnotations": {"Name", "Labels"},      # the service's name, for container names
-     "SpecVersion": {"Index": <the service's version the task was made from>}}
+     "SpecVersion": {"Index": <the service's version the task was made from>},
+     "Endpoint": {"Ports": [<the service's mode=host ports>]}}   # only with such ports; not
+                                                                  # shown by the API
 
 Who writes what (swarmkit's split, on etcd):
 

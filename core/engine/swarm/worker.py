@@ -182,11 +182,43 @@ def container_body(task: dict[str, Any], node: dict[str, str]) -> dict[str, Any]
             parts = str(line).split()
             extra += [f"{h}:{parts[0]}" for h in parts[1:]]
         host["ExtraHosts"] = extra
+    ports = host_mode_ports(task)
+    if ports:  # --publish mode=host: published on this node, straight to the container
+        body["ExposedPorts"] = {f"{p['TargetPort']}/{p.get('Protocol') or 'tcp'}": {} for p in ports}
+        bindings: dict[str, list[dict[str, str]]] = {}
+        for p in ports:
+            bindings.setdefault(f"{p['TargetPort']}/{p.get('Protocol') or 'tcp'}", []).append(
+                {"HostIp": "", "HostPort": str(p.get("PublishedPort") or "")})
+        host["PortBindings"] = bindings
     driver = task.get("Spec", {}).get("LogDriver") or {}
     if driver.get("Name"):
         host["LogConfig"] = {"Type": driver["Name"], "Config": dict(driver.get("Options") or {})}
     body["HostConfig"] = host
     return body
+
+
+def host_mode_ports(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The service's ``mode=host`` ports the task carries (``Endpoint.Ports``)."""
+    return [p for p in ((task.get("Endpoint") or {}).get("Ports") or ())
+            if isinstance(p, dict) and p.get("PublishMode") == "host" and p.get("TargetPort")]
+
+
+def port_status(task: dict[str, Any], info: dict[str, Any] | None) -> dict[str, Any]:
+    """The task's ``Status.PortStatus``: its ``mode=host`` ports as its container publishes
+    them (a dynamic port as the node chose it); ``{}`` without such ports."""
+    wanted = host_mode_ports(task)
+    if not wanted:
+        return {}
+    published = ((info or {}).get("NetworkSettings") or {}).get("Ports") or {}
+    out = []
+    for p in wanted:
+        proto = p.get("Protocol") or "tcp"
+        bound = published.get(f"{p['TargetPort']}/{proto}") or []
+        port = next((int(b["HostPort"]) for b in bound if str(b.get("HostPort") or "").isdigit()),
+                    int(p.get("PublishedPort") or 0))
+        out.append({"Protocol": proto, "TargetPort": int(p["TargetPort"]),
+                    "PublishedPort": port, "PublishMode": "host"})
+    return {"Ports": out}
 
 
 def registry_auth(task: dict[str, Any]) -> dict[str, str] | None:
@@ -241,6 +273,7 @@ class _Task:
     poke: trio.Event = attrs.field(factory=trio.Event)
     health: str = ""
     status: dict[str, Any] | None = None  # the last status reported
+    ports: dict[str, Any] = attrs.field(factory=dict)  # its PortStatus (mode=host ports)
 
     @property
     def id(self) -> str:
@@ -370,7 +403,7 @@ class Worker:
         if t.container:
             status["ContainerStatus"] = {"ContainerID": t.container, "PID": pid,
                                          "ExitCode": exit_code or 0}
-        status["PortStatus"] = {}
+        status["PortStatus"] = dict(t.ports)
         t.status = status
         self._reports[t.id] = status
         self._report_wake.set()
@@ -450,8 +483,8 @@ class Worker:
             self.report(t, "starting", "starting")
             try:
                 await self.containers.start(t.container)
-            except errors.CoreError as exc:
-                self.report(t, "failed", "starting", str(exc))
+            except errors.CoreError as exc:  # (moby's executor words it so)
+                self.report(t, "failed", "starting", f"starting container failed: {exc}")
                 return
             info = await self._inspect(t)
             if info is None:
@@ -519,6 +552,7 @@ class Worker:
                     await self._stop(t)
                 return
             if not has_health or health == "healthy":
+                t.ports = port_status(t.task, info)
                 self.report(t, "running", "started", pid=int(state.get("Pid") or 0))
             await poke.wait()
 
