@@ -283,6 +283,22 @@ def test_host_mode_ports_one_task_per_node():
     assert [(t["ID"], t["Status"]["State"]) for t in placed] == [("x", "assigned"), ("y", "pending")]
 
 
+def test_a_change_of_host_mode_ports_replaces_the_tasks():
+    sim = Sim([node("n1"), node("n2")], [service(replicas=2)])
+    sim.settle()
+    before = {t["ID"] for t in sim.running()}
+    assert len(before) == 2
+    svc = copy.deepcopy(sim.view.services["svc1"])
+    port = {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}
+    svc["Spec"]["EndpointSpec"] = {"Ports": [port]}
+    svc["Endpoint"] = {"Spec": {"Ports": [port]}, "Ports": [port]}
+    sim.put_service(svc)
+    sim.settle(rounds=60, advance=1.0)
+    after = sim.running()
+    assert len(after) == 2 and not before & {t["ID"] for t in after}
+    assert all(t["Endpoint"] == {"Ports": [port]} for t in after)
+
+
 def test_nodes_where_a_service_failed_often_come_last():
     """swarmkit's maxFailures: five recent failures of the service's tasks on a node put it
     after the others (a host port taken there by another program, say)."""

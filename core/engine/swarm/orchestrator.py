@@ -131,6 +131,15 @@ def availability(node: dict[str, Any]) -> str:
     return (node.get("Spec") or {}).get("Availability", "active")
 
 
+def host_mode_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The service's ``mode=host`` ports (its ``Endpoint.Ports``, else its spec's): what its
+    tasks carry as ``Endpoint.Ports``."""
+    spec = service.get("Spec") or {}
+    return [copy.deepcopy(p) for p in ((service.get("Endpoint") or {}).get("Ports")
+                                       or (spec.get("EndpointSpec") or {}).get("Ports") or ())
+            if isinstance(p, dict) and p.get("PublishMode") == "host"]
+
+
 def new_task(service: dict[str, Any], version: int, *, slot: int | None = None, node_id: str = "",
              desired: str = "running", view: View | None = None) -> dict[str, Any]:
     """A task of ``service`` (its version ``version``) in state ``new``."""
@@ -145,9 +154,7 @@ def new_task(service: dict[str, Any], version: int, *, slot: int | None = None, 
         "ServiceAnnotations": {"Name": spec.get("Name", ""), "Labels": dict(spec.get("Labels") or {})},
         "SpecVersion": {"Index": version},
     }
-    ports = [copy.deepcopy(p) for p in ((service.get("Endpoint") or {}).get("Ports")
-                                        or (spec.get("EndpointSpec") or {}).get("Ports") or ())
-             if p.get("PublishMode") == "host"]
+    ports = host_mode_ports(service)
     if ports:  # swarmkit's Task.Endpoint: the node publishes these itself (mode=host)
         task["Endpoint"] = {"Ports": ports}
     if slot is not None:

@@ -43,8 +43,8 @@ from typing import Any
 
 import attrs
 
-from core.engine.swarm.orchestrator import (SECOND, Changes, View, changed, is_global, new_task,
-                                            runnable, state_of, template)
+from core.engine.swarm.orchestrator import (SECOND, Changes, View, changed, host_mode_ports,
+                                            is_global, new_task, runnable, state_of, template)
 from core.engine.swarm.scheduler import node_matches, task_constraints
 from core.engine.swarm.store import SERVICES, now_text
 from core.engine.swarm.tasks import TERMINAL
@@ -119,10 +119,13 @@ def meaning(spec: dict[str, Any]) -> Any:
 
 
 def is_dirty(task: dict[str, Any], tmpl: dict[str, Any], view: View,
-             memo: dict[int, Any] | None = None) -> bool:
+             memo: dict[int, Any] | None = None, ports: list[dict[str, Any]] | None = None) -> bool:
     """swarmkit's ``IsTaskDirty``: the task's spec is not the template -- unless only the
-    placement differs and the task's node meets the new constraints (it stays where it is).
+    placement differs and the task's node meets the new constraints (it stays where it is) --
+    or (``ports``: the service's ``mode=host`` ports) the task publishes other host ports.
     ``memo`` keeps specs' meanings by object (tasks made from one template share it)."""
+    if ports is not None and ((task.get("Endpoint") or {}).get("Ports") or []) != ports:
+        return True
     spec = task.get("Spec") or {}
     if spec is tmpl or spec == tmpl:
         return False
@@ -170,6 +173,7 @@ class Updater:
             return
         rollback = state == "rollback_started"
         tmpl = template(service)
+        ports = host_mode_ports(service)
         memo: dict[int, Any] = {}  # spec meanings, for this pass
         slots: dict[Any, list[dict[str, Any]]] = {}
         for t in tasks:
@@ -181,7 +185,8 @@ class Updater:
             run = None  # the spec changed under the update: start over
         in_batch = set(run.batch.values()) if run else set()
         dirty = sorted((k for k, ts in slots.items()
-                        if k not in in_batch and (len(ts) > 1 or is_dirty(ts[0], tmpl, view, memo))),
+                        if k not in in_batch and (len(ts) > 1 or is_dirty(ts[0], tmpl, view, memo,
+                                                                          ports))),
                        key=lambda k: (isinstance(k, str), k))
         if run is None:
             self.runs.pop(sid, None)
@@ -226,7 +231,8 @@ class Updater:
     def _update_slot(self, view: View, out: Changes, service: dict[str, Any], run: Run, key: Any,
                      live: list[dict[str, Any]], cfg: dict[str, Any], memo: dict[int, Any]) -> None:
         tmpl = template(service)
-        clean = [t for t in live if not is_dirty(t, tmpl, view, memo)]
+        ports = host_mode_ports(service)
+        clean = [t for t in live if not is_dirty(t, tmpl, view, memo, ports)]
         if clean:  # a task with the new spec is there already: keep it, stop the others
             keep = max(clean, key=lambda t: (state_of(t) == "running", t.get("CreatedAt", "")))
             for t in live:
