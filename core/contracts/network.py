@@ -274,6 +274,11 @@ def _check_vni(_inst: Any, _attr: Any, value: int) -> None:
         raise InvalidArgument(f"invalid VNI {value!r}: it must be between 1 and 16777215")
 
 
+def _check_port(_inst: Any, _attr: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidArgument(f"invalid data path port {value!r}: it must be between 1 and 65535")
+
+
 @attrs.frozen
 class MultiHost:
     """A multi-host network's allocation by the swarm (:attr:`NetworkSpec.multi_host`).
@@ -284,11 +289,14 @@ class MultiHost:
                    is the network's default MTU.
     ``encrypted``  ``--opt encrypted``: the data path between nodes is IPsec ESP, with the keys
                    of :meth:`MultiHostNetworkDriver.set_keys`.
+    ``port``       the UDP port of the tunnels (``swarm init --data-path-port``; the same on
+                   every node of the swarm; 4789 by default).
     """
 
     vni: int = attrs.field(validator=_check_vni)
     local: ipaddress.IPv4Address = attrs.field(converter=_ipv4_address)
     encrypted: bool = attrs.field(default=False, converter=bool)
+    port: int = attrs.field(default=4789, validator=_check_port)
 
 
 @attrs.frozen

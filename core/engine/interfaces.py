@@ -187,6 +187,9 @@ class ClusterNetworks(Protocol):
     def data_address(self) -> str | None:
         """The node's underlay address for overlay traffic (None outside a swarm)."""
 
+    def data_port(self) -> int:
+        """The swarm's VXLAN UDP port (``--data-path-port``; 4789 by default)."""
+
     async def network_state(self, network_id: str) -> dict[str, Any]:
         """A swarm network across the swarm: ``{"peers": [{"Address", "NodeID", "VTEP",
         "Names"}], "names": {service DNS name: [ip]}, "backends": {vip: [task ip]}}``;

@@ -8,8 +8,9 @@ engine of each node passes them in and tells the driver where the remote endpoin
 - nothing at ``create_network`` (the network is recorded);
 - when the first endpoint joins on the node: a bridge ``ovb<tag><8 hex>`` (no address: the node
   has no presence on the overlay) and a VXLAN device ``ovx<tag><8 hex>`` on it (the VNI,
-  ``local`` = the node's underlay address, UDP port 4789, no learning, no multicast group,
-  proxy ARP), then one FDB entry (MAC → VTEP) and one neighbour entry (IP → MAC) per peer;
+  ``local`` = the node's underlay address, UDP port ``multi_host.port`` (4789 unless the
+  swarm's ``--data-path-port`` says otherwise; the IPsec rules assume 4789), no learning, no
+  multicast group, proxy ARP), then one FDB entry (MAC → VTEP) and one neighbour entry (IP → MAC) per peer;
 - per endpoint a veth pair ``ove<tag><7 hex>`` on the bridge, its peer in the container's
   namespace (the given address, ``02:42:<address>`` MAC unless one is asked for, the MTU);
   no default route: docker's overlay endpoints have no gateway (their way out is another
@@ -181,7 +182,8 @@ class OverlayDriver:
         """(Netlink thread.)  The network's bridge, VXLAN device and peers."""
         assert self._host is not None
         bridge, vxlan = nl.device_names(self.tag, nid)
-        self._host.ensure_overlay(bridge, vxlan, net["vni"], net["local"], net["mtu"])
+        self._host.ensure_overlay(bridge, vxlan, net["vni"], net["local"], net["mtu"],
+                                  net.get("port", nl.VXLAN_PORT))
         self._host.program_peers(vxlan, [], self._remote(net))
 
     def _remote(self, net: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -296,7 +298,7 @@ class OverlayDriver:
                 "aux": dict(spec.aux_addresses), "internal": spec.internal, "mtu": mtu,
                 "options": dict(spec.options), "vni": spec.multi_host.vni,
                 "local": str(spec.multi_host.local), "encrypted": _encrypted(spec),
-                "peers": [], "endpoints": {}}
+                "port": spec.multi_host.port, "peers": [], "endpoints": {}}
             self._save()
             return self._network(network_id, state["networks"][network_id])
 

@@ -11,7 +11,7 @@ them for that reason), so every setting goes through netlink.
 Per network with endpoints on the node (names from :func:`device_names`)::
 
     <bridge> (kind bridge, no address, the network's MTU, up)
-      ├── <vxlan> (kind vxlan: VNI, local = the underlay address, dstport 4789, no learning,
+      ├── <vxlan> (kind vxlan: VNI, local = the underlay address, dstport 4789 or the swarm's, no learning,
       │            proxy ARP, no group: only the FDB's remote entries leave the node)
       └── <veth>  one per endpoint, its peer in the container's namespace
 
@@ -72,8 +72,10 @@ class OverlayNet(HostNet):
         raise InvalidArgument(f"{local} is not an address of this host (the overlay's underlay "
                               "address must be one: --data-path-addr / --advertise-addr)")
 
-    def ensure_overlay(self, bridge: str, vxlan: str, vni: int, local: str, mtu: int) -> None:
-        """Create (or complete) the bridge and the VXLAN device of a network, both up."""
+    def ensure_overlay(self, bridge: str, vxlan: str, vni: int, local: str, mtu: int,
+                       port: int = VXLAN_PORT) -> None:
+        """Create (or complete) the bridge and the VXLAN device of a network (UDP ``port``),
+        both up."""
         try:
             if self.link(bridge) is None:
                 self.ipr.link("add", ifname=bridge, kind="bridge", mtu=mtu,
@@ -81,7 +83,7 @@ class OverlayNet(HostNet):
             br = self.link(bridge)["index"]
             if self.link(vxlan) is None:
                 self.ipr.link("add", ifname=vxlan, kind="vxlan", vxlan_id=vni,
-                              vxlan_local=local, vxlan_port=VXLAN_PORT, vxlan_learning=0,
+                              vxlan_local=local, vxlan_port=port, vxlan_learning=0,
                               vxlan_proxy=1, vxlan_udp_csum=0, mtu=mtu)
             vx = self.link(vxlan)["index"]
             self.ipr.link("set", index=vx, master=br, state="up")
@@ -89,7 +91,7 @@ class OverlayNet(HostNet):
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
                 raise Conflict(f"cannot create the VXLAN device of VNI {vni}: another device of "
-                               f"this host uses VNI {vni} on port {VXLAN_PORT}") from exc
+                               f"this host uses VNI {vni} on port {port}") from exc
             raise netlink_error(exc, f"cannot set up overlay devices {bridge}/{vxlan}") from exc
 
     def remove_overlay(self, bridge: str, vxlan: str) -> None:

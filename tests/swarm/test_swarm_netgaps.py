@@ -2,7 +2,8 @@
 worker), each node with a second underlay address that is its ``--data-path-addr``:
 
 - ``--data-path-addr``: the VXLAN devices' local end and the peers' VTEPs are the data path
-  addresses (not the advertise addresses), and traffic flows on them;
+  addresses (not the advertise addresses), and traffic flows on them; ``--data-path-port``
+  is the VXLAN devices' UDP port on every node;
 - ``docker_gwbridge``: a container on an attachable overlay network only reaches a TCP server
   on the other host's underlay address and one on its own host, through the node's
   ``docker_gwbridge`` (``network ls``: scope local; not in the container's inspect); a
@@ -38,6 +39,7 @@ pytestmark = [pytest.mark.slow,
 
 CLUSTER_SHAPE = (1, 1)
 RAFT_TICK = 0.1
+DATA_PORT = 7789
 BIG = 200_000
 SERVE = ["sh", "-c", f"mkdir -p /www && head -c {BIG} /dev/zero > /www/big && hostname > /www/who "
          "&& exec httpd -f -p 80 -h /www"]
@@ -143,7 +145,7 @@ def swarm(cluster, test_images) -> dict[str, Any]:
         host.exec("ip", "addr", "add", f"{data_addr(host)}/24", "dev", "eth0", check=True)
     cluster.forward_loopback(test_images.registry.port)
     ok(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--data-path-addr", data_addr(mgr1),
-       "--dispatcher-heartbeat", "1s")
+       "--data-path-port", str(DATA_PORT), "--dispatcher-heartbeat", "1s")
     token = ok(mgr1, "swarm", "join-token", "-q", "worker").strip()
     ok(wrk1, "swarm", "join", "--token", token, "--advertise-addr", wrk1.address,
        "--data-path-addr", data_addr(wrk1), f"{mgr1.address}:2377")
@@ -172,13 +174,14 @@ def test_the_data_path_runs_on_the_data_path_addresses(cluster, swarm):
     for host, other in ((mgr1, wrk1), (wrk1, mgr1)):
         links = host.exec("ip", "-d", "-o", "link", "show", "type", "vxlan", check=True).stdout
         mine = [line for line in links.splitlines() if "id " in line and " ingress" not in line]
-        assert any(f"local {data_addr(host)}" in line for line in mine), links
+        assert any(f"local {data_addr(host)}" in line and f"dstport {DATA_PORT}" in line
+                   for line in mine), links
         assert f"local {host.address} " not in links
         fdb = host.exec("bridge", "fdb", "show", check=True).stdout
         assert f"dst {data_addr(other)}" in fdb and f"dst {other.address} " not in fdb, fdb
     # docker info: the node's address is its advertise address; the data path port the default
     info = ok(mgr1, "info")
-    assert f"Node Address: {mgr1.address}" in info and "Data Path Port: 4789" in info
+    assert f"Node Address: {mgr1.address}" in info and f"Data Path Port: {DATA_PORT}" in info
     assert ok(mgr1, "info", "--format", "{{.Swarm.NodeAddr}}").strip() == mgr1.address
 
 

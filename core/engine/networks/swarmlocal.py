@@ -100,7 +100,8 @@ class SwarmLocal:
         vni = net.options.get(VXLAN_OPTION, "")
         if not local or not vni.isdigit():
             raise InvalidArgument(f"network {net.name}: this node is not in a swarm")
-        return MultiHost(vni=int(vni), local=local)
+        port = getattr(self.cluster, "data_port", None)
+        return MultiHost(vni=int(vni), local=local, port=port() if port is not None else 4789)
 
     # ------------------------------------------------------------------ containers
     async def materialize(self, ref: str, container_id: str, address: str | None = None

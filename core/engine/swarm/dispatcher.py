@@ -128,6 +128,7 @@ class Dispatcher:
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
         self._checked: float | None = None  # trio.current_time() of the last check_nodes
+        self._data_port: int | None = None  # the swarm's DataPathPort (fixed at init)
         # a shortened period: (the old one, when a check first saw the change)
         self._shortened: tuple[float, float | None] | None = None
 
@@ -240,8 +241,17 @@ class Dispatcher:
     async def _extras(self, node_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
         if found is None:
             raise errors.Forbidden(f"node {node_id} was removed from the swarm")
-        return {"role": found["Spec"]["Role"], "digest": self._trust_digest(),
-                "managers": await self._managers()}
+        if self._data_port is None:
+            try:
+                self._data_port = int((await self.store.cluster()).cluster.get("DataPathPort")
+                                      or 4789)
+            except (errors.CoreError, ValueError):
+                pass
+        extras = {"role": found["Spec"]["Role"], "digest": self._trust_digest(),
+                  "managers": await self._managers()}
+        if self._data_port is not None:  # the nodes' VXLAN port (swarm init --data-path-port)
+            extras["data_port"] = self._data_port
+        return extras
 
     async def session(self, peer: Peer, args: dict, send) -> Any:
         node_id = peer.identity.node_id

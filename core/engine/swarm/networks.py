@@ -832,6 +832,10 @@ class SwarmNetworks:
         addr = self.swarm.local.get("AdvertiseAddr") or ""
         return addr.rsplit(":", 1)[0].strip("[]") or None
 
+    def data_port(self) -> int:
+        """The swarm's VXLAN UDP port (``swarm init --data-path-port``, default 4789)."""
+        return int((self.swarm.local or {}).get("DataPathPort") or 4789)
+
     async def network_state(self, network_id: str) -> dict[str, Any]:
         """A swarm network across the swarm, as a manager knows it (the ``networks.peers``
         call): ``{"peers": [{"Address", "NodeID", "VTEP", "Names"}], "names": {service DNS

@@ -698,6 +698,10 @@ class SwarmService:
     async def _on_session_update(self, info: dict[str, Any]) -> None:
         if self.local is None or self.credentials is None:
             return
+        port = info.get("data_port")  # the swarm's --data-path-port, for the node's VXLANs
+        if isinstance(port, int) and port != self.local.get("DataPathPort", 4789):
+            self.local["DataPathPort"] = port
+            self._save_local()
         managers = info.get("managers")
         if isinstance(managers, list) and managers:
             if managers != self.local.get("RemoteManagers"):
@@ -1064,6 +1068,8 @@ class SwarmService:
                           "RemoteManagers": [{"NodeID": node_id, "Addr": advertise}]}
             if data_addr:
                 self.local["DataPathAddr"] = data_addr
+            if data_port != 4789:
+                self.local["DataPathPort"] = data_port
             self.credentials = creds
             try:
                 self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
