@@ -14,8 +14,8 @@ engine of each node passes them in and tells the driver where the remote endpoin
 - per endpoint a veth pair ``ove<tag><7 hex>`` on the bridge, its peer in the container's
   namespace (the given address, ``02:42:<address>`` MAC unless one is asked for, the MTU);
   no default route: docker's overlay endpoints have no gateway (their way out is another
-  network, docker's ``docker_gwbridge``, which this driver does not make — an endpoint reaches
-  its overlay's subnet only, as with ``--internal``);
+  network, docker's ``docker_gwbridge``, which the engine makes with the bridge driver — an
+  endpoint of this driver reaches its overlay's subnet only, as with ``--internal``);
 - when the last endpoint leaves: the bridge and the VXLAN device go.
 
 ``<tag>`` is four hex digits of the driver root's path (:func:`netlink.engine_tag`): engines
