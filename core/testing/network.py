@@ -1356,7 +1356,8 @@ class MultiHostPair:
     def spec(self, vni: int, subnet: str, host: HostContext, **kwargs: Any) -> NetworkSpec:
         return NetworkSpec(name=kwargs.pop("name", "ov"), subnet=subnet,
                            multi_host=MultiHost(vni=vni, local=host.address,
-                                                encrypted=kwargs.pop("encrypted", False)),
+                                                encrypted=kwargs.pop("encrypted", False),
+                                                port=kwargs.pop("port", 4789)),
                            **kwargs)
 
     def network(self, vni: int = 4097, subnet: str = "10.77.0.0/24", **kwargs: Any
@@ -1400,8 +1401,9 @@ class MultiHostSuite:
     (network namespaces on one underlay, :class:`Underlay`, unless :meth:`make_hosts` gives
     others) — each its own process (:class:`RemoteDriver`) — and the same network is created on
     both with the swarm's allocation; endpoints are namespaces made by the test.  It checks
-    TCP and UDP between endpoints on different hosts only once peers are set, payloads larger
-    than the overlay's MTU (fragmented UDP, a TCP stream), the MTU (underlay − 50, or the
+    TCP and UDP between endpoints on different hosts only once peers are set (on the VXLAN port
+    of ``MultiHost.port``), payloads larger than the overlay's MTU (fragmented UDP, a TCP
+    stream), the MTU (underlay − 50, or the
     ``com.docker.network.driver.mtu`` option), that removed peers are cut off, a restart of
     the driver keeping the data path, errors, encrypted networks (the underlay carries ESP, IP
     protocol 50, and no VXLAN — or, on a kernel without ESP, ``Unavailable`` at create), and
@@ -1483,6 +1485,21 @@ class MultiHostSuite:
         # the traffic crossed the underlay between the two VTEPs, encapsulated (VXLAN: UDP 4789)
         assert (17, host_a.address, host_b.address, 4789) in packets, sorted(set(packets))
         assert (17, host_b.address, host_a.address, 4789) in packets, packets[:20]
+
+    def test_the_data_path_port(self, pair: MultiHostPair) -> None:
+        """``MultiHost.port`` (``swarm init --data-path-port``): the tunnels' UDP port."""
+        nid, _, _ = pair.network(port=7789)
+        ns_a, ns_b, _, _ = pair.endpoints(nid)
+        host_a, host_b = pair.hosts[0], pair.hosts[1]
+        capture = Capture(host_a.netns_path, host_a.interface)
+        try:
+            assert udp_reachable(ns_a, ns_b, "10.77.0.3", 3.0), "UDP a -> b"
+            assert tcp_transfer(ns_a, ns_b, "10.77.0.3", 1 << 20), "1 MiB over TCP"
+            time.sleep(0.5)  # (the capture's thread reads what it has queued)
+        finally:
+            packets = capture.close()
+        assert (17, host_a.address, host_b.address, 7789) in packets, sorted(set(packets))
+        assert not [p for p in packets if p[0] == 17 and p[3] == 4789], "VXLAN on port 4789"
 
     def test_mtu_and_payloads_larger_than_it(self, pair: MultiHostPair) -> None:
         nid, net, _ = pair.network()
