@@ -321,6 +321,14 @@ def test_nodes_where_a_service_failed_often_come_last():
     later = scheduler.schedule([todo], nodes, [busy] + [failed(i) for i in range(5)],
                                now=time.time() + scheduler.FAILURE_WINDOW + 1)
     assert later[0]["NodeID"] == "n1"  # old failures no longer count
+    # the leader's memory: failures count once their tasks are deleted (history limit)
+    log = scheduler.FailureLog()
+    for i in range(5):
+        log.observe([busy, failed(i)])
+    counts = log.observe([busy])
+    assert counts == {("n1", "svc1"): 5}
+    assert scheduler.schedule([todo], nodes, [busy], failures=counts)[0]["NodeID"] == "n2"
+    assert log.observe([busy], now=time.time() + scheduler.FAILURE_WINDOW + 1) == {}
 
 
 def test_constraints_parse_and_match():

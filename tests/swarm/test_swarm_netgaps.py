@@ -167,6 +167,9 @@ def address_on(host, container: str, network: str) -> str:
 
 def test_the_data_path_runs_on_the_data_path_addresses(cluster, swarm):
     mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
+    for host in (mgr1, wrk1):  # made when the node joined (as docker does), before any container
+        wait_for(f"{host.name}'s docker_gwbridge", lambda: "docker_gwbridge bridge local" in ok(
+            host, "network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").splitlines())
     ok(mgr1, "run", "-d", "--name", "g1", "--network", "gap-net", swarm["image"], *SERVE)
     ok(wrk1, "run", "-d", "--name", "g2", "--network", "gap-net", swarm["image"], "sleep", "3600")
     a1 = address_on(mgr1, "g1", "gap-net")
@@ -270,20 +273,29 @@ def test_publish_mode_host(cluster, swarm):
 
 
 def test_a_task_whose_host_port_is_taken_is_placed_elsewhere(cluster, swarm):
+    """A replica whose port is taken on the node it was placed on fails there, and after
+    swarmkit's five failures is placed on the other node."""
     mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
     holder = Holder(wrk1, 8082)
+    # a task on mgr1 first: the scheduler places the next service's task on the emptier wrk1
+    ok(mgr1, "service", "create", "-d", "--name", "filler", "--constraint", "node.hostname==mgr1",
+       swarm["image"], "sleep", "3600")
     try:
+        wait_for("filler running", lambda: [t for t in _tasks(mgr1, "filler")
+                                            if t["CurrentState"].startswith("Running")], timeout=60)
         ok(mgr1, "service", "create", "-d", "--name", "hostone", "--replicas", "1",
            "--restart-delay", "200ms", "--publish", "published=8082,target=80,mode=host",
            swarm["image"], *SERVE)
-        # wherever it lands first, it ends up running on mgr1 (wrk1 fails it: after a few
-        # failures there the scheduler places it on the other node)
-        wait_for("hostone answers on mgr1", lambda: fetch(mgr1, f"http://{mgr1.address}:8082/who"), timeout=120)
-        running = [t for t in _tasks(mgr1, "hostone") if t["CurrentState"].startswith("Running")]
+        wait_for("hostone answers on mgr1", lambda: fetch(mgr1, f"http://{mgr1.address}:8082/who"),
+                 timeout=120)
+        tasks = _tasks(mgr1, "hostone")
+        running = [t for t in tasks if t["CurrentState"].startswith("Running")]
         assert [t["Node"] for t in running] == ["mgr1"]
+        failed = [t for t in tasks if t["Node"] == "wrk1" and "8082" in t["Error"]]
+        assert failed, tasks
     finally:
         holder.close()
-        mgr1.core("service", "rm", "hostone")
+        mgr1.core("service", "rm", "hostone", "filler")
 
 
 def test_ip_on_an_attachable_overlay_network(cluster, swarm):

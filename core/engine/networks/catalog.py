@@ -20,11 +20,15 @@ from core.contracts.network import MultiHost, NetworkDriver, NetworkSpec, PoolOv
 from core.engine.filters import label_match, matches, until
 from core.engine.interfaces import EventSink
 from core.engine.networks.render import Renderer
-from core.engine.networks.store import NetRecord, NetworkStore, kernel_of
+from core.engine.networks.store import GWBRIDGE, NetRecord, NetworkStore, kernel_of
 from core.engine.networks.validate import create_request
 from core.errors import AlreadyExists, Conflict, CoreError, Forbidden, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger("core.engine.networks.catalog")
+
+#: docker's options of ``docker_gwbridge`` (its device name left to the bridge driver: per engine)
+GWBRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true"}
 
 
 class NetworkDrivers(Protocol):
@@ -254,6 +258,25 @@ class NetworkCatalog:
             self.store.set_kernel(net.id, net.kernel)
         self.emit("create", net)
         return {"Id": net.id, "Warning": ""}
+
+    async def ensure_gwbridge(self) -> NetRecord:
+        """The node's ``docker_gwbridge`` (see :mod:`core.engine.networks.sandbox`): made with
+        docker's options if missing (one made by the user beforehand, with a subnet of their
+        choice, is used as it is)."""
+        net = self.store.net_named(GWBRIDGE)
+        if net is not None:
+            return net
+        try:
+            await self.create_network({"Name": GWBRIDGE, "Driver": "bridge",
+                                       "Options": dict(GWBRIDGE_OPTIONS)})
+        except CoreError as exc:
+            net = self.store.net_named(GWBRIDGE)   # (a concurrent maker's)
+            if net is None:
+                raise CoreError(f"cannot make {GWBRIDGE}: {exc}") from exc
+            return net
+        net = self.store.net_named(GWBRIDGE)
+        assert net is not None
+        return net
 
     async def remove_network(self, ref: str) -> NetRecord:
         """``DELETE /networks/{id}``.  ``Forbidden``: pre-defined, or active endpoints."""

@@ -17,9 +17,9 @@ use them — not the container's original ``NetworkingConfig``.
 
 A container on swarm (overlay) networks that no local network gives a way out (a non-internal
 network with a gateway: bridge and the like) also gets an endpoint on ``docker_gwbridge``, as
-in docker: the node's bridge network (``Scope: local``, made on first need with docker's
-options: no inter-container traffic, masquerade; its device is the bridge driver's
-``br-<id>``, so each engine of a host has its own), the last interface in the container,
+in docker: the node's bridge network (``Scope: local``, made when the node joins a swarm --
+or on first need -- with docker's options: no inter-container traffic, masquerade; its device
+is the bridge driver's ``br-<id>``, so each engine of a host has its own), the last interface in the container,
 the default route and the published ports (``mode=host``) through it.  Internal swarm
 networks give no such need.  The endpoint is recorded as a row of its own, hidden from the
 container's ``NetworkSettings``, DNS names and ``/etc/hosts``; ``network inspect
@@ -51,9 +51,6 @@ log = logging.getLogger("core.engine.networks.sandbox")
 HOST_NET_ERROR = "container cannot be disconnected from host network or connected to host network"
 NONE_NET_ERROR = ("container cannot be connected to multiple networks with one of the networks in "
                   "private (none) mode")
-#: docker's options of ``docker_gwbridge`` (its device name left to the bridge driver: per engine)
-GWBRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
-                    "com.docker.network.bridge.enable_ip_masquerade": "true"}
 SHARED_NET_ERROR = ("container sharing network namespace with another container or host cannot be "
                     "connected to any other network")
 
@@ -257,16 +254,7 @@ class Sandboxes:
 
     async def ensure_gwbridge(self) -> NetRecord:
         """The node's ``docker_gwbridge`` network, made with docker's options if missing."""
-        net = self.store.net_named(GWBRIDGE)
-        if net is not None:
-            return net
-        try:
-            await self.catalog.create_network({"Name": GWBRIDGE, "Driver": "bridge",
-                                               "Options": dict(GWBRIDGE_OPTIONS)})
-        except CoreError as exc:
-            if self.store.net_named(GWBRIDGE) is None:  # (not a concurrent maker's)
-                raise CoreError(f"cannot make {GWBRIDGE}: {exc}") from exc
-        return self.store.net_named(GWBRIDGE)
+        return await self.catalog.ensure_gwbridge()
 
     def _needs_gateway(self, nets: list[NetRecord]) -> bool:
         """docker's rule: a container on a non-internal swarm network and on no local network

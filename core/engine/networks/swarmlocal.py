@@ -27,6 +27,9 @@ asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the
   records (``<service>``, ``tasks.<service>``), merged into the DNS view's remote names, and
   their VIP backends, written as nftables DNAT rules (table ``ip core-vip``) into the namespace
   of every local container on the network;
+- ``docker_gwbridge`` (the way out of containers on swarm networks only, see
+  :mod:`core.engine.networks.sandbox`) is made when the node is in a swarm, as docker does at
+  ``swarm init``/``join``, and stays after ``swarm leave``;
 - the routing mesh (:mod:`core.engine.networks.mesh`): the node's ingress sandbox on the
   ingress network, made when the node is in a swarm, programmed from the ingress network's
   ``published`` table, removed when the ingress network goes;
@@ -86,6 +89,7 @@ class SwarmLocal:
         self.mesh = Mesh(exec_root) if exec_root is not None else None
         self._ingress: str | None = None   # the ingress network's ID while the mesh is up
         self._leaving = False
+        self._gwbridge = False  # docker_gwbridge made (or found) since the node joined
         catalog.multi_host = self.multi_host
 
     # ------------------------------------------------------------------ helpers
@@ -283,9 +287,16 @@ class SwarmLocal:
         """One pass of :meth:`keep_peers` (failures logged: the next pass tries again)."""
         if not self.active():
             self._leaving = False
+            self._gwbridge = False
             return
         if self._leaving:
             return
+        if not self._gwbridge:  # docker makes docker_gwbridge when the node joins a swarm
+            try:
+                await self.catalog.ensure_gwbridge()
+                self._gwbridge = True
+            except CoreError as exc:
+                log.warning("%s", exc)
         local = self.cluster.data_address()
         try:
             listed = await self.cluster.list_networks()

@@ -39,7 +39,7 @@ import trio
 from core.engine.swarm import reaper
 from core.engine.swarm.etcd import Compare, Delete, Get, Put
 from core.engine.swarm.orchestrator import Changes, Orchestrator, View, runnable, state_of
-from core.engine.swarm.scheduler import schedule, to_place
+from core.engine.swarm.scheduler import FailureLog, schedule, to_place
 from core.engine.swarm.store import (CLUSTER_KEY, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Store,
                                      now_text)
 from core.engine.swarm.tasks import TERMINAL, status
@@ -63,6 +63,7 @@ class Leader:
         self.settle = settle  # seconds to gather a burst of changes into one pass
         self.orchestrator = Orchestrator()
         self.updater = Updater()
+        self.failures = FailureLog()  # the scheduler's memory of tasks that failed on nodes
         self.view = View()
         self.passes = 0
 
@@ -119,10 +120,12 @@ class Leader:
         """The scheduler's and the reaper's decisions, added to ``out``."""
         view = self.view
         waiting = to_place(view.tasks.values())
+        failures = self.failures.observe(view.tasks.values())
         if self.allocator is not None:
             waiting = [t for t in waiting if allocated(view, t)]
         if waiting:
-            for t in schedule(waiting, view.nodes.values(), view.tasks.values()):
+            for t in schedule(waiting, view.nodes.values(), view.tasks.values(),
+                              failures=failures):
                 out.put(view, t)
         reaper.reap(view, out)
         for tid in out.deletes:

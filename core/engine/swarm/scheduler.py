@@ -191,6 +191,33 @@ def failed_recently(task: dict[str, Any], now: float) -> bool:
     return when is not None and now - when < FAILURE_WINDOW
 
 
+class FailureLog:
+    """swarmkit's ``recentFailures`` of its node infos: the leader remembers each task that
+    failed on a node (by ID, from the snapshots it schedules over) for :data:`FAILURE_WINDOW`
+    seconds, so that failures still count once the task reaper has deleted the tasks."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, str, float]] = {}  # task ID -> (node, service, when)
+
+    def observe(self, tasks: Iterable[dict[str, Any]], now: float | None = None
+                ) -> dict[tuple[str, str], int]:
+        """Note the failed tasks of ``tasks``; the recent failures per ``(node, service)``."""
+        import time
+
+        now = time.time() if now is None else now
+        for t in tasks:
+            if t["ID"] not in self._seen and failed_recently(t, now):
+                when = _seconds((t.get("Status") or {}).get("Timestamp")) or now
+                self._seen[t["ID"]] = (t["NodeID"], t.get("ServiceID", ""), when)
+        counts: dict[tuple[str, str], int] = {}
+        for tid, (node_id, sid, when) in list(self._seen.items()):
+            if now - when >= FAILURE_WINDOW:
+                del self._seen[tid]
+            else:
+                counts[(node_id, sid)] = counts.get((node_id, sid), 0) + 1
+        return counts
+
+
 def occupies(task: dict[str, Any]) -> bool:
     """A task that counts on its node (load, reservations, replicas per node)."""
     return (bool(task.get("NodeID")) and task.get("DesiredState") in ("ready", "running")
@@ -236,17 +263,20 @@ class NodeInfo:
 
 
 def node_infos(nodes: Iterable[dict[str, Any]], tasks: Iterable[dict[str, Any]],
-               now: float | None = None) -> dict[str, NodeInfo]:
-    import time
-
-    now = time.time() if now is None else now
+               now: float | None = None,
+               failures: dict[tuple[str, str], int] | None = None) -> dict[str, NodeInfo]:
+    """The nodes with their load; ``failures``: the recent failures per ``(node, service)``
+    (a :class:`FailureLog`'s), else counted from the failed tasks of ``tasks``."""
     infos = {n["ID"]: NodeInfo(n) for n in nodes}
+    tasks = list(tasks)
     for t in tasks:
         if occupies(t) and t["NodeID"] in infos:
             infos[t["NodeID"]].add(t)
-        elif failed_recently(t, now) and t["NodeID"] in infos:
-            failures = infos[t["NodeID"]].failures
-            failures[t.get("ServiceID", "")] = failures.get(t.get("ServiceID", ""), 0) + 1
+    if failures is None:
+        failures = FailureLog().observe(tasks, now)
+    for (node_id, sid), n in failures.items():
+        if node_id in infos:
+            infos[node_id].failures[sid] = n
     return infos
 
 
@@ -316,11 +346,13 @@ def _pending(task: dict[str, Any], err: str) -> dict[str, Any] | None:
 
 
 def schedule(to_place: Iterable[dict[str, Any]], nodes: Iterable[dict[str, Any]],
-             tasks: Iterable[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+             tasks: Iterable[dict[str, Any]], now: float | None = None,
+             failures: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
     """Place ``to_place`` (tasks waiting for a node) on ``nodes``, given every task of the
-    cluster (``tasks``: the nodes' load and recent failures; ``now``: POSIX seconds).
-    Returns the changed tasks (copies)."""
-    infos = node_infos(nodes, tasks, now)
+    cluster (``tasks``: the nodes' load and, without ``failures`` -- a :class:`FailureLog`'s
+    counts -- their recent failures; ``now``: POSIX seconds).  Returns the changed tasks
+    (copies)."""
+    infos = node_infos(nodes, tasks, now, failures)
     out: list[dict[str, Any]] = []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for t in sorted(to_place, key=lambda t: (t.get("ServiceID", ""), t.get("Slot") or 0, t["ID"])):
