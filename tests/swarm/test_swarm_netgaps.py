@@ -236,7 +236,8 @@ def test_publish_mode_host(cluster, swarm):
     mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
     holder = Holder(wrk1, 8081)   # another program holds the port on wrk1
     try:
-        ok(mgr1, "service", "create", "-d", "--name", "hostweb", "--replicas", "2",
+        # on an overlay network: the port is published through the node's docker_gwbridge
+        ok(mgr1, "service", "create", "-d", "--name", "hostweb", "--replicas", "2", "--network", "gap-net",
            "--restart-delay", "1s", "--publish", "published=8081,target=80,mode=host",
            swarm["image"], *SERVE)
         # the task on mgr1 runs and answers on mgr1's port 8081, straight to its container
@@ -283,7 +284,7 @@ def test_a_task_whose_host_port_is_taken_is_placed_elsewhere(cluster, swarm):
     try:
         wait_for("filler running", lambda: [t for t in _tasks(mgr1, "filler")
                                             if t["CurrentState"].startswith("Running")], timeout=60)
-        ok(mgr1, "service", "create", "-d", "--name", "hostone", "--replicas", "1",
+        ok(mgr1, "service", "create", "-d", "--name", "hostone", "--replicas", "1",  # (on bridge)
            "--restart-delay", "200ms", "--publish", "published=8082,target=80,mode=host",
            swarm["image"], *SERVE)
         wait_for("hostone answers on mgr1", lambda: fetch(mgr1, f"http://{mgr1.address}:8082/who"),
