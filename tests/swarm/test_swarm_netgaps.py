@@ -13,7 +13,7 @@ worker), each node with a second underlay address that is its ``--data-path-addr
   holds on a node fails the task there with docker's error while the other task runs, and
   runs there once the port is free;
 - ``--ip`` on an attachable overlay network: the managers' allocator reserves it, a taken one
-  is docker's error;
+  is docker's error, one whose container is refused afterwards (``--ip6``) is given back;
 - ``--endpoint-mode dnsrr``: the service's name answers its tasks' addresses (no VIP), as
   ``tasks.<service>`` does; tasks on different hosts exchange a TCP download much larger
   than the overlay's MTU.
@@ -311,6 +311,15 @@ def test_ip_on_an_attachable_overlay_network(cluster, swarm):
         assert proc.returncode != 0 and "Address already in use" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
         mgr1.core("rm", "-f", "i2")
+        # a request refused after the managers gave the address gives it back (--ip6: the
+        # overlay network has no IPv6)
+        proc = mgr1.core("run", "-d", "--name", "i5", "--network", "gap-net", "--ip", "10.41.0.52",
+                         "--ip6", "fd00::52", swarm["image"], "sleep", "3600")
+        assert proc.returncode != 0 and "IPv6" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        mgr1.core("rm", "-f", "i5")
+        ok(wrk1, "run", "-d", "--name", "i6", "--network", "gap-net", "--ip", "10.41.0.52", swarm["image"],
+           "sleep", "3600")
+        wrk1.core("rm", "-f", "i6")
         # network connect --ip
         ok(mgr1, "run", "-d", "--name", "i3", swarm["image"], "sleep", "3600")
         ok(mgr1, "network", "connect", "--ip", "10.41.0.51", "gap-net", "i3")

@@ -142,10 +142,30 @@ class Sandboxes:
         endpoints_config = (networking_config or {}).get("EndpointsConfig") or {}
         if not isinstance(endpoints_config, dict):
             raise InvalidArgument("invalid NetworkingConfig.EndpointsConfig: expected an object")
-        endpoints_config = await self._swarm_networks(container_id, mode, endpoints_config)
-        if self._names_swarm_network(container_id, mode, endpoints_config):
-            await self.ensure_gwbridge()
+        made: list[str] = []
+        try:
+            endpoints_config = await self._swarm_networks(container_id, mode, endpoints_config,
+                                                          made)
+            if self._names_swarm_network(container_id, mode, endpoints_config):
+                await self.ensure_gwbridge()
+            return await self._prepare_locked(container_id, mode, hc, request, endpoints_config,
+                                              make, mac_address)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._release_unrecorded(container_id, made)
+            raise
 
+    async def _release_unrecorded(self, container_id: str, network_ids: list[str]) -> None:
+        """After a failure: the swarm addresses just asked for on networks the container has
+        no recorded endpoint on are given back (and those networks dropped if unused)."""
+        recorded = {ep.network_id for ep in self.store.endpoints_of(container_id)}
+        loose = [nid for nid in dict.fromkeys(network_ids) if nid not in recorded]
+        if loose and self.swarm is not None:
+            await self.swarm.release(container_id, loose)
+
+    async def _prepare_locked(self, container_id: str, mode: str, hc: dict[str, Any],
+                              request: dict[str, Any], endpoints_config: dict[str, Any],
+                              make: bool, mac_address: str | None) -> str | None:
         async with self.lock:
             existing = self.store.sandbox(container_id)
             if existing is not None and existing.attached:
@@ -206,11 +226,13 @@ class Sandboxes:
             return path
 
     async def _swarm_networks(self, container_id: str, mode: str,
-                              endpoints_config: dict[str, Any]) -> dict[str, Any]:
+                              endpoints_config: dict[str, Any],
+                              made: list[str] | None = None) -> dict[str, Any]:
         """Swarm networks the container names that are not local yet are made local (see
         :mod:`core.engine.networks.swarmlocal`), and the managers' address of the container on
         each goes into its endpoint settings; the recorded endpoints of a container started
-        again find their swarm networks the same way.  Returns the endpoint settings."""
+        again find their swarm networks the same way.  Returns the endpoint settings; the IDs
+        of the networks whose address was asked for are appended to ``made``."""
         if self.swarm is None or not self.swarm.active():
             return endpoints_config
         out = dict(endpoints_config)
@@ -232,6 +254,8 @@ class Sandboxes:
             wanted = (cfg.get("IPAMConfig") or {}).get("IPv4Address") \
                 if isinstance(cfg.get("IPAMConfig"), dict) else None
             net, address = await self.swarm.materialize(ref, container_id, wanted or None)
+            if made is not None:
+                made.append(net.id)
             cfg["IPAMConfig"] = {**(cfg.get("IPAMConfig") or {}), "IPv4Address": address}
             out[ref] = cfg
         return out
@@ -550,13 +574,24 @@ class Sandboxes:
                 raise
             net = None  # perhaps the swarm's
         cid, _pid, running = await self._container(container_ref)
-        if swarm and (net is None or net.scope == "swarm"):
-            swarm_cfg = await self._swarm_networks(cid, "none", {network_ref: endpoint_config})
-            endpoint_config = swarm_cfg.get(network_ref)
-            net = self.store.lookup(network_ref)
-        assert net is not None
-        if net.scope == "swarm" and not net.internal:
-            await self.ensure_gwbridge()
+        made: list[str] = []
+        try:
+            if swarm and (net is None or net.scope == "swarm"):
+                swarm_cfg = await self._swarm_networks(cid, "none", {network_ref: endpoint_config},
+                                                       made)
+                endpoint_config = swarm_cfg.get(network_ref)
+                net = self.store.lookup(network_ref)
+            assert net is not None
+            if net.scope == "swarm" and not net.internal:
+                await self.ensure_gwbridge()
+            await self._connect(net, cid, running, endpoint_config)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._release_unrecorded(cid, made)
+            raise
+
+    async def _connect(self, net: NetRecord, cid: str, running: bool,
+                       endpoint_config: dict[str, Any] | None) -> None:
         async with self.lock:
             sb = self.store.sandbox(cid)
             if sb is None:
