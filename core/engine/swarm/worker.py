@@ -16,8 +16,12 @@ again after a failover)::
 A task's container is named :func:`core.engine.swarm.tasks.container_name` and labelled as
 docker labels it (``com.docker.swarm.task``, ``.task.id``, ``.task.name``, ``.node.id``,
 ``.service.id``, ``.service.name`` over the spec's own labels); its restart policy is ``no``
-(the swarm restarts tasks) and it is never auto-removed.  A task's container stays until the
-task leaves the node's set (the leader's task reaper deleted it): then it is removed.
+(the swarm restarts tasks) and it is never auto-removed.  The service's ``mode=host`` ports
+(the task's ``Endpoint.Ports``) are published on the node as ``-p`` would (``PortBindings``)
+and reported, as published, in ``Status.PortStatus`` once the task runs; a start that fails
+(such a port taken on the node) is ``starting container failed: <the engine's error>``.  A
+task's container stays until the task leaves the node's set (the leader's task reaper deleted
+it): then it is removed.
 
 Deaths are seen on the engine's event stream (``die``, ``destroy``, ``health_status``): a
 container that exits or is removed behind the swarm's back is reported ``failed`` (``complete``
