@@ -25,9 +25,10 @@ their own branch), then -- swarmkit's ``maxFailures`` -- a node where tasks of t
 failed :data:`MAX_FAILURES` times or more in the last :data:`FAILURE_WINDOW` seconds comes after
 those with fewer failures (a task that fails on a node, such as one whose host port is taken
 there by another program, is placed elsewhere after a few attempts), then the node with the
-fewest tasks of the service, then the fewest tasks in all.  A task that fits nowhere stays ``pending`` with ``Err`` ``no suitable node (<reasons>)``,
-each reason swarmkit's (``scheduling constraints not satisfied on 3 nodes``, ``insufficient
-resources on 1 node``, ``max replicas per node limit exceed``...), most frequent first.
+fewest tasks of the service, then the fewest tasks in all.  A task that fits nowhere stays
+``pending`` with ``Err`` ``no suitable node (<reasons>)``, each reason swarmkit's
+(``scheduling constraints not satisfied on 3 nodes``, ``insufficient resources on 1 node``,
+``max replicas per node limit exceed``...), most frequent first.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import functools
 import heapq
 import ipaddress
 import re
+import time
 from typing import Any, Iterable
 
 from core.engine.swarm.tasks import TERMINAL, status
@@ -202,8 +204,6 @@ class FailureLog:
     def observe(self, tasks: Iterable[dict[str, Any]], now: float | None = None
                 ) -> dict[tuple[str, str], int]:
         """Note the failed tasks of ``tasks``; the recent failures per ``(node, service)``."""
-        import time
-
         now = time.time() if now is None else now
         for t in tasks:
             if t["ID"] not in self._seen and failed_recently(t, now):
