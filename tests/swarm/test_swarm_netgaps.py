@@ -199,6 +199,9 @@ def test_overlay_containers_get_out_through_docker_gwbridge(cluster, swarm, tmp_
         # ... through the node's docker_gwbridge: a local bridge network of its own engine
         nets = ok(wrk1, "network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").splitlines()
         assert "docker_gwbridge bridge local" in nets
+        if shutil.which("docker"):
+            assert "docker_gwbridge bridge local" in docker_cli(
+                wrk1, "network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").splitlines()
         gw_id = ok(wrk1, "network", "inspect", "-f", "{{.Id}}", "docker_gwbridge").strip()
         assert f"br-{gw_id[:12]}" in wrk1.exec("ip", "-o", "link", "show", check=True).stdout
         members = ok(wrk1, "network", "inspect", "-f",
@@ -223,6 +226,14 @@ def test_overlay_containers_get_out_through_docker_gwbridge(cluster, swarm, tmp_
     finally:
         remote.close()
         local.close()
+
+
+def docker_cli(host, *args: str) -> str:
+    """The real docker CLI against the host's engine."""
+    proc = subprocess.run(["docker", *args], env={**host.env, "DOCKER_CLI_HINTS": "false"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
 
 
 def _tasks(host, service: str) -> list[dict[str, Any]]:
@@ -263,6 +274,12 @@ def test_publish_mode_host(cluster, swarm):
                 "PublishMode": "host"} in [{k: p.get(k) for k in ("Protocol", "TargetPort", "PublishedPort",
                                                                   "PublishMode")}
                                            for p in svc["Endpoint"]["Ports"]]
+        if shutil.which("docker"):  # the real docker CLI reads the same
+            rows = docker_cli(mgr1, "service", "ps", "--filter", "desired-state=running", "--format",
+                              "{{.Node}} {{.CurrentState}} {{.Ports}}", "hostweb").splitlines()
+            assert any(r.startswith("mgr1 Running") and r.endswith("*:8081->80/tcp") for r in rows), rows
+            assert "0.0.0.0:8081->80/tcp" in docker_cli(
+                mgr1, "ps", "--filter", "label=com.docker.swarm.service.name=hostweb", "--format", "{{.Ports}}")
         # not the routing mesh: wrk1's port is still the other program's
         assert fetch(wrk1, f"http://{wrk1.address}:8081/who") is None
     finally:
