@@ -15,8 +15,8 @@ worker), each node with a second underlay address that is its ``--data-path-addr
 - ``--ip`` on an attachable overlay network: the managers' allocator reserves it, a taken one
   is docker's error, one whose container is refused afterwards (``--ip6``) is given back;
 - ``--endpoint-mode dnsrr``: the service's name answers its tasks' addresses (no VIP), as
-  ``tasks.<service>`` does; tasks on different hosts exchange a TCP download much larger
-  than the overlay's MTU.
+  ``tasks.<service>`` does; tasks on different hosts exchange a TCP download and a UDP
+  datagram larger than the overlay's MTU.
 
 One shared cluster for the module: the tests run in file order and build on each other.
 """
@@ -41,6 +41,7 @@ CLUSTER_SHAPE = (1, 1)
 RAFT_TICK = 0.1
 DATA_PORT = 7789
 BIG = 200_000
+DATAGRAM = 3000     # bytes of one UDP datagram (the overlay's MTU is 1450)
 SERVE = ["sh", "-c", f"mkdir -p /www && head -c {BIG} /dev/zero > /www/big && hostname > /www/who "
          "&& exec httpd -f -p 80 -h /www"]
 
@@ -387,6 +388,29 @@ def test_dnsrr_service_names_and_tasks_across_hosts(cluster, swarm):
         got = ok(wrk1, "exec", local[0], "sh", "-c",
                  f"wget -q -O - http://{addresses[manager_id]}/big | wc -c")
         assert int(got.strip()) == BIG
+        # UDP: one datagram larger than the overlay's MTU, from the task on wrk1 to mgr1's
+        remote = ok(mgr1, "ps", "-q", "--no-trunc", "--filter",
+                    "label=com.docker.swarm.service.name=rr").split()
+        assert len(remote) == 1
+        local_id = ok(wrk1, "inspect", "-f", "{{.Id}}", local[0]).strip()
+        server = subprocess.Popen(
+            ["nsenter", f"--net={mgr1.exec_root / 'netns' / remote[0][:12]}", sys.executable, "-c",
+             "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5001));"
+             "s.settimeout(20); data, peer = s.recvfrom(65535); print(len(data), peer[0])"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            subprocess.run(["nsenter", f"--net={wrk1.exec_root / 'netns' / local_id[:12]}", sys.executable,
+                            "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+                            f"s.sendto(b'x' * {DATAGRAM}, ('{addresses[manager_id]}', 5001))"],
+                           check=True, timeout=20)
+            out, _ = server.communicate(timeout=30)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        worker_id = api.inspect_node("wrk1")["ID"]
+        assert out.split() == [str(DATAGRAM), addresses[worker_id]]
         # and by the service's name (one of the two tasks: its own or the other's)
         assert ok(wrk1, "exec", local[0], "wget", "-q", "-O", "-", "http://rr/who").strip()
     finally:
