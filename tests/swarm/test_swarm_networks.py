@@ -696,7 +696,9 @@ def test_after_swarm_leave_no_swarm_network_is_left(cluster, swarm):
     ok(wrk1, "swarm", "leave")
     names = ls(wrk1)
     assert "ingress" not in names and not any(scope == "swarm" for _d, scope in names.values())
-    assert set(names) == {"bridge", "host", "none"}
+    # docker_gwbridge, the node's local way out of swarm networks, stays (as docker's does)
+    assert set(names) == {"bridge", "host", "none", "docker_gwbridge"}
+    assert names["docker_gwbridge"] == ("bridge", "local")
 
 
 def test_ingress_can_be_removed_when_asked(cluster, swarm):
