@@ -638,7 +638,9 @@ class SwarmServices:
     @staticmethod
     def task_counts(tasks: list[tuple[dict[str, Any], int]],
                     nodes: list[tuple[dict[str, Any], int]]) -> dict[str, dict[str, int]]:
-        """Per service: running tasks (on nodes not down), tasks desired running, completed."""
+        """Per service: running tasks (on nodes not down), tasks desired running (a global
+        service's desired count: one per eligible node once the orchestrator has made them, as
+        swarmkit's ``ListServiceStatuses`` counts it), completed tasks."""
         down = {n["ID"] for n, _v in nodes if (n.get("Status") or {}).get("State") == "down"}
         counts: dict[str, dict[str, int]] = {}
         for task, _v in tasks:
@@ -654,10 +656,13 @@ class SwarmServices:
 
     @staticmethod
     def _status(svc: dict[str, Any], counts: dict[str, dict[str, int]]) -> dict[str, int]:
+        """docker's ``ServiceStatus``: a replicated service desires its replicas, a global one
+        its tasks desired running; completed tasks count for jobs only (which core refuses)."""
         c = counts.get(svc["ID"], {"running": 0, "desired": 0, "completed": 0})
         mode = svc["Spec"].get("Mode", {})
         desired = mode["Replicated"].get("Replicas", 1) if "Replicated" in mode else c["desired"]
-        return {"RunningTasks": c["running"], "DesiredTasks": desired, "CompletedTasks": c["completed"]}
+        completed = c["completed"] if "ReplicatedJob" in mode or "GlobalJob" in mode else 0
+        return {"RunningTasks": c["running"], "DesiredTasks": desired, "CompletedTasks": completed}
 
     async def get(self, ref: str, *, insert_defaults: bool = False) -> dict[str, Any]:
         """``GET /services/{id}``: by ID, name or ID prefix."""
