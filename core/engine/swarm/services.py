@@ -66,6 +66,13 @@ from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Store, now
 from core.engine.swarm.vip import virtual_ips, with_vips
 
 log = logging.getLogger("core.swarm.services")
+#: reads and writes of one ``service update`` while the swarm's own writes (``UpdateStatus``)
+#: land between them
+UPDATE_ATTEMPTS = 5
+
+
+class _WrittenMeanwhile(Exception):
+    """The service was written between an update's read and its write."""
 
 NS = 10**9
 #: what docker's inspect shows of a spec's unset parts (swarmkit's ``api/defaults``)
@@ -792,45 +799,68 @@ class SwarmServices:
             raise errors.InvalidArgument(f"unsupported registryAuthFrom '{registry_auth_from}'")
         spec = normalize_spec(body)
         warnings: list[str] = []
-        async with self._lock:
-            service, current = await self._find(ref)
-            if current != version:
-                if not await self._only_status_moved(store, service, version):
-                    from core.engine.swarm.etcd import SequenceConflict
+        from core.engine.swarm.etcd import SequenceConflict
 
-                    raise SequenceConflict()
-                version = current
-            old = service["Spec"]
-            if rollback == "previous":
-                if service.get("PreviousSpec") is None:
-                    raise errors.InvalidArgument(f"service {service['ID']} does not have a previous spec")
-                service["Spec"], service["PreviousSpec"] = service["PreviousSpec"], old
-                service["UpdateStatus"] = {"State": "rollback_started",
-                                           "StartedAt": now_text(),
-                                           "Message": "manually requested rollback"}
-                new = service["Spec"]
-            else:
-                if spec["Name"] and spec["Name"] != old.get("Name"):
-                    raise errors.NotImplemented_("renaming services is not supported")
-                spec["Name"] = old.get("Name", "")
-                if ("Global" in spec["Mode"]) != ("Global" in old.get("Mode", {})):
-                    raise errors.NotImplemented_("service mode change is not allowed")
-                if not auth:
-                    source = service.get("PreviousSpec") if registry_auth_from == "previous-spec" else old
-                    auth = registry_auth_of(source)
-                if spec["TaskTemplate"]["ContainerSpec"]["Image"] != \
-                        old["TaskTemplate"]["ContainerSpec"]["Image"]:
-                    await self._resolve(spec, auth, warnings)
-                _set_auth(spec, auth)
-                await self._networks(store, spec)
-                service["PreviousSpec"] = old
-                service["Spec"] = spec
-                service.pop("UpdateStatus", None)
-                new = spec
-            others = [s for s, _v in await store.objects(SERVICES) if s["ID"] != service["ID"]]
-            service["Endpoint"] = self._endpoint(new, others, service)
-            await store.put(SERVICES, service, version)
+        async with self._lock:
+            for attempt in range(UPDATE_ATTEMPTS):
+                try:
+                    await self._update_once(store, ref, version, spec, rollback, registry_auth_from,
+                                            auth, warnings)
+                    break
+                except _WrittenMeanwhile:
+                    # the swarm's own write (the updater's UpdateStatus) between this read and
+                    # this write: read again; a change of the spec since ``version`` stays
+                    # docker's 'update out of sequence' (:meth:`_only_status_moved`)
+                    if attempt == UPDATE_ATTEMPTS - 1:
+                        raise SequenceConflict() from None
+                    log.info("service %s: written in between (attempt %d), reading it again", ref, attempt + 1)
         return {"Warnings": warnings or None}
+
+    async def _update_once(self, store: Store, ref: str, version: int, spec: dict[str, Any], rollback: str,
+                           registry_auth_from: str, auth: str, warnings: list[str]) -> None:
+        """One read-modify-write of :meth:`update`: :class:`SequenceConflict` when the spec
+        changed since ``version``, :class:`_WrittenMeanwhile` when the service was written
+        between this read and this write (swarmkit's ``UpdateService`` is one store transaction;
+        this is etcd's compare-and-put, tried again)."""
+        from core.engine.swarm.etcd import SequenceConflict
+
+        warnings.clear()
+        service, current = await self._find(ref)
+        if current != version and not await self._only_status_moved(store, service, version):
+            raise SequenceConflict()
+        old = service["Spec"]
+        if rollback == "previous":
+            if service.get("PreviousSpec") is None:
+                raise errors.InvalidArgument(f"service {service['ID']} does not have a previous spec")
+            service["Spec"], service["PreviousSpec"] = service["PreviousSpec"], old
+            service["UpdateStatus"] = {"State": "rollback_started",
+                                       "StartedAt": now_text(),
+                                       "Message": "manually requested rollback"}
+            new = service["Spec"]
+        else:
+            if spec["Name"] and spec["Name"] != old.get("Name"):
+                raise errors.NotImplemented_("renaming services is not supported")
+            spec["Name"] = old.get("Name", "")
+            if ("Global" in spec["Mode"]) != ("Global" in old.get("Mode", {})):
+                raise errors.NotImplemented_("service mode change is not allowed")
+            if not auth:
+                source = service.get("PreviousSpec") if registry_auth_from == "previous-spec" else old
+                auth = registry_auth_of(source)
+            if spec["TaskTemplate"]["ContainerSpec"]["Image"] != \
+                    old["TaskTemplate"]["ContainerSpec"]["Image"]:
+                await self._resolve(spec, auth, warnings)
+            _set_auth(spec, auth)
+            await self._networks(store, spec)
+            service["PreviousSpec"] = old
+            service["Spec"] = copy.deepcopy(spec)
+            service.pop("UpdateStatus", None)
+            new = service["Spec"]
+        others = [s for s, _v in await store.objects(SERVICES) if s["ID"] != service["ID"]]
+        service["Endpoint"] = self._endpoint(new, others, service)
+        try:
+            await store.put(SERVICES, service, current)
+        except SequenceConflict:
+            raise _WrittenMeanwhile() from None
 
     @staticmethod
     async def _only_status_moved(store: Store, service: dict[str, Any], version: int) -> bool:
