@@ -318,9 +318,12 @@ class LogBroker:
             for manager, ts in remote.items():
                 nursery.start_soon(pump, self._remote(manager, ts, opts), send.clone())
             send.close()
-            async with receive:
-                async for item in receive:
-                    yield item
+            try:
+                async with receive:
+                    async for item in receive:
+                        yield item
+            except GeneratorExit:  # the reader closed this generator: no exception out of the nursery
+                pass
             nursery.cancel_scope.cancel()
 
     async def _remote(self, manager: str, task_ids: list[str], opts: dict[str, Any]

@@ -62,6 +62,7 @@ import trio
 
 from core import errors
 from core.engine.swarm import tasks as swarm_tasks
+from core.engine.swarm.etcd import WatchCompacted
 from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Store, now_text
 from core.engine.swarm.vip import virtual_ips, with_vips
 
@@ -958,11 +959,81 @@ class SwarmServices:
         tasks = {t["ID"]: t for t, _v in await self._tasks() if t.get("ServiceID") == service["ID"]}
         return sorted(tasks), tty, tasks
 
+    def logs_source(self, task_ids: list[str], tasks: dict[str, dict[str, Any]], *, service_id: str | None,
+                    follow: bool = False, tail: int | None = None, timestamps: bool = False,
+                    since: float = 0) -> AsyncIterator[LogMessage]:
+        """The log lines of ``task_ids`` (as :meth:`logs_of` found them, ``tasks`` by ID) from
+        the gatherer; with ``follow`` for a service (``service_id``), also those of its tasks
+        that start later: a task that had not started when the logs were asked for (or was
+        made since) is followed from its first line once it starts (``tail`` is for the lines
+        there were when the logs were asked for), as docker's ``service logs -f`` does."""
+        if not follow or service_id is None:
+            return self.gatherer.logs(task_ids, follow=follow, tail=tail, timestamps=timestamps, since=since)
+        return self._follow_service(service_id, task_ids, tasks, tail=tail, timestamps=timestamps, since=since)
+
+    async def _follow_service(self, service_id: str, task_ids: list[str], tasks: dict[str, dict[str, Any]], *,
+                              tail: int | None, timestamps: bool, since: float) -> AsyncIterator[LogMessage]:
+        store = self.swarm._require_manager()
+        started = {tid for tid in task_ids if _has_started(tasks.get(tid) or {})}
+        send, receive = trio.open_memory_channel[LogMessage](256)
+
+        async def pump(ids: list[str], lines: int | None) -> None:
+            source = self.gatherer.logs(ids, follow=True, tail=lines, timestamps=timestamps, since=since)
+            try:
+                async for item in source:
+                    await send.send(item)
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        async def new_tasks(nursery: trio.Nursery) -> None:
+            def check(task: dict[str, Any]) -> None:
+                if (task.get("ServiceID") == service_id and task.get("ID") not in started
+                        and task.get("NodeID") and _has_started(task)):
+                    started.add(task["ID"])
+                    nursery.start_soon(pump, [task["ID"]], None)
+
+            revision = 0
+            while True:
+                try:
+                    if not revision:
+                        revision = await store.revision()
+                        for task, _v in await store.objects(TASKS):
+                            check(task)
+                    async with store.watch(TASKS, start_revision=revision + 1) as events:
+                        async for event in events:
+                            revision = event.kv.mod_revision
+                            if event.type == "PUT":
+                                check(event.kv.json())
+                except errors.CoreError as exc:
+                    log.info("service logs: following the tasks of %s: %s", service_id, exc)
+                    revision = 0 if isinstance(exc, WatchCompacted) else revision
+                await trio.sleep(1.0)
+
+        async with trio.open_nursery() as nursery:
+            if started:
+                nursery.start_soon(pump, sorted(started), tail)
+            nursery.start_soon(new_tasks, nursery)
+            try:
+                async with receive:
+                    async for item in receive:
+                        yield item
+            except GeneratorExit:  # the reader closed this generator: no exception out of the nursery
+                pass
+            nursery.cancel_scope.cancel()
+
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """One stored task (for the details of a log line from a task started after the
         logs were asked for)."""
         found = await self.swarm._read(lambda store: store.get(TASKS, task_id))
         return found[0] if found else None
+
+
+def _has_started(task: dict[str, Any]) -> bool:
+    """Whether the task's container may have output: it got as far as ``starting``."""
+    state = (task.get("Status") or {}).get("State", "")
+    return swarm_tasks.ORDER.get(state, -1) >= swarm_tasks.ORDER["starting"]
 
 
 def render_task(task: dict[str, Any], version: int) -> dict[str, Any]:
