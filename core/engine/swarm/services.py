@@ -1031,9 +1031,11 @@ class SwarmServices:
 
 
 def _has_started(task: dict[str, Any]) -> bool:
-    """Whether the task's container may have output: it got as far as ``starting``."""
+    """Whether the task's container has run, so that a follower of its logs gets them until it
+    stops: it got as far as ``running`` (or ended; a container still ``starting`` would end a
+    follower at once)."""
     state = (task.get("Status") or {}).get("State", "")
-    return swarm_tasks.ORDER.get(state, -1) >= swarm_tasks.ORDER["starting"]
+    return swarm_tasks.ORDER.get(state, -1) >= swarm_tasks.ORDER["running"]
 
 
 def render_task(task: dict[str, Any], version: int) -> dict[str, Any]:
