@@ -106,9 +106,11 @@ class Gatherer:
 
     def __init__(self) -> None:
         self.asked: list[tuple[list[str], int | None]] = []
+        self.options: list[tuple[bool, bool, float]] = []
 
     async def logs(self, task_ids, *, follow, tail, timestamps, since):
         self.asked.append((list(task_ids), tail))
+        self.options.append((follow, timestamps, since))
         for tid in task_ids:
             yield tid, "stdout", now_text(), f"hello from {tid}\n".encode()
         if follow:
@@ -132,7 +134,8 @@ def test_logs_follow_tasks_that_start_later(tmp_path):
             assert ids == ["t0", "t1", "t2"]
             seen: list[str] = []
             with trio.fail_after(20):
-                source = front.logs_source(ids, known, service_id="web", follow=True, tail=5)
+                source = front.logs_source(ids, known, service_id="web", follow=True, tail=5, timestamps=True,
+                                           since=1234.5)
                 try:
                     async for tid, _stream, _time, data in source:
                         seen.append(tid)
@@ -148,6 +151,7 @@ def test_logs_follow_tasks_that_start_later(tmp_path):
                     await source.aclose()
             assert seen == ["t0", "t1", "t2", "t3"]
             assert gatherer.asked == [(["t0", "t1"], 5), (["t2"], None), (["t3"], None)]
+            assert gatherer.options == [(True, True, 1234.5)] * 3  # --since and -t for the later ones too
             # without follow: what the gatherer gives for the tasks there are, no more
             plain = [item[0] async for item in front.logs_source(ids, known, service_id="web", tail=5)]
             assert plain == ["t0", "t1", "t2"]
