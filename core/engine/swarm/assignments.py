@@ -310,8 +310,11 @@ class LogBroker:
         async with trio.open_nursery() as nursery:
             async def pump(source: AsyncIterator[tuple[str, str, str, bytes]], out) -> None:
                 async with out:
-                    async for item in source:
-                        await out.send(item)
+                    try:
+                        async for item in source:
+                            await out.send(item)
+                    except trio.BrokenResourceError:
+                        pass  # the reader is gone
 
             if local:
                 nursery.start_soon(pump, self._local(local, opts), send.clone())

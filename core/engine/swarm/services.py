@@ -982,6 +982,8 @@ class SwarmServices:
             try:
                 async for item in source:
                     await send.send(item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader is gone
             finally:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
