@@ -646,9 +646,10 @@ class SwarmServices:
     @staticmethod
     def task_counts(tasks: list[tuple[dict[str, Any], int]],
                     nodes: list[tuple[dict[str, Any], int]]) -> dict[str, dict[str, int]]:
-        """Per service: running tasks (on nodes not down), tasks desired running (a global
-        service's desired count: one per eligible node once the orchestrator has made them, as
-        swarmkit's ``ListServiceStatuses`` counts it), completed tasks."""
+        """Per service, as swarmkit's ``ListServiceStatuses`` counts them: tasks running (on
+        nodes not down; whatever their desired state: one being stopped by a scale-down or an
+        update still runs, and docker shows ``6/5``), tasks desired running (a global service's
+        desired count: one per eligible node once the orchestrator has made them), completed."""
         down = {n["ID"] for n, _v in nodes if (n.get("Status") or {}).get("State") == "down"}
         counts: dict[str, dict[str, int]] = {}
         for task, _v in tasks:
@@ -656,8 +657,8 @@ class SwarmServices:
             state = (task.get("Status") or {}).get("State")
             if task.get("DesiredState") == "running":
                 c["desired"] += 1
-                if state == "running" and task.get("NodeID") not in down:
-                    c["running"] += 1
+            if state == "running" and task.get("NodeID") not in down:
+                c["running"] += 1
             if state == "complete":
                 c["completed"] += 1
         return counts
