@@ -153,7 +153,7 @@ class Daemon:
 
         drivers = self.drivers
         self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
-                                  cpus=os.cpu_count() or 1, memory=mem_total(),
+                                  cpus=os.cpu_count() or 1, memory=mem_total(), events=self.events,
                                   local_engine=lambda: LocalEngine(
                                       containers=self.containers, images=self.image_service,
                                       events=self.events, drivers=lambda: drivers.selection(None),

@@ -57,8 +57,10 @@ class ContainerUse:
 class EventSink(Protocol):
     """The engine's event stream (``GET /events``)."""
 
-    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
-        """Record one event; never blocks, never fails."""
+    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str], *,
+             scope: str = "local", time_ns: int | None = None) -> None:
+        """Record one event (``scope`` ``swarm`` for the cluster's, at ``time_ns``: default
+        now); never blocks, never fails."""
 
 
 @runtime_checkable

@@ -21,6 +21,8 @@ and events through the constructor): it runs the tasks the session assigns to th
   manager signs, with the CA the store holds), the dispatcher (sessions, the node protocol's
   assignments, task states and logs: :meth:`logs`), and ``etcd.join`` (a joining
   manager is added to the etcd cluster by a manager it dials);
+- the cluster's events (:mod:`core.engine.swarm.events`): services, nodes and swarm networks
+  created, updated, removed, in the daemon's ``GET /events`` (scope ``swarm``);
 - the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
   runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
 
@@ -72,7 +74,7 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
-from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
+from core.engine.interfaces import EventSink, EventSource, ImagePuller, TaskContainers
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest, check_interval
 from core.engine.swarm.etcd import EtcdClient, Member, NoLeader, SequenceConflict
 from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
@@ -406,8 +408,11 @@ class SwarmService:
     def __init__(self, data_root: Path, *, hostname: Callable[[], str] = socket.gethostname,
                  engine_version: str = "", cpus: int = 1, memory: int = 0,
                  etcd_binary: str = "etcd",
-                 local_engine: Callable[[], LocalEngine | None] = lambda: None) -> None:
+                 local_engine: Callable[[], LocalEngine | None] = lambda: None,
+                 events: EventSink | None = None) -> None:
         self.dir = Path(data_root) / "swarm"
+        #: where a manager reports the cluster's events (:mod:`core.engine.swarm.events`)
+        self.events = events
         #: the local engine the node's task runner uses, asked for when the node starts (the
         #: daemon builds it after this service: the network service needs the swarm's
         #: networks); None: this node runs no tasks
@@ -627,6 +632,10 @@ class SwarmService:
         n.start_soon(self._guard, "cluster-watch", self._watch_cluster)
         n.start_soon(self._guard, "dispatcher", self.dispatcher.serve)
         n.start_soon(self._guard, "leadership", self._leadership)
+        if self.events is not None:
+            from core.engine.swarm import events as swarm_events
+
+            n.start_soon(self._guard, "cluster-events", swarm_events.report, self._store(), self.events.emit)
         self._manager_up = True
 
     async def _start_agent(self, *, wait: bool) -> None:
