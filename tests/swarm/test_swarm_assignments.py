@@ -9,7 +9,8 @@ import pytest
 
 from core import errors
 from core.engine.swarm.assignments import Assignments
-from core.engine.swarm.worker import container_body, exit_status, expand, registry_auth, task_labels
+from core.engine.swarm.worker import (container_body, exit_status, expand, port_status, registry_auth,
+                                     task_labels)
 
 
 class FakeSessions:
@@ -142,6 +143,24 @@ def test_container_body_maps_the_container_spec():
     assert hc["NanoCpus"] == 500000000 and hc["Memory"] == 1 << 26
     assert hc["ExtraHosts"] == ["a:10.0.0.1", "b:10.0.0.1"] and hc["Dns"] == ["1.1.1.1"]
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m"}}
+
+
+def test_host_mode_ports_are_published_and_reported():
+    ports = [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8081, "PublishMode": "host"},
+             {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 0, "PublishMode": "host"}]
+    t = task("abc", Spec={"ContainerSpec": {"Image": "x"}}, Endpoint={"Ports": ports})
+    body = container_body(t, NODE)
+    assert body["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}}
+    assert body["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8081"}],
+                                                  "53/udp": [{"HostIp": "", "HostPort": ""}]}
+    info = {"NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8081"}],
+                                          "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]}}}
+    assert port_status(t, info) == {"Ports": [
+        {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8081, "PublishMode": "host"},
+        {"Protocol": "udp", "TargetPort": 53, "PublishedPort": 32768, "PublishMode": "host"}]}
+    plain = task("def", Spec={"ContainerSpec": {"Image": "x"}})
+    assert "PortBindings" not in container_body(plain, NODE)["HostConfig"]
+    assert port_status(plain, info) == {}
 
 
 def test_registry_auth_and_exit_states():
