@@ -212,6 +212,24 @@ def test_overlay_containers_get_out_through_docker_gwbridge(cluster, swarm, tmp_
         # the container shows its overlay network only (as docker does)
         assert ok(wrk1, "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
                   "g2").split() == ["gap-net"]
+        # a container with a way out of its own (the default bridge) gets none; once it leaves
+        # that, docker_gwbridge gives it one
+        def gw_members() -> list[str]:
+            return ok(wrk1, "network", "inspect", "-f",
+                      "{{range $k, $v := .Containers}}{{$v.Name}} {{end}}", "docker_gwbridge").split()
+
+        ok(wrk1, "run", "-d", "--name", "g4", swarm["image"], "sleep", "3600")
+        try:
+            g4 = ok(wrk1, "inspect", "-f", "{{.Id}}", "g4").strip()
+            ok(wrk1, "network", "connect", "gap-net", "g4")
+            assert f"gateway_{g4[:12]}" not in gw_members()
+            ok(wrk1, "network", "disconnect", "bridge", "g4")
+            assert f"gateway_{g4[:12]}" in gw_members()
+            assert ok(wrk1, "exec", "g4", "wget", "-q", "-O", "-", remote.url).strip() == "mgr1"
+            ok(wrk1, "network", "disconnect", "gap-net", "g4")   # no swarm network: none again
+            assert f"gateway_{g4[:12]}" not in gw_members()
+        finally:
+            wrk1.core("rm", "-f", "g4")
         # an internal overlay network gives no way out
         ok(wrk1, "run", "-d", "--name", "g3", "--network", "closed-net", swarm["image"], "sleep", "3600")
         try:

@@ -17,13 +17,14 @@ use them — not the container's original ``NetworkingConfig``.
 
 A container on swarm (overlay) networks that no local network gives a way out (a non-internal
 network with a gateway: bridge and the like) also gets an endpoint on ``docker_gwbridge``, as
-in docker: the node's bridge network (``Scope: local``, made when the node joins a swarm --
-or on first need -- with docker's options: no inter-container traffic, masquerade; its device
-is the bridge driver's ``br-<id>``, so each engine of a host has its own), the last interface in the container,
-the default route and the published ports (``mode=host``) through it.  Internal swarm
-networks give no such need.  The endpoint is recorded as a row of its own, hidden from the
-container's ``NetworkSettings``, DNS names and ``/etc/hosts``; ``network inspect
-docker_gwbridge`` shows it as ``gateway_<container ID[:12]>``.
+in docker: the node's bridge network (``Scope: local``, made when the node joins a swarm -- or
+on first need -- with docker's options: no inter-container traffic, masquerade; its device is
+the bridge driver's ``br-<id>``, so each engine of a host has its own), the last interface in
+the container, the default route and the published ports (``mode=host``) through it.  ``network
+disconnect`` of its last swarm network takes it off; of its way out (a bridge), puts it on.
+Internal swarm networks give no such need.  The endpoint is recorded as a row of its own,
+hidden from the container's ``NetworkSettings``, DNS names and ``/etc/hosts``; ``network
+inspect docker_gwbridge`` shows it as ``gateway_<container ID[:12]>``.
 """
 from __future__ import annotations
 
@@ -657,6 +658,11 @@ class Sandboxes:
                 raise
             await self._force_disconnect(net, container_ref)
             return
+        if self._names_swarm_network(cid, "none", {}):  # (it may need docker_gwbridge now)
+            try:
+                await self.ensure_gwbridge()
+            except CoreError as exc:
+                log.warning("container %s: %s", cid, exc)
         async with self.lock:
             sb = self.store.sandbox(cid)
             if net.driver == "host" or (sb is not None and sb.mode == "host"):
@@ -669,12 +675,28 @@ class Sandboxes:
                 gave_route = bool(was_attached and ep.state and ep.state.get("gateway"))
                 await self.endpoints.leave_one(net, ep)
                 self.store.delete_endpoint(cid, net.id)
-                _kept, unneeded = self._gateway_rows(cid, self.store.endpoints_of(cid))
+                rows = self.store.endpoints_of(cid)
+                kept, unneeded = self._gateway_rows(cid, rows)
                 for gw in unneeded:  # no swarm network left that needs docker_gwbridge
                     gave_route = gave_route or bool(gw.endpoint_id and gw.state
                                                     and gw.state.get("gateway"))
                     await self.endpoints.leave_one(self.store.net(gw.network_id), gw)
                     self.store.delete_endpoint(cid, gw.network_id)
+                recorded = {r.network_id for r in rows}
+                new_gw = None if net.gateway_bridge else \
+                    next((e for e in kept if e.network_id not in recorded), None)
+                if new_gw is not None and sb is not None and sb.attached:
+                    # its way out went (a bridge): now docker_gwbridge gives it one
+                    try:
+                        self.store.save_endpoint(new_gw)
+                        await self.endpoints.join_one(sb, self.store.row_network(new_gw), new_gw,
+                                                      self.endpoints.join_path(sb), len(rows))
+                        gave_route = False  # the new endpoint routes
+                    except CoreError as exc:
+                        log.warning("container %s: joining docker_gwbridge: %s", cid, exc)
+                        self.store.delete_endpoint(cid, new_gw.network_id)
+                elif new_gw is not None:
+                    self.store.save_endpoint(new_gw)  # joined at its next start
                 if gave_route and sb is not None and sb.attached:
                     await self.endpoints.reroute(sb)
                 self.view.reindex()
