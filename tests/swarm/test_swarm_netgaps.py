@@ -226,6 +226,12 @@ def test_overlay_containers_get_out_through_docker_gwbridge(cluster, swarm, tmp_
             ok(wrk1, "network", "disconnect", "bridge", "g4")
             assert f"gateway_{g4[:12]}" in gw_members()
             assert ok(wrk1, "exec", "g4", "wget", "-q", "-O", "-", remote.url).strip() == "mgr1"
+            ok(wrk1, "network", "connect", "bridge", "g4")   # a way out of its own: none again
+            assert f"gateway_{g4[:12]}" not in gw_members()
+            assert "default via 172.17." in ok(wrk1, "exec", "g4", "ip", "route")
+            assert ok(wrk1, "exec", "g4", "wget", "-q", "-O", "-", remote.url).strip() == "mgr1"
+            ok(wrk1, "network", "disconnect", "bridge", "g4")
+            assert f"gateway_{g4[:12]}" in gw_members()
             ok(wrk1, "network", "disconnect", "gap-net", "g4")   # no swarm network: none again
             assert f"gateway_{g4[:12]}" not in gw_members()
         finally:

@@ -172,6 +172,16 @@ class Endpoints:
                            f"{sb.name} ({ep.endpoint_id}): {exc}") from None
         return portmap(exposed, published)
 
+    async def route_via(self, sb: Sandbox, ep: EndpointRow) -> None:
+        """The container's default route goes via ``ep``'s gateway (errors logged)."""
+        if not ep.state or not ep.state.get("gateway"):
+            return
+        try:
+            await trio.to_thread.run_sync(_default_route, self.join_path(sb), ep.state["gateway"],
+                                          ep.state["interface"])
+        except (CoreError, OSError) as exc:
+            log.warning("container %s: cannot move its default route: %s", sb.container_id, exc)
+
     async def reroute(self, sb: Sandbox) -> None:
         """After the gateway endpoint left: the default route goes via the next network that
         has one (if the first gave it)."""

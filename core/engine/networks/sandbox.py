@@ -21,10 +21,11 @@ in docker: the node's bridge network (``Scope: local``, made when the node joins
 on first need -- with docker's options: no inter-container traffic, masquerade; its device is
 the bridge driver's ``br-<id>``, so each engine of a host has its own), the last interface in
 the container, the default route and the published ports (``mode=host``) through it.  ``network
-disconnect`` of its last swarm network takes it off; of its way out (a bridge), puts it on.
-Internal swarm networks give no such need.  The endpoint is recorded as a row of its own,
-hidden from the container's ``NetworkSettings``, DNS names and ``/etc/hosts``; ``network
-inspect docker_gwbridge`` shows it as ``gateway_<container ID[:12]>``.
+disconnect`` of its last swarm network takes it off; of its way out (a bridge), puts it on;
+``network connect`` of a way out takes it off.  Internal swarm networks give no such need.
+The endpoint is recorded as a row of its own, hidden from the container's ``NetworkSettings``,
+DNS names and ``/etc/hosts``; ``network inspect docker_gwbridge`` shows it as
+``gateway_<container ID[:12]>``.
 """
 from __future__ import annotations
 
@@ -619,7 +620,11 @@ class Sandboxes:
             gateway: tuple[NetRecord, EndpointRow] | None = None
             try:
                 await self.endpoints.join_one(sb, net, ep, path, len(rows))
-                wanted, _dropped = self._gateway_rows(cid, self.store.endpoints_of(cid))
+                wanted, dropped = self._gateway_rows(cid, self.store.endpoints_of(cid))
+                for gw in dropped:  # it has a way out of its own now (a bridge)
+                    await self.endpoints.leave_one(self.store.net(gw.network_id), gw)
+                    self.store.delete_endpoint(cid, gw.network_id)
+                    await self.endpoints.route_via(sb, ep)
                 new_gw = next((e for e in wanted if not e.endpoint_id
                                and (n := self.store.net(e.network_id)) and n.gateway_bridge), None)
                 if new_gw is not None:  # on swarm networks only now: the way out
