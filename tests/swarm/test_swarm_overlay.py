@@ -103,8 +103,10 @@ def swarm(cluster, test_images) -> dict[str, Any]:
     # every node's routing mesh: its ingress sandbox on the ingress overlay (devices ovb/ovx/ove + ovm)
     baseline = {}
     for host in cluster:
+        # complete: its link to the host (ovm) and its endpoint on ingress (ovb, ovx, ove)
         baseline[host.name] = wait_for(f"{host.name}'s ingress sandbox", lambda: sorted(
-            d for d in overlay_devices(host)) if any(d.startswith("ovm") for d in overlay_devices(host)) else None)
+            d for d in overlay_devices(host)) if {d[:3] for d in overlay_devices(host)} >= {
+                "ovm", "ovb", "ovx", "ove"} else None)
     return {"image": ref, "baseline": baseline}
 
 
