@@ -99,3 +99,14 @@ def test_port_free_sees_a_listener_and_a_bound_udp_port():
         port = udp.getsockname()[1]
         assert not port_free("udp", port)
     assert port_free("udp", port)
+
+
+def test_the_drain_from_the_environment(monkeypatch):
+    from core.engine.swarm.worker import DRAIN, DRAIN_ENV, drain_seconds
+
+    assert drain_seconds() == DRAIN == 2.0
+    monkeypatch.setenv(DRAIN_ENV, "0")
+    assert drain_seconds() == 0.0
+    for bad in ("soon", "-1", "1e9"):
+        monkeypatch.setenv(DRAIN_ENV, bad)
+        assert drain_seconds() == DRAIN

@@ -347,13 +347,6 @@ class SwarmLocal:
                 for name in e.get("Names") or []:
                     names.setdefault(str(name).lower(), []).append(e["Address"])
             self.view.remote[net.id] = names
-            if net.id == self._ingress and self.mesh is not None:
-                try:
-                    await self.mesh.program(state.get("published") or [])
-                except (OSError, subprocess.CalledProcessError) as exc:
-                    err = getattr(exc, "stderr", b"") or b""
-                    log.warning("routing mesh: %s %s", exc,
-                                err.decode(errors="replace") if isinstance(err, bytes) else err)
             backends[net.id] = {k: list(v) for k, v in (state.get("backends") or {}).items()}
             if peers != self._peers.get(net.id):
                 async with self.lock:
@@ -365,6 +358,15 @@ class SwarmLocal:
                         log.warning("swarm network %s: setting peers: %s", net.name, exc)
                         continue
                 self._peers[net.id] = peers
+            # the mesh after the peers: a new task it sends to is reachable already (its
+            # forwarding and neighbour entries are there: no SYN waits on an unanswered ARP)
+            if net.id == self._ingress and self.mesh is not None:
+                try:
+                    await self.mesh.program(state.get("published") or [])
+                except (OSError, subprocess.CalledProcessError) as exc:
+                    err = getattr(exc, "stderr", b"") or b""
+                    log.warning("routing mesh: %s %s", exc,
+                                err.decode(errors="replace") if isinstance(err, bytes) else err)
         await self._balance(backends)
 
     async def _forget_removed(self, listed: list[dict[str, Any]]) -> None:

@@ -26,7 +26,8 @@ the routing mesh (:mod:`core.engine.swarm.vip`) -- but every node learns it at i
 (:mod:`core.engine.networks.swarmlocal`, once a second).  So a running task on a swarm network is
 stopped only :data:`DRAIN` seconds after it is told to stop (docker's ``defaultGossipConvergeDelay``,
 2 s, for the same reason): new connections go to the other tasks meanwhile, and no request is
-sent to a container that is going away.  A task that failed its healthcheck is drained the same
+sent to a container that is going away (the daemon's environment may set another drain,
+:data:`DRAIN_ENV`, to measure without it).  A task that failed its healthcheck is drained the same
 way before it is stopped.  A new task joins the sets only when it reports ``running`` (healthy,
 if it has a healthcheck).
 
@@ -52,6 +53,7 @@ import binascii
 import datetime as dt
 import json
 import logging
+import os
 import re
 from typing import Any, Awaitable, Callable
 
@@ -72,6 +74,23 @@ REPORT_DELAY = 0.05  # reports gathered this long, then sent in one call
 #: seconds a running task on a swarm network keeps running, out of the balancing sets, before
 #: it is stopped (see the module docstring)
 DRAIN = 2.0
+#: the daemon's environment may set another drain (seconds; ``0``: none), for measurements
+DRAIN_ENV = "CORE_SWARM_TASK_DRAIN"
+
+
+def drain_seconds() -> float:
+    """:data:`DRAIN`, or the seconds :data:`DRAIN_ENV` says (a bad value: :data:`DRAIN`, logged)."""
+    text = os.environ.get(DRAIN_ENV, "").strip()
+    if not text:
+        return DRAIN
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 600:
+        log.warning("%s=%r is no number of seconds (0-600): draining %.1f s", DRAIN_ENV, text, DRAIN)
+        return DRAIN
+    return value
 NS = 10**9
 
 Call = Callable[..., Awaitable[Any]]
@@ -277,7 +296,7 @@ class Worker:
     fails the task with its error (a port the routing mesh cannot publish on this node: the
     restart delay applies to the next try, as to any start that fails); ``drain`` the seconds a
     running task on a swarm network is kept running, out of the balancing sets, before it is
-    stopped (:data:`DRAIN`).
+    stopped (:data:`DRAIN`, or :data:`DRAIN_ENV`'s).
     """
 
     def __init__(self, *, containers: TaskContainers, images: ImagePuller, events: EventSource,
@@ -285,10 +304,10 @@ class Worker:
                  drivers: Callable[[], dict[str, str]],
                  networking: Callable[..., Awaitable[dict[str, Any]]] | None = None,
                  published_check: Callable[..., Awaitable[None]] | None = None,
-                 drain: float = DRAIN) -> None:
+                 drain: float | None = None) -> None:
         self.containers = containers
         self.published_check = published_check
-        self.drain = drain
+        self.drain = drain_seconds() if drain is None else drain
         self.networking = networking
         self.images = images
         self.events = events
