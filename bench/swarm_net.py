@@ -27,7 +27,8 @@ added latency through the mesh <= 0.2 ms per request.
 
     PYTHONPATH=. .venv/bin/python bench/swarm_net.py --mesh [-n 300]
 
-Then a service of three tasks on port 8080 is updated, one task at a time, with
+Then a service of three tasks on port 8080 (an httpd that stops at once on SIGTERM) is updated,
+one task at a time, with
 ``--update-order start-first`` and then ``stop-first``, while a machine of the underlay that runs
 no task requests through mgr1's port in a loop (3 s timeout): the requests dropped are printed
 (target, issue 13: zero for start-first); then the daemons are restarted without the drain
@@ -149,14 +150,14 @@ def mesh_main(args: argparse.Namespace) -> int:
                 return await fn(Store(etcd))
         return trio.run(run)
 
-    def until(check, timeout: float = 90.0):
+    def until(check, timeout: float = 90.0, what: str = ""):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             got = check()
             if got:
                 return got
             time.sleep(0.05)
-        raise SystemExit("timed out")
+        raise SystemExit(f"timed out{': ' + what if what else ''}")
 
     with Registry() as registry, tempfile.TemporaryDirectory() as layouts, Cluster(1, 2) as cluster:
         image = build_and_push_stock_images(registry, Path(layouts))["busybox:latest"].reference
@@ -166,11 +167,14 @@ def mesh_main(args: argparse.Namespace) -> int:
         token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
         for w in (wrk1, wrk2):
             core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
-        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3)
+        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3,
+              what="the nodes ready")
         ids = {h: core(mgr1, "node", "inspect", "--format", "{{.ID}}", h).strip() for h in ("mgr1", "wrk1", "wrk2")}
         svc_id = "benchMesh0000000000000000"
+        # the tasks' spec is the service's template: the leader's updater leaves them alone
+        template = {"ContainerSpec": {"Image": image, "Command": serve}, "RestartPolicy": {"Condition": "none"}}
         store_do(mgr1, lambda s: s.put(SERVICES, {"ID": svc_id, "CreatedAt": now_text(), "Spec": {
-            "Name": "bench", "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": serve}},
+            "Name": "bench", "TaskTemplate": template,
             "EndpointSpec": {"Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80,
                                         "PublishMode": "ingress"}]}}}, 0))
 
@@ -179,8 +183,7 @@ def mesh_main(args: argparse.Namespace) -> int:
                 tid = swarm_tasks.new_task_id()
                 await store.put(TASKS, {
                     "ID": tid, "CreatedAt": now_text(), "Labels": {}, "ServiceID": svc_id, "Slot": slot,
-                    "Spec": {"ContainerSpec": {"Image": image, "Command": serve},
-                             "RestartPolicy": {"Condition": "none"}},
+                    "Spec": template,
                     "NodeID": ids[node], "DesiredState": "running",
                     "Status": swarm_tasks.status("assigned", "scheduler assigned task to node"),
                     "NetworksAttachments": await AddressAllocator(store).attach([], tid, ingress=True),
@@ -196,8 +199,8 @@ def mesh_main(args: argparse.Namespace) -> int:
             return proc.stdout.strip() if proc.returncode == 0 else ""
 
         first = add_task("wrk1", 1)
-        until(lambda: state(first) == "running")
-        until(lambda: fetch(wrk2, wrk2.address))
+        until(lambda: state(first) == "running", what="the first task running")
+        until(lambda: fetch(wrk2, wrk2.address), what="the mesh answering on wrk2")
         floor = subprocess.Popen([*wrk1.launcher, "/bin/busybox", "httpd", "-f", "-p", "8081", "-h", "/etc"])
         try:
             time.sleep(0.5)
@@ -215,9 +218,9 @@ def mesh_main(args: argparse.Namespace) -> int:
               f"added {(lat['mesh'] - lat['underlay']) * 1e3:+.3f} ms (target <= 0.2 ms)")
         before = {fetch(wrk2, wrk2.address) for _ in range(4)}
         second = add_task("mgr1", 2)
-        until(lambda: state(second) == "running")
+        until(lambda: state(second) == "running", what="the second task running")
         t_running = time.monotonic()
-        until(lambda: fetch(wrk2, wrk2.address) not in before)
+        until(lambda: fetch(wrk2, wrk2.address) not in before, what="the mesh answering from the second task")
         print(f"scale 1 -> 2: the mesh answers from the new task {time.monotonic() - t_running:.2f} s "
               f"after it reported running")
         rolling_updates(cluster, image, core, store_do, until)
@@ -263,7 +266,10 @@ def rolling_updates(cluster, image: str, core, store_do, until) -> None:
     from core.engine.swarm.store import TASKS
     from core.engine.swarm.worker import DRAIN_ENV
 
-    serve = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    # SIGTERM ends the container at once, as a well-behaved server does (busybox's httpd as PID 1
+    # would ignore it and run on for the grace period: a drain of 10 s that hides any loss)
+    serve = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html; trap 'exit 0' TERM; "
+             "httpd -f -p 80 -h /www & wait"]
     mgr1 = cluster["mgr1"]
     client = cluster.add_host("client", start=False)
     core(mgr1, "service", "create", "-d", "--name", "roll", "-p", "8080:80", "--replicas", "3",
@@ -283,9 +289,9 @@ def rolling_updates(cluster, image: str, core, store_do, until) -> None:
         state = mgr1.docker().services.get("roll").attrs.get("UpdateStatus", {}).get("State")
         return state == "completed" and converged()
 
-    until(converged, timeout=180)
+    until(converged, timeout=180, what="three tasks of roll running")
     until(lambda: mgr1.exec("/bin/busybox", "wget", "-q", "-O", "-", f"http://{mgr1.address}:8080/",
-                            timeout=10).returncode == 0)
+                            timeout=10).returncode == 0, what="port 8080 answering")
     figures: dict[str, dict[str, int]] = {}
     n = 0
     for drain in ("2 s", "none"):
@@ -296,8 +302,8 @@ def rolling_updates(cluster, image: str, core, store_do, until) -> None:
                     host.env[DRAIN_ENV] = "0"
                     host.start()
             until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3,
-                  timeout=120)
-            until(converged, timeout=120)
+                  timeout=120, what="the nodes ready after the restart")
+            until(converged, timeout=120, what="roll's tasks after the restart")
         for order in ("start-first", "stop-first"):
             n += 1
             stop = client.root / f"stop-{n}"
@@ -306,7 +312,7 @@ def rolling_updates(cluster, image: str, core, store_do, until) -> None:
             try:
                 time.sleep(1)
                 core(mgr1, "service", "update", "-d", "--update-order", order, "--env-add", f"ROUND={n}", "roll")
-                until(done, timeout=240)
+                until(done, timeout=240, what=f"the {order} update of roll")
                 time.sleep(3)
             finally:
                 stop.write_text("")

@@ -40,9 +40,11 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 2)
-# httpd on 80 answers its container's hostname; an echo on 81 says the hostname, then echoes
-SERVE = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && "
-         "(nc -ll -p 81 -e sh -c 'hostname; exec cat' &) && exec httpd -f -p 80 -h /www"]
+# httpd on 80 answers its container's hostname; an echo on 81 says the hostname, then echoes;
+# SIGTERM ends the container at once (its shell, PID 1, exits), as a well-behaved server does --
+# busybox's httpd as PID 1 would ignore it and run on for the grace period, hiding any loss
+SERVE = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html; "
+         "(nc -ll -p 81 -e sh -c 'hostname; exec cat' &); trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"]
 
 # requests through the mesh, one after the other, until the stop file appears: a JSON summary
 REQUESTER = r'''

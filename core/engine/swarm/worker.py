@@ -91,6 +91,8 @@ def drain_seconds() -> float:
         log.warning("%s=%r is no number of seconds (0-600): draining %.1f s", DRAIN_ENV, text, DRAIN)
         return DRAIN
     return value
+
+
 NS = 10**9
 
 Call = Callable[..., Awaitable[Any]]
