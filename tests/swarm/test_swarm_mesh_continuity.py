@@ -14,9 +14,10 @@ requesting through a node's published port while the service's tasks change.
 - a port the service publishes that something else holds on one node: the task placed there is
   rejected with a clear error (``service ps``' ERROR), the others run, the mesh answers on the
   other nodes and the holder keeps its port on its node;
-- a worker cut off the network: the requests through another node's port that the mesh sent to
-  the cut worker's tasks fail (the client's connect timeout) until the leader marks the node
-  down and the tasks leave every node's set; counted, timed, then nothing fails any more.
+- a worker cut off the network (a task on each node): the requests through the other nodes'
+  ports (mgr1's, wrk2's) that the mesh sent to the cut worker's task fail (the client's connect
+  timeout) until the leader marks the node down and the task leaves every node's set; counted,
+  timed, then nothing fails any more.
 
 The figures are printed (``pytest -s``) and README's *Routing mesh under change* quotes them.
 """
