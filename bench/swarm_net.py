@@ -27,7 +27,12 @@ added latency through the mesh <= 0.2 ms per request.
 
     PYTHONPATH=. .venv/bin/python bench/swarm_net.py --mesh [-n 300]
 
-Rolling-update drops are not measured yet.
+Then a service of three tasks on port 8080 (an httpd that stops at once on SIGTERM) is updated,
+one task at a time, with
+``--update-order start-first`` and then ``stop-first``, while a machine of the underlay that runs
+no task requests through mgr1's port in a loop (3 s timeout): the requests dropped are printed
+(target, issue 13: zero for start-first); then the daemons are restarted without the drain
+(``CORE_SWARM_TASK_DRAIN=0``, the tasks run on) and both updates are measured again.
 """
 from __future__ import annotations
 
@@ -145,14 +150,14 @@ def mesh_main(args: argparse.Namespace) -> int:
                 return await fn(Store(etcd))
         return trio.run(run)
 
-    def until(check, timeout: float = 90.0):
+    def until(check, timeout: float = 90.0, what: str = ""):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             got = check()
             if got:
                 return got
             time.sleep(0.05)
-        raise SystemExit("timed out")
+        raise SystemExit(f"timed out{': ' + what if what else ''}")
 
     with Registry() as registry, tempfile.TemporaryDirectory() as layouts, Cluster(1, 2) as cluster:
         image = build_and_push_stock_images(registry, Path(layouts))["busybox:latest"].reference
@@ -162,11 +167,14 @@ def mesh_main(args: argparse.Namespace) -> int:
         token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
         for w in (wrk1, wrk2):
             core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
-        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3)
+        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3,
+              what="the nodes ready")
         ids = {h: core(mgr1, "node", "inspect", "--format", "{{.ID}}", h).strip() for h in ("mgr1", "wrk1", "wrk2")}
         svc_id = "benchMesh0000000000000000"
+        # the tasks' spec is the service's template: the leader's updater leaves them alone
+        template = {"ContainerSpec": {"Image": image, "Command": serve}, "RestartPolicy": {"Condition": "none"}}
         store_do(mgr1, lambda s: s.put(SERVICES, {"ID": svc_id, "CreatedAt": now_text(), "Spec": {
-            "Name": "bench", "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": serve}},
+            "Name": "bench", "TaskTemplate": template,
             "EndpointSpec": {"Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80,
                                         "PublishMode": "ingress"}]}}}, 0))
 
@@ -175,8 +183,7 @@ def mesh_main(args: argparse.Namespace) -> int:
                 tid = swarm_tasks.new_task_id()
                 await store.put(TASKS, {
                     "ID": tid, "CreatedAt": now_text(), "Labels": {}, "ServiceID": svc_id, "Slot": slot,
-                    "Spec": {"ContainerSpec": {"Image": image, "Command": serve},
-                             "RestartPolicy": {"Condition": "none"}},
+                    "Spec": template,
                     "NodeID": ids[node], "DesiredState": "running",
                     "Status": swarm_tasks.status("assigned", "scheduler assigned task to node"),
                     "NetworksAttachments": await AddressAllocator(store).attach([], tid, ingress=True),
@@ -192,8 +199,8 @@ def mesh_main(args: argparse.Namespace) -> int:
             return proc.stdout.strip() if proc.returncode == 0 else ""
 
         first = add_task("wrk1", 1)
-        until(lambda: state(first) == "running")
-        until(lambda: fetch(wrk2, wrk2.address))
+        until(lambda: state(first) == "running", what="the first task running")
+        until(lambda: fetch(wrk2, wrk2.address), what="the mesh answering on wrk2")
         floor = subprocess.Popen([*wrk1.launcher, "/bin/busybox", "httpd", "-f", "-p", "8081", "-h", "/etc"])
         try:
             time.sleep(0.5)
@@ -211,12 +218,112 @@ def mesh_main(args: argparse.Namespace) -> int:
               f"added {(lat['mesh'] - lat['underlay']) * 1e3:+.3f} ms (target <= 0.2 ms)")
         before = {fetch(wrk2, wrk2.address) for _ in range(4)}
         second = add_task("mgr1", 2)
-        until(lambda: state(second) == "running")
+        until(lambda: state(second) == "running", what="the second task running")
         t_running = time.monotonic()
-        until(lambda: fetch(wrk2, wrk2.address) not in before)
+        until(lambda: fetch(wrk2, wrk2.address) not in before, what="the mesh answering from the second task")
         print(f"scale 1 -> 2: the mesh answers from the new task {time.monotonic() - t_running:.2f} s "
               f"after it reported running")
+        rolling_updates(cluster, image, core, store_do, until)
     return 0
+
+
+REQUESTER = r'''
+import json, os, socket, sys, time
+host, port, stop, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+ok, failed, slow = 0, 0, 0
+while not os.path.exists(stop):
+    t = time.monotonic()
+    try:
+        c = socket.create_connection((host, port), timeout=timeout)
+        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            data += b
+        c.close()
+        if b" 200 " not in data.split(b"\r\n", 1)[0]:
+            raise OSError("no 200")
+        ok += 1
+        slow += time.monotonic() - t > 0.5
+    except OSError:
+        failed += 1
+    time.sleep(0.02)
+print(json.dumps({"ok": ok, "failed": failed, "slow": slow}))
+'''
+
+
+def rolling_updates(cluster, image: str, core, store_do, until) -> None:
+    """Requests dropped during rolling updates (start-first, stop-first) of a service of three
+    tasks published on port 8080, one task at a time, requested through mgr1's port from a
+    machine of the underlay that runs no task; then again with the daemons restarted without
+    the drain (``CORE_SWARM_TASK_DRAIN=0``: a task stopped as soon as it is told), to show what
+    the drain saves."""
+    import json
+    import time
+
+    from core.engine.swarm.store import TASKS
+    from core.engine.swarm.worker import DRAIN_ENV
+
+    # SIGTERM ends the container at once, as a well-behaved server does (busybox's httpd as PID 1
+    # would ignore it and run on for the grace period: a drain of 10 s that hides any loss)
+    serve = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html; trap 'exit 0' TERM; "
+             "httpd -f -p 80 -h /www & wait"]
+    mgr1 = cluster["mgr1"]
+    client = cluster.add_host("client", start=False)
+    core(mgr1, "service", "create", "-d", "--name", "roll", "-p", "8080:80", "--replicas", "3",
+         "--update-parallelism", "1", "--update-delay", "0s", "--update-monitor", "1s", image, *serve)
+
+    def converged() -> bool:
+        async def read(store):
+            return [t for t, _v in await store.objects(TASKS)
+                    if t.get("ServiceAnnotations", {}).get("Name") == "roll"]
+        tasks = store_do(mgr1, read)
+        live = [t for t in tasks if t.get("DesiredState") == "running"]
+        return len(live) == 3 and all(t["Status"]["State"] == "running" for t in live) and all(
+            t["Status"]["State"] in ("shutdown", "complete", "failed", "rejected", "orphaned")
+            for t in tasks if t.get("DesiredState") != "running")
+
+    def done() -> bool:
+        state = mgr1.docker().services.get("roll").attrs.get("UpdateStatus", {}).get("State")
+        return state == "completed" and converged()
+
+    until(converged, timeout=180, what="three tasks of roll running")
+    until(lambda: mgr1.exec("/bin/busybox", "wget", "-q", "-O", "-", f"http://{mgr1.address}:8080/",
+                            timeout=10).returncode == 0, what="port 8080 answering")
+    figures: dict[str, dict[str, int]] = {}
+    n = 0
+    for drain in ("2 s", "none"):
+        if drain == "none":  # the daemons again, without the drain (tasks outlive the restarts)
+            for host in cluster.hosts:
+                if host.name != "client":
+                    host.stop()
+                    host.env[DRAIN_ENV] = "0"
+                    host.start()
+            until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3,
+                  timeout=120, what="the nodes ready after the restart")
+            until(converged, timeout=120, what="roll's tasks after the restart")
+        for order in ("start-first", "stop-first"):
+            n += 1
+            stop = client.root / f"stop-{n}"
+            proc = subprocess.Popen([*client.launcher, sys.executable, "-c", REQUESTER, mgr1.address, "8080",
+                                     str(stop), "3"], stdout=subprocess.PIPE, text=True)
+            try:
+                time.sleep(1)
+                core(mgr1, "service", "update", "-d", "--update-order", order, "--env-add", f"ROUND={n}", "roll")
+                until(done, timeout=240, what=f"the {order} update of roll")
+                time.sleep(3)
+            finally:
+                stop.write_text("")
+                out = proc.communicate(timeout=60)[0]
+            figures[f"{order}, drain {drain}"] = json.loads(out)
+    print("rolling update of 3 tasks, one at a time, requests through the mesh (mgr1:8080) from a "
+          "machine without a task:")
+    for what, f in figures.items():
+        print(f"  {what:24s}: {f['failed']} dropped of {f['ok'] + f['failed']} requests "
+              f"({f['slow']} slower than 0.5 s)" + ("   (target: 0 for start-first)"
+                                                    if what == "start-first, drain 2 s" else ""))
 
 
 def main() -> int:

@@ -29,7 +29,9 @@ asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the
   of every local container on the network;
 - the routing mesh (:mod:`core.engine.networks.mesh`): the node's ingress sandbox on the
   ingress network, made when the node is in a swarm, programmed from the ingress network's
-  ``published`` table, removed when the ingress network goes;
+  ``published`` table, removed when the ingress network goes; a port held on the node by
+  something else is not published here, and a task of its service placed here fails
+  (:meth:`SwarmLocal.check_published`);
 - a swarm network the swarm removed goes from the node once no container uses it;
 - ``swarm leave`` (:meth:`SwarmLocal.leave`, a hook the cluster runs): every container is taken
   off the swarm networks, their addresses given back, the mesh and the networks removed from
@@ -55,9 +57,9 @@ from core.engine.interfaces import ClusterNetworks
 from core.engine.networks.catalog import NetworkCatalog
 from core.engine.networks.dnsview import DNSView
 from core.engine.networks.endpoints import Endpoints
-from core.engine.networks.mesh import Mesh
+from core.engine.networks.mesh import Mesh, port_free
 from core.engine.networks.store import NetRecord, NetworkStore, kernel_of
-from core.errors import CoreError, InvalidArgument, NotFound
+from core.errors import Conflict, CoreError, InvalidArgument, NotFound
 
 log = logging.getLogger("core.engine.networks.swarmlocal")
 
@@ -191,6 +193,32 @@ class SwarmLocal:
             out["EndpointsConfig"] = endpoints
         return out
 
+    async def check_published(self, attachments: list[dict[str, Any]], service_id: str) -> None:
+        """Before a swarm task's container starts: ``Conflict`` when the task is on the ingress
+        network and a port its service publishes in ingress mode is held on this node by
+        something else (a process, a container's ``-p``): the routing mesh leaves that port to
+        its holder here (:meth:`.mesh.Mesh.program`), so the task is failed, as docker fails a
+        task whose port is taken.  The managers' table of the ingress network says which ports
+        the service publishes."""
+        ingress_id = next((a["Network"]["ID"] for a in attachments or []
+                           if ((a.get("Network") or {}).get("Spec") or {}).get("Ingress")
+                           and a["Network"].get("ID")), None)
+        if ingress_id is None or not service_id or not self.active():
+            return
+        assert self.cluster is not None
+        try:
+            state = await self.cluster.network_state(ingress_id)
+        except CoreError as exc:  # no answer now: the task is not refused for it
+            log.info("routing mesh: no published ports from the managers: %s", exc)
+            return
+        for p in state.get("published") or []:
+            if p.get("ServiceID") != service_id:
+                continue
+            proto, port = str(p.get("Protocol") or "tcp"), int(p.get("PublishedPort") or 0)
+            if port and not port_free(proto, port):
+                raise Conflict(f"host port {port}/{proto} is already in use on this node: "
+                               "the routing mesh cannot publish it here")
+
     def allocated(self, network_id: str, config: Any) -> bool:
         """Whether an endpoint's settings carry a task's address the leader allocated."""
         address = ((config or {}).get("IPAMConfig") or {}).get("IPv4Address") \
@@ -319,13 +347,6 @@ class SwarmLocal:
                 for name in e.get("Names") or []:
                     names.setdefault(str(name).lower(), []).append(e["Address"])
             self.view.remote[net.id] = names
-            if net.id == self._ingress and self.mesh is not None:
-                try:
-                    await self.mesh.program(state.get("published") or [])
-                except (OSError, subprocess.CalledProcessError) as exc:
-                    err = getattr(exc, "stderr", b"") or b""
-                    log.warning("routing mesh: %s %s", exc,
-                                err.decode(errors="replace") if isinstance(err, bytes) else err)
             backends[net.id] = {k: list(v) for k, v in (state.get("backends") or {}).items()}
             if peers != self._peers.get(net.id):
                 async with self.lock:
@@ -337,6 +358,15 @@ class SwarmLocal:
                         log.warning("swarm network %s: setting peers: %s", net.name, exc)
                         continue
                 self._peers[net.id] = peers
+            # the mesh after the peers: a new task it sends to is reachable already (its
+            # forwarding and neighbour entries are there: no SYN waits on an unanswered ARP)
+            if net.id == self._ingress and self.mesh is not None:
+                try:
+                    await self.mesh.program(state.get("published") or [])
+                except (OSError, subprocess.CalledProcessError) as exc:
+                    err = getattr(exc, "stderr", b"") or b""
+                    log.warning("routing mesh: %s %s", exc,
+                                err.decode(errors="replace") if isinstance(err, bytes) else err)
         await self._balance(backends)
 
     async def _forget_removed(self, listed: list[dict[str, Any]]) -> None:
