@@ -17,7 +17,10 @@ ping-pong over one TCP connection (``-n`` round trips, median), always the Pytho
 round measures each path once, one right after another, in an order that alternates round by
 round (A B C, C B A, ...): the machine's load, shared with other work, moves between rounds far
 more than within one, so the figure is the **median over rounds of the round's own ratio**
-overlay / underlay (medians of each path's rates are printed as well).  Targets (issue 13):
+overlay / underlay (medians of each path's rates are printed as well).  With iperf3, the CPU
+time the two ends used per GB is printed too, and its ratio underlay / overlay: what the
+throughput ratio would be on an idle machine where the CPU is the limit — a figure the load of
+other work on the machine hardly moves.  Targets (issue 13):
 overlay throughput >= 0.8 x underlay.  A benchmark, not a test: it prints, it never fails on
 timing.
 
@@ -244,8 +247,11 @@ def mesh_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def iperf3_run(server_ns: str, client_ns: str, address: str, port: int, seconds: float) -> float:
-    """Bytes per second received in one ``iperf3`` run (server in ``server_ns``)."""
+def iperf3_run(server_ns: str, client_ns: str, address: str, port: int, seconds: float,
+               cpu: list[float] | None = None) -> float:
+    """Bytes per second received in one ``iperf3`` run (server in ``server_ns``); appends to
+    ``cpu`` the CPU seconds the sender and the receiver used per GB (their own time and the
+    softirq work done in their context: on veths that is nearly the whole path)."""
     iperf = shutil.which("iperf3")
     srv = subprocess.Popen(["nsenter", f"--net={server_ns}", iperf, "-s", "-1", "-B", address,
                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -260,7 +266,12 @@ def iperf3_run(server_ns: str, client_ns: str, address: str, port: int, seconds:
                               "-t", str(seconds), "-J"], capture_output=True, text=True, timeout=120,
                              check=True).stdout
         srv.wait(timeout=30)
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8
+        end = json.loads(out)["end"]
+        rate = end["sum_received"]["bits_per_second"] / 8
+        if cpu is not None:
+            used = end["cpu_utilization_percent"]
+            cpu.append((used["host_total"] + used["remote_total"]) / 100 * 1e9 / rate)
+        return rate
     finally:
         if srv.poll() is None:
             srv.kill()
@@ -438,13 +449,14 @@ def main() -> int:
                      "bare vxlan": (str(h1.netns_path), str(h2.netns_path), bare[1])}
             rate: dict[str, list[float]] = {k: [] for k in paths}
             lat: dict[str, list[float]] = {k: [] for k in paths}
+            cost: dict[str, list[float]] = {k: [] for k in paths}
             port = 5201
             for r in range(args.r):
                 for kind in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
                     src, dst, address = paths[kind]
                     port += 1
                     if tool == "iperf3":
-                        rate[kind].append(iperf3_run(dst, src, address, port, args.t))
+                        rate[kind].append(iperf3_run(dst, src, address, port, args.t, cost[kind]))
                     else:
                         rate[kind].append(pair_run(dst, ["sink", address, str(port)],
                                                    src, ["source", address, str(port), str(args.t)]))
@@ -462,6 +474,12 @@ def main() -> int:
             added = (statistics.median(lat["overlay"]) - statistics.median(lat["underlay"])) * 1e6
             print(f"overlay/underlay throughput: {ratio:.2f} (median of the rounds' ratios; "
                   f"target >= 0.8); added latency per request: {added:+.1f} us")
+            if cost["overlay"]:
+                print("CPU seconds per GB (sender + receiver): " + ", ".join(
+                    f"{k} {statistics.median(v):.3f}" for k, v in cost.items()) +
+                    f"; underlay/overlay: "
+                    f"{statistics.median(cost['underlay']) / statistics.median(cost['overlay']):.2f} "
+                    "(the throughput ratio an idle machine would show, if the CPU is the limit)")
         finally:
             for d in drivers:
                 try:

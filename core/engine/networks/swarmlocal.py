@@ -22,6 +22,7 @@ asks them through :class:`core.engine.interfaces.ClusterNetworks` and builds the
   asks for its state at once (``cluster.network_state``); a full pass (the networks listed,
   each one's state asked for) runs when a session starts, when a network was created or
   removed in the swarm, and every ``period`` seconds (:data:`PEERS_PERIOD`) as the backstop;
+  an ask that failed is made again after :data:`RETRY` seconds;
 - ``rm`` of a container: its address is given back; the local network row and the driver's
   network go with the last container that names it (the driver's devices already went when
   the last endpoint left);
@@ -69,6 +70,7 @@ log = logging.getLogger("core.engine.networks.swarmlocal")
 
 VXLAN_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 PEERS_PERIOD = 10.0   # the backstop poll: changes are pushed by the managers
+RETRY = 1.0           # a failed ask of the managers is tried again after this many seconds
 VIP_TABLE = "core-vip"
 INGRESS_SANDBOX = "ingress-sbox"   # the managers' owner <node>/ingress-sbox of its address
 
@@ -97,6 +99,9 @@ class SwarmLocal:
         self._backends: dict[str, dict[str, list[str]]] = {}  # network -> its VIP backends
         self._fetch: set[str] = set()    # networks made here: their state asked for at once
         self._want_full = True           # a full pass at once (a new session, a network listed)
+        self._retry: set[str] = set()    # networks whose state could not be asked for
+        self._retry_full = False         # the networks could not be listed
+        self._retry_at = 0.0
         self._wake = trio.Event()
         catalog.multi_host = self.multi_host
 
@@ -310,18 +315,27 @@ class SwarmLocal:
         states as they come, a full pass when asked for and every ``period`` seconds."""
         last_full = -math.inf
         while True:
-            idle = self.period - (trio.current_time() - last_full)
+            now = trio.current_time()
+            idle = self.period - (now - last_full)
+            if self._retry or self._retry_full:
+                idle = min(idle, self._retry_at - now)
             if not (self._want_full or self._pushed or self._fetch) and idle > 0:
                 with trio.move_on_after(idle):
                     await self._wake.wait()
             self._wake = trio.Event()
-            if self._want_full or trio.current_time() - last_full >= self.period:
-                self._want_full = False
+            now = trio.current_time()
+            due = (self._retry or self._retry_full) and now >= self._retry_at
+            if self._want_full or now - last_full >= self.period or (due and self._retry_full):
+                self._want_full = self._retry_full = False
                 self._fetch.clear()
-                last_full = trio.current_time()
+                self._retry.clear()
+                last_full = now
                 await self.sync_once()
-            elif self._fetch:
-                fetch, self._fetch = self._fetch, set()
+            elif self._fetch or due:
+                fetch = self._fetch | (self._retry if due else set())
+                self._fetch = set()
+                if due:
+                    self._retry = set()
                 await self._sync_networks(fetch)
             if self._pushed:
                 await self.apply_pushed()
@@ -345,12 +359,13 @@ class SwarmLocal:
             return
         if self._leaving:
             return
-        local = self.cluster.data_address()
         try:
             listed = await self.cluster.list_networks()
         except CoreError as exc:
             log.debug("swarm networks: no list from the managers: %s", exc)
             listed = None
+            self._retry_full = True
+            self._retry_at = trio.current_time() + RETRY
         if listed is not None:
             await self._forget_removed(listed)
         ingress = next((n for n in listed or [] if n.get("Ingress")), None)
@@ -376,6 +391,8 @@ class SwarmLocal:
                 state = await self.cluster.network_state(net.id)
             except CoreError as exc:
                 log.debug("swarm network %s: no peers from the managers: %s", net.name, exc)
+                self._retry.add(nid)
+                self._retry_at = trio.current_time() + RETRY
                 continue
             await self._apply(net, state, local)
         await self._balance(self._backends)
