@@ -93,29 +93,42 @@ class NetworkPush:
     # -- the watches and the sender --
 
     async def run(self) -> None:
-        """Run until cancelled: watch, gather, send; a broken watch starts over (and every
-        network is sent again if it changed meanwhile)."""
+        """Run until cancelled: watch, gather, send; a broken watch (no leader, etcd
+        restarting) starts every watch over, and every network is sent again if it changed
+        meanwhile."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender)
             while True:
                 try:
-                    async with trio.open_nursery() as watches:
-                        revision = await self.store.revision()
-                        self._all = True
-                        self._wake.set()
-                        for prefix in WATCHED:
-                            await watches.start(self._watch, prefix, revision + 1)
+                    revision = await self.store.revision()
                 except errors.CoreError as exc:
-                    log.info("network push: a watch ended (%s); watching again", exc)
+                    log.info("network push: no revision (%s); trying again", exc)
+                else:
+                    self._all = True
+                    self._wake.set()
+                    async with trio.open_nursery() as watches:  # one ends: all end
+                        for prefix in WATCHED:
+                            await watches.start(self._watch, prefix, revision + 1,
+                                                watches.cancel_scope)
                 await trio.sleep(0.5)
 
-    async def _watch(self, prefix: str, start: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with self.store.etcd.watch(prefix, prefix=True, start_revision=start,
-                                         prev_kv=True) as events:
-            task_status.started()
-            async for event in events:
-                self.note(event.kv.key, _json(event.kv) if event.type == "PUT" else {},
-                          _json(event.prev_kv))
+    async def _watch(self, prefix: str, start: int, all_watches: trio.CancelScope, *,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            async with self.store.etcd.watch(prefix, prefix=True, start_revision=start,
+                                             prev_kv=True) as events:
+                task_status.started()
+                started = True
+                async for event in events:
+                    self.note(event.kv.key, _json(event.kv) if event.type == "PUT" else {},
+                              _json(event.prev_kv))
+        except errors.CoreError as exc:
+            log.info("network push: the watch of %s ended (%s); watching again", prefix, exc)
+        finally:
+            all_watches.cancel()
+            if not started:
+                task_status.started()
 
     async def _sender(self) -> None:
         while True:
@@ -124,8 +137,11 @@ class NetworkPush:
             self._wake = trio.Event()
             try:
                 await self.flush()
-            except errors.CoreError as exc:
-                log.info("network push: %s (the nodes' poll catches up)", exc)
+            except Exception as exc:  # noqa: BLE001 - etcd or a record it did not expect
+                if isinstance(exc, errors.CoreError):
+                    log.info("network push: %s (the nodes' poll catches up)", exc)
+                else:
+                    log.exception("network push failed (the nodes' poll catches up)")
                 self._all = True
                 await trio.sleep(0.5)
                 self._wake.set()
