@@ -25,11 +25,16 @@ node reach each other through the macvlans' own bridge mode.  A bridge in the ho
 also sends every frame through ``br_netfilter`` (built into this kernel, on by default in every
 namespace, with no per-bridge way out): three netfilter hooks per bridge per frame, and the
 host's forward chains (another engine's ``FORWARD DROP``) judging overlay traffic.  Measured
-(iperf3 between two harness hosts, each layout's run right after the underlay's, medians of 6-8
-such pairs, the machine shared with other work): bridge + veth 0.72–0.78 of the underlay's TCP
-throughput, the same without ``br_netfilter`` ≈ 0.82, macvlans 0.86–0.90, a bare VXLAN device
-with the addresses on it ≈ 0.96; request latency (1-byte ping-pong) 25.6 µs with bridge + veth,
-20.5 µs with macvlans, 19.9 µs bare, 16.4 µs on the underlay (``bench/swarm_net.py``).
+between two harness hosts on a machine shared with other work (load 7–20 on 2 cores), iperf3:
+TCP throughput, each layout's run right after the underlay's, median of 6–8 such pairs at the
+quietest (load ≈ 7): bridge + veth 0.72–0.78 of the underlay's, the same without
+``br_netfilter`` ≈ 0.82, macvlans 0.86–0.90, a bare VXLAN device with the addresses on it ≈ 0.96
+— at load 10–20 every layout, the bare device included, ranges 0.6–0.9; CPU time per byte of
+both ends (perf samples, which the load hardly moves): underlay / overlay 0.85 with macvlans,
+0.84 with bridge + veth, 0.89 for the bare device (VXLAN's own cost; the layout adds ≈ 4 %);
+request latency (1-byte ping-pong, ``bench/swarm_net.py``) 25.6 µs with bridge + veth, 20.5 µs
+with macvlans, 19.9 µs bare, 16.4 µs on the underlay.  So macvlans save queueing stages and
+latency more than CPU.
 Checked as well, and not in the way: the underlay's veths take UDP-tunnel GSO
 (``tx-udp_tnl-segmentation``), so TCP's 64 KB super-packets cross encapsulated (≈ 56 KB per
 packet on the underlay's counters) and nothing is segmented or checksummed in software (no
