@@ -691,6 +691,8 @@ class SwarmService:
     async def _on_session_update(self, info: dict[str, Any]) -> None:
         if self.local is None or self.credentials is None:
             return
+        if "networks" in info or "session_id" in info:  # networks' state pushed (netpush.py)
+            self.networks.pushed(info)
         managers = info.get("managers")
         if isinstance(managers, list) and managers:
             if managers != self.local.get("RemoteManagers"):
