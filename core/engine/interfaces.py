@@ -200,6 +200,11 @@ class ClusterNetworks(Protocol):
     def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` at ``swarm leave``, while the node can still reach the managers."""
 
+    def on_push(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``hook`` (synchronous, quick) with each item of the node's session that carries
+        networks' state (``{"networks": {id: state | None}}``, see
+        :mod:`core.engine.swarm.netpush`) and with the first item of every new session."""
+
 
 @attrs.frozen
 class CommitSource:

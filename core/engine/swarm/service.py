@@ -400,6 +400,10 @@ class LocalEngine:
     #: networking(attachments)`` -> ``{"NetworkMode", "EndpointsConfig"}`` for container create
     #: (the network service's ``swarm.task_networking``); None: tasks get the default network
     networking: Callable[..., Awaitable[dict[str, Any]]] | None = None
+    #: before a task's container starts: ``await published_check(attachments, service_id)``
+    #: raises ``Conflict`` when a port the service publishes through the routing mesh is held
+    #: on the node (the network service's ``swarm.check_published``); None: no check
+    published_check: Callable[..., Awaitable[None]] | None = None
 
 
 class SwarmService:
@@ -654,7 +658,8 @@ class SwarmService:
                                  events=engine.events,
                                  call=lambda name, **args: client.call(name, **args),
                                  node=self._node_facts, drivers=engine.drivers,
-                                 networking=engine.networking)
+                                 networking=engine.networking,
+                                 published_check=engine.published_check)
             await n.start(self._guard, "worker", self.worker.run)
             worker = self.worker
 
@@ -711,6 +716,8 @@ class SwarmService:
         if isinstance(port, int) and port != self.local.get("DataPathPort", 4789):
             self.local["DataPathPort"] = port
             self._save_local()
+        if "networks" in info or "session_id" in info:  # networks' state pushed (netpush.py)
+            self.networks.pushed(info)
         managers = info.get("managers")
         if isinstance(managers, list) and managers:
             if managers != self.local.get("RemoteManagers"):

@@ -149,7 +149,7 @@ async def service_records(store: Store, network_id: str) -> dict[str, Any]:
     """The services on a network: ``{"names": {name: [addresses]}, "backends": {vip:
     [addresses]}, "published": [...]}`` (see the module docstring; names in lower case).
     ``published``, on the ingress network only, is the routing mesh's table:
-    ``[{"Protocol", "PublishedPort", "TargetPort", "Backends": [task addresses]}]``."""
+    ``[{"Protocol", "PublishedPort", "TargetPort", "ServiceID", "Backends": [task addresses]}]``."""
     found = await store.get(NETWORKS, network_id)
     ingress = bool(found and found[0].get("Ingress"))
     vips = await virtual_ips(store)
@@ -167,7 +167,7 @@ async def service_records(store: Store, network_id: str) -> dict[str, Any]:
     for sid, svc in services.items():
         if ingress:
             addresses = sorted(by_service.get(sid, []), key=ipaddress.ip_address)
-            published += [{**p, "Backends": addresses} for p in ingress_ports(svc)]
+            published += [{**p, "ServiceID": sid, "Backends": addresses} for p in ingress_ports(svc)]
         name = ((svc.get("Spec") or {}).get("Name") or "").lower()
         vip = next((v["Addr"].split("/", 1)[0]
                     for v in (svc.get("Endpoint") or {}).get("VirtualIPs") or []
