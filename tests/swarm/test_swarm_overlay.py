@@ -104,10 +104,10 @@ def swarm(cluster, test_images) -> dict[str, Any]:
     # every node's routing mesh: its ingress sandbox on the ingress overlay (devices ovx + ovm)
     baseline = {}
     for host in cluster:
-        # complete: its link to the host (ovm) and its endpoint on ingress (ovb, ovx, ove)
+        # complete: its link to the host (ovm) and its endpoint on ingress (the VXLAN device ovx)
         baseline[host.name] = wait_for(f"{host.name}'s ingress sandbox", lambda: sorted(
             d for d in overlay_devices(host)) if {d[:3] for d in overlay_devices(host)} >= {
-                "ovm", "ovb", "ovx", "ove"} else None)
+                "ovm", "ovx"} else None)
     return {"image": ref, "baseline": baseline}
 
 
