@@ -50,6 +50,39 @@ log = logging.getLogger("core.swarm.leader")
 KINDS = {SERVICES: "services", TASKS: "tasks", NODES: "nodes"}
 
 
+class LoopStats:
+    """What the leader's loop spent its time on (logged every :attr:`every` seconds while it
+    works: how many passes, watch events applied, seconds applying, deciding and writing, the
+    objects written, the transactions and the objects written alone after a lost race)."""
+
+    every = 10.0
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.clear()
+
+    def clear(self) -> None:
+        self.passes = self.events = self.written = self.txns = self.alone = self.lost = 0
+        self.apply_s = self.decide_s = self.write_s = 0.0
+
+    def add(self, events: int, apply_s: float, decide_s: float, write_s: float, written: int) -> None:
+        self.passes += 1
+        self.events += events
+        self.apply_s += apply_s
+        self.decide_s += decide_s
+        self.write_s += write_s
+        self.written += written
+        now = time.monotonic()
+        if now - self.since >= self.every:
+            if self.written or self.events > self.passes:
+                log.info("leader: %d passes in %.1f s, %d events (%.2f s), decided in %.2f s, "
+                         "%d objects written in %d txns (%.2f s), %d alone after a lost race, %d lost",
+                         self.passes, now - self.since, self.events, self.apply_s, self.decide_s,
+                         self.written, self.txns, self.write_s, self.alone, self.lost)
+            self.since = now
+            self.clear()
+
+
 class Leader:
     """The leader's state between passes (restart history, updates in progress) and its loop."""
 
@@ -65,6 +98,7 @@ class Leader:
         self.updater = Updater()
         self.view = View()
         self.passes = 0
+        self.stats = LoopStats()
 
     # -- the view --
 
@@ -185,14 +219,17 @@ class Leader:
         for i in range(0, len(ops), TXN_OPS):
             chunk = ops[i:i + TXN_OPS]
             result = await store.etcd.txn([c for _k, c, _o in chunk], [o for _k, _c, o in chunk])
+            self.stats.txns += 1
             if result.succeeded:
                 self._written(chunk, result.revision)
                 continue
             for one in chunk:  # someone else wrote one of them: each alone
                 result = await store.etcd.txn([one[1]], [one[2]])
+                self.stats.alone += 1
                 if result.succeeded:
                     self._written([one], result.revision)
                 else:
+                    self.stats.lost += 1
                     clean = False
                     await self._reread(store, one[0])
         return clean
@@ -240,15 +277,20 @@ class Leader:
                     await trio.sleep(self.settle)
                     changed = trio.Event()
                     batch, pending[:] = list(pending), []
+                    t0 = time.perf_counter()
                     for event in batch:
                         self._apply(self.view, event.kv.key,
                                     None if event.type == "DELETE" else event.kv.value,
                                     event.kv.mod_revision)
+                    t1 = time.perf_counter()
                     out = await self.step(store)
+                    t2 = time.perf_counter()
                     wake = out.wake
                     if out.tasks or out.services or out.deletes:
                         if not await self.write(store, out):
                             wake = 0.0
+                    self.stats.add(len(batch), t1 - t0, t2 - t1, time.perf_counter() - t2,
+                                   len(out.tasks) + len(out.services) + len(out.deletes))
 
 
 def needs_networks(view: View, task: dict[str, Any]) -> tuple[list[Any], bool]:

@@ -501,12 +501,15 @@ async def peers(store: Store, network_id: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: (p["Name"], p["NodeID"]))
 
 
-async def endpoints_of(store: Store, network_id: str) -> list[dict[str, Any]]:
+async def endpoints_of(store: Store, network_id: str,
+                       tasks: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The network's endpoints across the swarm, for the nodes' data path and embedded DNS:
     ``[{"Address": ip, "NodeID", "VTEP": the node's address, "Names": [DNS names]}]`` — the
     attached containers of nodes (owner ``<node>/<container>``) and the live tasks; service
-    VIPs and finished tasks are left out."""
-    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    VIPs and finished tasks are left out.  ``tasks``: the assigned tasks by ID when the caller
+    has them (the dispatcher's index); else every task is read from the store."""
+    if tasks is None:
+        tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
     nodes = {n["ID"]: n for n, _v in await store.nodes()}
     names: dict[str, list[str]] = {}
     prefix = f"{NAMES}{network_id}/"
@@ -766,7 +769,12 @@ class SwarmNetworks:
         if not network:
             raise errors.InvalidArgument("networks.peers: network is required")
         store = self.swarm._store()
-        return {"peers": await endpoints_of(store, network), **await service_records(store, network)}
+        # the tasks from the dispatcher's index when it has read them (a watch, not a read of
+        # every task per call: each node asks once a second per network)
+        dispatcher = getattr(self.swarm, "dispatcher", None)
+        tasks = dispatcher.assignments.tasks() if dispatcher is not None else None
+        return {"peers": await endpoints_of(store, network, tasks),
+                **await service_records(store, network, tasks)}
 
     async def _detach(self, peer: Peer, args: dict) -> dict:
         network, container = str(args.get("network") or ""), str(args.get("container") or "")

@@ -34,7 +34,7 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm import transport
 from core.engine.swarm.ca import NodeCredentials
-from core.engine.swarm.dispatcher import BEATS_PER_PERIOD
+from core.engine.swarm.dispatcher import BEATS_PER_PERIOD, down_after
 
 log = logging.getLogger("core.swarm.simnode")
 
@@ -84,6 +84,7 @@ class SimNode:
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake = trio.Event()
         self._start = hash(hostname) % len(self.managers)
+        self._clients: dict[str, transport.ManagerClient] = {}  # address -> the reports' connection
         self.beats = 0  # heartbeats answered (a session that got some was a good one)
 
     @property
@@ -114,21 +115,32 @@ class SimNode:
             backoff = RETRY if self.beats > beats else min(backoff * 2, MAX_BACKOFF)
             await trio.sleep(backoff * random.uniform(0.5, 1.5))
 
+    def _client(self, address: str) -> transport.ManagerClient:
+        """The connection for reports to ``address``, kept across sessions (one TLS handshake
+        per manager, not one per session)."""
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = transport.ManagerClient(self.credentials, [address])
+        return client
+
     async def _session(self, address: str) -> None:
-        client = transport.ManagerClient(self.credentials, [address])
+        # the session stream and the heartbeats on connections of their own, as the real
+        # agent's (a slow report never holds a heartbeat back); the reports' one is kept
+        opener = transport.ManagerClient(self.credentials, [address])
+        beat = transport.ManagerClient(self.credentials, [address])
         try:
-            async with client.stream("session", description=self.description) as items:
+            async with opener.stream("session", description=self.description) as items:
                 it = items.__aiter__()
-                with trio.fail_after(client.timeout * 2):
+                with trio.fail_after(opener.timeout * 2):
                     first = await it.__anext__()
                 self.stats.calls[address] += 1
                 self.stats.in_session += 1
                 try:
                     session_id, period = first["session_id"], float(first.get("period") or 5.0)
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._heartbeats, client, address, session_id, period,
+                        nursery.start_soon(self._heartbeats, beat, address, session_id, period,
                                            nursery.cancel_scope)
-                        nursery.start_soon(self._reporter, client, address)
+                        nursery.start_soon(self._reporter, self._client(address), address)
                         self._assigned(first)
                         async for item in it:
                             if isinstance(item, dict):
@@ -137,22 +149,33 @@ class SimNode:
                 finally:
                     self.stats.in_session -= 1
         finally:
-            await client.aclose()
+            await beat.aclose()
+            await opener.aclose()
 
     async def _heartbeats(self, client: transport.ManagerClient, address: str, session_id: str,
                           period: float, scope: trio.CancelScope) -> None:
-        try:
+        last = trio.current_time()  # the last heartbeat answered (the session's start)
+        while True:
+            # twice a period, a little early at random, as the real agent beats
+            # (core.engine.swarm.dispatcher.Agent; a node is down after 1.5 periods)
+            await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
             while True:
-                # twice a period, a little early at random, as the real agent beats
-                # (core.engine.swarm.dispatcher.Agent; a node is down after 1.5 periods)
-                await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
-                answer = await client.call("heartbeat", session_id=session_id)
-                self.stats.calls[address] += 1
-                self.beats += 1
-                period = float(answer.get("period") or period)
-        except (errors.CoreError, trio.TooSlowError, OSError) as exc:
-            self.stats.failed("heartbeat", exc)
-            scope.cancel()
+                try:
+                    with trio.fail_after(max(1.0, last + down_after(period) - trio.current_time())):
+                        answer = await client.call("heartbeat", session_id=session_id)
+                    break
+                except (errors.CoreError, trio.TooSlowError, OSError) as exc:
+                    self.stats.failed("heartbeat", exc)
+                    if isinstance(exc, errors.NotFound) or \
+                            trio.current_time() - last >= down_after(period):
+                        scope.cancel()  # the session is gone (or the node is down by now)
+                        return
+                    # one slow heartbeat (a busy manager): again, while the node is not down
+                    await trio.sleep(0.2)
+            last = trio.current_time()
+            self.stats.calls[address] += 1
+            self.beats += 1
+            period = float(answer.get("period") or period)
 
     def _assigned(self, item: dict[str, Any]) -> None:
         tasks = item.get("assignments")
