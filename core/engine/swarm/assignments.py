@@ -34,10 +34,42 @@ log = logging.getLogger("core.swarm.dispatcher")
 LOG_EVERY = 10.0  # seconds between the busy figures logged
 
 
-def _fingerprint(task: dict[str, Any]) -> str:
-    """What a node needs to hear about again: anything but the status it reported itself."""
-    return json.dumps({k: v for k, v in task.items() if k not in ("Status", "UpdatedAt", "Version")},
-                      sort_keys=True)
+#: what a node does not need to hear about again: the status it reported itself, and stamps
+_OWN = frozenset({"Status", "UpdatedAt", "Version"})
+
+
+def _news(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a node must be sent ``new`` again, having been sent ``old``: anything changed
+    but the status it reported itself."""
+    if old is None:
+        return True
+    if old.keys() - _OWN != new.keys() - _OWN:
+        return True
+    return any(old[k] != new[k] for k in new.keys() - _OWN)
+
+
+class Specs:
+    """One decoded copy of each task template (tasks of a service at one version share it):
+    ten thousand tasks hold a few specs, not ten thousand.  Nothing edits a task's ``Spec``
+    in place."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._specs: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def share(self, task: dict[str, Any]) -> dict[str, Any]:
+        spec = task.get("Spec")
+        if not isinstance(spec, dict):
+            return task
+        key = (task.get("ServiceID", ""), (task.get("SpecVersion") or {}).get("Index", 0))
+        known = self._specs.get(key)
+        if known is not None and known == spec:
+            task["Spec"] = known
+        else:
+            if len(self._specs) >= self.limit:
+                self._specs.clear()
+            self._specs[key] = spec
+        return task
 
 
 class Assignments:
@@ -59,7 +91,7 @@ class Assignments:
         self.delay = delay
         self.by_node: dict[str, dict[str, dict[str, Any]]] = {}
         self._node_of: dict[str, str] = {}
-        self._prints: dict[str, str] = {}
+        self._specs = Specs()
         self._dirty: set[str] = set()
         self._wake = trio.Event()
         self.ready = trio.Event()
@@ -81,21 +113,21 @@ class Assignments:
             state = task.get("Status", {}).get("State", "")
             if task.get("NodeID") and swarm_tasks.ORDER.get(state, -1) >= swarm_tasks.ORDER["assigned"]:
                 node = task["NodeID"]
+        old: dict[str, Any] | None = None
         if old_node and old_node != node:
             self.by_node.get(old_node, {}).pop(task_id, None)
             if not self.by_node.get(old_node):
                 self.by_node.pop(old_node, None)
             del self._node_of[task_id]
-            self._prints.pop(task_id, None)
             affected.add(old_node)
+        elif old_node:
+            old = self.by_node.get(old_node, {}).get(task_id)
         if node and task is not None:
-            task = {"ID": task_id, "Version": {"Index": version},
-                    **{k: v for k, v in task.items() if k not in ("ID", "Version")}}
+            task = self._specs.share({"ID": task_id, "Version": {"Index": version},
+                                      **{k: v for k, v in task.items() if k not in ("ID", "Version")}})
             self.by_node.setdefault(node, {})[task_id] = task
             self._node_of[task_id] = node
-            fp = _fingerprint(task)
-            if self._prints.get(task_id) != fp:
-                self._prints[task_id] = fp
+            if _news(old, task):
                 affected.add(node)
         self._dirty |= affected
         if affected:
@@ -107,7 +139,6 @@ class Assignments:
         before = set(self.by_node)
         self.by_node.clear()
         self._node_of.clear()
-        self._prints.clear()
         for task, version in tasks:
             self.apply(task["ID"], task, version)
         self._dirty |= before | set(self.sessions.nodes)

@@ -341,7 +341,9 @@ class Dispatcher:
         self._states_read = now
         states.clear()
         changes: list[tuple[str, Any, str]] = []
-        for node, _version in await self.store.nodes():
+        versions: dict[str, tuple[dict[str, Any], int]] = {}
+        for node, version in await self.store.nodes():
+            versions[node["ID"]] = (node, version)
             node_id, state = node["ID"], node["Status"]["State"]
             states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
             if node_id in alive and state != "ready":
@@ -365,12 +367,46 @@ class Dispatcher:
             await self.store.update_node(node_id, fn)
             log.info("node %s is %s", node_id, what)
 
-        await _each(changes, change)  # (a hundred nodes failing at once: not one by one)
+        # the changes written as read, 50 nodes a transaction; a chunk in which some record
+        # moved meanwhile goes node by node (read again, changed, written)
+        alone: list[tuple[str, Any, str]] = []
+        for i in range(0, len(changes), NODES_PER_TXN):
+            chunk = changes[i:i + NODES_PER_TXN]
+            if not await self._write_nodes(chunk, versions):
+                alone += chunk
+        await _each(alone, change)  # (a hundred nodes failing at once: not one by one)
         self._checked = trio.current_time()  # (a long check is no stall)
+
+    async def _write_nodes(self, chunk: list[tuple[str, Any, str]],
+                           versions: dict[str, tuple[dict[str, Any], int]]) -> bool:
+        """The node records of ``chunk`` changed as read, in one transaction comparing their
+        versions; False (nothing written) if one moved since."""
+        from core.engine.swarm.etcd import Put
+        from core.engine.swarm.store import NODES, now_text
+
+        compares, puts, done = [], [], []
+        now = now_text()
+        for node_id, fn, what in chunk:
+            node, version = versions[node_id]
+            node = copy.deepcopy(node)
+            if fn(node) is False:
+                continue
+            compares.append(Compare("mod", NODES + node_id, "==", version))
+            puts.append(Put(NODES + node_id, json.dumps({**node, "UpdatedAt": now})))
+            done.append((node_id, what))
+        if not puts:
+            return True
+        if not (await self.store.etcd.txn(compares, puts)).succeeded:
+            return False
+        for node_id, what in done:
+            log.info("node %s is %s", node_id, what)
+        return True
 
 
 #: etcd calls the leader's health check makes at once
 CHECK_CONCURRENCY = 16
+#: node records the leader's health check writes per etcd transaction
+NODES_PER_TXN = 50
 
 
 async def _each(items: Iterable[tuple[Any, ...]], fn: Callable[..., Awaitable[None]]) -> None:

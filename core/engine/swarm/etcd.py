@@ -283,7 +283,7 @@ _ACTIVE_PEER = re.compile(r'^etcd_network_active_peers\{[^}]*Remote="([0-9a-f]+)
 
 
 #: unary calls one client has in flight at once (watches do not count)
-CALLS_AT_ONCE = 16
+CALLS_AT_ONCE = 64
 
 
 class EtcdClient:
@@ -303,9 +303,10 @@ class EtcdClient:
         transport = httpx.AsyncHTTPTransport(uds=str(socket)) if socket is not None else None
         self._http = httpx.AsyncClient(transport=transport, base_url=url or "http://etcd",
                                        timeout=httpx.Timeout(timeout))
-        # unary calls in flight at once; the rest wait here, in order, rather than in httpcore's
-        # pool, whose queue costs time in proportion to its length at every request (hundreds of
-        # nodes reporting at once made each call slower than the one before)
+        # unary calls in flight at once (below the pool's 100 connections, watches included);
+        # the rest wait here, in order, rather than in httpcore's pool, whose queue costs time
+        # in proportion to its length at every request (hundreds of nodes reporting at once
+        # made each call slower than the one before)
         self._calls = trio.CapacityLimiter(CALLS_AT_ONCE)
 
     async def __aenter__(self) -> EtcdClient:

@@ -131,6 +131,8 @@ class Leader:
                         revision == view.versions.get(key, 0) and oid in table):
                     obj = json.loads(value)
                     obj.setdefault("ID", oid)
+                    if kind == TASKS:
+                        view.share_spec(obj)
                     table[oid] = obj
                     view.versions[key] = revision
                 return

@@ -76,6 +76,21 @@ class View:
             spec = self.templates[key] = copy.deepcopy(template(service))
         return spec
 
+    def share_spec(self, task: dict[str, Any]) -> None:
+        """A task read from the store: its ``Spec`` becomes the shared copy of its service
+        version's template when equal (one decoded copy per version, not one per task)."""
+        spec = task.get("Spec")
+        if not isinstance(spec, dict):
+            return
+        key = (task.get("ServiceID", ""), int((task.get("SpecVersion") or {}).get("Index") or 0))
+        known = self.templates.get(key)
+        if known is not None and known == spec:
+            task["Spec"] = known
+        elif known is None:
+            if len(self.templates) > 1000:
+                self.templates.clear()
+            self.templates[key] = spec
+
     def by_service(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         for t in self.tasks.values():
