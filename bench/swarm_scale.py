@@ -230,8 +230,16 @@ class Simulation:
             self.cluster._record(pid=self.procs[-1].pid)
         t = time.monotonic()
         wait("the simulated nodes ready", lambda: self.ready_sim_nodes() >= a.nodes or
-             f"{self.ready_sim_nodes()} ready", timeout=a.timeout * 4, every=1.0)
+             self.sims_alive() and f"{self.ready_sim_nodes()} ready", timeout=a.timeout * 4, every=1.0)
         self.results["join_s"] = round(time.monotonic() - t, 1)
+
+    def sims_alive(self) -> bool:
+        """True while every simulating process runs (:class:`Step` with its output if not)."""
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                tail = (self.sim.root / f"sim{i}.log").read_text(errors="replace")[-2000:]
+                raise Step(f"simulating process sim{i} exited ({p.returncode}):\n{tail}")
+        return True
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self.tracker.nodes.values())
@@ -305,7 +313,8 @@ class Simulation:
             r["create_s"] = round(time.monotonic() - t0, 1)
             # from the first create call (what a user waits for), the creates included
             r["converge_s"] = round(wait("converge", lambda: self.running_on(None) >= a.replicas
-                                         or f"{self.running_on(None)} running", a.timeout, every=0.5)
+                                         or self.sims_alive() and f"{self.running_on(None)} running",
+                                         a.timeout, every=0.5)
                                     + r["create_s"], 1)
             calls1, t1 = self.sim_calls().get(f"{leader.address}:2377", 0), time.monotonic()
             r["leader_calls_per_s"] = round((calls1 - calls0) / max(t1 - t0, 1e-3), 1)

@@ -106,7 +106,9 @@ class SimNode:
             beats = self.beats
             try:
                 await self._session(address)
-            except (errors.CoreError, trio.TooSlowError, OSError, StopAsyncIteration) as exc:
+            except (errors.CoreError, trio.TooSlowError, OSError, StopAsyncIteration,
+                    trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                # (a connection the manager dropped while the session was being asked for)
                 log.debug("%s: session with %s ended: %s", self.hostname, address, exc)
                 self.stats.failed("session", exc)
             n += 1
