@@ -52,7 +52,7 @@ from core import errors
 from core.engine.swarm.assignments import Assignments, LogBroker, TaskStatusWriter
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm.etcd import Compare, Delete
-from core.engine.swarm.store import SESSIONS, Store
+from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
 
 log = logging.getLogger("core.swarm.dispatcher")
@@ -124,6 +124,7 @@ class Dispatcher:
         self._batch: _Batch | None = None  # the heartbeats gathering for the next write
         # the leader's view of the node records' states (to read them only when it matters)
         self._states: dict[str, str] = {}
+        self._records = Decoded(NODES)  # the node records, each decoded once per version
         self._states_read: float | None = None
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
@@ -342,7 +343,7 @@ class Dispatcher:
         states.clear()
         changes: list[tuple[str, Any, str]] = []
         versions: dict[str, tuple[dict[str, Any], int]] = {}
-        for node, version in await self.store.nodes():
+        for node, version in await self._records.objects(self.store):
             versions[node["ID"]] = (node, version)
             node_id, state = node["ID"], node["Status"]["State"]
             states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
@@ -382,7 +383,7 @@ class Dispatcher:
         """The node records of ``chunk`` changed as read, in one transaction comparing their
         versions; False (nothing written) if one moved since."""
         from core.engine.swarm.etcd import Put
-        from core.engine.swarm.store import NODES, now_text
+        from core.engine.swarm.store import now_text
 
         compares, puts, done = [], [], []
         now = now_text()
