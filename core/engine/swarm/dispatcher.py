@@ -125,6 +125,7 @@ class Dispatcher:
         # the leader's view of the node records' states (to read them only when it matters)
         self._states: dict[str, str] = {}
         self._records = Decoded(NODES)  # the node records, each decoded once per version
+        self._keys: Any = None  # the session keys' own etcd client, while serving
         self._states_read: float | None = None
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
@@ -153,8 +154,19 @@ class Dispatcher:
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The dispatcher's own loop (every manager): the assignment index's watch of the
-        tasks (see :class:`Assignments`)."""
-        await self.assignments.run(task_status=task_status)
+        tasks (see :class:`Assignments`).  Meanwhile the session keys and the health check
+        use an etcd client of their own: a heartbeat never waits behind the bulk writes of
+        task states."""
+        async with self.store.etcd.sibling() as etcd:
+            self._keys = etcd
+            try:
+                await self.assignments.run(task_status=task_status)
+            finally:
+                self._keys = None
+
+    def _etcd(self) -> Any:
+        """The client of the session keys and node states (see :meth:`serve`)."""
+        return self._keys if self._keys is not None else self.store.etcd
 
     def _gather(self) -> float:
         """How long a batch of session-key writes gathers heartbeats before it is written."""
@@ -203,7 +215,7 @@ class Dispatcher:
         return found
 
     async def _lease(self) -> int:
-        etcd = self.store.etcd
+        etcd = self._etcd()
         ttl = lease_ttl(self.period)
         now = trio.current_time()
         held = self._held
@@ -234,7 +246,7 @@ class Dispatcher:
                 ops.append(Put(SESSIONS + node_id, json.dumps(
                     {"Manager": self.node_id, "Addr": addr, "Beat": beat}), lease))
                 ops.append(Get(NODES + node_id))
-            result = await self.store.etcd.txn([], ops)
+            result = await self._etcd().txn([], ops)
             for (node_id, _addr), kvs in zip(items[i:i + step], result.responses[1::2]):
                 batch.found[node_id] = kvs[0].json() if kvs else None
 
@@ -298,7 +310,7 @@ class Dispatcher:
         # a key that moved since the last check moved, on average, half-way between the two
         moved_at = now if previous is None else (previous + now) / 2
         values: dict[str, dict[str, Any]] = {}
-        for kv in await self.store.etcd.get_prefix(SESSIONS):
+        for kv in await self._etcd().get_prefix(SESSIONS):
             node_id = kv.key[len(SESSIONS):]
             try:
                 values[node_id] = kv.json() if kv.value else {}
@@ -326,7 +338,7 @@ class Dispatcher:
 
         async def delete(node_id: str, rev: int) -> None:  # a late key goes now, not at its lease's end
             key = SESSIONS + node_id
-            await self.store.etcd.txn([Compare("mod", key, "==", rev)], [Delete(key)])
+            await self._etcd().txn([Compare("mod", key, "==", rev)], [Delete(key)])
 
         await _each(late.items(), delete)
         return alive, values
@@ -343,7 +355,7 @@ class Dispatcher:
         states.clear()
         changes: list[tuple[str, Any, str]] = []
         versions: dict[str, tuple[dict[str, Any], int]] = {}
-        for node, version in await self._records.objects(self.store):
+        for node, version in await self._records.objects(Store(self._etcd())):
             versions[node["ID"]] = (node, version)
             node_id, state = node["ID"], node["Status"]["State"]
             states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
@@ -397,7 +409,7 @@ class Dispatcher:
             done.append((node_id, what))
         if not puts:
             return True
-        if not (await self.store.etcd.txn(compares, puts)).succeeded:
+        if not (await self._etcd().txn(compares, puts)).succeeded:
             return False
         for node_id, what in done:
             log.info("node %s is %s", node_id, what)

@@ -300,6 +300,7 @@ class EtcdClient:
             raise InvalidArgument("EtcdClient: give either a unix socket or a URL")
         self.endpoint = str(socket) if socket is not None else str(url)
         self.timeout = timeout
+        self._where = (socket, url)
         transport = httpx.AsyncHTTPTransport(uds=str(socket)) if socket is not None else None
         self._http = httpx.AsyncClient(transport=transport, base_url=url or "http://etcd",
                                        timeout=httpx.Timeout(timeout))
@@ -308,6 +309,12 @@ class EtcdClient:
         # in proportion to its length at every request (hundreds of nodes reporting at once
         # made each call slower than the one before)
         self._calls = trio.CapacityLimiter(CALLS_AT_ONCE)
+
+    def sibling(self) -> EtcdClient:
+        """Another client of the same member, with its own connections and its own turn for
+        calls (for the few calls that must not wait behind bulk ones: heartbeats)."""
+        socket, url = self._where
+        return EtcdClient(socket, url=url, timeout=self.timeout)
 
     async def __aenter__(self) -> EtcdClient:
         return self

@@ -6,7 +6,10 @@ loop(store)`` runs while this manager leads and is cancelled when the leadership
 is one loop, :meth:`Leader.run`: it reads the services, tasks, nodes and the cluster, keeps that
 view current from watches of their keys (not of the sessions, which every heartbeat
 refreshes; no polling: a change is acted on as soon as etcd reports it), and after every batch of changes (or when a timer is due: a restart delay, an
-update's delay or monitor period) runs one pass:
+update's delay or monitor period) runs one pass.  A batch gathers for as long as the last pass
+took to decide (at least :attr:`Leader.settle`, at most a second): a pass reads every task, and
+a flood of changes (ten thousand tasks reporting) would otherwise keep the leader in passes.
+A pass:
 
 1. the orchestrator (:mod:`core.engine.swarm.orchestrator`): tasks created, restarted, retired;
 2. the updater (:mod:`core.engine.swarm.updater`): rolling updates, rollbacks, ``UpdateStatus``;
@@ -22,8 +25,9 @@ update's delay or monitor period) runs one pass:
 Each step sees the previous ones' decisions.  The writes go to etcd in transactions of up to
 :data:`~core.engine.swarm.store.TXN_OPS` operations, each compared with the version it was
 decided on (a new task: that its key is absent): an agent's status report or an API write that
-came in between makes the transaction fail, and then each object is written alone, the ones
-that lost their race are dropped and the next pass decides again on the fresh objects.
+came in between makes the transaction fail, and read the keys it wrote; the objects that moved
+lost their race and are dropped (the view takes the stored ones), the others are written again
+together, and the next pass decides again on the fresh objects.
 """
 from __future__ import annotations
 
@@ -220,12 +224,34 @@ class Leader:
             ops.append((key, Compare("mod", key, "==", self.view.versions.get(key, 0)), Delete(key)))
         for i in range(0, len(ops), TXN_OPS):
             chunk = ops[i:i + TXN_OPS]
-            result = await store.etcd.txn([c for _k, c, _o in chunk], [o for _k, _c, o in chunk])
-            self.stats.txns += 1
-            if result.succeeded:
-                self._written(chunk, result.revision)
-                continue
-            for one in chunk:  # someone else wrote one of them: each alone
+            while chunk:
+                # on failure the transaction reads the chunk's keys: the ones that moved lost
+                # their race (the view takes the stored object), the rest go again together
+                result = await store.etcd.txn([c for _k, c, _o in chunk], [o for _k, _c, o in chunk],
+                                              [Get(k) for k, _c, _o in chunk])
+                self.stats.txns += 1
+                if result.succeeded:
+                    self._written(chunk, result.revision)
+                    chunk = []
+                    break
+                keep = []
+                for one, kvs in zip(chunk, result.responses):
+                    key, compare = one[0], one[1]
+                    found = kvs[0] if isinstance(kvs, list) and kvs else None
+                    if (found.mod_revision if found is not None else 0) == compare.value:
+                        keep.append(one)
+                        continue
+                    self.stats.lost += 1
+                    clean = False
+                    self.view.versions.pop(key, None)
+                    if found is None:
+                        self._apply(self.view, key, None, result.revision)
+                    else:
+                        self._apply(self.view, key, found.value, found.mod_revision)
+                if len(keep) == len(chunk):
+                    break  # nothing moved that we can see: each alone (below)
+                chunk = keep
+            for one in chunk:  # each alone
                 result = await store.etcd.txn([one[1]], [one[2]])
                 self.stats.alone += 1
                 if result.succeeded:
@@ -271,12 +297,17 @@ class Leader:
                 for events in streams:
                     nursery.start_soon(follow, events)
                 wake: float | None = 0.0
+                busy = 0.0  # seconds the last pass took to apply the changes and decide
                 while True:
                     if wake is None or wake > self.clock():
                         timeout = None if wake is None else max(0.0, wake - self.clock())
                         with trio.move_on_after(timeout if timeout is not None else float("inf")):
                             await changed.wait()
-                    await trio.sleep(self.settle)
+                    # a burst of changes gathers a while: at least ``settle``, and as long as
+                    # the last pass took to decide (up to a second), so that a flood of status
+                    # reports (ten thousand tasks starting) costs the leader at most half its
+                    # time in passes over every task, not all of it
+                    await trio.sleep(max(self.settle, min(busy, 1.0)))
                     changed = trio.Event()
                     batch, pending[:] = list(pending), []
                     t0 = time.perf_counter()
@@ -293,6 +324,7 @@ class Leader:
                             wake = 0.0
                     self.stats.add(len(batch), t1 - t0, t2 - t1, time.perf_counter() - t2,
                                    len(out.tasks) + len(out.services) + len(out.deletes))
+                    busy = t2 - t0
 
 
 def needs_networks(view: View, task: dict[str, Any]) -> tuple[list[Any], bool]:

@@ -837,10 +837,10 @@ class SwarmService:
     async def _managers(self) -> list[dict[str, str]]:
         """The managers' addresses (every session and heartbeat answer carries them): read at
         most once a second, since reading them reads every node (a thousand, at scale), and by
-        one caller at a time (the others wait for its answer)."""
+        one caller at a time (the others answer the last read meanwhile, or wait for the first)."""
         cached = self._managers_cache
-        if cached is not None and trio.current_time() - cached[0] < 1.0:
-            return cached[1]
+        if cached is not None and (trio.current_time() - cached[0] < 1.0 or self._managers_lock.locked()):
+            return cached[1]  # (while one caller reads them again, the others answer the last read)
         async with self._managers_lock:
             cached = self._managers_cache
             if cached is not None and trio.current_time() - cached[0] < 1.0:

@@ -44,7 +44,9 @@ The node protocol (over the swarm channel, :mod:`core.engine.swarm.transport`)
   <docker's TaskStatus>}, ...]}`` (any manager: the caller is the node of its certificate);
   answers ``{}``.  The dispatcher refuses a task that is not assigned to the calling node
   (``Forbidden``), ignores a state that would move backwards and a task that was deleted, and
-  writes the rest in etcd transactions comparing the versions it read.  The node sends its
+  writes the rest in etcd transactions comparing the versions it read (the reports of all the
+  nodes that called within a few hundredths of a second together, 50 tasks a transaction;
+  :class:`core.engine.swarm.assignments.TaskStatusWriter`).  The node sends its
   changes gathered, the latest state of each task, and sends them again after a failure.
 - logs: manager → node ``{"logs": {"id": <subscription>, "tasks": [ids], "follow", "tail",
   "timestamps", "since"}}`` and node → manager the call ``logs.publish`` with ``{"id", "messages":
