@@ -171,11 +171,16 @@ class Leader:
         return out
 
     async def step(self, store: Store) -> Changes:
-        """One pass with the network allocation: plan, give new tasks their addresses, place."""
-        out = self.plan()
+        """One pass with the network allocation: plan, give new tasks their addresses, place.
+
+        The decisions run in a worker thread: a pass over ten thousand tasks takes a good
+        fraction of a second (seconds on a loaded machine), during which the daemon's event
+        loop -- the dispatcher's heartbeats and sessions among others -- must go on.  Nothing
+        else touches the view meanwhile (the watches' changes wait in the loop's list)."""
+        out = await trio.to_thread.run_sync(self.plan)
         if self.allocator is not None:
             await self.allocate(out)
-        return self.place(out)
+        return await trio.to_thread.run_sync(self.place, out)
 
     # -- network attachments (the allocator of core.engine.swarm.networks) --
 

@@ -56,7 +56,7 @@ import trio
 from core import errors
 from core.engine.filters import label_match, matches, until
 from core.engine.swarm.etcd import Compare, Delete, Put
-from core.engine.swarm.store import NETWORKS, PREFIX, SERVICES, TASKS, Store, now_text
+from core.engine.swarm.store import NETWORKS, NODES, PREFIX, SERVICES, TASKS, Decoded, Store, now_text
 from core.engine.swarm.tasks import TERMINAL
 
 if TYPE_CHECKING:
@@ -502,15 +502,18 @@ async def peers(store: Store, network_id: str) -> list[dict[str, Any]]:
 
 
 async def endpoints_of(store: Store, network_id: str,
-                       tasks: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                       tasks: dict[str, dict[str, Any]] | None = None,
+                       node_records: Decoded | None = None) -> list[dict[str, Any]]:
     """The network's endpoints across the swarm, for the nodes' data path and embedded DNS:
     ``[{"Address": ip, "NodeID", "VTEP": the node's address, "Names": [DNS names]}]`` — the
     attached containers of nodes (owner ``<node>/<container>``) and the live tasks; service
     VIPs and finished tasks are left out.  ``tasks``: the assigned tasks by ID when the caller
-    has them (the dispatcher's index); else every task is read from the store."""
+    has them (the dispatcher's index); else every task is read from the store.
+    ``node_records``: the caller's :class:`~core.engine.swarm.store.Decoded` node records."""
     if tasks is None:
         tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
-    nodes = {n["ID"]: n for n, _v in await store.nodes()}
+    nodes = {n["ID"]: n for n, _v in (await node_records.objects(store) if node_records is not None
+                                      else await store.nodes())}
     names: dict[str, list[str]] = {}
     prefix = f"{NAMES}{network_id}/"
     for kv in await store.etcd.get_prefix(prefix):
@@ -773,7 +776,9 @@ class SwarmNetworks:
         # every task per call: each node asks once a second per network)
         dispatcher = getattr(self.swarm, "dispatcher", None)
         tasks = dispatcher.assignments.tasks() if dispatcher is not None else None
-        return {"peers": await endpoints_of(store, network, tasks),
+        if getattr(self, "_node_records", None) is None:
+            self._node_records = Decoded(NODES)  # (each node decoded once per version)
+        return {"peers": await endpoints_of(store, network, tasks, self._node_records),
                 **await service_records(store, network, tasks)}
 
     async def _detach(self, peer: Peer, args: dict) -> dict:
