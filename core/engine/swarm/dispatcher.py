@@ -504,7 +504,7 @@ class Agent:
         client = self.client
         # the session's connection attempts are bounded by the period (the client's own
         # timeout, for renewals, stays as it is)
-        opener = ManagerClient(client.credentials, client.addresses, timeout=self._patience())
+        opener = ManagerClient(client.credentials, client.addresses, timeout=self._patience(), like=client)
         opener._current = client._current
         async with opener.stream("session", description=self.description()) as items:
             client._current = opener._current
@@ -519,7 +519,7 @@ class Agent:
             self.connected.set()
             if task_status is not None:
                 task_status.started()
-            beat = ManagerClient(client.credentials, [address], timeout=self._patience())
+            beat = ManagerClient(client.credentials, [address], timeout=self._patience(), like=client)
             failure: list[BaseException] = []
             try:
                 async with trio.open_nursery() as nursery:

@@ -84,7 +84,7 @@ class SimNode:
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake = trio.Event()
         self._start = hash(hostname) % len(self.managers)
-        self._clients: dict[str, transport.ManagerClient] = {}  # address -> the reports' connection
+        self._clients: dict[tuple[str, str], transport.ManagerClient] = {}  # (address, role) -> client
         self.beats = 0  # heartbeats answered (a session that got some was a good one)
 
     @property
@@ -117,19 +117,23 @@ class SimNode:
             backoff = RETRY if self.beats > beats else min(backoff * 2, MAX_BACKOFF)
             await trio.sleep(backoff * random.uniform(0.5, 1.5))
 
-    def _client(self, address: str) -> transport.ManagerClient:
-        """The connection for reports to ``address``, kept across sessions (one TLS handshake
-        per manager, not one per session)."""
-        client = self._clients.get(address)
+    def _client(self, address: str, role: str = "reports") -> transport.ManagerClient:
+        """The client for ``role`` (the session's stream, its heartbeats, the reports) to
+        ``address``, kept across sessions: one TLS context per node (building one writes and
+        reads files: a process of a hundred nodes opening sessions again spent its time there,
+        its heartbeats late), and the reports' connection kept open."""
+        client = self._clients.get((address, role))
         if client is None:
-            client = self._clients[address] = transport.ManagerClient(self.credentials, [address])
+            like = next(iter(self._clients.values()), None)
+            client = self._clients[(address, role)] = transport.ManagerClient(
+                self.credentials, [address], like=like)
         return client
 
     async def _session(self, address: str) -> None:
         # the session stream and the heartbeats on connections of their own, as the real
         # agent's (a slow report never holds a heartbeat back); the reports' one is kept
-        opener = transport.ManagerClient(self.credentials, [address])
-        beat = transport.ManagerClient(self.credentials, [address])
+        opener = self._client(address, "session")
+        beat = self._client(address, "heartbeat")
         try:
             async with opener.stream("session", description=self.description) as items:
                 it = items.__aiter__()
