@@ -324,7 +324,8 @@ class Simulation:
             failed_prefixes = tuple(f"sim{i}-" for i in range(len(victims)))
             ready = [n for n in self.nodes() if n["Status"]["State"] == "ready"]  # not a retried join's leftover
             failed = {n["ID"] for n in ready if n["Description"]["Hostname"].startswith(failed_prefixes)}
-            live = {n["ID"] for n in ready if n["ID"] not in failed}
+            # every other node is live (one that was not ready at this moment comes back)
+            live = {n["ID"] for n in self.nodes() if not n["Description"]["Hostname"].startswith(failed_prefixes)}
             r["failed_nodes"] = len(failed)
             for p in victims:
                 p.send_signal(signal.SIGKILL)

@@ -8,8 +8,9 @@ view current from watches of their keys (not of the sessions, which every heartb
 refreshes; no polling: a change is acted on as soon as etcd reports it), and after every batch of changes (or when a timer is due: a restart delay, an
 update's delay or monitor period) runs one pass.  A batch gathers for as long as the last pass
 took to decide (at least :attr:`Leader.settle`, at most a second): a pass reads every task, and
-a flood of changes (ten thousand tasks reporting) would otherwise keep the leader in passes.
-A pass:
+a flood of changes (ten thousand tasks reporting) would otherwise keep the leader in passes;
+a batch of nothing but tasks moving on between ``assigned`` and ``running`` needs no pass at
+all (unless an update runs: its monitor counts from a task's start).  A pass:
 
 1. the orchestrator (:mod:`core.engine.swarm.orchestrator`): tasks created, restarted, retired;
 2. the updater (:mod:`core.engine.swarm.updater`): rolling updates, rollbacks, ``UpdateStatus``;
@@ -66,7 +67,7 @@ class LoopStats:
         self.clear()
 
     def clear(self) -> None:
-        self.passes = self.events = self.written = self.txns = self.alone = self.lost = 0
+        self.passes = self.events = self.written = self.txns = self.alone = self.lost = self.quiet = 0
         self.apply_s = self.decide_s = self.write_s = 0.0
 
     def add(self, events: int, apply_s: float, decide_s: float, write_s: float, written: int) -> None:
@@ -79,10 +80,11 @@ class LoopStats:
         now = time.monotonic()
         if now - self.since >= self.every:
             if self.written or self.events > self.passes:
-                log.info("leader: %d passes in %.1f s, %d events (%.2f s), decided in %.2f s, "
-                         "%d objects written in %d txns (%.2f s), %d alone after a lost race, %d lost",
-                         self.passes, now - self.since, self.events, self.apply_s, self.decide_s,
-                         self.written, self.txns, self.write_s, self.alone, self.lost)
+                log.info("leader: %d passes in %.1f s (%d batches needed none), %d events (%.2f s), "
+                         "decided in %.2f s, %d objects written in %d txns (%.2f s), "
+                         "%d alone after a lost race, %d lost",
+                         self.passes, now - self.since, self.quiet, self.events, self.apply_s,
+                         self.decide_s, self.written, self.txns, self.write_s, self.alone, self.lost)
             self.since = now
             self.clear()
 
@@ -282,6 +284,21 @@ class Leader:
 
     # -- the loop --
 
+    def _matters(self, key: str, old: dict[str, Any] | None) -> bool:
+        """Whether a change of ``key`` (``old``: the task before it) may change a decision: all
+        but a task's state moving on between ``assigned`` and ``running`` (ten thousand tasks
+        starting, each a pass over every task, kept the leader busy doing nothing), unless an
+        update is running."""
+        if old is None or not key.startswith(TASKS) or self.updater.runs:
+            return True
+        new = self.view.tasks.get(key[len(TASKS):])
+        if new is None:
+            return True
+        if new is old:
+            return False
+        return not (state_of(old) in QUIET and state_of(new) in QUIET
+                    and all(old.get(k) == new.get(k) for k in DECIDED))
+
     async def run(self, store: Store) -> None:
         """Lead: load, watch, decide, write, until cancelled."""
         revision = await self.load(store)
@@ -313,13 +330,20 @@ class Leader:
                     # reports (ten thousand tasks starting) costs the leader at most half its
                     # time in passes over every task, not all of it
                     await trio.sleep(max(self.settle, min(busy, 1.0)))
+                    due = wake is not None and wake <= self.clock()
                     changed = trio.Event()
                     batch, pending[:] = list(pending), []
                     t0 = time.perf_counter()
+                    matters = due
                     for event in batch:
-                        self._apply(self.view, event.kv.key,
-                                    None if event.type == "DELETE" else event.kv.value,
+                        key = event.kv.key
+                        old = self.view.tasks.get(key[len(TASKS):]) if key.startswith(TASKS) else None
+                        self._apply(self.view, key, None if event.type == "DELETE" else event.kv.value,
                                     event.kv.mod_revision)
+                        matters = matters or self._matters(key, old)
+                    if not matters:  # only tasks moving on towards running: nothing to decide
+                        self.stats.quiet += 1
+                        continue
                     t1 = time.perf_counter()
                     out = await self.step(store)
                     t2 = time.perf_counter()
@@ -330,6 +354,13 @@ class Leader:
                     self.stats.add(len(batch), t1 - t0, t2 - t1, time.perf_counter() - t2,
                                    len(out.tasks) + len(out.services) + len(out.deletes))
                     busy = t2 - t0
+
+
+#: task states between its assignment and its end: a task moving within them changes no decision
+#: of a pass (but while an update runs: its monitor counts the time since a task ran)
+QUIET = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
+#: the fields of a task a pass decides on (beside its state)
+DECIDED = ("DesiredState", "NodeID", "Slot", "ServiceID", "SpecVersion", "NetworksAttachments")
 
 
 def needs_networks(view: View, task: dict[str, Any]) -> tuple[list[Any], bool]:

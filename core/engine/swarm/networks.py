@@ -55,8 +55,8 @@ import trio
 
 from core import errors
 from core.engine.filters import label_match, matches, until
-from core.engine.swarm.etcd import Compare, Delete, Put
-from core.engine.swarm.store import NETWORKS, NODES, PREFIX, SERVICES, TASKS, Decoded, Store, now_text
+from core.engine.swarm.etcd import Compare, Delete, Get, Put
+from core.engine.swarm.store import NETWORKS, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Decoded, Store, now_text
 from core.engine.swarm.tasks import TERMINAL
 
 if TYPE_CHECKING:
@@ -543,11 +543,21 @@ async def orphan_addresses(store: Store) -> dict[str, int]:
     """Address keys whose owner is gone, with their ``mod_revision``: a task that no longer
     exists or has finished (swarmkit frees a task's addresses when it ends), a ``<node>/<container>``
     of a node removed from the swarm, a ``vip:<service>`` of a removed service."""
-    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    addresses = await store.etcd.get_prefix(ADDRESSES)
+    # only the tasks holding addresses are read (not ten thousand tasks every pass)
+    owners = sorted({kv.value.decode() for kv in addresses} - {""})
+    task_ids = [o for o in owners if not o.startswith("vip:") and "/" not in o]
+    tasks: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(task_ids), TXN_OPS):
+        chunk = task_ids[i:i + TXN_OPS]
+        result = await store.etcd.txn([], [Get(TASKS + t) for t in chunk])
+        for task_id, found in zip(chunk, result.responses):
+            if found:
+                tasks[task_id] = found[0].json()
     nodes = {n["ID"] for n, _v in await store.nodes()}
     services = {s["ID"] for s, _v in await store.objects(SERVICES)}
     out = {}
-    for kv in await store.etcd.get_prefix(ADDRESSES):
+    for kv in addresses:
         owner = kv.value.decode()
         if owner.startswith("vip:"):
             gone = owner[4:] not in services
