@@ -231,11 +231,11 @@ class Assignments:
 class _Reports:
     """Status reports gathered for one write (see :meth:`TaskStatusWriter.call`)."""
 
-    #: task ID -> (the reporting node, its latest status)
-    statuses: dict[str, tuple[str, dict[str, Any]]] = attrs.field(factory=dict)
+    #: task ID -> {reporting node: its latest status} (the task's own node's is written)
+    statuses: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict)
     done: trio.Event = attrs.field(factory=trio.Event)
-    #: task ID -> the node that reported it without holding it (the caller is Forbidden)
-    refused: dict[str, str] = attrs.field(factory=dict)
+    #: task ID -> the nodes that reported it without holding it (their calls are Forbidden)
+    refused: dict[str, set[str]] = attrs.field(factory=dict)
     error: BaseException | None = None
 
 
@@ -299,7 +299,7 @@ class TaskStatusWriter:
                         reports.error = errors.Unavailable("tasks.status: the write timed out")
                 finally:
                     reports.done.set()
-        refused = sorted(t for t in latest if reports.refused.get(t) == node_id)
+        refused = sorted(t for t in latest if node_id in reports.refused.get(t, ()))
         if refused:
             raise errors.Forbidden(f"task {refused[0]} is not assigned to node {node_id}")
         if reports.error is not None:
@@ -311,9 +311,10 @@ class TaskStatusWriter:
     @staticmethod
     def _add(reports: _Reports, node_id: str, latest: dict[str, dict[str, Any]]) -> None:
         for task_id, status in latest.items():
-            old = reports.statuses.get(task_id)
-            if old is None or old[0] != node_id or swarm_tasks.advances(old[1]["State"], status["State"]):
-                reports.statuses[task_id] = (node_id, status)
+            by_node = reports.statuses.setdefault(task_id, {})
+            old = by_node.get(node_id)
+            if old is None or swarm_tasks.advances(old["State"], status["State"]):
+                by_node[node_id] = status
 
     async def _write_all(self, reports: _Reports) -> None:
         t0 = time.perf_counter()
@@ -329,7 +330,7 @@ class TaskStatusWriter:
             self.counts = dict.fromkeys(c, 0)
             self._logged = now
 
-    async def _write(self, statuses: dict[str, tuple[str, dict[str, Any]]], refused: dict[str, str]) -> None:
+    async def _write(self, statuses: dict[str, dict[str, dict[str, Any]]], refused: dict[str, set[str]]) -> None:
         for _ in range(10):
             ids = sorted(statuses)
             read = await self.store.etcd.txn([], [Get(TASKS + i) for i in ids])
@@ -339,9 +340,11 @@ class TaskStatusWriter:
                 if not kvs:
                     continue  # deleted (reaped, its service removed): nothing to record
                 task = kvs[0].json()
-                node_id, status = statuses[task_id]
-                if task.get("NodeID") != node_id:
-                    refused[task_id] = node_id
+                for node_id in statuses[task_id]:
+                    if node_id != task.get("NodeID"):
+                        refused.setdefault(task_id, set()).add(node_id)
+                status = statuses[task_id].get(task.get("NodeID", ""))
+                if status is None:
                     continue
                 if not swarm_tasks.advances(task.get("Status", {}).get("State", ""), status["State"]):
                     continue  # never back (a late or repeated report)

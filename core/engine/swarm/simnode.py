@@ -2,10 +2,13 @@
 that speak the real node protocol (:mod:`core.engine.swarm.tasks`) without running anything.
 
 Each :class:`SimNode` joins with a token (the CA's ``ca.join`` call: a key, a CSR, a
-certificate), opens its session with a manager, heartbeats twice a period (the one the manager gives),
-and answers its assignments at once: a task to run is reported ``running``, a task wanted
-stopped ``shutdown`` (through ``tasks.status``, gathered).  No container, no image.  Many run
-in one process, each a trio task with two connections (its session stream, its calls).
+certificate), opens its session with a manager (joins and sessions spread over the managers by
+the node's name), heartbeats twice a period (the one the manager gives; a slow heartbeat is
+tried again while the node is not yet down), and answers its assignments at once: a task to
+run is reported ``running``, a task wanted stopped ``shutdown`` (through ``tasks.status``,
+gathered).  No container, no image.  Many run in one process, each a trio task with three
+connections (its session stream, its heartbeats, its reports: as the real agent), one TLS
+context per node.
 
     python -m core.engine.swarm.simnode --token SWMTKN-... --managers 10.0.0.1:2377,... \\
         --count 100 --prefix sim0- [--stats FILE]
@@ -93,7 +96,9 @@ class SimNode:
 
     @classmethod
     async def join(cls, managers: list[str], token: str, hostname: str, stats: Stats) -> SimNode:
-        creds = await transport.join(managers, token)
+        # the joins spread over the managers as the sessions are (not all at the first one)
+        start = hash(hostname) % len(managers)
+        creds = await transport.join(managers[start:] + managers[:start], token)
         stats.joined += 1
         return cls(creds, managers, hostname, stats)
 
