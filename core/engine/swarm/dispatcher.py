@@ -28,8 +28,11 @@ whose checks stalled) starts every node's deadline afresh.  When the period is s
 (``swarm update --dispatcher-heartbeat``) the nodes beat at the old one until a heartbeat's
 answer tells them the new one: the old deadline holds for :func:`down_after` the old period
 after the change, so no node is marked down for it.  The leader reads the node records
-only when the sessions disagree with the states it read last, and at least once a period.  The
-lease is the backstop: the keys of a manager that died vanish by themselves.
+only when the sessions disagree with the states it read last, and at least once a period
+(each record decoded once per version), and writes the changed states 50 records a
+transaction (one by one after a lost race).  The session keys and the health check go through
+an etcd client of the dispatcher's own, so a heartbeat never queues behind the bulk writes of
+task states.  The lease is the backstop: the keys of a manager that died vanish by themselves.
 
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
 heartbeats on it twice a period; when the manager stops answering (within about a period) it
