@@ -105,6 +105,7 @@ class Leader:
         self.view = View()
         self.passes = 0
         self.stats = LoopStats()
+        self.deciding = 0.0  # seconds the last pass's decisions took (its waits left out)
 
     # -- the view --
 
@@ -179,10 +180,15 @@ class Leader:
         fraction of a second (seconds on a loaded machine), during which the daemon's event
         loop -- the dispatcher's heartbeats and sessions among others -- must go on.  Nothing
         else touches the view meanwhile (the watches' changes wait in the loop's list)."""
+        t0 = time.perf_counter()
         out = await trio.to_thread.run_sync(self.plan)
+        t1 = time.perf_counter()
         if self.allocator is not None:
             await self.allocate(out)
-        return await trio.to_thread.run_sync(self.place, out)
+        t2 = time.perf_counter()
+        out = await trio.to_thread.run_sync(self.place, out)
+        self.deciding = (t1 - t0) + (time.perf_counter() - t2)  # (the allocator's I/O left out)
+        return out
 
     # -- network attachments (the allocator of core.engine.swarm.networks) --
 
@@ -326,7 +332,8 @@ class Leader:
                         with trio.move_on_after(timeout if timeout is not None else float("inf")):
                             await changed.wait()
                     # a burst of changes gathers a while: at least ``settle``, and as long as
-                    # the last pass took to decide (up to a second), so that a flood of status
+                    # the last pass took to decide (up to a second; the allocator's etcd calls
+                    # not counted: they are no load on this process), so that a flood of status
                     # reports (ten thousand tasks starting) costs the leader at most half its
                     # time in passes over every task, not all of it
                     await trio.sleep(max(self.settle, min(busy, 1.0)))
@@ -353,7 +360,7 @@ class Leader:
                             wake = 0.0
                     self.stats.add(len(batch), t1 - t0, t2 - t1, time.perf_counter() - t2,
                                    len(out.tasks) + len(out.services) + len(out.deletes))
-                    busy = t2 - t0
+                    busy = (t1 - t0) + self.deciding  # applying and deciding, not waiting on etcd
 
 
 #: task states between its assignment and its end: a task moving within them changes no decision
