@@ -224,7 +224,9 @@ class Leader:
         clean = True
         now = now_text()
         ops: list[tuple[str, Compare, Put | Delete]] = []
-        for tid, task in out.tasks.items():
+        # tasks newly assigned first: the nodes start them while the rest is written (the
+        # orphans of a hundred failed nodes, say)
+        for tid, task in sorted(out.tasks.items(), key=lambda kv: state_of(kv[1]) != "assigned"):
             key = TASKS + tid
             body = json.dumps({**task, "UpdatedAt": now})
             ops.append((key, Compare("mod", key, "==", self.view.versions.get(key, 0)), Put(key, body)))
