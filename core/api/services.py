@@ -7,7 +7,8 @@ Each handler parses the request and calls one method of the services front
 not a manager (the swarm service's), 409 ``update out of sequence`` and name conflicts, 400 bad
 specs and filters, 404 unknown services and tasks.
 
-Logs are docker's: a multiplexed stream (raw when the service has a TTY), each line prefixed
+Logs are docker's: a multiplexed stream (raw when the service has a TTY; with ``follow``, a
+service's tasks that start later too), each line prefixed
 with its time (``timestamps``) and, with ``details`` (the docker CLI always asks), the task's
 ``com.docker.swarm.node.id=…,com.docker.swarm.service.id=…,com.docker.swarm.task.id=…``.
 """
@@ -35,7 +36,9 @@ class ServiceOperations(Protocol):
     async def get_task(self, ref: str) -> dict[str, Any]: ...
     async def logs_of(self, ref: str, *, task: bool) -> tuple[Any, bool, dict[str, dict[str, Any]]]: ...
     async def task(self, task_id: str) -> dict[str, Any] | None: ...
-    gatherer: Any
+    def logs_source(self, task_ids: list[str], tasks: dict[str, dict[str, Any]], *, service_id: str | None,
+                    follow: bool = False, tail: int | None = None, timestamps: bool = False,
+                    since: float = 0) -> AsyncIterator[tuple[str, str, str, bytes]]: ...
 
 
 def _auth_header(req: Request) -> str:
@@ -146,12 +149,13 @@ async def _logs(req: Request, services: ServiceOperations, *, task: bool) -> Res
     follow, timestamps, details = req.qbool("follow"), req.qbool("timestamps"), req.qbool("details")
     tail, since = _tail(req.q("tail")), _since(req.q("since"))
     task_ids, tty, known = await services.logs_of(req.params["id"], task=task)
+    service_id = (await services.get(req.params["id"]))["ID"] if follow and not task else None
 
     async def body() -> AsyncIterator[bytes]:
         if not task_ids:
             return
-        source = services.gatherer.logs(task_ids, follow=follow, tail=tail, timestamps=timestamps,
-                                        since=since)
+        source = services.logs_source(task_ids, known, service_id=service_id, follow=follow, tail=tail,
+                                      timestamps=timestamps, since=since)
         try:
             async for task_id, stream, time, data in source:
                 if (stream == "stdout" and not stdout) or (stream == "stderr" and not stderr):

@@ -549,7 +549,8 @@ class Endpoint:
     ``address`` is the endpoint's address with the subnet's prefix (``172.30.0.2/24``);
     ``gateway`` is ``None`` on an internal network (no default route) and on a multi-host
     network whose endpoints have no way out through it (the overlay's, as docker's); ``host_interface`` is
-    the host-side device of the endpoint (the bridge driver's ``veth<7 hex>``); ``ports`` are
+    the host-side device of the endpoint (the bridge driver's ``veth<7 hex>``; the overlay
+    driver's VXLAN device, of which the endpoint is a macvlan); ``ports`` are
     its publications, with concrete host ports.
     """
 

@@ -153,11 +153,13 @@ class Daemon:
 
         drivers = self.drivers
         self.swarm = SwarmService(self.config.data_root, engine_version=__version__,
-                                  cpus=os.cpu_count() or 1, memory=mem_total(),
+                                  cpus=os.cpu_count() or 1, memory=mem_total(), events=self.events,
                                   local_engine=lambda: LocalEngine(
                                       containers=self.containers, images=self.image_service,
                                       events=self.events, drivers=lambda: drivers.selection(None),
-                                      networking=lambda atts: self.networks.swarm.task_networking(atts)))
+                                      networking=lambda atts: self.networks.swarm.task_networking(atts),
+                                      published_check=lambda atts, sid: self.networks.swarm.check_published(
+                                          atts, sid)))
         self.networks = NetworkManager(self.state, self.drivers, exec_root=self.config.exec_root,
                                        containers=Directory(container_store, container_files), events=self.events,
                                        default_ipv6=(self.config.fixed_cidr_v6 or "auto") if self.config.ipv6

@@ -35,14 +35,17 @@ class Events:
         self.recent: collections.deque[Event] = collections.deque(maxlen=KEEP)
         self._listeners: set[trio.MemorySendChannel[Event]] = set()
 
-    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
-        """Record one event in docker's shape and hand it to every subscriber; never blocks."""
-        now = time.time_ns()
+    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str], *,
+             scope: str = "local", time_ns: int | None = None) -> None:
+        """Record one event in docker's shape and hand it to every subscriber; never blocks.
+        ``scope`` is docker's: ``local`` (this engine's) or ``swarm`` (the cluster's, with the
+        time the object records: ``time_ns``; default now)."""
+        now = time.time_ns() if time_ns is None else time_ns
         event = {
             "Type": type_,
             "Action": action,
             "Actor": {"ID": actor_id, "Attributes": attributes},
-            "scope": "local",
+            "scope": scope,
             "time": now // 1_000_000_000,
             "timeNano": now,
         }
@@ -58,8 +61,8 @@ class Events:
 
     def subscribe(self, *, since: float | None = None, until: float | None = None,
                   filters: dict[str, list[str]] | None = None) -> Subscription:
-        """The events matching ``filters`` (docker's: type, event, container, image, network,
-        volume, label): the kept ones from ``since`` (unix seconds; none if ``None``), then the
+        """The events matching ``filters`` (docker's: type, event, scope, container, image,
+        network, volume, service, node, secret, config, label): the kept ones from ``since`` (unix seconds; none if ``None``), then the
         new ones until ``until`` (unix seconds; forever if ``None``).  The subscription starts
         now, before this returns: it misses nothing emitted after.  Close it when done."""
         return Subscription(self, since, until, filters or {})
@@ -129,6 +132,15 @@ def parse_time(value: str | None, name: str) -> float | None:
 
 
 _PREFIX_ACTIONS = ("health_status", "exec_create", "exec_start")
+#: filters docker applies to every event (moby's ``fuzzyMatchName``): the actor's ID or name
+#: must start with one of the values, whatever the event's type
+_CLUSTER_KINDS = ("service", "node", "secret", "config")
+
+
+def _fuzzy(event: Event, values: list[str]) -> bool:
+    actor = event["Actor"]
+    names = (actor["ID"], (actor.get("Attributes") or {}).get("name", ""))
+    return any(v in names or any(n.startswith(v) for n in names) for v in values)
 
 
 def matches(event: Event, filters: dict[str, list[str]]) -> bool:
@@ -146,6 +158,10 @@ def matches(event: Event, filters: dict[str, list[str]]) -> bool:
             if not any(v in (event["Actor"]["ID"], attrs.get("name")) or event["Actor"]["ID"].startswith(v)
                        for v in values):
                 return False
+        if key == "scope" and event.get("scope", "local") not in values:
+            return False
+        if key in _CLUSTER_KINDS and not _fuzzy(event, values):
+            return False
         if key == "label":
             attrs = event["Actor"]["Attributes"]
             for want in values:

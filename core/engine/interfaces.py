@@ -57,8 +57,10 @@ class ContainerUse:
 class EventSink(Protocol):
     """The engine's event stream (``GET /events``)."""
 
-    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str]) -> None:
-        """Record one event; never blocks, never fails."""
+    def emit(self, type_: str, action: str, actor_id: str, attributes: dict[str, str], *,
+             scope: str = "local", time_ns: int | None = None) -> None:
+        """Record one event (``scope`` ``swarm`` for the cluster's, at ``time_ns``: default
+        now); never blocks, never fails."""
 
 
 @runtime_checkable
@@ -192,6 +194,11 @@ class ClusterNetworks(Protocol):
 
     def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` at ``swarm leave``, while the node can still reach the managers."""
+
+    def on_push(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``hook`` (synchronous, quick) with each item of the node's session that carries
+        networks' state (``{"networks": {id: state | None}}``, see
+        :mod:`core.engine.swarm.netpush`) and with the first item of every new session."""
 
 
 @attrs.frozen

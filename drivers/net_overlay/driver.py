@@ -6,21 +6,24 @@ engine of each node passes them in and tells the driver where the remote endpoin
 (``set_peers``).  What the driver puts on the node (see :mod:`drivers.net_overlay.netlink`):
 
 - nothing at ``create_network`` (the network is recorded);
-- when the first endpoint joins on the node: a bridge ``ovb<tag><8 hex>`` (no address: the node
-  has no presence on the overlay) and a VXLAN device ``ovx<tag><8 hex>`` on it (the VNI,
+- when the first endpoint joins on the node: a VXLAN device ``ovx<tag><8 hex>`` (the VNI,
   ``local`` = the node's underlay address, UDP port 4789, no learning, no multicast group,
-  proxy ARP), then one FDB entry (MAC → VTEP) and one neighbour entry (IP → MAC) per peer;
-- per endpoint a veth pair ``ove<tag><7 hex>`` on the bridge, its peer in the container's
-  namespace (the given address, ``02:42:<address>`` MAC unless one is asked for, the MTU);
+  proxy ARP, no outer UDP checksum; no address: the node has no presence on the overlay), then
+  one FDB entry (MAC → VTEP) and one neighbour entry (IP → MAC) per peer;
+- per endpoint a macvlan of that device (mode bridge: the node's endpoints reach each other
+  through it) made directly in the container's namespace (the given address, ``02:42:<address>``
+  MAC unless one is asked for, the MTU) — no bridge, no veth: see
+  :mod:`drivers.net_overlay.netlink` for why (throughput, ``br_netfilter``);
   no default route: docker's overlay endpoints have no gateway (their way out is another
   network, docker's ``docker_gwbridge``, which this driver does not make — an endpoint reaches
-  its overlay's subnet only, as with ``--internal``);
-- when the last endpoint leaves: the bridge and the VXLAN device go.
+  its overlay's subnet only, as with ``--internal``); the endpoint's ``host_interface`` is the
+  VXLAN device;
+- when the last endpoint leaves: the VXLAN device goes.
 
 ``<tag>`` is four hex digits of the driver root's path (:func:`netlink.engine_tag`): engines
 sharing a host never share a device name.  At start the driver removes devices with its tag
-that its state does not explain (a crash between the kernel change and the state's), and sets
-peers again.
+that its state does not explain (a crash between the kernel change and the state's; and the
+bridges and veths of this driver's earlier layout), and sets peers again.
 
 The MTU is the underlay interface's (the one holding ``multi_host.local``) less 50 (VXLAN
 over IPv4), less ESP's overhead on an encrypted network, unless the network's ``mtu`` or the
@@ -52,7 +55,6 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -150,8 +152,7 @@ class OverlayDriver:
         wanted = set()
         for nid, net in self._state["networks"].items():
             if net["endpoints"]:
-                wanted.update(nl.device_names(self.tag, nid))
-                wanted.update(ep["host_if"] for ep in net["endpoints"].values())
+                wanted.add(nl.device_names(self.tag, nid))
         for name in self._host.owned_links(self.tag):
             if name not in wanted:
                 log.info("removing %s, left by an earlier run", name)
@@ -178,10 +179,10 @@ class OverlayDriver:
             raise NotFound(f"network {network_id} not found") from None
 
     def _ensure(self, nid: str, net: dict[str, Any]) -> None:
-        """(Netlink thread.)  The network's bridge, VXLAN device and peers."""
+        """(Netlink thread.)  The network's VXLAN device and peers."""
         assert self._host is not None
-        bridge, vxlan = nl.device_names(self.tag, nid)
-        self._host.ensure_overlay(bridge, vxlan, net["vni"], net["local"], net["mtu"])
+        vxlan = nl.device_names(self.tag, nid)
+        self._host.ensure_overlay(vxlan, net["vni"], net["local"], net["mtu"])
         self._host.program_peers(vxlan, [], self._remote(net))
 
     def _remote(self, net: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -211,7 +212,7 @@ class OverlayDriver:
 
     def _network(self, nid: str, net: dict[str, Any]) -> Network:
         return Network(
-            id=nid, name=net["name"], interface=nl.device_names(self.tag, nid)[1],
+            id=nid, name=net["name"], interface=nl.device_names(self.tag, nid),
             subnet=ipaddress.IPv4Network(net["subnet"]),
             gateway=ipaddress.IPv4Address(net["gateway"]),
             ip_range=ipaddress.IPv4Network(net["ip_range"]) if net["ip_range"] else None,
@@ -223,7 +224,7 @@ class OverlayDriver:
         ep = net["endpoints"][eid]
         subnet = ipaddress.IPv4Network(net["subnet"])
         return Endpoint(network_id=nid, endpoint_id=eid, netns_path=ep["netns"],
-                        interface_name=ep["ifname"], host_interface=ep["host_if"],
+                        interface_name=ep["ifname"], host_interface=nl.device_names(self.tag, nid),
                         address=ipaddress.IPv4Interface(f"{ep['address']}/{subnet.prefixlen}"),
                         gateway=None, mac=ep["mac"], mtu=net["mtu"])
 
@@ -306,7 +307,7 @@ class OverlayDriver:
             net = self._record(network_id)
             if net["endpoints"]:
                 raise Conflict(f"network {net['name'] or network_id[:12]} has active endpoints")
-            await self._net(self._host.remove_overlay, *nl.device_names(self.tag, network_id))
+            await self._net(self._host.remove_overlay, nl.device_names(self.tag, network_id))
             del state["networks"][network_id]
             self._save()
             if net["encrypted"]:
@@ -341,7 +342,7 @@ class OverlayDriver:
             net["peers"] = [[str(p.address), p.mac, str(p.vtep)] for p in peers]
             self._save()
             if net["endpoints"]:
-                bridge, vxlan = nl.device_names(self.tag, network_id)
+                vxlan = nl.device_names(self.tag, network_id)
                 await self._net(self._host.program_peers, vxlan, old, self._remote(net))
                 if net["encrypted"]:
                     await self._net(self._sync_xfrm)
@@ -398,26 +399,23 @@ class OverlayDriver:
                 raise NotFound(f"network namespace {netns_path} does not exist")
             address = self._pick(net, request)
             mac = request.mac or mac_for_address(address)
-            host_if = f"{nl.endpoint_prefix(self.tag)}{secrets.token_hex(4)[:7]}"
             first = not net["endpoints"]
-            bridge, _ = nl.device_names(self.tag, network_id)
+            vxlan = nl.device_names(self.tag, network_id)
             subnet = ipaddress.IPv4Network(net["subnet"])
             try:
                 if first:
                     await self._net(self._ensure, network_id, net)
-                await self._net(lambda: self._host.attach(
-                    bridge=bridge, host_if=host_if, netns_path=netns_path,
-                    ifname=request.interface_name, mac=mac,
+                await self._net(lambda: self._host.attach_endpoint(
+                    vxlan=vxlan, netns_path=netns_path, ifname=request.interface_name, mac=mac,
                     address=ipaddress.IPv4Interface(f"{address}/{subnet.prefixlen}"),
-                    gateway=None, mtu=net["mtu"]))
+                    mtu=net["mtu"]))
             except BaseException:
                 if first:
                     with trio.CancelScope(shield=True):
-                        await self._net(self._host.remove_overlay,
-                                        *nl.device_names(self.tag, network_id))
+                        await self._net(self._host.remove_overlay, vxlan)
                 raise
             net["endpoints"][endpoint_id] = {"netns": netns_path, "ifname": request.interface_name,
-                                             "host_if": host_if, "address": str(address), "mac": mac}
+                                             "address": str(address), "mac": mac}
             self._save()
             if first and net["encrypted"]:
                 await self._net(self._sync_xfrm)
@@ -431,11 +429,12 @@ class OverlayDriver:
             if ep is None:
                 raise NotFound(f"endpoint {endpoint_id} not found in network "
                                f"{net['name'] or network_id[:12]}")
-            await self._net(self._host.delete_link, ep["host_if"])
+            if len(net["endpoints"]) > 1:  # the last: its macvlan goes with the VXLAN device
+                await self._net(self._host.detach_endpoint, ep["netns"], ep["ifname"])
             del net["endpoints"][endpoint_id]
             self._save()
             if not net["endpoints"]:
-                await self._net(self._host.remove_overlay, *nl.device_names(self.tag, network_id))
+                await self._net(self._host.remove_overlay, nl.device_names(self.tag, network_id))
                 if net["encrypted"]:
                     await self._net(self._sync_xfrm)
 

@@ -14,7 +14,8 @@ NAME = "overlay"
 
 @hookimpl
 def core_driver_describe() -> str:
-    return "VXLAN overlay networks across swarm nodes (bridge + VXLAN per network, static peers, IPsec)"
+    return ("VXLAN overlay networks across swarm nodes (a VXLAN device per network, a macvlan of "
+            "it per endpoint, static peers, IPsec)")
 
 
 @hookimpl

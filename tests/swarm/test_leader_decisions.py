@@ -612,3 +612,21 @@ def test_property_updates_converge_to_the_last_spec(replicas, parallelism, order
     assert len(slots) == len(set(slots)) == want  # (a scale-down keeps the balance, not slots 1..N)
     assert all(t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == images[-1] for t in live)
     assert (sim.view.services["svc1"].get("UpdateStatus") or {}).get("State") in (None, "completed")
+
+
+def test_a_new_leader_counts_restarts_from_the_task_history():
+    """The orchestrator's restart history rebuilt from the tasks (swarmkit's RecordRestartHistory):
+    a new leader over the same tasks makes only the restarts left."""
+    sim = Sim([node("n1")], [service(replicas=1, restart={"Condition": "any", "Delay": 0, "MaxAttempts": 3})])
+    sim.fail_images.add("img:1")
+    sim.settle(rounds=3)  # the first run and a restart or so, not all
+    made = len([t for t in sim.view.tasks.values() if t["Slot"] == 1])
+    assert 1 < made < 4
+    new = Leader(clock=lambda: sim.now)
+    new.view = sim.view
+    new.orchestrator.seed(sim.view, sim.now)
+    assert len(new.orchestrator.restarts[("svc1", 1)]) == made - 1
+    sim.leader = new
+    sim.settle()
+    slot1 = [t for t in sim.view.tasks.values() if t["Slot"] == 1]
+    assert len(slot1) == 4 and all(t["Status"]["State"] == "failed" for t in slot1)  # first run + 3 restarts

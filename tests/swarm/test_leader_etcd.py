@@ -180,9 +180,11 @@ def test_service_life_on_etcd(tmp_path):
             svc["UpdateStatus"] = {"State": "rollback_started", "Message": "manually requested rollback",
                                    "StartedAt": now_text()}
             await store.put(SERVICES, svc)
+            # (a slot whose failed task the orchestrator restarted from the rolled-back spec is no
+            # task of the rollback's: it may still be starting when the rollback completes)
             tasks = await wait_for(store, lambda ts_, s: (s.get("UpdateStatus") or {}).get("State")
-                                   == "rollback_completed" and ts_)
-            assert len(running(tasks, "img:2")) == 6
+                                   == "rollback_completed" and len(running(ts_, "img:2")) == 6 and ts_)
+            assert len(running(tasks)) == 6
 
             # removed: tasks told to go, stopped, then deleted
             await store.delete(SERVICES, "web")
@@ -246,6 +248,39 @@ def test_a_new_leader_resumes_an_update(tmp_path):
             assert len(running(tasks, "img:2")) == 4
 
     trio.run(main)
+
+
+def test_restart_attempts_and_delay_survive_a_new_leader(tmp_path):
+    """``--restart-max-attempts 2 --restart-delay 1s`` on a task that always fails: the leadership
+    is lost after the first restart; the next leader (nothing in memory) counts that restart from
+    the slot's task history, makes one more and no other, and lets the waiting replacement start
+    only once its delay has passed."""
+    async def main():
+        async with etcd_store(tmp_path) as (store, nursery):
+            await store.put(NODES, node("n0"))
+            nursery.start_soon(fake_agent, store)
+            first = trio.CancelScope()
+
+            async def lead_until_cancelled():
+                with first:
+                    await Leader().run(store)
+            nursery.start_soon(lead_until_cancelled)
+            svc = service(1, "bad:1")
+            svc["Spec"]["TaskTemplate"]["RestartPolicy"] = {"Condition": "any", "Delay": S, "MaxAttempts": 2}
+            await store.put(SERVICES, svc, 0)
+            await wait_for(store, lambda ts_, s: len(ts_) == 2)  # the first run failed, its replacement made
+            first.cancel()  # the leadership is lost while the replacement waits for its delay
+            await trio.sleep(0.2)
+            nursery.start_soon(Leader().run, store)
+            tasks = await wait_for(store, lambda ts_, s: len(ts_) == 3 and all(
+                t["Status"]["State"] == "failed" for t in ts_) and ts_, timeout=30)
+            await trio.sleep(2.5)  # time for a wrong fourth run (delay 1 s)
+            tasks = sorted((t for t, _v in await store.objects(TASKS)), key=lambda t: t["CreatedAt"])
+            assert len(tasks) == 3 and all(t["Status"]["State"] == "failed" for t in tasks)
+            assert all(t["DesiredState"] == "shutdown" for t in tasks)
+            # the replacement the first leader made started after its delay, not at once
+            second = tasks[1]
+            assert ts(second["Status"]["Timestamp"]) - ts(second["CreatedAt"]) >= 0.95
 
 
 def test_status_reports_of_many_nodes_are_written_together(tmp_path):

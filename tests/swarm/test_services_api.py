@@ -434,6 +434,11 @@ def test_docker_cli_side_by_side(swarm, cluster):
         docker_cli(mgr1, "service", "rollback", "-d", "dk")
         [svc] = json.loads(core(mgr1, "service", "inspect", "dk"))
         assert svc["Spec"]["Mode"]["Replicated"]["Replicas"] == 3 and svc["UpdateStatus"]["State"] == "rollback_started"
+        # back and forth while the updater writes each rollback's UpdateStatus (rollback_completed
+        # at once: no task changes) between the CLI's read and its write, or the front's
+        for i in range(6):
+            docker_cli(mgr1, "service", "rollback", "-d", "dk")
+        assert mgr1.docker().api.inspect_service("dk")["Spec"]["Mode"]["Replicated"]["Replicas"] == 3
         err = docker_cli(mgr1, "service", "create", "-d", "--name", "dk", image, code=1)
         assert "name conflicts with an existing object" in err
         assert docker_cli(mgr1, "service", "rm", "dk") == "dk\n"
@@ -551,6 +556,12 @@ def test_logs_are_framed_and_prefixed_as_dockers(capfdbinary):
 
         async def logs_of(self, ref, *, task):
             return [task_id], False, {task_id: {"NodeID": node_id, "ServiceID": service_id}}
+
+        async def get(self, ref):
+            return {"ID": service_id}
+
+        def logs_source(self, task_ids, tasks, *, service_id, follow, tail, timestamps, since):
+            return self.gatherer.logs(task_ids, follow=follow, tail=tail, timestamps=timestamps, since=since)
 
         async def task(self, task_id):
             return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import time
 from typing import Any
@@ -122,7 +123,17 @@ def test_global_mode_runs_one_task_per_node(swarm):
         assert sorted(t["NodeID"] for t in live) == sorted(swarm.node_ids.values())
         assert core(swarm.mgr, "service", "ls", "--filter", "name=glob", "--format", "{{.Mode}} {{.Replicas}}") \
             == "global 3/3\n"
+        [listed] = swarm.api.services(filters={"name": "glob"}, status=True)
+        assert listed["ServiceStatus"] == {"RunningTasks": 3, "DesiredTasks": 3, "CompletedTasks": 0}
+        # a drained node is no longer eligible: desired 2 (docker's count of tasks desired running)
+        core(swarm.mgr, "node", "update", "--availability", "drain", "wrk2")
+        wait_for("global 2/2", lambda: core(swarm.mgr, "service", "ls", "--filter", "name=glob", "--format",
+                                            "{{.Replicas}}") == "2/2\n", cluster=swarm.cluster)
+        core(swarm.mgr, "node", "update", "--availability", "active", "wrk2")
+        wait_for("global 3/3 again", lambda: core(swarm.mgr, "service", "ls", "--filter", "name=glob", "--format",
+                                                  "{{.Replicas}}") == "3/3\n", cluster=swarm.cluster)
     finally:
+        core(swarm.mgr, "node", "update", "--availability", "active", "wrk2")
         swarm.rm("glob")
 
 
@@ -355,3 +366,88 @@ def test_worker_cut_off_has_its_tasks_replaced_elsewhere(swarm):
     finally:
         swarm.rm("cutoff")
     assert "leader loop" not in swarm.mgr.log()  # the loop never failed
+
+
+def test_swarm_events_through_the_docker_sdk(swarm):
+    """``GET /events`` on the manager shows docker's swarm events (scope ``swarm``): a service's
+    create, its updates with what changed (replicas, update state), its removal; a node's update
+    with its availability."""
+    mgr = swarm.mgr
+    client = mgr.docker()
+    t0 = time.time()
+    try:
+        service_id = swarm.create("evt", "--replicas", "1", "--update-delay", "0s", "--update-monitor", "1s",
+                                  swarm.image, "sleep", "3600")
+        wait_for("1 task running", lambda: swarm.running("evt", 1), cluster=swarm.cluster)
+        core(mgr, "service", "scale", "-d", "evt=2")
+        wait_for("2 tasks running", lambda: swarm.running("evt", 2), cluster=swarm.cluster)
+        core(mgr, "service", "update", "-d", "--env-add", "A=1", "evt")
+        _update_status(swarm, "evt", "completed")
+        core(mgr, "node", "update", "--availability", "pause", "wrk1")
+        core(mgr, "node", "update", "--availability", "active", "wrk1")
+    finally:
+        swarm.rm("evt")
+
+    def seen(**filters: Any) -> list[dict[str, Any]]:
+        return list(client.events(since=t0, until=time.time(), decode=True, filters=filters))
+
+    def service_events() -> list[tuple[str, dict[str, str]]] | None:
+        events = [(e["Action"], e["Actor"]["Attributes"]) for e in seen(type="service", scope="swarm")
+                  if e["Actor"]["ID"] == service_id]
+        return events if events and events[-1][0] == "remove" else None
+
+    events = wait_for("the service's removal event", service_events, timeout=20, cluster=swarm.cluster)
+    assert events[0] == ("create", {"name": "evt"})
+    assert ("update", {"name": "evt", "replicas.old": "1", "replicas.new": "2"}) in events
+    assert ("update", {"name": "evt", "updatestate.new": "updating"}) in events
+    assert ("update", {"name": "evt", "updatestate.old": "updating", "updatestate.new": "completed"}) in events
+    assert events[-1] == ("remove", {"name": "evt"})
+    # docker's service filter: the actor's ID or name starts with it (the task containers' names too)
+    named = seen(service="evt")
+    assert "service" in {e["Type"] for e in named} and {e["Type"] for e in named} <= {"service", "container"}
+    assert all(e["Actor"]["Attributes"]["name"].startswith("evt") for e in named)
+    nodes = [e["Actor"]["Attributes"] for e in seen(type="node") if e["Actor"]["ID"] == swarm.node_ids["wrk1"]]
+    assert {"name": "wrk1", "availability.old": "active", "availability.new": "pause"} in nodes
+    assert {"name": "wrk1", "availability.old": "pause", "availability.new": "active"} in nodes
+    assert not [e for e in seen(scope="swarm") if e["Type"] not in ("service", "node", "network")]
+    # core's CLI, docker's line format
+    out = core(mgr, "events", "--since", str(t0), "--until", str(time.time()), "--filter", "type=service",
+               "--filter", "event=create")
+    assert out.count("\n") == 1 and f" service create {service_id} (name=evt)" in out
+
+
+def test_service_logs_follow_tasks_started_later(swarm):
+    """``service logs -f --tail 1 -t``: the last line of the task there is, then every line of a task
+    that starts after the command began (scaled up), each with its time and task prefix."""
+    import subprocess
+    import threading
+
+    from tests.support.hosts import CORE
+
+    mgr = swarm.mgr
+    proc = None
+    try:
+        swarm.create("talk", "--replicas", "1", "--hostname", "talk-{{.Task.Slot}}", swarm.image,
+                     "sh", "-c", "echo one; echo two $(hostname); sleep 3600")
+        wait_for("1 task running", lambda: swarm.running("talk", 1), cluster=swarm.cluster)
+        wait_for("its output", lambda: "two talk-1" in core(mgr, "service", "logs", "talk"), cluster=swarm.cluster)
+        proc = subprocess.Popen([*mgr.launcher, *CORE, "service", "logs", "-f", "--tail", "1", "-t", "talk"],
+                                env=mgr.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        wait_for("the first task's last line", lambda: any("two talk-1" in line for line in lines),
+                 cluster=swarm.cluster)
+        core(mgr, "service", "scale", "-d", "talk=2")
+        wait_for(f"the new task's lines (so far {lines})", lambda: sum(" talk.2." in line for line in lines) >= 2,
+                 timeout=60, cluster=swarm.cluster)
+        assert not any(line.endswith("| one\n") and " talk.1." in line for line in lines)  # --tail 1
+        new = [line for line in lines if " talk.2." in line]
+        assert [line.split("| ", 1)[1] for line in new] == ["one\n", "two talk-2\n"]
+        for line in lines:  # docker's time first, then the task's prefix
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z talk\.[12]\.\w{12}@\w+ +\| ", line), line
+        assert proc.poll() is None  # still following
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+        swarm.rm("talk")

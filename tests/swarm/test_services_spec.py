@@ -112,3 +112,24 @@ def test_render_hides_the_credentials():
     assert "PullOptions" not in shown["Spec"]["TaskTemplate"]["ContainerSpec"]
     assert "PullOptions" not in shown["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]
     assert svc.registry_auth_of(stored["Spec"]) == "secret" and shown["Version"] == {"Index": 7}
+
+
+def test_service_status_counts_as_swarmkit():
+    """``GET /services?status=true``: replicated desires its replicas, global its tasks desired
+    running (one per eligible node); running tasks on nodes not down, whatever their desired
+    state; no completed count."""
+    def task(sid, node, state, desired="running"):
+        return ({"ID": f"{sid}-{node}-{state}", "ServiceID": sid, "NodeID": node, "DesiredState": desired,
+                 "Status": {"State": state}}, 1)
+    nodes = [({"ID": n, "Status": {"State": "down" if n == "n3" else "ready"}}, 1) for n in ("n1", "n2", "n3")]
+    tasks = [task("g", "n1", "running"), task("g", "n2", "preparing"), task("g", "n3", "orphaned", "shutdown"),
+             task("g", "n2", "failed", "shutdown"),
+             task("r", "n1", "running"), task("r", "n2", "complete", "shutdown"), task("r", "n3", "running"),
+             task("r", "n2", "running", "shutdown")]  # being stopped (a scale-down): still running
+    counts = svc.SwarmServices.task_counts(tasks, nodes)
+    glob = {"ID": "g", "Spec": {"Mode": {"Global": {}}}}
+    repl = {"ID": "r", "Spec": {"Mode": {"Replicated": {"Replicas": 3}}}}
+    assert svc.SwarmServices._status(glob, counts) == {"RunningTasks": 1, "DesiredTasks": 2, "CompletedTasks": 0}
+    assert svc.SwarmServices._status(repl, counts) == {"RunningTasks": 2, "DesiredTasks": 3, "CompletedTasks": 0}
+    assert svc.SwarmServices._status({"ID": "x", "Spec": {"Mode": {"Global": {}}}}, counts) == \
+        {"RunningTasks": 0, "DesiredTasks": 0, "CompletedTasks": 0}

@@ -709,3 +709,29 @@ def test_ingress_can_be_removed_when_asked(cluster, swarm):
     assert net["Ingress"] is True and net["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
     proc = core(mgr1, "network", "create", "-d", "overlay", "--ingress", "second-ingress")
     assert proc.returncode != 0 and "ingress network already exists" in proc.stderr
+
+
+def test_every_manager_reports_the_swarms_events(cluster, swarm):
+    """docker's swarm events (core.engine.swarm.events) come from the cluster's watches: each
+    manager reports the changes the other made (network create/remove, a node's availability)."""
+    mgr1, mgr2 = cluster["mgr1"], cluster["mgr2"]
+    t0 = time.time()
+    net_id = ok(mgr1, "network", "create", "-d", "overlay", "evt-net").strip()
+    ok(mgr2, "network", "rm", "evt-net")
+    ok(mgr2, "node", "update", "--availability", "pause", "mgr1")
+    ok(mgr1, "node", "update", "--availability", "active", "mgr1")
+    mgr1_id = mgr1.docker().info()["Swarm"]["NodeID"]
+
+    def swarm_events(host) -> list[tuple[str, str, str, dict[str, str]]] | None:
+        got = [(e["Type"], e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"])
+               for e in host.docker().events(since=t0, until=time.time(), decode=True, filters={"scope": "swarm"})
+               if e["Actor"]["ID"] in (net_id, mgr1_id)]
+        return got if len(got) >= 4 else None
+
+    for host in (mgr1, mgr2):
+        got = wait_for(f"the swarm's events on {host.name}", lambda: swarm_events(host), timeout=15)
+        assert got[:2] == [("network", "create", net_id, {"name": "evt-net"}),
+                           ("network", "remove", net_id, {"name": "evt-net"})]
+        nodes = [attrs for kind, action, _id, attrs in got if kind == "node" and action == "update"]
+        assert {"name": "mgr1", "availability.old": "active", "availability.new": "pause"} in nodes
+        assert {"name": "mgr1", "availability.old": "pause", "availability.new": "active"} in nodes

@@ -6,7 +6,8 @@ larger than the MTU: fragments through the VXLAN tunnel) and ICMP; a service on 
 answers by its name (VIP, balanced) and ``tasks.<name>`` from a plain container of another
 node; ``network connect``/``disconnect``; ``rm`` of the last container
 removes the node's overlay devices and its local row of the network; ``swarm leave`` takes a
-running container off the overlay and leaves no overlay device on the node.
+running container off the overlay and leaves no overlay device on the node; a new container is
+reached from another node at once (the managers push the network's state).
 
 One shared cluster for the module: the tests run in file order and build on each other.
 """
@@ -100,7 +101,7 @@ def swarm(cluster, test_images) -> dict[str, Any]:
         ok(host, "pull", ref, timeout=120)
     ok(mgr1, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.30.0.0/24", "uber-net")
     ok(mgr1, "network", "create", "-d", "overlay", "closed-net")
-    # every node's routing mesh: its ingress sandbox on the ingress overlay (devices ovb/ovx/ove + ovm)
+    # every node's routing mesh: its ingress sandbox on the ingress overlay (devices ovx + ovm)
     baseline = {}
     for host in cluster:
         baseline[host.name] = wait_for(f"{host.name}'s ingress sandbox", lambda: sorted(
@@ -149,6 +150,61 @@ def test_containers_on_two_hosts_talk_over_the_overlay(cluster, swarm):
             server.kill()
             server.wait()
     assert out.split() == [str(DATAGRAM), a2]
+
+
+REACH = r"""
+import os, socket, sys, time
+for dev in os.listdir("/proc/sys/net/ipv4/neigh"):   # ARP retries every 10 ms, not every second
+    if dev not in ("default", "lo"):
+        with open(f"/proc/sys/net/ipv4/neigh/{dev}/retrans_time_ms", "w") as f:
+            f.write("10")
+print("ready", flush=True)
+addr, t0 = sys.stdin.readline().split()
+t0 = float(t0)
+while time.time() < t0 + 30:
+    c = socket.socket(); c.settimeout(0.05)
+    try:
+        c.connect((addr, 80))
+    except ConnectionRefusedError:
+        pass
+    except OSError:
+        time.sleep(0.005); continue
+    finally:
+        c.close()
+    print(time.time() - t0); sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_a_new_container_is_reached_from_another_node_at_once(cluster, swarm):
+    """The managers push a network's new endpoint to the nodes it spans: a container started on
+    mgr1 is reached from c2 (wrk1) within a fraction of a second, far sooner than the nodes'
+    backstop poll (10 s) would program it."""
+    mgr1, wrk1 = cluster["mgr1"], cluster["wrk1"]
+    api = mgr1.docker()
+    took = []
+    try:
+        for name in ("c5", "c6", "c7"):
+            prober = subprocess.Popen(["nsenter", f"--net={sandbox(wrk1, 'c2')}", sys.executable, "-c", REACH],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                assert prober.stdout.readline().strip() == "ready"
+                c = api.containers.run(swarm["image"], ["sleep", "3600"], name=name, network="uber-net",
+                                       detach=True)
+                t0 = time.time()
+                c.reload()
+                address = c.attrs["NetworkSettings"]["Networks"]["uber-net"]["IPAddress"]
+                out, _ = prober.communicate(f"{address} {t0}\n", timeout=60)
+                assert prober.returncode == 0, f"{name} ({address}) never reached from c2"
+                took.append(float(out))
+            finally:
+                if prober.poll() is None:
+                    prober.kill()
+                    prober.wait()
+        assert max(took) < 3.0, took
+    finally:
+        for name in ("c5", "c6", "c7"):
+            mgr1.core("rm", "-f", name)
 
 
 def _etcd(host, afn) -> Any:

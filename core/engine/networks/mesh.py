@@ -19,7 +19,14 @@ Made by :class:`core.engine.networks.swarmlocal.SwarmLocal` when the node is in 
 device name or a table) and ``N`` comes from it too.  The table of published ports comes from
 the managers with the ingress network's state (``published``: protocol, published and target
 port, the serving tasks' addresses) and is written again only when it changes; a task wanted
-stopped leaves it at the next pass.  :meth:`Mesh.close` (``swarm leave``) removes all of it.
+stopped leaves it at the next pass (and its node keeps it running a while longer:
+:mod:`core.engine.swarm.worker`, draining).  Rewriting the tables changes where *new*
+connections go: the connections already made keep their translation in conntrack, whatever the
+new set.  A published port that something else holds on the node (a process listening on it, a
+container's ``-p``: :func:`port_free`) is not published on that node -- its holder keeps it,
+unlike docker, whose iptables take it over (moby#39089) -- and a warning says so; the node
+fails the service's tasks (:meth:`.swarmlocal.SwarmLocal.check_published`).
+:meth:`Mesh.close` (``swarm leave``) removes all of it.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import errno
 import hashlib
 import logging
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,23 @@ IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 async def _run(argv: list[str], stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
     return await trio.run_process(argv, stdin=stdin, capture_stdout=True, capture_stderr=True,
                                   check=check)
+
+
+def port_free(proto: str, port: int) -> bool:
+    """Whether nothing holds ``port`` (``tcp``/``udp``) on this namespace's addresses: a bind of
+    0.0.0.0:``port`` succeeds (TCP with ``SO_REUSEADDR``: only a listener counts, not the
+    TIME_WAIT of a connection the mesh carried)."""
+    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
 
 
 def _address(ipr: Any, index: int, address: str) -> None:
@@ -123,15 +148,19 @@ class Mesh:
         Path(IP_FORWARD).write_text("1")
 
     async def program(self, published: list[dict[str, Any]]) -> None:
-        """The nftables of the published ports (written only when they change)."""
-        key = sorted((p["Protocol"], p["PublishedPort"], p["TargetPort"], tuple(p["Backends"]))
-                     for p in published)
+        """The nftables of the published ports (written only when they change), but for the
+        ports something else holds on this node."""
+        key = sorted((p["Protocol"], p["PublishedPort"], p["TargetPort"], tuple(p["Backends"]),
+                      not port_free(p["Protocol"], p["PublishedPort"]))
+                     for p in published if p.get("Protocol") in ("tcp", "udp"))
         if key == self._written:
             return
         host_rules = ""
         sbox_rules = ""
-        for proto, port, target, backends in key:
-            if proto not in ("tcp", "udp"):
+        for proto, port, target, backends, taken in key:
+            if taken:
+                log.warning("routing mesh: port %s/%s is in use on this node: not published here",
+                            port, proto)
                 continue
             host_rules += f"  fib daddr type local {proto} dport {port} dnat to {self.sbox_ip}:{port}\n"
             if backends:

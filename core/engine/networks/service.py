@@ -115,6 +115,7 @@ class NetworkManager:
         if cluster is not None:
             self.sandboxes.swarm = self.swarm
             cluster.on_leave(self.swarm.leave)
+            cluster.on_push(self.swarm.pushed)
 
     @property
     def dns_upstreams(self) -> list[tuple[str, int]] | None:

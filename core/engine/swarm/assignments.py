@@ -450,17 +450,23 @@ class LogBroker:
         async with trio.open_nursery() as nursery:
             async def pump(source: AsyncIterator[tuple[str, str, str, bytes]], out) -> None:
                 async with out:
-                    async for item in source:
-                        await out.send(item)
+                    try:
+                        async for item in source:
+                            await out.send(item)
+                    except trio.BrokenResourceError:
+                        pass  # the reader is gone
 
             if local:
                 nursery.start_soon(pump, self._local(local, opts), send.clone())
             for manager, ts in remote.items():
                 nursery.start_soon(pump, self._remote(manager, ts, opts), send.clone())
             send.close()
-            async with receive:
-                async for item in receive:
-                    yield item
+            try:
+                async with receive:
+                    async for item in receive:
+                        yield item
+            except GeneratorExit:  # the reader closed this generator: no exception out of the nursery
+                pass
             nursery.cancel_scope.cancel()
 
     async def _remote(self, manager: str, task_ids: list[str], opts: dict[str, Any]

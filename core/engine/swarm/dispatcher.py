@@ -55,6 +55,7 @@ from core import errors
 from core.engine.swarm.assignments import Assignments, LogBroker, TaskStatusWriter
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm.etcd import Compare, Delete
+from core.engine.swarm.netpush import NetworkPush
 from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
 
@@ -119,6 +120,7 @@ class Dispatcher:
         self.assignments = Assignments(store, self.sessions)
         self.task_status = TaskStatusWriter(store)
         self.logs = LogBroker(store, self.sessions, node_id)
+        self.network_push = NetworkPush(store, self.sessions)  # overlay peers, DNS, VIPs, mesh
         self._managers = managers
         self._trust_digest = trust_digest
         self._held: _Held | None = None  # the lease of this dispatcher's session keys
@@ -156,14 +158,17 @@ class Dispatcher:
         self.logs.install(server)
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """The dispatcher's own loop (every manager): the assignment index's watch of the
-        tasks (see :class:`Assignments`).  Meanwhile the session keys and the health check
-        use an etcd client of their own: a heartbeat never waits behind the bulk writes of
-        task states."""
+        """The dispatcher's own loops (every manager): the assignment index's watch of the
+        tasks (see :class:`Assignments`) and the networks' state pushed to the nodes
+        (:class:`core.engine.swarm.netpush.NetworkPush`).  Meanwhile the session keys and the
+        health check use an etcd client of their own: a heartbeat never waits behind the bulk
+        writes of task states."""
         async with self.store.etcd.sibling() as etcd:
             self._keys = etcd
             try:
-                await self.assignments.run(task_status=task_status)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.network_push.run)
+                    await self.assignments.run(task_status=task_status)
             finally:
                 self._keys = None
 

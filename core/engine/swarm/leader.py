@@ -116,6 +116,7 @@ class Leader:
         for kv in result.responses[0]:
             self._apply(view, kv.key, kv.value, kv.mod_revision)
         self.view = view
+        self.orchestrator.seed(view, self.clock())  # the restart history an earlier leader made
         return result.revision
 
     @staticmethod

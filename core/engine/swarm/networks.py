@@ -603,6 +603,7 @@ class SwarmNetworks:
         #: a worker's last answer from its manager: the networks it shows (``{id: object}``)
         self._known: dict[str, dict[str, Any]] = {}
         self._leave_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._push_hooks: list[Callable[[dict[str, Any]], None]] = []
 
     def active(self) -> bool:
         """Whether this node is in a swarm (its swarm networks exist for it)."""
@@ -774,7 +775,8 @@ class SwarmNetworks:
     async def _peers_call(self, peer: Peer, args: dict) -> dict:
         """``networks.peers``: every endpoint of a network with the node it lives on, and its
         services' DNS records and VIP backends — ``{"peers": [{"Address", "NodeID", "VTEP",
-        "Names"}], "names": {name: [ip]}, "backends": {vip: [ip]}}`` (see :func:`endpoints_of`
+        "Names"}], "names": {name: [ip]}, "backends": {vip: [ip]}, "revision": <etcd revision the
+        state is at least as new as>}`` (see :func:`endpoints_of`
         and :func:`core.engine.swarm.vip.service_records`)."""
         from core.engine.swarm.vip import service_records
 
@@ -782,14 +784,17 @@ class SwarmNetworks:
         if not network:
             raise errors.InvalidArgument("networks.peers: network is required")
         store = self.swarm._store()
+        revision = await store.revision()  # the state below is at least as new as this
         # the tasks from the dispatcher's index when it has read them (a watch, not a read of
         # every task per call: each node asks once a second per network)
         dispatcher = getattr(self.swarm, "dispatcher", None)
         tasks = dispatcher.assignments.tasks() if dispatcher is not None else None
+        if tasks is not None:  # the index is as new as its watch: the answer no newer than it
+            revision = min(revision, dispatcher.assignments.revision)
         if getattr(self, "_node_records", None) is None:
             self._node_records = Decoded(NODES)  # (each node decoded once per version)
         return {"peers": await endpoints_of(store, network, tasks, self._node_records),
-                **await service_records(store, network, tasks)}
+                **await service_records(store, network, tasks), "revision": revision}
 
     async def _detach(self, peer: Peer, args: dict) -> dict:
         network, container = str(args.get("network") or ""), str(args.get("container") or "")
@@ -834,10 +839,24 @@ class SwarmNetworks:
     async def network_state(self, network_id: str) -> dict[str, Any]:
         """A swarm network across the swarm, as a manager knows it (the ``networks.peers``
         call): ``{"peers": [{"Address", "NodeID", "VTEP", "Names"}], "names": {service DNS
-        name: [ip]}, "backends": {vip: [task ip]}}``.  ``Unavailable`` when no manager answers."""
+        name: [ip]}, "backends": {vip: [task ip]}, "revision": <etcd revision>}``.
+        ``Unavailable`` when no manager answers."""
         if not self.active() or self.swarm.client is None:
             raise errors.Unavailable("this node is not in a swarm")
         return await self.swarm.client.call("networks.peers", network=network_id)
+
+    def on_push(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """``hook(item)`` for the session items that carry networks' state (and a new
+        session's first item): :meth:`pushed`."""
+        self._push_hooks.append(hook)
+
+    def pushed(self, item: dict[str, Any]) -> None:
+        """The agent's session gave ``item`` (see :mod:`core.engine.swarm.netpush`)."""
+        for hook in self._push_hooks:
+            try:
+                hook(item)
+            except Exception:  # noqa: BLE001 - the session goes on
+                log.exception("swarm networks: a push hook failed")
 
     def on_leave(self, hook: Callable[[], Awaitable[None]]) -> None:
         """``hook`` runs at ``swarm leave``, before the node's channel closes (the network

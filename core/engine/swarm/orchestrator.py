@@ -25,6 +25,9 @@ ends while desired running (``complete``/``failed``/``rejected``/``shutdown``/``
 a global service) at once, with ``DesiredState`` ``ready`` until the delay has passed (the
 agent prepares it -- pull, create -- and starts it when it turns ``running``), as swarmkit's
 restart supervisor does.  A slot whose last task ended without a restart stays empty.
+``MaxAttempts`` and ``Window`` count the slot's restarts since its task spec last changed; a
+new leader counts them from the slot's task history in the store (and a replacement still in
+its delay waits out the rest of it), so a leader change neither forgets restarts nor adds one.
 
 Nodes: a task on a node that is ``down`` (or was removed) is marked ``orphaned`` and replaced
 at once (the restart policy's condition and attempts apply, not its delay: the node's heartbeat
@@ -38,6 +41,7 @@ tasks desired shut down are marked ``shutdown`` at once (no agent will).
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from typing import Any
 
 import attrs
@@ -181,14 +185,64 @@ def changed(task: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return out
 
 
+def seconds(text: Any) -> float | None:
+    """A stored RFC 3339 time as seconds since the epoch (None if it does not parse)."""
+    if not isinstance(text, str) or not text:
+        return None
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        t = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+    digits = "".join(c for c in frac if c.isdigit())[:9]
+    return t + (int(digits) / 10 ** len(digits) if digits else 0.0)
+
+
+def restart_delay(task: dict[str, Any]) -> int:
+    """The task's restart delay in ns (docker's default 5 s)."""
+    delay = ((task.get("Spec") or {}).get("RestartPolicy") or {}).get("Delay")
+    return DEFAULT_RESTART_DELAY if delay is None else int(delay)
+
+
 class Orchestrator:
     """The orchestrator's memory between passes: the restarts of each slot (for
-    ``MaxAttempts``/``Window``) and when each delayed replacement may start."""
+    ``MaxAttempts``/``Window``: when each replacement was made, and from which task spec) and
+    when each delayed replacement may start.  A new leader rebuilds both from the tasks in the
+    store (:meth:`seed`), as swarmkit's ``CheckTasks``/``RecordRestartHistory`` do."""
 
     def __init__(self) -> None:
-        self.restarts: dict[tuple[str, Any], list[float]] = {}
+        self.restarts: dict[tuple[str, Any], list[tuple[float, dict[str, Any]]]] = {}
         self.start_after: dict[str, float] = {}  # task ID -> clock time its delay ends
         self._fits: dict[tuple[int, str], bool] = {}
+
+    def seed(self, view: View, now: float) -> None:
+        """What an earlier leader knew, from the store: in each slot (a global service's: each
+        node), the tasks made from the service's current task spec, oldest first, are a first
+        run and its restarts (the first one is no restart); a replacement still waiting for its
+        restart delay (desired ``ready``) starts when its delay from its creation has passed.
+        (A slot keeps ``--task-history-limit`` tasks: restarts beyond those are not seen, as in
+        swarmkit.)"""
+        slots: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+        for t in view.tasks.values():
+            slots.setdefault((t.get("ServiceID", ""), t.get("Slot") or t.get("NodeID", "")), []).append(t)
+        for key, tasks in slots.items():
+            service = view.services.get(key[0])
+            if service is None:
+                continue
+            current = template(service)
+            if not int((current.get("RestartPolicy") or {}).get("MaxAttempts") or 0):
+                continue  # no limit: no history needed (swarmkit records none)
+            same = sorted((t for t in tasks if (t.get("Spec") or {}) == current),
+                          key=lambda t: (t.get("CreatedAt", ""), t["ID"]))
+            history = [(seconds(t.get("CreatedAt")) or now, t.get("Spec") or {}) for t in same[1:]]
+            if history:
+                self.restarts[key] = history
+        for t in view.tasks.values():
+            if t.get("DesiredState") != "ready" or state_of(t) in TERMINAL or t["ID"] in self.start_after:
+                continue
+            created = seconds(t.get("CreatedAt"))
+            if created is not None and created + restart_delay(t) / SECOND > now:
+                self.start_after[t["ID"]] = created + restart_delay(t) / SECOND
 
     # -- the restart policy --
 
@@ -204,7 +258,10 @@ class Orchestrator:
         if not attempts:
             return True
         window = int(policy.get("Window") or 0) / SECOND
-        history = [t for t in self.restarts.get(key, ()) if not window or now - t <= window]
+        spec = task.get("Spec") or {}
+        # restarts of another task spec (before an update) do not count (swarmkit's specVersion)
+        history = [t for t, made_from in self.restarts.get(key, ())
+                   if made_from == spec and (not window or now - t <= window)]
         return len(history) < attempts
 
     def _restart(self, view: View, out: Changes, service: dict[str, Any], task: dict[str, Any],
@@ -220,17 +277,18 @@ class Orchestrator:
             other = view.tasks.get(other["ID"], other)
             if other["ID"] != task["ID"] and runnable(other) and state_of(other) not in TERMINAL:
                 return
-        policy = (task.get("Spec") or {}).get("RestartPolicy") or {}
         if delay is None:
-            delay = policy.get("Delay")
-            delay = DEFAULT_RESTART_DELAY if delay is None else int(delay)
+            delay = restart_delay(task)
         version = view.versions.get(SERVICES + service["ID"], 0)
         new = new_task(service, version, slot=task.get("Slot"), node_id=node_id,
                        desired="ready" if delay > 0 else "running", view=view)
         if delay > 0:
             self.start_after[new["ID"]] = now + delay / SECOND
             out.due(now + delay / SECOND)
-        self.restarts.setdefault(key, []).append(now)
+        history = self.restarts.setdefault(key, [])
+        if history and history[-1][1] != new["Spec"]:
+            history.clear()  # a new task spec: its restarts count from zero
+        history.append((now, new["Spec"]))
         out.put(view, new)
 
     # -- one pass --

@@ -21,6 +21,8 @@ and events through the constructor): it runs the tasks the session assigns to th
   manager signs, with the CA the store holds), the dispatcher (sessions, the node protocol's
   assignments, task states and logs: :meth:`logs`), and ``etcd.join`` (a joining
   manager is added to the etcd cluster by a manager it dials);
+- the cluster's events (:mod:`core.engine.swarm.events`): services, nodes and swarm networks
+  created, updated, removed, in the daemon's ``GET /events`` (scope ``swarm``);
 - the leadership loop: the manager whose etcd member is the Raft leader (the swarm's Leader)
   runs the node-health checks (:meth:`Dispatcher.check_nodes`) and finishes root rotations.
 
@@ -71,7 +73,7 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm import transport
 from core.engine.swarm.ca import MANAGER_ROLE, WORKER_ROLE, ClusterCA, NodeCredentials
-from core.engine.interfaces import EventSource, ImagePuller, TaskContainers
+from core.engine.interfaces import EventSink, EventSource, ImagePuller, TaskContainers
 from core.engine.swarm.dispatcher import Agent, Dispatcher, bundle_digest, check_interval
 from core.engine.swarm.etcd import EtcdClient, Member, NoLeader, SequenceConflict
 from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
@@ -379,6 +381,10 @@ class LocalEngine:
     #: networking(attachments)`` -> ``{"NetworkMode", "EndpointsConfig"}`` for container create
     #: (the network service's ``swarm.task_networking``); None: tasks get the default network
     networking: Callable[..., Awaitable[dict[str, Any]]] | None = None
+    #: before a task's container starts: ``await published_check(attachments, service_id)``
+    #: raises ``Conflict`` when a port the service publishes through the routing mesh is held
+    #: on the node (the network service's ``swarm.check_published``); None: no check
+    published_check: Callable[..., Awaitable[None]] | None = None
 
 
 class SwarmService:
@@ -387,8 +393,11 @@ class SwarmService:
     def __init__(self, data_root: Path, *, hostname: Callable[[], str] = socket.gethostname,
                  engine_version: str = "", cpus: int = 1, memory: int = 0,
                  etcd_binary: str = "etcd",
-                 local_engine: Callable[[], LocalEngine | None] = lambda: None) -> None:
+                 local_engine: Callable[[], LocalEngine | None] = lambda: None,
+                 events: EventSink | None = None) -> None:
         self.dir = Path(data_root) / "swarm"
+        #: where a manager reports the cluster's events (:mod:`core.engine.swarm.events`)
+        self.events = events
         #: the local engine the node's task runner uses, asked for when the node starts (the
         #: daemon builds it after this service: the network service needs the swarm's
         #: networks); None: this node runs no tasks
@@ -609,6 +618,10 @@ class SwarmService:
         n.start_soon(self._guard, "cluster-watch", self._watch_cluster)
         n.start_soon(self._guard, "dispatcher", self.dispatcher.serve)
         n.start_soon(self._guard, "leadership", self._leadership)
+        if self.events is not None:
+            from core.engine.swarm import events as swarm_events
+
+            n.start_soon(self._guard, "cluster-events", swarm_events.report, self._store(), self.events.emit)
         self._manager_up = True
 
     async def _start_agent(self, *, wait: bool) -> None:
@@ -627,7 +640,8 @@ class SwarmService:
                                  events=engine.events,
                                  call=lambda name, **args: client.call(name, **args),
                                  node=self._node_facts, drivers=engine.drivers,
-                                 networking=engine.networking)
+                                 networking=engine.networking,
+                                 published_check=engine.published_check)
             await n.start(self._guard, "worker", self.worker.run)
             worker = self.worker
 
@@ -678,6 +692,8 @@ class SwarmService:
     async def _on_session_update(self, info: dict[str, Any]) -> None:
         if self.local is None or self.credentials is None:
             return
+        if "networks" in info or "session_id" in info:  # networks' state pushed (netpush.py)
+            self.networks.pushed(info)
         managers = info.get("managers")
         if isinstance(managers, list) and managers:
             if managers != self.local.get("RemoteManagers"):

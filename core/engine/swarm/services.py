@@ -62,10 +62,18 @@ import trio
 
 from core import errors
 from core.engine.swarm import tasks as swarm_tasks
+from core.engine.swarm.etcd import WatchCompacted
 from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Store, now_text
 from core.engine.swarm.vip import virtual_ips, with_vips
 
 log = logging.getLogger("core.swarm.services")
+#: reads and writes of one ``service update`` while the swarm's own writes (``UpdateStatus``)
+#: land between them
+UPDATE_ATTEMPTS = 5
+
+
+class _WrittenMeanwhile(Exception):
+    """The service was written between an update's read and its write."""
 
 NS = 10**9
 #: what docker's inspect shows of a spec's unset parts (swarmkit's ``api/defaults``)
@@ -638,7 +646,10 @@ class SwarmServices:
     @staticmethod
     def task_counts(tasks: list[tuple[dict[str, Any], int]],
                     nodes: list[tuple[dict[str, Any], int]]) -> dict[str, dict[str, int]]:
-        """Per service: running tasks (on nodes not down), tasks desired running, completed."""
+        """Per service, as swarmkit's ``ListServiceStatuses`` counts them: tasks running (on
+        nodes not down; whatever their desired state: one being stopped by a scale-down or an
+        update still runs, and docker shows ``6/5``), tasks desired running (a global service's
+        desired count: one per eligible node once the orchestrator has made them), completed."""
         down = {n["ID"] for n, _v in nodes if (n.get("Status") or {}).get("State") == "down"}
         counts: dict[str, dict[str, int]] = {}
         for task, _v in tasks:
@@ -646,18 +657,21 @@ class SwarmServices:
             state = (task.get("Status") or {}).get("State")
             if task.get("DesiredState") == "running":
                 c["desired"] += 1
-                if state == "running" and task.get("NodeID") not in down:
-                    c["running"] += 1
+            if state == "running" and task.get("NodeID") not in down:
+                c["running"] += 1
             if state == "complete":
                 c["completed"] += 1
         return counts
 
     @staticmethod
     def _status(svc: dict[str, Any], counts: dict[str, dict[str, int]]) -> dict[str, int]:
+        """docker's ``ServiceStatus``: a replicated service desires its replicas, a global one
+        its tasks desired running; completed tasks count for jobs only (which core refuses)."""
         c = counts.get(svc["ID"], {"running": 0, "desired": 0, "completed": 0})
         mode = svc["Spec"].get("Mode", {})
         desired = mode["Replicated"].get("Replicas", 1) if "Replicated" in mode else c["desired"]
-        return {"RunningTasks": c["running"], "DesiredTasks": desired, "CompletedTasks": c["completed"]}
+        completed = c["completed"] if "ReplicatedJob" in mode or "GlobalJob" in mode else 0
+        return {"RunningTasks": c["running"], "DesiredTasks": desired, "CompletedTasks": completed}
 
     async def get(self, ref: str, *, insert_defaults: bool = False) -> dict[str, Any]:
         """``GET /services/{id}``: by ID, name or ID prefix."""
@@ -787,45 +801,68 @@ class SwarmServices:
             raise errors.InvalidArgument(f"unsupported registryAuthFrom '{registry_auth_from}'")
         spec = normalize_spec(body)
         warnings: list[str] = []
-        async with self._lock:
-            service, current = await self._find(ref)
-            if current != version:
-                if not await self._only_status_moved(store, service, version):
-                    from core.engine.swarm.etcd import SequenceConflict
+        from core.engine.swarm.etcd import SequenceConflict
 
-                    raise SequenceConflict()
-                version = current
-            old = service["Spec"]
-            if rollback == "previous":
-                if service.get("PreviousSpec") is None:
-                    raise errors.InvalidArgument(f"service {service['ID']} does not have a previous spec")
-                service["Spec"], service["PreviousSpec"] = service["PreviousSpec"], old
-                service["UpdateStatus"] = {"State": "rollback_started",
-                                           "StartedAt": now_text(),
-                                           "Message": "manually requested rollback"}
-                new = service["Spec"]
-            else:
-                if spec["Name"] and spec["Name"] != old.get("Name"):
-                    raise errors.NotImplemented_("renaming services is not supported")
-                spec["Name"] = old.get("Name", "")
-                if ("Global" in spec["Mode"]) != ("Global" in old.get("Mode", {})):
-                    raise errors.NotImplemented_("service mode change is not allowed")
-                if not auth:
-                    source = service.get("PreviousSpec") if registry_auth_from == "previous-spec" else old
-                    auth = registry_auth_of(source)
-                if spec["TaskTemplate"]["ContainerSpec"]["Image"] != \
-                        old["TaskTemplate"]["ContainerSpec"]["Image"]:
-                    await self._resolve(spec, auth, warnings)
-                _set_auth(spec, auth)
-                await self._networks(store, spec)
-                service["PreviousSpec"] = old
-                service["Spec"] = spec
-                service.pop("UpdateStatus", None)
-                new = spec
-            others = [s for s, _v in await store.objects(SERVICES) if s["ID"] != service["ID"]]
-            service["Endpoint"] = self._endpoint(new, others, service)
-            await store.put(SERVICES, service, version)
+        async with self._lock:
+            for attempt in range(UPDATE_ATTEMPTS):
+                try:
+                    await self._update_once(store, ref, version, spec, rollback, registry_auth_from,
+                                            auth, warnings)
+                    break
+                except _WrittenMeanwhile:
+                    # the swarm's own write (the updater's UpdateStatus) between this read and
+                    # this write: read again; a change of the spec since ``version`` stays
+                    # docker's 'update out of sequence' (:meth:`_only_status_moved`)
+                    if attempt == UPDATE_ATTEMPTS - 1:
+                        raise SequenceConflict() from None
+                    log.info("service %s: written in between (attempt %d), reading it again", ref, attempt + 1)
         return {"Warnings": warnings or None}
+
+    async def _update_once(self, store: Store, ref: str, version: int, spec: dict[str, Any], rollback: str,
+                           registry_auth_from: str, auth: str, warnings: list[str]) -> None:
+        """One read-modify-write of :meth:`update`: :class:`SequenceConflict` when the spec
+        changed since ``version``, :class:`_WrittenMeanwhile` when the service was written
+        between this read and this write (swarmkit's ``UpdateService`` is one store transaction;
+        this is etcd's compare-and-put, tried again)."""
+        from core.engine.swarm.etcd import SequenceConflict
+
+        warnings.clear()
+        service, current = await self._find(ref)
+        if current != version and not await self._only_status_moved(store, service, version):
+            raise SequenceConflict()
+        old = service["Spec"]
+        if rollback == "previous":
+            if service.get("PreviousSpec") is None:
+                raise errors.InvalidArgument(f"service {service['ID']} does not have a previous spec")
+            service["Spec"], service["PreviousSpec"] = service["PreviousSpec"], old
+            service["UpdateStatus"] = {"State": "rollback_started",
+                                       "StartedAt": now_text(),
+                                       "Message": "manually requested rollback"}
+            new = service["Spec"]
+        else:
+            if spec["Name"] and spec["Name"] != old.get("Name"):
+                raise errors.NotImplemented_("renaming services is not supported")
+            spec["Name"] = old.get("Name", "")
+            if ("Global" in spec["Mode"]) != ("Global" in old.get("Mode", {})):
+                raise errors.NotImplemented_("service mode change is not allowed")
+            if not auth:
+                source = service.get("PreviousSpec") if registry_auth_from == "previous-spec" else old
+                auth = registry_auth_of(source)
+            if spec["TaskTemplate"]["ContainerSpec"]["Image"] != \
+                    old["TaskTemplate"]["ContainerSpec"]["Image"]:
+                await self._resolve(spec, auth, warnings)
+            _set_auth(spec, auth)
+            await self._networks(store, spec)
+            service["PreviousSpec"] = old
+            service["Spec"] = copy.deepcopy(spec)
+            service.pop("UpdateStatus", None)
+            new = service["Spec"]
+        others = [s for s, _v in await store.objects(SERVICES) if s["ID"] != service["ID"]]
+        service["Endpoint"] = self._endpoint(new, others, service)
+        try:
+            await store.put(SERVICES, service, current)
+        except SequenceConflict:
+            raise _WrittenMeanwhile() from None
 
     @staticmethod
     async def _only_status_moved(store: Store, service: dict[str, Any], version: int) -> bool:
@@ -923,11 +960,85 @@ class SwarmServices:
         tasks = {t["ID"]: t for t, _v in await self._tasks() if t.get("ServiceID") == service["ID"]}
         return sorted(tasks), tty, tasks
 
+    def logs_source(self, task_ids: list[str], tasks: dict[str, dict[str, Any]], *, service_id: str | None,
+                    follow: bool = False, tail: int | None = None, timestamps: bool = False,
+                    since: float = 0) -> AsyncIterator[LogMessage]:
+        """The log lines of ``task_ids`` (as :meth:`logs_of` found them, ``tasks`` by ID) from
+        the gatherer; with ``follow`` for a service (``service_id``), also those of its tasks
+        that start later: a task that had not started when the logs were asked for (or was
+        made since) is followed from its first line once it starts (``tail`` is for the lines
+        there were when the logs were asked for), as docker's ``service logs -f`` does."""
+        if not follow or service_id is None:
+            return self.gatherer.logs(task_ids, follow=follow, tail=tail, timestamps=timestamps, since=since)
+        return self._follow_service(service_id, task_ids, tasks, tail=tail, timestamps=timestamps, since=since)
+
+    async def _follow_service(self, service_id: str, task_ids: list[str], tasks: dict[str, dict[str, Any]], *,
+                              tail: int | None, timestamps: bool, since: float) -> AsyncIterator[LogMessage]:
+        store = self.swarm._require_manager()
+        started = {tid for tid in task_ids if _has_started(tasks.get(tid) or {})}
+        send, receive = trio.open_memory_channel[LogMessage](256)
+
+        async def pump(ids: list[str], lines: int | None) -> None:
+            source = self.gatherer.logs(ids, follow=True, tail=lines, timestamps=timestamps, since=since)
+            try:
+                async for item in source:
+                    await send.send(item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the reader is gone
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        async def new_tasks(nursery: trio.Nursery) -> None:
+            def check(task: dict[str, Any]) -> None:
+                if (task.get("ServiceID") == service_id and task.get("ID") not in started
+                        and task.get("NodeID") and _has_started(task)):
+                    started.add(task["ID"])
+                    nursery.start_soon(pump, [task["ID"]], None)
+
+            revision = 0
+            while True:
+                try:
+                    if not revision:
+                        revision = await store.revision()
+                        for task, _v in await store.objects(TASKS):
+                            check(task)
+                    async with store.watch(TASKS, start_revision=revision + 1) as events:
+                        async for event in events:
+                            revision = event.kv.mod_revision
+                            if event.type == "PUT":
+                                check(event.kv.json())
+                except errors.CoreError as exc:
+                    log.info("service logs: following the tasks of %s: %s", service_id, exc)
+                    revision = 0 if isinstance(exc, WatchCompacted) else revision
+                await trio.sleep(1.0)
+
+        async with trio.open_nursery() as nursery:
+            if started:
+                nursery.start_soon(pump, sorted(started), tail)
+            nursery.start_soon(new_tasks, nursery)
+            try:
+                async with receive:
+                    async for item in receive:
+                        yield item
+            except GeneratorExit:  # the reader closed this generator: no exception out of the nursery
+                pass
+            nursery.cancel_scope.cancel()
+
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """One stored task (for the details of a log line from a task started after the
         logs were asked for)."""
         found = await self.swarm._read(lambda store: store.get(TASKS, task_id))
         return found[0] if found else None
+
+
+def _has_started(task: dict[str, Any]) -> bool:
+    """Whether the task's container has run, so that a follower of its logs gets them until it
+    stops: it got as far as ``running`` (or ended; a container still ``starting`` would end a
+    follower at once)."""
+    state = (task.get("Status") or {}).get("State", "")
+    return swarm_tasks.ORDER.get(state, -1) >= swarm_tasks.ORDER["running"]
 
 
 def render_task(task: dict[str, Any], version: int) -> dict[str, Any]:

@@ -48,6 +48,16 @@ The node protocol (over the swarm channel, :mod:`core.engine.swarm.transport`)
   nodes that called within a few hundredths of a second together, 50 tasks a transaction;
   :class:`core.engine.swarm.assignments.TaskStatusWriter`).  The node sends its
   changes gathered, the latest state of each task, and sends them again after a failure.
+- networks: manager → node, on the session stream: ``{"networks": {<network id>: <state>}}``
+  when the state of a swarm network the node has endpoints on changes — the state is what
+  the call ``networks.peers`` answers (``{"peers": [{"Address", "NodeID", "VTEP", "Names"}],
+  "names": {name: [ip]}, "backends": {vip: [ip]}, "published": [...], "revision": <etcd
+  revision it is at least as new as>}``) — and ``{"networks": {<network id>: null}}`` to every
+  node when a network is created or removed (the node lists its networks again).  Sent by the
+  manager the node is in session with (:mod:`core.engine.swarm.netpush`, one watch per manager);
+  the node applies a state unless older than the one it applied last, and still asks
+  (``networks.node``, ``networks.peers``) when a session starts, when it makes a network and
+  every 10 s, the backstop (:mod:`core.engine.networks.swarmlocal`).
 - logs: manager → node ``{"logs": {"id": <subscription>, "tasks": [ids], "follow", "tail",
   "timestamps", "since"}}`` and node → manager the call ``logs.publish`` with ``{"id", "messages":
   [{"task": id, "stream": "stdout"|"stderr", "time", "data": <base64>}], "close": bool}``,

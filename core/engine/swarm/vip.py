@@ -150,7 +150,7 @@ async def service_records(store: Store, network_id: str,
     """The services on a network: ``{"names": {name: [addresses]}, "backends": {vip:
     [addresses]}, "published": [...]}`` (see the module docstring; names in lower case).
     ``published``, on the ingress network only, is the routing mesh's table:
-    ``[{"Protocol", "PublishedPort", "TargetPort", "Backends": [task addresses]}]``.
+    ``[{"Protocol", "PublishedPort", "TargetPort", "ServiceID", "Backends": [task addresses]}]``.
     ``tasks``: the assigned tasks by ID when the caller has them (the dispatcher's index:
     a running task is assigned); else every task is read from the store."""
     found = await store.get(NETWORKS, network_id)
@@ -170,7 +170,7 @@ async def service_records(store: Store, network_id: str,
     for sid, svc in services.items():
         if ingress:
             addresses = sorted(by_service.get(sid, []), key=ipaddress.ip_address)
-            published += [{**p, "Backends": addresses} for p in ingress_ports(svc)]
+            published += [{**p, "ServiceID": sid, "Backends": addresses} for p in ingress_ports(svc)]
         name = ((svc.get("Spec") or {}).get("Name") or "").lower()
         vip = next((v["Addr"].split("/", 1)[0]
                     for v in (svc.get("Endpoint") or {}).get("VirtualIPs") or []

@@ -10,14 +10,26 @@ again after a failover)::
     assigned -> accepted -> preparing (pull, with the service's registry credentials)
              -> ready (container created) -> starting -> running (healthy, if it has a
              healthcheck) -> complete (exit 0) | failed ("task: non-zero exit (N)")
-    a pull and create failure: rejected, with the error
-    DesiredState shutdown/remove: stopped with the grace period -> shutdown
+    a pull and create failure: rejected, with the error; a start failure (a port the routing
+    mesh publishes held on this node, say): failed, with the error
+    DesiredState shutdown/remove: drained, stopped with the grace period -> shutdown
 
 A task's container is named :func:`core.engine.swarm.tasks.container_name` and labelled as
 docker labels it (``com.docker.swarm.task``, ``.task.id``, ``.task.name``, ``.node.id``,
 ``.service.id``, ``.service.name`` over the spec's own labels); its restart policy is ``no``
 (the swarm restarts tasks) and it is never auto-removed.  A task's container stays until the
 task leaves the node's set (the leader's task reaper deleted it): then it is removed.
+
+Draining (moby's ``controller.Shutdown``): a task wanted stopped has left its service's balancing
+sets already -- the managers count only tasks that run and are wanted running, for the VIPs and
+the routing mesh (:mod:`core.engine.swarm.vip`) -- but every node learns it at its next pass
+(:mod:`core.engine.networks.swarmlocal`, once a second).  So a running task on a swarm network is
+stopped only :data:`DRAIN` seconds after it is told to stop (docker's ``defaultGossipConvergeDelay``,
+2 s, for the same reason): new connections go to the other tasks meanwhile, and no request is
+sent to a container that is going away (the daemon's environment may set another drain,
+:data:`DRAIN_ENV`, to measure without it).  A task that failed its healthcheck is drained the same
+way before it is stopped.  A new task joins the sets only when it reports ``running`` (healthy,
+if it has a healthcheck).
 
 Deaths are seen on the engine's event stream (``die``, ``destroy``, ``health_status``): a
 container that exits or is removed behind the swarm's back is reported ``failed`` (``complete``
@@ -41,6 +53,7 @@ import binascii
 import datetime as dt
 import json
 import logging
+import os
 import re
 from typing import Any, Awaitable, Callable
 
@@ -58,6 +71,28 @@ LABEL = "com.docker.swarm"
 TASK_ID_LABEL = f"{LABEL}.task.id"
 DEFAULT_GRACE = 10 * 10**9  # docker's StopGracePeriod default, ns
 REPORT_DELAY = 0.05  # reports gathered this long, then sent in one call
+#: seconds a running task on a swarm network keeps running, out of the balancing sets, before
+#: it is stopped (see the module docstring)
+DRAIN = 2.0
+#: the daemon's environment may set another drain (seconds; ``0``: none), for measurements
+DRAIN_ENV = "CORE_SWARM_TASK_DRAIN"
+
+
+def drain_seconds() -> float:
+    """:data:`DRAIN`, or the seconds :data:`DRAIN_ENV` says (a bad value: :data:`DRAIN`, logged)."""
+    text = os.environ.get(DRAIN_ENV, "").strip()
+    if not text:
+        return DRAIN
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 600:
+        log.warning("%s=%r is no number of seconds (0-600): draining %.1f s", DRAIN_ENV, text, DRAIN)
+        return DRAIN
+    return value
+
+
 NS = 10**9
 
 Call = Callable[..., Awaitable[Any]]
@@ -258,14 +293,23 @@ class Worker:
     :class:`~core.engine.swarm.transport.ManagerClient`); ``node()`` is this node's
     ``{"ID", "Hostname", "Architecture"}`` for the templates; ``drivers()`` the engine's
     default drivers for container create; ``networking(attachments)`` (optional) makes a task's
-    networks on the node and gives its container's ``NetworkMode`` and ``EndpointsConfig``.
+    networks on the node and gives its container's ``NetworkMode`` and ``EndpointsConfig``;
+    ``published_check(attachments, service_id)`` (optional), before a task's container starts,
+    fails the task with its error (a port the routing mesh cannot publish on this node: the
+    restart delay applies to the next try, as to any start that fails); ``drain`` the seconds a
+    running task on a swarm network is kept running, out of the balancing sets, before it is
+    stopped (:data:`DRAIN`, or :data:`DRAIN_ENV`'s).
     """
 
     def __init__(self, *, containers: TaskContainers, images: ImagePuller, events: EventSource,
                  call: Call, node: Callable[[], dict[str, str]],
                  drivers: Callable[[], dict[str, str]],
-                 networking: Callable[..., Awaitable[dict[str, Any]]] | None = None) -> None:
+                 networking: Callable[..., Awaitable[dict[str, Any]]] | None = None,
+                 published_check: Callable[..., Awaitable[None]] | None = None,
+                 drain: float | None = None) -> None:
         self.containers = containers
+        self.published_check = published_check
+        self.drain = drain_seconds() if drain is None else drain
         self.networking = networking
         self.images = images
         self.events = events
@@ -449,6 +493,8 @@ class Worker:
                 return
             self.report(t, "starting", "starting")
             try:
+                if self.published_check is not None and t.task.get("NetworksAttachments"):
+                    await self.published_check(t.task["NetworksAttachments"], t.task.get("ServiceID", ""))
                 await self.containers.start(t.container)
             except errors.CoreError as exc:
                 self.report(t, "failed", "starting", str(exc))
@@ -515,7 +561,8 @@ class Worker:
             health = (state.get("Health") or {}).get("Status", "")
             if has_health and health == "unhealthy":
                 self.report(t, "failed", "started", "task: unhealthy container")
-                with trio.move_on_after(self._grace(t) / NS + 5):
+                with trio.move_on_after(self._grace(t) / NS + self.drain + 5):
+                    await self._drain(t, serving=True)
                     await self._stop(t)
                 return
             if not has_health or health == "healthy":
@@ -535,7 +582,15 @@ class Worker:
         except (errors.NotFound, NotModified):
             pass
 
+    async def _drain(self, t: _Task, serving: bool) -> None:
+        """A task that served on swarm networks waits out of the balancing sets (see the module
+        docstring) before it is stopped."""
+        if serving and self.drain > 0 and t.task.get("NetworksAttachments"):
+            log.debug("task %s: draining %.1f s before the stop", t.id, self.drain)
+            await trio.sleep(self.drain)
+
     async def _shutdown(self, t: _Task) -> None:
+        await self._drain(t, serving=t.state == "running")
         await self._stop(t)
         info = await self._inspect(t)
         code = int(((info or {}).get("State") or {}).get("ExitCode") or 0)
