@@ -282,4 +282,46 @@ def test_restart_attempts_and_delay_survive_a_new_leader(tmp_path):
             second = tasks[1]
             assert ts(second["Status"]["Timestamp"]) - ts(second["CreatedAt"]) >= 0.95
 
+
+def test_status_reports_of_many_nodes_are_written_together(tmp_path):
+    """The dispatcher's tasks.status (core.engine.swarm.assignments.TaskStatusWriter): the reports
+    of nodes calling at once go in shared transactions; a node reporting another's task is
+    refused (its call only); a state that would move back is ignored."""
+    from types import SimpleNamespace
+
+    from core import errors
+    from core.engine.swarm.assignments import TaskStatusWriter
+
+    def peer(node_id: str) -> SimpleNamespace:
+        return SimpleNamespace(identity=SimpleNamespace(node_id=node_id))
+
+    async def main() -> None:
+        async with etcd_store(tmp_path) as (store, _nursery):
+            tasks = [{"ID": f"t{n}{i:02d}", "NodeID": f"n{n}", "ServiceID": "web", "Slot": n * 100 + i,
+                      "DesiredState": "running", "Status": status("assigned", "assigned")}
+                     for n in range(3) for i in range(30)]
+            await store.put_many(TASKS, tasks)
+            writer = TaskStatusWriter(store, gather=0.2)
+            refused: list[str] = []
+
+            async def report(node_id: str, ids: list[str], state: str = "running") -> None:
+                try:
+                    await writer.call(peer(node_id), {"updates": [{"ID": i, "Status": status(state, state)}
+                                                                  for i in ids]})
+                except errors.Forbidden as exc:
+                    refused.append(f"{node_id}: {exc}")
+
+            async with trio.open_nursery() as n:
+                for node in range(3):
+                    n.start_soon(report, f"n{node}", [t["ID"] for t in tasks if t["NodeID"] == f"n{node}"])
+                n.start_soon(report, "n9", ["t000"])
+            assert refused == ["n9: task t000 is not assigned to node n9"]
+            stored = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+            assert all(t["Status"]["State"] == "running" for t in stored.values())
+            # 90 tasks: one read and one write per 50, not two per node
+            assert writer.writes == 90 and writer.counts["txns"] == 4, writer.counts
+            await report("n1", ["t100"], "assigned")  # backwards: ignored
+            again = await store.get(TASKS, "t100")
+            assert again is not None and again[0]["Status"]["State"] == "running"
+
     trio.run(main)

@@ -17,8 +17,10 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from typing import Any, AsyncIterator, Callable
 
+import attrs
 import trio
 
 from core import errors
@@ -29,11 +31,45 @@ from core.engine.swarm.transport import Peer, Server, Sessions
 
 log = logging.getLogger("core.swarm.dispatcher")
 
+LOG_EVERY = 10.0  # seconds between the busy figures logged
 
-def _fingerprint(task: dict[str, Any]) -> str:
-    """What a node needs to hear about again: anything but the status it reported itself."""
-    return json.dumps({k: v for k, v in task.items() if k not in ("Status", "UpdatedAt", "Version")},
-                      sort_keys=True)
+
+#: what a node does not need to hear about again: the status it reported itself, and stamps
+_OWN = frozenset({"Status", "UpdatedAt", "Version"})
+
+
+def _news(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a node must be sent ``new`` again, having been sent ``old``: anything changed
+    but the status it reported itself."""
+    if old is None:
+        return True
+    if old.keys() - _OWN != new.keys() - _OWN:
+        return True
+    return any(old[k] != new[k] for k in new.keys() - _OWN)
+
+
+class Specs:
+    """One decoded copy of each task template (tasks of a service at one version share it):
+    ten thousand tasks hold a few specs, not ten thousand.  Nothing edits a task's ``Spec``
+    in place."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._specs: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def share(self, task: dict[str, Any]) -> dict[str, Any]:
+        spec = task.get("Spec")
+        if not isinstance(spec, dict):
+            return task
+        key = (task.get("ServiceID", ""), (task.get("SpecVersion") or {}).get("Index", 0))
+        known = self._specs.get(key)
+        if known is not None and known == spec:
+            task["Spec"] = known
+        else:
+            if len(self._specs) >= self.limit:
+                self._specs.clear()
+            self._specs[key] = spec
+        return task
 
 
 class Assignments:
@@ -55,11 +91,15 @@ class Assignments:
         self.delay = delay
         self.by_node: dict[str, dict[str, dict[str, Any]]] = {}
         self._node_of: dict[str, str] = {}
-        self._prints: dict[str, str] = {}
+        self._specs = Specs()
         self._dirty: set[str] = set()
         self._wake = trio.Event()
         self.ready = trio.Event()
         self.revision = 0
+        # figures logged every LOG_EVERY seconds while busy: watch events, seconds applying
+        # them, items sent, tasks in them
+        self.counts = {"events": 0, "apply_s": 0.0, "sent": 0, "tasks_sent": 0}
+        self._logged = time.monotonic()
 
     # -- the index (pure: unit-tested without etcd) --
 
@@ -73,21 +113,21 @@ class Assignments:
             state = task.get("Status", {}).get("State", "")
             if task.get("NodeID") and swarm_tasks.ORDER.get(state, -1) >= swarm_tasks.ORDER["assigned"]:
                 node = task["NodeID"]
+        old: dict[str, Any] | None = None
         if old_node and old_node != node:
             self.by_node.get(old_node, {}).pop(task_id, None)
             if not self.by_node.get(old_node):
                 self.by_node.pop(old_node, None)
             del self._node_of[task_id]
-            self._prints.pop(task_id, None)
             affected.add(old_node)
+        elif old_node:
+            old = self.by_node.get(old_node, {}).get(task_id)
         if node and task is not None:
-            task = {"ID": task_id, "Version": {"Index": version},
-                    **{k: v for k, v in task.items() if k not in ("ID", "Version")}}
+            task = self._specs.share({"ID": task_id, "Version": {"Index": version},
+                                      **{k: v for k, v in task.items() if k not in ("ID", "Version")}})
             self.by_node.setdefault(node, {})[task_id] = task
             self._node_of[task_id] = node
-            fp = _fingerprint(task)
-            if self._prints.get(task_id) != fp:
-                self._prints[task_id] = fp
+            if _news(old, task):
                 affected.add(node)
         self._dirty |= affected
         if affected:
@@ -99,7 +139,6 @@ class Assignments:
         before = set(self.by_node)
         self.by_node.clear()
         self._node_of.clear()
-        self._prints.clear()
         for task, version in tasks:
             self.apply(task["ID"], task, version)
         self._dirty |= before | set(self.sessions.nodes)
@@ -107,6 +146,13 @@ class Assignments:
 
     def assigned(self, node_id: str) -> list[dict[str, Any]]:
         return sorted(self.by_node.get(node_id, {}).values(), key=lambda t: t["ID"])
+
+    def tasks(self) -> dict[str, dict[str, Any]] | None:
+        """Every assigned task by ID (what ``networks.peers`` needs: a live task is assigned),
+        None before the index is read."""
+        if not self.ready.is_set():
+            return None
+        return {tid: self.by_node[node][tid] for tid, node in self._node_of.items()}
 
     def node_of(self, task_id: str) -> str | None:
         return self._node_of.get(task_id)
@@ -124,7 +170,18 @@ class Assignments:
         self._wake = trio.Event()
         sent = 0
         for node in dirty:
-            sent += self.sessions.send(node, {"assignments": self.assigned(node)})
+            tasks = self.assigned(node)
+            if self.sessions.send(node, {"assignments": tasks}):
+                sent += 1
+                self.counts["tasks_sent"] += len(tasks)
+        self.counts["sent"] += sent
+        now = time.monotonic()
+        if now - self._logged >= LOG_EVERY:
+            log.info("assignments: %d task events (%.2f s), %d items sent with %d tasks in %.1f s",
+                     self.counts["events"], self.counts["apply_s"], self.counts["sent"],
+                     self.counts["tasks_sent"], now - self._logged)
+            self.counts = dict.fromkeys(self.counts, 0)
+            self._logged = now
         return sent
 
     # -- the watch --
@@ -150,6 +207,7 @@ class Assignments:
         self.ready.set()
         async with self.store.watch(TASKS, start_revision=revision + 1) as events:
             async for event in events:
+                t0 = time.perf_counter()
                 task_id = event.kv.key[len(TASKS):]
                 if event.type == "DELETE":
                     self.apply(task_id, None)
@@ -159,6 +217,8 @@ class Assignments:
                     except ValueError:
                         continue
                 self.revision = event.kv.mod_revision
+                self.counts["events"] += 1
+                self.counts["apply_s"] += time.perf_counter() - t0
 
     async def _sender(self) -> None:
         while True:
@@ -167,15 +227,37 @@ class Assignments:
             self.flush()
 
 
+@attrs.define
+class _Reports:
+    """Status reports gathered for one write (see :meth:`TaskStatusWriter.call`)."""
+
+    #: task ID -> {reporting node: its latest status} (the task's own node's is written)
+    statuses: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    #: task ID -> the nodes that reported it without holding it (their calls are Forbidden)
+    refused: dict[str, set[str]] = attrs.field(factory=dict)
+    error: BaseException | None = None
+
+
 class TaskStatusWriter:
     """The call ``tasks.status`` (a node reports its tasks' states): checked, then written
-    in etcd transactions of up to :data:`BATCH` tasks, each comparing the versions it read."""
+    in etcd transactions of up to :data:`BATCH` tasks, each comparing the versions it read.
+
+    Reports are gathered across nodes: the first call waits :attr:`gather` seconds, then
+    writes every report that came in meanwhile (one read transaction and one write per
+    :data:`BATCH` tasks; a task whose version moved between the two is read again); the other
+    calls wait for that write.  A report of a task assigned to another node fails its call
+    (Forbidden) and no other."""
 
     BATCH = 50  # a compare and a put per task: within etcd's 128 operations per transaction
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, gather: float = 0.05) -> None:
         self.store = store
+        self.gather = gather
         self.writes = 0  # tasks written (the scale simulation's figure)
+        self._reports: _Reports | None = None
+        self.counts = {"calls": 0, "updates": 0, "txns": 0, "conflicts": 0, "seconds": 0.0}
+        self._logged = time.monotonic()
 
     async def call(self, peer: Peer, args: dict) -> dict:
         node_id = peer.identity.node_id
@@ -191,12 +273,64 @@ class TaskStatusWriter:
             old = latest.get(u["ID"])
             if old is None or swarm_tasks.advances(old["State"], u["Status"]["State"]):
                 latest[u["ID"]] = u["Status"]
-        items = list(latest.items())
-        for i in range(0, len(items), self.BATCH):
-            await self._write(node_id, dict(items[i:i + self.BATCH]))
+        if not latest:
+            return {}
+        self.counts["calls"] += 1
+        self.counts["updates"] += len(latest)
+        reports = self._reports
+        if reports is not None:
+            self._add(reports, node_id, latest)
+            await reports.done.wait()
+        else:
+            reports = self._reports = _Reports()
+            self._add(reports, node_id, latest)
+            try:
+                await trio.sleep(self.gather)
+            finally:
+                self._reports = None
+                try:
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + 30.0
+                        try:
+                            await self._write_all(reports)
+                        except Exception as exc:  # (the etcd client's)
+                            reports.error = exc
+                    if scope.cancelled_caught and reports.error is None:
+                        reports.error = errors.Unavailable("tasks.status: the write timed out")
+                finally:
+                    reports.done.set()
+        refused = sorted(t for t in latest if node_id in reports.refused.get(t, ()))
+        if refused:
+            raise errors.Forbidden(f"task {refused[0]} is not assigned to node {node_id}")
+        if reports.error is not None:
+            if isinstance(reports.error, errors.CoreError):
+                raise reports.error
+            raise errors.Unavailable(f"tasks.status: {reports.error}")
         return {}
 
-    async def _write(self, node_id: str, statuses: dict[str, dict[str, Any]]) -> None:
+    @staticmethod
+    def _add(reports: _Reports, node_id: str, latest: dict[str, dict[str, Any]]) -> None:
+        for task_id, status in latest.items():
+            by_node = reports.statuses.setdefault(task_id, {})
+            old = by_node.get(node_id)
+            if old is None or swarm_tasks.advances(old["State"], status["State"]):
+                by_node[node_id] = status
+
+    async def _write_all(self, reports: _Reports) -> None:
+        t0 = time.perf_counter()
+        items = sorted(reports.statuses.items())
+        for i in range(0, len(items), self.BATCH):
+            await self._write(dict(items[i:i + self.BATCH]), reports.refused)
+        c = self.counts
+        c["seconds"] += time.perf_counter() - t0
+        now = time.monotonic()
+        if now - self._logged >= LOG_EVERY:
+            log.info("tasks.status: %d calls, %d updates, %d txns, %d conflicts, %.2f s in %.1f s",
+                     c["calls"], c["updates"], c["txns"], c["conflicts"], c["seconds"], now - self._logged)
+            self.counts = dict.fromkeys(c, 0)
+            self._logged = now
+
+    async def _write(self, statuses: dict[str, dict[str, dict[str, Any]]], refused: dict[str, set[str]]) -> None:
         for _ in range(10):
             ids = sorted(statuses)
             read = await self.store.etcd.txn([], [Get(TASKS + i) for i in ids])
@@ -206,21 +340,27 @@ class TaskStatusWriter:
                 if not kvs:
                     continue  # deleted (reaped, its service removed): nothing to record
                 task = kvs[0].json()
-                if task.get("NodeID") != node_id:
-                    raise errors.Forbidden(f"task {task_id} is not assigned to node {node_id}")
-                status = statuses[task_id]
+                for node_id in statuses[task_id]:
+                    if node_id != task.get("NodeID"):
+                        refused.setdefault(task_id, set()).add(node_id)
+                status = statuses[task_id].get(task.get("NodeID", ""))
+                if status is None:
+                    continue
                 if not swarm_tasks.advances(task.get("Status", {}).get("State", ""), status["State"]):
                     continue  # never back (a late or repeated report)
                 task["Status"] = {"Timestamp": now, **status}
                 task["UpdatedAt"] = now
                 compares.append(Compare("mod", TASKS + task_id, "==", kvs[0].mod_revision))
                 puts.append(Put(TASKS + task_id, json.dumps(task)))
+            self.counts["txns"] += 1
             if not puts:
                 return
             result: TxnResult = await self.store.etcd.txn(compares, puts)
+            self.counts["txns"] += 1
             if result.succeeded:
                 self.writes += len(puts)
                 return
+            self.counts["conflicts"] += 1
             # a task changed meanwhile (the orchestrator set its DesiredState): read again
         raise errors.Unavailable("tasks.status: too many conflicting writes; report again")
 

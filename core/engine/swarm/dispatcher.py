@@ -28,8 +28,11 @@ whose checks stalled) starts every node's deadline afresh.  When the period is s
 (``swarm update --dispatcher-heartbeat``) the nodes beat at the old one until a heartbeat's
 answer tells them the new one: the old deadline holds for :func:`down_after` the old period
 after the change, so no node is marked down for it.  The leader reads the node records
-only when the sessions disagree with the states it read last, and at least once a period.  The
-lease is the backstop: the keys of a manager that died vanish by themselves.
+only when the sessions disagree with the states it read last, and at least once a period
+(each record decoded once per version), and writes the changed states 50 records a
+transaction (one by one after a lost race).  The session keys and the health check go through
+an etcd client of the dispatcher's own, so a heartbeat never queues behind the bulk writes of
+task states.  The lease is the backstop: the keys of a manager that died vanish by themselves.
 
 The agent (:class:`Agent`, every node, managers too) keeps one session with some manager and
 heartbeats on it twice a period; when the manager stops answering (within about a period) it
@@ -53,7 +56,7 @@ from core.engine.swarm.assignments import Assignments, LogBroker, TaskStatusWrit
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm.etcd import Compare, Delete
 from core.engine.swarm.netpush import NetworkPush
-from core.engine.swarm.store import SESSIONS, Store
+from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
 
 log = logging.getLogger("core.swarm.dispatcher")
@@ -126,6 +129,8 @@ class Dispatcher:
         self._batch: _Batch | None = None  # the heartbeats gathering for the next write
         # the leader's view of the node records' states (to read them only when it matters)
         self._states: dict[str, str] = {}
+        self._records = Decoded(NODES)  # the node records, each decoded once per version
+        self._keys: Any = None  # the session keys' own etcd client, while serving
         self._states_read: float | None = None
         # the leader's view: node ID -> (the session key's mod_revision, when it moved to it)
         self._beats: dict[str, tuple[int, float]] = {}
@@ -156,10 +161,21 @@ class Dispatcher:
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """The dispatcher's own loops (every manager): the assignment index's watch of the
         tasks (see :class:`Assignments`) and the networks' state pushed to the nodes
-        (:class:`core.engine.swarm.netpush.NetworkPush`)."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.network_push.run)
-            await self.assignments.run(task_status=task_status)
+        (:class:`core.engine.swarm.netpush.NetworkPush`).  Meanwhile the session keys and the
+        health check use an etcd client of their own: a heartbeat never waits behind the bulk
+        writes of task states."""
+        async with self.store.etcd.sibling() as etcd:
+            self._keys = etcd
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.network_push.run)
+                    await self.assignments.run(task_status=task_status)
+            finally:
+                self._keys = None
+
+    def _etcd(self) -> Any:
+        """The client of the session keys and node states (see :meth:`serve`)."""
+        return self._keys if self._keys is not None else self.store.etcd
 
     def _gather(self) -> float:
         """How long a batch of session-key writes gathers heartbeats before it is written."""
@@ -208,7 +224,7 @@ class Dispatcher:
         return found
 
     async def _lease(self) -> int:
-        etcd = self.store.etcd
+        etcd = self._etcd()
         ttl = lease_ttl(self.period)
         now = trio.current_time()
         held = self._held
@@ -239,7 +255,7 @@ class Dispatcher:
                 ops.append(Put(SESSIONS + node_id, json.dumps(
                     {"Manager": self.node_id, "Addr": addr, "Beat": beat}), lease))
                 ops.append(Get(NODES + node_id))
-            result = await self.store.etcd.txn([], ops)
+            result = await self._etcd().txn([], ops)
             for (node_id, _addr), kvs in zip(items[i:i + step], result.responses[1::2]):
                 batch.found[node_id] = kvs[0].json() if kvs else None
 
@@ -319,7 +335,7 @@ class Dispatcher:
         # a key that moved since the last check moved, on average, half-way between the two
         moved_at = now if previous is None else (previous + now) / 2
         values: dict[str, dict[str, Any]] = {}
-        for kv in await self.store.etcd.get_prefix(SESSIONS):
+        for kv in await self._etcd().get_prefix(SESSIONS):
             node_id = kv.key[len(SESSIONS):]
             try:
                 values[node_id] = kv.json() if kv.value else {}
@@ -347,7 +363,7 @@ class Dispatcher:
 
         async def delete(node_id: str, rev: int) -> None:  # a late key goes now, not at its lease's end
             key = SESSIONS + node_id
-            await self.store.etcd.txn([Compare("mod", key, "==", rev)], [Delete(key)])
+            await self._etcd().txn([Compare("mod", key, "==", rev)], [Delete(key)])
 
         await _each(late.items(), delete)
         return alive, values
@@ -363,7 +379,9 @@ class Dispatcher:
         self._states_read = now
         states.clear()
         changes: list[tuple[str, Any, str]] = []
-        for node, _version in await self.store.nodes():
+        versions: dict[str, tuple[dict[str, Any], int]] = {}
+        for node, version in await self._records.objects(Store(self._etcd())):
+            versions[node["ID"]] = (node, version)
             node_id, state = node["ID"], node["Status"]["State"]
             states[node_id] = "ready" if node_id in alive else ("down" if state == "ready" else state)
             if node_id in alive and state != "ready":
@@ -387,12 +405,46 @@ class Dispatcher:
             await self.store.update_node(node_id, fn)
             log.info("node %s is %s", node_id, what)
 
-        await _each(changes, change)  # (a hundred nodes failing at once: not one by one)
+        # the changes written as read, 50 nodes a transaction; a chunk in which some record
+        # moved meanwhile goes node by node (read again, changed, written)
+        alone: list[tuple[str, Any, str]] = []
+        for i in range(0, len(changes), NODES_PER_TXN):
+            chunk = changes[i:i + NODES_PER_TXN]
+            if not await self._write_nodes(chunk, versions):
+                alone += chunk
+        await _each(alone, change)  # (a hundred nodes failing at once: not one by one)
         self._checked = trio.current_time()  # (a long check is no stall)
+
+    async def _write_nodes(self, chunk: list[tuple[str, Any, str]],
+                           versions: dict[str, tuple[dict[str, Any], int]]) -> bool:
+        """The node records of ``chunk`` changed as read, in one transaction comparing their
+        versions; False (nothing written) if one moved since."""
+        from core.engine.swarm.etcd import Put
+        from core.engine.swarm.store import now_text
+
+        compares, puts, done = [], [], []
+        now = now_text()
+        for node_id, fn, what in chunk:
+            node, version = versions[node_id]
+            node = copy.deepcopy(node)
+            if fn(node) is False:
+                continue
+            compares.append(Compare("mod", NODES + node_id, "==", version))
+            puts.append(Put(NODES + node_id, json.dumps({**node, "UpdatedAt": now})))
+            done.append((node_id, what))
+        if not puts:
+            return True
+        if not (await self._etcd().txn(compares, puts)).succeeded:
+            return False
+        for node_id, what in done:
+            log.info("node %s is %s", node_id, what)
+        return True
 
 
 #: etcd calls the leader's health check makes at once
 CHECK_CONCURRENCY = 16
+#: node records the leader's health check writes per etcd transaction
+NODES_PER_TXN = 50
 
 
 async def _each(items: Iterable[tuple[Any, ...]], fn: Callable[..., Awaitable[None]]) -> None:
@@ -477,7 +529,7 @@ class Agent:
         client = self.client
         # the session's connection attempts are bounded by the period (the client's own
         # timeout, for renewals, stays as it is)
-        opener = ManagerClient(client.credentials, client.addresses, timeout=self._patience())
+        opener = ManagerClient(client.credentials, client.addresses, timeout=self._patience(), like=client)
         opener._current = client._current
         async with opener.stream("session", description=self.description()) as items:
             client._current = opener._current
@@ -492,7 +544,7 @@ class Agent:
             self.connected.set()
             if task_status is not None:
                 task_status.started()
-            beat = ManagerClient(client.credentials, [address], timeout=self._patience())
+            beat = ManagerClient(client.credentials, [address], timeout=self._patience(), like=client)
             failure: list[BaseException] = []
             try:
                 async with trio.open_nursery() as nursery:

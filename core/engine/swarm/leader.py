@@ -6,7 +6,11 @@ loop(store)`` runs while this manager leads and is cancelled when the leadership
 is one loop, :meth:`Leader.run`: it reads the services, tasks, nodes and the cluster, keeps that
 view current from watches of their keys (not of the sessions, which every heartbeat
 refreshes; no polling: a change is acted on as soon as etcd reports it), and after every batch of changes (or when a timer is due: a restart delay, an
-update's delay or monitor period) runs one pass:
+update's delay or monitor period) runs one pass.  A batch gathers for as long as the last pass
+took to decide (at least :attr:`Leader.settle`, at most a second): a pass reads every task, and
+a flood of changes (ten thousand tasks reporting) would otherwise keep the leader in passes;
+a batch of nothing but tasks moving on between ``assigned`` and ``running`` needs no pass at
+all (unless an update runs: its monitor counts from a task's start).  A pass:
 
 1. the orchestrator (:mod:`core.engine.swarm.orchestrator`): tasks created, restarted, retired;
 2. the updater (:mod:`core.engine.swarm.updater`): rolling updates, rollbacks, ``UpdateStatus``;
@@ -22,8 +26,9 @@ update's delay or monitor period) runs one pass:
 Each step sees the previous ones' decisions.  The writes go to etcd in transactions of up to
 :data:`~core.engine.swarm.store.TXN_OPS` operations, each compared with the version it was
 decided on (a new task: that its key is absent): an agent's status report or an API write that
-came in between makes the transaction fail, and then each object is written alone, the ones
-that lost their race are dropped and the next pass decides again on the fresh objects.
+came in between makes the transaction fail, and read the keys it wrote; the objects that moved
+lost their race and are dropped (the view takes the stored ones), the others are written again
+together, and the next pass decides again on the fresh objects.
 """
 from __future__ import annotations
 
@@ -50,6 +55,40 @@ log = logging.getLogger("core.swarm.leader")
 KINDS = {SERVICES: "services", TASKS: "tasks", NODES: "nodes"}
 
 
+class LoopStats:
+    """What the leader's loop spent its time on (logged every :attr:`every` seconds while it
+    works: how many passes, watch events applied, seconds applying, deciding and writing, the
+    objects written, the transactions and the objects written alone after a lost race)."""
+
+    every = 10.0
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.clear()
+
+    def clear(self) -> None:
+        self.passes = self.events = self.written = self.txns = self.alone = self.lost = self.quiet = 0
+        self.apply_s = self.decide_s = self.write_s = 0.0
+
+    def add(self, events: int, apply_s: float, decide_s: float, write_s: float, written: int) -> None:
+        self.passes += 1
+        self.events += events
+        self.apply_s += apply_s
+        self.decide_s += decide_s
+        self.write_s += write_s
+        self.written += written
+        now = time.monotonic()
+        if now - self.since >= self.every:
+            if self.written or self.events > self.passes:
+                log.info("leader: %d passes in %.1f s (%d batches needed none), %d events (%.2f s), "
+                         "decided in %.2f s, %d objects written in %d txns (%.2f s), "
+                         "%d alone after a lost race, %d lost",
+                         self.passes, now - self.since, self.quiet, self.events, self.apply_s,
+                         self.decide_s, self.written, self.txns, self.write_s, self.alone, self.lost)
+            self.since = now
+            self.clear()
+
+
 class Leader:
     """The leader's state between passes (restart history, updates in progress) and its loop."""
 
@@ -66,6 +105,8 @@ class Leader:
         self.failures = FailureLog()  # the scheduler's memory of tasks that failed on nodes
         self.view = View()
         self.passes = 0
+        self.stats = LoopStats()
+        self.deciding = 0.0  # seconds the last pass's decisions took (its waits left out)
 
     # -- the view --
 
@@ -99,6 +140,8 @@ class Leader:
                         revision == view.versions.get(key, 0) and oid in table):
                     obj = json.loads(value)
                     obj.setdefault("ID", oid)
+                    if kind == TASKS:
+                        view.share_spec(obj)
                     table[oid] = obj
                     view.versions[key] = revision
                 return
@@ -135,11 +178,21 @@ class Leader:
         return out
 
     async def step(self, store: Store) -> Changes:
-        """One pass with the network allocation: plan, give new tasks their addresses, place."""
-        out = self.plan()
+        """One pass with the network allocation: plan, give new tasks their addresses, place.
+
+        The decisions run in a worker thread: a pass over ten thousand tasks takes a good
+        fraction of a second (seconds on a loaded machine), during which the daemon's event
+        loop -- the dispatcher's heartbeats and sessions among others -- must go on.  Nothing
+        else touches the view meanwhile (the watches' changes wait in the loop's list)."""
+        t0 = time.perf_counter()
+        out = await trio.to_thread.run_sync(self.plan)
+        t1 = time.perf_counter()
         if self.allocator is not None:
             await self.allocate(out)
-        return self.place(out)
+        t2 = time.perf_counter()
+        out = await trio.to_thread.run_sync(self.place, out)
+        self.deciding = (t1 - t0) + (time.perf_counter() - t2)  # (the allocator's I/O left out)
+        return out
 
     # -- network attachments (the allocator of core.engine.swarm.networks) --
 
@@ -175,7 +228,9 @@ class Leader:
         clean = True
         now = now_text()
         ops: list[tuple[str, Compare, Put | Delete]] = []
-        for tid, task in out.tasks.items():
+        # tasks newly assigned first: the nodes start them while the rest is written (the
+        # orphans of a hundred failed nodes, say)
+        for tid, task in sorted(out.tasks.items(), key=lambda kv: state_of(kv[1]) != "assigned"):
             key = TASKS + tid
             body = json.dumps({**task, "UpdatedAt": now})
             ops.append((key, Compare("mod", key, "==", self.view.versions.get(key, 0)), Put(key, body)))
@@ -188,15 +243,40 @@ class Leader:
             ops.append((key, Compare("mod", key, "==", self.view.versions.get(key, 0)), Delete(key)))
         for i in range(0, len(ops), TXN_OPS):
             chunk = ops[i:i + TXN_OPS]
-            result = await store.etcd.txn([c for _k, c, _o in chunk], [o for _k, _c, o in chunk])
-            if result.succeeded:
-                self._written(chunk, result.revision)
-                continue
-            for one in chunk:  # someone else wrote one of them: each alone
+            while chunk:
+                # on failure the transaction reads the chunk's keys: the ones that moved lost
+                # their race (the view takes the stored object), the rest go again together
+                result = await store.etcd.txn([c for _k, c, _o in chunk], [o for _k, _c, o in chunk],
+                                              [Get(k) for k, _c, _o in chunk])
+                self.stats.txns += 1
+                if result.succeeded:
+                    self._written(chunk, result.revision)
+                    chunk = []
+                    break
+                keep = []
+                for one, kvs in zip(chunk, result.responses):
+                    key, compare = one[0], one[1]
+                    found = kvs[0] if isinstance(kvs, list) and kvs else None
+                    if (found.mod_revision if found is not None else 0) == compare.value:
+                        keep.append(one)
+                        continue
+                    self.stats.lost += 1
+                    clean = False
+                    self.view.versions.pop(key, None)
+                    if found is None:
+                        self._apply(self.view, key, None, result.revision)
+                    else:
+                        self._apply(self.view, key, found.value, found.mod_revision)
+                if len(keep) == len(chunk):
+                    break  # nothing moved that we can see: each alone (below)
+                chunk = keep
+            for one in chunk:  # each alone
                 result = await store.etcd.txn([one[1]], [one[2]])
+                self.stats.alone += 1
                 if result.succeeded:
                     self._written([one], result.revision)
                 else:
+                    self.stats.lost += 1
                     clean = False
                     await self._reread(store, one[0])
         return clean
@@ -215,6 +295,21 @@ class Leader:
             self._apply(self.view, key, kv.value, kv.mod_revision)
 
     # -- the loop --
+
+    def _matters(self, key: str, old: dict[str, Any] | None) -> bool:
+        """Whether a change of ``key`` (``old``: the task before it) may change a decision: all
+        but a task's state moving on between ``assigned`` and ``running`` (ten thousand tasks
+        starting, each a pass over every task, kept the leader busy doing nothing), unless an
+        update is running."""
+        if old is None or not key.startswith(TASKS) or self.updater.runs:
+            return True
+        new = self.view.tasks.get(key[len(TASKS):])
+        if new is None:
+            return True
+        if new is old:
+            return False
+        return not (state_of(old) in QUIET and state_of(new) in QUIET
+                    and all(old.get(k) == new.get(k) for k in DECIDED))
 
     async def run(self, store: Store) -> None:
         """Lead: load, watch, decide, write, until cancelled."""
@@ -236,23 +331,49 @@ class Leader:
                 for events in streams:
                     nursery.start_soon(follow, events)
                 wake: float | None = 0.0
+                busy = 0.0  # seconds the last pass took to apply the changes and decide
                 while True:
                     if wake is None or wake > self.clock():
                         timeout = None if wake is None else max(0.0, wake - self.clock())
                         with trio.move_on_after(timeout if timeout is not None else float("inf")):
                             await changed.wait()
-                    await trio.sleep(self.settle)
+                    # a burst of changes gathers a while: at least ``settle``, and as long as
+                    # the last pass took to decide (up to a second; the allocator's etcd calls
+                    # not counted: they are no load on this process), so that a flood of status
+                    # reports (ten thousand tasks starting) costs the leader at most half its
+                    # time in passes over every task, not all of it
+                    await trio.sleep(max(self.settle, min(busy, 1.0)))
+                    due = wake is not None and wake <= self.clock()
                     changed = trio.Event()
                     batch, pending[:] = list(pending), []
+                    t0 = time.perf_counter()
+                    matters = due
                     for event in batch:
-                        self._apply(self.view, event.kv.key,
-                                    None if event.type == "DELETE" else event.kv.value,
+                        key = event.kv.key
+                        old = self.view.tasks.get(key[len(TASKS):]) if key.startswith(TASKS) else None
+                        self._apply(self.view, key, None if event.type == "DELETE" else event.kv.value,
                                     event.kv.mod_revision)
+                        matters = matters or self._matters(key, old)
+                    if not matters:  # only tasks moving on towards running: nothing to decide
+                        self.stats.quiet += 1
+                        continue
+                    t1 = time.perf_counter()
                     out = await self.step(store)
+                    t2 = time.perf_counter()
                     wake = out.wake
                     if out.tasks or out.services or out.deletes:
                         if not await self.write(store, out):
                             wake = 0.0
+                    self.stats.add(len(batch), t1 - t0, t2 - t1, time.perf_counter() - t2,
+                                   len(out.tasks) + len(out.services) + len(out.deletes))
+                    busy = (t1 - t0) + self.deciding  # applying and deciding, not waiting on etcd
+
+
+#: task states between its assignment and its end: a task moving within them changes no decision
+#: of a pass (but while an update runs: its monitor counts the time since a task ran)
+QUIET = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
+#: the fields of a task a pass decides on (beside its state)
+DECIDED = ("DesiredState", "NodeID", "Slot", "ServiceID", "SpecVersion", "NetworksAttachments")
 
 
 def needs_networks(view: View, task: dict[str, Any]) -> tuple[list[Any], bool]:

@@ -55,8 +55,8 @@ import trio
 
 from core import errors
 from core.engine.filters import label_match, matches, until
-from core.engine.swarm.etcd import Compare, Delete, Put
-from core.engine.swarm.store import NETWORKS, PREFIX, SERVICES, TASKS, Store, now_text
+from core.engine.swarm.etcd import Compare, Delete, Get, Put
+from core.engine.swarm.store import NETWORKS, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Decoded, Store, now_text
 from core.engine.swarm.tasks import TERMINAL
 
 if TYPE_CHECKING:
@@ -507,13 +507,19 @@ def vtep(node: dict[str, Any]) -> str:
     return node.get("DataPathAddr") or (node.get("Status") or {}).get("Addr", "")
 
 
-async def endpoints_of(store: Store, network_id: str) -> list[dict[str, Any]]:
+async def endpoints_of(store: Store, network_id: str,
+                       tasks: dict[str, dict[str, Any]] | None = None,
+                       node_records: Decoded | None = None) -> list[dict[str, Any]]:
     """The network's endpoints across the swarm, for the nodes' data path and embedded DNS:
     ``[{"Address": ip, "NodeID", "VTEP": the node's address, "Names": [DNS names]}]`` — the
     attached containers of nodes (owner ``<node>/<container>``) and the live tasks; service
-    VIPs and finished tasks are left out."""
-    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
-    nodes = {n["ID"]: n for n, _v in await store.nodes()}
+    VIPs and finished tasks are left out.  ``tasks``: the assigned tasks by ID when the caller
+    has them (the dispatcher's index); else every task is read from the store.
+    ``node_records``: the caller's :class:`~core.engine.swarm.store.Decoded` node records."""
+    if tasks is None:
+        tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    nodes = {n["ID"]: n for n, _v in (await node_records.objects(store) if node_records is not None
+                                      else await store.nodes())}
     names: dict[str, list[str]] = {}
     prefix = f"{NAMES}{network_id}/"
     for kv in await store.etcd.get_prefix(prefix):
@@ -543,11 +549,21 @@ async def orphan_addresses(store: Store) -> dict[str, int]:
     """Address keys whose owner is gone, with their ``mod_revision``: a task that no longer
     exists or has finished (swarmkit frees a task's addresses when it ends), a ``<node>/<container>``
     of a node removed from the swarm, a ``vip:<service>`` of a removed service."""
-    tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
+    addresses = await store.etcd.get_prefix(ADDRESSES)
+    # only the tasks holding addresses are read (not ten thousand tasks every pass)
+    owners = sorted({kv.value.decode() for kv in addresses} - {""})
+    task_ids = [o for o in owners if not o.startswith("vip:") and "/" not in o]
+    tasks: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(task_ids), TXN_OPS):
+        chunk = task_ids[i:i + TXN_OPS]
+        result = await store.etcd.txn([], [Get(TASKS + t) for t in chunk])
+        for task_id, found in zip(chunk, result.responses):
+            if found:
+                tasks[task_id] = found[0].json()
     nodes = {n["ID"] for n, _v in await store.nodes()}
     services = {s["ID"] for s, _v in await store.objects(SERVICES)}
     out = {}
-    for kv in await store.etcd.get_prefix(ADDRESSES):
+    for kv in addresses:
         owner = kv.value.decode()
         if owner.startswith("vip:"):
             gone = owner[4:] not in services
@@ -786,8 +802,16 @@ class SwarmNetworks:
             raise errors.InvalidArgument("networks.peers: network is required")
         store = self.swarm._store()
         revision = await store.revision()  # the state below is at least as new as this
-        return {"peers": await endpoints_of(store, network), **await service_records(store, network),
-                "revision": revision}
+        # the tasks from the dispatcher's index when it has read them (a watch, not a read of
+        # every task per call: each node asks once a second per network)
+        dispatcher = getattr(self.swarm, "dispatcher", None)
+        tasks = dispatcher.assignments.tasks() if dispatcher is not None else None
+        if tasks is not None:  # the index is as new as its watch: the answer no newer than it
+            revision = min(revision, dispatcher.assignments.revision)
+        if getattr(self, "_node_records", None) is None:
+            self._node_records = Decoded(NODES)  # (each node decoded once per version)
+        return {"peers": await endpoints_of(store, network, tasks, self._node_records),
+                **await service_records(store, network, tasks), "revision": revision}
 
     async def _detach(self, peer: Peer, args: dict) -> dict:
         network, container = str(args.get("network") or ""), str(args.get("container") or "")

@@ -80,6 +80,21 @@ class View:
             spec = self.templates[key] = copy.deepcopy(template(service))
         return spec
 
+    def share_spec(self, task: dict[str, Any]) -> None:
+        """A task read from the store: its ``Spec`` becomes the shared copy of its service
+        version's template when equal (one decoded copy per version, not one per task)."""
+        spec = task.get("Spec")
+        if not isinstance(spec, dict):
+            return
+        key = (task.get("ServiceID", ""), int((task.get("SpecVersion") or {}).get("Index") or 0))
+        known = self.templates.get(key)
+        if known is not None and known == spec:
+            task["Spec"] = known
+        elif known is None:
+            if len(self.templates) > 1000:
+                self.templates.clear()
+            self.templates[key] = spec
+
     def by_service(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         for t in self.tasks.values():
@@ -166,6 +181,16 @@ def new_task(service: dict[str, Any], version: int, *, slot: int | None = None, 
     return task
 
 
+def _fits(memo: dict[tuple[int, str], bool], constraints: list[tuple[str, bool, str]],
+          node: dict[str, Any]) -> bool:
+    """``node_matches`` once per constraints (the parsed, cached list) and node in a pass."""
+    key = (id(constraints), node.get("ID", ""))
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = node_matches(constraints, node)
+    return found
+
+
 def changed(task: dict[str, Any], **fields: Any) -> dict[str, Any]:
     out = copy.copy(task)
     out.update(fields)
@@ -200,6 +225,7 @@ class Orchestrator:
     def __init__(self) -> None:
         self.restarts: dict[tuple[str, Any], list[tuple[float, dict[str, Any]]]] = {}
         self.start_after: dict[str, float] = {}  # task ID -> clock time its delay ends
+        self._fits: dict[tuple[int, str], bool] = {}
 
     def seed(self, view: View, now: float) -> None:
         """What an earlier leader knew, from the store: in each slot (a global service's: each
@@ -281,6 +307,7 @@ class Orchestrator:
 
     def reconcile(self, view: View, now: float) -> Changes:
         out = Changes()
+        self._fits: dict[tuple[int, str], bool] = {}  # (constraints, node) -> met: once a pass
         by_service = view.by_service()
         for sid, tasks in by_service.items():
             if sid not in view.services:
@@ -302,14 +329,21 @@ class Orchestrator:
     def _node_checks(self, view: View, out: Changes, service: dict[str, Any],
                      tasks: list[dict[str, Any]], now: float, global_: bool) -> None:
         """Tasks on down, removed or drained nodes, and tasks that ended: shut down, replaced."""
-        slots: dict[Any, list[dict[str, Any]]] = {}
-        for t in tasks:
-            slots.setdefault(t.get("Slot") or t.get("NodeID", ""), []).append(t)
+        by_slot: dict[Any, list[dict[str, Any]]] | None = None
+        fits = self._fits
+
+        def slot_of(t: dict[str, Any]) -> list[dict[str, Any]]:
+            nonlocal by_slot
+            if by_slot is None:  # (only when something is to be replaced)
+                by_slot = {}
+                for o in tasks:
+                    by_slot.setdefault(o.get("Slot") or o.get("NodeID", ""), []).append(o)
+            return by_slot.get(t.get("Slot") or t.get("NodeID", ""), [])
+
         for t in list(tasks):
             t = view.tasks.get(t["ID"], t)
             if not runnable(t):
                 continue
-            slot = slots.get(t.get("Slot") or t.get("NodeID", ""), [])
             node = view.nodes.get(t["NodeID"]) if t.get("NodeID") else None
             if t.get("NodeID") and node_down(node):
                 orphan = t
@@ -320,21 +354,21 @@ class Orchestrator:
                 if global_:
                     out.put(view, changed(orphan, DesiredState="shutdown"))
                 else:  # no restart delay: the node's heartbeat grace has passed already
-                    self._restart(view, out, service, orphan, now, delay=0, slot=slot)
+                    self._restart(view, out, service, orphan, now, delay=0, slot=slot_of(t))
             elif node is not None and availability(node) == "drain":
                 if global_:
                     out.put(view, changed(t, DesiredState="shutdown"))
                 else:
-                    self._restart(view, out, service, t, now, delay=0, slot=slot)  # no delay off a drained node
+                    self._restart(view, out, service, t, now, delay=0, slot=slot_of(t))  # no delay off a drained node
             elif (not global_ and node is not None and state_of(t) not in TERMINAL
-                  and not node_matches(task_constraints(t.get("Spec") or {}), node)):
+                  and not _fits(fits, task_constraints(t.get("Spec") or {}), node)):
                 # swarmkit's constraint enforcer: the node no longer meets the constraints
                 rejected = changed(t, Status=status("rejected", "task rejected by constraint enforcer",
                                                     "assigned node no longer meets constraints"))
-                self._restart(view, out, service, rejected, now, delay=0, slot=slot)
+                self._restart(view, out, service, rejected, now, delay=0, slot=slot_of(t))
             elif state_of(t) in ENDED:
                 self._restart(view, out, service, t, now, node_id=t.get("NodeID", "") if global_ else "",
-                              slot=slot)
+                              slot=slot_of(t))
 
     @staticmethod
     def _current(view: View, out: Changes, sid: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -429,9 +463,7 @@ class Orchestrator:
     def _promote_and_settle(self, view: View, out: Changes, now: float) -> None:
         """Start delayed replacements whose delay has passed and whose slot's other tasks have
         stopped; mark unassigned tasks desired down as shut down (no agent will)."""
-        slots: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-        for t in view.tasks.values():
-            slots.setdefault((t.get("ServiceID", ""), t.get("Slot") or t.get("NodeID", "")), []).append(t)
+        slots: dict[tuple[str, Any], list[dict[str, Any]]] | None = None  # (built when needed)
         for t in list(view.tasks.values()):
             desired = t.get("DesiredState")
             if desired in ("shutdown", "remove") and state_of(t) in ("new", "allocated", "pending"):
@@ -439,6 +471,10 @@ class Orchestrator:
                 continue
             if desired != "ready" or state_of(t) in TERMINAL:
                 continue
+            if slots is None:
+                slots = {}
+                for o in view.tasks.values():
+                    slots.setdefault((o.get("ServiceID", ""), o.get("Slot") or o.get("NodeID", "")), []).append(o)
             key = (t.get("ServiceID", ""), t.get("Slot") or t.get("NodeID", ""))
             others = [o for o in slots.get(key, ()) if o["ID"] != t["ID"]]
             if any(state_of(o) not in TERMINAL and not node_down(view.nodes.get(o.get("NodeID", "")))

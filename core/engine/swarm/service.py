@@ -80,7 +80,7 @@ from core.engine.swarm.etcd import EtcdClient, Member, NoLeader, SequenceConflic
 from core.engine.swarm.etcd_member import Bootstrap, EtcdMember, EtcdSettings, PeerTLS
 from core.engine.swarm.networks import SwarmNetworks, reap_addresses
 from core.engine.swarm.vip import allocate_vips
-from core.engine.swarm.store import ClusterRecord, Store, now_text
+from core.engine.swarm.store import NODES, ClusterRecord, Decoded, Store, now_text
 from core.engine.swarm.worker import Worker, remove_task_containers
 
 log = logging.getLogger("core.swarm")
@@ -447,6 +447,7 @@ class SwarmService:
         self.client: transport.ManagerClient | None = None
         self.worker: Worker | None = None
         self._managers_cache: tuple[float, list[dict[str, str]]] | None = None
+        self._node_records = Decoded(NODES)  # (decoded once per version)
         self._managers_lock = trio.Lock()
         self._revoked: set[str] = set()
         self._digest = ""
@@ -877,16 +878,16 @@ class SwarmService:
     async def _managers(self) -> list[dict[str, str]]:
         """The managers' addresses (every session and heartbeat answer carries them): read at
         most once a second, since reading them reads every node (a thousand, at scale), and by
-        one caller at a time (the others wait for its answer)."""
+        one caller at a time (the others answer the last read meanwhile, or wait for the first)."""
         cached = self._managers_cache
-        if cached is not None and trio.current_time() - cached[0] < 1.0:
-            return cached[1]
+        if cached is not None and (trio.current_time() - cached[0] < 1.0 or self._managers_lock.locked()):
+            return cached[1]  # (while one caller reads them again, the others answer the last read)
         async with self._managers_lock:
             cached = self._managers_cache
             if cached is not None and trio.current_time() - cached[0] < 1.0:
                 return cached[1]
             out = []
-            for node, _v in await self._store().nodes():
+            for node, _v in await self._node_records.objects(self._store()):
                 ms = node.get("ManagerStatus")
                 if ms and ms.get("Addr"):
                     out.append({"NodeID": node["ID"], "Addr": ms["Addr"]})

@@ -2,10 +2,13 @@
 that speak the real node protocol (:mod:`core.engine.swarm.tasks`) without running anything.
 
 Each :class:`SimNode` joins with a token (the CA's ``ca.join`` call: a key, a CSR, a
-certificate), opens its session with a manager, heartbeats twice a period (the one the manager gives),
-and answers its assignments at once: a task to run is reported ``running``, a task wanted
-stopped ``shutdown`` (through ``tasks.status``, gathered).  No container, no image.  Many run
-in one process, each a trio task with two connections (its session stream, its calls).
+certificate), opens its session with a manager (joins and sessions spread over the managers by
+the node's name), heartbeats twice a period (the one the manager gives; a slow heartbeat is
+tried again while the node is not yet down), and answers its assignments at once: a task to
+run is reported ``running``, a task wanted stopped ``shutdown`` (through ``tasks.status``,
+gathered).  No container, no image.  Many run in one process, each a trio task with three
+connections (its session stream, its heartbeats, its reports: as the real agent), one TLS
+context per node.
 
     python -m core.engine.swarm.simnode --token SWMTKN-... --managers 10.0.0.1:2377,... \\
         --count 100 --prefix sim0- [--stats FILE]
@@ -34,7 +37,7 @@ from core.engine.swarm import nodes as swarm_nodes
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm import transport
 from core.engine.swarm.ca import NodeCredentials
-from core.engine.swarm.dispatcher import BEATS_PER_PERIOD
+from core.engine.swarm.dispatcher import BEATS_PER_PERIOD, down_after
 
 log = logging.getLogger("core.swarm.simnode")
 
@@ -84,6 +87,7 @@ class SimNode:
         self._pending: dict[str, dict[str, Any]] = {}
         self._wake = trio.Event()
         self._start = hash(hostname) % len(self.managers)
+        self._clients: dict[tuple[str, str], transport.ManagerClient] = {}  # (address, role) -> client
         self.beats = 0  # heartbeats answered (a session that got some was a good one)
 
     @property
@@ -92,7 +96,9 @@ class SimNode:
 
     @classmethod
     async def join(cls, managers: list[str], token: str, hostname: str, stats: Stats) -> SimNode:
-        creds = await transport.join(managers, token)
+        # the joins spread over the managers as the sessions are (not all at the first one)
+        start = hash(hostname) % len(managers)
+        creds = await transport.join(managers[start:] + managers[:start], token)
         stats.joined += 1
         return cls(creds, managers, hostname, stats)
 
@@ -105,7 +111,9 @@ class SimNode:
             beats = self.beats
             try:
                 await self._session(address)
-            except (errors.CoreError, trio.TooSlowError, OSError, StopAsyncIteration) as exc:
+            except (errors.CoreError, trio.TooSlowError, OSError, StopAsyncIteration,
+                    trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                # (a connection the manager dropped while the session was being asked for)
                 log.debug("%s: session with %s ended: %s", self.hostname, address, exc)
                 self.stats.failed("session", exc)
             n += 1
@@ -114,21 +122,36 @@ class SimNode:
             backoff = RETRY if self.beats > beats else min(backoff * 2, MAX_BACKOFF)
             await trio.sleep(backoff * random.uniform(0.5, 1.5))
 
+    def _client(self, address: str, role: str = "reports") -> transport.ManagerClient:
+        """The client for ``role`` (the session's stream, its heartbeats, the reports) to
+        ``address``, kept across sessions: one TLS context per node (building one writes and
+        reads files: a process of a hundred nodes opening sessions again spent its time there,
+        its heartbeats late), and the reports' connection kept open."""
+        client = self._clients.get((address, role))
+        if client is None:
+            like = next(iter(self._clients.values()), None)
+            client = self._clients[(address, role)] = transport.ManagerClient(
+                self.credentials, [address], like=like)
+        return client
+
     async def _session(self, address: str) -> None:
-        client = transport.ManagerClient(self.credentials, [address])
+        # the session stream and the heartbeats on connections of their own, as the real
+        # agent's (a slow report never holds a heartbeat back); the reports' one is kept
+        opener = self._client(address, "session")
+        beat = self._client(address, "heartbeat")
         try:
-            async with client.stream("session", description=self.description) as items:
+            async with opener.stream("session", description=self.description) as items:
                 it = items.__aiter__()
-                with trio.fail_after(client.timeout * 2):
+                with trio.fail_after(opener.timeout * 2):
                     first = await it.__anext__()
                 self.stats.calls[address] += 1
                 self.stats.in_session += 1
                 try:
                     session_id, period = first["session_id"], float(first.get("period") or 5.0)
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._heartbeats, client, address, session_id, period,
+                        nursery.start_soon(self._heartbeats, beat, address, session_id, period,
                                            nursery.cancel_scope)
-                        nursery.start_soon(self._reporter, client, address)
+                        nursery.start_soon(self._reporter, self._client(address), address)
                         self._assigned(first)
                         async for item in it:
                             if isinstance(item, dict):
@@ -137,22 +160,33 @@ class SimNode:
                 finally:
                     self.stats.in_session -= 1
         finally:
-            await client.aclose()
+            await beat.aclose()
+            await opener.aclose()
 
     async def _heartbeats(self, client: transport.ManagerClient, address: str, session_id: str,
                           period: float, scope: trio.CancelScope) -> None:
-        try:
+        last = trio.current_time()  # the last heartbeat answered (the session's start)
+        while True:
+            # twice a period, a little early at random, as the real agent beats
+            # (core.engine.swarm.dispatcher.Agent; a node is down after 1.5 periods)
+            await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
             while True:
-                # twice a period, a little early at random, as the real agent beats
-                # (core.engine.swarm.dispatcher.Agent; a node is down after 1.5 periods)
-                await trio.sleep(period / BEATS_PER_PERIOD * random.uniform(0.8, 1.0))
-                answer = await client.call("heartbeat", session_id=session_id)
-                self.stats.calls[address] += 1
-                self.beats += 1
-                period = float(answer.get("period") or period)
-        except (errors.CoreError, trio.TooSlowError, OSError) as exc:
-            self.stats.failed("heartbeat", exc)
-            scope.cancel()
+                try:
+                    with trio.fail_after(max(1.0, last + down_after(period) - trio.current_time())):
+                        answer = await client.call("heartbeat", session_id=session_id)
+                    break
+                except (errors.CoreError, trio.TooSlowError, OSError) as exc:
+                    self.stats.failed("heartbeat", exc)
+                    if isinstance(exc, errors.NotFound) or \
+                            trio.current_time() - last >= down_after(period):
+                        scope.cancel()  # the session is gone (or the node is down by now)
+                        return
+                    # one slow heartbeat (a busy manager): again, while the node is not down
+                    await trio.sleep(0.2)
+            last = trio.current_time()
+            self.stats.calls[address] += 1
+            self.beats += 1
+            period = float(answer.get("period") or period)
 
     def _assigned(self, item: dict[str, Any]) -> None:
         tasks = item.get("assignments")

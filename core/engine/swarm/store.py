@@ -237,6 +237,25 @@ class Store:
         return None
 
 
+class Decoded:
+    """Every object of a kind, as :meth:`Store.objects` reads them, but each decoded once per
+    version: reading a thousand node records again decodes only the ones that changed since
+    (what the loops that read every node each second use).  The objects are shared between
+    reads: the callers must not change them."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._seen: dict[str, tuple[dict[str, Any], int]] = {}
+
+    async def objects(self, store: Store) -> list[tuple[dict[str, Any], int]]:
+        seen: dict[str, tuple[dict[str, Any], int]] = {}
+        for kv in await store.etcd.get_prefix(self.kind):
+            old = self._seen.get(kv.key)
+            seen[kv.key] = old if old is not None and old[1] == kv.mod_revision else (kv.json(), kv.mod_revision)
+        self._seen = seen
+        return list(seen.values())
+
+
 def cluster_txn_put(record: ClusterRecord) -> tuple[Compare, Put]:
     """The compare-and-put of a cluster record (for transactions that write more keys)."""
     return Compare("mod", CLUSTER_KEY, "==", record.version), Put(CLUSTER_KEY, record.to_value())

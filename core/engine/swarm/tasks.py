@@ -46,7 +46,9 @@ The node protocol (over the swarm channel, :mod:`core.engine.swarm.transport`)
   <docker's TaskStatus>}, ...]}`` (any manager: the caller is the node of its certificate);
   answers ``{}``.  The dispatcher refuses a task that is not assigned to the calling node
   (``Forbidden``), ignores a state that would move backwards and a task that was deleted, and
-  writes the rest in etcd transactions comparing the versions it read.  The node sends its
+  writes the rest in etcd transactions comparing the versions it read (the reports of all the
+  nodes that called within a few hundredths of a second together, 50 tasks a transaction;
+  :class:`core.engine.swarm.assignments.TaskStatusWriter`).  The node sends its
   changes gathered, the latest state of each task, and sends them again after a failure.
 - networks: manager → node, on the session stream: ``{"networks": {<network id>: <state>}}``
   when the state of a swarm network the node has endpoints on changes — the state is what

@@ -720,14 +720,19 @@ class ManagerClient:
 
     def __init__(self, credentials: NodeCredentials,
                  addresses: Iterable[str | tuple[str, int]], *,
-                 timeout: float = CONNECT_TIMEOUT) -> None:
+                 timeout: float = CONNECT_TIMEOUT, like: ManagerClient | None = None) -> None:
         self.timeout = timeout
         self._conn: _Connection | None = None
         self._lock = trio.Lock()
         self._current = 0
         self._renew_now = trio.Event()
         self.set_addresses(addresses)
-        self.update_credentials(credentials)
+        if like is not None and like.credentials is credentials:
+            # the TLS context of a client with the same credentials (building one writes the
+            # key to a file and reads it back: not once per session of a thousand nodes)
+            self.credentials, self._ctx = credentials, like._ctx
+        else:
+            self.update_credentials(credentials)
 
     def set_addresses(self, addresses: Iterable[str | tuple[str, int]]) -> None:
         parsed = [format_address(*parse_address(a)) for a in addresses]

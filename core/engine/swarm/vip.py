@@ -145,18 +145,21 @@ def ingress_ports(svc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-async def service_records(store: Store, network_id: str) -> dict[str, Any]:
+async def service_records(store: Store, network_id: str,
+                          tasks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The services on a network: ``{"names": {name: [addresses]}, "backends": {vip:
     [addresses]}, "published": [...]}`` (see the module docstring; names in lower case).
     ``published``, on the ingress network only, is the routing mesh's table:
-    ``[{"Protocol", "PublishedPort", "TargetPort", "ServiceID", "Backends": [task addresses]}]``."""
+    ``[{"Protocol", "PublishedPort", "TargetPort", "ServiceID", "Backends": [task addresses]}]``.
+    ``tasks``: the assigned tasks by ID when the caller has them (the dispatcher's index:
+    a running task is assigned); else every task is read from the store."""
     found = await store.get(NETWORKS, network_id)
     ingress = bool(found and found[0].get("Ingress"))
     vips = await virtual_ips(store)
     services = {s["ID"]: with_vips(s, vips) for s, _v in await store.objects(SERVICES)}
-    tasks = [t for t, _v in await store.objects(TASKS)]
+    listed = tasks.values() if tasks is not None else [t for t, _v in await store.objects(TASKS)]
     by_service: dict[str, list[str]] = {}
-    for task in tasks:
+    for task in listed:
         sid = task.get("ServiceID", "")
         address = _task_address(task, network_id)
         if sid in services and address and _serving(task):
