@@ -136,9 +136,30 @@ def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[str, Any]:
+INT64_MAX = 2**63 - 1
+#: etcd's bounds on its timing (its ``--election-timeout`` at most 50 s and at least five
+#: ``--heartbeat-interval``s), which ``Spec.Raft``'s ticks become
+ETCD_MAX_ELECTION_MS = 50_000
+#: the dispatcher's heartbeat period core runs with: a period shorter than a Raft tick would
+#: have every node beat in a busy loop, one longer than a day outlives etcd's leases
+MIN_HEARTBEAT_PERIOD = int(DEFAULT_RAFT_TICK * NS)
+MAX_HEARTBEAT_PERIOD = 24 * 3600 * NS
+
+
+def _spec_int(value: Any, what: str, *, low: int = -(2**63), high: int = INT64_MAX) -> int:
+    """A whole number of the spec (Go's int64 or uint64), as moby's decoder takes it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidArgument(f"invalid {what}: expected an integer, not {value!r:.40}")
+    if not low <= value <= high:
+        raise errors.InvalidArgument(f"invalid {what}: {value} is out of range")
+    return value
+
+
+def normalize_spec(given: Any, current: dict[str, Any] | None = None, *,
+                   raft_tick: float = DEFAULT_RAFT_TICK) -> dict[str, Any]:
     """A full cluster spec from what the API sent: docker's defaults where a value is missing,
-    null or zero; checked as moby and swarmkit check it."""
+    null or zero; checked as moby and swarmkit check it, and the Raft ticks against what etcd
+    takes at ``raft_tick`` seconds a tick."""
     if given is None:
         given = {}
     if not isinstance(given, dict):
@@ -148,18 +169,26 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[st
         raise errors.InvalidArgument('swarm spec must be named "default"')
     spec = json.loads(json.dumps(DEFAULT_SPEC))
     labels = given.get("Labels") or {}
-    if not isinstance(labels, dict):
-        raise errors.InvalidArgument("invalid swarm spec: Labels must be an object")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise errors.InvalidArgument("invalid swarm spec: Labels must map strings to strings")
     spec["Labels"] = labels
     orch = _section(given, "Orchestration")
     if orch.get("TaskHistoryRetentionLimit") is not None:
         limit = orch["TaskHistoryRetentionLimit"]
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise errors.InvalidArgument("invalid TaskHistoryRetentionLimit: expected an integer")
-        spec["Orchestration"]["TaskHistoryRetentionLimit"] = limit
+        spec["Orchestration"]["TaskHistoryRetentionLimit"] = _spec_int(limit, "TaskHistoryRetentionLimit")
     for key, value in _section(given, "Raft").items():
-        if value:
-            spec["Raft"][key] = value
+        if key in spec["Raft"] and value:
+            spec["Raft"][key] = _spec_int(value, f"Raft.{key}", low=0, high=2**64 - 1)
+    heartbeat, election = spec["Raft"]["HeartbeatTick"], spec["Raft"]["ElectionTick"]
+    if election < 5 * heartbeat:
+        raise errors.InvalidArgument(f"invalid Raft ticks: ElectionTick ({election}) must be at least five "
+                                     f"times HeartbeatTick ({heartbeat}), as etcd's election timeout")
+    if election * raft_tick * 1000 > ETCD_MAX_ELECTION_MS:
+        raise errors.InvalidArgument(f"invalid Raft.ElectionTick {election}: etcd's election timeout is at "
+                                     f"most {ETCD_MAX_ELECTION_MS // 1000} s ({int(ETCD_MAX_ELECTION_MS / 1000 / raft_tick)} "
+                                     f"ticks of {raft_tick:g} s)")
     disp = _section(given, "Dispatcher")
     period = disp.get("HeartbeatPeriod")
     if period:
@@ -167,12 +196,17 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[st
             raise errors.InvalidArgument("invalid HeartbeatPeriod: expected nanoseconds")
         if period < 0:
             raise errors.InvalidArgument("heartbeat time period cannot be a negative duration")
+        if not MIN_HEARTBEAT_PERIOD <= period <= MAX_HEARTBEAT_PERIOD:
+            raise errors.InvalidArgument(f"invalid heartbeat period {period / NS:g}s: core's dispatcher "
+                                         f"takes {MIN_HEARTBEAT_PERIOD / NS:g}s to "
+                                         f"{MAX_HEARTBEAT_PERIOD // NS // 3600}h")
         spec["Dispatcher"]["HeartbeatPeriod"] = period
     ca_config = _section(given, "CAConfig")
     expiry = ca_config.get("NodeCertExpiry")
     if expiry:
         if not isinstance(expiry, int) or isinstance(expiry, bool):
             raise errors.InvalidArgument("invalid NodeCertExpiry: expected nanoseconds")
+        _spec_int(expiry, "NodeCertExpiry")
         swarm_ca.validate_node_cert_expiry(dt.timedelta(microseconds=expiry / 1000))
         spec["CAConfig"]["NodeCertExpiry"] = expiry
     if ca_config.get("ExternalCAs"):
@@ -182,13 +216,18 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[st
                                      "by core: rotate with `swarm ca --rotate` instead")
     force = ca_config.get("ForceRotate")
     if force:
-        spec["CAConfig"]["ForceRotate"] = int(force)
+        spec["CAConfig"]["ForceRotate"] = _spec_int(force, "CAConfig.ForceRotate", low=0, high=2**64 - 1)
     elif current is not None and current.get("CAConfig", {}).get("ForceRotate"):
         spec["CAConfig"]["ForceRotate"] = current["CAConfig"]["ForceRotate"]
     if _section(given, "EncryptionConfig").get("AutoLockManagers"):
         raise errors.InvalidArgument(AUTOLOCK_UNSUPPORTED)
     task_defaults = _section(given, "TaskDefaults")
     if task_defaults:
+        log_driver = task_defaults.get("LogDriver")
+        if log_driver is not None and not (
+                isinstance(log_driver, dict) and isinstance(log_driver.get("Name", ""), str)
+                and all(isinstance(v, str) for v in (log_driver.get("Options") or {}).values())):
+            raise errors.InvalidArgument("invalid TaskDefaults.LogDriver: expected a name and string options")
         spec["TaskDefaults"] = task_defaults
     return spec
 
@@ -218,6 +257,8 @@ def parse_pool(pool: Any, subnet_size: Any) -> tuple[list[str], int]:
             out.append(str(ipaddress.ip_network(str(cidr), strict=False)))
         except ValueError:
             raise errors.InvalidArgument(f"invalid default address pool {cidr!r}: not a CIDR") from None
+    if isinstance(subnet_size, bool) or not isinstance(subnet_size, (int, type(None))):
+        raise errors.InvalidArgument(f"invalid SubnetSize {subnet_size!r:.40}: expected a prefix length")
     size = int(subnet_size or 24)
     for cidr in out:
         if size > 32 or size < ipaddress.ip_network(cidr).prefixlen:
@@ -1019,10 +1060,10 @@ class SwarmService:
             if ipaddress.ip_address(adv_host).is_unspecified:
                 raise errors.InvalidArgument(f"advertise address must be a non-zero IP address: "
                                              f"{adv_host}")
-            spec = normalize_spec(req.get("Spec"))
+            spec = normalize_spec(req.get("Spec"), raft_tick=self.raft_tick)
             pool, subnet_size = parse_pool(req.get("DefaultAddrPool"), req.get("SubnetSize"))
-            data_port = int(req.get("DataPathPort") or 4789)
-            if not 1024 <= data_port <= 49151:
+            data_port = req.get("DataPathPort") or 4789
+            if isinstance(data_port, bool) or not isinstance(data_port, int) or not 1024 <= data_port <= 49151:
                 raise errors.InvalidArgument(f"data path port {data_port} is out of the range "
                                              "1024-49151")
             expiry = dt.timedelta(microseconds=spec["CAConfig"]["NodeCertExpiry"] / 1000)
@@ -1236,7 +1277,7 @@ class SwarmService:
         if record.version != version:
             raise SequenceConflict()
         old_spec = record.cluster["Spec"]
-        new_spec = normalize_spec(spec, old_spec)
+        new_spec = normalize_spec(spec, old_spec, raft_tick=self.raft_tick)
         if new_spec["CAConfig"]["NodeCertExpiry"] != old_spec["CAConfig"]["NodeCertExpiry"]:
             record.ca.node_cert_expiry = dt.timedelta(
                 microseconds=new_spec["CAConfig"]["NodeCertExpiry"] / 1000)

@@ -23,7 +23,10 @@ what docker always stores: ``Mode`` (``Replicated`` with 1 replica when none is 
 (``ingress``), ``EndpointSpec.Mode`` (``vip``) when ports are given.  The other defaults
 (:data:`DEFAULTS`: restart policy, update and rollback configs, stop grace period) are not
 stored, as docker's; ``GET /services/{id}?insertDefaults=true`` shows them and the leader's
-loops read them with :func:`with_defaults`.
+loops read them with :func:`with_defaults`.  Placement constraints are parsed as the scheduler
+reads them (swarmkit's ``constraint.Parse``: ``key 'x' is invalid``, ``value 'x' is invalid``);
+a replica count above :data:`MAX_REPLICAS` is refused (docker sets no bound, but etcd's store
+has one).
 
 Published ports: an ingress port without ``PublishedPort`` gets the lowest free one of
 30000–32767 (swarmkit's dynamic range) and keeps it across updates; an ingress port already
@@ -89,7 +92,10 @@ RESOLVE_TIMEOUT = 8.0
 SERVICE_FILTERS = frozenset({"id", "name", "label", "mode"})
 TASK_FILTERS = frozenset({"id", "name", "service", "node", "label", "desired-state", "_up-to-date"})
 _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
-_CONSTRAINT = re.compile(r"^\s*([\w.\-/]+)\s*(==|!=)\s*(\S.*?)\s*$")
+#: the most replicas a service may ask for (docker sets no bound): every task is a record in
+#: etcd, whose store is bounded (2 GiB by default), and the orchestrator writes the missing tasks
+#: of a service at once, so a count beyond anything a cluster can run would exhaust both
+MAX_REPLICAS = 100_000
 ERR_NAME_CONFLICT = "rpc error: code = AlreadyExists desc = name conflicts with an existing object"
 
 
@@ -267,9 +273,9 @@ def _placement(value: Any) -> dict[str, Any]:
     pl = dict(_obj(value, "TaskSpec.Placement"))
     if "Constraints" in pl:
         pl["Constraints"] = _strs(pl["Constraints"], "Placement.Constraints")
-        for c in pl["Constraints"]:
-            if not _CONSTRAINT.match(c):
-                raise _bad("constraint expected one operator from ==, !=")
+        from core.engine.swarm.scheduler import parse_constraints
+
+        parse_constraints(pl["Constraints"])  # swarmkit's checks and words, as the scheduler reads them
         if not pl["Constraints"]:
             del pl["Constraints"]
     if "Preferences" in pl:
@@ -398,6 +404,8 @@ def normalize_spec(body: Any) -> dict[str, Any]:
         rep = _obj(mode.get("Replicated"), "ServiceMode.Replicated")
         replicas = rep.get("Replicas")
         replicas = 1 if replicas is None else _int(replicas, "ReplicatedService.Replicas", minimum=0)
+        if replicas > MAX_REPLICAS:
+            raise _bad(f"invalid replicas {replicas}: core runs at most {MAX_REPLICAS} replicas of a service")
         spec["Mode"] = {"Replicated": {"Replicas": replicas}}
     for key in ("UpdateConfig", "RollbackConfig"):
         if spec.get(key) is not None:
