@@ -474,9 +474,13 @@ def test_overlay_network_create(api, swarm, data):
 
 
 def test_the_swarm_is_whole_afterwards(api, swarm):
-    """After all of that: the node is ready, the baseline service and networks are as made."""
+    """After all of that: the node is ready, the baseline service and networks are as made, and
+    the daemon logged no traceback."""
     nodes = api.get("/nodes")
     assert [n["Status"]["State"] for n in nodes] == ["ready"] and nodes[0]["Spec"]["Role"] == "manager"
     assert [s["Spec"]["Name"] for s in api.get("/services")] == ["fuzzbase"]
     names = {n["Name"] for n in api.get("/networks") if n["Driver"] == "overlay"}
     assert names == {"ingress", "fuzznet"}
+    # nothing the front let through broke a loop behind it (orchestrator, scheduler, allocator)
+    text = (api.host.root / "daemon.log").read_text(errors="replace")
+    assert "Traceback" not in text, text[text.index("Traceback") - 2000:][:6000]
