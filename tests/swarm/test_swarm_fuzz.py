@@ -12,8 +12,11 @@ wrong JSON types, huge and negative numbers, unicode, nested nulls, odd duration
 mounts and constraints), plus bodies that are not JSON at all.  The service templates carry a
 constraint no node meets, so nothing a mutation lets through ever runs a container.
 
-The first test runs before the swarm exists (``swarm init`` and ``join`` parse their requests
-only outside a swarm); the others share the swarm the ``swarm`` fixture makes.
+The first tests run before the swarm exists (``swarm init`` and ``join`` parse their requests
+only outside a swarm); the others share the swarm the ``swarm`` fixture makes.  The CLI's part
+is two tables: ``core swarm init`` outside the swarm, and ``service create|update|scale``,
+``node update``, ``swarm update`` in it, each with bad flags: one clear line on stderr and
+docker's exit status (125 for a flag the CLI refuses, 1 for what the daemon refuses).
 """
 from __future__ import annotations
 
@@ -357,6 +360,48 @@ def test_init_and_join_refuse_hostile_requests(cluster, api, data):
     assert info["Swarm"]["LocalNodeState"] == "inactive", info["Swarm"]
 
 
+# -- the CLI: bad flags are one clear line and docker's exit status ----------------------------------------
+
+def cli_refuses(host, argv: list[str], code: int, fragment: str) -> None:
+    proc = host.core(*argv, timeout=60)
+    err = proc.stderr
+    assert proc.returncode == code, f"core {' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}\n{err}"
+    first = err.strip().splitlines()[0] if err.strip() else ""
+    assert fragment in first, f"core {' '.join(argv)}: {err!r}"
+    assert "Traceback" not in err and "internal error" not in err, err
+
+
+@pytest.mark.parametrize("argv,code,fragment", [
+    (["--advertise-addr", "bogus"], 1, "Error response from daemon: failed to resolve address 'bogus'"),
+    (["--advertise-addr", "10.0.0.1:70000"], 1, "invalid address '10.0.0.1:70000'"),
+    (["--advertise-addr"], 125, "flag needs an argument: --advertise-addr"),
+    (["--listen-addr", ":abc"], 125, 'invalid argument ":abc" for "--listen-addr" flag'),
+    (["--data-path-port", "x"], 125, 'strconv.ParseUint: parsing "x": invalid syntax'),
+    (["--data-path-port", "99999999999"], 125, "value out of range"),
+    (["--data-path-port", "80"], 1, "data path port 80 is out of the range 1024-49151"),
+    (["--data-path-addr", "bogus"], 1, "data path address must be a non-zero IP address or network interface"),
+    (["--default-addr-pool", "bogus"], 125, "invalid CIDR address: bogus"),
+    (["--default-addr-pool-mask-length", "99"], 1, "invalid subnet size 99"),
+    (["--dispatcher-heartbeat", "5"], 125, 'time: missing unit in duration "5"'),
+    (["--dispatcher-heartbeat", "9999999h"], 125, 'time: invalid duration "9999999h"'),
+    (["--dispatcher-heartbeat", "1ns"], 1, "invalid heartbeat period"),
+    (["--cert-expiry", "1m"], 1, "minimum certificate expiry time is: 1h0m0s"),
+    (["--task-history-limit", "x"], 125, 'strconv.ParseInt: parsing "x": invalid syntax'),
+    (["--max-snapshots", "-1"], 125, 'strconv.ParseUint: parsing "-1": invalid syntax'),
+    (["--availability", "bogus"], 1, 'invalid availability "bogus"'),
+    (["--autolock"], 1, "autolock is not supported by core"),
+    (["extra"], 1, "'core swarm init' accepts no arguments"),
+])
+def test_cli_swarm_init_refusals(cluster, api, argv, code, fragment):
+    """``core swarm init`` with bad flags, outside a swarm: one clear line, docker's status (125
+    for a flag the CLI refuses, 1 for what the daemon refuses), and still no swarm."""
+    host = cluster["mgr1"]
+    if "--advertise-addr" not in argv:
+        argv = ["--advertise-addr", host.address, *argv]
+    cli_refuses(host, ["swarm", "init", *argv], code, fragment)
+    assert api.get("/info")["Swarm"]["LocalNodeState"] == "inactive"
+
+
 # -- in the swarm -------------------------------------------------------------------------------------------
 
 CURRENT = "<current>"
@@ -471,6 +516,72 @@ def test_overlay_network_create(api, swarm, data):
         one_call(api, swarm, "network create", "POST", "/networks/create", raw=data.draw(not_json))
     else:
         one_call(api, swarm, "network create", "POST", "/networks/create", data.draw(mutated(NETWORK)))
+
+
+SVC = ["-d", "--constraint", NOWHERE]
+
+
+@pytest.mark.parametrize("argv,code,fragment", [
+    (["service", "create", *SVC, "--replicas", "x", IMAGE], 125, 'strconv.ParseUint: parsing "x": invalid syntax'),
+    (["service", "create", *SVC, "--replicas", "-1", IMAGE], 125, 'parsing "-1": invalid syntax'),
+    (["service", "create", *SVC, "--replicas", "1000000", IMAGE], 1, "core runs at most 100000 replicas"),
+    (["service", "create", *SVC, "-p", "70000:80", IMAGE], 125, 'parsing "70000": value out of range'),
+    (["service", "create", *SVC, "-p", "\u0668\u0660:80", IMAGE], 125, "invalid syntax"),
+    (["service", "create", *SVC, "-p", "target=\u00b2", IMAGE], 125, "invalid target port"),
+    (["service", "create", *SVC, "-p", "80:80", "-p", "80:81", IMAGE], 1, "duplicate published ports provided"),
+    (["service", "create", *SVC, "--mount", "type=bind,source=rel,target=/x", IMAGE], 1,
+     "invalid bind mount source, must be an absolute path: rel"),
+    (["service", "create", *SVC, "--mount", "type=bogus,target=/x", IMAGE], 1, "invalid mount type"),
+    (["service", "create", *SVC, "--mount", "bogus", IMAGE], 125, "must be a key=value pair"),
+    (["service", "create", "-d", "--constraint", "a==b==c", IMAGE], 1, "key 'a' is invalid"),
+    (["service", "create", "-d", "--constraint", "node.role==x!", IMAGE], 1, "value 'x!' is invalid"),
+    (["service", "create", "-d", "--constraint", "nooperator", IMAGE], 1, "constraint expected one operator"),
+    (["service", "create", *SVC, "--restart-delay", "9999999h", IMAGE], 125, "time: invalid duration"),
+    (["service", "create", *SVC, "--update-delay", "-5s", IMAGE], 1, "update-delay cannot be negative"),
+    (["service", "create", *SVC, "--update-max-failure-ratio", "2", IMAGE], 1, "maxfailureratio"),
+    (["service", "create", *SVC, "--limit-memory", "1b", IMAGE], 1, "Must be at least 4MiB"),
+    (["service", "create", *SVC, "--env", "=x", IMAGE], 125, "invalid environment variable: =x"),
+    (["service", "create", *SVC, "--label", "=x", IMAGE], 125, "invalid label '=x': empty name"),
+    (["service", "create", *SVC, "--entrypoint", "'open", IMAGE], 125, "EOF found when expecting closing quote"),
+    (["service", "create", *SVC, "--name", "\u00e9t\u00e9", IMAGE], 1, "name must be valid as a DNS name"),
+    (["service", "create", *SVC, "--network", "nonexistent", IMAGE], 1, "network nonexistent not found"),
+    (["service", "create", *SVC, "--mode", "global", "--replicas", "2", IMAGE], 1,
+     "replicas can only be used with replicated mode"),
+    (["service", "create", *SVC, "bad image!!"], 1, "is not a valid repository/tag"),
+    (["service", "create", *SVC, "--bogus", IMAGE], 125, "unknown flag: --bogus"),
+    (["service", "create"], 1, "requires at least 1 argument"),
+    (["service", "update", "-d", "--replicas", "x", "fuzzbase"], 125, "invalid syntax"),
+    (["service", "update", "-d", "--constraint-add", "x", "fuzzbase"], 1, "constraint expected one operator"),
+    (["service", "update", "-d", "--image", "bad image!!", "fuzzbase"], 1, "is not a valid repository/tag"),
+    (["service", "update", "-d", "--publish-add", "80:70000", "fuzzbase"], 125, "value out of range"),
+    (["service", "update", "-d", "--container-label-add", " =x", "fuzzbase"], 125, "empty name"),
+    (["service", "update", "-d", "nonexistent"], 1, "service nonexistent not found"),
+    (["service", "update", "-d"], 1, "requires 1 argument"),
+    (["service", "scale", "-d", "fuzzbase=x"], 1, 'fuzzbase: invalid replicas value x: strconv.ParseUint'),
+    (["service", "scale", "-d", "fuzzbase=\u00b2"], 1, "invalid syntax"),
+    (["service", "scale", "-d", "fuzzbase=99999999999999999999"], 1, "value out of range"),
+    (["service", "scale", "-d", "fuzzbase"], 1, "Invalid scale specifier 'fuzzbase'."),
+    (["service", "scale", "-d", "nonexistent=3"], 1, "nonexistent: Error response from daemon: service nonexistent"),
+    (["service", "logs", "--since", "x", "fuzzbase"], 1, 'failed to parse value as time or duration: "x"'),
+    (["service", "ls", "--filter", "mode=bogus"], 1, "Invalid filter: 'mode'='bogus'"),
+    (["node", "update", "--availability", "bogus", "<node>"], 1, 'invalid Availability: "bogus"'),
+    (["node", "update", "--role", "bogus", "<node>"], 1, 'invalid Role: "bogus"'),
+    (["node", "update", "--role", "worker", "<node>"], 1, "attempting to demote the last manager of the swarm"),
+    (["node", "update", "--label-add", "=x", "<node>"], 125, "invalid label '=x': empty name"),
+    (["node", "update", "--label-rm", "nonexist", "<node>"], 1, "key nonexist doesn't exist in node's labels"),
+    (["node", "update", "--availability", "drain", "nonexistent"], 1, "node nonexistent not found"),
+    (["swarm", "update", "--dispatcher-heartbeat", "1ns"], 1, "invalid heartbeat period"),
+    (["swarm", "update", "--cert-expiry", "1s"], 1, "minimum certificate expiry time is: 1h0m0s"),
+    (["swarm", "update", "--max-snapshots", "99999999999999999999999"], 125, "value out of range"),
+    (["swarm", "init", "--advertise-addr", "127.0.0.1"], 1, "This node is already part of a swarm"),
+])
+def test_cli_refusals_in_the_swarm(api, swarm, argv, code, fragment):
+    """``core service create|update|scale|logs|ls``, ``node update``, ``swarm update`` with bad
+    flags: one clear line, docker's exit status (125 for a flag the CLI refuses, 1 for the
+    rest), no traceback, and the cluster as it was."""
+    before = snapshot(api)
+    cli_refuses(api.host, [swarm["node"] if a == "<node>" else a for a in argv], code, fragment)
+    assert snapshot(api) == before
 
 
 def test_the_swarm_is_whole_afterwards(api, swarm):

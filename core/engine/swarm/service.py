@@ -299,6 +299,24 @@ def _advertise_addr(req: dict[str, Any], listen_host: str, listen_port: int,
     return (listen_host if listen_host not in ("0.0.0.0", "::") else fallback()), listen_port
 
 
+ERR_BAD_DATA_PATH_ADDR = ("data path address must be a non-zero IP address or network interface "
+                          "(without a port number)")
+
+
+def _check_data_path_addr(req: dict[str, Any]) -> None:
+    """moby's check of ``DataPathAddr`` (an IP or an interface, no port); core's VXLAN uses the
+    advertise address, so it is only checked."""
+    text = req.get("DataPathAddr") or ""
+    if not text:
+        return
+    try:
+        ip = _resolve_host(text)
+    except errors.InvalidArgument:
+        raise errors.InvalidArgument(ERR_BAD_DATA_PATH_ADDR) from None
+    if ipaddress.ip_address(ip).is_unspecified:
+        raise errors.InvalidArgument(ERR_BAD_DATA_PATH_ADDR)
+
+
 def _resolve_host(host: str) -> str:
     """An IP as is; an interface name to its first IPv4 address."""
     try:
@@ -345,12 +363,11 @@ def default_advertise_ip() -> str:
     if len(found) == 1:
         return found[0][0]
     if not found:
-        raise errors.InvalidArgument("could not find the system's IP address - specify one with "
-                                     "--advertise-addr")
+        raise errors.InvalidArgument("could not find the system's IP address")
     listed = " and ".join(f"{ip} on {name}" for ip, name in found[:2])
+    # moby's words; docker's CLI (and core's) adds " - specify one with --advertise-addr"
     raise errors.InvalidArgument("could not choose an IP address to advertise since this system "
-                                 f"has multiple addresses on different interfaces ({listed}) - "
-                                 "specify one with --advertise-addr")
+                                 f"has multiple addresses on different interfaces ({listed})")
 
 
 def local_ip_towards(host: str, port: int) -> str:
@@ -1060,6 +1077,7 @@ class SwarmService:
             if ipaddress.ip_address(adv_host).is_unspecified:
                 raise errors.InvalidArgument(f"advertise address must be a non-zero IP address: "
                                              f"{adv_host}")
+            _check_data_path_addr(req)
             spec = normalize_spec(req.get("Spec"), raft_tick=self.raft_tick)
             pool, subnet_size = parse_pool(req.get("DefaultAddrPool"), req.get("SubnetSize"))
             data_port = req.get("DataPathPort") or 4789
@@ -1141,6 +1159,7 @@ class SwarmService:
                     parsed.append(split_addr(r, transport.DEFAULT_PORT))
                 except errors.InvalidArgument as exc:
                     raise errors.InvalidArgument(f"invalid remoteAddr {r!r}: {exc}") from None
+            _check_data_path_addr(req)
             token = req.get("JoinToken")
             swarm_tokens.parse_token(token)
             availability = req.get("Availability") or "active"
