@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import shutil
+import time
 import urllib.parse
 from typing import Any, Iterator
 
@@ -32,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core.engine.swarm.service import RAFT_TICK_ENV
-from core.engine.swarm.services import MAX_REPLICAS
+from core.engine.swarm.services import MAX_REPLICAS, MAX_SPEC_BYTES
 from tests.support.hosts import Cluster
 
 pytestmark = [pytest.mark.slow,
@@ -582,6 +583,40 @@ def test_cli_refusals_in_the_swarm(api, swarm, argv, code, fragment):
     before = snapshot(api)
     cli_refuses(api.host, [swarm["node"] if a == "<node>" else a for a in argv], code, fragment)
     assert snapshot(api) == before
+
+
+def test_objects_too_large_for_the_store(api, swarm):
+    """What etcd cannot take (a request over 1.5 MiB) is a 400 that says so, nothing stored; a
+    service spec is bounded at the front (MAX_SPEC_BYTES), and one just under the bound still
+    gets its tasks written (the leader's transactions are bounded in bytes too, so one big
+    service cannot stall the loops of all)."""
+    labels = {f"k{i}": "v" * 100 for i in range(20000)}  # 2.2 MB of JSON
+    for path, read in [("/networks/create", None), (f"/nodes/{swarm['node']}/update", f"/nodes/{swarm['node']}"),
+                       ("/swarm/update", "/swarm")]:
+        for _attempt in range(5):  # a node's version moves with its heartbeats
+            current = api.get(read) if read else {"Spec": {"Name": "bignet", "Driver": "overlay"}}
+            params = [("version", str(current["Version"]["Index"]))] if read else None
+            status, payload = api.call("POST", path, {**current["Spec"], "Labels": labels}, params=params)
+            if status != 409:
+                break
+        assert status == 400 and "too large for the swarm's store" in payload["message"], (path, status, payload)
+    env = [f"E{i}=" + "x" * 100 for i in range(MAX_SPEC_BYTES // 100)]
+    status, payload = api.call("POST", "/services/create", service_template(
+        Name="big", TaskTemplate={"ContainerSpec": {"Image": IMAGE, "Env": env}, "Placement": {"Constraints": [NOWHERE]}}))
+    assert status == 400 and "service spec too large" in payload["message"], payload
+    env = env[:int(len(env) * 0.9)]
+    status, payload = api.call("POST", "/services/create", {
+        "Name": "big", "Mode": {"Replicated": {"Replicas": 4}},
+        "TaskTemplate": {"ContainerSpec": {"Image": IMAGE, "Env": env}, "Placement": {"Constraints": [NOWHERE]}}})
+    assert status == 201, payload
+    try:
+        deadline = time.monotonic() + 30
+        while len(tasks := api.get("/tasks?filters=" + urllib.parse.quote('{"service":["big"]}'))) < 4:
+            assert time.monotonic() < deadline, f"the big service's tasks were not written: {len(tasks)}"
+            time.sleep(0.5)
+        assert {t["Status"]["State"] for t in tasks} <= {"new", "pending"}
+    finally:
+        api.call("DELETE", f"/services/{payload['ID']}")
 
 
 def test_the_swarm_is_whole_afterwards(api, swarm):

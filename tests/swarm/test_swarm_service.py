@@ -198,3 +198,18 @@ def test_peer_chain_with_the_cross_signed_roots_verifies_against_the_old_root(tm
     assert verify("old.pem", untrusted=False) != 0  # why the cross-signed root is needed
     assert verify("old.pem", untrusted=True) == 0
     assert verify("new.pem", untrusted=True) == 0
+
+
+def test_transactions_are_bounded_in_operations_and_bytes():
+    """The leader's writes and ``put_many`` go to etcd in runs that etcd takes: at most
+    TXN_OPS operations and TXN_BYTES of values (a big task alone), in order."""
+    from core.engine.swarm.store import TXN_BYTES, TXN_OPS, txn_chunks
+
+    small = list(range(250))
+    assert [len(c) for c in txn_chunks(small, lambda _i: 10)] == [TXN_OPS, TXN_OPS, 50]
+    big = TXN_BYTES // 2 + 1
+    sizes = [big, 10, big, big, TXN_BYTES * 2, 10]
+    chunks = list(txn_chunks(list(range(len(sizes))), lambda i: sizes[i]))
+    assert chunks == [[0, 1], [2], [3], [4], [5]]
+    assert [i for c in chunks for i in c] == list(range(len(sizes)))
+    assert list(txn_chunks([], len)) == []

@@ -20,7 +20,9 @@ update's delay or monitor period) runs one pass:
 5. the reaper (:mod:`core.engine.swarm.reaper`): old and removed tasks deleted.
 
 Each step sees the previous ones' decisions.  The writes go to etcd in transactions of up to
-:data:`~core.engine.swarm.store.TXN_OPS` operations, each compared with the version it was
+:data:`~core.engine.swarm.store.TXN_OPS` operations and
+:data:`~core.engine.swarm.store.TXN_BYTES` (:func:`~core.engine.swarm.store.txn_chunks`), each
+compared with the version it was
 decided on (a new task: that its key is absent): an agent's status report or an API write that
 came in between makes the transaction fail, and then each object is written alone, the ones
 that lost their race are dropped and the next pass decides again on the fresh objects.
@@ -40,7 +42,7 @@ from core.engine.swarm import reaper
 from core.engine.swarm.etcd import Compare, Delete, Get, Put
 from core.engine.swarm.orchestrator import Changes, Orchestrator, View, runnable, state_of
 from core.engine.swarm.scheduler import schedule, to_place
-from core.engine.swarm.store import (CLUSTER_KEY, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Store,
+from core.engine.swarm.store import (CLUSTER_KEY, NODES, PREFIX, SERVICES, TASKS, Store, txn_chunks,
                                      now_text)
 from core.engine.swarm.tasks import TERMINAL, status
 from core.engine.swarm.updater import Updater
@@ -182,8 +184,7 @@ class Leader:
         for tid in out.deletes:
             key = TASKS + tid
             ops.append((key, Compare("mod", key, "==", self.view.versions.get(key, 0)), Delete(key)))
-        for i in range(0, len(ops), TXN_OPS):
-            chunk = ops[i:i + TXN_OPS]
+        for chunk in txn_chunks(ops, lambda op: len(op[2].value) if isinstance(op[2], Put) else 0):
             result = await store.etcd.txn([c for _k, c, _o in chunk], [o for _k, _c, o in chunk])
             if result.succeeded:
                 self._written(chunk, result.revision)

@@ -25,8 +25,8 @@ what docker always stores: ``Mode`` (``Replicated`` with 1 replica when none is 
 stored, as docker's; ``GET /services/{id}?insertDefaults=true`` shows them and the leader's
 loops read them with :func:`with_defaults`.  Placement constraints are parsed as the scheduler
 reads them (swarmkit's ``constraint.Parse``: ``key 'x' is invalid``, ``value 'x' is invalid``);
-a replica count above :data:`MAX_REPLICAS` is refused (docker sets no bound, but etcd's store
-has one).
+a replica count above :data:`MAX_REPLICAS` and a spec over :data:`MAX_SPEC_BYTES` are refused
+(docker sets no bounds, but etcd's store has them).
 
 Published ports: an ingress port without ``PublishedPort`` gets the lowest free one of
 30000–32767 (swarmkit's dynamic range) and keeps it across updates; an ingress port already
@@ -55,6 +55,7 @@ when they are asked for.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
@@ -96,6 +97,9 @@ _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
 #: etcd, whose store is bounded (2 GiB by default), and the orchestrator writes the missing tasks
 #: of a service at once, so a count beyond anything a cluster can run would exhaust both
 MAX_REPLICAS = 100_000
+#: the largest spec a service may have, as JSON: the stored service holds it twice (``Spec`` and
+#: ``PreviousSpec``) and every task a copy of its template, and etcd takes 1.5 MiB a request
+MAX_SPEC_BYTES = 512 * 1024
 ERR_NAME_CONFLICT = "rpc error: code = AlreadyExists desc = name conflicts with an existing object"
 
 
@@ -428,6 +432,10 @@ def normalize_spec(body: Any) -> dict[str, Any]:
         spec["EndpointSpec"] = es
     else:
         spec.pop("EndpointSpec", None)
+    size = len(json.dumps(spec))
+    if size > MAX_SPEC_BYTES:
+        raise _bad(f"service spec too large: {size} bytes of JSON, core stores at most {MAX_SPEC_BYTES} "
+                   "(the swarm's store keeps a copy in every task)")
     return spec
 
 
