@@ -254,9 +254,13 @@ def parse_pool(pool: Any, subnet_size: Any) -> tuple[list[str], int]:
     out = []
     for cidr in pool:
         try:
-            out.append(str(ipaddress.ip_network(str(cidr), strict=False)))
+            network = ipaddress.ip_network(str(cidr), strict=False)
         except ValueError:
             raise errors.InvalidArgument(f"invalid default address pool {cidr!r}: not a CIDR") from None
+        if network.version != 4:
+            raise errors.InvalidArgument(f"invalid default address pool {cidr!r}: core's overlay networks "
+                                         "are IPv4 only")
+        out.append(str(network))
     if isinstance(subnet_size, bool) or not isinstance(subnet_size, (int, type(None))):
         raise errors.InvalidArgument(f"invalid SubnetSize {subnet_size!r:.40}: expected a prefix length")
     size = int(subnet_size or 24)
@@ -1171,7 +1175,12 @@ class SwarmService:
             self.state = "pending"
             self._join_availability = availability  # told with the first session
             try:
-                creds = await transport.join(remote_texts, token)
+                # however many addresses the request lists: the join holds the node's lock
+                with trio.move_on_after(JOIN_TIMEOUT) as joining:
+                    creds = await transport.join(remote_texts, token)
+                if joining.cancelled_caught:
+                    raise errors.Unavailable(f"no manager could be reached within {JOIN_TIMEOUT:g} s "
+                                             f"(of the {len(remote_texts)} addresses given)")
                 self.credentials = creds
                 identity = creds.identity
                 role = "manager" if identity.is_manager else "worker"
