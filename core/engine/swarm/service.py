@@ -44,7 +44,12 @@ etcd cluster and stops them.
 
 Errors are docker's (moby's ``daemon/cluster/errors.go``, swarmkit's ``controlapi``): not in a
 swarm, not a manager, already in a swarm, no leader (quorum lost: :class:`NoLeader`), stale
-versions (``update out of sequence``), last-manager refusals.
+versions (``update out of sequence``), last-manager refusals.  The API decodes the requests
+against moby's types first (:mod:`core.api.validate`); :func:`normalize_spec` then checks the
+cluster spec as swarmkit does and against what core runs on (``Spec.Raft``'s ticks as etcd
+takes them, a heartbeat period of :data:`MIN_HEARTBEAT_PERIOD` to :data:`MAX_HEARTBEAT_PERIOD`),
+so nothing the API accepts can leave a spec the nodes cannot run with.  A join tries its
+managers for :data:`JOIN_TIMEOUT` at most, however many addresses the request names.
 """
 from __future__ import annotations
 
