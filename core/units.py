@@ -109,36 +109,51 @@ def ram_in_bytes(text: str) -> int:
     return int(float(m.group(1)) * _RAM_UNITS[(m.group(2) or "").lower()])
 
 
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
+            "h": 3600 * 10**9}
 
 
 def parse_go_duration(text: str) -> float:
     """Go's time.ParseDuration ("1h30m", "10s", "1.5h", "-5m") in seconds; ValueError with Go's
-    message otherwise ("time: missing unit in duration ...")."""
+    message otherwise ("time: missing unit in duration ...", ``time: invalid duration`` for
+    what does not fit Go's int64 of nanoseconds, as Go's)."""
+    return parse_go_duration_ns(text) / 1e9
+
+
+def parse_go_duration_ns(text: str) -> int:
+    """:func:`parse_go_duration` in whole nanoseconds, exactly (Go's ``time.Duration``)."""
+    invalid = f'time: invalid duration "{text}"'
     s = text
     if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    sign = 1.0
+        raise ValueError(invalid)
+    sign = 1
     if s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
+        sign = -1 if s[0] == "-" else 1
         s = s[1:]
     if s == "0":
-        return 0.0
+        return 0
     if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    total = 0.0
+        raise ValueError(invalid)
+    total = 0  # nanoseconds, exact
     while s:
-        num = ""
-        while s and (s[0].isdigit() or s[0] == "."):
-            num, s = num + s[0], s[1:]
-        if not num or num == ".":
-            raise ValueError(f'time: invalid duration "{text}"')
+        whole = frac = ""
+        while s and "0" <= s[0] <= "9":
+            whole, s = whole + s[0], s[1:]
+        if s[:1] == ".":
+            s = s[1:]
+            while s and "0" <= s[0] <= "9":
+                frac, s = frac + s[0], s[1:]
+        if not whole and not frac:
+            raise ValueError(invalid)
         unit = ""
-        while s and not (s[0].isdigit() or s[0] == "."):
+        while s and not ("0" <= s[0] <= "9" or s[0] == "."):
             unit, s = unit + s[0], s[1:]
         if not unit:
             raise ValueError(f'time: missing unit in duration "{text}"')
-        if unit not in _DURATION_UNITS:
+        if unit not in _UNIT_NS:
             raise ValueError(f'time: unknown unit "{unit}" in duration "{text}"')
-        total += float(num) * _DURATION_UNITS[unit]
+        scale = _UNIT_NS[unit]
+        total += int(whole or "0") * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
+        if total > 2**63 - 1 + (sign < 0):
+            raise ValueError(invalid)
     return sign * total

@@ -248,6 +248,10 @@ def sweep_stale_engines() -> None:
 #: scratch directories of session fixtures, named ``<prefix><owner pid>-<random>``: they hold no
 #: host state (no mounts, daemons or devices), only files a killed run could not remove
 SCRATCH_PREFIXES = ("core-images-", "core-registry-", "core-test-api-")
+#: directories a daemon holds for a moment only, without an owner in their name: the key pairs
+#: of swarm TLS contexts as core made them before they moved to memory (core.engine.swarm.ca),
+#: left behind by daemons killed at that moment
+MOMENTARY_PREFIXES = ("core-swarm-tls-",)
 
 
 def sweep_stale_scratch() -> None:
@@ -260,6 +264,11 @@ def sweep_stale_scratch() -> None:
             if not owner.isdigit() and time.time() - path.stat().st_mtime < 6 * 3600:
                 continue  # an older run's name without its owner: only when surely stale
             shutil.rmtree(path, ignore_errors=True)
+    for prefix in MOMENTARY_PREFIXES:
+        for path in Path("/tmp").glob(prefix + "*"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > 60:
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 # Skips CI may have: what the project's own files cannot install (the docker CLI ships with the

@@ -7,7 +7,7 @@ Bodies.  :data:`BODIES` maps a route, ``(method, path pattern)`` as the route ta
 to the schema of its JSON body.  The schemas are the types of ``docker-engine-api-v1.47.yaml``
 (``ContainerConfig``, ``HostConfig``, ``Resources``, ``NetworkingConfig``,
 ``EndpointSettings``, ``ExecConfig``, ``NetworkCreateRequest``, ``VolumeCreateOptions``,
-``ServiceSpec``, ...)
+``ServiceSpec``, the swarm's ``InitRequest``, ``JoinRequest``, ``Spec`` and ``NodeSpec``, ...)
 written as data with the Go types moby decodes them into, and :func:`check_body` decodes a
 body as moby's ``encoding/json`` does:
 
@@ -336,6 +336,27 @@ SERVICE_SPEC = Struct("swarm.ServiceSpec", {
                                            "PublishedPort:u32 PublishMode:s", _T))}),
 })
 
+_ANNOTATIONS = _struct("swarm.Annotations", "Name:s Labels:sm", _T)
+SWARM_SPEC = Struct("swarm.Spec", {
+    "Orchestration": _struct("swarm.OrchestrationConfig", "TaskHistoryRetentionLimit:i64", _T),
+    "Raft": _struct("swarm.RaftConfig", "SnapshotInterval:u64 KeepOldSnapshots:u64 "
+                    "LogEntriesForSlowFollowers:u64 ElectionTick:i HeartbeatTick:i", _T),
+    "Dispatcher": _struct("swarm.DispatcherConfig", "HeartbeatPeriod:i64", _T),
+    "CAConfig": Struct("swarm.CAConfig", {
+        **_struct("", "NodeCertExpiry:i64 SigningCACert:s SigningCAKey:s ForceRotate:u64", _T).fields,
+        "ExternalCAs": List(_struct("swarm.ExternalCA", "Protocol:s URL:s Options:sm CACert:s", _T))}),
+    "TaskDefaults": Struct("swarm.TaskDefaults", {"LogDriver": _struct("swarm.Driver", "Name:s Options:sm", _T)}),
+    "EncryptionConfig": _struct("swarm.EncryptionConfig", "AutoLockManagers:b", _T),
+}, embeds=(_ANNOTATIONS,))
+SWARM_INIT = Struct("swarm.InitRequest", {
+    **_struct("", "ListenAddr:s AdvertiseAddr:s DataPathAddr:s DataPathPort:u32 ForceNewCluster:b "
+              "AutoLockManagers:b Availability:s DefaultAddrPool:ss SubnetSize:u32", _T).fields,
+    "Spec": SWARM_SPEC})
+SWARM_JOIN = _struct("swarm.JoinRequest", "ListenAddr:s AdvertiseAddr:s DataPathAddr:s RemoteAddrs:ss "
+                     "JoinToken:s Availability:s", _T)
+SWARM_UNLOCK = _struct("swarm.UnlockRequest", "UnlockKey:s", _T)
+NODE_SPEC = _struct("swarm.NodeSpec", "Role:s Availability:s", _T, embeds=(_ANNOTATIONS,))
+
 #: the JSON body of each route, by ``(method, path pattern)`` as the route tables write them
 BODIES: dict[tuple[str, str], Struct] = {
     ("POST", "/containers/create"): CONTAINER_CREATE,
@@ -350,6 +371,11 @@ BODIES: dict[tuple[str, str], Struct] = {
     ("POST", "/commit"): CONTAINER_CONFIG,
     ("POST", "/services/create"): SERVICE_SPEC,
     ("POST", "/services/{id}/update"): SERVICE_SPEC,
+    ("POST", "/swarm/init"): SWARM_INIT,
+    ("POST", "/swarm/join"): SWARM_JOIN,
+    ("POST", "/swarm/update"): SWARM_SPEC,
+    ("POST", "/swarm/unlock"): SWARM_UNLOCK,
+    ("POST", "/nodes/{id}/update"): NODE_SPEC,
 }
 
 

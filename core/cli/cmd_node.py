@@ -15,7 +15,7 @@ import sys
 
 from core.cli.client import CLIError
 from core.cli.flags import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command, parse_filters
-from core.cli.flagvalues import kv_map
+from core.cli.flagvalues import kv_map, validate_label
 from core.cli.format import each, natural_key, print_inspect, render_format
 
 TYPE_CHECKING = False
@@ -236,7 +236,7 @@ def update_nodes(ctx: Any, refs: list[str], merge: Callable[[dict[str, Any]], An
 def update(ctx: Any, argv: list[str], prog: str) -> int:
     f = Flags(prog, "[OPTIONS] NODE", "Update a node")
     f.add("availability", None, "string", help='Availability of the node ("active", "pause", "drain")')
-    f.add("label-add", None, "list", help='Add or update a node label ("key=value")')
+    f.add("label-add", None, "list", help='Add or update a node label ("key=value")', convert=validate_label)
     f.add("label-rm", None, "list", help="Remove a node label if exists")
     f.add("role", None, "string", help='Role of the node ("worker", "manager")')
     opts, args = f.parse(argv)

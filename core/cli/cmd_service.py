@@ -64,9 +64,29 @@ def _duration(text: str) -> int:
 
 
 def _uint(text: str) -> int:
-    if not text.isdigit():
+    """Go's ``strconv.ParseUint(text, 10, 64)``, its errors in its words (ASCII digits only)."""
+    if not text or not all("0" <= c <= "9" for c in text):
         raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    if int(text) >= 1 << 64:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
     return int(text)
+
+
+def _command(text: str) -> str:
+    """docker's ``ShlexOpt``: a command line that splits as a shell would."""
+    import shlex
+
+    try:
+        shlex.split(text)
+    except ValueError:
+        raise ValueError("EOF found when expecting closing quote") from None
+    return text
+
+
+def _label(text: str) -> str:
+    from core.cli.flagvalues import validate_label
+
+    return validate_label(text)
 
 
 def _ratio(text: str) -> float:
@@ -146,7 +166,7 @@ def parse_publish(value: str) -> list[dict[str, Any]]:
 
 
 def _port_number(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
+    if not text or not all("0" <= c <= "9" for c in text) or not 0 < int(text) <= 65535:
         raise ValueError(f"invalid {what} port: {text}")
     return int(text)
 
@@ -185,7 +205,8 @@ def _spec_flags(f: Flags, update: bool) -> None:
     f.add("workdir", "w", "string", help="Working directory inside the container")
     f.add("user", "u", "string", help="Username or UID (format: <name|uid>[:<group|gid>])")
     f.add("hostname", None, "string", help="Container hostname")
-    f.add("entrypoint", None, "string", typename="command", help="Overwrite the default ENTRYPOINT of the image")
+    f.add("entrypoint", None, "string", typename="command", convert=_command,
+          help="Overwrite the default ENTRYPOINT of the image")
     f.add("init", None, help="Use an init inside each service container to forward signals and reap processes")
     f.add("tty", "t", help="Allocate a pseudo-TTY")
     f.add("read-only", None, help="Mount the container's root filesystem as read only")
@@ -240,8 +261,8 @@ def _create_flags(f: Flags) -> None:
     f.add("name", None, "string", help="Service name")
     f.add("mode", None, "string", default="replicated", help='Service mode ("replicated", "global")')
     f.add("env", "e", "list", convert=_env, help="Set environment variables")
-    f.add("label", "l", "list", help="Service labels")
-    f.add("container-label", None, "list", help="Container labels")
+    f.add("label", "l", "list", help="Service labels", convert=_label)
+    f.add("container-label", None, "list", help="Container labels", convert=_label)
     f.add("publish", "p", "list", convert=parse_publish, typename="port", help="Publish a port as a node port")
     f.add("mount", None, "list", convert=_mount, typename="mount", help="Attach a filesystem mount to the service")
     f.add("network", None, "list", typename="network", help="Network attachments")
@@ -257,9 +278,9 @@ def _update_flags(f: Flags) -> None:
     f.add("rollback", None, help="Rollback to previous specification")
     f.add("env-add", None, "list", convert=_env, help="Add or update an environment variable")
     f.add("env-rm", None, "list", help="Remove an environment variable")
-    f.add("label-add", None, "list", help="Add or update a service label")
+    f.add("label-add", None, "list", help="Add or update a service label", convert=_label)
     f.add("label-rm", None, "list", help="Remove a label by its key")
-    f.add("container-label-add", None, "list", help="Add or update a container label")
+    f.add("container-label-add", None, "list", help="Add or update a container label", convert=_label)
     f.add("container-label-rm", None, "list", help="Remove a container label by its key")
     f.add("publish-add", None, "list", convert=parse_publish, typename="port", help="Add or update a published port")
     f.add("publish-rm", None, "list", convert=parse_publish, typename="port",
@@ -1117,9 +1138,10 @@ def scale(ctx: Any, argv: list[str], prog: str) -> int:
     errors, done = [], []
     for arg in args:
         name, _, value = arg.partition("=")
-        if not value.isdigit():
-            errors.append(f'{name}: invalid replicas value {value}: strconv.ParseUint: parsing "{value}": '
-                          "invalid syntax")
+        try:
+            replicas = _uint(value)
+        except ValueError as exc:
+            errors.append(f"{name}: invalid replicas value {value}: {exc}")
             continue
         try:
             service = ctx.client.get_json(f"/services/{name}", {"insertDefaults": "false"})
@@ -1127,12 +1149,12 @@ def scale(ctx: Any, argv: list[str], prog: str) -> int:
             if "Replicated" not in mode:
                 raise CLIError("scale can only be used with replicated or replicated-job mode", 1)
             spec = service["Spec"]
-            spec["Mode"]["Replicated"]["Replicas"] = int(value)
+            spec["Mode"]["Replicated"]["Replicas"] = replicas
             _print_warnings(_send_update(ctx, service, spec))
         except (APIError, CLIError) as exc:
             errors.append(f"{name}: {exc.message}")
             continue
-        sys.stdout.write(f"{name} scaled to {int(value)}\n")
+        sys.stdout.write(f"{name} scaled to {replicas}\n")
         sys.stdout.flush()
         done.append(service["ID"])
     if not opts.detach:
@@ -1212,7 +1234,10 @@ def logs(ctx: Any, argv: list[str], prog: str) -> int:
     if opts.since:
         from core.cli.cmd_container import get_timestamp
 
-        since = get_timestamp(opts.since)
+        try:
+            since = get_timestamp(opts.since)
+        except ValueError as exc:  # docker's client refuses it before asking
+            raise CLIError(str(exc), 1) from None
     params = {"stdout": "1", "stderr": "1", "follow": "1" if opts.follow else None,
               "tail": opts.tail, "timestamps": "1" if opts.timestamps else None,
               "details": "1", "since": since}

@@ -99,11 +99,18 @@ def go_duration(ns: int) -> str:
     return f"{sign}{s_text}s"
 
 
-def _uint(text: str) -> int:
-    value = int(text, 10)
-    if value < 0:
+def _uint(text: str, bits: int = 64) -> int:
+    """Go's ``strconv.ParseUint(text, 10, bits)``, its errors in its words."""
+    if not text or not all("0" <= c <= "9" for c in text):
         raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    value = int(text, 10)
+    if value >= 1 << bits:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
     return value
+
+
+def _uint32(text: str) -> int:
+    return _uint(text, 32)
 
 
 def _cidr(text: str) -> str:
@@ -332,11 +339,11 @@ def init(ctx: Any, argv: list[str], prog: str) -> int:
           help='Address or interface to use for data path traffic (format: "<ip|interface>")')
     f.add("data-path-port", None, "string", typename="uint32", default="0", show_default=False,
           help="Port number to use for data path traffic (1024 - 49151). If no value is set or is set to 0, "
-               "the default port (4789) is used.", convert=_uint)
+               "the default port (4789) is used.", convert=_uint32)
     f.add("default-addr-pool", None, "list", typename="ipNetSlice",
           help="default address pool in CIDR format (default [])", convert=_cidr)
     f.add("default-addr-pool-mask-length", None, "string", typename="uint32", default="24",
-          help="default address pool subnet mask length", convert=_uint)
+          help="default address pool subnet mask length", convert=_uint32)
     f.add("force-new-cluster", None, help="Force create a new cluster from current state")
     f.add("listen-addr", None, "string", typename="node-addr", default=DEFAULT_LISTEN_ADDR,
           help='Listen address (format: "<ip|interface>[:port]")', convert=_listen_addr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from core.units import parse_go_duration, ram_in_bytes
+from core.units import parse_go_duration, parse_go_duration_ns, ram_in_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,8 +33,10 @@ def parse_port_range(ports: str) -> tuple[int, int]:
         raise ValueError("empty string specified for ports")
 
     def one(p: str) -> int:
-        if not p.isdigit() or int(p) > 65535:
+        if not p or not all("0" <= c <= "9" for c in p):  # ASCII digits, as Go's
             raise ValueError(f'strconv.ParseUint: parsing "{p}": invalid syntax')
+        if int(p) > 65535:
+            raise ValueError(f'strconv.ParseUint: parsing "{p}": value out of range')
         return int(p)
 
     if "-" not in ports:
@@ -546,7 +548,7 @@ def parse_security_opts(values: list[str]) -> list[str]:
 
 
 def duration_ns(text: str) -> int:
-    return int(round(parse_go_duration(text) * 1e9))
+    return parse_go_duration_ns(text)
 
 
 def is_user_defined_network(name: str) -> bool:

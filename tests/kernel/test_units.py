@@ -54,6 +54,20 @@ class TestDurations:
         with pytest.raises(ValueError, match="invalid duration"):
             units.parse_go_duration("")
 
+    @pytest.mark.parametrize("text,ns", [("2562047h47m16.854775807s", 2**63 - 1), (".5s", 5 * 10**8),
+                                         ("5.s", 5 * 10**9), ("1h1ns", 3600 * 10**9 + 1), ("-1.5us", -1500)])
+    def test_go_durations_are_exact_nanoseconds(self, text, ns):
+        assert units.parse_go_duration_ns(text) == ns
+
+    @pytest.mark.parametrize("text,message", [
+        ("2562048h", 'time: invalid duration "2562048h"'),   # beyond Go's int64 of nanoseconds
+        ("9999999999999999999999s", "invalid duration"),
+        ("\u0663s", "invalid duration"),                     # digits are ASCII digits, as Go's
+        (".s", "invalid duration"), ("1.2.3s", "missing unit"), ("1e3s", 'unknown unit "e"')])
+    def test_go_duration_refusals_are_gos(self, text, message):
+        with pytest.raises(ValueError, match=message):
+            units.parse_go_duration(text)
+
 
 class TestDetachKeys:
     def test_to_bytes(self):

@@ -237,6 +237,25 @@ def test_manager_and_worker_certs_over_tls(cluster_ca):
     assert "certificate verify failed" in error
 
 
+def test_tls_contexts_write_no_files(cluster_ca, monkeypatch):
+    """The key pair reaches OpenSSL through in-memory files: no temporary directory (which a
+    daemon killed at that moment would leave in /tmp), no descriptor left open."""
+    def no_files(*args, **kwargs):
+        raise AssertionError("a TLS context wrote its key pair to a file")
+
+    monkeypatch.setattr(swarm_ca.tempfile, "TemporaryDirectory", no_files)
+    monkeypatch.setattr(swarm_ca.tempfile, "mkstemp", no_files)
+    manager, worker = cluster_ca.issue(MANAGER_ROLE), cluster_ca.issue(WORKER_ROLE)
+    import os
+
+    fds = len(os.listdir("/proc/self/fd"))
+    server, client = manager.server_context(), worker.client_context()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    error, peer = handshake(manager, client)
+    assert error is None and identity_of(peer).node_id == worker.identity.node_id
+    assert server.cert_store_stats()["x509_ca"] >= 1
+
+
 def test_root_rotation_keeps_old_and_new_nodes_talking():
     ca = ClusterCA.create()
     old_manager, old_worker = ca.issue(MANAGER_ROLE), ca.issue(WORKER_ROLE)
@@ -325,3 +344,24 @@ def test_load_errors(tmp_path):
 def test_identity_of_arbitrary_bytes(data):
     with pytest.raises(InvalidArgument):
         identity_of(data)
+
+
+def test_stale_tls_directories_of_killed_daemons_are_swept():
+    """What older daemons killed while loading a key pair left in /tmp goes with the test
+    session's sweep (tests/conftest.py); a directory of the last minute stays."""
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    from tests.conftest import sweep_stale_scratch
+
+    old = tempfile.mkdtemp(prefix="core-swarm-tls-")
+    fresh = tempfile.mkdtemp(prefix="core-swarm-tls-")
+    try:
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        sweep_stale_scratch()
+        assert not os.path.exists(old) and os.path.exists(fresh)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(fresh, ignore_errors=True)

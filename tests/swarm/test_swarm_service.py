@@ -47,6 +47,16 @@ def test_spec_defaults_are_dockers():
     ({"CAConfig": {"ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca"}]}}, "external CAs"),
     ({"Orchestration": {"TaskHistoryRetentionLimit": "five"}}, "TaskHistoryRetentionLimit"),
     ([], "expected a JSON object"),
+    ({"Raft": {"ElectionTick": "x"}}, "invalid Raft.ElectionTick: expected an integer"),
+    ({"Raft": {"ElectionTick": 3, "HeartbeatTick": 1}}, "ElectionTick (3) must be at least five times"),
+    ({"Raft": {"ElectionTick": 100000}}, "etcd's election timeout is at most 50 s"),
+    ({"Raft": {"SnapshotInterval": -1}}, "invalid Raft.SnapshotInterval: -1 is out of range"),
+    ({"Dispatcher": {"HeartbeatPeriod": 1}}, "invalid heartbeat period"),
+    ({"Dispatcher": {"HeartbeatPeriod": 2**62}}, "invalid heartbeat period"),
+    ({"CAConfig": {"NodeCertExpiry": 10**30}}, "out of range"),
+    ({"CAConfig": {"ForceRotate": "abc"}}, "invalid CAConfig.ForceRotate"),
+    ({"Labels": {"a": 1}}, "Labels must map strings to strings"),
+    ({"TaskDefaults": {"LogDriver": {"Name": 5}}}, "invalid TaskDefaults.LogDriver"),
 ])
 def test_bad_specs_are_refused_clearly(given, message):
     with pytest.raises(InvalidArgument) as exc:
@@ -74,6 +84,10 @@ def test_addresses_and_pools():
         parse_pool(["nonsense"], 24)
     with pytest.raises(InvalidArgument):
         parse_pool(["10.20.0.0/16"], 8)
+    with pytest.raises(InvalidArgument, match="IPv4 only"):
+        parse_pool(["fd00::/48"], 64)
+    with pytest.raises(InvalidArgument, match="invalid SubnetSize"):
+        parse_pool(["10.20.0.0/16"], "24")
 
 
 def _node(node_id, hostname, role="worker", state="ready", labels=None, manager_addr=None):
@@ -198,3 +212,18 @@ def test_peer_chain_with_the_cross_signed_roots_verifies_against_the_old_root(tm
     assert verify("old.pem", untrusted=False) != 0  # why the cross-signed root is needed
     assert verify("old.pem", untrusted=True) == 0
     assert verify("new.pem", untrusted=True) == 0
+
+
+def test_transactions_are_bounded_in_operations_and_bytes():
+    """The leader's writes and ``put_many`` go to etcd in runs that etcd takes: at most
+    TXN_OPS operations and TXN_BYTES of values (a big task alone), in order."""
+    from core.engine.swarm.store import TXN_BYTES, TXN_OPS, txn_chunks
+
+    small = list(range(250))
+    assert [len(c) for c in txn_chunks(small, lambda _i: 10)] == [TXN_OPS, TXN_OPS, 50]
+    big = TXN_BYTES // 2 + 1
+    sizes = [big, 10, big, big, TXN_BYTES * 2, 10]
+    chunks = list(txn_chunks(list(range(len(sizes))), lambda i: sizes[i]))
+    assert chunks == [[0, 1], [2], [3], [4], [5]]
+    assert [i for c in chunks for i in c] == list(range(len(sizes)))
+    assert list(txn_chunks([], len)) == []

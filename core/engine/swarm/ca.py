@@ -334,12 +334,7 @@ class NodeCredentials:
 
     # TLS contexts ----------------------------------------------------------------------
     def _load_chain(self, ctx: ssl.SSLContext) -> None:
-        # the ssl module loads a key pair only from files: a private directory, removed at once
-        with tempfile.TemporaryDirectory(prefix="core-swarm-tls-") as tmp:
-            cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
-            _write(key, self.key_pem, 0o600)
-            _write(cert, self.chain_pem, 0o600)
-            ctx.load_cert_chain(cert, key)
+        load_cert_chain(ctx, self.chain_pem, self.key_pem)
 
     def server_context(self) -> ssl.SSLContext:
         """A manager's server side: its certificate; a client certificate is verified against
@@ -356,6 +351,44 @@ class NodeCredentials:
         ctx = client_context(self.trust_pem)
         self._load_chain(ctx)
         return ctx
+
+
+def _memory_file(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data`` (``memfd_create``): it is never on a file
+    system, and it is gone with the last descriptor, even if the process is killed."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def load_cert_chain(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
+    """``ctx.load_cert_chain`` from PEM bytes.  The ssl module loads a key pair only from
+    files, so OpenSSL reads two in-memory files through ``/proc/self/fd``: the key never
+    touches a disk, and a daemon killed meanwhile leaves nothing behind (a temporary directory
+    would stay in /tmp).  Where memfd is missing, a private directory removed at once."""
+    try:
+        cert_fd = _memory_file("swarm-node.crt", chain_pem)
+    except (AttributeError, OSError):
+        with tempfile.TemporaryDirectory(prefix="core-swarm-tls-") as tmp:
+            cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+            _write(key, key_pem, 0o600)
+            _write(cert, chain_pem, 0o600)
+            ctx.load_cert_chain(cert, key)
+        return
+    try:
+        key_fd = _memory_file("swarm-node.key", key_pem)
+        try:
+            ctx.load_cert_chain(f"/proc/self/fd/{cert_fd}", f"/proc/self/fd/{key_fd}")
+        finally:
+            os.close(key_fd)
+    finally:
+        os.close(cert_fd)
 
 
 def client_context(trust_pem: bytes | None) -> ssl.SSLContext:

@@ -276,6 +276,8 @@ _GRPC_ERRORS: dict[int, type[CoreError]] = {
 }
 # what etcd says when it has no leader, or could not commit a request for want of one
 _NO_LEADER_TEXT = ("etcdserver: no leader", "leader changed", "timed out")
+# what etcd says of a request over its --max-request-bytes (or the gateway's gRPC limit above it)
+_TOO_LARGE_TEXT = ("etcdserver: request is too large", "received message larger than max")
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}  # etcd's rpctypes.MetadataRequireLeaderKey
 # the peers a member is connected to, in its metrics (a gauge of 1 each)
 _ACTIVE_PEER = re.compile(r'^etcd_network_active_peers\{[^}]*Remote="([0-9a-f]+)"[^}]*\}\s+1(?:\.0*)?\s*$',
@@ -366,6 +368,9 @@ class EtcdClient:
         code = _int(data.get("code")) if isinstance(data, dict) else 0
         if code == 4 or any(text in message for text in _NO_LEADER_TEXT):  # 4: DeadlineExceeded
             return NoLeader(message)
+        if any(text in message for text in _TOO_LARGE_TEXT):  # the request, not the store: 400
+            return InvalidArgument(f"too large for the swarm's store (etcd takes requests of at most "
+                                   f"1.5 MiB): etcd /v3/{path}: {message}")
         cls = _GRPC_ERRORS.get(code, CoreError)
         return cls(f"etcd /v3/{path}: {message}")
 

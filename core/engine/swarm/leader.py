@@ -24,7 +24,9 @@ all (unless an update runs: its monitor counts from a task's start).  A pass:
 5. the reaper (:mod:`core.engine.swarm.reaper`): old and removed tasks deleted.
 
 Each step sees the previous ones' decisions.  The writes go to etcd in transactions of up to
-:data:`~core.engine.swarm.store.TXN_OPS` operations, each compared with the version it was
+:data:`~core.engine.swarm.store.TXN_OPS` operations and
+:data:`~core.engine.swarm.store.TXN_BYTES` (:func:`~core.engine.swarm.store.txn_chunks`), each
+compared with the version it was
 decided on (a new task: that its key is absent): an agent's status report or an API write that
 came in between makes the transaction fail, and read the keys it wrote; the objects that moved
 lost their race and are dropped (the view takes the stored ones), the others are written again
@@ -45,7 +47,7 @@ from core.engine.swarm import reaper
 from core.engine.swarm.etcd import Compare, Delete, Get, Put
 from core.engine.swarm.orchestrator import Changes, Orchestrator, View, runnable, state_of
 from core.engine.swarm.scheduler import FailureLog, schedule, to_place
-from core.engine.swarm.store import (CLUSTER_KEY, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Store,
+from core.engine.swarm.store import (CLUSTER_KEY, NODES, PREFIX, SERVICES, TASKS, Store, txn_chunks,
                                      now_text)
 from core.engine.swarm.tasks import TERMINAL, status
 from core.engine.swarm.updater import Updater
@@ -241,8 +243,7 @@ class Leader:
         for tid in out.deletes:
             key = TASKS + tid
             ops.append((key, Compare("mod", key, "==", self.view.versions.get(key, 0)), Delete(key)))
-        for i in range(0, len(ops), TXN_OPS):
-            chunk = ops[i:i + TXN_OPS]
+        for chunk in txn_chunks(ops, lambda op: len(op[2].value) if isinstance(op[2], Put) else 0):
             while chunk:
                 # on failure the transaction reads the chunk's keys: the ones that moved lost
                 # their race (the view takes the stored object), the rest go again together

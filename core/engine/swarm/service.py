@@ -47,7 +47,12 @@ etcd cluster and stops them.
 
 Errors are docker's (moby's ``daemon/cluster/errors.go``, swarmkit's ``controlapi``): not in a
 swarm, not a manager, already in a swarm, no leader (quorum lost: :class:`NoLeader`), stale
-versions (``update out of sequence``), last-manager refusals.
+versions (``update out of sequence``), last-manager refusals.  The API decodes the requests
+against moby's types first (:mod:`core.api.validate`); :func:`normalize_spec` then checks the
+cluster spec as swarmkit does and against what core runs on (``Spec.Raft``'s ticks as etcd
+takes them, a heartbeat period of :data:`MIN_HEARTBEAT_PERIOD` to :data:`MAX_HEARTBEAT_PERIOD`),
+so nothing the API accepts can leave a spec the nodes cannot run with.  A join tries its
+managers for :data:`JOIN_TIMEOUT` at most, however many addresses the request names.
 """
 from __future__ import annotations
 
@@ -139,9 +144,30 @@ def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[str, Any]:
+INT64_MAX = 2**63 - 1
+#: etcd's bounds on its timing (its ``--election-timeout`` at most 50 s and at least five
+#: ``--heartbeat-interval``s), which ``Spec.Raft``'s ticks become
+ETCD_MAX_ELECTION_MS = 50_000
+#: the dispatcher's heartbeat period core runs with: a period shorter than a Raft tick would
+#: have every node beat in a busy loop, one longer than a day outlives etcd's leases
+MIN_HEARTBEAT_PERIOD = int(DEFAULT_RAFT_TICK * NS)
+MAX_HEARTBEAT_PERIOD = 24 * 3600 * NS
+
+
+def _spec_int(value: Any, what: str, *, low: int = -(2**63), high: int = INT64_MAX) -> int:
+    """A whole number of the spec (Go's int64 or uint64), as moby's decoder takes it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidArgument(f"invalid {what}: expected an integer, not {value!r:.40}")
+    if not low <= value <= high:
+        raise errors.InvalidArgument(f"invalid {what}: {value} is out of range")
+    return value
+
+
+def normalize_spec(given: Any, current: dict[str, Any] | None = None, *,
+                   raft_tick: float = DEFAULT_RAFT_TICK) -> dict[str, Any]:
     """A full cluster spec from what the API sent: docker's defaults where a value is missing,
-    null or zero; checked as moby and swarmkit check it."""
+    null or zero; checked as moby and swarmkit check it, and the Raft ticks against what etcd
+    takes at ``raft_tick`` seconds a tick."""
     if given is None:
         given = {}
     if not isinstance(given, dict):
@@ -151,18 +177,26 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[st
         raise errors.InvalidArgument('swarm spec must be named "default"')
     spec = json.loads(json.dumps(DEFAULT_SPEC))
     labels = given.get("Labels") or {}
-    if not isinstance(labels, dict):
-        raise errors.InvalidArgument("invalid swarm spec: Labels must be an object")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise errors.InvalidArgument("invalid swarm spec: Labels must map strings to strings")
     spec["Labels"] = labels
     orch = _section(given, "Orchestration")
     if orch.get("TaskHistoryRetentionLimit") is not None:
         limit = orch["TaskHistoryRetentionLimit"]
         if not isinstance(limit, int) or isinstance(limit, bool):
             raise errors.InvalidArgument("invalid TaskHistoryRetentionLimit: expected an integer")
-        spec["Orchestration"]["TaskHistoryRetentionLimit"] = limit
+        spec["Orchestration"]["TaskHistoryRetentionLimit"] = _spec_int(limit, "TaskHistoryRetentionLimit")
     for key, value in _section(given, "Raft").items():
-        if value:
-            spec["Raft"][key] = value
+        if key in spec["Raft"] and value:
+            spec["Raft"][key] = _spec_int(value, f"Raft.{key}", low=0, high=2**64 - 1)
+    heartbeat, election = spec["Raft"]["HeartbeatTick"], spec["Raft"]["ElectionTick"]
+    if election < 5 * heartbeat:
+        raise errors.InvalidArgument(f"invalid Raft ticks: ElectionTick ({election}) must be at least five "
+                                     f"times HeartbeatTick ({heartbeat}), as etcd's election timeout")
+    if election * raft_tick * 1000 > ETCD_MAX_ELECTION_MS:
+        raise errors.InvalidArgument(f"invalid Raft.ElectionTick {election}: etcd's election timeout is at "
+                                     f"most {ETCD_MAX_ELECTION_MS // 1000} s ({int(ETCD_MAX_ELECTION_MS / 1000 / raft_tick)} "
+                                     f"ticks of {raft_tick:g} s)")
     disp = _section(given, "Dispatcher")
     period = disp.get("HeartbeatPeriod")
     if period:
@@ -170,12 +204,17 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[st
             raise errors.InvalidArgument("invalid HeartbeatPeriod: expected nanoseconds")
         if period < 0:
             raise errors.InvalidArgument("heartbeat time period cannot be a negative duration")
+        if not MIN_HEARTBEAT_PERIOD <= period <= MAX_HEARTBEAT_PERIOD:
+            raise errors.InvalidArgument(f"invalid heartbeat period {period / NS:g}s: core's dispatcher "
+                                         f"takes {MIN_HEARTBEAT_PERIOD / NS:g}s to "
+                                         f"{MAX_HEARTBEAT_PERIOD // NS // 3600}h")
         spec["Dispatcher"]["HeartbeatPeriod"] = period
     ca_config = _section(given, "CAConfig")
     expiry = ca_config.get("NodeCertExpiry")
     if expiry:
         if not isinstance(expiry, int) or isinstance(expiry, bool):
             raise errors.InvalidArgument("invalid NodeCertExpiry: expected nanoseconds")
+        _spec_int(expiry, "NodeCertExpiry")
         swarm_ca.validate_node_cert_expiry(dt.timedelta(microseconds=expiry / 1000))
         spec["CAConfig"]["NodeCertExpiry"] = expiry
     if ca_config.get("ExternalCAs"):
@@ -185,13 +224,18 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None) -> dict[st
                                      "by core: rotate with `swarm ca --rotate` instead")
     force = ca_config.get("ForceRotate")
     if force:
-        spec["CAConfig"]["ForceRotate"] = int(force)
+        spec["CAConfig"]["ForceRotate"] = _spec_int(force, "CAConfig.ForceRotate", low=0, high=2**64 - 1)
     elif current is not None and current.get("CAConfig", {}).get("ForceRotate"):
         spec["CAConfig"]["ForceRotate"] = current["CAConfig"]["ForceRotate"]
     if _section(given, "EncryptionConfig").get("AutoLockManagers"):
         raise errors.InvalidArgument(AUTOLOCK_UNSUPPORTED)
     task_defaults = _section(given, "TaskDefaults")
     if task_defaults:
+        log_driver = task_defaults.get("LogDriver")
+        if log_driver is not None and not (
+                isinstance(log_driver, dict) and isinstance(log_driver.get("Name", ""), str)
+                and all(isinstance(v, str) for v in (log_driver.get("Options") or {}).values())):
+            raise errors.InvalidArgument("invalid TaskDefaults.LogDriver: expected a name and string options")
         spec["TaskDefaults"] = task_defaults
     return spec
 
@@ -218,9 +262,15 @@ def parse_pool(pool: Any, subnet_size: Any) -> tuple[list[str], int]:
     out = []
     for cidr in pool:
         try:
-            out.append(str(ipaddress.ip_network(str(cidr), strict=False)))
+            network = ipaddress.ip_network(str(cidr), strict=False)
         except ValueError:
             raise errors.InvalidArgument(f"invalid default address pool {cidr!r}: not a CIDR") from None
+        if network.version != 4:
+            raise errors.InvalidArgument(f"invalid default address pool {cidr!r}: core's overlay networks "
+                                         "are IPv4 only")
+        out.append(str(network))
+    if isinstance(subnet_size, bool) or not isinstance(subnet_size, (int, type(None))):
+        raise errors.InvalidArgument(f"invalid SubnetSize {subnet_size!r:.40}: expected a prefix length")
     size = int(subnet_size or 24)
     for cidr in out:
         if size > 32 or size < ipaddress.ip_network(cidr).prefixlen:
@@ -261,6 +311,10 @@ def _advertise_addr(req: dict[str, Any], listen_host: str, listen_port: int,
     return (listen_host if listen_host not in ("0.0.0.0", "::") else fallback()), listen_port
 
 
+ERR_BAD_DATA_PATH_ADDR = ("data path address must be a non-zero IP address or network interface "
+                          "(without a port number)")
+
+
 def _resolve_host(host: str) -> str:
     """An IP as is; an interface name to its first IPv4 address."""
     try:
@@ -282,20 +336,20 @@ def _resolve_host(host: str) -> str:
 
 
 def _data_path_addr(req: dict[str, Any]) -> str | None:
-    """The request's ``DataPathAddr`` (``--data-path-addr``: an IP or an interface name) as
-    an IP, None without one: the node's VXLAN underlay address instead of the advertise
-    address."""
+    """The request's ``DataPathAddr`` (``--data-path-addr``: an IP or an interface name, no
+    port; moby's check and message) as an IP, None without one: the node's VXLAN underlay
+    address instead of the advertise address."""
     text = req.get("DataPathAddr") or ""
     if not text:
         return None
     if not isinstance(text, str):
-        raise errors.InvalidArgument(f"invalid data path address: {text!r}")
+        raise errors.InvalidArgument(ERR_BAD_DATA_PATH_ADDR)
     try:
         host = _resolve_host(text.strip())
-    except errors.InvalidArgument as exc:
-        raise errors.InvalidArgument(f"invalid data path address: {exc}") from None
+    except errors.InvalidArgument:
+        raise errors.InvalidArgument(ERR_BAD_DATA_PATH_ADDR) from None
     if ipaddress.ip_address(host).is_unspecified:
-        raise errors.InvalidArgument(f"data path address must be a non-zero IP address: {host}")
+        raise errors.InvalidArgument(ERR_BAD_DATA_PATH_ADDR)
     return host
 
 
@@ -325,12 +379,11 @@ def default_advertise_ip() -> str:
     if len(found) == 1:
         return found[0][0]
     if not found:
-        raise errors.InvalidArgument("could not find the system's IP address - specify one with "
-                                     "--advertise-addr")
+        raise errors.InvalidArgument("could not find the system's IP address")
     listed = " and ".join(f"{ip} on {name}" for ip, name in found[:2])
+    # moby's words; docker's CLI (and core's) adds " - specify one with --advertise-addr"
     raise errors.InvalidArgument("could not choose an IP address to advertise since this system "
-                                 f"has multiple addresses on different interfaces ({listed}) - "
-                                 "specify one with --advertise-addr")
+                                 f"has multiple addresses on different interfaces ({listed})")
 
 
 def local_ip_towards(host: str, port: int) -> str:
@@ -1062,10 +1115,10 @@ class SwarmService:
                 raise errors.InvalidArgument(f"advertise address must be a non-zero IP address: "
                                              f"{adv_host}")
             data_addr = _data_path_addr(req)
-            spec = normalize_spec(req.get("Spec"))
+            spec = normalize_spec(req.get("Spec"), raft_tick=self.raft_tick)
             pool, subnet_size = parse_pool(req.get("DefaultAddrPool"), req.get("SubnetSize"))
-            data_port = int(req.get("DataPathPort") or 4789)
-            if not 1024 <= data_port <= 49151:
+            data_port = req.get("DataPathPort") or 4789
+            if isinstance(data_port, bool) or not isinstance(data_port, int) or not 1024 <= data_port <= 49151:
                 raise errors.InvalidArgument(f"data path port {data_port} is out of the range "
                                              "1024-49151")
             expiry = dt.timedelta(microseconds=spec["CAConfig"]["NodeCertExpiry"] / 1000)
@@ -1147,6 +1200,7 @@ class SwarmService:
                     parsed.append(split_addr(r, transport.DEFAULT_PORT))
                 except errors.InvalidArgument as exc:
                     raise errors.InvalidArgument(f"invalid remoteAddr {r!r}: {exc}") from None
+            data_addr = _data_path_addr(req)
             token = req.get("JoinToken")
             swarm_tokens.parse_token(token)
             availability = req.get("Availability") or "active"
@@ -1154,12 +1208,16 @@ class SwarmService:
                 raise errors.InvalidArgument(f'invalid Availability: "{availability}"')
             adv_host, adv_port = _advertise_addr(req, listen_host, listen_port,
                                                  lambda: local_ip_towards(*parsed[0]))
-            data_addr = _data_path_addr(req)
             remote_texts = [transport.format_address(h, p) for h, p in parsed]
             self.state = "pending"
             self._join_availability = availability  # told with the first session
             try:
-                creds = await transport.join(remote_texts, token)
+                # however many addresses the request lists: the join holds the node's lock
+                with trio.move_on_after(JOIN_TIMEOUT) as joining:
+                    creds = await transport.join(remote_texts, token)
+                if joining.cancelled_caught:
+                    raise errors.Unavailable(f"no manager could be reached within {JOIN_TIMEOUT:g} s "
+                                             f"(of the {len(remote_texts)} addresses given)")
                 self.credentials = creds
                 identity = creds.identity
                 role = "manager" if identity.is_manager else "worker"
@@ -1286,7 +1344,7 @@ class SwarmService:
         if record.version != version:
             raise SequenceConflict()
         old_spec = record.cluster["Spec"]
-        new_spec = normalize_spec(spec, old_spec)
+        new_spec = normalize_spec(spec, old_spec, raft_tick=self.raft_tick)
         if new_spec["CAConfig"]["NodeCertExpiry"] != old_spec["CAConfig"]["NodeCertExpiry"]:
             record.ca.node_cert_expiry = dt.timedelta(
                 microseconds=new_spec["CAConfig"]["NodeCertExpiry"] / 1000)

@@ -23,7 +23,10 @@ what docker always stores: ``Mode`` (``Replicated`` with 1 replica when none is 
 (``ingress``), ``EndpointSpec.Mode`` (``vip``) when ports are given.  The other defaults
 (:data:`DEFAULTS`: restart policy, update and rollback configs, stop grace period) are not
 stored, as docker's; ``GET /services/{id}?insertDefaults=true`` shows them and the leader's
-loops read them with :func:`with_defaults`.
+loops read them with :func:`with_defaults`.  Placement constraints are parsed as the scheduler
+reads them (swarmkit's ``constraint.Parse``: ``key 'x' is invalid``, ``value 'x' is invalid``);
+a replica count above :data:`MAX_REPLICAS` and a spec over :data:`MAX_SPEC_BYTES` are refused
+(docker sets no bounds, but etcd's store has them).
 
 Published ports: an ingress port without ``PublishedPort`` gets the lowest free one of
 30000–32767 (swarmkit's dynamic range) and keeps it across updates; an ingress port already
@@ -52,6 +55,7 @@ when they are asked for.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
@@ -97,7 +101,13 @@ RESOLVE_TIMEOUT = 8.0
 SERVICE_FILTERS = frozenset({"id", "name", "label", "mode"})
 TASK_FILTERS = frozenset({"id", "name", "service", "node", "label", "desired-state", "_up-to-date"})
 _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
-_CONSTRAINT = re.compile(r"^\s*([\w.\-/]+)\s*(==|!=)\s*(\S.*?)\s*$")
+#: the most replicas a service may ask for (docker sets no bound): every task is a record in
+#: etcd, whose store is bounded (2 GiB by default), and the orchestrator writes the missing tasks
+#: of a service at once, so a count beyond anything a cluster can run would exhaust both
+MAX_REPLICAS = 100_000
+#: the largest spec a service may have, as JSON: the stored service holds it twice (``Spec`` and
+#: ``PreviousSpec``) and every task a copy of its template, and etcd takes 1.5 MiB a request
+MAX_SPEC_BYTES = 512 * 1024
 ERR_NAME_CONFLICT = "rpc error: code = AlreadyExists desc = name conflicts with an existing object"
 
 
@@ -275,9 +285,9 @@ def _placement(value: Any) -> dict[str, Any]:
     pl = dict(_obj(value, "TaskSpec.Placement"))
     if "Constraints" in pl:
         pl["Constraints"] = _strs(pl["Constraints"], "Placement.Constraints")
-        for c in pl["Constraints"]:
-            if not _CONSTRAINT.match(c):
-                raise _bad("constraint expected one operator from ==, !=")
+        from core.engine.swarm.scheduler import parse_constraints
+
+        parse_constraints(pl["Constraints"])  # swarmkit's checks and words, as the scheduler reads them
         if not pl["Constraints"]:
             del pl["Constraints"]
     if "Preferences" in pl:
@@ -406,6 +416,8 @@ def normalize_spec(body: Any) -> dict[str, Any]:
         rep = _obj(mode.get("Replicated"), "ServiceMode.Replicated")
         replicas = rep.get("Replicas")
         replicas = 1 if replicas is None else _int(replicas, "ReplicatedService.Replicas", minimum=0)
+        if replicas > MAX_REPLICAS:
+            raise _bad(f"invalid replicas {replicas}: core runs at most {MAX_REPLICAS} replicas of a service")
         spec["Mode"] = {"Replicated": {"Replicas": replicas}}
     for key in ("UpdateConfig", "RollbackConfig"):
         if spec.get(key) is not None:
@@ -428,6 +440,10 @@ def normalize_spec(body: Any) -> dict[str, Any]:
         spec["EndpointSpec"] = es
     else:
         spec.pop("EndpointSpec", None)
+    size = len(json.dumps(spec))
+    if size > MAX_SPEC_BYTES:
+        raise _bad(f"service spec too large: {size} bytes of JSON, core stores at most {MAX_SPEC_BYTES} "
+                   "(the swarm's store keeps a copy in every task)")
     return spec
 
 

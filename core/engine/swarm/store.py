@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import attrs
 
@@ -51,6 +51,24 @@ SERVICES = PREFIX + "services/"
 TASKS = PREFIX + "tasks/"
 NETWORKS = PREFIX + "networks/"
 TXN_OPS = 100  # puts per etcd transaction (etcd's --max-txn-ops default is 128)
+#: bytes of values per etcd transaction: etcd refuses requests over 1.5 MiB (--max-request-bytes)
+TXN_BYTES = 1024 * 1024
+
+
+def txn_chunks(items: list[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
+    """``items`` in runs of at most :data:`TXN_OPS` and :data:`TXN_BYTES` (``size(item)`` each;
+    an item larger than that goes alone), in order: one etcd transaction each."""
+    chunk: list[Any] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if chunk and (len(chunk) >= TXN_OPS or total + n > TXN_BYTES):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += n
+    if chunk:
+        yield chunk
 
 
 def now_text() -> str:
@@ -133,14 +151,13 @@ class Store:
         return await self.etcd.put_if(kind + obj["ID"], value, version)
 
     async def put_many(self, kind: str, objs: list[dict[str, Any]], *, stamp: bool = True) -> int:
-        """Write many objects unconditionally, :data:`TXN_OPS` per etcd transaction (what the
+        """Write many objects unconditionally, :func:`txn_chunks` per etcd transaction (what the
         leader's loops use to create or change tasks by the hundred); returns the last revision."""
         revision = 0
         now = now_text()
-        for i in range(0, len(objs), TXN_OPS):
-            puts = [Put(kind + o["ID"], json.dumps({**o, "UpdatedAt": now} if stamp else o))
-                    for o in objs[i:i + TXN_OPS]]
-            revision = (await self.etcd.txn([], puts)).revision
+        puts = [Put(kind + o["ID"], json.dumps({**o, "UpdatedAt": now} if stamp else o)) for o in objs]
+        for chunk in txn_chunks(puts, lambda p: len(p.value)):
+            revision = (await self.etcd.txn([], chunk)).revision
         return revision
 
     async def delete(self, kind: str, object_id: str, version: int | None = None) -> bool:
