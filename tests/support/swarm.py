@@ -17,3 +17,23 @@ def manager_join_words(cli: str, token: str, address: str) -> str:
     """``<cli> swarm join-token manager``'s output."""
     return ("To add a manager to this swarm, run the following command:\n\n"
             f"    {cli} swarm join --token {token} {address}\n\n")
+
+
+def cluster_with_raft_tick(shape: tuple[int, int], tick: float | str = 0.1):
+    """A harness :class:`~tests.support.hosts.Cluster` of ``shape`` (managers, workers) whose
+    daemons start with the Raft tick ``tick`` seconds (``CORE_SWARM_RAFT_TICK``: quick
+    elections); the test process's own environment is left as it was.  The caller closes it."""
+    import os
+
+    from core.engine.swarm.service import RAFT_TICK_ENV
+    from tests.support.hosts import Cluster
+
+    old = os.environ.get(RAFT_TICK_ENV)
+    os.environ[RAFT_TICK_ENV] = str(tick)
+    try:
+        return Cluster(*shape)
+    finally:
+        if old is None:
+            del os.environ[RAFT_TICK_ENV]
+        else:
+            os.environ[RAFT_TICK_ENV] = old

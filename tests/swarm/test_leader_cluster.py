@@ -5,7 +5,6 @@ the others has its tasks orphaned and assigned elsewhere once it is marked down.
 run the tasks (a small image from the test registry)."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -15,9 +14,8 @@ import pytest
 import trio
 
 from core.engine.swarm.etcd import EtcdClient
-from core.engine.swarm.service import RAFT_TICK_ENV
 from core.engine.swarm.store import NODES, SERVICES, TASKS, Store, now_text
-from tests.support.hosts import Cluster
+from tests.support.swarm import cluster_with_raft_tick
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed"),
@@ -33,15 +31,7 @@ def ok(host, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def swarm(test_images):
-    old = os.environ.get(RAFT_TICK_ENV)
-    os.environ[RAFT_TICK_ENV] = "0.1"
-    try:
-        c = Cluster(1, 2)
-    finally:
-        if old is None:
-            del os.environ[RAFT_TICK_ENV]
-        else:
-            os.environ[RAFT_TICK_ENV] = old
+    c = cluster_with_raft_tick((1, 2), "0.1")
     try:
         c.forward_loopback(test_images.registry.port)
         c.image = test_images["busybox:latest"].reference

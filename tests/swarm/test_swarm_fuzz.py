@@ -32,9 +32,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from core.engine.swarm.service import RAFT_TICK_ENV
 from core.engine.swarm.services import MAX_REPLICAS, MAX_SPEC_BYTES
 from tests.support.hosts import Cluster
+from tests.support.swarm import cluster_with_raft_tick
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -206,15 +206,7 @@ def ident(text: str) -> str:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """One host; its etcd elects at once (a short Raft tick)."""
-    old = os.environ.get(RAFT_TICK_ENV)
-    os.environ[RAFT_TICK_ENV] = "0.1"
-    try:
-        c = Cluster(*CLUSTER_SHAPE)
-    finally:
-        if old is None:
-            del os.environ[RAFT_TICK_ENV]
-        else:
-            os.environ[RAFT_TICK_ENV] = old
+    c = cluster_with_raft_tick(CLUSTER_SHAPE, "0.1")
     try:
         yield c
     finally:

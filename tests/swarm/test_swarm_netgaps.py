@@ -22,7 +22,6 @@ One shared cluster for the module: the tests run in file order and build on each
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -31,8 +30,7 @@ from typing import Any
 
 import pytest
 
-from core.engine.swarm.service import RAFT_TICK_ENV
-from tests.support.hosts import Cluster
+from tests.support.swarm import cluster_with_raft_tick
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -124,15 +122,7 @@ class Holder:
 
 @pytest.fixture(scope="module")
 def cluster():
-    old = os.environ.get(RAFT_TICK_ENV)
-    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
-    try:
-        c = Cluster(*CLUSTER_SHAPE)
-    finally:
-        if old is None:
-            del os.environ[RAFT_TICK_ENV]
-        else:
-            os.environ[RAFT_TICK_ENV] = old
+    c = cluster_with_raft_tick(CLUSTER_SHAPE, RAFT_TICK)
     try:
         yield c
     finally:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -33,12 +32,11 @@ from core.engine.swarm.ca import ClusterCA
 from core.engine.swarm.etcd import Bootstrap, EtcdClient, EtcdMember, EtcdSettings
 from core.engine.swarm.networks import (ERR_NOT_MANAGER, ERR_OVERLAP, AddressAllocator, SwarmNetworks,
                                         create_network, parse_request)
-from core.engine.swarm.service import RAFT_TICK_ENV
 from core.engine.swarm.store import NETWORKS, SERVICES, TASKS, ClusterRecord, Store
 from core.errors import AlreadyExists, Forbidden, Unavailable
 from core.testing import TrioThread
 from core.testing.registry_server import free_port
-from tests.support.hosts import Cluster
+from tests.support.swarm import cluster_with_raft_tick
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
@@ -504,15 +502,7 @@ def wait_for(what: str, check, timeout: float = 30.0) -> Any:
 @pytest.fixture(scope="module")
 def cluster():
     """2 managers and a worker with a fast Raft tick (the harness's machines)."""
-    old = os.environ.get(RAFT_TICK_ENV)
-    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
-    try:
-        c = Cluster(*CLUSTER_SHAPE)
-    finally:
-        if old is None:
-            del os.environ[RAFT_TICK_ENV]
-        else:
-            os.environ[RAFT_TICK_ENV] = old
+    c = cluster_with_raft_tick(CLUSTER_SHAPE, RAFT_TICK)
     try:
         yield c
     finally:

@@ -13,7 +13,6 @@ One shared cluster for the module: the tests run in file order and build on each
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -25,9 +24,8 @@ import trio
 
 from core.engine.swarm.vip import virtual_ips
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
-from core.engine.swarm.service import RAFT_TICK_ENV
 from core.engine.swarm.store import SERVICES, TASKS, Store
-from tests.support.hosts import Cluster
+from tests.support.swarm import cluster_with_raft_tick
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
@@ -72,15 +70,7 @@ def sandbox(host, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    old = os.environ.get(RAFT_TICK_ENV)
-    os.environ[RAFT_TICK_ENV] = str(RAFT_TICK)
-    try:
-        c = Cluster(*CLUSTER_SHAPE)
-    finally:
-        if old is None:
-            del os.environ[RAFT_TICK_ENV]
-        else:
-            os.environ[RAFT_TICK_ENV] = old
+    c = cluster_with_raft_tick(CLUSTER_SHAPE, RAFT_TICK)
     try:
         yield c
     finally:
