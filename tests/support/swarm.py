@@ -37,3 +37,23 @@ def cluster_with_raft_tick(shape: tuple[int, int], tick: float | str = 0.1):
             del os.environ[RAFT_TICK_ENV]
         else:
             os.environ[RAFT_TICK_ENV] = old
+
+
+def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.25):
+    """``check()``'s first truthy answer, asked every ``every`` seconds (an ``AssertionError``
+    counts as not yet); after ``timeout`` seconds an ``AssertionError`` naming ``what`` and the
+    last answer."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from core.engine.swarm.service import ERR_NO_MANAGER
+from tests.support.swarm import wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -42,17 +43,6 @@ def api(host, method: str, path: str, body: Any = None, headers: dict | None = N
     except ValueError:
         payload = resp.content
     return resp.status_code, payload
-
-
-def wait_for(what: str, check, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 @pytest.fixture(scope="module")

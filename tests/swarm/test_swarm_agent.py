@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -21,6 +21,7 @@ import trio
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import TASKS, Store, now_text
+from tests.support.swarm import wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -46,17 +47,6 @@ def core(host, *args: str, code: int = 0) -> str:
     proc = host.core(*args)
     assert proc.returncode == code, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
     return proc.stdout
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def with_store(host, fn):

@@ -9,13 +9,12 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from typing import Any
 
 import pytest
 
 from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER
-from tests.support.swarm import init_words, manager_join_words
+from tests.support.swarm import init_words, manager_join_words, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -35,17 +34,6 @@ def docker(host, *args: str) -> str:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"[{host.name}] docker {' '.join(args)}: {proc.stderr}"
     return proc.stdout
-
-
-def wait_for(what: str, check, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 @pytest.fixture(scope="module")

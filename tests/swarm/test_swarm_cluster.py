@@ -25,7 +25,7 @@ from cryptography import x509
 from core.engine.swarm.etcd import NO_LEADER_MESSAGE, EtcdClient, SequenceConflict
 from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER, ERR_SWARM_EXISTS
 from tests.support.hosts import Cluster
-from tests.support.swarm import init_words, manager_join_words
+from tests.support.swarm import init_words, manager_join_words, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed"),
@@ -56,21 +56,6 @@ def node_ls(host) -> dict[str, dict[str, str]]:
         rows[name] = {"self": me, "status": status, "availability": avail, "manager": manager,
                       "id": node_id}
     return rows
-
-
-def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, subprocess.TimeoutExpired) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 @pytest.fixture(scope="module")

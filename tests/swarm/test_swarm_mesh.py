@@ -13,14 +13,14 @@ constraint), the leader's loops and the nodes' task runners doing the rest.
 from __future__ import annotations
 
 import shutil
-import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import trio
 
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import TASKS, Store
+from tests.support.swarm import wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -33,21 +33,6 @@ def core(host, *args: str) -> str:
     proc = host.core(*args)
     assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
     return proc.stdout
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def with_store(host, fn) -> Any:

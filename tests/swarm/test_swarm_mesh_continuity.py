@@ -29,13 +29,14 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import trio
 
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import NODES, TASKS, Store
+from tests.support.swarm import wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -110,21 +111,6 @@ def core(host, *args: str, timeout: float = 120) -> str:
     proc = host.core(*args, timeout=timeout)
     assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
     return proc.stdout
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def with_store(host, fn) -> Any:

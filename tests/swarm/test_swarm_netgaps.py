@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.swarm import cluster_with_raft_tick
+from tests.support.swarm import cluster_with_raft_tick, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -48,21 +48,6 @@ def ok(host, *args: str, timeout: float = 60) -> str:
     proc = host.core(*args, timeout=timeout)
     assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.stderr}\n{host.log()}"
     return proc.stdout
-
-
-def wait_for(what: str, check, timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def fetch(host, url: str) -> str | None:

@@ -36,7 +36,7 @@ from core.engine.swarm.store import NETWORKS, SERVICES, TASKS, ClusterRecord, St
 from core.errors import AlreadyExists, Forbidden, Unavailable
 from core.testing import TrioThread
 from core.testing.registry_server import free_port
-from tests.support.swarm import cluster_with_raft_tick
+from tests.support.swarm import cluster_with_raft_tick, wait_for
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
@@ -482,21 +482,6 @@ def ls(host) -> dict[str, tuple[str, str]]:
 
 def inspect(host, name: str) -> dict[str, Any]:
     return json.loads(ok(host, "network", "inspect", name))[0]
-
-
-def wait_for(what: str, check, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 @pytest.fixture(scope="module")

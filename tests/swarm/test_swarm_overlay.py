@@ -25,7 +25,7 @@ import trio
 from core.engine.swarm.vip import virtual_ips
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import SERVICES, TASKS, Store
-from tests.support.swarm import cluster_with_raft_tick
+from tests.support.swarm import cluster_with_raft_tick, wait_for
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
@@ -39,21 +39,6 @@ def ok(host, *args: str, timeout: float = 60) -> str:
     proc = host.core(*args, timeout=timeout)
     assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.stderr}\n{host.log()}"
     return proc.stdout
-
-
-def wait_for(what: str, check, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def overlay_devices(host) -> list[str]:
