@@ -88,9 +88,15 @@ def test_port_80_answers_on_every_node_and_spreads_over_the_tasks(cluster, swarm
 def test_inside_a_task_the_service_name_is_its_vip(cluster, swarm):
     mgr1 = cluster["mgr1"]
     task = core(mgr1, "ps", "--format", "{{.Names}}").split()[0]   # mgr1's task
-    svc = mgr1.docker().services.get("uber-svc").attrs   # the API shows the leader's VIPs
-    vips = {v["NetworkID"]: v["Addr"].split("/")[0] for v in svc["Endpoint"]["VirtualIPs"]}
-    vip = vips[swarm["net"]]
+
+    def vip_on_the_network() -> str | None:   # the API shows the VIPs once the leader wrote them
+        svc = mgr1.docker().services.get("uber-svc").attrs
+        vips = {v["NetworkID"]: v["Addr"].split("/")[0]
+                for v in (svc.get("Endpoint") or {}).get("VirtualIPs") or []}
+        return vips.get(swarm["net"])
+
+    vip = wait_for("the service's VIP on its network", vip_on_the_network)
+
     def lookup() -> str | None:
         out = core(mgr1, "exec", task, "nslookup", "uber-svc", "127.0.0.11")
         return out if vip in out else None
