@@ -128,7 +128,9 @@ def test_network_rm_and_swarm_leave_leave_nothing(cluster, swarm):
         return all(not core(h, "ps", "-aq") for h in cluster)
 
     wait_for("the task containers removed", gone)
-    core(mgr1, "network", "rm", "uber-net")
+    # the tasks' shutdown reports may still be on their way to the managers: docker's
+    # `network rm` also refuses while a task of the network is not yet down
+    wait_for("uber-net removed", lambda: mgr1.core("network", "rm", "uber-net").returncode == 0)
     for host in cluster:
         assert "uber-net" not in core(host, "network", "ls", "--format", "{{.Name}}").split()
     for name in ("wrk2", "wrk1"):
