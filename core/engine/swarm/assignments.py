@@ -26,7 +26,7 @@ import trio
 from core import errors
 from core.engine.swarm import tasks as swarm_tasks
 from core.engine.swarm.etcd import Compare, Get, Put, TxnResult
-from core.engine.swarm.store import TASKS, Store, now_text
+from core.engine.swarm.store import TASKS, Store, now_text, write_gathered
 from core.engine.swarm.transport import Peer, Server, Sessions
 
 log = logging.getLogger("core.swarm.dispatcher")
@@ -288,17 +288,7 @@ class TaskStatusWriter:
                 await trio.sleep(self.gather)
             finally:
                 self._reports = None
-                try:
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + 30.0
-                        try:
-                            await self._write_all(reports)
-                        except Exception as exc:  # (the etcd client's)
-                            reports.error = exc
-                    if scope.cancelled_caught and reports.error is None:
-                        reports.error = errors.Unavailable("tasks.status: the write timed out")
-                finally:
-                    reports.done.set()
+                await write_gathered(reports, self._write_all, 30.0, "tasks.status: the write")
         refused = sorted(t for t in latest if node_id in reports.refused.get(t, ()))
         if refused:
             raise errors.Forbidden(f"task {refused[0]} is not assigned to node {node_id}")

@@ -56,7 +56,7 @@ from core.engine.swarm.assignments import Assignments, LogBroker, TaskStatusWrit
 from core.engine.swarm import tokens as swarm_tokens
 from core.engine.swarm.etcd import Compare, Delete
 from core.engine.swarm.netpush import NetworkPush
-from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store
+from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store, write_gathered
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
 
 log = logging.getLogger("core.swarm.dispatcher")
@@ -204,17 +204,8 @@ class Dispatcher:
                     await trio.sleep_forever()  # cancelled: write at once, still for the others
             finally:
                 self._batch = None
-                try:
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + max(10.0, self.period * 2)
-                        try:
-                            await self._write(batch)
-                        except Exception as exc:  # (the etcd client's, its HTTP pool's)
-                            batch.error = exc
-                    if scope.cancelled_caught and batch.error is None:
-                        batch.error = errors.Unavailable("the session keys' write timed out")
-                finally:
-                    batch.done.set()
+                await write_gathered(batch, self._write, max(10.0, self.period * 2),
+                                     "the session keys' write")
         if batch.error is not None or node_id not in batch.found:
             raise errors.Unavailable(f"the session could not be recorded: {batch.error}")
         found = batch.found[node_id]

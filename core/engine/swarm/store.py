@@ -35,13 +35,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import attrs
+import trio
 
 from core.engine.swarm.ca import ClusterCA
 from core.engine.swarm.etcd import Compare, EtcdClient, KeyValue, Put, SequenceConflict
-from core.errors import NotFound
+from core.errors import NotFound, Unavailable
 
 PREFIX = "/swarm/"
 CLUSTER_KEY = PREFIX + "cluster"
@@ -53,6 +54,25 @@ NETWORKS = PREFIX + "networks/"
 TXN_OPS = 100  # puts per etcd transaction (etcd's --max-txn-ops default is 128)
 #: bytes of values per etcd transaction: etcd refuses requests over 1.5 MiB (--max-request-bytes)
 TXN_BYTES = 1024 * 1024
+
+
+async def write_gathered(batch: Any, write: Callable[[Any], Awaitable[None]], timeout: float,
+                         what: str) -> None:
+    """The end of a gathered write (several callers' changes in one etcd transaction, the
+    first caller writing for all): ``write(batch)`` shielded from the caller's cancellation,
+    at most ``timeout`` seconds; its failure (or :class:`~core.errors.Unavailable` "``what``
+    timed out") kept in ``batch.error`` for every caller, and ``batch.done`` set in any case."""
+    try:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + timeout
+            try:
+                await write(batch)
+            except Exception as exc:  # (the etcd client's, its HTTP pool's)
+                batch.error = exc
+        if scope.cancelled_caught and batch.error is None:
+            batch.error = Unavailable(f"{what} timed out")
+    finally:
+        batch.done.set()
 
 
 def txn_chunks(items: list[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
