@@ -62,12 +62,14 @@ learnt the new peer at its next poll (every second); now the manager pushes it o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,26 +153,59 @@ print(statistics.median(times))
 '''
 
 
-def mesh_main(args: argparse.Namespace) -> int:
-    import tempfile
-    import time
+def core(host, *argv: str) -> str:
+    """``core`` on ``host``; its output, or the bench ends with the error."""
+    proc = host.core(*argv, timeout=120)
+    if proc.returncode != 0:
+        raise SystemExit(f"[{host.name}] core {' '.join(argv)}: {proc.stderr}")
+    return proc.stdout
 
+
+def until(check, timeout: float = 90.0, what: str = ""):
+    """``check()``'s first truthy answer, asked every 50 ms; the bench ends after ``timeout``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise SystemExit(f"timed out{': ' + what if what else ''}")
+
+
+@contextlib.contextmanager
+def small_swarm(pull: bool = False):
+    """A registry on loopback with the tests' busybox image and three harness hosts in a swarm
+    (mgr1 a manager at a 1 s heartbeat, wrk1 and wrk2 workers, all Ready): ``(cluster, image)``.
+    ``pull``: the workers pull the image beforehand."""
+    import tempfile
+
+    from core.testing.registry_server import Registry
+    from tests.support.fixtures import build_and_push_stock_images
+
+    with Registry() as registry, tempfile.TemporaryDirectory() as layouts, Cluster(1, 2) as cluster:
+        image = build_and_push_stock_images(registry, Path(layouts))["busybox:latest"].reference
+        cluster.forward_loopback(registry.port)
+        mgr1 = cluster["mgr1"]
+        core(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--dispatcher-heartbeat", "1s")
+        token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
+        for w in (cluster["wrk1"], cluster["wrk2"]):
+            core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
+            if pull:
+                core(w, "pull", image)
+        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3,
+              what="the nodes ready")
+        yield cluster, image
+
+
+def mesh_main(args: argparse.Namespace) -> int:
     import trio
 
     from core.engine.swarm import tasks as swarm_tasks
     from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
     from core.engine.swarm.networks import AddressAllocator
     from core.engine.swarm.store import SERVICES, TASKS, Store, now_text
-    from core.testing.registry_server import Registry
-    from tests.support.fixtures import build_and_push_stock_images
 
     serve = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
-
-    def core(host, *argv: str) -> str:
-        proc = host.core(*argv, timeout=120)
-        if proc.returncode != 0:
-            raise SystemExit(f"[{host.name}] core {' '.join(argv)}: {proc.stderr}")
-        return proc.stdout
 
     def store_do(host, fn):
         async def run():
@@ -178,25 +213,8 @@ def mesh_main(args: argparse.Namespace) -> int:
                 return await fn(Store(etcd))
         return trio.run(run)
 
-    def until(check, timeout: float = 90.0, what: str = ""):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = check()
-            if got:
-                return got
-            time.sleep(0.05)
-        raise SystemExit(f"timed out{': ' + what if what else ''}")
-
-    with Registry() as registry, tempfile.TemporaryDirectory() as layouts, Cluster(1, 2) as cluster:
-        image = build_and_push_stock_images(registry, Path(layouts))["busybox:latest"].reference
-        cluster.forward_loopback(registry.port)
+    with small_swarm() as (cluster, image):
         mgr1, wrk1, wrk2 = cluster["mgr1"], cluster["wrk1"], cluster["wrk2"]
-        core(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--dispatcher-heartbeat", "1s")
-        token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
-        for w in (wrk1, wrk2):
-            core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
-        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3,
-              what="the nodes ready")
         ids = {h: core(mgr1, "node", "inspect", "--format", "{{.ID}}", h).strip() for h in ("mgr1", "wrk1", "wrk2")}
         svc_id = "benchMesh0000000000000000"
         # the tasks' spec is the service's template: the leader's updater leaves them alone
@@ -251,57 +269,26 @@ def mesh_main(args: argparse.Namespace) -> int:
         until(lambda: fetch(wrk2, wrk2.address) not in before, what="the mesh answering from the second task")
         print(f"scale 1 -> 2: the mesh answers from the new task {time.monotonic() - t_running:.2f} s "
               f"after it reported running")
-        rolling_updates(cluster, image, core, store_do, until)
+        rolling_updates(cluster, image, store_do)
     return 0
 
 
-REQUESTER = r'''
-import json, os, socket, sys, time
-host, port, stop, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-ok, failed, slow = 0, 0, 0
-while not os.path.exists(stop):
-    t = time.monotonic()
-    try:
-        c = socket.create_connection((host, port), timeout=timeout)
-        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            data += b
-        c.close()
-        if b" 200 " not in data.split(b"\r\n", 1)[0]:
-            raise OSError("no 200")
-        ok += 1
-        slow += time.monotonic() - t > 0.5
-    except OSError:
-        failed += 1
-    time.sleep(0.02)
-print(json.dumps({"ok": ok, "failed": failed, "slow": slow}))
-'''
 
 
-def rolling_updates(cluster, image: str, core, store_do, until) -> None:
+def rolling_updates(cluster, image: str, store_do) -> None:
     """Requests dropped during rolling updates (start-first, stop-first) of a service of three
     tasks published on port 8080, one task at a time, requested through mgr1's port from a
     machine of the underlay that runs no task; then again with the daemons restarted without
     the drain (``CORE_SWARM_TASK_DRAIN=0``: a task stopped as soon as it is told), to show what
     the drain saves."""
-    import json
-    import time
-
     from core.engine.swarm.store import TASKS
     from core.engine.swarm.worker import DRAIN_ENV
+    from tests.support.mesh import REQUESTER, SERVE
 
-    # SIGTERM ends the container at once, as a well-behaved server does (busybox's httpd as PID 1
-    # would ignore it and run on for the grace period: a drain of 10 s that hides any loss)
-    serve = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html; trap 'exit 0' TERM; "
-             "httpd -f -p 80 -h /www & wait"]
     mgr1 = cluster["mgr1"]
     client = cluster.add_host("client", start=False)
     core(mgr1, "service", "create", "-d", "--name", "roll", "-p", "8080:80", "--replicas", "3",
-         "--update-parallelism", "1", "--update-delay", "0s", "--update-monitor", "1s", image, *serve)
+         "--update-parallelism", "1", "--update-delay", "0s", "--update-monitor", "1s", image, *SERVE)
 
     def converged() -> bool:
         async def read(store):
@@ -320,7 +307,7 @@ def rolling_updates(cluster, image: str, core, store_do, until) -> None:
     until(converged, timeout=180, what="three tasks of roll running")
     until(lambda: mgr1.exec("/bin/busybox", "wget", "-q", "-O", "-", f"http://{mgr1.address}:8080/",
                             timeout=10).returncode == 0, what="port 8080 answering")
-    figures: dict[str, dict[str, int]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     n = 0
     for drain in ("2 s", "none"):
         if drain == "none":  # the daemons again, without the drain (tasks outlive the restarts)
@@ -349,8 +336,8 @@ def rolling_updates(cluster, image: str, core, store_do, until) -> None:
     print("rolling update of 3 tasks, one at a time, requests through the mesh (mgr1:8080) from a "
           "machine without a task:")
     for what, f in figures.items():
-        print(f"  {what:24s}: {f['failed']} dropped of {f['ok'] + f['failed']} requests "
-              f"({f['slow']} slower than 0.5 s)" + ("   (target: 0 for start-first)"
+        print(f"  {what:24s}: {len(f['failed'])} dropped of {f['ok'] + len(f['failed'])} requests "
+              f"({len(f['slow'])} slower than 0.5 s)" + ("   (target: 0 for start-first)"
                                                     if what == "start-first, drain 2 s" else ""))
 
 
@@ -455,36 +442,8 @@ def probe(netns: str, start, limit: float = 30.0) -> float:
 
 
 def peers_main(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from core.testing.registry_server import Registry
-    from tests.support.fixtures import build_and_push_stock_images
-
-    def core(host, *argv: str) -> str:
-        proc = host.core(*argv, timeout=120)
-        if proc.returncode != 0:
-            raise SystemExit(f"[{host.name}] core {' '.join(argv)}: {proc.stderr}")
-        return proc.stdout
-
-    def until(check, timeout: float = 90.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = check()
-            if got:
-                return got
-            time.sleep(0.05)
-        raise SystemExit("timed out")
-
-    with Registry() as registry, tempfile.TemporaryDirectory() as layouts, Cluster(1, 2) as cluster:
-        image = build_and_push_stock_images(registry, Path(layouts))["busybox:latest"].reference
-        cluster.forward_loopback(registry.port)
+    with small_swarm(pull=True) as (cluster, image):
         mgr1, wrk1, wrk2 = cluster["mgr1"], cluster["wrk1"], cluster["wrk2"]
-        core(mgr1, "swarm", "init", "--advertise-addr", mgr1.address, "--dispatcher-heartbeat", "1s")
-        token = core(mgr1, "swarm", "join-token", "-q", "worker").strip()
-        for w in (wrk1, wrk2):
-            core(w, "swarm", "join", "--token", token, "--advertise-addr", w.address, f"{mgr1.address}:2377")
-            core(w, "pull", image)
-        until(lambda: core(mgr1, "node", "ls", "--format", "{{.Status}}").split() == ["Ready"] * 3)
         core(mgr1, "network", "create", "-d", "overlay", "--attachable", "--subnet", "10.31.0.0/24", "peers-net")
         core(wrk2, "run", "-d", "--name", "prober", "--network", "peers-net", image, "sleep", "3600")
         cid = core(wrk2, "inspect", "-f", "{{.Id}}", "prober").strip()
