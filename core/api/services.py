@@ -34,7 +34,8 @@ class ServiceOperations(Protocol):
     async def remove(self, ref: str) -> None: ...
     async def list_tasks(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]: ...
     async def get_task(self, ref: str) -> dict[str, Any]: ...
-    async def logs_of(self, ref: str, *, task: bool) -> tuple[Any, bool, dict[str, dict[str, Any]]]: ...
+    async def logs_of(self, ref: str, *, task: bool
+                      ) -> tuple[list[str], bool, dict[str, dict[str, Any]], str | None]: ...
     async def task(self, task_id: str) -> dict[str, Any] | None: ...
     def logs_source(self, task_ids: list[str], tasks: dict[str, dict[str, Any]], *, service_id: str | None,
                     follow: bool = False, tail: int | None = None, timestamps: bool = False,
@@ -148,8 +149,7 @@ async def _logs(req: Request, services: ServiceOperations, *, task: bool) -> Res
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
     follow, timestamps, details = req.qbool("follow"), req.qbool("timestamps"), req.qbool("details")
     tail, since = _tail(req.q("tail")), _since(req.q("since"))
-    task_ids, tty, known = await services.logs_of(req.params["id"], task=task)
-    service_id = (await services.get(req.params["id"]))["ID"] if follow and not task else None
+    task_ids, tty, known, service_id = await services.logs_of(req.params["id"], task=task)
 
     async def body() -> AsyncIterator[bytes]:
         if not task_ids:

@@ -545,10 +545,7 @@ def test_logs_are_framed_and_prefixed_as_dockers(capfdbinary):
         gatherer = Gatherer()
 
         async def logs_of(self, ref, *, task):
-            return [task_id], False, {task_id: {"NodeID": node_id, "ServiceID": service_id}}
-
-        async def get(self, ref):
-            return {"ID": service_id}
+            return [task_id], False, {task_id: {"NodeID": node_id, "ServiceID": service_id}}, service_id
 
         def logs_source(self, task_ids, tasks, *, service_id, follow, tail, timestamps, since):
             return self.gatherer.logs(task_ids, follow=follow, tail=tail, timestamps=timestamps, since=since)

@@ -130,7 +130,8 @@ def test_logs_follow_tasks_that_start_later(tmp_path):
             await store.put(SERVICES, service(3), 0)
             await store.put_many(TASKS, [task("t1", "running"), task("t2", "preparing"), task("t0", "shutdown"),
                                          task("x1", "running", "other")])
-            ids, _tty, known = await front.logs_of("web", task=False)
+            ids, _tty, known, service_id = await front.logs_of("web", task=False)
+            assert service_id == "web"
             assert ids == ["t0", "t1", "t2"]
             seen: list[str] = []
             with trio.fail_after(20):

@@ -963,18 +963,20 @@ class SwarmServices:
 
     # -- logs --
 
-    async def logs_of(self, ref: str, *, task: bool) -> tuple[list[str], bool, dict[str, dict[str, Any]]]:
+    async def logs_of(self, ref: str, *, task: bool
+                      ) -> tuple[list[str], bool, dict[str, dict[str, Any]], str | None]:
         """What ``/services/{id}/logs`` or ``/tasks/{id}/logs`` asks of the gatherer: the task
-        IDs (a service's: every task it has now), whether the service has a TTY (raw stream)
-        and the tasks by ID (for the details of each line)."""
+        IDs (a service's: every task it has now), whether the service has a TTY (raw stream),
+        the tasks by ID (for the details of each line) and the service's ID (None for a task's
+        logs; :meth:`logs_source` follows the service's later tasks by it)."""
         if task:
             t, _v = find(await self._tasks(), ref, "task")
             tty = bool(t.get("Spec", {}).get("ContainerSpec", {}).get("TTY"))
-            return [t["ID"]], tty, {t["ID"]: t}
+            return [t["ID"]], tty, {t["ID"]: t}, None
         service, _v = await self._find(ref)
         tty = bool(service["Spec"]["TaskTemplate"]["ContainerSpec"].get("TTY"))
         tasks = {t["ID"]: t for t, _v in await self._tasks() if t.get("ServiceID") == service["ID"]}
-        return sorted(tasks), tty, tasks
+        return sorted(tasks), tty, tasks, service["ID"]
 
     def logs_source(self, task_ids: list[str], tasks: dict[str, dict[str, Any]], *, service_id: str | None,
                     follow: bool = False, tail: int | None = None, timestamps: bool = False,
