@@ -977,24 +977,13 @@ def inspect(ctx: Any, argv: list[str], prog: str) -> int:
 
 def _send_update(ctx: Any, service: dict[str, Any], spec: dict[str, Any], *, rollback: bool = False,
                  headers: dict[str, str] | None = None, auth_from: str | None = None) -> Any:
+    # the version read with the service: the daemon itself takes it when only the swarm's own
+    # writes (the updater's UpdateStatus) moved it since, as docker's CLI relies on
     version = (service.get("Version") or {}).get("Index", 0)
-    for attempt in range(5):
-        params = {"version": str(version), "rollback": "previous" if rollback else None,
-                  "registryAuthFrom": None if headers else auth_from}
-        try:
-            resp = ctx.client.request("POST", f"/services/{service['ID']}/update", params, body=spec,
-                                      headers=headers or {})
-            break
-        except APIError as exc:
-            # the swarm's own writes (the updater's UpdateStatus) move the version too: when
-            # the spec the change was made from is still the stored one, send it again at the
-            # new version; a change of the spec by someone else stays docker's refusal
-            if exc.status != 409 or "out of sequence" not in exc.detail or attempt == 4:
-                raise
-            now = ctx.client.get_json(f"/services/{service['ID']}", {"insertDefaults": "false"})
-            if now.get("Spec") != service.get("Spec") or now.get("PreviousSpec") != service.get("PreviousSpec"):
-                raise
-            version = (now.get("Version") or {}).get("Index", 0)
+    params = {"version": str(version), "rollback": "previous" if rollback else None,
+              "registryAuthFrom": None if headers else auth_from}
+    resp = ctx.client.request("POST", f"/services/{service['ID']}/update", params, body=spec,
+                              headers=headers or {})
     try:
         return resp.json()
     except (ValueError, CLIError):

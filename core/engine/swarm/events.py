@@ -22,7 +22,6 @@ revision after the last one it reported, so nothing is lost or told twice; one t
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any, Callable
@@ -31,7 +30,7 @@ import trio
 
 from core import errors
 from core.engine.swarm.etcd import Event, WatchCompacted
-from core.engine.swarm.store import NETWORKS, NODES, SERVICES, Store
+from core.engine.swarm.store import NETWORKS, NODES, SERVICES, Store, time_ns
 
 log = logging.getLogger("core.swarm.events")
 
@@ -39,19 +38,6 @@ log = logging.getLogger("core.swarm.events")
 Emit = Callable[..., None]
 
 KINDS = {SERVICES: "service", NODES: "node", NETWORKS: "network"}
-
-
-def _ns(text: Any) -> int | None:
-    """A stored RFC 3339 time (nanoseconds) as nanoseconds since the epoch."""
-    if not isinstance(text, str) or not text:
-        return None
-    head, _, frac = text.rstrip("Z").partition(".")
-    try:
-        seconds = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
-    except ValueError:
-        return None
-    digits = "".join(c for c in frac if c.isdigit())[:9]
-    return int(seconds) * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
 def _changed(attrs: dict[str, str], key: str, old: Any, new: Any) -> None:
@@ -143,9 +129,9 @@ def cluster_event(prefix: str, event: Event) -> tuple[str, str, str, dict[str, s
     if not isinstance(new, dict):
         return None
     if old is None or event.kv.create_revision == event.kv.mod_revision:
-        action, when = "create", _ns(new.get("CreatedAt"))
+        action, when = "create", time_ns(new.get("CreatedAt"))
     else:
-        action, when = "update", _ns(new.get("UpdatedAt"))
+        action, when = "update", time_ns(new.get("UpdatedAt"))
     return kind, action, object_id, ATTRIBUTES[kind](action, new, old), when or time.time_ns()
 
 

@@ -41,13 +41,12 @@ tasks desired shut down are marked ``shutdown`` at once (no agent will).
 from __future__ import annotations
 
 import copy
-import datetime as dt
 from typing import Any
 
 import attrs
 
 from core.engine.swarm.scheduler import node_matches, task_constraints
-from core.engine.swarm.store import SERVICES, now_text
+from core.engine.swarm.store import SERVICES, now_text, time_ns
 from core.engine.swarm.tasks import TERMINAL, new_task_id, status
 
 RUNNABLE = ("ready", "running")
@@ -199,15 +198,8 @@ def changed(task: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 def seconds(text: Any) -> float | None:
     """A stored RFC 3339 time as seconds since the epoch (None if it does not parse)."""
-    if not isinstance(text, str) or not text:
-        return None
-    head, _, frac = text.rstrip("Z").partition(".")
-    try:
-        t = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
-    except ValueError:
-        return None
-    digits = "".join(c for c in frac if c.isdigit())[:9]
-    return t + (int(digits) / 10 ** len(digits) if digits else 0.0)
+    ns = time_ns(text)
+    return None if ns is None else ns / 1e9
 
 
 def restart_delay(task: dict[str, Any]) -> int:

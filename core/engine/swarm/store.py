@@ -97,6 +97,20 @@ def now_text() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}000Z"
 
 
+def time_ns(text: Any) -> int | None:
+    """A stored RFC 3339 time (:func:`now_text`'s) as nanoseconds since the epoch (None if it
+    does not parse)."""
+    if not isinstance(text, str) or not text:
+        return None
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        seconds = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+    digits = "".join(c for c in frac if c.isdigit())[:9]
+    return int(seconds) * 1_000_000_000 + int((digits + "000000000")[:9])
+
+
 def with_version(obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
     """The stored object as the API shows it: ``ID``, ``Version``, then the rest."""
     out = {"ID": obj.get("ID", ""), "Version": {"Index": kv.mod_revision}}
