@@ -443,13 +443,21 @@ def test_the_leader_frees_addresses_whose_owner_is_gone(etcd):
             await store.put(SERVICES, {"ID": "s1"})
             await store.put(TASKS, {"ID": "live", "Status": {"State": "running"}})
             await store.put(TASKS, {"ID": "done", "Status": {"State": "complete"}})
+            names = f"{swarm_networks.NAMES}{net['ID']}/"
             for owner in ("live", "done", "missing", "n1/c1", "n9/c1", "vip:s1", "vip:s9"):
-                await alloc.allocate(net["ID"], owner)
+                ip = (await alloc.allocate(net["ID"], owner)).split("/")[0]
+                if "/" in owner:  # a node's container: its DNS names are kept with its address
+                    await store.etcd.put(names + ip, json.dumps({"owner": owner, "names": ["c1"]}))
             candidates = await swarm_networks.reap_addresses_once(store, {})
             assert len(candidates) == 4  # a first pass only marks them
             assert len(await alloc.addresses(net["ID"])) == 7
             await swarm_networks.reap_addresses_once(store, candidates)
             assert sorted((await alloc.addresses(net["ID"])).values()) == ["live", "n1/c1", "vip:s1"]
+            # the gone container's names went with its address (its next holder gets none of them)
+            kept = await store.etcd.get_prefix(names)
+            assert [json.loads(kv.value)["owner"] for kv in kept] == ["n1/c1"]
+            await alloc.release_owner("n1/c1")
+            assert await store.etcd.get_prefix(names) == []
             await store.etcd.delete(TASKS, prefix=True)
             await store.etcd.delete(SERVICES, prefix=True)
             await store.etcd.delete(swarm_networks.PREFIX + "nodes/n1")

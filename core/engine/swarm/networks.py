@@ -47,7 +47,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +87,12 @@ ERR_OVERLAP = "invalid pool request: Pool overlaps with other one on this addres
 
 def _address_key(network_id: str, ip: str) -> str:
     return f"{ADDRESSES}{network_id}/{ip}"
+
+
+def _freed(address_key: str) -> list[Delete]:
+    """What freeing an address deletes: its key and the DNS names recorded with it (a holder's
+    names must not come back with the address's next holder)."""
+    return [Delete(address_key), Delete(NAMES + address_key[len(ADDRESSES):])]
 
 
 def _subnets(net: dict[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -343,9 +348,10 @@ async def create_network(store: Store, request: dict[str, Any]) -> dict[str, Any
 
 
 async def delete_network(store: Store, net_id: str) -> None:
-    """Remove a network's object and its addresses (one transaction, bumping the sequence)."""
+    """Remove a network's object, its addresses and their names (one transaction, bumping the
+    sequence)."""
     await store.etcd.txn([], [Delete(NETWORKS + net_id), Delete(f"{ADDRESSES}{net_id}/", prefix=True),
-                              Put(SEQUENCE_KEY, net_id)])
+                              Delete(f"{NAMES}{net_id}/", prefix=True), Put(SEQUENCE_KEY, net_id)])
 
 
 def new_id() -> str:
@@ -422,7 +428,7 @@ class AddressAllocator:
         key = _address_key(network_id, address.split("/", 1)[0])
         compare = [Compare("value", key, "==", owner)] if owner is not None else \
             [Compare("create", key, "!=", 0)]
-        result = await self.store.etcd.txn(compare, [Delete(key)])
+        result = await self.store.etcd.txn(compare, _freed(key))
         return result.succeeded
 
     async def attach(self, targets: list[Any], owner: str, *, ingress: bool = False
@@ -469,7 +475,7 @@ class AddressAllocator:
         for kv in await self.store.etcd.get_prefix(ADDRESSES):
             if kv.value.decode() == owner:
                 result = await self.store.etcd.txn([Compare("value", kv.key, "==", owner)],
-                                                   [Delete(kv.key)])
+                                                   _freed(kv.key))
                 n += result.succeeded
         return n
 
@@ -584,7 +590,7 @@ async def reap_addresses_once(store: Store, candidates: dict[str, int]) -> dict[
     found = await orphan_addresses(store)
     for key, revision in found.items():
         if candidates.get(key) == revision:
-            await store.etcd.txn([Compare("mod", key, "==", revision)], [Delete(key)])
+            await store.etcd.txn([Compare("mod", key, "==", revision)], _freed(key))
     return {k: r for k, r in found.items() if candidates.get(k) != r}
 
 
@@ -819,8 +825,7 @@ class SwarmNetworks:
         owner = f"{peer.node_id}/{container}"
         for ip, holder in (await alloc.addresses(network)).items():
             if holder == owner:
-                await alloc.release(network, ip, owner)
-                await alloc.store.etcd.delete(f"{NAMES}{network}/{ip}")
+                await alloc.release(network, ip, owner)  # its names with it
         return {}
 
     async def attach_container(self, ref: str, container_id: str, *,
