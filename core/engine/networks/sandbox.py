@@ -149,7 +149,7 @@ class Sandboxes:
             endpoints_config = await self._swarm_networks(container_id, mode, endpoints_config,
                                                           made)
             if self._names_swarm_network(container_id, mode, endpoints_config):
-                await self.ensure_gwbridge()
+                await self.catalog.ensure_gwbridge()
             return await self._prepare_locked(container_id, mode, hc, request, endpoints_config,
                                               make, mac_address)
         except BaseException:
@@ -266,7 +266,9 @@ class Sandboxes:
     def _names_swarm_network(self, container_id: str, mode: str,
                              endpoints_config: dict[str, Any]) -> bool:
         """Whether the container's networks (asked for, or recorded) include a non-internal
-        swarm network (then ``docker_gwbridge`` may be needed)."""
+        swarm network (then ``docker_gwbridge`` may be needed); never outside a swarm."""
+        if self.swarm is None or not self.swarm.active():
+            return False
         refs = [mode, *endpoints_config] + [ep.network_id
                                              for ep in self.store.endpoints_of(container_id)]
         for ref in refs:
@@ -277,10 +279,6 @@ class Sandboxes:
             if net.scope == "swarm" and not net.internal:
                 return True
         return False
-
-    async def ensure_gwbridge(self) -> NetRecord:
-        """The node's ``docker_gwbridge`` network, made with docker's options if missing."""
-        return await self.catalog.ensure_gwbridge()
 
     def _needs_gateway(self, nets: list[NetRecord]) -> bool:
         """docker's rule: a container on a non-internal swarm network and on no local network
@@ -585,7 +583,7 @@ class Sandboxes:
                 net = self.store.lookup(network_ref)
             assert net is not None
             if net.scope == "swarm" and not net.internal:
-                await self.ensure_gwbridge()
+                await self.catalog.ensure_gwbridge()
             await self._connect(net, cid, running, endpoint_config)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -665,7 +663,7 @@ class Sandboxes:
             return
         if self._names_swarm_network(cid, "none", {}):  # (it may need docker_gwbridge now)
             try:
-                await self.ensure_gwbridge()
+                await self.catalog.ensure_gwbridge()
             except CoreError as exc:
                 log.warning("container %s: %s", cid, exc)
         async with self.lock:

@@ -103,6 +103,7 @@ class SwarmLocal:
         self._pushed: dict[str, dict[str, Any]] = {}   # network -> state pushed, not applied yet
         self._revision: dict[str, int] = {}            # network -> revision of the state applied
         self._backends: dict[str, dict[str, list[str]]] = {}  # network -> its VIP backends
+        self._published: dict[str, list[dict[str, Any]]] = {}  # network -> its published ports
         self._fetch: set[str] = set()    # networks made here: their state asked for at once
         self._want_full = True           # a full pass at once (a new session, a network listed)
         self._retry: set[str] = set()    # networks whose state could not be asked for
@@ -123,8 +124,7 @@ class SwarmLocal:
         vni = net.options.get(VXLAN_OPTION, "")
         if not local or not vni.isdigit():
             raise InvalidArgument(f"network {net.name}: this node is not in a swarm")
-        port = getattr(self.cluster, "data_port", None)
-        return MultiHost(vni=int(vni), local=local, port=port() if port is not None else 4789)
+        return MultiHost(vni=int(vni), local=local, port=self.cluster.data_port())
 
     # ------------------------------------------------------------------ containers
     async def materialize(self, ref: str, container_id: str, address: str | None = None
@@ -232,14 +232,15 @@ class SwarmLocal:
         if ingress_id is None or not service_id or not self.active():
             return
         assert self.cluster is not None
-        try:
-            state = await self.cluster.network_state(ingress_id)
-        except CoreError as exc:  # no answer now: the task is not refused for it
-            log.info("routing mesh: no published ports from the managers: %s", exc)
-            return
-        for p in state.get("published") or []:
-            if p.get("ServiceID") != service_id:
-                continue
+        ports = [p for p in self._published.get(ingress_id) or [] if p.get("ServiceID") == service_id]
+        if not ports:  # a service the node has not heard of yet: the managers are asked
+            try:
+                state = await self.cluster.network_state(ingress_id)
+            except CoreError as exc:  # no answer now: the task is not refused for it
+                log.info("routing mesh: no published ports from the managers: %s", exc)
+                return
+            ports = [p for p in state.get("published") or [] if p.get("ServiceID") == service_id]
+        for p in ports:
             proto, port = str(p.get("Protocol") or "tcp"), int(p.get("PublishedPort") or 0)
             if port and not port_free(proto, port):
                 raise Conflict(f"host port {port}/{proto} is already in use on this node: "
@@ -291,6 +292,7 @@ class SwarmLocal:
             self.store.delete_net(net.id)
             self._peers.pop(net.id, None)
             self._backends.pop(net.id, None)
+            self._published.pop(net.id, None)
             self._revision.pop(net.id, None)
             self.view.remote.pop(net.id, None)
 
@@ -323,6 +325,7 @@ class SwarmLocal:
                 await self._drop_if_unused(net.id)
             self.view.remote.clear()
             self._backends.clear()
+            self._published.clear()
             self._revision.clear()
             self._pushed.clear()
             self.view.reindex()
@@ -473,9 +476,10 @@ class SwarmLocal:
             self._peers[net.id] = peers
         # the mesh after the peers: a new task it sends to is reachable already (its
         # forwarding and neighbour entries are there: no SYN waits on an unanswered ARP)
+        self._published[net.id] = list(state.get("published") or [])
         if net.id == self._ingress and self.mesh is not None:
             try:
-                await self.mesh.program(state.get("published") or [])
+                await self.mesh.program(self._published[net.id])
             except (OSError, subprocess.CalledProcessError) as exc:
                 err = getattr(exc, "stderr", b"") or b""
                 log.warning("routing mesh: %s %s", exc,

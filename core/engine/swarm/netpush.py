@@ -30,7 +30,7 @@ import trio
 
 from core import errors
 from core.engine.swarm.networks import ADDRESSES, IPAM, NAMES, endpoints_of, task_networks, vtep
-from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Store
+from core.engine.swarm.store import NETWORKS, NODES, SERVICES, TASKS, Decoded, Store
 from core.engine.swarm.transport import Sessions
 from core.engine.swarm.vip import VIPS, service_records
 
@@ -63,6 +63,7 @@ class NetworkPush:
         self._sent: dict[str, tuple[str, frozenset[str]]] = {}
         self._wake = trio.Event()
         self.pushes = 0                    # items queued on sessions (for tests and benches)
+        self._nodes = Decoded(NODES)       # node records, decoded once per version
 
     # -- what a change touches (pure: unit-tested without etcd) --
 
@@ -163,12 +164,14 @@ class NetworkPush:
             item = {"networks": {nid: None for nid in sorted(listed)}}
             for node in sessions:
                 sent += self.sessions.send(node, item)
-        for nid in sorted(targets):
-            if nid not in existing:
-                self._sent.pop(nid, None)
-                continue
-            state = {"peers": await endpoints_of(self.store, nid),
-                     **await service_records(self.store, nid)}
+        for nid in targets - existing:
+            self._sent.pop(nid, None)
+        # the tasks read once for every network of this flush (and both of its tables)
+        tasks = ({t["ID"]: t for t, _v in await self.store.objects(TASKS)}
+                 if targets & existing else {})
+        for nid in sorted(targets & existing):
+            state = {"peers": await endpoints_of(self.store, nid, tasks, self._nodes),
+                     **await service_records(self.store, nid, tasks)}
             text = json.dumps(state, sort_keys=True)
             nodes = frozenset(p["NodeID"] for p in state["peers"])
             old_text, old_nodes = self._sent.get(nid, ("", frozenset()))

@@ -616,6 +616,7 @@ class SwarmNetworks:
         self._known: dict[str, dict[str, Any]] = {}
         self._leave_hooks: list[Callable[[], Awaitable[None]]] = []
         self._push_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self._node_records = Decoded(NODES)  # (each node decoded once per version)
 
     def active(self) -> bool:
         """Whether this node is in a swarm (its swarm networks exist for it)."""
@@ -814,8 +815,8 @@ class SwarmNetworks:
         tasks = dispatcher.assignments.tasks() if dispatcher is not None else None
         if tasks is not None:  # the index is as new as its watch: the answer no newer than it
             revision = min(revision, dispatcher.assignments.revision)
-        if getattr(self, "_node_records", None) is None:
-            self._node_records = Decoded(NODES)  # (each node decoded once per version)
+        else:  # read once for both below
+            tasks = {t["ID"]: t for t, _v in await store.objects(TASKS)}
         return {"peers": await endpoints_of(store, network, tasks, self._node_records),
                 **await service_records(store, network, tasks), "revision": revision}
 
