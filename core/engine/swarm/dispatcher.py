@@ -54,9 +54,9 @@ import trio
 from core import errors
 from core.engine.swarm.assignments import Assignments, LogBroker, TaskStatusWriter
 from core.engine.swarm import tokens as swarm_tokens
-from core.engine.swarm.etcd import Compare, Delete
+from core.engine.swarm.etcd import Compare, Delete, Put
 from core.engine.swarm.netpush import NetworkPush
-from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store, write_gathered
+from core.engine.swarm.store import NODES, SESSIONS, Decoded, Store, now_text, txn_chunks, write_gathered
 from core.engine.swarm.transport import ManagerClient, Peer, Server, Sessions
 
 log = logging.getLogger("core.swarm.dispatcher")
@@ -396,11 +396,13 @@ class Dispatcher:
             await self.store.update_node(node_id, fn)
             log.info("node %s is %s", node_id, what)
 
-        # the changes written as read, 50 nodes a transaction; a chunk in which some record
+        # the changes written as read, 50 nodes (at most 1 MiB) a transaction; a chunk in which some record
         # moved meanwhile goes node by node (read again, changed, written)
         alone: list[tuple[str, Any, str]] = []
-        for i in range(0, len(changes), NODES_PER_TXN):
-            chunk = changes[i:i + NODES_PER_TXN]
+        def size(change: tuple[str, Any, str]) -> int:
+            return len(json.dumps(versions[change[0]][0]))
+
+        for chunk in txn_chunks(changes, size, NODES_PER_TXN):
             if not await self._write_nodes(chunk, versions):
                 alone += chunk
         await _each(alone, change)  # (a hundred nodes failing at once: not one by one)
@@ -410,9 +412,6 @@ class Dispatcher:
                            versions: dict[str, tuple[dict[str, Any], int]]) -> bool:
         """The node records of ``chunk`` changed as read, in one transaction comparing their
         versions; False (nothing written) if one moved since."""
-        from core.engine.swarm.etcd import Put
-        from core.engine.swarm.store import now_text
-
         compares, puts, done = [], [], []
         now = now_text()
         for node_id, fn, what in chunk:

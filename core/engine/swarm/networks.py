@@ -55,7 +55,8 @@ import trio
 from core import errors
 from core.engine.filters import label_match, matches, until
 from core.engine.swarm.etcd import Compare, Delete, Get, Put
-from core.engine.swarm.store import NETWORKS, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Decoded, Store, now_text
+from core.engine.swarm.store import (NETWORKS, NODES, PREFIX, SERVICES, TASKS, TXN_OPS, Decoded, Store,
+                                     now_text, time_ns)
 from core.engine.swarm.tasks import TERMINAL
 
 if TYPE_CHECKING:
@@ -719,7 +720,7 @@ class SwarmNetworks:
         for net, _v in await store.objects(NETWORKS):
             if net.get("Ingress"):
                 continue
-            if before is not None and _created_ns(net) >= before:
+            if before is not None and (time_ns(net.get("CreatedAt")) or 0) >= before:
                 continue
             labels = net.get("Labels") or {}
             if "label" in filters and not all(label_match(labels, v) for v in filters["label"]):
@@ -912,13 +913,3 @@ class SwarmNetworks:
         self._known.clear()
 
 
-def _created_ns(net: dict[str, Any]) -> int:
-    import datetime as dt
-
-    text = net.get("CreatedAt", "")
-    try:
-        head, _, frac = text.rstrip("Z").partition(".")
-        t = dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
-        return int(t.timestamp()) * 10**9 + int((frac or "0").ljust(9, "0")[:9])
-    except ValueError:
-        return 0

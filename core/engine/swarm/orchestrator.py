@@ -46,7 +46,7 @@ from typing import Any
 import attrs
 
 from core.engine.swarm.scheduler import node_matches, task_constraints
-from core.engine.swarm.store import SERVICES, now_text, time_ns
+from core.engine.swarm.store import SERVICES, now_text, seconds
 from core.engine.swarm.tasks import TERMINAL, new_task_id, status
 
 RUNNABLE = ("ready", "running")
@@ -194,12 +194,6 @@ def changed(task: dict[str, Any], **fields: Any) -> dict[str, Any]:
     out = copy.copy(task)
     out.update(fields)
     return out
-
-
-def seconds(text: Any) -> float | None:
-    """A stored RFC 3339 time as seconds since the epoch (None if it does not parse)."""
-    ns = time_ns(text)
-    return None if ns is None else ns / 1e9
 
 
 def restart_delay(task: dict[str, Any]) -> int:

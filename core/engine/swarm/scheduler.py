@@ -33,7 +33,6 @@ fewest tasks of the service, then the fewest tasks in all.  A task that fits now
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import functools
 import heapq
 import ipaddress
@@ -41,6 +40,7 @@ import re
 import time
 from typing import Any, Iterable
 
+from core.engine.swarm.store import seconds
 from core.engine.swarm.tasks import TERMINAL, status
 from core.errors import InvalidArgument
 
@@ -172,24 +172,13 @@ def host_ports(task: dict[str, Any]) -> frozenset[tuple[int, str]]:
                      if p.get("PublishMode") == "host" and p.get("PublishedPort"))
 
 
-def _seconds(text: Any) -> float | None:
-    """An RFC 3339 timestamp as POSIX seconds (None if it is not one)."""
-    if not isinstance(text, str) or len(text) < 19:
-        return None
-    try:
-        base = dt.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc)
-    except ValueError:
-        return None
-    return base.timestamp()
-
-
 def failed_recently(task: dict[str, Any], now: float) -> bool:
     """A task that failed on its node (``failed``/``rejected``) less than
     :data:`FAILURE_WINDOW` ago."""
     st = task.get("Status") or {}
     if not task.get("NodeID") or st.get("State") not in ("failed", "rejected"):
         return False
-    when = _seconds(st.get("Timestamp"))
+    when = seconds(st.get("Timestamp"))
     return when is not None and now - when < FAILURE_WINDOW
 
 
@@ -207,7 +196,7 @@ class FailureLog:
         now = time.time() if now is None else now
         for t in tasks:
             if t["ID"] not in self._seen and failed_recently(t, now):
-                when = _seconds((t.get("Status") or {}).get("Timestamp")) or now
+                when = seconds((t.get("Status") or {}).get("Timestamp")) or now
                 self._seen[t["ID"]] = (t["NodeID"], t.get("ServiceID", ""), when)
         counts: dict[tuple[str, str], int] = {}
         for tid, (node_id, sid, when) in list(self._seen.items()):

@@ -75,14 +75,15 @@ async def write_gathered(batch: Any, write: Callable[[Any], Awaitable[None]], ti
         batch.done.set()
 
 
-def txn_chunks(items: list[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
-    """``items`` in runs of at most :data:`TXN_OPS` and :data:`TXN_BYTES` (``size(item)`` each;
-    an item larger than that goes alone), in order: one etcd transaction each."""
+def txn_chunks(items: list[Any], size: Callable[[Any], int], ops: int = TXN_OPS) -> Iterator[list[Any]]:
+    """``items`` in runs of at most ``ops`` (:data:`TXN_OPS`) and :data:`TXN_BYTES`
+    (``size(item)`` each; an item larger than that goes alone), in order: one etcd transaction
+    each."""
     chunk: list[Any] = []
     total = 0
     for item in items:
         n = size(item)
-        if chunk and (len(chunk) >= TXN_OPS or total + n > TXN_BYTES):
+        if chunk and (len(chunk) >= ops or total + n > TXN_BYTES):
             yield chunk
             chunk, total = [], 0
         chunk.append(item)
@@ -109,6 +110,12 @@ def time_ns(text: Any) -> int | None:
         return None
     digits = "".join(c for c in frac if c.isdigit())[:9]
     return int(seconds) * 1_000_000_000 + int((digits + "000000000")[:9])
+
+
+def seconds(text: Any) -> float | None:
+    """A stored RFC 3339 time as seconds since the epoch (None if it does not parse)."""
+    ns = time_ns(text)
+    return None if ns is None else ns / 1e9
 
 
 def with_version(obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
