@@ -28,6 +28,8 @@ import time
 
 from core.cli.client import APIError, CLIError
 from core.cli.flags import FORMAT_HELP, INSPECT_FORMAT_HELP, Flags, command, parse_filters
+from core.cli.flagvalues import (duration_ns, kv_map, parse_cpus, parse_mount, parse_port_range, parse_uint,
+                                split_proto_port, validate_env, validate_label)
 from core.cli.format import natural_key, print_inspect, render_format, truncate_id
 
 TYPE_CHECKING = False
@@ -57,21 +59,6 @@ def pretty(value: Any) -> str:
 
 # -- flag values -----------------------------------------------------------------------------------
 
-def _duration(text: str) -> int:
-    from core.cli.flagvalues import duration_ns
-
-    return duration_ns(text)
-
-
-def _uint(text: str) -> int:
-    """Go's ``strconv.ParseUint(text, 10, 64)``, its errors in its words (ASCII digits only)."""
-    if not text or not all("0" <= c <= "9" for c in text):
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
-    if int(text) >= 1 << 64:
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
-    return int(text)
-
-
 def _command(text: str) -> str:
     """docker's ``ShlexOpt``: a command line that splits as a shell would."""
     import shlex
@@ -83,12 +70,6 @@ def _command(text: str) -> str:
     return text
 
 
-def _label(text: str) -> str:
-    from core.cli.flagvalues import validate_label
-
-    return validate_label(text)
-
-
 def _ratio(text: str) -> float:
     try:
         return float(text)
@@ -97,7 +78,6 @@ def _ratio(text: str) -> float:
 
 
 def _cpus(text: str) -> int:
-    from core.cli.flagvalues import parse_cpus
 
     return parse_cpus(text)
 
@@ -137,7 +117,6 @@ def parse_publish(value: str) -> list[dict[str, Any]]:
         if not port.get("TargetPort"):
             raise ValueError("missing mandatory field 'target'")
         return [port]
-    from core.cli.flagvalues import parse_port_range, split_proto_port
 
     proto, rest = split_proto_port(value)
     if proto not in ("tcp", "udp", "sctp"):
@@ -181,13 +160,11 @@ def _placement_pref(text: str) -> dict[str, Any]:
 
 
 def _mount(text: str) -> dict[str, Any]:
-    from core.cli.flagvalues import parse_mount
 
     return parse_mount(text)
 
 
 def _env(text: str) -> str:
-    from core.cli.flagvalues import validate_env
 
     return validate_env(text)
 
@@ -199,8 +176,8 @@ def _spec_flags(f: Flags, update: bool) -> None:
     d = (lambda value: None) if update else (lambda value: value)
     f.add("detach", "d", help="Exit immediately instead of waiting for the service to converge")
     f.add("quiet", "q", help="Suppress progress output")
-    f.add("replicas", None, "string", convert=_uint, typename="uint", help="Number of tasks")
-    f.add("replicas-max-per-node", None, "string", convert=_uint, typename="uint",
+    f.add("replicas", None, "string", convert=parse_uint, typename="uint", help="Number of tasks")
+    f.add("replicas-max-per-node", None, "string", convert=parse_uint, typename="uint",
           help="Maximum number of tasks per node (default 0 = unlimited)")
     f.add("workdir", "w", "string", help="Working directory inside the container")
     f.add("user", "u", "string", help="Username or UID (format: <name|uid>[:<group|gid>])")
@@ -211,7 +188,7 @@ def _spec_flags(f: Flags, update: bool) -> None:
     f.add("tty", "t", help="Allocate a pseudo-TTY")
     f.add("read-only", None, help="Mount the container's root filesystem as read only")
     f.add("stop-signal", None, "string", help="Signal to stop the container")
-    f.add("stop-grace-period", None, "string", default=d("10s"), convert=_duration, typename="duration",
+    f.add("stop-grace-period", None, "string", default=d("10s"), convert=duration_ns, typename="duration",
           help="Time to wait before force killing a container (ns|us|ms|s|m|h)")
     f.add("limit-cpu", None, "string", convert=_cpus, typename="decimal", help="Limit CPUs")
     f.add("limit-memory", None, "string", convert=_memory, typename="bytes", help="Limit Memory")
@@ -220,22 +197,22 @@ def _spec_flags(f: Flags, update: bool) -> None:
     f.add("reserve-memory", None, "string", convert=_memory, typename="bytes", help="Reserve Memory")
     f.add("restart-condition", None, "string", default=d("any"),
           help='Restart when condition is met ("none", "on-failure", "any")')
-    f.add("restart-delay", None, "string", default=d("5s"), convert=_duration, typename="duration",
+    f.add("restart-delay", None, "string", default=d("5s"), convert=duration_ns, typename="duration",
           help="Delay between restart attempts (ns|us|ms|s|m|h)")
-    f.add("restart-max-attempts", None, "string", convert=_uint, typename="uint",
+    f.add("restart-max-attempts", None, "string", convert=parse_uint, typename="uint",
           help="Maximum number of restarts before giving up")
-    f.add("restart-window", None, "string", convert=_duration, typename="duration",
+    f.add("restart-window", None, "string", convert=duration_ns, typename="duration",
           help="Window used to evaluate the restart policy (ns|us|ms|s|m|h)")
     for kind, actions in (("update", '"pause", "continue", "rollback"'), ("rollback", '"pause", "continue"')):
         what = "updates" if kind == "update" else "rollbacks"
-        f.add(f"{kind}-parallelism", None, "string", default=d("1"), convert=_uint, typename="uint",
+        f.add(f"{kind}-parallelism", None, "string", default=d("1"), convert=parse_uint, typename="uint",
               help=f"Maximum number of tasks {'updated' if kind == 'update' else 'rolled back'} "
                    "simultaneously (0 to update all at once)")
-        f.add(f"{kind}-delay", None, "string", default=d("0s"), convert=_duration, typename="duration",
+        f.add(f"{kind}-delay", None, "string", default=d("0s"), convert=duration_ns, typename="duration",
               help=f"Delay between task {what} (ns|us|ms|s|m|h)", show_default=False)
         f.add(f"{kind}-failure-action", None, "string", default=d("pause"),
               help=f"Action on {kind} failure ({actions})")
-        f.add(f"{kind}-monitor", None, "string", default=d("5s"), convert=_duration, typename="duration",
+        f.add(f"{kind}-monitor", None, "string", default=d("5s"), convert=duration_ns, typename="duration",
               help=f"Duration after each task {kind} to monitor for failure (ns|us|ms|s|m|h)")
         f.add(f"{kind}-max-failure-ratio", None, "string", default=d("0"), convert=_ratio, typename="float",
               help=f"Failure rate to tolerate during {'an update' if kind == 'update' else 'a rollback'}",
@@ -243,12 +220,12 @@ def _spec_flags(f: Flags, update: bool) -> None:
         f.add(f"{kind}-order", None, "string", default=d("stop-first"),
               help=f'{kind.capitalize()} order ("start-first", "stop-first")')
     f.add("health-cmd", None, "string", help="Command to run to check health")
-    f.add("health-interval", None, "string", convert=_duration, typename="duration",
+    f.add("health-interval", None, "string", convert=duration_ns, typename="duration",
           help="Time between running the check (ms|s|m|h)")
-    f.add("health-timeout", None, "string", convert=_duration, typename="duration",
+    f.add("health-timeout", None, "string", convert=duration_ns, typename="duration",
           help="Maximum time to allow one check to run (ms|s|m|h)")
     f.add("health-retries", None, "int", help="Consecutive failures needed to report unhealthy")
-    f.add("health-start-period", None, "string", convert=_duration, typename="duration",
+    f.add("health-start-period", None, "string", convert=duration_ns, typename="duration",
           help="Start period for the container to initialize before counting retries towards unstable (ms|s|m|h)")
     f.add("no-healthcheck", None, help="Disable any container-specified HEALTHCHECK")
     f.add("endpoint-mode", None, "string", default=d("vip"), help="Endpoint mode (vip or dnsrr)")
@@ -261,8 +238,8 @@ def _create_flags(f: Flags) -> None:
     f.add("name", None, "string", help="Service name")
     f.add("mode", None, "string", default="replicated", help='Service mode ("replicated", "global")')
     f.add("env", "e", "list", convert=_env, help="Set environment variables")
-    f.add("label", "l", "list", help="Service labels", convert=_label)
-    f.add("container-label", None, "list", help="Container labels", convert=_label)
+    f.add("label", "l", "list", help="Service labels", convert=validate_label)
+    f.add("container-label", None, "list", help="Container labels", convert=validate_label)
     f.add("publish", "p", "list", convert=parse_publish, typename="port", help="Publish a port as a node port")
     f.add("mount", None, "list", convert=_mount, typename="mount", help="Attach a filesystem mount to the service")
     f.add("network", None, "list", typename="network", help="Network attachments")
@@ -278,9 +255,9 @@ def _update_flags(f: Flags) -> None:
     f.add("rollback", None, help="Rollback to previous specification")
     f.add("env-add", None, "list", convert=_env, help="Add or update an environment variable")
     f.add("env-rm", None, "list", help="Remove an environment variable")
-    f.add("label-add", None, "list", help="Add or update a service label", convert=_label)
+    f.add("label-add", None, "list", help="Add or update a service label", convert=validate_label)
     f.add("label-rm", None, "list", help="Remove a label by its key")
-    f.add("container-label-add", None, "list", help="Add or update a container label", convert=_label)
+    f.add("container-label-add", None, "list", help="Add or update a container label", convert=validate_label)
     f.add("container-label-rm", None, "list", help="Remove a container label by its key")
     f.add("publish-add", None, "list", convert=parse_publish, typename="port", help="Add or update a published port")
     f.add("publish-rm", None, "list", convert=parse_publish, typename="port",
@@ -423,7 +400,6 @@ def create(ctx: Any, argv: list[str], prog: str) -> int:
     if opts.mode == "global" and "replicas" in opts.changed:
         raise CLIError("replicas can only be used with replicated mode", 1)
     image, command_args = args[0], args[1:]
-    from core.cli.flagvalues import kv_map
 
     cs: dict[str, Any] = {"Image": image}
     if command_args:
@@ -1021,7 +997,6 @@ def update(ctx: Any, argv: list[str], prog: str) -> int:
         answer = _send_update(ctx, service, service["Spec"], rollback=True)
         return _answered(ctx, answer, ref, service["ID"], opts)
     import copy
-    from core.cli.flagvalues import kv_map
 
     spec = copy.deepcopy(service["Spec"])
     tt = spec.setdefault("TaskTemplate", {})
@@ -1128,7 +1103,7 @@ def scale(ctx: Any, argv: list[str], prog: str) -> int:
     for arg in args:
         name, _, value = arg.partition("=")
         try:
-            replicas = _uint(value)
+            replicas = parse_uint(value)
         except ValueError as exc:
             errors.append(f"{name}: invalid replicas value {value}: {exc}")
             continue

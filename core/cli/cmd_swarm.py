@@ -26,6 +26,7 @@ import sys
 
 from core.cli.client import CLIError
 from core.cli.flags import Flags, command
+from core.cli.flagvalues import parse_uint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,18 +100,8 @@ def go_duration(ns: int) -> str:
     return f"{sign}{s_text}s"
 
 
-def _uint(text: str, bits: int = 64) -> int:
-    """Go's ``strconv.ParseUint(text, 10, bits)``, its errors in its words."""
-    if not text or not all("0" <= c <= "9" for c in text):
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
-    value = int(text, 10)
-    if value >= 1 << bits:
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
-    return value
-
-
 def _uint32(text: str) -> int:
-    return _uint(text, 32)
+    return parse_uint(text, 32)
 
 
 def _cidr(text: str) -> str:
@@ -180,9 +171,9 @@ def _add_swarm_flags(f: Flags) -> None:
     f.add("dispatcher-heartbeat", None, "string", default="5s", typename="duration",
           help="Dispatcher heartbeat period (ns|us|ms|s|m|h)", convert=_duration_ns)
     f.add("max-snapshots", None, "string", typename="uint", default="0", show_default=False,
-          help="Number of additional Raft snapshots to retain", convert=_uint)
+          help="Number of additional Raft snapshots to retain", convert=parse_uint)
     f.add("snapshot-interval", None, "string", typename="uint", default="10000",
-          help="Number of log entries between Raft snapshots", convert=_uint)
+          help="Number of log entries between Raft snapshots", convert=parse_uint)
     _add_ca_flags(f)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from core.units import parse_go_duration, parse_go_duration_ns, ram_in_bytes
+from core.units import parse_go_duration_ns, ram_in_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,17 +27,23 @@ def split_proto_port(raw: str) -> tuple[str, str]:
     return parts[1], parts[0]
 
 
+def parse_uint(text: str, bits: int = 64) -> int:
+    """Go's ``strconv.ParseUint(text, 10, bits)``: ASCII digits only, its errors in its words."""
+    if not text or not all("0" <= c <= "9" for c in text):
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    value = int(text, 10)
+    if value >= 1 << bits:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
+    return value
+
+
 def parse_port_range(ports: str) -> tuple[int, int]:
     """nat.ParsePortRange: "8000-8010" → (8000, 8010); "80" → (80, 80)."""
     if ports == "":
         raise ValueError("empty string specified for ports")
 
     def one(p: str) -> int:
-        if not p or not all("0" <= c <= "9" for c in p):  # ASCII digits, as Go's
-            raise ValueError(f'strconv.ParseUint: parsing "{p}": invalid syntax')
-        if int(p) > 65535:
-            raise ValueError(f'strconv.ParseUint: parsing "{p}": value out of range')
-        return int(p)
+        return parse_uint(p, 16)
 
     if "-" not in ports:
         start = one(ports)
