@@ -132,12 +132,12 @@ def parse_time(value: str | None, name: str) -> float | None:
 
 
 _PREFIX_ACTIONS = ("health_status", "exec_create", "exec_start")
-#: filters docker applies to every event (moby's ``fuzzyMatchName``): the actor's ID or name
-#: must start with one of the values, whatever the event's type
+#: filters docker applies to every event, whatever its type (see :func:`_fuzzy`)
 _CLUSTER_KINDS = ("service", "node", "secret", "config")
 
 
 def _fuzzy(event: Event, values: list[str]) -> bool:
+    """moby's ``fuzzyMatchName``: the actor's ID or name is one of ``values`` or starts with one."""
     actor = event["Actor"]
     names = (actor["ID"], (actor.get("Attributes") or {}).get("name", ""))
     return any(v in names or any(n.startswith(v) for n in names) for v in values)
@@ -153,11 +153,9 @@ def matches(event: Event, filters: dict[str, list[str]]) -> bool:
                 any(v in _PREFIX_ACTIONS for v in values)
                 and event["Action"].split(":", 1)[0] in values):
             return False
-        if key in ("container", "image", "network", "volume") and event["Type"] == key:
-            attrs = event["Actor"]["Attributes"]
-            if not any(v in (event["Actor"]["ID"], attrs.get("name")) or event["Actor"]["ID"].startswith(v)
-                       for v in values):
-                return False
+        if key in ("container", "image", "network", "volume") and event["Type"] == key \
+                and not _fuzzy(event, values):
+            return False
         if key == "scope" and event.get("scope", "local") not in values:
             return False
         if key in _CLUSTER_KINDS and not _fuzzy(event, values):
