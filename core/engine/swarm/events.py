@@ -94,9 +94,8 @@ def node_attributes(action: str, node: dict[str, Any], old: dict[str, Any] | Non
         _changed(attrs, "state", (old.get("Status") or {}).get("State"), (node.get("Status") or {}).get("State"))
         ms, old_ms = node.get("ManagerStatus"), old.get("ManagerStatus")
         if isinstance(ms, dict) and isinstance(old_ms, dict):
-            if bool(ms.get("Leader")) != bool(old_ms.get("Leader")):
-                _changed(attrs, "leader", str(bool(old_ms.get("Leader"))).lower(),
-                         str(bool(ms.get("Leader"))).lower())
+            _changed(attrs, "leader", str(bool(old_ms.get("Leader"))).lower(),
+                     str(bool(ms.get("Leader"))).lower())
             if "Reachability" in ms and "Reachability" in old_ms:
                 _changed(attrs, "reachability", old_ms["Reachability"], ms["Reachability"])
     return attrs

@@ -182,10 +182,8 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None, *,
     spec["Labels"] = labels
     orch = _section(given, "Orchestration")
     if orch.get("TaskHistoryRetentionLimit") is not None:
-        limit = orch["TaskHistoryRetentionLimit"]
-        if not isinstance(limit, int) or isinstance(limit, bool):
-            raise errors.InvalidArgument("invalid TaskHistoryRetentionLimit: expected an integer")
-        spec["Orchestration"]["TaskHistoryRetentionLimit"] = _spec_int(limit, "TaskHistoryRetentionLimit")
+        spec["Orchestration"]["TaskHistoryRetentionLimit"] = _spec_int(
+            orch["TaskHistoryRetentionLimit"], "TaskHistoryRetentionLimit")
     for key, value in _section(given, "Raft").items():
         if key in spec["Raft"] and value:
             spec["Raft"][key] = _spec_int(value, f"Raft.{key}", low=0, high=2**64 - 1)
@@ -212,8 +210,6 @@ def normalize_spec(given: Any, current: dict[str, Any] | None = None, *,
     ca_config = _section(given, "CAConfig")
     expiry = ca_config.get("NodeCertExpiry")
     if expiry:
-        if not isinstance(expiry, int) or isinstance(expiry, bool):
-            raise errors.InvalidArgument("invalid NodeCertExpiry: expected nanoseconds")
         _spec_int(expiry, "NodeCertExpiry")
         swarm_ca.validate_node_cert_expiry(dt.timedelta(microseconds=expiry / 1000))
         spec["CAConfig"]["NodeCertExpiry"] = expiry

@@ -893,9 +893,9 @@ class SwarmServices:
         if not then or then[0].mod_revision != version:
             return False
         old = then[0].json()
-        moved = sorted(k for k in set(old) | set(service) if old.get(k) != service.get(k))
         if old.get("Spec") == service.get("Spec") and old.get("PreviousSpec") == service.get("PreviousSpec"):
             return True
+        moved = sorted(k for k in set(old) | set(service) if old.get(k) != service.get(k))
         log.info("service %s: update at version %d refused, changed since: %s", service["ID"], version,
                  ", ".join(moved))
         return False
