@@ -90,7 +90,7 @@ class Assignments:
         self.sessions = sessions
         self.delay = delay
         self.by_node: dict[str, dict[str, dict[str, Any]]] = {}
-        self._node_of: dict[str, str] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}  # every task of by_node, by ID
         self._specs = Specs()
         self._dirty: set[str] = set()
         self._wake = trio.Event()
@@ -107,7 +107,7 @@ class Assignments:
         """One task put (``task``) or deleted (None); returns the nodes whose set changed for
         them (and marks them to be sent)."""
         affected: set[str] = set()
-        old_node = self._node_of.get(task_id)
+        old_node = self.node_of(task_id)
         node = ""
         if task is not None:
             state = task.get("Status", {}).get("State", "")
@@ -118,7 +118,7 @@ class Assignments:
             self.by_node.get(old_node, {}).pop(task_id, None)
             if not self.by_node.get(old_node):
                 self.by_node.pop(old_node, None)
-            del self._node_of[task_id]
+            del self._tasks[task_id]
             affected.add(old_node)
         elif old_node:
             old = self.by_node.get(old_node, {}).get(task_id)
@@ -126,7 +126,7 @@ class Assignments:
             task = self._specs.share({"ID": task_id, "Version": {"Index": version},
                                       **{k: v for k, v in task.items() if k not in ("ID", "Version")}})
             self.by_node.setdefault(node, {})[task_id] = task
-            self._node_of[task_id] = node
+            self._tasks[task_id] = task
             if _news(old, task):
                 affected.add(node)
         self._dirty |= affected
@@ -138,7 +138,7 @@ class Assignments:
         """The whole index again (a new watch): every node is sent its set."""
         before = set(self.by_node)
         self.by_node.clear()
-        self._node_of.clear()
+        self._tasks.clear()
         for task, version in tasks:
             self.apply(task["ID"], task, version)
         self._dirty |= before | set(self.sessions.nodes)
@@ -149,13 +149,14 @@ class Assignments:
 
     def tasks(self) -> dict[str, dict[str, Any]] | None:
         """Every assigned task by ID (what ``networks.peers`` needs: a live task is assigned),
-        None before the index is read."""
+        None before the index is read.  The index's own mapping: read it, never change it."""
         if not self.ready.is_set():
             return None
-        return {tid: self.by_node[node][tid] for tid, node in self._node_of.items()}
+        return self._tasks
 
     def node_of(self, task_id: str) -> str | None:
-        return self._node_of.get(task_id)
+        task = self._tasks.get(task_id)
+        return task["NodeID"] if task is not None else None
 
     def message(self, node_id: str) -> dict[str, Any]:
         """The ``assignments`` item for a node (nothing before the index is read)."""

@@ -168,14 +168,14 @@ async def service_records(store: Store, network_id: str,
     backends: dict[str, list[str]] = {}
     published: list[dict[str, Any]] = []
     for sid, svc in services.items():
-        if ingress:
-            addresses = sorted(by_service.get(sid, []), key=ipaddress.ip_address)
+        addresses = sorted(by_service.get(sid, []), key=ipaddress.ip_address)
+        if ingress:  # the mesh's table only: ingress has no names nor VIP balancing
             published += [{**p, "ServiceID": sid, "Backends": addresses} for p in ingress_ports(svc)]
+            continue
         name = ((svc.get("Spec") or {}).get("Name") or "").lower()
         vip = next((v["Addr"].split("/", 1)[0]
                     for v in (svc.get("Endpoint") or {}).get("VirtualIPs") or []
                     if v.get("NetworkID") == network_id and v.get("Addr")), None)
-        addresses = sorted(by_service.get(sid, []), key=ipaddress.ip_address)
         if not name or (vip is None and not addresses):
             continue
         names[f"tasks.{name}"] = addresses
@@ -184,6 +184,4 @@ async def service_records(store: Store, network_id: str,
         elif vip is not None:
             names[name] = [vip]
             backends[vip] = addresses
-    if ingress:
-        return {"names": {}, "backends": {}, "published": published}
-    return {"names": names, "backends": backends, "published": []}
+    return {"names": names, "backends": backends, "published": published}
