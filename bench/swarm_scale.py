@@ -123,7 +123,13 @@ class Tracker:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-        self._started.wait(30)
+        if not self._started.wait(30):
+            raise Step(f"the tracker did not start: {self.error!r}")
+
+    def check(self) -> None:
+        """:class:`Step` when the tracker's thread has ended (its figures would stand still)."""
+        if not self._thread.is_alive():
+            raise Step(f"the tracker stopped: {self.error!r}")
 
     def _run(self) -> None:
         try:
@@ -239,7 +245,9 @@ class Simulation:
         self.results["join_s"] = round(time.monotonic() - t, 1)
 
     def sims_alive(self) -> bool:
-        """True while every simulating process runs (:class:`Step` with its output if not)."""
+        """True while every simulating process (and the tracker) runs (:class:`Step` with its
+        output if not)."""
+        self.tracker.check()
         for i, p in enumerate(self.procs):
             if p.poll() is not None:
                 tail = (self.sim.root / f"sim{i}.log").read_text(errors="replace")[-2000:]
