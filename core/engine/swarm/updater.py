@@ -213,7 +213,7 @@ class Updater:
                 return
             parallelism = int(cfg["Parallelism"] or 0) or len(dirty)
             for key in dirty[:parallelism]:
-                self._update_slot(view, out, service, run, key, slots[key], cfg, memo)
+                self._update_slot(view, out, service, run, key, slots[key], cfg, memo, tmpl, ports)
             run.batches += 1
             if not run.batch:  # only leftovers to shut down: no new tasks to wait for
                 run.next_at = now + int(cfg["Delay"] or 0) / SECOND
@@ -229,9 +229,8 @@ class Updater:
             out.due(run.done_at)
 
     def _update_slot(self, view: View, out: Changes, service: dict[str, Any], run: Run, key: Any,
-                     live: list[dict[str, Any]], cfg: dict[str, Any], memo: dict[int, Any]) -> None:
-        tmpl = template(service)
-        ports = host_mode_ports(service)
+                     live: list[dict[str, Any]], cfg: dict[str, Any], memo: dict[int, Any],
+                     tmpl: dict[str, Any], ports: Any) -> None:
         clean = [t for t in live if not is_dirty(t, tmpl, view, memo, ports)]
         if clean:  # a task with the new spec is there already: keep it, stop the others
             keep = max(clean, key=lambda t: (state_of(t) == "running", t.get("CreatedAt", "")))
