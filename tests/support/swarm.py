@@ -57,3 +57,39 @@ def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.25):
                 return last
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def core_ok(host, *args: str, code: int = 0, timeout: float = 120) -> str:
+    """``core *args`` on a harness host, which must exit ``code``: its stdout (its stderr for
+    a wanted failure); else an assertion with both and the end of the host's daemon log."""
+    proc = host.core(*args, timeout=timeout)
+    assert proc.returncode == code, (f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n"
+                                     f"{proc.stderr}\n{host.log()[-3000:]}")
+    return proc.stdout if code == 0 else proc.stderr
+
+
+def with_store(host, fn):
+    """``await fn(Store)`` on the host's etcd member (its client socket), from synchronous code."""
+    import trio
+
+    from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
+    from core.engine.swarm.store import Store
+
+    async def main():
+        async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10) as etcd:
+            return await fn(Store(etcd))
+    return trio.run(main)
+
+
+def cluster_fixture(shape: tuple[int, int], tick: float | str = 0.1):
+    """A module-scoped ``cluster`` fixture: :func:`cluster_with_raft_tick`, closed after the module."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def cluster():
+        c = cluster_with_raft_tick(shape, tick)
+        try:
+            yield c
+        finally:
+            c.close()
+    return cluster

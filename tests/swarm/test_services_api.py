@@ -18,19 +18,12 @@ from typing import Any
 import pytest
 
 from core.engine.swarm.service import ERR_NO_MANAGER
-from tests.support.swarm import wait_for
+from tests.support.swarm import core_ok as core, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 0)
-
-
-def core(host, *args: str, code: int = 0, timeout: float = 60) -> str:
-    proc = host.core(*args, timeout=timeout)
-    assert proc.returncode == code, (f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n"
-                                     f"{proc.stderr}\n{host.log()[-3000:]}")
-    return proc.stdout if code == 0 else proc.stderr
 
 
 def api(host, method: str, path: str, body: Any = None, headers: dict | None = None) -> tuple[int, Any]:

@@ -20,19 +20,13 @@ import time
 from typing import Any
 
 import pytest
+from tests.support.swarm import core_ok as core
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 2)
 LIVE = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running")
-
-
-def core(host, *args: str, code: int = 0, timeout: float = 60) -> str:
-    proc = host.core(*args, timeout=timeout)
-    assert proc.returncode == code, (f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n"
-                                     f"{proc.stderr}\n{host.log()[-3000:]}")
-    return proc.stdout if code == 0 else proc.stderr
 
 
 def wait_for(what: str, check, timeout: float = 40.0, cluster=None) -> Any:

@@ -19,9 +19,8 @@ import pytest
 import trio
 
 from core.engine.swarm import tasks as swarm_tasks
-from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import TASKS, Store, now_text
-from tests.support.swarm import wait_for
+from tests.support.swarm import core_ok as core, wait_for, with_store
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -41,19 +40,6 @@ def no_leader_loops():
     yield
     mp.undo()
 SERVICE_ID = "svcagent0000000000000000a"
-
-
-def core(host, *args: str, code: int = 0) -> str:
-    proc = host.core(*args)
-    assert proc.returncode == code, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
-    return proc.stdout
-
-
-def with_store(host, fn):
-    async def main():
-        async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10) as etcd:
-            return await fn(Store(etcd))
-    return trio.run(main)
 
 
 def get_task(host, task_id: str) -> dict[str, Any] | None:

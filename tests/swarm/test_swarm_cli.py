@@ -14,19 +14,13 @@ from typing import Any
 import pytest
 
 from core.engine.swarm.service import ERR_NO_SWARM, ERR_NOT_MANAGER
-from tests.support.swarm import init_words, manager_join_words, wait_for
+from tests.support.swarm import core_ok as core, init_words, manager_join_words, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 1)
 HAVE_DOCKER = bool(shutil.which("docker"))
-
-
-def core(host, *args: str, code: int = 0) -> str:
-    proc = host.core(*args)
-    assert proc.returncode == code, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
-    return proc.stdout if code == 0 else proc.stderr
 
 
 def docker(host, *args: str) -> str:

@@ -16,30 +16,15 @@ import shutil
 from typing import Any
 
 import pytest
-import trio
 
-from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import TASKS, Store
-from tests.support.swarm import wait_for
+from tests.support.swarm import core_ok as core, wait_for, with_store
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
 CLUSTER_SHAPE = (1, 2)
 SERVE = ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
-
-
-def core(host, *args: str) -> str:
-    proc = host.core(*args)
-    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
-    return proc.stdout
-
-
-def with_store(host, fn) -> Any:
-    async def main():
-        async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10) as etcd:
-            return await fn(Store(etcd))
-    return trio.run(main)
 
 
 def fetch(client, address: str) -> str | None:

@@ -32,12 +32,10 @@ import time
 from typing import Any
 
 import pytest
-import trio
 
-from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import NODES, TASKS, Store
 from tests.support.mesh import REQUESTER, SERVE
-from tests.support.swarm import wait_for
+from tests.support.swarm import core_ok as core, wait_for, with_store
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -67,19 +65,6 @@ for line in sys.stdin:
                 out.append([name, False])
         print(json.dumps(out), flush=True)
 '''
-
-
-def core(host, *args: str, timeout: float = 120) -> str:
-    proc = host.core(*args, timeout=timeout)
-    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.returncode}\n{proc.stderr}\n{host.log()}"
-    return proc.stdout
-
-
-def with_store(host, fn) -> Any:
-    async def main():
-        async with EtcdClient(host.data_root / "swarm" / CLIENT_SOCKET_NAME, timeout=10) as etcd:
-            return await fn(Store(etcd))
-    return trio.run(main)
 
 
 def tasks_of(mgr, service: str) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.swarm import cluster_with_raft_tick, wait_for
+from tests.support.swarm import cluster_fixture, core_ok as ok, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
@@ -42,12 +42,6 @@ BIG = 200_000
 DATAGRAM = 3000     # bytes of one UDP datagram (the overlay's MTU is 1450)
 SERVE = ["sh", "-c", f"mkdir -p /www && head -c {BIG} /dev/zero > /www/big && hostname > /www/who "
          "&& exec httpd -f -p 80 -h /www"]
-
-
-def ok(host, *args: str, timeout: float = 60) -> str:
-    proc = host.core(*args, timeout=timeout)
-    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.stderr}\n{host.log()}"
-    return proc.stdout
 
 
 def fetch(host, url: str) -> str | None:
@@ -105,13 +99,7 @@ class Holder:
             self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = cluster_with_raft_tick(CLUSTER_SHAPE, RAFT_TICK)
-    try:
-        yield c
-    finally:
-        c.close()
+cluster = cluster_fixture(CLUSTER_SHAPE, RAFT_TICK)
 
 
 @pytest.fixture(scope="module")

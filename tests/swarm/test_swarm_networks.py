@@ -36,7 +36,7 @@ from core.engine.swarm.store import NETWORKS, SERVICES, TASKS, ClusterRecord, St
 from core.errors import AlreadyExists, Forbidden, Unavailable
 from core.testing import TrioThread
 from core.testing.registry_server import free_port
-from tests.support.swarm import cluster_with_raft_tick, wait_for
+from tests.support.swarm import cluster_with_raft_tick, core_ok as ok, wait_for
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
@@ -469,12 +469,6 @@ def test_the_leader_frees_addresses_whose_owner_is_gone(etcd):
 
 def core(host, *args: str) -> subprocess.CompletedProcess:
     return host.core(*args, timeout=60)
-
-
-def ok(host, *args: str) -> str:
-    proc = core(host, *args)
-    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.stderr}\n{host.log()}"
-    return proc.stdout
 
 
 def docker_cli(host, *args: str) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ import trio
 from core.engine.swarm.vip import virtual_ips
 from core.engine.swarm.etcd import CLIENT_SOCKET_NAME, EtcdClient
 from core.engine.swarm.store import SERVICES, TASKS, Store
-from tests.support.swarm import cluster_with_raft_tick, wait_for
+from tests.support.swarm import cluster_fixture, core_ok as ok, wait_for
 
 pytestmark = [pytest.mark.skipif(not shutil.which("etcd"), reason="etcd (etcd-server) is not installed")]
 
@@ -33,12 +33,6 @@ CLUSTER_SHAPE = (2, 1)
 RAFT_TICK = 0.1
 BIG = 200_000       # bytes served over TCP
 DATAGRAM = 3000     # bytes of one UDP datagram (the overlay's MTU is 1450)
-
-
-def ok(host, *args: str, timeout: float = 60) -> str:
-    proc = host.core(*args, timeout=timeout)
-    assert proc.returncode == 0, f"[{host.name}] core {' '.join(args)}: {proc.stderr}\n{host.log()}"
-    return proc.stdout
 
 
 def overlay_devices(host) -> list[str]:
@@ -53,13 +47,7 @@ def sandbox(host, name: str) -> str:
     return str(host.exec_root / "netns" / cid[:12])
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = cluster_with_raft_tick(CLUSTER_SHAPE, RAFT_TICK)
-    try:
-        yield c
-    finally:
-        c.close()
+cluster = cluster_fixture(CLUSTER_SHAPE, RAFT_TICK)
 
 
 @pytest.fixture(scope="module")
